@@ -1,0 +1,1 @@
+//! avm-qemu library
