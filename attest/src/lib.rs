@@ -1,1 +1,11 @@
+//! Shared core of the A-VM and its verifier (`no_std` + `alloc`).
+//!
+//! Everything here is used by both sides: the A-VM builds the messages and
+//! evidence, the verifier parses and checks them. Nothing here touches
+//! hardware, so the whole crate is tested on the host.
 #![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod wire;

@@ -1,0 +1,336 @@
+//! The attestation wire protocol between a verifier and an A-VM.
+//!
+//! A connection carries frames: a 4-byte big-endian body length, then the
+//! body, one [`Request`] (verifier to A-VM) or [`Response`] (A-VM to verifier)
+//! encoded with postcard. The length is checked against a hard limit before
+//! any body byte is buffered, so a peer cannot make the other side allocate
+//! more than [`MAX_FRAME_LEN`] (or the smaller [`MAX_REQUEST_LEN`] on the
+//! A-VM). See `docs/protocol.md` for the full description.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Version of the message set below; sent in both Hello messages.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Size of the length prefix in front of every frame body.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Largest frame body either side accepts (evidence with an event log).
+pub const MAX_FRAME_LEN: usize = 256 * 1024;
+
+/// Largest request body the A-VM accepts: requests carry only nonces and
+/// credential blobs, so anything larger is an attack or a bug.
+pub const MAX_REQUEST_LEN: usize = 4096;
+
+/// Longest nonce a verifier may send (the TPM's `extraData` is a TPM2B_DATA
+/// of at most 64 bytes for SHA-256 signing keys).
+pub const MAX_NONCE_LEN: usize = 64;
+
+/// Messages from the verifier to the A-VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens a session; the A-VM answers with [`Response::Hello`].
+    Hello { version: u16 },
+    /// Asks for a quote over `pcr_mask` (bit n = PCR n, SHA-256 bank)
+    /// carrying `nonce` as qualifying data; answered by
+    /// [`Response::Evidence`].
+    Challenge { nonce: Vec<u8>, pcr_mask: u32 },
+    /// TPM2_ActivateCredential with the A-VM's AK and EK; answered by
+    /// [`Response::CredentialActivated`].
+    ActivateCredential {
+        /// TPM2B_ID_OBJECT contents (integrity HMAC + encrypted credential).
+        credential_blob: Vec<u8>,
+        /// TPM2B_ENCRYPTED_SECRET contents (seed encrypted to the EK).
+        encrypted_secret: Vec<u8>,
+    },
+}
+
+/// Algorithm of a TPM key, as announced in [`KeyInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlgorithm {
+    EccP256,
+    Rsa2048,
+}
+
+/// A TPM key as the A-VM announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub algorithm: KeyAlgorithm,
+    /// Marshaled TPMT_PUBLIC (the contents of TPM2B_PUBLIC).
+    pub public: Vec<u8>,
+    /// TPM name: nameAlg (big-endian u16) || hash of `public`.
+    pub name: Vec<u8>,
+}
+
+/// The A-VM's identity, answered to [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloInfo {
+    pub version: u16,
+    pub ek: KeyInfo,
+    /// DER EK certificate read from TPM NV (empty if none was provisioned).
+    pub ek_certificate: Vec<u8>,
+    pub ak: KeyInfo,
+}
+
+/// One PCR value of the SHA-256 bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PcrValue {
+    pub index: u8,
+    pub digest: [u8; 32],
+}
+
+/// Signed evidence for one challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Marshaled TPMS_ATTEST (tpm2-tools' `quote.msg`).
+    pub attest: Vec<u8>,
+    /// Marshaled TPMT_SIGNATURE (tpm2-tools' `quote.sig`).
+    pub signature: Vec<u8>,
+    /// The quoted PCR values, in ascending index order.
+    pub pcrs: Vec<PcrValue>,
+    /// The TCG PC Client event log the firmware left (crypto-agile format).
+    pub event_log: Vec<u8>,
+}
+
+/// Why the A-VM refused a request. The connection is closed after an error
+/// caused by a malformed frame; other errors leave it open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame body did not decode as a [`Request`].
+    Malformed,
+    /// The length prefix exceeded the receiver's limit.
+    TooLarge,
+    /// The peer speaks another protocol version.
+    UnsupportedVersion,
+    /// A request other than Hello arrived before Hello.
+    NoHello,
+    /// A request field is out of range (nonce too long, empty PCR mask...).
+    BadRequest,
+    /// The TPM failed the command.
+    Tpm,
+    /// The connection was idle for too long.
+    Timeout,
+}
+
+/// Messages from the A-VM to the verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Hello(HelloInfo),
+    Evidence(Evidence),
+    CredentialActivated { secret: Vec<u8> },
+    Error { code: ErrorCode, detail: String },
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix announces more than the limit.
+    TooLarge { len: usize, limit: usize },
+    /// The body did not decode as the expected message type.
+    Malformed,
+    /// Encoding produced a body over [`MAX_FRAME_LEN`].
+    EncodeTooLarge,
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FrameError::TooLarge { len, limit } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {limit}")
+            }
+            FrameError::Malformed => f.write_str("malformed frame body"),
+            FrameError::EncodeTooLarge => f.write_str("message too large to encode"),
+        }
+    }
+}
+
+/// Encodes `message` as one frame (length prefix + postcard body).
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    let frame = postcard::to_extend(message, frame).map_err(|_| FrameError::EncodeTooLarge)?;
+    let body_len = frame.len() - FRAME_HEADER_LEN;
+    if body_len > MAX_FRAME_LEN {
+        return Err(FrameError::EncodeTooLarge);
+    }
+    let mut frame = frame;
+    // The check above bounds body_len well below u32::MAX.
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&(body_len as u32).to_be_bytes());
+    Ok(frame)
+}
+
+/// Decodes one frame body (without its length prefix).
+pub fn decode_body<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, FrameError> {
+    postcard::from_bytes(body).map_err(|_| FrameError::Malformed)
+}
+
+/// Reads the body length from a frame header and checks it against `limit`.
+pub fn body_len(header: [u8; FRAME_HEADER_LEN], limit: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    Ok(len)
+}
+
+/// Incremental frame reassembly for a byte stream (one per connection).
+///
+/// Bytes are pushed as they arrive; complete bodies are taken out with
+/// [`FrameAssembler::next_body`]. Memory use never exceeds the header plus
+/// `limit` bytes: an oversized length prefix is reported before its body
+/// is buffered.
+#[derive(Debug)]
+pub struct FrameAssembler {
+    limit: usize,
+    buffer: Vec<u8>,
+}
+
+impl FrameAssembler {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// How many more bytes the assembler wants before it can make progress;
+    /// callers read at most this much so the buffer stays bounded.
+    pub fn wanted(&self) -> usize {
+        if self.buffer.len() < FRAME_HEADER_LEN {
+            return FRAME_HEADER_LEN - self.buffer.len();
+        }
+        let mut header = [0; FRAME_HEADER_LEN];
+        header.copy_from_slice(&self.buffer[..FRAME_HEADER_LEN]);
+        match body_len(header, self.limit) {
+            Ok(len) => (FRAME_HEADER_LEN + len).saturating_sub(self.buffer.len()),
+            Err(_) => 0,
+        }
+    }
+
+    /// Appends received bytes; never more than [`Self::wanted`] are taken.
+    /// Returns how many bytes of `data` were consumed.
+    pub fn push(&mut self, data: &[u8]) -> usize {
+        // Two rounds: the header first, then (once its length is known and
+        // accepted) the body.
+        let mut used = 0;
+        for _ in 0..2 {
+            let take = self.wanted().min(data.len() - used);
+            self.buffer.extend_from_slice(&data[used..used + take]);
+            used += take;
+        }
+        used
+    }
+
+    /// Returns the next complete body, `Ok(None)` if more bytes are needed,
+    /// or an error if the announced length exceeds the limit.
+    pub fn next_body(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.buffer.len() < FRAME_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut header = [0; FRAME_HEADER_LEN];
+        header.copy_from_slice(&self.buffer[..FRAME_HEADER_LEN]);
+        let len = body_len(header, self.limit)?;
+        if self.buffer.len() < FRAME_HEADER_LEN + len {
+            return Ok(None);
+        }
+        let body = self.buffer.split_off(FRAME_HEADER_LEN);
+        self.buffer.clear();
+        Ok(Some(body))
+    }
+
+    /// Bytes of an incomplete frame currently buffered.
+    pub fn pending(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use proptest::prelude::*;
+
+    fn sample_evidence() -> Response {
+        Response::Evidence(Evidence {
+            attest: vec![0xff, 0x54, 0x43, 0x47],
+            signature: vec![0, 0x18, 0, 0x0b],
+            pcrs: vec![PcrValue {
+                index: 0,
+                digest: [7; 32],
+            }],
+            event_log: vec![1, 2, 3],
+        })
+    }
+
+    #[test]
+    fn frame_round_trip() {
+        let frame = encode_frame(&sample_evidence()).unwrap();
+        let mut assembler = FrameAssembler::new(MAX_FRAME_LEN);
+        assert_eq!(assembler.push(&frame), frame.len());
+        let body = assembler.next_body().unwrap().unwrap();
+        assert_eq!(decode_body::<Response>(&body).unwrap(), sample_evidence());
+        assert_eq!(assembler.pending(), 0);
+    }
+
+    #[test]
+    fn oversized_prefix_is_rejected_before_buffering() {
+        let mut assembler = FrameAssembler::new(MAX_REQUEST_LEN);
+        assert_eq!(assembler.push(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]), 4);
+        assert_eq!(assembler.wanted(), 0);
+        assert_eq!(
+            assembler.next_body(),
+            Err(FrameError::TooLarge {
+                len: 0xffff_ffff,
+                limit: MAX_REQUEST_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_frame_waits_for_more() {
+        let frame = encode_frame(&Request::Hello { version: 1 }).unwrap();
+        let mut assembler = FrameAssembler::new(MAX_REQUEST_LEN);
+        assembler.push(&frame[..frame.len() - 1]);
+        assert_eq!(assembler.next_body(), Ok(None));
+        assert_eq!(assembler.wanted(), 1);
+    }
+
+    #[test]
+    fn malformed_body_is_an_error() {
+        assert_eq!(decode_body::<Request>(&[0x7f]), Err(FrameError::Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut assembler = FrameAssembler::new(MAX_REQUEST_LEN);
+            let mut rest = &data[..];
+            for _ in 0..data.len() + 1 {
+                let used = assembler.push(rest);
+                rest = &rest[used..];
+                match assembler.next_body() {
+                    Ok(Some(body)) => { let _ = decode_body::<Request>(&body); }
+                    Ok(None) if used == 0 => break,
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+                prop_assert!(assembler.pending() <= FRAME_HEADER_LEN + MAX_REQUEST_LEN);
+            }
+        }
+
+        #[test]
+        fn split_delivery_reassembles(nonce in proptest::collection::vec(any::<u8>(), 0..64), split in 0usize..80) {
+            let request = Request::Challenge { nonce, pcr_mask: 0xff };
+            let frame = encode_frame(&request).unwrap();
+            let split = split.min(frame.len());
+            let mut assembler = FrameAssembler::new(MAX_REQUEST_LEN);
+            let first = assembler.push(&frame[..split]);
+            prop_assert_eq!(first, split);
+            assembler.push(&frame[split..]);
+            let body = assembler.next_body().unwrap().unwrap();
+            prop_assert_eq!(decode_body::<Request>(&body).unwrap(), request);
+        }
+    }
+}
