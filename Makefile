@@ -1,0 +1,76 @@
+# A-VM: build, run and test. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO        ?= cargo
+# The kernel is a freestanding ELF built for the host target (no rust-src
+# here), in its own target directory so host-only features never leak in.
+KERNEL_TARGET := x86_64-unknown-linux-gnu
+KERNEL_DIR    := target/kernel
+KERNEL_ELF    := $(KERNEL_DIR)/$(KERNEL_TARGET)/kernel/avm-kernel
+AVM_IMAGE     := build/avm.elf
+HOST_TOOLS    := target/release/avm-qemu target/release/avm-verifier
+FUZZ_SECONDS  ?= 10
+FUZZ_CRATES   := drivers/tpm-crb attest net
+
+.PHONY: help deps build kernel host run-qemu test test-unit test-integration lint fuzz fuzz-smoke bench clean
+
+help:
+	@echo "make run-qemu   boot a node under QEMU + swtpm and show its boot report"
+	@echo "make test       install deps, build, lint, unit + QEMU integration tests, fuzz smoke"
+	@echo "make bench      image size, boot time, attestation latency; writes docs/benchmarks.md"
+	@echo "make deps       install missing system packages and cargo-fuzz (idempotent)"
+	@echo "make build      A-VM image at $(AVM_IMAGE), host tools in target/release"
+	@echo "make fuzz       run every fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
+
+deps:
+	@bash scripts/deps.sh
+
+kernel: deps
+	RUSTFLAGS="-C relocation-model=static" $(CARGO) build -p avm-kernel --profile kernel \
+		--target $(KERNEL_TARGET) --target-dir $(KERNEL_DIR)
+	@mkdir -p build
+	strip -o $(AVM_IMAGE) $(KERNEL_ELF)
+	@echo "A-VM image: $(AVM_IMAGE) ($$(stat -c %s $(AVM_IMAGE)) bytes)"
+
+host: deps
+	$(CARGO) build --release -p avm-qemu -p avm-verifier
+
+build: kernel host
+
+run-qemu: build
+	target/release/avm-qemu run --image $(AVM_IMAGE)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-unit: deps
+	$(CARGO) test --lib --bins
+	$(CARGO) test -p avm-kernel --lib
+
+# Integration tests boot real QEMU + swtpm; they need the image and host tools.
+test-integration: build
+	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test --test '*'
+
+fuzz-smoke: deps
+	@set -o pipefail; for crate in $(FUZZ_CRATES); do \
+		[ -d $$crate/fuzz ] || continue; \
+		for target in $$(cd $$crate/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
+			echo "fuzz: $$crate $$target ($(FUZZ_SECONDS)s)"; \
+			(cd $$crate/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- \
+				-max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 3) || exit 1; \
+		done; \
+	done
+
+fuzz: FUZZ_SECONDS := 120
+fuzz: fuzz-smoke
+
+test: build lint test-unit test-integration fuzz-smoke
+	@echo "make test: all passed"
+
+bench: build
+	bash scripts/bench.sh
+
+clean:
+	rm -rf build target
