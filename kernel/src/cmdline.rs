@@ -1,0 +1,183 @@
+//! Kernel command line: whitespace-separated `key` or `key=value` words.
+
+/// Console verbosity, least verbose last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything, including per-device detail.
+    Debug = 0,
+    /// Normal progress messages.
+    Info = 1,
+    /// Only warnings and errors.
+    Warn = 2,
+    /// Only errors.
+    Error = 3,
+}
+
+impl LogLevel {
+    /// Parses `debug`, `info`, `warn` or `error`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "debug" => Some(Self::Debug),
+            "info" => Some(Self::Info),
+            "warn" => Some(Self::Warn),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+
+    /// The level's lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
+    /// The level stored by [`LogLevel::as_u8`].
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Debug,
+            1 => Self::Info,
+            2 => Self::Warn,
+            _ => Self::Error,
+        }
+    }
+
+    /// A compact form for an atomic.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One command-line word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arg<'a> {
+    /// Text before the first `=` (or the whole word).
+    pub key: &'a str,
+    /// Text after the first `=`, if there is one.
+    pub value: Option<&'a str>,
+}
+
+/// The words of a command line, in order.
+pub fn args(cmdline: &str) -> impl Iterator<Item = Arg<'_>> {
+    cmdline.split_ascii_whitespace().map(|word| match word.split_once('=') {
+        Some((key, value)) => Arg {
+            key,
+            value: Some(value),
+        },
+        None => Arg {
+            key: word,
+            value: None,
+        },
+    })
+}
+
+/// A word that the kernel did not understand (reported, then ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionProblem<'a> {
+    /// A key the kernel does not know.
+    UnknownKey(&'a str),
+    /// A known key with a missing or bad value.
+    BadValue(Arg<'a>),
+}
+
+/// What the command line asks the kernel to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// Shut down with success right after printing the boot report.
+    pub exit_after_report: bool,
+    /// Console verbosity.
+    pub log_level: LogLevel,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        Self {
+            exit_after_report: false,
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+impl KernelOptions {
+    /// Parses the options; words it does not understand go to `problem`
+    /// (the last one wins for repeated keys).
+    pub fn parse<'a>(cmdline: &'a str, mut problem: impl FnMut(OptionProblem<'a>)) -> Self {
+        let mut opts = Self::default();
+        for arg in args(cmdline) {
+            match (arg.key, arg.value) {
+                ("exit-after-report", None) => opts.exit_after_report = true,
+                ("log", Some(v)) => match LogLevel::parse(v) {
+                    Some(level) => opts.log_level = level,
+                    None => problem(OptionProblem::BadValue(arg)),
+                },
+                ("exit-after-report" | "log", _) => problem(OptionProblem::BadValue(arg)),
+                (key, _) => problem(OptionProblem::UnknownKey(key)),
+            }
+        }
+        opts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_known_options() {
+        let mut problems = vec![];
+        let o = KernelOptions::parse("  exit-after-report\tlog=debug ", |p| problems.push(p));
+        assert!(o.exit_after_report);
+        assert_eq!(o.log_level, LogLevel::Debug);
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn defaults_and_reports_problems() {
+        let mut problems = vec![];
+        let o = KernelOptions::parse("log=loud foo=1=2 exit-after-report=yes bar", |p| {
+            problems.push(p)
+        });
+        assert_eq!(o, KernelOptions::default());
+        assert_eq!(
+            problems,
+            vec![
+                OptionProblem::BadValue(Arg { key: "log", value: Some("loud") }),
+                OptionProblem::UnknownKey("foo"),
+                OptionProblem::BadValue(Arg { key: "exit-after-report", value: Some("yes") }),
+                OptionProblem::UnknownKey("bar"),
+            ]
+        );
+    }
+
+    #[test]
+    fn value_keeps_later_equals_signs() {
+        let a: Vec<_> = args("a=b=c d=").collect();
+        assert_eq!(a[0], Arg { key: "a", value: Some("b=c") });
+        assert_eq!(a[1], Arg { key: "d", value: Some("") });
+    }
+
+    #[test]
+    fn log_level_round_trips() {
+        for l in [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+            assert_eq!(LogLevel::from_u8(l.as_u8()), l);
+            assert_eq!(LogLevel::parse(l.name()), Some(l));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_word_is_either_understood_or_reported(s in "[a-z=\\- ]{0,64}") {
+            let mut problems = 0usize;
+            let _ = KernelOptions::parse(&s, |_| problems += 1);
+            let known = args(&s)
+                .filter(|a| matches!((a.key, a.value), ("exit-after-report", None))
+                    || (a.key == "log" && a.value.and_then(LogLevel::parse).is_some()))
+                .count();
+            prop_assert_eq!(known + problems, s.split_ascii_whitespace().count());
+        }
+    }
+}
