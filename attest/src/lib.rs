@@ -3,9 +3,15 @@
 //! Everything here is used by both sides: the A-VM builds the messages and
 //! evidence, the verifier parses and checks them. Nothing here touches
 //! hardware, so the whole crate is tested on the host.
+//!
+//! - [`wire`]: the framed postcard protocol between verifier and A-VM.
+//! - [`eventlog`]: the TCG PC Client crypto-agile event log (parse, emit,
+//!   replay, the H-CRTM start value of PCR 0).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod eventlog;
+mod reader;
 pub mod wire;
