@@ -1,0 +1,190 @@
+//! The A-VM unikernel: boots through PVH, sets up the CPU, memory, console,
+//! clock and timer, finds the TPM, prints the boot report and then idles
+//! (later: serves attestation requests over the network).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+#[macro_use]
+mod console;
+mod fatal;
+mod heap;
+mod pci;
+mod physmem;
+mod shutdown;
+mod time;
+
+use arch::x86_64::{cpu, gdt, idt, paging, pic, pit};
+use avm_kernel::acpi::{Rsdp, Tpm2Table};
+use avm_kernel::boot_info::{MemoryKind, MemoryRegion, StartInfo};
+use avm_kernel::cmdline::{KernelOptions, OptionProblem};
+use avm_kernel::exit::ExitCode;
+use avm_kernel::memory::choose_heap_region;
+use fatal::ErrorKind;
+use physmem::IdentityMemory;
+
+/// Timer rate: wakes the idle loop often enough to poll devices, rarely
+/// enough that an idle A-VM costs the host almost nothing.
+const TIMER_HZ: u32 = 100;
+/// The heap is capped: the A-VM needs little, and firmware keeps its own data
+/// (ACPI tables, the TPM event log) at the top of RAM.
+const HEAP_MAX: u64 = 32 << 20;
+/// Where the start info may be before the memory map is known: anything
+/// below the device region under 4 GiB.
+const BOOT_DATA_REGION: MemoryRegion = MemoryRegion {
+    start: 0,
+    len: 0xfec0_0000,
+    kind: MemoryKind::Ram,
+};
+
+unsafe extern "C" {
+    // Linker-script symbols bounding the loaded image and its .bss.
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// Called by the entry assembly in long mode on the boot stack.
+pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
+    time::mark_entry();
+    console::init();
+    gdt::init();
+    idt::init();
+
+    let boot_memory = [BOOT_DATA_REGION];
+    let info = match StartInfo::parse(&IdentityMemory::new(&boot_memory), start_info_paddr) {
+        Ok(info) => info,
+        Err(e) => fatal::fail(
+            ErrorKind::Panic,
+            format_args!("bad PVH start info at {start_info_paddr:#x}: {e:?}"),
+        ),
+    };
+    let mut problems: heapless::Vec<OptionProblem<'_>, 8> = heapless::Vec::new();
+    let options = KernelOptions::parse(info.cmdline(), |p| {
+        let _ = problems.push(p);
+    });
+    console::set_level(options.log_level);
+
+    paging::init(&info.memory);
+    let calibration = time::calibrate();
+    pic::init_timer_only();
+    pit::start_periodic(TIMER_HZ);
+
+    info!("avm-kernel {} starting", env!("CARGO_PKG_VERSION"));
+    info!("tsc: {:?}", calibration);
+    info!("cmdline: {:?}", info.cmdline());
+    for p in &problems {
+        warn!("cmdline: ignored {:?}", p);
+    }
+    for r in &info.memory {
+        debug!("memmap: {:#012x}-{:#012x} {:?}", r.start, r.end(), r.kind);
+    }
+    for m in &info.modules {
+        info!("module: {:#x}-{:#x}", m.start, m.end());
+    }
+
+    let mem = IdentityMemory::new(&info.memory);
+    let tpm2 = find_tpm2_table(&mem, info.rsdp_paddr);
+    setup_heap(&info, tpm2.as_ref());
+    list_pci_devices();
+
+    info!("boot done after {} us", time::now_us());
+    if options.exit_after_report {
+        shutdown::exit(ExitCode::Success);
+    }
+    main_loop()
+}
+
+/// The ACPI `TPM2` table, if the firmware published one.
+fn find_tpm2_table(mem: &IdentityMemory<'_>, rsdp_hint: u64) -> Option<Tpm2Table> {
+    let rsdp = match Rsdp::find(mem, rsdp_hint) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("acpi: no RSDP: {:?}", e);
+            return None;
+        }
+    };
+    debug!("acpi: {:?}", rsdp);
+    match Tpm2Table::find(mem, &rsdp) {
+        Ok(Some(t)) => {
+            info!(
+                "acpi: TPM2 rev {} control area {:#x} start method {} log area {:?}",
+                t.revision, t.control_area, t.start_method, t.log_area
+            );
+            Some(t)
+        }
+        Ok(None) => {
+            info!("acpi: no TPM2 table");
+            None
+        }
+        Err(e) => {
+            warn!("acpi: TPM2 lookup failed: {:?}", e);
+            None
+        }
+    }
+}
+
+fn setup_heap(info: &StartInfo, tpm2: Option<&Tpm2Table>) {
+    // Only the addresses of the linker symbols are taken, never their bytes.
+    let image_start = &raw const __kernel_start as u64;
+    let image_end = &raw const __kernel_end as u64;
+    let mut occupied: heapless::Vec<(u64, u64), 32> = heapless::Vec::new();
+    let _ = occupied.push((image_start, image_end));
+    for r in info.occupied_ranges() {
+        let _ = occupied.push(r);
+    }
+    if let Some(log) = tpm2.and_then(|t| t.log_area) {
+        let _ = occupied.push((log.start, log.start.saturating_add(u64::from(log.min_len))));
+    }
+    let Some((start, end)) = choose_heap_region(&info.memory, &occupied, image_end, 4 << 30) else {
+        fatal::fail(ErrorKind::Panic, format_args!("no free RAM for the heap"));
+    };
+    let end = end.min(start + HEAP_MAX);
+    // SAFETY: the range is RAM per the memory map, above the kernel image and
+    // outside the boot data, modules and TPM log; nothing else uses it.
+    if unsafe { heap::init(start, end) }.is_err() {
+        fatal::fail(ErrorKind::Panic, format_args!("heap {start:#x}-{end:#x} too small"));
+    }
+    info!("heap: {:#x}-{:#x} ({} KiB)", start, end, (end - start) / 1024);
+}
+
+/// Lists the PCI functions and maps their 64-bit memory BARs (the boot map
+/// covers only the first 4 GiB), so drivers can use them later.
+fn list_pci_devices() {
+    use avm_kernel::pci::{Bar, read_bar};
+    let cfg = pci::PortConfigAccess;
+    avm_kernel::pci::enumerate(&cfg, |f| {
+        info!("pci: {}", f);
+        if f.header_type != 0 {
+            return;
+        }
+        let mut index = 0;
+        while index < 6 {
+            let bar = read_bar(&cfg, f.addr, index);
+            debug!("pci: {} bar{} {:?}", f.addr, index, bar);
+            if let Some(Bar::Memory { addr, is_64bit, .. }) = bar {
+                if addr >= 4 << 30 {
+                    // Without sizing the BAR, map one 2 MiB page; drivers map
+                    // the rest once they know the BAR's size.
+                    if let Err(e) = paging::map_mmio(addr, 1) {
+                        warn!("pci: {} bar{} at {:#x} not mapped: {:?}", f.addr, index, addr, e);
+                    }
+                }
+                if is_64bit {
+                    index += 1;
+                }
+            }
+            index += 1;
+        }
+    });
+}
+
+/// The idle loop: devices are polled here (network later); between polls the
+/// CPU halts until the next timer tick.
+fn main_loop() -> ! {
+    info!("idle (timer ticks so far: {})", idt::timer_ticks());
+    loop {
+        cpu::idle_until_interrupt();
+    }
+}

@@ -1,7 +1,0 @@
-#![no_std]
-#![no_main]
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
