@@ -1,0 +1,5 @@
+//! `avm-verifier`: the host side of A-VM attestation.
+#![forbid(unsafe_code)]
+
+pub mod credential;
+pub mod tpm_public;
