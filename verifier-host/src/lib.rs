@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod ek;
 pub mod tpm_public;

@@ -100,3 +100,79 @@ impl Drop for Swtpm {
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// A TPM state manufactured by swtpm_setup with EK certificates issued by a
+/// private swtpm-localca CA (in its own temp dir, never the system one).
+pub struct ProvisionedTpm {
+    pub tpm: Swtpm,
+    pub ca_dir: tempfile::TempDir,
+    /// issuing CA + root CA, PEM.
+    pub ca_bundle: PathBuf,
+}
+
+impl ProvisionedTpm {
+    pub fn new() -> Self {
+        let ca_dir = tempfile::tempdir().expect("temp dir");
+        let state = tempfile::tempdir().expect("temp dir");
+        let ca = ca_dir.path();
+        let localca_conf = ca.join("localca.conf");
+        std::fs::write(
+            &localca_conf,
+            format!(
+                "statedir = {d}\nsignkey = {d}/signkey.pem\nsigningkey = {d}/signkey.pem\n\
+                 issuercert = {d}/issuercert.pem\ncertserial = {d}/certserial\n",
+                d = ca.display()
+            ),
+        )
+        .expect("write localca.conf");
+        let setup_conf = ca.join("setup.conf");
+        std::fs::write(
+            &setup_conf,
+            format!(
+                "create_certs_tool = /usr/bin/swtpm_localca\n\
+                 create_certs_tool_config = {}\n\
+                 create_certs_tool_options = /etc/swtpm-localca.options\n\
+                 active_pcr_banks = sha256\n",
+                localca_conf.display()
+            ),
+        )
+        .expect("write setup.conf");
+        let out = Command::new("swtpm_setup")
+            .args(["--tpm2", "--create-ek-cert", "--tpmstate"])
+            .arg(state.path())
+            .arg("--config")
+            .arg(&setup_conf)
+            .output()
+            .expect("swtpm_setup is installed");
+        assert!(
+            out.status.success(),
+            "swtpm_setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut bundle = read(&ca.join("issuercert.pem"));
+        bundle.extend_from_slice(&read(&ca.join("swtpm-localca-rootca-cert.pem")));
+        let ca_bundle = ca.join("ca-bundle.pem");
+        std::fs::write(&ca_bundle, bundle).expect("write bundle");
+        ProvisionedTpm {
+            tpm: Swtpm::start_in(state),
+            ca_dir,
+            ca_bundle,
+        }
+    }
+
+    /// The RSA-2048 EK certificate (DER) from NV index 0x01c00002.
+    pub fn rsa_ek_cert(&self) -> Vec<u8> {
+        self.tpm
+            .tpm2_ok("tpm2_nvread", &["0x1c00002", "-o", "ekcert.der"]);
+        read(&self.tpm.path("ekcert.der"))
+    }
+
+    /// The RSA EK public area (TPM2B_PUBLIC) recreated from template L-1.
+    pub fn rsa_ek_public(&self) -> Vec<u8> {
+        self.tpm.tpm2_ok(
+            "tpm2_createek",
+            &["-G", "rsa", "-c", "ek.ctx", "-u", "ek.tss"],
+        );
+        read(&self.tpm.path("ek.tss"))
+    }
+}
