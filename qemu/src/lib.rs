@@ -1,1 +1,18 @@
-//! avm-qemu library
+//! avm-qemu: brings an A-VM node up under QEMU with a software TPM.
+//!
+//! A node lives in one state directory ([`layout`]). Bringing it up means:
+//! provision a fresh TPM with EK certificates from a node-local CA
+//! ([`provision`]), measure the A-VM image into PCR0 as H-CRTM through
+//! swtpm's control channel ([`swtpm`], expected values in [`measure`]),
+//! start QEMU ([`qemu`]) and wait for the kernel's boot report on the serial
+//! console ([`report`], [`serial`]). [`node`] ties these together and is
+//! what the CLI and the integration tests use.
+#![forbid(unsafe_code)]
+
+pub mod hex;
+pub mod layout;
+pub mod measure;
+pub mod process;
+pub mod provision;
+pub mod report;
+pub mod swtpm;

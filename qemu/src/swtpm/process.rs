@@ -1,0 +1,257 @@
+//! Spawning swtpm in a state directory and reaching its control channel.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ctrl::CtrlChannel;
+use crate::process::ChildGuard;
+
+/// How long swtpm may take to open its sockets.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on a single control-channel exchange, so a wedged swtpm cannot hang us.
+const CTRL_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where swtpm listens for control commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtrlEndpoint {
+    Unix(PathBuf),
+    /// Loopback TCP port (tpm2-tools' swtpm TCTI expects ctrl = server port + 1).
+    Tcp(u16),
+}
+
+/// How to run one swtpm instance.
+#[derive(Debug, Clone)]
+pub struct SwtpmConfig {
+    /// The TPM's state directory (`--tpmstate dir=`).
+    pub tpm_state_dir: PathBuf,
+    pub ctrl: CtrlEndpoint,
+    /// Also serve TPM commands on this loopback TCP port (`--server`). QEMU
+    /// does not need it: it passes its own data channel over the ctrl socket.
+    pub server_port: Option<u16>,
+    /// `-t`: exit once the client (QEMU) closes its connection.
+    pub terminate_with_client: bool,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+}
+
+impl SwtpmConfig {
+    /// A unix-socket control channel at `ctrl_socket`, nothing else.
+    pub fn unix(tpm_state_dir: impl Into<PathBuf>, ctrl_socket: impl Into<PathBuf>) -> Self {
+        Self {
+            tpm_state_dir: tpm_state_dir.into(),
+            ctrl: CtrlEndpoint::Unix(ctrl_socket.into()),
+            server_port: None,
+            terminate_with_client: false,
+            log_file: None,
+            pid_file: None,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("swtpm");
+        command.arg("socket").arg("--tpm2");
+        command.arg("--tpmstate").arg(option_path("dir=", &self.tpm_state_dir));
+        command.arg("--ctrl").arg(match &self.ctrl {
+            CtrlEndpoint::Unix(path) => option_path("type=unixio,path=", path),
+            CtrlEndpoint::Tcp(port) => format!("type=tcp,port={port},bindaddr=127.0.0.1").into(),
+        });
+        if let Some(port) = self.server_port {
+            command
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"));
+        }
+        if self.terminate_with_client {
+            command.arg("-t");
+        }
+        if let Some(log) = &self.log_file {
+            command.arg("--log").arg(option_path("level=1,file=", log));
+        }
+        if let Some(pid_file) = &self.pid_file {
+            command.arg("--pid").arg(option_path("file=", pid_file));
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+}
+
+/// `prefix` + `path`, with commas doubled as swtpm's and QEMU's option
+/// parsers expect.
+pub(crate) fn option_path(prefix: &str, path: &Path) -> std::ffi::OsString {
+    let mut value = std::ffi::OsString::from(prefix);
+    value.push(path.to_string_lossy().replace(',', ",,"));
+    value
+}
+
+/// Failures starting or driving swtpm.
+#[derive(Debug, thiserror::Error)]
+pub enum SwtpmError {
+    #[error("swtpm is not installed (run `make deps`)")]
+    NotInstalled,
+    #[error("starting swtpm: {0}")]
+    Spawn(io::Error),
+    #[error("swtpm exited during startup ({status}); see its log {log}")]
+    ExitedEarly { status: ExitStatus, log: String },
+    #[error("swtpm did not open its control channel within {0:?}")]
+    StartupTimeout(Duration),
+    #[error("connecting to swtpm's control channel: {0}")]
+    Connect(io::Error),
+    #[error(transparent)]
+    Ctrl(#[from] super::ctrl::CtrlError),
+    #[error("swtpm did not exit after shutdown")]
+    NoExit,
+    #[error("waiting for swtpm: {0}")]
+    Wait(io::Error),
+}
+
+/// A stream to the control channel, unix or TCP.
+pub enum CtrlStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for CtrlStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Unix(s) => s.read(buf),
+            Self::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for CtrlStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Unix(s) => s.write(buf),
+            Self::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Unix(s) => s.flush(),
+            Self::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// A running swtpm, killed on drop unless detached.
+pub struct Swtpm {
+    guard: ChildGuard,
+    config: SwtpmConfig,
+}
+
+impl Swtpm {
+    /// Starts swtpm and returns once its control channel can be connected to.
+    pub fn spawn(config: &SwtpmConfig) -> Result<Self, SwtpmError> {
+        let guard = ChildGuard::spawn(config.command(), "swtpm").map_err(|err| {
+            if err.kind() == io::ErrorKind::NotFound {
+                SwtpmError::NotInstalled
+            } else {
+                SwtpmError::Spawn(err)
+            }
+        })?;
+        let mut swtpm = Self {
+            guard,
+            config: config.clone(),
+        };
+        swtpm.wait_ready()?;
+        Ok(swtpm)
+    }
+
+    /// Ready means: the pid file exists if one was asked for (swtpm writes
+    /// it once its sockets are set up) and the control endpoint accepts
+    /// connections, or for a unix socket, exists.
+    fn wait_ready(&mut self) -> Result<(), SwtpmError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.guard.try_wait().map_err(SwtpmError::Wait)? {
+                return Err(SwtpmError::ExitedEarly {
+                    status,
+                    log: self.log_description(),
+                });
+            }
+            let pid_file_ready = self.config.pid_file.as_ref().is_none_or(|p| p.exists());
+            let ctrl_ready = match &self.config.ctrl {
+                CtrlEndpoint::Unix(path) => path.exists(),
+                // Connecting to a TCP control port is harmless: swtpm treats
+                // the close as the end of one control session.
+                CtrlEndpoint::Tcp(port) => TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+            };
+            let server_ready = self
+                .config
+                .server_port
+                .is_none_or(|port| TcpStream::connect(("127.0.0.1", port)).is_ok());
+            if pid_file_ready && ctrl_ready && server_ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SwtpmError::StartupTimeout(STARTUP_TIMEOUT));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn log_description(&self) -> String {
+        match &self.config.log_file {
+            Some(path) => path.display().to_string(),
+            None => "(no log file configured)".to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    pub fn config(&self) -> &SwtpmConfig {
+        &self.config
+    }
+
+    /// Opens a control-channel session (swtpm serves one at a time: close
+    /// it before QEMU needs the channel).
+    pub fn ctrl_channel(&self) -> Result<CtrlChannel<CtrlStream>, SwtpmError> {
+        let stream = match &self.config.ctrl {
+            CtrlEndpoint::Unix(path) => {
+                let s = UnixStream::connect(path).map_err(SwtpmError::Connect)?;
+                s.set_read_timeout(Some(CTRL_IO_TIMEOUT))
+                    .map_err(SwtpmError::Connect)?;
+                CtrlStream::Unix(s)
+            }
+            CtrlEndpoint::Tcp(port) => {
+                let s = TcpStream::connect(("127.0.0.1", *port)).map_err(SwtpmError::Connect)?;
+                s.set_read_timeout(Some(CTRL_IO_TIMEOUT))
+                    .map_err(SwtpmError::Connect)?;
+                CtrlStream::Tcp(s)
+            }
+        };
+        Ok(CtrlChannel::new(stream))
+    }
+
+    /// Measures `image` as H-CRTM, stores the volatile state and shuts
+    /// swtpm down, waiting until it has exited.
+    pub fn measure_hcrtm_and_exit(mut self, image: &[u8]) -> Result<(), SwtpmError> {
+        self.ctrl_channel()?.measure_hcrtm_and_shut_down(image)?;
+        match self
+            .guard
+            .wait_timeout(STARTUP_TIMEOUT)
+            .map_err(SwtpmError::Wait)?
+        {
+            Some(_) => Ok(()),
+            None => Err(SwtpmError::NoExit),
+        }
+    }
+
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.guard.try_wait()
+    }
+
+    /// Lets swtpm outlive this handle; returns its pid.
+    pub fn detach(self) -> u32 {
+        self.guard.detach()
+    }
+}
