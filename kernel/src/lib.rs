@@ -12,7 +12,6 @@
 pub mod acpi;
 pub mod boot_info;
 pub mod cmdline;
-pub mod eventlog;
 pub mod exit;
 pub mod hex;
 pub mod memory;

@@ -56,7 +56,7 @@ pub struct BootReport<'a> {
     pub tpm_startup: StartupOutcome,
     /// PCR 0..=7 of the SHA-256 bank.
     pub pcrs_sha256: &'a [[u8; 32]; 8],
-    /// Records in the event log (Spec ID header included).
+    /// Records in the event log after its Spec ID header.
     pub eventlog_entries: usize,
     /// The used part of the event log.
     pub eventlog: &'a [u8],

@@ -15,6 +15,7 @@ mod pci;
 mod physmem;
 mod shutdown;
 mod time;
+mod tpm_boot;
 
 use arch::x86_64::{cpu, gdt, idt, paging, pic, pit};
 use avm_kernel::acpi::{Rsdp, Tpm2Table};
@@ -28,6 +29,8 @@ use physmem::IdentityMemory;
 /// Timer rate: wakes the idle loop often enough to poll devices, rarely
 /// enough that an idle A-VM costs the host almost nothing.
 const TIMER_HZ: u32 = 100;
+/// How often the idle loop logs that it is alive (debug level).
+const HEARTBEAT_US: u64 = 10_000_000;
 /// The heap is capped: the A-VM needs little, and firmware keeps its own data
 /// (ACPI tables, the TPM event log) at the top of RAM.
 const HEAP_MAX: u64 = 32 << 20;
@@ -89,11 +92,12 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     setup_heap(&info, tpm2.as_ref());
     list_pci_devices();
 
+    let tpm = tpm_boot::boot(tpm2.as_ref(), &info.memory);
     info!("boot done after {} us", time::now_us());
     if options.exit_after_report {
         shutdown::exit(ExitCode::Success);
     }
-    main_loop()
+    main_loop(tpm)
 }
 
 /// The ACPI `TPM2` table, if the firmware published one.
@@ -182,9 +186,15 @@ fn list_pci_devices() {
 
 /// The idle loop: devices are polled here (network later); between polls the
 /// CPU halts until the next timer tick.
-fn main_loop() -> ! {
-    info!("idle (timer ticks so far: {})", idt::timer_ticks());
+fn main_loop(_tpm: tpm_boot::TpmState) -> ! {
+    let mut next_heartbeat = time::now_us() + HEARTBEAT_US;
     loop {
+        let now = time::now_us();
+        // Device polling (the attestation server) goes here: `net.poll(now)`.
+        if now >= next_heartbeat {
+            debug!("idle: {} timer ticks", idt::timer_ticks());
+            next_heartbeat = now + HEARTBEAT_US;
+        }
         cpu::idle_until_interrupt();
     }
 }

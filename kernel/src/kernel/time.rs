@@ -69,9 +69,8 @@ pub fn now_us() -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub struct KernelClock;
 
-impl KernelClock {
-    /// Microseconds since kernel entry.
-    pub fn now_us(&self) -> u64 {
+impl tpm_crb::Clock for KernelClock {
+    fn now_us(&self) -> u64 {
         now_us()
     }
 }
