@@ -2,6 +2,7 @@
 //! `tpm2-protocol`, sends them over any [`TpmTransport`] and parses the
 //! response with [`crate::response`].
 
+use tpm2_protocol::TpmWriter;
 use tpm2_protocol::basic::{TpmBuffer, TpmHandle, TpmInt32, TpmUint16, TpmUint32};
 use tpm2_protocol::data::{
     Tpm2bData, Tpm2bDigest, Tpm2bEncryptedSecret, Tpm2bIdObject, Tpm2bName, Tpm2bNonce,
@@ -17,7 +18,6 @@ use tpm2_protocol::frame::{
     TpmQuoteCommand, TpmReadPublicCommand, TpmStartAuthSessionCommand, TpmStartupCommand,
     TpmStartupResponse, tpm_marshal_command,
 };
-use tpm2_protocol::TpmWriter;
 
 use crate::error::{MalformedResponse, ResponseCode, Result, TpmError};
 use crate::pcr::{PCR_COUNT, PcrDigest, PcrSelection, PcrValues};
@@ -79,7 +79,11 @@ pub struct Tpm<T: TpmTransport> {
 impl<T: TpmTransport> Tpm<T> {
     /// A command layer over `transport`.
     pub fn new(transport: T) -> Self {
-        Self { transport, command: [0; MAX_FRAME_LEN], response: [0; MAX_FRAME_LEN] }
+        Self {
+            transport,
+            command: [0; MAX_FRAME_LEN],
+            response: [0; MAX_FRAME_LEN],
+        }
     }
 
     /// The transport, e.g. to reach the swtpm process in tests.
@@ -96,7 +100,11 @@ impl<T: TpmTransport> Tpm<T> {
     /// TPM answers a transient warning, and returns the response frame
     /// (which may carry any response code; the parsers check it).
     fn execute<C: TpmFrame>(&mut self, command: &C, sessions: &[TpmsAuthCommand]) -> Result<&[u8]> {
-        let tag = if sessions.is_empty() { TpmSt::NoSessions } else { TpmSt::Sessions };
+        let tag = if sessions.is_empty() {
+            TpmSt::NoSessions
+        } else {
+            TpmSt::Sessions
+        };
         let command_len = {
             let mut writer = TpmWriter::new(&mut self.command);
             tpm_marshal_command(command, tag, sessions, &mut writer).map_err(marshal_err)?;
@@ -104,11 +112,16 @@ impl<T: TpmTransport> Tpm<T> {
         };
         let mut last = ResponseCode(0);
         for _ in 0..MAX_TRANSIENT_RETRIES {
-            let len = self.transport.transact(&self.command[..command_len], &mut self.response)?;
+            let len = self
+                .transport
+                .transact(&self.command[..command_len], &mut self.response)?;
             let rsp = self.response.get(..len).ok_or(MalformedResponse::Header)?;
             let code = ResponseCode(response::response_code(rsp)?);
             if !code.is_transient() {
-                return self.response.get(..len).ok_or(MalformedResponse::Header.into());
+                return self
+                    .response
+                    .get(..len)
+                    .ok_or(MalformedResponse::Header.into());
             }
             last = code;
         }
@@ -122,7 +135,13 @@ impl<T: TpmTransport> Tpm<T> {
     /// Any [`TpmError`] except `TPM_RC_INITIALIZE`, which means
     /// [`StartupOutcome::AlreadyStarted`].
     pub fn startup_clear(&mut self) -> Result<StartupOutcome> {
-        let rsp = self.execute(&TpmStartupCommand { handles: [], startup_type: TpmSu::Clear }, &[])?;
+        let rsp = self.execute(
+            &TpmStartupCommand {
+                handles: [],
+                startup_type: TpmSu::Clear,
+            },
+            &[],
+        )?;
         match response::parse_empty::<TpmStartupResponse>(rsp) {
             Ok(()) => Ok(StartupOutcome::Started),
             Err(TpmError::Tpm(ResponseCode::INITIALIZE)) => Ok(StartupOutcome::AlreadyStarted),
@@ -202,21 +221,31 @@ impl<T: TpmTransport> Tpm<T> {
             if remaining.is_empty() {
                 break;
             }
-            let command = TpmPcrReadCommand { handles: [], pcr_selection_in: remaining.to_tpml()? };
+            let command = TpmPcrReadCommand {
+                handles: [],
+                pcr_selection_in: remaining.to_tpml()?,
+            };
             let (got, values) = response::parse_pcr_read(self.execute(&command, &[])?)?;
             if got.is_empty() || !got.without(remaining).is_empty() {
-                return Err(MalformedResponse::Inconsistent("PCR_Read returned unrequested PCRs").into());
+                return Err(
+                    MalformedResponse::Inconsistent("PCR_Read returned unrequested PCRs").into(),
+                );
             }
             for (pcr, value) in got.iter().zip(values) {
                 slots[usize::from(pcr)] = Some(value);
             }
             remaining = remaining.without(got);
         }
-        let mut out = PcrValues { selection, values: heapless::Vec::new() };
+        let mut out = PcrValues {
+            selection,
+            values: heapless::Vec::new(),
+        };
         for pcr in selection.iter() {
             let value = slots[usize::from(pcr)]
                 .ok_or(MalformedResponse::Inconsistent("PCR_Read left PCRs out"))?;
-            out.values.push(value).map_err(|_| MalformedResponse::TooLarge("PCR values"))?;
+            out.values
+                .push(value)
+                .map_err(|_| MalformedResponse::TooLarge("PCR values"))?;
         }
         Ok(out)
     }
@@ -237,8 +266,13 @@ impl<T: TpmTransport> Tpm<T> {
                 digest: TpmuHa::Digest(TpmBuffer::try_from(&digest[..]).map_err(marshal_err)?),
             })
             .map_err(marshal_err)?;
-        let command = TpmPcrExtendCommand { handles: [TpmHandle::new(u32::from(pcr))], digests };
-        response::parse_empty::<TpmPcrExtendResponse>(self.execute(&command, &[password_session()])?)
+        let command = TpmPcrExtendCommand {
+            handles: [TpmHandle::new(u32::from(pcr))],
+            digests,
+        };
+        response::parse_empty::<TpmPcrExtendResponse>(
+            self.execute(&command, &[password_session()])?,
+        )
     }
 
     /// The public area and name of a loaded object.
@@ -247,7 +281,9 @@ impl<T: TpmTransport> Tpm<T> {
     ///
     /// Any [`TpmError`].
     pub fn read_public(&mut self, handle: u32) -> Result<(PublicArea, Name)> {
-        let command = TpmReadPublicCommand { handles: [TpmHandle::new(handle)] };
+        let command = TpmReadPublicCommand {
+            handles: [TpmHandle::new(handle)],
+        };
         response::parse_read_public(self.execute(&command, &[])?)
     }
 
@@ -260,7 +296,9 @@ impl<T: TpmTransport> Tpm<T> {
     pub fn create_primary(&mut self, hierarchy: u32, template: TpmtPublic) -> Result<LoadedKey> {
         let command = TpmCreatePrimaryCommand {
             handles: [TpmHandle::new(hierarchy)],
-            in_sensitive: Tpm2bSensitiveCreate { inner: TpmsSensitiveCreate::default() },
+            in_sensitive: Tpm2bSensitiveCreate {
+                inner: TpmsSensitiveCreate::default(),
+            },
             in_public: Tpm2bPublic { inner: template },
             outside_info: Tpm2bData::default(),
             creation_pcr: TpmlPcrSelection::new(),
@@ -312,7 +350,12 @@ impl<T: TpmTransport> Tpm<T> {
     /// # Errors
     ///
     /// Any [`TpmError`].
-    pub fn make_credential(&mut self, ek: u32, credential: &[u8], object_name: &[u8]) -> Result<Credential> {
+    pub fn make_credential(
+        &mut self,
+        ek: u32,
+        credential: &[u8],
+        object_name: &[u8],
+    ) -> Result<Credential> {
         let command = TpmMakeCredentialCommand {
             handles: [TpmHandle::new(ek)],
             credential: Tpm2bDigest::try_from(credential).map_err(marshal_err)?,
@@ -331,7 +374,12 @@ impl<T: TpmTransport> Tpm<T> {
     ///
     /// Any [`TpmError`]; a credential for another key or EK fails with a
     /// TPM error.
-    pub fn activate_credential(&mut self, ak: u32, ek: u32, credential: &Credential) -> Result<heapless::Vec<u8, 64>> {
+    pub fn activate_credential(
+        &mut self,
+        ak: u32,
+        ek: u32,
+        credential: &Credential,
+    ) -> Result<heapless::Vec<u8, 64>> {
         let session = self.start_policy_session()?;
         let result = self.activate_in_session(session, ak, ek, credential);
         if result.is_err() {
@@ -357,7 +405,9 @@ impl<T: TpmTransport> Tpm<T> {
             policy_ref: Tpm2bNonce::default(),
             expiration: TpmInt32::new(0),
         };
-        response::parse_empty::<TpmPolicySecretResponse>(self.execute(&policy, &[password_session()])?)?;
+        response::parse_empty::<TpmPolicySecretResponse>(
+            self.execute(&policy, &[password_session()])?,
+        )?;
         let command = TpmActivateCredentialCommand {
             handles: [TpmHandle::new(ak), TpmHandle::new(ek)],
             credential_blob: Tpm2bIdObject::try_from(&credential.blob[..]).map_err(marshal_err)?,
@@ -381,7 +431,10 @@ impl<T: TpmTransport> Tpm<T> {
             nonce_caller: Tpm2bNonce::try_from(&nonce[..]).map_err(marshal_err)?,
             encrypted_salt: Tpm2bEncryptedSecret::default(),
             session_type: TpmSe::Policy,
-            symmetric: TpmtSymDefObject { algorithm: TpmAlgId::Null, ..TpmtSymDefObject::default() },
+            symmetric: TpmtSymDefObject {
+                algorithm: TpmAlgId::Null,
+                ..TpmtSymDefObject::default()
+            },
             auth_hash: TpmAlgId::Sha256,
         };
         response::parse_start_auth_session(self.execute(&command, &[])?)
@@ -393,7 +446,10 @@ impl<T: TpmTransport> Tpm<T> {
     ///
     /// Any [`TpmError`].
     pub fn flush_context(&mut self, handle: u32) -> Result<()> {
-        let command = TpmFlushContextCommand { handles: [], flush_handle: TpmHandle::new(handle) };
+        let command = TpmFlushContextCommand {
+            handles: [],
+            flush_handle: TpmHandle::new(handle),
+        };
         response::parse_empty::<TpmFlushContextResponse>(self.execute(&command, &[])?)
     }
 
@@ -405,17 +461,24 @@ impl<T: TpmTransport> Tpm<T> {
     /// [`TpmError::BufferTooSmall`] when `out` cannot hold the data, a TPM
     /// error (e.g. `TPM_RC_HANDLE`) when the index is not defined.
     pub fn nv_read(&mut self, index: u32, out: &mut [u8]) -> Result<usize> {
-        let command = TpmNvReadPublicCommand { handles: [TpmHandle::new(index)] };
+        let command = TpmNvReadPublicCommand {
+            handles: [TpmHandle::new(index)],
+        };
         let (reported, size) = response::parse_nv_read_public(self.execute(&command, &[])?)?;
         if reported != index {
             return Err(MalformedResponse::Inconsistent("NV public of another index").into());
         }
         let size = usize::from(size);
         let available = out.len();
-        let out = out.get_mut(..size).ok_or(TpmError::BufferTooSmall { needed: size, available })?;
+        let out = out.get_mut(..size).ok_or(TpmError::BufferTooSmall {
+            needed: size,
+            available,
+        })?;
         let chunk_max = self
             .tpm_property(TpmPt::NvBufferMax)
-            .map_or(MAX_NV_CHUNK, |max| u16::try_from(max).unwrap_or(MAX_NV_CHUNK).min(MAX_NV_CHUNK))
+            .map_or(MAX_NV_CHUNK, |max| {
+                u16::try_from(max).unwrap_or(MAX_NV_CHUNK).min(MAX_NV_CHUNK)
+            })
             .max(1);
         let mut offset = 0usize;
         // Each round reads at least one byte or fails: at most `size` rounds.
@@ -428,7 +491,9 @@ impl<T: TpmTransport> Tpm<T> {
             };
             let data = response::parse_nv_read(self.execute(&command, &[password_session()])?)?;
             if data.len() != want {
-                return Err(MalformedResponse::Inconsistent("NV_Read returned a different size").into());
+                return Err(
+                    MalformedResponse::Inconsistent("NV_Read returned a different size").into(),
+                );
             }
             out[offset..offset + want].copy_from_slice(&data);
             offset += want;
@@ -446,3 +511,6 @@ impl<T: TpmTransport> Tpm<T> {
         self.nv_read(alg.certificate_nv_index(), out)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -103,7 +103,12 @@ pub enum CrbError {
     /// An interface is present but is not CRB (e.g. FIFO/TIS); the raw id.
     NotCrb { interface_id: u32 },
     /// The command/response buffer registers point outside the region.
-    BadBufferLayout { cmd_offset: u64, cmd_size: u32, rsp_offset: u64, rsp_size: u32 },
+    BadBufferLayout {
+        cmd_offset: u64,
+        cmd_size: u32,
+        rsp_offset: u64,
+        rsp_size: u32,
+    },
     /// Locality 0 was not granted in time.
     LocalityTimeout,
     /// cmdReady was not acknowledged in time.
@@ -121,7 +126,12 @@ impl fmt::Display for CrbError {
             Self::NotCrb { interface_id } => {
                 write!(f, "TPM interface {interface_id:#x} is not CRB")
             }
-            Self::BadBufferLayout { cmd_offset, cmd_size, rsp_offset, rsp_size } => write!(
+            Self::BadBufferLayout {
+                cmd_offset,
+                cmd_size,
+                rsp_offset,
+                rsp_size,
+            } => write!(
                 f,
                 "CRB buffers outside the locality region (cmd {cmd_offset:#x}+{cmd_size:#x}, \
                  rsp {rsp_offset:#x}+{rsp_size:#x})"
@@ -269,7 +279,11 @@ impl<M: Mmio, C: Clock> Crb<M, C> {
                 && state & reg::LOC_STATE_REG_VALID != 0
                 && state & reg::LOC_STATE_ASSIGNED != 0
         });
-        if granted { Ok(()) } else { Err(CrbError::LocalityTimeout) }
+        if granted {
+            Ok(())
+        } else {
+            Err(CrbError::LocalityTimeout)
+        }
     }
 
     fn relinquish_locality(&mut self) {
@@ -341,7 +355,9 @@ impl<M: Mmio, C: Clock> Crb<M, C> {
         let (head, rest) = response.split_at_mut(TPM_HEADER_LEN);
         head.copy_from_slice(&header);
         let body_len = size - TPM_HEADER_LEN;
-        let body = rest.get_mut(..body_len).ok_or(TransportError::ResponseTooLarge { size, max })?;
+        let body = rest
+            .get_mut(..body_len)
+            .ok_or(TransportError::ResponseTooLarge { size, max })?;
         self.mmio.read_bytes(self.rsp.offset + TPM_HEADER_LEN, body);
         Ok(size)
     }
@@ -364,7 +380,10 @@ impl<M: Mmio, C: Clock> Crb<M, C> {
 impl<M: Mmio, C: Clock> TpmTransport for Crb<M, C> {
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, TransportError> {
         if command.len() > self.cmd.size {
-            return Err(TransportError::CommandTooLarge { len: command.len(), max: self.cmd.size });
+            return Err(TransportError::CommandTooLarge {
+                len: command.len(),
+                max: self.cmd.size,
+            });
         }
         if response.len() < TPM_HEADER_LEN {
             return Err(TransportError::ResponseTooLarge {

@@ -59,10 +59,7 @@ impl VolatileMmio {
     /// True when an access of `width` bytes at `offset` lies inside the
     /// region and is naturally aligned.
     fn in_bounds(&self, offset: usize, width: usize) -> bool {
-        offset % width == 0
-            && offset
-                .checked_add(width)
-                .is_some_and(|end| end <= self.len)
+        offset.is_multiple_of(width) && offset.checked_add(width).is_some_and(|end| end <= self.len)
     }
 }
 

@@ -84,10 +84,14 @@ impl PcrSelection {
 
     /// As a `TPML_PCR_SELECTION` with one SHA-256 entry.
     pub(crate) fn to_tpml(self) -> Result<TpmlPcrSelection> {
-        let pcr_select = TpmsPcrSelect::try_from(&self.to_bitmap()[..]).map_err(TpmError::Marshal)?;
+        let pcr_select =
+            TpmsPcrSelect::try_from(&self.to_bitmap()[..]).map_err(TpmError::Marshal)?;
         let mut list = TpmlPcrSelection::new();
-        list.try_push(TpmsPcrSelection { hash: TpmAlgId::Sha256, pcr_select })
-            .map_err(TpmError::Marshal)?;
+        list.try_push(TpmsPcrSelection {
+            hash: TpmAlgId::Sha256,
+            pcr_select,
+        })
+        .map_err(TpmError::Marshal)?;
         Ok(list)
     }
 }

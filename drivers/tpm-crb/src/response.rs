@@ -6,6 +6,7 @@
 //! are taken zero-copy from the frame after `tpm2-protocol` validated their
 //! structure; the rest is unmarshaled into `tpm2-protocol`'s owned types.
 
+use tpm2_protocol::TpmField;
 use tpm2_protocol::basic::TpmUint32;
 use tpm2_protocol::data::{
     Tpm2bAttest, Tpm2bCreationData, Tpm2bDigest, Tpm2bName, Tpm2bPublic, TpmAlgId, TpmCap, TpmSt,
@@ -17,7 +18,6 @@ use tpm2_protocol::frame::{
     TpmNvReadResponse, TpmPcrReadResponse, TpmQuoteResponse, TpmReadPublicResponse, TpmResponse,
     TpmStartAuthSessionResponse, TpmUnmarshalBody,
 };
-use tpm2_protocol::TpmField;
 
 use crate::error::{MalformedResponse, ResponseCode, Result, TpmError, body_error};
 use crate::pcr::{PcrDigest, PcrSelection};
@@ -77,7 +77,14 @@ pub fn success_areas<R: TpmHeader>(rsp: &[u8]) -> Result<(&[u8], &[u8])> {
     }
     let (size, rest) = TpmUint32::cast_prefix(rest).map_err(body_error)?;
     let size = usize::try_from(size.value()).map_err(|_| inconsistent("parameter size"))?;
-    let parameters = rest.get(..size).ok_or(inconsistent("parameter size beyond the frame"))?;
+    let (parameters, auth_area) = rest
+        .split_at_checked(size)
+        .ok_or(inconsistent("parameter size beyond the frame"))?;
+    // TPM_ST_SESSIONS answers a command with sessions with one
+    // acknowledgement per session (tpm2-protocol validated their shape).
+    if auth_area.is_empty() {
+        return Err(inconsistent("session response area missing"));
+    }
     Ok((handles, parameters))
 }
 
@@ -104,7 +111,11 @@ fn tpm2b_contents(wire: &[u8]) -> &[u8] {
 }
 
 fn ensure_consumed(cursor: &[u8]) -> Result<()> {
-    if cursor.is_empty() { Ok(()) } else { Err(inconsistent("trailing bytes in parameters")) }
+    if cursor.is_empty() {
+        Ok(())
+    } else {
+        Err(inconsistent("trailing bytes in parameters"))
+    }
 }
 
 fn single_handle(handles: &[u8]) -> Result<u32> {
@@ -116,10 +127,10 @@ fn single_handle(handles: &[u8]) -> Result<u32> {
 /// public area, so a response cannot pair a key with someone else's name.
 fn checked_name(public: &PublicArea, reported: &[u8]) -> Result<Name> {
     let reported = bounded(reported, "name")?;
-    if let Ok(computed) = public.name() {
-        if computed != reported {
-            return Err(inconsistent("name does not match the public area"));
-        }
+    if let Ok(computed) = public.name()
+        && computed != reported
+    {
+        return Err(inconsistent("name does not match the public area"));
     }
     Ok(reported)
 }
@@ -190,9 +201,13 @@ pub fn parse_pcr_read(rsp: &[u8]) -> Result<(PcrSelection, heapless::Vec<PcrDige
     }
     let mut values = heapless::Vec::new();
     for value in body.pcr_values.iter() {
-        let digest: PcrDigest =
-            value.as_ref().try_into().map_err(|_| inconsistent("PCR value is not 32 bytes"))?;
-        values.push(digest).map_err(|_| MalformedResponse::TooLarge("PCR values"))?;
+        let digest: PcrDigest = value
+            .as_ref()
+            .try_into()
+            .map_err(|_| inconsistent("PCR value is not 32 bytes"))?;
+        values
+            .push(digest)
+            .map_err(|_| MalformedResponse::TooLarge("PCR values"))?;
     }
     Ok((selection, values))
 }
@@ -213,7 +228,11 @@ pub fn parse_create_primary(rsp: &[u8]) -> Result<LoadedKey> {
     let name = take::<Tpm2bName>(&mut params)?;
     ensure_consumed(params)?;
     let name = checked_name(&public, name.data())?;
-    Ok(LoadedKey { handle, public, name })
+    Ok(LoadedKey {
+        handle,
+        public,
+        name,
+    })
 }
 
 /// TPM2_ReadPublic: the object's public area and name.
@@ -303,4 +322,4 @@ pub fn parse_nv_read(rsp: &[u8]) -> Result<heapless::Vec<u8, 1024>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -33,9 +33,13 @@ impl SwtpmSocket {
 
 impl TpmTransport for SwtpmSocket {
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, TransportError> {
-        self.stream.write_all(command).map_err(|_| TransportError::Io)?;
+        self.stream
+            .write_all(command)
+            .map_err(|_| TransportError::Io)?;
         let mut header = [0u8; TPM_HEADER_LEN];
-        self.stream.read_exact(&mut header).map_err(|_| TransportError::Io)?;
+        self.stream
+            .read_exact(&mut header)
+            .map_err(|_| TransportError::Io)?;
         let size = header_size(&header);
         if size < TPM_HEADER_LEN {
             return Err(TransportError::ResponseTooShort { size });

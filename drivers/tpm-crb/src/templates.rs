@@ -69,11 +69,16 @@ fn aes_128_cfb() -> TpmtSymDefObject {
 }
 
 fn no_symmetric() -> TpmtSymDefObject {
-    TpmtSymDefObject { algorithm: TpmAlgId::Null, ..TpmtSymDefObject::default() }
+    TpmtSymDefObject {
+        algorithm: TpmAlgId::Null,
+        ..TpmtSymDefObject::default()
+    }
 }
 
 fn sha256_scheme() -> TpmuAsymScheme {
-    TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 })
+    TpmuAsymScheme::Hash(TpmsSchemeHash {
+        hash_alg: TpmAlgId::Sha256,
+    })
 }
 
 /// The TCG default EK template for `alg`.
@@ -93,21 +98,32 @@ pub fn ek_template(alg: EkAlgorithm) -> Result<TpmtPublic> {
             TpmAlgId::Rsa,
             TpmuPublicParms::Rsa(TpmsRsaParms {
                 symmetric: aes_128_cfb(),
-                scheme: TpmtRsaScheme { scheme: TpmAlgId::Null, details: TpmuAsymScheme::Null },
+                scheme: TpmtRsaScheme {
+                    scheme: TpmAlgId::Null,
+                    details: TpmuAsymScheme::Null,
+                },
                 key_bits: TpmUint16::new(2048),
                 exponent: TpmUint32::new(0),
             }),
-            TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::try_from(&[0u8; 256][..]).map_err(TpmError::Marshal)?),
+            TpmuPublicId::Rsa(
+                Tpm2bPublicKeyRsa::try_from(&[0u8; 256][..]).map_err(TpmError::Marshal)?,
+            ),
         ),
         EkAlgorithm::EccP256 => (
             TpmAlgId::Ecc,
             TpmuPublicParms::Ecc(TpmsEccParms {
                 symmetric: aes_128_cfb(),
-                scheme: TpmtEccScheme { scheme: TpmAlgId::Null, details: TpmuAsymScheme::Null },
+                scheme: TpmtEccScheme {
+                    scheme: TpmAlgId::Null,
+                    details: TpmuAsymScheme::Null,
+                },
                 curve_id: TpmEccCurve::NistP256,
                 kdf: TpmtKdfScheme::default(),
             }),
-            TpmuPublicId::Ecc(TpmsEccPoint { x: ecc_parameter(&[0; 32])?, y: ecc_parameter(&[0; 32])? }),
+            TpmuPublicId::Ecc(TpmsEccPoint {
+                x: ecc_parameter(&[0; 32])?,
+                y: ecc_parameter(&[0; 32])?,
+            }),
         ),
     };
     Ok(TpmtPublic {
@@ -138,7 +154,10 @@ pub fn ak_template(alg: AkAlgorithm) -> Result<TpmtPublic> {
             TpmAlgId::Rsa,
             TpmuPublicParms::Rsa(TpmsRsaParms {
                 symmetric: no_symmetric(),
-                scheme: TpmtRsaScheme { scheme: TpmAlgId::Rsassa, details: sha256_scheme() },
+                scheme: TpmtRsaScheme {
+                    scheme: TpmAlgId::Rsassa,
+                    details: sha256_scheme(),
+                },
                 key_bits: TpmUint16::new(2048),
                 exponent: TpmUint32::new(0),
             }),
@@ -148,7 +167,10 @@ pub fn ak_template(alg: AkAlgorithm) -> Result<TpmtPublic> {
             TpmAlgId::Ecc,
             TpmuPublicParms::Ecc(TpmsEccParms {
                 symmetric: no_symmetric(),
-                scheme: TpmtEccScheme { scheme: TpmAlgId::Ecdsa, details: sha256_scheme() },
+                scheme: TpmtEccScheme {
+                    scheme: TpmAlgId::Ecdsa,
+                    details: sha256_scheme(),
+                },
                 curve_id: TpmEccCurve::NistP256,
                 kdf: TpmtKdfScheme::default(),
             }),

@@ -46,7 +46,10 @@ impl fmt::Display for TransportError {
                 write!(f, "response size field {size} is smaller than a TPM header")
             }
             Self::ResponseTooLarge { size, max } => {
-                write!(f, "response size field {size} exceeds the {max}-byte buffer")
+                write!(
+                    f,
+                    "response size field {size} exceeds the {max}-byte buffer"
+                )
             }
             Self::Io => write!(f, "I/O error on the TPM socket"),
         }

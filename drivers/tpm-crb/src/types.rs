@@ -4,10 +4,12 @@
 //! those bytes.
 
 use sha2::{Digest, Sha256};
-use tpm2_protocol::TpmUnmarshal;
-use tpm2_protocol::data::{TpmAlgId, TpmtPublic, TpmuPublicId};
+use tpm2_protocol::basic::Tpm2b;
+use tpm2_protocol::constant::MAX_ECC_KEY_BYTES;
+use tpm2_protocol::data::{TpmAlgId, TpmtPublic, TpmuPublicIdView};
+use tpm2_protocol::{TpmField, TpmUnmarshal};
 
-use crate::error::{MalformedResponse, Result, TpmError};
+use crate::error::{MalformedResponse, Result, TpmError, body_error};
 
 /// Capacity for a marshaled `TPMT_PUBLIC` (an RSA-4096 key with a SHA-512
 /// policy needs about 600 bytes).
@@ -22,8 +24,12 @@ pub type Name = heapless::Vec<u8, MAX_NAME_LEN>;
 
 /// Copies `bytes` into a fixed-capacity vector, or reports which value was
 /// too large.
-pub(crate) fn bounded<const N: usize>(bytes: &[u8], what: &'static str) -> Result<heapless::Vec<u8, N>> {
-    heapless::Vec::from_slice(bytes).map_err(|_| TpmError::MalformedResponse(MalformedResponse::TooLarge(what)))
+pub(crate) fn bounded<const N: usize>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<heapless::Vec<u8, N>> {
+    heapless::Vec::from_slice(bytes)
+        .map_err(|_| TpmError::MalformedResponse(MalformedResponse::TooLarge(what)))
 }
 
 /// A marshaled `TPMT_PUBLIC`, exactly as the TPM returned it.
@@ -38,7 +44,7 @@ impl PublicArea {
     /// [`TpmError::MalformedResponse`] when `bytes` is not exactly one
     /// `TPMT_PUBLIC` or is too large.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (_, rest) = TpmtPublic::unmarshal(bytes).map_err(crate::error::body_error)?;
+        let (_, rest) = TpmtPublic::unmarshal(bytes).map_err(body_error)?;
         if !rest.is_empty() {
             return Err(MalformedResponse::Inconsistent("trailing bytes after TPMT_PUBLIC").into());
         }
@@ -77,7 +83,9 @@ impl PublicArea {
     /// [`TpmError::InvalidArgument`] for a nameAlg other than SHA-256.
     pub fn name(&self) -> Result<Name> {
         if self.name_alg() != Some(TpmAlgId::Sha256) {
-            return Err(TpmError::InvalidArgument("only SHA-256 object names are supported"));
+            return Err(TpmError::InvalidArgument(
+                "only SHA-256 object names are supported",
+            ));
         }
         let mut name = Name::new();
         let _ = name.extend_from_slice(&(TpmAlgId::Sha256 as u16).to_be_bytes());
@@ -91,33 +99,44 @@ impl PublicArea {
     ///
     /// Never for a value built by [`PublicArea::from_bytes`].
     pub fn parse(&self) -> Result<TpmtPublic> {
-        TpmtPublic::unmarshal(&self.0).map(|(public, _)| public).map_err(crate::error::body_error)
+        TpmtPublic::unmarshal(&self.0)
+            .map(|(public, _)| public)
+            .map_err(body_error)
     }
 
-    /// The public key: an ECC point `(x, y)` or an RSA modulus.
+    /// The public key, borrowed from the public area: an ECC point `(x, y)`
+    /// or an RSA modulus.
     ///
     /// # Errors
     ///
-    /// As [`PublicArea::parse`].
-    pub fn public_key(&self) -> Result<PublicKey> {
-        Ok(match self.parse()?.unique {
-            TpmuPublicId::Ecc(point) => PublicKey::Ecc {
-                x: bounded(&point.x, "ECC x")?,
-                y: bounded(&point.y, "ECC y")?,
-            },
-            TpmuPublicId::Rsa(modulus) => PublicKey::Rsa { modulus: bounded(&modulus, "RSA modulus")? },
-            _ => return Err(TpmError::InvalidArgument("not an asymmetric key")),
-        })
+    /// [`TpmError::InvalidArgument`] for a symmetric or keyed-hash object.
+    pub fn public_key(&self) -> Result<PublicKey<'_>> {
+        let (view, _) = <TpmtPublic as TpmField>::cast_prefix_field(&self.0).map_err(body_error)?;
+        match view.unique {
+            TpmuPublicIdView::Rsa(modulus) => Ok(PublicKey::Rsa {
+                modulus: modulus.data(),
+            }),
+            TpmuPublicIdView::Ecc(point) => {
+                let (x, rest) = Tpm2b::<MAX_ECC_KEY_BYTES>::cast_prefix(point.as_bytes())
+                    .map_err(body_error)?;
+                let (y, _) = Tpm2b::<MAX_ECC_KEY_BYTES>::cast_prefix(rest).map_err(body_error)?;
+                Ok(PublicKey::Ecc {
+                    x: x.data(),
+                    y: y.data(),
+                })
+            }
+            _ => Err(TpmError::InvalidArgument("not an asymmetric key")),
+        }
     }
 }
 
-/// A public key taken out of a [`PublicArea`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublicKey {
+/// A public key inside a [`PublicArea`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicKey<'a> {
     /// Affine coordinates, big-endian.
-    Ecc { x: heapless::Vec<u8, 66>, y: heapless::Vec<u8, 66> },
+    Ecc { x: &'a [u8], y: &'a [u8] },
     /// Modulus, big-endian; the exponent is 65537 for the keys created here.
-    Rsa { modulus: heapless::Vec<u8, 512> },
+    Rsa { modulus: &'a [u8] },
 }
 
 /// A key loaded in the TPM (a transient handle) with its public area and name.

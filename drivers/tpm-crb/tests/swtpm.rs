@@ -72,7 +72,9 @@ fn reading_all_24_pcrs_takes_several_commands_and_agrees_with_single_reads() {
         tpm.pcr_extend(pcr, &[pcr; 32]).unwrap();
     }
     let all_indices: Vec<u8> = (0..24).collect();
-    let all = tpm.pcr_read(PcrSelection::new(&all_indices).unwrap()).unwrap();
+    let all = tpm
+        .pcr_read(PcrSelection::new(&all_indices).unwrap())
+        .unwrap();
     assert_eq!(all.values.len(), 24);
     for pcr in 0..24u8 {
         let single = tpm.pcr_read(PcrSelection::new(&[pcr]).unwrap()).unwrap();
@@ -82,14 +84,14 @@ fn reading_all_24_pcrs_takes_several_commands_and_agrees_with_single_reads() {
 }
 
 fn rsa_modulus(key: &LoadedKey) -> Vec<u8> {
-    match key.public.public_key().unwrap() {
+    match key.public.public_key().expect("public key") {
         PublicKey::Rsa { modulus } => modulus.to_vec(),
         other => panic!("expected an RSA key, got {other:?}"),
     }
 }
 
 fn ecc_point(key: &LoadedKey) -> (Vec<u8>, Vec<u8>) {
-    match key.public.public_key().unwrap() {
+    match key.public.public_key().expect("public key") {
         PublicKey::Ecc { x, y } => (x.to_vec(), y.to_vec()),
         other => panic!("expected an ECC key, got {other:?}"),
     }
@@ -106,9 +108,14 @@ fn rsa_ek_matches_the_certificate_written_by_swtpm_setup() {
     assert_eq!(ek.public.to_tpm2b()[2..], *ek.public.as_bytes());
 
     let mut cert = vec![0u8; 4096];
-    let len = tpm.nv_read_ek_cert(EkAlgorithm::Rsa2048, &mut cert).unwrap();
+    let len = tpm
+        .nv_read_ek_cert(EkAlgorithm::Rsa2048, &mut cert)
+        .unwrap();
     let cert = x509_cert::Certificate::from_der(&cert[..len]).unwrap();
-    let spki = cert.tbs_certificate.subject_public_key_info.subject_public_key;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key;
     let cert_key = rsa::RsaPublicKey::from_pkcs1_der(spki.raw_bytes()).unwrap();
     assert_eq!(cert_key.n().to_bytes_be(), rsa_modulus(&ek));
     assert_eq!(cert_key.e(), &rsa::BigUint::from(65537u32));
@@ -118,7 +125,10 @@ fn rsa_ek_matches_the_certificate_written_by_swtpm_setup() {
     assert_eq!(persistent, ek.public);
     assert_eq!(name, ek.name);
     tpm.flush_context(ek.handle).unwrap();
-    assert!(tpm.read_public(ek.handle).is_err(), "flushed handle is gone");
+    assert!(
+        tpm.read_public(ek.handle).is_err(),
+        "flushed handle is gone"
+    );
 }
 
 #[test]
@@ -132,7 +142,10 @@ fn ecc_ek_is_deterministic_and_a_missing_certificate_is_a_tpm_error() {
     assert_eq!(first.public, second.public);
     let (x, y) = ecc_point(&first);
     let sec1 = [&[4u8][..], &x, &y].concat();
-    assert!(p256::PublicKey::from_sec1_bytes(&sec1).is_ok(), "point is on P-256");
+    assert!(
+        p256::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+        "point is on P-256"
+    );
 
     let mut cert = vec![0u8; 4096];
     match tpm.nv_read_ek_cert(EkAlgorithm::EccP256, &mut cert) {
@@ -148,38 +161,55 @@ fn ecc_ek_is_deterministic_and_a_missing_certificate_is_a_tpm_error() {
 
 /// Checks a quote the way a verifier does, returning the parsed attestation.
 fn check_quote(quote: &Quote, ak: &LoadedKey, nonce: &[u8], pcr_values: &[[u8; 32]]) -> TpmsAttest {
-    let (attest, rest) = TpmsAttest::unmarshal(&quote.attest).unwrap();
+    let (attest, rest) = TpmsAttest::unmarshal(&quote.attest).expect("TPMS_ATTEST parses");
     assert!(rest.is_empty());
     assert_eq!(attest.attest_type, TpmSt::AttestQuote);
     assert_eq!(attest.extra_data.as_ref(), nonce);
     assert_eq!(attest.qualified_signer.len(), 34);
-    let TpmuAttest::Quote(info) = &attest.attested else { panic!("not a quote") };
+    let TpmuAttest::Quote(info) = &attest.attested else {
+        panic!("not a quote")
+    };
     let concatenated: Vec<u8> = pcr_values.concat();
-    assert_eq!(info.pcr_digest.as_ref(), &sha256(&[&concatenated]), "PCR digest");
+    assert_eq!(
+        info.pcr_digest.as_ref(),
+        &sha256(&[&concatenated]),
+        "PCR digest"
+    );
 
-    let (signature, rest) = TpmtSignature::unmarshal(&quote.signature).unwrap();
+    let (signature, rest) =
+        TpmtSignature::unmarshal(&quote.signature).expect("TPMT_SIGNATURE parses");
     assert!(rest.is_empty());
-    match (signature.signature, ak.public.public_key().unwrap()) {
+    match (
+        signature.signature,
+        ak.public.public_key().expect("AK public key"),
+    ) {
         (TpmuSignature::Ecdsa(sig), PublicKey::Ecc { x, y }) => {
             assert_eq!(sig.hash, TpmAlgId::Sha256);
-            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&[&[4u8][..], &x, &y].concat()).unwrap();
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&[&[4u8][..], x, y].concat())
+                .expect("AK point is on P-256");
             let pad = |v: &[u8]| {
                 let mut out = [0u8; 32];
                 out[32 - v.len()..].copy_from_slice(v);
                 out
             };
-            let sig = p256::ecdsa::Signature::from_scalars(pad(&sig.signature_r), pad(&sig.signature_s)).unwrap();
-            key.verify(&quote.attest, &sig).expect("ECDSA signature over SHA256(attest)");
+            let sig =
+                p256::ecdsa::Signature::from_scalars(pad(&sig.signature_r), pad(&sig.signature_s))
+                    .expect("ECDSA scalars in range");
+            key.verify(&quote.attest, &sig)
+                .expect("ECDSA signature over SHA256(attest)");
             let mut tampered = quote.attest.to_vec();
             tampered[10] ^= 1;
             assert!(key.verify(&tampered, &sig).is_err());
         }
         (TpmuSignature::Rsassa(sig), PublicKey::Rsa { modulus }) => {
             assert_eq!(sig.hash, TpmAlgId::Sha256);
-            let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&modulus), 65537u32.into()).unwrap();
+            let key = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(modulus), 65537u32.into())
+                .expect("valid RSA key");
             let key = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key);
-            let sig = rsa::pkcs1v15::Signature::try_from(sig.sig.as_ref()).unwrap();
-            key.verify(&quote.attest, &sig).expect("RSASSA signature over SHA256(attest)");
+            let sig =
+                rsa::pkcs1v15::Signature::try_from(sig.sig.as_ref()).expect("RSA signature bytes");
+            key.verify(&quote.attest, &sig)
+                .expect("RSASSA signature over SHA256(attest)");
             let mut tampered = quote.attest.to_vec();
             tampered[10] ^= 1;
             assert!(key.verify(&tampered, &sig).is_err());
@@ -190,13 +220,16 @@ fn check_quote(quote: &Quote, ak: &LoadedKey, nonce: &[u8], pcr_values: &[[u8; 3
 }
 
 fn quote_round(tpm: &mut Tpm<SwtpmSocket>, alg: AkAlgorithm) -> (LoadedKey, Quote, Vec<u8>) {
-    let ak = tpm.create_ak(alg).unwrap();
-    assert_eq!(ak.name, ak.public.name().unwrap());
-    tpm.pcr_extend(16, &sha256(&[b"A-VM profile"])).unwrap();
-    let selection = PcrSelection::new(&[0, 16, 23]).unwrap();
-    let values = tpm.pcr_read(selection).unwrap();
+    let ak = tpm.create_ak(alg).expect("TPM command succeeds");
+    assert_eq!(ak.name, ak.public.name().expect("TPM command succeeds"));
+    tpm.pcr_extend(16, &sha256(&[b"A-VM profile"]))
+        .expect("TPM command succeeds");
+    let selection = PcrSelection::new(&[0, 16, 23]).expect("TPM command succeeds");
+    let values = tpm.pcr_read(selection).expect("TPM command succeeds");
     let nonce = sha256(&[b"verifier nonce"]).to_vec();
-    let quote = tpm.quote(ak.handle, &nonce, selection).unwrap();
+    let quote = tpm
+        .quote(ak.handle, &nonce, selection)
+        .expect("TPM command succeeds");
     check_quote(&quote, &ak, &nonce, &values.values);
     (ak, quote, nonce)
 }
@@ -237,14 +270,18 @@ fn rsa_quote_verifies_on_the_host() {
 fn credential_round(ek_alg: EkAlgorithm) {
     let swtpm = Swtpm::start();
     let mut tpm = swtpm.started();
-    let ek = tpm.create_ek(ek_alg).unwrap();
-    let ak = tpm.create_ak(AkAlgorithm::EccP256).unwrap();
+    let ek = tpm.create_ek(ek_alg).expect("TPM command succeeds");
+    let ak = tpm
+        .create_ak(AkAlgorithm::EccP256)
+        .expect("TPM command succeeds");
     let secret = sha256(&[b"challenge secret"]);
 
     // Wrong AK name: the TPM refuses to release the secret.
     let mut wrong_name = ak.name.clone();
     wrong_name[5] ^= 0xff;
-    let wrong: Credential = tpm.make_credential(ek.handle, &secret, &wrong_name).unwrap();
+    let wrong: Credential = tpm
+        .make_credential(ek.handle, &secret, &wrong_name)
+        .expect("TPM command succeeds");
     for _ in 0..4 {
         // Repeated failures must not leak policy sessions.
         assert!(matches!(
@@ -253,13 +290,22 @@ fn credential_round(ek_alg: EkAlgorithm) {
         ));
     }
 
-    let credential = tpm.make_credential(ek.handle, &secret, &ak.name).unwrap();
-    let recovered = tpm.activate_credential(ak.handle, ek.handle, &credential).unwrap();
+    let credential = tpm
+        .make_credential(ek.handle, &secret, &ak.name)
+        .expect("TPM command succeeds");
+    let recovered = tpm
+        .activate_credential(ak.handle, ek.handle, &credential)
+        .expect("TPM command succeeds");
     assert_eq!(recovered.as_slice(), &secret);
 
     // A credential bound to the AK cannot be activated by another key.
-    let other = tpm.create_ak(AkAlgorithm::Rsa2048).unwrap();
-    assert!(tpm.activate_credential(other.handle, ek.handle, &credential).is_err());
+    let other = tpm
+        .create_ak(AkAlgorithm::Rsa2048)
+        .expect("TPM command succeeds");
+    assert!(
+        tpm.activate_credential(other.handle, ek.handle, &credential)
+            .is_err()
+    );
 }
 
 #[test]

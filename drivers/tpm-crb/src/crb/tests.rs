@@ -3,8 +3,8 @@
 
 extern crate std;
 
-use std::cell::{Cell, RefCell};
 use std::boxed::Box;
+use std::cell::{Cell, RefCell};
 use std::vec::Vec;
 
 use proptest::prelude::*;
@@ -28,6 +28,9 @@ enum Event {
     Cancel(u32),
 }
 
+/// Produces the TPM's response frame to a command frame.
+type Responder = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 #[derive(Default, Clone)]
 struct Faults {
     locality_never_granted: bool,
@@ -47,7 +50,7 @@ struct SimCrb {
     faults: Faults,
     start_stall_left: Cell<u32>,
     command_pending: Cell<bool>,
-    responder: Box<dyn Fn(&[u8]) -> Vec<u8>>,
+    responder: Responder,
     events: RefCell<Vec<Event>>,
     last_command: RefCell<Vec<u8>>,
 }
@@ -81,7 +84,12 @@ impl SimCrb {
 
     fn peek(&self, offset: usize) -> u32 {
         let mem = self.mem.borrow();
-        u32::from_le_bytes([mem[offset], mem[offset + 1], mem[offset + 2], mem[offset + 3]])
+        u32::from_le_bytes([
+            mem[offset],
+            mem[offset + 1],
+            mem[offset + 2],
+            mem[offset + 3],
+        ])
     }
 
     fn log(&self, event: Event) {
@@ -103,7 +111,10 @@ impl SimCrb {
         self.mem.borrow_mut()[BUF_OFFSET..BUF_OFFSET + response.len()].copy_from_slice(&response);
         *self.last_command.borrow_mut() = command;
         if self.faults.fatal_on_start {
-            self.poke(reg::CTRL_STS, self.peek(reg::CTRL_STS) | reg::CTRL_STS_ERROR);
+            self.poke(
+                reg::CTRL_STS,
+                self.peek(reg::CTRL_STS) | reg::CTRL_STS_ERROR,
+            );
         }
         self.poke(reg::CTRL_START, 0);
     }
@@ -111,7 +122,9 @@ impl SimCrb {
 
 impl Mmio for SimCrb {
     fn read32(&self, offset: usize) -> u32 {
-        if offset == reg::CTRL_START && self.command_pending.get() && !self.faults.start_never_clears
+        if offset == reg::CTRL_START
+            && self.command_pending.get()
+            && !self.faults.start_never_clears
         {
             let left = self.start_stall_left.get();
             if left == 0 {
@@ -129,7 +142,10 @@ impl Mmio for SimCrb {
                 self.log(Event::RequestLocality);
                 if !self.faults.locality_never_granted {
                     self.poke(reg::LOC_STS, reg::LOC_STS_GRANTED);
-                    self.poke(reg::LOC_STATE, reg::LOC_STATE_REG_VALID | reg::LOC_STATE_ASSIGNED);
+                    self.poke(
+                        reg::LOC_STATE,
+                        reg::LOC_STATE_REG_VALID | reg::LOC_STATE_ASSIGNED,
+                    );
                 }
             }
             reg::LOC_CTRL if value & reg::LOC_CTRL_RELINQUISH != 0 => {
@@ -216,7 +232,10 @@ fn normal_exchange_runs_the_full_handshake() {
     assert_eq!(crb.command_buffer_len(), BUF_SIZE as usize);
     let mut rsp = [0u8; 64];
     let n = crb.transact(&GET_RANDOM_8, &mut rsp).unwrap();
-    assert_eq!(&rsp[..n], &[0x80, 0x01, 0, 0, 0, 14, 0, 0, 0, 0, 0, 0, 0x01, 0x7B]);
+    assert_eq!(
+        &rsp[..n],
+        &[0x80, 0x01, 0, 0, 0, 14, 0, 0, 0, 0, 0, 0, 0x01, 0x7B]
+    );
     let (sim, _) = crb.into_inner();
     assert_eq!(*sim.last_command.borrow(), GET_RANDOM_8);
     assert_eq!(
@@ -235,7 +254,11 @@ fn normal_exchange_runs_the_full_handshake() {
 
 #[test]
 fn a_stalling_command_completes_before_the_deadline() {
-    let mut crb = probe(Faults { start_stall_polls: 50, ..Faults::default() }).unwrap();
+    let mut crb = probe(Faults {
+        start_stall_polls: 50,
+        ..Faults::default()
+    })
+    .unwrap();
     let mut rsp = [0u8; 64];
     assert_eq!(crb.transact(&GET_RANDOM_8, &mut rsp), Ok(14));
 }
@@ -255,7 +278,12 @@ fn a_fifo_interface_is_rejected() {
     let sim = SimCrb::new(echo_cc, Faults::default());
     sim.poke(reg::INTF_ID, 0x0000_6000);
     let err = Crb::probe(sim, SimClock::default()).err();
-    assert_eq!(err, Some(CrbError::NotCrb { interface_id: 0x6000 }));
+    assert_eq!(
+        err,
+        Some(CrbError::NotCrb {
+            interface_id: 0x6000
+        })
+    );
 }
 
 #[test]
@@ -264,25 +292,39 @@ fn buffers_outside_the_region_are_rejected() {
     sim.poke(reg::CTRL_RSP_SIZE, 0x1000);
     assert!(matches!(
         Crb::probe(sim, SimClock::default()),
-        Err(CrbError::BadBufferLayout { rsp_size: 0x1000, .. })
+        Err(CrbError::BadBufferLayout {
+            rsp_size: 0x1000,
+            ..
+        })
     ));
     let sim = SimCrb::new(echo_cc, Faults::default());
     sim.poke(reg::CTRL_CMD_LADDR, BASE as u32 + 0x10);
     assert!(matches!(
         Crb::probe(sim, SimClock::default()),
-        Err(CrbError::BadBufferLayout { cmd_offset: 0x10, .. })
+        Err(CrbError::BadBufferLayout {
+            cmd_offset: 0x10,
+            ..
+        })
     ));
 }
 
 #[test]
 fn locality_never_granted_times_out() {
-    let err = probe(Faults { locality_never_granted: true, ..Faults::default() }).err();
+    let err = probe(Faults {
+        locality_never_granted: true,
+        ..Faults::default()
+    })
+    .err();
     assert_eq!(err, Some(CrbError::LocalityTimeout));
 }
 
 #[test]
 fn cmd_ready_never_acknowledged_times_out_and_releases_locality() {
-    let mut crb = probe(Faults { ready_never_clears: true, ..Faults::default() }).unwrap();
+    let mut crb = probe(Faults {
+        ready_never_clears: true,
+        ..Faults::default()
+    })
+    .unwrap();
     let mut rsp = [0u8; 64];
     assert_eq!(
         crb.transact(&GET_RANDOM_8, &mut rsp),
@@ -295,7 +337,11 @@ fn cmd_ready_never_acknowledged_times_out_and_releases_locality() {
 
 #[test]
 fn a_command_that_never_completes_is_cancelled() {
-    let mut crb = probe(Faults { start_never_clears: true, ..Faults::default() }).unwrap();
+    let mut crb = probe(Faults {
+        start_never_clears: true,
+        ..Faults::default()
+    })
+    .unwrap();
     let mut rsp = [0u8; 64];
     assert_eq!(
         crb.transact(&GET_RANDOM_8, &mut rsp),
@@ -311,7 +357,11 @@ fn a_command_that_never_completes_is_cancelled() {
 
 #[test]
 fn the_fatal_error_bit_is_reported() {
-    let mut crb = probe(Faults { fatal_on_start: true, ..Faults::default() }).unwrap();
+    let mut crb = probe(Faults {
+        fatal_on_start: true,
+        ..Faults::default()
+    })
+    .unwrap();
     let mut rsp = [0u8; 64];
     assert_eq!(
         crb.transact(&GET_RANDOM_8, &mut rsp),
@@ -326,12 +376,18 @@ fn the_fatal_error_bit_is_reported() {
 
 #[test]
 fn a_response_size_beyond_the_buffer_is_rejected() {
-    let mut crb = probe(Faults { response_size_field: Some(0x10_0000), ..Faults::default() })
-        .unwrap();
+    let mut crb = probe(Faults {
+        response_size_field: Some(0x10_0000),
+        ..Faults::default()
+    })
+    .unwrap();
     let mut rsp = [0u8; 64];
     assert_eq!(
         crb.transact(&GET_RANDOM_8, &mut rsp),
-        Err(TransportError::ResponseTooLarge { size: 0x10_0000, max: 64 })
+        Err(TransportError::ResponseTooLarge {
+            size: 0x10_0000,
+            max: 64
+        })
     );
 }
 
@@ -347,7 +403,11 @@ fn a_response_larger_than_the_callers_buffer_is_rejected() {
 
 #[test]
 fn a_response_shorter_than_a_header_is_rejected() {
-    let mut crb = probe(Faults { response_size_field: Some(6), ..Faults::default() }).unwrap();
+    let mut crb = probe(Faults {
+        response_size_field: Some(6),
+        ..Faults::default()
+    })
+    .unwrap();
     let mut rsp = [0u8; 64];
     assert_eq!(
         crb.transact(&GET_RANDOM_8, &mut rsp),
@@ -362,7 +422,10 @@ fn a_command_larger_than_the_buffer_is_refused_before_touching_the_tpm() {
     let mut rsp = [0u8; 64];
     assert_eq!(
         crb.transact(&command, &mut rsp),
-        Err(TransportError::CommandTooLarge { len: command.len(), max: BUF_SIZE as usize })
+        Err(TransportError::CommandTooLarge {
+            len: command.len(),
+            max: BUF_SIZE as usize
+        })
     );
     assert!(!events(crb).contains(&Event::Start));
 }

@@ -82,7 +82,10 @@ impl Swtpm {
             .arg("--server")
             .arg(format!("type=unixio,path={}", socket.display()))
             .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", dir.path().join("ctrl.sock").display()))
+            .arg(format!(
+                "type=unixio,path={}",
+                dir.path().join("ctrl.sock").display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -103,7 +106,8 @@ impl Swtpm {
 
     /// A command layer connected to this swtpm.
     pub fn connect(&self) -> Tpm<SwtpmSocket> {
-        let socket = SwtpmSocket::connect(&self.dir.path().join("tpm.sock")).expect("connect swtpm");
+        let socket =
+            SwtpmSocket::connect(&self.dir.path().join("tpm.sock")).expect("connect swtpm");
         Tpm::new(socket)
     }
 
