@@ -1,6 +1,14 @@
 //! `avm-verifier`: the host side of A-VM attestation.
+//!
+//! The checks on evidence live in the shared `no_std` core
+//! (`avm_attest::verify`); this crate adds what only a host verifier does:
+//! OpenSSL signature arithmetic ([`crypto`]), EK certificate validation
+//! ([`ek`]), MakeCredential for AK activation ([`credential`]), the network
+//! client ([`client`]), the state database ([`store`]), and evidence
+//! directories in tpm2-tools formats ([`evidence_dir`], [`pcrs_file`]).
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod crypto;
 pub mod ek;
 pub mod tpm_public;

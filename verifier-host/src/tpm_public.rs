@@ -1,23 +1,17 @@
-//! The few facts the verifier needs from a marshaled TPMT_PUBLIC: the key
-//! (ECC P-256 point or RSA modulus/exponent), its nameAlg and its TPM name.
+//! The facts the verifier needs from a marshaled TPMT_PUBLIC, owned: the key
+//! (ECC P-256 point or RSA modulus/exponent), its symmetric definition and
+//! its TPM name.
 //!
-//! TEMPORARY: `avm_attest::tpm::Public` is the shared parser being written in
-//! `attest/`; once it lands this module becomes a thin adapter over it.
-//! Input is untrusted (it comes from the node's Hello): every read is
-//! checked and errors are returned, never panics.
+//! Parsing is `avm_attest::tpm::Public` (the shared, checked parser); this
+//! module only turns its borrowed view into an owned value the verifier
+//! can keep, and adds the OpenSSL conversions.
 
+use avm_attest::tpm::{self, Public};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Public};
+use openssl::pkey::{PKey, Public as PublicPkey};
 use openssl::rsa::Rsa;
-use openssl::sha::sha256;
-
-const TPM_ALG_RSA: u16 = 0x0001;
-const TPM_ALG_SHA256: u16 = 0x000B;
-const TPM_ALG_NULL: u16 = 0x0010;
-const TPM_ALG_ECC: u16 = 0x0023;
-const TPM_ECC_NIST_P256: u16 = 0x0003;
 
 /// The public key carried by a TPMT_PUBLIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +23,19 @@ pub enum PublicKey {
     Rsa { modulus: Vec<u8>, exponent: u32 },
 }
 
+impl PublicKey {
+    /// The borrowed form `avm_attest::verify` checks signatures with.
+    pub fn verifying_key(&self) -> tpm::VerifyingKey<'_> {
+        match self {
+            PublicKey::EccP256 { x, y } => tpm::VerifyingKey::EccP256 { x, y },
+            PublicKey::Rsa { modulus, exponent } => tpm::VerifyingKey::Rsa {
+                modulus,
+                exponent: *exponent,
+            },
+        }
+    }
+}
+
 /// A parsed TPMT_PUBLIC, keeping the marshaled bytes for the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TpmPublic {
@@ -38,18 +45,15 @@ pub struct TpmPublic {
     pub symmetric_alg: u16,
     pub symmetric_key_bits: u16,
     pub key: PublicKey,
+    name: [u8; 34],
     marshaled: Vec<u8>,
 }
 
 /// Why a TPMT_PUBLIC was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublicError {
-    #[error("TPMT_PUBLIC is truncated")]
-    Truncated,
-    #[error("TPMT_PUBLIC has {0} trailing bytes")]
-    TrailingBytes(usize),
-    #[error("unsupported key type 0x{0:04x} (only ECC P-256 and RSA)")]
-    UnsupportedType(u16),
+    #[error("malformed TPMT_PUBLIC: {0}")]
+    Malformed(tpm::TpmParseError),
     #[error("unsupported nameAlg 0x{0:04x} (only SHA-256)")]
     UnsupportedNameAlg(u16),
     #[error("unsupported ECC curve 0x{0:04x} (only NIST P-256)")]
@@ -58,110 +62,57 @@ pub enum PublicError {
     BadKey(&'static str),
 }
 
-/// A bounds-checked big-endian reader.
-struct Reader<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PublicError> {
-        if self.data.len() < n {
-            return Err(PublicError::Truncated);
-        }
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        Ok(head)
-    }
-    fn u16(&mut self) -> Result<u16, PublicError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, PublicError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn tpm2b(&mut self) -> Result<&'a [u8], PublicError> {
-        let len = self.u16()?;
-        self.take(usize::from(len))
-    }
-}
-
 impl TpmPublic {
     /// Parses a marshaled TPMT_PUBLIC (no TPM2B size prefix); all of
     /// `bytes` must be consumed.
     pub fn parse(bytes: &[u8]) -> Result<Self, PublicError> {
-        let mut r = Reader { data: bytes };
-        let key_type = r.u16()?;
-        let name_alg = r.u16()?;
-        if name_alg != TPM_ALG_SHA256 {
-            return Err(PublicError::UnsupportedNameAlg(name_alg));
+        Self::from_view(&Public::parse(bytes).map_err(PublicError::Malformed)?)
+    }
+
+    /// Parses a TPM2B_PUBLIC (tpm2-tools' `-f tss` public file).
+    pub fn parse_tpm2b(bytes: &[u8]) -> Result<Self, PublicError> {
+        Self::from_view(&Public::parse_tpm2b(bytes).map_err(PublicError::Malformed)?)
+    }
+
+    fn from_view(public: &Public<'_>) -> Result<Self, PublicError> {
+        if public.name_alg != tpm::alg::SHA256 {
+            return Err(PublicError::UnsupportedNameAlg(public.name_alg));
         }
-        let object_attributes = r.u32()?;
-        let _auth_policy = r.tpm2b()?;
-        // TPMT_SYM_DEF_OBJECT: algorithm, then keyBits and mode unless NULL.
-        let symmetric_alg = r.u16()?;
-        let mut symmetric_key_bits = 0;
-        if symmetric_alg != TPM_ALG_NULL {
-            symmetric_key_bits = r.u16()?;
-            let _mode = r.u16()?;
-        }
-        // TPMT_*_SCHEME: scheme, then its hash algorithm unless NULL.
-        let scheme = r.u16()?;
-        if scheme != TPM_ALG_NULL {
-            let _scheme_hash = r.u16()?;
-        }
-        let key = match key_type {
-            TPM_ALG_ECC => {
-                let curve = r.u16()?;
-                if curve != TPM_ECC_NIST_P256 {
+        let name = public.name().map_err(PublicError::Malformed)?;
+        let key = match public.key {
+            tpm::PublicKey::Ecc { curve, x, y, .. } => {
+                if curve != tpm::ECC_NIST_P256 {
                     return Err(PublicError::UnsupportedCurve(curve));
                 }
-                let kdf = r.u16()?;
-                if kdf != TPM_ALG_NULL {
-                    let _kdf_hash = r.u16()?;
+                PublicKey::EccP256 {
+                    x: coordinate(x)?,
+                    y: coordinate(y)?,
                 }
-                let x = coordinate(r.tpm2b()?)?;
-                let y = coordinate(r.tpm2b()?)?;
-                PublicKey::EccP256 { x, y }
             }
-            TPM_ALG_RSA => {
-                let _key_bits = r.u16()?;
-                let exponent = match r.u32()? {
-                    0 => 65537,
-                    e => e,
-                };
-                let modulus = r.tpm2b()?;
+            tpm::PublicKey::Rsa {
+                exponent, modulus, ..
+            } => {
                 if modulus.is_empty() {
                     return Err(PublicError::BadKey("empty RSA modulus"));
                 }
                 PublicKey::Rsa {
                     modulus: modulus.to_vec(),
-                    exponent,
+                    exponent: if exponent == 0 { 65537 } else { exponent },
                 }
             }
-            other => return Err(PublicError::UnsupportedType(other)),
         };
-        if !r.data.is_empty() {
-            return Err(PublicError::TrailingBytes(r.data.len()));
-        }
+        let (symmetric_alg, symmetric_key_bits) = public
+            .symmetric
+            .map_or((tpm::alg::NULL, 0), |s| (s.algorithm, s.key_bits));
         Ok(Self {
-            name_alg,
-            object_attributes,
+            name_alg: public.name_alg,
+            object_attributes: public.object_attributes,
             symmetric_alg,
             symmetric_key_bits,
             key,
-            marshaled: bytes.to_vec(),
+            name,
+            marshaled: public.raw.to_vec(),
         })
-    }
-
-    /// Parses a TPM2B_PUBLIC (tpm2-tools' `-f tss` public file).
-    pub fn parse_tpm2b(bytes: &[u8]) -> Result<Self, PublicError> {
-        let mut r = Reader { data: bytes };
-        let inner = r.tpm2b()?;
-        if !r.data.is_empty() {
-            return Err(PublicError::TrailingBytes(r.data.len()));
-        }
-        Self::parse(inner)
     }
 
     /// The marshaled TPMT_PUBLIC this was parsed from.
@@ -171,13 +122,11 @@ impl TpmPublic {
 
     /// The TPM name: nameAlg (big-endian) || SHA-256(TPMT_PUBLIC).
     pub fn name(&self) -> Vec<u8> {
-        let mut name = self.name_alg.to_be_bytes().to_vec();
-        name.extend_from_slice(&sha256(&self.marshaled));
-        name
+        self.name.to_vec()
     }
 
     /// The key as an OpenSSL public key (for PEM export and comparisons).
-    pub fn to_pkey(&self) -> Result<PKey<Public>, openssl::error::ErrorStack> {
+    pub fn to_pkey(&self) -> Result<PKey<PublicPkey>, openssl::error::ErrorStack> {
         match &self.key {
             PublicKey::EccP256 { x, y } => {
                 let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
@@ -207,7 +156,13 @@ fn coordinate(bytes: &[u8]) -> Result<[u8; 32], PublicError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openssl::sha::sha256;
     use proptest::prelude::*;
+
+    const TPM_ALG_SHA256: u16 = tpm::alg::SHA256;
+    const TPM_ALG_NULL: u16 = tpm::alg::NULL;
+    const TPM_ALG_ECC: u16 = tpm::alg::ECC;
+    const TPM_ECC_NIST_P256: u16 = tpm::ECC_NIST_P256;
 
     /// An ECC AK TPMT_PUBLIC as tpm2_createak writes it (ECDSA/SHA-256).
     pub(crate) fn sample_ecc_public(x: [u8; 32], y: [u8; 32]) -> Vec<u8> {
@@ -254,7 +209,7 @@ mod tests {
         longer.push(0);
         assert_eq!(
             TpmPublic::parse(&longer),
-            Err(PublicError::TrailingBytes(1))
+            Err(PublicError::Malformed(tpm::TpmParseError::TrailingBytes))
         );
     }
 
