@@ -13,5 +13,8 @@
 extern crate alloc;
 
 pub mod eventlog;
+pub mod policy;
 mod reader;
+pub mod tpm;
+pub mod verify;
 pub mod wire;

@@ -1,0 +1,236 @@
+//! Reference values a verifier appraises evidence against.
+//!
+//! The verifier keeps them as TOML (see `docs/policy.md`); digests are hex
+//! strings so a person can read and edit the file:
+//!
+//! ```toml
+//! version = 1
+//! avm_image_sha256 = ["8b6a76f6...667e"]
+//!
+//! [[firmware_events]]
+//! pcr = 0
+//! event_type = 8
+//! sha256 = "f8d2668f...1f71"
+//! description = "SeaBIOS"
+//! ```
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::eventlog::EventLog;
+
+/// Version of the policy format below.
+pub const POLICY_VERSION: u32 = 1;
+
+/// PCRs that firmware measures into (PC Client: 0-7).
+pub const FIRMWARE_PCRS: core::ops::RangeInclusive<u32> = 0..=7;
+
+/// Longest description [`ReferenceValues::learn_from`] copies from event data.
+const MAX_DESCRIPTION_LEN: usize = 64;
+
+/// One allowed firmware measurement: this digest may be extended into this
+/// PCR with this event type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareEventRef {
+    pub pcr: u32,
+    pub event_type: u32,
+    #[serde(with = "hex32")]
+    pub sha256: [u8; 32],
+    /// For people only (the event data if it was text); never compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl FirmwareEventRef {
+    /// Whether an event with these fields is the one this reference allows.
+    pub fn matches(&self, pcr: u32, event_type: u32, sha256: &[u8; 32]) -> bool {
+        self.pcr == pcr && self.event_type == event_type && &self.sha256 == sha256
+    }
+}
+
+/// The reference values of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceValues {
+    /// Format version ([`POLICY_VERSION`]).
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// SHA-256 digests of the A-VM images allowed to run (H-CRTM in PCR 0).
+    #[serde(default, with = "hex32_list")]
+    pub avm_image_sha256: Vec<[u8; 32]>,
+    /// Every measurement firmware may make into PCRs 0-7, as learned from a
+    /// known-good boot. An empty list means "not known yet".
+    #[serde(default)]
+    pub firmware_events: Vec<FirmwareEventRef>,
+}
+
+fn default_version() -> u32 {
+    POLICY_VERSION
+}
+
+impl Default for ReferenceValues {
+    fn default() -> Self {
+        Self {
+            version: POLICY_VERSION,
+            avm_image_sha256: Vec::new(),
+            firmware_events: Vec::new(),
+        }
+    }
+}
+
+impl ReferenceValues {
+    /// Reference values that allow one A-VM image and nothing learned yet.
+    pub fn for_image(image_sha256: [u8; 32]) -> Self {
+        Self {
+            avm_image_sha256: alloc::vec![image_sha256],
+            ..Self::default()
+        }
+    }
+
+    /// Adds an allowed image digest (no duplicates).
+    pub fn allow_image(&mut self, image_sha256: [u8; 32]) {
+        if !self.avm_image_sha256.contains(&image_sha256) {
+            self.avm_image_sha256.push(image_sha256);
+        }
+    }
+
+    /// Adds every extended firmware event (PCRs 0-7, SHA-256 bank) of a
+    /// known-good log to the allowed set, without duplicates, and returns
+    /// how many were new. The H-CRTM measurement of the A-VM image has no
+    /// log record, so it is never learned here: images are allowed by
+    /// digest ([`Self::allow_image`]).
+    pub fn learn_from(&mut self, log: &EventLog) -> usize {
+        let mut added = 0;
+        for event in log.events.iter().filter(|e| e.is_extended()) {
+            let Some(sha256) = event.sha256() else {
+                continue;
+            };
+            if !FIRMWARE_PCRS.contains(&event.pcr_index)
+                || self
+                    .firmware_events
+                    .iter()
+                    .any(|r| r.matches(event.pcr_index, event.event_type, &sha256))
+            {
+                continue;
+            }
+            self.firmware_events.push(FirmwareEventRef {
+                pcr: event.pcr_index,
+                event_type: event.event_type,
+                sha256,
+                description: describe(&event.data),
+            });
+            added += 1;
+        }
+        added
+    }
+}
+
+/// The event data as a description if it is short printable ASCII
+/// (SeaBIOS logs strings such as "Start Option ROM Scan").
+fn describe(data: &[u8]) -> Option<String> {
+    let text = data.strip_suffix(&[0]).unwrap_or(data);
+    if text.is_empty()
+        || text.len() > MAX_DESCRIPTION_LEN
+        || !text.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+    {
+        return None;
+    }
+    core::str::from_utf8(text).ok().map(String::from)
+}
+
+/// Lower-case hex of bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// Parses exactly 64 hex digits (either case) into 32 bytes.
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let hi = char::from(pair[0]).to_digit(16)?;
+        let lo = char::from(pair[1]).to_digit(16)?;
+        *byte = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// serde: a 32-byte digest as a 64-digit hex string.
+mod hex32 {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::to_hex(value))
+    }
+
+    struct HexVisitor;
+
+    impl Visitor<'_> for HexVisitor {
+        type Value = [u8; 32];
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a SHA-256 digest as 64 hex digits")
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            super::parse_hex32(v).ok_or_else(|| E::custom("expected 64 hex digits"))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        d.deserialize_str(HexVisitor)
+    }
+
+    /// One digest as a list element (owned or borrowed string alike).
+    pub struct Hex32(pub [u8; 32]);
+
+    impl<'de> serde::Deserialize<'de> for Hex32 {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            deserialize(d).map(Hex32)
+        }
+    }
+}
+
+/// serde: a list of 32-byte digests as hex strings.
+mod hex32_list {
+    use alloc::vec::Vec;
+    use serde::de::{SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(value.len()))?;
+        for digest in value {
+            seq.serialize_element(&super::to_hex(digest))?;
+        }
+        seq.end()
+    }
+
+    struct ListVisitor;
+
+    impl<'de> Visitor<'de> for ListVisitor {
+        type Value = Vec<[u8; 32]>;
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a list of SHA-256 digests as hex strings")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(super::hex32::Hex32(digest)) = seq.next_element()? {
+                out.push(digest);
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        d.deserialize_seq(ListVisitor)
+    }
+}

@@ -1,0 +1,474 @@
+//! The verification core: is this evidence a fresh, genuine quote of the
+//! expected A-VM, and does its event log explain its PCRs?
+//!
+//! [`verify_evidence`] runs every check of `docs/protocol.md` ("Verifying
+//! evidence") and returns a [`Verdict`] with one [`Reason`] per failed
+//! check. It is `no_std`: the signature arithmetic sits behind
+//! [`SignatureVerifier`], which the host implements with a fast library
+//! (OpenSSL in avm-verifier) and the A-VM could implement in pure Rust.
+
+use alloc::vec::Vec;
+
+use crate::eventlog::{EventLog, PCR_COUNT, hcrtm_pcr0_start, initial_pcrs};
+use crate::policy::{FIRMWARE_PCRS, ReferenceValues};
+use crate::tpm::{self, Attest, Signature, VerifyingKey, mask_indices, pcr_digest};
+use crate::wire::{Evidence, PcrValue};
+
+/// PCRs a quote must cover unless the caller says otherwise: the firmware
+/// PCRs 0-7, which hold the measured launch.
+pub const DEFAULT_REQUIRED_PCRS: u32 = 0xff;
+
+/// Signature arithmetic, provided by the caller. Both functions hash
+/// `message` with SHA-256 themselves and return whether the signature is
+/// valid; any malformed key or signature is simply `false`.
+pub trait SignatureVerifier {
+    /// ECDSA over NIST P-256 with SHA-256. `public_x`/`public_y` are the
+    /// big-endian affine coordinates, `r`/`s` big-endian (possibly shorter
+    /// than 32 bytes).
+    fn verify_ecdsa_p256_sha256(
+        &self,
+        public_x: &[u8],
+        public_y: &[u8],
+        message: &[u8],
+        r: &[u8],
+        s: &[u8],
+    ) -> bool;
+
+    /// RSASSA-PKCS1-v1_5 with SHA-256. `modulus` big-endian, `exponent`
+    /// never 0 (the TPM's 0 is already mapped to 65537).
+    fn verify_rsassa_pkcs1v15_sha256(
+        &self,
+        modulus: &[u8],
+        exponent: u32,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool;
+}
+
+/// What the caller verifies: the evidence, the nonce it sent, and the AK
+/// it trusts (bound to the EK at enrolment).
+#[derive(Debug, Clone, Copy)]
+pub struct EvidenceInput<'a> {
+    /// Marshaled TPMS_ATTEST.
+    pub attest: &'a [u8],
+    /// Marshaled TPMT_SIGNATURE.
+    pub signature: &'a [u8],
+    /// The reported PCR values (SHA-256 bank).
+    pub pcrs: &'a [PcrValue],
+    /// The firmware event log (empty if none was reported).
+    pub event_log: &'a [u8],
+    /// The nonce the verifier sent.
+    pub nonce: &'a [u8],
+    /// The attestation key the quote must be signed with.
+    pub ak: VerifyingKey<'a>,
+    /// PCRs the quote must cover (bit n = PCR n).
+    pub required_pcrs: u32,
+}
+
+impl<'a> EvidenceInput<'a> {
+    /// Input for evidence received over the wire, requiring PCRs 0-7.
+    pub fn new(evidence: &'a Evidence, nonce: &'a [u8], ak: VerifyingKey<'a>) -> Self {
+        Self {
+            attest: &evidence.attest,
+            signature: &evidence.signature,
+            pcrs: &evidence.pcrs,
+            event_log: &evidence.event_log,
+            nonce,
+            ak,
+            required_pcrs: DEFAULT_REQUIRED_PCRS,
+        }
+    }
+}
+
+/// Which reference values are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingReference {
+    /// No policy at all.
+    All,
+    /// No allowed A-VM image digest.
+    AvmImage,
+    /// No firmware events learned yet.
+    FirmwareEvents,
+}
+
+/// Why evidence is not trusted. Each kind has a stable [`Reason::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// TPMS_ATTEST does not parse.
+    QuoteMalformed(tpm::TpmParseError),
+    /// TPMT_SIGNATURE does not parse.
+    SignatureMalformed(tpm::TpmParseError),
+    /// The signature scheme or its hash does not fit the AK (only ECDSA
+    /// and RSASSA with SHA-256 are accepted).
+    SignatureAlgorithmMismatch,
+    /// The signature does not verify with the AK.
+    SignatureInvalid,
+    /// Not a TPM-generated quote (magic or type).
+    NotAQuote { magic: u32, attest_type: u16 },
+    /// extraData differs from the nonce sent.
+    NonceMismatch,
+    /// The quote's PCR selection is not the SHA-256 bank over exactly the
+    /// reported PCR indices (or the reported values repeat an index).
+    PcrSelectionMismatch,
+    /// A PCR the verifier requires is not in the quote.
+    PcrNotQuoted { pcr: u8 },
+    /// SHA-256 over the reported values differs from the quote's pcrDigest.
+    PcrDigestMismatch,
+    /// No event log was reported.
+    EventLogMissing,
+    /// The event log does not parse (or has no SHA-256 bank).
+    EventLogMalformed,
+    /// Replaying the log does not give the quoted value of this PCR
+    /// (PCRs 1-7; PCR 0 is [`Reason::AvmImageUnknown`]).
+    EventLogReplayMismatch { pcr: u8 },
+    /// PCR 0 matches no allowed A-VM image (H-CRTM start + log replay).
+    AvmImageUnknown,
+    /// A firmware event (record `index` of the log) is not in the
+    /// reference values.
+    FirmwareEventUnknown { pcr: u8, index: usize },
+    /// Reference values are missing, so the node cannot be appraised.
+    ReferenceValuesMissing(MissingReference),
+}
+
+impl Reason {
+    /// Stable kebab-case code (documented in docs/protocol.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::QuoteMalformed(_) => "quote-malformed",
+            Self::SignatureMalformed(_) => "signature-malformed",
+            Self::SignatureAlgorithmMismatch => "signature-algorithm-mismatch",
+            Self::SignatureInvalid => "signature-invalid",
+            Self::NotAQuote { .. } => "not-a-quote",
+            Self::NonceMismatch => "nonce-mismatch",
+            Self::PcrSelectionMismatch => "pcr-selection-mismatch",
+            Self::PcrNotQuoted { .. } => "pcr-not-quoted",
+            Self::PcrDigestMismatch => "pcr-digest-mismatch",
+            Self::EventLogMissing => "event-log-missing",
+            Self::EventLogMalformed => "event-log-malformed",
+            Self::EventLogReplayMismatch { .. } => "event-log-replay-mismatch",
+            Self::AvmImageUnknown => "avm-image-unknown",
+            Self::FirmwareEventUnknown { .. } => "firmware-event-unknown",
+            Self::ReferenceValuesMissing(_) => "reference-values-missing",
+        }
+    }
+
+    /// The PCR the reason is about, if any.
+    pub fn pcr(&self) -> Option<u8> {
+        match *self {
+            Self::PcrNotQuoted { pcr }
+            | Self::EventLogReplayMismatch { pcr }
+            | Self::FirmwareEventUnknown { pcr, .. } => Some(pcr),
+            Self::AvmImageUnknown => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// A human-readable message (the code is for machines).
+impl core::fmt::Display for Reason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::QuoteMalformed(e) => write!(f, "the quoted TPMS_ATTEST is malformed: {e}"),
+            Self::SignatureMalformed(e) => write!(f, "the TPMT_SIGNATURE is malformed: {e}"),
+            Self::SignatureAlgorithmMismatch => f.write_str(
+                "the signature scheme does not fit the AK (ECDSA or RSASSA with SHA-256 expected)",
+            ),
+            Self::SignatureInvalid => {
+                f.write_str("the quote signature does not verify with the AK")
+            }
+            Self::NotAQuote { magic, attest_type } => write!(
+                f,
+                "not a TPM-generated quote (magic {magic:#010x}, type {attest_type:#06x})"
+            ),
+            Self::NonceMismatch => f.write_str("the quote does not carry the nonce that was sent"),
+            Self::PcrSelectionMismatch => {
+                f.write_str("the quote's PCR selection differs from the reported PCR values")
+            }
+            Self::PcrNotQuoted { pcr } => write!(f, "PCR {pcr} is required but not quoted"),
+            Self::PcrDigestMismatch => {
+                f.write_str("the reported PCR values do not match the quoted PCR digest")
+            }
+            Self::EventLogMissing => f.write_str("no event log was reported"),
+            Self::EventLogMalformed => f.write_str("the event log is malformed"),
+            Self::EventLogReplayMismatch { pcr } => {
+                write!(
+                    f,
+                    "replaying the event log does not give the quoted PCR {pcr}"
+                )
+            }
+            Self::AvmImageUnknown => f.write_str(
+                "PCR 0 matches no allowed A-VM image (unknown image or altered PCR 0 log)",
+            ),
+            Self::FirmwareEventUnknown { pcr, index } => write!(
+                f,
+                "firmware event #{index} in PCR {pcr} is not in the reference values"
+            ),
+            Self::ReferenceValuesMissing(MissingReference::All) => {
+                f.write_str("no reference values: the node cannot be appraised")
+            }
+            Self::ReferenceValuesMissing(MissingReference::AvmImage) => {
+                f.write_str("the reference values allow no A-VM image")
+            }
+            Self::ReferenceValuesMissing(MissingReference::FirmwareEvents) => f.write_str(
+                "the reference values have no firmware events (learn them from a known-good boot)",
+            ),
+        }
+    }
+}
+
+/// What the quote said, once its signature was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteSummary {
+    /// Whether the signature verified with the AK: if not, nothing below
+    /// is authenticated.
+    pub signature_valid: bool,
+    pub pcr_mask: Option<u32>,
+    pub clock: u64,
+    pub reset_count: u32,
+    pub restart_count: u32,
+    pub firmware_version: u64,
+    pub qualified_signer: Vec<u8>,
+}
+
+/// The outcome of [`verify_evidence`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// True only if there are no reasons.
+    pub trusted: bool,
+    /// Every failed check, in the order the checks run.
+    pub reasons: Vec<Reason>,
+    /// The allowed image digest PCR 0 was explained with, if any.
+    pub avm_image: Option<[u8; 32]>,
+    /// The quote's header, if it parsed.
+    pub quote: Option<QuoteSummary>,
+}
+
+/// Runs all checks (see the module docs and docs/protocol.md).
+///
+/// A quote that does not parse ends verification; otherwise independent
+/// checks all run, so the verdict lists every problem. Checks that depend
+/// on an earlier one (the PCR digest on the selection, the log replay on
+/// authenticated PCR values) are skipped when it failed. A bad signature
+/// makes the verdict untrusted whatever the rest says.
+pub fn verify_evidence(
+    input: &EvidenceInput<'_>,
+    policy: Option<&ReferenceValues>,
+    verifier: &impl SignatureVerifier,
+) -> Verdict {
+    let mut reasons = Vec::new();
+    let verdict = |reasons: Vec<Reason>, avm_image, quote| Verdict {
+        trusted: reasons.is_empty(),
+        reasons,
+        avm_image,
+        quote,
+    };
+
+    // 1. Parse.
+    let attest = match Attest::parse(input.attest) {
+        Ok(a) => a,
+        Err(e) => return verdict(alloc::vec![Reason::QuoteMalformed(e)], None, None),
+    };
+
+    // 2. Signature over the exact attest bytes, with the enrolled AK.
+    let signature_valid = match Signature::parse(input.signature) {
+        Err(e) => {
+            reasons.push(Reason::SignatureMalformed(e));
+            false
+        }
+        Ok(sig) => match check_signature(&sig, &input.ak, input.attest, verifier) {
+            Ok(()) => true,
+            Err(reason) => {
+                reasons.push(reason);
+                false
+            }
+        },
+    };
+    let summary = QuoteSummary {
+        signature_valid,
+        pcr_mask: attest
+            .quote
+            .as_ref()
+            .and_then(|q| q.pcr_select.sha256_mask()),
+        clock: attest.clock_info.clock,
+        reset_count: attest.clock_info.reset_count,
+        restart_count: attest.clock_info.restart_count,
+        firmware_version: attest.firmware_version,
+        qualified_signer: attest.qualified_signer.to_vec(),
+    };
+
+    // 3. Magic and type.
+    if !attest.is_quote() {
+        reasons.push(Reason::NotAQuote {
+            magic: attest.magic,
+            attest_type: attest.attest_type,
+        });
+    }
+
+    // 4. Freshness.
+    if attest.extra_data != input.nonce {
+        reasons.push(Reason::NonceMismatch);
+    }
+
+    let Some(quote) = attest.quote.as_ref().filter(|_| attest.is_quote()) else {
+        return verdict(reasons, None, Some(summary));
+    };
+
+    // 5. The selection must be exactly the reported PCRs.
+    let reported = match reported_pcrs(input.pcrs) {
+        Some((mask, values)) if quote.pcr_select.sha256_mask() == Some(mask) => {
+            Some((mask, values))
+        }
+        _ => {
+            reasons.push(Reason::PcrSelectionMismatch);
+            None
+        }
+    };
+    let quoted_mask = quote.pcr_select.sha256_mask().unwrap_or(0);
+    for pcr in mask_indices(input.required_pcrs & !quoted_mask) {
+        reasons.push(Reason::PcrNotQuoted { pcr });
+    }
+
+    // 6. The reported values must be the quoted ones.
+    let authenticated = reported.filter(|(mask, values)| {
+        let digest =
+            pcr_digest(mask_indices(*mask).filter_map(|i| values[usize::from(i)].as_ref()));
+        let ok = quote.pcr_digest == digest;
+        if !ok {
+            reasons.push(Reason::PcrDigestMismatch);
+        }
+        ok
+    });
+
+    // 7-10. The event log explains the firmware PCRs.
+    let avm_image = authenticated
+        .and_then(|(_, values)| appraise_log(input.event_log, &values, policy, &mut reasons));
+
+    // Without reference values nothing can be trusted, but everything
+    // else was still checked above.
+    let missing = match policy {
+        None => Some(MissingReference::All),
+        Some(p) if p.avm_image_sha256.is_empty() => Some(MissingReference::AvmImage),
+        Some(p) if p.firmware_events.is_empty() => Some(MissingReference::FirmwareEvents),
+        Some(_) => None,
+    };
+    reasons.extend(missing.map(Reason::ReferenceValuesMissing));
+    verdict(reasons, avm_image, Some(summary))
+}
+
+fn check_signature(
+    sig: &Signature<'_>,
+    ak: &VerifyingKey<'_>,
+    message: &[u8],
+    verifier: &impl SignatureVerifier,
+) -> Result<(), Reason> {
+    if sig.hash() != tpm::alg::SHA256 {
+        return Err(Reason::SignatureAlgorithmMismatch);
+    }
+    let valid = match (sig, ak) {
+        (Signature::Ecdsa { r, s, .. }, VerifyingKey::EccP256 { x, y }) => {
+            verifier.verify_ecdsa_p256_sha256(x, y, message, r, s)
+        }
+        (Signature::RsaSsa { signature, .. }, VerifyingKey::Rsa { modulus, exponent }) => {
+            verifier.verify_rsassa_pkcs1v15_sha256(modulus, *exponent, message, signature)
+        }
+        _ => return Err(Reason::SignatureAlgorithmMismatch),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(Reason::SignatureInvalid)
+    }
+}
+
+/// PCR values by index, indexed 0..32.
+type PcrTable = [Option<[u8; 32]>; 32];
+
+/// The mask of the reported indices and the values by index; `None` if an
+/// index is repeated or out of range.
+fn reported_pcrs(pcrs: &[PcrValue]) -> Option<(u32, PcrTable)> {
+    let mut values: PcrTable = [None; 32];
+    let mut mask = 0u32;
+    for p in pcrs {
+        let slot = values.get_mut(usize::from(p.index))?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(p.digest);
+        mask |= 1 << p.index;
+    }
+    Some((mask, values))
+}
+
+/// Steps 7-10 on authenticated PCR values; returns the matched image.
+fn appraise_log(
+    event_log: &[u8],
+    quoted: &PcrTable,
+    policy: Option<&ReferenceValues>,
+    reasons: &mut Vec<Reason>,
+) -> Option<[u8; 32]> {
+    if event_log.is_empty() {
+        reasons.push(Reason::EventLogMissing);
+        return None;
+    }
+    let Ok(log) = EventLog::parse(event_log) else {
+        reasons.push(Reason::EventLogMalformed);
+        return None;
+    };
+    let Ok(from_zero) = log.replay_sha256(&[[0; 32]; PCR_COUNT]) else {
+        reasons.push(Reason::EventLogMalformed);
+        return None;
+    };
+
+    // PCRs whose log is explained by the quote (their events are genuine).
+    let mut explained = [false; 8];
+    for pcr in 1u8..8 {
+        if let Some(value) = quoted[usize::from(pcr)] {
+            if from_zero[usize::from(pcr)] == value {
+                explained[usize::from(pcr)] = true;
+            } else {
+                reasons.push(Reason::EventLogReplayMismatch { pcr });
+            }
+        }
+    }
+
+    // PCR 0 starts from the H-CRTM measurement of an allowed image.
+    let mut avm_image = None;
+    if let Some(pcr0) = quoted[0] {
+        let images = policy.map(|p| p.avm_image_sha256.as_slice()).unwrap_or(&[]);
+        avm_image = images.iter().copied().find(|image| {
+            log.replay_sha256(&initial_pcrs(hcrtm_pcr0_start(image)))
+                .is_ok_and(|pcrs| pcrs[0] == pcr0)
+        });
+        if avm_image.is_some() {
+            explained[0] = true;
+        } else if !images.is_empty() {
+            reasons.push(Reason::AvmImageUnknown);
+        }
+    }
+
+    // Every genuine firmware event must be a known one.
+    if let Some(p) = policy.filter(|p| !p.firmware_events.is_empty()) {
+        for (index, event) in log.events.iter().enumerate() {
+            let pcr = event.pcr_index;
+            if !event.is_extended()
+                || !FIRMWARE_PCRS.contains(&pcr)
+                || !explained.get(pcr as usize).copied().unwrap_or(false)
+            {
+                continue;
+            }
+            let known = event.sha256().is_some_and(|digest| {
+                p.firmware_events
+                    .iter()
+                    .any(|r| r.matches(pcr, event.event_type, &digest))
+            });
+            if !known {
+                reasons.push(Reason::FirmwareEventUnknown {
+                    pcr: pcr as u8,
+                    index,
+                });
+            }
+        }
+    }
+
+    avm_image
+}
