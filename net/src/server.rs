@@ -1,0 +1,406 @@
+//! The A-VM's attestation server: a pool of TCP sockets on one port.
+//!
+//! Each connected socket carries one [`Session`]. Per poll the server moves
+//! bytes between sockets and sessions (bounded work per connection), writes
+//! large answers out across as many polls as the send buffers need, and
+//! enforces the limits that keep misbehaving clients from hurting others:
+//!
+//! - a connection without a complete request or output progress for
+//!   [`ServerLimits::idle_timeout_ms`] gets `Error{Timeout}` and is closed;
+//! - a closing connection that cannot deliver its last frame within
+//!   [`ServerLimits::close_grace_ms`] is aborted;
+//! - at least one socket always listens: when every socket is taken, the
+//!   connection least likely to be a live client (closing first, then ones
+//!   that never completed a request, then the longest idle) is aborted and
+//!   its socket listens again. So any number of stalled connections cannot
+//!   lock a real client out.
+
+use alloc::vec;
+use heapless::Vec as FixedVec;
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp::{self, State};
+
+use crate::backend::AttestationBackend;
+use crate::session::Session;
+use crate::stack::{EthernetDevice, NetStack, duration};
+
+/// Most sockets a server may have in its pool.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// The server's tunables; [`ServerLimits::default`] suits the A-VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Sockets in the pool (2..=[`MAX_CONNECTIONS`]): concurrent clients
+    /// plus the one that always listens.
+    pub connections: usize,
+    /// A connection is timed out after this long without a complete request
+    /// or any output progress.
+    pub idle_timeout_ms: u64,
+    /// A closing connection whose last frame is not out by then is aborted.
+    pub close_grace_ms: u64,
+    /// smoltcp aborts a connection whose sent data stays unacknowledged this long.
+    pub tcp_timeout_ms: u64,
+    /// Receive buffer per socket (at least one full request frame).
+    pub rx_buffer_len: usize,
+    /// Send buffer per socket; larger answers are written out over several polls.
+    pub tx_buffer_len: usize,
+    /// Requests one connection may get answered per poll (fairness).
+    pub requests_per_poll: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            connections: 8,
+            idle_timeout_ms: 5_000,
+            close_grace_ms: 2_000,
+            tcp_timeout_ms: 10_000,
+            rx_buffer_len: 8 * 1024,
+            tx_buffer_len: 16 * 1024,
+            requests_per_poll: 4,
+        }
+    }
+}
+
+/// Counters for the boot log and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections that reached a session.
+    pub accepted: u64,
+    /// Complete requests answered (including refused ones).
+    pub requests: u64,
+    /// Connections timed out for idleness.
+    pub timeouts: u64,
+    /// Connections aborted to keep a socket listening.
+    pub evictions: u64,
+    /// Closing connections aborted because their last frame did not go out.
+    pub aborted_closing: u64,
+}
+
+/// One socket of the pool and the connection on it.
+#[derive(Debug)]
+struct Slot {
+    handle: SocketHandle,
+    session: Option<Session>,
+    /// When the current connection was first seen (SYN received).
+    since_ms: u64,
+    /// Last complete request or output progress.
+    last_activity_ms: u64,
+    /// When closing started (error frame queued or FIN requested).
+    closing_since_ms: Option<u64>,
+}
+
+impl Slot {
+    fn clear(&mut self) {
+        self.session = None;
+        self.closing_since_ms = None;
+    }
+}
+
+/// How much the server would lose by evicting a connection; lower goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum EvictionClass {
+    Closing,
+    NoRequestYet,
+    Idle,
+    Answering,
+}
+
+/// The attestation server; see the module documentation.
+#[derive(Debug)]
+pub struct AttestationServer {
+    port: u16,
+    limits: ServerLimits,
+    slots: FixedVec<Slot, MAX_CONNECTIONS>,
+    stats: ServerStats,
+}
+
+impl AttestationServer {
+    /// A server for `port`; its sockets are created on the first poll.
+    /// `limits.connections` is clamped to 2..=[`MAX_CONNECTIONS`].
+    pub fn new(port: u16, limits: ServerLimits) -> Self {
+        let mut limits = limits;
+        limits.connections = limits.connections.clamp(2, MAX_CONNECTIONS);
+        limits.requests_per_poll = limits.requests_per_poll.max(1);
+        Self {
+            port,
+            limits,
+            slots: FixedVec::new(),
+            stats: ServerStats::default(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Connections currently holding a socket (not listening).
+    pub fn active_connections(&self) -> usize {
+        self.slots.iter().filter(|s| s.session.is_some()).count()
+    }
+
+    /// Serves every connection once (bounded work); call after
+    /// [`NetStack::poll`] in the main loop. Returns true if anything happened.
+    pub fn poll<D: EthernetDevice>(
+        &mut self,
+        stack: &mut NetStack<D>,
+        backend: &mut impl AttestationBackend,
+        now_ms: u64,
+    ) -> bool {
+        self.poll_sockets(stack.sockets_mut(), backend, now_ms)
+    }
+
+    /// [`Self::poll`] on a bare socket set (for hosts without a [`NetStack`]).
+    pub fn poll_sockets(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        backend: &mut impl AttestationBackend,
+        now_ms: u64,
+    ) -> bool {
+        self.create_sockets(sockets);
+        let mut progress = false;
+        for slot in self.slots.iter_mut() {
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            progress |= serve_slot(
+                slot,
+                socket,
+                self.port,
+                &self.limits,
+                &mut self.stats,
+                backend,
+                now_ms,
+            );
+        }
+        progress |= self.keep_one_listening(sockets, now_ms);
+        progress
+    }
+
+    fn create_sockets(&mut self, sockets: &mut SocketSet<'static>) {
+        while self.slots.len() < self.limits.connections {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; self.limits.rx_buffer_len]),
+                tcp::SocketBuffer::new(vec![0; self.limits.tx_buffer_len]),
+            );
+            // Answers are written whole; Nagle would only delay their tail.
+            socket.set_nagle_enabled(false);
+            socket.set_timeout(Some(duration(self.limits.tcp_timeout_ms)));
+            let handle = sockets.add(socket);
+            let slot = Slot {
+                handle,
+                session: None,
+                since_ms: 0,
+                last_activity_ms: 0,
+                closing_since_ms: None,
+            };
+            if self.slots.push(slot).is_err() {
+                // Unreachable: connections is clamped to the capacity.
+                sockets.remove(handle);
+                break;
+            }
+        }
+    }
+
+    /// If no socket listens, aborts the least valuable connection and
+    /// listens on its socket.
+    fn keep_one_listening(&mut self, sockets: &mut SocketSet<'static>, now_ms: u64) -> bool {
+        let mut victim: Option<(EvictionClass, u64, usize)> = None;
+        let mut aborted = None;
+        for (index, slot) in self.slots.iter().enumerate() {
+            let socket = sockets.get::<tcp::Socket>(slot.handle);
+            match socket.state() {
+                State::Listen => return false,
+                State::Closed => aborted = Some(index),
+                _ => {}
+            }
+            let class = eviction_class(slot, socket);
+            let key = (class, slot.last_activity_ms, index);
+            if victim.is_none_or(|v| key < v) {
+                victim = Some(key);
+            }
+        }
+        // A socket aborted this poll listens at once (its RST is dropped)
+        // rather than evicting a live connection; otherwise evict.
+        let Some(index) = aborted.or(victim.map(|(_, _, index)| index)) else {
+            return false;
+        };
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+        if aborted.is_none() {
+            socket.abort();
+            self.stats.evictions += 1;
+        }
+        relisten(socket, self.port, slot, now_ms);
+        true
+    }
+}
+
+fn eviction_class(slot: &Slot, socket: &tcp::Socket) -> EvictionClass {
+    let closing_state = matches!(
+        socket.state(),
+        State::FinWait1 | State::FinWait2 | State::Closing | State::TimeWait | State::LastAck
+    );
+    match &slot.session {
+        _ if closing_state || slot.closing_since_ms.is_some() => EvictionClass::Closing,
+        None => EvictionClass::NoRequestYet,
+        Some(session) if session.is_closing() => EvictionClass::Closing,
+        Some(session) if session.requests_handled() == 0 => EvictionClass::NoRequestYet,
+        Some(session) if session.pending_output().is_empty() => EvictionClass::Idle,
+        Some(_) => EvictionClass::Answering,
+    }
+}
+
+/// Aborts a connection. The socket listens again on the next poll, after
+/// the interface has sent the RST (listening at once would cancel it).
+fn abort(socket: &mut tcp::Socket, slot: &mut Slot) {
+    socket.abort();
+    slot.clear();
+}
+
+fn relisten(socket: &mut tcp::Socket, port: u16, slot: &mut Slot, now_ms: u64) {
+    slot.clear();
+    slot.since_ms = now_ms;
+    slot.last_activity_ms = now_ms;
+    // Fails only for port 0 (nothing to serve then) or an open socket,
+    // which callers have just closed or aborted.
+    let _ = socket.listen(port);
+}
+
+/// Serves one socket of the pool. Returns true if anything happened.
+fn serve_slot(
+    slot: &mut Slot,
+    socket: &mut tcp::Socket,
+    port: u16,
+    limits: &ServerLimits,
+    stats: &mut ServerStats,
+    backend: &mut impl AttestationBackend,
+    now_ms: u64,
+) -> bool {
+    match socket.state() {
+        State::Closed => {
+            // Aborted by smoltcp (RST, retransmission timeout) or closed.
+            let had_connection = slot.session.is_some();
+            relisten(socket, port, slot, now_ms);
+            return had_connection;
+        }
+        State::Listen => {
+            // Keep the clock of a listening socket current: it is when
+            // the next connection starts.
+            slot.since_ms = now_ms;
+            slot.last_activity_ms = now_ms;
+            return false;
+        }
+        State::TimeWait => {
+            // Our FIN and all data were acknowledged: the connection is
+            // done, and the socket is worth more listening than waiting.
+            socket.abort();
+            relisten(socket, port, slot, now_ms);
+            return true;
+        }
+        State::SynReceived | State::SynSent => {
+            // Handshake in progress; a stalled handshake is evicted or
+            // aborted by smoltcp's retransmission timeout.
+            return false;
+        }
+        State::Established
+        | State::CloseWait
+        | State::FinWait1
+        | State::FinWait2
+        | State::Closing
+        | State::LastAck => {}
+    }
+
+    let mut progress = false;
+    let session = match &mut slot.session {
+        Some(session) => session,
+        None => {
+            stats.accepted += 1;
+            slot.last_activity_ms = now_ms;
+            progress = true;
+            slot.session.insert(Session::new())
+        }
+    };
+
+    // Input: at most `requests_per_poll` requests, each answered at once.
+    let handled_before = session.requests_handled();
+    for _ in 0..limits.requests_per_poll.saturating_mul(2) {
+        if !session.wants_input() || !socket.can_recv() {
+            break;
+        }
+        let used = socket
+            .recv(|data| {
+                let used = session.receive(data, backend);
+                (used, used)
+            })
+            .unwrap_or(0);
+        if used == 0
+            || session.requests_handled() - handled_before >= limits.requests_per_poll as u32
+        {
+            break;
+        }
+    }
+    let handled = session.requests_handled() - handled_before;
+    if handled > 0 {
+        stats.requests += u64::from(handled);
+        slot.last_activity_ms = now_ms;
+        progress = true;
+    }
+
+    // Idle timeout: no complete request and no output progress for too long.
+    if !session.is_closing()
+        && now_ms.saturating_sub(slot.last_activity_ms) >= limits.idle_timeout_ms
+    {
+        stats.timeouts += 1;
+        if !session.time_out() {
+            // Stuck in the middle of an answer: no error frame can follow.
+            abort(socket, slot);
+            return true;
+        }
+        progress = true;
+    }
+
+    // Output: as much as the send buffer takes (two rounds for its wrap).
+    for _ in 0..2 {
+        let pending = session.pending_output();
+        if pending.is_empty() || !socket.can_send() {
+            break;
+        }
+        match socket.send_slice(pending) {
+            Ok(sent) if sent > 0 => {
+                session.consume_output(sent);
+                slot.last_activity_ms = now_ms;
+                progress = true;
+            }
+            _ => break,
+        }
+    }
+
+    // Closing: after an error frame, or when the client closed its side.
+    let peer_closed = !socket.may_recv();
+    if session.is_closing() && slot.closing_since_ms.is_none() {
+        slot.closing_since_ms = Some(now_ms);
+    }
+    // A client that half-closed after pipelining requests still gets its
+    // answers: close only once its input is used up and answered.
+    let done = session.is_finished()
+        || (peer_closed && session.pending_output().is_empty() && socket.recv_queue() == 0);
+    if done && socket.may_send() {
+        // Graceful FIN after the last frame (smoltcp sends queued data first).
+        socket.close();
+        slot.closing_since_ms.get_or_insert(now_ms);
+        progress = true;
+    }
+    if let Some(since) = slot.closing_since_ms
+        && now_ms.saturating_sub(since) >= limits.close_grace_ms
+    {
+        abort(socket, slot);
+        stats.aborted_closing += 1;
+        progress = true;
+    }
+    progress
+}

@@ -1,0 +1,561 @@
+//! The attestation server over real smoltcp TCP: two interfaces connected
+//! back to back through an in-memory Ethernet link, a client stack speaking
+//! the protocol, virtual time in milliseconds.
+
+use std::net::Ipv4Addr;
+use std::vec;
+use std::vec::Vec;
+
+use avm_attest::wire::{
+    self, ErrorCode, FrameAssembler, MAX_FRAME_LEN, MAX_NONCE_LEN, PROTOCOL_VERSION, Request,
+    Response,
+};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, State};
+
+use crate::config::{Addressing, NetConfig, StaticIpv4};
+use crate::server::{AttestationServer, ServerLimits};
+use crate::stack::NetStack;
+use crate::testing::{DeterministicBackend, LinkEnd, link_pair};
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const PORT: u16 = 4700;
+/// Generous bound on simulated milliseconds for any single exchange.
+const MAX_STEPS: usize = 20_000;
+
+fn static_config(address: Ipv4Addr, seed: u64) -> NetConfig {
+    NetConfig {
+        addressing: Addressing::Static(StaticIpv4 {
+            address,
+            prefix_len: 24,
+            gateway: None,
+        }),
+        random_seed: seed,
+    }
+}
+
+/// The A-VM side and a verifier side on one simulated link.
+struct Testbed {
+    server_stack: NetStack<LinkEnd>,
+    client_stack: NetStack<LinkEnd>,
+    server: AttestationServer,
+    backend: DeterministicBackend,
+    now: u64,
+    next_client_port: u16,
+}
+
+/// One verifier connection.
+struct Client {
+    handle: SocketHandle,
+    assembler: FrameAssembler,
+    /// Responses fully received so far.
+    responses: Vec<Response>,
+}
+
+impl Testbed {
+    fn new(limits: ServerLimits, event_log_len: usize) -> Self {
+        let (a, b) = link_pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        Self {
+            server_stack: NetStack::new(a, static_config(SERVER_IP, 1), 0).unwrap(),
+            client_stack: NetStack::new(b, static_config(CLIENT_IP, 2), 0).unwrap(),
+            server: AttestationServer::new(PORT, limits),
+            backend: DeterministicBackend::new(event_log_len),
+            now: 0,
+            next_client_port: 40_000,
+        }
+    }
+
+    /// One millisecond of both machines' main loops.
+    fn step(&mut self) {
+        self.client_stack.poll(self.now);
+        self.server_stack.poll(self.now);
+        self.server
+            .poll(&mut self.server_stack, &mut self.backend, self.now);
+        self.server_stack.poll(self.now);
+        self.now += 1;
+    }
+
+    fn steps(&mut self, count: usize) {
+        for _ in 0..count {
+            self.step();
+        }
+    }
+
+    fn socket(&mut self, client: &Client) -> &mut tcp::Socket<'static> {
+        self.client_stack
+            .sockets_mut()
+            .get_mut::<tcp::Socket>(client.handle)
+    }
+
+    /// Opens a connection (not waiting for the handshake).
+    fn open(&mut self) -> Client {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 16 * 1024]),
+        );
+        let port = self.next_client_port;
+        self.next_client_port += 1;
+        let (iface, sockets) = self.client_stack.parts_mut();
+        socket
+            .connect(iface.context(), (SERVER_IP, PORT), port)
+            .unwrap();
+        let handle = sockets.add(socket);
+        Client {
+            handle,
+            assembler: FrameAssembler::new(MAX_FRAME_LEN),
+            responses: Vec::new(),
+        }
+    }
+
+    /// Opens a connection and waits until it is established.
+    fn connect(&mut self) -> Client {
+        let client = self.open();
+        for _ in 0..MAX_STEPS {
+            if self.socket(&client).state() == State::Established {
+                return client;
+            }
+            self.step();
+        }
+        panic!("connection not established");
+    }
+
+    /// Queues bytes on the client's socket, stepping while its buffer is full.
+    fn send(&mut self, client: &Client, mut data: &[u8]) {
+        for _ in 0..MAX_STEPS {
+            if data.is_empty() {
+                return;
+            }
+            let sent = self.socket(client).send_slice(data).unwrap_or(0);
+            data = &data[sent..];
+            self.step();
+        }
+        panic!("could not send");
+    }
+
+    fn send_request(&mut self, client: &Client, request: &Request) {
+        let frame = wire::encode_frame(request).unwrap();
+        self.send(client, &frame);
+    }
+
+    /// Moves received bytes into the client's frame assembler.
+    fn drain(&mut self, client: &mut Client) {
+        let socket = self
+            .client_stack
+            .sockets_mut()
+            .get_mut::<tcp::Socket>(client.handle);
+        while socket.can_recv() {
+            let used = socket
+                .recv(|data| {
+                    let used = client.assembler.push(data);
+                    (used, used)
+                })
+                .unwrap();
+            if let Some(body) = client.assembler.next_body().unwrap() {
+                client
+                    .responses
+                    .push(wire::decode_body::<Response>(&body).expect("server frame decodes"));
+            } else if used == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Steps until the client has a response, and returns it.
+    fn response(&mut self, client: &mut Client) -> Response {
+        for _ in 0..MAX_STEPS {
+            self.drain(client);
+            if !client.responses.is_empty() {
+                return client.responses.remove(0);
+            }
+            self.step();
+        }
+        panic!("no response");
+    }
+
+    fn exchange(&mut self, client: &mut Client, request: &Request) -> Response {
+        self.send_request(client, request);
+        self.response(client)
+    }
+
+    /// Whether the server has ended the connection (FIN or RST seen).
+    fn closed_by_server(&mut self, client: &Client) -> bool {
+        let socket = self.socket(client);
+        !socket.may_recv() || matches!(socket.state(), State::Closed | State::TimeWait)
+    }
+
+    /// Steps until the server has ended the connection.
+    fn wait_closed(&mut self, client: &mut Client) {
+        for _ in 0..MAX_STEPS {
+            self.drain(client);
+            if self.closed_by_server(client) {
+                return;
+            }
+            self.step();
+        }
+        panic!("server did not close the connection");
+    }
+
+    /// Hello then a challenge; checks both answers.
+    fn attest(&mut self, client: &mut Client, nonce: &[u8]) {
+        let hello = self.exchange(client, &hello());
+        assert_eq!(hello, Response::Hello(DeterministicBackend::hello_info()));
+        let evidence = self.exchange(client, &challenge(nonce, 0xff));
+        assert_eq!(
+            evidence,
+            Response::Evidence(DeterministicBackend::evidence(
+                nonce,
+                0xff,
+                self.backend.event_log_len
+            ))
+        );
+    }
+}
+
+fn hello() -> Request {
+    Request::Hello {
+        version: PROTOCOL_VERSION,
+    }
+}
+
+fn challenge(nonce: &[u8], pcr_mask: u32) -> Request {
+    Request::Challenge {
+        nonce: nonce.to_vec(),
+        pcr_mask,
+    }
+}
+
+fn error_code(response: &Response) -> Option<ErrorCode> {
+    match response {
+        Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+fn testbed() -> Testbed {
+    Testbed::new(ServerLimits::default(), 512)
+}
+
+#[test]
+fn hello_challenge_and_activation() {
+    let mut net = testbed();
+    let mut client = net.connect();
+    net.attest(&mut client, &[0x11; 32]);
+    let activated = net.exchange(
+        &mut client,
+        &Request::ActivateCredential {
+            credential_blob: vec![0xcb, 1, 2],
+            encrypted_secret: vec![0x5a ^ 7, 0x5a ^ 8],
+        },
+    );
+    assert_eq!(
+        activated,
+        Response::CredentialActivated { secret: vec![7, 8] }
+    );
+    // The same connection keeps serving challenges.
+    net.attest(&mut client, &[0x22; 20]);
+    assert_eq!(net.backend.quote_calls, 2);
+    assert_eq!(net.server.stats().requests, 5);
+}
+
+#[test]
+fn concurrent_clients_get_their_own_answers() {
+    let mut net = testbed();
+    let mut clients: Vec<Client> = (0..5).map(|_| net.connect()).collect();
+    for client in &clients {
+        net.send_request(client, &hello());
+    }
+    for client in &mut clients {
+        assert!(matches!(net.response(client), Response::Hello(_)));
+    }
+    for (i, client) in clients.iter().enumerate() {
+        net.send_request(client, &challenge(&[i as u8; 16], 1 << i));
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let expected = DeterministicBackend::evidence(&[i as u8; 16], 1 << i, 512);
+        assert_eq!(net.response(client), Response::Evidence(expected));
+    }
+    assert_eq!(net.server.active_connections(), 5);
+}
+
+#[test]
+fn request_before_hello_is_refused_but_connection_stays() {
+    let mut net = testbed();
+    let mut client = net.connect();
+    let refused = net.exchange(&mut client, &challenge(&[1; 8], 0xff));
+    assert_eq!(error_code(&refused), Some(ErrorCode::NoHello));
+    assert_eq!(net.backend.quote_calls, 0);
+    net.attest(&mut client, &[1; 8]);
+}
+
+#[test]
+fn invalid_challenges_are_bad_requests() {
+    let mut net = testbed();
+    let mut client = net.connect();
+    net.exchange(&mut client, &hello());
+    let too_long = vec![0; MAX_NONCE_LEN + 1];
+    for request in [
+        challenge(&too_long, 0xff),
+        challenge(&[1], 0),
+        challenge(&[1], 1 << 24),
+        Request::ActivateCredential {
+            credential_blob: vec![],
+            encrypted_secret: vec![1],
+        },
+    ] {
+        let answer = net.exchange(&mut client, &request);
+        assert_eq!(
+            error_code(&answer),
+            Some(ErrorCode::BadRequest),
+            "{request:?}"
+        );
+    }
+    assert_eq!(net.backend.quote_calls, 0);
+    // A maximal nonce and all 24 PCRs are fine.
+    let answer = net.exchange(&mut client, &challenge(&[9; MAX_NONCE_LEN], 0x00ff_ffff));
+    assert!(matches!(answer, Response::Evidence(e) if e.pcrs.len() == 24));
+}
+
+#[test]
+fn other_protocol_versions_are_refused() {
+    let mut net = testbed();
+    let mut client = net.connect();
+    let answer = net.exchange(
+        &mut client,
+        &Request::Hello {
+            version: PROTOCOL_VERSION + 1,
+        },
+    );
+    assert_eq!(error_code(&answer), Some(ErrorCode::UnsupportedVersion));
+    // Not a session yet.
+    let answer = net.exchange(&mut client, &challenge(&[1], 1));
+    assert_eq!(error_code(&answer), Some(ErrorCode::NoHello));
+}
+
+#[test]
+fn tpm_failures_are_reported_without_closing() {
+    let mut net = testbed();
+    let mut client = net.connect();
+    net.exchange(&mut client, &hello());
+    net.backend.fail_with = Some("TPM_RC_RETRY".into());
+    let answer = net.exchange(&mut client, &challenge(&[1; 8], 0xff));
+    assert_eq!(
+        answer,
+        Response::Error {
+            code: ErrorCode::Tpm,
+            detail: "TPM_RC_RETRY".into()
+        }
+    );
+    net.backend.fail_with = None;
+    net.attest(&mut client, &[2; 8]);
+}
+
+/// Sends `garbage`, expects one error frame with `code`, then the close;
+/// a second client connected all along must be unaffected.
+fn misbehaving_client_is_closed(garbage: &[u8], code: ErrorCode) {
+    let mut net = testbed();
+    let mut good = net.connect();
+    net.exchange(&mut good, &hello());
+    let mut bad = net.connect();
+    net.send(&bad, garbage);
+    let answer = net.response(&mut bad);
+    assert_eq!(error_code(&answer), Some(code), "{answer:?}");
+    net.wait_closed(&mut bad);
+    assert!(bad.responses.is_empty(), "nothing after the error frame");
+    // The other connection did not notice.
+    net.attest(&mut good, &[3; 32]);
+    // And new clients are served.
+    let mut fresh = net.connect();
+    net.attest(&mut fresh, &[4; 32]);
+}
+
+#[test]
+fn four_gib_length_prefix_closes_only_that_connection() {
+    misbehaving_client_is_closed(&[0xff, 0xff, 0xff, 0xff, 0, 1, 2, 3], ErrorCode::TooLarge);
+}
+
+#[test]
+fn malformed_body_closes_only_that_connection() {
+    // A complete frame whose body is not a Request (variant 0x7f).
+    misbehaving_client_is_closed(&[0, 0, 0, 3, 0x7f, 0, 0], ErrorCode::Malformed);
+}
+
+#[test]
+fn random_bytes_close_only_that_connection() {
+    // Deterministic pseudo-random bytes; the first four make a length
+    // prefix above the 4 KiB request limit.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut garbage: Vec<u8> = (0..3000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    garbage[0] = 0x3c;
+    misbehaving_client_is_closed(&garbage, ErrorCode::TooLarge);
+}
+
+#[test]
+fn random_bytes_within_the_size_limit_are_malformed() {
+    let mut garbage = vec![0, 0, 0x0f, 0xa0];
+    garbage.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80));
+    misbehaving_client_is_closed(&garbage, ErrorCode::Malformed);
+}
+
+#[test]
+fn truncated_frame_times_out() {
+    let limits = ServerLimits::default();
+    let mut net = testbed();
+    let mut client = net.connect();
+    net.exchange(&mut client, &hello());
+    let frame = wire::encode_frame(&challenge(&[5; 32], 0xff)).unwrap();
+    net.send(&client, &frame[..frame.len() - 3]);
+    let sent_at = net.now;
+    // Nothing happens before the idle timeout...
+    net.steps(limits.idle_timeout_ms as usize / 2);
+    net.drain(&mut client);
+    assert!(client.responses.is_empty());
+    assert!(!net.closed_by_server(&client));
+    // ...then the connection gets Error{Timeout} and is closed.
+    let answer = net.response(&mut client);
+    assert_eq!(error_code(&answer), Some(ErrorCode::Timeout));
+    assert!(net.now - sent_at >= limits.idle_timeout_ms / 2);
+    net.wait_closed(&mut client);
+    assert_eq!(net.backend.quote_calls, 0);
+    assert_eq!(net.server.stats().timeouts, 1);
+}
+
+#[test]
+fn silent_client_times_out() {
+    let mut net = testbed();
+    let mut client = net.connect();
+    let answer = net.response(&mut client);
+    assert_eq!(error_code(&answer), Some(ErrorCode::Timeout));
+    assert!(net.now >= ServerLimits::default().idle_timeout_ms);
+    net.wait_closed(&mut client);
+    // Its socket listens again.
+    let mut next = net.connect();
+    net.attest(&mut next, &[6; 32]);
+}
+
+#[test]
+fn two_hundred_stalled_connections_do_not_lock_out_a_verifier() {
+    let mut net = testbed();
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let client = net.open();
+        // Let the handshake finish (or be refused) before the next one.
+        net.steps(3);
+        stalled.push(client);
+    }
+    net.steps(10);
+    let connected = stalled
+        .iter()
+        .filter(|c| net.socket(c).state() == State::Established)
+        .count();
+    // Every pool socket was taken by a staller at some point.
+    assert!(connected >= ServerLimits::default().connections - 1);
+    assert!(
+        net.server.stats().evictions >= 150,
+        "{:?}",
+        net.server.stats()
+    );
+    // Well inside the idle timeout, a real verifier is still served.
+    assert!(net.now < ServerLimits::default().idle_timeout_ms);
+    let mut verifier = net.connect();
+    net.attest(&mut verifier, &[7; 32]);
+}
+
+#[test]
+fn stalled_connections_opened_at_once_do_not_lock_out_a_verifier() {
+    let mut net = testbed();
+    // All SYNs in one burst: most find no listening socket and are refused.
+    let stalled: Vec<Client> = (0..200).map(|_| net.open()).collect();
+    net.steps(50);
+    assert!(stalled.len() == 200);
+    let mut verifier = net.connect();
+    net.attest(&mut verifier, &[8; 32]);
+}
+
+#[test]
+fn large_evidence_is_written_across_many_polls() {
+    let limits = ServerLimits::default();
+    let event_log_len = 150 * 1024;
+    let mut net = Testbed::new(limits, event_log_len);
+    let mut client = net.connect();
+    net.exchange(&mut client, &hello());
+    // Another client meanwhile is not held up by the big answer.
+    let mut other = net.connect();
+    net.send_request(&client, &challenge(&[9; 32], 0xff));
+    let other_hello = net.exchange(&mut other, &hello());
+    assert!(matches!(other_hello, Response::Hello(_)));
+    let evidence = net.response(&mut client);
+    let expected = DeterministicBackend::evidence(&[9; 32], 0xff, event_log_len);
+    let frame_len = wire::encode_frame(&Response::Evidence(expected.clone()))
+        .unwrap()
+        .len();
+    assert!(
+        frame_len > 8 * limits.tx_buffer_len,
+        "must span many send buffers"
+    );
+    assert_eq!(evidence, Response::Evidence(expected));
+}
+
+#[test]
+fn slow_reader_of_a_large_answer_is_eventually_dropped() {
+    let limits = ServerLimits::default();
+    let mut net = Testbed::new(limits, 200 * 1024);
+    let client = net.connect();
+    net.send_request(&client, &hello());
+    net.steps(20);
+    // Ask for 200 KiB and never read: both windows fill up and stay full.
+    net.send_request(&client, &challenge(&[1; 32], 0xff));
+    net.steps(limits.idle_timeout_ms as usize + 100);
+    assert!(net.closed_by_server(&client));
+    assert_eq!(net.server.stats().timeouts, 1);
+    // Meanwhile and afterwards, others are served.
+    let mut next = net.connect();
+    net.attest(&mut next, &[2; 32]);
+}
+
+#[test]
+fn pipelined_requests_then_half_close_are_all_answered() {
+    let mut net = testbed();
+    let mut client = net.connect();
+    let mut bytes = wire::encode_frame(&hello()).unwrap();
+    bytes.extend(wire::encode_frame(&challenge(&[1; 4], 1)).unwrap());
+    bytes.extend(wire::encode_frame(&challenge(&[2; 4], 2)).unwrap());
+    net.send(&client, &bytes);
+    net.socket(&client).close();
+    let answers: Vec<Response> = (0..3).map(|_| net.response(&mut client)).collect();
+    assert!(matches!(answers[0], Response::Hello(_)));
+    assert_eq!(
+        answers[1],
+        Response::Evidence(DeterministicBackend::evidence(&[1; 4], 1, 512))
+    );
+    assert_eq!(
+        answers[2],
+        Response::Evidence(DeterministicBackend::evidence(&[2; 4], 2, 512))
+    );
+    net.wait_closed(&mut client);
+}
+
+#[test]
+fn client_close_frees_the_socket_for_the_next() {
+    let limits = ServerLimits {
+        connections: 2,
+        ..ServerLimits::default()
+    };
+    let mut net = Testbed::new(limits, 64);
+    for round in 0..6u8 {
+        let mut client = net.connect();
+        net.attest(&mut client, &[round; 8]);
+        net.socket(&client).close();
+        net.steps(50);
+    }
+    // Every connection closed normally: nothing had to be evicted.
+    assert_eq!(net.server.stats().evictions, 0);
+    assert_eq!(net.server.stats().accepted, 6);
+}
