@@ -8,7 +8,12 @@
 //! directories in tpm2-tools formats ([`evidence_dir`], [`pcrs_file`]).
 #![forbid(unsafe_code)]
 
+pub mod appraise;
 pub mod credential;
 pub mod crypto;
 pub mod ek;
+pub mod evidence_dir;
+pub mod hex;
+pub mod pcrs_file;
+pub mod report;
 pub mod tpm_public;

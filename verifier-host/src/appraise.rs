@@ -1,0 +1,76 @@
+//! Runs the shared verification core on one piece of evidence and turns
+//! its verdict into a [`Report`]. The checks themselves are all in
+//! `avm_attest::verify`; this only chooses the inputs and the wording.
+
+use avm_attest::policy::ReferenceValues;
+use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, EvidenceInput, Reason, verify_evidence};
+use avm_attest::wire::PcrValue;
+
+use crate::crypto::OpenSslVerifier;
+use crate::report::{Report, ReportReason};
+use crate::tpm_public::PublicKey;
+
+/// Evidence plus what the verifier knows about it.
+#[derive(Debug, Clone, Copy)]
+pub struct AppraisalInput<'a> {
+    pub attest: &'a [u8],
+    pub signature: &'a [u8],
+    pub pcrs: &'a [PcrValue],
+    /// `None` when the evidence has no event log at all (a directory made
+    /// by `tpm2_quote`): the log checks are then not applicable, and no
+    /// PCR is required to be quoted. `Some(&[])` is an A-VM that sent an
+    /// empty log: that is a failure.
+    pub event_log: Option<&'a [u8]>,
+    pub nonce: &'a [u8],
+    pub ak: &'a PublicKey,
+    pub ak_name: &'a [u8],
+}
+
+/// Verifies the evidence and reports. `extra_reasons` (unknown node, AK
+/// not activated...) make the verdict untrusted whatever the quote says.
+pub fn appraise(
+    input: &AppraisalInput<'_>,
+    policy: Option<&ReferenceValues>,
+    verifier: &OpenSslVerifier,
+    node: Option<String>,
+    extra_reasons: Vec<ReportReason>,
+) -> Report {
+    let core_input = EvidenceInput {
+        attest: input.attest,
+        signature: input.signature,
+        pcrs: input.pcrs,
+        event_log: input.event_log.unwrap_or(&[]),
+        nonce: input.nonce,
+        ak: input.ak.verifying_key(),
+        required_pcrs: if input.event_log.is_some() {
+            DEFAULT_REQUIRED_PCRS
+        } else {
+            0
+        },
+    };
+    let mut verdict = verify_evidence(&core_input, policy, verifier);
+    let mut not_applicable = Vec::new();
+    if input.event_log.is_none() {
+        // Without a log neither the measured launch nor the reference
+        // values can be appraised; the quote itself still is.
+        verdict.reasons.retain(|r| {
+            !matches!(
+                r,
+                Reason::EventLogMissing | Reason::ReferenceValuesMissing(_)
+            )
+        });
+        verdict.trusted = verdict.reasons.is_empty();
+        not_applicable.push("event-log replay (no event log in the evidence)".to_string());
+        not_applicable.push("reference values (A-VM image, firmware events)".to_string());
+    }
+    let mut report = Report::new(
+        node,
+        Some(&verdict),
+        extra_reasons,
+        input.nonce,
+        input.ak_name,
+        input.pcrs,
+    );
+    report.not_applicable = not_applicable;
+    report
+}
