@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appraise;
+pub mod client;
 pub mod credential;
 pub mod crypto;
 pub mod ek;
@@ -16,4 +17,5 @@ pub mod evidence_dir;
 pub mod hex;
 pub mod pcrs_file;
 pub mod report;
+pub mod store;
 pub mod tpm_public;
