@@ -590,3 +590,252 @@ impl<'a> Public<'a> {
         self.object_attributes & bits == bits
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use proptest::prelude::*;
+
+    fn sample_attest(extra: &[u8], mask: u32) -> Vec<u8> {
+        Attest {
+            magic: TPM_GENERATED_VALUE,
+            attest_type: TPM_ST_ATTEST_QUOTE,
+            qualified_signer: &[0, 0x0b, 1, 2, 3],
+            extra_data: extra,
+            clock_info: ClockInfo {
+                clock: 1234,
+                reset_count: 1,
+                restart_count: 2,
+                safe: true,
+            },
+            firmware_version: 0x2019_0801_0000_0000,
+            attested: &[],
+            quote: Some(QuoteInfo {
+                pcr_select: PcrSelection::sha256(mask),
+                pcr_digest: &[0xab; 32],
+            }),
+        }
+        .emit()
+    }
+
+    #[test]
+    fn quote_round_trip() {
+        let bytes = sample_attest(b"nonce", 0xff);
+        let a = Attest::parse(&bytes).unwrap();
+        assert!(a.is_quote());
+        assert_eq!(a.extra_data, b"nonce");
+        assert_eq!(a.clock_info.clock, 1234);
+        let q = a.quote.as_ref().unwrap();
+        assert_eq!(q.pcr_select.sha256_mask(), Some(0xff));
+        assert_eq!(q.pcr_digest, [0xab; 32]);
+        assert_eq!(a.emit(), bytes);
+    }
+
+    #[test]
+    fn attest_rejects_truncation_trailing_bytes_and_bad_flags() {
+        let bytes = sample_attest(b"n", 0x3);
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                Attest::parse(&bytes[..cut]),
+                Err(TpmParseError::Truncated),
+                "cut {cut}"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(Attest::parse(&long), Err(TpmParseError::TrailingBytes));
+        // The clock's safe flag is a TPMI_YES_NO.
+        let safe_at = 4 + 2 + 2 + 5 + 2 + 1 + 8 + 4 + 4;
+        let mut flag = bytes.clone();
+        flag[safe_at] = 2;
+        assert!(matches!(
+            Attest::parse(&flag),
+            Err(TpmParseError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn non_quote_types_keep_their_body_raw() {
+        let mut bytes = sample_attest(b"n", 1);
+        bytes[5] = 0x17; // TPM_ST_ATTEST_CERTIFY
+        let a = Attest::parse(&bytes).unwrap();
+        assert!(!a.is_quote());
+        assert!(a.quote.is_none());
+        assert_eq!(a.emit(), bytes);
+    }
+
+    #[test]
+    fn pcr_selection_masks() {
+        let sel = PcrSelection::sha256(0x00_0081);
+        let bytes = sel.emit();
+        assert_eq!(bytes, [0, 0, 0, 1, 0, 0x0b, 3, 0x81, 0, 0]);
+        assert_eq!(PcrSelection::parse(&bytes).unwrap(), sel);
+        assert_eq!(mask_indices(0x81).collect::<Vec<_>>(), [0, 7]);
+        // A SHA-1 bank with an empty bitmap is fine, a selected one is not.
+        let two = PcrSelection {
+            banks: vec![(alg::SHA1, 0), (alg::SHA256, 0xff)],
+        };
+        assert_eq!(two.sha256_mask(), Some(0xff));
+        let both = PcrSelection {
+            banks: vec![(alg::SHA1, 1), (alg::SHA256, 0xff)],
+        };
+        assert_eq!(both.sha256_mask(), None);
+        let twice = PcrSelection {
+            banks: vec![(alg::SHA256, 1), (alg::SHA256, 2)],
+        };
+        assert_eq!(twice.sha256_mask(), None);
+        // Oversized bitmaps and counts are rejected.
+        assert!(PcrSelection::parse(&[0, 0, 0, 1, 0, 0x0b, 5, 0, 0, 0, 0, 0]).is_err());
+        assert!(PcrSelection::parse(&[0, 0, 0, 9]).is_err());
+        let high = PcrSelection::sha256(1 << 30);
+        assert_eq!(PcrSelection::parse(&high.emit()).unwrap(), high);
+    }
+
+    #[test]
+    fn pcr_digest_is_sha256_of_the_concatenation() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        let mut cat = [0u8; 64];
+        cat[..32].copy_from_slice(&a);
+        cat[32..].copy_from_slice(&b);
+        assert_eq!(pcr_digest([&a, &b]), <[u8; 32]>::from(Sha256::digest(cat)));
+    }
+
+    #[test]
+    fn signatures_round_trip_and_reject_unknown_schemes() {
+        let ecdsa = Signature::Ecdsa {
+            hash: alg::SHA256,
+            r: &[1; 32],
+            s: &[2; 31],
+        };
+        let rsa = Signature::RsaSsa {
+            hash: alg::SHA256,
+            signature: &[3; 256],
+        };
+        for sig in [ecdsa, rsa] {
+            let bytes = sig.emit();
+            assert_eq!(Signature::parse(&bytes).unwrap(), sig);
+            let mut long = bytes.clone();
+            long.push(0);
+            assert_eq!(Signature::parse(&long), Err(TpmParseError::TrailingBytes));
+            assert_eq!(
+                Signature::parse(&bytes[..bytes.len() - 1]),
+                Err(TpmParseError::Truncated)
+            );
+        }
+        assert!(matches!(
+            Signature::parse(&[0, 0x1c, 0, 0x0b]),
+            Err(TpmParseError::Unsupported { value: 0x1c, .. })
+        ));
+    }
+
+    fn ecc_public(curve: u16, x_len: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&alg::ECC.to_be_bytes());
+        v.extend_from_slice(&alg::SHA256.to_be_bytes());
+        v.extend_from_slice(&0x0005_0072u32.to_be_bytes());
+        v.extend_from_slice(&[0, 0]); // authPolicy
+        v.extend_from_slice(&alg::NULL.to_be_bytes()); // symmetric
+        v.extend_from_slice(&alg::ECDSA.to_be_bytes());
+        v.extend_from_slice(&alg::SHA256.to_be_bytes());
+        v.extend_from_slice(&curve.to_be_bytes());
+        v.extend_from_slice(&alg::NULL.to_be_bytes()); // kdf
+        v.extend_from_slice(&(x_len as u16).to_be_bytes());
+        v.extend(core::iter::repeat_n(7u8, x_len));
+        v.extend_from_slice(&[0, 32]);
+        v.extend_from_slice(&[8; 32]);
+        v
+    }
+
+    #[test]
+    fn ecc_public_name_and_key() {
+        let bytes = ecc_public(ECC_NIST_P256, 32);
+        let p = Public::parse(&bytes).unwrap();
+        assert_eq!(
+            p.scheme,
+            Some(Scheme {
+                scheme: alg::ECDSA,
+                hash: Some(alg::SHA256),
+                count: None
+            })
+        );
+        let name = p.name().unwrap();
+        assert_eq!(name[..2], [0, 0x0b]);
+        assert_eq!(name[2..], Sha256::digest(&bytes)[..]);
+        assert_eq!(
+            p.verifying_key(),
+            Some(VerifyingKey::EccP256 {
+                x: &[7; 32],
+                y: &[8; 32]
+            })
+        );
+        // Other curves and odd coordinate sizes parse but cannot verify.
+        assert_eq!(
+            Public::parse(&ecc_public(0x0004, 32))
+                .unwrap()
+                .verifying_key(),
+            None
+        );
+        assert_eq!(
+            Public::parse(&ecc_public(ECC_NIST_P256, 31))
+                .unwrap()
+                .verifying_key(),
+            None
+        );
+        // TPM2B wrapper.
+        let mut wrapped = (bytes.len() as u16).to_be_bytes().to_vec();
+        wrapped.extend_from_slice(&bytes);
+        assert_eq!(Public::parse_tpm2b(&wrapped).unwrap(), p);
+        for cut in 0..bytes.len() {
+            assert!(Public::parse(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn non_sha256_names_are_unsupported() {
+        let mut bytes = ecc_public(ECC_NIST_P256, 32);
+        bytes[3] = 0x0c; // SHA-384
+        assert!(matches!(
+            Public::parse(&bytes).unwrap().name(),
+            Err(TpmParseError::Unsupported { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(a) = Attest::parse(&data) {
+                // emit normalises bitmap sizes, so compare what they mean.
+                let emitted = a.emit();
+                let b = Attest::parse(&emitted).unwrap();
+                prop_assert_eq!(&b.quote, &a.quote);
+                prop_assert_eq!(b.extra_data, a.extra_data);
+                prop_assert_eq!(b.emit(), emitted);
+            }
+            if let Ok(s) = Signature::parse(&data) {
+                prop_assert_eq!(s.emit(), data.clone());
+            }
+            if let Ok(p) = Public::parse(&data) {
+                let _ = p.name();
+                let _ = p.verifying_key();
+            }
+            let _ = Public::parse_tpm2b(&data);
+            let _ = PcrSelection::parse(&data);
+        }
+
+        #[test]
+        fn mutated_quotes_never_panic(extra in proptest::collection::vec(any::<u8>(), 0..64),
+                                      mask in any::<u32>(),
+                                      flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6)) {
+            let mut bytes = sample_attest(&extra, mask);
+            let clean = Attest::parse(&bytes).unwrap();
+            prop_assert_eq!(clean.quote.unwrap().pcr_select.sha256_mask(), Some(mask));
+            for (at, v) in flips {
+                let len = bytes.len();
+                bytes[at % len] ^= v;
+            }
+            let _ = Attest::parse(&bytes);
+        }
+    }
+}
