@@ -166,7 +166,10 @@ impl SdtHeader {
         let mut off = 0u64;
         while off < u64::from(length) {
             let n = (u64::from(length) - off).min(chunk.len() as u64) as usize;
-            let addr = paddr.checked_add(off).ok_or(PhysReadError { addr: paddr, len: n })?;
+            let addr = paddr.checked_add(off).ok_or(PhysReadError {
+                addr: paddr,
+                len: n,
+            })?;
             mem.read(addr, &mut chunk[..n])?;
             acc = acc.wrapping_add(sum(&chunk[..n]));
             off += n as u64;
@@ -374,7 +377,11 @@ mod tests {
 
     #[test]
     fn finds_tpm2_with_log_area_by_scanning() {
-        let bytes = bios_area(Some(sdt(b"TPM2", 4, &tpm2_body(Some((0x1_0000, 0x7fff_0000))))));
+        let bytes = bios_area(Some(sdt(
+            b"TPM2",
+            4,
+            &tpm2_body(Some((0x1_0000, 0x7fff_0000))),
+        )));
         let mem = BufferMemory::new(BASE, &bytes);
         let rsdp = Rsdp::find(&mem, 0).unwrap();
         assert_eq!(rsdp.paddr, 0xF_5A40);
@@ -399,7 +406,10 @@ mod tests {
         let bytes = bios_area(Some(sdt(b"TPM2", 3, &tpm2_body(None))));
         let mem = BufferMemory::new(BASE, &bytes);
         let rsdp = Rsdp::find(&mem, 0).unwrap();
-        assert_eq!(Tpm2Table::find(&mem, &rsdp).unwrap().unwrap().log_area, None);
+        assert_eq!(
+            Tpm2Table::find(&mem, &rsdp).unwrap().unwrap().log_area,
+            None
+        );
 
         let bytes = bios_area(None);
         let mem = BufferMemory::new(BASE, &bytes);
@@ -419,7 +429,10 @@ mod tests {
         let mem = BufferMemory::new(BASE, &bytes);
         assert!(matches!(
             find_table(&mem, &rsdp, b"TPM2"),
-            Err(AcpiError::BadChecksum { signature: [b'X', b'S', b'D', b'T'], .. })
+            Err(AcpiError::BadChecksum {
+                signature: [b'X', b'S', b'D', b'T'],
+                ..
+            })
         ));
 
         bytes[0x1_5a40 + 1] ^= 0xff; // RSDP signature gone
@@ -434,7 +447,10 @@ mod tests {
         let mem = BufferMemory::new(0, &t);
         assert!(matches!(
             SdtHeader::read_checked(&mem, 0),
-            Err(AcpiError::BadLength { length: u32::MAX, .. })
+            Err(AcpiError::BadLength {
+                length: u32::MAX,
+                ..
+            })
         ));
     }
 

@@ -191,12 +191,10 @@ impl StartInfo {
         }
 
         if version >= 1 {
-            let tail: [u8; 16] = mem.read_array(paddr.checked_add(40).ok_or(
-                PhysReadError {
-                    addr: paddr,
-                    len: HEADER_V1_LEN,
-                },
-            )?)?;
+            let tail: [u8; 16] = mem.read_array(paddr.checked_add(40).ok_or(PhysReadError {
+                addr: paddr,
+                len: HEADER_V1_LEN,
+            })?)?;
             let memmap_paddr = crate::phys::le_u64(&tail, 0).unwrap_or(0);
             let entries = crate::phys::le_u32(&tail, 8).unwrap_or(0);
             if entries as usize > MAX_MEMORY_REGIONS {
@@ -255,7 +253,10 @@ fn read_c_string(
 ) -> Result<Vec<u8, MAX_CMDLINE_LEN>, BootInfoError> {
     let mut out = Vec::new();
     for i in 0..=MAX_CMDLINE_LEN as u64 {
-        let addr = paddr.checked_add(i).ok_or(PhysReadError { addr: paddr, len: 1 })?;
+        let addr = paddr.checked_add(i).ok_or(PhysReadError {
+            addr: paddr,
+            len: 1,
+        })?;
         let [b] = mem.read_array::<1>(addr)?;
         if b == 0 {
             return Ok(out);
@@ -275,7 +276,11 @@ mod tests {
 
     /// Builds a start info image at BASE: header at 0, cmdline at 0x100,
     /// modlist at 0x200, memmap at 0x400.
-    fn image(cmdline: &[u8], modules: &[(u64, u64)], regions: &[(u64, u64, u32)]) -> std::vec::Vec<u8> {
+    fn image(
+        cmdline: &[u8],
+        modules: &[(u64, u64)],
+        regions: &[(u64, u64, u32)],
+    ) -> std::vec::Vec<u8> {
         let mut b = vec![0u8; 0x1000];
         b[0..4].copy_from_slice(&START_INFO_MAGIC.to_le_bytes());
         b[4..8].copy_from_slice(&1u32.to_le_bytes());
@@ -305,7 +310,11 @@ mod tests {
         let b = image(
             b"exit-after-report log=debug",
             &[(0x700_0000, 0x1234)],
-            &[(0, 0x9fc00, 1), (0xf0000, 0x10000, 2), (0x10_0000, 0x7f0_0000, 1)],
+            &[
+                (0, 0x9fc00, 1),
+                (0xf0000, 0x10000, 2),
+                (0x10_0000, 0x7f0_0000, 1),
+            ],
         );
         let info = StartInfo::parse(&BufferMemory::new(BASE, &b), BASE).unwrap();
         assert_eq!(info.cmdline(), "exit-after-report log=debug");

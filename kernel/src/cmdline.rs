@@ -62,16 +62,18 @@ pub struct Arg<'a> {
 
 /// The words of a command line, in order.
 pub fn args(cmdline: &str) -> impl Iterator<Item = Arg<'_>> {
-    cmdline.split_ascii_whitespace().map(|word| match word.split_once('=') {
-        Some((key, value)) => Arg {
-            key,
-            value: Some(value),
-        },
-        None => Arg {
-            key: word,
-            value: None,
-        },
-    })
+    cmdline
+        .split_ascii_whitespace()
+        .map(|word| match word.split_once('=') {
+            Some((key, value)) => Arg {
+                key,
+                value: Some(value),
+            },
+            None => Arg {
+                key: word,
+                value: None,
+            },
+        })
 }
 
 /// A word that the kernel did not understand (reported, then ignored).
@@ -83,6 +85,26 @@ pub enum OptionProblem<'a> {
     BadValue(Arg<'a>),
 }
 
+/// A deliberate failure, for tests of the failure paths (`crash=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashKind {
+    /// `crash=panic`: a Rust panic.
+    Panic,
+    /// `crash=page-fault`: a read from an unmapped address.
+    PageFault,
+}
+
+impl CrashKind {
+    /// Parses `panic` or `page-fault`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "panic" => Some(Self::Panic),
+            "page-fault" => Some(Self::PageFault),
+            _ => None,
+        }
+    }
+}
+
 /// What the command line asks the kernel to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelOptions {
@@ -90,6 +112,8 @@ pub struct KernelOptions {
     pub exit_after_report: bool,
     /// Console verbosity.
     pub log_level: LogLevel,
+    /// Fail on purpose right after the platform is up.
+    pub crash: Option<CrashKind>,
 }
 
 impl Default for KernelOptions {
@@ -97,6 +121,7 @@ impl Default for KernelOptions {
         Self {
             exit_after_report: false,
             log_level: LogLevel::Info,
+            crash: None,
         }
     }
 }
@@ -113,7 +138,11 @@ impl KernelOptions {
                     Some(level) => opts.log_level = level,
                     None => problem(OptionProblem::BadValue(arg)),
                 },
-                ("exit-after-report" | "log", _) => problem(OptionProblem::BadValue(arg)),
+                ("crash", Some(v)) => match CrashKind::parse(v) {
+                    Some(kind) => opts.crash = Some(kind),
+                    None => problem(OptionProblem::BadValue(arg)),
+                },
+                ("exit-after-report" | "log" | "crash", _) => problem(OptionProblem::BadValue(arg)),
                 (key, _) => problem(OptionProblem::UnknownKey(key)),
             }
         }
@@ -129,26 +158,39 @@ mod tests {
     #[test]
     fn parses_known_options() {
         let mut problems = vec![];
-        let o = KernelOptions::parse("  exit-after-report\tlog=debug ", |p| problems.push(p));
+        let o = KernelOptions::parse("  exit-after-report\tlog=debug crash=page-fault", |p| {
+            problems.push(p)
+        });
         assert!(o.exit_after_report);
         assert_eq!(o.log_level, LogLevel::Debug);
+        assert_eq!(o.crash, Some(CrashKind::PageFault));
         assert!(problems.is_empty());
     }
 
     #[test]
     fn defaults_and_reports_problems() {
         let mut problems = vec![];
-        let o = KernelOptions::parse("log=loud foo=1=2 exit-after-report=yes bar", |p| {
+        let o = KernelOptions::parse("log=loud foo=1=2 exit-after-report=yes bar crash=x", |p| {
             problems.push(p)
         });
         assert_eq!(o, KernelOptions::default());
         assert_eq!(
             problems,
             vec![
-                OptionProblem::BadValue(Arg { key: "log", value: Some("loud") }),
+                OptionProblem::BadValue(Arg {
+                    key: "log",
+                    value: Some("loud")
+                }),
                 OptionProblem::UnknownKey("foo"),
-                OptionProblem::BadValue(Arg { key: "exit-after-report", value: Some("yes") }),
+                OptionProblem::BadValue(Arg {
+                    key: "exit-after-report",
+                    value: Some("yes")
+                }),
                 OptionProblem::UnknownKey("bar"),
+                OptionProblem::BadValue(Arg {
+                    key: "crash",
+                    value: Some("x")
+                }),
             ]
         );
     }
@@ -156,13 +198,30 @@ mod tests {
     #[test]
     fn value_keeps_later_equals_signs() {
         let a: Vec<_> = args("a=b=c d=").collect();
-        assert_eq!(a[0], Arg { key: "a", value: Some("b=c") });
-        assert_eq!(a[1], Arg { key: "d", value: Some("") });
+        assert_eq!(
+            a[0],
+            Arg {
+                key: "a",
+                value: Some("b=c")
+            }
+        );
+        assert_eq!(
+            a[1],
+            Arg {
+                key: "d",
+                value: Some("")
+            }
+        );
     }
 
     #[test]
     fn log_level_round_trips() {
-        for l in [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+        for l in [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ] {
             assert_eq!(LogLevel::from_u8(l.as_u8()), l);
             assert_eq!(LogLevel::parse(l.name()), Some(l));
         }
@@ -170,12 +229,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_word_is_either_understood_or_reported(s in "[a-z=\\- ]{0,64}") {
+        fn every_word_is_either_understood_or_reported(s in "(log|crash|exit-after-report|panic|debug|[a-z]{1,3}|[=\\- ]){0,16}") {
             let mut problems = 0usize;
             let _ = KernelOptions::parse(&s, |_| problems += 1);
             let known = args(&s)
                 .filter(|a| matches!((a.key, a.value), ("exit-after-report", None))
-                    || (a.key == "log" && a.value.and_then(LogLevel::parse).is_some()))
+                    || (a.key == "log" && a.value.and_then(LogLevel::parse).is_some())
+                    || (a.key == "crash" && a.value.and_then(CrashKind::parse).is_some()))
                 .count();
             prop_assert_eq!(known + problems, s.split_ascii_whitespace().count());
         }

@@ -48,7 +48,8 @@ pub fn choose_heap_region(
 }
 
 fn align_up(x: u64) -> u64 {
-    x.checked_add(PAGE_SIZE - 1).map_or(u64::MAX & !(PAGE_SIZE - 1), |v| v & !(PAGE_SIZE - 1))
+    x.checked_add(PAGE_SIZE - 1)
+        .map_or(!(PAGE_SIZE - 1), |v| v & !(PAGE_SIZE - 1))
 }
 
 /// Whether the page `[start, start + len)` holds any RAM (or ACPI memory) and
@@ -70,7 +71,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn ram(start: u64, len: u64) -> MemoryRegion {
-        MemoryRegion { start, len, kind: MemoryKind::Ram }
+        MemoryRegion {
+            start,
+            len,
+            kind: MemoryKind::Ram,
+        }
     }
 
     const MIB: u64 = 1 << 20;
@@ -79,7 +84,11 @@ mod tests {
     fn picks_largest_gap_above_kernel_avoiding_modules() {
         let mem = [
             ram(0, 0x9fc00),
-            MemoryRegion { start: 0xf0000, len: 0x10000, kind: MemoryKind::Reserved },
+            MemoryRegion {
+                start: 0xf0000,
+                len: 0x10000,
+                kind: MemoryKind::Reserved,
+            },
             ram(MIB, 127 * MIB),
         ];
         // Kernel up to 3 MiB, an initrd at 100..110 MiB.
@@ -95,7 +104,10 @@ mod tests {
     #[test]
     fn no_ram_no_heap() {
         assert_eq!(choose_heap_region(&[], &[], 0, u64::MAX), None);
-        assert_eq!(choose_heap_region(&[ram(0, MIB)], &[(0, MIB)], 0, u64::MAX), None);
+        assert_eq!(
+            choose_heap_region(&[ram(0, MIB)], &[(0, MIB)], 0, u64::MAX),
+            None
+        );
     }
 
     #[test]

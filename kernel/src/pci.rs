@@ -129,14 +129,22 @@ pub fn enumerate(cfg: &impl PciConfigAccess, mut visit: impl FnMut(&PciFunction)
     seen[0] |= 1;
     while let Some(bus) = pending.pop() {
         for device in 0..32 {
-            let f0 = PciAddress { bus, device, function: 0 };
+            let f0 = PciAddress {
+                bus,
+                device,
+                function: 0,
+            };
             let Some(first) = read_function(cfg, f0) else {
                 continue;
             };
             let multi = (cfg.read_u32(f0, 0x0c) >> 16) & 0x80 != 0;
             let functions = if multi { 8 } else { 1 };
             for function in 0..functions {
-                let addr = PciAddress { bus, device, function };
+                let addr = PciAddress {
+                    bus,
+                    device,
+                    function,
+                };
                 let func = if function == 0 {
                     Some(first)
                 } else {
@@ -168,7 +176,8 @@ mod tests {
 
     impl ConfigSpace {
         fn add(&mut self, a: PciAddress, vendor: u16, dev: u16, class: u32, header: u8) {
-            self.0.insert((a, 0), u32::from(vendor) | (u32::from(dev) << 16));
+            self.0
+                .insert((a, 0), u32::from(vendor) | (u32::from(dev) << 16));
             self.0.insert((a, 8), class << 8);
             self.0.insert((a, 0x0c), u32::from(header) << 16);
         }
@@ -182,7 +191,11 @@ mod tests {
     }
 
     fn at(bus: u8, device: u8, function: u8) -> PciAddress {
-        PciAddress { bus, device, function }
+        PciAddress {
+            bus,
+            device,
+            function,
+        }
     }
 
     #[test]
@@ -202,7 +215,14 @@ mod tests {
         found.sort();
         assert_eq!(
             found,
-            vec![at(0, 0, 0), at(0, 2, 0), at(0, 0x1f, 0), at(0, 0x1f, 3), at(1, 0, 0), at(1, 1, 0)]
+            vec![
+                at(0, 0, 0),
+                at(0, 2, 0),
+                at(0, 0x1f, 0),
+                at(0, 0x1f, 3),
+                at(1, 0, 0),
+                at(1, 1, 0)
+            ]
         );
         let nic = read_function(&cs, at(1, 0, 0)).unwrap();
         assert_eq!(nic.to_string(), "01:00.0 1af4:1041 class 02.00.00");
@@ -220,11 +240,19 @@ mod tests {
         assert_eq!(read_bar(&cs, a, 0), Some(Bar::Io { port: 0xc000 }));
         assert_eq!(
             read_bar(&cs, a, 1),
-            Some(Bar::Memory { addr: 0xfebf_0000, prefetchable: false, is_64bit: false })
+            Some(Bar::Memory {
+                addr: 0xfebf_0000,
+                prefetchable: false,
+                is_64bit: false
+            })
         );
         assert_eq!(
             read_bar(&cs, a, 2),
-            Some(Bar::Memory { addr: 0x1_0000_0000, prefetchable: true, is_64bit: true })
+            Some(Bar::Memory {
+                addr: 0x1_0000_0000,
+                prefetchable: true,
+                is_64bit: true
+            })
         );
         assert_eq!(read_bar(&cs, a, 4), None);
         assert_eq!(read_bar(&cs, a, 6), None);

@@ -37,7 +37,13 @@ impl StartupOutcome {
 pub fn vendor_string(manufacturer: u32) -> heapless::String<4> {
     let mut s = heapless::String::new();
     for b in manufacturer.to_be_bytes() {
-        let c = if b.is_ascii_graphic() || b == b' ' { b as char } else if b == 0 { ' ' } else { '?' };
+        let c = if b.is_ascii_graphic() || b == b' ' {
+            b as char
+        } else if b == 0 {
+            ' '
+        } else {
+            '?'
+        };
         let _ = s.push(c);
     }
     let trimmed_len = s.trim_end().len();
@@ -100,7 +106,10 @@ mod tests {
     fn vendor_is_trimmed_and_printable() {
         assert_eq!(vendor_string(u32::from_be_bytes(*b"IBM\0")).as_str(), "IBM");
         assert_eq!(vendor_string(u32::from_be_bytes(*b"MSFT")).as_str(), "MSFT");
-        assert_eq!(vendor_string(u32::from_be_bytes([b'A', 1, b'B', b' '])).as_str(), "A?B");
+        assert_eq!(
+            vendor_string(u32::from_be_bytes([b'A', 1, b'B', b' '])).as_str(),
+            "A?B"
+        );
     }
 
     #[test]

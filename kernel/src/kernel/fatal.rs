@@ -66,7 +66,13 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     match info.location() {
         Some(l) => fail(
             ErrorKind::Panic,
-            format_args!("{} at {}:{}:{}", info.message(), l.file(), l.line(), l.column()),
+            format_args!(
+                "{} at {}:{}:{}",
+                info.message(),
+                l.file(),
+                l.line(),
+                l.column()
+            ),
         ),
         None => fail(ErrorKind::Panic, format_args!("{}", info.message())),
     }

@@ -20,7 +20,7 @@ mod tpm_boot;
 use arch::x86_64::{cpu, gdt, idt, paging, pic, pit};
 use avm_kernel::acpi::{Rsdp, Tpm2Table};
 use avm_kernel::boot_info::{MemoryKind, MemoryRegion, StartInfo};
-use avm_kernel::cmdline::{KernelOptions, OptionProblem};
+use avm_kernel::cmdline::{CrashKind, KernelOptions, OptionProblem};
 use avm_kernel::exit::ExitCode;
 use avm_kernel::memory::choose_heap_region;
 use fatal::ErrorKind;
@@ -29,6 +29,8 @@ use physmem::IdentityMemory;
 /// Timer rate: wakes the idle loop often enough to poll devices, rarely
 /// enough that an idle A-VM costs the host almost nothing.
 const TIMER_HZ: u32 = 100;
+/// An address no page table maps (for `crash=page-fault`).
+const UNMAPPED_ADDRESS: usize = 1 << 40;
 /// How often the idle loop logs that it is alive (debug level).
 const HEARTBEAT_US: u64 = 10_000_000;
 /// The heap is capped: the A-VM needs little, and firmware keeps its own data
@@ -86,6 +88,9 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     for m in &info.modules {
         info!("module: {:#x}-{:#x}", m.start, m.end());
     }
+    if let Some(kind) = options.crash {
+        crash(kind);
+    }
 
     let mem = IdentityMemory::new(&info.memory);
     let tpm2 = find_tpm2_table(&mem, info.rsdp_paddr);
@@ -98,6 +103,23 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
         shutdown::exit(ExitCode::Success);
     }
     main_loop(tpm)
+}
+
+/// Fails on purpose (`crash=` on the command line), so tests can check the
+/// panic and exception paths of the real image.
+fn crash(kind: CrashKind) -> ! {
+    warn!("crashing on request: {:?}", kind);
+    match kind {
+        CrashKind::Panic => panic!("crash requested on the command line"),
+        CrashKind::PageFault => {
+            // 1 TiB is far above the identity map, so this read page-faults.
+            let unmapped = UNMAPPED_ADDRESS as *const u64;
+            // SAFETY: deliberately faulting; the exception handler reports it
+            // and ends the VM, so the read never completes.
+            let value = unsafe { unmapped.read_volatile() };
+            panic!("read of unmapped {UNMAPPED_ADDRESS:#x} returned {value:#x}")
+        }
+    }
 }
 
 /// The ACPI `TPM2` table, if the firmware published one.
@@ -148,9 +170,17 @@ fn setup_heap(info: &StartInfo, tpm2: Option<&Tpm2Table>) {
     // SAFETY: the range is RAM per the memory map, above the kernel image and
     // outside the boot data, modules and TPM log; nothing else uses it.
     if unsafe { heap::init(start, end) }.is_err() {
-        fatal::fail(ErrorKind::Panic, format_args!("heap {start:#x}-{end:#x} too small"));
+        fatal::fail(
+            ErrorKind::Panic,
+            format_args!("heap {start:#x}-{end:#x} too small"),
+        );
     }
-    info!("heap: {:#x}-{:#x} ({} KiB)", start, end, (end - start) / 1024);
+    info!(
+        "heap: {:#x}-{:#x} ({} KiB)",
+        start,
+        end,
+        (end - start) / 1024
+    );
 }
 
 /// Lists the PCI functions and maps their 64-bit memory BARs (the boot map
@@ -172,7 +202,10 @@ fn list_pci_devices() {
                     // Without sizing the BAR, map one 2 MiB page; drivers map
                     // the rest once they know the BAR's size.
                     if let Err(e) = paging::map_mmio(addr, 1) {
-                        warn!("pci: {} bar{} at {:#x} not mapped: {:?}", f.addr, index, addr, e);
+                        warn!(
+                            "pci: {} bar{} at {:#x} not mapped: {:?}",
+                            f.addr, index, addr, e
+                        );
                     }
                 }
                 if is_64bit {

@@ -27,7 +27,10 @@ const MAX_LOG_AREA: u32 = 1 << 20;
 pub type KernelTpm = Tpm<Crb<VolatileMmio, KernelClock>>;
 
 /// What the boot sequence leaves for the services that run afterwards.
-#[expect(dead_code, reason = "handed to the attestation server once avm-net is wired in")]
+#[expect(
+    dead_code,
+    reason = "handed to the attestation server once avm-net is wired in"
+)]
 pub struct TpmState {
     /// The TPM.
     pub tpm: KernelTpm,
@@ -45,7 +48,10 @@ fn crb_base(tpm2: Option<&Tpm2Table>, mem: &[avm_kernel::boot_info::MemoryRegion
     match tpm2.map(|t| t.control_area & !0xfff) {
         Some(base) if base < (4 << 30) - 0x1000 && !is_ram_page(mem, base, 0x1000) => base,
         Some(base) => {
-            warn!("tpm: TPM2 control area {:#x} unusable, trying {:#x}", base, DEFAULT_CRB_BASE);
+            warn!(
+                "tpm: TPM2 control area {:#x} unusable, trying {:#x}",
+                base, DEFAULT_CRB_BASE
+            );
             DEFAULT_CRB_BASE
         }
         None => DEFAULT_CRB_BASE,
@@ -54,10 +60,7 @@ fn crb_base(tpm2: Option<&Tpm2Table>, mem: &[avm_kernel::boot_info::MemoryRegion
 
 /// Runs the TPM boot sequence and prints the report; any failure is fatal
 /// (`no-tpm` or `tpm`).
-pub fn boot(
-    tpm2: Option<&Tpm2Table>,
-    memory: &[avm_kernel::boot_info::MemoryRegion],
-) -> TpmState {
+pub fn boot(tpm2: Option<&Tpm2Table>, memory: &[avm_kernel::boot_info::MemoryRegion]) -> TpmState {
     let base = crb_base(tpm2, memory);
     // SAFETY: `base` is a 4 KiB-aligned device page below 4 GiB, identity
     // mapped uncached by `paging::init`; the CRB driver is its only user for
@@ -143,13 +146,21 @@ fn read_event_log(mem: &IdentityMemory<'_>, area: LogArea) -> (Vec<u8>, usize) {
     let len = area.min_len.min(MAX_LOG_AREA) as usize;
     let mut bytes = vec![0u8; len];
     if let Err(e) = mem.read(area.start, &mut bytes) {
-        warn!("tpm: event-log area {:#x}+{:#x} unreadable: {:?}", area.start, len, e);
+        warn!(
+            "tpm: event-log area {:#x}+{:#x} unreadable: {:?}",
+            area.start, len, e
+        );
         return (Vec::new(), 0);
     }
     match EventLog::parse(&bytes) {
         Ok(log) => {
             bytes.truncate(log.used_len());
-            info!("tpm: event log at {:#x}: {} records, {} bytes", area.start, log.len(), bytes.len());
+            info!(
+                "tpm: event log at {:#x}: {} records, {} bytes",
+                area.start,
+                log.len(),
+                bytes.len()
+            );
             (bytes, log.len())
         }
         Err(e) => {

@@ -190,7 +190,8 @@ pub fn init() {
         for (gate, &stub) in idt.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub, IST_EXCEPTION);
         }
-        idt[usize::from(TIMER_VECTOR)] = Gate::interrupt(avm_timer_interrupt as *const () as u64, IST_TIMER);
+        idt[usize::from(TIMER_VECTOR)] =
+            Gate::interrupt(avm_timer_interrupt as *const () as u64, IST_TIMER);
         idt[usize::from(SPURIOUS_VECTOR)] =
             Gate::interrupt(avm_spurious_interrupt as *const () as u64, IST_TIMER);
     }
