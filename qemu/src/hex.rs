@@ -29,7 +29,7 @@ fn nibble(c: char) -> Result<u8, HexError> {
 
 /// Decodes hex (either case) into bytes.
 pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(HexError::OddLength(text.len()));
     }
     let mut out = Vec::with_capacity(text.len() / 2);

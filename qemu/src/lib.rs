@@ -10,9 +10,18 @@
 #![forbid(unsafe_code)]
 
 pub mod hex;
+pub mod kvm;
 pub mod layout;
 pub mod measure;
+pub mod node;
 pub mod process;
 pub mod provision;
+pub mod qemu;
 pub mod report;
+pub mod serial;
 pub mod swtpm;
+
+pub use node::{Node, NodeConfig, NodeError, NodeRecord, NodeStatus};
+pub use report::BootReport;
+pub mod bench;
+pub mod verify;

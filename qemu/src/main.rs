@@ -1,1 +1,314 @@
-fn main() {}
+//! `avm-qemu`: bring an A-VM node up under QEMU with a measured launch.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use avm_qemu::node::{self, DEFAULT_MEMORY_MIB, Node, NodeConfig};
+use avm_qemu::qemu::Accel;
+use avm_qemu::report::BootReport;
+use avm_qemu::{bench, hex, verify};
+
+#[derive(Parser)]
+#[command(
+    name = "avm-qemu",
+    version,
+    about = "Bring an A-VM node up under QEMU with a software TPM (swtpm)",
+    long_about = "Bring an A-VM node up under QEMU with a software TPM (swtpm).\n\n\
+        A node lives in one state directory: a fresh TPM with EK certificates from a \
+        node-local CA, the A-VM image measured into PCR0 (H-CRTM) before boot, QEMU \
+        (q35, SeaBIOS, TPM on CRB), the A-VM serial log, and node.json describing it all."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node and return once the A-VM printed its boot report; the
+    /// node keeps running in the background. Prints the attestation address.
+    Up(UpArgs),
+    /// Stop everything `up` started in the state directory.
+    Down {
+        /// The node's state directory.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Show a node: paths (serial log, EK CA), pids, attestation address, and
+    /// whether it is running.
+    Status {
+        /// The node's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Print one JSON object (fields include avm_serial, ek_ca,
+        /// attest_addr, running).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Foreground: bring a node up, print and check its boot report, stop it.
+    Run(RunArgs),
+    /// Measure the stripped image size and the boot time (QEMU start to the
+    /// boot report, median of several runs); prints a markdown table.
+    Bench {
+        /// The A-VM kernel image.
+        #[arg(long, env = "AVM_IMAGE", default_value = "build/avm.elf")]
+        image: PathBuf,
+        /// Number of boots.
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+        accel: AccelArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    /// KVM only if a probe guest proves it is real hardware virtualisation, else TCG.
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+impl AccelArg {
+    fn choice(self) -> Option<Accel> {
+        match self {
+            Self::Auto => None,
+            Self::Tcg => Some(Accel::Tcg),
+            Self::Kvm => Some(Accel::Kvm),
+        }
+    }
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// The A-VM kernel image (ELF with a PVH note).
+    #[arg(long, env = "AVM_IMAGE", default_value = "build/avm.elf")]
+    image: PathBuf,
+    /// Forward this host loopback TCP port to the same port in the A-VM
+    /// (its attestation server). Without it the A-VM has no network.
+    #[arg(long)]
+    attest_port: Option<u16>,
+    /// A-VM guest RAM in MiB.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
+    memory: u32,
+    /// Boot without a TPM (the A-VM then reports `no-tpm` and exits).
+    #[arg(long)]
+    no_tpm: bool,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    accel: AccelArg,
+    /// Seconds to wait for the boot report.
+    #[arg(long, default_value_t = node::DEFAULT_BOOT_TIMEOUT.as_secs())]
+    timeout: u64,
+    /// Extra kernel command-line words (repeatable), e.g. `--cmdline log=debug`.
+    #[arg(long = "cmdline")]
+    cmdline: Vec<String>,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// The node's state directory (created; an earlier stopped node in it is replaced).
+    #[arg(long)]
+    state: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The node's state directory [default: a temporary directory, removed afterwards].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
+    let mut config = NodeConfig::new(state, &args.image);
+    config.attest_port = args.attest_port;
+    config.memory_mib = args.memory;
+    config.with_tpm = !args.no_tpm;
+    config.accel = args.accel.choice();
+    config.extra_cmdline = args.cmdline.clone();
+    config
+}
+
+fn print_report(report: &BootReport, image_sha256: &str) {
+    println!("A-VM boot report");
+    println!("  TPM vendor         {}", report.tpm_vendor);
+    println!("  TPM firmware       {:#018x}", report.tpm_firmware);
+    println!("  TPM startup        {:?}", report.tpm_startup);
+    for (index, pcr) in report.pcrs_sha256.iter().enumerate() {
+        println!("  PCR{index} (sha256)     {}", hex::encode(pcr));
+    }
+    println!(
+        "  event log          {} entries, {} bytes",
+        report.eventlog_entries,
+        report.eventlog.len()
+    );
+    println!(
+        "  EK ({:?})     {}",
+        report.ek_alg,
+        hex::encode(&report.ek_name)
+    );
+    println!(
+        "  AK ({:?})     {}",
+        report.ak_alg,
+        hex::encode(&report.ak_name)
+    );
+    println!("  kernel boot time   {} us", report.boot_us);
+    for (key, value) in &report.extra {
+        println!("  {key} = {value}");
+    }
+    let Ok(image_digest) = hex::decode_array::<32>(image_sha256) else {
+        return;
+    };
+    match verify::check_measured_boot(report, &image_digest) {
+        Ok(check) => {
+            let verdict = |ok: bool| if ok { "ok" } else { "MISMATCH" };
+            println!(
+                "  PCR0 = H-CRTM(image) + firmware events: {} (expected {})",
+                verdict(check.pcr0_matches(report)),
+                hex::encode(&check.expected_pcr0)
+            );
+            println!(
+                "  event log replay reproduces PCRs 0-7: {}{}",
+                verdict(check.mismatched_pcrs.is_empty()),
+                if check.mismatched_pcrs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (PCRs {:?} differ)", check.mismatched_pcrs)
+                }
+            );
+        }
+        Err(err) => println!("  measured boot check: {err}"),
+    }
+}
+
+fn up(args: UpArgs) -> Result<(), String> {
+    let config = node_config(args.state, &args.node);
+    let node =
+        Node::up(&config, Duration::from_secs(args.node.timeout)).map_err(|e| e.to_string())?;
+    let record = node.detach();
+    eprintln!(
+        "A-VM up (qemu pid {}, swtpm pid {}); serial log {}; stop with `avm-qemu down --state {}`",
+        record.qemu_pid.map_or("-".into(), |p| p.to_string()),
+        record.swtpm_pid.map_or("-".into(), |p| p.to_string()),
+        record.avm_serial.display(),
+        record.state_dir.display()
+    );
+    match record.attest_addr {
+        Some(addr) => println!("{addr}"),
+        None => eprintln!("no attestation address (start with --attest-port PORT)"),
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let temporary = match &args.state {
+        Some(_) => None,
+        None => Some(tempfile_dir()?),
+    };
+    let state = args
+        .state
+        .clone()
+        .or_else(|| temporary.as_ref().map(|t| t.0.clone()))
+        .ok_or("no state directory")?;
+    let config = node_config(state, &args.node);
+    let result = Node::up(&config, Duration::from_secs(args.node.timeout));
+    let outcome = match &result {
+        Ok(node) => {
+            if let Some(report) = node.report() {
+                print_report(report, &node.record().image_sha256);
+            }
+            Ok(())
+        }
+        Err(err) => Err(err.to_string()),
+    };
+    drop(result);
+    drop(temporary);
+    outcome
+}
+
+/// A temporary state dir for `run`, removed on drop.
+struct TemporaryDir(PathBuf);
+
+impl Drop for TemporaryDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<TemporaryDir, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let path = std::env::temp_dir().join(format!("avm-run-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    Ok(TemporaryDir(path))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up(args),
+        Command::Down { state } => {
+            node::down(&state)
+                .map_err(|e| e.to_string())
+                .and_then(|status| {
+                    if status.running {
+                        Err("node is still running after down".to_owned())
+                    } else {
+                        eprintln!("node in {} stopped", status.record.state_dir.display());
+                        Ok(())
+                    }
+                })
+        }
+        Command::Status { state, json } => node::status(&state)
+            .map_err(|e| e.to_string())
+            .and_then(|status| {
+                if json {
+                    let text = serde_json::to_string(&status).map_err(|e| e.to_string())?;
+                    println!("{text}");
+                } else {
+                    println!("state dir    {}", status.record.state_dir.display());
+                    println!("running      {}", status.running);
+                    println!("A-VM serial  {}", status.record.avm_serial.display());
+                    if let Some(ca) = &status.record.ek_ca {
+                        println!("EK CA        {}", ca.display());
+                    }
+                    if let Some(addr) = &status.record.attest_addr {
+                        println!("attestation  {addr}");
+                    }
+                }
+                Ok(())
+            }),
+        Command::Run(args) => run(args),
+        Command::Bench { image, runs, accel } => {
+            if !image.is_file() {
+                Err(format!(
+                    "A-VM image {} not found: run `make build` first",
+                    image.display()
+                ))
+            } else {
+                tempfile_dir().and_then(|dir| {
+                    bench::run_bench(&image, runs, accel.choice(), &dir.0)
+                        .map(|result| print!("{}", result.to_markdown()))
+                        .map_err(|e| e.to_string())
+                })
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("avm-qemu: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

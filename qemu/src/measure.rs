@@ -106,7 +106,10 @@ mod tests {
             predict_pcr0(&image, [&a, &b]),
             extend(&extend(&start, &a), &b)
         );
-        assert_ne!(predict_pcr0(&image, [&a, &b]), predict_pcr0(&image, [&b, &a]));
+        assert_ne!(
+            predict_pcr0(&image, [&a, &b]),
+            predict_pcr0(&image, [&b, &a])
+        );
     }
 
     #[test]

@@ -162,8 +162,10 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
             .ok_or_else(invalid)
     };
     let total_ticks = ticks(11)?.saturating_add(ticks(12)?);
-    let per_second = u64::from(rustix::param::clock_ticks_per_second()).max(1);
-    Ok(Duration::from_secs_f64(total_ticks as f64 / per_second as f64))
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Ok(Duration::from_secs_f64(
+        total_ticks as f64 / per_second as f64,
+    ))
 }
 
 #[cfg(test)]

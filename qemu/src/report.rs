@@ -123,7 +123,9 @@ impl std::fmt::Display for GuestError {
 
 /// Parses one serial line as an error line, if it is one.
 pub fn parse_error_line(line: &str) -> Option<GuestError> {
-    let rest = line.trim_end_matches(['\r', '\n']).strip_prefix(ERROR_MARKER)?;
+    let rest = line
+        .trim_end_matches(['\r', '\n'])
+        .strip_prefix(ERROR_MARKER)?;
     let rest = rest.strip_prefix(' ')?;
     let (kind, message) = match rest.split_once(':') {
         Some((kind, message)) => (kind, message.trim()),

@@ -54,7 +54,9 @@ impl SwtpmConfig {
     fn command(&self) -> Command {
         let mut command = Command::new("swtpm");
         command.arg("socket").arg("--tpm2");
-        command.arg("--tpmstate").arg(option_path("dir=", &self.tpm_state_dir));
+        command
+            .arg("--tpmstate")
+            .arg(option_path("dir=", &self.tpm_state_dir));
         command.arg("--ctrl").arg(match &self.ctrl {
             CtrlEndpoint::Unix(path) => option_path("type=unixio,path=", path),
             CtrlEndpoint::Tcp(port) => format!("type=tcp,port={port},bindaddr=127.0.0.1").into(),

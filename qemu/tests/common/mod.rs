@@ -9,8 +9,8 @@ use std::path::PathBuf;
 /// another process may take the second port between probes.
 pub fn free_port_pair() -> u16 {
     for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
+        let first = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let port = first.local_addr().expect("bound address").port();
         if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
             return port;
         }
@@ -21,9 +21,8 @@ pub fn free_port_pair() -> u16 {
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+        .and_then(|listener| listener.local_addr())
+        .expect("binding a loopback port")
         .port()
 }
 

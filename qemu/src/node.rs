@@ -1,0 +1,614 @@
+//! A node: swtpm + the A-VM under QEMU, brought up from one state directory.
+//!
+//! [`Node::launch`] provisions a fresh TPM, measures the A-VM image as
+//! H-CRTM, starts swtpm and QEMU and records everything in `node.json`;
+//! [`Node::wait_for_report`] follows the serial log until the boot report.
+//! A `Node` kills what it started when dropped (tests, failures) unless
+//! [`Node::detach`]ed (the CLI's `up`); [`down`] and [`status`] work from
+//! `node.json` alone, in another process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::hex;
+use crate::kvm;
+use crate::layout::{MAX_UNIX_SOCKET_PATH, StateLayout};
+use crate::measure::{hcrtm_pcr0_start, sha256};
+use crate::process::{self, ChildGuard};
+use crate::provision::{ProvisionError, provision_tpm};
+use crate::qemu::{Accel, GuestExit, QemuCommand};
+use crate::report::{BootReport, GuestError, ReportError, SerialOutcome};
+use crate::serial::SerialLog;
+use crate::swtpm::{Swtpm, SwtpmConfig, SwtpmError};
+
+/// Default guest RAM of the A-VM.
+pub const DEFAULT_MEMORY_MIB: u32 = 128;
+/// Default bound on the wait for the boot report (TCG on a loaded 2-core
+/// host boots in about a second; this leaves room for contention).
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Kernel command-line word that makes the A-VM exit (status 33) right
+/// after printing its boot report.
+pub const EXIT_AFTER_REPORT: &str = "exit-after-report";
+/// How often the serial log and QEMU are polled while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// Lines of serial log shown in error messages.
+const TAIL_LINES: usize = 25;
+/// Grace period between SIGTERM and SIGKILL in `down`.
+const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+
+/// What to bring up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub state_dir: PathBuf,
+    /// The A-VM kernel image (ELF with a PVH note).
+    pub image: PathBuf,
+    pub memory_mib: u32,
+    /// Host loopback port forwarded to the same port in the A-VM.
+    pub attest_port: Option<u16>,
+    /// Attach the TPM (false only to test the A-VM's no-TPM error path).
+    pub with_tpm: bool,
+    /// Let the A-VM exit right after its boot report.
+    pub exit_after_report: bool,
+    /// Further kernel command-line words.
+    pub extra_cmdline: Vec<String>,
+    /// `None`: probe for real KVM, else TCG.
+    pub accel: Option<Accel>,
+}
+
+impl NodeConfig {
+    pub fn new(state_dir: impl Into<PathBuf>, image: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            image: image.into(),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            attest_port: None,
+            with_tpm: true,
+            exit_after_report: false,
+            extra_cmdline: Vec::new(),
+            accel: None,
+        }
+    }
+
+    fn kernel_cmdline(&self) -> String {
+        let mut words: Vec<&str> = Vec::new();
+        if self.exit_after_report {
+            words.push(EXIT_AFTER_REPORT);
+        }
+        words.extend(self.extra_cmdline.iter().map(String::as_str));
+        words.join(" ")
+    }
+}
+
+/// The persisted description of a node (`DIR/node.json`). Fields may be
+/// added over time; readers tolerate missing ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct NodeRecord {
+    pub state_dir: PathBuf,
+    /// The measured and booted copy of the A-VM image.
+    pub image: PathBuf,
+    /// Where the image was copied from.
+    pub image_source: PathBuf,
+    pub image_sha256: String,
+    /// PCR0 right after the H-CRTM measurement (hex), before firmware.
+    pub pcr0_hcrtm_start: Option<String>,
+    pub accel: Option<Accel>,
+    pub qemu_pid: Option<u32>,
+    pub swtpm_pid: Option<u32>,
+    /// The A-VM's serial console log.
+    pub avm_serial: PathBuf,
+    /// QEMU's own stdout/stderr.
+    pub avm_qemu_log: PathBuf,
+    pub swtpm_log: Option<PathBuf>,
+    /// EK CA bundle (issuing CA, then root CA; PEM).
+    pub ek_ca: Option<PathBuf>,
+    pub ek_ca_root: Option<PathBuf>,
+    pub ek_ca_issuer: Option<PathBuf>,
+    /// EK certificates (DER) as provisioned into TPM NV.
+    pub ek_certs: Vec<PathBuf>,
+    pub attest_port: Option<u16>,
+    /// `host:port` where the A-VM's attestation server is reachable.
+    pub attest_addr: Option<String>,
+}
+
+impl NodeRecord {
+    fn load(layout: &StateLayout) -> Result<Self, NodeError> {
+        let path = layout.node_json();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NodeError::NoNode(layout.root().to_path_buf()));
+            }
+            Err(err) => return Err(io_error(format!("reading {}", path.display()))(err)),
+        };
+        serde_json::from_str(&text).map_err(|err| NodeError::CorruptRecord {
+            path,
+            reason: err.to_string(),
+        })
+    }
+
+    /// Written to a temporary file and renamed, so a concurrent `status`
+    /// never reads half a record.
+    fn store(&self, layout: &StateLayout) -> Result<(), NodeError> {
+        let path = layout.node_json();
+        let temporary = path.with_extension("json.tmp");
+        let json = serde_json::to_string_pretty(self).map_err(|err| NodeError::CorruptRecord {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        std::fs::write(&temporary, json + "\n")
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(io_error(format!("writing {}", path.display())))
+    }
+
+    /// Whether the node's processes are alive (checked against the state
+    /// dir in their command lines, so a reused pid does not count).
+    fn is_running(&self) -> bool {
+        let alive =
+            |pid: Option<u32>| pid.is_some_and(|pid| process::is_ours(pid, &self.state_dir));
+        alive(self.qemu_pid) && (self.swtpm_pid.is_none() || alive(self.swtpm_pid))
+    }
+}
+
+/// `status`: the record plus liveness.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub record: NodeRecord,
+    pub running: bool,
+}
+
+/// Failures bringing up, waiting for, or stopping a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("A-VM image {0} not found: run `make build` first")]
+    ImageMissing(PathBuf),
+    #[error("{QEMU} is not installed (run `make deps`)", QEMU = crate::qemu::QEMU_BINARY)]
+    QemuNotInstalled,
+    #[error("a node is already running in {}: run `avm-qemu down --state {}` first", .0.display(), .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error("no node in {} (no node.json)", .0.display())]
+    NoNode(PathBuf),
+    #[error("{path}: {reason}")]
+    CorruptRecord { path: PathBuf, reason: String },
+    #[error("state dir path too long for a unix socket ({}); use a shorter --state", .0.display())]
+    SocketPathTooLong(PathBuf),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("provisioning the TPM: {0}")]
+    Provision(#[from] ProvisionError),
+    #[error("swtpm: {0}")]
+    Swtpm(#[from] SwtpmError),
+    #[error("the A-VM reported an error: {error}{exit}\n--- A-VM serial log (tail) ---\n{serial_tail}",
+        exit = exit.map(|e| format!(" ({})", e.describe())).unwrap_or_default())]
+    Guest {
+        error: GuestError,
+        exit: Option<GuestExit>,
+        serial_tail: String,
+    },
+    #[error("QEMU exited before the boot report: {}\n--- A-VM serial log (tail) ---\n{serial_tail}\n--- QEMU log (tail) ---\n{qemu_log_tail}", exit.describe())]
+    QemuExited {
+        exit: GuestExit,
+        serial_tail: String,
+        qemu_log_tail: String,
+    },
+    #[error(
+        "the A-VM printed an invalid boot report: {error}\n--- A-VM serial log (tail) ---\n{serial_tail}"
+    )]
+    InvalidReport {
+        error: ReportError,
+        serial_tail: String,
+    },
+    #[error("no boot report within {timeout:?}\n--- A-VM serial log (tail) ---\n{serial_tail}")]
+    BootTimeout {
+        timeout: Duration,
+        serial_tail: String,
+    },
+    #[error("QEMU did not exit within {0:?}")]
+    ExitTimeout(Duration),
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let context = context.into();
+    move |source| NodeError::Io { context, source }
+}
+
+fn file_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A running node. Dropping it kills QEMU and swtpm.
+pub struct Node {
+    layout: StateLayout,
+    record: NodeRecord,
+    // Field order is drop order: QEMU goes before the TPM it talks to.
+    qemu: ChildGuard,
+    swtpm: Option<Swtpm>,
+    serial: SerialLog,
+    qemu_started_at: Instant,
+    report: Option<(BootReport, Instant)>,
+    exit: Option<(GuestExit, Instant)>,
+}
+
+/// Removes what an earlier node left in the state dir, so every launch
+/// starts from a fresh TPM (QEMU would otherwise replay old volatile state).
+fn clear_previous_node(layout: &StateLayout) -> Result<(), NodeError> {
+    for dir in [
+        layout.tpm_state(),
+        layout.ca_state(),
+        layout.ek_certs(),
+        layout.provision_dir(),
+    ] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_error(format!("removing {}", dir.display()))(err)),
+        }
+    }
+    for file in [
+        layout.node_json(),
+        layout.avm_image(),
+        layout.avm_serial(),
+        layout.avm_qemu_log(),
+        layout.swtpm_ctrl_socket(),
+        layout.swtpm_log(),
+        layout.swtpm_pid(),
+        layout.ek_ca_bundle(),
+    ] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_error(format!("removing {}", file.display()))(err)),
+        }
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Provisions, measures and starts the node; does not wait for the boot.
+    pub fn launch(config: &NodeConfig) -> Result<Self, NodeError> {
+        let layout = StateLayout::new(&config.state_dir)
+            .map_err(io_error("resolving the state directory"))?;
+        std::fs::create_dir_all(layout.root())
+            .map_err(io_error(format!("creating {}", layout.root().display())))?;
+        if let Ok(previous) = NodeRecord::load(&layout)
+            && previous.is_running()
+        {
+            return Err(NodeError::AlreadyRunning(layout.root().to_path_buf()));
+        }
+        let socket = layout.swtpm_ctrl_socket();
+        if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
+            return Err(NodeError::SocketPathTooLong(socket));
+        }
+        if !config.image.is_file() {
+            return Err(NodeError::ImageMissing(config.image.clone()));
+        }
+        clear_previous_node(&layout)?;
+
+        // Measure and boot the same bytes: a private copy cannot change
+        // between the two.
+        let image = std::fs::read(&config.image)
+            .map_err(io_error(format!("reading {}", config.image.display())))?;
+        std::fs::write(layout.avm_image(), &image)
+            .map_err(io_error("copying the A-VM image into the state dir"))?;
+        let image_digest = sha256(&image);
+        let mut record = NodeRecord {
+            state_dir: layout.root().to_path_buf(),
+            image: layout.avm_image(),
+            image_source: std::path::absolute(&config.image).unwrap_or(config.image.clone()),
+            image_sha256: hex::encode(&image_digest),
+            avm_serial: layout.avm_serial(),
+            avm_qemu_log: layout.avm_qemu_log(),
+            attest_port: config.attest_port,
+            attest_addr: config.attest_port.map(|port| format!("127.0.0.1:{port}")),
+            ..NodeRecord::default()
+        };
+
+        let swtpm = if config.with_tpm {
+            let ek = provision_tpm(&layout)?;
+            record.ek_ca = Some(ek.ca_bundle_pem);
+            record.ek_ca_root = Some(ek.root_ca_pem);
+            record.ek_ca_issuer = Some(ek.issuer_ca_pem);
+            record.ek_certs = ek.ek_certs;
+            Some(Self::start_measured_swtpm(&layout, &image)?)
+        } else {
+            None
+        };
+        if swtpm.is_some() {
+            record.pcr0_hcrtm_start = Some(hex::encode(&hcrtm_pcr0_start(&image_digest)));
+            record.swtpm_pid = swtpm.as_ref().map(Swtpm::pid);
+            record.swtpm_log = Some(layout.swtpm_log());
+        }
+
+        let accel = config
+            .accel
+            .unwrap_or_else(|| kvm::choose_accel(layout.root()));
+        record.accel = Some(accel);
+        let mut qemu = QemuCommand::new("q35", accel, config.memory_mib);
+        qemu.serial_to_file(&layout.avm_serial())
+            .debug_exit()
+            .kernel(&layout.avm_image(), &config.kernel_cmdline());
+        if swtpm.is_some() {
+            qemu.tpm_crb(&layout.swtpm_ctrl_socket());
+        }
+        if let Some(port) = config.attest_port {
+            qemu.user_net_forward(port, port);
+        }
+        let log = std::fs::File::create(layout.avm_qemu_log())
+            .map_err(io_error("creating the QEMU log"))?;
+        let command = qemu
+            .to_command(log)
+            .map_err(io_error("preparing QEMU's log"))?;
+        let qemu_started_at = Instant::now();
+        let qemu = ChildGuard::spawn(command, "qemu").map_err(|err| {
+            if err.kind() == std::io::ErrorKind::NotFound {
+                NodeError::QemuNotInstalled
+            } else {
+                io_error("starting QEMU")(err)
+            }
+        })?;
+        record.qemu_pid = Some(qemu.pid());
+        record.store(&layout)?;
+
+        Ok(Self {
+            serial: SerialLog::new(layout.avm_serial()),
+            layout,
+            record,
+            qemu,
+            swtpm,
+            qemu_started_at,
+            report: None,
+            exit: None,
+        })
+    }
+
+    /// Runs the H-CRTM measurement on a first swtpm (which then exits),
+    /// and starts the swtpm QEMU will use on the same state.
+    fn start_measured_swtpm(layout: &StateLayout, image: &[u8]) -> Result<Swtpm, NodeError> {
+        let mut config = SwtpmConfig::unix(layout.tpm_state(), layout.swtpm_ctrl_socket());
+        config.log_file = Some(layout.swtpm_log());
+        Swtpm::spawn(&config)?.measure_hcrtm_and_exit(image)?;
+        // The exited swtpm may leave its socket behind; readiness of the
+        // next one is judged by the socket appearing.
+        let _ = std::fs::remove_file(layout.swtpm_ctrl_socket());
+        config.pid_file = Some(layout.swtpm_pid());
+        // With QEMU gone, swtpm has nothing left to do.
+        config.terminate_with_client = true;
+        Ok(Swtpm::spawn(&config)?)
+    }
+
+    /// Launches and waits for the boot report.
+    pub fn up(config: &NodeConfig, timeout: Duration) -> Result<Self, NodeError> {
+        let mut node = Self::launch(config)?;
+        node.wait_for_report(timeout)?;
+        Ok(node)
+    }
+
+    /// Notes QEMU's exit (once) with when it was seen.
+    fn poll_exit(&mut self) -> Result<Option<GuestExit>, NodeError> {
+        if self.exit.is_none()
+            && let Some(status) = self.qemu.try_wait().map_err(io_error("waiting for QEMU"))?
+        {
+            self.exit = Some((GuestExit::from_status(status), Instant::now()));
+        }
+        Ok(self.exit.map(|(exit, _)| exit))
+    }
+
+    /// Follows the serial log until the boot report. Fails early, with the
+    /// serial tail, on an `AVM-ERROR` line, an invalid report, QEMU exiting
+    /// or the timeout.
+    pub fn wait_for_report(&mut self, timeout: Duration) -> Result<&BootReport, NodeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.poll_exit()?;
+            // Read after checking the exit, so output written just before
+            // QEMU exited is seen.
+            self.serial
+                .poll()
+                .map_err(io_error("reading the A-VM serial log"))?;
+            match self.serial.outcome().clone() {
+                SerialOutcome::Report(report) => {
+                    self.report = Some((*report, Instant::now()));
+                    break;
+                }
+                SerialOutcome::Error(error) => {
+                    // The kernel exits right after its error line; a short
+                    // wait lets the message include the exit status.
+                    let _ = self.wait_for_exit(Duration::from_secs(1));
+                    return Err(NodeError::Guest {
+                        error,
+                        exit: self.exit.map(|(exit, _)| exit),
+                        serial_tail: self.serial.tail(TAIL_LINES),
+                    });
+                }
+                SerialOutcome::InvalidReport(error) => {
+                    return Err(NodeError::InvalidReport {
+                        error,
+                        serial_tail: self.serial.tail(TAIL_LINES),
+                    });
+                }
+                SerialOutcome::Pending => {}
+            }
+            if let Some(exit) = exited {
+                return Err(NodeError::QemuExited {
+                    exit,
+                    serial_tail: self.serial.tail(TAIL_LINES),
+                    qemu_log_tail: file_tail(&self.layout.avm_qemu_log(), TAIL_LINES),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(NodeError::BootTimeout {
+                    timeout,
+                    serial_tail: self.serial.tail(TAIL_LINES),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        match &self.report {
+            Some((report, _)) => Ok(report),
+            None => Err(NodeError::BootTimeout {
+                timeout,
+                serial_tail: self.serial.tail(TAIL_LINES),
+            }),
+        }
+    }
+
+    /// Waits for QEMU to exit by itself.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<GuestExit, NodeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = self.poll_exit()? {
+                let _ = self.serial.poll();
+                return Ok(exit);
+            }
+            if Instant::now() >= deadline {
+                return Err(NodeError::ExitTimeout(timeout));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    pub fn layout(&self) -> &StateLayout {
+        &self.layout
+    }
+    pub fn record(&self) -> &NodeRecord {
+        &self.record
+    }
+    pub fn serial(&self) -> &SerialLog {
+        &self.serial
+    }
+    pub fn qemu_pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+    pub fn swtpm_pid(&self) -> Option<u32> {
+        self.swtpm.as_ref().map(Swtpm::pid)
+    }
+    /// When QEMU was spawned.
+    pub fn qemu_started_at(&self) -> Instant {
+        self.qemu_started_at
+    }
+    /// The boot report, once seen.
+    pub fn report(&self) -> Option<&BootReport> {
+        self.report.as_ref().map(|(report, _)| report)
+    }
+    /// When the complete boot report was first seen.
+    pub fn report_seen_at(&self) -> Option<Instant> {
+        self.report.as_ref().map(|(_, at)| *at)
+    }
+    /// QEMU's exit, once seen, and when.
+    pub fn exit(&self) -> Option<(GuestExit, Instant)> {
+        self.exit
+    }
+
+    /// Leaves QEMU and swtpm running after this handle is gone (they are in
+    /// their own process groups); `down` stops them later.
+    pub fn detach(self) -> NodeRecord {
+        let Self {
+            record,
+            qemu,
+            swtpm,
+            ..
+        } = self;
+        qemu.detach();
+        if let Some(swtpm) = swtpm {
+            swtpm.detach();
+        }
+        record
+    }
+
+    /// Stops QEMU, then swtpm.
+    pub fn shut_down(self) {
+        drop(self);
+    }
+}
+
+/// The status of the node in `state_dir`.
+pub fn status(state_dir: &Path) -> Result<NodeStatus, NodeError> {
+    let layout = StateLayout::new(state_dir).map_err(io_error("resolving the state directory"))?;
+    let record = NodeRecord::load(&layout)?;
+    let running = record.is_running();
+    Ok(NodeStatus { record, running })
+}
+
+/// Stops every process the node in `state_dir` started (QEMU first). Only
+/// processes whose command line names the state dir are signalled.
+pub fn down(state_dir: &Path) -> Result<NodeStatus, NodeError> {
+    let layout = StateLayout::new(state_dir).map_err(io_error("resolving the state directory"))?;
+    let record = NodeRecord::load(&layout)?;
+    for pid in [record.qemu_pid, record.swtpm_pid].into_iter().flatten() {
+        if process::is_ours(pid, &record.state_dir) {
+            process::terminate(pid, TERMINATE_GRACE)
+                .map_err(io_error(format!("stopping process {pid}")))?;
+        }
+    }
+    let running = record.is_running();
+    Ok(NodeStatus { record, running })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_cmdline_words() {
+        let mut config = NodeConfig::new("/tmp/x", "/tmp/avm.elf");
+        assert_eq!(config.kernel_cmdline(), "");
+        config.exit_after_report = true;
+        config.extra_cmdline = vec!["log=debug".into()];
+        assert_eq!(config.kernel_cmdline(), "exit-after-report log=debug");
+    }
+
+    #[test]
+    fn record_roundtrips_and_tolerates_missing_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path()).unwrap();
+        let record = NodeRecord {
+            state_dir: layout.root().to_path_buf(),
+            qemu_pid: Some(1234),
+            attest_addr: Some("127.0.0.1:4000".into()),
+            ..NodeRecord::default()
+        };
+        record.store(&layout).unwrap();
+        assert_eq!(NodeRecord::load(&layout).unwrap(), record);
+        std::fs::write(layout.node_json(), r#"{"qemu_pid": 7}"#).unwrap();
+        assert_eq!(NodeRecord::load(&layout).unwrap().qemu_pid, Some(7));
+        std::fs::write(layout.node_json(), "not json").unwrap();
+        assert!(matches!(
+            NodeRecord::load(&layout),
+            Err(NodeError::CorruptRecord { .. })
+        ));
+    }
+
+    #[test]
+    fn status_of_a_dead_node_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(status(dir.path()), Err(NodeError::NoNode(_))));
+        let layout = StateLayout::new(dir.path()).unwrap();
+        // A pid that exists but is not ours (this test process).
+        let record = NodeRecord {
+            state_dir: layout.root().to_path_buf(),
+            qemu_pid: Some(std::process::id()),
+            ..NodeRecord::default()
+        };
+        record.store(&layout).unwrap();
+        assert!(!status(dir.path()).unwrap().running);
+        // `down` must not signal it.
+        assert!(!down(dir.path()).unwrap().running);
+    }
+
+    #[test]
+    fn missing_image_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig::new(dir.path(), dir.path().join("nope.elf"));
+        assert!(matches!(
+            Node::launch(&config),
+            Err(NodeError::ImageMissing(_))
+        ));
+    }
+}
