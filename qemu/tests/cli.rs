@@ -1,0 +1,110 @@
+//! The command line that scripts rely on: `up` leaves a node running and
+//! prints its attestation address, `status --json` describes it, `down`
+//! stops everything.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use avm_qemu::process::is_running;
+
+fn avm_qemu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_avm-qemu"))
+        .args(args)
+        .output()
+        .expect("running avm-qemu")
+}
+
+fn status_json(state: &str) -> serde_json::Value {
+    let output = avm_qemu(&["status", "--state", state, "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status prints one JSON object")
+}
+
+/// Runs `down` when dropped, so a failing assertion does not leave the
+/// detached QEMU and swtpm running.
+struct DownOnDrop<'a>(&'a str);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = avm_qemu(&["down", "--state", self.0]);
+    }
+}
+
+#[test]
+fn up_status_down() {
+    let image = common::avm_image();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let port = common::free_port().to_string();
+
+    let _cleanup = DownOnDrop(state);
+    let up = avm_qemu(&[
+        "up",
+        "--state",
+        state,
+        "--image",
+        image.to_str().unwrap(),
+        "--attest-port",
+        &port,
+        "--accel",
+        "tcg",
+    ]);
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let address = String::from_utf8(up.stdout).unwrap();
+    assert_eq!(address.trim(), format!("127.0.0.1:{port}"));
+
+    let status = status_json(state);
+    assert_eq!(status["running"], true);
+    assert_eq!(status["attest_addr"], format!("127.0.0.1:{port}"));
+    let serial = status["avm_serial"].as_str().unwrap();
+    let serial_log = std::fs::read_to_string(serial).unwrap();
+    assert!(serial_log.contains("AVM-REPORT-END"), "{serial_log}");
+    let ek_ca = std::fs::read_to_string(status["ek_ca"].as_str().unwrap()).unwrap();
+    assert_eq!(ek_ca.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+    for cert in status["ek_certs"].as_array().unwrap() {
+        assert!(Path::new(cert.as_str().unwrap()).is_file());
+    }
+    let qemu_pid = status["qemu_pid"].as_u64().unwrap() as u32;
+    let swtpm_pid = status["swtpm_pid"].as_u64().unwrap() as u32;
+    // `up` returned, its children live on.
+    assert!(is_running(qemu_pid) && is_running(swtpm_pid));
+
+    // A second `up` in the same dir refuses instead of clobbering it.
+    let again = avm_qemu(&["up", "--state", state, "--image", image.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+
+    let down = avm_qemu(&["down", "--state", state]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(!is_running(qemu_pid), "QEMU still running after down");
+    assert!(!is_running(swtpm_pid), "swtpm still running after down");
+    assert_eq!(status_json(state)["running"], false);
+}
+
+#[test]
+fn clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let missing = dir.path().join("missing.elf");
+    let up = avm_qemu(&["up", "--state", state, "--image", missing.to_str().unwrap()]);
+    assert!(!up.status.success());
+    assert!(String::from_utf8_lossy(&up.stderr).contains("make build"));
+
+    let status = avm_qemu(&["status", "--state", state, "--json"]);
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stderr).contains("no node"));
+}
