@@ -15,7 +15,7 @@ pub enum HexError {
 pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
     let text = text.strip_prefix("0x").unwrap_or(text);
     let chars: Vec<char> = text.chars().collect();
-    if chars.len() % 2 != 0 {
+    if !chars.len().is_multiple_of(2) {
         return Err(HexError::OddLength);
     }
     chars

@@ -10,6 +10,7 @@
 
 pub mod appraise;
 pub mod client;
+pub mod commands;
 pub mod credential;
 pub mod crypto;
 pub mod ek;

@@ -10,67 +10,7 @@ use avm_verifier::appraise::{AppraisalInput, appraise};
 use avm_verifier::crypto::OpenSslVerifier;
 use avm_verifier::evidence_dir::{self, LoadedEvidence};
 use avm_verifier::report::Report;
-use avm_verifier::tpm_public::TpmPublic;
-use common::{Swtpm, read};
-
-const NONCE: &str = "0badc0ffee0ddf00d5eed1234567890a";
-
-/// A swtpm with an AK of `alg` and a tpm2_quote directory of sha256:0-7
-/// (after a few PCR extends, so the values are not all zero).
-fn quoted_tpm(alg: &str) -> (Swtpm, TpmPublic) {
-    let tpm = Swtpm::start();
-    for (pcr, byte) in [(0, "aa"), (3, "bb"), (7, "cc")] {
-        let digest = byte.repeat(32);
-        tpm.tpm2_ok("tpm2_pcrextend", &[&format!("{pcr}:sha256={digest}")]);
-    }
-    tpm.tpm2_ok("tpm2_createek", &["-G", alg, "-c", "ek.ctx"]);
-    tpm.tpm2_ok(
-        "tpm2_createak",
-        &[
-            "-C",
-            "ek.ctx",
-            "-c",
-            "ak.ctx",
-            "-G",
-            alg,
-            "-g",
-            "sha256",
-            "-s",
-            if alg == "ecc" { "ecdsa" } else { "rsassa" },
-            "-u",
-            "ak.tss",
-            "-f",
-            "tss",
-        ],
-    );
-    tpm.tpm2_ok(
-        "tpm2_readpublic",
-        &["-c", "ak.ctx", "-f", "pem", "-o", "ak.pem"],
-    );
-    std::fs::create_dir(tpm.path("quote")).expect("mkdir");
-    tpm.tpm2_ok(
-        "tpm2_quote",
-        &[
-            "-c",
-            "ak.ctx",
-            "-l",
-            "sha256:0,1,2,3,4,5,6,7",
-            "-q",
-            NONCE,
-            "-m",
-            "quote/quote.msg",
-            "-s",
-            "quote/quote.sig",
-            "-o",
-            "quote/quote.pcrs",
-            "-g",
-            "sha256",
-        ],
-    );
-    std::fs::copy(tpm.path("ak.pem"), tpm.path("quote/ak.pem")).expect("copy");
-    let ak = TpmPublic::parse_tpm2b(&read(&tpm.path("ak.tss"))).expect("AK parses");
-    (tpm, ak)
-}
+use common::{NONCE, quoted_tpm, read};
 
 fn appraise_loaded(loaded: &LoadedEvidence, nonce: &[u8]) -> Report {
     let verifier = OpenSslVerifier::new().expect("openssl");

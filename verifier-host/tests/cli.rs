@@ -1,0 +1,117 @@
+//! The `avm-verifier` binary: exit codes, JSON output, offline verify on a
+//! tpm2_quote directory, policy commands, and refusal of unknown nodes.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{NONCE, quoted_tpm};
+
+fn verifier(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run avm-verifier")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn verify_accepts_a_tpm2_quote_directory_and_rejects_another_nonce() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let (tpm, _ak) = quoted_tpm("ecc");
+    let dir = tpm.path("quote");
+    let dir = dir.to_str().expect("utf-8 path");
+
+    let out = verifier(state.path(), &["verify", dir, "--nonce", NONCE, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = json(&out);
+    assert_eq!(report["verdict"], "trusted");
+    assert_eq!(report["pcrs"].as_array().map(Vec::len), Some(8));
+
+    let out = verifier(state.path(), &["verify", dir, "--nonce", "00ff", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["reasons"][0]["code"], "nonce-mismatch");
+
+    // No nonce anywhere: a usage error, not a verdict.
+    let out = verifier(state.path(), &["verify", dir]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn attest_refuses_an_unknown_node_without_contacting_it() {
+    let state = tempfile::tempdir().expect("temp dir");
+    // Nothing listens there; an unknown node is refused before connecting.
+    let out = verifier(state.path(), &["attest", "127.0.0.1:9", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(report["verdict"], "untrusted");
+    assert_eq!(report["reasons"][0]["code"], "unknown-node");
+}
+
+#[test]
+fn policy_init_show_and_nodes() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let image = state.path().join("avm.elf");
+    std::fs::write(&image, b"an A-VM image").expect("write");
+    let out = verifier(
+        state.path(),
+        &[
+            "policy",
+            "init",
+            "--avm-image",
+            image.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let out = verifier(state.path(), &["policy", "show"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let expected = avm_verifier::hex::encode(&openssl::sha::sha256(b"an A-VM image"));
+    assert!(text.contains(&expected), "{text}");
+    let parsed: avm_attest::policy::ReferenceValues = toml::from_str(&text).expect("TOML");
+    assert_eq!(parsed.avm_image_sha256.len(), 1);
+
+    let out = verifier(state.path(), &["policy", "init"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no image given is a usage error"
+    );
+
+    let out = verifier(state.path(), &["nodes", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out), serde_json::json!([]));
+}
+
+#[test]
+fn enroll_against_nothing_is_a_network_error() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let ca = state.path().join("ca.pem");
+    let out = verifier(
+        state.path(),
+        &[
+            "enroll",
+            "127.0.0.1:9",
+            "--ek-ca",
+            ca.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "missing CA file");
+    let out = Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes"));
+}
