@@ -250,3 +250,152 @@ fn error(code: ErrorCode, detail: String) -> Response {
 fn backend_error(e: BackendError) -> Response {
     error(e.code, e.detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::DeterministicBackend;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// Feeds `chunks` to a fresh session, taking all output after each
+    /// call, and returns the decoded responses and the session.
+    fn run(chunks: &[&[u8]]) -> (Vec<Response>, Session) {
+        let mut backend = DeterministicBackend::new(100);
+        let mut session = Session::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut rest = *chunk;
+            // Each call takes at most one frame; bound the loop by the input.
+            for _ in 0..=rest.len() {
+                let used = session.receive(rest, &mut backend);
+                rest = &rest[used..];
+                out.extend_from_slice(session.pending_output());
+                let n = session.pending_output().len();
+                session.consume_output(n);
+                if used == 0 {
+                    break;
+                }
+            }
+        }
+        (decode_all(&out), session)
+    }
+
+    fn decode_all(mut out: &[u8]) -> Vec<Response> {
+        let mut responses = Vec::new();
+        while !out.is_empty() {
+            let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+            responses.push(wire::decode_body(&out[4..4 + len]).expect("server frames decode"));
+            out = &out[4 + len..];
+        }
+        responses
+    }
+
+    fn frame(request: &Request) -> Vec<u8> {
+        wire::encode_frame(request).unwrap()
+    }
+
+    fn code(response: &Response) -> Option<ErrorCode> {
+        match response {
+            Response::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn one_request_per_call_and_no_input_while_answering() {
+        let mut backend = DeterministicBackend::new(10);
+        let mut session = Session::new();
+        let mut bytes = frame(&Request::Hello { version: 1 });
+        let first_len = bytes.len();
+        bytes.extend(frame(&Request::Hello { version: 1 }));
+        assert_eq!(session.receive(&bytes, &mut backend), first_len);
+        assert!(!session.wants_input());
+        assert_eq!(session.receive(&bytes[first_len..], &mut backend), 0);
+        let pending = session.pending_output().len();
+        // Partial sends keep the rest.
+        session.consume_output(3);
+        assert_eq!(session.pending_output().len(), pending - 3);
+        session.consume_output(pending);
+        assert!(session.wants_input());
+        assert_eq!(session.requests_handled(), 1);
+    }
+
+    #[test]
+    fn oversized_prefix_ends_the_session_after_its_header() {
+        let (responses, session) = run(&[&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]]);
+        assert_eq!(responses.len(), 1);
+        assert_eq!(code(&responses[0]), Some(ErrorCode::TooLarge));
+        assert!(session.is_finished());
+        assert_eq!(session.partial_request_len(), 4);
+    }
+
+    #[test]
+    fn timeout_with_partial_frame_sends_error() {
+        let mut session = Session::new();
+        let mut backend = DeterministicBackend::new(0);
+        session.receive(&[0, 0, 0, 9, 1], &mut backend);
+        assert!(session.time_out());
+        let responses = decode_all(session.pending_output());
+        assert_eq!(code(&responses[0]), Some(ErrorCode::Timeout));
+        assert!(session.is_closing());
+    }
+
+    #[test]
+    fn timeout_in_the_middle_of_an_answer_asks_for_abort() {
+        let mut session = Session::new();
+        let mut backend = DeterministicBackend::new(0);
+        session.receive(&frame(&Request::Hello { version: 1 }), &mut backend);
+        session.consume_output(1);
+        assert!(!session.time_out());
+        assert!(session.is_closing());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_input_gives_whole_frames_and_bounded_state(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..12)
+        ) {
+            let chunks: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            let (responses, session) = run(&chunks);
+            prop_assert!(session.partial_request_len() <= wire::FRAME_HEADER_LEN + MAX_REQUEST_LEN);
+            // A closing session has said why, in its last frame.
+            if session.is_closing() {
+                let last = responses.last().and_then(code);
+                prop_assert!(matches!(last, Some(ErrorCode::Malformed | ErrorCode::TooLarge)));
+            }
+        }
+
+        #[test]
+        fn splitting_the_stream_does_not_change_the_answers(
+            nonces in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..70), 1..5),
+            masks in proptest::collection::vec(any::<u32>(), 5),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let mut stream = frame(&Request::Hello { version: 1 });
+            for (nonce, mask) in nonces.iter().zip(&masks) {
+                stream.extend(frame(&Request::Challenge { nonce: nonce.clone(), pcr_mask: *mask }));
+            }
+            let (whole, _) = run(&[&stream]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                pieces.push(&stream[start..cut]);
+                start = cut;
+            }
+            let (split, _) = run(&pieces);
+            prop_assert_eq!(&whole, &split);
+            prop_assert_eq!(whole.len(), nonces.len() + 1);
+            for ((response, nonce), mask) in whole[1..].iter().zip(&nonces).zip(&masks) {
+                let valid = nonce.len() <= MAX_NONCE_LEN && *mask != 0 && mask & !VALID_PCR_MASK == 0;
+                if valid {
+                    prop_assert_eq!(response, &Response::Evidence(DeterministicBackend::evidence(nonce, *mask, 100)));
+                } else {
+                    prop_assert_eq!(code(response), Some(ErrorCode::BadRequest));
+                }
+            }
+        }
+    }
+}
