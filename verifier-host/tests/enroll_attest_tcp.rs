@@ -1,0 +1,319 @@
+//! `enroll` and `attest` end to end over TCP against a real TPM: a small
+//! host node serves the wire protocol with swtpm + tpm2-tools behind it
+//! (the A-VM's own server is tested by net/ and qemu/). The TPM was
+//! manufactured by swtpm_setup with an RSA EK certificate from a private CA.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use avm_attest::wire::{
+    self, Evidence, HelloInfo, KeyAlgorithm, KeyInfo, MAX_REQUEST_LEN, PROTOCOL_VERSION, Request,
+    Response,
+};
+use avm_verifier::hex;
+use avm_verifier::tpm_public::TpmPublic;
+use common::{ProvisionedTpm, Swtpm, read};
+
+/// Serves connections until `stop`, answering from the TPM.
+fn serve(tpm: Arc<ProvisionedTpm>, hello: HelloInfo, listener: TcpListener, stop: Arc<AtomicBool>) {
+    listener.set_nonblocking(false).expect("blocking");
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(mut s) = stream else { continue };
+        loop {
+            let mut header = [0u8; 4];
+            if s.read_exact(&mut header).is_err() {
+                break;
+            }
+            let Ok(len) = wire::body_len(header, MAX_REQUEST_LEN) else {
+                break;
+            };
+            let mut body = vec![0u8; len];
+            if s.read_exact(&mut body).is_err() {
+                break;
+            }
+            let Ok(request) = wire::decode_body::<Request>(&body) else {
+                break;
+            };
+            let response = answer(&tpm.tpm, &hello, request);
+            let Ok(frame) = wire::encode_frame(&response) else {
+                break;
+            };
+            if s.write_all(&frame).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn answer(tpm: &Swtpm, hello: &HelloInfo, request: Request) -> Response {
+    let error = |detail: String| Response::Error {
+        code: wire::ErrorCode::Tpm,
+        detail,
+    };
+    match request {
+        Request::Hello { .. } => Response::Hello(hello.clone()),
+        Request::Challenge { nonce, pcr_mask } => {
+            let pcrs: Vec<String> = (0..24)
+                .filter(|i| pcr_mask & (1 << i) != 0)
+                .map(|i| i.to_string())
+                .collect();
+            let out = tpm.tpm2(
+                "tpm2_quote",
+                &[
+                    "-c",
+                    "ak.ctx",
+                    "-l",
+                    &format!("sha256:{}", pcrs.join(",")),
+                    "-q",
+                    &hex::encode(&nonce),
+                    "-m",
+                    "q.msg",
+                    "-s",
+                    "q.sig",
+                    "-o",
+                    "q.pcrs",
+                    "-g",
+                    "sha256",
+                ],
+            );
+            if !out.status.success() {
+                return error(String::from_utf8_lossy(&out.stderr).into());
+            }
+            let Ok(pcrs) = avm_verifier::pcrs_file::parse_serialized(&read(&tpm.path("q.pcrs")))
+            else {
+                return error("bad PCR file".into());
+            };
+            Response::Evidence(Evidence {
+                attest: read(&tpm.path("q.msg")),
+                signature: read(&tpm.path("q.sig")),
+                pcrs,
+                event_log: Vec::new(),
+            })
+        }
+        Request::ActivateCredential {
+            credential_blob,
+            encrypted_secret,
+        } => {
+            let made = avm_verifier::credential::MadeCredential {
+                credential_blob,
+                encrypted_secret,
+            };
+            std::fs::write(tpm.path("cred.in"), made.to_tpm2_tools_file()).expect("write");
+            let script = "set -e
+                tpm2_startauthsession --policy-session -S session.ctx
+                tpm2_policysecret -S session.ctx -c e
+                tpm2_activatecredential -c ak.ctx -C ek.ctx -i cred.in -o secret.out -P session:session.ctx";
+            let out = tpm.tpm2("sh", &["-c", script]);
+            if !out.status.success() {
+                return error("activation failed".into());
+            }
+            Response::CredentialActivated {
+                secret: read(&tpm.path("secret.out")),
+            }
+        }
+    }
+}
+
+fn key_info(algorithm: KeyAlgorithm, tpm2b: &[u8]) -> KeyInfo {
+    let public = TpmPublic::parse_tpm2b(tpm2b).expect("public parses");
+    KeyInfo {
+        algorithm,
+        public: public.marshaled().to_vec(),
+        name: public.name(),
+    }
+}
+
+/// A node on a free loopback port; stops serving on drop.
+struct HostNode {
+    tpm: Arc<ProvisionedTpm>,
+    addr: String,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostNode {
+    /// `announce_other_ak`: the Hello names an AK other than the one that
+    /// activates credentials (a node lying about its AK).
+    fn start(announce_other_ak: bool) -> Self {
+        let tpm = Arc::new(ProvisionedTpm::new());
+        let cert = tpm.rsa_ek_cert();
+        let ek = tpm.rsa_ek_public();
+        let t = &tpm.tpm;
+        t.tpm2_ok(
+            "tpm2_createak",
+            &[
+                "-C", "ek.ctx", "-c", "ak.ctx", "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u",
+                "ak.tss", "-f", "tss",
+            ],
+        );
+        let mut ak = read(&t.path("ak.tss"));
+        if announce_other_ak {
+            t.tpm2_ok(
+                "tpm2_createak",
+                &[
+                    "-C", "ek.ctx", "-c", "ak2.ctx", "-G", "ecc", "-g", "sha256", "-s", "ecdsa",
+                    "-u", "ak2.tss", "-f", "tss",
+                ],
+            );
+            ak = read(&t.path("ak2.tss"));
+        }
+        let hello = HelloInfo {
+            version: PROTOCOL_VERSION,
+            ek: key_info(KeyAlgorithm::Rsa2048, &ek),
+            ek_certificate: cert,
+            ak: key_info(KeyAlgorithm::EccP256, &ak),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t2, s2) = (Arc::clone(&tpm), Arc::clone(&stop));
+        let server = Some(std::thread::spawn(move || serve(t2, hello, listener, s2)));
+        HostNode {
+            tpm,
+            addr,
+            stop,
+            server,
+        }
+    }
+}
+
+impl Drop for HostNode {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = std::net::TcpStream::connect(&self.addr);
+        // The server's Arc must be gone before ours drops, so the swtpm
+        // (killed when the last reference drops) never outlives the test.
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+fn verifier(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run avm-verifier")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+#[test]
+fn enroll_then_attest_over_tcp_with_a_real_tpm() {
+    let node = HostNode::start(false);
+    let state = tempfile::tempdir().expect("temp dir");
+    let ca = node.tpm.ca_bundle.to_str().expect("utf-8").to_string();
+
+    let out = verifier(state.path(), &["enroll", &node.addr, "--ek-ca", &ca]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let export = state.path().join("export");
+    let out = verifier(
+        state.path(),
+        &[
+            "attest",
+            &node.addr,
+            "--json",
+            "--export",
+            export.to_str().expect("utf-8"),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    // The quote verifies (signature, nonce, PCR digest); only what this
+    // host node cannot give is missing: an event log and a policy.
+    let codes: Vec<&str> = report["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        ["event-log-missing", "reference-values-missing"],
+        "{report}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    // The exported quote is accepted by tpm2_checkquote.
+    let nonce = std::fs::read_to_string(export.join("nonce.hex")).expect("nonce");
+    let check = Command::new("tpm2_checkquote")
+        .args([
+            "-u",
+            "ak.pem",
+            "-m",
+            "quote.msg",
+            "-s",
+            "quote.sig",
+            "-f",
+            "quote.pcrs",
+        ])
+        .args(["-F", "marshaled", "-g", "sha256", "-q", nonce.trim()])
+        .current_dir(&export)
+        .output()
+        .expect("tpm2_checkquote");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let out = verifier(state.path(), &["nodes"]);
+    assert!(stdout(&out).contains(&node.addr));
+    assert!(stdout(&out).contains("untrusted"));
+
+    // Another verifier trusting another CA refuses the EK certificate.
+    let other = ProvisionedTpm::new();
+    let other_state = tempfile::tempdir().expect("temp dir");
+    let out = verifier(
+        other_state.path(),
+        &[
+            "enroll",
+            &node.addr,
+            "--ek-ca",
+            other.ca_bundle.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("ek-cert-untrusted"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn an_ak_that_fails_activation_is_not_enrolled() {
+    let node = HostNode::start(true);
+    let state = tempfile::tempdir().expect("temp dir");
+    let ca = node.tpm.ca_bundle.to_str().expect("utf-8").to_string();
+    let out = verifier(state.path(), &["enroll", &node.addr, "--ek-ca", &ca]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("ak-not-activated"),
+        "{}",
+        stdout(&out)
+    );
+    let out = verifier(state.path(), &["attest", &node.addr, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("unknown-node"));
+}
