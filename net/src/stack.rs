@@ -198,3 +198,178 @@ pub fn instant(now_ms: u64) -> Instant {
 pub fn duration(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StaticIpv4;
+    use crate::server::{AttestationServer, ServerLimits};
+    use crate::testing::{DeterministicBackend, LinkEnd, link_pair};
+    use avm_attest::wire::{self, FrameAssembler, MAX_FRAME_LEN, Request, Response};
+    use smoltcp::socket::{tcp, udp};
+    use smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr};
+    use std::vec;
+
+    const LEASED: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+    const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
+    /// Answers one DHCP message the way QEMU's slirp would, if one arrived.
+    fn serve_dhcp(sockets: &mut SocketSet<'static>, handle: SocketHandle) -> bool {
+        let socket = sockets.get_mut::<udp::Socket>(handle);
+        let mut buffer = [0u8; 1500];
+        let Ok((len, _)) = socket.recv_slice(&mut buffer) else {
+            return false;
+        };
+        let packet = DhcpPacket::new_checked(&buffer[..len]).unwrap();
+        let request = DhcpRepr::parse(&packet).unwrap();
+        let message_type = match request.message_type {
+            DhcpMessageType::Discover => DhcpMessageType::Offer,
+            DhcpMessageType::Request => DhcpMessageType::Ack,
+            _ => return false,
+        };
+        let reply = DhcpRepr {
+            message_type,
+            transaction_id: request.transaction_id,
+            secs: 0,
+            client_hardware_address: request.client_hardware_address,
+            client_ip: Ipv4Addr::UNSPECIFIED,
+            your_ip: LEASED,
+            server_ip: ROUTER,
+            router: Some(ROUTER),
+            subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+            broadcast: false,
+            requested_ip: None,
+            client_identifier: None,
+            server_identifier: Some(ROUTER),
+            parameter_request_list: None,
+            dns_servers: None,
+            max_size: None,
+            lease_duration: Some(86_400),
+            renew_duration: None,
+            rebind_duration: None,
+            additional_options: &[],
+        };
+        let mut out = vec![0; reply.buffer_len()];
+        reply
+            .emit(&mut DhcpPacket::new_unchecked(&mut out[..]))
+            .unwrap();
+        socket.send_slice(&out, (Ipv4Addr::BROADCAST, 68)).unwrap();
+        true
+    }
+
+    fn router_stack(link: LinkEnd) -> NetStack<LinkEnd> {
+        let config = NetConfig {
+            addressing: Addressing::Static(StaticIpv4 {
+                address: ROUTER,
+                prefix_len: 24,
+                gateway: None,
+            }),
+            random_seed: 7,
+        };
+        NetStack::new(link, config, 0).unwrap()
+    }
+
+    #[test]
+    fn dhcp_configures_the_interface_and_the_server_is_reachable() {
+        let (a, b) = link_pair([2, 0, 0, 0, 0, 0x15], [2, 0, 0, 0, 0, 2]);
+        let mut avm = NetStack::new(a, NetConfig::default(), 0).unwrap();
+        assert_eq!(avm.ipv4(), None);
+        let mut router = router_stack(b);
+        let mut dhcp_server = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        );
+        dhcp_server.bind(67).unwrap();
+        let dhcp_handle = router.sockets_mut().add(dhcp_server);
+
+        let mut now = 0;
+        let mut answered = 0;
+        while avm.ipv4().is_none() && now < 60_000 {
+            avm.poll(now);
+            router.poll(now);
+            if serve_dhcp(router.sockets_mut(), dhcp_handle) {
+                answered += 1;
+            }
+            router.poll(now);
+            now += 10;
+        }
+        assert_eq!(answered, 2, "DISCOVER and REQUEST");
+        assert_eq!(
+            avm.ipv4(),
+            Some(Ipv4Status {
+                address: LEASED,
+                prefix_len: 24,
+                gateway: Some(ROUTER),
+            })
+        );
+
+        // The leased address serves attestation.
+        let mut server = AttestationServer::new(4700, ServerLimits::default());
+        let mut backend = DeterministicBackend::new(8);
+        let client = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 8192]),
+            tcp::SocketBuffer::new(vec![0; 8192]),
+        );
+        let (iface, sockets) = router.parts_mut();
+        let handle = sockets.add(client);
+        sockets
+            .get_mut::<tcp::Socket>(handle)
+            .connect(iface.context(), (LEASED, 4700), 50_000)
+            .unwrap();
+        let hello = wire::encode_frame(&Request::Hello { version: 1 }).unwrap();
+        let mut assembler = FrameAssembler::new(MAX_FRAME_LEN);
+        let mut sent = false;
+        let mut answer = None;
+        for _ in 0..5_000 {
+            router.poll(now);
+            avm.poll(now);
+            server.poll(&mut avm, &mut backend, now);
+            avm.poll(now);
+            let socket = router.sockets_mut().get_mut::<tcp::Socket>(handle);
+            if !sent && socket.may_send() {
+                sent = socket.send_slice(&hello).unwrap() == hello.len();
+            }
+            if socket.can_recv() {
+                socket
+                    .recv(|data| {
+                        let used = assembler.push(data);
+                        (used, ())
+                    })
+                    .unwrap();
+                if let Some(body) = assembler.next_body().unwrap() {
+                    answer = Some(wire::decode_body::<Response>(&body).unwrap());
+                    break;
+                }
+            }
+            now += 1;
+        }
+        assert_eq!(
+            answer,
+            Some(Response::Hello(DeterministicBackend::hello_info()))
+        );
+    }
+
+    #[test]
+    fn static_address_is_applied_at_once() {
+        let (a, _b) = link_pair([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let stack = router_stack(a);
+        assert_eq!(
+            stack.ipv4(),
+            Some(Ipv4Status {
+                address: ROUTER,
+                prefix_len: 24,
+                gateway: None
+            })
+        );
+    }
+
+    #[test]
+    fn multicast_mac_is_refused() {
+        let (a, _b) = link_pair([1, 0, 0x5e, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        assert_eq!(
+            NetStack::new(a, NetConfig::default(), 0).err(),
+            Some(StackError::MacNotUnicast([1, 0, 0x5e, 0, 0, 1]))
+        );
+    }
+}
