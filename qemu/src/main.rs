@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use avm_qemu::node::{self, DEFAULT_MEMORY_MIB, Node, NodeConfig};
+use avm_qemu::node::{self, DEFAULT_MEMORY_MIB, Node, NodeConfig, NodeRecord};
 use avm_qemu::qemu::Accel;
 use avm_qemu::report::BootReport;
 use avm_qemu::{bench, hex, verify};
@@ -137,7 +137,7 @@ fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
     config
 }
 
-fn print_report(report: &BootReport, image_sha256: &str) {
+fn print_report(report: &BootReport, record: &NodeRecord) {
     println!("A-VM boot report");
     println!("  TPM vendor         {}", report.tpm_vendor);
     println!("  TPM firmware       {:#018x}", report.tpm_firmware);
@@ -164,7 +164,14 @@ fn print_report(report: &BootReport, image_sha256: &str) {
     for (key, value) in &report.extra {
         println!("  {key} = {value}");
     }
-    let Ok(image_digest) = hex::decode_array::<32>(image_sha256) else {
+    if let Some(provisioned) = &record.ek_name_ecc_p256 {
+        let matches = *provisioned == hex::encode(&report.ek_name);
+        println!(
+            "  EK is the certified P-256 EK: {}",
+            if matches { "ok" } else { "MISMATCH" }
+        );
+    }
+    let Ok(image_digest) = hex::decode_array::<32>(&record.image_sha256) else {
         return;
     };
     match verify::check_measured_boot(report, &image_digest) {
@@ -223,7 +230,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     let outcome = match &result {
         Ok(node) => {
             if let Some(report) = node.report() {
-                print_report(report, &node.record().image_sha256);
+                print_report(report, node.record());
             }
             Ok(())
         }

@@ -106,6 +106,10 @@ pub struct NodeRecord {
     pub ek_ca_issuer: Option<PathBuf>,
     /// EK certificates (DER) as provisioned into TPM NV.
     pub ek_certs: Vec<PathBuf>,
+    /// Certificate (DER) of the ECC P-256 EK, the one the A-VM uses.
+    pub ek_cert_ecc_p256: Option<PathBuf>,
+    /// TPM name (hex) of that EK, as the A-VM reports it in `ek.name`.
+    pub ek_name_ecc_p256: Option<String>,
     pub attest_port: Option<u16>,
     /// `host:port` where the A-VM's attestation server is reachable.
     pub attest_addr: Option<String>,
@@ -316,6 +320,8 @@ impl Node {
             record.ek_ca_root = Some(ek.root_ca_pem);
             record.ek_ca_issuer = Some(ek.issuer_ca_pem);
             record.ek_certs = ek.ek_certs;
+            record.ek_cert_ecc_p256 = Some(ek.ek_cert_ecc_p256);
+            record.ek_name_ecc_p256 = Some(hex::encode(&ek.ek_name_ecc_p256));
             Some(Self::start_measured_swtpm(&layout, &image)?)
         } else {
             None

@@ -4,13 +4,41 @@
 //! has `swtpm_localca` issue their certificates into TPM NV. Both tools are
 //! pointed at configuration files generated inside the node's state dir, so
 //! the CA lives there too and the global /var/lib/swtpm-localca is never
-//! touched. (swtpm 0.7's ECC EK is NIST P-384, its certificate lives at NV
-//! index 0x01c00016; the RSA one at 0x01c00002.)
+//! touched. swtpm 0.7 certifies an RSA-2048 EK (NV index 0x01c00002) and a
+//! NIST P-384 one (0x01c00016), but the A-VM uses the TCG default ECC EK,
+//! NIST P-256 (template L-2, certificate at 0x01c0000a). So a second step
+//! creates that EK with tpm2-tools, has the same local CA certify it and
+//! stores the certificate at its standard NV index, as a manufacturer would.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::layout::StateLayout;
+use crate::hex;
+use crate::layout::{MAX_UNIX_SOCKET_PATH, StateLayout};
+use crate::swtpm::{ServerEndpoint, Swtpm, SwtpmConfig, SwtpmError};
+
+/// NV index of the ECC NIST P-256 EK certificate (TCG EK Credential
+/// Profile, low range, template L-2).
+pub const EK_CERT_NV_ECC_P256: u32 = 0x01c0_000a;
+/// NV attributes swtpm_setup gives EK certificates: written by the
+/// platform at manufacturing, readable by anyone.
+const EK_CERT_NV_ATTRIBUTES: &str = "ppwrite|ppread|ownerread|authread|no_da|platformcreate";
+/// What swtpm_setup tells swtpm_localca about swtpm 0.7.1 (TCG vendor id of
+/// IBM, whose TPM library libtpms is), so all EK certificates agree.
+const LOCALCA_TPM_IDENTITY: [&str; 12] = [
+    "--tpm-spec-family",
+    "2.0",
+    "--tpm-spec-level",
+    "0",
+    "--tpm-spec-revision",
+    "164",
+    "--tpm-manufacturer",
+    "id:00001014",
+    "--tpm-model",
+    "swtpm",
+    "--tpm-version",
+    "id:20191023",
+];
 
 /// Failures provisioning the TPM.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +57,20 @@ pub enum ProvisionError {
     },
     #[error("swtpm_setup succeeded but {0} is missing")]
     MissingOutput(PathBuf),
+    #[error("{tool} is not installed (run `make deps`)")]
+    ToolMissing { tool: String },
+    #[error("{tool} failed ({status}): {stderr}")]
+    ToolFailed {
+        tool: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("unexpected output from {tool}: {detail}")]
+    ToolOutput { tool: String, detail: String },
+    #[error("provisioning swtpm: {0}")]
+    Swtpm(#[from] SwtpmError),
+    #[error("path too long for a unix socket: {0}")]
+    SocketPathTooLong(PathBuf),
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProvisionError {
@@ -45,6 +87,10 @@ pub struct EkProvisioning {
     pub issuer_ca_pem: PathBuf,
     /// The EK certificates (DER), as also stored in TPM NV.
     pub ek_certs: Vec<PathBuf>,
+    /// The ECC P-256 EK's certificate (DER), the EK the A-VM uses.
+    pub ek_cert_ecc_p256: PathBuf,
+    /// TPM name of that EK (nameAlg || digest of its public area).
+    pub ek_name_ecc_p256: Vec<u8>,
 }
 
 /// Contents of the config files handed to swtpm_setup and swtpm_localca.
@@ -158,6 +204,8 @@ pub fn provision_tpm(layout: &StateLayout) -> Result<EkProvisioning, ProvisionEr
     let ca_bundle_pem = layout.ek_ca_bundle();
     std::fs::write(&ca_bundle_pem, bundle).map_err(io_error("writing the EK CA bundle"))?;
 
+    let (ek_cert_ecc_p256, ek_name_ecc_p256) = provision_ecc_p256_ek_cert(layout)?;
+
     let mut ek_certs: Vec<PathBuf> = std::fs::read_dir(layout.ek_certs())
         .map_err(io_error("listing EK certificates"))?
         .filter_map(Result::ok)
@@ -173,12 +221,161 @@ pub fn provision_tpm(layout: &StateLayout) -> Result<EkProvisioning, ProvisionEr
         root_ca_pem,
         issuer_ca_pem,
         ek_certs,
+        ek_cert_ecc_p256,
+        ek_name_ecc_p256,
     })
+}
+
+/// Runs a tool, returning its stdout; failures carry its stderr.
+fn run_tool(command: &mut Command) -> Result<String, ProvisionError> {
+    let tool = command.get_program().to_string_lossy().into_owned();
+    let output = command.stdin(Stdio::null()).output().map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            ProvisionError::ToolMissing { tool: tool.clone() }
+        } else {
+            ProvisionError::Io {
+                context: format!("running {tool}"),
+                source: err,
+            }
+        }
+    })?;
+    if !output.status.success() {
+        return Err(ProvisionError::ToolFailed {
+            tool,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The public point and name of an ECC key, from `tpm2_readpublic` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EccPublic {
+    pub x: Vec<u8>,
+    pub y: Vec<u8>,
+    pub name: Vec<u8>,
+}
+
+/// Parses the `name:`, `x:` and `y:` lines of `tpm2_readpublic`'s YAML.
+pub fn parse_readpublic_ecc(yaml: &str) -> Option<EccPublic> {
+    let field = |key: &str| {
+        yaml.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|value| hex::decode(value.trim()).ok())
+            .filter(|bytes| !bytes.is_empty() && bytes.len() <= 66)
+    };
+    Some(EccPublic {
+        x: field("x:")?,
+        y: field("y:")?,
+        name: field("name:")?,
+    })
+}
+
+/// Creates the P-256 EK from the default template, has the node's CA
+/// certify it and writes the certificate to NV index 0x01c0000a. Returns
+/// the certificate's path and the EK's name.
+fn provision_ecc_p256_ek_cert(layout: &StateLayout) -> Result<(PathBuf, Vec<u8>), ProvisionError> {
+    let provision = layout.provision_dir();
+    let server = provision.join("tpm.sock");
+    // tpm2-tools' swtpm TCTI finds the control channel at `<path>.ctrl`.
+    let ctrl = provision.join("tpm.sock.ctrl");
+    if ctrl.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
+        return Err(ProvisionError::SocketPathTooLong(ctrl));
+    }
+    let mut config = SwtpmConfig::unix(layout.tpm_state(), &ctrl);
+    config.server = Some(ServerEndpoint::Unix(server.clone()));
+    config.startup_clear = true;
+    config.log_file = Some(provision.join("swtpm-provision.log"));
+    let swtpm = Swtpm::spawn(&config)?;
+    let tcti = format!("swtpm:path={}", server.display());
+    let tpm2 = |tool: &str| {
+        let mut command = Command::new(tool);
+        command.arg("-T").arg(&tcti);
+        command
+    };
+
+    let ek_context = provision.join("ek-p256.ctx");
+    run_tool(
+        tpm2("tpm2_createek")
+            .arg("-G")
+            .arg("ecc")
+            .arg("-c")
+            .arg(&ek_context),
+    )?;
+    let yaml = run_tool(tpm2("tpm2_readpublic").arg("-c").arg(&ek_context))?;
+    let public = parse_readpublic_ecc(&yaml).ok_or_else(|| ProvisionError::ToolOutput {
+        tool: "tpm2_readpublic".into(),
+        detail: "no ECC point and name".into(),
+    })?;
+
+    let cert_dir = provision.join("ek-p256");
+    std::fs::create_dir_all(&cert_dir).map_err(io_error("creating the P-256 EK cert dir"))?;
+    run_tool(
+        Command::new("swtpm_localca")
+            .arg("--type")
+            .arg("ek")
+            .arg("--ek")
+            .arg(format!(
+                "x={},y={},id=secp256r1",
+                hex::encode(&public.x),
+                hex::encode(&public.y)
+            ))
+            .arg("--dir")
+            .arg(&cert_dir)
+            .args(LOCALCA_TPM_IDENTITY)
+            .arg("--tpm2")
+            .arg("--configfile")
+            .arg(provision.join("swtpm-localca.conf"))
+            .arg("--optsfile")
+            .arg(provision.join("swtpm-localca.options")),
+    )?;
+    let issued = cert_dir.join("ek.cert");
+    let cert = std::fs::read(&issued).map_err(|_| ProvisionError::MissingOutput(issued.clone()))?;
+
+    let index = format!("{EK_CERT_NV_ECC_P256:#010x}");
+    run_tool(
+        tpm2("tpm2_nvdefine")
+            .arg(&index)
+            .args(["-C", "p", "-s"])
+            .arg(cert.len().to_string())
+            .arg("-a")
+            .arg(EK_CERT_NV_ATTRIBUTES),
+    )?;
+    run_tool(
+        tpm2("tpm2_nvwrite")
+            .arg(&index)
+            .args(["-C", "p", "-i"])
+            .arg(&issued),
+    )?;
+    // An orderly TPM shutdown before swtpm's, so the state is saved cleanly.
+    run_tool(&mut tpm2("tpm2_shutdown"))?;
+    swtpm.shut_down()?;
+
+    let installed = layout.ek_certs().join("ek-secp256r1.crt");
+    std::fs::write(&installed, &cert).map_err(io_error("writing the P-256 EK certificate"))?;
+    Ok((installed, public.name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readpublic_yaml() {
+        let yaml =
+            "name: 000bc0be\nqualified name: 000bf743\ntype:\n  value: ecc\nx: 118b25\ny: 4bac6e\n";
+        assert_eq!(
+            parse_readpublic_ecc(yaml),
+            Some(EccPublic {
+                x: vec![0x11, 0x8b, 0x25],
+                y: vec![0x4b, 0xac, 0x6e],
+                name: vec![0x00, 0x0b, 0xc0, 0xbe],
+            })
+        );
+        assert_eq!(parse_readpublic_ecc("name: 00\nx: zz\ny: 00\n"), None);
+        assert_eq!(parse_readpublic_ecc(""), None);
+    }
 
     #[test]
     fn generated_configs_point_inside_the_state_dir() {

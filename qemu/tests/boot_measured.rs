@@ -78,6 +78,10 @@ fn measured_boot_pcrs_match_image_and_event_log() {
     let check = avm_qemu::verify::check_measured_boot(&report, &image_digest).unwrap();
     assert!(check.all_match(&report));
 
+    // The EK the A-VM uses is the one whose certificate was provisioned.
+    let provisioned_ek = node.record().ek_name_ecc_p256.clone().unwrap();
+    assert_eq!(avm_qemu::hex::encode(&report.ek_name), provisioned_ek);
+
     // `exit-after-report`: the kernel ends QEMU with its success status.
     assert_eq!(
         node.wait_for_exit(Duration::from_secs(30)).unwrap(),

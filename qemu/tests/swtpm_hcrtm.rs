@@ -6,13 +6,14 @@ mod common;
 use std::process::Command;
 
 use avm_qemu::measure::{hcrtm_pcr0_start, sha256};
-use avm_qemu::swtpm::{CtrlEndpoint, Swtpm, SwtpmConfig};
+use avm_qemu::swtpm::{CtrlEndpoint, ServerEndpoint, Swtpm, SwtpmConfig};
 
 fn tcp_swtpm(dir: &std::path::Path, port: u16) -> SwtpmConfig {
     SwtpmConfig {
         tpm_state_dir: dir.to_path_buf(),
         ctrl: CtrlEndpoint::Tcp(port + 1),
-        server_port: Some(port),
+        server: Some(ServerEndpoint::Tcp(port)),
+        startup_clear: false,
         terminate_with_client: false,
         log_file: Some(dir.join("swtpm.log")),
         pid_file: None,

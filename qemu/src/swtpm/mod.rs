@@ -4,4 +4,4 @@ pub mod ctrl;
 pub mod process;
 
 pub use ctrl::{CtrlChannel, CtrlCommand, CtrlError};
-pub use process::{CtrlEndpoint, CtrlStream, Swtpm, SwtpmConfig, SwtpmError};
+pub use process::{CtrlEndpoint, CtrlStream, ServerEndpoint, Swtpm, SwtpmConfig, SwtpmError};

@@ -23,15 +23,28 @@ pub enum CtrlEndpoint {
     Tcp(u16),
 }
 
+/// Where swtpm serves TPM commands for host tools (tpm2-tools' swtpm TCTI:
+/// `swtpm:host=127.0.0.1,port=P` with ctrl on P+1, or `swtpm:path=S` with
+/// ctrl at `S.ctrl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEndpoint {
+    Tcp(u16),
+    Unix(PathBuf),
+}
+
 /// How to run one swtpm instance.
 #[derive(Debug, Clone)]
 pub struct SwtpmConfig {
     /// The TPM's state directory (`--tpmstate dir=`).
     pub tpm_state_dir: PathBuf,
     pub ctrl: CtrlEndpoint,
-    /// Also serve TPM commands on this loopback TCP port (`--server`). QEMU
+    /// Also serve TPM commands here (`--server`), for host tools. QEMU
     /// does not need it: it passes its own data channel over the ctrl socket.
-    pub server_port: Option<u16>,
+    pub server: Option<ServerEndpoint>,
+    /// Accept TPM commands without a control-channel INIT and send
+    /// TPM2_Startup(CLEAR) at start (for host-side tools, never for QEMU,
+    /// whose firmware starts the TPM itself).
+    pub startup_clear: bool,
     /// `-t`: exit once the client (QEMU) closes its connection.
     pub terminate_with_client: bool,
     pub log_file: Option<PathBuf>,
@@ -44,7 +57,8 @@ impl SwtpmConfig {
         Self {
             tpm_state_dir: tpm_state_dir.into(),
             ctrl: CtrlEndpoint::Unix(ctrl_socket.into()),
-            server_port: None,
+            server: None,
+            startup_clear: false,
             terminate_with_client: false,
             log_file: None,
             pid_file: None,
@@ -61,10 +75,21 @@ impl SwtpmConfig {
             CtrlEndpoint::Unix(path) => option_path("type=unixio,path=", path),
             CtrlEndpoint::Tcp(port) => format!("type=tcp,port={port},bindaddr=127.0.0.1").into(),
         });
-        if let Some(port) = self.server_port {
-            command
-                .arg("--server")
-                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"));
+        match &self.server {
+            Some(ServerEndpoint::Tcp(port)) => {
+                command
+                    .arg("--server")
+                    .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"));
+            }
+            Some(ServerEndpoint::Unix(path)) => {
+                command
+                    .arg("--server")
+                    .arg(option_path("type=unixio,path=", path));
+            }
+            None => {}
+        }
+        if self.startup_clear {
+            command.arg("--flags").arg("not-need-init,startup-clear");
         }
         if self.terminate_with_client {
             command.arg("-t");
@@ -185,10 +210,11 @@ impl Swtpm {
                 // the close as the end of one control session.
                 CtrlEndpoint::Tcp(port) => TcpStream::connect(("127.0.0.1", *port)).is_ok(),
             };
-            let server_ready = self
-                .config
-                .server_port
-                .is_none_or(|port| TcpStream::connect(("127.0.0.1", port)).is_ok());
+            let server_ready = match &self.config.server {
+                None => true,
+                Some(ServerEndpoint::Tcp(port)) => TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+                Some(ServerEndpoint::Unix(path)) => path.exists(),
+            };
             if pid_file_ready && ctrl_ready && server_ready {
                 return Ok(());
             }
@@ -238,6 +264,20 @@ impl Swtpm {
     /// swtpm down, waiting until it has exited.
     pub fn measure_hcrtm_and_exit(mut self, image: &[u8]) -> Result<(), SwtpmError> {
         self.ctrl_channel()?.measure_hcrtm_and_shut_down(image)?;
+        match self
+            .guard
+            .wait_timeout(STARTUP_TIMEOUT)
+            .map_err(SwtpmError::Wait)?
+        {
+            Some(_) => Ok(()),
+            None => Err(SwtpmError::NoExit),
+        }
+    }
+
+    /// Graceful shutdown through the control channel (swtpm saves its
+    /// permanent state and exits); waits until it has exited.
+    pub fn shut_down(mut self) -> Result<(), SwtpmError> {
+        self.ctrl_channel()?.shutdown()?;
         match self
             .guard
             .wait_timeout(STARTUP_TIMEOUT)
