@@ -18,7 +18,7 @@ fn openssl_verifies(cert_der: &Path, root: &Path, issuer: &Path, work: &Path) ->
         .arg("-out")
         .arg(&pem)
         .status()
-        .unwrap();
+        .expect("openssl runs");
     assert!(converted.success());
     Command::new("openssl")
         .arg("verify")
@@ -28,7 +28,7 @@ fn openssl_verifies(cert_der: &Path, root: &Path, issuer: &Path, work: &Path) ->
         .arg(issuer)
         .arg(&pem)
         .output()
-        .unwrap()
+        .expect("openssl runs")
         .status
         .success()
 }
