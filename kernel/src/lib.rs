@@ -11,6 +11,7 @@
 
 pub mod acpi;
 pub mod boot_info;
+pub mod calibration;
 pub mod cmdline;
 pub mod exit;
 pub mod hex;

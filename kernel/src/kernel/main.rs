@@ -131,11 +131,17 @@ fn find_tpm2_table(mem: &IdentityMemory<'_>, rsdp_hint: u64) -> Option<Tpm2Table
             return None;
         }
     };
-    debug!("acpi: {:?}", rsdp);
+    debug!(
+        "acpi: RSDP at {:#x} revision {} RSDT {:#x} XSDT {:#x}",
+        rsdp.paddr,
+        rsdp.revision,
+        rsdp.rsdt,
+        rsdp.xsdt.unwrap_or(0)
+    );
     match Tpm2Table::find(mem, &rsdp) {
         Ok(Some(t)) => {
             info!(
-                "acpi: TPM2 rev {} control area {:#x} start method {} log area {:?}",
+                "acpi: TPM2 rev {} control area {:#x} start method {} log area {:x?}",
                 t.revision, t.control_area, t.start_method, t.log_area
             );
             Some(t)
@@ -196,7 +202,9 @@ fn list_pci_devices() {
         let mut index = 0;
         while index < 6 {
             let bar = read_bar(&cfg, f.addr, index);
-            debug!("pci: {} bar{} {:?}", f.addr, index, bar);
+            if let Some(bar) = bar {
+                debug!("pci: {} bar{} {:x?}", f.addr, index, bar);
+            }
             if let Some(Bar::Memory { addr, is_64bit, .. }) = bar {
                 if addr >= 4 << 30 {
                     // Without sizing the BAR, map one 2 MiB page; drivers map

@@ -1,9 +1,10 @@
 //! The 8254 PIT: channel 0 as the periodic wake-up timer, channel 2 (gated
-//! through port 0x61) as the fixed 1.193182 MHz reference that calibrates the
-//! TSC.
+//! through port 0x61, speaker off) as the fixed 1.193182 MHz reference that
+//! calibrates the TSC.
 
 use super::cpu::rdtsc;
 use super::port::{inb, outb};
+use avm_kernel::calibration::Sample;
 
 /// PIT input clock in Hz.
 pub const PIT_HZ: u64 = 1_193_182;
@@ -11,6 +12,7 @@ const CHANNEL0: u16 = 0x40;
 const CHANNEL2: u16 = 0x42;
 const COMMAND: u16 = 0x43;
 const GATE_PORT: u16 = 0x61;
+const GATE_OUT2: u8 = 0x20;
 
 /// Starts channel 0 as a rate generator at `hz` interrupts per second.
 pub fn start_periodic(hz: u32) {
@@ -23,29 +25,47 @@ pub fn start_periodic(hz: u32) {
     }
 }
 
-/// Counts TSC ticks over `pit_ticks` PIT periods using channel 2 in one-shot
-/// mode. Returns `None` if the PIT never signals (bounded by `max_tsc`
-/// cycles), e.g. when there is no PIT.
-pub fn measure_tsc(pit_ticks: u16, max_tsc: u64) -> Option<u64> {
-    // SAFETY: channel 2 and its gate are owned by this calibration; the
-    // speaker output bit is kept off.
+/// Starts channel 2 counting down from 0xffff (about 55 ms) in mode 0, so
+/// its output goes high (and stays high) when it reaches zero.
+pub fn start_reference_countdown() {
+    // SAFETY: channel 2 and its gate belong to the calibration; the speaker
+    // data bit stays off.
     unsafe {
         let gate = inb(GATE_PORT);
-        outb(GATE_PORT, (gate & !0x02) | 0x01); // gate on, speaker off
+        outb(GATE_PORT, (gate & !0x02) | 0x01);
         outb(COMMAND, 0xb0); // channel 2, lobyte/hibyte, mode 0
-        outb(CHANNEL2, pit_ticks as u8);
-        outb(CHANNEL2, (pit_ticks >> 8) as u8);
-        let start = rdtsc();
-        let result = loop {
-            let now = rdtsc();
-            if inb(GATE_PORT) & 0x20 != 0 {
-                break Some(now.wrapping_sub(start));
-            }
-            if now.wrapping_sub(start) > max_tsc {
-                break None;
-            }
-        };
+        outb(CHANNEL2, 0xff);
+        outb(CHANNEL2, 0xff);
+    }
+}
+
+/// Reads channel 2's counter between two TSC reads.
+pub fn sample_reference() -> Sample {
+    let tsc_before = rdtsc();
+    // SAFETY: latching and reading channel 2's counter (started above).
+    let (lo, hi) = unsafe {
+        outb(COMMAND, 0x80); // latch channel 2
+        (inb(CHANNEL2), inb(CHANNEL2))
+    };
+    let tsc_after = rdtsc();
+    Sample {
+        tsc_before,
+        tsc_after,
+        pit_count: u16::from_le_bytes([lo, hi]),
+    }
+}
+
+/// Whether channel 2 has counted down to zero since it was started.
+pub fn reference_expired() -> bool {
+    // SAFETY: reading the gate port has no side effects.
+    unsafe { inb(GATE_PORT) & GATE_OUT2 != 0 }
+}
+
+/// Stops channel 2 (gate off).
+pub fn stop_reference() {
+    // SAFETY: as in `start_reference_countdown`.
+    unsafe {
+        let gate = inb(GATE_PORT);
         outb(GATE_PORT, gate & !0x03);
-        result
     }
 }
