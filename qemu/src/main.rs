@@ -197,7 +197,8 @@ fn print_report(report: &BootReport, record: &NodeRecord) {
 }
 
 fn up(args: UpArgs) -> Result<(), String> {
-    let config = node_config(args.state, &args.node);
+    let mut config = node_config(args.state, &args.node);
+    config.detachable = true;
     let node =
         Node::up(&config, Duration::from_secs(args.node.timeout)).map_err(|e| e.to_string())?;
     let record = node.detach();

@@ -14,7 +14,7 @@ use crate::hex;
 use crate::kvm;
 use crate::layout::{MAX_UNIX_SOCKET_PATH, StateLayout};
 use crate::measure::{hcrtm_pcr0_start, sha256};
-use crate::process::{self, ChildGuard};
+use crate::process::{self, ChildGuard, ProcessGroup};
 use crate::provision::{ProvisionError, provision_tpm};
 use crate::qemu::{Accel, GuestExit, QemuCommand};
 use crate::report::{BootReport, GuestError, ReportError, SerialOutcome};
@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub extra_cmdline: Vec<String>,
     /// `None`: probe for real KVM, else TCG.
     pub accel: Option<Accel>,
+    /// Run QEMU and swtpm in process groups of their own, for nodes that
+    /// are detached to outlive the launcher (`up`).
+    pub detachable: bool,
 }
 
 impl NodeConfig {
@@ -66,6 +69,15 @@ impl NodeConfig {
             exit_after_report: false,
             extra_cmdline: Vec::new(),
             accel: None,
+            detachable: false,
+        }
+    }
+
+    fn process_group(&self) -> ProcessGroup {
+        if self.detachable {
+            ProcessGroup::Own
+        } else {
+            ProcessGroup::Inherit
         }
     }
 
@@ -322,7 +334,11 @@ impl Node {
             record.ek_certs = ek.ek_certs;
             record.ek_cert_ecc_p256 = Some(ek.ek_cert_ecc_p256);
             record.ek_name_ecc_p256 = Some(hex::encode(&ek.ek_name_ecc_p256));
-            Some(Self::start_measured_swtpm(&layout, &image)?)
+            Some(Self::start_measured_swtpm(
+                &layout,
+                &image,
+                config.process_group(),
+            )?)
         } else {
             None
         };
@@ -352,13 +368,14 @@ impl Node {
             .to_command(log)
             .map_err(io_error("preparing QEMU's log"))?;
         let qemu_started_at = Instant::now();
-        let qemu = ChildGuard::spawn(command, "qemu").map_err(|err| {
-            if err.kind() == std::io::ErrorKind::NotFound {
-                NodeError::QemuNotInstalled
-            } else {
-                io_error("starting QEMU")(err)
-            }
-        })?;
+        let qemu =
+            ChildGuard::spawn_in(command, "qemu", config.process_group()).map_err(|err| {
+                if err.kind() == std::io::ErrorKind::NotFound {
+                    NodeError::QemuNotInstalled
+                } else {
+                    io_error("starting QEMU")(err)
+                }
+            })?;
         record.qemu_pid = Some(qemu.pid());
         record.store(&layout)?;
 
@@ -376,7 +393,11 @@ impl Node {
 
     /// Runs the H-CRTM measurement on a first swtpm (which then exits),
     /// and starts the swtpm QEMU will use on the same state.
-    fn start_measured_swtpm(layout: &StateLayout, image: &[u8]) -> Result<Swtpm, NodeError> {
+    fn start_measured_swtpm(
+        layout: &StateLayout,
+        image: &[u8],
+        group: ProcessGroup,
+    ) -> Result<Swtpm, NodeError> {
         let mut config = SwtpmConfig::unix(layout.tpm_state(), layout.swtpm_ctrl_socket());
         config.log_file = Some(layout.swtpm_log());
         Swtpm::spawn(&config)?.measure_hcrtm_and_exit(image)?;
@@ -386,6 +407,7 @@ impl Node {
         config.pid_file = Some(layout.swtpm_pid());
         // With QEMU gone, swtpm has nothing left to do.
         config.terminate_with_client = true;
+        config.process_group = group;
         Ok(Swtpm::spawn(&config)?)
     }
 
@@ -512,8 +534,9 @@ impl Node {
         self.exit
     }
 
-    /// Leaves QEMU and swtpm running after this handle is gone (they are in
-    /// their own process groups); `down` stops them later.
+    /// Leaves QEMU and swtpm running after this handle is gone; `down`
+    /// stops them later. Launch with `detachable` so they are in process
+    /// groups of their own.
     pub fn detach(self) -> NodeRecord {
         let Self {
             record,

@@ -16,6 +16,17 @@ use rustix::process::{Pid, Signal, kill_process};
 /// How often waiting loops look at a process again.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
+/// Which process group a child runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessGroup {
+    /// The launcher's: signals from its terminal (Ctrl-C) reach the child.
+    #[default]
+    Inherit,
+    /// Its own: for processes meant to outlive the launcher (`up`), so a
+    /// Ctrl-C in the shell or script that ran `up` does not stop the node.
+    Own,
+}
+
 /// A spawned child that is killed and reaped on drop unless detached.
 pub struct ChildGuard {
     child: Option<Child>,
@@ -23,11 +34,22 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
-    /// Spawns `command` in its own process group, so a Ctrl-C meant for the
-    /// launcher's terminal does not hit a node that `up` left running.
-    pub fn spawn(mut command: Command, name: &'static str) -> io::Result<Self> {
+    /// Spawns `command` in the launcher's process group: a Ctrl-C that
+    /// stops the launcher (or a test run) stops the child too.
+    pub fn spawn(command: Command, name: &'static str) -> io::Result<Self> {
+        Self::spawn_in(command, name, ProcessGroup::Inherit)
+    }
+
+    /// Spawns `command`, optionally in a process group of its own.
+    pub fn spawn_in(
+        mut command: Command,
+        name: &'static str,
+        group: ProcessGroup,
+    ) -> io::Result<Self> {
         use std::os::unix::process::CommandExt as _;
-        command.process_group(0);
+        if group == ProcessGroup::Own {
+            command.process_group(0);
+        }
         let child = command.spawn()?;
         Ok(Self {
             child: Some(child),

@@ -26,6 +26,17 @@ fn status_json(state: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("status prints one JSON object")
 }
 
+/// The process group id of `pid` (field 5 of /proc/PID/stat).
+fn process_group_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process exists");
+    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 1..];
+    after_name
+        .split_whitespace()
+        .nth(2)
+        .and_then(|field| field.parse().ok())
+        .expect("stat has a process group")
+}
+
 /// Runs `down` when dropped, so a failing assertion does not leave the
 /// detached QEMU and swtpm running.
 struct DownOnDrop<'a>(&'a str);
@@ -76,8 +87,11 @@ fn up_status_down() {
     }
     let qemu_pid = status["qemu_pid"].as_u64().unwrap() as u32;
     let swtpm_pid = status["swtpm_pid"].as_u64().unwrap() as u32;
-    // `up` returned, its children live on.
+    // `up` returned, its children live on, each in a process group of its
+    // own so a Ctrl-C in the shell that ran `up` leaves them alone.
     assert!(is_running(qemu_pid) && is_running(swtpm_pid));
+    assert_eq!(process_group_of(qemu_pid), qemu_pid);
+    assert_eq!(process_group_of(swtpm_pid), swtpm_pid);
 
     // A second `up` in the same dir refuses instead of clobbering it.
     let again = avm_qemu(&["up", "--state", state, "--image", image.to_str().unwrap()]);

@@ -17,6 +17,7 @@ fn tcp_swtpm(dir: &std::path::Path, port: u16) -> SwtpmConfig {
         terminate_with_client: false,
         log_file: Some(dir.join("swtpm.log")),
         pid_file: None,
+        process_group: Default::default(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::ctrl::CtrlChannel;
-use crate::process::ChildGuard;
+use crate::process::{ChildGuard, ProcessGroup};
 
 /// How long swtpm may take to open its sockets.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +49,7 @@ pub struct SwtpmConfig {
     pub terminate_with_client: bool,
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
+    pub process_group: ProcessGroup,
 }
 
 impl SwtpmConfig {
@@ -62,6 +63,7 @@ impl SwtpmConfig {
             terminate_with_client: false,
             log_file: None,
             pid_file: None,
+            process_group: ProcessGroup::Inherit,
         }
     }
 
@@ -176,13 +178,15 @@ pub struct Swtpm {
 impl Swtpm {
     /// Starts swtpm and returns once its control channel can be connected to.
     pub fn spawn(config: &SwtpmConfig) -> Result<Self, SwtpmError> {
-        let guard = ChildGuard::spawn(config.command(), "swtpm").map_err(|err| {
-            if err.kind() == io::ErrorKind::NotFound {
-                SwtpmError::NotInstalled
-            } else {
-                SwtpmError::Spawn(err)
-            }
-        })?;
+        let guard = ChildGuard::spawn_in(config.command(), "swtpm", config.process_group).map_err(
+            |err| {
+                if err.kind() == io::ErrorKind::NotFound {
+                    SwtpmError::NotInstalled
+                } else {
+                    SwtpmError::Spawn(err)
+                }
+            },
+        )?;
         let mut swtpm = Self {
             guard,
             config: config.clone(),
