@@ -345,7 +345,7 @@ impl EventLog {
             // must equal the header's, which is not zero. So zeros there
             // are the padding of the firmware's log area.
             if rest.iter().take(12).all(|&b| b == 0) {
-                if let Some(pos) = rest.iter().position(|&b| b != 0) {
+                if let Some(pos) = first_non_zero(rest) {
                     return Err(EventLogError::TrailingData {
                         offset: offset + pos,
                     });
@@ -496,6 +496,19 @@ impl EventLog {
             .enumerate()
             .filter(move |(_, e)| e.pcr_index == pcr)
     }
+}
+
+/// Position of the first non-zero byte. The padding of a firmware log area
+/// is tens of KiB: OR-folding 64-byte chunks lets the compiler vectorise
+/// the scan (a byte-wise `position` was most of the parse time).
+fn first_non_zero(bytes: &[u8]) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let chunk = bytes
+        .chunks(CHUNK)
+        .position(|c| c.iter().fold(0u8, |acc, &b| acc | b) != 0)?;
+    let start = chunk * CHUNK;
+    let offset = bytes.get(start..)?.iter().position(|&b| b != 0)?;
+    Some(start + offset)
 }
 
 /// `SHA256(pcr || digest)`: one TPM2_PCR_Extend of the SHA-256 bank.
@@ -701,6 +714,18 @@ mod tests {
                 offset: bytes.len() + 20
             })
         );
+    }
+
+    #[test]
+    fn first_non_zero_finds_the_first_set_byte() {
+        assert_eq!(first_non_zero(&[]), None);
+        assert_eq!(first_non_zero(&[0; 200]), None);
+        for at in [0, 1, 63, 64, 65, 127, 128, 199] {
+            let mut bytes = [0u8; 200];
+            bytes[at] = 9;
+            bytes[199] = 1;
+            assert_eq!(first_non_zero(&bytes), Some(at));
+        }
     }
 
     #[test]
