@@ -4,14 +4,11 @@ SHELL := /bin/bash
 
 CARGO        ?= cargo
 # The kernel is a freestanding ELF built for the host target (no rust-src
-# here), in its own target directory so host-only features never leak in.
-KERNEL_TARGET := x86_64-unknown-linux-gnu
-KERNEL_DIR    := target/kernel
-KERNEL_ELF    := $(KERNEL_DIR)/$(KERNEL_TARGET)/kernel/avm-kernel
+# here), in its own target directory so host-only features never leak in:
+# see kernel/build-image.sh.
 AVM_IMAGE     := build/avm.elf
-HOST_TOOLS    := target/release/avm-qemu target/release/avm-verifier
 FUZZ_SECONDS  ?= 10
-FUZZ_CRATES   := drivers/tpm-crb attest net
+FUZZ_CRATES   := drivers/tpm-crb attest net kernel
 
 .PHONY: help deps build kernel host run-qemu test test-unit test-integration lint fuzz fuzz-smoke bench clean
 
@@ -27,11 +24,7 @@ deps:
 	@bash scripts/deps.sh
 
 kernel: deps
-	RUSTFLAGS="-C relocation-model=static" $(CARGO) build -p avm-kernel --profile kernel \
-		--target $(KERNEL_TARGET) --target-dir $(KERNEL_DIR)
-	@mkdir -p build
-	strip -o $(AVM_IMAGE) $(KERNEL_ELF)
-	@echo "A-VM image: $(AVM_IMAGE) ($$(stat -c %s $(AVM_IMAGE)) bytes)"
+	kernel/build-image.sh $(AVM_IMAGE)
 
 host: deps
 	$(CARGO) build --release -p avm-qemu -p avm-verifier
@@ -45,13 +38,16 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# tpm-crb's swtpm transport (and its swtpm tests) sit behind its `std` feature.
+TEST_FEATURES := --features tpm-crb/std
+
 test-unit: deps
-	$(CARGO) test --lib --bins
+	$(CARGO) test --lib --bins $(TEST_FEATURES)
 	$(CARGO) test -p avm-kernel --lib
 
 # Integration tests boot real QEMU + swtpm; they need the image and host tools.
 test-integration: build
-	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test --test '*'
+	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test --test '*' $(TEST_FEATURES)
 
 fuzz-smoke: deps
 	@set -o pipefail; for crate in $(FUZZ_CRATES); do \
