@@ -256,17 +256,77 @@ pub fn verify_evidence(
     verifier: &impl SignatureVerifier,
 ) -> Verdict {
     let mut reasons = Vec::new();
-    let verdict = |reasons: Vec<Reason>, avm_image, quote| Verdict {
-        trusted: reasons.is_empty(),
-        reasons,
-        avm_image,
-        quote,
+    let Some(QuoteCheck {
+        summary,
+        authenticated,
+    }) = check_quote(input, verifier, &mut reasons)
+    else {
+        return Verdict::from_reasons(reasons, None, None);
     };
 
+    // 7-10. The event log explains the firmware PCRs.
+    let avm_image = authenticated
+        .and_then(|values| appraise_log(input.event_log, &values, policy, &mut reasons));
+
+    // Without reference values nothing can be trusted, but everything
+    // else was still checked above.
+    let missing = match policy {
+        None => Some(MissingReference::All),
+        Some(p) if p.avm_image_sha256.is_empty() => Some(MissingReference::AvmImage),
+        Some(p) if p.firmware_events.is_empty() => Some(MissingReference::FirmwareEvents),
+        Some(_) => None,
+    };
+    reasons.extend(missing.map(Reason::ReferenceValuesMissing));
+    Verdict::from_reasons(reasons, avm_image, Some(summary))
+}
+
+/// Only the checks of the quote itself (steps 1-6: signature, type, nonce,
+/// PCR selection and digest), without the event log or reference values.
+/// `trusted` then means "a genuine, fresh quote of these PCR values", not
+/// "a trusted node": for quotes from other tools (a `tpm2_quote`
+/// directory) that come without an event log.
+pub fn verify_quote(input: &EvidenceInput<'_>, verifier: &impl SignatureVerifier) -> Verdict {
+    let mut reasons = Vec::new();
+    let summary = check_quote(input, verifier, &mut reasons).map(|check| check.summary);
+    Verdict::from_reasons(reasons, None, summary)
+}
+
+impl Verdict {
+    fn from_reasons(
+        reasons: Vec<Reason>,
+        avm_image: Option<[u8; 32]>,
+        quote: Option<QuoteSummary>,
+    ) -> Self {
+        Self {
+            trusted: reasons.is_empty(),
+            reasons,
+            avm_image,
+            quote,
+        }
+    }
+}
+
+/// What steps 1-6 established.
+struct QuoteCheck {
+    summary: QuoteSummary,
+    /// The reported PCR values, if they are the quoted ones (selection and
+    /// digest match; authenticated if the signature was valid).
+    authenticated: Option<PcrTable>,
+}
+
+/// Steps 1-6; `None` if the quote does not parse (the only reason then).
+fn check_quote(
+    input: &EvidenceInput<'_>,
+    verifier: &impl SignatureVerifier,
+    reasons: &mut Vec<Reason>,
+) -> Option<QuoteCheck> {
     // 1. Parse.
     let attest = match Attest::parse(input.attest) {
         Ok(a) => a,
-        Err(e) => return verdict(alloc::vec![Reason::QuoteMalformed(e)], None, None),
+        Err(e) => {
+            reasons.push(Reason::QuoteMalformed(e));
+            return None;
+        }
     };
 
     // 2. Signature over the exact attest bytes, with the enrolled AK.
@@ -310,7 +370,10 @@ pub fn verify_evidence(
     }
 
     let Some(quote) = attest.quote.as_ref().filter(|_| attest.is_quote()) else {
-        return verdict(reasons, None, Some(summary));
+        return Some(QuoteCheck {
+            summary,
+            authenticated: None,
+        });
     };
 
     // 5. The selection must be exactly the reported PCRs.
@@ -329,30 +392,21 @@ pub fn verify_evidence(
     }
 
     // 6. The reported values must be the quoted ones.
-    let authenticated = reported.filter(|(mask, values)| {
-        let digest =
-            pcr_digest(mask_indices(*mask).filter_map(|i| values[usize::from(i)].as_ref()));
-        let ok = quote.pcr_digest == digest;
-        if !ok {
-            reasons.push(Reason::PcrDigestMismatch);
-        }
-        ok
-    });
-
-    // 7-10. The event log explains the firmware PCRs.
-    let avm_image = authenticated
-        .and_then(|(_, values)| appraise_log(input.event_log, &values, policy, &mut reasons));
-
-    // Without reference values nothing can be trusted, but everything
-    // else was still checked above.
-    let missing = match policy {
-        None => Some(MissingReference::All),
-        Some(p) if p.avm_image_sha256.is_empty() => Some(MissingReference::AvmImage),
-        Some(p) if p.firmware_events.is_empty() => Some(MissingReference::FirmwareEvents),
-        Some(_) => None,
-    };
-    reasons.extend(missing.map(Reason::ReferenceValuesMissing));
-    verdict(reasons, avm_image, Some(summary))
+    let authenticated = reported
+        .filter(|(mask, values)| {
+            let digest =
+                pcr_digest(mask_indices(*mask).filter_map(|i| values[usize::from(i)].as_ref()));
+            let ok = quote.pcr_digest == digest;
+            if !ok {
+                reasons.push(Reason::PcrDigestMismatch);
+            }
+            ok
+        })
+        .map(|(_, values)| values);
+    Some(QuoteCheck {
+        summary,
+        authenticated,
+    })
 }
 
 fn check_signature(

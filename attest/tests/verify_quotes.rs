@@ -6,7 +6,9 @@ mod common;
 use avm_attest::eventlog::EventLog;
 use avm_attest::policy::ReferenceValues;
 use avm_attest::tpm::{self, Attest, Public, Signature, pcr_digest};
-use avm_attest::verify::{EvidenceInput, MissingReference, Reason, Verdict, verify_evidence};
+use avm_attest::verify::{
+    EvidenceInput, MissingReference, Reason, Verdict, verify_evidence, verify_quote,
+};
 use avm_attest::wire::Evidence;
 use common::*;
 
@@ -492,5 +494,39 @@ fn reason_codes_are_distinct_and_kebab_case() {
         .expect("docs/protocol.md");
     for code in codes {
         assert!(doc.contains(&format!("`{code}`")), "{code} not documented");
+    }
+}
+
+#[test]
+fn verify_quote_checks_only_the_quote() {
+    for kind in KINDS {
+        // A tpm2_quote directory: quote, signature, PCRs, no event log.
+        let mut ev = evidence(kind);
+        ev.event_log.clear();
+        let ak_bytes = ak_public(kind);
+        let ak = Public::parse_tpm2b(&ak_bytes).expect("AK");
+        let key = ak.verifying_key().expect("key");
+        let nonce = nonce();
+        let verdict = verify_quote(&EvidenceInput::new(&ev, &nonce, key), &OpensslVerifier);
+        assert_eq!(verdict.reasons, [], "{kind}");
+        assert!(verdict.trusted);
+        assert_eq!(verdict.avm_image, None);
+
+        let mut wrong = nonce.clone();
+        wrong[0] ^= 1;
+        let verdict = verify_quote(&EvidenceInput::new(&ev, &wrong, key), &OpensslVerifier);
+        assert_eq!(codes(&verdict), ["nonce-mismatch"]);
+        let mut bad = ev.clone();
+        bad.pcrs[0].digest[0] ^= 1;
+        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &OpensslVerifier);
+        assert_eq!(codes(&verdict), ["pcr-digest-mismatch"]);
+        let mut bad = ev.clone();
+        bad.attest[20] ^= 1;
+        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &OpensslVerifier);
+        assert!(verdict.reasons.contains(&Reason::SignatureInvalid));
+        bad.attest.truncate(10);
+        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &OpensslVerifier);
+        assert_eq!(codes(&verdict), ["quote-malformed"]);
+        assert_eq!(verdict.quote, None);
     }
 }
