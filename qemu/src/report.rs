@@ -161,19 +161,21 @@ pub fn scan_serial(serial: &str) -> SerialOutcome {
         Some(end) => &serial[..end],
         None => return SerialOutcome::Pending,
     };
-    for line in complete.lines() {
+    let mut lines = complete.lines();
+    while let Some(line) = lines.next() {
         if let Some(error) = parse_error_line(line) {
             return SerialOutcome::Error(error);
         }
         if line.trim_end().starts_with(BEGIN_MARKER) {
-            let has_end = complete.lines().any(|l| l.trim_end() == END_MARKER);
-            if !has_end {
-                return SerialOutcome::Pending;
+            // A report is complete once its END line is there; until then an
+            // error line (say, a panic halfway through) still counts.
+            let has_end = lines.clone().any(|l| l.trim_end() == END_MARKER);
+            if has_end {
+                return match BootReport::find(complete) {
+                    Ok(report) => SerialOutcome::Report(Box::new(report)),
+                    Err(err) => SerialOutcome::InvalidReport(err),
+                };
             }
-            return match BootReport::find(complete) {
-                Ok(report) => SerialOutcome::Report(Box::new(report)),
-                Err(err) => SerialOutcome::InvalidReport(err),
-            };
         }
     }
     SerialOutcome::Pending
@@ -529,6 +531,9 @@ mod tests {
         assert_eq!(scan_serial("SeaBIOS\n"), SerialOutcome::Pending);
         let bad = text.replace("boot.us=123456", "boot.us=x");
         assert!(matches!(scan_serial(&bad), SerialOutcome::InvalidReport(_)));
+        // A panic in the middle of the report is an error, not "pending".
+        let interrupted = format!("{partial}\nAVM-ERROR panic: at report.rs:1\n");
+        assert!(matches!(scan_serial(&interrupted), SerialOutcome::Error(e) if e.kind == "panic"));
     }
 
     proptest! {
