@@ -3,7 +3,7 @@
 //! Layout (all integers little-endian):
 //!
 //! 1. One header record in the old SHA-1 format (`TCG_PCClientPCREvent`):
-//!    pcrIndex u32, eventType u32 (`EV_NO_ACTION`), digest[20] (zeros),
+//!    pcrIndex u32, eventType u32 (`EV_NO_ACTION`), digest\[20\] (zeros),
 //!    eventSize u32, event = `TCG_EfiSpecIdEvent` ("Spec ID Event03", the
 //!    platform class, spec version, and the list of (algorithmId,
 //!    digestSize) pairs the rest of the log uses).

@@ -7,6 +7,15 @@
 //! - [`wire`]: the framed postcard protocol between verifier and A-VM.
 //! - [`eventlog`]: the TCG PC Client crypto-agile event log (parse, emit,
 //!   replay, the H-CRTM start value of PCR 0).
+//! - [`tpm`]: checked views of TPMS_ATTEST, TPMT_SIGNATURE, TPMT_PUBLIC,
+//!   TPM names and PCR selections.
+//! - [`verify`]: the verification core (`verify_evidence`, reason codes),
+//!   with signature arithmetic behind the `SignatureVerifier` trait.
+//! - [`policy`]: reference values (allowed images, firmware events) with
+//!   their serde (TOML) form and learning from a known-good log.
+//!
+//! The protocol and the verification steps are described in
+//! `docs/protocol.md`, the policy format in `docs/policy.md`.
 #![no_std]
 #![forbid(unsafe_code)]
 
