@@ -423,7 +423,8 @@ impl EventLog {
 
     /// Bytes the log occupies: header and records, without the zero
     /// padding that followed them in the parsed input. For a log built in
-    /// memory, the length of [`Self::emit`] at the time it was created.
+    /// memory with [`Self::new`] and [`Self::push`], the length of
+    /// [`Self::emit`] (editing `events` directly does not update it).
     pub fn used_len(&self) -> usize {
         self.used_len
     }
