@@ -90,6 +90,23 @@ impl<H: Hal, T: Transport> VirtioNetDevice<H, T> {
         self.stats
     }
 
+    /// Asks the device to interrupt on new frames (INTx, PCI interrupt
+    /// line), so the idle loop can `hlt` instead of waking on the timer.
+    pub fn enable_interrupts(&mut self) {
+        self.raw.enable_interrupts();
+    }
+
+    /// Asks the device not to interrupt (the default after start: polled).
+    pub fn disable_interrupts(&mut self) {
+        self.raw.disable_interrupts();
+    }
+
+    /// Reads (and so clears) the ISR status, deasserting a level-triggered
+    /// INTx. Returns true if the device had raised an interrupt.
+    pub fn ack_interrupt(&mut self) -> bool {
+        !self.raw.ack_interrupt().is_empty()
+    }
+
     /// Gives every receive buffer the driver holds back to the device.
     fn post_receive_buffers(&mut self) -> Result<(), virtio_drivers::Error> {
         for buffer in self.rx.iter_mut().filter(|b| b.token.is_none()) {

@@ -18,42 +18,51 @@
 //!
 //! The kernel provides:
 //! - **Port I/O** for PCI configuration (0xCF8/0xCFC): implement
-//!   [`virtio::PortIo`] (`inl`/`outl`).
+//!   [`virtio::PortIo`] (`inl`/`outl`) on a unit struct.
+//! - **BAR mapping**: the `map_mmio(phys, len) -> bool` callback of
+//!   [`virtio::open_virtio_net`] identity-maps each memory BAR uncached
+//!   (SeaBIOS may place the 64-bit virtio BAR above 4 GiB).
 //! - **DMA memory**: [`virtio::IdentityMapHal`] allocates from the global
 //!   allocator and hands the device *virtual* addresses as *physical*
-//!   ones. That is correct only if the kernel identity-maps all of RAM
-//!   (heap, stacks, statics) and the virtio BARs (which SeaBIOS assigns,
-//!   possibly above 4 GiB for 64-bit BARs; map them uncached). The heap
-//!   needs about 150 KiB for the device's queues and buffers plus
-//!   `connections * (rx_buffer_len + tx_buffer_len)` (192 KiB by default)
-//!   plus one evidence frame per answering connection.
-//! - **A clock**: milliseconds since boot (monotonic, `u64`).
+//!   ones, which is correct only because the kernel identity-maps RAM
+//!   (heap, stacks, statics). Heap use: about 100 KiB for the queues and
+//!   buffers, `connections * (rx_buffer_len + tx_buffer_len)` (640 KiB with
+//!   the defaults), plus one encoded answer per answering connection.
+//! - **A clock**: milliseconds since boot (monotonic `u64`).
 //! - **Randomness** for [`NetConfig::random_seed`] (TPM2_GetRandom).
 //! - **The TPM**: an implementation of [`AttestationBackend`].
+//! - No `alloc::format!` is used here: liballoc's precompiled `format`
+//!   needs `_Unwind_Resume`, which the freestanding image lacks.
 //!
 //! ```ignore
+//! #[derive(Clone)]
+//! struct KernelPorts;
+//! impl avm_net::virtio::PortIo for KernelPorts { /* port::inl / port::outl */ }
+//!
 //! let mut config = avm_net::NetConfig::from_cmdline(cmdline)?;   // ip=... or DHCP
-//! config.random_seed = tpm.get_random_u64()?;
+//! config.random_seed = tpm_random_u64;
 //! let device = avm_net::virtio::open_virtio_net::<avm_net::virtio::IdentityMapHal, _>(
 //!     avm_net::virtio::PortConfigAccess::new(KernelPorts),
+//!     |phys, len| paging::map_mmio(phys, len).is_ok(),
 //! )?;
-//! let mut stack = avm_net::NetStack::new(device, config, clock.now_ms())?;
+//! let mut stack = avm_net::NetStack::new(device, config, time::now_us() / 1000)?;
 //! let mut server = avm_net::AttestationServer::new(PORT, avm_net::ServerLimits::default());
 //! loop {
-//!     let now = clock.now_ms();
+//!     let now = time::now_us() / 1000;
 //!     let mut busy = stack.poll(now);
 //!     busy |= server.poll(&mut stack, &mut tpm_backend, now);
-//!     busy |= stack.poll(now);            // send what the server queued
+//!     busy |= stack.poll(now);            // send what the server queued at once
 //!     if !busy {
-//!         // run the monitors, then sleep (hlt with a timer, or spin) for
-//!         let _ms = stack.poll_delay(clock.now_ms(), 10);
+//!         cpu::idle_until_interrupt();    // hlt until the next timer tick
 //!     }
 //! }
 //! ```
-//! The device is polled: it raises no interrupts the kernel must handle.
-//! With interrupts disabled, `hlt` never wakes, so sleep by spinning on the
-//! clock (or arm a timer) for at most the `poll_delay` (cap it at ~10 ms so
-//! new packets are seen promptly).
+//! The device is polled; it raises no interrupts. Do not spin instead of
+//! `hlt` under TCG: a guest that never exits holds QEMU's big lock and
+//! starves slirp (tested: 200 connections took 45 s to open while the
+//! guest spun, 20 s with `hlt` at 100 Hz). A faster timer (e.g. 1 kHz)
+//! shortens the per-packet wait; `stack.poll_delay(now, max)` says how soon
+//! smoltcp needs the next poll.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

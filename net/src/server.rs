@@ -9,8 +9,8 @@
 //!   [`ServerLimits::idle_timeout_ms`] gets `Error{Timeout}` and is closed;
 //! - a closing connection that cannot deliver its last frame within
 //!   [`ServerLimits::close_grace_ms`] is aborted;
-//! - at least one socket always listens: when every socket is taken, the
-//!   connection least likely to be a live client (closing first, then ones
+//! - some sockets always listen ([`ServerLimits::min_listening`]): when
+//!   too few are free, the connection least likely to be a live client (closing first, then ones
 //!   that never completed a request, then the longest idle) is aborted and
 //!   its socket listens again. So any number of stalled connections cannot
 //!   lock a real client out.
@@ -31,8 +31,11 @@ pub const MAX_CONNECTIONS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
     /// Sockets in the pool (2..=[`MAX_CONNECTIONS`]): concurrent clients
-    /// plus the one that always listens.
+    /// plus the ones kept listening.
     pub connections: usize,
+    /// Sockets kept listening at all times (1..connections), evicting idle
+    /// connections if needed; SYNs beyond this many within one poll are refused.
+    pub min_listening: usize,
     /// A connection is timed out after this long without a complete request
     /// or any output progress.
     pub idle_timeout_ms: u64,
@@ -51,12 +54,13 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
-            connections: 8,
+            connections: 16,
+            min_listening: 4,
             idle_timeout_ms: 5_000,
             close_grace_ms: 2_000,
             tcp_timeout_ms: 10_000,
             rx_buffer_len: 8 * 1024,
-            tx_buffer_len: 16 * 1024,
+            tx_buffer_len: 32 * 1024,
             requests_per_poll: 4,
         }
     }
@@ -121,6 +125,7 @@ impl AttestationServer {
     pub fn new(port: u16, limits: ServerLimits) -> Self {
         let mut limits = limits;
         limits.connections = limits.connections.clamp(2, MAX_CONNECTIONS);
+        limits.min_listening = limits.min_listening.clamp(1, limits.connections - 1);
         limits.requests_per_poll = limits.requests_per_poll.max(1);
         Self {
             port,
@@ -175,7 +180,7 @@ impl AttestationServer {
                 now_ms,
             );
         }
-        progress |= self.keep_one_listening(sockets, now_ms);
+        progress |= self.keep_listening(sockets, now_ms);
         progress
     }
 
@@ -204,39 +209,47 @@ impl AttestationServer {
         }
     }
 
-    /// If no socket listens, aborts the least valuable connection and
-    /// listens on its socket.
-    fn keep_one_listening(&mut self, sockets: &mut SocketSet<'static>, now_ms: u64) -> bool {
-        let mut victim: Option<(EvictionClass, u64, usize)> = None;
-        let mut aborted = None;
-        for (index, slot) in self.slots.iter().enumerate() {
-            let socket = sockets.get::<tcp::Socket>(slot.handle);
-            match socket.state() {
-                State::Listen => return false,
-                State::Closed => aborted = Some(index),
-                _ => {}
+    /// Keeps [`ServerLimits::min_listening`] sockets listening: sockets
+    /// aborted this poll listen at once (their RST is dropped), then the
+    /// least valuable connections are evicted. Several listeners let a
+    /// burst of SYNs that arrive within one poll all be accepted.
+    fn keep_listening(&mut self, sockets: &mut SocketSet<'static>, now_ms: u64) -> bool {
+        let mut progress = false;
+        for _ in 0..self.limits.min_listening {
+            let mut listening = 0;
+            let mut aborted = None;
+            let mut victim: Option<(EvictionClass, u64, usize)> = None;
+            for (index, slot) in self.slots.iter().enumerate() {
+                let socket = sockets.get::<tcp::Socket>(slot.handle);
+                match socket.state() {
+                    State::Listen => listening += 1,
+                    State::Closed => aborted = Some(index),
+                    _ => {
+                        let key = (eviction_class(slot, socket), slot.last_activity_ms, index);
+                        if victim.is_none_or(|v| key < v) {
+                            victim = Some(key);
+                        }
+                    }
+                }
             }
-            let class = eviction_class(slot, socket);
-            let key = (class, slot.last_activity_ms, index);
-            if victim.is_none_or(|v| key < v) {
-                victim = Some(key);
+            if listening >= self.limits.min_listening {
+                break;
             }
+            let Some(index) = aborted.or(victim.map(|(_, _, index)| index)) else {
+                break;
+            };
+            let Some(slot) = self.slots.get_mut(index) else {
+                break;
+            };
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            if aborted.is_none() {
+                socket.abort();
+                self.stats.evictions += 1;
+            }
+            relisten(socket, self.port, slot, now_ms);
+            progress = true;
         }
-        // A socket aborted this poll listens at once (its RST is dropped)
-        // rather than evicting a live connection; otherwise evict.
-        let Some(index) = aborted.or(victim.map(|(_, _, index)| index)) else {
-            return false;
-        };
-        let Some(slot) = self.slots.get_mut(index) else {
-            return false;
-        };
-        let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
-        if aborted.is_none() {
-            socket.abort();
-            self.stats.evictions += 1;
-        }
-        relisten(socket, self.port, slot, now_ms);
-        true
+        progress
     }
 }
 

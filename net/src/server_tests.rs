@@ -456,7 +456,8 @@ fn two_hundred_stalled_connections_do_not_lock_out_a_verifier() {
         .filter(|c| net.socket(c).state() == State::Established)
         .count();
     // Every pool socket was taken by a staller at some point.
-    assert!(connected >= ServerLimits::default().connections - 1);
+    let limits = ServerLimits::default();
+    assert!(connected >= limits.connections - limits.min_listening);
     assert!(
         net.server.stats().evictions >= 150,
         "{:?}",
@@ -482,7 +483,7 @@ fn stalled_connections_opened_at_once_do_not_lock_out_a_verifier() {
 #[test]
 fn large_evidence_is_written_across_many_polls() {
     let limits = ServerLimits::default();
-    let event_log_len = 150 * 1024;
+    let event_log_len = 200 * 1024;
     let mut net = Testbed::new(limits, event_log_len);
     let mut client = net.connect();
     net.exchange(&mut client, &hello());
@@ -497,7 +498,7 @@ fn large_evidence_is_written_across_many_polls() {
         .unwrap()
         .len();
     assert!(
-        frame_len > 8 * limits.tx_buffer_len,
+        frame_len > 6 * limits.tx_buffer_len,
         "must span many send buffers"
     );
     assert_eq!(evidence, Response::Evidence(expected));

@@ -10,7 +10,6 @@
 //! The server ([`crate::server`]) moves bytes between the session and a TCP
 //! socket and closes the socket once [`Session::is_finished`].
 
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::wire::{
@@ -83,7 +82,9 @@ impl Session {
             Ok(Some(body)) => self.handle_body(&body, backend),
             Err(FrameError::TooLarge { len, limit }) => self.fail(
                 ErrorCode::TooLarge,
-                format!("frame of {len} bytes exceeds the request limit of {limit}"),
+                detail(format_args!(
+                    "frame of {len} bytes exceeds the request limit of {limit}"
+                )),
             ),
             Err(_) => self.fail(ErrorCode::Malformed, String::from("malformed frame")),
         }
@@ -164,7 +165,9 @@ impl Session {
         match request {
             Request::Hello { version } if version != PROTOCOL_VERSION => error(
                 ErrorCode::UnsupportedVersion,
-                format!("protocol version {version} is not supported (only {PROTOCOL_VERSION})"),
+                detail(format_args!(
+                    "protocol version {version} is not supported (only {PROTOCOL_VERSION})"
+                )),
             ),
             Request::Hello { .. } => match backend.hello() {
                 Ok(info) => {
@@ -229,18 +232,29 @@ impl Session {
 
 fn check_challenge(nonce: &[u8], pcr_mask: u32) -> Result<(), String> {
     if nonce.len() > MAX_NONCE_LEN {
-        return Err(format!(
+        return Err(detail(format_args!(
             "nonce of {} bytes exceeds {MAX_NONCE_LEN}",
             nonce.len()
-        ));
+        )));
     }
     if pcr_mask == 0 {
         return Err(String::from("empty PCR selection"));
     }
     if pcr_mask & !VALID_PCR_MASK != 0 {
-        return Err(format!("PCR selection {pcr_mask:#x} names PCRs above 23"));
+        return Err(detail(format_args!(
+            "PCR selection {pcr_mask:#x} names PCRs above 23"
+        )));
     }
     Ok(())
+}
+
+/// Formats an error detail without `alloc::format!`: liballoc's
+/// precompiled `format` needs unwinding symbols the freestanding kernel
+/// does not have. Longer text is cut at the buffer size.
+fn detail(args: core::fmt::Arguments<'_>) -> String {
+    let mut text: heapless::String<160> = heapless::String::new();
+    let _ = core::fmt::write(&mut text, args);
+    String::from(text.as_str())
 }
 
 fn error(code: ErrorCode, detail: String) -> Response {

@@ -77,6 +77,8 @@ impl<P: PortIo> ConfigurationAccess for PortConfigAccess<P> {
 pub enum VirtioInitError {
     /// No virtio-net function on PCI bus 0.
     NotFound,
+    /// The kernel could not map this memory BAR.
+    MapBar { address: u64, size: u64 },
     /// The PCI transport could not be set up (missing capability, BAR not assigned...).
     Transport(VirtioPciError),
     /// The device refused initialisation or its queues.
@@ -87,6 +89,9 @@ impl core::fmt::Display for VirtioInitError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             VirtioInitError::NotFound => f.write_str("no virtio-net device on PCI bus 0"),
+            VirtioInitError::MapBar { address, size } => {
+                write!(f, "cannot map BAR at {address:#x} ({size:#x} bytes)")
+            }
             VirtioInitError::Transport(e) => write!(f, "virtio PCI transport: {e}"),
             VirtioInitError::Device(e) => write!(f, "virtio-net device: {e}"),
         }
@@ -101,13 +106,28 @@ pub fn find_virtio_net<C: ConfigurationAccess>(root: &PciRoot<C>) -> Option<Devi
         .map(|(function, _)| function)
 }
 
-/// Finds the virtio-net device, enables its memory decoding and bus
-/// mastering, and starts the driver.
+/// Finds the virtio-net device, has the kernel map its memory BARs
+/// (`map_mmio(physical address, length)` must identity-map the range
+/// uncached and return false if it cannot; BARs below 4 GiB may already be
+/// mapped), enables memory decoding and bus mastering, and starts the driver.
 pub fn open_virtio_net<H: Hal, C: ConfigurationAccess>(
     configuration_access: C,
+    mut map_mmio: impl FnMut(u64, u64) -> bool,
 ) -> Result<VirtioNetDevice<H, PciTransport>, VirtioInitError> {
     let mut root = PciRoot::new(configuration_access);
     let function = find_virtio_net(&root).ok_or(VirtioInitError::NotFound)?;
+    let bars = root
+        .bars(function)
+        .map_err(|e| VirtioInitError::Transport(VirtioPciError::from(e)))?;
+    for bar in bars.iter().flatten() {
+        if let Some((address, size)) = bar.memory_address_size()
+            && address != 0
+            && size != 0
+            && !map_mmio(address, size)
+        {
+            return Err(VirtioInitError::MapBar { address, size });
+        }
+    }
     let (_status, command) = root.get_status_command(function);
     root.set_command(
         function,
@@ -268,7 +288,7 @@ mod tests {
         let root = PciRoot::new(PortConfigAccess::new(ports.clone()));
         assert_eq!(find_virtio_net(&root), None);
         assert_eq!(
-            open_virtio_net::<IdentityMapHal, _>(PortConfigAccess::new(ports)).err(),
+            open_virtio_net::<IdentityMapHal, _>(PortConfigAccess::new(ports), |_, _| true).err(),
             Some(VirtioInitError::NotFound)
         );
     }
