@@ -61,6 +61,35 @@ pub mod event_type {
     pub const EV_TABLE_OF_DEVICES: u32 = 0x0000_000B;
     pub const EV_COMPACT_HASH: u32 = 0x0000_000C;
     pub const EV_NONHOST_CODE: u32 = 0x0000_000F;
+    pub const EV_NONHOST_CONFIG: u32 = 0x0000_0010;
+    pub const EV_NONHOST_INFO: u32 = 0x0000_0011;
+    pub const EV_OMIT_BOOT_DEVICE_EVENTS: u32 = 0x0000_0012;
+
+    /// The spec's name of an event type, for people reading verdicts.
+    pub fn name(event_type: u32) -> Option<&'static str> {
+        Some(match event_type {
+            EV_PREBOOT_CERT => "EV_PREBOOT_CERT",
+            EV_POST_CODE => "EV_POST_CODE",
+            0x0000_0002 => "EV_UNUSED",
+            EV_NO_ACTION => "EV_NO_ACTION",
+            EV_SEPARATOR => "EV_SEPARATOR",
+            EV_ACTION => "EV_ACTION",
+            EV_EVENT_TAG => "EV_EVENT_TAG",
+            EV_S_CRTM_CONTENTS => "EV_S_CRTM_CONTENTS",
+            EV_S_CRTM_VERSION => "EV_S_CRTM_VERSION",
+            0x0000_0009 => "EV_CPU_MICROCODE",
+            0x0000_000A => "EV_PLATFORM_CONFIG_FLAGS",
+            EV_TABLE_OF_DEVICES => "EV_TABLE_OF_DEVICES",
+            EV_COMPACT_HASH => "EV_COMPACT_HASH",
+            EV_IPL => "EV_IPL",
+            0x0000_000E => "EV_IPL_PARTITION_DATA",
+            EV_NONHOST_CODE => "EV_NONHOST_CODE",
+            EV_NONHOST_CONFIG => "EV_NONHOST_CONFIG",
+            EV_NONHOST_INFO => "EV_NONHOST_INFO",
+            EV_OMIT_BOOT_DEVICE_EVENTS => "EV_OMIT_BOOT_DEVICE_EVENTS",
+            _ => return None,
+        })
+    }
 }
 
 /// Why an event log was rejected. Offsets are byte offsets into the input.
@@ -715,6 +744,13 @@ mod tests {
                 offset: bytes.len() + 20
             })
         );
+    }
+
+    #[test]
+    fn event_type_names() {
+        assert_eq!(event_type::name(4), Some("EV_SEPARATOR"));
+        assert_eq!(event_type::name(0xd), Some("EV_IPL"));
+        assert_eq!(event_type::name(0x8000_0001), None);
     }
 
     #[test]
