@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 /// Version of the message set below; sent in both Hello messages.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// TCP port the A-VM's attestation server listens on inside the guest. The
+/// launcher forwards a host loopback port of its choice to it.
+pub const ATTEST_PORT: u16 = 7140;
+
 /// Size of the length prefix in front of every frame body.
 pub const FRAME_HEADER_LEN: usize = 4;
 
