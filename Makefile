@@ -8,7 +8,7 @@ CARGO        ?= cargo
 # see kernel/build-image.sh.
 AVM_IMAGE     := build/avm.elf
 FUZZ_SECONDS  ?= 10
-FUZZ_CRATES   := drivers/tpm-crb attest net kernel
+FUZZ_CRATES   := drivers/tpm-crb attest net kernel verifier-host
 
 .PHONY: help deps build kernel host run-qemu test test-unit test-integration lint fuzz fuzz-smoke bench clean
 
