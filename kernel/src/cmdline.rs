@@ -114,6 +114,11 @@ pub struct KernelOptions {
     pub log_level: LogLevel,
     /// Fail on purpose right after the platform is up.
     pub crash: Option<CrashKind>,
+    /// TCP port of the attestation server inside the guest (`attest-port=N`).
+    pub attest_port: u16,
+    /// Whether `ip=` was given (its value is applied by the network stack,
+    /// which parses it again with the same checks: `avm_net::NetConfig`).
+    pub static_or_dhcp_ip: bool,
 }
 
 impl Default for KernelOptions {
@@ -122,8 +127,18 @@ impl Default for KernelOptions {
             exit_after_report: false,
             log_level: LogLevel::Info,
             crash: None,
+            attest_port: avm_attest::wire::ATTEST_PORT,
+            static_or_dhcp_ip: false,
         }
     }
+}
+
+/// Parses a TCP port number 1..=65535 written in plain decimal.
+pub fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u16>().ok().filter(|&port| port != 0)
 }
 
 impl KernelOptions {
@@ -142,7 +157,17 @@ impl KernelOptions {
                     Some(kind) => opts.crash = Some(kind),
                     None => problem(OptionProblem::BadValue(arg)),
                 },
-                ("exit-after-report" | "log" | "crash", _) => problem(OptionProblem::BadValue(arg)),
+                ("attest-port", Some(v)) => match parse_port(v) {
+                    Some(port) => opts.attest_port = port,
+                    None => problem(OptionProblem::BadValue(arg)),
+                },
+                ("ip", Some(v)) => match avm_net::config::parse_ip_value(v) {
+                    Ok(_) => opts.static_or_dhcp_ip = true,
+                    Err(_) => problem(OptionProblem::BadValue(arg)),
+                },
+                ("exit-after-report" | "log" | "crash" | "attest-port" | "ip", _) => {
+                    problem(OptionProblem::BadValue(arg))
+                }
                 (key, _) => problem(OptionProblem::UnknownKey(key)),
             }
         }
@@ -196,6 +221,44 @@ mod tests {
     }
 
     #[test]
+    fn network_options() {
+        let mut problems = vec![];
+        let o = KernelOptions::parse("ip=10.0.2.15/24,gw=10.0.2.2 attest-port=7000", |p| {
+            problems.push(p)
+        });
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(o.attest_port, 7000);
+        assert!(o.static_or_dhcp_ip);
+        let o = KernelOptions::parse("", |_| {});
+        assert_eq!(o.attest_port, avm_attest::wire::ATTEST_PORT);
+        assert!(!o.static_or_dhcp_ip);
+
+        let mut problems = vec![];
+        let o = KernelOptions::parse(
+            "attest-port=0 attest-port=65536 attest-port=+1 attest-port ip=10.0.2.15 ip",
+            |p| problems.push(p),
+        );
+        assert_eq!(o.attest_port, avm_attest::wire::ATTEST_PORT);
+        assert!(!o.static_or_dhcp_ip);
+        assert_eq!(problems.len(), 6);
+        assert!(
+            problems
+                .iter()
+                .all(|p| matches!(p, OptionProblem::BadValue(_)))
+        );
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("1"), Some(1));
+        assert_eq!(parse_port("65535"), Some(65535));
+        assert_eq!(parse_port("07140"), Some(7140));
+        for bad in ["", "0", "65536", "-1", " 1", "1x", "999999"] {
+            assert_eq!(parse_port(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn value_keeps_later_equals_signs() {
         let a: Vec<_> = args("a=b=c d=").collect();
         assert_eq!(
@@ -235,7 +298,9 @@ mod tests {
             let known = args(&s)
                 .filter(|a| matches!((a.key, a.value), ("exit-after-report", None))
                     || (a.key == "log" && a.value.and_then(LogLevel::parse).is_some())
-                    || (a.key == "crash" && a.value.and_then(CrashKind::parse).is_some()))
+                    || (a.key == "crash" && a.value.and_then(CrashKind::parse).is_some())
+                    || (a.key == "attest-port" && a.value.and_then(parse_port).is_some())
+                    || (a.key == "ip" && a.value.is_some_and(|v| avm_net::config::parse_ip_value(v).is_ok())))
                 .count();
             prop_assert_eq!(known + problems, s.split_ascii_whitespace().count());
         }

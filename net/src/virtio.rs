@@ -72,6 +72,9 @@ impl<P: PortIo> ConfigurationAccess for PortConfigAccess<P> {
     }
 }
 
+/// The device [`open_virtio_net`] returns, for callers that store it.
+pub type PciVirtioNet<H> = VirtioNetDevice<H, PciTransport>;
+
 /// Why the network device could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VirtioInitError {
@@ -113,7 +116,7 @@ pub fn find_virtio_net<C: ConfigurationAccess>(root: &PciRoot<C>) -> Option<Devi
 pub fn open_virtio_net<H: Hal, C: ConfigurationAccess>(
     configuration_access: C,
     mut map_mmio: impl FnMut(u64, u64) -> bool,
-) -> Result<VirtioNetDevice<H, PciTransport>, VirtioInitError> {
+) -> Result<PciVirtioNet<H>, VirtioInitError> {
     let mut root = PciRoot::new(configuration_access);
     let function = find_virtio_net(&root).ok_or(VirtioInitError::NotFound)?;
     let bars = root

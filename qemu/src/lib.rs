@@ -5,14 +5,16 @@
 //! ([`provision`]), measure the A-VM image into PCR0 as H-CRTM through
 //! swtpm's control channel ([`swtpm`], expected values in [`measure`]),
 //! start QEMU ([`qemu`]) and wait for the kernel's boot report on the serial
-//! console ([`report`], [`serial`]). [`node`] ties these together and is
-//! what the CLI and the integration tests use.
+//! console ([`report`], [`serial`]), then, for a node with a network, for
+//! the line saying its attestation server is up ([`netline`]). [`node`]
+//! ties these together and is what the CLI and the integration tests use.
 #![forbid(unsafe_code)]
 
 pub mod hex;
 pub mod kvm;
 pub mod layout;
 pub mod measure;
+pub mod netline;
 pub mod node;
 pub mod process;
 pub mod provision;

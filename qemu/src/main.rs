@@ -29,8 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a node and return once the A-VM printed its boot report; the
-    /// node keeps running in the background. Prints the attestation address.
+    /// Start a node and return once the A-VM printed its boot report and its
+    /// attestation server is up; the node keeps running in the background.
+    /// Prints the attestation address (127.0.0.1:PORT) on stdout.
     Up(UpArgs),
     /// Stop everything `up` started in the state directory.
     Down {
@@ -45,7 +46,7 @@ enum Command {
         #[arg(long)]
         state: PathBuf,
         /// Print one JSON object (fields include avm_serial, ek_ca,
-        /// attest_addr, running).
+        /// attest_addr, attest_port, guest_ip, guest_attest_port, running).
         #[arg(long)]
         json: bool,
     },
@@ -88,10 +89,13 @@ struct NodeArgs {
     /// The A-VM kernel image (ELF with a PVH note).
     #[arg(long, env = "AVM_IMAGE", default_value = "build/avm.elf")]
     image: PathBuf,
-    /// Forward this host loopback TCP port to the same port in the A-VM
-    /// (its attestation server). Without it the A-VM has no network.
-    #[arg(long)]
+    /// Host loopback TCP port forwarded to the A-VM's attestation server
+    /// (guest port 7140) [default: a free port, picked automatically].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "no_network")]
     attest_port: Option<u16>,
+    /// Boot without a network card: no attestation server (boot checks only).
+    #[arg(long)]
+    no_network: bool,
     /// A-VM guest RAM in MiB.
     #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
     memory: u32,
@@ -101,7 +105,7 @@ struct NodeArgs {
     /// Accelerator.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     accel: AccelArg,
-    /// Seconds to wait for the boot report.
+    /// Seconds to wait for the boot report and the network.
     #[arg(long, default_value_t = node::DEFAULT_BOOT_TIMEOUT.as_secs())]
     timeout: u64,
     /// Extra kernel command-line words (repeatable), e.g. `--cmdline log=debug`.
@@ -127,14 +131,51 @@ struct RunArgs {
     node: NodeArgs,
 }
 
-fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
+fn node_config(state: PathBuf, args: &NodeArgs) -> Result<NodeConfig, String> {
     let mut config = NodeConfig::new(state, &args.image);
-    config.attest_port = args.attest_port;
+    config.attest_port = if args.no_network {
+        None
+    } else {
+        match args.attest_port {
+            Some(port) => Some(port),
+            None => Some(
+                node::free_loopback_port()
+                    .map_err(|e| format!("finding a free loopback port: {e}"))?,
+            ),
+        }
+    };
     config.memory_mib = args.memory;
     config.with_tpm = !args.no_tpm;
     config.accel = args.accel.choice();
     config.extra_cmdline = args.cmdline.clone();
-    config
+    Ok(config)
+}
+
+/// How often `up`/`run` try another automatically chosen port when another
+/// process took the one picked before QEMU could bind it.
+const PORT_ATTEMPTS: usize = 3;
+
+/// Brings the node up; with an automatically chosen port, retries with a
+/// fresh one if QEMU could not bind it.
+fn bring_up(state: PathBuf, args: &NodeArgs, detachable: bool) -> Result<Node, String> {
+    let timeout = Duration::from_secs(args.timeout);
+    let mut attempt = 1;
+    loop {
+        let mut config = node_config(state.clone(), args)?;
+        config.detachable = detachable;
+        match Node::up(&config, timeout) {
+            Ok(node) => return Ok(node),
+            Err(err)
+                if err.is_port_conflict()
+                    && args.attest_port.is_none()
+                    && attempt < PORT_ATTEMPTS =>
+            {
+                eprintln!("avm-qemu: port taken meanwhile, trying another one");
+                attempt += 1;
+            }
+            Err(err) => return Err(err.to_string()),
+        }
+    }
 }
 
 fn print_report(report: &BootReport, record: &NodeRecord) {
@@ -197,10 +238,7 @@ fn print_report(report: &BootReport, record: &NodeRecord) {
 }
 
 fn up(args: UpArgs) -> Result<(), String> {
-    let mut config = node_config(args.state, &args.node);
-    config.detachable = true;
-    let node =
-        Node::up(&config, Duration::from_secs(args.node.timeout)).map_err(|e| e.to_string())?;
+    let node = bring_up(args.state, &args.node, true)?;
     let record = node.detach();
     eprintln!(
         "A-VM up (qemu pid {}, swtpm pid {}); serial log {}; stop with `avm-qemu down --state {}`",
@@ -211,7 +249,7 @@ fn up(args: UpArgs) -> Result<(), String> {
     );
     match record.attest_addr {
         Some(addr) => println!("{addr}"),
-        None => eprintln!("no attestation address (start with --attest-port PORT)"),
+        None => eprintln!("no attestation address (started with --no-network)"),
     }
     Ok(())
 }
@@ -226,16 +264,18 @@ fn run(args: RunArgs) -> Result<(), String> {
         .clone()
         .or_else(|| temporary.as_ref().map(|t| t.0.clone()))
         .ok_or("no state directory")?;
-    let config = node_config(state, &args.node);
-    let result = Node::up(&config, Duration::from_secs(args.node.timeout));
+    let result = bring_up(state, &args.node, false);
     let outcome = match &result {
         Ok(node) => {
             if let Some(report) = node.report() {
                 print_report(report, node.record());
             }
+            if let (Some(addr), Some(ip)) = (&node.record().attest_addr, &node.record().guest_ip) {
+                println!("  attestation server {addr} (A-VM {ip}) up");
+            }
             Ok(())
         }
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err.clone()),
     };
     drop(result);
     drop(temporary);
@@ -292,6 +332,9 @@ fn main() -> ExitCode {
                     }
                     if let Some(addr) = &status.record.attest_addr {
                         println!("attestation  {addr}");
+                    }
+                    if let Some(ip) = &status.record.guest_ip {
+                        println!("A-VM address {ip}");
                     }
                 }
                 Ok(())

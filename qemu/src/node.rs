@@ -14,6 +14,7 @@ use crate::hex;
 use crate::kvm;
 use crate::layout::{MAX_UNIX_SOCKET_PATH, StateLayout};
 use crate::measure::{hcrtm_pcr0_start, sha256};
+use crate::netline::{NetworkOutcome, scan_network};
 use crate::process::{self, ChildGuard, ProcessGroup};
 use crate::provision::{ProvisionError, provision_tpm};
 use crate::qemu::{Accel, GuestExit, QemuCommand};
@@ -26,6 +27,11 @@ pub const DEFAULT_MEMORY_MIB: u32 = 128;
 /// Default bound on the wait for the boot report (TCG on a loaded 2-core
 /// host boots in about a second; this leaves room for contention).
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on the wait for the network after the boot report (the
+/// DHCP exchange with QEMU's user network takes well under a second).
+pub const DEFAULT_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The attestation server's port inside the A-VM.
+pub use avm_attest::wire::ATTEST_PORT as GUEST_ATTEST_PORT;
 /// Kernel command-line word that makes the A-VM exit (status 33) right
 /// after printing its boot report.
 pub const EXIT_AFTER_REPORT: &str = "exit-after-report";
@@ -43,7 +49,8 @@ pub struct NodeConfig {
     /// The A-VM kernel image (ELF with a PVH note).
     pub image: PathBuf,
     pub memory_mib: u32,
-    /// Host loopback port forwarded to the same port in the A-VM.
+    /// Host loopback port forwarded to the A-VM's attestation server
+    /// ([`GUEST_ATTEST_PORT`]); `None`: no NIC at all (boot-only tests).
     pub attest_port: Option<u16>,
     /// Attach the TPM (false only to test the A-VM's no-TPM error path).
     pub with_tpm: bool,
@@ -122,9 +129,14 @@ pub struct NodeRecord {
     pub ek_cert_ecc_p256: Option<PathBuf>,
     /// TPM name (hex) of that EK, as the A-VM reports it in `ek.name`.
     pub ek_name_ecc_p256: Option<String>,
+    /// Host loopback port forwarded to the A-VM's attestation server.
     pub attest_port: Option<u16>,
     /// `host:port` where the A-VM's attestation server is reachable.
     pub attest_addr: Option<String>,
+    /// The A-VM's own address and server port, once its network is up
+    /// (`AVM-NET-UP` on the serial console).
+    pub guest_ip: Option<String>,
+    pub guest_attest_port: Option<u16>,
 }
 
 impl NodeRecord {
@@ -225,6 +237,19 @@ pub enum NodeError {
     },
     #[error("QEMU did not exit within {0:?}")]
     ExitTimeout(Duration),
+    #[error("the node has no network (launched without an attestation port)")]
+    NoNetwork,
+    #[error(
+        "the A-VM's network did not start: {reason}\n--- A-VM serial log (tail) ---\n{serial_tail}"
+    )]
+    NetworkDown { reason: String, serial_tail: String },
+    #[error(
+        "the A-VM's network did not come up within {timeout:?}\n--- A-VM serial log (tail) ---\n{serial_tail}"
+    )]
+    NetworkTimeout {
+        timeout: Duration,
+        serial_tail: String,
+    },
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -360,7 +385,7 @@ impl Node {
             qemu.tpm_crb(&layout.swtpm_ctrl_socket());
         }
         if let Some(port) = config.attest_port {
-            qemu.user_net_forward(port, port);
+            qemu.user_net_forward(port, GUEST_ATTEST_PORT);
         }
         let log = std::fs::File::create(layout.avm_qemu_log())
             .map_err(io_error("creating the QEMU log"))?;
@@ -411,11 +436,76 @@ impl Node {
         Ok(Swtpm::spawn(&config)?)
     }
 
-    /// Launches and waits for the boot report.
+    /// Launches and waits for the boot report, then (for a node with an
+    /// attestation port that keeps running) for its network; `timeout`
+    /// bounds both waits together.
     pub fn up(config: &NodeConfig, timeout: Duration) -> Result<Self, NodeError> {
+        let started = Instant::now();
         let mut node = Self::launch(config)?;
         node.wait_for_report(timeout)?;
+        if config.attest_port.is_some() && !config.exit_after_report {
+            node.wait_for_network(timeout.saturating_sub(started.elapsed()))?;
+        }
         Ok(node)
+    }
+
+    /// Follows the serial log until the A-VM says its attestation server
+    /// is reachable (`AVM-NET-UP`), and records the guest address in
+    /// `node.json`. Fails on `AVM-NET-DOWN`, QEMU exiting or the timeout.
+    pub fn wait_for_network(&mut self, timeout: Duration) -> Result<(), NodeError> {
+        if self.record.attest_port.is_none() {
+            return Err(NodeError::NoNetwork);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = self.poll_exit()?;
+            self.serial
+                .poll()
+                .map_err(io_error("reading the A-VM serial log"))?;
+            match scan_network(&self.serial.text()) {
+                NetworkOutcome::Up { ip, port } => {
+                    self.record.guest_ip = Some(ip.to_string());
+                    self.record.guest_attest_port = Some(port);
+                    self.record.store(&self.layout)?;
+                    return Ok(());
+                }
+                NetworkOutcome::Down { reason } => {
+                    return Err(NodeError::NetworkDown {
+                        reason,
+                        serial_tail: self.serial.tail(TAIL_LINES),
+                    });
+                }
+                NetworkOutcome::Invalid { line } => {
+                    return Err(NodeError::NetworkDown {
+                        reason: format!("unreadable network line {line:?}"),
+                        serial_tail: self.serial.tail(TAIL_LINES),
+                    });
+                }
+                NetworkOutcome::Pending => {}
+            }
+            if let Some(exit) = exited {
+                return Err(NodeError::QemuExited {
+                    exit,
+                    serial_tail: self.serial.tail(TAIL_LINES),
+                    qemu_log_tail: file_tail(&self.layout.avm_qemu_log(), TAIL_LINES),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(NodeError::NetworkTimeout {
+                    timeout,
+                    serial_tail: self.serial.tail(TAIL_LINES),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// `127.0.0.1:PORT`, where the attestation server is reachable from
+    /// the host (`None` without a network).
+    pub fn attest_addr(&self) -> Option<std::net::SocketAddr> {
+        self.record
+            .attest_port
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// Notes QEMU's exit (once) with when it was seen.
@@ -557,6 +647,24 @@ impl Node {
     }
 }
 
+/// A loopback TCP port that is free right now (the kernel picks it), for a
+/// node whose user did not choose one. Another process could take it before
+/// QEMU binds it; QEMU then fails with "Could not set up host forwarding
+/// rule" (see [`NodeError::is_port_conflict`]).
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+}
+
+impl NodeError {
+    /// Whether QEMU failed because the forwarded host port was taken.
+    pub fn is_port_conflict(&self) -> bool {
+        matches!(self, NodeError::QemuExited { qemu_log_tail, .. }
+            if qemu_log_tail.contains("host forwarding rule"))
+    }
+}
+
 /// The status of the node in `state_dir`.
 pub fn status(state_dir: &Path) -> Result<NodeStatus, NodeError> {
     let layout = StateLayout::new(state_dir).map_err(io_error("resolving the state directory"))?;
@@ -629,6 +737,13 @@ mod tests {
         assert!(!status(dir.path()).unwrap().running);
         // `down` must not signal it.
         assert!(!down(dir.path()).unwrap().running);
+    }
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let port = free_loopback_port().unwrap();
+        assert_ne!(port, 0);
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     }
 
     #[test]

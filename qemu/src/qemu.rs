@@ -112,9 +112,13 @@ impl QemuCommand {
             .arg(format!(
                 "user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
             ))
-            // No option ROM: the A-VM never network-boots, and SeaBIOS
-            // would spend boot time loading (and measuring) iPXE.
-            .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+            // Modern-only virtio (what the A-VM's driver speaks). No option
+            // ROM: the A-VM never network-boots, and SeaBIOS would spend
+            // boot time loading (and measuring into PCR2) iPXE.
+            .args([
+                "-device",
+                "virtio-net-pci,netdev=n0,disable-legacy=on,romfile=",
+            ])
     }
 
     pub fn get_args(&self) -> &[OsString] {
@@ -216,7 +220,7 @@ mod tests {
             "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-kernel /s/avm.elf -append exit-after-report",
             "-chardev socket,id=chrtpm,path=/s/ctrl.sock -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-crb,tpmdev=tpm0",
-            "-netdev user,id=n0,hostfwd=tcp:127.0.0.1:4000-:7000 -device virtio-net-pci,netdev=n0,romfile=",
+            "-netdev user,id=n0,hostfwd=tcp:127.0.0.1:4000-:7000 -device virtio-net-pci,netdev=n0,disable-legacy=on,romfile=",
         ] {
             assert!(line.contains(expected), "{expected} not in {line}");
         }

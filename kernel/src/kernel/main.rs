@@ -1,6 +1,6 @@
 //! The A-VM unikernel: boots through PVH, sets up the CPU, memory, console,
-//! clock and timer, finds the TPM, prints the boot report and then idles
-//! (later: serves attestation requests over the network).
+//! clock and timer, finds the TPM, prints the boot report and then serves
+//! attestation requests over the network from a polled main loop.
 #![no_std]
 #![no_main]
 
@@ -9,8 +9,10 @@ extern crate alloc;
 mod arch;
 #[macro_use]
 mod console;
+mod attestation;
 mod fatal;
 mod heap;
+mod net;
 mod pci;
 mod physmem;
 mod shutdown;
@@ -102,7 +104,7 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     if options.exit_after_report {
         shutdown::exit(ExitCode::Success);
     }
-    main_loop(tpm)
+    main_loop(tpm, info.cmdline(), options.attest_port)
 }
 
 /// Fails on purpose (`crash=` on the command line), so tests can check the
@@ -225,17 +227,28 @@ fn list_pci_devices() {
     });
 }
 
-/// The idle loop: devices are polled here (network later); between polls the
-/// CPU halts until the next timer tick.
-fn main_loop(_tpm: tpm_boot::TpmState) -> ! {
+/// The main loop: the network (and with it the attestation server) is
+/// polled while there is work; otherwise the CPU halts until the next timer
+/// tick, so an idle A-VM costs the host almost nothing.
+fn main_loop(tpm: tpm_boot::TpmState, cmdline: &str, attest_port: u16) -> ! {
+    let mut backend = attestation::TpmBackend::new(tpm);
+    let mut network = net::start(cmdline, attest_port, &mut backend);
     let mut next_heartbeat = time::now_us() + HEARTBEAT_US;
     loop {
+        let busy = match network.as_mut() {
+            Some(network) => network.poll(&mut backend),
+            None => false,
+        };
         let now = time::now_us();
-        // Device polling (the attestation server) goes here: `net.poll(now)`.
         if now >= next_heartbeat {
             debug!("idle: {} timer ticks", idt::timer_ticks());
+            if let Some(network) = &network {
+                network.log_stats();
+            }
             next_heartbeat = now + HEARTBEAT_US;
         }
-        cpu::idle_until_interrupt();
+        if !busy {
+            cpu::idle_until_interrupt();
+        }
     }
 }

@@ -27,10 +27,6 @@ const MAX_LOG_AREA: u32 = 1 << 20;
 pub type KernelTpm = Tpm<Crb<VolatileMmio, KernelClock>>;
 
 /// What the boot sequence leaves for the services that run afterwards.
-#[expect(
-    dead_code,
-    reason = "handed to the attestation server once avm-net is wired in"
-)]
 pub struct TpmState {
     /// The TPM.
     pub tpm: KernelTpm,

@@ -1,0 +1,136 @@
+//! The network service: the virtio-net device under smoltcp, and the
+//! attestation server on it (see `avm_net`'s crate docs for the contract).
+//!
+//! Serial lines for the launcher (stable, one per boot):
+//! - `AVM-NET-UP ip=A.B.C.D port=N` once the interface has an address
+//!   (at once for `ip=` static, after the DHCP lease otherwise);
+//! - `AVM-NET-DOWN reason=...` when the network cannot start (no NIC, bad
+//!   `ip=`, device failure); the A-VM keeps running without it.
+
+use crate::arch::x86_64::{paging, port};
+use crate::attestation::TpmBackend;
+use avm_net::virtio::{IdentityMapHal, PciVirtioNet, PortConfigAccess, PortIo, VirtioInitError};
+use avm_net::{AttestationServer, NetConfig, NetStack, ServerLimits};
+
+/// PCI configuration access through ports 0xCF8/0xCFC.
+#[derive(Clone)]
+struct KernelPorts;
+
+impl PortIo for KernelPorts {
+    fn inl(&self, port: u16) -> u32 {
+        // SAFETY: virtio-drivers only reads the PCI configuration data port
+        // (0xCFC) through this, after selecting a register at 0xCF8.
+        unsafe { port::inl(port) }
+    }
+
+    fn outl(&self, port: u16, value: u32) {
+        // SAFETY: virtio-drivers only writes the PCI configuration ports
+        // (0xCF8 address, 0xCFC data) through this; the kernel's own PCI
+        // code never runs concurrently (one CPU, no interrupt uses PCI).
+        unsafe { port::outl(port, value) }
+    }
+}
+
+type Device = PciVirtioNet<IdentityMapHal>;
+
+/// The running network: stack, server, and whether the launcher was told.
+pub struct Network {
+    stack: NetStack<Device>,
+    server: AttestationServer,
+    announced: bool,
+}
+
+/// Why the network is not running, for the `AVM-NET-DOWN` line.
+fn announce_down(reason: &str, detail: core::fmt::Arguments<'_>) {
+    warn!("net: {}", detail);
+    println!("AVM-NET-DOWN reason={}", reason);
+}
+
+/// Starts the network from the kernel command line (`ip=`), or returns
+/// `None` (after saying why) if there is no usable NIC or configuration.
+pub fn start(cmdline: &str, attest_port: u16, backend: &mut TpmBackend) -> Option<Network> {
+    let mut config = match NetConfig::from_cmdline(cmdline) {
+        Ok(config) => config,
+        Err(e) => {
+            announce_down("bad-ip", format_args!("ip= refused: {}", e));
+            return None;
+        }
+    };
+    config.random_seed = match backend.random_u64() {
+        Ok(seed) => seed,
+        Err(e) => {
+            // Predictable sequence numbers weaken TCP, not attestation
+            // (quotes are signed and nonce-bound); keep serving.
+            warn!("net: TPM2_GetRandom failed ({}); TSC as TCP seed", e);
+            crate::arch::x86_64::cpu::rdtsc()
+        }
+    };
+    let device = match avm_net::virtio::open_virtio_net::<IdentityMapHal, _>(
+        PortConfigAccess::new(KernelPorts),
+        |phys, len| paging::map_mmio(phys, len).is_ok(),
+    ) {
+        Ok(device) => device,
+        Err(VirtioInitError::NotFound) => {
+            announce_down("no-nic", format_args!("no virtio-net device: no network"));
+            return None;
+        }
+        Err(e) => {
+            announce_down("device", format_args!("virtio-net: {}", e));
+            return None;
+        }
+    };
+    let mac = avm_net::EthernetDevice::mac_address(&device);
+    let stack = match NetStack::new(device, config, now_ms()) {
+        Ok(stack) => stack,
+        Err(e) => {
+            announce_down("device", format_args!("interface: {:?}", e));
+            return None;
+        }
+    };
+    info!(
+        "net: virtio-net {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {:?}, attestation port {}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], config.addressing, attest_port
+    );
+    Some(Network {
+        stack,
+        server: AttestationServer::new(attest_port, ServerLimits::default()),
+        announced: false,
+    })
+}
+
+/// Milliseconds since boot, the network's clock.
+pub fn now_ms() -> u64 {
+    crate::time::now_us() / 1000
+}
+
+impl Network {
+    /// One round of network work (bounded); true if anything happened, so
+    /// the caller polls again before halting.
+    pub fn poll(&mut self, backend: &mut TpmBackend) -> bool {
+        let now = now_ms();
+        let mut busy = self.stack.poll(now);
+        busy |= self.server.poll(&mut self.stack, backend, now);
+        // Send what the server just queued without waiting for a tick.
+        busy |= self.stack.poll(now);
+        if !self.announced
+            && let Some(ip) = self.stack.ipv4()
+        {
+            self.announced = true;
+            info!(
+                "net: {}/{} gateway {:?}",
+                ip.address, ip.prefix_len, ip.gateway
+            );
+            println!("AVM-NET-UP ip={} port={}", ip.address, self.server.port());
+        }
+        busy
+    }
+
+    /// Counters for the debug heartbeat.
+    pub fn log_stats(&self) {
+        debug!(
+            "net: {:?}, {} active connections",
+            self.server.stats(),
+            self.server.active_connections()
+        );
+    }
+}
