@@ -8,6 +8,10 @@ CARGO        ?= cargo
 # see kernel/build-image.sh.
 AVM_IMAGE     := build/avm.elf
 FUZZ_SECONDS  ?= 10
+# One target dir for every fuzz crate, so shared dependencies build once. The
+# smoke run skips AddressSanitizer (the code under test is safe Rust; panics
+# are what it looks for); `make fuzz` keeps it.
+FUZZ_FLAGS    ?= --sanitizer none --target-dir $(CURDIR)/target/fuzz
 FUZZ_CRATES   := drivers/tpm-crb attest net kernel verifier-host
 
 .PHONY: help deps build kernel host run-qemu test test-unit test-integration lint fuzz fuzz-smoke bench clean
@@ -54,12 +58,13 @@ fuzz-smoke: deps
 		[ -d $$crate/fuzz ] || continue; \
 		for target in $$(cd $$crate/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
 			echo "fuzz: $$crate $$target ($(FUZZ_SECONDS)s)"; \
-			(cd $$crate/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- \
+			(cd $$crate/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_FLAGS) $$target -- \
 				-max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 3) || exit 1; \
 		done; \
 	done
 
 fuzz: FUZZ_SECONDS := 120
+fuzz: FUZZ_FLAGS := --target-dir $(CURDIR)/target/fuzz-asan
 fuzz: fuzz-smoke
 
 test: build lint test-unit test-integration fuzz-smoke
