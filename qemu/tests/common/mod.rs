@@ -1,8 +1,15 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod client;
+
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use avm_attest::verify::SignatureVerifier;
+use avm_qemu::qemu::Accel;
+use avm_qemu::{Node, NodeConfig};
 
 /// Two consecutive free loopback TCP ports (swtpm's TCTI wants the control
 /// port right after the server port). Probed by binding; retried because
@@ -39,4 +46,74 @@ pub fn avm_image() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A node with its attestation server up on a free loopback port (TCG,
+/// fresh TPM in `dir`); killed when the returned `Node` is dropped.
+pub fn network_node(dir: &Path) -> Node {
+    let mut config = NodeConfig::new(dir, avm_image());
+    config.accel = Some(Accel::Tcg);
+    config.attest_port = Some(free_port());
+    Node::up(&config, Duration::from_secs(120)).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Signature checks on OpenSSL, as avm-verifier does them on the host.
+pub struct OpensslVerifier;
+
+impl SignatureVerifier for OpensslVerifier {
+    fn verify_ecdsa_p256_sha256(
+        &self,
+        x: &[u8],
+        y: &[u8],
+        message: &[u8],
+        r: &[u8],
+        s: &[u8],
+    ) -> bool {
+        use openssl::bn::{BigNum, BigNumContext};
+        use openssl::ec::{EcGroup, EcKey, EcPoint};
+        use openssl::ecdsa::EcdsaSig;
+        use openssl::nid::Nid;
+        let check = || -> Result<bool, openssl::error::ErrorStack> {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            let mut ctx = BigNumContext::new()?;
+            let point = EcPoint::from_bytes(&group, &[&[0x04][..], x, y].concat(), &mut ctx)?;
+            let key = EcKey::from_public_key(&group, &point)?;
+            let sig =
+                EcdsaSig::from_private_components(BigNum::from_slice(r)?, BigNum::from_slice(s)?)?;
+            sig.verify(&openssl::sha::sha256(message), &key)
+        };
+        check().unwrap_or(false)
+    }
+
+    fn verify_rsassa_pkcs1v15_sha256(
+        &self,
+        modulus: &[u8],
+        exponent: u32,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        use openssl::bn::BigNum;
+        use openssl::hash::MessageDigest;
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        use openssl::sign::Verifier;
+        let check = || -> Result<bool, openssl::error::ErrorStack> {
+            let rsa = Rsa::from_public_components(
+                BigNum::from_slice(modulus)?,
+                BigNum::from_u32(exponent)?,
+            )?;
+            let key = PKey::from_rsa(rsa)?;
+            let mut verifier = Verifier::new(MessageDigest::sha256(), &key)?;
+            verifier.update(message)?;
+            verifier.verify(signature)
+        };
+        check().unwrap_or(false)
+    }
+}
+
+/// Random bytes from OpenSSL.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    openssl::rand::rand_bytes(&mut bytes).expect("random bytes");
+    bytes
 }
