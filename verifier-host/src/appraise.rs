@@ -3,7 +3,7 @@
 //! `avm_attest::verify`; this only chooses the inputs and the wording.
 
 use avm_attest::policy::ReferenceValues;
-use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, EvidenceInput, Reason, verify_evidence};
+use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, EvidenceInput, verify_evidence, verify_quote};
 use avm_attest::wire::PcrValue;
 
 use crate::crypto::OpenSslVerifier;
@@ -48,21 +48,18 @@ pub fn appraise(
             0
         },
     };
-    let mut verdict = verify_evidence(&core_input, policy, verifier);
-    let mut not_applicable = Vec::new();
-    if input.event_log.is_none() {
+    let (verdict, not_applicable) = match input.event_log {
+        Some(_) => (verify_evidence(&core_input, policy, verifier), Vec::new()),
         // Without a log neither the measured launch nor the reference
         // values can be appraised; the quote itself still is.
-        verdict.reasons.retain(|r| {
-            !matches!(
-                r,
-                Reason::EventLogMissing | Reason::ReferenceValuesMissing(_)
-            )
-        });
-        verdict.trusted = verdict.reasons.is_empty();
-        not_applicable.push("event-log replay (no event log in the evidence)".to_string());
-        not_applicable.push("reference values (A-VM image, firmware events)".to_string());
-    }
+        None => (
+            verify_quote(&core_input, verifier),
+            vec![
+                "event-log replay (no event log in the evidence)".to_string(),
+                "reference values (A-VM image, firmware events)".to_string(),
+            ],
+        ),
+    };
     let mut report = Report::new(
         node,
         Some(&verdict),

@@ -376,6 +376,14 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
             "refusing to learn from evidence that does not verify".into(),
         ));
     }
+    // PCR 0's events are genuine only if its replay from an allowed image
+    // gave the quoted value; a policy without images never says so.
+    if report.avm_image_sha256.is_none() {
+        print!("{}", report.human());
+        return Err(CommandError(
+            "refusing to learn: PCR 0 does not match an A-VM image allowed by the policy".into(),
+        ));
+    }
     let log = EventLog::parse(&evidence.event_log)
         .map_err(|_| CommandError("the event log does not parse".into()))?;
     let added = policy.learn_from(&log);
