@@ -1,0 +1,502 @@
+//! `avm-verifier` end to end against real A-VM nodes: the A-VM image
+//! booted under QEMU + swtpm by avm-qemu, its attestation server reached
+//! over the forwarded loopback port, every check done by the CLI binary.
+//!
+//! Needs the A-VM image (`$AVM_IMAGE`, else build/avm.elf: `make build`).
+//! Three nodes are booted in all (a few seconds each under TCG); each test
+//! shares its nodes between several checks.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use avm_attest::eventlog::EventLog;
+use avm_attest::wire::{self, FRAME_HEADER_LEN, KeyInfo, MAX_FRAME_LEN, MAX_REQUEST_LEN, Response};
+use avm_qemu::qemu::Accel;
+use avm_qemu::{Node, NodeConfig};
+use avm_verifier::client::NodeClient;
+
+/// Bound on a node's boot plus network bring-up (TCG on a busy 2-core host).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The A-VM image under test.
+fn avm_image() -> PathBuf {
+    let path = std::env::var_os("AVM_IMAGE").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/avm.elf"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "A-VM image {} not found: run `make build` first (or set AVM_IMAGE)",
+        path.display()
+    );
+    path
+}
+
+/// A node booted from `image` in `dir`, attestation server up on a free
+/// loopback port; QEMU and swtpm are killed when it is dropped.
+fn boot_node(dir: &Path, image: &Path) -> Node {
+    let mut config = NodeConfig::new(dir, image);
+    config.accel = Some(Accel::Tcg);
+    // A port taken between the probe and QEMU's bind is retried.
+    let mut last_error = None;
+    for _ in 0..3 {
+        config.attest_port = Some(avm_qemu::node::free_loopback_port().expect("a free port"));
+        match Node::up(&config, BOOT_TIMEOUT) {
+            Ok(node) => return node,
+            Err(err) if err.is_port_conflict() => last_error = Some(err),
+            Err(err) => panic!("node did not come up: {err}"),
+        }
+    }
+    panic!("node did not come up: {last_error:?}");
+}
+
+fn addr_of(node: &Node) -> String {
+    node.attest_addr().expect("node has a network").to_string()
+}
+
+fn ek_ca_of(node: &Node) -> String {
+    let ca = node.record().ek_ca.clone().expect("node has an EK CA");
+    ca.to_str().expect("utf-8 path").to_string()
+}
+
+fn verifier(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run avm-verifier")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs the verifier and asserts its exit code.
+fn verifier_exit(state: &Path, args: &[&str], code: i32) -> Output {
+    let out = verifier(state, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {}",
+        describe(&out)
+    );
+    out
+}
+
+/// The reason codes of a `--json` report.
+fn reason_codes(out: &Output) -> Vec<String> {
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)));
+    report["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(|r| r["code"].as_str().map(String::from))
+        .collect()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+/// `verify DIR --json` on a copy of `export` altered by `alter`; returns
+/// the reason codes (the verdict must be untrusted).
+fn verify_altered(
+    state: &Path,
+    export: &Path,
+    name: &str,
+    alter: impl FnOnce(&Path),
+) -> Vec<String> {
+    let dir = state.join(format!("altered-{name}"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for entry in std::fs::read_dir(export).expect("export dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    alter(&dir);
+    let out = verifier_exit(
+        state,
+        &["verify", dir.to_str().expect("utf-8"), "--json"],
+        1,
+    );
+    reason_codes(&out)
+}
+
+fn flip_byte(path: &Path, at_from_end: usize) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let at = bytes.len() - at_from_end;
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn alter_log(dir: &Path, change: impl FnOnce(&mut EventLog)) {
+    let path = dir.join("eventlog.bin");
+    let mut log = EventLog::parse(&std::fs::read(&path).expect("log")).expect("log parses");
+    change(&mut log);
+    std::fs::write(&path, log.emit()).expect("write log");
+}
+
+/// A firmware PCR (1-7) with at least two extended events of different
+/// digests, and their indices in the log.
+fn pcr_with_two_events(log: &EventLog) -> (u32, usize, usize) {
+    for pcr in 1..8 {
+        let events: Vec<(usize, [u8; 32])> = log
+            .events_for_pcr(pcr)
+            .filter(|(_, e)| e.is_extended())
+            .filter_map(|(i, e)| e.sha256().map(|d| (i, d)))
+            .collect();
+        for pair in events.windows(2) {
+            if pair[0].1 != pair[1].1 {
+                return (pcr, pair[0].0, pair[1].0);
+            }
+        }
+    }
+    panic!("no PCR with two different events in the A-VM's log");
+}
+
+/// One node, from before enrolment to a trusted verdict, then everything
+/// the verifier must refuse in its exported evidence.
+#[test]
+fn a_booted_node_is_enrolled_attested_and_its_evidence_checked() {
+    let image = avm_image();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = boot_node(&tmp.path().join("node"), &image);
+    let addr = addr_of(&node);
+    let state = tmp.path().join("verifier");
+    let state = state.as_path();
+
+    // Not enrolled yet: refused as an unknown node.
+    let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
+    assert_eq!(reason_codes(&out), ["unknown-node"]);
+
+    verifier_exit(state, &["enroll", &addr, "--ek-ca", &ek_ca_of(&node)], 0);
+
+    // Learning needs PCR 0 to match an allowed image: a policy that
+    // allows none teaches nothing.
+    let mut store = avm_verifier::store::Store::open(state).expect("state");
+    store
+        .set_policy("version = 1\navm_image_sha256 = []\n")
+        .expect("policy");
+    drop(store);
+    let out = verifier_exit(state, &["policy", "learn", &addr], 2);
+    assert!(describe(&out).contains("PCR 0"), "{}", describe(&out));
+
+    let image_arg = image.to_str().expect("utf-8");
+    verifier_exit(state, &["policy", "init", "--avm-image", image_arg], 0);
+    let out = verifier_exit(state, &["policy", "learn", &addr], 0);
+    assert!(stdout(&out).contains("learned"), "{}", describe(&out));
+
+    // Trusted, and the exported quote satisfies tpm2_checkquote.
+    let export = tmp.path().join("export");
+    let export_arg = export.to_str().expect("utf-8");
+    let out = verifier_exit(
+        state,
+        &["attest", &addr, "--export", export_arg, "--json"],
+        0,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["verdict"], "trusted", "{report}");
+    assert_eq!(
+        report["avm_image_sha256"],
+        node.record().image_sha256.as_str()
+    );
+    let nonce = std::fs::read_to_string(export.join("nonce.hex")).expect("nonce.hex");
+    let check = Command::new("tpm2_checkquote")
+        .args(["-u", "ak.pem", "-m", "quote.msg", "-s", "quote.sig"])
+        .args(["-f", "quote.pcrs", "-F", "marshaled", "-g", "sha256"])
+        .args(["-q", nonce.trim()])
+        .current_dir(&export)
+        .output()
+        .expect("run tpm2_checkquote");
+    assert!(
+        check.status.success(),
+        "tpm2_checkquote: {}",
+        describe(&check)
+    );
+
+    // The human verdict and the node list.
+    let out = verifier_exit(state, &["attest", &addr], 0);
+    assert!(stdout(&out).contains("TRUSTED"), "{}", describe(&out));
+    let out = verifier_exit(state, &["nodes"], 0);
+    assert!(stdout(&out).contains(&addr) && stdout(&out).contains("trusted"));
+
+    // Offline, the export verifies as it is ...
+    verifier_exit(state, &["verify", export_arg], 0);
+
+    // ... and every alteration is refused with its own reason.
+    let mut other_nonce = nonce.trim().to_string();
+    other_nonce.replace_range(
+        0..2,
+        if &other_nonce[0..2] == "00" {
+            "01"
+        } else {
+            "00"
+        },
+    );
+    let out = verifier_exit(
+        state,
+        &["verify", export_arg, "--nonce", &other_nonce, "--json"],
+        1,
+    );
+    assert_eq!(reason_codes(&out), ["nonce-mismatch"]);
+
+    let codes = verify_altered(state, &export, "attest", |d| {
+        // The last byte of TPMS_ATTEST is in the PCR digest.
+        flip_byte(&d.join("quote.msg"), 1);
+    });
+    assert!(
+        codes.contains(&"signature-invalid".to_string()),
+        "{codes:?}"
+    );
+    let codes = verify_altered(state, &export, "signature", |d| {
+        flip_byte(&d.join("quote.sig"), 1);
+    });
+    assert_eq!(codes, ["signature-invalid"]);
+    let codes = verify_altered(state, &export, "pcrs", |d| {
+        // The file ends with the PCR values; alter PCR 7's.
+        let mut pcrs = avm_verifier::pcrs_file::parse_serialized(
+            &std::fs::read(d.join("quote.pcrs")).expect("pcrs"),
+        )
+        .expect("PCR file");
+        let last = pcrs.last_mut().expect("a PCR");
+        last.digest[0] ^= 1;
+        std::fs::write(
+            d.join("quote.pcrs"),
+            avm_verifier::pcrs_file::emit_serialized(&pcrs),
+        )
+        .expect("write");
+    });
+    assert_eq!(codes, ["pcr-digest-mismatch"]);
+
+    let log = EventLog::parse(&std::fs::read(export.join("eventlog.bin")).expect("log"))
+        .expect("the A-VM's log parses");
+    let (pcr, first, second) = pcr_with_two_events(&log);
+    let replay = ["event-log-replay-mismatch"];
+    let codes = verify_altered(state, &export, "log-removed", |d| {
+        alter_log(d, |log| {
+            log.events.remove(first);
+        });
+    });
+    assert_eq!(codes, replay, "PCR {pcr}");
+    let codes = verify_altered(state, &export, "log-changed", |d| {
+        alter_log(d, |log| {
+            let digest = log.events[first]
+                .digests
+                .iter_mut()
+                .find(|d| d.algorithm == avm_attest::tpm::alg::SHA256)
+                .expect("SHA-256 digest");
+            digest.digest[0] ^= 1;
+        });
+    });
+    assert_eq!(codes, replay, "PCR {pcr}");
+    let codes = verify_altered(state, &export, "log-reordered", |d| {
+        alter_log(d, |log| log.events.swap(first, second));
+    });
+    assert_eq!(codes, replay, "PCR {pcr}");
+}
+
+/// What the proxy does with the connections it relays.
+#[derive(Clone)]
+enum ProxyMode {
+    /// Relays to this node unchanged.
+    Forward(SocketAddr),
+    /// Relays to this node, but its Hello announces another AK.
+    AnnounceAk(SocketAddr, KeyInfo),
+}
+
+/// A man in the middle on a loopback port, relaying the wire protocol
+/// frame by frame to a node the test chooses (and may change).
+struct Proxy {
+    addr: String,
+    mode: Arc<Mutex<ProxyMode>>,
+    stop: Arc<AtomicBool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+fn read_frame(stream: &mut TcpStream, limit: usize) -> Option<Vec<u8>> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    stream.read_exact(&mut header).ok()?;
+    let len = wire::body_len(header, limit).ok()?;
+    let mut frame = header.to_vec();
+    frame.resize(FRAME_HEADER_LEN + len, 0);
+    stream.read_exact(&mut frame[FRAME_HEADER_LEN..]).ok()?;
+    Some(frame)
+}
+
+fn relay(mut client: TcpStream, mode: ProxyMode) {
+    let (target, announced_ak) = match mode {
+        ProxyMode::Forward(target) => (target, None),
+        ProxyMode::AnnounceAk(target, ak) => (target, Some(ak)),
+    };
+    let Ok(mut node) = TcpStream::connect(target) else {
+        return;
+    };
+    // Requests and responses strictly alternate.
+    while let Some(request) = read_frame(&mut client, MAX_REQUEST_LEN) {
+        let Some(mut response) = node
+            .write_all(&request)
+            .ok()
+            .and_then(|()| read_frame(&mut node, MAX_FRAME_LEN))
+        else {
+            return;
+        };
+        if let Some(ak) = &announced_ak
+            && let Ok(Response::Hello(mut hello)) =
+                wire::decode_body::<Response>(&response[FRAME_HEADER_LEN..])
+        {
+            hello.ak = ak.clone();
+            response = wire::encode_frame(&Response::Hello(hello)).expect("encode Hello");
+        }
+        if client.write_all(&response).is_err() {
+            return;
+        }
+    }
+}
+
+impl Proxy {
+    fn start(mode: ProxyMode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let mode = Arc::new(Mutex::new(mode));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (Arc::clone(&mode), Arc::clone(&stop));
+        let server = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let mode = m.lock().expect("mode").clone();
+                std::thread::spawn(move || relay(stream, mode));
+            }
+        });
+        Self {
+            addr,
+            mode,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    fn set_mode(&self, mode: ProxyMode) {
+        *self.mode.lock().expect("mode") = mode;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+fn hello_of(node: &Node) -> wire::HelloInfo {
+    NodeClient::connect(&addr_of(node), Duration::from_secs(10))
+        .and_then(|mut c| c.hello())
+        .expect("Hello from the node")
+}
+
+/// Rejections that need a second live node: another A-VM build, an EK
+/// certificate from another CA, an AK that never passed credential
+/// activation (at enrolment and after it).
+#[test]
+fn the_verifier_refuses_other_images_other_cas_and_unactivated_aks() {
+    let image = avm_image();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    // Another build of the A-VM: the same kernel with bytes appended to
+    // the file (it still boots; its digest, hence PCR 0, differs).
+    let other_image = tmp.path().join("other-avm.elf");
+    let mut bytes = std::fs::read(&image).expect("image");
+    bytes.extend_from_slice(b"another A-VM build");
+    std::fs::write(&other_image, bytes).expect("write other image");
+    let node = boot_node(&tmp.path().join("node"), &image);
+    let other = boot_node(&tmp.path().join("other"), &other_image);
+    let (addr, other_addr) = (addr_of(&node), addr_of(&other));
+    let state = tmp.path().join("verifier");
+    let state = state.as_path();
+
+    // An EK certificate from another CA: each node has a CA of its own.
+    let out = verifier_exit(state, &["enroll", &addr, "--ek-ca", &ek_ca_of(&other)], 1);
+    assert!(
+        stdout(&out).contains("ek-cert-untrusted"),
+        "{}",
+        describe(&out)
+    );
+
+    // Reference values from the first node's image and boot.
+    let image_arg = image.to_str().expect("utf-8");
+    verifier_exit(state, &["policy", "init", "--avm-image", image_arg], 0);
+    verifier_exit(state, &["enroll", &addr, "--ek-ca", &ek_ca_of(&node)], 0);
+    verifier_exit(state, &["policy", "learn", &addr], 0);
+    verifier_exit(state, &["attest", &addr], 0);
+
+    // The other build, genuinely enrolled, is refused for its image.
+    verifier_exit(
+        state,
+        &["enroll", &other_addr, "--ek-ca", &ek_ca_of(&other)],
+        0,
+    );
+    let out = verifier_exit(state, &["attest", &other_addr, "--json"], 1);
+    assert_eq!(reason_codes(&out), ["avm-image-unknown"]);
+    // Nor can it teach the policy its PCR 0.
+    verifier_exit(state, &["policy", "learn", &other_addr], 2);
+
+    // A node announcing an AK its TPM does not hold (the other node's):
+    // credential activation fails and it is not enrolled.
+    let proxy = Proxy::start(ProxyMode::AnnounceAk(
+        node.attest_addr().expect("addr"),
+        hello_of(&other).ak,
+    ));
+    let out = verifier_exit(
+        state,
+        &["enroll", &proxy.addr, "--ek-ca", &ek_ca_of(&node)],
+        1,
+    );
+    assert!(
+        stdout(&out).contains("ak-not-activated"),
+        "{}",
+        describe(&out)
+    );
+    let out = verifier_exit(state, &["attest", &proxy.addr, "--json"], 1);
+    assert_eq!(reason_codes(&out), ["unknown-node"]);
+
+    // Enrolled honestly, then another TPM answers at that address: its
+    // AK never passed activation here, whatever its quote says.
+    proxy.set_mode(ProxyMode::Forward(node.attest_addr().expect("addr")));
+    verifier_exit(
+        state,
+        &["enroll", &proxy.addr, "--ek-ca", &ek_ca_of(&node)],
+        0,
+    );
+    verifier_exit(state, &["attest", &proxy.addr], 0);
+    proxy.set_mode(ProxyMode::Forward(other.attest_addr().expect("addr")));
+    let out = verifier_exit(state, &["attest", &proxy.addr, "--json"], 1);
+    let codes = reason_codes(&out);
+    assert!(codes.contains(&"ak-not-activated".to_string()), "{codes:?}");
+    assert!(
+        codes.contains(&"signature-invalid".to_string()),
+        "{codes:?}"
+    );
+
+    let out = verifier_exit(state, &["nodes"], 0);
+    assert!(
+        stdout(&out).contains("avm-image-unknown"),
+        "{}",
+        describe(&out)
+    );
+}
