@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appraise;
+pub mod bench;
 pub mod client;
 pub mod commands;
 pub mod credential;

@@ -1,0 +1,426 @@
+//! Measurements for `make bench` (the `avm-bench` binary): attestation
+//! round trips against a live node, verification throughput on one core,
+//! and the wall time of a command (one `tpm2_quote` run) to compare with.
+//!
+//! Benchmarks report; they never judge. The numbers are printed as
+//! `key=value` lines for scripts/bench.sh.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use avm_attest::policy::ReferenceValues;
+use avm_attest::verify::{
+    DEFAULT_REQUIRED_PCRS, EvidenceInput, SignatureVerifier, verify_evidence,
+};
+
+use crate::appraise::{AppraisalInput, appraise};
+use crate::client::NodeClient;
+use crate::commands::NONCE_LEN;
+use crate::crypto::OpenSslVerifier;
+use crate::evidence_dir;
+use crate::store::{NodeRecord, Store};
+use crate::tpm_public::TpmPublic;
+
+/// Why a measurement could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(pub String);
+
+fn fail(context: &str) -> impl FnOnce(String) -> BenchError + '_ {
+    move |e| BenchError(format!("{context}: {e}"))
+}
+
+/// Distribution of a set of timings (nearest-rank percentiles).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencySummary {
+    pub samples: usize,
+    pub min: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    pub mean: Duration,
+}
+
+impl LatencySummary {
+    /// `None` for no samples.
+    pub fn from_samples(mut samples: Vec<Duration>) -> Option<Self> {
+        samples.sort_unstable();
+        let (first, last) = (*samples.first()?, *samples.last()?);
+        let total: Duration = samples.iter().sum();
+        Some(Self {
+            samples: samples.len(),
+            min: first,
+            p50: nearest_rank(&samples, 50),
+            p99: nearest_rank(&samples, 99),
+            max: last,
+            mean: total / u32::try_from(samples.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// `key.stat_ms=value` lines.
+    pub fn key_values(&self, key: &str) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "{key}.samples={}\n{key}.min_ms={:.3}\n{key}.p50_ms={:.3}\n{key}.p99_ms={:.3}\n{key}.max_ms={:.3}\n{key}.mean_ms={:.3}\n",
+            self.samples,
+            ms(self.min),
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            ms(self.mean)
+        )
+    }
+}
+
+/// The `percent`th percentile of sorted, non-empty `samples`: the
+/// smallest sample with at least `percent`% of all samples at or below it.
+fn nearest_rank(sorted: &[Duration], percent: usize) -> Duration {
+    let rank = (percent * sorted.len()).div_ceil(100).max(1);
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Everything needed to appraise one enrolled node, loaded once.
+#[derive(Debug)]
+pub struct EnrolledNode {
+    pub addr: String,
+    pub record: NodeRecord,
+    pub ak: TpmPublic,
+    pub policy: Option<ReferenceValues>,
+}
+
+impl EnrolledNode {
+    /// The node `addr` and the policy from the verifier state in `state`.
+    pub fn load(state: &Path, addr: &str) -> Result<Self, BenchError> {
+        let store = Store::open(state).map_err(|e| fail("state")(e.to_string()))?;
+        let record = store
+            .node(addr)
+            .map_err(|e| fail("state")(e.to_string()))?
+            .ok_or_else(|| BenchError(format!("{addr} is not enrolled in {}", state.display())))?;
+        let ak = TpmPublic::parse(&record.ak_public).map_err(|e| fail("AK")(e.to_string()))?;
+        Ok(Self {
+            addr: addr.into(),
+            record,
+            ak,
+            policy: stored_policy(&store)?,
+        })
+    }
+}
+
+/// The policy kept in the verifier state in `state`, if any.
+pub fn load_policy(state: &Path) -> Result<Option<ReferenceValues>, BenchError> {
+    stored_policy(&Store::open(state).map_err(|e| fail("state")(e.to_string()))?)
+}
+
+fn stored_policy(store: &Store) -> Result<Option<ReferenceValues>, BenchError> {
+    store
+        .policy()
+        .map_err(|e| fail("state")(e.to_string()))?
+        .map(|text| toml::from_str(&text).map_err(|e| fail("policy")(e.to_string())))
+        .transpose()
+}
+
+/// How the round trips use connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundTripMode {
+    /// Connect, Hello (AK check), Challenge, verify; close. What `attest`
+    /// does, minus process start and the database.
+    ConnectionPerRound,
+    /// One connection and Hello, then Challenge + verify per round.
+    PersistentConnection,
+}
+
+/// Round-trip timings: the total, challenge to verdict, and its phases
+/// (connect and Hello only in [`RoundTripMode::ConnectionPerRound`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundTrips {
+    pub total: LatencySummary,
+    pub connect: Option<LatencySummary>,
+    pub hello: Option<LatencySummary>,
+    /// Challenge sent to Evidence received.
+    pub challenge: LatencySummary,
+    /// Evidence received to verdict.
+    pub verify: LatencySummary,
+}
+
+impl RoundTrips {
+    /// `key.stat_ms=value` lines, phases as `key.PHASE.stat_ms`.
+    pub fn key_values(&self, key: &str) -> String {
+        let mut out = self.total.key_values(key);
+        let phases = [
+            ("connect", self.connect),
+            ("hello", self.hello),
+            ("challenge", Some(self.challenge)),
+            ("verify", Some(self.verify)),
+        ];
+        for (phase, summary) in phases {
+            if let Some(summary) = summary {
+                out.push_str(&summary.key_values(&format!("{key}.{phase}")));
+            }
+        }
+        out
+    }
+}
+
+/// Challenge to verdict, `rounds` times; every verdict must be trusted
+/// (a bench of refusals would measure something else).
+pub fn attestation_round_trips(
+    node: &EnrolledNode,
+    mode: RoundTripMode,
+    rounds: usize,
+    timeout: Duration,
+) -> Result<RoundTrips, BenchError> {
+    let verifier = OpenSslVerifier::new().map_err(|e| fail("OpenSSL")(e.to_string()))?;
+    // Connect and Hello (checking the AK), timed separately.
+    let connect = || -> Result<(NodeClient, Duration, Duration), BenchError> {
+        let started = Instant::now();
+        let mut client =
+            NodeClient::connect(&node.addr, timeout).map_err(|e| fail("connect")(e.to_string()))?;
+        let connected = started.elapsed();
+        let hello = client.hello().map_err(|e| fail("Hello")(e.to_string()))?;
+        if hello.ak.public != node.record.ak_public {
+            return Err(BenchError("the node's AK is not the enrolled one".into()));
+        }
+        Ok((client, connected, started.elapsed() - connected))
+    };
+    let mut persistent = match mode {
+        RoundTripMode::PersistentConnection => Some(connect()?.0),
+        RoundTripMode::ConnectionPerRound => None,
+    };
+    let mut total = Vec::with_capacity(rounds);
+    let (mut connects, mut hellos) = (Vec::new(), Vec::new());
+    let (mut challenges, mut verifies) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    let mut nonce = [0u8; NONCE_LEN];
+    for round in 0..rounds {
+        let started = Instant::now();
+        openssl::rand::rand_bytes(&mut nonce).map_err(|e| fail("nonce")(e.to_string()))?;
+        let mut fresh = None;
+        let client = match persistent.as_mut() {
+            Some(client) => client,
+            None => {
+                let (client, connected, hello) = connect()?;
+                connects.push(connected);
+                hellos.push(hello);
+                fresh.insert(client)
+            }
+        };
+        let challenged = Instant::now();
+        let evidence = client
+            .challenge(&nonce, DEFAULT_REQUIRED_PCRS)
+            .map_err(|e| fail("challenge")(e.to_string()))?;
+        let received = Instant::now();
+        challenges.push(received - challenged);
+        let report = appraise(
+            &AppraisalInput {
+                attest: &evidence.attest,
+                signature: &evidence.signature,
+                pcrs: &evidence.pcrs,
+                event_log: Some(&evidence.event_log),
+                nonce: &nonce,
+                ak: &node.ak.key,
+                ak_name: &node.record.ak_name,
+            },
+            node.policy.as_ref(),
+            &verifier,
+            None,
+            Vec::new(),
+        );
+        verifies.push(received.elapsed());
+        total.push(started.elapsed());
+        drop(fresh);
+        if !report.trusted() {
+            return Err(BenchError(format!(
+                "round {round}: verdict untrusted ({})",
+                report.codes().join(", ")
+            )));
+        }
+    }
+    let no_rounds = || BenchError("no rounds".into());
+    Ok(RoundTrips {
+        total: LatencySummary::from_samples(total).ok_or_else(no_rounds)?,
+        connect: LatencySummary::from_samples(connects),
+        hello: LatencySummary::from_samples(hellos),
+        challenge: LatencySummary::from_samples(challenges).ok_or_else(no_rounds)?,
+        verify: LatencySummary::from_samples(verifies).ok_or_else(no_rounds)?,
+    })
+}
+
+/// Verifications per second of exported evidence (`attest --export`),
+/// full `verify_evidence` (signature, nonce, PCR digest, log replay,
+/// reference values) on the calling thread for about `duration`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    pub verifications: u64,
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    pub fn per_second(&self) -> f64 {
+        self.verifications as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// See [`Throughput`]; the evidence must verify as trusted under `policy`.
+pub fn verification_throughput(
+    dir: &Path,
+    policy: Option<&ReferenceValues>,
+    duration: Duration,
+) -> Result<Throughput, BenchError> {
+    let loaded = evidence_dir::load(dir).map_err(|e| fail("evidence")(e.to_string()))?;
+    let nonce = loaded
+        .nonce
+        .clone()
+        .ok_or_else(|| BenchError(format!("{}: no nonce.hex", dir.display())))?;
+    let event_log = loaded
+        .event_log
+        .clone()
+        .ok_or_else(|| BenchError(format!("{}: no event log", dir.display())))?;
+    let input = EvidenceInput {
+        attest: &loaded.attest,
+        signature: &loaded.signature,
+        pcrs: &loaded.pcrs,
+        event_log: &event_log,
+        nonce: &nonce,
+        ak: loaded.ak.verifying_key(),
+        required_pcrs: DEFAULT_REQUIRED_PCRS,
+    };
+    let verifier = OpenSslVerifier::new().map_err(|e| fail("OpenSSL")(e.to_string()))?;
+    let verdict = verify_evidence(&input, policy, &verifier);
+    if !verdict.trusted {
+        return Err(BenchError(format!(
+            "{}: the evidence is not trusted ({:?})",
+            dir.display(),
+            verdict.reasons.iter().map(|r| r.code()).collect::<Vec<_>>()
+        )));
+    }
+    Ok(repeat_for(duration, || {
+        verify_evidence(&input, policy, &verifier).trusted
+    }))
+}
+
+/// Raw ECDSA P-256 verifications per second through the same
+/// [`OpenSslVerifier`] (no evidence parsing), on one signature of the
+/// evidence in `dir`: the cost of the signature alone.
+pub fn signature_throughput(dir: &Path, duration: Duration) -> Result<Throughput, BenchError> {
+    let loaded = evidence_dir::load(dir).map_err(|e| fail("evidence")(e.to_string()))?;
+    let signature = avm_attest::tpm::Signature::parse(&loaded.signature)
+        .map_err(|e| fail("signature")(format!("{e:?}")))?;
+    let (
+        crate::tpm_public::PublicKey::EccP256 { x, y },
+        avm_attest::tpm::Signature::Ecdsa { r, s, .. },
+    ) = (&loaded.ak, &signature)
+    else {
+        return Err(BenchError("not an ECDSA P-256 quote".into()));
+    };
+    let verifier = OpenSslVerifier::new().map_err(|e| fail("OpenSSL")(e.to_string()))?;
+    let verify = || verifier.verify_ecdsa_p256_sha256(x, y, &loaded.attest, r, s);
+    if !verify() {
+        return Err(BenchError("the quote signature does not verify".into()));
+    }
+    Ok(repeat_for(duration, verify))
+}
+
+/// Runs `f` (which must keep returning true) until `duration` passed,
+/// checking the clock every few calls.
+fn repeat_for(duration: Duration, mut f: impl FnMut() -> bool) -> Throughput {
+    const BATCH: u64 = 64;
+    let started = Instant::now();
+    let mut verifications = 0u64;
+    let mut all_true = true;
+    while started.elapsed() < duration {
+        for _ in 0..BATCH {
+            all_true &= f();
+        }
+        verifications += BATCH;
+    }
+    let elapsed = started.elapsed();
+    // A result that changed on repetition would make the number meaningless.
+    Throughput {
+        verifications: if all_true { verifications } else { 0 },
+        elapsed,
+    }
+}
+
+/// Wall time of `runs` runs of a command (output discarded); every run
+/// must succeed.
+pub fn time_command(
+    program: &str,
+    args: &[String],
+    runs: usize,
+) -> Result<LatencySummary, BenchError> {
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let started = Instant::now();
+        let output = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| fail(program)(e.to_string()))?;
+        samples.push(started.elapsed());
+        if !output.status.success() {
+            return Err(BenchError(format!(
+                "{program} run {run} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+    }
+    LatencySummary::from_samples(samples).ok_or_else(|| BenchError("no runs".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let samples: Vec<Duration> = (1..=200).rev().map(ms).collect();
+        let s = LatencySummary::from_samples(samples).unwrap();
+        assert_eq!(
+            (s.min, s.p50, s.p99, s.max),
+            (ms(1), ms(100), ms(198), ms(200))
+        );
+        assert_eq!(s.mean, Duration::from_micros(100_500));
+        assert_eq!(s.samples, 200);
+
+        let one = LatencySummary::from_samples(vec![ms(7)]).unwrap();
+        assert_eq!((one.p50, one.p99), (ms(7), ms(7)));
+        let two = LatencySummary::from_samples(vec![ms(9), ms(3)]).unwrap();
+        assert_eq!((two.p50, two.p99), (ms(3), ms(9)));
+        assert_eq!(LatencySummary::from_samples(Vec::new()), None);
+    }
+
+    #[test]
+    fn key_values_are_in_milliseconds() {
+        let s = LatencySummary::from_samples(vec![ms(2), ms(4)]).unwrap();
+        let text = s.key_values("rt");
+        assert!(text.contains("rt.p50_ms=2.000\n"), "{text}");
+        assert!(text.contains("rt.p99_ms=4.000\n"), "{text}");
+        assert!(text.contains("rt.samples=2\n"), "{text}");
+    }
+
+    #[test]
+    fn repeat_for_counts_only_consistent_results() {
+        let t = repeat_for(ms(5), || true);
+        assert!(t.verifications >= 64 && t.per_second() > 0.0);
+        let mut flip = false;
+        let t = repeat_for(ms(5), || {
+            flip = !flip;
+            flip
+        });
+        assert_eq!(t.verifications, 0);
+    }
+
+    #[test]
+    fn time_command_reports_failures() {
+        let s = time_command("true", &[], 3).unwrap();
+        assert_eq!(s.samples, 3);
+        assert!(time_command("false", &[], 1).is_err());
+        assert!(time_command("/nonexistent/program", &[], 1).is_err());
+    }
+}
