@@ -106,15 +106,15 @@ for attempt in 1 2 3 4 5; do
     swtpm_pid=
     [ "$attempt" -lt 5 ] || fail "swtpm did not start (ports taken?)"
 done
-(
-    cd "$tpm_dir"
-    tpm2_createek -G ecc -c ek.ctx
-    tpm2_createak -C ek.ctx -c ak.ctx -G ecc -g sha256 -s ecdsa
-    tpm2_flushcontext -t
-    tpm2_evictcontrol -C o -c ak.ctx 0x81010002
-    tpm2_flushcontext -t
-    tpm2_flushcontext -s
-) >"$work/tpm-setup.log" 2>&1 || fail "AK setup on swtpm failed: $(tail -3 "$work/tpm-setup.log")"
+# (`set -e` does not apply inside a command tested with ||: hence &&.)
+{
+    tpm2_createek -G ecc -c "$tpm_dir/ek.ctx" &&
+        tpm2_createak -C "$tpm_dir/ek.ctx" -c "$tpm_dir/ak.ctx" -G ecc -g sha256 -s ecdsa &&
+        tpm2_flushcontext -t &&
+        tpm2_evictcontrol -C o -c "$tpm_dir/ak.ctx" 0x81010002 &&
+        tpm2_flushcontext -t &&
+        tpm2_flushcontext -s
+} >"$work/tpm-setup.log" 2>&1 || fail "AK setup on swtpm failed: $(tail -3 "$work/tpm-setup.log")"
 "$bench_bin" time --runs "$quote_runs" -- tpm2_quote -c 0x81010002 -l sha256:0,1,2,3,4,5,6,7 \
     -q "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
     -m "$tpm_dir/q.msg" -s "$tpm_dir/q.sig" -o "$tpm_dir/q.pcrs" -g sha256 >"$work/quote.txt" ||
