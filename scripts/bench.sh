@@ -170,6 +170,7 @@ mkdir -p "$(dirname "$out")"
     echo
     echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u '+%Y-%m-%d %H:%M UTC')."
     echo "Machine: $machine. QEMU under TCG. Benchmarks report; they do not fail on targets."
+    echo "A-VM image sha256 $(sha256sum "$image" | cut -d' ' -f1), git $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)."
     echo
     echo "$table"
     echo
