@@ -17,7 +17,7 @@ FUZZ_CRATES   := drivers/tpm-crb attest net kernel verifier-host
 .PHONY: help deps build kernel host run-qemu test test-unit test-integration lint fuzz fuzz-smoke bench clean
 
 help:
-	@echo "make run-qemu   boot a node under QEMU + swtpm and show its boot report"
+	@echo "make run-qemu   boot a node under QEMU + swtpm, enrol it and attest it"
 	@echo "make test       install deps, build, lint, unit + QEMU integration tests, fuzz smoke"
 	@echo "make bench      image size, boot time, attestation latency; writes docs/benchmarks.md"
 	@echo "make deps       install missing system packages and cargo-fuzz (idempotent)"
@@ -35,8 +35,10 @@ host: deps
 
 build: kernel host
 
+# Boots a node, enrols it with a fresh verifier, learns reference values from
+# it and attests it (scripts/run-qemu.sh); everything is torn down on exit.
 run-qemu: build
-	target/release/avm-qemu run --image $(AVM_IMAGE)
+	bash scripts/run-qemu.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
