@@ -1,6 +1,7 @@
 //! The command line that scripts rely on: `up` leaves a node running and
-//! prints its attestation address, `status --json` describes it, `down`
-//! stops everything.
+//! prints its attestation address (a free port unless `--attest-port`
+//! chooses one, none with `--no-network`), `status --json` describes it,
+//! `down` stops everything.
 
 mod common;
 
@@ -52,17 +53,14 @@ fn up_status_down() {
     let image = common::avm_image();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();
-    let port = common::free_port().to_string();
-
     let _cleanup = DownOnDrop(state);
+    // No --attest-port: `up` picks a free loopback port itself.
     let up = avm_qemu(&[
         "up",
         "--state",
         state,
         "--image",
         image.to_str().unwrap(),
-        "--attest-port",
-        &port,
         "--accel",
         "tcg",
     ]);
@@ -72,11 +70,25 @@ fn up_status_down() {
         String::from_utf8_lossy(&up.stderr)
     );
     let address = String::from_utf8(up.stdout).unwrap();
-    assert_eq!(address.trim(), format!("127.0.0.1:{port}"));
+    let address = address.trim();
+    let port: u16 = address
+        .strip_prefix("127.0.0.1:")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("up printed {address:?}, not 127.0.0.1:PORT"));
 
     let status = status_json(state);
     assert_eq!(status["running"], true);
-    assert_eq!(status["attest_addr"], format!("127.0.0.1:{port}"));
+    assert_eq!(status["attest_addr"], address);
+    assert_eq!(status["attest_port"], port);
+    assert_eq!(status["guest_ip"], "10.0.2.15");
+    assert_eq!(status["guest_attest_port"], 7140);
+    // The printed address reaches the A-VM's attestation server.
+    let mut client = common::client::Client::connect(address.parse().unwrap()).unwrap();
+    let hello = client.hello().unwrap();
+    assert_eq!(
+        status["ek_name_ecc_p256"],
+        avm_qemu::hex::encode(&hello.ek.name)
+    );
     let serial = status["avm_serial"].as_str().unwrap();
     let serial_log = std::fs::read_to_string(serial).unwrap();
     assert!(serial_log.contains("AVM-REPORT-END"), "{serial_log}");
@@ -110,6 +122,51 @@ fn up_status_down() {
 }
 
 #[test]
+fn up_without_network() {
+    let image = common::avm_image();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let _cleanup = DownOnDrop(state);
+    let up = avm_qemu(&[
+        "up",
+        "--state",
+        state,
+        "--image",
+        image.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--no-network",
+    ]);
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(up.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&up.stderr).contains("no attestation address"));
+    let status = status_json(state);
+    assert_eq!(status["running"], true);
+    assert!(status["attest_addr"].is_null());
+    assert!(status["guest_ip"].is_null());
+    // The A-VM says why it has no network (just after its boot report,
+    // which is all `up` waits for here), and keeps running.
+    let serial_path = status["avm_serial"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let serial = std::fs::read_to_string(&serial_path).unwrap();
+        if serial
+            .lines()
+            .any(|line| line.trim_end() == "AVM-NET-DOWN reason=no-nic")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{serial}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status_json(state)["running"], true);
+}
+
+#[test]
 fn clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();
@@ -121,4 +178,15 @@ fn clear_errors() {
     let status = avm_qemu(&["status", "--state", state, "--json"]);
     assert!(!status.status.success());
     assert!(String::from_utf8_lossy(&status.stderr).contains("no node"));
+
+    let both = avm_qemu(&[
+        "up",
+        "--state",
+        state,
+        "--attest-port",
+        "4000",
+        "--no-network",
+    ]);
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
 }
