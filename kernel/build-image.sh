@@ -7,7 +7,7 @@ out=${1:-$root/build/avm.elf}
 target_dir=${CARGO_TARGET_DIR_KERNEL:-$root/target/kernel}
 # The explicit --target keeps RUSTFLAGS off build scripts and proc macros.
 RUSTFLAGS="-C relocation-model=static" cargo build --manifest-path "$root/Cargo.toml" \
-    -p avm-kernel --profile kernel --target x86_64-unknown-linux-gnu --target-dir "$target_dir"
+    -p avm-kernel --features image --profile kernel --target x86_64-unknown-linux-gnu --target-dir "$target_dir"
 mkdir -p "$(dirname "$out")"
 strip -o "$out" "$target_dir/x86_64-unknown-linux-gnu/kernel/avm-kernel"
 size=$(stat -c %s "$out")

@@ -27,7 +27,7 @@ struct CredentialFile {
 }
 
 fn parse_credential_file(bytes: &[u8]) -> CredentialFile {
-    let u32_at = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    let u32_at = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     assert_eq!(u32_at(0), CREDENTIAL_MAGIC, "not a tpm2-tools credential");
     assert_eq!(u32_at(4), CREDENTIAL_VERSION);
     let mut at = 8;
@@ -50,9 +50,11 @@ fn make_credential(dir: &Path, ek_public: &[u8], name: &[u8], secret: &[u8]) -> 
     let secret_file = dir.join("secret.bin");
     let credential = dir.join("credential.out");
     // tpm2-tools' .pub files are TPM2B_PUBLIC: a size, then TPMT_PUBLIC.
-    let size = u16::try_from(ek_public.len()).unwrap().to_be_bytes();
-    std::fs::write(&ek_pub, [&size[..], ek_public].concat()).unwrap();
-    std::fs::write(&secret_file, secret).unwrap();
+    let size = u16::try_from(ek_public.len())
+        .expect("TPMT_PUBLIC fits a TPM2B")
+        .to_be_bytes();
+    std::fs::write(&ek_pub, [&size[..], ek_public].concat()).expect("writing ek.pub");
+    std::fs::write(&secret_file, secret).expect("writing the secret");
     let _ = std::fs::remove_file(&credential);
     let output = Command::new("tpm2_makecredential")
         .args(["-T", "none", "-u"])
@@ -68,7 +70,7 @@ fn make_credential(dir: &Path, ek_public: &[u8], name: &[u8], secret: &[u8]) -> 
         "tpm2_makecredential failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    parse_credential_file(&std::fs::read(&credential).unwrap())
+    parse_credential_file(&std::fs::read(&credential).expect("reading the credential"))
 }
 
 fn activate(client: &mut Client, credential: &CredentialFile) -> Response {
@@ -77,7 +79,7 @@ fn activate(client: &mut Client, credential: &CredentialFile) -> Response {
             credential_blob: credential.blob.clone(),
             encrypted_secret: credential.secret.clone(),
         })
-        .unwrap()
+        .expect("ActivateCredential round trip")
 }
 
 fn expect_refused(response: Response, what: &str) {

@@ -36,11 +36,14 @@ fn certificate_point(der: &[u8]) -> Vec<u8> {
     use openssl::bn::BigNumContext;
     use openssl::ec::PointConversionForm;
     let cert = openssl::x509::X509::from_der(der).expect("EK certificate is DER X.509");
-    let key = cert.public_key().unwrap().ec_key().expect("EC public key");
-    let mut ctx = BigNumContext::new().unwrap();
+    let key = cert
+        .public_key()
+        .and_then(|key| key.ec_key())
+        .expect("EC public key");
+    let mut ctx = BigNumContext::new().expect("OpenSSL context");
     key.public_key()
         .to_bytes(key.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
-        .unwrap()
+        .expect("encoding the point")
 }
 
 #[test]
