@@ -7,6 +7,8 @@ CARGO        ?= cargo
 # here), in its own target directory so host-only features never leak in:
 # see kernel/build-image.sh.
 AVM_IMAGE     := build/avm.elf
+# tpm-crb's swtpm transport (and its swtpm tests) sit behind its `std` feature.
+TEST_FEATURES := --features tpm-crb/std
 FUZZ_SECONDS  ?= 10
 # One target dir for every fuzz crate, so shared dependencies build once. The
 # smoke run skips AddressSanitizer (the code under test is safe Rust; panics
@@ -40,12 +42,13 @@ build: kernel host
 run-qemu: build
 	bash scripts/run-qemu.sh
 
+# The kernel image is linted on its own: its binary needs the `image`
+# feature and the freestanding flags (see kernel/build-image.sh).
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-
-# tpm-crb's swtpm transport (and its swtpm tests) sit behind its `std` feature.
-TEST_FEATURES := --features tpm-crb/std
+	$(CARGO) clippy --workspace --all-targets $(TEST_FEATURES) -- -D warnings
+	RUSTFLAGS="-C relocation-model=static" $(CARGO) clippy -p avm-kernel --features image --bins \
+		--target x86_64-unknown-linux-gnu --target-dir target/kernel -- -D warnings
 
 test-unit: deps
 	$(CARGO) test --lib --bins $(TEST_FEATURES)
