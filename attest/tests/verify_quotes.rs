@@ -29,7 +29,7 @@ fn run(
     verify_evidence(
         &EvidenceInput::new(evidence, nonce, key),
         policy,
-        &OpensslVerifier,
+        &verifier(),
     )
 }
 
@@ -245,7 +245,7 @@ fn required_pcrs_must_be_quoted() {
     let nonce = nonce();
     let mut input = EvidenceInput::new(&ev, &nonce, ak.verifying_key().expect("key"));
     input.required_pcrs = 0x1ff;
-    let verdict = verify_evidence(&input, Some(&good_policy()), &OpensslVerifier);
+    let verdict = verify_evidence(&input, Some(&good_policy()), &verifier());
     assert_eq!(verdict.reasons, [Reason::PcrNotQuoted { pcr: 8 }]);
 }
 
@@ -507,25 +507,25 @@ fn verify_quote_checks_only_the_quote() {
         let ak = Public::parse_tpm2b(&ak_bytes).expect("AK");
         let key = ak.verifying_key().expect("key");
         let nonce = nonce();
-        let verdict = verify_quote(&EvidenceInput::new(&ev, &nonce, key), &OpensslVerifier);
+        let verdict = verify_quote(&EvidenceInput::new(&ev, &nonce, key), &verifier());
         assert_eq!(verdict.reasons, [], "{kind}");
         assert!(verdict.trusted);
         assert_eq!(verdict.avm_image, None);
 
         let mut wrong = nonce.clone();
         wrong[0] ^= 1;
-        let verdict = verify_quote(&EvidenceInput::new(&ev, &wrong, key), &OpensslVerifier);
+        let verdict = verify_quote(&EvidenceInput::new(&ev, &wrong, key), &verifier());
         assert_eq!(codes(&verdict), ["nonce-mismatch"]);
         let mut bad = ev.clone();
         bad.pcrs[0].digest[0] ^= 1;
-        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &OpensslVerifier);
+        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &verifier());
         assert_eq!(codes(&verdict), ["pcr-digest-mismatch"]);
         let mut bad = ev.clone();
         bad.attest[20] ^= 1;
-        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &OpensslVerifier);
+        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &verifier());
         assert!(verdict.reasons.contains(&Reason::SignatureInvalid));
         bad.attest.truncate(10);
-        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &OpensslVerifier);
+        let verdict = verify_quote(&EvidenceInput::new(&bad, &nonce, key), &verifier());
         assert_eq!(codes(&verdict), ["quote-malformed"]);
         assert_eq!(verdict.quote, None);
     }

@@ -133,14 +133,14 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
     let mut policy = ReferenceValues::for_image(image_digest);
     assert!(policy.learn_from(&log) > 0);
     let input = EvidenceInput::new(&evidence, &nonce, ak_key);
-    let verdict = verify_evidence(&input, Some(&policy), &common::OpensslVerifier);
+    let verdict = verify_evidence(&input, Some(&policy), &common::verifier());
     assert!(verdict.trusted, "{:?}", verdict.reasons);
     assert!(verdict.quote.as_ref().unwrap().signature_valid);
     assert_eq!(verdict.avm_image, Some(image_digest));
     // ...and not for another nonce or another image.
     let other_nonce = common::random_bytes(32);
     let input = EvidenceInput::new(&evidence, &other_nonce, ak_key);
-    let verdict = verify_evidence(&input, Some(&policy), &common::OpensslVerifier);
+    let verdict = verify_evidence(&input, Some(&policy), &common::verifier());
     assert_eq!(
         verdict.reasons.iter().map(|r| r.code()).collect::<Vec<_>>(),
         ["nonce-mismatch"]
@@ -150,7 +150,7 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
         ..policy.clone()
     };
     let input = EvidenceInput::new(&evidence, &nonce, ak_key);
-    let verdict = verify_evidence(&input, Some(&other_image), &common::OpensslVerifier);
+    let verdict = verify_evidence(&input, Some(&other_image), &common::verifier());
     assert!(!verdict.trusted);
 
     // A second challenge on the same connection: another nonce, PCRs
@@ -168,7 +168,7 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
     );
     let mut input = EvidenceInput::new(&evidence2, &nonce2, ak_key);
     input.required_pcrs = 0x1ff;
-    let verdict = verify_evidence(&input, Some(&policy), &common::OpensslVerifier);
+    let verdict = verify_evidence(&input, Some(&policy), &common::verifier());
     assert!(verdict.trusted, "{:?}", verdict.reasons);
 
     // Requests the server must refuse without dropping the session.

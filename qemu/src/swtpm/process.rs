@@ -195,9 +195,10 @@ impl Swtpm {
         Ok(swtpm)
     }
 
-    /// Ready means: the pid file exists if one was asked for (swtpm writes
-    /// it once its sockets are set up) and the control endpoint accepts
-    /// connections, or for a unix socket, exists.
+    /// Ready means: the pid file exists if one was asked for and the
+    /// control (and data) endpoints accept connections. A unix socket file
+    /// exists from `bind` on but refuses connections until `listen`, so it
+    /// is checked in the kernel's socket table, not by its path.
     fn wait_ready(&mut self) -> Result<(), SwtpmError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
@@ -209,7 +210,9 @@ impl Swtpm {
             }
             let pid_file_ready = self.config.pid_file.as_ref().is_none_or(|p| p.exists());
             let ctrl_ready = match &self.config.ctrl {
-                CtrlEndpoint::Unix(path) => path.exists(),
+                // Not a test connection: with `-t` swtpm would take its end
+                // for QEMU leaving and exit.
+                CtrlEndpoint::Unix(path) => unix_socket_listening(path),
                 // Connecting to a TCP control port is harmless: swtpm treats
                 // the close as the end of one control session.
                 CtrlEndpoint::Tcp(port) => TcpStream::connect(("127.0.0.1", *port)).is_ok(),
@@ -217,7 +220,7 @@ impl Swtpm {
             let server_ready = match &self.config.server {
                 None => true,
                 Some(ServerEndpoint::Tcp(port)) => TcpStream::connect(("127.0.0.1", *port)).is_ok(),
-                Some(ServerEndpoint::Unix(path)) => path.exists(),
+                Some(ServerEndpoint::Unix(path)) => unix_socket_listening(path),
             };
             if pid_file_ready && ctrl_ready && server_ready {
                 return Ok(());
@@ -299,5 +302,60 @@ impl Swtpm {
     /// Lets swtpm outlive this handle; returns its pid.
     pub fn detach(self) -> u32 {
         self.guard.detach()
+    }
+}
+
+/// Whether a unix stream socket bound to `path` is listening, from the
+/// kernel's table in /proc/net/unix (Flags `00010000` is `__SO_ACCEPTCON`).
+fn unix_socket_listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        // No procfs: fall back to the socket file.
+        return path.exists();
+    };
+    listening_in_unix_table(&table, path)
+}
+
+fn listening_in_unix_table(table: &str, path: &Path) -> bool {
+    const ACCEPTCON: &str = "00010000";
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[3] == ACCEPTCON
+            && Path::new(fields[7..].join(" ").as_str()) == path
+    })
+}
+
+#[cfg(test)]
+mod unix_table_tests {
+    use super::*;
+
+    const TABLE: &str = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+        0000000000000000: 00000002 00000000 00010000 0001 01 1001 /tmp/n/ctrl.sock\n\
+        0000000000000000: 00000002 00000000 00000000 0001 01 1002 /tmp/n/bound.sock\n\
+        0000000000000000: 00000003 00000000 00000000 0001 03 1003\n";
+
+    #[test]
+    fn only_listening_sockets_count() {
+        assert!(listening_in_unix_table(
+            TABLE,
+            Path::new("/tmp/n/ctrl.sock")
+        ));
+        assert!(!listening_in_unix_table(
+            TABLE,
+            Path::new("/tmp/n/bound.sock")
+        ));
+        assert!(!listening_in_unix_table(
+            TABLE,
+            Path::new("/tmp/n/other.sock")
+        ));
+    }
+
+    #[test]
+    fn a_real_listener_is_seen_and_a_bound_socket_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let listening = dir.path().join("l.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&listening).unwrap();
+        assert!(unix_socket_listening(&listening));
+        assert!(!unix_socket_listening(&dir.path().join("absent.sock")));
     }
 }

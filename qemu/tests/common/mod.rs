@@ -7,7 +7,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use avm_attest::verify::SignatureVerifier;
 use avm_qemu::qemu::Accel;
 use avm_qemu::{Node, NodeConfig};
 
@@ -57,58 +56,9 @@ pub fn network_node(dir: &Path) -> Node {
     Node::up(&config, Duration::from_secs(120)).unwrap_or_else(|err| panic!("{err}"))
 }
 
-/// Signature checks on OpenSSL, as avm-verifier does them on the host.
-pub struct OpensslVerifier;
-
-impl SignatureVerifier for OpensslVerifier {
-    fn verify_ecdsa_p256_sha256(
-        &self,
-        x: &[u8],
-        y: &[u8],
-        message: &[u8],
-        r: &[u8],
-        s: &[u8],
-    ) -> bool {
-        use openssl::bn::{BigNum, BigNumContext};
-        use openssl::ec::{EcGroup, EcKey, EcPoint};
-        use openssl::ecdsa::EcdsaSig;
-        use openssl::nid::Nid;
-        let check = || -> Result<bool, openssl::error::ErrorStack> {
-            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-            let mut ctx = BigNumContext::new()?;
-            let point = EcPoint::from_bytes(&group, &[&[0x04][..], x, y].concat(), &mut ctx)?;
-            let key = EcKey::from_public_key(&group, &point)?;
-            let sig =
-                EcdsaSig::from_private_components(BigNum::from_slice(r)?, BigNum::from_slice(s)?)?;
-            sig.verify(&openssl::sha::sha256(message), &key)
-        };
-        check().unwrap_or(false)
-    }
-
-    fn verify_rsassa_pkcs1v15_sha256(
-        &self,
-        modulus: &[u8],
-        exponent: u32,
-        message: &[u8],
-        signature: &[u8],
-    ) -> bool {
-        use openssl::bn::BigNum;
-        use openssl::hash::MessageDigest;
-        use openssl::pkey::PKey;
-        use openssl::rsa::Rsa;
-        use openssl::sign::Verifier;
-        let check = || -> Result<bool, openssl::error::ErrorStack> {
-            let rsa = Rsa::from_public_components(
-                BigNum::from_slice(modulus)?,
-                BigNum::from_u32(exponent)?,
-            )?;
-            let key = PKey::from_rsa(rsa)?;
-            let mut verifier = Verifier::new(MessageDigest::sha256(), &key)?;
-            verifier.update(message)?;
-            verifier.verify(signature)
-        };
-        check().unwrap_or(false)
-    }
+/// Signature checks on OpenSSL, exactly as avm-verifier does them on the host.
+pub fn verifier() -> avm_verifier::crypto::OpenSslVerifier {
+    avm_verifier::crypto::OpenSslVerifier::new().expect("OpenSSL verifier")
 }
 
 /// Random bytes from OpenSSL.
