@@ -56,7 +56,7 @@ test-unit: deps
 
 # Integration tests boot real QEMU + swtpm; they need the image and host tools.
 test-integration: build
-	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test --test '*' $(TEST_FEATURES)
+	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test --no-fail-fast --test '*' $(TEST_FEATURES)
 
 fuzz-smoke: deps
 	@set -o pipefail; for crate in $(FUZZ_CRATES); do \

@@ -678,11 +678,18 @@ pub fn status(state_dir: &Path) -> Result<NodeStatus, NodeError> {
 pub fn down(state_dir: &Path) -> Result<NodeStatus, NodeError> {
     let layout = StateLayout::new(state_dir).map_err(io_error("resolving the state directory"))?;
     let record = NodeRecord::load(&layout)?;
-    for pid in [record.qemu_pid, record.swtpm_pid].into_iter().flatten() {
-        if process::is_ours(pid, &record.state_dir) {
-            process::terminate(pid, TERMINATE_GRACE)
-                .map_err(io_error(format!("stopping process {pid}")))?;
-        }
+    // Decide which pids are ours before stopping any: once QEMU is gone,
+    // swtpm (`-t`) exits by itself, and a process on its way out no longer
+    // shows its command line, so checking it afterwards would skip it and
+    // return before it is gone.
+    let ours: Vec<u32> = [record.qemu_pid, record.swtpm_pid]
+        .into_iter()
+        .flatten()
+        .filter(|&pid| process::is_ours(pid, &record.state_dir))
+        .collect();
+    for pid in ours {
+        process::terminate(pid, TERMINATE_GRACE)
+            .map_err(io_error(format!("stopping process {pid}")))?;
     }
     let running = record.is_running();
     Ok(NodeStatus { record, running })
