@@ -456,32 +456,50 @@ impl Node {
         if self.record.attest_port.is_none() {
             return Err(NodeError::NoNetwork);
         }
+        self.poll_serial_until(
+            timeout,
+            |timeout, serial_tail| NodeError::NetworkTimeout {
+                timeout,
+                serial_tail,
+            },
+            |node| match scan_network(&node.serial.text()) {
+                NetworkOutcome::Up { ip, port } => {
+                    node.record.guest_ip = Some(ip.to_string());
+                    node.record.guest_attest_port = Some(port);
+                    node.record.store(&node.layout)?;
+                    Ok(Some(()))
+                }
+                NetworkOutcome::Down { reason } => Err(NodeError::NetworkDown {
+                    reason,
+                    serial_tail: node.serial.tail(TAIL_LINES),
+                }),
+                NetworkOutcome::Invalid { line } => Err(NodeError::NetworkDown {
+                    reason: format!("unreadable network line {line:?}"),
+                    serial_tail: node.serial.tail(TAIL_LINES),
+                }),
+                NetworkOutcome::Pending => Ok(None),
+            },
+        )
+    }
+
+    /// The loop behind the waits on the serial log: polls QEMU's exit, then
+    /// the log (so output written just before QEMU exited is seen), and
+    /// asks `step` whether the log says enough. Ends with `step`'s answer
+    /// or error, `QemuExited` once QEMU is gone, or `on_timeout`'s error.
+    fn poll_serial_until<T>(
+        &mut self,
+        timeout: Duration,
+        on_timeout: impl FnOnce(Duration, String) -> NodeError,
+        mut step: impl FnMut(&mut Self) -> Result<Option<T>, NodeError>,
+    ) -> Result<T, NodeError> {
         let deadline = Instant::now() + timeout;
         loop {
             let exited = self.poll_exit()?;
             self.serial
                 .poll()
                 .map_err(io_error("reading the A-VM serial log"))?;
-            match scan_network(&self.serial.text()) {
-                NetworkOutcome::Up { ip, port } => {
-                    self.record.guest_ip = Some(ip.to_string());
-                    self.record.guest_attest_port = Some(port);
-                    self.record.store(&self.layout)?;
-                    return Ok(());
-                }
-                NetworkOutcome::Down { reason } => {
-                    return Err(NodeError::NetworkDown {
-                        reason,
-                        serial_tail: self.serial.tail(TAIL_LINES),
-                    });
-                }
-                NetworkOutcome::Invalid { line } => {
-                    return Err(NodeError::NetworkDown {
-                        reason: format!("unreadable network line {line:?}"),
-                        serial_tail: self.serial.tail(TAIL_LINES),
-                    });
-                }
-                NetworkOutcome::Pending => {}
+            if let Some(done) = step(self)? {
+                return Ok(done);
             }
             if let Some(exit) = exited {
                 return Err(NodeError::QemuExited {
@@ -491,10 +509,7 @@ impl Node {
                 });
             }
             if Instant::now() >= deadline {
-                return Err(NodeError::NetworkTimeout {
-                    timeout,
-                    serial_tail: self.serial.tail(TAIL_LINES),
-                });
+                return Err(on_timeout(timeout, self.serial.tail(TAIL_LINES)));
             }
             std::thread::sleep(POLL_INTERVAL);
         }
@@ -522,59 +537,33 @@ impl Node {
     /// serial tail, on an `AVM-ERROR` line, an invalid report, QEMU exiting
     /// or the timeout.
     pub fn wait_for_report(&mut self, timeout: Duration) -> Result<&BootReport, NodeError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let exited = self.poll_exit()?;
-            // Read after checking the exit, so output written just before
-            // QEMU exited is seen.
-            self.serial
-                .poll()
-                .map_err(io_error("reading the A-VM serial log"))?;
-            match self.serial.outcome().clone() {
-                SerialOutcome::Report(report) => {
-                    self.report = Some((*report, Instant::now()));
-                    break;
-                }
+        let report = self.poll_serial_until(
+            timeout,
+            |timeout, serial_tail| NodeError::BootTimeout {
+                timeout,
+                serial_tail,
+            },
+            |node| match node.serial.outcome().clone() {
+                SerialOutcome::Report(report) => Ok(Some(*report)),
                 SerialOutcome::Error(error) => {
                     // The kernel exits right after its error line; a short
                     // wait lets the message include the exit status.
-                    let _ = self.wait_for_exit(Duration::from_secs(1));
-                    return Err(NodeError::Guest {
+                    let _ = node.wait_for_exit(Duration::from_secs(1));
+                    Err(NodeError::Guest {
                         error,
-                        exit: self.exit.map(|(exit, _)| exit),
-                        serial_tail: self.serial.tail(TAIL_LINES),
-                    });
+                        exit: node.exit.map(|(exit, _)| exit),
+                        serial_tail: node.serial.tail(TAIL_LINES),
+                    })
                 }
-                SerialOutcome::InvalidReport(error) => {
-                    return Err(NodeError::InvalidReport {
-                        error,
-                        serial_tail: self.serial.tail(TAIL_LINES),
-                    });
-                }
-                SerialOutcome::Pending => {}
-            }
-            if let Some(exit) = exited {
-                return Err(NodeError::QemuExited {
-                    exit,
-                    serial_tail: self.serial.tail(TAIL_LINES),
-                    qemu_log_tail: file_tail(&self.layout.avm_qemu_log(), TAIL_LINES),
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(NodeError::BootTimeout {
-                    timeout,
-                    serial_tail: self.serial.tail(TAIL_LINES),
-                });
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
-        match &self.report {
-            Some((report, _)) => Ok(report),
-            None => Err(NodeError::BootTimeout {
-                timeout,
-                serial_tail: self.serial.tail(TAIL_LINES),
-            }),
-        }
+                SerialOutcome::InvalidReport(error) => Err(NodeError::InvalidReport {
+                    error,
+                    serial_tail: node.serial.tail(TAIL_LINES),
+                }),
+                SerialOutcome::Pending => Ok(None),
+            },
+        )?;
+        let (report, _) = self.report.insert((report, Instant::now()));
+        Ok(report)
     }
 
     /// Waits for QEMU to exit by itself.

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use crate::hex;
 use crate::layout::{MAX_UNIX_SOCKET_PATH, StateLayout};
-use crate::swtpm::{ServerEndpoint, Swtpm, SwtpmConfig, SwtpmError};
+use crate::swtpm::{CtrlEndpoint, Swtpm, SwtpmConfig, SwtpmError};
 
 /// NV index of the ECC NIST P-256 EK certificate (TCG EK Credential
 /// Profile, low range, template L-2).
@@ -277,18 +277,15 @@ pub fn parse_readpublic_ecc(yaml: &str) -> Option<EccPublic> {
 /// the certificate's path and the EK's name.
 fn provision_ecc_p256_ek_cert(layout: &StateLayout) -> Result<(PathBuf, Vec<u8>), ProvisionError> {
     let provision = layout.provision_dir();
-    let server = provision.join("tpm.sock");
-    // tpm2-tools' swtpm TCTI finds the control channel at `<path>.ctrl`.
-    let ctrl = provision.join("tpm.sock.ctrl");
-    if ctrl.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
-        return Err(ProvisionError::SocketPathTooLong(ctrl));
+    let mut config = SwtpmConfig::for_host_tools(layout.tpm_state(), provision.join("tpm.sock"));
+    if let CtrlEndpoint::Unix(ctrl) = &config.ctrl
+        && ctrl.as_os_str().len() > MAX_UNIX_SOCKET_PATH
+    {
+        return Err(ProvisionError::SocketPathTooLong(ctrl.clone()));
     }
-    let mut config = SwtpmConfig::unix(layout.tpm_state(), &ctrl);
-    config.server = Some(ServerEndpoint::Unix(server.clone()));
-    config.startup_clear = true;
     config.log_file = Some(provision.join("swtpm-provision.log"));
+    let tcti = config.tcti().unwrap_or_default();
     let swtpm = Swtpm::spawn(&config)?;
-    let tcti = format!("swtpm:path={}", server.display());
     let tpm2 = |tool: &str| {
         let mut command = Command::new(tool);
         command.arg("-T").arg(&tcti);

@@ -27,6 +27,29 @@ fn status_json(state: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("status prints one JSON object")
 }
 
+/// Runs `avm-qemu up` on the test image under TCG with `extra` arguments
+/// and insists that it succeeded.
+fn up_ok(state: &str, extra: &[&str]) -> Output {
+    let image = common::avm_image();
+    let mut args = vec![
+        "up",
+        "--state",
+        state,
+        "--image",
+        image.to_str().expect("UTF-8 image path"),
+        "--accel",
+        "tcg",
+    ];
+    args.extend_from_slice(extra);
+    let up = avm_qemu(&args);
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    up
+}
+
 /// The process group id of `pid` (field 5 of /proc/PID/stat).
 fn process_group_of(pid: u32) -> u32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process exists");
@@ -55,20 +78,7 @@ fn up_status_down() {
     let state = dir.path().to_str().unwrap();
     let _cleanup = DownOnDrop(state);
     // No --attest-port: `up` picks a free loopback port itself.
-    let up = avm_qemu(&[
-        "up",
-        "--state",
-        state,
-        "--image",
-        image.to_str().unwrap(),
-        "--accel",
-        "tcg",
-    ]);
-    assert!(
-        up.status.success(),
-        "up failed: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let up = up_ok(state, &[]);
     let address = String::from_utf8(up.stdout).unwrap();
     let address = address.trim();
     let port: u16 = address
@@ -123,25 +133,10 @@ fn up_status_down() {
 
 #[test]
 fn up_without_network() {
-    let image = common::avm_image();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();
     let _cleanup = DownOnDrop(state);
-    let up = avm_qemu(&[
-        "up",
-        "--state",
-        state,
-        "--image",
-        image.to_str().unwrap(),
-        "--accel",
-        "tcg",
-        "--no-network",
-    ]);
-    assert!(
-        up.status.success(),
-        "up failed: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let up = up_ok(state, &["--no-network"]);
     assert!(up.stdout.is_empty());
     assert!(String::from_utf8_lossy(&up.stderr).contains("no attestation address"));
     let status = status_json(state);

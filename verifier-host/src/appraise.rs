@@ -4,7 +4,7 @@
 
 use avm_attest::policy::ReferenceValues;
 use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, EvidenceInput, verify_evidence, verify_quote};
-use avm_attest::wire::PcrValue;
+use avm_attest::wire::{Evidence, PcrValue};
 
 use crate::crypto::OpenSslVerifier;
 use crate::report::{Report, ReportReason};
@@ -24,6 +24,27 @@ pub struct AppraisalInput<'a> {
     pub nonce: &'a [u8],
     pub ak: &'a PublicKey,
     pub ak_name: &'a [u8],
+}
+
+impl<'a> AppraisalInput<'a> {
+    /// Evidence a node sent over the network (its event log included),
+    /// to be checked against the AK enrolled for it.
+    pub fn from_node(
+        evidence: &'a Evidence,
+        nonce: &'a [u8],
+        ak: &'a PublicKey,
+        ak_name: &'a [u8],
+    ) -> Self {
+        Self {
+            attest: &evidence.attest,
+            signature: &evidence.signature,
+            pcrs: &evidence.pcrs,
+            event_log: Some(&evidence.event_log),
+            nonce,
+            ak,
+            ak_name,
+        }
+    }
 }
 
 /// Verifies the evidence and reports. `extra_reasons` (unknown node, AK

@@ -211,15 +211,7 @@ pub fn attestation_round_trips(
         let received = Instant::now();
         challenges.push(received - challenged);
         let report = appraise(
-            &AppraisalInput {
-                attest: &evidence.attest,
-                signature: &evidence.signature,
-                pcrs: &evidence.pcrs,
-                event_log: Some(&evidence.event_log),
-                nonce: &nonce,
-                ak: &node.ak.key,
-                ak_name: &node.record.ak_name,
-            },
+            &AppraisalInput::from_node(&evidence, &nonce, &node.ak.key, &node.record.ak_name),
             node.policy.as_ref(),
             &verifier,
             None,

@@ -69,6 +69,16 @@ fn load_policy(
         .transpose()
 }
 
+/// Prints the report and gives the exit code its verdict calls for.
+fn print_verdict(report: &Report, json: bool) -> u8 {
+    print_report(report, json);
+    if report.trusted() {
+        EXIT_OK
+    } else {
+        EXIT_UNTRUSTED
+    }
+}
+
 fn print_report(report: &Report, json: bool) {
     if json {
         match serde_json::to_string_pretty(report) {
@@ -231,15 +241,7 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
     let verifier = OpenSslVerifier::new().map_err(err)?;
     // Always the enrolled AK: a quote signed by any other key is refused.
     let report = appraise(
-        &AppraisalInput {
-            attest: &evidence.attest,
-            signature: &evidence.signature,
-            pcrs: &evidence.pcrs,
-            event_log: Some(&evidence.event_log),
-            nonce: &nonce,
-            ak: &enrolled_ak.key,
-            ak_name: &node.ak_name,
-        },
+        &AppraisalInput::from_node(&evidence, &nonce, &enrolled_ak.key, &node.ak_name),
         policy.as_ref(),
         &verifier,
         Some(addr.into()),
@@ -249,12 +251,7 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
     if let Some(dir) = &opts.export {
         evidence_dir::export(dir, &evidence, &enrolled_ak, &nonce, &report).map_err(err)?;
     }
-    print_report(&report, opts.json);
-    Ok(if report.trusted() {
-        EXIT_OK
-    } else {
-        EXIT_UNTRUSTED
-    })
+    Ok(print_verdict(&report, opts.json))
 }
 
 /// `verify DIR`.
@@ -296,12 +293,7 @@ pub fn verify(
         Some(dir.display().to_string()),
         Vec::new(),
     );
-    print_report(&report, json);
-    Ok(if report.trusted() {
-        EXIT_OK
-    } else {
-        EXIT_UNTRUSTED
-    })
+    Ok(print_verdict(&report, json))
 }
 
 /// `policy init`: allowed A-VM images, from image files and/or digests.
@@ -352,15 +344,7 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
         .map_err(err)?;
     let verifier = OpenSslVerifier::new().map_err(err)?;
     let report = appraise(
-        &AppraisalInput {
-            attest: &evidence.attest,
-            signature: &evidence.signature,
-            pcrs: &evidence.pcrs,
-            event_log: Some(&evidence.event_log),
-            nonce: &nonce,
-            ak: &ak.key,
-            ak_name: &node.ak_name,
-        },
+        &AppraisalInput::from_node(&evidence, &nonce, &ak.key, &node.ak_name),
         Some(&policy),
         &verifier,
         Some(addr.into()),

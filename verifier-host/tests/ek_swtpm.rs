@@ -15,8 +15,7 @@ fn ek_certificate_from_swtpm_localca_is_accepted_and_other_ca_or_key_refused() {
     validate_ek(&anchors, &ek, &cert).expect("EK certificate chains to the local CA");
 
     // Only the issuing CA as anchor: still accepted (partial chain).
-    let issuer_only = EkTrustAnchors::from_pem_file(&node.ca_dir.path().join("issuercert.pem"))
-        .expect("issuer loads");
+    let issuer_only = EkTrustAnchors::from_pem_file(&node.issuer_ca).expect("issuer loads");
     validate_ek(&issuer_only, &ek, &cert).expect("issuer alone is a trust anchor");
 
     // A second, independently manufactured TPM has another CA and EK.

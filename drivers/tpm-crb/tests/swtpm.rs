@@ -97,6 +97,21 @@ fn ecc_point(key: &LoadedKey) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
+/// The subject public key (its bit string's bytes) of the EK certificate
+/// in NV.
+fn ek_cert_public_key(tpm: &mut Tpm<SwtpmSocket>, alg: EkAlgorithm) -> Vec<u8> {
+    let mut cert = vec![0u8; 4096];
+    let len = tpm
+        .nv_read_ek_cert(alg, &mut cert)
+        .expect("EK certificate in NV");
+    let cert = x509_cert::Certificate::from_der(&cert[..len]).expect("EK certificate parses");
+    cert.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec()
+}
+
 #[test]
 fn rsa_ek_matches_the_certificate_written_by_swtpm_setup() {
     let swtpm = Swtpm::start_provisioned();
@@ -107,16 +122,9 @@ fn rsa_ek_matches_the_certificate_written_by_swtpm_setup() {
     assert_eq!(ek.name, ek.public.name().unwrap());
     assert_eq!(ek.public.to_tpm2b()[2..], *ek.public.as_bytes());
 
-    let mut cert = vec![0u8; 4096];
-    let len = tpm
-        .nv_read_ek_cert(EkAlgorithm::Rsa2048, &mut cert)
-        .unwrap();
-    let cert = x509_cert::Certificate::from_der(&cert[..len]).unwrap();
-    let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key;
-    let cert_key = rsa::RsaPublicKey::from_pkcs1_der(spki.raw_bytes()).unwrap();
+    let cert_key =
+        rsa::RsaPublicKey::from_pkcs1_der(&ek_cert_public_key(&mut tpm, EkAlgorithm::Rsa2048))
+            .unwrap();
     assert_eq!(cert_key.n().to_bytes_be(), rsa_modulus(&ek));
     assert_eq!(cert_key.e(), &rsa::BigUint::from(65537u32));
 
@@ -132,8 +140,10 @@ fn rsa_ek_matches_the_certificate_written_by_swtpm_setup() {
 }
 
 #[test]
-fn ecc_ek_is_deterministic_and_a_missing_certificate_is_a_tpm_error() {
-    // swtpm 0.7.1 certifies an ECC P-384 EK (0x01c00016), not the P-256 one.
+fn ecc_ek_is_deterministic_and_matches_the_launchers_certificate() {
+    // swtpm_setup 0.7.1 certifies an ECC P-384 EK (0x01c00016); the
+    // launcher certifies the TCG-default P-256 EK and stores it at
+    // 0x01c0000a, where the driver reads it.
     let swtpm = Swtpm::start_provisioned();
     let mut tpm = swtpm.started();
     let first = tpm.create_ek(EkAlgorithm::EccP256).unwrap();
@@ -147,16 +157,26 @@ fn ecc_ek_is_deterministic_and_a_missing_certificate_is_a_tpm_error() {
         "point is on P-256"
     );
 
-    let mut cert = vec![0u8; 4096];
-    match tpm.nv_read_ek_cert(EkAlgorithm::EccP256, &mut cert) {
-        Err(TpmError::Tpm(rc)) => assert_eq!(rc.base(), Some(TpmRcBase::Handle)),
-        other => panic!("expected TPM_RC_HANDLE, got {other:?}"),
-    }
+    assert_eq!(ek_cert_public_key(&mut tpm, EkAlgorithm::EccP256), sec1);
+
     let mut small = [0u8; 16];
     assert!(matches!(
         tpm.nv_read_ek_cert(EkAlgorithm::Rsa2048, &mut small),
         Err(TpmError::BufferTooSmall { available: 16, .. })
     ));
+}
+
+#[test]
+fn a_missing_ek_certificate_is_a_tpm_handle_error() {
+    let swtpm = Swtpm::start();
+    let mut tpm = swtpm.started();
+    let mut cert = vec![0u8; 4096];
+    for alg in [EkAlgorithm::EccP256, EkAlgorithm::Rsa2048] {
+        match tpm.nv_read_ek_cert(alg, &mut cert) {
+            Err(TpmError::Tpm(rc)) => assert_eq!(rc.base(), Some(TpmRcBase::Handle)),
+            other => panic!("expected TPM_RC_HANDLE, got {other:?}"),
+        }
+    }
 }
 
 /// Checks a quote the way a verifier does, returning the parsed attestation.

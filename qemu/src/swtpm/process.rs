@@ -67,6 +67,30 @@ impl SwtpmConfig {
         }
     }
 
+    /// Serves TPM commands to host tools on the unix socket `server`, with
+    /// the control channel at `<server>.ctrl`, where tpm2-tools' swtpm TCTI
+    /// (`swtpm:path=<server>`) looks for it. swtpm starts the TPM itself,
+    /// as firmware would; clear `startup_clear` to leave TPM2_Startup to
+    /// the client (after a control-channel INIT, as QEMU sends).
+    pub fn for_host_tools(tpm_state_dir: impl Into<PathBuf>, server: impl Into<PathBuf>) -> Self {
+        let server = server.into();
+        let mut ctrl = server.clone().into_os_string();
+        ctrl.push(".ctrl");
+        let mut config = Self::unix(tpm_state_dir, ctrl);
+        config.server = Some(ServerEndpoint::Unix(server));
+        config.startup_clear = true;
+        config
+    }
+
+    /// The tpm2-tools TCTI string that reaches the data channel, if any.
+    pub fn tcti(&self) -> Option<String> {
+        match &self.server {
+            Some(ServerEndpoint::Unix(path)) => Some(format!("swtpm:path={}", path.display())),
+            Some(ServerEndpoint::Tcp(port)) => Some(format!("swtpm:host=127.0.0.1,port={port}")),
+            None => None,
+        }
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new("swtpm");
         command.arg("socket").arg("--tpm2");

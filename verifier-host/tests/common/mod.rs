@@ -3,53 +3,42 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-/// A swtpm process serving one temp state directory; killed on drop.
+use avm_qemu::layout::StateLayout;
+use avm_qemu::provision::provision_tpm;
+use avm_qemu::swtpm::{Swtpm as SwtpmProcess, SwtpmConfig};
+
+/// A swtpm (started by avm-qemu's launcher code) serving tpm2-tools on a
+/// unix socket in a temp dir, which is also the tools' working directory;
+/// killed on drop.
 pub struct Swtpm {
-    child: Child,
+    // Declared first so swtpm is stopped before its directory goes.
+    _process: SwtpmProcess,
+    tcti: String,
     pub dir: tempfile::TempDir,
-    pub socket: PathBuf,
 }
 
 impl Swtpm {
     /// Starts a fresh TPM (already started up, like after firmware).
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_in(dir)
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        Self::start_on(&state, dir)
     }
 
-    /// Starts swtpm on an existing state directory (e.g. one provisioned by
-    /// swtpm_setup).
-    pub fn start_in(dir: tempfile::TempDir) -> Self {
-        let socket = dir.path().join("tpm.sock");
-        // The swtpm TCTI finds the control channel at `<path>.ctrl`.
-        let ctrl = dir.path().join("tpm.sock.ctrl");
-        let child = Command::new("swtpm")
-            .arg("socket")
-            .arg("--tpm2")
-            .arg("--tpmstate")
-            .arg(format!("dir={}", dir.path().display()))
-            .arg("--server")
-            .arg(format!("type=unixio,path={}", socket.display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", ctrl.display()))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("swtpm is installed");
-        let swtpm = Swtpm { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(swtpm.socket.exists() && ctrl.exists()) {
-            assert!(
-                Instant::now() < deadline,
-                "swtpm did not create its sockets"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+    /// Starts swtpm on the TPM state in `state` (e.g. one provisioned by
+    /// swtpm_setup), with `dir` for its socket and the tools' files.
+    pub fn start_on(state: &Path, dir: tempfile::TempDir) -> Self {
+        let config = SwtpmConfig::for_host_tools(state, dir.path().join("tpm.sock"));
+        let tcti = config.tcti().expect("a data channel");
+        let process = SwtpmProcess::spawn(&config).expect("swtpm starts");
+        Swtpm {
+            _process: process,
+            tcti,
+            dir,
         }
-        swtpm
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -70,10 +59,7 @@ impl Swtpm {
         Command::new(tool)
             .args(args)
             .current_dir(self.dir.path())
-            .env(
-                "TPM2TOOLS_TCTI",
-                format!("swtpm:path={}", self.socket.display()),
-            )
+            .env("TPM2TOOLS_TCTI", &self.tcti)
             .output()
             .expect("tpm2-tools are installed")
     }
@@ -90,73 +76,34 @@ impl Swtpm {
     }
 }
 
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// A TPM state manufactured by swtpm_setup with EK certificates issued by a
-/// private swtpm-localca CA (in its own temp dir, never the system one).
+/// A TPM state manufactured by avm-qemu's provisioning (swtpm_setup, with
+/// EK certificates issued by a private swtpm-localca CA in its own temp
+/// dir, never the system one).
 pub struct ProvisionedTpm {
     pub tpm: Swtpm,
-    pub ca_dir: tempfile::TempDir,
+    /// The node state directory the launcher would use (CA, TPM state).
+    pub node_dir: tempfile::TempDir,
     /// issuing CA + root CA, PEM.
     pub ca_bundle: PathBuf,
+    /// The issuing CA alone, PEM.
+    pub issuer_ca: PathBuf,
 }
 
 impl ProvisionedTpm {
     pub fn new() -> Self {
-        let ca_dir = tempfile::tempdir().expect("temp dir");
-        let state = tempfile::tempdir().expect("temp dir");
-        let ca = ca_dir.path();
-        let localca_conf = ca.join("localca.conf");
-        std::fs::write(
-            &localca_conf,
-            format!(
-                "statedir = {d}\nsignkey = {d}/signkey.pem\nsigningkey = {d}/signkey.pem\n\
-                 issuercert = {d}/issuercert.pem\ncertserial = {d}/certserial\n",
-                d = ca.display()
-            ),
-        )
-        .expect("write localca.conf");
-        let setup_conf = ca.join("setup.conf");
-        std::fs::write(
-            &setup_conf,
-            format!(
-                "create_certs_tool = /usr/bin/swtpm_localca\n\
-                 create_certs_tool_config = {}\n\
-                 create_certs_tool_options = /etc/swtpm-localca.options\n\
-                 active_pcr_banks = sha256\n",
-                localca_conf.display()
-            ),
-        )
-        .expect("write setup.conf");
-        let out = Command::new("swtpm_setup")
-            .args(["--tpm2", "--create-ek-cert", "--tpmstate"])
-            .arg(state.path())
-            .arg("--config")
-            .arg(&setup_conf)
-            .output()
-            .expect("swtpm_setup is installed");
-        assert!(
-            out.status.success(),
-            "swtpm_setup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut bundle = read(&ca.join("issuercert.pem"));
-        bundle.extend_from_slice(&read(&ca.join("swtpm-localca-rootca-cert.pem")));
-        let ca_bundle = ca.join("ca-bundle.pem");
-        std::fs::write(&ca_bundle, bundle).expect("write bundle");
+        let node_dir = tempfile::tempdir().expect("temp dir");
+        let layout = StateLayout::new(node_dir.path()).expect("state layout");
+        let provisioned = provision_tpm(&layout).expect("provisioning the TPM");
+        let tools_dir = tempfile::tempdir().expect("temp dir");
         ProvisionedTpm {
-            tpm: Swtpm::start_in(state),
-            ca_dir,
-            ca_bundle,
+            tpm: Swtpm::start_on(&layout.tpm_state(), tools_dir),
+            node_dir,
+            ca_bundle: provisioned.ca_bundle_pem,
+            issuer_ca: provisioned.issuer_ca_pem,
         }
     }
 
