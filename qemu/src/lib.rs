@@ -22,6 +22,7 @@ pub mod qemu;
 pub mod report;
 pub mod serial;
 pub mod swtpm;
+pub mod testing;
 
 pub use node::{Node, NodeConfig, NodeError, NodeRecord, NodeStatus};
 pub use report::BootReport;

@@ -131,51 +131,29 @@ struct RunArgs {
     node: NodeArgs,
 }
 
-fn node_config(state: PathBuf, args: &NodeArgs) -> Result<NodeConfig, String> {
+fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
     let mut config = NodeConfig::new(state, &args.image);
-    config.attest_port = if args.no_network {
-        None
-    } else {
-        match args.attest_port {
-            Some(port) => Some(port),
-            None => Some(
-                node::free_loopback_port()
-                    .map_err(|e| format!("finding a free loopback port: {e}"))?,
-            ),
-        }
-    };
+    // Without a port (and with a network), `bring_up` picks a free one.
+    config.attest_port = args.attest_port.filter(|_| !args.no_network);
     config.memory_mib = args.memory;
     config.with_tpm = !args.no_tpm;
     config.accel = args.accel.choice();
     config.extra_cmdline = args.cmdline.clone();
-    Ok(config)
+    config
 }
-
-/// How often `up`/`run` try another automatically chosen port when another
-/// process took the one picked before QEMU could bind it.
-const PORT_ATTEMPTS: usize = 3;
 
 /// Brings the node up; with an automatically chosen port, retries with a
 /// fresh one if QEMU could not bind it.
 fn bring_up(state: PathBuf, args: &NodeArgs, detachable: bool) -> Result<Node, String> {
     let timeout = Duration::from_secs(args.timeout);
-    let mut attempt = 1;
-    loop {
-        let mut config = node_config(state.clone(), args)?;
-        config.detachable = detachable;
-        match Node::up(&config, timeout) {
-            Ok(node) => return Ok(node),
-            Err(err)
-                if err.is_port_conflict()
-                    && args.attest_port.is_none()
-                    && attempt < PORT_ATTEMPTS =>
-            {
-                eprintln!("avm-qemu: port taken meanwhile, trying another one");
-                attempt += 1;
-            }
-            Err(err) => return Err(err.to_string()),
-        }
-    }
+    let mut config = node_config(state, args);
+    config.detachable = detachable;
+    let node = if config.attest_port.is_none() && !args.no_network {
+        Node::up_on_free_port(&config, timeout)
+    } else {
+        Node::up(&config, timeout)
+    };
+    node.map_err(|err| err.to_string())
 }
 
 fn print_report(report: &BootReport, record: &NodeRecord) {

@@ -8,17 +8,12 @@
 
 use sha2::{Digest as _, Sha256};
 
+/// The PCR arithmetic is the verifier's own (avm-attest), so the launcher's
+/// expectations and the verifier's replay cannot drift apart.
+pub use avm_attest::eventlog::{extend_sha256 as extend, hcrtm_pcr0_start, sha256};
+
 /// A SHA-256 digest, also the size of one SHA-256 PCR.
 pub type Sha256Digest = [u8; 32];
-
-/// Locality from which the H-CRTM sequence runs; the TPM encodes it in the
-/// last byte of PCR0's reset value.
-pub const HCRTM_LOCALITY: u8 = 4;
-
-/// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> Sha256Digest {
-    Sha256::digest(data).into()
-}
 
 /// SHA-256 of a file's contents, streamed.
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<Sha256Digest> {
@@ -26,22 +21,6 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<Sha256Digest> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hasher.finalize().into())
-}
-
-/// TPM2_PCR_Extend for the SHA-256 bank: `new = SHA256(old || digest)`.
-pub fn extend(pcr: &Sha256Digest, digest: &Sha256Digest) -> Sha256Digest {
-    let mut hasher = Sha256::new();
-    hasher.update(pcr);
-    hasher.update(digest);
-    hasher.finalize().into()
-}
-
-/// PCR0 right after the H-CRTM sequence, before any firmware event:
-/// the locality-4 reset value extended with the image digest.
-pub fn hcrtm_pcr0_start(image_digest: &Sha256Digest) -> Sha256Digest {
-    let mut reset = [0u8; 32];
-    reset[31] = HCRTM_LOCALITY;
-    extend(&reset, image_digest)
 }
 
 /// PCR0 after the firmware extended `firmware_pcr0_events` (the SHA-256

@@ -449,6 +449,23 @@ impl Node {
         Ok(node)
     }
 
+    /// [`Node::up`] with the attestation server forwarded from a free
+    /// loopback port (`config.attest_port` is ignored). Another process can
+    /// take the port between the probe and QEMU's bind; a fresh one is then
+    /// tried, up to [`PORT_ATTEMPTS`] in all.
+    pub fn up_on_free_port(config: &NodeConfig, timeout: Duration) -> Result<Self, NodeError> {
+        let mut config = config.clone();
+        let mut attempt = 1;
+        loop {
+            config.attest_port =
+                Some(free_loopback_port().map_err(io_error("finding a free loopback port"))?);
+            match Self::up(&config, timeout) {
+                Err(err) if err.is_port_conflict() && attempt < PORT_ATTEMPTS => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
     /// Follows the serial log until the A-VM says its attestation server
     /// is reachable (`AVM-NET-UP`), and records the guest address in
     /// `node.json`. Fails on `AVM-NET-DOWN`, QEMU exiting or the timeout.
@@ -635,6 +652,10 @@ impl Node {
         drop(self);
     }
 }
+
+/// How often [`Node::up_on_free_port`] tries another port when another
+/// process took the one picked before QEMU could bind it.
+pub const PORT_ATTEMPTS: usize = 3;
 
 /// A loopback TCP port that is free right now (the kernel picks it), for a
 /// node whose user did not choose one. Another process could take it before

@@ -98,7 +98,7 @@ fn expect_refused(response: Response, what: &str) {
 #[test]
 fn activate_credential_recovers_the_secret_only_for_the_ak() {
     let dir = tempfile::tempdir().unwrap();
-    let node = common::network_node(dir.path());
+    let node = avm_qemu::testing::network_node(dir.path());
     let work = tempfile::tempdir().unwrap();
     let mut client = Client::connect(node.attest_addr().unwrap()).unwrap();
     let HelloInfo { ek, ak, .. } = client.hello().unwrap();

@@ -49,7 +49,7 @@ fn certificate_point(der: &[u8]) -> Vec<u8> {
 #[test]
 fn hello_and_challenge_verify_against_the_measured_launch() {
     let dir = tempfile::tempdir().unwrap();
-    let node = common::network_node(dir.path());
+    let node = avm_qemu::testing::network_node(dir.path());
     let addr = node.attest_addr().expect("node has an attestation address");
     let report = node.report().expect("boot report").clone();
     let record = node.record().clone();
@@ -120,7 +120,7 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
     let log = EventLog::parse(&evidence.event_log).expect("event log parses");
     assert_eq!(log.used_len(), evidence.event_log.len());
     assert_eq!(log.len(), report.eventlog_entries as usize);
-    let image_digest = sha256_file(&common::avm_image()).unwrap();
+    let image_digest = sha256_file(&avm_qemu::testing::avm_image()).unwrap();
     let replayed = log
         .replay_sha256(&initial_pcrs(hcrtm_pcr0_start(&image_digest)))
         .unwrap();
@@ -201,7 +201,7 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
 #[test]
 fn challenge_before_hello_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let node = common::network_node(dir.path());
+    let node = avm_qemu::testing::network_node(dir.path());
     let addr = node.attest_addr().unwrap();
     let mut client = Client::connect(addr).unwrap();
     match client

@@ -105,7 +105,7 @@ fn wait_until_closed(mut streams: Vec<TcpStream>, enough: usize, within: Duratio
 #[test]
 fn misbehaving_clients_leave_the_server_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let node = common::network_node(dir.path());
+    let node = avm_qemu::testing::network_node(dir.path());
     let addr = node.attest_addr().unwrap();
 
     // Two interleaved sessions: the server keeps per-connection state.

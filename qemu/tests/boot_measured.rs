@@ -15,7 +15,7 @@ use avm_qemu::{Node, NodeConfig};
 
 #[test]
 fn measured_boot_pcrs_match_image_and_event_log() {
-    let image = common::avm_image();
+    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(dir.path(), &image);
     config.exit_after_report = true;

@@ -30,7 +30,7 @@ fn status_json(state: &str) -> serde_json::Value {
 /// Runs `avm-qemu up` on the test image under TCG with `extra` arguments
 /// and insists that it succeeded.
 fn up_ok(state: &str, extra: &[&str]) -> Output {
-    let image = common::avm_image();
+    let image = avm_qemu::testing::avm_image();
     let mut args = vec![
         "up",
         "--state",
@@ -73,7 +73,7 @@ impl Drop for DownOnDrop<'_> {
 
 #[test]
 fn up_status_down() {
-    let image = common::avm_image();
+    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().to_str().unwrap();
     let _cleanup = DownOnDrop(state);

@@ -39,7 +39,7 @@ fn assert_idle(node: &mut Node, what: &str) {
 
 #[test]
 fn idle_a_vm_uses_under_five_percent_of_a_core() {
-    let image = common::avm_image();
+    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(dir.path(), &image);
     config.accel = Some(Accel::Tcg);
@@ -52,7 +52,7 @@ fn idle_a_vm_uses_under_five_percent_of_a_core() {
 #[test]
 fn idle_networked_a_vm_uses_under_five_percent_of_a_core() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = common::network_node(dir.path());
+    let mut node = avm_qemu::testing::network_node(dir.path());
     let nonce = common::random_bytes(32);
     common::client::hello_and_challenge(node.attest_addr().unwrap(), &nonce, 0xff).unwrap();
     assert_idle(&mut node, "network up, after a challenge");

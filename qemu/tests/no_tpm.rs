@@ -15,7 +15,7 @@ const MAX_BOOT_TO_EXIT: Duration = Duration::from_millis(1500);
 
 #[test]
 fn no_tpm_reports_error_and_exits_37_promptly() {
-    let image = common::avm_image();
+    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(dir.path(), &image);
     config.with_tpm = false;

@@ -10,7 +10,7 @@ use avm_qemu::{Node, NodeConfig, NodeError};
 
 #[test]
 fn kernel_panic_is_reported_with_status_35() {
-    let image = common::avm_image();
+    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(dir.path(), &image);
     config.accel = Some(Accel::Tcg);

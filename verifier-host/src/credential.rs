@@ -163,11 +163,8 @@ pub fn kdfa(
     context_v: &[u8],
     bits: u32,
 ) -> Result<Vec<u8>, openssl::error::ErrorStack> {
-    let bytes = bits.div_ceil(8) as usize;
-    let mut out = Vec::with_capacity(bytes + DIGEST_LEN);
-    let mut counter: u32 = 1;
-    while out.len() < bytes {
-        let block = hmac_sha256(
+    counter_kdf(bits, |counter| {
+        hmac_sha256(
             key,
             &[
                 &counter.to_be_bytes(),
@@ -177,12 +174,8 @@ pub fn kdfa(
                 context_v,
                 &bits.to_be_bytes(),
             ],
-        )?;
-        out.extend_from_slice(&block);
-        counter += 1;
-    }
-    out.truncate(bytes);
-    Ok(out)
+        )
+    })
 }
 
 /// KDFe with SHA-256 (SP 800-56A concatenation KDF):
@@ -194,18 +187,23 @@ pub fn kdfe(
     party_v: &[u8],
     bits: u32,
 ) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    counter_kdf(bits, |counter| {
+        let input = [&counter.to_be_bytes()[..], z, label, &[0], party_u, party_v].concat();
+        Ok(hash(MessageDigest::sha256(), &input)?.to_vec())
+    })
+}
+
+/// The counter-mode loop both KDFs share: blocks for counter 1, 2, ...
+/// concatenated and cut to `bits` (rounded up to whole bytes).
+fn counter_kdf(
+    bits: u32,
+    mut block: impl FnMut(u32) -> Result<Vec<u8>, openssl::error::ErrorStack>,
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
     let bytes = bits.div_ceil(8) as usize;
     let mut out = Vec::with_capacity(bytes + DIGEST_LEN);
     let mut counter: u32 = 1;
     while out.len() < bytes {
-        let mut input = Vec::new();
-        input.extend_from_slice(&counter.to_be_bytes());
-        input.extend_from_slice(z);
-        input.extend_from_slice(label);
-        input.push(0);
-        input.extend_from_slice(party_u);
-        input.extend_from_slice(party_v);
-        out.extend_from_slice(&hash(MessageDigest::sha256(), &input)?);
+        out.extend_from_slice(&block(counter)?);
         counter += 1;
     }
     out.truncate(bytes);

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,44 +16,9 @@ use std::time::Duration;
 
 use avm_attest::eventlog::EventLog;
 use avm_attest::wire::{self, FRAME_HEADER_LEN, KeyInfo, MAX_FRAME_LEN, MAX_REQUEST_LEN, Response};
-use avm_qemu::qemu::Accel;
-use avm_qemu::{Node, NodeConfig};
+use avm_qemu::Node;
+use avm_qemu::testing::{avm_image, network_node_with as boot_node};
 use avm_verifier::client::NodeClient;
-
-/// Bound on a node's boot plus network bring-up (TCG on a busy 2-core host).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The A-VM image under test.
-fn avm_image() -> PathBuf {
-    let path = std::env::var_os("AVM_IMAGE").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/avm.elf"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "A-VM image {} not found: run `make build` first (or set AVM_IMAGE)",
-        path.display()
-    );
-    path
-}
-
-/// A node booted from `image` in `dir`, attestation server up on a free
-/// loopback port; QEMU and swtpm are killed when it is dropped.
-fn boot_node(dir: &Path, image: &Path) -> Node {
-    let mut config = NodeConfig::new(dir, image);
-    config.accel = Some(Accel::Tcg);
-    // A port taken between the probe and QEMU's bind is retried.
-    let mut last_error = None;
-    for _ in 0..3 {
-        config.attest_port = Some(avm_qemu::node::free_loopback_port().expect("a free port"));
-        match Node::up(&config, BOOT_TIMEOUT) {
-            Ok(node) => return node,
-            Err(err) if err.is_port_conflict() => last_error = Some(err),
-            Err(err) => panic!("node did not come up: {err}"),
-        }
-    }
-    panic!("node did not come up: {last_error:?}");
-}
 
 fn addr_of(node: &Node) -> String {
     node.attest_addr().expect("node has a network").to_string()

@@ -1,0 +1,43 @@
+//! Helpers for this workspace's integration tests (here and in
+//! avm-verifier), so every test finds the image and boots a node the same
+//! way. They panic with the reason instead of returning errors: a missing
+//! image or a node that does not come up is a test failure, never a skip.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::qemu::Accel;
+use crate::{Node, NodeConfig};
+
+/// Bound on a node's boot plus network bring-up (TCG on a busy 2-core host).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The A-VM kernel image under test: `$AVM_IMAGE`, else `build/avm.elf` in
+/// the workspace.
+pub fn avm_image() -> PathBuf {
+    let path = std::env::var_os("AVM_IMAGE").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/avm.elf"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "A-VM image {} not found: run `make build` first (or set AVM_IMAGE)",
+        path.display()
+    );
+    path
+}
+
+/// A node booted from `image` in `dir` under TCG, its attestation server
+/// forwarded from a free loopback port; QEMU and swtpm are stopped when the
+/// returned `Node` is dropped.
+pub fn network_node_with(dir: &Path, image: &Path) -> Node {
+    let mut config = NodeConfig::new(dir, image);
+    config.accel = Some(Accel::Tcg);
+    Node::up_on_free_port(&config, BOOT_TIMEOUT)
+        .unwrap_or_else(|err| panic!("node did not come up: {err}"))
+}
+
+/// [`network_node_with`] the image under test.
+pub fn network_node(dir: &Path) -> Node {
+    network_node_with(dir, &avm_image())
+}
