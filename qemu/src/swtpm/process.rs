@@ -382,4 +382,26 @@ mod unix_table_tests {
         assert!(unix_socket_listening(&listening));
         assert!(!unix_socket_listening(&dir.path().join("absent.sock")));
     }
+
+    #[test]
+    fn host_tools_config_puts_ctrl_where_the_swtpm_tcti_looks() {
+        let config = SwtpmConfig::for_host_tools("/s/tpm", "/s/tpm.sock");
+        assert_eq!(config.ctrl, CtrlEndpoint::Unix("/s/tpm.sock.ctrl".into()));
+        assert_eq!(config.tcti().as_deref(), Some("swtpm:path=/s/tpm.sock"));
+        let args: Vec<String> = config
+            .command()
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("--server type=unixio,path=/s/tpm.sock "));
+        assert!(joined.contains("--ctrl type=unixio,path=/s/tpm.sock.ctrl "));
+        assert!(joined.contains("--flags not-need-init,startup-clear"));
+        let mut tcp = config;
+        tcp.server = Some(ServerEndpoint::Tcp(2321));
+        assert_eq!(
+            tcp.tcti().as_deref(),
+            Some("swtpm:host=127.0.0.1,port=2321")
+        );
+    }
 }
