@@ -163,6 +163,13 @@ details=$(
     echo "Signature alone through the verifier's OpenSSL code: $sig_only verify/s."
 )
 
+# The revision measured; the output file itself (rewritten below, and by
+# every earlier run) does not make the tree count as modified.
+revision=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$root" status --porcelain -- . ":(exclude)${out#"$root"/}" 2>/dev/null)" ]; then
+    revision="$revision-dirty"
+fi
+
 machine="$(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(uname -sr)"
 mkdir -p "$(dirname "$out")"
 {
@@ -170,7 +177,7 @@ mkdir -p "$(dirname "$out")"
     echo
     echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u '+%Y-%m-%d %H:%M UTC')."
     echo "Machine: $machine. QEMU under TCG. Benchmarks report; they do not fail on targets."
-    echo "A-VM image sha256 $(sha256sum "$image" | cut -d' ' -f1), git $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)."
+    echo "A-VM image sha256 $(sha256sum "$image" | cut -d' ' -f1), git $revision."
     echo
     echo "$table"
     echo
