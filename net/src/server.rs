@@ -92,12 +92,27 @@ struct Slot {
     last_activity_ms: u64,
     /// When closing started (error frame queued or FIN requested).
     closing_since_ms: Option<u64>,
+    /// When the server aborted the connection, while its RST is not out
+    /// yet: the socket listens again once the interface has sent it
+    /// (listening at once would cancel it and leave the peer hanging).
+    rst_pending_since_ms: Option<u64>,
 }
 
 impl Slot {
     fn clear(&mut self) {
         self.session = None;
         self.closing_since_ms = None;
+        self.rst_pending_since_ms = None;
+    }
+
+    /// Whether the socket is listening, or will be as soon as the RST of
+    /// the connection the server aborted on it is out.
+    fn listening_soon(&self, socket: &tcp::Socket) -> bool {
+        match socket.state() {
+            State::Listen => true,
+            State::Closed => self.rst_pending_since_ms.is_some(),
+            _ => false,
+        }
     }
 }
 
@@ -200,6 +215,7 @@ impl AttestationServer {
                 since_ms: 0,
                 last_activity_ms: 0,
                 closing_since_ms: None,
+                rst_pending_since_ms: None,
             };
             if self.slots.push(slot).is_err() {
                 // Unreachable: connections is clamped to the capacity.
@@ -209,10 +225,11 @@ impl AttestationServer {
         }
     }
 
-    /// Keeps [`ServerLimits::min_listening`] sockets listening: sockets
-    /// aborted this poll listen at once (their RST is dropped), then the
-    /// least valuable connections are evicted. Several listeners let a
-    /// burst of SYNs that arrive within one poll all be accepted.
+    /// Keeps [`ServerLimits::min_listening`] sockets listening (or about
+    /// to, once the RST of a connection aborted on them is out): sockets
+    /// smoltcp closed listen at once, then the least valuable connections
+    /// are evicted. Several listeners let a burst of SYNs that arrive
+    /// within one poll all be accepted.
     fn keep_listening(&mut self, sockets: &mut SocketSet<'static>, now_ms: u64) -> bool {
         let mut progress = false;
         for _ in 0..self.limits.min_listening {
@@ -222,7 +239,7 @@ impl AttestationServer {
             for (index, slot) in self.slots.iter().enumerate() {
                 let socket = sockets.get::<tcp::Socket>(slot.handle);
                 match socket.state() {
-                    State::Listen => listening += 1,
+                    _ if slot.listening_soon(socket) => listening += 1,
                     State::Closed => aborted = Some(index),
                     _ => {
                         let key = (eviction_class(slot, socket), slot.last_activity_ms, index);
@@ -243,10 +260,12 @@ impl AttestationServer {
             };
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             if aborted.is_none() {
-                socket.abort();
+                // The peer is told (RST); the socket listens once it is out.
+                abort(socket, slot, now_ms);
                 self.stats.evictions += 1;
+            } else {
+                relisten(socket, self.port, slot, now_ms);
             }
-            relisten(socket, self.port, slot, now_ms);
             progress = true;
         }
         progress
@@ -268,11 +287,12 @@ fn eviction_class(slot: &Slot, socket: &tcp::Socket) -> EvictionClass {
     }
 }
 
-/// Aborts a connection. The socket listens again on the next poll, after
-/// the interface has sent the RST (listening at once would cancel it).
-fn abort(socket: &mut tcp::Socket, slot: &mut Slot) {
+/// Aborts a connection. The socket listens again once the interface has
+/// sent the RST (listening at once would cancel it).
+fn abort(socket: &mut tcp::Socket, slot: &mut Slot, now_ms: u64) {
     socket.abort();
     slot.clear();
+    slot.rst_pending_since_ms = Some(now_ms);
 }
 
 fn relisten(socket: &mut tcp::Socket, port: u16, slot: &mut Slot, now_ms: u64) {
@@ -296,7 +316,17 @@ fn serve_slot(
 ) -> bool {
     match socket.state() {
         State::Closed => {
-            // Aborted by smoltcp (RST, retransmission timeout) or closed.
+            // Aborted by the server: wait for the interface to send the RST
+            // (it forgets the peer then), within the close grace period in
+            // case the device cannot send.
+            if let Some(since) = slot.rst_pending_since_ms
+                && socket.remote_endpoint().is_some()
+                && now_ms.saturating_sub(since) < limits.close_grace_ms
+            {
+                return false;
+            }
+            // Aborted by smoltcp (RST, retransmission timeout), or by the
+            // server with its RST out.
             let had_connection = slot.session.is_some();
             relisten(socket, port, slot, now_ms);
             return had_connection;
@@ -371,7 +401,7 @@ fn serve_slot(
         stats.timeouts += 1;
         if !session.time_out() {
             // Stuck in the middle of an answer: no error frame can follow.
-            abort(socket, slot);
+            abort(socket, slot, now_ms);
             return true;
         }
         progress = true;
@@ -411,7 +441,7 @@ fn serve_slot(
     if let Some(since) = slot.closing_since_ms
         && now_ms.saturating_sub(since) >= limits.close_grace_ms
     {
-        abort(socket, slot);
+        abort(socket, slot, now_ms);
         stats.aborted_closing += 1;
         progress = true;
     }

@@ -451,13 +451,20 @@ fn two_hundred_stalled_connections_do_not_lock_out_a_verifier() {
         stalled.push(client);
     }
     net.steps(10);
+    let limits = ServerLimits::default();
+    let held = limits.connections - limits.min_listening;
     let connected = stalled
         .iter()
         .filter(|c| net.socket(c).state() == State::Established)
         .count();
-    // Every pool socket was taken by a staller at some point.
-    let limits = ServerLimits::default();
-    assert!(connected >= limits.connections - limits.min_listening);
+    // The pool is full of stallers, and no more: every other one was told
+    // by a RST that the server dropped it (evicted, or refused).
+    assert_eq!(connected, held);
+    let reset = stalled
+        .iter()
+        .filter(|c| net.socket(c).state() == State::Closed)
+        .count();
+    assert_eq!(reset, 200 - held);
     assert!(
         net.server.stats().evictions >= 150,
         "{:?}",
