@@ -27,13 +27,24 @@ pub fn avm_image() -> PathBuf {
     path
 }
 
+/// A node of `image` with its state in `dir`, under TCG (tests do not
+/// depend on the KVM probe).
+pub fn tcg_config_with(dir: &Path, image: &Path) -> NodeConfig {
+    let mut config = NodeConfig::new(dir, image);
+    config.accel = Some(Accel::Tcg);
+    config
+}
+
+/// [`tcg_config_with`] the image under test.
+pub fn tcg_config(dir: &Path) -> NodeConfig {
+    tcg_config_with(dir, &avm_image())
+}
+
 /// A node booted from `image` in `dir` under TCG, its attestation server
 /// forwarded from a free loopback port; QEMU and swtpm are stopped when the
 /// returned `Node` is dropped.
 pub fn network_node_with(dir: &Path, image: &Path) -> Node {
-    let mut config = NodeConfig::new(dir, image);
-    config.accel = Some(Accel::Tcg);
-    Node::up_on_free_port(&config, BOOT_TIMEOUT)
+    Node::up_on_free_port(&tcg_config_with(dir, image), BOOT_TIMEOUT)
         .unwrap_or_else(|err| panic!("node did not come up: {err}"))
 }
 

@@ -8,18 +8,17 @@ mod common;
 use std::time::Duration;
 
 use avm_attest::eventlog::{EventLog, extend_sha256, initial_pcrs};
+use avm_qemu::Node;
 use avm_qemu::measure::{hcrtm_pcr0_start, predict_pcr0, seabios_separator_digest, sha256_file};
-use avm_qemu::qemu::{Accel, GuestExit};
+use avm_qemu::qemu::GuestExit;
 use avm_qemu::report::TpmStartup;
-use avm_qemu::{Node, NodeConfig};
 
 #[test]
 fn measured_boot_pcrs_match_image_and_event_log() {
     let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::new(dir.path(), &image);
+    let mut config = avm_qemu::testing::tcg_config_with(dir.path(), &image);
     config.exit_after_report = true;
-    config.accel = Some(Accel::Tcg);
     let mut node = Node::launch(&config).unwrap();
     let report = node
         .wait_for_report(Duration::from_secs(120))

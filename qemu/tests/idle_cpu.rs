@@ -7,9 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use avm_qemu::Node;
 use avm_qemu::process::cpu_time;
-use avm_qemu::qemu::Accel;
-use avm_qemu::{Node, NodeConfig};
 
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 const MAX_IDLE_SHARE: f64 = 0.05;
@@ -39,10 +38,8 @@ fn assert_idle(node: &mut Node, what: &str) {
 
 #[test]
 fn idle_a_vm_uses_under_five_percent_of_a_core() {
-    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::new(dir.path(), &image);
-    config.accel = Some(Accel::Tcg);
+    let config = avm_qemu::testing::tcg_config(dir.path());
     let mut node = Node::launch(&config).unwrap();
     node.wait_for_report(Duration::from_secs(120))
         .unwrap_or_else(|err| panic!("{err}"));

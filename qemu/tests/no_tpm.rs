@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use avm_qemu::qemu::{Accel, GuestExit};
-use avm_qemu::{Node, NodeConfig, NodeError};
+use avm_qemu::qemu::GuestExit;
+use avm_qemu::{Node, NodeError};
 
 /// "Within a second of boot", measured from the kernel's first serial
 /// output to QEMU's exit, plus slack for TCG on a shared 2-core host and
@@ -15,11 +15,9 @@ const MAX_BOOT_TO_EXIT: Duration = Duration::from_millis(1500);
 
 #[test]
 fn no_tpm_reports_error_and_exits_37_promptly() {
-    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::new(dir.path(), &image);
+    let mut config = avm_qemu::testing::tcg_config(dir.path());
     config.with_tpm = false;
-    config.accel = Some(Accel::Tcg);
     let mut node = Node::launch(&config).unwrap();
     assert!(node.swtpm_pid().is_none());
 

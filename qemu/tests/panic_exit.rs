@@ -5,15 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use avm_qemu::qemu::{Accel, GuestExit};
-use avm_qemu::{Node, NodeConfig, NodeError};
+use avm_qemu::qemu::GuestExit;
+use avm_qemu::{Node, NodeError};
 
 #[test]
 fn kernel_panic_is_reported_with_status_35() {
-    let image = avm_qemu::testing::avm_image();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::new(dir.path(), &image);
-    config.accel = Some(Accel::Tcg);
+    let mut config = avm_qemu::testing::tcg_config(dir.path());
     // The kernel's test hook for its failure path.
     config.extra_cmdline = vec!["crash=panic".into()];
     let mut node = Node::launch(&config).unwrap();

@@ -6,10 +6,12 @@
 //! Three nodes are booted in all (a few seconds each under TCG); each test
 //! shares its nodes between several checks.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use avm_attest::wire::{self, FRAME_HEADER_LEN, KeyInfo, MAX_FRAME_LEN, MAX_REQUE
 use avm_qemu::Node;
 use avm_qemu::testing::{avm_image, network_node_with as boot_node};
 use avm_verifier::client::NodeClient;
+use common::{checkquote, stdout, verifier};
 
 fn addr_of(node: &Node) -> String {
     node.attest_addr().expect("node has a network").to_string()
@@ -27,15 +30,6 @@ fn addr_of(node: &Node) -> String {
 fn ek_ca_of(node: &Node) -> String {
     let ca = node.record().ek_ca.clone().expect("node has an EK CA");
     ca.to_str().expect("utf-8 path").to_string()
-}
-
-fn verifier(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("run avm-verifier")
 }
 
 fn describe(out: &Output) -> String {
@@ -69,10 +63,6 @@ fn reason_codes(out: &Output) -> Vec<String> {
         .iter()
         .filter_map(|r| r["code"].as_str().map(String::from))
         .collect()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into()
 }
 
 /// `verify DIR --json` on a copy of `export` altered by `alter`; returns
@@ -177,13 +167,7 @@ fn a_booted_node_is_enrolled_attested_and_its_evidence_checked() {
         node.record().image_sha256.as_str()
     );
     let nonce = std::fs::read_to_string(export.join("nonce.hex")).expect("nonce.hex");
-    let check = Command::new("tpm2_checkquote")
-        .args(["-u", "ak.pem", "-m", "quote.msg", "-s", "quote.sig"])
-        .args(["-f", "quote.pcrs", "-F", "marshaled", "-g", "sha256"])
-        .args(["-q", nonce.trim()])
-        .current_dir(&export)
-        .output()
-        .expect("run tpm2_checkquote");
+    let check = checkquote(&export, nonce.trim());
     assert!(
         check.status.success(),
         "tpm2_checkquote: {}",

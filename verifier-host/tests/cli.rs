@@ -3,19 +3,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{NONCE, quoted_tpm};
-
-fn verifier(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("run avm-verifier")
-}
+use common::{NONCE, quoted_tpm, verifier};
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)

@@ -7,8 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,7 +16,7 @@ use avm_attest::wire::{
 };
 use avm_verifier::hex;
 use avm_verifier::tpm_public::TpmPublic;
-use common::{ProvisionedTpm, Swtpm, read};
+use common::{ProvisionedTpm, Swtpm, checkquote, read, stdout, verifier};
 
 /// Serves connections until `stop`, answering from the TPM.
 fn serve(tpm: Arc<ProvisionedTpm>, hello: HelloInfo, listener: TcpListener, stop: Arc<AtomicBool>) {
@@ -199,19 +197,6 @@ impl Drop for HostNode {
     }
 }
 
-fn verifier(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("run avm-verifier")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into()
-}
-
 #[test]
 fn enroll_then_attest_over_tcp_with_a_real_tpm() {
     let node = HostNode::start(false);
@@ -256,21 +241,7 @@ fn enroll_then_attest_over_tcp_with_a_real_tpm() {
 
     // The exported quote is accepted by tpm2_checkquote.
     let nonce = std::fs::read_to_string(export.join("nonce.hex")).expect("nonce");
-    let check = Command::new("tpm2_checkquote")
-        .args([
-            "-u",
-            "ak.pem",
-            "-m",
-            "quote.msg",
-            "-s",
-            "quote.sig",
-            "-f",
-            "quote.pcrs",
-        ])
-        .args(["-F", "marshaled", "-g", "sha256", "-q", nonce.trim()])
-        .current_dir(&export)
-        .output()
-        .expect("tpm2_checkquote");
+    let check = checkquote(&export, nonce.trim());
     assert!(
         check.status.success(),
         "{}",

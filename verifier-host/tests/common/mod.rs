@@ -76,6 +76,32 @@ impl Swtpm {
     }
 }
 
+/// Runs the `avm-verifier` binary on the state in `state`.
+pub fn verifier(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run avm-verifier")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+/// `tpm2_checkquote` on an evidence directory in tpm2-tools' formats
+/// (ak.pem, quote.msg, quote.sig, quote.pcrs) with the hex `nonce`.
+pub fn checkquote(dir: &Path, nonce: &str) -> Output {
+    Command::new("tpm2_checkquote")
+        .args(["-u", "ak.pem", "-m", "quote.msg", "-s", "quote.sig"])
+        .args(["-f", "quote.pcrs", "-F", "marshaled", "-g", "sha256"])
+        .args(["-q", nonce])
+        .current_dir(dir)
+        .output()
+        .expect("tpm2_checkquote is installed")
+}
+
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
