@@ -113,11 +113,7 @@ pub fn load_policy(state: &Path) -> Result<Option<ReferenceValues>, BenchError> 
 }
 
 fn stored_policy(store: &Store) -> Result<Option<ReferenceValues>, BenchError> {
-    store
-        .policy()
-        .map_err(|e| fail("state")(e.to_string()))?
-        .map(|text| toml::from_str(&text).map_err(|e| fail("policy")(e.to_string())))
-        .transpose()
+    crate::commands::load_policy(store, None).map_err(|e| BenchError(e.0))
 }
 
 /// How the round trips use connections.

@@ -54,7 +54,7 @@ impl Context {
 }
 
 /// Loads the policy: `--policy FILE` if given, else the stored one.
-fn load_policy(
+pub(crate) fn load_policy(
     store: &Store,
     override_file: Option<&Path>,
 ) -> Result<Option<ReferenceValues>, CommandError> {

@@ -350,7 +350,7 @@ fn listening_in_unix_table(table: &str, path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod unix_table_tests {
+mod tests {
     use super::*;
 
     const TABLE: &str = "Num       RefCount Protocol Flags    Type St Inode Path\n\
