@@ -52,3 +52,4 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "deps: installing cargo-fuzz"
     cargo install --locked cargo-fuzz </dev/null
 fi
+bash "$(dirname "${BASH_SOURCE[0]}")/fetch-monvm-kernels.sh"
