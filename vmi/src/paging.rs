@@ -1,0 +1,504 @@
+//! x86-64 page walks over guest memory (4- and 5-level paging, 2 MiB and
+//! 1 GiB pages). Every table pointer is an allegation of the guest: a walk
+//! reads at most one entry per level, so a table that points at itself (or at
+//! any earlier table) cannot make it loop, and a table outside guest RAM is an
+//! error naming the level.
+
+use core::fmt;
+
+use crate::addr::{GuestPhysAddr, GuestVirtAddr, NonCanonical};
+use crate::memory::{GuestMemory, MemoryError};
+
+/// Physical-address bits of an entry (bits 12..=51; MAXPHYADDR is at most 52).
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const PAGE_SIZE_BIT: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+
+/// Paging depth of the guest (CR4.LA57). A Debian kernel picks 5 levels when
+/// the CPU has la57; read `pgdir_shift` from the guest to know which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PagingMode {
+    FourLevel,
+    FiveLevel,
+}
+
+impl PagingMode {
+    pub const fn levels(self) -> u8 {
+        match self {
+            PagingMode::FourLevel => 4,
+            PagingMode::FiveLevel => 5,
+        }
+    }
+
+    /// Significant virtual-address bits.
+    pub const fn va_bits(self) -> u32 {
+        match self {
+            PagingMode::FourLevel => 48,
+            PagingMode::FiveLevel => 57,
+        }
+    }
+}
+
+/// Size of the page that maps an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageSize {
+    Size4K,
+    Size2M,
+    Size1G,
+}
+
+impl PageSize {
+    pub const fn bytes(self) -> u64 {
+        match self {
+            PageSize::Size4K => 1 << 12,
+            PageSize::Size2M => 1 << 21,
+            PageSize::Size1G => 1 << 30,
+        }
+    }
+}
+
+/// Where a virtual address maps and with which effective rights (the AND of
+/// writable/user and the OR of no-execute over all levels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub phys: GuestPhysAddr,
+    pub page_size: PageSize,
+    pub writable: bool,
+    pub user: bool,
+    pub executable: bool,
+}
+
+impl Translation {
+    /// Bytes from the translated address to the end of its page.
+    pub const fn bytes_to_page_end(&self) -> u64 {
+        self.page_size.bytes() - (self.phys.0 & (self.page_size.bytes() - 1))
+    }
+}
+
+/// Why a translation or a virtual read failed. `level` counts as the
+/// hardware does: 1 is the page table, 4 the PML4, 5 the PML5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkError {
+    /// Not canonical for the paging mode (or the end of a read ran past the
+    /// canonical range).
+    NonCanonical(u64),
+    /// The entry at `level` has its present bit clear.
+    NotPresent { va: GuestVirtAddr, level: u8 },
+    /// The entry at `level` sets the page-size bit where the architecture
+    /// reserves it (PML4, PML5).
+    ReservedBit { va: GuestVirtAddr, level: u8 },
+    /// The table of `level` could not be read (outside guest RAM).
+    Table {
+        va: GuestVirtAddr,
+        level: u8,
+        table: GuestPhysAddr,
+        error: MemoryError,
+    },
+    /// The translated data could not be read.
+    Memory {
+        va: GuestVirtAddr,
+        error: MemoryError,
+    },
+}
+
+impl From<NonCanonical> for WalkError {
+    fn from(e: NonCanonical) -> Self {
+        WalkError::NonCanonical(e.0)
+    }
+}
+
+impl fmt::Display for WalkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalkError::NonCanonical(v) => write!(f, "non-canonical virtual address {v:#x}"),
+            WalkError::NotPresent { va, level } => {
+                write!(f, "{va} not mapped (level {level} entry not present)")
+            }
+            WalkError::ReservedBit { va, level } => {
+                write!(f, "{va}: reserved page-size bit in a level {level} entry")
+            }
+            WalkError::Table {
+                va,
+                level,
+                table,
+                error,
+            } => write!(
+                f,
+                "{va}: level {level} table at {table} unreadable: {error}"
+            ),
+            WalkError::Memory { va, error } => write!(f, "{va}: {error}"),
+        }
+    }
+}
+
+/// Reads of guest-virtual memory. [`AddressSpace`] is the page-walking
+/// implementation; list walks and the Linux layer only need this trait.
+pub trait VirtualMemory {
+    /// Copies `buf.len()` bytes from `va` on; all or nothing (the buffer is
+    /// zeroed on failure).
+    fn read_virt(&self, va: GuestVirtAddr, buf: &mut [u8]) -> Result<(), WalkError>;
+
+    fn read_virt_u8(&self, va: GuestVirtAddr) -> Result<u8, WalkError> {
+        let mut b = [0u8; 1];
+        self.read_virt(va, &mut b)?;
+        Ok(b[0])
+    }
+
+    fn read_virt_u16(&self, va: GuestVirtAddr) -> Result<u16, WalkError> {
+        let mut b = [0u8; 2];
+        self.read_virt(va, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    fn read_virt_u32(&self, va: GuestVirtAddr) -> Result<u32, WalkError> {
+        let mut b = [0u8; 4];
+        self.read_virt(va, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn read_virt_u64(&self, va: GuestVirtAddr) -> Result<u64, WalkError> {
+        let mut b = [0u8; 8];
+        self.read_virt(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a pointer stored at `va` and checks that it is canonical: the
+    /// one way a guest pointer becomes a [`GuestVirtAddr`].
+    fn read_pointer(&self, va: GuestVirtAddr) -> Result<GuestVirtAddr, WalkError> {
+        Ok(GuestVirtAddr::new(self.read_virt_u64(va)?)?)
+    }
+}
+
+impl<V: VirtualMemory + ?Sized> VirtualMemory for &V {
+    fn read_virt(&self, va: GuestVirtAddr, buf: &mut [u8]) -> Result<(), WalkError> {
+        (**self).read_virt(va, buf)
+    }
+}
+
+/// One guest address space: guest memory plus the physical address of its
+/// top-level table (what CR3 would hold; for the Linux kernel's own mappings
+/// `init_top_pgt` serves without any CPU register).
+#[derive(Debug)]
+pub struct AddressSpace<'m, M: ?Sized> {
+    memory: &'m M,
+    root: GuestPhysAddr,
+    mode: PagingMode,
+}
+
+impl<M: ?Sized> Clone for AddressSpace<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M: ?Sized> Copy for AddressSpace<'_, M> {}
+
+impl<'m, M: GuestMemory + ?Sized> AddressSpace<'m, M> {
+    /// `root` is a CR3-style value: flag bits (PCID, PWT, PCD) are ignored.
+    pub fn new(memory: &'m M, root: GuestPhysAddr, mode: PagingMode) -> Self {
+        AddressSpace {
+            memory,
+            root: GuestPhysAddr(root.0 & ADDR_MASK),
+            mode,
+        }
+    }
+
+    pub fn root(&self) -> GuestPhysAddr {
+        self.root
+    }
+
+    pub fn mode(&self) -> PagingMode {
+        self.mode
+    }
+
+    pub fn memory(&self) -> &'m M {
+        self.memory
+    }
+
+    /// The guest-physical address `va` maps to.
+    pub fn translate(&self, va: GuestVirtAddr) -> Result<GuestPhysAddr, WalkError> {
+        self.walk(va).map(|t| t.phys)
+    }
+
+    /// The full translation of `va`: physical address, page size, rights.
+    /// Reads exactly one entry per level, at most five.
+    pub fn walk(&self, va: GuestVirtAddr) -> Result<Translation, WalkError> {
+        if !va.is_canonical_for(self.mode.va_bits()) {
+            return Err(WalkError::NonCanonical(va.value()));
+        }
+        let mut table = self.root;
+        let mut writable = true;
+        let mut user = true;
+        let mut executable = true;
+        let mut level = self.mode.levels();
+        while level >= 1 {
+            let shift = 12 + 9 * (u32::from(level) - 1);
+            let index = (va.value() >> shift) & 0x1ff;
+            // table is 4 KiB aligned (masked) and index < 512: no overflow.
+            let entry_at = GuestPhysAddr(table.0 + index * 8);
+            let entry = self
+                .memory
+                .read_u64(entry_at)
+                .map_err(|error| WalkError::Table {
+                    va,
+                    level,
+                    table,
+                    error,
+                })?;
+            if entry & PRESENT == 0 {
+                return Err(WalkError::NotPresent { va, level });
+            }
+            writable &= entry & WRITABLE != 0;
+            user &= entry & USER != 0;
+            executable &= entry & NO_EXECUTE == 0;
+            let large = entry & PAGE_SIZE_BIT != 0;
+            let page_size = match (level, large) {
+                (1, _) => Some(PageSize::Size4K),
+                (2, true) => Some(PageSize::Size2M),
+                (3, true) => Some(PageSize::Size1G),
+                (4 | 5, true) => return Err(WalkError::ReservedBit { va, level }),
+                _ => None,
+            };
+            if let Some(page_size) = page_size {
+                let size = page_size.bytes();
+                let frame = entry & ADDR_MASK & !(size - 1);
+                return Ok(Translation {
+                    phys: GuestPhysAddr(frame | (va.value() & (size - 1))),
+                    page_size,
+                    writable,
+                    user,
+                    executable,
+                });
+            }
+            table = GuestPhysAddr(entry & ADDR_MASK);
+            level -= 1;
+        }
+        // Unreachable: level 1 always returns above. Kept as an error rather
+        // than a panic.
+        Err(WalkError::NotPresent { va, level: 1 })
+    }
+}
+
+impl<M: GuestMemory + ?Sized> VirtualMemory for AddressSpace<'_, M> {
+    /// Translates each page the range touches (one walk per page, a large
+    /// page counting as one) and reads it.
+    fn read_virt(&self, va: GuestVirtAddr, buf: &mut [u8]) -> Result<(), WalkError> {
+        let result = read_virt_pages(self, va, buf);
+        if result.is_err() {
+            buf.fill(0);
+        }
+        result
+    }
+}
+
+fn read_virt_pages<M: GuestMemory + ?Sized>(
+    space: &AddressSpace<'_, M>,
+    va: GuestVirtAddr,
+    buf: &mut [u8],
+) -> Result<(), WalkError> {
+    let len = buf.len() as u64;
+    if len == 0 {
+        return Ok(());
+    }
+    // The last byte must be a canonical address too.
+    let last = va
+        .value()
+        .checked_add(len - 1)
+        .ok_or(WalkError::NonCanonical(u64::MAX))?;
+    let last = GuestVirtAddr::new(last)?;
+    if !last.is_canonical_for(space.mode.va_bits()) {
+        return Err(WalkError::NonCanonical(last.value()));
+    }
+    let mut done = 0usize;
+    while done < buf.len() {
+        // Every address in [va, last] is canonical, and va + done <= last.
+        let here = GuestVirtAddr::new(va.value() + done as u64)?;
+        let t = space.walk(here)?;
+        let step = t.bytes_to_page_end().min((buf.len() - done) as u64) as usize;
+        let Some(chunk) = buf.get_mut(done..done + step) else {
+            return Err(WalkError::NonCanonical(here.value()));
+        };
+        space
+            .memory
+            .read(t.phys, chunk)
+            .map_err(|error| WalkError::Memory { va: here, error })?;
+        done += step;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft::PageTableBuilder;
+    use crate::memory::SliceMemory;
+
+    fn va(v: u64) -> GuestVirtAddr {
+        GuestVirtAddr::new(v).expect("canonical test address")
+    }
+
+    #[test]
+    fn four_kib_two_mib_and_one_gib_pages() {
+        let mut b = PageTableBuilder::new(0x40_0000, PagingMode::FourLevel);
+        b.map_4k(0xffff_8880_0000_1000, 0x5000, true, false);
+        b.map_2m(0xffff_ffff_8100_0000, 0x20_0000, false, true);
+        b.map_1g(0xffff_8881_0000_0000, 0x4000_0000, true, false);
+        let image = b.finish();
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+        let t = space.walk(va(0xffff_8880_0000_1234)).expect("4k");
+        assert_eq!(t.phys, GuestPhysAddr(0x5234));
+        assert_eq!(t.page_size, PageSize::Size4K);
+        assert!(t.writable && !t.executable);
+        let t = space.walk(va(0xffff_ffff_8112_3456)).expect("2m");
+        assert_eq!(t.phys, GuestPhysAddr(0x32_3456));
+        assert_eq!(t.page_size, PageSize::Size2M);
+        assert!(!t.writable && t.executable);
+        let t = space.walk(va(0xffff_8881_3fff_fff8)).expect("1g");
+        assert_eq!(t.phys, GuestPhysAddr(0x7fff_fff8));
+        assert_eq!(t.page_size, PageSize::Size1G);
+        assert_eq!(
+            space.translate(va(0xffff_8880_0000_2000)),
+            Err(WalkError::NotPresent {
+                va: va(0xffff_8880_0000_2000),
+                level: 1
+            })
+        );
+        assert!(matches!(
+            space.translate(va(0x1000)),
+            Err(WalkError::NotPresent { level: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn five_level_walks_and_la57_addresses() {
+        let mut b = PageTableBuilder::new(0x40_0000, PagingMode::FiveLevel);
+        b.map_4k(0xff29_0000_0000_0000, 0x6000, true, false);
+        b.map_4k(0xffff_ffff_8100_0000, 0x7000, false, true);
+        let image = b.finish();
+        let mem = SliceMemory::flat(&image);
+        let five = AddressSpace::new(&mem, b.root(), PagingMode::FiveLevel);
+        assert_eq!(
+            five.translate(va(0xff29_0000_0000_0010)),
+            Ok(GuestPhysAddr(0x6010))
+        );
+        assert_eq!(
+            five.translate(va(0xffff_ffff_8100_0010)),
+            Ok(GuestPhysAddr(0x7010))
+        );
+        // The same address under 4-level paging is not canonical.
+        let four = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+        assert_eq!(
+            four.translate(va(0xff29_0000_0000_0010)),
+            Err(WalkError::NonCanonical(0xff29_0000_0000_0010))
+        );
+    }
+
+    #[test]
+    fn reads_cross_pages_through_separate_translations() {
+        let mut b = PageTableBuilder::new(0x40_0000, PagingMode::FourLevel);
+        // Two adjacent virtual pages on non-adjacent physical frames.
+        b.map_4k(0xffff_c900_0000_0000, 0x9000, true, false);
+        b.map_4k(0xffff_c900_0000_1000, 0x3000, true, false);
+        let mut image = b.finish();
+        image[0x9ffc..0xa000].copy_from_slice(&[1, 2, 3, 4]);
+        image[0x3000..0x3004].copy_from_slice(&[5, 6, 7, 8]);
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+        let mut buf = [0u8; 8];
+        space
+            .read_virt(va(0xffff_c900_0000_0ffc), &mut buf)
+            .expect("cross-page read");
+        assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8]);
+        // Running into an unmapped third page fails as a whole.
+        let mut buf = [0xffu8; 0x1008];
+        assert!(matches!(
+            space.read_virt(va(0xffff_c900_0000_0ffc), &mut buf),
+            Err(WalkError::NotPresent { level: 1, .. })
+        ));
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn table_pointing_to_itself_is_bounded() {
+        // PML4[0] points back at the PML4: every level re-reads it.
+        let mut image = vec![0u8; 0x2000];
+        let root = 0x1000u64;
+        image[0x1000..0x1008].copy_from_slice(&(root | PRESENT | WRITABLE).to_le_bytes());
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, GuestPhysAddr(root), PagingMode::FourLevel);
+        // Recursive mapping: va 0 maps the PML4 itself.
+        assert_eq!(space.translate(va(0x10)), Ok(GuestPhysAddr(0x1010)));
+        assert!(matches!(
+            space.translate(va(0x1000)),
+            Err(WalkError::NotPresent { level: 1, .. })
+        ));
+        let five = AddressSpace::new(&mem, GuestPhysAddr(root), PagingMode::FiveLevel);
+        assert_eq!(five.translate(va(0x18)), Ok(GuestPhysAddr(0x1018)));
+    }
+
+    #[test]
+    fn tables_outside_ram_and_reserved_bits_are_errors() {
+        let mut image = vec![0u8; 0x2000];
+        // PML4[0] -> a PDPT far beyond the image.
+        image[0x1000..0x1008].copy_from_slice(&(0x7_0000_0000u64 | PRESENT).to_le_bytes());
+        // PML4[1] has the page-size bit (reserved at this level).
+        image[0x1008..0x1010].copy_from_slice(&(PRESENT | PAGE_SIZE_BIT).to_le_bytes());
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, GuestPhysAddr(0x1000), PagingMode::FourLevel);
+        assert!(matches!(
+            space.translate(va(0x10)),
+            Err(WalkError::Table {
+                level: 3,
+                table: GuestPhysAddr(0x7_0000_0000),
+                ..
+            })
+        ));
+        assert!(matches!(
+            space.translate(va(0x80_0000_0000)),
+            Err(WalkError::ReservedBit { level: 4, .. })
+        ));
+        // A root outside RAM fails at the top level.
+        let lost = AddressSpace::new(&mem, GuestPhysAddr(0x10_0000), PagingMode::FourLevel);
+        assert!(matches!(
+            lost.translate(va(0)),
+            Err(WalkError::Table { level: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn mapped_page_outside_ram_fails_on_read_only() {
+        let mut b = PageTableBuilder::new(0x1_0000, PagingMode::FourLevel);
+        b.map_4k(0xffff_8880_0000_0000, 0x8000_0000, true, false);
+        let image = b.finish();
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+        assert_eq!(
+            space.translate(va(0xffff_8880_0000_0000)),
+            Ok(GuestPhysAddr(0x8000_0000))
+        );
+        assert!(matches!(
+            space.read_virt_u64(va(0xffff_8880_0000_0000)),
+            Err(WalkError::Memory { .. })
+        ));
+    }
+
+    #[test]
+    fn reads_running_off_the_canonical_range_fail() {
+        let image = vec![0u8; 0x1000];
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, GuestPhysAddr(0), PagingMode::FourLevel);
+        let mut buf = [0u8; 16];
+        assert!(matches!(
+            space.read_virt(va(u64::MAX - 7), &mut buf),
+            Err(WalkError::NonCanonical(_))
+        ));
+        assert!(matches!(
+            space.read_virt(va(0x7fff_ffff_fff8), &mut buf),
+            Err(WalkError::NonCanonical(_))
+        ));
+    }
+}
