@@ -12,7 +12,17 @@
 //! event_type = 8
 //! sha256 = "f8d2668f...1f71"
 //! description = "SeaBIOS"
+//!
+//! [[firmware_sequences]]
+//! events = [{ pcr = 0, event_type = 8, sha256 = "f8d2668f...1f71" }, ...]
 //! ```
+//!
+//! What the firmware part promises: every extended event in PCRs 0-7 is a
+//! known one (`firmware_events`, which also names an unknown event), and
+//! PCR by PCR the events come in exactly the order and number of one
+//! learned boot (`firmware_sequences`): a repeated event, a missing
+//! separator or an event extended after firmware is refused even if each
+//! event on its own is known.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -62,6 +72,62 @@ pub struct ReferenceValues {
     /// known-good boot. An empty list means "not known yet".
     #[serde(default)]
     pub firmware_events: Vec<FirmwareEventRef>,
+    /// The firmware events of each learned boot, in log order: a node's
+    /// PCRs 0-7 must hold the events of one of them, PCR by PCR, in order
+    /// and number. An empty list means "not known yet".
+    #[serde(default)]
+    pub firmware_sequences: Vec<FirmwareSequence>,
+}
+
+/// The extended firmware events (PCRs 0-7) of one known-good boot, in log
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareSequence {
+    pub events: Vec<FirmwareEventRef>,
+}
+
+impl FirmwareSequence {
+    /// The extended firmware events of `log`, in order (descriptions
+    /// left out: the events themselves are in `firmware_events`).
+    pub fn of_log(log: &EventLog) -> Self {
+        Self {
+            events: firmware_events_of(log)
+                .map(|(_, event, sha256)| FirmwareEventRef {
+                    pcr: event.pcr_index,
+                    event_type: event.event_type,
+                    sha256,
+                    description: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The events of one PCR, in order.
+    pub fn for_pcr(&self, pcr: u32) -> impl Iterator<Item = &FirmwareEventRef> {
+        self.events.iter().filter(move |e| e.pcr == pcr)
+    }
+}
+
+/// The extended SHA-256 firmware events (PCRs 0-7) of a log, with their
+/// record index and digest, in log order.
+pub fn firmware_events_of(
+    log: &EventLog,
+) -> impl Iterator<Item = (usize, &crate::eventlog::Event, [u8; 32])> {
+    log.events.iter().enumerate().filter_map(|(index, event)| {
+        if !event.is_extended() || !FIRMWARE_PCRS.contains(&event.pcr_index) {
+            return None;
+        }
+        event.sha256().map(|digest| (index, event, digest))
+    })
+}
+
+/// What [`ReferenceValues::learn`] added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Learned {
+    /// New entries in `firmware_events`.
+    pub events: usize,
+    /// Whether the log's sequence was new.
+    pub sequence: bool,
 }
 
 fn default_version() -> u32 {
@@ -74,6 +140,7 @@ impl Default for ReferenceValues {
             version: POLICY_VERSION,
             avm_image_sha256: Vec::new(),
             firmware_events: Vec::new(),
+            firmware_sequences: Vec::new(),
         }
     }
 }
@@ -95,21 +162,23 @@ impl ReferenceValues {
     }
 
     /// Adds every extended firmware event (PCRs 0-7, SHA-256 bank) of a
-    /// known-good log to the allowed set, without duplicates, and returns
-    /// how many were new. The H-CRTM measurement of the A-VM image has no
+    /// known-good log to the allowed set, without duplicates, and the
+    /// log's sequence of them to the allowed sequences; returns how many
+    /// events were new. The H-CRTM measurement of the A-VM image has no
     /// log record, so it is never learned here: images are allowed by
     /// digest ([`Self::allow_image`]).
     pub fn learn_from(&mut self, log: &EventLog) -> usize {
-        let mut added = 0;
-        for event in log.events.iter().filter(|e| e.is_extended()) {
-            let Some(sha256) = event.sha256() else {
-                continue;
-            };
-            if !FIRMWARE_PCRS.contains(&event.pcr_index)
-                || self
-                    .firmware_events
-                    .iter()
-                    .any(|r| r.matches(event.pcr_index, event.event_type, &sha256))
+        self.learn(log).events
+    }
+
+    /// [`Self::learn_from`], telling what was added.
+    pub fn learn(&mut self, log: &EventLog) -> Learned {
+        let mut learned = Learned::default();
+        for (_, event, sha256) in firmware_events_of(log) {
+            if self
+                .firmware_events
+                .iter()
+                .any(|r| r.matches(event.pcr_index, event.event_type, &sha256))
             {
                 continue;
             }
@@ -119,9 +188,14 @@ impl ReferenceValues {
                 sha256,
                 description: describe(&event.data),
             });
-            added += 1;
+            learned.events += 1;
         }
-        added
+        let sequence = FirmwareSequence::of_log(log);
+        if !sequence.events.is_empty() && !self.firmware_sequences.contains(&sequence) {
+            self.firmware_sequences.push(sequence);
+            learned.sequence = true;
+        }
+        learned
     }
 }
 

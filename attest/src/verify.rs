@@ -10,7 +10,7 @@
 use alloc::vec::Vec;
 
 use crate::eventlog::{EventLog, PCR_COUNT, hcrtm_pcr0_start, initial_pcrs};
-use crate::policy::{FIRMWARE_PCRS, ReferenceValues};
+use crate::policy::{FirmwareSequence, ReferenceValues, firmware_events_of};
 use crate::tpm::{self, Attest, Signature, VerifyingKey, mask_indices, pcr_digest};
 use crate::wire::{Evidence, PcrValue};
 
@@ -89,6 +89,8 @@ pub enum MissingReference {
     AvmImage,
     /// No firmware events learned yet.
     FirmwareEvents,
+    /// No firmware sequence (order and number of events) learned yet.
+    FirmwareSequences,
 }
 
 /// Why evidence is not trusted. Each kind has a stable [`Reason::code`].
@@ -126,6 +128,9 @@ pub enum Reason {
     /// A firmware event (record `index` of the log) is not in the
     /// reference values.
     FirmwareEventUnknown { pcr: u8, index: usize },
+    /// The firmware events of this PCR are not, in order and number, those
+    /// of any learned boot (an event repeated, missing or out of place).
+    FirmwareSequenceUnknown { pcr: u8 },
     /// Reference values are missing, so the node cannot be appraised.
     ReferenceValuesMissing(MissingReference),
 }
@@ -148,6 +153,7 @@ impl Reason {
             Self::EventLogReplayMismatch { .. } => "event-log-replay-mismatch",
             Self::AvmImageUnknown => "avm-image-unknown",
             Self::FirmwareEventUnknown { .. } => "firmware-event-unknown",
+            Self::FirmwareSequenceUnknown { .. } => "firmware-sequence-unknown",
             Self::ReferenceValuesMissing(_) => "reference-values-missing",
         }
     }
@@ -157,7 +163,8 @@ impl Reason {
         match *self {
             Self::PcrNotQuoted { pcr }
             | Self::EventLogReplayMismatch { pcr }
-            | Self::FirmwareEventUnknown { pcr, .. } => Some(pcr),
+            | Self::FirmwareEventUnknown { pcr, .. }
+            | Self::FirmwareSequenceUnknown { pcr } => Some(pcr),
             Self::AvmImageUnknown => Some(0),
             _ => None,
         }
@@ -203,6 +210,10 @@ impl core::fmt::Display for Reason {
                 f,
                 "firmware event #{index} in PCR {pcr} is not in the reference values"
             ),
+            Self::FirmwareSequenceUnknown { pcr } => write!(
+                f,
+                "the firmware events of PCR {pcr} are not, in order and number, those of a learned boot"
+            ),
             Self::ReferenceValuesMissing(MissingReference::All) => {
                 f.write_str("no reference values: the node cannot be appraised")
             }
@@ -211,6 +222,9 @@ impl core::fmt::Display for Reason {
             }
             Self::ReferenceValuesMissing(MissingReference::FirmwareEvents) => f.write_str(
                 "the reference values have no firmware events (learn them from a known-good boot)",
+            ),
+            Self::ReferenceValuesMissing(MissingReference::FirmwareSequences) => f.write_str(
+                "the reference values have no firmware sequence (learn again from a known-good boot)",
             ),
         }
     }
@@ -274,6 +288,7 @@ pub fn verify_evidence(
         None => Some(MissingReference::All),
         Some(p) if p.avm_image_sha256.is_empty() => Some(MissingReference::AvmImage),
         Some(p) if p.firmware_events.is_empty() => Some(MissingReference::FirmwareEvents),
+        Some(p) if p.firmware_sequences.is_empty() => Some(MissingReference::FirmwareSequences),
         Some(_) => None,
     };
     reasons.extend(missing.map(Reason::ReferenceValuesMissing));
@@ -500,26 +515,52 @@ fn appraise_log(
         }
     }
 
-    // Every genuine firmware event must be a known one.
+    // Every genuine firmware event must be a known one ...
     if let Some(p) = policy.filter(|p| !p.firmware_events.is_empty()) {
-        for (index, event) in log.events.iter().enumerate() {
+        for (index, event, digest) in firmware_events_of(&log) {
             let pcr = event.pcr_index;
-            if !event.is_extended()
-                || !FIRMWARE_PCRS.contains(&pcr)
-                || !explained.get(pcr as usize).copied().unwrap_or(false)
-            {
+            if !explained.get(pcr as usize).copied().unwrap_or(false) {
                 continue;
             }
-            let known = event.sha256().is_some_and(|digest| {
-                p.firmware_events
-                    .iter()
-                    .any(|r| r.matches(pcr, event.event_type, &digest))
-            });
-            if !known {
+            if !p
+                .firmware_events
+                .iter()
+                .any(|r| r.matches(pcr, event.event_type, &digest))
+            {
                 reasons.push(Reason::FirmwareEventUnknown {
                     pcr: pcr as u8,
                     index,
                 });
+            }
+        }
+    }
+
+    // ... and, PCR by PCR, the events come in the order and number of one
+    // learned boot (a repeated event or a missing separator is refused).
+    if let Some(p) = policy.filter(|p| !p.firmware_sequences.is_empty()) {
+        let observed = FirmwareSequence::of_log(&log);
+        let differs = |known: &FirmwareSequence, pcr: u8| {
+            let key = |e: &crate::policy::FirmwareEventRef| (e.event_type, e.sha256);
+            !observed
+                .for_pcr(u32::from(pcr))
+                .map(key)
+                .eq(known.for_pcr(u32::from(pcr)).map(key))
+        };
+        let explained_pcrs = || (0u8..8).filter(|&pcr| explained[usize::from(pcr)]);
+        let matches_one = p
+            .firmware_sequences
+            .iter()
+            .any(|known| explained_pcrs().all(|pcr| !differs(known, pcr)));
+        if !matches_one {
+            // Name the PCRs that differ from the closest learned boot.
+            let closest = p
+                .firmware_sequences
+                .iter()
+                .min_by_key(|known| explained_pcrs().filter(|&pcr| differs(known, pcr)).count());
+            if let Some(known) = closest {
+                for pcr in explained_pcrs().filter(|&pcr| differs(known, pcr)) {
+                    reasons.push(Reason::FirmwareSequenceUnknown { pcr });
+                }
             }
         }
     }

@@ -1,34 +1,32 @@
 //! Runs the shared verification core on one piece of evidence and turns
 //! its verdict into a [`Report`]. The checks themselves are all in
 //! `avm_attest::verify`; this only chooses the inputs and the wording.
+//!
+//! Appraisal fails closed: evidence that lacks what the policy requires
+//! (the event log, today) gets a reason of its own (`event-log-missing`).
+//! Only the caller can ask for less, explicitly ([`appraise_quote_only`]),
+//! and the verdict then says so (`quote-valid`, never `trusted`).
 
 use avm_attest::policy::ReferenceValues;
-use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, EvidenceInput, verify_evidence, verify_quote};
-use avm_attest::wire::{Evidence, PcrValue};
+use avm_attest::verify::{EvidenceInput, Verdict, verify_evidence, verify_quote};
+use avm_attest::wire::Evidence;
 
 use crate::crypto::OpenSslVerifier;
-use crate::report::{Report, ReportReason};
+use crate::evidence_dir::LoadedEvidence;
+use crate::report::{Report, ReportReason, VerdictKind};
 use crate::tpm_public::PublicKey;
 
-/// Evidence plus what the verifier knows about it.
+/// Evidence plus what the verifier knows about it: the core's input and
+/// the AK's TPM name (for the report).
 #[derive(Debug, Clone, Copy)]
 pub struct AppraisalInput<'a> {
-    pub attest: &'a [u8],
-    pub signature: &'a [u8],
-    pub pcrs: &'a [PcrValue],
-    /// `None` when the evidence has no event log at all (a directory made
-    /// by `tpm2_quote`): the log checks are then not applicable, and no
-    /// PCR is required to be quoted. `Some(&[])` is an A-VM that sent an
-    /// empty log: that is a failure.
-    pub event_log: Option<&'a [u8]>,
-    pub nonce: &'a [u8],
-    pub ak: &'a PublicKey,
+    pub evidence: EvidenceInput<'a>,
     pub ak_name: &'a [u8],
 }
 
 impl<'a> AppraisalInput<'a> {
-    /// Evidence a node sent over the network (its event log included),
-    /// to be checked against the AK enrolled for it.
+    /// Evidence a node sent over the network, to be checked against the
+    /// AK enrolled for it.
     pub fn from_node(
         evidence: &'a Evidence,
         nonce: &'a [u8],
@@ -36,59 +34,91 @@ impl<'a> AppraisalInput<'a> {
         ak_name: &'a [u8],
     ) -> Self {
         Self {
-            attest: &evidence.attest,
-            signature: &evidence.signature,
-            pcrs: &evidence.pcrs,
-            event_log: Some(&evidence.event_log),
-            nonce,
-            ak,
+            evidence: EvidenceInput::new(evidence, nonce, ak.verifying_key()),
+            ak_name,
+        }
+    }
+
+    /// Evidence read from a directory. A directory without an event log
+    /// is appraised like a node that sent an empty one: it fails.
+    pub fn from_loaded(
+        loaded: &'a LoadedEvidence,
+        nonce: &'a [u8],
+        ak: &'a PublicKey,
+        ak_name: &'a [u8],
+    ) -> Self {
+        Self {
+            evidence: EvidenceInput {
+                attest: &loaded.attest,
+                signature: &loaded.signature,
+                pcrs: &loaded.pcrs,
+                event_log: loaded.event_log.as_deref().unwrap_or_default(),
+                nonce,
+                ak: ak.verifying_key(),
+                required_pcrs: avm_attest::verify::DEFAULT_REQUIRED_PCRS,
+            },
             ak_name,
         }
     }
 }
 
-/// Verifies the evidence and reports. `extra_reasons` (unknown node, AK
-/// not activated...) make the verdict untrusted whatever the quote says.
+/// The core's verdict (typed reasons, for decisions) and the report built
+/// from it (for people, JSON and the history).
+#[derive(Debug, Clone)]
+pub struct Appraisal {
+    pub verdict: Verdict,
+    pub report: Report,
+}
+
+/// Verifies the evidence against the policy and reports. `extra_reasons`
+/// (unknown node, AK not activated...) make the verdict untrusted whatever
+/// the quote says.
 pub fn appraise(
     input: &AppraisalInput<'_>,
     policy: Option<&ReferenceValues>,
     verifier: &OpenSslVerifier,
     node: Option<String>,
     extra_reasons: Vec<ReportReason>,
-) -> Report {
-    let core_input = EvidenceInput {
-        attest: input.attest,
-        signature: input.signature,
-        pcrs: input.pcrs,
-        event_log: input.event_log.unwrap_or(&[]),
-        nonce: input.nonce,
-        ak: input.ak.verifying_key(),
-        required_pcrs: if input.event_log.is_some() {
-            DEFAULT_REQUIRED_PCRS
-        } else {
-            0
-        },
-    };
-    let (verdict, not_applicable) = match input.event_log {
-        Some(_) => (verify_evidence(&core_input, policy, verifier), Vec::new()),
-        // Without a log neither the measured launch nor the reference
-        // values can be appraised; the quote itself still is.
-        None => (
-            verify_quote(&core_input, verifier),
-            vec![
-                "event-log replay (no event log in the evidence)".to_string(),
-                "reference values (A-VM image, firmware events)".to_string(),
-            ],
-        ),
-    };
+) -> Appraisal {
+    let verdict = verify_evidence(&input.evidence, policy, verifier);
+    let report = Report::new(
+        node,
+        Some(&verdict),
+        extra_reasons,
+        input.evidence.nonce,
+        input.ak_name,
+        input.evidence.pcrs,
+    );
+    Appraisal { verdict, report }
+}
+
+/// What `verify --quote-only` checks: is this a genuine, fresh quote of
+/// these PCR values by this key (signature, type, nonce, PCR digest)? The
+/// event log and the reference values are not looked at, and the verdict
+/// is `quote-valid` at best.
+pub fn appraise_quote_only(
+    input: &AppraisalInput<'_>,
+    verifier: &OpenSslVerifier,
+    node: Option<String>,
+    extra_reasons: Vec<ReportReason>,
+) -> Appraisal {
+    let mut quote_input = input.evidence;
+    quote_input.required_pcrs = 0;
+    let verdict = verify_quote(&quote_input, verifier);
     let mut report = Report::new(
         node,
         Some(&verdict),
         extra_reasons,
-        input.nonce,
+        input.evidence.nonce,
         input.ak_name,
-        input.pcrs,
+        input.evidence.pcrs,
     );
-    report.not_applicable = not_applicable;
-    report
+    if report.trusted() {
+        report.verdict = VerdictKind::QuoteValid;
+    }
+    report.not_checked = vec![
+        "event-log replay and measured launch".into(),
+        "reference values (A-VM image, firmware events)".into(),
+    ];
+    Appraisal { verdict, report }
 }

@@ -113,7 +113,7 @@ pub fn load_policy(state: &Path) -> Result<Option<ReferenceValues>, BenchError> 
 }
 
 fn stored_policy(store: &Store) -> Result<Option<ReferenceValues>, BenchError> {
-    crate::commands::load_policy(store, None).map_err(|e| BenchError(e.0))
+    crate::commands::load_policy(Some(&store), None).map_err(|e| BenchError(e.0))
 }
 
 /// How the round trips use connections.
@@ -212,7 +212,8 @@ pub fn attestation_round_trips(
             &verifier,
             None,
             Vec::new(),
-        );
+        )
+        .report;
         verifies.push(received.elapsed());
         total.push(started.elapsed());
         drop(fresh);
@@ -263,13 +264,17 @@ pub fn verification_throughput(
         .event_log
         .clone()
         .ok_or_else(|| BenchError(format!("{}: no event log", dir.display())))?;
+    let ak = loaded
+        .claimed_ak
+        .clone()
+        .ok_or_else(|| BenchError(format!("{}: no AK file", dir.display())))?;
     let input = EvidenceInput {
         attest: &loaded.attest,
         signature: &loaded.signature,
         pcrs: &loaded.pcrs,
         event_log: &event_log,
         nonce: &nonce,
-        ak: loaded.ak.verifying_key(),
+        ak: ak.key().verifying_key(),
         required_pcrs: DEFAULT_REQUIRED_PCRS,
     };
     let verifier = OpenSslVerifier::new().map_err(|e| fail("OpenSSL")(e.to_string()))?;
@@ -293,10 +298,14 @@ pub fn signature_throughput(dir: &Path, duration: Duration) -> Result<Throughput
     let loaded = evidence_dir::load(dir).map_err(|e| fail("evidence")(e.to_string()))?;
     let signature = avm_attest::tpm::Signature::parse(&loaded.signature)
         .map_err(|e| fail("signature")(format!("{e:?}")))?;
+    let ak = loaded
+        .claimed_ak
+        .clone()
+        .ok_or_else(|| BenchError(format!("{}: no AK file", dir.display())))?;
     let (
         crate::tpm_public::PublicKey::EccP256 { x, y },
         avm_attest::tpm::Signature::Ecdsa { r, s, .. },
-    ) = (&loaded.ak, &signature)
+    ) = (ak.key(), &signature)
     else {
         return Err(BenchError("not an ECDSA P-256 quote".into()));
     };

@@ -1,18 +1,32 @@
 //! TCP client for the A-VM's attestation protocol (`avm_attest::wire`):
-//! one request frame, one response frame, with connect and read timeouts so
-//! a stalled node cannot hang the verifier.
+//! one request frame, one response frame.
+//!
+//! Every exchange has one overall deadline: connecting, each write and
+//! each read get only the time left, so a node that drips one byte a
+//! second cannot stretch a command beyond it. A node that refuses or
+//! resets a connection before answering (its socket pool is full; through
+//! QEMU's user network that shows as a reset after connect) is tried
+//! again with backoff inside the deadline: every request is idempotent
+//! (Hello, a quote over a nonce, activating the same credential).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use avm_attest::wire::{
     self, ErrorCode, Evidence, FRAME_HEADER_LEN, FrameError, HelloInfo, MAX_FRAME_LEN,
     PROTOCOL_VERSION, Request, Response,
 };
 
-/// Default time allowed for connecting and for each response.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::sanitize::escape_control;
+
+/// Default overall deadline of one command's exchange with a node.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// First wait before trying a refused connection again; doubled up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why talking to a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +40,11 @@ pub enum ClientError {
     },
     #[error("connection to the node failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the node did not answer within the deadline ({0:?} for the whole exchange)")]
+    Deadline(Duration),
     #[error("bad frame from the node: {0}")]
     Frame(FrameError),
-    #[error("the node refused the request ({code:?}): {detail}")]
+    #[error("the node refused the request ({code:?}): {}", escape_control(detail))]
     Remote { code: ErrorCode, detail: String },
     #[error("the node answered with an unexpected message ({0})")]
     Unexpected(&'static str),
@@ -36,15 +52,47 @@ pub enum ClientError {
     Version(u16),
 }
 
-/// One connection to a node.
+/// A failed read or write, and whether the node had sent anything yet.
+struct Failure {
+    error: ClientError,
+    /// True if nothing of the response had arrived: the request may be
+    /// sent again on a new connection.
+    retryable: bool,
+}
+
+/// Whether an I/O error means the node refused or dropped the connection
+/// (rather than answering badly).
+fn is_refusal(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
+    )
+}
+
+/// One connection to a node (re-opened transparently when the node
+/// refuses it before answering).
 #[derive(Debug)]
 pub struct NodeClient {
     stream: TcpStream,
+    addr: String,
+    addrs: Vec<SocketAddr>,
+    deadline: Instant,
+    timeout: Duration,
+    /// The node's Hello on this client, re-sent after a reconnection.
+    hello: Option<HelloInfo>,
+    /// Connections opened again after a refusal (for benchmarks).
+    pub retries: u32,
 }
 
 impl NodeClient {
-    /// Connects to `addr` (`host:port`), trying each resolved address.
+    /// Connects to `addr` (`host:port`); `timeout` is the deadline of
+    /// everything this client does from now on.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let deadline = Instant::now() + timeout;
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| ClientError::Resolve {
@@ -52,38 +100,126 @@ impl NodeClient {
                 detail: e.to_string(),
             })?
             .collect();
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-        for sa in addrs {
-            match TcpStream::connect_timeout(&sa, timeout) {
-                Ok(stream) => {
-                    stream.set_read_timeout(Some(timeout))?;
-                    stream.set_write_timeout(Some(timeout))?;
-                    stream.set_nodelay(true)?;
-                    return Ok(Self { stream });
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(ClientError::Connect {
+        let mut retries = 0;
+        let stream = open(addr, &addrs, deadline, timeout, &mut retries)?;
+        Ok(Self {
+            stream,
             addr: addr.into(),
-            source: last,
+            addrs,
+            deadline,
+            timeout,
+            hello: None,
+            retries,
         })
+    }
+
+    /// Time left before the deadline.
+    fn remaining(&self) -> Result<Duration, ClientError> {
+        remaining(self.deadline, self.timeout)
     }
 
     /// Sends one request and reads one response; an error frame becomes
     /// [`ClientError::Remote`].
     pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         let frame = wire::encode_frame(request).map_err(ClientError::Frame)?;
-        self.stream.write_all(&frame)?;
-        let mut header = [0u8; FRAME_HEADER_LEN];
-        self.stream.read_exact(&mut header)?;
-        let len = wire::body_len(header, MAX_FRAME_LEN).map_err(ClientError::Frame)?;
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body)?;
-        match wire::decode_body::<Response>(&body).map_err(ClientError::Frame)? {
-            Response::Error { code, detail } => Err(ClientError::Remote { code, detail }),
-            response => Ok(response),
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.exchange(&frame) {
+                Ok(Response::Error { code, detail }) => {
+                    return Err(ClientError::Remote { code, detail });
+                }
+                Ok(response) => return Ok(response),
+                Err(Failure {
+                    retryable: true, ..
+                }) if self.remaining().is_ok() => {
+                    sleep_within(backoff, self.deadline);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    self.reconnect()?;
+                }
+                Err(failure) => return Err(failure.error),
+            }
         }
+    }
+
+    /// Opens a new connection and, if the session had one, repeats Hello
+    /// (the node must still be the same).
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.retries += 1;
+        self.stream = open(
+            &self.addr,
+            &self.addrs,
+            self.deadline,
+            self.timeout,
+            &mut self.retries,
+        )?;
+        if let Some(previous) = self.hello.take() {
+            let again = self.hello()?;
+            if again != previous {
+                return Err(ClientError::Unexpected(
+                    "the node announced another identity on a new connection",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame out, one frame in, within the deadline.
+    fn exchange(&mut self, frame: &[u8]) -> Result<Response, Failure> {
+        let fail = |error: ClientError, retryable| Failure { error, retryable };
+        if let Err(e) = self.write_all(frame) {
+            let retryable = matches!(&e, ClientError::Io(io) if is_refusal(io));
+            return Err(fail(e, retryable));
+        }
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        match self.read_exact(&mut header) {
+            Ok(()) => {}
+            Err((0, e)) => {
+                let retryable = matches!(&e, ClientError::Io(io) if is_refusal(io));
+                return Err(fail(e, retryable));
+            }
+            Err((_, e)) => return Err(fail(e, false)),
+        }
+        let len = wire::body_len(header, MAX_FRAME_LEN)
+            .map_err(|e| fail(ClientError::Frame(e), false))?;
+        let mut body = vec![0u8; len];
+        self.read_exact(&mut body)
+            .map_err(|(_, e)| fail(e, false))?;
+        wire::decode_body::<Response>(&body).map_err(|e| fail(ClientError::Frame(e), false))
+    }
+
+    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), ClientError> {
+        while !bytes.is_empty() {
+            self.stream.set_write_timeout(Some(self.remaining()?))?;
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(std::io::Error::from(ErrorKind::WriteZero).into()),
+                Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(ClientError::Deadline(self.timeout)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `buf`; on failure, how many bytes had arrived.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), (usize, ClientError)> {
+        let mut got = 0;
+        while got < buf.len() {
+            let left = self.remaining().map_err(|e| (got, e))?;
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| (got, e.into()))?;
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err((got, std::io::Error::from(ErrorKind::UnexpectedEof).into()));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err((got, ClientError::Deadline(self.timeout))),
+                Err(e) => return Err((got, e.into())),
+            }
+        }
+        Ok(())
     }
 
     /// Opens the session and returns the node's identity.
@@ -91,7 +227,10 @@ impl NodeClient {
         match self.request(&Request::Hello {
             version: PROTOCOL_VERSION,
         })? {
-            Response::Hello(info) if info.version == PROTOCOL_VERSION => Ok(info),
+            Response::Hello(info) if info.version == PROTOCOL_VERSION => {
+                self.hello = Some(info.clone());
+                Ok(info)
+            }
             Response::Hello(info) => Err(ClientError::Version(info.version)),
             _ => Err(ClientError::Unexpected("expected Hello")),
         }
@@ -121,6 +260,64 @@ impl NodeClient {
             Response::CredentialActivated { secret } => Ok(secret),
             _ => Err(ClientError::Unexpected("expected CredentialActivated")),
         }
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration, ClientError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+        .ok_or(ClientError::Deadline(timeout))
+}
+
+/// Sleeps `backoff` (with some jitter, so parallel verifiers spread out)
+/// but never past the deadline.
+fn sleep_within(backoff: Duration, deadline: Instant) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter = backoff.mul_f64(f64::from(nanos % 1000) / 2000.0);
+    let wait = backoff + jitter;
+    let left = deadline.saturating_duration_since(Instant::now());
+    std::thread::sleep(wait.min(left));
+}
+
+/// Connects to one of `addrs`, trying again with backoff while the node
+/// refuses, until the deadline.
+fn open(
+    addr: &str,
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    timeout: Duration,
+    retries: &mut u32,
+) -> Result<TcpStream, ClientError> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let mut last = std::io::Error::new(ErrorKind::NotFound, "no address");
+        for sa in addrs {
+            let left = remaining(deadline, timeout)?;
+            match TcpStream::connect_timeout(sa, left) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(e) => last = e,
+            }
+        }
+        let refused = last.kind() == ErrorKind::ConnectionRefused;
+        if !refused || remaining(deadline, timeout).is_err() {
+            return Err(ClientError::Connect {
+                addr: addr.into(),
+                source: last,
+            });
+        }
+        *retries += 1;
+        sleep_within(backoff, deadline);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -216,18 +413,135 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let mut client = NodeClient::connect(&addr, Duration::from_millis(200)).unwrap();
         // Accepted by the kernel backlog, never answered.
-        assert!(matches!(client.hello().unwrap_err(), ClientError::Io(_)));
+        assert!(matches!(
+            client.hello().unwrap_err(),
+            ClientError::Deadline(_)
+        ));
         drop(listener);
     }
 
     #[test]
-    fn unreachable_node_is_a_connect_error() {
+    fn unreachable_node_is_a_connect_error_at_the_deadline() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        assert!(matches!(
-            NodeClient::connect(&addr, DEFAULT_TIMEOUT).unwrap_err(),
-            ClientError::Connect { .. }
-        ));
+        let started = Instant::now();
+        let err = NodeClient::connect(&addr, Duration::from_millis(300)).unwrap_err();
+        assert!(
+            matches!(err, ClientError::Connect { .. } | ClientError::Deadline(_)),
+            "{err}"
+        );
+        // Refusals were retried, but not beyond the deadline.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    /// A node that announces a large frame and drips one byte at a time
+    /// cannot keep the client beyond its overall deadline.
+    #[test]
+    fn a_dripping_node_is_cut_off_at_the_overall_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let dripper = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = [0u8; 64];
+            let _ = s.read(&mut request);
+            let _ = s.write_all(&60_000u32.to_be_bytes());
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(50));
+                if s.write_all(&[0]).is_err() {
+                    break;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut client = NodeClient::connect(&addr, Duration::from_millis(600)).unwrap();
+        let err = client.hello().unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, ClientError::Deadline(_)), "{err}");
+        // Each byte arrived well within a per-read timeout; only the
+        // overall deadline ends this.
+        assert!(took < Duration::from_millis(1200), "{took:?}");
+        dripper.join().unwrap();
+    }
+
+    /// A node whose pool is full resets connections before answering:
+    /// the client tries again on a new connection (repeating Hello) until
+    /// it is served.
+    #[test]
+    fn refused_connections_are_retried_with_backoff() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let node = std::thread::spawn(move || {
+            let hello = HelloInfo {
+                version: PROTOCOL_VERSION,
+                ek: wire::KeyInfo {
+                    algorithm: wire::KeyAlgorithm::EccP256,
+                    public: vec![1],
+                    name: vec![2],
+                },
+                ek_certificate: vec![],
+                ak: wire::KeyInfo {
+                    algorithm: wire::KeyAlgorithm::EccP256,
+                    public: vec![3],
+                    name: vec![4],
+                },
+            };
+            let serve = |s: &mut TcpStream| -> Option<()> {
+                loop {
+                    let mut header = [0u8; 4];
+                    s.read_exact(&mut header).ok()?;
+                    let len = wire::body_len(header, wire::MAX_REQUEST_LEN).ok()?;
+                    let mut body = vec![0u8; len];
+                    s.read_exact(&mut body).ok()?;
+                    let response = match wire::decode_body::<Request>(&body).ok()? {
+                        Request::Hello { .. } => Response::Hello(hello.clone()),
+                        _ => Response::CredentialActivated { secret: vec![7] },
+                    };
+                    s.write_all(&wire::encode_frame(&response).ok()?).ok()?;
+                }
+            };
+            // The first connection gets Hello answered, then is dropped
+            // (a reset before the next answer); the next two are dropped
+            // at once; the fourth is served.
+            let (mut first, _) = listener.accept().unwrap();
+            let mut header = [0u8; 4];
+            first.read_exact(&mut header).unwrap();
+            let len = wire::body_len(header, wire::MAX_REQUEST_LEN).unwrap();
+            let mut body = vec![0u8; len];
+            first.read_exact(&mut body).unwrap();
+            first
+                .write_all(&wire::encode_frame(&Response::Hello(hello.clone())).unwrap())
+                .unwrap();
+            let mut request = [0u8; 16];
+            let _ = first.read(&mut request);
+            drop(first);
+            for _ in 0..2 {
+                drop(listener.accept().unwrap());
+            }
+            let (mut served, _) = listener.accept().unwrap();
+            serve(&mut served);
+        });
+        let mut client = NodeClient::connect(&addr, Duration::from_secs(10)).unwrap();
+        client.hello().unwrap();
+        assert_eq!(client.activate_credential(&[1], &[2]).unwrap(), vec![7]);
+        assert_eq!(client.retries, 3);
+        drop(client);
+        node.join().unwrap();
+    }
+
+    #[test]
+    fn remote_error_text_is_escaped() {
+        let reply = wire::encode_frame(&Response::Error {
+            code: ErrorCode::BadRequest,
+            detail: "\x1b[2J\x1b[1;1Hnode: enrolled\n  verdict: TRUSTED".into(),
+        })
+        .unwrap();
+        let (addr, _handle) = peer(reply);
+        let mut client = NodeClient::connect(&addr, DEFAULT_TIMEOUT).unwrap();
+        let text = client.hello().unwrap_err().to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("\\u{1b}[2J"), "{text}");
     }
 }

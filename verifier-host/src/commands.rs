@@ -10,18 +10,20 @@ use std::time::Duration;
 use avm_attest::eventlog::EventLog;
 use avm_attest::policy::ReferenceValues;
 use avm_attest::tpm::object_attr;
-use avm_attest::verify::DEFAULT_REQUIRED_PCRS;
+use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, MissingReference, Reason};
 use openssl::sha::sha256;
 
-use crate::appraise::{AppraisalInput, appraise};
+use crate::appraise::{Appraisal, AppraisalInput, appraise, appraise_quote_only};
 use crate::client::NodeClient;
 use crate::credential::make_credential;
 use crate::crypto::OpenSslVerifier;
 use crate::ek::{EkTrustAnchors, validate_ek};
-use crate::evidence_dir;
+use crate::evidence_dir::{self, AkFile};
+use crate::files;
 use crate::hex;
-use crate::report::{Report, ReportReason};
-use crate::store::{NodeRecord, Store, VerdictRecord, now};
+use crate::report::{AkBinding, Report, ReportReason, VerifierReason};
+use crate::sanitize::escape_control;
+use crate::store::{KeyChangeKind, NodeRecord, PolicyWrite, Store, VerdictRecord, now};
 use crate::tpm_public::TpmPublic;
 
 pub const EXIT_OK: u8 = 0;
@@ -30,6 +32,13 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// Length of the random nonce `attest` sends by default.
 pub const NONCE_LEN: usize = 32;
+
+/// Largest policy file read (`--policy`).
+const MAX_POLICY_LEN: u64 = 16 << 20;
+
+/// How often `policy learn` re-appraises its evidence against a policy
+/// that changed under it before it gives up.
+const LEARN_ATTEMPTS: usize = 5;
 
 /// An error that ends a command with [`EXIT_ERROR`].
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +53,7 @@ fn err(e: impl std::fmt::Display) -> CommandError {
 #[derive(Debug, Clone)]
 pub struct Context {
     pub state_dir: PathBuf,
+    /// Overall deadline of each exchange with a node.
     pub timeout: Duration,
 }
 
@@ -51,28 +61,50 @@ impl Context {
     fn store(&self) -> Result<Store, CommandError> {
         Store::open(&self.state_dir).map_err(err)
     }
+
+    /// The store if a state database exists (offline `verify` must not
+    /// create one).
+    fn existing_store(&self) -> Result<Option<Store>, CommandError> {
+        if self
+            .state_dir
+            .join(crate::store::DATABASE_FILE)
+            .try_exists()
+            .map_err(err)?
+        {
+            self.store().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn parse_policy(text: &str) -> Result<ReferenceValues, CommandError> {
+    toml::from_str(text).map_err(|e| CommandError(format!("policy: {e}")))
 }
 
 /// Loads the policy: `--policy FILE` if given, else the stored one.
 pub(crate) fn load_policy(
-    store: &Store,
+    store: Option<&Store>,
     override_file: Option<&Path>,
 ) -> Result<Option<ReferenceValues>, CommandError> {
-    let text = match override_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| CommandError(format!("{}: {e}", path.display())))?,
-        ),
-        None => store.policy().map_err(err)?,
+    let text = match (override_file, store) {
+        (Some(path), _) => {
+            let bytes = files::read_operator_file(path, MAX_POLICY_LEN).map_err(err)?;
+            Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| CommandError(format!("{}: not UTF-8", path.display())))?,
+            )
+        }
+        (None, Some(store)) => store.policy().map_err(err)?,
+        (None, None) => None,
     };
-    text.map(|t| toml::from_str(&t).map_err(|e| CommandError(format!("policy: {e}"))))
-        .transpose()
+    text.as_deref().map(parse_policy).transpose()
 }
 
 /// Prints the report and gives the exit code its verdict calls for.
 fn print_verdict(report: &Report, json: bool) -> u8 {
     print_report(report, json);
-    if report.trusted() {
+    if report.passed() {
         EXIT_OK
     } else {
         EXIT_UNTRUSTED
@@ -104,14 +136,37 @@ const AK_ATTRIBUTES: u32 = object_attr::FIXED_TPM
     | object_attr::RESTRICTED
     | object_attr::SIGN_ENCRYPT;
 
+/// Whether a TPMT_PUBLIC has the attributes an AK must have.
+pub fn is_ak_shaped(ak: &TpmPublic) -> bool {
+    ak.object_attributes & AK_ATTRIBUTES == AK_ATTRIBUTES
+}
+
+/// What `enroll` may replace when the node is already known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnrollOptions {
+    /// The EK is enrolled under another address: move it here.
+    pub move_node: bool,
+    /// The address is enrolled with another EK or AK: replace them.
+    pub replace_keys: bool,
+}
+
 /// `enroll ADDR --ek-ca FILE`.
-pub fn enroll(ctx: &Context, addr: &str, ek_ca: &Path) -> Result<u8, CommandError> {
+pub fn enroll(
+    ctx: &Context,
+    addr: &str,
+    ek_ca: &Path,
+    opts: EnrollOptions,
+) -> Result<u8, CommandError> {
     let anchors = EkTrustAnchors::from_pem_file(ek_ca).map_err(err)?;
     let mut store = ctx.store()?;
     let mut client = NodeClient::connect(addr, ctx.timeout).map_err(err)?;
     let hello = client.hello().map_err(err)?;
     let refuse = |code: &str, message: String| {
-        println!("{addr}: enrolment REFUSED\n  - {code}: {message}");
+        println!(
+            "{}: enrolment REFUSED\n  - {code}: {}",
+            escape_control(addr),
+            escape_control(&message)
+        );
         Ok(EXIT_UNTRUSTED)
     };
 
@@ -132,14 +187,63 @@ pub fn enroll(ctx: &Context, addr: &str, ek_ca: &Path) -> Result<u8, CommandErro
             "the announced AK name is not the name of the AK public area".into(),
         );
     }
-    if ak.object_attributes & AK_ATTRIBUTES != AK_ATTRIBUTES {
+    if !is_ak_shaped(&ak) {
         return refuse(
-            "ak-attributes",
+            VerifierReason::AkAttributes.code(),
             format!(
                 "the AK is not a restricted, fixed, TPM-generated signing key (attributes {:#010x})",
                 ak.object_attributes
             ),
         );
+    }
+
+    // A node is its EK: one TPM, one enrolment. Decide before touching the
+    // TPM, so a refused enrolment changes nothing.
+    let record = NodeRecord {
+        addr: addr.into(),
+        ek_public: ek.marshaled().to_vec(),
+        ek_certificate: hello.ek_certificate.clone(),
+        ak_public: ak.marshaled().to_vec(),
+        ak_name: ak.name(),
+        enrolled_at: now(),
+        activation_proven: true,
+    };
+    let mut change = None;
+    if let Some(known) = store.node_by_ek(&record.ek_name()).map_err(err)?
+        && known.addr != addr
+    {
+        if !opts.move_node {
+            return refuse(
+                "ek-already-enrolled",
+                format!(
+                    "this TPM (EK {}) is already enrolled as {}; one TPM is one node. \
+                     If the node really moved, pass --move (a relay in front of an enrolled \
+                     node must never be enrolled)",
+                    hex::encode(&record.ek_name()),
+                    known.addr
+                ),
+            );
+        }
+        change = Some(KeyChangeKind::Moved);
+    }
+    if let Some(previous) = store.node(addr).map_err(err)?
+        && (previous.ek_public != record.ek_public || previous.ak_public != record.ak_public)
+    {
+        if !opts.replace_keys {
+            let which = if previous.ek_public != record.ek_public {
+                "EK"
+            } else {
+                "AK"
+            };
+            return refuse(
+                "keys-changed",
+                format!(
+                    "{addr} is enrolled with another {which}; pass --replace-keys to enrol the \
+                     new keys (the change is recorded)"
+                ),
+            );
+        }
+        change = Some(change.unwrap_or(KeyChangeKind::KeysReplaced));
     }
 
     // Bind AK to EK: only the TPM holding this EK, with an object of this
@@ -157,22 +261,24 @@ pub fn enroll(ctx: &Context, addr: &str, ek_ca: &Path) -> Result<u8, CommandErro
         );
     }
 
-    store
-        .enroll(&NodeRecord {
-            addr: addr.into(),
-            ek_public: ek.marshaled().to_vec(),
-            ek_certificate: hello.ek_certificate.clone(),
-            ak_public: ak.marshaled().to_vec(),
-            ak_name: ak.name(),
-            enrolled_at: now(),
-            activation_proven: true,
-        })
-        .map_err(err)?;
+    match change {
+        Some(kind) => store.replace_node(&record, kind),
+        // Unchanged keys at the same address: a refresh, nothing to record.
+        None if store.node(addr).map_err(err)?.is_some() => {
+            store.replace_node(&record, KeyChangeKind::KeysReplaced)
+        }
+        None => store.enroll(&record),
+    }
+    .map_err(err)?;
     println!(
-        "{addr}: enrolled\n  EK certificate: trusted ({})\n  AK name: {}\n  credential activation: passed",
+        "{addr}: enrolled\n  EK certificate: trusted ({})\n  EK name: {}\n  AK name: {}\n  credential activation: passed",
         ek_ca.display(),
+        hex::encode(&record.ek_name()),
         hex::encode(&ak.name())
     );
+    if let Some(kind) = change {
+        println!("  recorded in the key history: {}", kind.as_str());
+    }
     Ok(EXIT_OK)
 }
 
@@ -188,12 +294,19 @@ pub struct AttestOptions {
 /// `attest ADDR`.
 pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, CommandError> {
     let mut store = ctx.store()?;
-    let policy = load_policy(&store, opts.policy.as_deref())?;
+    let policy = load_policy(Some(&store), opts.policy.as_deref())?;
+    // Refuse an export target before talking to the node.
+    let export = opts
+        .export
+        .as_deref()
+        .map(|dir| files::ExportDir::create(dir).map(|_| dir))
+        .transpose()
+        .map_err(err)?;
     let record = |store: &mut Store, report: &Report| {
         store.record_verdict(&VerdictRecord {
             addr: addr.into(),
             at: now(),
-            verdict: report.verdict.clone(),
+            verdict: report.verdict.as_str().into(),
             reasons: report.reasons.iter().map(|r| r.code.clone()).collect(),
         })
     };
@@ -203,8 +316,8 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
         let report = Report::new(
             Some(addr.into()),
             None,
-            vec![ReportReason::new(
-                "unknown-node",
+            vec![ReportReason::verifier(
+                VerifierReason::UnknownNode,
                 "the node is not enrolled (run `avm-verifier enroll` first)",
             )],
             &[],
@@ -224,14 +337,14 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
     let hello = client.hello().map_err(err)?;
     let mut extra = Vec::new();
     if !node.activation_proven || hello.ak.public != node.ak_public {
-        extra.push(ReportReason::new(
-            "ak-not-activated",
+        extra.push(ReportReason::verifier(
+            VerifierReason::AkNotActivated,
             "the node's AK is not the one that passed credential activation at enrolment",
         ));
     }
     if hello.ek.public != node.ek_public {
-        extra.push(ReportReason::new(
-            "ek-changed",
+        extra.push(ReportReason::verifier(
+            VerifierReason::EkChanged,
             "the node's EK differs from the one enrolled",
         ));
     }
@@ -240,60 +353,146 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
         .map_err(err)?;
     let verifier = OpenSslVerifier::new().map_err(err)?;
     // Always the enrolled AK: a quote signed by any other key is refused.
-    let report = appraise(
+    let mut report = appraise(
         &AppraisalInput::from_node(&evidence, &nonce, &enrolled_ak.key, &node.ak_name),
         policy.as_ref(),
         &verifier,
         Some(addr.into()),
         extra,
-    );
+    )
+    .report;
+    report.ak_binding = Some(AkBinding::Enrolled { node: addr.into() });
     record(&mut store, &report).map_err(err)?;
-    if let Some(dir) = &opts.export {
+    if let Some(dir) = export {
         evidence_dir::export(dir, &evidence, &enrolled_ak, &nonce, &report).map_err(err)?;
     }
     Ok(print_verdict(&report, opts.json))
 }
 
-/// `verify DIR`.
-pub fn verify(
-    ctx: &Context,
-    dir: &Path,
-    nonce: Option<Vec<u8>>,
-    json: bool,
-    policy_file: Option<&Path>,
-) -> Result<u8, CommandError> {
-    let loaded = evidence_dir::load(dir).map_err(err)?;
-    let policy = match policy_file {
-        Some(_) => load_policy(&Store::open(&ctx.state_dir).map_err(err)?, policy_file)?,
-        // The stored policy, if a state database exists (verify is offline
-        // and must not need one).
-        None if ctx.state_dir.join(crate::store::DATABASE_FILE).exists() => {
-            load_policy(&ctx.store()?, None)?
+/// Options of `verify`.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub nonce: Option<Vec<u8>>,
+    pub json: bool,
+    pub policy: Option<PathBuf>,
+    /// A key file the caller asserts signed the quote (not bound to an EK).
+    pub ak: Option<PathBuf>,
+    /// Check only the quote (no log, no reference values).
+    pub quote_only: bool,
+}
+
+/// The key `verify` checks the quote with, and why it is trusted (if at
+/// all): enrolled, or asserted by the caller. Never the directory's own.
+struct ChosenAk {
+    key: AkFile,
+    binding: AkBinding,
+    reasons: Vec<ReportReason>,
+}
+
+fn choose_ak(
+    store: Option<&Store>,
+    claimed: Option<&AkFile>,
+    asserted: Option<&Path>,
+) -> Result<ChosenAk, CommandError> {
+    if let Some(path) = asserted {
+        let key = AkFile::read(path).map_err(err)?;
+        let mut reasons = Vec::new();
+        if let AkFile::Public(public) = &key
+            && !is_ak_shaped(public)
+        {
+            reasons.push(ak_attributes_reason(public));
         }
-        None => None,
+        return Ok(ChosenAk {
+            key,
+            binding: AkBinding::AssertedByCaller {
+                file: path.display().to_string(),
+            },
+            reasons,
+        });
+    }
+    let Some(claimed) = claimed else {
+        return Err(CommandError(
+            "the directory names no AK (ak.pub or ak.pem): pass --ak FILE".into(),
+        ));
     };
-    let Some(nonce) = nonce.or_else(|| loaded.nonce.clone()) else {
+    // The directory's key is only a claim: look it up among enrolled nodes.
+    let enrolled =
+        match (store, claimed) {
+            (None, _) => None,
+            (Some(store), AkFile::Public(public)) => store
+                .nodes_by_ak_name(&public.name())
+                .map_err(err)?
+                .into_iter()
+                .next(),
+            (Some(store), AkFile::Pem(key)) => store.nodes().map_err(err)?.into_iter().find(|n| {
+                TpmPublic::parse(&n.ak_public).is_ok_and(|enrolled| &enrolled.key == key)
+            }),
+        };
+    let Some(node) = enrolled else {
+        return Ok(ChosenAk {
+            key: claimed.clone(),
+            binding: AkBinding::NotEnrolled,
+            reasons: vec![ReportReason::verifier(
+                VerifierReason::AkNotEnrolled,
+                "the evidence's AK belongs to no enrolled node (a key in the directory is \
+                 never trusted for being there; enrol the node, or name a key with --ak)",
+            )],
+        });
+    };
+    let public = TpmPublic::parse(&node.ak_public).map_err(err)?;
+    let mut reasons = Vec::new();
+    if !is_ak_shaped(&public) {
+        reasons.push(ak_attributes_reason(&public));
+    }
+    if !node.activation_proven {
+        reasons.push(ReportReason::verifier(
+            VerifierReason::AkNotActivated,
+            "the enrolled AK never passed credential activation",
+        ));
+    }
+    Ok(ChosenAk {
+        key: AkFile::Public(public),
+        binding: AkBinding::Enrolled { node: node.addr },
+        reasons,
+    })
+}
+
+fn ak_attributes_reason(public: &TpmPublic) -> ReportReason {
+    ReportReason::verifier(
+        VerifierReason::AkAttributes,
+        format!(
+            "the AK is not a restricted, fixed, TPM-generated signing key (attributes {:#010x})",
+            public.object_attributes
+        ),
+    )
+}
+
+/// `verify DIR`.
+pub fn verify(ctx: &Context, dir: &Path, opts: &VerifyOptions) -> Result<u8, CommandError> {
+    let loaded = evidence_dir::load(dir).map_err(err)?;
+    let store = ctx.existing_store()?;
+    let policy = load_policy(store.as_ref(), opts.policy.as_deref())?;
+    let Some(nonce) = opts.nonce.clone().or_else(|| loaded.nonce.clone()) else {
         return Err(CommandError(
             "no nonce: pass --nonce HEX or put nonce.hex in the directory".into(),
         ));
     };
+    let chosen = choose_ak(
+        store.as_ref(),
+        loaded.claimed_ak.as_ref(),
+        opts.ak.as_deref(),
+    )?;
     let verifier = OpenSslVerifier::new().map_err(err)?;
-    let report = appraise(
-        &AppraisalInput {
-            attest: &loaded.attest,
-            signature: &loaded.signature,
-            pcrs: &loaded.pcrs,
-            event_log: loaded.event_log.as_deref(),
-            nonce: &nonce,
-            ak: &loaded.ak,
-            ak_name: &loaded.ak_name,
-        },
-        policy.as_ref(),
-        &verifier,
-        Some(dir.display().to_string()),
-        Vec::new(),
-    );
-    Ok(print_verdict(&report, json))
+    let ak_name = chosen.key.name();
+    let input = AppraisalInput::from_loaded(&loaded, &nonce, chosen.key.key(), &ak_name);
+    let who = Some(dir.display().to_string());
+    let Appraisal { mut report, .. } = if opts.quote_only {
+        appraise_quote_only(&input, &verifier, who, chosen.reasons)
+    } else {
+        appraise(&input, policy.as_ref(), &verifier, who, chosen.reasons)
+    };
+    report.ak_binding = Some(chosen.binding);
+    Ok(print_verdict(&report, opts.json))
 }
 
 /// `policy init`: allowed A-VM images, from image files and/or digests.
@@ -324,13 +523,31 @@ pub fn policy_init(
     Ok(EXIT_OK)
 }
 
+/// Whether a reason only says the policy does not know this boot yet
+/// (what learning adds), rather than that the evidence is bad.
+fn learnable(reason: &Reason) -> bool {
+    matches!(
+        reason,
+        Reason::FirmwareEventUnknown { .. }
+            | Reason::FirmwareSequenceUnknown { .. }
+            | Reason::ReferenceValuesMissing(
+                MissingReference::FirmwareEvents | MissingReference::FirmwareSequences
+            )
+    )
+}
+
 /// `policy learn ADDR`: adds the firmware events of an enrolled node's
-/// authenticated event log to the stored policy.
+/// authenticated event log to the stored policy. The write is a
+/// compare-and-swap: if the policy changed while the node was asked, the
+/// same evidence is appraised again against the new policy and learned
+/// into it, or the command fails; a concurrent change is never undone.
 pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
     let mut store = ctx.store()?;
-    let mut policy = load_policy(&store, None)?.ok_or_else(|| {
-        CommandError("no policy yet: run `avm-verifier policy init --avm-image FILE` first".into())
-    })?;
+    if store.policy().map_err(err)?.is_none() {
+        return Err(CommandError(
+            "no policy yet: run `avm-verifier policy init --avm-image FILE` first".into(),
+        ));
+    }
     let node = store
         .node(addr)
         .map_err(err)?
@@ -338,46 +555,73 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
     let ak = TpmPublic::parse(&node.ak_public).map_err(err)?;
     let nonce = random_nonce()?;
     let mut client = NodeClient::connect(addr, ctx.timeout).map_err(err)?;
-    client.hello().map_err(err)?;
+    let hello = client.hello().map_err(err)?;
+    if hello.ak.public != node.ak_public || hello.ek.public != node.ek_public {
+        return Err(CommandError(
+            "refusing to learn: the node's keys are not the enrolled ones".into(),
+        ));
+    }
     let evidence = client
         .challenge(&nonce, DEFAULT_REQUIRED_PCRS)
         .map_err(err)?;
+    drop(client);
     let verifier = OpenSslVerifier::new().map_err(err)?;
-    let report = appraise(
-        &AppraisalInput::from_node(&evidence, &nonce, &ak.key, &node.ak_name),
-        Some(&policy),
-        &verifier,
-        Some(addr.into()),
-        Vec::new(),
-    );
-    // Learn only from a log the quote authenticates and whose PCR 0 is an
-    // allowed image: unknown events and missing ones are what we learn.
-    let learnable =
-        |code: &str| matches!(code, "firmware-event-unknown" | "reference-values-missing");
-    if report.reasons.iter().any(|r| !learnable(&r.code)) {
-        print!("{}", report.human());
-        return Err(CommandError(
-            "refusing to learn from evidence that does not verify".into(),
-        ));
+    let log = EventLog::parse(&evidence.event_log);
+
+    for _ in 0..LEARN_ATTEMPTS {
+        let stored = store
+            .policy_with_revision()
+            .map_err(err)?
+            .ok_or_else(|| CommandError("the policy was removed while learning".into()))?;
+        let mut policy = parse_policy(&stored.toml)?;
+        let Appraisal { verdict, report } = appraise(
+            &AppraisalInput::from_node(&evidence, &nonce, &ak.key, &node.ak_name),
+            Some(&policy),
+            &verifier,
+            Some(addr.into()),
+            Vec::new(),
+        );
+        // Learn only from a log the quote authenticates and whose PCR 0 is
+        // an allowed image: unknown events and missing ones are what we learn.
+        if !verdict.reasons.iter().all(learnable) {
+            print!("{}", report.human());
+            return Err(CommandError(
+                "refusing to learn from evidence that does not verify".into(),
+            ));
+        }
+        // PCR 0's events are genuine only if its replay from an allowed
+        // image gave the quoted value; a policy without images never says so.
+        if verdict.avm_image.is_none() {
+            print!("{}", report.human());
+            return Err(CommandError(
+                "refusing to learn: PCR 0 does not match an A-VM image allowed by the policy"
+                    .into(),
+            ));
+        }
+        let log = log
+            .as_ref()
+            .map_err(|_| CommandError("the event log does not parse".into()))?;
+        let learned = policy.learn(log);
+        let text = toml::to_string_pretty(&policy).map_err(err)?;
+        match store.set_policy_if(stored.revision, &text).map_err(err)? {
+            PolicyWrite::Written(_) => {
+                println!(
+                    "{addr}: learned {} new firmware events and {} new firmware sequence ({} events, {} sequences in the policy)",
+                    learned.events,
+                    usize::from(learned.sequence),
+                    policy.firmware_events.len(),
+                    policy.firmware_sequences.len()
+                );
+                return Ok(EXIT_OK);
+            }
+            PolicyWrite::Conflict => {
+                eprintln!("{addr}: the policy changed while learning; appraising again");
+            }
+        }
     }
-    // PCR 0's events are genuine only if its replay from an allowed image
-    // gave the quoted value; a policy without images never says so.
-    if report.avm_image_sha256.is_none() {
-        print!("{}", report.human());
-        return Err(CommandError(
-            "refusing to learn: PCR 0 does not match an A-VM image allowed by the policy".into(),
-        ));
-    }
-    let log = EventLog::parse(&evidence.event_log)
-        .map_err(|_| CommandError("the event log does not parse".into()))?;
-    let added = policy.learn_from(&log);
-    let text = toml::to_string_pretty(&policy).map_err(err)?;
-    store.set_policy(&text).map_err(err)?;
-    println!(
-        "{addr}: learned {added} new firmware events ({} in the policy)",
-        policy.firmware_events.len()
-    );
-    Ok(EXIT_OK)
+    Err(CommandError(format!(
+        "the policy kept changing while learning ({LEARN_ATTEMPTS} attempts); nothing was written"
+    )))
 }
 
 /// `policy show`.
@@ -397,6 +641,7 @@ pub fn nodes(ctx: &Context, json: bool) -> Result<u8, CommandError> {
         let last = store.last_verdict(&node.addr).map_err(err)?;
         rows.push(serde_json::json!({
             "addr": node.addr,
+            "ek_name": hex::encode(&node.ek_name()),
             "enrolled_at": node.enrolled_at,
             "activation_proven": node.activation_proven,
             "ak_name": hex::encode(&node.ak_name),

@@ -47,6 +47,9 @@ impl EkError {
     }
 }
 
+/// Largest EK CA file read (a bundle of a few hundred certificates).
+const MAX_CA_FILE_LEN: u64 = 1 << 20;
+
 /// The trust anchors for EK certificates: every certificate in a PEM file
 /// (for swtpm-localca: its issuing CA and root CA). Each one is trusted on
 /// its own (partial chains are allowed), so a file holding only the issuing
@@ -62,7 +65,8 @@ impl EkTrustAnchors {
             path: path.display().to_string(),
             detail,
         };
-        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        let pem = crate::files::read_operator_file(path, MAX_CA_FILE_LEN)
+            .map_err(|e| ca_error(e.to_string()))?;
         Self::from_pem(&pem).map_err(ca_error)
     }
 

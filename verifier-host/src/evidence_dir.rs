@@ -8,13 +8,19 @@
 //! | `quote.sig`   | TPMT_SIGNATURE (`tpm2_quote -s`)                     |
 //! | `quote.pcrs`  | PCR file, `serialized` format (`tpm2_quote -o`)      |
 //! | `ak.pem`      | AK SubjectPublicKeyInfo PEM (`tpm2_createak -f pem`) |
-//! | `ak.pub`      | AK TPM2B_PUBLIC (`-f tss`), optional when reading    |
+//! | `ak.pub`      | AK TPM2B_PUBLIC (`-f tss`)                           |
 //! | `nonce.hex`   | the qualifying data, hex                             |
 //! | `eventlog.bin`| TCG event log, optional when reading                 |
 //! | `evidence.json` | the verifier's report (written only)               |
 //!
 //! `tpm2_checkquote -u ak.pem -m quote.msg -s quote.sig -f quote.pcrs -g
 //! sha256 -q $(cat nonce.hex)` accepts an exported directory.
+//!
+//! The AK files of a directory are only a claim: `verify` trusts a key
+//! because it is enrolled (looked up by the claimed key's name) or because
+//! the caller names it (`--ak`), never because it sits in the directory.
+//! Files are read as bounded regular files without following links, and
+//! exports go to a new or empty directory ([`crate::files`]).
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +30,7 @@ use openssl::bn::BigNumContext;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 
+use crate::files::{self, ExportDir, FileError};
 use crate::hex;
 use crate::pcrs_file;
 use crate::report::Report;
@@ -40,18 +47,61 @@ pub const REPORT_JSON: &str = "evidence.json";
 
 /// Largest file read from an evidence directory: nothing in it is bigger
 /// than a wire frame.
-const MAX_FILE_LEN: u64 = avm_attest::wire::MAX_FRAME_LEN as u64;
+pub const MAX_FILE_LEN: u64 = avm_attest::wire::MAX_FRAME_LEN as u64;
 
 /// Why a directory could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceDirError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}: {detail}")]
     Invalid { path: PathBuf, detail: String },
+}
+
+/// The AK a directory (or a `--ak` file) names: a TPMT_PUBLIC, whose name
+/// and attributes are known, or a bare PEM key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AkFile {
+    Public(TpmPublic),
+    Pem(PublicKey),
+}
+
+impl AkFile {
+    pub fn key(&self) -> &PublicKey {
+        match self {
+            Self::Public(public) => &public.key,
+            Self::Pem(key) => key,
+        }
+    }
+
+    /// The TPM name, known only for a TPMT_PUBLIC.
+    pub fn name(&self) -> Vec<u8> {
+        match self {
+            Self::Public(public) => public.name(),
+            Self::Pem(_) => Vec::new(),
+        }
+    }
+
+    /// Parses a key file: PEM SubjectPublicKeyInfo, TPM2B_PUBLIC
+    /// (tpm2-tools `-f tss`) or a bare TPMT_PUBLIC.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.starts_with(b"-----BEGIN") {
+            return public_key_from_pem(bytes).map(Self::Pem);
+        }
+        TpmPublic::parse_tpm2b(bytes)
+            .or_else(|_| TpmPublic::parse(bytes))
+            .map(Self::Public)
+            .map_err(|e| format!("neither PEM nor a TPM public area: {e}"))
+    }
+
+    /// Reads and parses a key file (bounded, no links followed).
+    pub fn read(path: &Path) -> Result<Self, EvidenceDirError> {
+        let bytes = files::read_required(path, MAX_FILE_LEN)?;
+        Self::parse(&bytes).map_err(|detail| EvidenceDirError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        })
+    }
 }
 
 /// Evidence read back from a directory.
@@ -62,20 +112,16 @@ pub struct LoadedEvidence {
     pub pcrs: Vec<PcrValue>,
     /// `None` if the directory has no event log.
     pub event_log: Option<Vec<u8>>,
-    pub ak: PublicKey,
-    /// The AK's TPM name, known only if `ak.pub` is present.
-    pub ak_name: Vec<u8>,
+    /// The AK the directory claims signed the quote (`ak.pub`, else
+    /// `ak.pem`), if any: to be matched against enrolled nodes.
+    pub claimed_ak: Option<AkFile>,
     /// From `nonce.hex`, if present.
     pub nonce: Option<Vec<u8>>,
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), EvidenceDirError> {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).map_err(|source| EvidenceDirError::Io { path, source })
-}
-
-/// Writes evidence, the AK, the nonce and the report into `dir` (created
-/// if needed).
+/// Writes evidence, the AK, the nonce and the report into `dir`, which
+/// must be new or empty. The event log is the node's, written whatever the
+/// verdict (it is evidence); no file is written through a link.
 pub fn export(
     dir: &Path,
     evidence: &Evidence,
@@ -83,10 +129,7 @@ pub fn export(
     nonce: &[u8],
     report: &Report,
 ) -> Result<(), EvidenceDirError> {
-    std::fs::create_dir_all(dir).map_err(|source| EvidenceDirError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let out = ExportDir::create(dir)?;
     let invalid = |detail: String| EvidenceDirError::Invalid {
         path: dir.join(AK_PEM),
         detail,
@@ -95,55 +138,30 @@ pub fn export(
         .to_pkey()
         .and_then(|k| k.public_key_to_pem())
         .map_err(|e| invalid(e.to_string()))?;
-    write(dir, QUOTE_MSG, &evidence.attest)?;
-    write(dir, QUOTE_SIG, &evidence.signature)?;
-    write(dir, QUOTE_PCRS, &pcrs_file::emit_serialized(&evidence.pcrs))?;
-    write(dir, AK_PEM, &pem)?;
-    let mut ak_pub = (ak.marshaled().len() as u16).to_be_bytes().to_vec();
+    out.write(QUOTE_MSG, &evidence.attest)?;
+    out.write(QUOTE_SIG, &evidence.signature)?;
+    out.write(QUOTE_PCRS, &pcrs_file::emit_serialized(&evidence.pcrs))?;
+    out.write(AK_PEM, &pem)?;
+    let len = u16::try_from(ak.marshaled().len())
+        .map_err(|_| invalid("AK public area too large".into()))?;
+    let mut ak_pub = len.to_be_bytes().to_vec();
     ak_pub.extend_from_slice(ak.marshaled());
-    write(dir, AK_PUB, &ak_pub)?;
-    write(
-        dir,
-        NONCE_HEX,
-        format!("{}\n", hex::encode(nonce)).as_bytes(),
-    )?;
+    out.write(AK_PUB, &ak_pub)?;
+    out.write(NONCE_HEX, format!("{}\n", hex::encode(nonce)).as_bytes())?;
     if !evidence.event_log.is_empty() {
-        write(dir, EVENT_LOG, &evidence.event_log)?;
+        out.write(EVENT_LOG, &evidence.event_log)?;
     }
     let json = serde_json::to_vec_pretty(report).map_err(|e| invalid(e.to_string()))?;
-    write(dir, REPORT_JSON, &json)
+    out.write(REPORT_JSON, &json)?;
+    Ok(())
 }
 
-/// Reads a file of at most [`MAX_FILE_LEN`] bytes; `Ok(None)` if absent.
 fn read_optional(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, EvidenceDirError> {
-    use std::io::Read;
-    let path = dir.join(name);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(EvidenceDirError::Io { path, source }),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| EvidenceDirError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    if bytes.len() as u64 > MAX_FILE_LEN {
-        return Err(EvidenceDirError::Invalid {
-            path,
-            detail: format!("larger than {MAX_FILE_LEN} bytes"),
-        });
-    }
-    Ok(Some(bytes))
+    Ok(files::read_regular(&dir.join(name), MAX_FILE_LEN)?)
 }
 
 fn read_required(dir: &Path, name: &str) -> Result<Vec<u8>, EvidenceDirError> {
-    read_optional(dir, name)?.ok_or_else(|| EvidenceDirError::Io {
-        path: dir.join(name),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "missing"),
-    })
+    Ok(files::read_required(&dir.join(name), MAX_FILE_LEN)?)
 }
 
 /// The AK from a PEM SubjectPublicKeyInfo (P-256 or RSA).
@@ -187,7 +205,7 @@ pub fn public_key_from_pem(pem: &[u8]) -> Result<PublicKey, String> {
 }
 
 /// Reads an exported directory, or one made with tpm2-tools (`quote.msg`,
-/// `quote.sig`, `quote.pcrs` in either PCR format, `ak.pem` or `ak.pub`).
+/// `quote.sig`, `quote.pcrs` in either PCR format, `ak.pub` or `ak.pem`).
 pub fn load(dir: &Path) -> Result<LoadedEvidence, EvidenceDirError> {
     let invalid = |name: &str, detail: String| EvidenceDirError::Invalid {
         path: dir.join(name),
@@ -201,19 +219,16 @@ pub fn load(dir: &Path) -> Result<LoadedEvidence, EvidenceDirError> {
         .and_then(|a| a.quote.and_then(|q| q.pcr_select.sha256_mask()));
     let pcrs = pcrs_file::parse_any(&read_required(dir, QUOTE_PCRS)?, quoted_mask)
         .map_err(|e| invalid(QUOTE_PCRS, e.to_string()))?;
-    let (ak, ak_name) = match read_optional(dir, AK_PUB)? {
-        Some(bytes) => {
-            let public =
-                TpmPublic::parse_tpm2b(&bytes).map_err(|e| invalid(AK_PUB, e.to_string()))?;
-            (public.key.clone(), public.name())
-        }
-        None => {
-            let pem = read_required(dir, AK_PEM)?;
-            (
+    let claimed_ak = match read_optional(dir, AK_PUB)? {
+        Some(bytes) => Some(AkFile::Public(
+            TpmPublic::parse_tpm2b(&bytes).map_err(|e| invalid(AK_PUB, e.to_string()))?,
+        )),
+        None => match read_optional(dir, AK_PEM)? {
+            Some(pem) => Some(AkFile::Pem(
                 public_key_from_pem(&pem).map_err(|e| invalid(AK_PEM, e))?,
-                Vec::new(),
-            )
-        }
+            )),
+            None => None,
+        },
     };
     let nonce = match read_optional(dir, NONCE_HEX)? {
         Some(text) => {
@@ -227,8 +242,7 @@ pub fn load(dir: &Path) -> Result<LoadedEvidence, EvidenceDirError> {
         signature,
         pcrs,
         event_log: read_optional(dir, EVENT_LOG)?,
-        ak,
-        ak_name,
+        claimed_ak,
         nonce,
     })
 }

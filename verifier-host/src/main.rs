@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use avm_verifier::commands::{self, AttestOptions, Context, EXIT_ERROR};
+use avm_verifier::commands::{
+    self, AttestOptions, Context, EXIT_ERROR, EnrollOptions, VerifyOptions,
+};
 use avm_verifier::hex;
+use avm_verifier::sanitize::escape_control;
 use clap::{Parser, Subcommand};
 
 /// Verifier for A-VM nodes: enrols a node (EK certificate + AK credential
@@ -24,8 +27,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     state: Option<PathBuf>,
 
-    /// Seconds allowed for connecting to a node and for each answer.
-    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    /// Deadline in seconds for the whole exchange with a node (connecting,
+    /// retries of refused connections, every answer). A node that answers
+    /// slowly is cut off when it passes, however much it still sends.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     timeout: u64,
 
     #[command(subcommand)]
@@ -36,6 +41,8 @@ struct Cli {
 enum Command {
     /// Enrol a node: check its EK certificate chains to --ek-ca and holds
     /// its EK, bind its AK to the EK by credential activation, record it.
+    /// A node is identified by its EK: an EK enrolled under another address,
+    /// or other keys at an enrolled address, are refused unless asked for.
     Enroll {
         /// The node's attestation address, host:port.
         addr: String,
@@ -43,6 +50,14 @@ enum Command {
         /// certificate in it is a trust anchor.
         #[arg(long, value_name = "FILE")]
         ek_ca: PathBuf,
+        /// The EK is enrolled under another address and the node really
+        /// moved: enrol it here instead (recorded in the key history).
+        #[arg(long = "move")]
+        move_node: bool,
+        /// ADDR is enrolled with another EK or AK: replace them (recorded
+        /// in the key history).
+        #[arg(long)]
+        replace_keys: bool,
     },
     /// Challenge an enrolled node with a fresh nonce and verify its quote,
     /// event log and measured launch. Prints trusted or untrusted with the
@@ -52,8 +67,8 @@ enum Command {
         /// Nonce to send, hex (default: 32 random bytes).
         #[arg(long, value_name = "HEX")]
         nonce: Option<String>,
-        /// Also write the evidence in tpm2-tools formats into DIR
-        /// (checkable with tpm2_checkquote).
+        /// Also write the evidence in tpm2-tools formats into DIR, which
+        /// must be new or empty (checkable with tpm2_checkquote).
         #[arg(long, value_name = "DIR")]
         export: Option<PathBuf>,
         /// Print the report as JSON.
@@ -64,8 +79,11 @@ enum Command {
         policy: Option<PathBuf>,
     },
     /// Verify an evidence directory offline (one written by `attest
-    /// --export`, or by tpm2_quote: quote.msg, quote.sig, quote.pcrs,
-    /// ak.pem; without eventlog.bin the log checks are not applicable).
+    /// --export`, or by tpm2_quote: quote.msg, quote.sig, quote.pcrs).
+    /// The quote must be signed by the AK of an enrolled node (found by the
+    /// directory's ak.pub or ak.pem, which are never trusted for being
+    /// there), or by the key named with --ak. Evidence the policy needs but
+    /// the directory lacks (eventlog.bin) makes it untrusted.
     Verify {
         dir: PathBuf,
         /// The nonce the quote must carry, hex (default: DIR/nonce.hex).
@@ -73,8 +91,19 @@ enum Command {
         nonce: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Reference values TOML to use instead of the stored policy.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// The AK to check the quote with (PEM, TPM2B_PUBLIC or
+        /// TPMT_PUBLIC), asserted by you: the report says it is not bound
+        /// to an EK. For quotes made by other tools such as tpm2_quote.
+        #[arg(long, value_name = "FILE")]
+        ak: Option<PathBuf>,
+        /// Check only the quote (signature, nonce, PCR digest), not the
+        /// event log or reference values; the verdict is then
+        /// `quote-valid`, never `trusted`.
+        #[arg(long)]
+        quote_only: bool,
     },
     /// Manage the reference values (TOML) kept in the state.
     Policy {
@@ -120,7 +149,20 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
         timeout: Duration::from_secs(cli.timeout.max(1)),
     };
     match cli.command {
-        Command::Enroll { addr, ek_ca } => commands::enroll(&ctx, &addr, &ek_ca),
+        Command::Enroll {
+            addr,
+            ek_ca,
+            move_node,
+            replace_keys,
+        } => commands::enroll(
+            &ctx,
+            &addr,
+            &ek_ca,
+            EnrollOptions {
+                move_node,
+                replace_keys,
+            },
+        ),
         Command::Attest {
             addr,
             nonce,
@@ -142,7 +184,19 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
             nonce,
             json,
             policy,
-        } => commands::verify(&ctx, &dir, parse_nonce(nonce)?, json, policy.as_deref()),
+            ak,
+            quote_only,
+        } => commands::verify(
+            &ctx,
+            &dir,
+            &VerifyOptions {
+                nonce: parse_nonce(nonce)?,
+                json,
+                policy,
+                ak,
+                quote_only,
+            },
+        ),
         Command::Policy { command } => match command {
             PolicyCommand::Init {
                 avm_image,
@@ -167,7 +221,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("avm-verifier: {e}");
+            eprintln!("avm-verifier: {}", escape_control(&e.to_string()));
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -10,6 +10,38 @@ use avm_attest::verify::{Reason, Verdict};
 use avm_attest::wire::PcrValue;
 use serde::{Deserialize, Serialize};
 
+use crate::sanitize::escape_control;
+
+/// The reasons only the host verifier gives (the core's are
+/// [`avm_attest::verify::Reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifierReason {
+    /// The address is not enrolled.
+    UnknownNode,
+    /// The AK is not the one that passed credential activation.
+    AkNotActivated,
+    /// The node's EK is not the enrolled one.
+    EkChanged,
+    /// Offline evidence names an AK that belongs to no enrolled node (and
+    /// the caller did not assert one with `--ak`).
+    AkNotEnrolled,
+    /// The AK's TPMT_PUBLIC is not a restricted, fixed, TPM-generated
+    /// signing key.
+    AkAttributes,
+}
+
+impl VerifierReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::UnknownNode => "unknown-node",
+            Self::AkNotActivated => "ak-not-activated",
+            Self::EkChanged => "ek-changed",
+            Self::AkNotEnrolled => "ak-not-enrolled",
+            Self::AkAttributes => "ak-attributes",
+        }
+    }
+}
+
 /// One reason a node is not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportReason {
@@ -21,9 +53,9 @@ pub struct ReportReason {
 }
 
 impl ReportReason {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub fn verifier(reason: VerifierReason, message: impl Into<String>) -> Self {
         Self {
-            code: code.into(),
+            code: reason.code().into(),
             message: message.into(),
             pcr: None,
         }
@@ -36,6 +68,53 @@ impl From<&Reason> for ReportReason {
             code: reason.code().into(),
             message: reason.to_string(),
             pcr: reason.pcr(),
+        }
+    }
+}
+
+/// The verdict of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictKind {
+    /// Every check passed: the node runs what the policy allows.
+    Trusted,
+    /// At least one reason.
+    Untrusted,
+    /// `verify --quote-only`: a genuine, fresh quote of these PCR values
+    /// by the named key, and nothing more (no log, no reference values).
+    QuoteValid,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trusted => "trusted",
+            Self::Untrusted => "untrusted",
+            Self::QuoteValid => "quote-valid",
+        }
+    }
+}
+
+/// How the key that signed the quote is bound to a TPM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum AkBinding {
+    /// The AK enrolled for this node (bound to its EK by activation).
+    Enrolled { node: String },
+    /// Named by the caller (`verify --ak FILE`): not bound to any EK.
+    AssertedByCaller { file: String },
+    /// The directory's own key, which no enrolled node has: not trusted.
+    NotEnrolled,
+}
+
+impl AkBinding {
+    fn describe(&self) -> String {
+        match self {
+            Self::Enrolled { node } => format!("enrolled for {node}, bound to its EK"),
+            Self::AssertedByCaller { file } => {
+                format!("asserted by the caller ({file}), NOT bound to an EK")
+            }
+            Self::NotEnrolled => "not enrolled".into(),
         }
     }
 }
@@ -61,14 +140,16 @@ pub struct ReportQuote {
 /// The full outcome of `attest` or `verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// `trusted` or `untrusted`.
-    pub verdict: String,
+    pub verdict: VerdictKind,
     pub node: Option<String>,
     pub reasons: Vec<ReportReason>,
-    /// Checks that could not run and do not count (e.g. the event log
-    /// checks on a directory made by `tpm2_quote`).
+    /// Checks the caller asked not to run (`verify --quote-only`): they
+    /// do not count, and the verdict is then at most `quote-valid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub not_applicable: Vec<String>,
+    pub not_checked: Vec<String>,
+    /// How the AK is bound to a TPM, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ak_binding: Option<AkBinding>,
     pub nonce: String,
     pub ak_name: String,
     /// The allowed A-VM image digest PCR 0 was explained with.
@@ -93,10 +174,15 @@ impl Report {
         }
         let trusted = reasons.is_empty() && verdict.is_some_and(|v| v.trusted);
         Self {
-            verdict: if trusted { "trusted" } else { "untrusted" }.into(),
+            verdict: if trusted {
+                VerdictKind::Trusted
+            } else {
+                VerdictKind::Untrusted
+            },
             node,
             reasons,
-            not_applicable: Vec::new(),
+            not_checked: Vec::new(),
+            ak_binding: None,
             nonce: to_hex(nonce),
             ak_name: to_hex(ak_name),
             avm_image_sha256: verdict.and_then(|v| v.avm_image).map(|d| to_hex(&d)),
@@ -119,7 +205,12 @@ impl Report {
     }
 
     pub fn trusted(&self) -> bool {
-        self.verdict == "trusted"
+        self.verdict == VerdictKind::Trusted
+    }
+
+    /// The exit code's view: trusted, or the quote-only check asked for.
+    pub fn passed(&self) -> bool {
+        matches!(self.verdict, VerdictKind::Trusted | VerdictKind::QuoteValid)
     }
 
     /// Reason codes, in order.
@@ -131,12 +222,23 @@ impl Report {
     pub fn human(&self) -> String {
         let mut out = String::new();
         let who = self.node.as_deref().unwrap_or("evidence");
-        out.push_str(&format!("{who}: {}\n", self.verdict.to_uppercase()));
+        out.push_str(&format!(
+            "{}: {}\n",
+            escape_control(who),
+            self.verdict.as_str().to_uppercase()
+        ));
         for reason in &self.reasons {
-            out.push_str(&format!("  - {}: {}\n", reason.code, reason.message));
+            out.push_str(&format!(
+                "  - {}: {}\n",
+                reason.code,
+                escape_control(&reason.message)
+            ));
         }
-        for check in &self.not_applicable {
-            out.push_str(&format!("  (not applicable: {check})\n"));
+        for check in &self.not_checked {
+            out.push_str(&format!("  (not checked, as asked: {check})\n"));
+        }
+        if let Some(binding) = &self.ak_binding {
+            out.push_str(&format!("  AK: {}\n", escape_control(&binding.describe())));
         }
         if let Some(image) = &self.avm_image_sha256 {
             out.push_str(&format!("  A-VM image sha256: {image}\n"));

@@ -5,6 +5,11 @@
 //! The schema version is SQLite's `user_version`; every change runs in a
 //! transaction, and the database is in WAL mode with full sync, so a crash
 //! loses at most the change in flight, never earlier ones.
+//!
+//! A node's identity is its EK: at most one enrolled address per EK (a
+//! unique index), and every change of a node's address or keys is kept in
+//! `key_changes`. The policy carries a revision so that a read-modify-write
+//! (`policy learn`) can tell that somebody changed it in between.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,13 +17,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Version of the schema below.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// File name of the database inside the state directory.
 pub const DATABASE_FILE: &str = "verifier.sqlite3";
 
 const SCHEMA: &str = "
 CREATE TABLE nodes (
     addr              TEXT PRIMARY KEY,
+    ek_name           BLOB NOT NULL UNIQUE, -- TPM name of the EK: the node's identity
     ek_public         BLOB NOT NULL,   -- marshaled TPMT_PUBLIC
     ek_certificate    BLOB NOT NULL,   -- DER
     ak_public         BLOB NOT NULL,   -- marshaled TPMT_PUBLIC
@@ -26,6 +32,7 @@ CREATE TABLE nodes (
     enrolled_at       INTEGER NOT NULL, -- unix seconds
     activation_proven INTEGER NOT NULL  -- 1: the AK passed credential activation
 );
+CREATE INDEX nodes_by_ak_name ON nodes (ak_name);
 CREATE TABLE verdicts (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     addr    TEXT NOT NULL,
@@ -37,7 +44,19 @@ CREATE INDEX verdicts_by_addr ON verdicts (addr, id);
 CREATE TABLE policy (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     toml       TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    revision   INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE key_changes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,      -- unix seconds
+    kind        TEXT NOT NULL,         -- moved | keys-replaced | duplicate-ek-dropped
+    old_addr    TEXT NOT NULL,
+    new_addr    TEXT,
+    old_ek_name BLOB NOT NULL,
+    new_ek_name BLOB,
+    old_ak_name BLOB NOT NULL,
+    new_ak_name BLOB
 );
 ";
 
@@ -67,6 +86,22 @@ pub struct NodeRecord {
     pub activation_proven: bool,
 }
 
+impl NodeRecord {
+    /// The EK's TPM name (SHA-256 nameAlg || digest of its TPMT_PUBLIC):
+    /// the node's identity.
+    pub fn ek_name(&self) -> Vec<u8> {
+        tpm_name(&self.ek_public)
+    }
+}
+
+/// The TPM name of a marshaled TPMT_PUBLIC whose nameAlg is SHA-256 (the
+/// only one enrolment accepts).
+pub fn tpm_name(public: &[u8]) -> Vec<u8> {
+    let mut name = avm_attest::tpm::alg::SHA256.to_be_bytes().to_vec();
+    name.extend_from_slice(&openssl::sha::sha256(public));
+    name
+}
+
 /// One recorded verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerdictRecord {
@@ -74,6 +109,59 @@ pub struct VerdictRecord {
     pub at: i64,
     pub verdict: String,
     pub reasons: Vec<String>,
+}
+
+/// What happened to an enrolled node's address or keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChangeKind {
+    /// The same EK was enrolled under a new address (`enroll --move`).
+    Moved,
+    /// The address was re-enrolled with another EK or AK
+    /// (`enroll --replace-keys`).
+    KeysReplaced,
+    /// Migrating a version 1 state found one EK under several addresses;
+    /// only the newest enrolment was kept.
+    DuplicateEkDropped,
+}
+
+impl KeyChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Moved => "moved",
+            Self::KeysReplaced => "keys-replaced",
+            Self::DuplicateEkDropped => "duplicate-ek-dropped",
+        }
+    }
+}
+
+/// One entry of the key-change history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    pub at: i64,
+    pub kind: String,
+    pub old_addr: String,
+    pub new_addr: Option<String>,
+    pub old_ek_name: Vec<u8>,
+    pub new_ek_name: Option<Vec<u8>>,
+    pub old_ak_name: Vec<u8>,
+    pub new_ak_name: Option<Vec<u8>>,
+}
+
+/// The stored policy and its revision (bumped by every change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub toml: String,
+    pub revision: i64,
+}
+
+/// The outcome of a conditional policy write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyWrite {
+    /// Written; the new revision.
+    Written(i64),
+    /// Somebody changed the policy since the expected revision: nothing
+    /// was written.
+    Conflict,
 }
 
 /// The default state directory: `$AVM_VERIFIER_STATE`, else
@@ -96,6 +184,9 @@ pub fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+const NODE_COLUMNS: &str =
+    "addr, ek_public, ek_certificate, ak_public, ak_name, enrolled_at, activation_proven";
+
 /// The open state database.
 #[derive(Debug)]
 pub struct Store {
@@ -103,47 +194,67 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `dir`.
+    /// Opens (creating if needed) the database in `dir`, migrating a
+    /// version 1 database.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_path_buf(),
             source,
         })?;
         let mut conn = Connection::open(dir.join(DATABASE_FILE))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let tx = conn.transaction()?;
+        // IMMEDIATE: two verifiers opening a new state at once must not
+        // both create the schema.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         match version {
-            0 => {
-                tx.execute_batch(SCHEMA)?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            }
+            0 => tx.execute_batch(SCHEMA)?,
+            1 => migrate_v1(&tx)?,
             SCHEMA_VERSION => {}
             other => return Err(StoreError::SchemaVersion(other)),
+        }
+        if version != SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         tx.commit()?;
         Ok(Self { conn })
     }
 
-    /// Records (or replaces, on re-enrolment) a node.
+    /// Records a node. Fails (nothing written) if its EK is enrolled under
+    /// another address or its address is taken: the caller decides first,
+    /// with [`Store::node`] and [`Store::node_by_ek`], and records moves
+    /// and key replacements with [`Store::replace_node`].
     pub fn enroll(&mut self, node: &NodeRecord) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO nodes
-             (addr, ek_public, ek_certificate, ak_public, ak_name, enrolled_at, activation_proven)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                node.addr,
-                node.ek_public,
-                node.ek_certificate,
-                node.ak_public,
-                node.ak_name,
-                node.enrolled_at,
-                node.activation_proven,
-            ],
-        )?;
+        insert_node(&tx, node)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces whatever is enrolled under `node.addr` or with `node`'s EK
+    /// by `node`, recording each replaced record in the key-change history
+    /// as `kind`. One transaction.
+    pub fn replace_node(
+        &mut self,
+        node: &NodeRecord,
+        kind: KeyChangeKind,
+    ) -> Result<(), StoreError> {
+        let ek_name = node.ek_name();
+        let tx = self.conn.transaction()?;
+        let old: Vec<NodeRecord> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {NODE_COLUMNS} FROM nodes WHERE addr = ?1 OR ek_name = ?2"
+            ))?;
+            let rows = stmt.query_map(params![node.addr, ek_name], node_from_row)?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for previous in &old {
+            record_change(&tx, kind, previous, Some(node))?;
+            tx.execute("DELETE FROM nodes WHERE addr = ?1", [&previous.addr])?;
+        }
+        insert_node(&tx, node)?;
         tx.commit()?;
         Ok(())
     }
@@ -152,20 +263,60 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT addr, ek_public, ek_certificate, ak_public, ak_name, enrolled_at,
-                        activation_proven FROM nodes WHERE addr = ?1",
+                &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE addr = ?1"),
                 [addr],
                 node_from_row,
             )
             .optional()?)
     }
 
+    /// The node enrolled with this EK (by TPM name), wherever it is.
+    pub fn node_by_ek(&self, ek_name: &[u8]) -> Result<Option<NodeRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE ek_name = ?1"),
+                [ek_name],
+                node_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The nodes whose enrolled AK has this TPM name.
+    pub fn nodes_by_ak_name(&self, ak_name: &[u8]) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE ak_name = ?1 ORDER BY addr"
+        ))?;
+        let rows = stmt.query_map([ak_name], node_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT addr, ek_public, ek_certificate, ak_public, ak_name, enrolled_at,
-                    activation_proven FROM nodes ORDER BY addr",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY addr"))?;
         let rows = stmt.query_map([], node_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The key-change history, oldest first.
+    pub fn key_changes(&self) -> Result<Vec<KeyChange>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, kind, old_addr, new_addr, old_ek_name, new_ek_name, old_ak_name,
+                    new_ak_name FROM key_changes ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(KeyChange {
+                at: row.get(0)?,
+                kind: row.get(1)?,
+                old_addr: row.get(2)?,
+                new_addr: row.get(3)?,
+                old_ek_name: row.get(4)?,
+                new_ek_name: row.get(5)?,
+                old_ak_name: row.get(6)?,
+                new_ak_name: row.get(7)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -203,21 +354,142 @@ impl Store {
 
     /// The stored policy TOML, if any.
     pub fn policy(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.policy_with_revision()?.map(|p| p.toml))
+    }
+
+    /// The stored policy with its revision, if any.
+    pub fn policy_with_revision(&self) -> Result<Option<StoredPolicy>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT toml FROM policy WHERE id = 1", [], |r| r.get(0))
+            .query_row("SELECT toml, revision FROM policy WHERE id = 1", [], |r| {
+                Ok(StoredPolicy {
+                    toml: r.get(0)?,
+                    revision: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
-    pub fn set_policy(&mut self, toml: &str) -> Result<(), StoreError> {
+    /// Replaces the policy unconditionally (`policy init`).
+    pub fn set_policy(&mut self, toml: &str) -> Result<i64, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT OR REPLACE INTO policy (id, toml, updated_at) VALUES (1, ?1, ?2)",
+            "INSERT INTO policy (id, toml, updated_at, revision) VALUES (1, ?1, ?2, 1)
+             ON CONFLICT (id) DO UPDATE SET toml = ?1, updated_at = ?2, revision = revision + 1",
             params![toml, now()],
         )?;
+        let revision =
+            tx.query_row("SELECT revision FROM policy WHERE id = 1", [], |r| r.get(0))?;
         tx.commit()?;
-        Ok(())
+        Ok(revision)
     }
+
+    /// Writes the policy only if it is still at `expected_revision` (a
+    /// compare-and-swap: a read-modify-write never undoes a change made in
+    /// between).
+    pub fn set_policy_if(
+        &mut self,
+        expected_revision: i64,
+        toml: &str,
+    ) -> Result<PolicyWrite, StoreError> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE policy SET toml = ?1, updated_at = ?2, revision = revision + 1
+             WHERE id = 1 AND revision = ?3",
+            params![toml, now(), expected_revision],
+        )?;
+        if changed != 1 {
+            return Ok(PolicyWrite::Conflict);
+        }
+        let revision =
+            tx.query_row("SELECT revision FROM policy WHERE id = 1", [], |r| r.get(0))?;
+        tx.commit()?;
+        Ok(PolicyWrite::Written(revision))
+    }
+}
+
+fn insert_node(tx: &rusqlite::Transaction<'_>, node: &NodeRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO nodes
+         (addr, ek_name, ek_public, ek_certificate, ak_public, ak_name, enrolled_at, activation_proven)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            node.addr,
+            node.ek_name(),
+            node.ek_public,
+            node.ek_certificate,
+            node.ak_public,
+            node.ak_name,
+            node.enrolled_at,
+            node.activation_proven,
+        ],
+    )?;
+    Ok(())
+}
+
+fn record_change(
+    tx: &rusqlite::Transaction<'_>,
+    kind: KeyChangeKind,
+    old: &NodeRecord,
+    new: Option<&NodeRecord>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO key_changes
+         (at, kind, old_addr, new_addr, old_ek_name, new_ek_name, old_ak_name, new_ak_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            now(),
+            kind.as_str(),
+            old.addr,
+            new.map(|n| n.addr.clone()),
+            old.ek_name(),
+            new.map(NodeRecord::ek_name),
+            old.ak_name,
+            new.map(|n| n.ak_name.clone()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Version 1 keyed nodes by address only and had no policy revision. The
+/// newest enrolment of an EK is kept; older ones under other addresses
+/// are recorded as dropped in the key-change history (nothing is lost).
+fn migrate_v1(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let old: Vec<NodeRecord> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes ORDER BY enrolled_at DESC, addr"
+        ))?;
+        let rows = stmt.query_map([], node_from_row)?;
+        rows.collect::<Result<_, _>>()?
+    };
+    tx.execute_batch(
+        "DROP TABLE nodes;
+         ALTER TABLE policy ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;",
+    )?;
+    // The v2 tables that v1 lacks (verdicts and policy already exist).
+    let new_tables: String = SCHEMA
+        .split_inclusive(';')
+        .filter(|stmt| {
+            let stmt = stmt.trim_start();
+            stmt.starts_with("CREATE TABLE nodes")
+                || stmt.starts_with("CREATE INDEX nodes_")
+                || stmt.starts_with("CREATE TABLE key_changes")
+        })
+        .collect();
+    tx.execute_batch(&new_tables)?;
+    let mut kept: Vec<NodeRecord> = Vec::new();
+    for node in old {
+        match kept.iter().find(|k| k.ek_name() == node.ek_name()) {
+            Some(newer) => {
+                record_change(tx, KeyChangeKind::DuplicateEkDropped, &node, Some(newer))?
+            }
+            None => {
+                insert_node(tx, &node)?;
+                kept.push(node);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
@@ -236,10 +508,11 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 mod tests {
     use super::*;
 
+    /// A node whose EK is derived from `addr` (one TPM per address).
     fn node(addr: &str) -> NodeRecord {
         NodeRecord {
             addr: addr.into(),
-            ek_public: vec![1, 2],
+            ek_public: addr.as_bytes().to_vec(),
             ek_certificate: vec![3],
             ak_public: vec![4, 5, 6],
             ak_name: vec![0, 0x0b, 7],
@@ -283,14 +556,106 @@ mod tests {
     }
 
     #[test]
-    fn re_enrolment_replaces_the_node() {
+    fn one_ek_is_one_node_and_replacements_are_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         store.enroll(&node("n:1")).unwrap();
-        let mut again = node("n:1");
-        again.ak_name = vec![9];
-        store.enroll(&again).unwrap();
-        assert_eq!(store.nodes().unwrap(), vec![again]);
+        // The same TPM under another address, or another TPM at a taken
+        // address: refused by the database itself.
+        let mut relay = node("n:1");
+        relay.addr = "n:2".into();
+        assert!(store.enroll(&relay).is_err());
+        let mut other_keys = node("n:9");
+        other_keys.addr = "n:1".into();
+        assert!(store.enroll(&other_keys).is_err());
+        assert_eq!(store.nodes().unwrap(), vec![node("n:1")]);
+        assert_eq!(
+            store.node_by_ek(&node("n:1").ek_name()).unwrap(),
+            Some(node("n:1"))
+        );
+
+        // Asked for explicitly: replaced, and the history says so.
+        store.replace_node(&relay, KeyChangeKind::Moved).unwrap();
+        assert_eq!(store.nodes().unwrap(), vec![relay.clone()]);
+        let mut rekeyed = relay.clone();
+        rekeyed.ak_name = vec![9];
+        store
+            .replace_node(&rekeyed, KeyChangeKind::KeysReplaced)
+            .unwrap();
+        assert_eq!(store.nodes().unwrap(), vec![rekeyed.clone()]);
+        let changes = store.key_changes().unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].kind, "moved");
+        assert_eq!(changes[0].old_addr, "n:1");
+        assert_eq!(changes[0].new_addr.as_deref(), Some("n:2"));
+        assert_eq!(changes[1].kind, "keys-replaced");
+        assert_eq!(changes[1].old_ak_name, relay.ak_name);
+        assert_eq!(changes[1].new_ak_name, Some(vec![9]));
+        assert_eq!(store.nodes_by_ak_name(&[9]).unwrap(), vec![rekeyed]);
+    }
+
+    #[test]
+    fn policy_writes_are_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.set_policy_if(1, "x").unwrap(), PolicyWrite::Conflict);
+        assert_eq!(store.set_policy("a").unwrap(), 1);
+        let read = store.policy_with_revision().unwrap().unwrap();
+        assert_eq!(read.revision, 1);
+        // Somebody else changes it in between: the stale write is refused.
+        assert_eq!(store.set_policy("b").unwrap(), 2);
+        assert_eq!(
+            store.set_policy_if(read.revision, "stale").unwrap(),
+            PolicyWrite::Conflict
+        );
+        assert_eq!(store.policy().unwrap().as_deref(), Some("b"));
+        assert_eq!(
+            store.set_policy_if(2, "c").unwrap(),
+            PolicyWrite::Written(3)
+        );
+        assert_eq!(store.policy().unwrap().as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn version_1_state_is_migrated_keeping_the_newest_enrolment_of_an_ek() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE nodes (addr TEXT PRIMARY KEY, ek_public BLOB NOT NULL,
+                    ek_certificate BLOB NOT NULL, ak_public BLOB NOT NULL, ak_name BLOB NOT NULL,
+                    enrolled_at INTEGER NOT NULL, activation_proven INTEGER NOT NULL);
+                 CREATE TABLE verdicts (id INTEGER PRIMARY KEY AUTOINCREMENT, addr TEXT NOT NULL,
+                    at INTEGER NOT NULL, verdict TEXT NOT NULL, reasons TEXT NOT NULL);
+                 CREATE TABLE policy (id INTEGER PRIMARY KEY CHECK (id = 1), toml TEXT NOT NULL,
+                    updated_at INTEGER NOT NULL);
+                 INSERT INTO nodes VALUES ('a:1', x'01', x'', x'', x'aa', 10, 1);
+                 INSERT INTO nodes VALUES ('relay:2', x'01', x'', x'', x'aa', 20, 1);
+                 INSERT INTO nodes VALUES ('b:3', x'02', x'', x'', x'bb', 5, 1);
+                 INSERT INTO verdicts (addr, at, verdict, reasons) VALUES ('a:1', 1, 'trusted', '[]');
+                 INSERT INTO policy VALUES (1, 'version = 1', 3);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        let addrs: Vec<String> = store.nodes().unwrap().into_iter().map(|n| n.addr).collect();
+        assert_eq!(addrs, ["b:3", "relay:2"]);
+        let changes = store.key_changes().unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, "duplicate-ek-dropped");
+        assert_eq!(changes[0].old_addr, "a:1");
+        assert_eq!(changes[0].new_addr.as_deref(), Some("relay:2"));
+        assert_eq!(
+            store.last_verdict("a:1").unwrap().unwrap().verdict,
+            "trusted"
+        );
+        let policy = store.policy_with_revision().unwrap().unwrap();
+        assert_eq!((policy.toml.as_str(), policy.revision), ("version = 1", 1));
+        assert_eq!(store.set_policy("version = 1\n").unwrap(), 2);
+        drop(store);
+        // Opening again is a no-op.
+        assert_eq!(Store::open(dir.path()).unwrap().nodes().unwrap().len(), 2);
     }
 
     #[test]
