@@ -1,0 +1,197 @@
+//! kallsyms recovery on the stock Debian 12 Mon-VM kernels fetched by `make
+//! deps` (6.1 cloud: LZ4, tables in the old order; 6.12 cloud: ZSTD, the new
+//! order), from the decompressed image and from a RAM image of it. The
+//! kernels must be there: a missing one fails the test and says to run
+//! `make deps`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Instant;
+
+use common::{elf_file_offset, elf_load_segments, extract_vmlinux, monvm_kernel};
+use vmi::kallsyms::{Kallsyms, Layout, Limits};
+use vmi::{GuestMemory, GuestPhysAddr, LayoutMemory, RamLayout, RamRegion};
+
+/// Symbols the A-VM relies on: each must be present with a kernel address.
+const NEEDED: &[&str] = &[
+    "_text",
+    "_etext",
+    "sys_call_table",
+    "init_task",
+    "init_top_pgt",
+    "idt_table",
+    "ima_measurements",
+    "modules",
+    "linux_banner",
+    "x64_sys_call",
+];
+
+struct Expect {
+    series: &'static str,
+    count: std::ops::RangeInclusive<usize>,
+    layout: Layout,
+}
+
+fn check_kernel(expect: &Expect) {
+    let kernel = monvm_kernel(expect.series);
+    let t = Instant::now();
+    let vmlinux = extract_vmlinux(&kernel.vmlinuz);
+    let unpack = t.elapsed();
+
+    let t = Instant::now();
+    let k = Kallsyms::parse(&vmlinux, &Limits::default())
+        .unwrap_or_else(|e| panic!("{} ({}): {e}", kernel.package, kernel.version));
+    let recover = t.elapsed();
+    eprintln!(
+        "{} {} ({}): vmlinux {} MB unpacked in {unpack:?}; {} symbols recovered in {recover:?}, layout {:?}",
+        kernel.package,
+        kernel.version,
+        expect.series,
+        vmlinux.len() >> 20,
+        k.symbols.len(),
+        k.layout
+    );
+    let syms = &k.symbols;
+    assert!(
+        expect.count.contains(&syms.len()),
+        "{} symbols, expected {:?}",
+        syms.len(),
+        expect.count
+    );
+    assert_eq!(k.layout, expect.layout);
+    assert_eq!(k.relative_base, 0xffff_ffff_8100_0000, "linked _text");
+
+    // Addresses never decrease; names are unique enough to look up.
+    let mut prev = 0;
+    for s in syms.iter() {
+        assert!(
+            s.address >= prev,
+            "{} at {:#x} below {prev:#x}",
+            s.name,
+            s.address
+        );
+        prev = s.address;
+    }
+    for name in NEEDED {
+        let s = syms
+            .lookup(name)
+            .unwrap_or_else(|| panic!("{name} missing in {}", kernel.package));
+        assert!(
+            (0xffff_ffff_8100_0000..0xffff_ffff_c000_0000).contains(&s.address),
+            "{name} at {:#x} is not in the kernel image",
+            s.address
+        );
+        let (back, off) = syms.symbol_at(s.address).expect("symbol_at");
+        assert_eq!(off, 0);
+        assert_eq!(back.address, s.address);
+    }
+    assert_eq!(syms.address_of("_text"), Some(k.relative_base));
+    assert!(syms.lookup("no_such_symbol_anywhere").is_none());
+
+    // The tables are where their own symbols say (file offsets of the ELF;
+    // 6.1's kallsyms leaves its own tables out, 6.4+ lists them).
+    let at = |name: &str| elf_file_offset(&vmlinux, syms.address_of(name).unwrap()).unwrap() as u64;
+    let loc = &k.locations;
+    if syms.lookup("kallsyms_token_table").is_some() {
+        assert_eq!(loc.token_table, at("kallsyms_token_table"));
+        assert_eq!(loc.token_index, at("kallsyms_token_index"));
+        assert_eq!(loc.names, at("kallsyms_names"));
+        assert_eq!(loc.markers, at("kallsyms_markers"));
+        assert_eq!(loc.offsets, at("kallsyms_offsets"));
+        assert_eq!(loc.num_syms, at("kallsyms_num_syms"));
+        assert_eq!(loc.relative_base, at("kallsyms_relative_base"));
+        assert_eq!(loc.seqs_of_names, Some(at("kallsyms_seqs_of_names")));
+    } else {
+        // Contiguous, in the old order, right after the banner (FACTS-linux).
+        assert!(loc.offsets > at("linux_banner"));
+        assert!(loc.offsets < loc.relative_base && loc.relative_base + 8 == loc.num_syms);
+        assert!(loc.names < loc.markers && loc.markers < loc.seqs_of_names.unwrap());
+        assert!(loc.seqs_of_names.unwrap() < loc.token_table && loc.token_table < loc.token_index);
+    }
+
+    // linux_banner's address holds the banner of this very package.
+    let banner_at = at("linux_banner") as usize;
+    let banner = &vmlinux[banner_at..banner_at + 256];
+    let banner = String::from_utf8_lossy(&banner[..banner.iter().position(|&b| b == 0).unwrap()]);
+    assert!(banner.starts_with("Linux version "), "{banner}");
+    assert!(
+        banner.contains(&kernel.release),
+        "{banner} vs {}",
+        kernel.release
+    );
+    let upstream = kernel.version.split('-').next().unwrap();
+    assert!(banner.contains(upstream), "{banner} vs {}", kernel.version);
+
+    // The same kernel loaded into a RAM image above 4 GiB (a split RAM
+    // layout like QEMU pc with 4 GiB), found by scanning guest memory.
+    from_ram_image(&vmlinux, &k);
+}
+
+/// Places the ELF's load segments at a physical load address above 4 GiB
+/// in a two-region RAM image and recovers kallsyms from guest memory.
+fn from_ram_image(vmlinux: &[u8], from_file: &Kallsyms) {
+    const LOW: u64 = 16 << 20;
+    const HIGH: u64 = 128 << 20;
+    const LOAD: u64 = 0x1_0020_0000;
+    let layout = RamLayout::new(&[
+        RamRegion::new(0, LOW, 0),
+        RamRegion::new(0x1_0000_0000, HIGH, LOW),
+    ])
+    .unwrap();
+    let mut backing = vec![0u8; (LOW + HIGH) as usize];
+    let segments = elf_load_segments(vmlinux);
+    let first_paddr = segments.iter().map(|s| s.2).min().unwrap();
+    for &(off, _, paddr, filesz) in &segments {
+        let phys = LOAD + (paddr - first_paddr);
+        let file_at = (phys - 0x1_0000_0000 + LOW) as usize;
+        backing[file_at..file_at + filesz as usize]
+            .copy_from_slice(&vmlinux[off as usize..(off + filesz) as usize]);
+    }
+    let memory = LayoutMemory::new(backing.as_slice(), layout).unwrap();
+    let t = Instant::now();
+    // Scan the whole high region (the low one holds nothing).
+    let k = Kallsyms::from_memory(&memory, GuestPhysAddr(0), LOW, &Limits::default());
+    assert!(k.is_err(), "nothing in low memory");
+    let k = Kallsyms::from_memory(
+        &memory,
+        GuestPhysAddr(0x1_0000_0000),
+        HIGH,
+        &Limits::default(),
+    )
+    .unwrap();
+    eprintln!(
+        "  from a {} MB RAM image: {} symbols in {:?}",
+        HIGH >> 20,
+        k.symbols.len(),
+        t.elapsed()
+    );
+    assert_eq!(k.symbols, from_file.symbols);
+    assert_eq!(k.layout, from_file.layout);
+    // Locations are guest-physical now: the token table is where the load
+    // put it.
+    let tt = k.locations.token_table;
+    let mut head = [0u8; 2];
+    memory.read(GuestPhysAddr(tt), &mut head).unwrap();
+    assert!(head[0].is_ascii_graphic() && tt > LOAD);
+}
+
+#[test]
+fn kallsyms_of_debian_6_1_cloud() {
+    check_kernel(&Expect {
+        series: "6.1",
+        count: 80_000..=100_000,
+        layout: Layout::OffsetsFirst {
+            seqs_of_names: true,
+        },
+    });
+}
+
+#[test]
+fn kallsyms_of_debian_6_12_cloud() {
+    check_kernel(&Expect {
+        series: "6.12",
+        count: 140_000..=175_000,
+        layout: Layout::OffsetsLast,
+    });
+}
