@@ -1,10 +1,14 @@
-//! Builders of synthetic guest memory images: page tables now, kallsyms
-//! tables in [`crate::kallsyms::craft`]. For tests, fuzzing and examples; the
-//! builders are plain code on `Vec<u8>` and never touch a real guest.
+//! Builders of synthetic guest memory images: page tables and kallsyms
+//! tables. For tests, fuzzing and examples; the builders are plain code on
+//! `Vec<u8>`, trust their caller (they may panic on nonsense such as an
+//! address beyond memory) and never touch a real guest.
 
+use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::addr::GuestPhysAddr;
+use crate::kallsyms::Layout;
 use crate::paging::PagingMode;
 
 const PRESENT: u64 = 1;
@@ -142,5 +146,201 @@ impl PageTableBuilder {
 
     pub fn into_image(self) -> Vec<u8> {
         self.image
+    }
+}
+
+/// Builds kallsyms tables as `scripts/kallsyms.c` lays them out, in either
+/// order, for symbols given in any order (they are sorted by address).
+#[derive(Clone, Debug)]
+pub struct KallsymsBuilder {
+    pub layout: Layout,
+    pub relative_base: u64,
+    /// Per-CPU symbols below the base are stored as absolute offsets
+    /// (`CONFIG_KALLSYMS_ABSOLUTE_PERCPU`), the rest as base - 1 - offset.
+    pub absolute_percpu: bool,
+    /// 4 (current kernels) or 8.
+    pub marker_width: u8,
+    /// Bytes of filler before the first table (a multiple of 8).
+    pub lead: usize,
+    symbols: Vec<(u8, String, u64)>,
+}
+
+/// Positions of the tables in a built image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuiltTables {
+    pub offsets: usize,
+    pub relative_base: usize,
+    pub num_syms: usize,
+    pub names: usize,
+    pub markers: usize,
+    pub seqs_of_names: Option<usize>,
+    pub token_table: usize,
+    pub token_index: usize,
+    pub end: usize,
+}
+
+/// Two-character tokens for the indices that are not printable characters.
+const PAIR_CHARS: &[u8] = b"_etaoinsrcdlmpu";
+
+fn token_strings() -> Vec<Vec<u8>> {
+    let mut pairs = PAIR_CHARS
+        .iter()
+        .flat_map(|&a| PAIR_CHARS.iter().map(move |&b| vec![a, b]));
+    (0..=255u8)
+        .map(|i| {
+            if i.is_ascii_graphic() {
+                vec![i]
+            } else {
+                pairs.next().unwrap_or_else(|| vec![b'?', b'?'])
+            }
+        })
+        .collect()
+}
+
+impl KallsymsBuilder {
+    pub fn new(layout: Layout) -> Self {
+        KallsymsBuilder {
+            layout,
+            relative_base: 0xffff_ffff_8100_0000,
+            absolute_percpu: true,
+            marker_width: 4,
+            lead: 64,
+            symbols: Vec::new(),
+        }
+    }
+
+    pub fn symbol(&mut self, kind: u8, name: &str, address: u64) -> &mut Self {
+        self.symbols.push((kind, String::from(name), address));
+        self
+    }
+
+    fn encode(expanded: &[u8], tokens: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut j = 0;
+        while j < expanded.len() {
+            let pair = expanded
+                .get(j..j + 2)
+                .and_then(|p| tokens.iter().position(|t| t.as_slice() == p));
+            match pair {
+                Some(i) => {
+                    out.push(i as u8);
+                    j += 2;
+                }
+                _ => {
+                    let b = expanded[j];
+                    out.push(if b.is_ascii_graphic() { b } else { b'?' });
+                    j += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn offset_of(&self, address: u64) -> i32 {
+        let base = self.relative_base;
+        if self.absolute_percpu {
+            if address < base {
+                address as i32
+            } else {
+                (base.wrapping_sub(1).wrapping_sub(address)) as i64 as i32
+            }
+        } else {
+            address.wrapping_sub(base) as i32
+        }
+    }
+
+    /// The image and where each table went.
+    pub fn build(&self) -> (Vec<u8>, BuiltTables) {
+        let mut symbols = self.symbols.clone();
+        symbols.sort_by_key(|s| s.2);
+        let n = symbols.len();
+        let tokens = token_strings();
+        let mut img = vec![0x5au8; self.lead];
+        let mut at = BuiltTables::default();
+        let align = |img: &mut Vec<u8>| {
+            while img.len() % 8 != 0 {
+                img.push(0);
+            }
+        };
+        let offsets = |img: &mut Vec<u8>, at: &mut BuiltTables| {
+            align(img);
+            at.offsets = img.len();
+            for s in &symbols {
+                img.extend_from_slice(&self.offset_of(s.2).to_le_bytes());
+            }
+            align(img);
+            at.relative_base = img.len();
+            img.extend_from_slice(&self.relative_base.to_le_bytes());
+        };
+        let seqs = |img: &mut Vec<u8>, at: &mut BuiltTables| {
+            align(img);
+            at.seqs_of_names = Some(img.len());
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| symbols[a].1.cmp(&symbols[b].1).then(a.cmp(&b)));
+            for i in order {
+                img.extend_from_slice(&(i as u32).to_be_bytes()[1..]);
+            }
+        };
+        if matches!(self.layout, Layout::OffsetsFirst { .. }) {
+            offsets(&mut img, &mut at);
+        }
+        align(&mut img);
+        at.num_syms = img.len();
+        img.extend_from_slice(&(n as u32).to_le_bytes());
+        align(&mut img);
+        at.names = img.len();
+        let mut markers = Vec::new();
+        for (i, (kind, name, _)) in symbols.iter().enumerate() {
+            if i % 256 == 0 {
+                markers.push((img.len() - at.names) as u64);
+            }
+            let mut expanded = vec![*kind];
+            expanded.extend_from_slice(name.as_bytes());
+            let body = Self::encode(&expanded, &tokens);
+            if body.len() < 0x80 {
+                img.push(body.len() as u8);
+            } else {
+                img.push((body.len() & 0x7f) as u8 | 0x80);
+                img.push((body.len() >> 7) as u8);
+            }
+            img.extend_from_slice(&body);
+        }
+        align(&mut img);
+        at.markers = img.len();
+        for m in markers {
+            if self.marker_width == 8 {
+                img.extend_from_slice(&m.to_le_bytes());
+            } else {
+                img.extend_from_slice(&(m as u32).to_le_bytes());
+            }
+        }
+        if self.layout
+            == (Layout::OffsetsFirst {
+                seqs_of_names: true,
+            })
+        {
+            seqs(&mut img, &mut at);
+        }
+        align(&mut img);
+        at.token_table = img.len();
+        let mut index = Vec::new();
+        for t in &tokens {
+            index.push((img.len() - at.token_table) as u16);
+            img.extend_from_slice(t);
+            img.push(0);
+        }
+        align(&mut img);
+        at.token_index = img.len();
+        for i in index {
+            img.extend_from_slice(&i.to_le_bytes());
+        }
+        if self.layout == Layout::OffsetsLast {
+            offsets(&mut img, &mut at);
+            seqs(&mut img, &mut at);
+        }
+        align(&mut img);
+        at.end = img.len();
+        img.extend_from_slice(&[0xa5; 64]);
+        (img, at)
     }
 }

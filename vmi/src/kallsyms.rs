@@ -101,8 +101,9 @@ pub struct TableLocations {
     pub token_index: u64,
 }
 
-/// Why a candidate was rejected (the last one is reported).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a candidate was rejected, in the order of the checks: the one that
+/// got furthest is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reject {
     /// The digit run is not inside a token table that matches its index.
     TokenTable,
@@ -124,7 +125,8 @@ pub enum Reject {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KallsymsError {
     /// No candidate validated. `runs` digit runs were seen, `token_tables`
-    /// of them were real token tables; `last` says why the last one failed.
+    /// of them were real token tables; `last` is the furthest check any
+    /// candidate failed.
     NotFound {
         runs: usize,
         token_tables: usize,
@@ -337,6 +339,10 @@ struct Stats {
 }
 
 impl Stats {
+    fn reject(&mut self, r: Reject) {
+        self.last = self.last.max(Some(r));
+    }
+
     fn into_error(self) -> KallsymsError {
         KallsymsError::NotFound {
             runs: self.runs,
@@ -365,7 +371,7 @@ fn try_in_memory<M: GuestMemory + ?Sized>(
         return Ok(None);
     };
     if find_token_table(&small, rel as usize).is_none() {
-        stats.last = Some(Reject::TokenTable);
+        stats.reject(Reject::TokenTable);
         return Ok(None);
     }
     // After the token index, OffsetsLast kernels keep 4N offsets, the base
@@ -534,7 +540,7 @@ fn try_candidate(
     stats: &mut Stats,
 ) -> Option<Kallsyms> {
     let Some(tokens) = find_token_table(image, run) else {
-        stats.last = Some(Reject::TokenTable);
+        stats.reject(Reject::TokenTable);
         return None;
     };
     stats.token_tables += 1;
@@ -555,7 +561,7 @@ fn try_candidate(
         }
         p -= 8;
     }
-    stats.last = Some(reject);
+    stats.reject(reject);
     None
 }
 
@@ -605,11 +611,11 @@ fn try_count(
             *parses += 1;
             let names = match parse_names(image, tokens, names, n, markers, width, limits) {
                 None => {
-                    *reject = Reject::Names;
+                    *reject = (*reject).max(Reject::Names);
                     continue;
                 }
                 Some(Err(r)) => {
-                    *reject = r;
+                    *reject = (*reject).max(r);
                     continue;
                 }
                 Some(Ok(names)) => names,
@@ -629,7 +635,7 @@ fn try_count(
             for &layout in layouts {
                 match locate_addresses(image, base, tokens, p, n, markers, width, layout) {
                     Ok(found) => return Some(build(names, found, layout)),
-                    Err(r) => *reject = r,
+                    Err(r) => *reject = (*reject).max(r),
                 }
             }
         }
@@ -865,4 +871,281 @@ fn check_seqs(image: &[u8], at: usize, n: usize) -> Result<(), Reject> {
         *word |= bit;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft::{BuiltTables, KallsymsBuilder};
+    use crate::memory::{LayoutMemory, RamLayout, RamRegion};
+    use alloc::format;
+
+    const BASE: u64 = 0xffff_ffff_8100_0000;
+
+    fn layouts() -> [Layout; 3] {
+        [
+            Layout::OffsetsFirst {
+                seqs_of_names: true,
+            },
+            Layout::OffsetsLast,
+            Layout::OffsetsFirst {
+                seqs_of_names: false,
+            },
+        ]
+    }
+
+    /// 700 symbols (3 markers): per-CPU ones, duplicates, a 300-character
+    /// name (2-byte length), names sharing prefixes.
+    fn builder(layout: Layout) -> KallsymsBuilder {
+        let mut b = KallsymsBuilder::new(layout);
+        b.symbol(b'A', "fixed_percpu_data", 0)
+            .symbol(b'A', "cpu_number", 0x2_0000);
+        for i in 0..690u64 {
+            b.symbol(b't', &format!("func_{i}_helper"), BASE + 0x10 * i);
+        }
+        b.symbol(b'T', "_text", BASE)
+            .symbol(b't', "dup", BASE + 0x8000)
+            .symbol(b't', "dup", BASE + 0x9000)
+            .symbol(b'D', "sys_call_table", BASE + 0x100_0360)
+            .symbol(b'D', "init_task", BASE + 0x1a1_aa40)
+            .symbol(b'B', &"long".repeat(75), BASE + 0x200_0000)
+            .symbol(b'R', "linux_banner", BASE + 0x116_1900);
+        b
+    }
+
+    fn check(k: &Kallsyms, built: &BuiltTables, layout: Layout) {
+        assert_eq!(k.layout, layout);
+        assert_eq!(k.relative_base, BASE);
+        assert_eq!(k.symbols.len(), 699);
+        let s = &k.symbols;
+        assert_eq!(s.address_of("_text"), Some(BASE));
+        assert_eq!(s.address_of("cpu_number"), Some(0x2_0000));
+        assert_eq!(s.address_of("fixed_percpu_data"), Some(0));
+        assert_eq!(s.address_of("sys_call_table"), Some(BASE + 0x100_0360));
+        assert_eq!(s.lookup("init_task").map(|s| s.kind), Some(b'D'));
+        assert_eq!(s.address_of(&"long".repeat(75)), Some(BASE + 0x200_0000));
+        assert_eq!(s.address_of("func_689_helper"), Some(BASE + 0x10 * 689));
+        let dups: Vec<u64> = s.lookup_all("dup").map(|s| s.address).collect();
+        assert_eq!(dups, vec![BASE + 0x8000, BASE + 0x9000]);
+        assert_eq!(s.address_of("du"), None);
+        assert_eq!(s.address_of("dupe"), None);
+        let (sym, off) = s.symbol_at(BASE + 0x9010).expect("containing symbol");
+        assert_eq!((sym.name, off), ("dup", 0x10));
+        assert_eq!(
+            s.symbol_at(BASE + 0x100_0368).map(|(s, o)| (s.name, o)),
+            Some(("sys_call_table", 8))
+        );
+        let l = &k.locations;
+        assert_eq!(l.token_table, built.token_table as u64);
+        assert_eq!(l.token_index, built.token_index as u64);
+        assert_eq!(l.names, built.names as u64);
+        assert_eq!(l.markers, built.markers as u64);
+        assert_eq!(l.num_syms, built.num_syms as u64);
+        assert_eq!(l.offsets, built.offsets as u64);
+        assert_eq!(l.relative_base, built.relative_base as u64);
+        assert_eq!(l.seqs_of_names, built.seqs_of_names.map(|p| p as u64));
+    }
+
+    #[test]
+    fn both_layouts_round_trip() {
+        for layout in layouts() {
+            let b = builder(layout);
+            let (image, built) = b.build();
+            let k = Kallsyms::parse(&image, &Limits::default()).expect("parse");
+            check(&k, &built, layout);
+        }
+    }
+
+    #[test]
+    fn eight_byte_markers_and_relative_mode() {
+        let mut b = builder(Layout::OffsetsFirst {
+            seqs_of_names: false,
+        });
+        b.marker_width = 8;
+        let (image, _) = b.build();
+        let k = Kallsyms::parse(&image, &Limits::default()).expect("8-byte markers");
+        assert_eq!(k.locations.marker_width, 8);
+        // No per-CPU symbols: every offset relative to the base.
+        let mut b = KallsymsBuilder::new(Layout::OffsetsLast);
+        b.absolute_percpu = false;
+        for i in 0..300u64 {
+            b.symbol(b'T', &format!("f{i}"), BASE + 0x20 * i);
+        }
+        let (image, _) = b.build();
+        let k = Kallsyms::parse(&image, &Limits::default()).expect("relative");
+        assert_eq!(k.symbols.address_of("f299"), Some(BASE + 0x20 * 299));
+    }
+
+    #[test]
+    fn found_in_guest_memory_across_a_split_layout() {
+        for layout in layouts() {
+            let (tables, built) = builder(layout).build();
+            // Tables at phys 0x1_0000_3000 in the second region.
+            let layout_ram = RamLayout::new(&[
+                RamRegion::new(0, 0x10_0000, 0),
+                RamRegion::new(0x1_0000_0000, 0x10_0000, 0x10_0000),
+            ])
+            .expect("layout");
+            let mut backing = vec![0u8; 0x20_0000];
+            backing[0x10_3000..0x10_3000 + tables.len()].copy_from_slice(&tables);
+            let mem = LayoutMemory::new(backing.as_slice(), layout_ram).expect("memory");
+            let k = Kallsyms::from_memory(
+                &mem,
+                GuestPhysAddr(0x1_0000_0000),
+                0x10_0000,
+                &Limits::default(),
+            )
+            .expect("from memory");
+            assert_eq!(
+                k.locations.token_table,
+                0x1_0000_3000 + built.token_table as u64
+            );
+            assert_eq!(k.symbols.address_of("init_task"), Some(BASE + 0x1a1_aa40));
+            // Scanning a range with a hole in it is fine too.
+            let k =
+                Kallsyms::from_memory(&mem, GuestPhysAddr(0), 0x1_0010_0000, &Limits::default())
+                    .expect("across the hole");
+            assert_eq!(k.symbols.len(), 699);
+        }
+    }
+
+    fn expect_reject(image: &[u8]) -> Option<Reject> {
+        match Kallsyms::parse(image, &Limits::default()) {
+            Err(KallsymsError::NotFound { last, .. }) => last,
+            Ok(k) => panic!("accepted {} symbols", k.symbols.len()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_not_a_symbol_table() {
+        assert_eq!(
+            Kallsyms::parse(&[], &Limits::default()),
+            Err(KallsymsError::NotFound {
+                runs: 0,
+                token_tables: 0,
+                last: None
+            })
+        );
+        assert_eq!(expect_reject(&[0u8; 4096]), None);
+        // A bare digit run is not a token table.
+        let mut img = vec![0u8; 4096];
+        img[1000..1020].copy_from_slice(DIGIT_RUN);
+        assert_eq!(expect_reject(&img), Some(Reject::TokenTable));
+        // Many digit runs: bounded by max_candidates.
+        let img: Vec<u8> = DIGIT_RUN.iter().copied().cycle().take(20 * 1000).collect();
+        match Kallsyms::parse(&img, &Limits::default()) {
+            Err(KallsymsError::NotFound { runs, .. }) => assert_eq!(runs, 65),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn patch_u32(img: &mut [u8], at: usize, v: u32) {
+        img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn absurd_counts_and_lengths_are_rejected() {
+        for layout in layouts() {
+            let (good, at) = builder(layout).build();
+            for count in [0u32, 1, 698, 700, 0x00ff_ffff, u32::MAX] {
+                let mut img = good.clone();
+                patch_u32(&mut img, at.num_syms, count);
+                assert!(
+                    Kallsyms::parse(&img, &Limits::default()).is_err(),
+                    "{layout:?} count {count}"
+                );
+            }
+            // Name length bytes at their maximum (2-byte form: 16383).
+            let mut img = good.clone();
+            img[at.names] = 0xff;
+            img[at.names + 1] = 0xff;
+            assert!(Kallsyms::parse(&img, &Limits::default()).is_err());
+            // A marker off by one.
+            let mut img = good.clone();
+            patch_u32(&mut img, at.markers + 4, 0x1234);
+            assert!(Kallsyms::parse(&img, &Limits::default()).is_err());
+            // Token index not matching the tokens.
+            let mut img = good.clone();
+            img[at.token_index + 2 * 0x41] ^= 1;
+            assert_eq!(expect_reject(&img), Some(Reject::TokenTable));
+            // A token that is not printable.
+            let mut img = good.clone();
+            img[at.token_table] = 0x07;
+            assert_eq!(expect_reject(&img), Some(Reject::TokenTable));
+        }
+    }
+
+    #[test]
+    fn bad_bases_addresses_and_seqs_are_rejected() {
+        for layout in layouts() {
+            let (good, at) = builder(layout).build();
+            let mut img = good.clone();
+            img[at.relative_base..at.relative_base + 8].copy_from_slice(&0x1000u64.to_le_bytes());
+            assert_eq!(expect_reject(&img), Some(Reject::Base), "{layout:?}");
+            // Swap two offsets: addresses decrease.
+            let mut img = good.clone();
+            let o = at.offsets + 4 * 10;
+            let (a, b) = (img[o..o + 4].to_vec(), img[o + 4..o + 8].to_vec());
+            img[o..o + 4].copy_from_slice(&b);
+            img[o + 4..o + 8].copy_from_slice(&a);
+            assert_eq!(expect_reject(&img), Some(Reject::Decreasing), "{layout:?}");
+            if let Some(seqs) = at.seqs_of_names {
+                let mut img = good.clone();
+                img.copy_within(seqs + 3..seqs + 6, seqs);
+                assert_eq!(expect_reject(&img), Some(Reject::SeqsOfNames), "{layout:?}");
+                let mut img = good.clone();
+                img[seqs..seqs + 3].copy_from_slice(&[0xff, 0xff, 0xff]);
+                assert_eq!(expect_reject(&img), Some(Reject::SeqsOfNames), "{layout:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_images_fail_cleanly() {
+        for layout in layouts() {
+            let (good, at) = builder(layout).build();
+            let mut cuts = vec![
+                at.token_index + 511,
+                at.token_index + 100,
+                at.token_table + 10,
+            ];
+            if layout == Layout::OffsetsLast {
+                cuts.push(at.relative_base + 7);
+                cuts.push(at.seqs_of_names.expect("seqs") + 3 * 699 - 1);
+            }
+            for cut in cuts {
+                assert!(Kallsyms::parse(&good[..cut], &Limits::default()).is_err());
+            }
+            // Cutting the front away loses the count (and the offsets).
+            assert!(Kallsyms::parse(&good[at.names..], &Limits::default()).is_err());
+        }
+    }
+
+    #[test]
+    fn limits_bound_the_search() {
+        let (img, _) = builder(Layout::OffsetsLast).build();
+        let tight = Limits {
+            max_symbols: 100,
+            ..Limits::default()
+        };
+        assert!(Kallsyms::parse(&img, &tight).is_err());
+        let short_names = Limits {
+            max_name_len: 100,
+            ..Limits::default()
+        };
+        assert_eq!(
+            Kallsyms::parse(&img, &short_names).err(),
+            Some(KallsymsError::NotFound {
+                runs: 1,
+                token_tables: 1,
+                last: Some(Reject::Name)
+            })
+        );
+        let no_scan = Limits {
+            max_scan_back: 8,
+            ..Limits::default()
+        };
+        assert!(Kallsyms::parse(&img, &no_scan).is_err());
+    }
 }
