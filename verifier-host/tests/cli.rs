@@ -13,13 +13,22 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 #[test]
-fn verify_accepts_a_tpm2_quote_directory_and_rejects_another_nonce() {
+fn verify_checks_a_tpm2_quote_directory_with_a_named_key_and_rejects_another_nonce() {
     let state = tempfile::tempdir().expect("temp dir");
     let (tpm, _ak) = quoted_tpm("ecc");
     let dir = tpm.path("quote");
-    let dir = dir.to_str().expect("utf-8 path");
+    let ak = dir.join("ak.pem");
+    let (dir, ak) = (
+        dir.to_str().expect("utf-8 path"),
+        ak.to_str().expect("utf-8 path"),
+    );
 
-    let out = verifier(state.path(), &["verify", dir, "--nonce", NONCE, "--json"]);
+    // The quote alone, with a key the caller names: quote-valid.
+    let quote_only = ["verify", dir, "--ak", ak, "--quote-only"];
+    let out = verifier(
+        state.path(),
+        &[&quote_only[..], &["--nonce", NONCE, "--json"]].concat(),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -27,15 +36,35 @@ fn verify_accepts_a_tpm2_quote_directory_and_rejects_another_nonce() {
         String::from_utf8_lossy(&out.stdout)
     );
     let report = json(&out);
-    assert_eq!(report["verdict"], "trusted");
+    assert_eq!(report["verdict"], "quote-valid");
+    assert_eq!(report["ak_binding"]["kind"], "asserted-by-caller");
     assert_eq!(report["pcrs"].as_array().map(Vec::len), Some(8));
 
-    let out = verifier(state.path(), &["verify", dir, "--nonce", "00ff", "--json"]);
+    let out = verifier(
+        state.path(),
+        &[&quote_only[..], &["--nonce", "00ff", "--json"]].concat(),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)["reasons"][0]["code"], "nonce-mismatch");
 
+    // Appraised as a node, the missing event log fails it (fail closed),
+    // and the directory's own key is not enrolled anywhere.
+    let out = verifier(state.path(), &["verify", dir, "--nonce", NONCE, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let codes: Vec<String> = json(&out)["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(|r| r["code"].as_str().map(String::from))
+        .collect();
+    assert!(codes.contains(&"ak-not-enrolled".to_string()), "{codes:?}");
+    assert!(
+        codes.contains(&"event-log-missing".to_string()),
+        "{codes:?}"
+    );
+
     // No nonce anywhere: a usage error, not a verdict.
-    let out = verifier(state.path(), &["verify", dir]);
+    let out = verifier(state.path(), &["verify", dir, "--ak", ak]);
     assert_eq!(out.status.code(), Some(2));
 }
 

@@ -4,29 +4,28 @@
 mod common;
 
 use avm_attest::wire::Evidence;
-use avm_verifier::appraise::{AppraisalInput, appraise};
+use avm_verifier::appraise::{AppraisalInput, appraise, appraise_quote_only};
 use avm_verifier::crypto::OpenSslVerifier;
 use avm_verifier::evidence_dir::{self, LoadedEvidence};
-use avm_verifier::report::Report;
+use avm_verifier::report::{Report, VerdictKind};
 use common::{NONCE, checkquote, quoted_tpm, read};
 
+/// The quote-only check with the directory's own key, as `verify --ak
+/// DIR/ak.pem --quote-only` does (the test knows the key is the TPM's AK).
 fn appraise_loaded(loaded: &LoadedEvidence, nonce: &[u8]) -> Report {
     let verifier = OpenSslVerifier::new().expect("openssl");
-    appraise(
-        &AppraisalInput {
-            attest: &loaded.attest,
-            signature: &loaded.signature,
-            pcrs: &loaded.pcrs,
-            event_log: loaded.event_log.as_deref(),
-            nonce,
-            ak: &loaded.ak,
-            ak_name: &loaded.ak_name,
-        },
-        None,
+    let ak = loaded
+        .claimed_ak
+        .as_ref()
+        .expect("the directory names its AK");
+    let name = ak.name();
+    appraise_quote_only(
+        &AppraisalInput::from_loaded(loaded, nonce, ak.key(), &name),
         &verifier,
         None,
         Vec::new(),
     )
+    .report
 }
 
 fn tpm2_quote_directory_is_verified(alg: &str) {
@@ -35,12 +34,35 @@ fn tpm2_quote_directory_is_verified(alg: &str) {
     let loaded = evidence_dir::load(&dir).expect("tpm2_quote directory loads");
     assert_eq!(loaded.pcrs.len(), 8);
     assert!(loaded.event_log.is_none());
-    assert_eq!(loaded.ak, ak.key);
+    assert_eq!(loaded.claimed_ak.as_ref().map(|k| k.key()), Some(&ak.key));
     let nonce = avm_verifier::hex::decode(NONCE).expect("hex");
 
     let report = appraise_loaded(&loaded, &nonce);
-    assert!(report.trusted(), "{}", report.human());
-    assert!(!report.not_applicable.is_empty());
+    assert_eq!(
+        report.verdict,
+        VerdictKind::QuoteValid,
+        "{}",
+        report.human()
+    );
+    assert!(!report.trusted() && report.passed());
+    assert!(!report.not_checked.is_empty());
+
+    // Appraised as a node, the missing event log is a reason of its own:
+    // never a skipped check.
+    let full = appraise(
+        &AppraisalInput::from_loaded(&loaded, &nonce, &ak.key, &[]),
+        Some(&avm_attest::policy::ReferenceValues::for_image([0; 32])),
+        &OpenSslVerifier::new().expect("openssl"),
+        None,
+        Vec::new(),
+    )
+    .report;
+    assert!(!full.passed());
+    assert!(
+        full.codes().contains(&"event-log-missing"),
+        "{:?}",
+        full.codes()
+    );
 
     let report = appraise_loaded(&loaded, b"another nonce");
     assert_eq!(report.codes(), ["nonce-mismatch"]);
@@ -85,9 +107,14 @@ fn tpm2_quote_directory_is_verified(alg: &str) {
 
     // Reading our own export gives the AK name too.
     let reloaded = evidence_dir::load(export.path()).expect("export loads");
-    assert_eq!(reloaded.ak_name, ak.name());
+    assert_eq!(
+        reloaded.claimed_ak.as_ref().map(|k| k.name()),
+        Some(ak.name())
+    );
     assert_eq!(reloaded.nonce.as_deref(), Some(&nonce[..]));
-    assert!(appraise_loaded(&reloaded, &nonce).trusted());
+    assert!(appraise_loaded(&reloaded, &nonce).passed());
+    // An export never lands in a directory that is not empty.
+    assert!(evidence_dir::export(export.path(), &evidence, &ak, &nonce, &report).is_err());
 }
 
 fn report_codes(loaded: &LoadedEvidence, nonce: &[u8]) -> Vec<String> {

@@ -2,6 +2,8 @@
 //! run against it over swtpm's unix socket TCTI.
 #![allow(dead_code)]
 
+pub mod host_node;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
