@@ -258,7 +258,7 @@ impl KallsymsBuilder {
         let mut img = vec![0x5au8; self.lead];
         let mut at = BuiltTables::default();
         let align = |img: &mut Vec<u8>| {
-            while img.len() % 8 != 0 {
+            while !img.len().is_multiple_of(8) {
                 img.push(0);
             }
         };
