@@ -10,7 +10,7 @@ use std::time::Duration;
 use avm_attest::eventlog::EventLog;
 use avm_attest::policy::ReferenceValues;
 use avm_attest::tpm::object_attr;
-use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, MissingReference, Reason};
+use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, Reason};
 use openssl::sha::sha256;
 
 use crate::appraise::{Appraisal, AppraisalInput, appraise, appraise_quote_only};
@@ -197,8 +197,24 @@ pub fn enroll(
         );
     }
 
-    // A node is its EK: one TPM, one enrolment. Decide before touching the
-    // TPM, so a refused enrolment changes nothing.
+    // Bind AK to EK: only the TPM holding this EK, with an object of this
+    // exact name loaded, can return the secret.
+    let secret = random_nonce()?;
+    let made = make_credential(&ek.key, &ak.name(), &secret).map_err(err)?;
+    let returned = match client.activate_credential(&made.credential_blob, &made.encrypted_secret) {
+        Ok(returned) => returned,
+        Err(e) => return refuse("ak-not-activated", format!("activation failed: {e}")),
+    };
+    if !openssl::memcmp::eq(&returned, &secret) || returned.len() != secret.len() {
+        return refuse(
+            "ak-not-activated",
+            "the node did not return the credential secret".into(),
+        );
+    }
+
+    // A node is its EK: one TPM, one enrolment. Decided once the TPM has
+    // proven it holds this EK and AK (a node merely announcing somebody's
+    // EK learns nothing about where it is enrolled).
     let record = NodeRecord {
         addr: addr.into(),
         ek_public: ek.marshaled().to_vec(),
@@ -244,21 +260,6 @@ pub fn enroll(
             );
         }
         change = Some(change.unwrap_or(KeyChangeKind::KeysReplaced));
-    }
-
-    // Bind AK to EK: only the TPM holding this EK, with an object of this
-    // exact name loaded, can return the secret.
-    let secret = random_nonce()?;
-    let made = make_credential(&ek.key, &ak.name(), &secret).map_err(err)?;
-    let returned = match client.activate_credential(&made.credential_blob, &made.encrypted_secret) {
-        Ok(returned) => returned,
-        Err(e) => return refuse("ak-not-activated", format!("activation failed: {e}")),
-    };
-    if !openssl::memcmp::eq(&returned, &secret) || returned.len() != secret.len() {
-        return refuse(
-            "ak-not-activated",
-            "the node did not return the credential secret".into(),
-        );
     }
 
     match change {
@@ -524,15 +525,14 @@ pub fn policy_init(
 }
 
 /// Whether a reason only says the policy does not know this boot yet
-/// (what learning adds), rather than that the evidence is bad.
+/// (what learning adds), rather than that the evidence is bad. A policy
+/// without images is caught afterwards: PCR 0 then matches none.
 fn learnable(reason: &Reason) -> bool {
     matches!(
         reason,
         Reason::FirmwareEventUnknown { .. }
             | Reason::FirmwareSequenceUnknown { .. }
-            | Reason::ReferenceValuesMissing(
-                MissingReference::FirmwareEvents | MissingReference::FirmwareSequences
-            )
+            | Reason::ReferenceValuesMissing(_)
     )
 }
 

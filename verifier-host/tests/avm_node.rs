@@ -180,8 +180,29 @@ fn a_booted_node_is_enrolled_attested_and_its_evidence_checked() {
     let out = verifier_exit(state, &["nodes"], 0);
     assert!(stdout(&out).contains(&addr) && stdout(&out).contains("trusted"));
 
-    // Offline, the export verifies as it is ...
-    verifier_exit(state, &["verify", export_arg], 0);
+    // Offline, the export verifies as it is (its AK is the enrolled one) ...
+    let out = verifier_exit(state, &["verify", export_arg, "--json"], 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ak_binding"]["node"], addr.as_str(), "{report}");
+
+    // ... but re-signed by a software key written as the AK, with the real
+    // log and an allowed image, it is refused: the key is not enrolled.
+    let codes = verify_altered(state, &export, "software-ak", |d| {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+            .expect("P-256");
+        let key = openssl::ec::EcKey::generate(&group).expect("key");
+        let msg = std::fs::read(d.join("quote.msg")).expect("quote.msg");
+        let sig = openssl::ecdsa::EcdsaSig::sign(&openssl::sha::sha256(&msg), &key).expect("sign");
+        let mut tpmt = vec![0x00, 0x18, 0x00, 0x0b];
+        for part in [sig.r().to_vec(), sig.s().to_vec()] {
+            tpmt.extend_from_slice(&u16::try_from(part.len()).expect("len").to_be_bytes());
+            tpmt.extend_from_slice(&part);
+        }
+        std::fs::write(d.join("quote.sig"), tpmt).expect("write");
+        std::fs::remove_file(d.join("ak.pub")).expect("rm ak.pub");
+        std::fs::write(d.join("ak.pem"), key.public_key_to_pem().expect("pem")).expect("pem");
+    });
+    assert_eq!(codes, ["ak-not-enrolled"]);
 
     // ... and every alteration is refused with its own reason.
     let mut other_nonce = nonce.trim().to_string();
@@ -262,6 +283,8 @@ enum ProxyMode {
     Forward(SocketAddr),
     /// Relays to this node, but its Hello announces another AK.
     AnnounceAk(SocketAddr, KeyInfo),
+    /// Relays to this node, holding each Evidence back for a while.
+    DelayEvidence(SocketAddr, Duration),
 }
 
 /// A man in the middle on a loopback port, relaying the wire protocol
@@ -284,9 +307,10 @@ fn read_frame(stream: &mut TcpStream, limit: usize) -> Option<Vec<u8>> {
 }
 
 fn relay(mut client: TcpStream, mode: ProxyMode) {
-    let (target, announced_ak) = match mode {
-        ProxyMode::Forward(target) => (target, None),
-        ProxyMode::AnnounceAk(target, ak) => (target, Some(ak)),
+    let (target, announced_ak, delay) = match mode {
+        ProxyMode::Forward(target) => (target, None, None),
+        ProxyMode::AnnounceAk(target, ak) => (target, Some(ak), None),
+        ProxyMode::DelayEvidence(target, delay) => (target, None, Some(delay)),
     };
     let Ok(mut node) = TcpStream::connect(target) else {
         return;
@@ -306,6 +330,12 @@ fn relay(mut client: TcpStream, mode: ProxyMode) {
         {
             hello.ak = ak.clone();
             response = wire::encode_frame(&Response::Hello(hello)).expect("encode Hello");
+        }
+        if let Some(delay) = delay
+            && let Ok(Response::Evidence(_)) =
+                wire::decode_body::<Response>(&response[FRAME_HEADER_LEN..])
+        {
+            std::thread::sleep(delay);
         }
         if client.write_all(&response).is_err() {
             return;
@@ -400,8 +430,28 @@ fn the_verifier_refuses_other_images_other_cas_and_unactivated_aks() {
         &["enroll", &other_addr, "--ek-ca", &ek_ca_of(&other)],
         0,
     );
-    let out = verifier_exit(state, &["attest", &other_addr, "--json"], 1);
+    let other_export = tmp.path().join("other-export");
+    let out = verifier_exit(
+        state,
+        &[
+            "attest",
+            &other_addr,
+            "--json",
+            "--export",
+            other_export.to_str().expect("utf-8"),
+        ],
+        1,
+    );
     assert_eq!(reason_codes(&out), ["avm-image-unknown"]);
+    // Its genuine quote without the log that convicts it: the missing
+    // log is a reason of its own, never a skipped check.
+    std::fs::remove_file(other_export.join("eventlog.bin")).expect("rm log");
+    let out = verifier_exit(
+        state,
+        &["verify", other_export.to_str().expect("utf-8"), "--json"],
+        1,
+    );
+    assert_eq!(reason_codes(&out), ["event-log-missing"]);
     // Nor can it teach the policy its PCR 0.
     verifier_exit(state, &["policy", "learn", &other_addr], 2);
 
@@ -424,12 +474,13 @@ fn the_verifier_refuses_other_images_other_cas_and_unactivated_aks() {
     let out = verifier_exit(state, &["attest", &proxy.addr, "--json"], 1);
     assert_eq!(reason_codes(&out), ["unknown-node"]);
 
-    // Enrolled honestly, then another TPM answers at that address: its
-    // AK never passed activation here, whatever its quote says.
+    // Enrolled honestly (moved from its own address: one TPM is one
+    // node), then another TPM answers at that address: its AK never
+    // passed activation here, whatever its quote says.
     proxy.set_mode(ProxyMode::Forward(node.attest_addr().expect("addr")));
     verifier_exit(
         state,
-        &["enroll", &proxy.addr, "--ek-ca", &ek_ca_of(&node)],
+        &["enroll", &proxy.addr, "--ek-ca", &ek_ca_of(&node), "--move"],
         0,
     );
     verifier_exit(state, &["attest", &proxy.addr], 0);
@@ -448,4 +499,66 @@ fn the_verifier_refuses_other_images_other_cas_and_unactivated_aks() {
         "{}",
         describe(&out)
     );
+}
+
+/// Finding 6: `policy learn` read the policy, waited on the node, then
+/// wrote the whole policy back, undoing a change made meanwhile. Now the
+/// write is a compare-and-swap: the same evidence is appraised again
+/// against the changed policy and learned into it.
+#[test]
+fn policy_learn_never_undoes_a_concurrent_policy_change() {
+    let image = avm_image();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = boot_node(&tmp.path().join("node"), &image);
+    let proxy = Proxy::start(ProxyMode::DelayEvidence(
+        node.attest_addr().expect("addr"),
+        Duration::from_secs(3),
+    ));
+    let state = tmp.path().join("verifier");
+    let state = state.as_path();
+    let image_arg = image.to_str().expect("utf-8");
+    verifier_exit(state, &["policy", "init", "--avm-image", image_arg], 0);
+    verifier_exit(
+        state,
+        &["enroll", &proxy.addr, "--ek-ca", &ek_ca_of(&node)],
+        0,
+    );
+
+    // Learning waits on the (slow) node; meanwhile the operator allows a
+    // second image.
+    let learn = std::process::Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
+        .arg("--state")
+        .arg(state)
+        .args(["policy", "learn", &proxy.addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run learn");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = "ab".repeat(32);
+    verifier_exit(
+        state,
+        &[
+            "policy",
+            "init",
+            "--avm-image",
+            image_arg,
+            "--avm-image-sha256",
+            &second,
+        ],
+        0,
+    );
+    let out = learn.wait_with_output().expect("learn");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+    // Both changes are in the policy: the second image and what was learned.
+    let store = avm_verifier::store::Store::open(state).expect("state");
+    let policy: avm_attest::policy::ReferenceValues =
+        toml::from_str(&store.policy().expect("policy").expect("a policy")).expect("TOML");
+    assert_eq!(policy.avm_image_sha256.len(), 2, "{policy:?}");
+    assert!(!policy.firmware_events.is_empty());
+    assert_eq!(policy.firmware_sequences.len(), 1);
+    drop(store);
+    proxy.set_mode(ProxyMode::Forward(node.attest_addr().expect("addr")));
+    verifier_exit(state, &["attest", &proxy.addr], 0);
 }
