@@ -344,3 +344,84 @@ impl KallsymsBuilder {
         (img, at)
     }
 }
+
+/// The input of the `walk` fuzz target and its seeds: a memory image plus
+/// where to walk in it. Encoded as a 27-byte header and the image:
+/// `flags: u8` (bit 0 five-level paging, bit 1 check `prev` links, bit 2
+/// split RAM: the image's second half at 4 GiB), `root: u64`, `list_head:
+/// u64`, `read_at: u64`, `read_len: u16` (all little-endian), image bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkInput {
+    pub five_level: bool,
+    pub check_prev: bool,
+    pub split_ram: bool,
+    pub root: u64,
+    pub list_head: u64,
+    pub read_at: u64,
+    pub read_len: u16,
+    pub image: Vec<u8>,
+}
+
+impl WalkInput {
+    pub const HEADER_LEN: usize = 27;
+
+    /// Any byte string decodes (a short one as an empty image).
+    pub fn decode(data: &[u8]) -> Self {
+        let mut header = [0u8; Self::HEADER_LEN];
+        let n = data.len().min(Self::HEADER_LEN);
+        header[..n].copy_from_slice(&data[..n]);
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        WalkInput {
+            five_level: header[0] & 1 != 0,
+            check_prev: header[0] & 2 != 0,
+            split_ram: header[0] & 4 != 0,
+            root: u64_at(1),
+            list_head: u64_at(9),
+            read_at: u64_at(17),
+            read_len: u16::from_le_bytes([header[25], header[26]]),
+            image: data.get(Self::HEADER_LEN..).unwrap_or(&[]).to_vec(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let flags = u8::from(self.five_level)
+            | (u8::from(self.check_prev) << 1)
+            | (u8::from(self.split_ram) << 2);
+        let mut out = vec![flags];
+        out.extend_from_slice(&self.root.to_le_bytes());
+        out.extend_from_slice(&self.list_head.to_le_bytes());
+        out.extend_from_slice(&self.read_at.to_le_bytes());
+        out.extend_from_slice(&self.read_len.to_le_bytes());
+        out.extend_from_slice(&self.image);
+        out
+    }
+
+    pub fn mode(&self) -> PagingMode {
+        if self.five_level {
+            PagingMode::FiveLevel
+        } else {
+            PagingMode::FourLevel
+        }
+    }
+
+    /// The RAM layout of the image: flat, or split in two halves with the
+    /// second at 4 GiB (like QEMU `pc` with RAM above the PCI hole).
+    pub fn layout(&self) -> Option<crate::memory::RamLayout> {
+        use crate::memory::{RamLayout, RamRegion};
+        let len = self.image.len() as u64;
+        if self.split_ram && len >= 2 {
+            let low = len / 2;
+            RamLayout::new(&[
+                RamRegion::new(0, low, 0),
+                RamRegion::new(0x1_0000_0000, len - low, low),
+            ])
+            .ok()
+        } else {
+            RamLayout::flat(len).ok()
+        }
+    }
+}

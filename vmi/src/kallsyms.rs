@@ -377,7 +377,10 @@ fn try_in_memory<M: GuestMemory + ?Sized>(
     // After the token index, OffsetsLast kernels keep 4N offsets, the base
     // and 3N bytes of seqs_of_names.
     let after = TOKEN_WINDOW + 8 * u64::from(limits.max_symbols) + 64;
-    let before = limits.max_scan_back as u64 + TOKEN_WINDOW;
+    // Before the token table: names, markers, seqs_of_names (within
+    // max_scan_back) and, in the old order, the offsets and base.
+    let before =
+        limits.max_scan_back as u64 + TOKEN_WINDOW + 4 * u64::from(limits.max_symbols) + 64;
     let Some((window, base)) = read_window(memory, run_phys, before, after) else {
         return Ok(None);
     };

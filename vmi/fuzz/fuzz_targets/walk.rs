@@ -1,0 +1,51 @@
+//! Page walks, virtual reads and list walks on a memory image built from the
+//! input (vmi::craft::WalkInput: a header naming the root table, a list head
+//! and a read, then the RAM bytes). Every walk is bounded: the list by a
+//! count, the page walk by the paging depth.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vmi::craft::WalkInput;
+use vmi::{
+    AddressSpace, GuestPhysAddr, GuestVirtAddr, LayoutMemory, ListOptions, VirtualMemory,
+    walk_list,
+};
+
+const MAX_NODES: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    let input = WalkInput::decode(data);
+    let Some(layout) = input.layout() else {
+        return;
+    };
+    let Ok(memory) = LayoutMemory::new(input.image.as_slice(), layout) else {
+        return;
+    };
+    let space = AddressSpace::new(&memory, GuestPhysAddr(input.root), input.mode());
+
+    if let Ok(va) = GuestVirtAddr::new(input.read_at) {
+        if let Ok(t) = space.walk(va) {
+            assert_eq!(t.phys.value() & 0xfff, va.value() & 0xfff);
+        }
+        let mut buf = vec![0xa5u8; usize::from(input.read_len)];
+        if space.read_virt(va, &mut buf).is_err() {
+            assert!(buf.iter().all(|&b| b == 0), "a failed read leaves nothing");
+        }
+    }
+
+    if let Ok(head) = GuestVirtAddr::new(input.list_head) {
+        let mut options = ListOptions::new(MAX_NODES);
+        if input.check_prev {
+            options = options.with_prev_check();
+        }
+        let mut nodes = 0usize;
+        let mut errors = 0usize;
+        for node in walk_list(&space, head, options) {
+            match node {
+                Ok(_) => nodes += 1,
+                Err(_) => errors += 1,
+            }
+        }
+        assert!(nodes <= MAX_NODES && errors <= 1);
+    }
+});

@@ -1,0 +1,237 @@
+//! The seed corpora of the fuzz targets in vmi/fuzz/seeds/<target>/, made
+//! here from crafted images. The test checks that the committed seeds are
+//! what the builders make today (so they follow format changes);
+//! `VMI_WRITE_SEEDS=1 cargo test -p vmi --test fuzz_seeds` rewrites them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use vmi::PagingMode;
+use vmi::craft::{KallsymsBuilder, PageTableBuilder, WalkInput};
+use vmi::kallsyms::Layout;
+
+const DIRECT_MAP: u64 = 0xffff_8880_0000_0000;
+
+/// A list of `n` nodes 0x40 apart at `phys` (mapped at `va`), with a head
+/// first; `lasso` makes the last node point back at node 1, not the head.
+fn write_list(b: &mut PageTableBuilder, va: u64, phys: u64, n: u64, lasso: bool) {
+    for i in 0..=n {
+        let next = if i == n {
+            if lasso { 1 } else { 0 }
+        } else {
+            i + 1
+        };
+        let prev = if i == 0 { n } else { i - 1 };
+        b.write_u64(phys + 0x40 * i, va + 0x40 * next);
+        b.write_u64(phys + 0x40 * i + 8, va + 0x40 * prev);
+    }
+}
+
+fn walk_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut seeds = Vec::new();
+
+    // A 4-level kernel-like space: a direct-map window over the low 16 KiB,
+    // a 5-node list in it, a read across a page boundary.
+    let mut b = PageTableBuilder::new(0x8000, PagingMode::FourLevel);
+    b.map_range(DIRECT_MAP, 0, 0x4000);
+    write_list(&mut b, DIRECT_MAP + 0x1000, 0x1000, 5, false);
+    seeds.push((
+        "four-level-list",
+        WalkInput {
+            five_level: false,
+            check_prev: true,
+            split_ram: false,
+            root: b.root().value(),
+            list_head: DIRECT_MAP + 0x1000,
+            read_at: DIRECT_MAP + 0xff8,
+            read_len: 16,
+            image: b.finish(),
+        }
+        .encode(),
+    ));
+
+    // 5-level paging, an LA57 address, a 2 MiB kernel page.
+    let mut b = PageTableBuilder::new(0x8000, PagingMode::FiveLevel);
+    b.map_range(0xff11_0000_0000_0000, 0, 0x4000);
+    b.map_2m(0xffff_ffff_8100_0000, 0, false, true);
+    write_list(&mut b, 0xff11_0000_0000_2000, 0x2000, 3, false);
+    seeds.push((
+        "five-level-list",
+        WalkInput {
+            five_level: true,
+            check_prev: false,
+            split_ram: false,
+            root: b.root().value(),
+            list_head: 0xff11_0000_0000_2000,
+            read_at: 0xffff_ffff_8100_0ff0,
+            read_len: 0x40,
+            image: b.finish(),
+        }
+        .encode(),
+    ));
+
+    // A list that cycles without coming back to its head.
+    let mut b = PageTableBuilder::new(0x8000, PagingMode::FourLevel);
+    b.map_range(DIRECT_MAP, 0, 0x4000);
+    write_list(&mut b, DIRECT_MAP + 0x1000, 0x1000, 6, true);
+    seeds.push((
+        "lasso-list",
+        WalkInput {
+            five_level: false,
+            check_prev: false,
+            split_ram: false,
+            root: b.root().value(),
+            list_head: DIRECT_MAP + 0x1000,
+            read_at: DIRECT_MAP,
+            read_len: 8,
+            image: b.finish(),
+        }
+        .encode(),
+    ));
+
+    // A PML4 whose entry 0 points at itself (recursive mapping).
+    let mut image = vec![0u8; 0x2000];
+    image[0x1000..0x1008].copy_from_slice(&(0x1000u64 | 3).to_le_bytes());
+    seeds.push((
+        "self-referencing-table",
+        WalkInput {
+            five_level: false,
+            check_prev: true,
+            split_ram: false,
+            root: 0x1000,
+            list_head: 0x1000,
+            read_at: 0,
+            read_len: 0x100,
+            image,
+        }
+        .encode(),
+    ));
+
+    // Split RAM: the tables in the low half, data mapped above 4 GiB.
+    let mut b = PageTableBuilder::new(0x1000, PagingMode::FourLevel);
+    b.map_range(DIRECT_MAP + 0x1_0000_0000, 0x1_0000_0000, 0x2000);
+    let mut image = b.finish();
+    let low = 0x8000usize;
+    image.resize(low, 0);
+    image.extend_from_slice(&[0u8; 0x8000]);
+    // The high half starts at image offset `low` = phys 4 GiB: a 2-node list.
+    let va = DIRECT_MAP + 0x1_0000_0000;
+    for (i, next, prev) in [(0u64, 1u64, 2u64), (1, 2, 0), (2, 0, 1)] {
+        let at = low + 0x40 * i as usize;
+        image[at..at + 8].copy_from_slice(&(va + 0x40 * next).to_le_bytes());
+        image[at + 8..at + 16].copy_from_slice(&(va + 0x40 * prev).to_le_bytes());
+    }
+    seeds.push((
+        "split-ram",
+        WalkInput {
+            five_level: false,
+            check_prev: true,
+            split_ram: true,
+            root: b.root().value(),
+            list_head: va,
+            read_at: va + 0xffc,
+            read_len: 8,
+            image,
+        }
+        .encode(),
+    ));
+    seeds
+}
+
+fn kallsyms_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let build = |layout: Layout, marker_width: u8| {
+        let mut b = KallsymsBuilder::new(layout);
+        b.marker_width = marker_width;
+        b.symbol(b'A', "fixed_percpu_data", 0);
+        for i in 0..300u64 {
+            b.symbol(
+                b't',
+                &format!("do_thing_{i}"),
+                0xffff_ffff_8100_0000 + 0x40 * i,
+            );
+        }
+        b.symbol(b'D', "sys_call_table", 0xffff_ffff_8200_0360);
+        b.symbol(b'D', "init_task", 0xffff_ffff_82a1_aa40);
+        b.build().0
+    };
+    vec![
+        (
+            "offsets-first-seqs",
+            build(
+                Layout::OffsetsFirst {
+                    seqs_of_names: true,
+                },
+                4,
+            ),
+        ),
+        ("offsets-last", build(Layout::OffsetsLast, 4)),
+        (
+            "offsets-first-wide-markers",
+            build(
+                Layout::OffsetsFirst {
+                    seqs_of_names: false,
+                },
+                8,
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn committed_seeds_are_current() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let write = std::env::var_os("VMI_WRITE_SEEDS").is_some();
+    for (target, seeds) in [("walk", walk_seeds()), ("kallsyms", kallsyms_seeds())] {
+        let dir = root.join(target);
+        for (name, bytes) in seeds {
+            let path = dir.join(name);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            } else {
+                let committed = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!("{}: {e}; regenerate with VMI_WRITE_SEEDS=1", path.display())
+                });
+                assert!(
+                    committed == bytes,
+                    "{} is stale; regenerate with VMI_WRITE_SEEDS=1 cargo test -p vmi --test fuzz_seeds",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn seeds_parse_as_intended() {
+    use vmi::kallsyms::{Kallsyms, Limits};
+    use vmi::{AddressSpace, GuestPhysAddr, GuestVirtAddr, LayoutMemory, ListOptions, list_len};
+    for (name, seed) in kallsyms_seeds() {
+        let k = Kallsyms::parse(&seed, &Limits::default()).unwrap();
+        assert_eq!(k.symbols.len(), 303, "{name}");
+    }
+    let expected = [
+        ("four-level-list", Ok(5)),
+        ("five-level-list", Ok(3)),
+        ("lasso-list", Err(())),
+        ("self-referencing-table", Err(())),
+        ("split-ram", Ok(2)),
+    ];
+    for ((name, seed), (want_name, want)) in walk_seeds().into_iter().zip(expected) {
+        assert_eq!(name, want_name);
+        let input = WalkInput::decode(&seed);
+        assert_eq!(input.encode(), seed);
+        let memory = LayoutMemory::new(input.image.as_slice(), input.layout().unwrap()).unwrap();
+        let space = AddressSpace::new(&memory, GuestPhysAddr(input.root), input.mode());
+        let head = GuestVirtAddr::new(input.list_head).unwrap();
+        let mut options = ListOptions::new(100);
+        if input.check_prev {
+            options = options.with_prev_check();
+        }
+        assert_eq!(
+            list_len(&space, head, options).map_err(|_| ()),
+            want,
+            "{name}"
+        );
+    }
+}
