@@ -26,8 +26,11 @@
 //!   allocator and hands the device *virtual* addresses as *physical*
 //!   ones, which is correct only because the kernel identity-maps RAM
 //!   (heap, stacks, statics). Heap use: about 100 KiB for the queues and
-//!   buffers, `connections * (rx_buffer_len + tx_buffer_len)` (640 KiB with
-//!   the defaults), plus one encoded answer per answering connection.
+//!   buffers, [`ServerLimits::buffer_memory`] for the server's sockets
+//!   (`connections * (rx_buffer_len + tx_buffer_len)`: 128 x 24 KiB = 3 MiB
+//!   with the defaults, plus about half a KiB of state per socket), and
+//!   per connection a partial request (up to 4 KiB) or the encoded answer
+//!   being sent.
 //! - **A clock**: milliseconds since boot (monotonic `u64`).
 //! - **Randomness** for [`NetConfig::random_seed`] (TPM2_GetRandom).
 //! - **The TPM**: an implementation of [`AttestationBackend`].

@@ -16,7 +16,7 @@
 //!   lock a real client out.
 
 use alloc::vec;
-use heapless::Vec as FixedVec;
+use alloc::vec::Vec;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
 
@@ -25,7 +25,7 @@ use crate::session::Session;
 use crate::stack::{EthernetDevice, NetStack, duration};
 
 /// Most sockets a server may have in its pool.
-pub const MAX_CONNECTIONS: usize = 32;
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// The server's tunables; [`ServerLimits::default`] suits the A-VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,8 @@ pub struct ServerLimits {
     /// plus the ones kept listening.
     pub connections: usize,
     /// Sockets kept listening at all times (1..connections), evicting idle
-    /// connections if needed; SYNs beyond this many within one poll are refused.
+    /// connections if needed. Every socket without a connection listens;
+    /// SYNs beyond the listening sockets within one poll are refused (RST).
     pub min_listening: usize,
     /// A connection is timed out after this long without a complete request
     /// or any output progress.
@@ -51,18 +52,39 @@ pub struct ServerLimits {
     pub requests_per_poll: usize,
 }
 
+/// The default pool holds 112 connections before it evicts any (16 of its
+/// 128 sockets stay listening): 64 verifiers attesting at once, a new
+/// connection each time, all get their answers, even when all 64 connect
+/// again while their previous connections are still closing (smoltcp has
+/// no listen backlog: a SYN needs a socket that already listens, or it
+/// gets a RST). Buffers: 128 x (8 + 16) KiB = 3 MiB of the A-VM's heap
+/// (capped at 32 MiB; see [`ServerLimits::buffer_memory`]).
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
-            connections: 16,
-            min_listening: 4,
+            connections: 128,
+            min_listening: 16,
             idle_timeout_ms: 5_000,
             close_grace_ms: 2_000,
             tcp_timeout_ms: 10_000,
             rx_buffer_len: 8 * 1024,
-            tx_buffer_len: 32 * 1024,
+            // Evidence with the firmware's event log fits; larger answers
+            // are written out over several polls.
+            tx_buffer_len: 16 * 1024,
             requests_per_poll: 4,
         }
+    }
+}
+
+impl ServerLimits {
+    /// Heap bytes the pool's socket buffers take (allocated on the first
+    /// poll and kept): `connections * (rx_buffer_len + tx_buffer_len)`.
+    /// Each socket adds about half a KiB of smoltcp and server state, and
+    /// each connection its session (a partial request, up to
+    /// `MAX_REQUEST_LEN`, and the answer being sent).
+    pub fn buffer_memory(&self) -> usize {
+        self.connections
+            .saturating_mul(self.rx_buffer_len.saturating_add(self.tx_buffer_len))
     }
 }
 
@@ -130,7 +152,8 @@ enum EvictionClass {
 pub struct AttestationServer {
     port: u16,
     limits: ServerLimits,
-    slots: FixedVec<Slot, MAX_CONNECTIONS>,
+    /// The pool, on the heap (`limits.connections` of them once created).
+    slots: Vec<Slot>,
     stats: ServerStats,
 }
 
@@ -145,13 +168,18 @@ impl AttestationServer {
         Self {
             port,
             limits,
-            slots: FixedVec::new(),
+            slots: Vec::with_capacity(limits.connections),
             stats: ServerStats::default(),
         }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The limits in force (after clamping).
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
     }
 
     pub fn stats(&self) -> ServerStats {
@@ -209,19 +237,14 @@ impl AttestationServer {
             socket.set_nagle_enabled(false);
             socket.set_timeout(Some(duration(self.limits.tcp_timeout_ms)));
             let handle = sockets.add(socket);
-            let slot = Slot {
+            self.slots.push(Slot {
                 handle,
                 session: None,
                 since_ms: 0,
                 last_activity_ms: 0,
                 closing_since_ms: None,
                 rst_pending_since_ms: None,
-            };
-            if self.slots.push(slot).is_err() {
-                // Unreachable: connections is clamped to the capacity.
-                sockets.remove(handle);
-                break;
-            }
+            });
         }
     }
 

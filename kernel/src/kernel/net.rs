@@ -91,9 +91,17 @@ pub fn start(cmdline: &str, attest_port: u16, backend: &mut TpmBackend) -> Optio
         "net: virtio-net {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {:?}, attestation port {}",
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], config.addressing, attest_port
     );
+    let server = AttestationServer::new(attest_port, ServerLimits::default());
+    let limits = server.limits();
+    info!(
+        "net: attestation server: {} sockets ({} kept listening), {} KiB of socket buffers",
+        limits.connections,
+        limits.min_listening,
+        limits.buffer_memory() / 1024
+    );
     Some(Network {
         stack,
-        server: AttestationServer::new(attest_port, ServerLimits::default()),
+        server,
         announced: false,
     })
 }
