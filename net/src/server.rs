@@ -211,17 +211,16 @@ impl AttestationServer {
     ) -> bool {
         self.create_sockets(sockets);
         let mut progress = false;
+        let mut context = PollContext {
+            port: self.port,
+            limits: &self.limits,
+            stats: &mut self.stats,
+            backend,
+            now_ms,
+        };
         for slot in self.slots.iter_mut() {
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
-            progress |= serve_slot(
-                slot,
-                socket,
-                self.port,
-                &self.limits,
-                &mut self.stats,
-                backend,
-                now_ms,
-            );
+            progress |= context.serve(slot, socket);
         }
         progress |= self.keep_listening(sockets, now_ms);
         progress
@@ -327,146 +326,217 @@ fn relisten(socket: &mut tcp::Socket, port: u16, slot: &mut Slot, now_ms: u64) {
     let _ = socket.listen(port);
 }
 
-/// Serves one socket of the pool. Returns true if anything happened.
-fn serve_slot(
-    slot: &mut Slot,
-    socket: &mut tcp::Socket,
+/// What serving one slot needs besides the slot and its socket: the
+/// server's settings and counters, the TPM, and the time of this poll.
+struct PollContext<'a, B> {
     port: u16,
-    limits: &ServerLimits,
-    stats: &mut ServerStats,
-    backend: &mut impl AttestationBackend,
+    limits: &'a ServerLimits,
+    stats: &'a mut ServerStats,
+    backend: &'a mut B,
     now_ms: u64,
-) -> bool {
-    match socket.state() {
-        State::Closed => {
-            // Aborted by the server: wait for the interface to send the RST
-            // (it forgets the peer then), within the close grace period in
-            // case the device cannot send.
-            if let Some(since) = slot.rst_pending_since_ms
-                && socket.remote_endpoint().is_some()
-                && now_ms.saturating_sub(since) < limits.close_grace_ms
-            {
-                return false;
-            }
-            // Aborted by smoltcp (RST, retransmission timeout), or by the
-            // server with its RST out.
-            let had_connection = slot.session.is_some();
-            relisten(socket, port, slot, now_ms);
-            return had_connection;
-        }
-        State::Listen => {
-            // Keep the clock of a listening socket current: it is when
-            // the next connection starts.
-            slot.since_ms = now_ms;
-            slot.last_activity_ms = now_ms;
-            return false;
-        }
-        State::TimeWait => {
-            // Our FIN and all data were acknowledged: the connection is
-            // done, and the socket is worth more listening than waiting.
-            socket.abort();
-            relisten(socket, port, slot, now_ms);
-            return true;
-        }
-        State::SynReceived | State::SynSent => {
+}
+
+/// What the idle check decided for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleCheck {
+    /// Active recently enough, or already closing.
+    Active,
+    /// Idle too long: `Error{Timeout}` is queued and the session closes.
+    TimedOut,
+    /// Idle too long in the middle of an answer: no error frame can
+    /// follow, so the connection must be aborted.
+    Abort,
+}
+
+impl<B: AttestationBackend> PollContext<'_, B> {
+    /// Serves one socket of the pool, by the state of its connection.
+    /// Returns true if anything happened.
+    fn serve(&mut self, slot: &mut Slot, socket: &mut tcp::Socket) -> bool {
+        match socket.state() {
+            State::Closed => self.closed(slot, socket),
+            State::Listen => self.listening(slot),
+            State::TimeWait => self.time_wait(slot, socket),
             // Handshake in progress; a stalled handshake is evicted or
             // aborted by smoltcp's retransmission timeout.
+            State::SynReceived | State::SynSent => false,
+            State::Established
+            | State::CloseWait
+            | State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck => self.connected(slot, socket),
+        }
+    }
+
+    fn elapsed_since(&self, since_ms: u64) -> u64 {
+        self.now_ms.saturating_sub(since_ms)
+    }
+
+    /// A closed socket listens again, unless the server aborted its
+    /// connection and the RST is not out yet.
+    fn closed(&mut self, slot: &mut Slot, socket: &mut tcp::Socket) -> bool {
+        // Aborted by the server: wait for the interface to send the RST
+        // (it forgets the peer then), within the close grace period in
+        // case the device cannot send.
+        if let Some(since) = slot.rst_pending_since_ms
+            && socket.remote_endpoint().is_some()
+            && self.elapsed_since(since) < self.limits.close_grace_ms
+        {
             return false;
         }
-        State::Established
-        | State::CloseWait
-        | State::FinWait1
-        | State::FinWait2
-        | State::Closing
-        | State::LastAck => {}
+        // Aborted by smoltcp (RST, retransmission timeout), or by the
+        // server with its RST out.
+        let had_connection = slot.session.is_some();
+        relisten(socket, self.port, slot, self.now_ms);
+        had_connection
     }
 
-    let mut progress = false;
-    let session = match &mut slot.session {
-        Some(session) => session,
-        None => {
-            stats.accepted += 1;
-            slot.last_activity_ms = now_ms;
-            progress = true;
-            slot.session.insert(Session::new())
-        }
-    };
-
-    // Input: at most `requests_per_poll` requests, each answered at once.
-    let handled_before = session.requests_handled();
-    for _ in 0..limits.requests_per_poll.saturating_mul(2) {
-        if !session.wants_input() || !socket.can_recv() {
-            break;
-        }
-        let used = socket
-            .recv(|data| {
-                let used = session.receive(data, backend);
-                (used, used)
-            })
-            .unwrap_or(0);
-        if used == 0
-            || session.requests_handled() - handled_before >= limits.requests_per_poll as u32
-        {
-            break;
-        }
-    }
-    let handled = session.requests_handled() - handled_before;
-    if handled > 0 {
-        stats.requests += u64::from(handled);
-        slot.last_activity_ms = now_ms;
-        progress = true;
+    fn listening(&self, slot: &mut Slot) -> bool {
+        // Keep the clock of a listening socket current: it is when the
+        // next connection starts.
+        slot.since_ms = self.now_ms;
+        slot.last_activity_ms = self.now_ms;
+        false
     }
 
-    // Idle timeout: no complete request and no output progress for too long.
-    if !session.is_closing()
-        && now_ms.saturating_sub(slot.last_activity_ms) >= limits.idle_timeout_ms
-    {
-        stats.timeouts += 1;
-        if !session.time_out() {
-            // Stuck in the middle of an answer: no error frame can follow.
-            abort(socket, slot, now_ms);
+    fn time_wait(&self, slot: &mut Slot, socket: &mut tcp::Socket) -> bool {
+        // Our FIN and all data were acknowledged: the connection is done,
+        // and the socket is worth more listening than waiting.
+        socket.abort();
+        relisten(socket, self.port, slot, self.now_ms);
+        true
+    }
+
+    /// An open connection: requests in, the idle timeout, answers out,
+    /// then closing once the session or the client is done.
+    fn connected(&mut self, slot: &mut Slot, socket: &mut tcp::Socket) -> bool {
+        // The session is held here while its phases run, and put back
+        // unless the connection is aborted.
+        let (mut session, accepted) = match slot.session.take() {
+            Some(session) => (session, false),
+            None => (self.accept(slot), true),
+        };
+        let received = self.receive(&mut session, slot, socket);
+        let idle = self.check_idle(&mut session, slot);
+        if idle == IdleCheck::Abort {
+            abort(socket, slot, self.now_ms);
             return true;
         }
-        progress = true;
+        let sent = self.send(&mut session, slot, socket);
+        let closed = self.close_when_done(&session, slot, socket);
+        if self.close_grace_expired(slot) {
+            abort(socket, slot, self.now_ms);
+            self.stats.aborted_closing += 1;
+            return true;
+        }
+        slot.session = Some(session);
+        accepted || received || idle == IdleCheck::TimedOut || sent || closed
     }
 
-    // Output: as much as the send buffer takes (two rounds for its wrap).
-    for _ in 0..2 {
-        let pending = session.pending_output();
-        if pending.is_empty() || !socket.can_send() {
-            break;
-        }
-        match socket.send_slice(pending) {
-            Ok(sent) if sent > 0 => {
-                session.consume_output(sent);
-                slot.last_activity_ms = now_ms;
-                progress = true;
+    /// The first poll of a connection: its session starts.
+    fn accept(&mut self, slot: &mut Slot) -> Session {
+        self.stats.accepted += 1;
+        slot.last_activity_ms = self.now_ms;
+        Session::new()
+    }
+
+    /// Takes at most `requests_per_poll` requests, each answered at once.
+    fn receive(
+        &mut self,
+        session: &mut Session,
+        slot: &mut Slot,
+        socket: &mut tcp::Socket,
+    ) -> bool {
+        let handled_before = session.requests_handled();
+        for _ in 0..self.limits.requests_per_poll.saturating_mul(2) {
+            if !session.wants_input() || !socket.can_recv() {
+                break;
             }
-            _ => break,
+            let used = socket
+                .recv(|data| {
+                    let used = session.receive(data, self.backend);
+                    (used, used)
+                })
+                .unwrap_or(0);
+            if used == 0
+                || session.requests_handled() - handled_before
+                    >= self.limits.requests_per_poll as u32
+            {
+                break;
+            }
+        }
+        let handled = session.requests_handled() - handled_before;
+        if handled == 0 {
+            return false;
+        }
+        self.stats.requests += u64::from(handled);
+        slot.last_activity_ms = self.now_ms;
+        true
+    }
+
+    /// Idle timeout: no complete request and no output progress for too long.
+    fn check_idle(&mut self, session: &mut Session, slot: &Slot) -> IdleCheck {
+        if session.is_closing()
+            || self.elapsed_since(slot.last_activity_ms) < self.limits.idle_timeout_ms
+        {
+            return IdleCheck::Active;
+        }
+        self.stats.timeouts += 1;
+        if session.time_out() {
+            IdleCheck::TimedOut
+        } else {
+            IdleCheck::Abort
         }
     }
 
-    // Closing: after an error frame, or when the client closed its side.
-    let peer_closed = !socket.may_recv();
-    if session.is_closing() && slot.closing_since_ms.is_none() {
-        slot.closing_since_ms = Some(now_ms);
+    /// Writes out as much of the pending answer as the send buffer takes
+    /// (two rounds for its wrap).
+    fn send(&self, session: &mut Session, slot: &mut Slot, socket: &mut tcp::Socket) -> bool {
+        let mut progress = false;
+        for _ in 0..2 {
+            let pending = session.pending_output();
+            if pending.is_empty() || !socket.can_send() {
+                break;
+            }
+            match socket.send_slice(pending) {
+                Ok(sent) if sent > 0 => {
+                    session.consume_output(sent);
+                    slot.last_activity_ms = self.now_ms;
+                    progress = true;
+                }
+                _ => break,
+            }
+        }
+        progress
     }
-    // A client that half-closed after pipelining requests still gets its
-    // answers: close only once its input is used up and answered.
-    let done = session.is_finished()
-        || (peer_closed && session.pending_output().is_empty() && socket.recv_queue() == 0);
-    if done && socket.may_send() {
+
+    /// Closes after an error frame, or when the client closed its side.
+    fn close_when_done(
+        &self,
+        session: &Session,
+        slot: &mut Slot,
+        socket: &mut tcp::Socket,
+    ) -> bool {
+        let peer_closed = !socket.may_recv();
+        if session.is_closing() && slot.closing_since_ms.is_none() {
+            slot.closing_since_ms = Some(self.now_ms);
+        }
+        // A client that half-closed after pipelining requests still gets
+        // its answers: close only once its input is used up and answered.
+        let done = session.is_finished()
+            || (peer_closed && session.pending_output().is_empty() && socket.recv_queue() == 0);
+        if !(done && socket.may_send()) {
+            return false;
+        }
         // Graceful FIN after the last frame (smoltcp sends queued data first).
         socket.close();
-        slot.closing_since_ms.get_or_insert(now_ms);
-        progress = true;
+        slot.closing_since_ms.get_or_insert(self.now_ms);
+        true
     }
-    if let Some(since) = slot.closing_since_ms
-        && now_ms.saturating_sub(since) >= limits.close_grace_ms
-    {
-        abort(socket, slot, now_ms);
-        stats.aborted_closing += 1;
-        progress = true;
+
+    /// A closing connection whose last frame is not out in time is aborted.
+    fn close_grace_expired(&self, slot: &Slot) -> bool {
+        slot.closing_since_ms
+            .is_some_and(|since| self.elapsed_since(since) >= self.limits.close_grace_ms)
     }
-    progress
 }
