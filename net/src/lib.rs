@@ -4,8 +4,9 @@
 //! Modules, bottom up:
 //! - [`virtio`]: finds the virtio-net PCI function and starts virtio-drivers'
 //!   `VirtIONetRaw` over the modern PCI transport; the DMA `Hal` for an
-//!   identity-mapped kernel heap and PCI configuration access through port
-//!   I/O (the only `unsafe` code of the crate).
+//!   identity-mapped kernel heap (the only `unsafe` code of the crate), and
+//!   PCI configuration access through the kernel's port I/O (the `unsafe`
+//!   trait [`virtio::PciConfigPorts`]).
 //! - [`device`]: smoltcp's `phy::Device` over `VirtIONetRaw` with a fixed
 //!   set of receive and transmit buffers, polled (no interrupts).
 //! - [`config`]: the `ip=` word of the kernel command line (static or DHCP).
@@ -17,8 +18,11 @@
 //! # Wiring it into the kernel
 //!
 //! The kernel provides:
-//! - **Port I/O** for PCI configuration (0xCF8/0xCFC): implement
-//!   [`virtio::PortIo`] (`inl`/`outl`) on a unit struct.
+//! - **Port I/O** for PCI configuration (0xCF8/0xCFC): implement the
+//!   `unsafe` trait [`virtio::PciConfigPorts`] (`read`/`write` of one
+//!   configuration dword: the address to 0xCF8, then the data at 0xCFC) on
+//!   a unit struct, promising that these are the machine's configuration
+//!   ports and that nothing interleaves with each address/data pair.
 //! - **BAR mapping**: the `map_mmio(phys, len) -> bool` callback of
 //!   [`virtio::open_virtio_net`] identity-maps each memory BAR uncached
 //!   (SeaBIOS may place the 64-bit virtio BAR above 4 GiB).
@@ -40,7 +44,9 @@
 //! ```ignore
 //! #[derive(Clone)]
 //! struct KernelPorts;
-//! impl avm_net::virtio::PortIo for KernelPorts { /* port::inl / port::outl */ }
+//! // SAFETY: 0xCF8/0xCFC are this machine's PCI configuration ports; one CPU,
+//! // and no interrupt handler touches PCI.
+//! unsafe impl avm_net::virtio::PciConfigPorts for KernelPorts { /* outl, then inl or outl */ }
 //!
 //! let mut config = avm_net::NetConfig::from_cmdline(cmdline)?;   // ip=... or DHCP
 //! config.random_seed = tpm_random_u64;

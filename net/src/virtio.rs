@@ -1,7 +1,7 @@
 //! Finding and starting the virtio-net PCI device.
 //!
 //! The kernel supplies two things: PCI configuration access through the
-//! legacy 0xCF8/0xCFC ports ([`PortIo`], wrapped by [`PortConfigAccess`])
+//! legacy 0xCF8/0xCFC ports ([`PciConfigPorts`], wrapped by [`PortConfigAccess`])
 //! and DMA memory ([`IdentityMapHal`], from the kernel heap, valid because
 //! the kernel identity-maps RAM). virtio-drivers' PCI transport is modern
 //! (virtio 1.0) only, which QEMU's `virtio-net-pci` provides
@@ -17,10 +17,36 @@ use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
 use crate::device::VirtioNetDevice;
 
-/// 32-bit port I/O, implemented by the kernel (`in`/`out` instructions).
-pub trait PortIo: Clone {
-    fn inl(&self, port: u16) -> u32;
-    fn outl(&self, port: u16, value: u32);
+/// PCI configuration mechanism #1: one dword of configuration space at a
+/// time through the ports 0xCF8 ([`PCI_CONFIG_ADDRESS`]) and 0xCFC
+/// ([`PCI_CONFIG_DATA`]), implemented by the kernel (`out`/`in`
+/// instructions). No other port can be reached through it.
+///
+/// # Safety
+/// Implementors promise that:
+/// - [`Self::read`] writes `address` to 0xCF8 and then reads 0xCFC, and
+///   [`Self::write`] writes `address` to 0xCF8 and then `value` to 0xCFC,
+///   on a machine whose PCI configuration ports these are (QEMU's q35 and
+///   pc), touching no other port and no memory;
+/// - each address/data pair is atomic with respect to every other user of
+///   these ports (other CPUs, interrupt handlers, the kernel's own PCI
+///   code), so the data access reaches the dword `address` selected;
+/// - port I/O is permitted where the code runs (ring 0, or an I/O
+///   permission bitmap that allows these ports).
+///
+/// This crate only passes addresses built by [`config_address`] (enable
+/// bit set). Through it, virtio-drivers reads the configuration of the
+/// functions on bus 0 and, for the virtio-net function only, sizes its
+/// BARs (all ones written, the original value restored, decoding off
+/// meanwhile) and sets its command register (memory decoding, bus
+/// mastering); what the device then does (DMA into buffers from
+/// [`IdentityMapHal`], registers in BARs the kernel mapped) is covered by
+/// the `Hal` contract.
+pub unsafe trait PciConfigPorts: Clone {
+    /// The configuration dword that `address` (a [`config_address`]) selects.
+    fn read(&self, address: u32) -> u32;
+    /// Writes the configuration dword that `address` selects.
+    fn write(&self, address: u32, value: u32);
 }
 
 /// PCI configuration address port (mechanism #1).
@@ -40,31 +66,25 @@ pub fn config_address(function: DeviceFunction, register_offset: u8) -> u32 {
 
 /// PCI configuration space through ports 0xCF8/0xCFC (q35 and pc).
 #[derive(Debug, Clone)]
-pub struct PortConfigAccess<P: PortIo> {
+pub struct PortConfigAccess<P: PciConfigPorts> {
     ports: P,
 }
 
-impl<P: PortIo> PortConfigAccess<P> {
+impl<P: PciConfigPorts> PortConfigAccess<P> {
     pub fn new(ports: P) -> Self {
         Self { ports }
     }
 }
 
-impl<P: PortIo> ConfigurationAccess for PortConfigAccess<P> {
+impl<P: PciConfigPorts> ConfigurationAccess for PortConfigAccess<P> {
     fn read_word(&self, device_function: DeviceFunction, register_offset: u8) -> u32 {
-        self.ports.outl(
-            PCI_CONFIG_ADDRESS,
-            config_address(device_function, register_offset),
-        );
-        self.ports.inl(PCI_CONFIG_DATA)
+        self.ports
+            .read(config_address(device_function, register_offset))
     }
 
     fn write_word(&mut self, device_function: DeviceFunction, register_offset: u8, data: u32) {
-        self.ports.outl(
-            PCI_CONFIG_ADDRESS,
-            config_address(device_function, register_offset),
-        );
-        self.ports.outl(PCI_CONFIG_DATA, data);
+        self.ports
+            .write(config_address(device_function, register_offset), data);
     }
 
     unsafe fn unsafe_clone(&self) -> Self {
@@ -201,10 +221,9 @@ mod tests {
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
-    /// A PCI configuration space in memory, reached through the port protocol.
+    /// A PCI configuration space in memory, by configuration address.
     #[derive(Clone, Default)]
     struct FakePorts {
-        address: Rc<RefCell<u32>>,
         space: Rc<RefCell<BTreeMap<u32, u32>>>,
     }
 
@@ -216,10 +235,11 @@ mod tests {
         }
     }
 
-    impl PortIo for FakePorts {
-        fn inl(&self, port: u16) -> u32 {
-            assert_eq!(port, PCI_CONFIG_DATA);
-            let address = *self.address.borrow();
+    // SAFETY: no port is touched: the configuration space is a map in
+    // memory, so there is nothing to get wrong.
+    unsafe impl PciConfigPorts for FakePorts {
+        fn read(&self, address: u32) -> u32 {
+            assert_eq!(address & 0x8000_0000, 0x8000_0000, "enable bit");
             // Absent functions read as all ones, like real hardware.
             self.space
                 .borrow()
@@ -228,15 +248,9 @@ mod tests {
                 .unwrap_or(0xffff_ffff)
         }
 
-        fn outl(&self, port: u16, value: u32) {
-            match port {
-                PCI_CONFIG_ADDRESS => *self.address.borrow_mut() = value,
-                PCI_CONFIG_DATA => {
-                    let address = *self.address.borrow();
-                    self.space.borrow_mut().insert(address, value);
-                }
-                _ => panic!("unexpected port {port:#x}"),
-            }
+        fn write(&self, address: u32, value: u32) {
+            assert_eq!(address & 0x8000_0000, 0x8000_0000, "enable bit");
+            self.space.borrow_mut().insert(address, value);
         }
     }
 

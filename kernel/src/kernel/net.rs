@@ -7,27 +7,31 @@
 //! - `AVM-NET-DOWN reason=...` when the network cannot start (no NIC, bad
 //!   `ip=`, device failure); the A-VM keeps running without it.
 
-use crate::arch::x86_64::{paging, port};
+use crate::arch::x86_64::paging;
 use crate::attestation::TpmBackend;
-use avm_net::virtio::{IdentityMapHal, PciVirtioNet, PortConfigAccess, PortIo, VirtioInitError};
+use crate::pci;
+use avm_net::virtio::{
+    IdentityMapHal, PciConfigPorts, PciVirtioNet, PortConfigAccess, VirtioInitError,
+};
 use avm_net::{AttestationServer, NetConfig, NetStack, ServerLimits};
 
 /// PCI configuration access through ports 0xCF8/0xCFC.
 #[derive(Clone)]
 struct KernelPorts;
 
-impl PortIo for KernelPorts {
-    fn inl(&self, port: u16) -> u32 {
-        // SAFETY: virtio-drivers only reads the PCI configuration data port
-        // (0xCFC) through this, after selecting a register at 0xCF8.
-        unsafe { port::inl(port) }
+// SAFETY: `pci::read_dword`/`pci::write_dword` write the address to 0xCF8
+// and then access 0xCFC, the configuration mechanism #1 ports of QEMU's
+// q35 and pc machines, and no other port or memory; the kernel runs in ring
+// 0 on one CPU and no interrupt handler touches PCI, so nothing comes
+// between an address and its data access (the kernel's own PCI code runs
+// before the network starts and uses the same functions).
+unsafe impl PciConfigPorts for KernelPorts {
+    fn read(&self, address: u32) -> u32 {
+        pci::read_dword(address)
     }
 
-    fn outl(&self, port: u16, value: u32) {
-        // SAFETY: virtio-drivers only writes the PCI configuration ports
-        // (0xCF8 address, 0xCFC data) through this; the kernel's own PCI
-        // code never runs concurrently (one CPU, no interrupt uses PCI).
-        unsafe { port::outl(port, value) }
+    fn write(&self, address: u32, value: u32) {
+        pci::write_dword(address, value);
     }
 }
 
