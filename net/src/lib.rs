@@ -4,11 +4,13 @@
 //! Modules, bottom up:
 //! - [`virtio`]: finds the virtio-net PCI function and starts virtio-drivers'
 //!   `VirtIONetRaw` over the modern PCI transport; the DMA `Hal` for an
-//!   identity-mapped kernel heap (the only `unsafe` code of the crate), and
-//!   PCI configuration access through the kernel's port I/O (the `unsafe`
-//!   trait [`virtio::PciConfigPorts`]).
+//!   identity-mapped kernel heap, and PCI configuration access through the
+//!   kernel's port I/O (the `unsafe` trait [`virtio::PciConfigPorts`]).
 //! - [`device`]: smoltcp's `phy::Device` over `VirtIONetRaw` with a fixed
 //!   set of receive and transmit buffers, polled (no interrupts).
+//!
+//! The crate's `unsafe` code is in [`virtio`] (the `Hal`) and [`device`]
+//! (virtio-drivers' raw buffer calls); the rest is safe and host-tested.
 //! - [`config`]: the `ip=` word of the kernel command line (static or DHCP).
 //! - [`stack`]: [`NetStack`], the interface and its sockets, bounded work per poll.
 //! - [`session`]: one connection's protocol state (no I/O, fuzzed).
