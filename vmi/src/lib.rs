@@ -13,6 +13,8 @@
 //! - [`list`]: bounded walks of kernel `list_head` lists.
 //! - [`kallsyms`]: the kernel's symbol table recovered from its kallsyms
 //!   tables, in a kernel image or a RAM image, without System.map.
+//! - [`linux`]: the Linux layer: KASLR (load address, slide), the kernel's
+//!   own address space and paging depth.
 //! - [`craft`]: builders of synthetic memory images for tests and fuzzing.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod craft;
 #[cfg(any(feature = "std", test))]
 pub mod file;
 pub mod kallsyms;
+pub mod linux;
 pub mod list;
 pub mod memory;
 pub mod paging;

@@ -9,9 +9,16 @@ mod common;
 
 use std::time::Instant;
 
-use common::{elf_file_offset, elf_load_segments, extract_vmlinux, monvm_kernel};
+use common::{
+    elf_file_offset, elf_load_segments, elf_va_of_offset, extract_vmlinux, load_kernel,
+    monvm_kernel,
+};
 use vmi::kallsyms::{Kallsyms, Layout, Limits};
-use vmi::{GuestMemory, GuestPhysAddr, LayoutMemory, RamLayout, RamRegion};
+use vmi::linux::{KaslrError, KernelImage, locate_kernel};
+use vmi::{
+    GuestMemory, GuestPhysAddr, GuestVirtAddr, LayoutMemory, PagingMode, RamLayout, RamRegion,
+    SliceMemory, VirtualMemory,
+};
 
 /// Symbols the A-VM relies on: each must be present with a kernel address.
 const NEEDED: &[&str] = &[
@@ -113,7 +120,8 @@ fn check_kernel(expect: &Expect) {
     // linux_banner's address holds the banner of this very package.
     let banner_at = at("linux_banner") as usize;
     let banner = &vmlinux[banner_at..banner_at + 256];
-    let banner = String::from_utf8_lossy(&banner[..banner.iter().position(|&b| b == 0).unwrap()]);
+    let banner = String::from_utf8_lossy(&banner[..banner.iter().position(|&b| b == 0).unwrap()])
+        .to_string();
     assert!(banner.starts_with("Linux version "), "{banner}");
     assert!(
         banner.contains(&kernel.release),
@@ -126,6 +134,95 @@ fn check_kernel(expect: &Expect) {
     // The same kernel loaded into a RAM image above 4 GiB (a split RAM
     // layout like QEMU pc with 4 GiB), found by scanning guest memory.
     from_ram_image(&vmlinux, &k);
+    kaslr_and_kernel_page_tables(&vmlinux, &k, &banner);
+}
+
+/// The kernel loaded where it was linked (P = 16 MiB, no slide): located by
+/// its banner, its own `init_top_pgt` from the image (as linked: 2 MiB pages
+/// of the kernel mapping) translates its addresses, and `pgdir_shift` says 4
+/// levels. Then loaded elsewhere with a slide written into the relocated
+/// kallsyms base and `phys_base`, as the kernel's boot code would.
+fn kaslr_and_kernel_page_tables(vmlinux: &[u8], k: &Kallsyms, banner: &str) {
+    let syms = &k.symbols;
+    let link = k.relative_base;
+    let relative_base_va = elf_va_of_offset(vmlinux, k.locations.relative_base).unwrap();
+    let phys_base_va = syms.address_of("phys_base").unwrap();
+    let image = KernelImage {
+        link_text: link,
+        banner_va: syms.address_of("linux_banner").unwrap(),
+        banner: banner.as_bytes(),
+        relative_base_va,
+        phys_base_va: Some(phys_base_va),
+    };
+    let segments = elf_load_segments(vmlinux);
+    let span = segments.iter().map(|s| s.2 + s.3).max().unwrap()
+        - segments.iter().map(|s| s.2).min().unwrap();
+    let ram_size = (0x1000000 + span as usize + (8 << 20)) & !0xfffff;
+
+    let ram = load_kernel(vmlinux, 0x100_0000, ram_size);
+    let mem = SliceMemory::flat(&ram);
+    let t = Instant::now();
+    let loc = locate_kernel(&mem, mem.layout().regions(), &image).unwrap();
+    eprintln!(
+        "  kernel located in a {} MB RAM image in {:?}",
+        ram_size >> 20,
+        t.elapsed()
+    );
+    assert_eq!(loc.phys_text, GuestPhysAddr(0x100_0000));
+    assert_eq!(loc.runtime_text, link);
+    let mode = loc
+        .paging_mode(&mem, syms.address_of("pgdir_shift"))
+        .unwrap();
+    assert_eq!(mode, PagingMode::FourLevel);
+    let space = loc
+        .address_space(&mem, syms.address_of("init_top_pgt").unwrap(), mode)
+        .unwrap();
+    let text = GuestVirtAddr::new(link).unwrap();
+    assert_eq!(space.translate(text), Ok(GuestPhysAddr(0x100_0000)));
+    let banner_va = GuestVirtAddr::new(image.banner_va).unwrap();
+    let mut read = vec![0u8; banner.len()];
+    space.read_virt(banner_va, &mut read).unwrap();
+    assert_eq!(
+        read,
+        banner.as_bytes(),
+        "banner through the kernel's own page tables"
+    );
+    let sct = GuestVirtAddr::new(syms.address_of("sys_call_table").unwrap()).unwrap();
+    assert_eq!(space.translate(sct), Ok(loc.phys_of(sct.value()).unwrap()));
+
+    // KASLR: loaded at 78 MiB, slid by 0x2a000000.
+    let p = 0x4e0_0000u64;
+    let runtime = link + 0x2a00_0000;
+    let mut ram = load_kernel(vmlinux, p, ram_size + 0x400_0000);
+    let put = |ram: &mut Vec<u8>, va: u64, v: u64| {
+        let at = (p + va - link) as usize;
+        ram[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    put(&mut ram, relative_base_va, runtime);
+    put(
+        &mut ram,
+        phys_base_va,
+        (0xffff_ffff_8000_0000 + p).wrapping_sub(runtime),
+    );
+    // A copy of the banner elsewhere (page cache, dmesg buffer) is no
+    // candidate unless it sits at the banner's offset from a 2 MiB boundary.
+    let decoy = 0x20_1000;
+    ram[decoy..decoy + banner.len()].copy_from_slice(banner.as_bytes());
+    let mem = SliceMemory::flat(&ram);
+    let loc = locate_kernel(&mem, mem.layout().regions(), &image).unwrap();
+    assert_eq!(loc.phys_text, GuestPhysAddr(p));
+    assert_eq!(loc.slide(), 0x2a00_0000);
+    assert_eq!(
+        loc.runtime_of(image.banner_va).unwrap().value(),
+        image.banner_va + 0x2a00_0000
+    );
+    // A relocated base that phys_base contradicts is refused.
+    put(&mut ram, phys_base_va, 0);
+    let mem = SliceMemory::flat(&ram);
+    assert!(matches!(
+        locate_kernel(&mem, mem.layout().regions(), &image),
+        Err(KaslrError::Inconsistent { .. })
+    ));
 }
 
 /// Places the ELF's load segments at a physical load address above 4 GiB

@@ -151,3 +151,25 @@ pub fn elf_file_offset(elf: &[u8], va: u64) -> Option<usize> {
         .find(|&(_, v, _, filesz)| va >= v && va - v < filesz)
         .map(|(off, v, _, _)| (off + (va - v)) as usize)
 }
+
+/// The virtual address of a file offset inside a load segment.
+pub fn elf_va_of_offset(elf: &[u8], offset: u64) -> Option<u64> {
+    elf_load_segments(elf)
+        .into_iter()
+        .find(|&(off, _, _, filesz)| offset >= off && offset - off < filesz)
+        .map(|(off, v, _, _)| v + (offset - off))
+}
+
+/// A flat RAM image with the ELF's load segments placed as the kernel's
+/// loader would at physical load address `load` (the lowest segment at
+/// `load`, the others at their link-time distance from it).
+pub fn load_kernel(elf: &[u8], load: u64, ram_size: usize) -> Vec<u8> {
+    let segments = elf_load_segments(elf);
+    let first = segments.iter().map(|s| s.2).min().unwrap();
+    let mut ram = vec![0u8; ram_size];
+    for &(off, _, paddr, filesz) in &segments {
+        let at = (load + paddr - first) as usize;
+        ram[at..at + filesz as usize].copy_from_slice(&elf[off as usize..(off + filesz) as usize]);
+    }
+    ram
+}
