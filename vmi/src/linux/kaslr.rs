@@ -202,16 +202,17 @@ pub fn locate_kernel<M: GuestMemory + ?Sized>(
         };
         let mut p = r.phys.0.div_ceil(KERNEL_ALIGN).saturating_mul(KERNEL_ALIGN);
         while p < end {
-            if let Some(at) = p.checked_add(banner_off) {
-                if memory.read(GuestPhysAddr(at), buf).is_ok() && buf == image.banner {
-                    match found {
-                        None => found = Some(GuestPhysAddr(p)),
-                        Some(first) => {
-                            return Err(KaslrError::Ambiguous {
-                                first,
-                                second: GuestPhysAddr(p),
-                            });
-                        }
+            let holds_banner = p.checked_add(banner_off).is_some_and(|at| {
+                memory.read(GuestPhysAddr(at), buf).is_ok() && buf == image.banner
+            });
+            if holds_banner {
+                match found {
+                    None => found = Some(GuestPhysAddr(p)),
+                    Some(first) => {
+                        return Err(KaslrError::Ambiguous {
+                            first,
+                            second: GuestPhysAddr(p),
+                        });
                     }
                 }
             }
