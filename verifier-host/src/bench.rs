@@ -200,6 +200,7 @@ pub fn attestation_round_trips(
                 fresh.insert(client)
             }
         };
+        client.renew_deadline();
         let challenged = Instant::now();
         let evidence = client
             .challenge(&nonce, DEFAULT_REQUIRED_PCRS)
@@ -232,6 +233,122 @@ pub fn attestation_round_trips(
         challenge: LatencySummary::from_samples(challenges).ok_or_else(no_rounds)?,
         verify: LatencySummary::from_samples(verifies).ok_or_else(no_rounds)?,
     })
+}
+
+/// What [`concurrent_attestations`] saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Concurrency {
+    pub verifiers: usize,
+    pub elapsed: Duration,
+    /// Attestations that ended in a trusted verdict.
+    pub trusted: u64,
+    /// Attestations that ended otherwise (error or untrusted).
+    pub failed: u64,
+    /// Connections the clients had to open again after a refusal.
+    pub retries: u64,
+    /// Connect to verdict, per trusted attestation.
+    pub latency: Option<LatencySummary>,
+}
+
+impl Concurrency {
+    pub fn per_second(&self) -> f64 {
+        self.trusted as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    pub fn key_values(&self, key: &str) -> String {
+        let mut out = format!(
+            "{key}.verifiers={}\n{key}.trusted={}\n{key}.failed={}\n{key}.retries={}\n{key}.per_s={:.1}\n",
+            self.verifiers,
+            self.trusted,
+            self.failed,
+            self.retries,
+            self.per_second()
+        );
+        if let Some(latency) = &self.latency {
+            out.push_str(&latency.key_values(&format!("{key}.latency")));
+        }
+        out
+    }
+}
+
+/// `verifiers` threads attest the node for `duration`, each as `attest`
+/// does (a connection per attestation: connect, Hello, Challenge,
+/// verify), all at once.
+pub fn concurrent_attestations(
+    node: &EnrolledNode,
+    verifiers: usize,
+    duration: Duration,
+    timeout: Duration,
+) -> Result<Concurrency, BenchError> {
+    let started = Instant::now();
+    let results: Vec<(u64, u64, u64, Vec<Duration>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..verifiers.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let Ok(verifier) = OpenSslVerifier::new() else {
+                        return (0, 1, 0, Vec::new());
+                    };
+                    let (mut trusted, mut failed, mut retries) = (0u64, 0u64, 0u64);
+                    let mut latencies = Vec::new();
+                    let mut nonce = [0u8; NONCE_LEN];
+                    while started.elapsed() < duration {
+                        let round = Instant::now();
+                        let outcome = (|| -> Option<bool> {
+                            openssl::rand::rand_bytes(&mut nonce).ok()?;
+                            let mut client = NodeClient::connect(&node.addr, timeout).ok()?;
+                            let hello = client.hello();
+                            if hello.ok()?.ak.public != node.record.ak_public {
+                                return Some(false);
+                            }
+                            let evidence = client.challenge(&nonce, DEFAULT_REQUIRED_PCRS);
+                            retries += u64::from(client.retries);
+                            let evidence = evidence.ok()?;
+                            let input = AppraisalInput::from_node(
+                                &evidence,
+                                &nonce,
+                                &node.ak.key,
+                                &node.record.ak_name,
+                            );
+                            Some(
+                                appraise(&input, node.policy.as_ref(), &verifier, None, Vec::new())
+                                    .report
+                                    .trusted(),
+                            )
+                        })();
+                        if outcome == Some(true) {
+                            trusted += 1;
+                            latencies.push(round.elapsed());
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    (trusted, failed, retries, latencies)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or((0, 1, 0, Vec::new())))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let mut out = Concurrency {
+        verifiers,
+        elapsed,
+        trusted: 0,
+        failed: 0,
+        retries: 0,
+        latency: None,
+    };
+    let mut latencies = Vec::new();
+    for (trusted, failed, retries, mut l) in results {
+        out.trusted += trusted;
+        out.failed += failed;
+        out.retries += retries;
+        latencies.append(&mut l);
+    }
+    out.latency = LatencySummary::from_samples(latencies);
+    Ok(out)
 }
 
 /// Verifications per second of exported evidence (`attest --export`),

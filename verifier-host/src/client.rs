@@ -28,6 +28,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Time the first connection attempt gets before a new SYN is sent;
+/// doubled per attempt up to [`MAX_CONNECT_ATTEMPT`]. A listener whose
+/// accept queue is full drops SYNs silently (QEMU's user network listens
+/// with a backlog of 1), and the kernel's own SYN retransmission waits
+/// 1, 2, 4, 8... seconds: a fresh attempt gets through much sooner.
+const FIRST_CONNECT_ATTEMPT: Duration = Duration::from_millis(250);
+const MAX_CONNECT_ATTEMPT: Duration = Duration::from_secs(4);
+
 /// Why talking to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -111,6 +119,13 @@ impl NodeClient {
             hello: None,
             retries,
         })
+    }
+
+    /// Starts a new exchange on this connection with a fresh deadline of
+    /// the same length (for clients that keep a connection for many
+    /// exchanges).
+    pub fn renew_deadline(&mut self) {
+        self.deadline = Instant::now() + self.timeout;
     }
 
     /// Time left before the deadline.
@@ -296,11 +311,12 @@ fn open(
     retries: &mut u32,
 ) -> Result<TcpStream, ClientError> {
     let mut backoff = FIRST_BACKOFF;
+    let mut attempt = FIRST_CONNECT_ATTEMPT;
     loop {
         let mut last = std::io::Error::new(ErrorKind::NotFound, "no address");
         for sa in addrs {
             let left = remaining(deadline, timeout)?;
-            match TcpStream::connect_timeout(sa, left) {
+            match TcpStream::connect_timeout(sa, left.min(attempt)) {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
                     return Ok(stream);
@@ -308,7 +324,11 @@ fn open(
                 Err(e) => last = e,
             }
         }
-        let refused = last.kind() == ErrorKind::ConnectionRefused;
+        attempt = (attempt * 2).min(MAX_CONNECT_ATTEMPT);
+        let refused = matches!(
+            last.kind(),
+            ErrorKind::ConnectionRefused | ErrorKind::TimedOut | ErrorKind::WouldBlock
+        );
         if !refused || remaining(deadline, timeout).is_err() {
             return Err(ClientError::Connect {
                 addr: addr.into(),

@@ -31,8 +31,24 @@ enum BenchCommand {
         state: PathBuf,
         #[arg(long, default_value_t = 200)]
         rounds: usize,
-        /// Seconds allowed per answer.
+        /// Deadline in seconds of one exchange.
         #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Attestations per second with N verifiers attesting the node at once
+    /// (each as `attest` does: a connection per attestation), for each N.
+    Concurrency {
+        addr: String,
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// Numbers of concurrent verifiers, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32, 64])]
+        verifiers: Vec<usize>,
+        /// Seconds per level.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Deadline in seconds of one attestation.
+        #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
     /// Full verifications per second of an exported evidence directory on
@@ -82,6 +98,23 @@ fn run(cli: Cli) -> Result<String, BenchError> {
                 per_connection.key_values("roundtrip.connection"),
                 persistent.key_values("roundtrip.persistent")
             ))
+        }
+        BenchCommand::Concurrency {
+            addr,
+            state,
+            verifiers,
+            seconds,
+            timeout,
+        } => {
+            let node = EnrolledNode::load(&state, &addr)?;
+            let duration = Duration::from_secs_f64(seconds.clamp(0.5, 600.0));
+            let timeout = Duration::from_secs(timeout.max(1));
+            let mut out = String::new();
+            for n in verifiers {
+                let result = bench::concurrent_attestations(&node, n, duration, timeout)?;
+                out.push_str(&result.key_values(&format!("concurrency.{n}")));
+            }
+            Ok(out)
         }
         BenchCommand::Verify {
             dir,
