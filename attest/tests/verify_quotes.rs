@@ -3,8 +3,8 @@
 
 mod common;
 
-use avm_attest::eventlog::EventLog;
-use avm_attest::policy::ReferenceValues;
+use avm_attest::eventlog::{EventLog, event_type};
+use avm_attest::policy::{FirmwareEventRef, ReferenceValues};
 use avm_attest::tpm::{self, Attest, Public, Signature, pcr_digest};
 use avm_attest::verify::{
     EvidenceInput, MissingReference, Reason, Verdict, verify_evidence, verify_quote,
@@ -474,6 +474,7 @@ fn reason_codes_are_distinct_and_kebab_case() {
         Reason::EventLogReplayMismatch { pcr: 1 },
         Reason::AvmImageUnknown,
         Reason::FirmwareEventUnknown { pcr: 0, index: 0 },
+        Reason::FirmwareSequenceUnknown { pcr: 0 },
         Reason::ReferenceValuesMissing(MissingReference::All),
     ];
     let mut codes: Vec<_> = all.iter().map(Reason::code).collect();
@@ -529,4 +530,120 @@ fn verify_quote_checks_only_the_quote() {
         assert_eq!(codes(&verdict), ["quote-malformed"]);
         assert_eq!(verdict.quote, None);
     }
+}
+
+/// The node's genuine log (it replays to the quoted PCRs) against a policy
+/// whose learned boot differs in one PCR by `change`: the node's records are
+/// all known, but not in the learned order and number.
+fn against_changed_sequence(change: impl FnOnce(&mut Vec<FirmwareEventRef>)) -> Verdict {
+    let mut policy = good_policy();
+    change(&mut policy.firmware_sequences[0].events);
+    run(&evidence("ecc"), &nonce(), &ak_public("ecc"), Some(&policy))
+}
+
+fn index_of(events: &[FirmwareEventRef], pcr: u32, event_type: u32) -> usize {
+    events
+        .iter()
+        .position(|e| e.pcr == pcr && e.event_type == event_type)
+        .expect("the record is in the learned boot")
+}
+
+#[test]
+fn firmware_sequence_with_a_separator_the_learned_boot_lacks_is_rejected() {
+    // As if the node's PCR 3 had a separator its reference boot never had;
+    // equally, a node missing a separator the reference has.
+    let verdict = against_changed_sequence(|events| {
+        let at = index_of(events, 3, event_type::EV_SEPARATOR);
+        events.remove(at);
+    });
+    assert_eq!(
+        verdict.reasons,
+        [Reason::FirmwareSequenceUnknown { pcr: 3 }]
+    );
+    assert_eq!(verdict.reasons[0].code(), "firmware-sequence-unknown");
+    assert_eq!(verdict.reasons[0].pcr(), Some(3));
+}
+
+#[test]
+fn firmware_sequence_with_a_record_repeated_is_rejected() {
+    // Every record on its own is known; one is there twice in the
+    // reference, once on the node (or the other way round).
+    let verdict = against_changed_sequence(|events| {
+        let at = index_of(events, 4, event_type::EV_ACTION);
+        let record = events[at].clone();
+        events.insert(at, record);
+    });
+    assert_eq!(
+        verdict.reasons,
+        [Reason::FirmwareSequenceUnknown { pcr: 4 }]
+    );
+}
+
+#[test]
+fn firmware_sequence_in_another_order_is_rejected() {
+    let log = EventLog::parse(&data("seabios-eventlog.bin")).expect("log");
+    let pcr = (0..8)
+        .find(|&pcr| {
+            let digests: Vec<_> = log
+                .events_for_pcr(pcr)
+                .filter(|(_, e)| e.is_extended())
+                .filter_map(|(_, e)| e.sha256())
+                .collect();
+            digests.windows(2).any(|w| w[0] != w[1])
+        })
+        .expect("a PCR with two different records");
+    let verdict = against_changed_sequence(|events| {
+        let first = events.iter().position(|e| e.pcr == pcr).expect("first");
+        let second = events
+            .iter()
+            .rposition(|e| e.pcr == pcr && e.sha256 != events[first].sha256)
+            .expect("second");
+        events.swap(first, second);
+    });
+    assert_eq!(
+        verdict.reasons,
+        [Reason::FirmwareSequenceUnknown { pcr: pcr as u8 }]
+    );
+}
+
+#[test]
+fn any_learned_boot_may_match_but_boots_are_never_mixed() {
+    let mut policy = good_policy();
+    let real = policy.firmware_sequences[0].clone();
+    // Another learned boot that differs in PCR 3 and PCR 4 ...
+    let mut other = real.clone();
+    other.events.retain(|e| e.pcr != 3 && e.pcr != 4);
+    policy.firmware_sequences.insert(0, other.clone());
+    let verdict = run(&evidence("ecc"), &nonce(), &ak_public("ecc"), Some(&policy));
+    assert!(verdict.trusted, "{:?}", verdict.reasons);
+    // ... and a third whose PCR 3 is right but PCR 4 wrong, while the
+    // second has PCR 4 right but PCR 3 wrong: no single boot matches.
+    let mut pcr3_right = other.clone();
+    pcr3_right.events.extend(real.for_pcr(3).cloned());
+    let mut pcr4_right = other;
+    pcr4_right.events.extend(real.for_pcr(4).cloned());
+    policy.firmware_sequences = vec![pcr3_right, pcr4_right];
+    let verdict = run(&evidence("ecc"), &nonce(), &ak_public("ecc"), Some(&policy));
+    assert!(!verdict.trusted);
+    assert!(
+        verdict
+            .reasons
+            .iter()
+            .all(|r| r.code() == "firmware-sequence-unknown"),
+        "{:?}",
+        verdict.reasons
+    );
+}
+
+#[test]
+fn a_policy_without_learned_sequences_is_incomplete() {
+    let mut policy = good_policy();
+    policy.firmware_sequences.clear();
+    let verdict = run(&evidence("ecc"), &nonce(), &ak_public("ecc"), Some(&policy));
+    assert_eq!(
+        verdict.reasons,
+        [Reason::ReferenceValuesMissing(
+            MissingReference::FirmwareSequences
+        )]
+    );
 }
