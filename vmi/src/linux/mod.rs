@@ -1,7 +1,20 @@
 //! The Linux layer: where the kernel is (KASLR) and its own address space,
-//! from guest memory alone. Link-time facts (symbol addresses from kallsyms,
-//! the banner) come from the profile built from the kernel package.
+//! from guest memory alone, and the kernel's lists (tasks, modules, the IMA
+//! measurement list) read with member offsets from the profile (BTF of the
+//! package's vmlinux). Link-time facts (symbol addresses from kallsyms, the
+//! banner) come from the profile too.
 
+pub mod ima;
 pub mod kaslr;
+pub mod modules;
+pub mod structs;
+pub mod tasks;
 
+pub use ima::{ImaEntry, ImaLimits, ImaOffsets, measurements};
 pub use kaslr::{KaslrError, KernelImage, KernelLocation, locate_kernel};
+pub use modules::{Module, ModuleOffsets, modules};
+pub use structs::StructError;
+pub use tasks::{CredOffsets, Task, TaskOffsets, tasks};
+
+#[cfg(test)]
+mod tests;

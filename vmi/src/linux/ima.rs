@@ -1,0 +1,235 @@
+//! The Mon-VM's IMA measurement list, read from `ima_measurements`: each
+//! entry's PCR, its SHA-1 template hash, template name and field data. The
+//! caller checks the template hash against [`ImaEntry::template_data`] and
+//! anchors entries in the A-VM's TPM.
+//!
+//! Layout (6.1 and 6.12 alike, from FACTS-linux and BTF): the list links
+//! `ima_queue_entry.later` (offset 16, after an `hlist_node`); the entry
+//! pointer follows it (+32 in the queue entry). `ima_template_entry` holds
+//! `pcr` (int, 0), `digests` (pointer to `tpm_digest { u16 alg_id; u8
+//! digest[64]; }`, 8), `template_desc` (16), `template_data_len` (u32, 24)
+//! and `template_data[]` (`{ u8 *data; u32 len; }`, 16 bytes each, 32).
+//! `ima_template_desc` has `name` at 16 and `num_fields` at 32.
+
+use alloc::vec::Vec;
+
+use crate::addr::GuestVirtAddr;
+use crate::list::{ListOptions, ListWalk, walk_list};
+use crate::paging::VirtualMemory;
+
+use super::structs::{
+    StructError, container_of, field, read_bytes, read_cstr, read_pointer, read_u32,
+};
+
+/// Member offsets of the IMA structures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImaOffsets {
+    /// `later` in `ima_queue_entry`.
+    pub queue_later: u64,
+    /// `entry` (pointer) in `ima_queue_entry`.
+    pub queue_entry: u64,
+    pub entry_pcr: u64,
+    pub entry_digests: u64,
+    pub entry_template_desc: u64,
+    pub entry_template_data_len: u64,
+    pub entry_template_data: u64,
+    /// Size of one `ima_field_data`.
+    pub field_data_size: u64,
+    /// `data` (pointer) and `len` (u32) in `ima_field_data`.
+    pub field_data: u64,
+    pub field_len: u64,
+    /// Offset of `digest` in `tpm_digest`.
+    pub tpm_digest_digest: u64,
+    pub desc_name: u64,
+    pub desc_num_fields: u64,
+}
+
+impl ImaOffsets {
+    /// The layout of Linux 6.1 and 6.12 on x86-64.
+    pub const LINUX_6: ImaOffsets = ImaOffsets {
+        queue_later: 16,
+        queue_entry: 32,
+        entry_pcr: 0,
+        entry_digests: 8,
+        entry_template_desc: 16,
+        entry_template_data_len: 24,
+        entry_template_data: 32,
+        field_data_size: 16,
+        field_data: 0,
+        field_len: 8,
+        tpm_digest_digest: 2,
+        desc_name: 16,
+        desc_num_fields: 32,
+    };
+}
+
+/// Bounds on what one entry may claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImaLimits {
+    /// Fields per template (`IMA_TEMPLATE_NUM_FIELDS_MAX` is 15).
+    pub max_fields: u32,
+    /// Bytes per field (a path is at most 4096, a signature a few KiB).
+    pub max_field_len: u32,
+    /// Template name length (e.g. `ima-sig`).
+    pub max_name_len: usize,
+}
+
+impl Default for ImaLimits {
+    fn default() -> Self {
+        ImaLimits {
+            max_fields: 15,
+            max_field_len: 64 << 10,
+            max_name_len: 32,
+        }
+    }
+}
+
+/// One measurement as it is in the Mon-VM's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImaEntry {
+    /// The `ima_template_entry`.
+    pub address: GuestVirtAddr,
+    pub pcr: u32,
+    /// The SHA-1 template hash (first digest bank).
+    pub template_hash: [u8; 20],
+    pub template_name: Vec<u8>,
+    /// Field data in template order (for `ima-ng`: d-ng, n-ng; `ima-sig`
+    /// adds sig).
+    pub fields: Vec<Vec<u8>>,
+}
+
+impl ImaEntry {
+    /// The template data as IMA hashes it (and as the binary log carries
+    /// it): each field as a little-endian u32 length and its bytes.
+    pub fn template_data(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    }
+}
+
+/// Reads the `ima_template_entry` at `entry`.
+pub fn read_entry<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    entry: GuestVirtAddr,
+    o: &ImaOffsets,
+    limits: &ImaLimits,
+) -> Result<ImaEntry, StructError> {
+    let pcr = read_u32(mem, entry, o.entry_pcr)?;
+    let digests = read_pointer(mem, entry, o.entry_digests)?.ok_or(StructError::Null {
+        what: "ima digests",
+    })?;
+    let mut template_hash = [0u8; 20];
+    read_bytes(mem, digests, o.tpm_digest_digest, &mut template_hash)?;
+    let desc = read_pointer(mem, entry, o.entry_template_desc)?.ok_or(StructError::Null {
+        what: "ima template descriptor",
+    })?;
+    let name = read_pointer(mem, desc, o.desc_name)?.ok_or(StructError::Null {
+        what: "ima template name",
+    })?;
+    let template_name = read_cstr(mem, name, limits.max_name_len)?;
+    let num_fields = read_u32(mem, desc, o.desc_num_fields)?;
+    if num_fields > limits.max_fields {
+        return Err(StructError::TooLarge {
+            what: "ima template fields",
+            value: u64::from(num_fields),
+            max: u64::from(limits.max_fields),
+        });
+    }
+    let data_len = read_u32(mem, entry, o.entry_template_data_len)?;
+    let mut fields = Vec::with_capacity(num_fields as usize);
+    let mut total = 0u64;
+    for i in 0..u64::from(num_fields) {
+        let f = field(field(entry, o.entry_template_data)?, i * o.field_data_size)?;
+        let len = read_u32(mem, f, o.field_len)?;
+        if len > limits.max_field_len {
+            return Err(StructError::TooLarge {
+                what: "ima field length",
+                value: u64::from(len),
+                max: u64::from(limits.max_field_len),
+            });
+        }
+        let mut bytes = alloc::vec![0u8; len as usize];
+        if len > 0 {
+            let data = read_pointer(mem, f, o.field_data)?.ok_or(StructError::Null {
+                what: "ima field data",
+            })?;
+            mem.read_virt(data, &mut bytes)?;
+        }
+        total += 4 + u64::from(len);
+        fields.push(bytes);
+    }
+    // template_data_len counts each field's length word and bytes.
+    if total != u64::from(data_len) {
+        return Err(StructError::TooLarge {
+            what: "ima template data length mismatch",
+            value: u64::from(data_len),
+            max: total,
+        });
+    }
+    Ok(ImaEntry {
+        address: entry,
+        pcr,
+        template_hash,
+        template_name,
+        fields,
+    })
+}
+
+/// Iterator over the measurement list.
+#[derive(Debug)]
+pub struct ImaEntries<'a, V: ?Sized> {
+    mem: &'a V,
+    offsets: ImaOffsets,
+    limits: ImaLimits,
+    list: ListWalk<'a, V>,
+    done: bool,
+}
+
+/// Walks at most `max` entries of the list headed at `ima_measurements`
+/// (checking `prev` links). Ends after the first error, which it yields.
+pub fn measurements<'a, V: VirtualMemory + ?Sized>(
+    mem: &'a V,
+    ima_measurements: GuestVirtAddr,
+    offsets: &ImaOffsets,
+    limits: &ImaLimits,
+    max: usize,
+) -> ImaEntries<'a, V> {
+    ImaEntries {
+        mem,
+        offsets: *offsets,
+        limits: *limits,
+        list: walk_list(
+            mem,
+            ima_measurements,
+            ListOptions::new(max).with_prev_check(),
+        ),
+        done: false,
+    }
+}
+
+impl<V: VirtualMemory + ?Sized> Iterator for ImaEntries<'_, V> {
+    type Item = Result<ImaEntry, StructError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let o = &self.offsets;
+        let result = match self.list.next()? {
+            Ok(node) => container_of(node, o.queue_later).and_then(|queue| {
+                let entry = read_pointer(self.mem, queue, o.queue_entry)?
+                    .ok_or(StructError::Null { what: "ima entry" })?;
+                read_entry(self.mem, entry, o, &self.limits)
+            }),
+            Err(e) => Err(e.into()),
+        };
+        if result.is_err() {
+            self.done = true;
+        }
+        Some(result)
+    }
+}
