@@ -11,6 +11,7 @@
 //!   TPM names and PCR selections.
 //! - [`verify`]: the verification core (`verify_evidence`, reason codes),
 //!   with signature arithmetic behind the `SignatureVerifier` trait.
+//! - [`hex`]: hex encoding and checked decoding, shared by every crate.
 //! - [`policy`]: reference values (allowed images, firmware events) with
 //!   their serde (TOML) form and learning from a known-good log.
 //!
@@ -22,6 +23,7 @@
 extern crate alloc;
 
 pub mod eventlog;
+pub mod hex;
 pub mod policy;
 mod reader;
 pub mod tpm;

@@ -212,39 +212,13 @@ fn describe(data: &[u8]) -> Option<String> {
     core::str::from_utf8(text).ok().map(String::from)
 }
 
-/// Lower-case hex of bytes.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
-/// Parses exactly 64 hex digits (either case) into 32 bytes.
-pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let hi = char::from(pair[0]).to_digit(16)?;
-        let lo = char::from(pair[1]).to_digit(16)?;
-        *byte = (hi * 16 + lo) as u8;
-    }
-    Some(out)
-}
-
 /// serde: a 32-byte digest as a 64-digit hex string.
 mod hex32 {
     use serde::de::{Error, Visitor};
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::to_hex(value))
+        s.serialize_str(&crate::hex::encode(value))
     }
 
     struct HexVisitor;
@@ -255,7 +229,7 @@ mod hex32 {
             f.write_str("a SHA-256 digest as 64 hex digits")
         }
         fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
-            super::parse_hex32(v).ok_or_else(|| E::custom("expected 64 hex digits"))
+            crate::hex::decode_array::<32>(v).map_err(|_| E::custom("expected 64 hex digits"))
         }
     }
 
@@ -283,7 +257,7 @@ mod hex32_list {
     pub fn serialize<S: Serializer>(value: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(value.len()))?;
         for digest in value {
-            seq.serialize_element(&super::to_hex(digest))?;
+            seq.serialize_element(&crate::hex::encode(digest))?;
         }
         seq.end()
     }

@@ -4,7 +4,12 @@
 mod common;
 
 use avm_attest::eventlog::{EventLog, event_type};
-use avm_attest::policy::{FirmwareEventRef, POLICY_VERSION, ReferenceValues, parse_hex32, to_hex};
+use avm_attest::hex::encode as to_hex;
+use avm_attest::policy::{FirmwareEventRef, POLICY_VERSION, ReferenceValues};
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    avm_attest::hex::decode_array(text).ok()
+}
 use common::*;
 use proptest::prelude::*;
 

@@ -10,7 +10,8 @@
 //! ties these together and is what the CLI and the integration tests use.
 #![forbid(unsafe_code)]
 
-pub mod hex;
+/// Hex, shared with the A-VM and the verifier.
+pub use avm_attest::hex;
 pub mod kvm;
 pub mod layout;
 pub mod measure;

@@ -509,8 +509,8 @@ pub fn policy_init(
         policy.allow_image(sha256(&bytes));
     }
     for digest in digests {
-        let d = avm_attest::policy::parse_hex32(digest)
-            .ok_or_else(|| CommandError(format!("not a SHA-256 digest: {digest}")))?;
+        let d = hex::decode_array::<32>(digest)
+            .map_err(|_| CommandError(format!("not a SHA-256 digest: {digest}")))?;
         policy.allow_image(d);
     }
     if policy.avm_image_sha256.is_empty() {

@@ -17,7 +17,8 @@ pub mod crypto;
 pub mod ek;
 pub mod evidence_dir;
 pub mod files;
-pub mod hex;
+/// Hex, shared with the A-VM and the launcher.
+pub use avm_attest::hex;
 pub mod pcrs_file;
 pub mod report;
 pub mod sanitize;

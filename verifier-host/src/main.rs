@@ -137,8 +137,11 @@ enum PolicyCommand {
 }
 
 fn parse_nonce(text: Option<String>) -> Result<Option<Vec<u8>>, commands::CommandError> {
-    text.map(|t| hex::decode(&t).map_err(|e| commands::CommandError(format!("--nonce: {e}"))))
-        .transpose()
+    text.map(|t| {
+        hex::decode(t.strip_prefix("0x").unwrap_or(&t))
+            .map_err(|e| commands::CommandError(format!("--nonce: {e}")))
+    })
+    .transpose()
 }
 
 fn run(cli: Cli) -> Result<u8, commands::CommandError> {

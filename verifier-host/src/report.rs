@@ -5,7 +5,7 @@
 //! verifier's own (unknown node, AK not activated, transport problems),
 //! each with a stable code.
 
-use avm_attest::policy::to_hex;
+use avm_attest::hex::encode as to_hex;
 use avm_attest::verify::{Reason, Verdict};
 use avm_attest::wire::PcrValue;
 use serde::{Deserialize, Serialize};

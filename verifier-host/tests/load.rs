@@ -31,7 +31,12 @@ fn sixty_four_verifiers_attesting_one_node_at_once_all_get_verdicts() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&["policy", "init", "--avm-image", image.to_str().expect("utf-8")]);
+    run(&[
+        "policy",
+        "init",
+        "--avm-image",
+        image.to_str().expect("utf-8"),
+    ]);
     run(&["enroll", &addr, "--ek-ca", ca.to_str().expect("utf-8")]);
     run(&["policy", "learn", &addr]);
 
@@ -69,7 +74,10 @@ fn sixty_four_verifiers_attesting_one_node_at_once_all_get_verdicts() {
     // Every verdict is in the history.
     let store = avm_verifier::store::Store::open(&state).expect("state");
     assert_eq!(
-        store.last_verdict(&addr).expect("history").map(|v| v.verdict),
+        store
+            .last_verdict(&addr)
+            .expect("history")
+            .map(|v| v.verdict),
         Some("trusted".to_string())
     );
 }

@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 use avm_attest::eventlog::EventLog;
-use avm_attest::policy::{ReferenceValues, parse_hex32};
+use avm_attest::policy::ReferenceValues;
+
+pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    avm_attest::hex::decode_array(text).ok()
+}
 use avm_attest::wire::{Evidence, PcrValue};
 
 /// Signature checks on OpenSSL, exactly as avm-verifier does them on the host.
