@@ -190,6 +190,31 @@ fn kaslr_and_kernel_page_tables(vmlinux: &[u8], k: &Kallsyms, banner: &str) {
     let sct = GuestVirtAddr::new(syms.address_of("sys_call_table").unwrap()).unwrap();
     assert_eq!(space.translate(sct), Ok(loc.phys_of(sct.value()).unwrap()));
 
+    // The static list heads (LIST_HEAD(modules), ima_measurements) point at
+    // themselves in the image: empty lists through the kernel's own tables.
+    let modules_head = GuestVirtAddr::new(syms.address_of("modules").unwrap()).unwrap();
+    let offsets = vmi::linux::ModuleOffsets {
+        state: 0,
+        list: 8,
+        name: 24,
+        text_base: 0x140,
+        text_size: 0x148,
+        taints: 0x150,
+    };
+    assert_eq!(
+        vmi::linux::modules(&space, modules_head, &offsets, 16).count(),
+        0
+    );
+    let ima_head = GuestVirtAddr::new(syms.address_of("ima_measurements").unwrap()).unwrap();
+    let ima = vmi::linux::measurements(
+        &space,
+        ima_head,
+        &vmi::linux::ImaOffsets::LINUX_6,
+        &vmi::linux::ImaLimits::default(),
+        16,
+    );
+    assert_eq!(ima.count(), 0);
+
     // KASLR: loaded at 78 MiB, slid by 0x2a000000.
     let p = 0x4e0_0000u64;
     let runtime = link + 0x2a00_0000;

@@ -7,8 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use vmi::craft::WalkInput;
 use vmi::{
-    AddressSpace, GuestPhysAddr, GuestVirtAddr, LayoutMemory, ListOptions, VirtualMemory,
-    walk_list,
+    AddressSpace, GuestPhysAddr, GuestVirtAddr, LayoutMemory, ListOptions, VirtualMemory, walk_list,
 };
 
 const MAX_NODES: usize = 4096;
@@ -47,5 +46,39 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         assert!(nodes <= MAX_NODES && errors <= 1);
+
+        // The Linux lists on the same head, with fixed offsets: each walk
+        // ends after at most its bound plus one error.
+        let tasks = vmi::linux::TaskOffsets {
+            tasks: 0x10,
+            pid: 0x20,
+            tgid: 0x24,
+            comm: 0x28,
+            real_parent: 0x38,
+            cred: 0x40,
+            mm: 0x48,
+        };
+        let cred = vmi::linux::CredOffsets {
+            uid: 4,
+            gid: 8,
+            euid: 20,
+            egid: 24,
+        };
+        if let Ok(walk) = vmi::linux::tasks(&space, head, &tasks, &cred, 64) {
+            assert!(walk.count() <= 66);
+        }
+        let modules = vmi::linux::ModuleOffsets {
+            state: 0,
+            list: 8,
+            name: 24,
+            text_base: 0x50,
+            text_size: 0x58,
+            taints: 0x60,
+        };
+        assert!(vmi::linux::modules(&space, head, &modules, 64).count() <= 65);
+        let limits = vmi::linux::ImaLimits::default();
+        let ima =
+            vmi::linux::measurements(&space, head, &vmi::linux::ImaOffsets::LINUX_6, &limits, 64);
+        assert!(ima.count() <= 65);
     }
 });
