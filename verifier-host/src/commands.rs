@@ -633,9 +633,50 @@ pub fn policy_show(ctx: &Context) -> Result<u8, CommandError> {
     Ok(EXIT_OK)
 }
 
+/// `nodes --key-history`: every move and key replacement, oldest first.
+fn key_history(store: &Store, json: bool) -> Result<u8, CommandError> {
+    let changes = store.key_changes().map_err(err)?;
+    let hex_opt = |v: &Option<Vec<u8>>| v.as_deref().map(hex::encode);
+    let rows: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "at": c.at,
+                "kind": c.kind,
+                "old_addr": c.old_addr,
+                "new_addr": c.new_addr,
+                "old_ek_name": hex::encode(&c.old_ek_name),
+                "new_ek_name": hex_opt(&c.new_ek_name),
+                "old_ak_name": hex::encode(&c.old_ak_name),
+                "new_ak_name": hex_opt(&c.new_ak_name),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(err)?);
+        return Ok(EXIT_OK);
+    }
+    if changes.is_empty() {
+        println!("no key changes");
+    }
+    for c in &changes {
+        println!(
+            "{} {:<20} {} -> {}",
+            c.at,
+            c.kind,
+            c.old_addr,
+            c.new_addr.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(EXIT_OK)
+}
+
 /// `nodes`.
-pub fn nodes(ctx: &Context, json: bool) -> Result<u8, CommandError> {
+pub fn nodes(ctx: &Context, json: bool, history: bool) -> Result<u8, CommandError> {
     let store = ctx.store()?;
+    if history {
+        return key_history(&store, json);
+    }
     let mut rows = Vec::new();
     for node in store.nodes().map_err(err)? {
         let last = store.last_verdict(&node.addr).map_err(err)?;

@@ -114,6 +114,10 @@ enum Command {
     Nodes {
         #[arg(long)]
         json: bool,
+        /// List the key history instead: every node moved to another
+        /// address or re-enrolled with other keys.
+        #[arg(long)]
+        key_history: bool,
     },
 }
 
@@ -208,7 +212,7 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
             PolicyCommand::Learn { addr } => commands::policy_learn(&ctx, &addr),
             PolicyCommand::Show => commands::policy_show(&ctx),
         },
-        Command::Nodes { json } => commands::nodes(&ctx, json),
+        Command::Nodes { json, key_history } => commands::nodes(&ctx, json, key_history),
     }
 }
 

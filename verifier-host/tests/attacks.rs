@@ -417,6 +417,12 @@ fn a_node_is_its_ek_relays_and_key_swaps_are_refused_unless_asked() {
         .collect();
     assert_eq!(kinds, ["moved", "keys-replaced"]);
     assert_eq!(store.nodes().expect("nodes").len(), 1);
+    let out = run(&state, &["nodes", "--key-history"], 0);
+    assert!(
+        stdout(&out).contains("moved") && stdout(&out).contains("keys-replaced"),
+        "{}",
+        describe(&out)
+    );
 }
 
 /// A fake node: accepts connections and runs `behave` on each (after
