@@ -10,8 +10,8 @@ mod common;
 use std::time::Instant;
 
 use common::{
-    elf_file_offset, elf_load_segments, elf_va_of_offset, extract_vmlinux, load_kernel,
-    monvm_kernel,
+    elf_file_offset, elf_load_segments, elf_section, elf_va_of_offset, extract_vmlinux,
+    load_kernel, monvm_kernel,
 };
 use vmi::kallsyms::{Kallsyms, Layout, Limits};
 use vmi::linux::{KaslrError, KernelImage, locate_kernel};
@@ -215,6 +215,8 @@ fn kaslr_and_kernel_page_tables(vmlinux: &[u8], k: &Kallsyms, banner: &str) {
     );
     assert_eq!(ima.count(), 0);
 
+    init_task_through_btf_offsets(vmlinux, &space, syms);
+
     // KASLR: loaded at 78 MiB, slid by 0x2a000000.
     let p = 0x4e0_0000u64;
     let runtime = link + 0x2a00_0000;
@@ -316,4 +318,103 @@ fn kallsyms_of_debian_6_12_cloud() {
         count: 140_000..=175_000,
         layout: Layout::OffsetsLast,
     });
+}
+
+/// A `.BTF` section as btfparse reads it.
+struct Btf<'a>(&'a [u8]);
+
+impl btfparse::Readable for Btf<'_> {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = offset as usize;
+        match self.0.get(start..start + buffer.len()) {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::EOF,
+                "beyond .BTF",
+            )),
+        }
+    }
+}
+
+/// Task and cred offsets from the image's own BTF (what the profile will
+/// supply): the static `init_task` reads as pid 0 "swapper", its own parent,
+/// `init_cred` (uid 0), no mm, alone on its task list.
+fn init_task_through_btf_offsets<M: GuestMemory>(
+    vmlinux: &[u8],
+    space: &vmi::AddressSpace<'_, M>,
+    syms: &vmi::kallsyms::SymbolTable,
+) {
+    let btf = Btf(elf_section(vmlinux, ".BTF").expect(".BTF section"));
+    let types = btfparse::TypeInformation::new(&btf).expect("BTF parses");
+    let offset = |ty: &str, path: &str| -> u64 {
+        let id = types.id_of(ty).unwrap_or_else(|| panic!("BTF type {ty}"));
+        match types.offset_of(id, path) {
+            Ok((_, btfparse::Offset::ByteOffset(o))) => u64::from(o),
+            other => panic!("{ty}.{path}: {other:?}"),
+        }
+    };
+    let tasks = vmi::linux::TaskOffsets {
+        tasks: offset("task_struct", "tasks"),
+        pid: offset("task_struct", "pid"),
+        tgid: offset("task_struct", "tgid"),
+        comm: offset("task_struct", "comm"),
+        real_parent: offset("task_struct", "real_parent"),
+        cred: offset("task_struct", "cred"),
+        mm: offset("task_struct", "mm"),
+    };
+    let cred = vmi::linux::CredOffsets {
+        uid: offset("cred", "uid"),
+        gid: offset("cred", "gid"),
+        euid: offset("cred", "euid"),
+        egid: offset("cred", "egid"),
+    };
+    let init_task = GuestVirtAddr::new(syms.address_of("init_task").unwrap()).unwrap();
+    let all: Vec<_> = vmi::linux::tasks(space, init_task, &tasks, &cred, 16)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(all.len(), 1, "only init_task before boot");
+    let t = &all[0];
+    assert_eq!((t.pid, t.tgid), (0, 0));
+    assert_eq!(t.comm.as_str(), Some("swapper"));
+    assert_eq!(t.parent, Some(init_task));
+    assert!(t.is_kernel_thread());
+    let creds = t.creds.expect("init_cred");
+    assert_eq!(creds.address.value(), syms.address_of("init_cred").unwrap());
+    assert_eq!((creds.uid, creds.gid, creds.euid, creds.egid), (0, 0, 0, 0));
+    eprintln!("  init_task through BTF offsets: {tasks:?}");
+
+    // The IMA layout vmi assumes is this kernel's.
+    let ima = vmi::linux::ImaOffsets::LINUX_6;
+    for (ty, path, assumed) in [
+        ("ima_queue_entry", "later", ima.queue_later),
+        ("ima_queue_entry", "entry", ima.queue_entry),
+        ("ima_template_entry", "pcr", ima.entry_pcr),
+        ("ima_template_entry", "digests", ima.entry_digests),
+        (
+            "ima_template_entry",
+            "template_desc",
+            ima.entry_template_desc,
+        ),
+        (
+            "ima_template_entry",
+            "template_data_len",
+            ima.entry_template_data_len,
+        ),
+        (
+            "ima_template_entry",
+            "template_data",
+            ima.entry_template_data,
+        ),
+        ("ima_field_data", "data", ima.field_data),
+        ("ima_field_data", "len", ima.field_len),
+        ("tpm_digest", "digest", ima.tpm_digest_digest),
+        ("ima_template_desc", "name", ima.desc_name),
+        ("ima_template_desc", "num_fields", ima.desc_num_fields),
+    ] {
+        assert_eq!(offset(ty, path), assumed, "{ty}.{path}");
+    }
 }

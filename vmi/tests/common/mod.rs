@@ -173,3 +173,24 @@ pub fn load_kernel(elf: &[u8], load: u64, ram_size: usize) -> Vec<u8> {
     }
     ram
 }
+
+/// The bytes of a named ELF64 section.
+pub fn elf_section<'a>(elf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+    let shoff = u64_at(0x28) as usize;
+    let shentsize = usize::from(u16_at(0x3a));
+    let shnum = usize::from(u16_at(0x3c));
+    let shstrndx = usize::from(u16_at(0x3e));
+    let strtab = shoff + shstrndx * shentsize;
+    let strtab_off = u64_at(strtab + 0x18) as usize;
+    (0..shnum).map(|i| shoff + i * shentsize).find_map(|sh| {
+        let name_at = strtab_off + u32_le(elf, sh) as usize;
+        let end = elf[name_at..].iter().position(|&b| b == 0)? + name_at;
+        (&elf[name_at..end] == name.as_bytes()).then(|| {
+            let off = u64_at(sh + 0x18) as usize;
+            let size = u64_at(sh + 0x20) as usize;
+            &elf[off..off + size]
+        })
+    })
+}
