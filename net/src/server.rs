@@ -14,6 +14,12 @@
 //!   that never completed a request, then the longest idle) is aborted and
 //!   its socket listens again. So any number of stalled connections cannot
 //!   lock a real client out.
+//!
+//! smoltcp has no listen backlog: each socket in `Listen` takes one SYN,
+//! and a SYN that finds no listening socket gets a RST. So every socket
+//! without a connection listens, and the default pool
+//! ([`ServerLimits::default`]) is large enough that load is held rather
+//! than refused: 64 verifiers attesting at once all get their answers.
 
 use alloc::vec;
 use alloc::vec::Vec;
