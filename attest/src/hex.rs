@@ -65,7 +65,7 @@ fn nibble(c: char) -> Result<u8, HexError> {
 /// Decodes hex (either case) into bytes.
 pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
     let chars = text.chars().count();
-    if chars % 2 != 0 {
+    if !chars.is_multiple_of(2) {
         return Err(HexError::OddLength(chars));
     }
     let mut out = Vec::with_capacity(chars / 2);
