@@ -113,7 +113,7 @@ pub fn load_policy(state: &Path) -> Result<Option<ReferenceValues>, BenchError> 
 }
 
 fn stored_policy(store: &Store) -> Result<Option<ReferenceValues>, BenchError> {
-    crate::commands::load_policy(Some(&store), None).map_err(|e| BenchError(e.0))
+    crate::commands::load_policy(Some(store), None).map_err(|e| BenchError(e.0))
 }
 
 /// How the round trips use connections.
