@@ -95,10 +95,19 @@ fn write(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
+/// One recorded command-layer call: its (command, response) frames and
+/// whether it succeeded live.
+struct Call {
+    name: String,
+    selector: u8,
+    exchanges: Vec<(Vec<u8>, Vec<u8>)>,
+    ok: bool,
+}
+
 /// The session so far: every recorded call with its selector.
 struct Session {
     tpm: Tpm<Recorder>,
-    calls: Vec<(String, u8, Vec<(Vec<u8>, Vec<u8>)>, bool)>,
+    calls: Vec<Call>,
 }
 
 impl Session {
@@ -114,7 +123,12 @@ impl Session {
             if ok { "ok" } else { "failed (recorded as is)" }
         );
         let frames = exchanges.iter().map(|(_, r)| r.clone()).collect();
-        self.calls.push((name.to_owned(), selector, exchanges, ok));
+        self.calls.push(Call {
+            name: name.to_owned(),
+            selector,
+            exchanges,
+            ok,
+        });
         frames
     }
 }
@@ -129,7 +143,7 @@ fn selector(call: &str) -> u8 {
 
 fn last_key(frames: &[Vec<u8>]) -> Result<LoadedKey> {
     let frame = frames.last().ok_or("no response")?;
-    Ok(parse_create_primary(frame).or_fail()?)
+    parse_create_primary(frame).or_fail()
 }
 
 fn main() -> Result<()> {
@@ -210,8 +224,8 @@ fn run(root: &Path, work: &Path) -> Result<()> {
     let made = s.record("make_credential", selector("make_credential"), &ctx);
     ctx.credential = parse_make_credential(made.last().ok_or("no credential")?).or_fail()?;
     let activated = s.record("activate_credential", selector("activate_credential"), &ctx);
-    let secret =
-        tpm_crb::response::parse_activate_credential(activated.last().ok_or("no secret")?).or_fail()?;
+    let secret = tpm_crb::response::parse_activate_credential(activated.last().ok_or("no secret")?)
+        .or_fail()?;
     let mut wrong = ctx.clone();
     if let Some(b) = wrong.credential.blob.last_mut() {
         *b ^= 1;
@@ -250,7 +264,13 @@ fn run(root: &Path, work: &Path) -> Result<()> {
     let commands = seeds.dir("drivers/tpm-crb", "commands")?;
     let responses = seeds.dir("drivers/tpm-crb", "response")?;
     let mut seen: Vec<Vec<u8>> = Vec::new();
-    for (name, sel, exchanges, live_ok) in &s.calls {
+    for Call {
+        name,
+        selector: sel,
+        exchanges,
+        ok: live_ok,
+    } in &s.calls
+    {
         let mut conversation = vec![*sel];
         for (command, response) in exchanges {
             conversation.extend_from_slice(response);
@@ -270,7 +290,9 @@ fn run(root: &Path, work: &Path) -> Result<()> {
         }
         // The fuzz target replays it with its own (fake) handles and blobs:
         // the outcome must be the live one, or the seed explores nothing.
-        let mut replay = Tpm::new(shared::Replay { rest: &conversation[1..] });
+        let mut replay = Tpm::new(shared::Replay {
+            rest: &conversation[1..],
+        });
         let replay_ok = shared::call(&mut replay, *sel, &none);
         if replay_ok != *live_ok {
             return Err(format!("{name}: replay outcome {replay_ok}, live {live_ok}").into());
@@ -320,7 +342,8 @@ fn run(root: &Path, work: &Path) -> Result<()> {
         .flat_map(|r| r.to_vec())
         .take(32)
         .collect();
-    let (_, pcr_values) = tpm_crb::response::parse_pcr_read(pcrs.last().ok_or("no PCRs")?).or_fail()?;
+    let (_, pcr_values) =
+        tpm_crb::response::parse_pcr_read(pcrs.last().ok_or("no PCRs")?).or_fail()?;
     let pcr_values: Vec<PcrValue> = (0u8..)
         .zip(pcr_values)
         .map(|(index, digest)| PcrValue { index, digest })
@@ -337,10 +360,7 @@ fn run(root: &Path, work: &Path) -> Result<()> {
     let hello = Request::Hello {
         version: PROTOCOL_VERSION,
     };
-    let challenge = Request::Challenge {
-        nonce: nonce.clone(),
-        pcr_mask: 0xff,
-    };
+    let challenge = challenge_0_7(&nonce)?;
     let activate = Request::ActivateCredential {
         credential_blob: ctx.credential.blob.to_vec(),
         encrypted_secret: ctx.credential.secret.to_vec(),
@@ -436,15 +456,13 @@ fn run(root: &Path, work: &Path) -> Result<()> {
     write(&attest, "ek-ecc.tpm2b-public", &[&ek.public.to_tpm2b()])?;
     write(&attest, "ek-rsa.public", &[ek_rsa.public.as_bytes()])?;
     // TPML_PCR_SELECTION as the driver sent it in TPM2_PCR_Read.
-    if let Some((_, exchanges)) = s
+    if let Some((command, _)) = s
         .calls
         .iter()
-        .find(|c| c.0 == "pcr_read_0_7")
-        .map(|c| (c.1, &c.2))
+        .find(|c| c.name == "pcr_read_0_7")
+        .and_then(|c| c.exchanges.first())
     {
-        if let Some((command, _)) = exchanges.first() {
-            write(&attest, "pcr-selection-0-7", &[&command[10..]])?;
-        }
+        write(&attest, "pcr-selection-0-7", &[&command[10..]])?;
     }
 
     // verifier-host: public areas as a node's Hello carries them.
@@ -494,6 +512,27 @@ fn run(root: &Path, work: &Path) -> Result<()> {
     write(&eventlog, "seabios-eventlog", &[&log])?;
     eprintln!("seedgen: wrote seeds under {}", root.display());
     Ok(())
+}
+
+/// `Request::Challenge { nonce, pcr_mask: PCRs 0-7 }` (what avm-verifier
+/// asks for), made by the wire decoder from its postcard body, so that this
+/// does not depend on the Rust type of `pcr_mask` (a `u32`, or a newtype
+/// serialized as one): variant 1, nonce length and bytes, varint 0xff.
+fn challenge_0_7(nonce: &[u8]) -> Result<Request> {
+    let mut body = vec![
+        1,
+        u8::try_from(nonce.len())
+            .ok()
+            .filter(|n| *n < 0x80)
+            .ok_or("nonce")?,
+    ];
+    body.extend_from_slice(nonce);
+    body.extend_from_slice(&[0xff, 0x01]);
+    let request: Request = wire::decode_body(&body).or_fail()?;
+    match request {
+        Request::Challenge { .. } => Ok(request),
+        other => Err(format!("not a challenge: {other:?}").into()),
+    }
 }
 
 /// `pcrs.txt` of the attest fixtures: lines `INDEX HEX`.
