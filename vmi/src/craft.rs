@@ -1,5 +1,5 @@
 //! Builders of synthetic guest memory images: page tables and kallsyms
-//! tables. For tests, fuzzing and examples; the builders are plain code on
+//! tables; and a sample kernel profile. For tests, fuzzing and examples; the builders are plain code on
 //! `Vec<u8>`, trust their caller (they may panic on nonsense such as an
 //! address beyond memory) and never touch a real guest.
 
@@ -423,5 +423,116 @@ impl WalkInput {
         } else {
             RamLayout::flat(len).ok()
         }
+    }
+}
+
+/// A plausible kernel profile (addresses and offsets of a Debian 6.1 cloud
+/// kernel, `syscalls` slots) that validates: for tests, fuzz seeds and
+/// benchmarks of the decoder.
+pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
+    use alloc::string::ToString;
+
+    use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
+    use crate::profile::{
+        KernelIdentity, KernelProfile, KernelSymbols, NamedAddress, StructOffsets, StructSizes,
+        SyscallTable,
+    };
+
+    const TEXT: u64 = 0xffff_ffff_8100_0000;
+    let release = "6.1.0-57-cloud-amd64";
+    let version = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)";
+    let slots = (0..syscalls)
+        .map(|i| NamedAddress {
+            name: alloc::format!("__x64_sys_call_{i}"),
+            address: TEXT + 0x10_0000 + 0x40 * i as u64,
+        })
+        .collect();
+    KernelProfile {
+        kernel: KernelIdentity {
+            release: release.to_string(),
+            version: version.to_string(),
+            banner: alloc::format!(
+                "Linux version {release} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) {version}\n"
+            ),
+        },
+        symbols: KernelSymbols {
+            text: TEXT,
+            etext: 0xffff_ffff_81e0_1ef2,
+            start_rodata: 0xffff_ffff_8200_0000,
+            end_rodata: 0xffff_ffff_8282_7000,
+            start_ro_after_init: 0xffff_ffff_8239_8470,
+            end_ro_after_init: 0xffff_ffff_823d_ad78,
+            sys_call_table: 0xffff_ffff_8200_0360,
+            x64_sys_call: 0xffff_ffff_8100_3320,
+            ia32_sys_call: Some(0xffff_ffff_8100_5600),
+            idt_table: 0xffff_ffff_832b_4000,
+            init_task: 0xffff_ffff_82a1_aa40,
+            init_top_pgt: 0xffff_ffff_82a1_0000,
+            init_cred: 0xffff_ffff_82a5_99a0,
+            modules: 0xffff_ffff_82b2_7160,
+            ima_measurements: 0xffff_ffff_82b9_ee30,
+            linux_banner: 0xffff_ffff_8211_ffe0,
+            kallsyms_relative_base: 0xffff_ffff_8217_5580,
+            phys_base: 0xffff_ffff_82a1_a010,
+            page_offset_base: 0xffff_ffff_8239_8480,
+            pgdir_shift: Some(0xffff_ffff_8239_848c),
+            per_cpu_offset: 0xffff_ffff_8239_eb60,
+        },
+        syscalls: SyscallTable {
+            address: 0xffff_ffff_8200_0360,
+            slots,
+        },
+        offsets: StructOffsets {
+            task: TaskOffsets {
+                tasks: 0x890,
+                pid: 0x970,
+                tgid: 0x974,
+                comm: 0xba0,
+                real_parent: 0x980,
+                cred: 0xb90,
+                real_cred: 0xb88,
+                mm: 0x8e0,
+            },
+            cred: CredOffsets {
+                uid: 8,
+                gid: 12,
+                euid: 24,
+                egid: 28,
+            },
+            module: ModuleOffsets {
+                state: 0,
+                list: 8,
+                name: 24,
+                text_base: 0x140,
+                text_size: 0x14c,
+                taints: 0x1f8,
+            },
+            ima: ImaOffsets::LINUX_6,
+            path: PathOffsets {
+                mm_exe_file: 0x3b0,
+                file_f_path: 0x10,
+                path_mnt: 0,
+                path_dentry: 8,
+                dentry_d_name: 0x20,
+                dentry_d_parent: 0x18,
+                qstr_name: 8,
+                qstr_len: 4,
+                mount_mnt: 0x20,
+                mount_mnt_parent: 0x10,
+                mount_mnt_mountpoint: 0x18,
+                vfsmount_mnt_root: 0,
+            },
+            sizes: StructSizes {
+                task_struct: 0x2600,
+                cred: 0xb0,
+                module: 0x380,
+                mm_struct: 0x448,
+                file: 0xe8,
+                dentry: 0xc0,
+                mount: 0x140,
+            },
+        },
+        idt: None,
+        text_reference: None,
     }
 }

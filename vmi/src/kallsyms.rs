@@ -234,6 +234,19 @@ impl SymbolTable {
         Some((s, address - s.address))
     }
 
+    /// Every symbol at exactly `address` (aliases share addresses), in
+    /// kallsyms order.
+    pub fn symbols_at(&self, address: u64) -> impl Iterator<Item = Symbol<'_>> + '_ {
+        let first = self.addresses.partition_point(|&a| a < address);
+        (first..self.len()).map_while(move |i| self.get(i).filter(|s| s.address == address))
+    }
+
+    /// The lowest symbol address above `address`.
+    pub fn next_address_after(&self, address: u64) -> Option<u64> {
+        let after = self.addresses.partition_point(|&a| a <= address);
+        self.addresses.get(after).copied()
+    }
+
     /// All symbols in address order.
     pub fn iter(&self) -> impl Iterator<Item = Symbol<'_>> + '_ {
         (0..self.len()).filter_map(move |i| self.get(i))

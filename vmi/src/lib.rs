@@ -15,6 +15,9 @@
 //!   tables, in a kernel image or a RAM image, without System.map.
 //! - [`linux`]: the Linux layer: KASLR (load address, slide), the kernel's
 //!   own address space and paging depth.
+//! - [`profile`]: the kernel profile (symbols, syscall table, struct
+//!   offsets of one kernel build) the A-VM decodes; its builder and
+//!   [`kernel_image`] (vmlinuz -> vmlinux, ELF view) need feature `builder`.
 //! - [`craft`]: builders of synthetic memory images for tests and fuzzing.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![forbid(unsafe_code)]
@@ -26,10 +29,13 @@ pub mod craft;
 #[cfg(any(feature = "std", test))]
 pub mod file;
 pub mod kallsyms;
+#[cfg(feature = "builder")]
+pub mod kernel_image;
 pub mod linux;
 pub mod list;
 pub mod memory;
 pub mod paging;
+pub mod profile;
 
 pub use addr::{GuestPhysAddr, GuestVirtAddr, NonCanonical, PAGE_SIZE};
 pub use list::{ListError, ListOptions, ListWalk, list_len, walk_list};

@@ -1,20 +1,21 @@
-//! kallsyms recovery on the stock Debian 12 Mon-VM kernels fetched by `make
-//! deps` (6.1 cloud: LZ4, tables in the old order; 6.12 cloud: ZSTD, the new
-//! order), from the decompressed image and from a RAM image of it. The
-//! kernels must be there: a missing one fails the test and says to run
-//! `make deps`.
+//! The stock Debian 12 Mon-VM kernels fetched by `make deps` (6.1 cloud:
+//! LZ4, kallsyms tables in the old order; 6.12 cloud: ZSTD, the new order):
+//! unpacked with `vmi::kernel_image`, kallsyms recovered from the image and
+//! from a RAM image of it, the profile built from the package alone and
+//! used to locate the kernel and read its structures. The kernels must be
+//! there: a missing one fails the test and says to run `make deps`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::Instant;
 
-use common::{
-    elf_file_offset, elf_load_segments, elf_section, elf_va_of_offset, extract_vmlinux,
-    load_kernel, monvm_kernel,
-};
+use common::{MonvmKernel, load_kernel, monvm_kernel};
 use vmi::kallsyms::{Kallsyms, Layout, Limits};
-use vmi::linux::{KaslrError, KernelImage, locate_kernel};
+use vmi::kernel_image::{Vmlinux, extract_vmlinux};
+use vmi::linux::{KaslrError, locate_kernel};
+use vmi::profile::KernelProfile;
+use vmi::profile::build::Built;
 use vmi::{
     GuestMemory, GuestPhysAddr, GuestVirtAddr, LayoutMemory, PagingMode, RamLayout, RamRegion,
     SliceMemory, VirtualMemory,
@@ -38,13 +39,16 @@ struct Expect {
     series: &'static str,
     count: std::ops::RangeInclusive<usize>,
     layout: Layout,
+    /// NR_syscalls (FACTS-linux: 451 on 6.1, 463 on 6.12).
+    syscalls: usize,
 }
 
 fn check_kernel(expect: &Expect) {
     let kernel = monvm_kernel(expect.series);
     let t = Instant::now();
-    let vmlinux = extract_vmlinux(&kernel.vmlinuz);
+    let vmlinux = extract_vmlinux(&kernel.vmlinuz).unwrap();
     let unpack = t.elapsed();
+    let elf = Vmlinux::parse(&vmlinux).unwrap();
 
     let t = Instant::now();
     let k = Kallsyms::parse(&vmlinux, &Limits::default())
@@ -98,7 +102,7 @@ fn check_kernel(expect: &Expect) {
 
     // The tables are where their own symbols say (file offsets of the ELF;
     // 6.1's kallsyms leaves its own tables out, 6.4+ lists them).
-    let at = |name: &str| elf_file_offset(&vmlinux, syms.address_of(name).unwrap()).unwrap() as u64;
+    let at = |name: &str| elf.file_offset(syms.address_of(name).unwrap()).unwrap();
     let loc = &k.locations;
     if syms.lookup("kallsyms_token_table").is_some() {
         assert_eq!(loc.token_table, at("kallsyms_token_table"));
@@ -131,10 +135,135 @@ fn check_kernel(expect: &Expect) {
     let upstream = kernel.version.split('-').next().unwrap();
     assert!(banner.contains(upstream), "{banner} vs {}", kernel.version);
 
+    // The profile, from the package alone.
+    let t = Instant::now();
+    let built = vmi::profile::build::from_vmlinux(&vmlinux).unwrap();
+    eprintln!(
+        "  profile: {} bytes, {} syscalls, built in {:?} ({:?})",
+        built.encoded.len(),
+        built.profile.syscall_count(),
+        t.elapsed(),
+        built.timings
+    );
+    check_profile(&kernel, expect, &built, &k, &elf, &banner);
+
     // The same kernel loaded into a RAM image above 4 GiB (a split RAM
     // layout like QEMU pc with 4 GiB), found by scanning guest memory.
-    from_ram_image(&vmlinux, &k);
-    kaslr_and_kernel_page_tables(&vmlinux, &k, &banner);
+    from_ram_image(&elf, &k);
+    kaslr_and_kernel_page_tables(&elf, &built.profile);
+}
+
+/// The profile round-trips, names this kernel, and agrees with kallsyms and
+/// the image on every symbol and syscall slot; its offsets are plausible.
+fn check_profile(
+    kernel: &MonvmKernel,
+    expect: &Expect,
+    built: &Built,
+    k: &Kallsyms,
+    elf: &Vmlinux<'_>,
+    banner: &str,
+) {
+    let p = &built.profile;
+    // Encoding: canonical, decodes to the same, digest of the bytes.
+    assert_eq!(KernelProfile::decode(&built.encoded).as_ref(), Ok(p));
+    assert_eq!(p.encode().unwrap(), built.encoded);
+    assert_eq!(built.digest, vmi::profile::digest(&built.encoded));
+    assert_eq!(p.digest(), Ok(built.digest));
+    assert!(
+        built.encoded.len() < 32 << 10,
+        "{} bytes",
+        built.encoded.len()
+    );
+    assert_eq!(built.kallsyms_symbols, k.symbols.len());
+
+    // Identity.
+    assert_eq!(p.kernel.release, kernel.release);
+    assert_eq!(p.kernel.banner, banner);
+    assert!(
+        p.kernel
+            .banner
+            .ends_with(&format!("{}\n", p.kernel.version))
+    );
+    assert!(
+        p.kernel.version.starts_with("#1 SMP"),
+        "{}",
+        p.kernel.version
+    );
+    let upstream = kernel.version.split('-').next().unwrap();
+    assert!(p.kernel.version.contains(upstream));
+
+    // Every symbol is kallsyms' (kallsyms_relative_base: listed on 6.12,
+    // derived from the table's location on 6.1).
+    let syms = &k.symbols;
+    for (name, address) in p.symbols.named() {
+        let listed = syms.address_of(name);
+        match name {
+            "kallsyms_relative_base" => {
+                assert_eq!(
+                    Some(address.unwrap()),
+                    elf.address_of_offset(k.locations.relative_base)
+                );
+                assert!(listed.is_none() || listed == address);
+                assert_eq!(listed.is_some(), expect.series == "6.12");
+            }
+            _ => assert_eq!(address, listed, "{name}"),
+        }
+    }
+    assert!(p.symbols.ia32_sys_call.is_some() && p.symbols.pgdir_shift.is_some());
+
+    // sys_call_table: NR_syscalls slots, each the __x64_sys_* handler the
+    // image holds there.
+    let slots = &p.syscalls.slots;
+    assert_eq!(slots.len(), expect.syscalls);
+    for (nr, name) in [
+        (0, "__x64_sys_read"),
+        (1, "__x64_sys_write"),
+        (57, "__x64_sys_fork"),
+        (59, "__x64_sys_execve"),
+        (60, "__x64_sys_exit"),
+        (231, "__x64_sys_exit_group"),
+        (450, "__x64_sys_set_mempolicy_home_node"),
+    ] {
+        assert_eq!(slots[nr].name, name, "slot {nr}");
+    }
+    for (nr, slot) in slots.iter().enumerate() {
+        assert!(
+            slot.name.starts_with("__x64_sys_") || slot.name == "sys_ni_syscall",
+            "slot {nr}: {}",
+            slot.name
+        );
+        assert!(
+            syms.lookup_all(&slot.name)
+                .any(|s| s.address == slot.address)
+        );
+        assert_eq!(
+            elf.read_u64(p.symbols.sys_call_table + 8 * nr as u64),
+            Some(slot.address)
+        );
+    }
+    // Unused numbers (the gap from 336 to 423) go to ni_syscall.
+    assert_eq!(slots[400].name, "__x64_sys_ni_syscall");
+
+    // Offsets: inside their structs, the IMA layout vmi knew, the module
+    // text where each generation keeps it.
+    let o = &p.offsets;
+    assert!(o.task.comm + 16 <= o.sizes.task_struct);
+    assert!(o.task.tasks + 16 <= o.sizes.task_struct);
+    assert!(o.sizes.task_struct > 4096 && o.sizes.task_struct < 32 << 10);
+    assert_eq!(o.task.tgid, o.task.pid + 4);
+    assert_eq!(
+        (o.cred.uid, o.cred.gid, o.cred.euid, o.cred.egid),
+        (8, 12, 24, 28)
+    );
+    assert_eq!(o.ima, vmi::linux::ImaOffsets::LINUX_6);
+    assert_eq!((o.module.state, o.module.list, o.module.name), (0, 8, 24));
+    assert_eq!(o.module.text_base, 0x140);
+    // 6.1: core_layout { base, size, text_size }; 6.12: mem[MOD_TEXT] { base, size }.
+    let text_size = if expect.series == "6.1" { 0x14c } else { 0x148 };
+    assert_eq!(o.module.text_size, text_size);
+    assert_eq!((o.path.qstr_len, o.path.qstr_name), (4, 8));
+    assert_eq!((o.path.path_mnt, o.path.path_dentry), (0, 8));
+    assert!(p.idt.is_none() && p.text_reference.is_none());
 }
 
 /// The kernel loaded where it was linked (P = 16 MiB, no slide): located by
@@ -142,24 +271,19 @@ fn check_kernel(expect: &Expect) {
 /// of the kernel mapping) translates its addresses, and `pgdir_shift` says 4
 /// levels. Then loaded elsewhere with a slide written into the relocated
 /// kallsyms base and `phys_base`, as the kernel's boot code would.
-fn kaslr_and_kernel_page_tables(vmlinux: &[u8], k: &Kallsyms, banner: &str) {
-    let syms = &k.symbols;
-    let link = k.relative_base;
-    let relative_base_va = elf_va_of_offset(vmlinux, k.locations.relative_base).unwrap();
-    let phys_base_va = syms.address_of("phys_base").unwrap();
-    let image = KernelImage {
-        link_text: link,
-        banner_va: syms.address_of("linux_banner").unwrap(),
-        banner: banner.as_bytes(),
-        relative_base_va,
-        phys_base_va: Some(phys_base_va),
-    };
-    let segments = elf_load_segments(vmlinux);
-    let span = segments.iter().map(|s| s.2 + s.3).max().unwrap()
-        - segments.iter().map(|s| s.2).min().unwrap();
+fn kaslr_and_kernel_page_tables(elf: &Vmlinux<'_>, profile: &KernelProfile) {
+    let syms = &profile.symbols;
+    let link = syms.text;
+    let image = profile.kernel_image();
+    let banner = profile.kernel.banner.as_str();
+    let relative_base_va = syms.kallsyms_relative_base;
+    let phys_base_va = syms.phys_base;
+    let segments = elf.segments();
+    let span = segments.iter().map(|s| s.paddr + s.filesz).max().unwrap()
+        - segments.iter().map(|s| s.paddr).min().unwrap();
     let ram_size = (0x1000000 + span as usize + (8 << 20)) & !0xfffff;
 
-    let ram = load_kernel(vmlinux, 0x100_0000, ram_size);
+    let ram = load_kernel(elf, 0x100_0000, ram_size);
     let mem = SliceMemory::flat(&ram);
     let t = Instant::now();
     let loc = locate_kernel(&mem, mem.layout().regions(), &image).unwrap();
@@ -170,13 +294,9 @@ fn kaslr_and_kernel_page_tables(vmlinux: &[u8], k: &Kallsyms, banner: &str) {
     );
     assert_eq!(loc.phys_text, GuestPhysAddr(0x100_0000));
     assert_eq!(loc.runtime_text, link);
-    let mode = loc
-        .paging_mode(&mem, syms.address_of("pgdir_shift"))
-        .unwrap();
+    let mode = loc.paging_mode(&mem, syms.pgdir_shift).unwrap();
     assert_eq!(mode, PagingMode::FourLevel);
-    let space = loc
-        .address_space(&mem, syms.address_of("init_top_pgt").unwrap(), mode)
-        .unwrap();
+    let space = loc.address_space(&mem, syms.init_top_pgt, mode).unwrap();
     let text = GuestVirtAddr::new(link).unwrap();
     assert_eq!(space.translate(text), Ok(GuestPhysAddr(0x100_0000)));
     let banner_va = GuestVirtAddr::new(image.banner_va).unwrap();
@@ -187,40 +307,33 @@ fn kaslr_and_kernel_page_tables(vmlinux: &[u8], k: &Kallsyms, banner: &str) {
         banner.as_bytes(),
         "banner through the kernel's own page tables"
     );
-    let sct = GuestVirtAddr::new(syms.address_of("sys_call_table").unwrap()).unwrap();
+    let sct = GuestVirtAddr::new(syms.sys_call_table).unwrap();
     assert_eq!(space.translate(sct), Ok(loc.phys_of(sct.value()).unwrap()));
 
     // The static list heads (LIST_HEAD(modules), ima_measurements) point at
     // themselves in the image: empty lists through the kernel's own tables.
-    let modules_head = GuestVirtAddr::new(syms.address_of("modules").unwrap()).unwrap();
-    let offsets = vmi::linux::ModuleOffsets {
-        state: 0,
-        list: 8,
-        name: 24,
-        text_base: 0x140,
-        text_size: 0x148,
-        taints: 0x150,
-    };
+    let offsets = &profile.offsets;
+    let modules_head = GuestVirtAddr::new(syms.modules).unwrap();
     assert_eq!(
-        vmi::linux::modules(&space, modules_head, &offsets, 16).count(),
+        vmi::linux::modules(&space, modules_head, &offsets.module, 16).count(),
         0
     );
-    let ima_head = GuestVirtAddr::new(syms.address_of("ima_measurements").unwrap()).unwrap();
+    let ima_head = GuestVirtAddr::new(syms.ima_measurements).unwrap();
     let ima = vmi::linux::measurements(
         &space,
         ima_head,
-        &vmi::linux::ImaOffsets::LINUX_6,
+        &offsets.ima,
         &vmi::linux::ImaLimits::default(),
         16,
     );
     assert_eq!(ima.count(), 0);
 
-    init_task_through_btf_offsets(vmlinux, &space, syms);
+    init_task_through_profile(&space, profile);
 
     // KASLR: loaded at 78 MiB, slid by 0x2a000000.
     let p = 0x4e0_0000u64;
     let runtime = link + 0x2a00_0000;
-    let mut ram = load_kernel(vmlinux, p, ram_size + 0x400_0000);
+    let mut ram = load_kernel(elf, p, ram_size + 0x400_0000);
     let put = |ram: &mut Vec<u8>, va: u64, v: u64| {
         let at = (p + va - link) as usize;
         ram[at..at + 8].copy_from_slice(&v.to_le_bytes());
@@ -254,7 +367,7 @@ fn kaslr_and_kernel_page_tables(vmlinux: &[u8], k: &Kallsyms, banner: &str) {
 
 /// Places the ELF's load segments at a physical load address above 4 GiB
 /// in a two-region RAM image and recovers kallsyms from guest memory.
-fn from_ram_image(vmlinux: &[u8], from_file: &Kallsyms) {
+fn from_ram_image(elf: &Vmlinux<'_>, from_file: &Kallsyms) {
     const LOW: u64 = 16 << 20;
     const HIGH: u64 = 128 << 20;
     const LOAD: u64 = 0x1_0020_0000;
@@ -264,13 +377,13 @@ fn from_ram_image(vmlinux: &[u8], from_file: &Kallsyms) {
     ])
     .unwrap();
     let mut backing = vec![0u8; (LOW + HIGH) as usize];
-    let segments = elf_load_segments(vmlinux);
-    let first_paddr = segments.iter().map(|s| s.2).min().unwrap();
-    for &(off, _, paddr, filesz) in &segments {
-        let phys = LOAD + (paddr - first_paddr);
+    let segments = elf.segments();
+    let first_paddr = segments.iter().map(|s| s.paddr).min().unwrap();
+    for s in segments {
+        let phys = LOAD + (s.paddr - first_paddr);
         let file_at = (phys - 0x1_0000_0000 + LOW) as usize;
-        backing[file_at..file_at + filesz as usize]
-            .copy_from_slice(&vmlinux[off as usize..(off + filesz) as usize]);
+        let (off, filesz) = (s.offset as usize, s.filesz as usize);
+        backing[file_at..file_at + filesz].copy_from_slice(&elf.data()[off..off + filesz]);
     }
     let memory = LayoutMemory::new(backing.as_slice(), layout).unwrap();
     let t = Instant::now();
@@ -308,6 +421,7 @@ fn kallsyms_of_debian_6_1_cloud() {
         layout: Layout::OffsetsFirst {
             seqs_of_names: true,
         },
+        syscalls: 451,
     });
 }
 
@@ -317,62 +431,20 @@ fn kallsyms_of_debian_6_12_cloud() {
         series: "6.12",
         count: 140_000..=175_000,
         layout: Layout::OffsetsLast,
+        syscalls: 463,
     });
 }
 
-/// A `.BTF` section as btfparse reads it.
-struct Btf<'a>(&'a [u8]);
-
-impl btfparse::Readable for Btf<'_> {
-    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
-        let start = offset as usize;
-        match self.0.get(start..start + buffer.len()) {
-            Some(src) => {
-                buffer.copy_from_slice(src);
-                Ok(())
-            }
-            None => Err(btfparse::Error::new(
-                btfparse::ErrorKind::EOF,
-                "beyond .BTF",
-            )),
-        }
-    }
-}
-
-/// Task and cred offsets from the image's own BTF (what the profile will
-/// supply): the static `init_task` reads as pid 0 "swapper", its own parent,
-/// `init_cred` (uid 0), no mm, alone on its task list.
-fn init_task_through_btf_offsets<M: GuestMemory>(
-    vmlinux: &[u8],
+/// The profile's task and cred offsets (from the image's own BTF): the
+/// static `init_task` reads as pid 0 "swapper", its own parent, `init_cred`
+/// (uid 0) as both credentials, no mm, alone on its task list.
+fn init_task_through_profile<M: GuestMemory>(
     space: &vmi::AddressSpace<'_, M>,
-    syms: &vmi::kallsyms::SymbolTable,
+    profile: &KernelProfile,
 ) {
-    let btf = Btf(elf_section(vmlinux, ".BTF").expect(".BTF section"));
-    let types = btfparse::TypeInformation::new(&btf).expect("BTF parses");
-    let offset = |ty: &str, path: &str| -> u64 {
-        let id = types.id_of(ty).unwrap_or_else(|| panic!("BTF type {ty}"));
-        match types.offset_of(id, path) {
-            Ok((_, btfparse::Offset::ByteOffset(o))) => u64::from(o),
-            other => panic!("{ty}.{path}: {other:?}"),
-        }
-    };
-    let tasks = vmi::linux::TaskOffsets {
-        tasks: offset("task_struct", "tasks"),
-        pid: offset("task_struct", "pid"),
-        tgid: offset("task_struct", "tgid"),
-        comm: offset("task_struct", "comm"),
-        real_parent: offset("task_struct", "real_parent"),
-        cred: offset("task_struct", "cred"),
-        mm: offset("task_struct", "mm"),
-    };
-    let cred = vmi::linux::CredOffsets {
-        uid: offset("cred", "uid"),
-        gid: offset("cred", "gid"),
-        euid: offset("cred", "euid"),
-        egid: offset("cred", "egid"),
-    };
-    let init_task = GuestVirtAddr::new(syms.address_of("init_task").unwrap()).unwrap();
-    let all: Vec<_> = vmi::linux::tasks(space, init_task, &tasks, &cred, 16)
+    let o = &profile.offsets;
+    let init_task = GuestVirtAddr::new(profile.symbols.init_task).unwrap();
+    let all: Vec<_> = vmi::linux::tasks(space, init_task, &o.task, &o.cred, 16)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -383,38 +455,170 @@ fn init_task_through_btf_offsets<M: GuestMemory>(
     assert_eq!(t.parent, Some(init_task));
     assert!(t.is_kernel_thread());
     let creds = t.creds.expect("init_cred");
-    assert_eq!(creds.address.value(), syms.address_of("init_cred").unwrap());
+    assert_eq!(creds.address.value(), profile.symbols.init_cred);
+    assert_eq!(t.real_cred, Some(creds.address));
     assert_eq!((creds.uid, creds.gid, creds.euid, creds.egid), (0, 0, 0, 0));
-    eprintln!("  init_task through BTF offsets: {tasks:?}");
+    eprintln!("  init_task through the profile's offsets: {:?}", o.task);
+}
 
-    // The IMA layout vmi assumes is this kernel's.
-    let ima = vmi::linux::ImaOffsets::LINUX_6;
-    for (ty, path, assumed) in [
-        ("ima_queue_entry", "later", ima.queue_later),
-        ("ima_queue_entry", "entry", ima.queue_entry),
-        ("ima_template_entry", "pcr", ima.entry_pcr),
-        ("ima_template_entry", "digests", ima.entry_digests),
-        (
-            "ima_template_entry",
-            "template_desc",
-            ima.entry_template_desc,
-        ),
-        (
-            "ima_template_entry",
-            "template_data_len",
-            ima.entry_template_data_len,
-        ),
-        (
-            "ima_template_entry",
-            "template_data",
-            ima.entry_template_data,
-        ),
-        ("ima_field_data", "data", ima.field_data),
-        ("ima_field_data", "len", ima.field_len),
-        ("tpm_digest", "digest", ima.tpm_digest_digest),
-        ("ima_template_desc", "name", ima.desc_name),
-        ("ima_template_desc", "num_fields", ima.desc_num_fields),
-    ] {
-        assert_eq!(offset(ty, path), assumed, "{ty}.{path}");
+/// The 6.1 kernel's bzImage with its payload replaced by `stream` (the size
+/// trailer appended unless the format carries it, as gzip does).
+fn rewrap(vmlinuz: &[u8], stream: &[u8], size: Option<usize>) -> Vec<u8> {
+    let setup_sects = usize::from(vmlinuz[0x1f1]);
+    let payload_offset = u32::from_le_bytes(vmlinuz[0x248..0x24c].try_into().unwrap()) as usize;
+    let start = (setup_sects + 1) * 512 + payload_offset;
+    let mut out = vmlinuz[..start].to_vec();
+    out.extend_from_slice(stream);
+    if let Some(size) = size {
+        out.extend_from_slice(&(size as u32).to_le_bytes());
     }
+    let len = (out.len() - start) as u32;
+    out[0x24c..0x250].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// `xz` with the kernel's filter chain (scripts/xz_wrap.sh: x86 BCJ, CRC32
+/// check; a fast preset here instead of the kernel's 32 MiB dictionary).
+fn xz_like_the_kernel(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("xz")
+        .args([
+            "--format=xz",
+            "--check=crc32",
+            "--x86",
+            "--lzma2=preset=0",
+            "-T1",
+            "-c",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("xz (xz-utils) is needed to make an XZ kernel payload");
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(move || stdin.write_all(data).unwrap());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    })
+}
+
+/// The same profile, byte for byte, whatever the payload's compression:
+/// the 6.1 kernel (LZ4 as packaged) recompressed with gzip (as `gzip -9`
+/// would frame it) and XZ with the x86 BCJ filter.
+#[test]
+fn same_profile_from_every_compression() {
+    use std::io::Write;
+    use vmi::kernel_image::{BzImage, Compression};
+    let kernel = monvm_kernel("6.1");
+    let original = vmi::profile::build::from_vmlinuz(&kernel.vmlinuz).unwrap();
+    assert_eq!(original.compression, Some(Compression::Lz4Legacy));
+    let vmlinux = extract_vmlinux(&kernel.vmlinuz).unwrap();
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&vmlinux).unwrap();
+    let gzip = rewrap(&kernel.vmlinuz, &gz.finish().unwrap(), None);
+    let xz = rewrap(
+        &kernel.vmlinuz,
+        &xz_like_the_kernel(&vmlinux),
+        Some(vmlinux.len()),
+    );
+    for (image, format) in [(gzip, Compression::Gzip), (xz, Compression::Xz)] {
+        assert_eq!(BzImage::parse(&image).unwrap().compression, format);
+        let t = Instant::now();
+        let built = vmi::profile::build::from_vmlinuz(&image).unwrap();
+        eprintln!(
+            "{format}: {} MB payload, profile in {:?} ({:?})",
+            image.len() >> 20,
+            t.elapsed(),
+            built.timings
+        );
+        assert_eq!(built.compression, Some(format));
+        assert_eq!(built.encoded, original.encoded, "{format}");
+    }
+}
+
+/// Where the name of section `name` is in the ELF's section-name table.
+fn section_name_offset(elf: &[u8], name: &str) -> usize {
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()));
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize) = (u64_at(0x28), u16_at(0x3a));
+    let (shnum, shstrndx) = (u16_at(0x3c), u16_at(0x3e));
+    let strtab = u64_at(shoff + shstrndx * shentsize + 0x18);
+    (0..shnum)
+        .map(|i| {
+            strtab
+                + u32::from_le_bytes(elf[shoff + i * shentsize..][..4].try_into().unwrap()) as usize
+        })
+        .find(|&at| elf[at..].starts_with(name.as_bytes()) && elf[at + name.len()] == 0)
+        .unwrap()
+}
+
+/// Broken packages give the error that names what is wrong.
+#[test]
+fn broken_images_give_clear_errors() {
+    use vmi::kernel_image::ImageError;
+    use vmi::profile::build::{BuildError, from_vmlinux, from_vmlinuz};
+    let kernel = monvm_kernel("6.1");
+    let message = |r: Result<Built, BuildError>| match r {
+        Ok(_) => panic!("built a profile from a broken image"),
+        Err(e) => e.to_string(),
+    };
+
+    // Cut short: the payload runs past the end of the file.
+    let cut = &kernel.vmlinuz[..kernel.vmlinuz.len() / 2];
+    let e = from_vmlinuz(cut);
+    assert!(
+        matches!(e, Err(BuildError::Image(ImageError::Truncated { .. }))),
+        "{e:?}"
+    );
+    assert!(message(from_vmlinuz(cut)).starts_with("truncated image"));
+    // Cut inside the setup header, empty, garbage, a vmlinux given as vmlinuz.
+    let vmlinux = extract_vmlinux(&kernel.vmlinuz).unwrap();
+    for bad in [
+        &kernel.vmlinuz[..0x204],
+        &[][..],
+        &[0x5au8; 8192][..],
+        &vmlinux[..],
+    ] {
+        let e = message(from_vmlinuz(bad));
+        assert!(e.starts_with("not a bzImage"), "{e}");
+    }
+    // A payload whose bytes are damaged.
+    let mut damaged = kernel.vmlinuz.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid..mid + 4096].fill(0xa5);
+    let e = message(from_vmlinuz(&damaged));
+    assert!(
+        e.contains("lz4 payload does not decompress") || e.contains("decompressed"),
+        "{e}"
+    );
+    // A payload in an unknown format.
+    let unknown = rewrap(&kernel.vmlinuz, b"what is this?", Some(100));
+    assert_eq!(
+        message(from_vmlinuz(&unknown)),
+        "unknown kernel compression (payload starts 77 68 61 74)"
+    );
+
+    // No .BTF: the section renamed.
+    let elf = Vmlinux::parse(&vmlinux).unwrap();
+    assert!(elf.section(".BTF").is_some());
+    let mut no_btf = vmlinux.clone();
+    let at = section_name_offset(&vmlinux, ".BTF");
+    no_btf[at + 1] = b'X';
+    assert!(matches!(from_vmlinux(&no_btf), Err(BuildError::NoBtf)));
+    assert!(message(from_vmlinux(&no_btf)).contains("no .BTF section"));
+
+    // No kallsyms: every "0".."9" token run (the token table) wiped.
+    let mut no_kallsyms = vmlinux.clone();
+    let run = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00";
+    let mut wiped = 0;
+    while let Some(at) = no_kallsyms.windows(run.len()).position(|w| w == run) {
+        no_kallsyms[at..at + run.len()].fill(0);
+        wiped += 1;
+    }
+    assert!(wiped >= 1);
+    let e = message(from_vmlinux(&no_kallsyms));
+    assert!(e.starts_with("kallsyms not found"), "{e}");
 }

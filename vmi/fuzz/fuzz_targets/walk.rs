@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
             comm: 0x28,
             real_parent: 0x38,
             cred: 0x40,
+            real_cred: 0x50,
             mm: 0x48,
         };
         let cred = vmi::linux::CredOffsets {

@@ -13,6 +13,8 @@
 
 use alloc::vec::Vec;
 
+use serde::{Deserialize, Serialize};
+
 use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, ListWalk, walk_list};
 use crate::paging::VirtualMemory;
@@ -22,7 +24,7 @@ use super::structs::{
 };
 
 /// Member offsets of the IMA structures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImaOffsets {
     /// `later` in `ima_queue_entry`.
     pub queue_later: u64,

@@ -20,9 +20,9 @@ use crate::paging::{AddressSpace, PagingMode};
 pub const KERNEL_ALIGN: u64 = 2 << 20;
 /// The kernel image mapping ends here (`KERNEL_IMAGE_SIZE` = 1 GiB above
 /// `__START_KERNEL_map`).
-const KERNEL_IMAGE_END: u64 = 0xffff_ffff_c000_0000;
+pub const KERNEL_IMAGE_END: u64 = 0xffff_ffff_c000_0000;
 /// Longest banner compared (the kernel's is about 150 bytes).
-const MAX_BANNER: usize = 512;
+pub const MAX_BANNER: usize = 512;
 
 /// Link-time facts about the kernel image, from the profile: addresses as
 /// linked (kallsyms of the package's vmlinux) and the banner bytes.

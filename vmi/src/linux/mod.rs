@@ -7,12 +7,14 @@
 pub mod ima;
 pub mod kaslr;
 pub mod modules;
+pub mod path;
 pub mod structs;
 pub mod tasks;
 
 pub use ima::{ImaEntry, ImaLimits, ImaOffsets, measurements};
 pub use kaslr::{KaslrError, KernelImage, KernelLocation, locate_kernel};
 pub use modules::{Module, ModuleOffsets, modules};
+pub use path::PathOffsets;
 pub use structs::StructError;
 pub use tasks::{CredOffsets, Task, TaskOffsets, tasks};
 

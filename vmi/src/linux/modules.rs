@@ -1,5 +1,7 @@
 //! The loaded-module list from `modules`: name, core text range, taints.
 
+use serde::{Deserialize, Serialize};
+
 use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, ListWalk, walk_list};
 use crate::paging::VirtualMemory;
@@ -15,7 +17,7 @@ pub const MODULE_NAME_LEN: usize = 56;
 /// between kernels: `core_layout.base` / `core_layout.text_size` on 6.1,
 /// `mem[MOD_TEXT].base` / `mem[MOD_TEXT].size` on 6.4+; the profile names
 /// the right pair.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleOffsets {
     pub state: u64,
     /// `list` (struct list_head).

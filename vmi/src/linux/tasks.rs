@@ -1,6 +1,8 @@
 //! The task list from `init_task` (pid, parent, comm, credentials, whether
 //! it has a user address space), bounded and cycle-safe.
 
+use serde::{Deserialize, Serialize};
+
 use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, ListWalk, walk_list};
 use crate::paging::VirtualMemory;
@@ -11,7 +13,7 @@ use super::structs::{
 };
 
 /// Member offsets of `struct task_struct` (from BTF).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskOffsets {
     /// `tasks` (struct list_head).
     pub tasks: u64,
@@ -23,12 +25,15 @@ pub struct TaskOffsets {
     pub real_parent: u64,
     /// `cred` (pointer to the effective credentials).
     pub cred: u64,
+    /// `real_cred` (pointer to the objective credentials; the same as
+    /// `cred` except while a task overrides its credentials).
+    pub real_cred: u64,
     /// `mm` (pointer; NULL for kernel threads).
     pub mm: u64,
 }
 
 /// Member offsets of `struct cred` (from BTF).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredOffsets {
     pub uid: u64,
     pub gid: u64,
@@ -57,6 +62,8 @@ pub struct Task {
     pub parent: Option<GuestVirtAddr>,
     pub parent_pid: Option<i32>,
     pub creds: Option<Creds>,
+    /// `real_cred`.
+    pub real_cred: Option<GuestVirtAddr>,
     pub mm: Option<GuestVirtAddr>,
 }
 
@@ -91,6 +98,7 @@ pub fn read_task<V: VirtualMemory + ?Sized>(
         }),
         None => None,
     };
+    let real_cred = read_pointer(mem, task, offsets.real_cred)?;
     let mm = read_pointer(mem, task, offsets.mm)?;
     Ok(Task {
         address: task,
@@ -100,6 +108,7 @@ pub fn read_task<V: VirtualMemory + ?Sized>(
         parent,
         parent_pid,
         creds,
+        real_cred,
         mm,
     })
 }

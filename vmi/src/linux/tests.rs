@@ -41,6 +41,7 @@ const T: TaskOffsets = TaskOffsets {
     comm: 0x300,
     real_parent: 0x208,
     cred: 0x210,
+    real_cred: 0x220,
     mm: 0x218,
 };
 const C: CredOffsets = CredOffsets {
@@ -66,6 +67,7 @@ fn write_tasks(b: &mut PageTableBuilder, tasks: &[(u32, &str, usize, bool)]) -> 
         b.write_u64(t + T.real_parent, DIRECT + at[parent]);
         let cred = 0x8000 + 0x100 * i as u64;
         b.write_u64(t + T.cred, DIRECT + cred);
+        b.write_u64(t + T.real_cred, DIRECT + cred);
         for (off, v) in [
             (C.uid, 1000 * pid),
             (C.gid, 1000 * pid),
@@ -102,6 +104,7 @@ fn task_list_reads_back() {
         assert_eq!(got[2].comm.as_str(), Some("sh"));
         let creds = got[2].creds.expect("creds");
         assert_eq!((creds.uid, creds.euid), (42_000, 0));
+        assert_eq!(got[2].real_cred, Some(creds.address));
         assert_eq!(got[1].parent, Some(va(at[0])));
     });
 }

@@ -1,0 +1,566 @@
+//! Building a [`KernelProfile`] from a kernel package's vmlinuz alone (no
+//! debug package, no System.map), host side (feature `builder`):
+//! decompress the bzImage ([`crate::kernel_image`]), recover the symbol
+//! table from the kallsyms tables inside ([`crate::kallsyms`], both
+//! layouts), read struct member offsets from the image's `.BTF` (btfparse),
+//! and read `sys_call_table`'s slots from the image's rodata, each resolved
+//! to the handler symbol at that address.
+//!
+//! Every member offset is checked against the size the Linux layer reads
+//! there (e.g. `task_struct.comm` must be a 16-byte array): a kernel whose
+//! layout differs from what [`crate::linux`] assumes is refused here, not
+//! misread in the A-VM.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
+
+use super::{
+    KernelIdentity, KernelProfile, KernelSymbols, MAX_RELEASE_LEN, MAX_SYSCALLS, NamedAddress,
+    ProfileError, StructOffsets, StructSizes, SyscallTable,
+};
+use crate::kallsyms::{Kallsyms, KallsymsError, Layout, Limits, SymbolTable};
+use crate::kernel_image::{BzImage, Compression, ImageError, MAX_VMLINUX_SIZE, Vmlinux};
+use crate::linux::kaslr::MAX_BANNER;
+use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
+
+/// Why no profile was built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The vmlinuz is no bzImage, its compression is unknown, it does not
+    /// decompress, or the result is no x86-64 ELF.
+    Image(ImageError),
+    /// No kallsyms tables in the image.
+    Kallsyms(KallsymsError),
+    /// The image has no `.BTF` section (a kernel without
+    /// `CONFIG_DEBUG_INFO_BTF`).
+    NoBtf,
+    /// `.BTF` does not parse.
+    Btf(String),
+    /// A symbol the A-VM needs is not in kallsyms.
+    MissingSymbol(&'static str),
+    /// A symbol the A-VM needs has several addresses.
+    AmbiguousSymbol(&'static str),
+    /// A struct or member the Linux layer reads is missing from BTF, or
+    /// has another size than it assumes.
+    Layout(String),
+    /// The image contradicts itself (banner, kallsyms base, syscall table).
+    Inconsistent(String),
+    /// The result does not validate (should not happen for a real kernel).
+    Profile(ProfileError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Image(e) => write!(f, "{e}"),
+            BuildError::Kallsyms(e) => write!(f, "kallsyms not found in the kernel image: {e}"),
+            BuildError::NoBtf => write!(
+                f,
+                "the kernel image has no .BTF section (built without CONFIG_DEBUG_INFO_BTF)"
+            ),
+            BuildError::Btf(e) => write!(f, "the kernel's .BTF does not parse: {e}"),
+            BuildError::MissingSymbol(name) => {
+                write!(f, "required symbol {name} is missing from kallsyms")
+            }
+            BuildError::AmbiguousSymbol(name) => {
+                write!(
+                    f,
+                    "required symbol {name} has several addresses in kallsyms"
+                )
+            }
+            BuildError::Layout(e) => write!(f, "kernel structure layout: {e}"),
+            BuildError::Inconsistent(e) => write!(f, "inconsistent kernel image: {e}"),
+            BuildError::Profile(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<ImageError> for BuildError {
+    fn from(e: ImageError) -> Self {
+        BuildError::Image(e)
+    }
+}
+
+/// How long each step took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub decompress: Duration,
+    pub kallsyms: Duration,
+    pub btf: Duration,
+    pub total: Duration,
+}
+
+/// A built profile with its encoding, digest and how it was made.
+#[derive(Debug)]
+pub struct Built {
+    pub profile: KernelProfile,
+    /// The canonical encoding (what is written to the profile file).
+    pub encoded: Vec<u8>,
+    /// SHA-256 of `encoded`.
+    pub digest: [u8; 32],
+    /// `None` when built from a vmlinux directly.
+    pub compression: Option<Compression>,
+    pub vmlinux_len: usize,
+    /// Symbols kallsyms recovered (the profile keeps a few of them).
+    pub kallsyms_symbols: usize,
+    pub kallsyms_layout: Layout,
+    pub timings: Timings,
+}
+
+/// Builds the profile of the kernel in `vmlinuz` (a bzImage).
+pub fn from_vmlinuz(vmlinuz: &[u8]) -> Result<Built, BuildError> {
+    let start = Instant::now();
+    let image = BzImage::parse(vmlinuz)?;
+    let vmlinux = image.decompress(MAX_VMLINUX_SIZE)?;
+    let decompress = start.elapsed();
+    let mut built = from_vmlinux(&vmlinux)?;
+    built.compression = Some(image.compression);
+    built.timings.decompress = decompress;
+    built.timings.total = start.elapsed();
+    Ok(built)
+}
+
+/// Builds the profile of a decompressed kernel image (vmlinux ELF).
+pub fn from_vmlinux(vmlinux: &[u8]) -> Result<Built, BuildError> {
+    let start = Instant::now();
+    let elf = Vmlinux::parse(vmlinux)?;
+
+    let t = Instant::now();
+    let kallsyms = Kallsyms::parse(vmlinux, &Limits::default()).map_err(BuildError::Kallsyms)?;
+    let kallsyms_time = t.elapsed();
+
+    let t = Instant::now();
+    let section = elf.section(".BTF").ok_or(BuildError::NoBtf)?;
+    let btf = Btf::parse(section)?;
+    let offsets = struct_offsets(&btf)?;
+    let btf_time = t.elapsed();
+
+    let symbols = kernel_symbols(&elf, &kallsyms)?;
+    let kernel = identity(&elf, symbols.linux_banner)?;
+    let syscalls = syscall_table(&elf, &kallsyms.symbols, &symbols)?;
+
+    let profile = KernelProfile {
+        kernel,
+        symbols,
+        syscalls,
+        offsets,
+        idt: None,
+        text_reference: None,
+    };
+    let encoded = profile.encode().map_err(BuildError::Profile)?;
+    let digest = super::digest(&encoded);
+    Ok(Built {
+        profile,
+        encoded,
+        digest,
+        compression: None,
+        vmlinux_len: vmlinux.len(),
+        kallsyms_symbols: kallsyms.symbols.len(),
+        kallsyms_layout: kallsyms.layout,
+        timings: Timings {
+            decompress: Duration::ZERO,
+            kallsyms: kallsyms_time,
+            btf: btf_time,
+            total: start.elapsed(),
+        },
+    })
+}
+
+/// The one address of `name`.
+fn required(symbols: &SymbolTable, name: &'static str) -> Result<u64, BuildError> {
+    let mut all = symbols.lookup_all(name);
+    let first = all.next().ok_or(BuildError::MissingSymbol(name))?;
+    if all.any(|s| s.address != first.address) {
+        return Err(BuildError::AmbiguousSymbol(name));
+    }
+    Ok(first.address)
+}
+
+fn optional(symbols: &SymbolTable, name: &'static str) -> Result<Option<u64>, BuildError> {
+    match required(symbols, name) {
+        Ok(a) => Ok(Some(a)),
+        Err(BuildError::MissingSymbol(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn kernel_symbols(elf: &Vmlinux<'_>, k: &Kallsyms) -> Result<KernelSymbols, BuildError> {
+    let s = &k.symbols;
+    let text = required(s, "_text")?;
+    if k.relative_base != text {
+        return Err(BuildError::Inconsistent(format!(
+            "kallsyms base {:#x} is not _text {text:#x}",
+            k.relative_base
+        )));
+    }
+    // 6.1 does not list its own tables: the base's link address is where
+    // the recovery found it, mapped through the ELF. 6.4+ lists it: both
+    // must agree.
+    let relative_base = elf
+        .address_of_offset(k.locations.relative_base)
+        .ok_or_else(|| {
+            BuildError::Inconsistent("kallsyms_relative_base is in no load segment".into())
+        })?;
+    if let Some(listed) = optional(s, "kallsyms_relative_base")?
+        && listed != relative_base
+    {
+        return Err(BuildError::Inconsistent(format!(
+            "kallsyms_relative_base listed at {listed:#x}, found at {relative_base:#x}"
+        )));
+    }
+    if elf.read_u64(relative_base) != Some(text) {
+        return Err(BuildError::Inconsistent(
+            "kallsyms_relative_base does not hold _text".into(),
+        ));
+    }
+    Ok(KernelSymbols {
+        text,
+        etext: required(s, "_etext")?,
+        start_rodata: required(s, "__start_rodata")?,
+        end_rodata: required(s, "__end_rodata")?,
+        start_ro_after_init: required(s, "__start_ro_after_init")?,
+        end_ro_after_init: required(s, "__end_ro_after_init")?,
+        sys_call_table: required(s, "sys_call_table")?,
+        x64_sys_call: required(s, "x64_sys_call")?,
+        ia32_sys_call: optional(s, "ia32_sys_call")?,
+        idt_table: required(s, "idt_table")?,
+        init_task: required(s, "init_task")?,
+        init_top_pgt: required(s, "init_top_pgt")?,
+        init_cred: required(s, "init_cred")?,
+        modules: required(s, "modules")?,
+        ima_measurements: required(s, "ima_measurements")?,
+        linux_banner: required(s, "linux_banner")?,
+        kallsyms_relative_base: relative_base,
+        phys_base: required(s, "phys_base")?,
+        page_offset_base: required(s, "page_offset_base")?,
+        pgdir_shift: optional(s, "pgdir_shift")?,
+        per_cpu_offset: required(s, "__per_cpu_offset")?,
+    })
+}
+
+/// Release and version out of `linux_banner` ("Linux version RELEASE
+/// (builder) (compiler) VERSION\n").
+fn identity(elf: &Vmlinux<'_>, banner_va: u64) -> Result<KernelIdentity, BuildError> {
+    let bad = |why: &str| BuildError::Inconsistent(format!("linux_banner: {why}"));
+    let bytes = elf
+        .read_cstr(banner_va, MAX_BANNER)
+        .ok_or_else(|| bad("no NUL-terminated banner at its address"))?;
+    let banner = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
+    let rest = banner
+        .strip_prefix("Linux version ")
+        .ok_or_else(|| bad("does not start with \"Linux version \""))?;
+    let release = rest.split(' ').next().unwrap_or_default();
+    if release.is_empty() || release.len() > MAX_RELEASE_LEN {
+        return Err(bad("no release"));
+    }
+    // UTS_VERSION follows the compiler's closing parenthesis: "#1 SMP ...".
+    let version = banner
+        .find(") #")
+        .map(|at| banner[at + 2..].trim_end_matches('\n'))
+        .ok_or_else(|| bad("no \"#\" version"))?;
+    Ok(KernelIdentity {
+        release: release.to_string(),
+        version: version.to_string(),
+        banner: banner.to_string(),
+    })
+}
+
+/// Whether `name` is a native system-call handler (`__x64_sys_*`, the
+/// `ni_syscall` stub under either name).
+fn is_handler(name: &str) -> bool {
+    name.starts_with("__x64_sys_") || name == "sys_ni_syscall"
+}
+
+/// `sys_call_table`'s slots as the image holds them, each resolved to the
+/// handler symbol at its address. The table ends at the first slot that is
+/// no text symbol's address (alignment padding before the next object) or
+/// at the next symbol; only padding may remain before that symbol.
+fn syscall_table(
+    elf: &Vmlinux<'_>,
+    symbols: &SymbolTable,
+    profile: &KernelSymbols,
+) -> Result<SyscallTable, BuildError> {
+    let table = profile.sys_call_table;
+    let bad = |why: String| BuildError::Inconsistent(format!("sys_call_table: {why}"));
+    let next = symbols
+        .next_address_after(table)
+        .ok_or_else(|| bad("no symbol after it".into()))?;
+    let room = ((next - table) / 8).min(MAX_SYSCALLS as u64 + 1);
+    let mut slots = Vec::new();
+    for i in 0..room {
+        let at = table + 8 * i;
+        let value = elf
+            .read_u64(at)
+            .ok_or_else(|| bad(format!("slot {i} is not in the file")))?;
+        let mut names: Vec<&str> = symbols.symbols_at(value).map(|s| s.name).collect();
+        if !(profile.text..profile.etext).contains(&value) || names.is_empty() {
+            break;
+        }
+        names.sort_by_key(|n| (!n.starts_with("__x64_sys_"), *n));
+        let name = names.iter().find(|n| is_handler(n)).ok_or_else(|| {
+            bad(format!(
+                "slot {i} points at {}, no handler",
+                names.join("/")
+            ))
+        })?;
+        slots.push(NamedAddress {
+            name: (*name).to_string(),
+            address: value,
+        });
+    }
+    let used = slots.len() as u64 * 8;
+    if slots.is_empty() || slots.len() > MAX_SYSCALLS {
+        return Err(bad(format!("{} slots", slots.len())));
+    }
+    // What is left before the next symbol is alignment padding (the table
+    // is 32-byte aligned), not slots that failed to resolve.
+    if next - table - used >= 64 {
+        return Err(bad(format!(
+            "{} slots resolve, but the next symbol is {} bytes after the table",
+            slots.len(),
+            next - table
+        )));
+    }
+    Ok(SyscallTable {
+        address: table,
+        slots,
+    })
+}
+
+/// A `.BTF` section as btfparse reads it.
+struct BtfBytes<'a>(&'a [u8]);
+
+impl Readable for BtfBytes<'_> {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.0.get(start..start.checked_add(buffer.len())?));
+        match src {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::EOF,
+                "read beyond the .BTF section",
+            )),
+        }
+    }
+}
+
+/// The kernel's BTF with its structs by name.
+struct Btf {
+    types: TypeInformation,
+    /// Complete (sized) structs and unions by name; BTF may hold several
+    /// definitions of one name, which must then agree in size.
+    structs: BTreeMap<String, Vec<u32>>,
+}
+
+impl Btf {
+    fn parse(section: &[u8]) -> Result<Self, BuildError> {
+        let types = TypeInformation::new(&BtfBytes(section))
+            .map_err(|e| BuildError::Btf(format!("{e:?}")))?;
+        let mut structs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (&id, ty) in types.get() {
+            let name = match ty {
+                TypeVariant::Struct(s) => s.name().clone(),
+                TypeVariant::Union(u) => u.name().clone(),
+                _ => None,
+            };
+            if let Some(name) = name {
+                structs.entry(name).or_default().push(id);
+            }
+        }
+        Ok(Btf { types, structs })
+    }
+
+    fn struct_id(&self, ty: &str) -> Result<u32, BuildError> {
+        let ids = self
+            .structs
+            .get(ty)
+            .ok_or_else(|| BuildError::Layout(format!("struct {ty} is not in BTF")))?;
+        let first = *ids
+            .first()
+            .ok_or_else(|| BuildError::Layout(format!("struct {ty} is not in BTF")))?;
+        let size = self.types.size_of(first).ok();
+        if ids.iter().any(|&id| self.types.size_of(id).ok() != size) {
+            return Err(BuildError::Layout(format!(
+                "struct {ty} has several definitions of different sizes"
+            )));
+        }
+        Ok(first)
+    }
+
+    fn size(&self, ty: &str) -> Result<u64, BuildError> {
+        let id = self.struct_id(ty)?;
+        self.types
+            .size_of(id)
+            .map(|s| s as u64)
+            .map_err(|e| BuildError::Layout(format!("size of struct {ty}: {e:?}")))
+    }
+
+    /// Offset and size of member `path` (`a.b`, `a[2].b`) of struct `ty`.
+    fn member(&self, ty: &str, path: &str) -> Result<(u64, u64), BuildError> {
+        let id = self.struct_id(ty)?;
+        let (member, offset) = self
+            .types
+            .offset_of(id, path)
+            .map_err(|e| BuildError::Layout(format!("{ty}.{path}: {e:?}")))?;
+        let Offset::ByteOffset(offset) = offset else {
+            return Err(BuildError::Layout(format!("{ty}.{path} is a bitfield")));
+        };
+        let size = self
+            .types
+            .size_of(member)
+            .map_err(|e| BuildError::Layout(format!("size of {ty}.{path}: {e:?}")))?;
+        Ok((u64::from(offset), size as u64))
+    }
+
+    /// Offset of `ty.path`, whose size must be `size` (what the Linux
+    /// layer reads there).
+    fn field(&self, ty: &str, path: &str, size: u64) -> Result<u64, BuildError> {
+        let (offset, actual) = self.member(ty, path)?;
+        if actual != size {
+            return Err(BuildError::Layout(format!(
+                "{ty}.{path} is {actual} bytes, the A-VM reads {size}"
+            )));
+        }
+        Ok(offset)
+    }
+
+    /// The value of enumerator `name` of `enum ty`.
+    fn enumerator(&self, ty: &str, name: &str) -> Result<u64, BuildError> {
+        for t in self.types.get().values() {
+            if let TypeVariant::Enum(e) = t {
+                if e.name().as_deref() != Some(ty) {
+                    continue;
+                }
+                for v in e.named_value_list() {
+                    if v.name == name {
+                        return match v.value {
+                            btfparse::Integer32Value::Unsigned(u) => Ok(u64::from(u)),
+                            btfparse::Integer32Value::Signed(s) => u64::try_from(s)
+                                .map_err(|_| BuildError::Layout(format!("{name} is negative"))),
+                        };
+                    }
+                }
+            }
+        }
+        Err(BuildError::Layout(format!("enum {ty} has no {name}")))
+    }
+}
+
+const PTR: u64 = 8;
+const LIST_HEAD: u64 = 16;
+
+fn struct_offsets(btf: &Btf) -> Result<StructOffsets, BuildError> {
+    // The list walker reads next at 0 and prev at 8.
+    if btf.field("list_head", "next", PTR)? != 0
+        || btf.field("list_head", "prev", PTR)? != crate::list::LIST_PREV_OFFSET
+    {
+        return Err(BuildError::Layout("list_head is not { next, prev }".into()));
+    }
+    let task = TaskOffsets {
+        tasks: btf.field("task_struct", "tasks", LIST_HEAD)?,
+        pid: btf.field("task_struct", "pid", 4)?,
+        tgid: btf.field("task_struct", "tgid", 4)?,
+        comm: btf.field("task_struct", "comm", 16)?,
+        real_parent: btf.field("task_struct", "real_parent", PTR)?,
+        cred: btf.field("task_struct", "cred", PTR)?,
+        real_cred: btf.field("task_struct", "real_cred", PTR)?,
+        mm: btf.field("task_struct", "mm", PTR)?,
+    };
+    let cred = CredOffsets {
+        uid: btf.field("cred", "uid", 4)?,
+        gid: btf.field("cred", "gid", 4)?,
+        euid: btf.field("cred", "euid", 4)?,
+        egid: btf.field("cred", "egid", 4)?,
+    };
+    // The core text: mem[MOD_TEXT] from 6.4 on, core_layout before.
+    let (text_base, text_size) = if btf.member("module", "mem").is_ok() {
+        let text = btf.enumerator("mod_mem_type", "MOD_TEXT")?;
+        (
+            btf.field("module", &format!("mem[{text}].base"), PTR)?,
+            btf.field("module", &format!("mem[{text}].size"), 4)?,
+        )
+    } else {
+        (
+            btf.field("module", "core_layout.base", PTR)?,
+            btf.field("module", "core_layout.text_size", 4)?,
+        )
+    };
+    let module = ModuleOffsets {
+        state: btf.field("module", "state", 4)?,
+        list: btf.field("module", "list", LIST_HEAD)?,
+        name: btf.field(
+            "module",
+            "name",
+            crate::linux::modules::MODULE_NAME_LEN as u64,
+        )?,
+        text_base,
+        text_size,
+        taints: btf.field("module", "taints", 8)?,
+    };
+    let field_data_size = btf.size("ima_field_data")?;
+    let ima = ImaOffsets {
+        queue_later: btf.field("ima_queue_entry", "later", LIST_HEAD)?,
+        queue_entry: btf.field("ima_queue_entry", "entry", PTR)?,
+        entry_pcr: btf.field("ima_template_entry", "pcr", 4)?,
+        entry_digests: btf.field("ima_template_entry", "digests", PTR)?,
+        entry_template_desc: btf.field("ima_template_entry", "template_desc", PTR)?,
+        entry_template_data_len: btf.field("ima_template_entry", "template_data_len", 4)?,
+        // A flexible array member: no size of its own.
+        entry_template_data: btf.field("ima_template_entry", "template_data", 0)?,
+        field_data_size,
+        field_data: btf.field("ima_field_data", "data", PTR)?,
+        field_len: btf.field("ima_field_data", "len", 4)?,
+        tpm_digest_digest: btf.member("tpm_digest", "digest").and_then(|(o, size)| {
+            // The A-VM reads the SHA-1 bank's 20 bytes of the digest union.
+            if size >= 20 {
+                Ok(o)
+            } else {
+                Err(BuildError::Layout(
+                    "tpm_digest.digest shorter than SHA-1".into(),
+                ))
+            }
+        })?,
+        desc_name: btf.field("ima_template_desc", "name", PTR)?,
+        desc_num_fields: btf.field("ima_template_desc", "num_fields", 4)?,
+    };
+    let path = PathOffsets {
+        mm_exe_file: btf.field("mm_struct", "exe_file", PTR)?,
+        file_f_path: btf.field("file", "f_path", 16)?,
+        path_mnt: btf.field("path", "mnt", PTR)?,
+        path_dentry: btf.field("path", "dentry", PTR)?,
+        dentry_d_name: btf.field("dentry", "d_name", 16)?,
+        dentry_d_parent: btf.field("dentry", "d_parent", PTR)?,
+        qstr_name: btf.field("qstr", "name", PTR)?,
+        qstr_len: btf.field("qstr", "len", 4)?,
+        mount_mnt: btf.member("mount", "mnt")?.0,
+        mount_mnt_parent: btf.field("mount", "mnt_parent", PTR)?,
+        mount_mnt_mountpoint: btf.field("mount", "mnt_mountpoint", PTR)?,
+        vfsmount_mnt_root: btf.field("vfsmount", "mnt_root", PTR)?,
+    };
+    let sizes = StructSizes {
+        task_struct: btf.size("task_struct")?,
+        cred: btf.size("cred")?,
+        module: btf.size("module")?,
+        mm_struct: btf.size("mm_struct")?,
+        file: btf.size("file")?,
+        dentry: btf.size("dentry")?,
+        mount: btf.size("mount")?,
+    };
+    Ok(StructOffsets {
+        task,
+        cred,
+        module,
+        ima,
+        path,
+        sizes,
+    })
+}

@@ -1,0 +1,158 @@
+use super::*;
+use crate::craft::sample_profile;
+
+fn encoded() -> Vec<u8> {
+    sample_profile(8).encode().expect("encodes")
+}
+
+#[test]
+fn round_trip_and_digest() {
+    let p = sample_profile(451);
+    let bytes = p.encode().expect("encodes");
+    assert_eq!(&bytes[..8], b"AVMKPROF");
+    assert_eq!(&bytes[8..10], &[1, 0]);
+    assert_eq!(KernelProfile::decode(&bytes), Ok(p.clone()));
+    assert_eq!(p.digest(), Ok(digest(&bytes)));
+    // Any change of content changes the digest.
+    let mut q = p.clone();
+    q.offsets.task.comm += 8;
+    assert_ne!(q.digest(), p.digest());
+    let image = p.kernel_image();
+    assert_eq!(image.link_text, p.symbols.text);
+    assert_eq!(image.banner, p.kernel.banner.as_bytes());
+    assert_eq!(p.syscall_count(), 451);
+    assert_eq!(p.symbols.named().len(), 21);
+}
+
+#[test]
+fn headers_and_framing_are_checked() {
+    let good = encoded();
+    assert_eq!(KernelProfile::decode(&[]), Err(ProfileError::Truncated));
+    assert_eq!(
+        KernelProfile::decode(&good[..9]),
+        Err(ProfileError::Truncated)
+    );
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    assert_eq!(KernelProfile::decode(&bad), Err(ProfileError::BadMagic));
+    let mut v2 = good.clone();
+    v2[8] = 2;
+    assert_eq!(
+        KernelProfile::decode(&v2),
+        Err(ProfileError::UnsupportedVersion(2))
+    );
+    let mut long = good.clone();
+    long.push(0);
+    assert_eq!(
+        KernelProfile::decode(&long),
+        Err(ProfileError::TrailingBytes(1))
+    );
+    let huge = vec![0u8; MAX_PROFILE_LEN + 1];
+    assert!(matches!(
+        KernelProfile::decode(&huge),
+        Err(ProfileError::TooLarge { .. })
+    ));
+    // Every proper prefix fails, without panicking.
+    for n in 0..good.len() {
+        assert!(KernelProfile::decode(&good[..n]).is_err(), "prefix {n}");
+    }
+}
+
+#[test]
+fn overlong_varints_are_not_canonical() {
+    let good = encoded();
+    // The body starts with the release's length (20): as an overlong
+    // two-byte varint it still decodes to the same profile, but another
+    // encoding would give another digest.
+    assert_eq!(good[10], 20);
+    let mut overlong = good[..10].to_vec();
+    overlong.extend_from_slice(&[0x80 | 20, 0x00]);
+    overlong.extend_from_slice(&good[11..]);
+    assert_eq!(
+        KernelProfile::decode(&overlong),
+        Err(ProfileError::NotCanonical)
+    );
+}
+
+#[test]
+fn invalid_contents_are_refused() {
+    type Change = fn(&mut KernelProfile);
+    let cases: Vec<(&str, Change)> = vec![
+        ("empty release", |p| p.kernel.release.clear()),
+        ("banner without release", |p| {
+            p.kernel.release = "6.12.0".into();
+        }),
+        ("banner without newline", |p| {
+            p.kernel.banner.pop();
+        }),
+        ("control character", |p| p.kernel.version.push('\u{1b}')),
+        ("long banner", |p| {
+            p.kernel.banner = format!("Linux version {} {}\n", p.kernel.release, "x".repeat(600));
+        }),
+        ("symbol in user space", |p| p.symbols.init_task = 0x1000),
+        ("unaligned _text", |p| p.symbols.text += 0x1000),
+        ("etext before text", |p| p.symbols.etext = p.symbols.text),
+        ("table outside rodata", |p| {
+            p.symbols.sys_call_table = p.symbols.end_rodata;
+            p.syscalls.address = p.symbols.end_rodata;
+        }),
+        ("table address mismatch", |p| p.syscalls.address += 8),
+        ("no slots", |p| p.syscalls.slots.clear()),
+        ("too many slots", |p| {
+            let slot = p.syscalls.slots[0].clone();
+            p.syscalls.slots = vec![slot; MAX_SYSCALLS + 1];
+        }),
+        ("handler outside text", |p| {
+            p.syscalls.slots[3].address = p.symbols.start_rodata;
+        }),
+        ("empty handler name", |p| p.syscalls.slots[0].name.clear()),
+        ("comm past task_struct", |p| {
+            p.offsets.task.comm = p.offsets.sizes.task_struct - 8;
+        }),
+        ("huge offset", |p| p.offsets.cred.uid = u64::MAX),
+        ("huge struct", |p| {
+            p.offsets.sizes.module = MAX_STRUCT_SIZE + 1
+        }),
+        ("ima offset", |p| p.offsets.ima.desc_name = 1 << 20),
+        ("ima field size", |p| p.offsets.ima.field_data_size = 0),
+        ("text reference in version 1", |p| {
+            p.text_reference = Some(TextReference {});
+        }),
+        ("idt vectors out of order", |p| {
+            let entry = NamedAddress {
+                name: "asm_exc_divide_error".into(),
+                address: p.symbols.text + 0x100,
+            };
+            p.idt = Some(IdtReference {
+                gates: vec![(3, entry.clone()), (3, entry)],
+            });
+        }),
+    ];
+    for (what, change) in cases {
+        let mut p = sample_profile(8);
+        change(&mut p);
+        assert!(
+            matches!(p.validate(), Err(ProfileError::Invalid(_))),
+            "{what}: {:?}",
+            p.validate()
+        );
+        assert!(p.encode().is_err(), "{what} encodes");
+        // Its encoding, forced past the check, does not decode either.
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let bytes = postcard::to_extend(&p, bytes).expect("postcard");
+        assert!(KernelProfile::decode(&bytes).is_err(), "{what} decodes");
+    }
+    // A well-formed IDT section is accepted.
+    let mut p = sample_profile(8);
+    p.idt = Some(IdtReference {
+        gates: vec![(
+            0,
+            NamedAddress {
+                name: "asm_exc_divide_error".into(),
+                address: p.symbols.text + 0x100,
+            },
+        )],
+    });
+    assert_eq!(p.validate(), Ok(()));
+}
