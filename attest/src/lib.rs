@@ -12,6 +12,7 @@
 //! - [`verify`]: the verification core (`verify_evidence`, reason codes),
 //!   with signature arithmetic behind the `SignatureVerifier` trait.
 //! - [`hex`]: hex encoding and checked decoding, shared by every crate.
+//! - [`pcr`]: `PcrMask`, the set of PCRs from challenge to verdict.
 //! - [`policy`]: reference values (allowed images, firmware events) with
 //!   their serde (TOML) form and learning from a known-good log.
 //!
@@ -24,6 +25,7 @@ extern crate alloc;
 
 pub mod eventlog;
 pub mod hex;
+pub mod pcr;
 pub mod policy;
 mod reader;
 pub mod tpm;

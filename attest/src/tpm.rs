@@ -9,6 +9,7 @@
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
+use crate::pcr::PcrMask;
 use crate::reader::Reader;
 
 /// `TPM_GENERATED_VALUE`: every TPMS_ATTEST the TPM signs starts with it.
@@ -94,14 +95,14 @@ fn finish(r: &Reader<'_>) -> Result<()> {
 /// A TPML_PCR_SELECTION: (hash algorithm, bitmap) per bank.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PcrSelection {
-    /// (hash, bitmap as a mask: bit n = PCR n) per TPMS_PCR_SELECTION,
-    /// in the order of the structure.
-    pub banks: Vec<(u16, u32)>,
+    /// (hash, the selected PCRs) per TPMS_PCR_SELECTION, in the order of
+    /// the structure.
+    pub banks: Vec<(u16, PcrMask)>,
 }
 
 impl PcrSelection {
     /// A selection of the SHA-256 bank only, as the A-VM quotes it.
-    pub fn sha256(mask: u32) -> Self {
+    pub fn sha256(mask: PcrMask) -> Self {
         Self {
             banks: alloc::vec![(alg::SHA256, mask)],
         }
@@ -129,7 +130,7 @@ impl PcrSelection {
                 .iter()
                 .enumerate()
                 .fold(0u32, |m, (i, &b)| m | (u32::from(b) << (8 * i)));
-            banks.push((hash, mask));
+            banks.push((hash, PcrMask::from_bits(mask)));
         }
         Ok(Self { banks })
     }
@@ -147,32 +148,28 @@ impl PcrSelection {
         let mut out = Vec::new();
         out.extend_from_slice(&(self.banks.len() as u32).to_be_bytes());
         for &(hash, mask) in &self.banks {
-            let size = if mask >> 24 != 0 { 4 } else { 3 };
+            let bits = mask.bits();
+            let size = if bits >> 24 != 0 { 4 } else { 3 };
             out.extend_from_slice(&hash.to_be_bytes());
             out.push(size as u8);
-            out.extend_from_slice(&mask.to_le_bytes()[..size]);
+            out.extend_from_slice(&bits.to_le_bytes()[..size]);
         }
         out
     }
 
     /// The selected PCRs if the selection covers the SHA-256 bank only
     /// (other banks may appear with empty bitmaps); `None` otherwise.
-    pub fn sha256_mask(&self) -> Option<u32> {
+    pub fn sha256_mask(&self) -> Option<PcrMask> {
         let mut mask = None;
         for &(hash, bits) in &self.banks {
             match (hash, mask) {
                 (alg::SHA256, None) => mask = Some(bits),
-                (_, _) if bits == 0 => {}
+                (_, _) if bits.is_empty() => {}
                 _ => return None,
             }
         }
         mask
     }
-}
-
-/// The PCR indices of `mask`, ascending (the order the TPM digests them).
-pub fn mask_indices(mask: u32) -> impl Iterator<Item = u8> {
-    (0u8..32).filter(move |i| mask & (1 << i) != 0)
 }
 
 /// `pcrDigest` of a quote over the SHA-256 bank: SHA-256 of the selected
@@ -612,7 +609,7 @@ mod tests {
             firmware_version: 0x2019_0801_0000_0000,
             attested: &[],
             quote: Some(QuoteInfo {
-                pcr_select: PcrSelection::sha256(mask),
+                pcr_select: PcrSelection::sha256(PcrMask::from_bits(mask)),
                 pcr_digest: &[0xab; 32],
             }),
         }
@@ -627,7 +624,7 @@ mod tests {
         assert_eq!(a.extra_data, b"nonce");
         assert_eq!(a.clock_info.clock, 1234);
         let q = a.quote.as_ref().unwrap();
-        assert_eq!(q.pcr_select.sha256_mask(), Some(0xff));
+        assert_eq!(q.pcr_select.sha256_mask(), Some(PcrMask::FIRMWARE));
         assert_eq!(q.pcr_digest, [0xab; 32]);
         assert_eq!(a.emit(), bytes);
     }
@@ -667,28 +664,36 @@ mod tests {
 
     #[test]
     fn pcr_selection_masks() {
-        let sel = PcrSelection::sha256(0x00_0081);
+        let sel = PcrSelection::sha256(PcrMask::from_bits(0x00_0081));
         let bytes = sel.emit();
         assert_eq!(bytes, [0, 0, 0, 1, 0, 0x0b, 3, 0x81, 0, 0]);
         assert_eq!(PcrSelection::parse(&bytes).unwrap(), sel);
-        assert_eq!(mask_indices(0x81).collect::<Vec<_>>(), [0, 7]);
         // A SHA-1 bank with an empty bitmap is fine, a selected one is not.
         let two = PcrSelection {
-            banks: vec![(alg::SHA1, 0), (alg::SHA256, 0xff)],
+            banks: vec![
+                (alg::SHA1, PcrMask::EMPTY),
+                (alg::SHA256, PcrMask::FIRMWARE),
+            ],
         };
-        assert_eq!(two.sha256_mask(), Some(0xff));
+        assert_eq!(two.sha256_mask(), Some(PcrMask::FIRMWARE));
         let both = PcrSelection {
-            banks: vec![(alg::SHA1, 1), (alg::SHA256, 0xff)],
+            banks: vec![
+                (alg::SHA1, PcrMask::from_bits(1)),
+                (alg::SHA256, PcrMask::FIRMWARE),
+            ],
         };
         assert_eq!(both.sha256_mask(), None);
         let twice = PcrSelection {
-            banks: vec![(alg::SHA256, 1), (alg::SHA256, 2)],
+            banks: vec![
+                (alg::SHA256, PcrMask::from_bits(1)),
+                (alg::SHA256, PcrMask::from_bits(2)),
+            ],
         };
         assert_eq!(twice.sha256_mask(), None);
         // Oversized bitmaps and counts are rejected.
         assert!(PcrSelection::parse(&[0, 0, 0, 1, 0, 0x0b, 5, 0, 0, 0, 0, 0]).is_err());
         assert!(PcrSelection::parse(&[0, 0, 0, 9]).is_err());
-        let high = PcrSelection::sha256(1 << 30);
+        let high = PcrSelection::sha256(PcrMask::from_bits(1 << 30));
         assert_eq!(PcrSelection::parse(&high.emit()).unwrap(), high);
     }
 
@@ -830,7 +835,7 @@ mod tests {
                                       flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6)) {
             let mut bytes = sample_attest(&extra, mask);
             let clean = Attest::parse(&bytes).unwrap();
-            prop_assert_eq!(clean.quote.unwrap().pcr_select.sha256_mask(), Some(mask));
+            prop_assert_eq!(clean.quote.unwrap().pcr_select.sha256_mask(), Some(PcrMask::from_bits(mask)));
             for (at, v) in flips {
                 let len = bytes.len();
                 bytes[at % len] ^= v;

@@ -10,13 +10,14 @@
 use alloc::vec::Vec;
 
 use crate::eventlog::{EventLog, PCR_COUNT, hcrtm_pcr0_start, initial_pcrs};
+use crate::pcr::PcrMask;
 use crate::policy::{FirmwareSequence, ReferenceValues, firmware_events_of};
-use crate::tpm::{self, Attest, Signature, VerifyingKey, mask_indices, pcr_digest};
+use crate::tpm::{self, Attest, Signature, VerifyingKey, pcr_digest};
 use crate::wire::{Evidence, PcrValue};
 
 /// PCRs a quote must cover unless the caller says otherwise: the firmware
 /// PCRs 0-7, which hold the measured launch.
-pub const DEFAULT_REQUIRED_PCRS: u32 = 0xff;
+pub const DEFAULT_REQUIRED_PCRS: PcrMask = PcrMask::FIRMWARE;
 
 /// Signature arithmetic, provided by the caller. Both functions hash
 /// `message` with SHA-256 themselves and return whether the signature is
@@ -61,8 +62,8 @@ pub struct EvidenceInput<'a> {
     pub nonce: &'a [u8],
     /// The attestation key the quote must be signed with.
     pub ak: VerifyingKey<'a>,
-    /// PCRs the quote must cover (bit n = PCR n).
-    pub required_pcrs: u32,
+    /// PCRs the quote must cover.
+    pub required_pcrs: PcrMask,
 }
 
 impl<'a> EvidenceInput<'a> {
@@ -236,7 +237,7 @@ pub struct QuoteSummary {
     /// Whether the signature verified with the AK: if not, nothing below
     /// is authenticated.
     pub signature_valid: bool,
-    pub pcr_mask: Option<u32>,
+    pub pcr_mask: Option<PcrMask>,
     pub clock: u64,
     pub reset_count: u32,
     pub restart_count: u32,
@@ -401,16 +402,18 @@ fn check_quote(
             None
         }
     };
-    let quoted_mask = quote.pcr_select.sha256_mask().unwrap_or(0);
-    for pcr in mask_indices(input.required_pcrs & !quoted_mask) {
+    let quoted_mask = quote.pcr_select.sha256_mask().unwrap_or_default();
+    for pcr in input.required_pcrs.without(quoted_mask).indices() {
         reasons.push(Reason::PcrNotQuoted { pcr });
     }
 
     // 6. The reported values must be the quoted ones.
     let authenticated = reported
         .filter(|(mask, values)| {
-            let digest =
-                pcr_digest(mask_indices(*mask).filter_map(|i| values[usize::from(i)].as_ref()));
+            let digest = pcr_digest(
+                mask.indices()
+                    .filter_map(|i| values[usize::from(i)].as_ref()),
+            );
             let ok = quote.pcr_digest == digest;
             if !ok {
                 reasons.push(Reason::PcrDigestMismatch);
@@ -452,18 +455,18 @@ fn check_signature(
 /// PCR values by index, indexed 0..32.
 type PcrTable = [Option<[u8; 32]>; 32];
 
-/// The mask of the reported indices and the values by index; `None` if an
+/// The set of the reported indices and the values by index; `None` if an
 /// index is repeated or out of range.
-fn reported_pcrs(pcrs: &[PcrValue]) -> Option<(u32, PcrTable)> {
+fn reported_pcrs(pcrs: &[PcrValue]) -> Option<(PcrMask, PcrTable)> {
     let mut values: PcrTable = [None; 32];
-    let mut mask = 0u32;
+    let mut mask = PcrMask::EMPTY;
     for p in pcrs {
         let slot = values.get_mut(usize::from(p.index))?;
         if slot.is_some() {
             return None;
         }
         *slot = Some(p.digest);
-        mask |= 1 << p.index;
+        mask = mask.with(p.index)?;
     }
     Some((mask, values))
 }

@@ -11,6 +11,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+pub use crate::pcr::PcrMask;
+
 /// Version of the message set below; sent in both Hello messages.
 pub const PROTOCOL_VERSION: u16 = 1;
 
@@ -40,7 +42,7 @@ pub enum Request {
     /// Asks for a quote over `pcr_mask` (bit n = PCR n, SHA-256 bank)
     /// carrying `nonce` as qualifying data; answered by
     /// [`Response::Evidence`].
-    Challenge { nonce: Vec<u8>, pcr_mask: u32 },
+    Challenge { nonce: Vec<u8>, pcr_mask: PcrMask },
     /// TPM2_ActivateCredential with the A-VM's AK and EK; answered by
     /// [`Response::CredentialActivated`].
     ActivateCredential {
@@ -326,7 +328,7 @@ mod tests {
 
         #[test]
         fn split_delivery_reassembles(nonce in proptest::collection::vec(any::<u8>(), 0..64), split in 0usize..80) {
-            let request = Request::Challenge { nonce, pcr_mask: 0xff };
+            let request = Request::Challenge { nonce, pcr_mask: PcrMask::FIRMWARE };
             let frame = encode_frame(&request).unwrap();
             let split = split.min(frame.len());
             let mut assembler = FrameAssembler::new(MAX_REQUEST_LEN);

@@ -4,6 +4,7 @@
 mod common;
 
 use avm_attest::eventlog::{EventLog, event_type};
+use avm_attest::pcr::PcrMask;
 use avm_attest::policy::{FirmwareEventRef, ReferenceValues};
 use avm_attest::tpm::{self, Attest, Public, Signature, pcr_digest};
 use avm_attest::verify::{
@@ -55,7 +56,7 @@ fn genuine_quotes_are_trusted() {
         assert_eq!(verdict.avm_image, Some(image_sha256()));
         let quote = verdict.quote.expect("summary");
         assert!(quote.signature_valid);
-        assert_eq!(quote.pcr_mask, Some(0xff));
+        assert_eq!(quote.pcr_mask, Some(PcrMask::FIRMWARE));
     }
 }
 
@@ -81,7 +82,7 @@ fn fixtures_parse_as_tpm_structures() {
         assert_eq!(attest.extra_data, nonce());
         assert_eq!(attest.emit(), msg);
         let quote = attest.quote.expect("quote info");
-        assert_eq!(quote.pcr_select.sha256_mask(), Some(0xff));
+        assert_eq!(quote.pcr_select.sha256_mask(), Some(PcrMask::FIRMWARE));
         let values = pcrs("pcrs.txt");
         assert_eq!(
             quote.pcr_digest,
@@ -244,7 +245,7 @@ fn required_pcrs_must_be_quoted() {
     let ak = Public::parse_tpm2b(&ak_bytes).expect("AK");
     let nonce = nonce();
     let mut input = EvidenceInput::new(&ev, &nonce, ak.verifying_key().expect("key"));
-    input.required_pcrs = 0x1ff;
+    input.required_pcrs = PcrMask::from_bits(0x1ff);
     let verdict = verify_evidence(&input, Some(&good_policy()), &verifier());
     assert_eq!(verdict.reasons, [Reason::PcrNotQuoted { pcr: 8 }]);
 }

@@ -14,7 +14,6 @@ pub mod boot_info;
 pub mod calibration;
 pub mod cmdline;
 pub mod exit;
-pub mod hex;
 pub mod memory;
 pub mod pci;
 pub mod phys;

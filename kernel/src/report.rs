@@ -2,7 +2,7 @@
 //! launcher and the integration tests parse it: keep the format stable
 //! (`key=value` lines between the markers, binary values as lowercase hex).
 
-use crate::hex::Hex;
+use avm_attest::hex::Hex;
 use core::fmt;
 
 /// First line of the report.

@@ -6,6 +6,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use avm_attest::pcr::PcrMask;
 use avm_attest::wire::{ErrorCode, Evidence, HelloInfo};
 
 /// A failed backend call, sent to the client as `Response::Error`.
@@ -40,7 +41,7 @@ pub trait AttestationBackend {
     /// PCR n, only PCRs 0-23, never empty) with `nonce` as qualifying data
     /// (at most `MAX_NONCE_LEN` bytes), plus the quoted PCR values and the
     /// firmware event log.
-    fn quote(&mut self, nonce: &[u8], pcr_mask: u32) -> Result<Evidence, BackendError>;
+    fn quote(&mut self, nonce: &[u8], pcr_mask: PcrMask) -> Result<Evidence, BackendError>;
 
     /// TPM2_ActivateCredential with the AK and the EK; returns the
     /// decrypted credential (both inputs are non-empty and bounded by the

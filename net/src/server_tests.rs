@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::vec;
 use std::vec::Vec;
 
+use avm_attest::pcr::PcrMask;
 use avm_attest::wire::{
     self, ErrorCode, FrameAssembler, MAX_FRAME_LEN, MAX_NONCE_LEN, PROTOCOL_VERSION, Request,
     Response,
@@ -205,7 +206,7 @@ impl Testbed {
             evidence,
             Response::Evidence(DeterministicBackend::evidence(
                 nonce,
-                0xff,
+                PcrMask::FIRMWARE,
                 self.backend.event_log_len
             ))
         );
@@ -221,7 +222,7 @@ fn hello() -> Request {
 fn challenge(nonce: &[u8], pcr_mask: u32) -> Request {
     Request::Challenge {
         nonce: nonce.to_vec(),
-        pcr_mask,
+        pcr_mask: PcrMask::from_bits(pcr_mask),
     }
 }
 
@@ -272,7 +273,8 @@ fn concurrent_clients_get_their_own_answers() {
         net.send_request(client, &challenge(&[i as u8; 16], 1 << i));
     }
     for (i, client) in clients.iter_mut().enumerate() {
-        let expected = DeterministicBackend::evidence(&[i as u8; 16], 1 << i, 512);
+        let expected =
+            DeterministicBackend::evidence(&[i as u8; 16], PcrMask::from_bits(1 << i), 512);
         assert_eq!(net.response(client), Response::Evidence(expected));
     }
     assert_eq!(net.server.active_connections(), 5);
@@ -501,7 +503,7 @@ fn large_evidence_is_written_across_many_polls() {
     let other_hello = net.exchange(&mut other, &hello());
     assert!(matches!(other_hello, Response::Hello(_)));
     let evidence = net.response(&mut client);
-    let expected = DeterministicBackend::evidence(&[9; 32], 0xff, event_log_len);
+    let expected = DeterministicBackend::evidence(&[9; 32], PcrMask::FIRMWARE, event_log_len);
     let frame_len = wire::encode_frame(&Response::Evidence(expected.clone()))
         .unwrap()
         .len();
@@ -542,11 +544,19 @@ fn pipelined_requests_then_half_close_are_all_answered() {
     assert!(matches!(answers[0], Response::Hello(_)));
     assert_eq!(
         answers[1],
-        Response::Evidence(DeterministicBackend::evidence(&[1; 4], 1, 512))
+        Response::Evidence(DeterministicBackend::evidence(
+            &[1; 4],
+            PcrMask::from_bits(1),
+            512
+        ))
     );
     assert_eq!(
         answers[2],
-        Response::Evidence(DeterministicBackend::evidence(&[2; 4], 2, 512))
+        Response::Evidence(DeterministicBackend::evidence(
+            &[2; 4],
+            PcrMask::from_bits(2),
+            512
+        ))
     );
     net.wait_closed(&mut client);
 }
@@ -615,7 +625,8 @@ fn sixty_four_verifiers_connecting_at_once_are_all_served() {
         net.send_request(client, &challenge(&(i as u32).to_be_bytes(), 0xff));
     }
     for (i, client) in clients.iter_mut().enumerate() {
-        let expected = DeterministicBackend::evidence(&(i as u32).to_be_bytes(), 0xff, 512);
+        let expected =
+            DeterministicBackend::evidence(&(i as u32).to_be_bytes(), PcrMask::FIRMWARE, 512);
         assert_eq!(net.response(client), Response::Evidence(expected));
     }
     let stats = net.server.stats();
@@ -708,7 +719,7 @@ fn verifiers_attest_over_and_over(net: &mut Testbed, verifiers: usize, rounds: u
                 verifier.hello_answered = true;
                 continue;
             }
-            let expected = DeterministicBackend::evidence(&nonce, 0xff, 512);
+            let expected = DeterministicBackend::evidence(&nonce, PcrMask::FIRMWARE, 512);
             assert_eq!(response, Response::Evidence(expected));
             verifier.attested += 1;
             // Done with this connection (its socket finishes the close on

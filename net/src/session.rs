@@ -12,6 +12,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use avm_attest::pcr::PcrMask;
 use avm_attest::wire::{
     self, ErrorCode, FrameAssembler, FrameError, MAX_NONCE_LEN, MAX_REQUEST_LEN, PROTOCOL_VERSION,
     Request, Response,
@@ -20,7 +21,7 @@ use avm_attest::wire::{
 use crate::backend::{AttestationBackend, BackendError};
 
 /// Bit mask of the PCRs a challenge may select (PCRs 0-23 of a PC Client TPM).
-pub const VALID_PCR_MASK: u32 = 0x00ff_ffff;
+pub const VALID_PCR_MASK: PcrMask = PcrMask::PC_CLIENT;
 
 /// Where the session is in the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,19 +231,20 @@ impl Session {
     }
 }
 
-fn check_challenge(nonce: &[u8], pcr_mask: u32) -> Result<(), String> {
+fn check_challenge(nonce: &[u8], pcr_mask: PcrMask) -> Result<(), String> {
     if nonce.len() > MAX_NONCE_LEN {
         return Err(detail(format_args!(
             "nonce of {} bytes exceeds {MAX_NONCE_LEN}",
             nonce.len()
         )));
     }
-    if pcr_mask == 0 {
+    if pcr_mask.is_empty() {
         return Err(String::from("empty PCR selection"));
     }
-    if pcr_mask & !VALID_PCR_MASK != 0 {
+    if !pcr_mask.is_within(VALID_PCR_MASK) {
         return Err(detail(format_args!(
-            "PCR selection {pcr_mask:#x} names PCRs above 23"
+            "PCR selection {:#x} names PCRs above 23",
+            pcr_mask.bits()
         )));
     }
     Ok(())
@@ -388,7 +390,7 @@ mod tests {
         ) {
             let mut stream = frame(&Request::Hello { version: 1 });
             for (nonce, mask) in nonces.iter().zip(&masks) {
-                stream.extend(frame(&Request::Challenge { nonce: nonce.clone(), pcr_mask: *mask }));
+                stream.extend(frame(&Request::Challenge { nonce: nonce.clone(), pcr_mask: PcrMask::from_bits(*mask) }));
             }
             let (whole, _) = run(&[&stream]);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
@@ -403,9 +405,10 @@ mod tests {
             prop_assert_eq!(&whole, &split);
             prop_assert_eq!(whole.len(), nonces.len() + 1);
             for ((response, nonce), mask) in whole[1..].iter().zip(&nonces).zip(&masks) {
-                let valid = nonce.len() <= MAX_NONCE_LEN && *mask != 0 && mask & !VALID_PCR_MASK == 0;
+                let mask = PcrMask::from_bits(*mask);
+                let valid = nonce.len() <= MAX_NONCE_LEN && !mask.is_empty() && mask.is_within(VALID_PCR_MASK);
                 if valid {
-                    prop_assert_eq!(response, &Response::Evidence(DeterministicBackend::evidence(nonce, *mask, 100)));
+                    prop_assert_eq!(response, &Response::Evidence(DeterministicBackend::evidence(nonce, mask, 100)));
                 } else {
                     prop_assert_eq!(code(response), Some(ErrorCode::BadRequest));
                 }

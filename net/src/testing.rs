@@ -10,6 +10,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use avm_attest::pcr::PcrMask;
 use avm_attest::wire::{
     ErrorCode, Evidence, HelloInfo, KeyAlgorithm, KeyInfo, PROTOCOL_VERSION, PcrValue,
 };
@@ -158,12 +159,12 @@ impl DeterministicBackend {
     }
 
     /// The evidence this backend gives for `nonce` and `pcr_mask`.
-    pub fn evidence(nonce: &[u8], pcr_mask: u32, event_log_len: usize) -> Evidence {
+    pub fn evidence(nonce: &[u8], pcr_mask: PcrMask, event_log_len: usize) -> Evidence {
         let mut attest = b"QUOTE".to_vec();
-        attest.extend_from_slice(&pcr_mask.to_be_bytes());
+        attest.extend_from_slice(&pcr_mask.bits().to_be_bytes());
         attest.extend_from_slice(nonce);
-        let pcrs = (0u8..24)
-            .filter(|i| pcr_mask & (1 << i) != 0)
+        let pcrs = pcr_mask
+            .indices()
             .map(|index| PcrValue {
                 index,
                 digest: [index; 32],
@@ -192,7 +193,7 @@ impl AttestationBackend for DeterministicBackend {
         Ok(Self::hello_info())
     }
 
-    fn quote(&mut self, nonce: &[u8], pcr_mask: u32) -> Result<Evidence, BackendError> {
+    fn quote(&mut self, nonce: &[u8], pcr_mask: PcrMask) -> Result<Evidence, BackendError> {
         self.quote_calls += 1;
         self.check()?;
         Ok(Self::evidence(nonce, pcr_mask, self.event_log_len))

@@ -143,7 +143,9 @@ fn activate_credential_recovers_the_secret_only_for_the_ak() {
 
     // Quotes still work afterwards.
     let nonce = common::random_bytes(32);
-    let evidence = client.challenge(&nonce, 0xff).unwrap();
+    let evidence = client
+        .challenge(&nonce, avm_attest::pcr::PcrMask::FIRMWARE)
+        .unwrap();
     assert_eq!(
         avm_attest::tpm::Attest::parse(&evidence.attest)
             .unwrap()

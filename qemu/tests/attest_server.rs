@@ -9,6 +9,7 @@ mod common;
 use std::time::Instant;
 
 use avm_attest::eventlog::{EventLog, hcrtm_pcr0_start, initial_pcrs};
+use avm_attest::pcr::PcrMask;
 use avm_attest::policy::ReferenceValues;
 use avm_attest::tpm::{Attest, Public, PublicKey, VerifyingKey, pcr_digest};
 use avm_attest::verify::{EvidenceInput, verify_evidence};
@@ -88,7 +89,9 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
     // Evidence for a fresh nonce over PCRs 0-7.
     let nonce = common::random_bytes(32);
     let challenged = Instant::now();
-    let evidence = client.challenge(&nonce, 0xff).unwrap();
+    let evidence = client
+        .challenge(&nonce, avm_attest::pcr::PcrMask::FIRMWARE)
+        .unwrap();
     println!(
         "Challenge -> Evidence round trip: {:?}",
         challenged.elapsed()
@@ -98,7 +101,7 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
     assert!(attest.is_quote());
     assert_eq!(attest.extra_data, &nonce[..]);
     let quote = attest.quote.as_ref().unwrap();
-    assert_eq!(quote.pcr_select.sha256_mask(), Some(0xff));
+    assert_eq!(quote.pcr_select.sha256_mask(), Some(PcrMask::FIRMWARE));
     let indices: Vec<u8> = evidence.pcrs.iter().map(|p| p.index).collect();
     assert_eq!(indices, (0..8).collect::<Vec<u8>>());
     assert_eq!(
@@ -156,7 +159,9 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
     // A second challenge on the same connection: another nonce, PCRs
     // beyond the firmware ones, the same values for 0-7.
     let nonce2 = common::random_bytes(20);
-    let evidence2 = client.challenge(&nonce2, 0x1ff | 1 << 23).unwrap();
+    let evidence2 = client
+        .challenge(&nonce2, PcrMask::from_bits(0x1ff | 1 << 23))
+        .unwrap();
     let attest2 = Attest::parse(&evidence2.attest).unwrap();
     assert_eq!(attest2.extra_data, &nonce2[..]);
     let indices: Vec<u8> = evidence2.pcrs.iter().map(|p| p.index).collect();
@@ -167,7 +172,7 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
         &pcr_digest(evidence2.pcrs.iter().map(|p| &p.digest))[..]
     );
     let mut input = EvidenceInput::new(&evidence2, &nonce2, ak_key);
-    input.required_pcrs = 0x1ff;
+    input.required_pcrs = PcrMask::from_bits(0x1ff);
     let verdict = verify_evidence(&input, Some(&policy), &common::verifier());
     assert!(verdict.trusted, "{:?}", verdict.reasons);
 
@@ -175,15 +180,15 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
     for bad in [
         Request::Challenge {
             nonce: vec![1; 65],
-            pcr_mask: 0xff,
+            pcr_mask: PcrMask::FIRMWARE,
         },
         Request::Challenge {
             nonce: vec![1; 8],
-            pcr_mask: 0,
+            pcr_mask: PcrMask::EMPTY,
         },
         Request::Challenge {
             nonce: vec![1; 8],
-            pcr_mask: 1 << 24,
+            pcr_mask: PcrMask::from_bits(1 << 24),
         },
     ] {
         match client.request(&bad).unwrap() {
@@ -191,7 +196,7 @@ fn hello_and_challenge_verify_against_the_measured_launch() {
             other => panic!("{bad:?} answered with {other:?}"),
         }
     }
-    let evidence3 = client.challenge(&nonce, 0x1).unwrap();
+    let evidence3 = client.challenge(&nonce, PcrMask::from_bits(0x1)).unwrap();
     assert_eq!(
         Attest::parse(&evidence3.attest).unwrap().extra_data,
         &nonce[..]
@@ -207,7 +212,7 @@ fn challenge_before_hello_is_refused() {
     match client
         .request(&Request::Challenge {
             nonce: vec![7; 16],
-            pcr_mask: 0xff,
+            pcr_mask: PcrMask::FIRMWARE,
         })
         .unwrap()
     {

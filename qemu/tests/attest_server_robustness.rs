@@ -59,7 +59,7 @@ fn ending(client: &mut Client) -> Ending {
 fn assert_serves(addr: SocketAddr) {
     let started = std::time::Instant::now();
     let nonce = common::random_bytes(32);
-    let (hello, evidence) = hello_and_challenge(addr, &nonce, 0xff)
+    let (hello, evidence) = hello_and_challenge(addr, &nonce, avm_attest::pcr::PcrMask::FIRMWARE)
         .unwrap_or_else(|err| panic!("normal client refused: {err}"));
     assert!(!hello.ak.public.is_empty());
     let attest = Attest::parse(&evidence.attest).expect("TPMS_ATTEST parses");
@@ -151,8 +151,12 @@ fn misbehaving_clients_leave_the_server_serving() {
     first.hello().unwrap();
     second.hello().unwrap();
     let nonces = [common::random_bytes(16), common::random_bytes(16)];
-    let evidence_second = second.challenge(&nonces[1], 0x3).unwrap();
-    let evidence_first = first.challenge(&nonces[0], 0x3).unwrap();
+    let evidence_second = second
+        .challenge(&nonces[1], avm_attest::pcr::PcrMask::from_bits(0x3))
+        .unwrap();
+    let evidence_first = first
+        .challenge(&nonces[0], avm_attest::pcr::PcrMask::from_bits(0x3))
+        .unwrap();
     assert_eq!(
         Attest::parse(&evidence_first.attest).unwrap().extra_data,
         &nonces[0][..]

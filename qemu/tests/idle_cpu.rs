@@ -51,6 +51,11 @@ fn idle_networked_a_vm_uses_under_five_percent_of_a_core() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = avm_qemu::testing::network_node(dir.path());
     let nonce = common::random_bytes(32);
-    common::client::hello_and_challenge(node.attest_addr().unwrap(), &nonce, 0xff).unwrap();
+    common::client::hello_and_challenge(
+        node.attest_addr().unwrap(),
+        &nonce,
+        avm_attest::pcr::PcrMask::FIRMWARE,
+    )
+    .unwrap();
     assert_idle(&mut node, "network up, after a challenge");
 }

@@ -103,7 +103,7 @@ pub fn appraise_quote_only(
     extra_reasons: Vec<ReportReason>,
 ) -> Appraisal {
     let mut quote_input = input.evidence;
-    quote_input.required_pcrs = 0;
+    quote_input.required_pcrs = avm_attest::pcr::PcrMask::EMPTY;
     let verdict = verify_quote(&quote_input, verifier);
     let mut report = Report::new(
         node,

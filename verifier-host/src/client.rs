@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use avm_attest::wire::{
     self, ErrorCode, Evidence, FRAME_HEADER_LEN, FrameError, HelloInfo, MAX_FRAME_LEN,
-    PROTOCOL_VERSION, Request, Response,
+    PROTOCOL_VERSION, PcrMask, Request, Response,
 };
 
 use crate::sanitize::escape_control;
@@ -252,7 +252,7 @@ impl NodeClient {
     }
 
     /// Asks for a quote over `pcr_mask` with `nonce`.
-    pub fn challenge(&mut self, nonce: &[u8], pcr_mask: u32) -> Result<Evidence, ClientError> {
+    pub fn challenge(&mut self, nonce: &[u8], pcr_mask: PcrMask) -> Result<Evidence, ClientError> {
         match self.request(&Request::Challenge {
             nonce: nonce.to_vec(),
             pcr_mask,
@@ -373,7 +373,7 @@ mod tests {
         .unwrap();
         let (addr, handle) = peer(reply);
         let mut client = NodeClient::connect(&addr, DEFAULT_TIMEOUT).unwrap();
-        let err = client.challenge(&[1; 16], 0xff).unwrap_err();
+        let err = client.challenge(&[1; 16], PcrMask::FIRMWARE).unwrap_err();
         assert!(matches!(
             err,
             ClientError::Remote {
@@ -385,7 +385,7 @@ mod tests {
             handle.join().unwrap(),
             Some(Request::Challenge {
                 nonce: vec![1; 16],
-                pcr_mask: 0xff
+                pcr_mask: PcrMask::FIRMWARE
             })
         );
     }

@@ -138,7 +138,10 @@ pub fn parse_serialized(bytes: &[u8]) -> Result<Vec<PcrValue>, PcrsFileError> {
 
 /// Parses a PCR file in either format: `values` needs the selection
 /// (`sha256_mask`, e.g. from the quote) to know which PCR each digest is.
-pub fn parse_any(bytes: &[u8], sha256_mask: Option<u32>) -> Result<Vec<PcrValue>, PcrsFileError> {
+pub fn parse_any(
+    bytes: &[u8],
+    sha256_mask: Option<avm_attest::pcr::PcrMask>,
+) -> Result<Vec<PcrValue>, PcrsFileError> {
     let serialized_len =
         |lists: usize| TPML_PCR_SELECTION_LEN + 4 + lists * TPML_DIGEST_LEN == bytes.len();
     if (0..=MAX_DIGEST_LISTS).any(serialized_len) {
@@ -147,7 +150,7 @@ pub fn parse_any(bytes: &[u8], sha256_mask: Option<u32>) -> Result<Vec<PcrValue>
     let mask = sha256_mask.ok_or(PcrsFileError::Invalid(
         "values-format PCR file without a known selection",
     ))?;
-    let indices: Vec<u8> = (0u8..32).filter(|i| mask & (1 << i) != 0).collect();
+    let indices: Vec<u8> = mask.indices().collect();
     if bytes.len() != indices.len() * 32 {
         return Err(PcrsFileError::Invalid(
             "values-format PCR file does not match the selection",
@@ -200,6 +203,7 @@ pub fn emit_serialized(pcrs: &[PcrValue]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use avm_attest::pcr::PcrMask;
     use proptest::prelude::*;
 
     fn sample(indices: &[u8]) -> Vec<PcrValue> {
@@ -228,9 +232,12 @@ mod tests {
     fn values_format_needs_the_selection() {
         let pcrs = sample(&[0, 7, 10]);
         let values: Vec<u8> = pcrs.iter().flat_map(|p| p.digest).collect();
-        assert_eq!(parse_any(&values, Some(0b100_1000_0001)).unwrap(), pcrs);
+        assert_eq!(
+            parse_any(&values, Some(PcrMask::from_bits(0b100_1000_0001))).unwrap(),
+            pcrs
+        );
         assert!(parse_any(&values, None).is_err());
-        assert!(parse_any(&values, Some(0b1)).is_err());
+        assert!(parse_any(&values, Some(PcrMask::from_bits(0b1))).is_err());
     }
 
     #[test]
@@ -263,7 +270,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1400)) {
             let _ = parse_serialized(&data);
-            let _ = parse_any(&data, Some(0xff));
+            let _ = parse_any(&data, Some(PcrMask::FIRMWARE));
         }
 
         #[test]

@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         event_log,
         nonce: b"nonce",
         ak: VerifyingKey::EccP256 { x: &[1; 32], y: &[2; 32] },
-        required_pcrs: 0xff,
+        required_pcrs: avm_attest::pcr::PcrMask::FIRMWARE,
     };
     let verdict = verify_evidence(&input, Some(&policy), &RejectAll);
     assert!(!verdict.trusted);

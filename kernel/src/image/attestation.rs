@@ -5,6 +5,7 @@ use crate::tpm_boot::TpmState;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use avm_attest::pcr::PcrMask;
 use avm_attest::tpm::{Attest, pcr_digest};
 use avm_attest::wire::{
     ErrorCode, Evidence, HelloInfo, KeyAlgorithm, KeyInfo, PROTOCOL_VERSION, PcrValue,
@@ -46,15 +47,17 @@ fn key_info(key: &LoadedKey) -> KeyInfo {
     }
 }
 
-/// The SHA-256 PCRs of `pcr_mask` (the server allows only PCRs 0-23).
-fn selection(pcr_mask: u32) -> Result<PcrSelection, BackendError> {
-    if pcr_mask == 0 || pcr_mask >> tpm_crb::PCR_COUNT != 0 {
+/// The driver's selection of `pcr_mask` (the server allows only PCRs 0-23).
+fn selection(pcr_mask: PcrMask) -> Result<PcrSelection, BackendError> {
+    if pcr_mask.is_empty() || !pcr_mask.is_within(PcrMask::PC_CLIENT) {
         return Err(BackendError {
             code: ErrorCode::BadRequest,
             detail: String::from("PCR mask must select PCRs 0-23 only"),
         });
     }
-    Ok(PcrSelection::from_bitmap(&pcr_mask.to_le_bytes()[..3]))
+    Ok(PcrSelection::from_bitmap(
+        &pcr_mask.bits().to_le_bytes()[..3],
+    ))
 }
 
 impl TpmBackend {
@@ -134,7 +137,7 @@ impl AttestationBackend for TpmBackend {
         Ok(self.hello.clone())
     }
 
-    fn quote(&mut self, nonce: &[u8], pcr_mask: u32) -> Result<Evidence, BackendError> {
+    fn quote(&mut self, nonce: &[u8], pcr_mask: PcrMask) -> Result<Evidence, BackendError> {
         let selection = selection(pcr_mask)?;
         for _ in 0..QUOTE_ATTEMPTS {
             if let Some(evidence) = self.quote_once(nonce, selection)? {

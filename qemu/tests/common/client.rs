@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use avm_attest::pcr::PcrMask;
 use avm_attest::wire::{
     self, Evidence, FRAME_HEADER_LEN, HelloInfo, MAX_FRAME_LEN, PROTOCOL_VERSION, Request, Response,
 };
@@ -79,7 +80,7 @@ impl Client {
         }
     }
 
-    pub fn challenge(&mut self, nonce: &[u8], pcr_mask: u32) -> io::Result<Evidence> {
+    pub fn challenge(&mut self, nonce: &[u8], pcr_mask: PcrMask) -> io::Result<Evidence> {
         match self.request(&Request::Challenge {
             nonce: nonce.to_vec(),
             pcr_mask,
@@ -96,7 +97,7 @@ impl Client {
 pub fn hello_and_challenge(
     addr: SocketAddr,
     nonce: &[u8],
-    pcr_mask: u32,
+    pcr_mask: PcrMask,
 ) -> io::Result<(HelloInfo, Evidence)> {
     const ATTEMPTS: usize = 5;
     let mut last = None;

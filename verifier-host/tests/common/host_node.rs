@@ -60,7 +60,7 @@ fn answer(tpm: &Swtpm, hello: &HelloInfo, request: Request) -> Response {
         Request::Hello { .. } => Response::Hello(hello.clone()),
         Request::Challenge { nonce, pcr_mask } => {
             let pcrs: Vec<String> = (0..24)
-                .filter(|i| pcr_mask & (1 << i) != 0)
+                .filter(|&i| pcr_mask.contains(i))
                 .map(|i| i.to_string())
                 .collect();
             let out = tpm.tpm2(
