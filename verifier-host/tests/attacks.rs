@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use avm_attest::wire::{self, ErrorCode, Response};
 use avm_verifier::store::Store;
 use common::host_node::HostNode;
-use common::{read, stdout, verifier};
+use common::{describe, read, reason_codes, stdout, verifier, verifier_exit};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
 use openssl::nid::Nid;
@@ -45,38 +45,9 @@ fn verifier_bounded(state: &Path, args: &[&str], limit: Duration) -> (Output, Du
     (out, started.elapsed())
 }
 
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run(state: &Path, args: &[&str], code: i32) -> Output {
-    let out = verifier(state, args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{args:?}: {}",
-        describe(&out)
-    );
-    out
-}
-
 fn report(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)))
-}
-
-fn codes(out: &Output) -> Vec<String> {
-    report(out)["reasons"]
-        .as_array()
-        .expect("reasons")
-        .iter()
-        .filter_map(|r| r["code"].as_str().map(String::from))
-        .collect()
 }
 
 fn s(path: &Path) -> &str {
@@ -85,13 +56,13 @@ fn s(path: &Path) -> &str {
 
 /// Enrols `node` in `state` and exports one attestation into `dir`.
 fn enrol_and_export(node: &HostNode, state: &Path, dir: &Path) {
-    run(
+    verifier_exit(
         state,
         &["enroll", &node.addr, "--ek-ca", s(&node.tpm.ca_bundle)],
         0,
     );
     // No event log and no policy on a host node: untrusted, but exported.
-    run(
+    verifier_exit(
         state,
         &["attest", &node.addr, "--json", "--export", s(dir)],
         1,
@@ -133,9 +104,9 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
 
     // The genuine export: the AK is found among enrolled nodes; only the
     // missing event log and policy stand between it and trusted.
-    let out = run(&state, &["verify", s(&export), "--json"], 1);
+    let out = verifier_exit(&state, &["verify", s(&export), "--json"], 1);
     assert_eq!(
-        codes(&out),
+        reason_codes(&out),
         ["event-log-missing", "reference-values-missing"],
         "{}",
         describe(&out)
@@ -158,9 +129,9 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
         if quote_only {
             args.push("--quote-only");
         }
-        let out = run(&state, &args, 1);
+        let out = verifier_exit(&state, &args, 1);
         assert!(
-            codes(&out).contains(&"ak-not-enrolled".to_string()),
+            reason_codes(&out).contains(&"ak-not-enrolled".to_string()),
             "{}",
             describe(&out)
         );
@@ -168,16 +139,16 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
         assert_ne!(report(&out)["verdict"], "trusted");
     }
     // Without any state, nothing is enrolled: still refused.
-    let out = run(
+    let out = verifier_exit(
         &tmp.path().join("no-state"),
         &["verify", s(&soft), "--json"],
         1,
     );
-    assert!(codes(&out).contains(&"ak-not-enrolled".to_string()));
+    assert!(reason_codes(&out).contains(&"ak-not-enrolled".to_string()));
     // Named by the caller, the quote itself checks out, and the report
     // says whose word that is.
     let soft_pem = soft.join("ak.pem");
-    let out = run(
+    let out = verifier_exit(
         &state,
         &[
             "verify",
@@ -191,7 +162,7 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
     );
     assert_eq!(report(&out)["verdict"], "quote-valid");
     assert_eq!(report(&out)["ak_binding"]["kind"], "asserted-by-caller");
-    let out = run(
+    let out = verifier_exit(
         &state,
         &["verify", s(&soft), "--quote-only", "--ak", s(&soft_pem)],
         0,
@@ -259,16 +230,16 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
     zero_attributes[6..10].copy_from_slice(&[0; 4]);
     for public in [unrestricted, zero_attributes] {
         std::fs::write(tpm_signed.join("ak.pub"), &public).expect("write");
-        let out = run(&state, &["verify", s(&tpm_signed), "--json"], 1);
+        let out = verifier_exit(&state, &["verify", s(&tpm_signed), "--json"], 1);
         assert!(
-            codes(&out).contains(&"ak-not-enrolled".to_string()),
+            reason_codes(&out).contains(&"ak-not-enrolled".to_string()),
             "{}",
             describe(&out)
         );
         // Even named by the caller, its attributes give it away.
         let named = tmp.path().join("named.pub");
         std::fs::write(&named, &public).expect("write");
-        let out = run(
+        let out = verifier_exit(
             &state,
             &[
                 "verify",
@@ -280,7 +251,7 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
             ],
             1,
         );
-        assert_eq!(codes(&out), ["ak-attributes"], "{}", describe(&out));
+        assert_eq!(reason_codes(&out), ["ak-attributes"], "{}", describe(&out));
     }
 }
 
@@ -361,41 +332,41 @@ fn a_node_is_its_ek_relays_and_key_swaps_are_refused_unless_asked() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let state = tmp.path().join("state");
     let ca = s(&node.tpm.ca_bundle).to_string();
-    run(&state, &["enroll", &node.addr, "--ek-ca", &ca], 0);
+    verifier_exit(&state, &["enroll", &node.addr, "--ek-ca", &ca], 0);
 
     // A relay in front of the enrolled node: the same EK, refused.
     let relay = Relay::start(&node.addr);
-    let out = run(&state, &["enroll", &relay.addr, "--ek-ca", &ca], 1);
+    let out = verifier_exit(&state, &["enroll", &relay.addr, "--ek-ca", &ca], 1);
     assert!(
         stdout(&out).contains("ek-already-enrolled") && stdout(&out).contains(&node.addr),
         "{}",
         describe(&out)
     );
-    let out = run(&state, &["attest", &relay.addr, "--json"], 1);
-    assert_eq!(codes(&out), ["unknown-node"]);
+    let out = verifier_exit(&state, &["attest", &relay.addr, "--json"], 1);
+    assert_eq!(reason_codes(&out), ["unknown-node"]);
 
     // Asked to move, it moves (one node, one address) and it is recorded.
-    let out = run(
+    let out = verifier_exit(
         &state,
         &["enroll", &relay.addr, "--ek-ca", &ca, "--move"],
         0,
     );
     assert!(stdout(&out).contains("moved"), "{}", describe(&out));
-    let out = run(&state, &["attest", &node.addr, "--json"], 1);
-    assert_eq!(codes(&out), ["unknown-node"]);
+    let out = verifier_exit(&state, &["attest", &node.addr, "--json"], 1);
+    assert_eq!(reason_codes(&out), ["unknown-node"]);
 
     // Another TPM now answers at the enrolled address: refused, the
     // enrolled keys stay.
     relay.retarget(&other.addr);
     let other_ca = s(&other.tpm.ca_bundle).to_string();
-    let out = run(&state, &["enroll", &relay.addr, "--ek-ca", &other_ca], 1);
+    let out = verifier_exit(&state, &["enroll", &relay.addr, "--ek-ca", &other_ca], 1);
     assert!(stdout(&out).contains("keys-changed"), "{}", describe(&out));
     let before = Store::open(&state)
         .expect("state")
         .node(&relay.addr)
         .expect("node")
         .expect("enrolled");
-    run(
+    verifier_exit(
         &state,
         &[
             "enroll",
@@ -417,7 +388,7 @@ fn a_node_is_its_ek_relays_and_key_swaps_are_refused_unless_asked() {
         .collect();
     assert_eq!(kinds, ["moved", "keys-replaced"]);
     assert_eq!(store.nodes().expect("nodes").len(), 1);
-    let out = run(&state, &["nodes", "--key-history"], 0);
+    let out = verifier_exit(&state, &["nodes", "--key-history"], 0);
     assert!(
         stdout(&out).contains("moved") && stdout(&out).contains("keys-replaced"),
         "{}",
@@ -593,7 +564,7 @@ fn exports_never_write_through_planted_links() {
     let node = HostNode::start(false);
     let tmp = tempfile::tempdir().expect("temp dir");
     let state = tmp.path().join("state");
-    run(
+    verifier_exit(
         &state,
         &["enroll", &node.addr, "--ek-ca", s(&node.tpm.ca_bundle)],
         0,
@@ -607,7 +578,7 @@ fn exports_never_write_through_planted_links() {
     for name in ["quote.msg", "eventlog.bin", "evidence.json"] {
         std::os::unix::fs::symlink(&victim, prepared.join(name)).expect("symlink");
     }
-    let out = run(&state, &["attest", &node.addr, "--export", s(&prepared)], 2);
+    let out = verifier_exit(&state, &["attest", &node.addr, "--export", s(&prepared)], 2);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not empty"),
         "{}",
@@ -618,12 +589,12 @@ fn exports_never_write_through_planted_links() {
     std::fs::create_dir(&elsewhere).expect("mkdir");
     let linked = tmp.path().join("linked");
     std::os::unix::fs::symlink(&elsewhere, &linked).expect("symlink");
-    run(&state, &["attest", &node.addr, "--export", s(&linked)], 2);
+    verifier_exit(&state, &["attest", &node.addr, "--export", s(&linked)], 2);
     assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
     assert_eq!(std::fs::read_dir(&elsewhere).expect("dir").count(), 0);
 
     // A new directory works.
     let fresh = tmp.path().join("fresh");
-    run(&state, &["attest", &node.addr, "--export", s(&fresh)], 1);
+    verifier_exit(&state, &["attest", &node.addr, "--export", s(&fresh)], 1);
     assert!(fresh.join("quote.msg").is_file());
 }

@@ -11,7 +11,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +20,7 @@ use avm_attest::wire::{self, FRAME_HEADER_LEN, KeyInfo, MAX_FRAME_LEN, MAX_REQUE
 use avm_qemu::Node;
 use avm_qemu::testing::{avm_image, network_node_with as boot_node};
 use avm_verifier::client::NodeClient;
-use common::{checkquote, stdout, verifier};
+use common::{checkquote, describe, reason_codes, stdout, verifier_exit};
 
 fn addr_of(node: &Node) -> String {
     node.attest_addr().expect("node has a network").to_string()
@@ -30,39 +29,6 @@ fn addr_of(node: &Node) -> String {
 fn ek_ca_of(node: &Node) -> String {
     let ca = node.record().ek_ca.clone().expect("node has an EK CA");
     ca.to_str().expect("utf-8 path").to_string()
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs the verifier and asserts its exit code.
-fn verifier_exit(state: &Path, args: &[&str], code: i32) -> Output {
-    let out = verifier(state, args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{args:?}: {}",
-        describe(&out)
-    );
-    out
-}
-
-/// The reason codes of a `--json` report.
-fn reason_codes(out: &Output) -> Vec<String> {
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)));
-    report["reasons"]
-        .as_array()
-        .expect("reasons")
-        .iter()
-        .filter_map(|r| r["code"].as_str().map(String::from))
-        .collect()
 }
 
 /// `verify DIR --json` on a copy of `export` altered by `alter`; returns

@@ -88,6 +88,40 @@ pub fn verifier(state: &Path, args: &[&str]) -> Output {
         .expect("run avm-verifier")
 }
 
+/// Exit code, stdout and stderr of a run, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs the verifier and asserts its exit code.
+pub fn verifier_exit(state: &Path, args: &[&str], code: i32) -> Output {
+    let out = verifier(state, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {}",
+        describe(&out)
+    );
+    out
+}
+
+/// The reason codes of a `--json` report.
+pub fn reason_codes(out: &Output) -> Vec<String> {
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)));
+    report["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(|r| r["code"].as_str().map(String::from))
+        .collect()
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into()
 }
