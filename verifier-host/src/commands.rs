@@ -33,6 +33,9 @@ pub const EXIT_ERROR: u8 = 2;
 /// Length of the random nonce `attest` sends by default.
 pub const NONCE_LEN: usize = 32;
 
+/// Largest A-VM image `policy init --avm-image` reads (today's is ~220 KiB).
+const MAX_IMAGE_LEN: u64 = 256 << 20;
+
 /// Largest policy file read (`--policy`).
 const MAX_POLICY_LEN: u64 = 16 << 20;
 
@@ -504,8 +507,7 @@ pub fn policy_init(
 ) -> Result<u8, CommandError> {
     let mut policy = ReferenceValues::default();
     for image in images {
-        let bytes =
-            std::fs::read(image).map_err(|e| CommandError(format!("{}: {e}", image.display())))?;
+        let bytes = files::read_operator_file(image, MAX_IMAGE_LEN).map_err(err)?;
         policy.allow_image(sha256(&bytes));
     }
     for digest in digests {
