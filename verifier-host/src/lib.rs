@@ -20,6 +20,7 @@ pub mod files;
 /// Hex, shared with the A-VM and the launcher.
 pub use avm_attest::hex;
 pub mod pcrs_file;
+pub mod profile;
 pub mod report;
 pub mod sanitize;
 pub mod store;

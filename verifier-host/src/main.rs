@@ -110,6 +110,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Build the kernel profile the A-VM introspects a Mon-VM kernel with,
+    /// from the stock kernel package's vmlinuz alone (no debug package, no
+    /// System.map): symbols from its kallsyms tables, struct offsets from
+    /// its .BTF, the handler of every system call. Writes the binary
+    /// profile to FILE and prints a summary (kernel, counts, SHA-256).
+    Profile {
+        /// The kernel image (bzImage; LZ4, XZ, ZSTD or gzip payload).
+        #[arg(long, value_name = "VMLINUZ")]
+        kernel: PathBuf,
+        /// Where to write the profile (replaced if it exists).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Print the summary (and the profile's contents) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List enrolled nodes with their last verdict.
     Nodes {
         #[arg(long)]
@@ -212,6 +228,15 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
             PolicyCommand::Learn { addr } => commands::policy_learn(&ctx, &addr),
             PolicyCommand::Show => commands::policy_show(&ctx),
         },
+        Command::Profile {
+            kernel,
+            output,
+            json,
+        } => avm_verifier::profile::profile(&avm_verifier::profile::ProfileOptions {
+            kernel,
+            output,
+            json,
+        }),
         Command::Nodes { json, key_history } => commands::nodes(&ctx, json, key_history),
     }
 }

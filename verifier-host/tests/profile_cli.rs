@@ -26,7 +26,11 @@ fn monvm_dir(series: &str) -> PathBuf {
 
 fn profile(kernel: &Path, output: &Path, json: bool) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_avm-verifier"));
-    cmd.arg("profile").arg("--kernel").arg(kernel).arg("-o").arg(output);
+    cmd.arg("profile")
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("-o")
+        .arg(output);
     if json {
         cmd.arg("--json");
     }
@@ -57,7 +61,10 @@ fn check_series(series: &str, syscalls: usize) {
     assert!(stdout.contains(&format!("{syscalls} system calls")));
     assert!(stdout.contains(&format!("{} bytes, format 1", bytes.len())));
     let sha = avm_verifier::hex::Hex(&digest(&bytes)).to_string();
-    assert!(stdout.contains(&format!("digest    sha256:{sha}\n")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("digest    sha256:{sha}\n")),
+        "{stdout}"
+    );
     // No temporary file is left next to it.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
 
