@@ -1,6 +1,7 @@
 //! tpm2-tools PCR files from untrusted evidence directories.
 #![no_main]
 
+use avm_attest::pcr::PcrMask;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -9,5 +10,5 @@ fuzz_target!(|data: &[u8]| {
         let again = avm_verifier::pcrs_file::emit_serialized(&pcrs);
         assert_eq!(avm_verifier::pcrs_file::parse_serialized(&again).ok(), Some(pcrs));
     }
-    let _ = avm_verifier::pcrs_file::parse_any(data, Some(0xff));
+    let _ = avm_verifier::pcrs_file::parse_any(data, Some(PcrMask::FIRMWARE));
 });
