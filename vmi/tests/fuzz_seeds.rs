@@ -2,6 +2,9 @@
 //! here from crafted images. The test checks that the committed seeds are
 //! what the builders make today (so they follow format changes);
 //! `VMI_WRITE_SEEDS=1 cargo test -p vmi --test fuzz_seeds` rewrites them.
+//! The profile target also has a real seed, the profile of the Debian 6.1
+//! kernel `make deps` fetched: it must decode; the same command rewrites it
+//! from that kernel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -177,11 +180,51 @@ fn kallsyms_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+fn profile_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let sample = |n| vmi::craft::sample_profile(n).encode().unwrap();
+    vec![
+        ("sample-8-syscalls", sample(8)),
+        ("sample-1-syscall", sample(1)),
+    ]
+}
+
+/// The real seed: the 6.1 cloud kernel's profile.
+const REAL_PROFILE_SEED: &str = "debian-6.1-cloud";
+
+#[test]
+fn real_profile_seed_decodes() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds/profile")
+        .join(REAL_PROFILE_SEED);
+    if std::env::var_os("VMI_WRITE_SEEDS").is_some() {
+        let vmlinuz = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/monvm/6.1/vmlinuz"),
+        )
+        .expect("the 6.1 Mon-VM kernel: run `make deps`");
+        let built = vmi::profile::build::from_vmlinuz(&vmlinuz).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &built.encoded).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let profile = vmi::profile::KernelProfile::decode(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; regenerate with VMI_WRITE_SEEDS=1 (needs `make deps`)",
+            path.display()
+        )
+    });
+    assert!(profile.kernel.release.starts_with("6.1."));
+    assert_eq!(profile.syscall_count(), 451);
+}
+
 #[test]
 fn committed_seeds_are_current() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let write = std::env::var_os("VMI_WRITE_SEEDS").is_some();
-    for (target, seeds) in [("walk", walk_seeds()), ("kallsyms", kallsyms_seeds())] {
+    for (target, seeds) in [
+        ("walk", walk_seeds()),
+        ("kallsyms", kallsyms_seeds()),
+        ("profile", profile_seeds()),
+    ] {
         let dir = root.join(target);
         for (name, bytes) in seeds {
             let path = dir.join(name);
@@ -209,6 +252,10 @@ fn seeds_parse_as_intended() {
     for (name, seed) in kallsyms_seeds() {
         let k = Kallsyms::parse(&seed, &Limits::default()).unwrap();
         assert_eq!(k.symbols.len(), 303, "{name}");
+    }
+    for (name, seed) in profile_seeds() {
+        let p = vmi::profile::KernelProfile::decode(&seed).unwrap();
+        assert!(p.syscall_count() >= 1, "{name}");
     }
     let expected = [
         ("four-level-list", Ok(5)),
