@@ -301,6 +301,115 @@ impl RamLayout {
     }
 }
 
+/// Why a `monvm.ram=` value did not parse (see [`RamLayout::parse_cmdline`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseLayoutError {
+    /// No region at all (an empty value).
+    Empty,
+    /// Region `i` is not `START-END@OFFSET`.
+    Syntax(usize),
+    /// A number in region `i` is not `0x` followed by 1 to 16 hex digits.
+    Number(usize),
+    /// Region `i` ends at or before its start.
+    EndNotAboveStart(usize),
+    /// The regions parse but do not form a valid layout.
+    Layout(LayoutError),
+}
+
+impl fmt::Display for ParseLayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseLayoutError::Empty => write!(f, "no RAM region"),
+            ParseLayoutError::Syntax(i) => {
+                write!(f, "RAM region {i} is not START-END@OFFSET")
+            }
+            ParseLayoutError::Number(i) => {
+                write!(f, "RAM region {i} has a number that is not 0x<hex>")
+            }
+            ParseLayoutError::EndNotAboveStart(i) => {
+                write!(f, "RAM region {i} does not end above its start")
+            }
+            ParseLayoutError::Layout(e) => e.fmt(f),
+        }
+    }
+}
+
+/// `0x` then 1..=16 hex digits (either case), nothing else.
+fn parse_hex_u64(text: &str) -> Option<u64> {
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))?;
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+impl RamLayout {
+    /// The kernel command-line key under which the launcher hands the A-VM
+    /// the Mon-VM's RAM layout: `monvm.ram=<value>` (docs/monvm.md).
+    pub const CMDLINE_KEY: &'static str = "monvm.ram";
+
+    /// Parses the value of `monvm.ram=`: comma-separated regions
+    /// `START-END@OFFSET`, each a guest-physical range `[START, END)` (END
+    /// exclusive) stored at byte OFFSET of the RAM file (the ivshmem BAR),
+    /// every number `0x` + hex, regions sorted by START, e.g.
+    /// `0x0-0xc0000000@0x0,0x100000000-0x140000000@0xc0000000` (QEMU `pc`
+    /// with 4 GiB). Whitespace is not allowed. The result is validated like
+    /// [`RamLayout::new`]; [`fmt::Display`] prints the same syntax.
+    pub fn parse_cmdline(value: &str) -> Result<Self, ParseLayoutError> {
+        if value.is_empty() {
+            return Err(ParseLayoutError::Empty);
+        }
+        let mut regions = [RamRegion::default(); Self::MAX_REGIONS];
+        let mut count = 0usize;
+        for (i, text) in value.split(',').enumerate() {
+            if i >= Self::MAX_REGIONS {
+                return Err(ParseLayoutError::Layout(LayoutError::TooManyRegions));
+            }
+            let (range, offset) = text.split_once('@').ok_or(ParseLayoutError::Syntax(i))?;
+            let (start, end) = range.split_once('-').ok_or(ParseLayoutError::Syntax(i))?;
+            let number = |t: &str| parse_hex_u64(t).ok_or(ParseLayoutError::Number(i));
+            let (start, end, offset) = (number(start)?, number(end)?, number(offset)?);
+            if end <= start {
+                return Err(ParseLayoutError::EndNotAboveStart(i));
+            }
+            regions[i] = RamRegion::new(start, end - start, offset);
+            count = i + 1;
+        }
+        Self::new(&regions[..count]).map_err(ParseLayoutError::Layout)
+    }
+
+    /// Finds `monvm.ram=` among the whitespace-separated words of a kernel
+    /// command line and parses its value; `None` if the key is absent (the
+    /// last occurrence wins, as for other options).
+    pub fn from_kernel_cmdline(cmdline: &str) -> Option<Result<Self, ParseLayoutError>> {
+        cmdline
+            .split_ascii_whitespace()
+            .rev()
+            .find_map(|word| {
+                word.strip_prefix(Self::CMDLINE_KEY)
+                    .and_then(|rest| rest.strip_prefix('='))
+            })
+            .map(Self::parse_cmdline)
+    }
+}
+
+/// The `monvm.ram=` syntax of [`RamLayout::parse_cmdline`].
+impl fmt::Display for RamLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.regions().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            // Valid layouts never overflow (checked in `new`).
+            let end = r.phys.0.saturating_add(r.size);
+            write!(f, "{:#x}-{:#x}@{:#x}", r.phys.0, end, r.offset)?;
+        }
+        Ok(())
+    }
+}
+
 /// Error of [`RamLayout::for_each_piece`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PieceError<E> {
@@ -526,6 +635,100 @@ mod tests {
         assert!(mem.read_u64(GuestPhysAddr(u64::MAX - 3)).is_err());
         // An empty read touches nothing and succeeds anywhere.
         assert!(mem.read(GuestPhysAddr(u64::MAX), &mut []).is_ok());
+    }
+
+    #[test]
+    fn cmdline_syntax_roundtrips() {
+        let four = RamLayout::qemu_pc(4 << 30).expect("4G");
+        let text = four.to_string();
+        assert_eq!(
+            text,
+            "0x0-0xc0000000@0x0,0x100000000-0x140000000@0xc0000000"
+        );
+        assert_eq!(RamLayout::parse_cmdline(&text), Ok(four));
+        let small = RamLayout::qemu_pc(256 << 20).expect("256M");
+        assert_eq!(small.to_string(), "0x0-0x10000000@0x0");
+        assert_eq!(RamLayout::parse_cmdline("0X0-0X10000000@0x0"), Ok(small));
+        assert_eq!(
+            RamLayout::from_kernel_cmdline("log=debug monvm.ram=0x0-0x10000000@0x0 x"),
+            Some(Ok(small))
+        );
+        assert_eq!(
+            RamLayout::from_kernel_cmdline("monvm.ram=0x0-0x1000@0x0 monvm.ram=0x0-0x10000000@0x0"),
+            Some(Ok(small))
+        );
+        assert_eq!(
+            RamLayout::from_kernel_cmdline("monvm.ramx=1 log=debug"),
+            None
+        );
+        assert_eq!(
+            RamLayout::from_kernel_cmdline("monvm.ram="),
+            Some(Err(ParseLayoutError::Empty))
+        );
+    }
+
+    #[test]
+    fn cmdline_syntax_errors_are_named() {
+        use ParseLayoutError as E;
+        for (text, err) in [
+            ("", E::Empty),
+            ("0x0-0x1000", E::Syntax(0)),
+            ("0x0@0x0", E::Syntax(0)),
+            ("0x0-0x1000@0x0,", E::Syntax(1)),
+            ("0x0-0x1000@0x0 ", E::Number(0)),
+            ("0-0x1000@0x0", E::Number(0)),
+            ("0x-0x1000@0x0", E::Number(0)),
+            ("0x0-0x1000@0x0,0x2000-0x3000@-0x1", E::Number(1)),
+            ("0x0-0x10000000000000000@0x0", E::Number(0)),
+            ("0x0-0x00000000000000001@0x0", E::Number(0)),
+            ("+0x0-0x1000@0x0", E::Number(0)),
+            ("0x1000-0x1000@0x0", E::EndNotAboveStart(0)),
+            ("0x2000-0x1000@0x0", E::EndNotAboveStart(0)),
+            (
+                "0x1000-0x2000@0x0,0x0-0x1000@0x1000",
+                E::Layout(LayoutError::Unsorted(1)),
+            ),
+            (
+                "0x0-0x2000@0x0,0x10000-0x11000@0x1000",
+                E::Layout(LayoutError::BackingOverlap(1)),
+            ),
+            (
+                "0x0-0x1000@0xfffffffffffff800",
+                E::Layout(LayoutError::Overflow(0)),
+            ),
+        ] {
+            assert_eq!(RamLayout::parse_cmdline(text), Err(err), "{text:?}");
+        }
+        let nine = ["0x0-0x1@0x0"; 9].join(",");
+        assert_eq!(
+            RamLayout::parse_cmdline(&nine),
+            Err(E::Layout(LayoutError::TooManyRegions))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cmdline_parse_never_panics(text in "\\PC{0,80}") {
+            let _ = RamLayout::parse_cmdline(&text);
+            let _ = RamLayout::from_kernel_cmdline(&text);
+        }
+
+        #[test]
+        fn cmdline_display_parses_back(
+            sizes in proptest::collection::vec((1u64..1 << 40, 0u64..1 << 40), 1..=8),
+        ) {
+            // Sorted, disjoint regions with gaps, stored back to back.
+            let mut regions = std::vec::Vec::new();
+            let (mut phys, mut offset) = (0u64, 0u64);
+            for (size, gap) in sizes {
+                phys += gap;
+                regions.push(RamRegion::new(phys, size, offset));
+                phys += size;
+                offset += size;
+            }
+            let layout = RamLayout::new(&regions).expect("valid by construction");
+            proptest::prop_assert_eq!(RamLayout::parse_cmdline(&layout.to_string()), Ok(layout));
+        }
     }
 
     #[test]
