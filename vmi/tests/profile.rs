@@ -1,0 +1,174 @@
+//! Property tests of the kernel profile format: random profiles round-trip
+//! and their digest names their bytes; random, mutated, truncated and
+//! oversized inputs are refused or decode to a profile that re-encodes to
+//! exactly those bytes; never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use proptest::prelude::*;
+use vmi::craft::sample_profile;
+use vmi::profile::{
+    FORMAT_VERSION, KernelProfile, MAGIC, MAX_PROFILE_LEN, MAX_SYSCALLS, NamedAddress,
+    ProfileError, digest,
+};
+
+/// Whatever `decode` says about `bytes`, it holds up: an accepted profile
+/// validates and is exactly these bytes.
+fn decode_holds(bytes: &[u8]) -> Result<KernelProfile, ProfileError> {
+    let result = KernelProfile::decode(bytes);
+    if let Ok(p) = &result {
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.encode().as_deref(), Ok(bytes));
+        assert_eq!(p.digest(), Ok(digest(bytes)));
+    }
+    result
+}
+
+fn header() -> Vec<u8> {
+    let mut v = MAGIC.to_vec();
+    v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v
+}
+
+/// Random profiles within the format's bounds: slot counts, handler names
+/// and addresses, offsets inside their structs.
+fn profiles() -> impl Strategy<Value = KernelProfile> {
+    (
+        1usize..=MAX_SYSCALLS,
+        prop::collection::vec(("[a-z_]{1,40}", 0u64..0xe0_0000), 1..32),
+        (0u64..0x2600 - 16, 0u64..0xb0 - 4, 0u64..0x380 - 56),
+        "[0-9a-z.+-]{1,40}",
+    )
+        .prop_map(|(slots, handlers, (task, cred, module), release)| {
+            let mut p = sample_profile(slots);
+            for (i, slot) in p.syscalls.slots.iter_mut().enumerate() {
+                let (name, off) = &handlers[i % handlers.len()];
+                *slot = NamedAddress {
+                    name: format!("__x64_sys_{name}"),
+                    address: p.symbols.text + off,
+                };
+            }
+            p.offsets.task.comm = task;
+            p.offsets.cred.euid = cred;
+            p.offsets.module.name = module;
+            let rest = p
+                .kernel
+                .banner
+                .strip_prefix(&format!("Linux version {} ", p.kernel.release))
+                .unwrap()
+                .to_string();
+            p.kernel.banner = format!("Linux version {release} {rest}");
+            p.kernel.release = release;
+            p
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_profiles_round_trip(p in profiles()) {
+        let bytes = p.encode().unwrap();
+        prop_assert!(bytes.len() <= MAX_PROFILE_LEN);
+        prop_assert_eq!(decode_holds(&bytes), Ok(p.clone()));
+        prop_assert_eq!(p.digest(), Ok(digest(&bytes)));
+    }
+
+    #[test]
+    fn random_bytes_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = decode_holds(&bytes);
+    }
+
+    #[test]
+    fn random_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..4096)) {
+        let mut bytes = header();
+        bytes.extend_from_slice(&body);
+        let _ = decode_holds(&bytes);
+    }
+
+    /// Bit flips, byte changes, cuts and insertions anywhere in a real-size
+    /// encoding (451 slots).
+    #[test]
+    fn mutated_profiles_never_panic(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..8),
+        cut in any::<prop::sample::Index>(),
+        insert in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        truncate in any::<bool>(),
+    ) {
+        let good = sample_profile(451).encode().unwrap();
+        let mut bytes = good.clone();
+        for (at, x) in &flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= x;
+        }
+        if let Some((at, b)) = insert {
+            let i = at.index(bytes.len());
+            bytes.insert(i, b);
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        if let Ok(p) = decode_holds(&bytes) {
+            // Something else that is still a valid profile: then it is
+            // another profile with another digest.
+            prop_assert_ne!(digest(&bytes), digest(&good));
+            prop_assert_ne!(p, sample_profile(451));
+        }
+    }
+
+    #[test]
+    fn truncated_profiles_are_refused(cut in any::<prop::sample::Index>()) {
+        let good = sample_profile(64).encode().unwrap();
+        let n = cut.index(good.len());
+        prop_assert!(KernelProfile::decode(&good[..n]).is_err());
+    }
+
+    #[test]
+    fn oversized_inputs_are_refused(extra in 1usize..4096, fill in any::<u8>()) {
+        let mut bytes = sample_profile(8).encode().unwrap();
+        bytes.resize(MAX_PROFILE_LEN + extra, fill);
+        prop_assert_eq!(
+            KernelProfile::decode(&bytes),
+            Err(ProfileError::TooLarge { len: MAX_PROFILE_LEN + extra, max: MAX_PROFILE_LEN })
+        );
+    }
+}
+
+/// A body claiming far more slots than it holds (a varint count of 2^32)
+/// fails on the input, without allocating for the claim.
+#[test]
+fn absurd_counts_are_refused() {
+    let good = sample_profile(8).encode().unwrap();
+    let p = sample_profile(8);
+    // The slot count (8) follows the table address in the encoding: find
+    // the table address's varint and replace the count after it.
+    let mut address = Vec::new();
+    let mut v = p.syscalls.address;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            address.push(b);
+            break;
+        }
+        address.push(b | 0x80);
+    }
+    let at = good
+        .windows(address.len() + 1)
+        .position(|w| w[..address.len()] == address[..] && w[address.len()] == 8)
+        .expect("table address and slot count")
+        + address.len();
+    for count in [
+        [0x80, 0x80, 0x80, 0x80, 0x10],
+        [0xff, 0xff, 0xff, 0xff, 0x0f],
+    ] {
+        let mut bytes = good[..at].to_vec();
+        bytes.extend_from_slice(&count);
+        bytes.extend_from_slice(&good[at + 1..]);
+        assert!(KernelProfile::decode(&bytes).is_err());
+    }
+    // And the same count with too many real slots is refused by bound.
+    let mut p = sample_profile(8);
+    let slot = p.syscalls.slots[0].clone();
+    p.syscalls.slots = vec![slot; MAX_SYSCALLS + 1];
+    assert!(matches!(p.encode(), Err(ProfileError::Invalid(_))));
+}
