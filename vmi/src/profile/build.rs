@@ -246,10 +246,14 @@ fn kernel_symbols(elf: &Vmlinux<'_>, k: &Kallsyms) -> Result<KernelSymbols, Buil
 /// Release and version out of `linux_banner` ("Linux version RELEASE
 /// (builder) (compiler) VERSION\n").
 fn identity(elf: &Vmlinux<'_>, banner_va: u64) -> Result<KernelIdentity, BuildError> {
+    let bytes = elf.read_cstr(banner_va, MAX_BANNER).ok_or_else(|| {
+        BuildError::Inconsistent("linux_banner: no NUL-terminated banner at its address".into())
+    })?;
+    identity_of(bytes)
+}
+
+fn identity_of(bytes: &[u8]) -> Result<KernelIdentity, BuildError> {
     let bad = |why: &str| BuildError::Inconsistent(format!("linux_banner: {why}"));
-    let bytes = elf
-        .read_cstr(banner_va, MAX_BANNER)
-        .ok_or_else(|| bad("no NUL-terminated banner at its address"))?;
     let banner = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
     let rest = banner
         .strip_prefix("Linux version ")
@@ -563,4 +567,95 @@ fn struct_offsets(btf: &Btf) -> Result<StructOffsets, BuildError> {
         path,
         sizes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft::KallsymsBuilder;
+
+    const BANNER: &[u8] = b"Linux version 6.1.0-57-cloud-amd64 (debian-kernel@lists.debian.org) \
+        (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) \
+        #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)\n";
+
+    #[test]
+    fn identity_from_the_banner() {
+        let id = identity_of(BANNER).expect("banner");
+        assert_eq!(id.release, "6.1.0-57-cloud-amd64");
+        assert_eq!(
+            id.version,
+            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)"
+        );
+        assert_eq!(id.banner.as_bytes(), BANNER);
+        for bad in [
+            &b"Linux versio 6.1"[..],
+            b"Linux version  (x) #1\n",
+            b"Linux version 6.1.0 (no version)\n",
+            b"Linux version 6.1.0 \xff) #1\n",
+        ] {
+            let e = identity_of(bad).expect_err("refused");
+            assert!(
+                e.to_string()
+                    .starts_with("inconsistent kernel image: linux_banner")
+            );
+        }
+    }
+
+    #[test]
+    fn missing_and_ambiguous_symbols_are_named() {
+        let mut b = KallsymsBuilder::new(Layout::OffsetsLast);
+        b.symbol(b'T', "_text", 0xffff_ffff_8100_0000);
+        for i in 0..300u64 {
+            b.symbol(b't', &format!("f_{i}"), 0xffff_ffff_8100_1000 + 0x40 * i);
+        }
+        b.symbol(b'd', "modules", 0xffff_ffff_8200_0000);
+        b.symbol(b'd', "modules", 0xffff_ffff_8200_1000);
+        b.symbol(b'D', "init_task", 0xffff_ffff_8200_2000);
+        let k = Kallsyms::parse(&b.build().0, &Limits::default()).expect("kallsyms");
+        assert_eq!(
+            required(&k.symbols, "init_task").ok(),
+            Some(0xffff_ffff_8200_2000)
+        );
+        let e = required(&k.symbols, "idt_table").expect_err("missing");
+        assert!(matches!(e, BuildError::MissingSymbol("idt_table")));
+        assert_eq!(
+            e.to_string(),
+            "required symbol idt_table is missing from kallsyms"
+        );
+        assert!(matches!(
+            required(&k.symbols, "modules"),
+            Err(BuildError::AmbiguousSymbol("modules"))
+        ));
+        assert!(matches!(optional(&k.symbols, "pgdir_shift"), Ok(None)));
+        assert!(matches!(
+            optional(&k.symbols, "modules"),
+            Err(BuildError::AmbiguousSymbol(_))
+        ));
+        // Exact-address and next-address lookups.
+        assert_eq!(k.symbols.symbols_at(0xffff_ffff_8200_0000).count(), 1);
+        assert_eq!(
+            k.symbols.next_address_after(0xffff_ffff_8200_0000),
+            Some(0xffff_ffff_8200_1000)
+        );
+    }
+
+    #[test]
+    fn handler_names() {
+        assert!(is_handler("__x64_sys_read"));
+        assert!(is_handler("sys_ni_syscall"));
+        assert!(!is_handler("__ia32_sys_read"));
+        assert!(!is_handler("x64_sys_call"));
+    }
+
+    #[test]
+    fn garbage_is_no_image() {
+        assert!(matches!(
+            from_vmlinuz(b"not a kernel"),
+            Err(BuildError::Image(ImageError::NotBzImage(_)))
+        ));
+        assert!(matches!(
+            from_vmlinux(b"\x7fELF garbage"),
+            Err(BuildError::Image(ImageError::NotElf(_)))
+        ));
+    }
 }
