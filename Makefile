@@ -14,7 +14,7 @@ FUZZ_SECONDS  ?= 10
 # smoke run skips AddressSanitizer (the code under test is safe Rust; panics
 # are what it looks for); `make fuzz` keeps it.
 FUZZ_FLAGS    ?= --sanitizer none --target-dir $(CURDIR)/target/fuzz
-FUZZ_CRATES   := drivers/tpm-crb attest net kernel verifier-host
+FUZZ_CRATES   := drivers/tpm-crb attest net kernel verifier-host vmi
 
 .PHONY: help deps build kernel host run-qemu test test-unit test-integration lint fuzz fuzz-smoke bench clean
 

@@ -17,7 +17,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo=${CARGO:-cargo}
 if [ $# -eq 0 ]; then
-    set -- drivers/tpm-crb/fuzz attest/fuzz net/fuzz kernel/fuzz verifier-host/fuzz \
+    set -- drivers/tpm-crb/fuzz attest/fuzz net/fuzz kernel/fuzz verifier-host/fuzz vmi/fuzz \
         drivers/tpm-crb/fuzz/seedgen
 fi
 for dir in "$@"; do

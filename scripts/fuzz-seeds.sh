@@ -75,5 +75,12 @@ cp attest/tests/data/quote-rsa.msg attest/fuzz/seeds/attest/fixture-quote-rsa.ms
 cp attest/tests/data/quote-ecc.sig attest/fuzz/seeds/attest/fixture-quote-ecc.sig
 cp attest/tests/data/ak-ecc.pub attest/fuzz/seeds/attest/fixture-ak-ecc.tpm2b-public
 cp attest/tests/data/ek-rsa.pub verifier-host/fuzz/seeds/tpm_public/fixture-ek-rsa.tpm2b-public
+# Key files as evidence directories and `verify --ak` hold them: PEM,
+# TPM2B_PUBLIC (tpm2-tools) and a bare TPMT_PUBLIC (from swtpm above).
+mkdir -p verifier-host/fuzz/seeds/ak_file
+for kind in ecc rsa; do
+    cp "attest/tests/data/ak-$kind.pem" "attest/tests/data/ak-$kind.pub" verifier-host/fuzz/seeds/ak_file/
+done
+cp verifier-host/fuzz/seeds/tpm_public/ak-ecc verifier-host/fuzz/seeds/ak_file/ak-ecc.tpmt
 
 du -sb drivers/tpm-crb/fuzz/seeds attest/fuzz/seeds net/fuzz/seeds kernel/fuzz/seeds verifier-host/fuzz/seeds | sed 's/^/fuzz-seeds: bytes /'
