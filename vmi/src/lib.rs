@@ -8,7 +8,7 @@
 //! - [`addr`]: [`GuestPhysAddr`], [`GuestVirtAddr`] (canonical by construction).
 //! - [`memory`]: the [`GuestMemory`] trait, [`RamLayout`] (guest-physical
 //!   ranges to backing offsets, e.g. RAM above the PCI hole), slice-backed
-//!   memory; [`file`] adds RAM files (feature `std`).
+//!   memory; `file` adds RAM files (feature `std`).
 //! - [`paging`]: the x86-64 page walker ([`AddressSpace`]).
 //! - [`list`]: bounded walks of kernel `list_head` lists.
 //! - [`kallsyms`]: the kernel's symbol table recovered from its kallsyms
@@ -17,7 +17,7 @@
 //!   own address space and paging depth.
 //! - [`profile`]: the kernel profile (symbols, syscall table, struct
 //!   offsets of one kernel build) the A-VM decodes; its builder and
-//!   [`kernel_image`] (vmlinuz -> vmlinux, ELF view) need feature `builder`.
+//!   `kernel_image` (vmlinuz -> vmlinux, ELF view) need feature `builder`.
 //! - [`craft`]: builders of synthetic memory images for tests and fuzzing.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![forbid(unsafe_code)]

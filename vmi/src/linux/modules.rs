@@ -22,7 +22,7 @@ pub struct ModuleOffsets {
     pub state: u64,
     /// `list` (struct list_head).
     pub list: u64,
-    /// `name` (char[56]).
+    /// `name` (`char[56]`).
     pub name: u64,
     /// Pointer to the core text.
     pub text_base: u64,

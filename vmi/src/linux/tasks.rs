@@ -19,7 +19,7 @@ pub struct TaskOffsets {
     pub tasks: u64,
     pub pid: u64,
     pub tgid: u64,
-    /// `comm` (char[16]).
+    /// `comm` (`char[16]`).
     pub comm: u64,
     /// `real_parent` (pointer).
     pub real_parent: u64,

@@ -1,6 +1,6 @@
 //! The kernel profile: what the A-VM needs to know about the Mon-VM's kernel
 //! to introspect it, built by the verifier from the stock kernel package
-//! alone (`avm-verifier profile`; the builder is [`build`], feature
+//! alone (`avm-verifier profile`; the builder is `build`, feature
 //! `builder`) and decoded by the A-VM (`no_std`).
 //!
 //! It holds link-time facts only: the kernel's identity and banner (which
