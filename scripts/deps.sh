@@ -17,6 +17,7 @@ required=(
     "pkg-config pkg-config"
     "strip binutils"
     "cc gcc"
+    "xz xz-utils"
 )
 # Files (not commands) that packages provide.
 required_files=(
