@@ -18,6 +18,7 @@ required=(
     "strip binutils"
     "cc gcc"
     "xz xz-utils"
+    "evmctl ima-evm-utils"
 )
 # Files (not commands) that packages provide.
 required_files=(

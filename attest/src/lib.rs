@@ -12,6 +12,8 @@
 //! - [`verify`]: the verification core (`verify_evidence`, reason codes),
 //!   with signature arithmetic behind the `SignatureVerifier` trait.
 //! - [`hex`]: hex encoding and checked decoding, shared by every crate.
+//! - [`ima`]: the IMA binary measurement list (ima-ng / ima-sig records,
+//!   replay), the format of the A-VM's own measurement log.
 //! - [`pcr`]: `PcrMask`, the set of PCRs from challenge to verdict.
 //! - [`policy`]: reference values (allowed images, firmware events) with
 //!   their serde (TOML) form and learning from a known-good log.
@@ -25,6 +27,7 @@ extern crate alloc;
 
 pub mod eventlog;
 pub mod hex;
+pub mod ima;
 pub mod pcr;
 pub mod policy;
 mod reader;
