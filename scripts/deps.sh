@@ -24,6 +24,7 @@ required=(
 required_files=(
     "/usr/include/openssl/ssl.h libssl-dev"
     "/usr/share/seabios/bios-256k.bin seabios"
+    "/sbin/mke2fs e2fsprogs"
 )
 
 missing=()

@@ -77,6 +77,27 @@ impl StateLayout {
     pub fn provision_dir(&self) -> PathBuf {
         self.root.join("provision")
     }
+    /// The Mon-VM's serial console (a QEMU socket chardev, server side).
+    pub fn monvm_console_socket(&self) -> PathBuf {
+        self.root.join("monvm-console.sock")
+    }
+    /// Everything the Mon-VM wrote to its console.
+    pub fn monvm_console_log(&self) -> PathBuf {
+        self.root.join("monvm-console.log")
+    }
+    /// The Mon-VM QEMU's own messages.
+    pub fn monvm_qemu_log(&self) -> PathBuf {
+        self.root.join("monvm-qemu.log")
+    }
+    /// The Mon-VM's root filesystem (ext4).
+    pub fn monvm_root_image(&self) -> PathBuf {
+        self.root.join("monvm-root.ext4")
+    }
+    /// Where the root filesystem's files are gathered before `mke2fs -d`
+    /// (removed once the image is built).
+    pub fn monvm_root_staging(&self) -> PathBuf {
+        self.root.join("monvm-root.staging")
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +121,11 @@ mod tests {
             layout.ek_ca_bundle(),
             layout.ek_certs(),
             layout.provision_dir(),
+            layout.monvm_console_socket(),
+            layout.monvm_console_log(),
+            layout.monvm_qemu_log(),
+            layout.monvm_root_image(),
+            layout.monvm_root_staging(),
         ];
         for (i, a) in paths.iter().enumerate() {
             assert!(a.starts_with(layout.root()));

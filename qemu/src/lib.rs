@@ -6,8 +6,10 @@
 //! swtpm's control channel ([`swtpm`], expected values in [`measure`]),
 //! start QEMU ([`qemu`]) and wait for the kernel's boot report on the serial
 //! console ([`report`], [`serial`]), then, for a node with a network, for
-//! the line saying its attestation server is up ([`netline`]). [`node`]
-//! ties these together and is what the CLI and the integration tests use.
+//! the line saying its attestation server is up ([`netline`]). A node may
+//! also run the Mon-VM, a stock Debian kernel the A-VM watches through its
+//! RAM file ([`monvm`]). [`node`] ties these together and is what the CLI
+//! and the integration tests use.
 #![forbid(unsafe_code)]
 
 /// Hex, shared with the A-VM and the verifier.
@@ -15,6 +17,7 @@ pub use avm_attest::hex;
 pub mod kvm;
 pub mod layout;
 pub mod measure;
+pub mod monvm;
 pub mod netline;
 pub mod node;
 pub mod process;

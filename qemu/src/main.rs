@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use avm_qemu::monvm::{self, KernelChoice, MonVmConfig};
 use avm_qemu::node::{self, DEFAULT_MEMORY_MIB, Node, NodeConfig, NodeRecord};
 use avm_qemu::qemu::Accel;
 use avm_qemu::report::BootReport;
@@ -20,7 +21,10 @@ use avm_qemu::{bench, hex, verify};
     long_about = "Bring an A-VM node up under QEMU with a software TPM (swtpm).\n\n\
         A node lives in one state directory: a fresh TPM with EK certificates from a \
         node-local CA, the A-VM image measured into PCR0 (H-CRTM) before boot, QEMU \
-        (q35, SeaBIOS, TPM on CRB), the A-VM serial log, and node.json describing it all."
+        (q35, SeaBIOS, TPM on CRB), the A-VM serial log, and node.json describing it all. \
+        By default the node also runs the Mon-VM, a stock Debian kernel (fetched by \
+        `make deps`) with a busybox userland on ext4, whose RAM file the A-VM maps \
+        read-only; its serial console is a Unix socket (status: monvm_console)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,8 +33,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a node and return once the A-VM printed its boot report and its
-    /// attestation server is up; the node keeps running in the background.
+    /// Start a node (the Mon-VM, then the A-VM) and return once the A-VM
+    /// printed its boot report, its attestation server is up and the
+    /// Mon-VM's userland is ready; the node keeps running in the background.
     /// Prints the attestation address (127.0.0.1:PORT) on stdout.
     Up(UpArgs),
     /// Stop everything `up` started in the state directory.
@@ -46,7 +51,9 @@ enum Command {
         #[arg(long)]
         state: PathBuf,
         /// Print one JSON object (fields include avm_serial, ek_ca,
-        /// attest_addr, attest_port, guest_ip, guest_attest_port, running).
+        /// attest_addr, attest_port, guest_ip, guest_attest_port, running,
+        /// and for a Mon-VM monvm_ram, monvm_ram_layout, monvm_console,
+        /// monvm_kernel, monvm_series, monvm_pid).
         #[arg(long)]
         json: bool,
     },
@@ -111,6 +118,42 @@ struct NodeArgs {
     /// Extra kernel command-line words (repeatable), e.g. `--cmdline log=debug`.
     #[arg(long = "cmdline")]
     cmdline: Vec<String>,
+    #[command(flatten)]
+    monvm: MonVmArgs,
+}
+
+#[derive(Args)]
+struct MonVmArgs {
+    /// Start only the A-VM (no Mon-VM).
+    #[arg(long)]
+    no_monvm: bool,
+    /// The Mon-VM's kernel: a series fetched by `make deps` (6.1, 6.12) or
+    /// the path of a bzImage (vmlinuz).
+    #[arg(long, default_value = monvm::kernel::DEFAULT_SERIES, conflicts_with = "no_monvm")]
+    monvm_kernel: String,
+    /// The Mon-VM's RAM in MiB, or with a suffix (512M, 4G); a power of two.
+    #[arg(long, default_value_t = monvm::DEFAULT_RAM_MIB, value_parser = monvm::ram::parse_ram_size, conflicts_with = "no_monvm")]
+    monvm_ram: u64,
+    /// Extra words for the Mon-VM kernel's command line (repeatable;
+    /// `nokaslr` is refused).
+    #[arg(long = "monvm-cmdline", conflicts_with = "no_monvm")]
+    monvm_cmdline: Vec<String>,
+    /// Where the Mon-VM's RAM file is created.
+    #[arg(long, default_value = monvm::ram::DEFAULT_RAM_DIR, conflicts_with = "no_monvm")]
+    monvm_ram_dir: PathBuf,
+}
+
+impl MonVmArgs {
+    fn config(&self) -> Option<MonVmConfig> {
+        if self.no_monvm {
+            return None;
+        }
+        let mut config = MonVmConfig::new(KernelChoice::parse(&self.monvm_kernel));
+        config.ram_mib = self.monvm_ram;
+        config.extra_cmdline = self.monvm_cmdline.clone();
+        config.ram_dir = self.monvm_ram_dir.clone();
+        Some(config)
+    }
 }
 
 #[derive(Args)]
@@ -139,6 +182,7 @@ fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
     config.with_tpm = !args.no_tpm;
     config.accel = args.accel.choice();
     config.extra_cmdline = args.cmdline.clone();
+    config.monvm = args.monvm.config();
     config
 }
 
@@ -183,6 +227,17 @@ fn print_report(report: &BootReport, record: &NodeRecord) {
     for (key, value) in &report.extra {
         println!("  {key} = {value}");
     }
+    if let Some(kernel) = &record.monvm_kernel {
+        println!(
+            "  Mon-VM             {} ({}), {} MiB, ready after {} ms",
+            kernel,
+            record.monvm_kernel_release.as_deref().unwrap_or("?"),
+            record.monvm_ram_mib.unwrap_or_default(),
+            record
+                .monvm_ready_ms
+                .map_or_else(|| "?".to_owned(), |ms| ms.to_string())
+        );
+    }
     if let Some(provisioned) = &record.ek_name_ecc_p256 {
         let matches = *provisioned == hex::encode(&report.ek_name);
         println!(
@@ -225,6 +280,18 @@ fn up(args: UpArgs) -> Result<(), String> {
         record.avm_serial.display(),
         record.state_dir.display()
     );
+    if let (Some(console), Some(ram)) = (&record.monvm_console, &record.monvm_ram) {
+        eprintln!(
+            "Mon-VM up (kernel {}, qemu pid {}, ready after {} ms); console {}; RAM {}",
+            record.monvm_kernel.as_deref().unwrap_or("?"),
+            record.monvm_pid.map_or("-".into(), |p| p.to_string()),
+            record
+                .monvm_ready_ms
+                .map_or_else(|| "?".to_owned(), |ms| ms.to_string()),
+            console.display(),
+            ram.display()
+        );
+    }
     match record.attest_addr {
         Some(addr) => println!("{addr}"),
         None => eprintln!("no attestation address (started with --no-network)"),
@@ -313,6 +380,19 @@ fn main() -> ExitCode {
                     }
                     if let Some(ip) = &status.record.guest_ip {
                         println!("A-VM address {ip}");
+                    }
+                    if let Some(kernel) = &status.record.monvm_kernel {
+                        println!("Mon-VM       kernel {kernel}");
+                    }
+                    if let Some(console) = &status.record.monvm_console {
+                        println!("Mon-VM console {}", console.display());
+                    }
+                    if let Some(ram) = &status.record.monvm_ram {
+                        println!(
+                            "Mon-VM RAM   {} ({})",
+                            ram.display(),
+                            status.record.monvm_ram_layout.as_deref().unwrap_or("?")
+                        );
                     }
                 }
                 Ok(())

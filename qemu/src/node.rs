@@ -1,9 +1,13 @@
-//! A node: swtpm + the A-VM under QEMU, brought up from one state directory.
+//! A node: swtpm + the A-VM under QEMU, and optionally the Mon-VM the A-VM
+//! watches, brought up from one state directory.
 //!
-//! [`Node::launch`] provisions a fresh TPM, measures the A-VM image as
-//! H-CRTM, starts swtpm and QEMU and records everything in `node.json`;
-//! [`Node::wait_for_report`] follows the serial log until the boot report.
-//! A `Node` kills what it started when dropped (tests, failures) unless
+//! [`Node::launch`] starts the Mon-VM first when one is configured (its RAM
+//! file must exist before the A-VM maps it), then provisions a fresh TPM,
+//! measures the A-VM image as H-CRTM, starts swtpm and the A-VM's QEMU and
+//! records everything in `node.json`; [`Node::wait_for_report`] follows the
+//! serial log until the boot report, [`Node::wait_for_monvm`] the Mon-VM's
+//! console until its userland is ready. A `Node` kills what it started and
+//! removes the Mon-VM's RAM file when dropped (tests, failures) unless
 //! [`Node::detach`]ed (the CLI's `up`); [`down`] and [`status`] work from
 //! `node.json` alone, in another process.
 
@@ -14,6 +18,7 @@ use crate::hex;
 use crate::kvm;
 use crate::layout::{MAX_UNIX_SOCKET_PATH, StateLayout};
 use crate::measure::{hcrtm_pcr0_start, sha256};
+use crate::monvm::{self, MonVm, MonVmConfig, MonVmError};
 use crate::netline::{NetworkOutcome, scan_network};
 use crate::process::{self, ChildGuard, ProcessGroup};
 use crate::provision::{ProvisionError, provision_tpm};
@@ -63,6 +68,9 @@ pub struct NodeConfig {
     /// Run QEMU and swtpm in process groups of their own, for nodes that
     /// are detached to outlive the launcher (`up`).
     pub detachable: bool,
+    /// The Mon-VM to start next to the A-VM; `None` (the library's default)
+    /// gives an A-VM-only node.
+    pub monvm: Option<MonVmConfig>,
 }
 
 impl NodeConfig {
@@ -77,6 +85,7 @@ impl NodeConfig {
             extra_cmdline: Vec::new(),
             accel: None,
             detachable: false,
+            monvm: None,
         }
     }
 
@@ -137,6 +146,36 @@ pub struct NodeRecord {
     /// (`AVM-NET-UP` on the serial console).
     pub guest_ip: Option<String>,
     pub guest_attest_port: Option<u16>,
+    /// The Mon-VM's QEMU (absent for an A-VM-only node).
+    pub monvm_pid: Option<u32>,
+    /// The Mon-VM's RAM file (shared memory), mapped read-only by the A-VM.
+    pub monvm_ram: Option<PathBuf>,
+    pub monvm_ram_mib: Option<u64>,
+    /// Guest-physical ranges to RAM file offsets, as on the A-VM's command
+    /// line after `monvm.ram=` (docs/monvm.md).
+    pub monvm_ram_layout: Option<String>,
+    /// The Mon-VM's serial console (Unix socket; one client at a time).
+    pub monvm_console: Option<PathBuf>,
+    /// Everything the Mon-VM wrote to its console.
+    pub monvm_console_log: Option<PathBuf>,
+    pub monvm_qemu_log: Option<PathBuf>,
+    /// The Mon-VM's root filesystem image (ext4).
+    pub monvm_root_image: Option<PathBuf>,
+    /// The Mon-VM kernel's package version (e.g. `6.1.192-3`), or its
+    /// release when booted from a path without package metadata.
+    pub monvm_kernel: Option<String>,
+    pub monvm_kernel_release: Option<String>,
+    pub monvm_kernel_package: Option<String>,
+    /// The kernel series (`6.1`, `6.12`) when taken from the cache.
+    pub monvm_series: Option<String>,
+    /// The bzImage booted.
+    pub monvm_vmlinuz: Option<PathBuf>,
+    pub monvm_kernel_sha256: Option<String>,
+    pub monvm_cmdline: Option<String>,
+    /// Guest paths of the kernel modules on the Mon-VM's root.
+    pub monvm_modules: Vec<String>,
+    /// From starting the Mon-VM's QEMU to its ready line, in milliseconds.
+    pub monvm_ready_ms: Option<u64>,
 }
 
 impl NodeRecord {
@@ -174,7 +213,29 @@ impl NodeRecord {
     fn is_running(&self) -> bool {
         let alive =
             |pid: Option<u32>| pid.is_some_and(|pid| process::is_ours(pid, &self.state_dir));
-        alive(self.qemu_pid) && (self.swtpm_pid.is_none() || alive(self.swtpm_pid))
+        alive(self.qemu_pid)
+            && (self.swtpm_pid.is_none() || alive(self.swtpm_pid))
+            && (self.monvm_pid.is_none() || alive(self.monvm_pid))
+    }
+
+    /// Notes a started Mon-VM.
+    fn set_monvm(&mut self, monvm: &MonVm) {
+        let kernel = monvm.kernel();
+        self.monvm_pid = Some(monvm.pid());
+        self.monvm_ram = Some(monvm.ram_path().to_path_buf());
+        self.monvm_ram_mib = Some(monvm.ram_mib());
+        self.monvm_ram_layout = Some(monvm.layout().to_string());
+        self.monvm_console = Some(monvm.console_socket().to_path_buf());
+        self.monvm_console_log = Some(monvm.console_log().to_path_buf());
+        self.monvm_qemu_log = Some(monvm.qemu_log().to_path_buf());
+        self.monvm_root_image = Some(monvm.root_image().to_path_buf());
+        self.monvm_kernel = Some(kernel.display_version());
+        self.monvm_kernel_release = Some(kernel.release.clone());
+        self.monvm_kernel_package = kernel.package.clone();
+        self.monvm_series = kernel.series.clone();
+        self.monvm_vmlinuz = Some(kernel.vmlinuz.clone());
+        self.monvm_cmdline = Some(monvm.cmdline().to_owned());
+        self.monvm_modules = monvm.modules().to_vec();
     }
 }
 
@@ -210,6 +271,8 @@ pub enum NodeError {
     Provision(#[from] ProvisionError),
     #[error("swtpm: {0}")]
     Swtpm(#[from] SwtpmError),
+    #[error("Mon-VM: {0}")]
+    MonVm(#[from] MonVmError),
     #[error("the A-VM reported an error: {error}{exit}\n--- A-VM serial log (tail) ---\n{serial_tail}",
         exit = exit.map(|e| format!(" ({})", e.describe())).unwrap_or_default())]
     Guest {
@@ -268,8 +331,10 @@ fn file_tail(path: &Path, lines: usize) -> String {
 pub struct Node {
     layout: StateLayout,
     record: NodeRecord,
-    // Field order is drop order: QEMU goes before the TPM it talks to.
+    // Field order is drop order: the A-VM's QEMU goes first, then the
+    // Mon-VM (its QEMU, then its RAM file), then the TPM.
     qemu: ChildGuard,
+    monvm: Option<MonVm>,
     swtpm: Option<Swtpm>,
     serial: SerialLog,
     qemu_started_at: Instant,
@@ -278,8 +343,15 @@ pub struct Node {
 }
 
 /// Removes what an earlier node left in the state dir, so every launch
-/// starts from a fresh TPM (QEMU would otherwise replay old volatile state).
-fn clear_previous_node(layout: &StateLayout) -> Result<(), NodeError> {
+/// starts from a fresh TPM (QEMU would otherwise replay old volatile state),
+/// and the RAM file of an earlier Mon-VM that was never brought down.
+fn clear_previous_node(
+    layout: &StateLayout,
+    previous: Option<&NodeRecord>,
+) -> Result<(), NodeError> {
+    if let Some(ram) = previous.and_then(|record| record.monvm_ram.as_deref()) {
+        monvm::ram::remove_recorded(ram)?;
+    }
     for dir in [
         layout.tpm_state(),
         layout.ca_state(),
@@ -301,6 +373,10 @@ fn clear_previous_node(layout: &StateLayout) -> Result<(), NodeError> {
         layout.swtpm_log(),
         layout.swtpm_pid(),
         layout.ek_ca_bundle(),
+        layout.monvm_console_socket(),
+        layout.monvm_console_log(),
+        layout.monvm_qemu_log(),
+        layout.monvm_root_image(),
     ] {
         match std::fs::remove_file(&file) {
             Ok(()) => {}
@@ -318,9 +394,8 @@ impl Node {
             .map_err(io_error("resolving the state directory"))?;
         std::fs::create_dir_all(layout.root())
             .map_err(io_error(format!("creating {}", layout.root().display())))?;
-        if let Ok(previous) = NodeRecord::load(&layout)
-            && previous.is_running()
-        {
+        let previous = NodeRecord::load(&layout).ok();
+        if previous.as_ref().is_some_and(NodeRecord::is_running) {
             return Err(NodeError::AlreadyRunning(layout.root().to_path_buf()));
         }
         let socket = layout.swtpm_ctrl_socket();
@@ -330,7 +405,16 @@ impl Node {
         if !config.image.is_file() {
             return Err(NodeError::ImageMissing(config.image.clone()));
         }
-        clear_previous_node(&layout)?;
+        // A Mon-VM that outlived the rest of an earlier node would keep
+        // running unseen: stop it (only if its command line names this
+        // state dir) before its record is replaced.
+        if let Some(pid) = previous.as_ref().and_then(|record| record.monvm_pid)
+            && process::is_ours(pid, layout.root())
+        {
+            process::terminate(pid, TERMINATE_GRACE)
+                .map_err(io_error(format!("stopping the earlier Mon-VM {pid}")))?;
+        }
+        clear_previous_node(&layout, previous.as_ref())?;
 
         // Measure and boot the same bytes: a private copy cannot change
         // between the two.
@@ -349,6 +433,27 @@ impl Node {
             attest_port: config.attest_port,
             attest_addr: config.attest_port.map(|port| format!("127.0.0.1:{port}")),
             ..NodeRecord::default()
+        };
+        let accel = config
+            .accel
+            .unwrap_or_else(|| kvm::choose_accel(layout.root()));
+        record.accel = Some(accel);
+
+        // The Mon-VM first: the A-VM's QEMU maps its RAM file. From here
+        // on, an error drops it (its QEMU killed, its RAM file removed).
+        let monvm = match &config.monvm {
+            Some(monvm_config) => {
+                let monvm = MonVm::launch(monvm_config, &layout, accel, config.process_group())?;
+                record.set_monvm(&monvm);
+                record.monvm_kernel_sha256 = std::fs::read(&monvm.kernel().vmlinuz)
+                    .ok()
+                    .map(|bytes| hex::encode(&sha256(&bytes)));
+                // Stored at once, so `down` finds the RAM file even if the
+                // launcher dies before the A-VM is up.
+                record.store(&layout)?;
+                Some(monvm)
+            }
+            None => None,
         };
 
         let swtpm = if config.with_tpm {
@@ -373,14 +478,20 @@ impl Node {
             record.swtpm_log = Some(layout.swtpm_log());
         }
 
-        let accel = config
-            .accel
-            .unwrap_or_else(|| kvm::choose_accel(layout.root()));
-        record.accel = Some(accel);
+        let mut cmdline = config.kernel_cmdline();
+        if let Some(monvm) = &monvm {
+            if !cmdline.is_empty() {
+                cmdline.push(' ');
+            }
+            cmdline.push_str(&monvm.layout_cmdline_word());
+        }
         let mut qemu = QemuCommand::new("q35", accel, config.memory_mib);
         qemu.serial_to_file(&layout.avm_serial())
             .debug_exit()
-            .kernel(&layout.avm_image(), &config.kernel_cmdline());
+            .kernel(&layout.avm_image(), &cmdline);
+        if let Some(monvm) = &monvm {
+            monvm.attach_to_avm(&mut qemu);
+        }
         if swtpm.is_some() {
             qemu.tpm_crb(&layout.swtpm_ctrl_socket());
         }
@@ -409,6 +520,7 @@ impl Node {
             layout,
             record,
             qemu,
+            monvm,
             swtpm,
             qemu_started_at,
             report: None,
@@ -446,7 +558,27 @@ impl Node {
         if config.attest_port.is_some() && !config.exit_after_report {
             node.wait_for_network(timeout.saturating_sub(started.elapsed()))?;
         }
+        if node.monvm.is_some() {
+            node.wait_for_monvm(timeout.saturating_sub(started.elapsed()))?;
+        }
         Ok(node)
+    }
+
+    /// Follows the Mon-VM's console log until its init says userland is
+    /// up, and records how long that took in `node.json`. Fails on a
+    /// kernel panic, the Mon-VM's QEMU exiting or the timeout. A node
+    /// without a Mon-VM is ready at once.
+    pub fn wait_for_monvm(&mut self, timeout: Duration) -> Result<(), NodeError> {
+        let Some(monvm) = self.monvm.as_mut() else {
+            return Ok(());
+        };
+        let ready = monvm.wait_ready(timeout)?;
+        let ms = u64::try_from(ready.since_start.as_millis()).unwrap_or(u64::MAX);
+        if self.record.monvm_ready_ms != Some(ms) {
+            self.record.monvm_ready_ms = Some(ms);
+            self.record.store(&self.layout)?;
+        }
+        Ok(())
     }
 
     /// [`Node::up`] with the attestation server forwarded from a free
@@ -613,6 +745,24 @@ impl Node {
     pub fn swtpm_pid(&self) -> Option<u32> {
         self.swtpm.as_ref().map(Swtpm::pid)
     }
+    /// The Mon-VM, for a node that has one.
+    pub fn monvm(&self) -> Option<&MonVm> {
+        self.monvm.as_ref()
+    }
+    /// Connects to the Mon-VM's console (see
+    /// [`MonVmConsole::connect`](crate::monvm::MonVmConsole::connect)).
+    pub fn monvm_console(
+        &self,
+        timeout: Duration,
+    ) -> Result<monvm::MonVmConsole, monvm::ConsoleError> {
+        match &self.monvm {
+            Some(monvm) => monvm.console(timeout),
+            None => Err(monvm::ConsoleError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "this node has no Mon-VM",
+            ))),
+        }
+    }
     /// When QEMU was spawned.
     pub fn qemu_started_at(&self) -> Instant {
         self.qemu_started_at
@@ -637,17 +787,21 @@ impl Node {
         let Self {
             record,
             qemu,
+            monvm,
             swtpm,
             ..
         } = self;
         qemu.detach();
+        if let Some(monvm) = monvm {
+            monvm.detach();
+        }
         if let Some(swtpm) = swtpm {
             swtpm.detach();
         }
         record
     }
 
-    /// Stops QEMU, then swtpm.
+    /// Stops the A-VM's QEMU, the Mon-VM (removing its RAM file), then swtpm.
     pub fn shut_down(self) {
         drop(self);
     }
@@ -683,8 +837,9 @@ pub fn status(state_dir: &Path) -> Result<NodeStatus, NodeError> {
     Ok(NodeStatus { record, running })
 }
 
-/// Stops every process the node in `state_dir` started (QEMU first). Only
-/// processes whose command line names the state dir are signalled.
+/// Stops every process the node in `state_dir` started (the A-VM's QEMU
+/// first, then the Mon-VM's, then swtpm) and removes the Mon-VM's RAM file.
+/// Only processes whose command line names the state dir are signalled.
 pub fn down(state_dir: &Path) -> Result<NodeStatus, NodeError> {
     let layout = StateLayout::new(state_dir).map_err(io_error("resolving the state directory"))?;
     let record = NodeRecord::load(&layout)?;
@@ -692,7 +847,7 @@ pub fn down(state_dir: &Path) -> Result<NodeStatus, NodeError> {
     // swtpm (`-t`) exits by itself, and a process on its way out no longer
     // shows its command line, so checking it afterwards would skip it and
     // return before it is gone.
-    let ours: Vec<u32> = [record.qemu_pid, record.swtpm_pid]
+    let ours: Vec<u32> = [record.qemu_pid, record.monvm_pid, record.swtpm_pid]
         .into_iter()
         .flatten()
         .filter(|&pid| process::is_ours(pid, &record.state_dir))
@@ -700,6 +855,9 @@ pub fn down(state_dir: &Path) -> Result<NodeStatus, NodeError> {
     for pid in ours {
         process::terminate(pid, TERMINATE_GRACE)
             .map_err(io_error(format!("stopping process {pid}")))?;
+    }
+    if let Some(ram) = &record.monvm_ram {
+        monvm::ram::remove_recorded(ram)?;
     }
     let running = record.is_running();
     Ok(NodeStatus { record, running })

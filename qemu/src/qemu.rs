@@ -1,7 +1,7 @@
 //! QEMU command lines and what a guest's exit status means.
 //!
 //! [`QemuCommand`] is a builder for one QEMU process; a node may run several
-//! (the A-VM now, a Mon-VM later), each from its own builder. Option values
+//! (the A-VM and the Mon-VM), each from its own builder. Option values
 //! that carry paths are comma-escaped as QEMU's option parser requires.
 
 use std::ffi::{OsStr, OsString};
@@ -121,6 +121,58 @@ impl QemuCommand {
             ])
     }
 
+    /// A RAM backend in a shared file (`share=on`): the machine's RAM with
+    /// `-machine memory-backend=<id>`, or an ivshmem device's memory.
+    /// `readonly` maps it read-only (guest writes are dropped).
+    pub fn ram_backend_file(
+        &mut self,
+        id: &str,
+        path: &Path,
+        size_mib: u64,
+        readonly: bool,
+    ) -> &mut Self {
+        let mut value = option_path(
+            &format!("memory-backend-file,id={id},size={size_mib}M,mem-path="),
+            path,
+        );
+        value.push(",share=on");
+        if readonly {
+            value.push(",readonly=on");
+        }
+        self.arg("-object").arg(value)
+    }
+
+    /// An `ivshmem-plain` PCI device (1af4:1110) whose BAR2 is the memory
+    /// backend `memdev`.
+    pub fn ivshmem_plain(&mut self, memdev: &str) -> &mut Self {
+        self.arg("-device")
+            .arg(format!("ivshmem-plain,memdev={memdev}"))
+    }
+
+    /// A raw disk image as an NVMe controller's namespace 1.
+    pub fn nvme_disk(&mut self, id: &str, image: &Path, serial: &str) -> &mut Self {
+        let mut drive = option_path("file=", image);
+        drive.push(format!(",if=none,id={id},format=raw"));
+        self.arg("-drive")
+            .arg(drive)
+            .arg("-device")
+            .arg(format!("nvme,drive={id},serial={serial}"))
+    }
+
+    /// The first serial port on a Unix socket in server mode that does not
+    /// wait for a client; everything the guest writes is also logged to
+    /// `log` (truncated at start), connected or not.
+    pub fn serial_to_socket(&mut self, id: &str, socket: &Path, log: &Path) -> &mut Self {
+        let mut value = option_path(&format!("socket,id={id},path="), socket);
+        value.push(",server=on,wait=off");
+        value.push(option_path(",logfile=", log));
+        value.push(",logappend=off");
+        self.arg("-chardev")
+            .arg(value)
+            .arg("-serial")
+            .arg(format!("chardev:{id}"))
+    }
+
     pub fn get_args(&self) -> &[OsString] {
         &self.args
     }
@@ -224,6 +276,30 @@ mod tests {
         ] {
             assert!(line.contains(expected), "{expected} not in {line}");
         }
+    }
+
+    #[test]
+    fn builds_the_mon_vm_command_line() {
+        let mut command = QemuCommand::new("pc,memory-backend=mem", Accel::Tcg, 4096);
+        command
+            .ram_backend_file("mem", Path::new("/dev/shm/avm-monvm-1"), 4096, false)
+            .nvme_disk("root", Path::new("/s/root.ext4"), "sn")
+            .serial_to_socket("con", Path::new("/s/con.sock"), Path::new("/s/con.log"));
+        let mut avm = QemuCommand::new("q35", Accel::Tcg, 128);
+        avm.ram_backend_file("mem", Path::new("/dev/shm/avm-monvm-1"), 4096, true)
+            .ivshmem_plain("mem");
+        let line = joined(&command);
+        for expected in [
+            "-M pc,memory-backend=mem -accel tcg -m 4096M",
+            "-object memory-backend-file,id=mem,size=4096M,mem-path=/dev/shm/avm-monvm-1,share=on -drive",
+            "-drive file=/s/root.ext4,if=none,id=root,format=raw -device nvme,drive=root,serial=sn",
+            "-chardev socket,id=con,path=/s/con.sock,server=on,wait=off,logfile=/s/con.log,logappend=off -serial chardev:con",
+        ] {
+            assert!(line.contains(expected), "{expected} not in {line}");
+        }
+        assert!(joined(&avm).contains(
+            "-object memory-backend-file,id=mem,size=4096M,mem-path=/dev/shm/avm-monvm-1,share=on,readonly=on -device ivshmem-plain,memdev=mem"
+        ));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! avm-verifier), so every test finds the image and boots a node the same
 //! way. They panic with the reason instead of returning errors: a missing
 //! image or a node that does not come up is a test failure, never a skip.
+//! Nodes have no Mon-VM unless a test asks for one ([`monvm_node`]): a
+//! Mon-VM costs seconds of boot under TCG.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::monvm::{KernelChoice, MonVmConfig};
 use crate::qemu::Accel;
 use crate::{Node, NodeConfig};
 
@@ -51,4 +54,32 @@ pub fn network_node_with(dir: &Path, image: &Path) -> Node {
 /// [`network_node_with`] the image under test.
 pub fn network_node(dir: &Path) -> Node {
     network_node_with(dir, &avm_image())
+}
+
+/// The Mon-VM kernel series the tests boot (`make deps` fetches both).
+pub const MONVM_SERIES: [&str; 2] = crate::monvm::kernel::SERIES;
+
+/// A Mon-VM of kernel `series` with `ram_mib` MiB, after checking that
+/// `make deps` fetched the kernel.
+pub fn monvm_config(series: &str, ram_mib: u64) -> MonVmConfig {
+    let mut config = MonVmConfig::new(KernelChoice::Series(series.to_owned()));
+    config.ram_mib = ram_mib;
+    let vmlinuz = config.cache_dir.join(series).join("vmlinuz");
+    assert!(
+        vmlinuz.is_file(),
+        "Mon-VM kernel {} not found: run `make deps` first",
+        vmlinuz.display()
+    );
+    config
+}
+
+/// [`network_node`] with a Mon-VM of kernel `series` and `ram_mib` MiB;
+/// returns once the A-VM's attestation server is up and the Mon-VM's
+/// userland is ready. Dropping the node stops both VMs and swtpm and
+/// removes the Mon-VM's RAM file.
+pub fn monvm_node(dir: &Path, series: &str, ram_mib: u64) -> Node {
+    let mut config = tcg_config(dir);
+    config.monvm = Some(monvm_config(series, ram_mib));
+    Node::up_on_free_port(&config, BOOT_TIMEOUT)
+        .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
 }

@@ -28,7 +28,8 @@ fn status_json(state: &str) -> serde_json::Value {
 }
 
 /// Runs `avm-qemu up` on the test image under TCG with `extra` arguments
-/// and insists that it succeeded.
+/// and insists that it succeeded. These nodes have no Mon-VM (tests/monvm.rs
+/// covers `up` with one).
 fn up_ok(state: &str, extra: &[&str]) -> Output {
     let image = avm_qemu::testing::avm_image();
     let mut args = vec![
@@ -39,6 +40,7 @@ fn up_ok(state: &str, extra: &[&str]) -> Output {
         image.to_str().expect("UTF-8 image path"),
         "--accel",
         "tcg",
+        "--no-monvm",
     ];
     args.extend_from_slice(extra);
     let up = avm_qemu(&args);
