@@ -83,4 +83,20 @@ for kind in ecc rsa; do
 done
 cp verifier-host/fuzz/seeds/tpm_public/ak-ecc verifier-host/fuzz/seeds/ak_file/ak-ecc.tpmt
 
+echo "fuzz-seeds: IMA lists"
+# Binary ima-ng lists from the IMA peer's independent generator (shared/
+# beside the project), one of them with a stale template hash.
+peer=$root/../shared/peers/ima-baseline/gen_ima_log.py
+if [ -f "$peer" ]; then
+    tmp=$(mktemp -d)
+    mkdir -p attest/fuzz/seeds/ima
+    python3 "$peer" 6 "$tmp/a" >/dev/null
+    python3 "$peer" 3 "$tmp/b" --tamper 2 --tamper-mode raw >/dev/null
+    cp "$tmp/a/binary_runtime_measurements" attest/fuzz/seeds/ima/peer-ima-ng-7-records
+    cp "$tmp/b/binary_runtime_measurements" attest/fuzz/seeds/ima/peer-ima-ng-stale-template-hash
+    rm -rf "$tmp"
+else
+    echo "fuzz-seeds: $peer missing: IMA seeds kept as they are" >&2
+fi
+
 du -sb drivers/tpm-crb/fuzz/seeds attest/fuzz/seeds net/fuzz/seeds kernel/fuzz/seeds verifier-host/fuzz/seeds | sed 's/^/fuzz-seeds: bytes /'
