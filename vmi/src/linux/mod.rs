@@ -9,6 +9,7 @@ pub mod kaslr;
 pub mod modules;
 pub mod path;
 pub mod structs;
+pub mod survey;
 pub mod tasks;
 
 pub use ima::{ImaEntry, ImaLimits, ImaOffsets, measurements};
@@ -16,6 +17,7 @@ pub use kaslr::{KaslrError, KernelImage, KernelLocation, locate_kernel};
 pub use modules::{Module, ModuleOffsets, modules};
 pub use path::PathOffsets;
 pub use structs::StructError;
+pub use survey::{KernelView, Survey, SurveyLimits, Walked, survey, view};
 pub use tasks::{CredOffsets, Task, TaskOffsets, tasks};
 
 #[cfg(test)]
