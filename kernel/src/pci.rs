@@ -120,6 +120,37 @@ pub fn read_bar(cfg: &impl PciConfigAccess, addr: PciAddress, index: u8) -> Opti
     })
 }
 
+/// Command register bits: memory-space decoding.
+const COMMAND_MEMORY: u32 = 1 << 1;
+
+/// The size of memory BAR `index` (0..6), by the standard probe: with
+/// memory decoding off, write all ones, read back the size mask, restore
+/// the BAR and the command register. `None` for an I/O or absent BAR.
+/// The caller owns the function (nothing else uses it during the probe).
+pub fn size_memory_bar(cfg: &impl PciConfigAccess, addr: PciAddress, index: u8) -> Option<u64> {
+    let Some(Bar::Memory { is_64bit, .. }) = read_bar(cfg, addr, index) else {
+        return None;
+    };
+    let offset = 0x10 + 4 * index;
+    let command = cfg.read_u32(addr, 0x04);
+    cfg.write_u32(addr, 0x04, command & !COMMAND_MEMORY);
+    let low = cfg.read_u32(addr, offset);
+    cfg.write_u32(addr, offset, u32::MAX);
+    let mut mask = u64::from(cfg.read_u32(addr, offset) & !0xf);
+    cfg.write_u32(addr, offset, low);
+    if is_64bit {
+        let high = cfg.read_u32(addr, offset + 4);
+        cfg.write_u32(addr, offset + 4, u32::MAX);
+        mask |= u64::from(cfg.read_u32(addr, offset + 4)) << 32;
+        cfg.write_u32(addr, offset + 4, high);
+    } else {
+        mask |= 0xffff_ffff_0000_0000;
+    }
+    cfg.write_u32(addr, 0x04, command);
+    // The size is the lowest writable address bit.
+    (mask != 0).then(|| (!mask).wrapping_add(1))
+}
+
 /// Calls `visit` for every function reachable from bus 0, in bus order of
 /// discovery. Bounded: each of the 256 buses is scanned at most once.
 pub fn enumerate(cfg: &impl PciConfigAccess, mut visit: impl FnMut(&PciFunction)) {
@@ -174,6 +205,29 @@ mod tests {
     #[derive(Default)]
     struct ConfigSpace(BTreeMap<(PciAddress, u8), u32>);
 
+    /// A device whose BARs decode like hardware: writes keep only the
+    /// address bits above the BAR's size; the command register is stored.
+    struct SizedBars {
+        regs: std::cell::RefCell<BTreeMap<u8, u32>>,
+        /// Writable-bit masks by BAR offset.
+        masks: BTreeMap<u8, u32>,
+    }
+
+    impl PciConfigAccess for SizedBars {
+        fn read_u32(&self, _: PciAddress, offset: u8) -> u32 {
+            self.regs.borrow().get(&offset).copied().unwrap_or(0)
+        }
+        fn write_u32(&self, _: PciAddress, offset: u8, value: u32) {
+            let mut regs = self.regs.borrow_mut();
+            let old = regs.get(&offset).copied().unwrap_or(0);
+            let new = match self.masks.get(&offset) {
+                Some(mask) => (value & mask) | (old & !mask),
+                None => value,
+            };
+            regs.insert(offset, new);
+        }
+    }
+
     impl ConfigSpace {
         fn add(&mut self, a: PciAddress, vendor: u16, dev: u16, class: u32, header: u8) {
             self.0
@@ -226,6 +280,28 @@ mod tests {
         );
         let nic = read_function(&cs, at(1, 0, 0)).unwrap();
         assert_eq!(nic.to_string(), "01:00.0 1af4:1041 class 02.00.00");
+    }
+
+    #[test]
+    fn sizes_bars_and_restores_them() {
+        // BAR0: 32-bit 4 KiB at 0xfebf1000; BAR2-3: 64-bit prefetchable
+        // 4 GiB at 0x1_0000_0000 (an ivshmem BAR of a 4 GiB Mon-VM).
+        let regs = BTreeMap::from([
+            (0x04, 0x0000_0107),
+            (0x10, 0xfebf_1000),
+            (0x18, 0x0000_000c),
+            (0x1c, 0x0000_0001),
+        ]);
+        let dev = SizedBars {
+            regs: std::cell::RefCell::new(regs.clone()),
+            masks: BTreeMap::from([(0x10, 0xffff_f000), (0x18, 0), (0x1c, 0xffff_ffff)]),
+        };
+        let a = at(0, 4, 0);
+        assert_eq!(size_memory_bar(&dev, a, 0), Some(0x1000));
+        assert_eq!(size_memory_bar(&dev, a, 2), Some(1 << 32));
+        assert_eq!(*dev.regs.borrow(), regs, "BARs and command restored");
+        assert_eq!(size_memory_bar(&dev, a, 1), None);
+        assert_eq!(size_memory_bar(&dev, a, 6), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@ mod console;
 mod attestation;
 mod fatal;
 mod heap;
+mod measurements;
+mod monvm;
 mod net;
 mod pci;
 mod physmem;
@@ -106,12 +108,19 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     setup_heap(&info, tpm2.as_ref());
     list_pci_devices();
 
-    let tpm = tpm_boot::boot(tpm2.as_ref(), &info.memory);
+    let mut tpm = tpm_boot::boot(tpm2.as_ref(), &info.memory);
+    let mut log = measurements::MeasurementLog::default();
+    let monvm = monvm::start(&info, &mut tpm.tpm, &mut log);
+    info!(
+        "measurement log: {} records, {} bytes",
+        log.records(),
+        log.as_bytes().len()
+    );
     info!("boot done after {} us", time::now_us());
     if options.exit_after_report {
         shutdown::exit(ExitCode::Success);
     }
-    main_loop(tpm, info.cmdline(), options.attest_port)
+    main_loop(tpm, monvm, info.cmdline(), options.attest_port)
 }
 
 /// Fails on purpose (`crash=` on the command line), so tests can check the
@@ -238,7 +247,12 @@ fn list_pci_devices() {
 /// polled while there is work; otherwise the CPU halts until the next timer
 /// tick, so an idle A-VM costs the host almost nothing. The tick is fast
 /// for a second after network activity and slow otherwise.
-fn main_loop(tpm: tpm_boot::TpmState, cmdline: &str, attest_port: u16) -> ! {
+fn main_loop(
+    tpm: tpm_boot::TpmState,
+    mut monvm: Option<monvm::MonVm>,
+    cmdline: &str,
+    attest_port: u16,
+) -> ! {
     let mut backend = attestation::TpmBackend::new(tpm);
     let mut network = net::start(cmdline, attest_port, &mut backend);
     let mut next_heartbeat = time::now_us() + HEARTBEAT_US;
@@ -250,6 +264,10 @@ fn main_loop(tpm: tpm_boot::TpmState, cmdline: &str, attest_port: u16) -> ! {
             None => false,
         };
         let now = time::now_us();
+        if let Some(monvm) = monvm.as_mut() {
+            // Not "busy": finding the kernel needs no fast timer.
+            monvm.poll(now);
+        }
         if busy {
             last_busy_us = now;
         }

@@ -1,0 +1,242 @@
+//! The Mon-VM as the A-VM sees it: its RAM through the `ivshmem-plain`
+//! BAR (QEMU maps the Mon-VM's RAM file there with a read-only backend, so
+//! the A-VM can read but never write it), laid out by the launcher's
+//! `monvm.ram=` option; the profile of its kernel (PVH module 0), measured
+//! into PCR 8 before anything uses it; and a survey of the running kernel,
+//! tried until the kernel is found (it may still be booting).
+
+use alloc::vec;
+use alloc::vec::Vec;
+use avm_kernel::boot_info::StartInfo;
+use avm_kernel::pci::{self as kpci, Bar};
+use avm_kernel::phys::PhysRead;
+use vmi::linux::{Survey, SurveyLimits, survey};
+use vmi::memory::{Backing, BackingError, LayoutMemory, RamLayout};
+use vmi::profile::{self, KernelProfile};
+
+use crate::arch::x86_64::paging;
+use crate::measurements::{CONFIG_PCR, MeasurementLog};
+use crate::pci::PortConfigAccess;
+use crate::physmem::IdentityMemory;
+use crate::time;
+use crate::tpm_boot::KernelTpm;
+
+/// QEMU's ivshmem-plain device.
+const IVSHMEM_VENDOR: u16 = 0x1af4;
+const IVSHMEM_DEVICE: u16 = 0x1110;
+/// The shared-memory BAR of ivshmem.
+const IVSHMEM_BAR: u8 = 2;
+/// Time between attempts to find the kernel while the Mon-VM boots.
+const RETRY_US: u64 = 1_000_000;
+/// Name of the profile's record in the measurement log.
+const PROFILE_RECORD: &[u8] = b"avm-config:kernel-profile";
+
+/// The Mon-VM's RAM: the ivshmem BAR, identity-mapped.
+#[derive(Debug)]
+pub struct IvshmemRam {
+    base: u64,
+    len: u64,
+}
+
+impl Backing for IvshmemRam {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+        offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.len)
+            .ok_or(BackingError)?;
+        let src = self.base.checked_add(offset).ok_or(BackingError)?;
+        // SAFETY: `src..src + len` lies inside the BAR, which `find_ram`
+        // sized and identity-mapped; it is device memory outside every Rust
+        // allocation. The Mon-VM may change it at any moment, so the bytes
+        // are only copied out (never referenced) and every caller treats
+        // them as untrusted.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src as usize as *const u8, buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
+    }
+}
+
+/// Finds the ivshmem device and maps its shared-memory BAR.
+fn find_ram() -> Option<IvshmemRam> {
+    let cfg = PortConfigAccess;
+    let mut found = None;
+    kpci::enumerate(&cfg, |f| {
+        if found.is_none() && f.vendor_id == IVSHMEM_VENDOR && f.device_id == IVSHMEM_DEVICE {
+            found = Some(f.addr);
+        }
+    });
+    let addr = found?;
+    let Some(Bar::Memory { addr: base, .. }) = kpci::read_bar(&cfg, addr, IVSHMEM_BAR) else {
+        warn!(
+            "monvm: ivshmem at {} has no memory BAR{}",
+            addr, IVSHMEM_BAR
+        );
+        return None;
+    };
+    let Some(len) = kpci::size_memory_bar(&cfg, addr, IVSHMEM_BAR) else {
+        warn!("monvm: ivshmem BAR{} could not be sized", IVSHMEM_BAR);
+        return None;
+    };
+    if let Err(e) = paging::map_mmio(base, len) {
+        warn!(
+            "monvm: ivshmem BAR at {:#x} ({} MiB) not mapped: {:?}",
+            base,
+            len >> 20,
+            e
+        );
+        return None;
+    }
+    info!(
+        "monvm: ivshmem {} BAR{} at {:#x}, {} MiB",
+        addr,
+        IVSHMEM_BAR,
+        base,
+        len >> 20
+    );
+    Some(IvshmemRam { base, len })
+}
+
+/// PVH module 0, the kernel profile, copied out of the boot data.
+fn profile_module(info: &StartInfo) -> Option<Vec<u8>> {
+    let module = info.modules.first()?;
+    let len = usize::try_from(module.len)
+        .ok()
+        .filter(|&len| len <= profile::MAX_PROFILE_LEN)?;
+    let mut bytes = vec![0u8; len];
+    let mem = IdentityMemory::new(&info.memory);
+    match mem.read(module.start, &mut bytes) {
+        Ok(()) => Some(bytes),
+        Err(e) => {
+            warn!("monvm: profile module unreadable: {:?}", e);
+            None
+        }
+    }
+}
+
+/// The Mon-VM being watched.
+pub struct MonVm {
+    memory: LayoutMemory<IvshmemRam>,
+    profile: KernelProfile,
+    next_try_us: u64,
+    surveyed: bool,
+}
+
+/// Sets up the Mon-VM view if the launcher gave one: measures the profile
+/// into PCR 8 (before decoding it) and maps the RAM. `None` for an A-VM
+/// without a Mon-VM; a Mon-VM whose profile or RAM is unusable is logged
+/// as such (its profile is measured all the same, so a verifier sees it).
+pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> Option<MonVm> {
+    let layout = match RamLayout::from_kernel_cmdline(info.cmdline())? {
+        Ok(layout) => layout,
+        Err(e) => {
+            warn!("monvm: bad monvm.ram= option: {:?}", e);
+            return None;
+        }
+    };
+    let Some(bytes) = profile_module(info) else {
+        warn!("monvm: no kernel profile module: the Mon-VM is not introspected");
+        return None;
+    };
+    let digest = profile::digest(&bytes);
+    if let Err(e) = log.measure(tpm, CONFIG_PCR, &digest, PROFILE_RECORD) {
+        warn!(
+            "monvm: measuring the profile into PCR {} failed: {}",
+            CONFIG_PCR, e
+        );
+        return None;
+    }
+    info!(
+        "monvm: profile {} bytes, sha256 {} measured into PCR {}",
+        bytes.len(),
+        avm_attest::hex::Hex(&digest),
+        CONFIG_PCR
+    );
+    let profile = match KernelProfile::decode(&bytes) {
+        Ok(profile) => profile,
+        Err(e) => {
+            warn!("monvm: profile refused: {:?}", e);
+            return None;
+        }
+    };
+    info!("monvm: profile of {}", profile.kernel.release.as_str());
+    let ram = find_ram()?;
+    let memory = match LayoutMemory::new(ram, layout) {
+        Ok(memory) => memory,
+        Err(e) => {
+            warn!("monvm: {}", e);
+            return None;
+        }
+    };
+    Some(MonVm {
+        memory,
+        profile,
+        next_try_us: 0,
+        surveyed: false,
+    })
+}
+
+impl MonVm {
+    /// Tries to find and survey the kernel until it succeeds once; called
+    /// from the main loop. Returns whether it did any work.
+    pub fn poll(&mut self, now_us: u64) -> bool {
+        if self.surveyed || now_us < self.next_try_us {
+            return false;
+        }
+        self.next_try_us = now_us + RETRY_US;
+        let started = time::now_us();
+        match survey(
+            &self.memory,
+            self.memory.layout().regions(),
+            &self.profile,
+            &SurveyLimits::default(),
+        ) {
+            Ok(found) => {
+                self.surveyed = true;
+                report(&found, &self.profile, time::now_us() - started);
+            }
+            Err(e) => debug!("monvm: kernel not found yet: {}", e),
+        }
+        true
+    }
+}
+
+/// Logs the survey, and one `AVM-MONVM` line for tests and tools.
+fn report(found: &Survey, profile: &KernelProfile, took_us: u64) {
+    let location = &found.location;
+    info!(
+        "monvm: {} at phys {:#x}, _text {:#x} (slide {:#x}), {:?} paging",
+        profile.kernel.release.as_str(),
+        location.phys_text.0,
+        location.runtime_text,
+        location.slide(),
+        found.paging
+    );
+    for (what, error) in [
+        ("task list", &found.tasks.error),
+        ("module list", &found.modules.error),
+        ("IMA list", &found.ima.error),
+    ] {
+        if let Some(e) = error {
+            warn!("monvm: {} walk stopped: {}", what, e);
+        }
+    }
+    let complete = |ok: bool| if ok { "" } else { "+broken" };
+    println!(
+        "AVM-MONVM release={} phys_text={:#x} slide={:#x} tasks={}{} modules={}{} ima={}{} us={}",
+        profile.kernel.release.as_str(),
+        location.phys_text.0,
+        location.slide(),
+        found.tasks.items.len(),
+        complete(found.tasks.error.is_none()),
+        found.modules.items.len(),
+        complete(found.modules.error.is_none()),
+        found.ima.items.len(),
+        complete(found.ima.error.is_none()),
+        took_us
+    );
+}
