@@ -68,7 +68,8 @@ done
     )
 }
 
-fn hello_script() -> String {
+/// The contents of [`HELLO_PATH`].
+pub fn hello_script() -> String {
     format!("#!/bin/sh\n# A test program on the Mon-VM's measured root.\necho \"{HELLO_OUTPUT}\"\n")
 }
 
