@@ -371,6 +371,15 @@ fn node_with_the_6_12_mon_vm() {
     let monvm = node.monvm().expect("a Mon-VM");
     assert_eq!(monvm.pid(), record.monvm_pid.unwrap());
     check_node(&record, "6.12");
+    // A command that ends the shell is reported; init starts a new one.
+    let mut console = node.monvm_console(CONSOLE_TIMEOUT).unwrap();
+    let err = console.run("exit 3").unwrap_err();
+    assert!(
+        matches!(err, avm_qemu::monvm::ConsoleError::ShellRestarted { .. }),
+        "{err}"
+    );
+    assert_eq!(sh(&mut console, "echo again"), "again\n");
+    drop(console);
     let ram = record.monvm_ram.clone().unwrap();
     let pids = [node.qemu_pid(), monvm.pid()];
     drop(node);

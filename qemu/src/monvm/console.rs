@@ -36,6 +36,9 @@ pub const MAX_COMMAND_LEN: usize = 800;
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 /// How long one sync probe waits before typing another.
 const SYNC_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// What a new busybox shell prints first: the command ended the shell
+/// (`exit`, `exec`), and the Mon-VM's init started another.
+const SHELL_BANNER: &str = "built-in shell (ash)";
 
 /// What a command printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +78,11 @@ pub enum ConsoleError {
         timeout: Duration,
         partial: String,
     },
+    #[error(
+        "`{command}` ended the shell (init started a new one){}",
+        tail_note(partial)
+    )]
+    ShellRestarted { command: String, partial: String },
     #[error("command of {0} bytes is longer than the console takes ({MAX_COMMAND_LEN})")]
     CommandTooLong(usize),
     #[error("command contains a control character")]
@@ -319,6 +327,14 @@ impl MonVmConsole {
             if let Some(result) = self.parse_result(begin.as_bytes(), end.as_bytes()) {
                 return Ok(result);
             }
+            if self.shell_restarted_after(begin.as_bytes()) {
+                let partial = clean(&self.pending);
+                self.pending.clear();
+                return Err(ConsoleError::ShellRestarted {
+                    command: command.to_owned(),
+                    partial,
+                });
+            }
             if Instant::now() >= deadline {
                 // Interrupt it so the shell takes the next command.
                 let _ = self.stream.write_all(b"\x03");
@@ -330,6 +346,15 @@ impl MonVmConsole {
             }
             self.read_some(deadline)?;
         }
+    }
+
+    /// Whether a new shell's banner followed the command's begin marker.
+    fn shell_restarted_after(&self, begin: &[u8]) -> bool {
+        let text = clean(&self.pending);
+        let bytes = text.as_bytes();
+        find(bytes, begin)
+            .and_then(|at| bytes.get(at..))
+            .is_some_and(|rest| find(rest, SHELL_BANNER.as_bytes()).is_some())
     }
 
     /// The command's output and status once its end line is complete;
@@ -394,10 +419,16 @@ mod tests {
                         .replace("\"\"", "")
                         .replace('"', "");
                     let (output, status) = answers.next().unwrap_or(("", 0));
-                    out.push_str(&format!(
-                        "{begin}\r\n{}{end} {status}\r\nmonvm# ",
-                        output.replace('\n', "\r\n")
-                    ));
+                    if status < 0 {
+                        out.push_str(&format!(
+                            "{begin}\r\n\r\nBusyBox v1.35.0 built-in shell (ash)\r\nmonvm# "
+                        ));
+                    } else {
+                        out.push_str(&format!(
+                            "{begin}\r\n{}{end} {status}\r\nmonvm# ",
+                            output.replace('\n', "\r\n")
+                        ));
+                    }
                 }
             }
             stream.write_all(out.as_bytes()).unwrap();
@@ -416,6 +447,8 @@ mod tests {
                     ("6.1.0-57-cloud-amd64\n", 0),
                     ("no such file\n", 2),
                     ("x", 0),
+                    ("", -1),
+                    ("after\n", 0),
                 ],
             )
         });
@@ -435,6 +468,9 @@ mod tests {
         );
         // Output without a final newline ends right before the end marker.
         assert_eq!(console.run("printf x").unwrap().output, "x");
+        let err = console.run("exit 3").unwrap_err();
+        assert!(matches!(err, ConsoleError::ShellRestarted { .. }), "{err}");
+        assert_eq!(console.run_ok("echo after").unwrap(), "after\n");
         assert!(matches!(
             console.run("a\u{3}b"),
             Err(ConsoleError::ControlCharacter)
