@@ -146,35 +146,53 @@ pub struct NodeRecord {
     /// (`AVM-NET-UP` on the serial console).
     pub guest_ip: Option<String>,
     pub guest_attest_port: Option<u16>,
-    /// The Mon-VM's QEMU (absent for an A-VM-only node).
+    /// The Mon-VM's QEMU. The `monvm_*` fields are absent for an A-VM-only
+    /// node (`status --json` then prints exactly what it did before).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_pid: Option<u32>,
     /// The Mon-VM's RAM file (shared memory), mapped read-only by the A-VM.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_ram: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_ram_mib: Option<u64>,
     /// Guest-physical ranges to RAM file offsets, as on the A-VM's command
     /// line after `monvm.ram=` (docs/monvm.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_ram_layout: Option<String>,
     /// The Mon-VM's serial console (Unix socket; one client at a time).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_console: Option<PathBuf>,
     /// Everything the Mon-VM wrote to its console.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_console_log: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_qemu_log: Option<PathBuf>,
     /// The Mon-VM's root filesystem image (ext4).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_root_image: Option<PathBuf>,
     /// The Mon-VM kernel's package version (e.g. `6.1.192-3`), or its
     /// release when booted from a path without package metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_kernel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_kernel_release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_kernel_package: Option<String>,
     /// The kernel series (`6.1`, `6.12`) when taken from the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_series: Option<String>,
     /// The bzImage booted.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_vmlinuz: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_kernel_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_cmdline: Option<String>,
     /// Guest paths of the kernel modules on the Mon-VM's root.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub monvm_modules: Vec<String>,
     /// From starting the Mon-VM's QEMU to its ready line, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_ready_ms: Option<u64>,
 }
 
@@ -895,6 +913,27 @@ mod tests {
             NodeRecord::load(&layout),
             Err(NodeError::CorruptRecord { .. })
         ));
+    }
+
+    #[test]
+    fn a_node_without_mon_vm_records_no_monvm_fields() {
+        let record = NodeRecord {
+            qemu_pid: Some(1),
+            ..NodeRecord::default()
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains("monvm"), "{json}");
+        let with = NodeRecord {
+            monvm_ram: Some("/dev/shm/avm-monvm-1".into()),
+            monvm_modules: vec!["/lib/modules/x/kernel/lib/crc7.ko".into()],
+            ..record
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(
+            json.contains(r#""monvm_ram":"/dev/shm/avm-monvm-1""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<NodeRecord>(&json).unwrap(), with);
     }
 
     #[test]
