@@ -165,7 +165,14 @@ impl KernelOptions {
                     Ok(_) => opts.static_or_dhcp_ip = true,
                     Err(_) => problem(OptionProblem::BadValue(arg)),
                 },
-                ("exit-after-report" | "log" | "crash" | "attest-port" | "ip", _) => {
+                // The Mon-VM's RAM layout (docs/monvm.md); used by the
+                // Mon-VM view, checked here so a bad one is reported.
+                ("monvm.ram", Some(v)) => {
+                    if vmi::memory::RamLayout::parse_cmdline(v).is_err() {
+                        problem(OptionProblem::BadValue(arg));
+                    }
+                }
+                ("exit-after-report" | "log" | "crash" | "attest-port" | "ip" | "monvm.ram", _) => {
                     problem(OptionProblem::BadValue(arg))
                 }
                 (key, _) => problem(OptionProblem::UnknownKey(key)),
@@ -190,6 +197,30 @@ mod tests {
         assert_eq!(o.log_level, LogLevel::Debug);
         assert_eq!(o.crash, Some(CrashKind::PageFault));
         assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn the_mon_vm_layout_is_understood_and_checked() {
+        let mut problems = vec![];
+        KernelOptions::parse(
+            "monvm.ram=0x0-0xc0000000@0x0,0x100000000-0x140000000@0xc0000000",
+            |p| problems.push(p),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        KernelOptions::parse("monvm.ram=0x10-0x0@0x0 monvm.ram", |p| problems.push(p));
+        assert_eq!(
+            problems,
+            vec![
+                OptionProblem::BadValue(Arg {
+                    key: "monvm.ram",
+                    value: Some("0x10-0x0@0x0")
+                }),
+                OptionProblem::BadValue(Arg {
+                    key: "monvm.ram",
+                    value: None
+                }),
+            ]
+        );
     }
 
     #[test]

@@ -194,6 +194,12 @@ pub struct NodeRecord {
     /// From starting the Mon-VM's QEMU to its ready line, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_ready_ms: Option<u64>,
+    /// The kernel profile handed to the A-VM (PVH module 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monvm_profile: Option<PathBuf>,
+    /// Its SHA-256: what the A-VM extends into PCR 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monvm_profile_sha256: Option<String>,
 }
 
 impl NodeRecord {
@@ -466,6 +472,15 @@ impl Node {
                 record.monvm_kernel_sha256 = std::fs::read(&monvm.kernel().vmlinuz)
                     .ok()
                     .map(|bytes| hex::encode(&sha256(&bytes)));
+                // Cached next to a cached kernel, else in the node's state.
+                let kernel = monvm.kernel();
+                let profile_dir = match (&kernel.series, kernel.vmlinuz.parent()) {
+                    (Some(_), Some(dir)) => dir.to_path_buf(),
+                    _ => layout.root().to_path_buf(),
+                };
+                let profile = crate::monvm::profile::profile_for(kernel, &profile_dir)?;
+                record.monvm_profile = Some(profile.path);
+                record.monvm_profile_sha256 = Some(hex::encode(&profile.sha256));
                 // Stored at once, so `down` finds the RAM file even if the
                 // launcher dies before the A-VM is up.
                 record.store(&layout)?;
@@ -509,6 +524,9 @@ impl Node {
             .kernel(&layout.avm_image(), &cmdline);
         if let Some(monvm) = &monvm {
             monvm.attach_to_avm(&mut qemu);
+        }
+        if let Some(profile) = &record.monvm_profile {
+            qemu.arg("-initrd").arg(profile);
         }
         if swtpm.is_some() {
             qemu.tpm_crb(&layout.swtpm_ctrl_socket());

@@ -181,6 +181,46 @@ fn marker_lands_where_the_layout_says(
 
 /// Everything checked on a running node with a Mon-VM of `series`;
 /// returns the reported layout.
+/// The A-VM's `AVM-MONVM key=value ...` survey line, waited for.
+fn avm_survey(record: &NodeRecord) -> std::collections::BTreeMap<String, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
+        if let Some(line) = serial.lines().find(|l| l.starts_with("AVM-MONVM ")) {
+            return line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the A-VM never surveyed the Mon-VM:\n{serial}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn hex_field(survey: &std::collections::BTreeMap<String, String>, key: &str) -> u64 {
+    survey
+        .get(key)
+        .and_then(|v| v.strip_prefix("0x"))
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or_else(|| panic!("{key} in {survey:?}"))
+}
+
+/// A count of the survey line, which must be a complete walk.
+fn count_field(survey: &std::collections::BTreeMap<String, String>, key: &str) -> usize {
+    let value = survey
+        .get(key)
+        .unwrap_or_else(|| panic!("{key} in {survey:?}"));
+    assert!(!value.ends_with("+broken"), "{key} walk broke: {survey:?}");
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {survey:?}"))
+}
+
 fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
     let release = cache_meta(series, "release");
     assert_eq!(record.monvm_kernel, Some(cache_meta(series, "version")));
@@ -244,6 +284,51 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
     }
     assert!(layout.contains(vmi::GuestPhysAddr(phys), 4096));
     marker_lands_where_the_layout_says(&mut console, &ram, &layout, 0);
+
+    // The A-VM found the same kernel from the RAM alone (its profile came
+    // as a boot module and went into PCR 8 first): release, load address
+    // and slide as the guest reports them, and its lists as the guest has
+    // them (the survey ran at the A-VM's boot; the tasks spawned since by
+    // this console count at most a few).
+    let survey = avm_survey(record);
+    eprintln!("Mon-VM {series}: A-VM survey {survey:?}");
+    assert_eq!(survey.get("release"), Some(&release));
+    assert_eq!(hex_field(&survey, "phys_text"), phys);
+    assert_eq!(
+        hex_field(&survey, "slide"),
+        text.wrapping_sub(UNRANDOMISED_TEXT)
+    );
+    let modules = sh(&mut console, "cat /proc/modules").lines().count();
+    assert_eq!(count_field(&survey, "modules"), modules);
+    // The task list starts with init_task (pid 0), which /proc does not show.
+    let processes = sh(&mut console, "ls -d /proc/[0-9]*")
+        .split_whitespace()
+        .count();
+    let tasks = count_field(&survey, "tasks");
+    assert!(
+        tasks > 10 && (tasks - 1).abs_diff(processes) <= 4,
+        "A-VM saw {tasks} tasks, the guest lists {processes} processes"
+    );
+    let ima_now = sh(
+        &mut console,
+        "cat /sys/kernel/security/ima/ascii_runtime_measurements",
+    )
+    .lines()
+    .count();
+    let ima = count_field(&survey, "ima");
+    assert!(
+        ima > 0 && ima <= ima_now,
+        "A-VM saw {ima} IMA entries, the guest has {ima_now}"
+    );
+    let serial = std::fs::read_to_string(&record.avm_serial).expect("the A-VM serial log");
+    let profile_sha = record
+        .monvm_profile_sha256
+        .as_deref()
+        .expect("a profile was handed over");
+    assert!(
+        serial.contains(&format!("sha256 {profile_sha} measured into PCR 8")),
+        "the A-VM did not measure the profile it was given"
+    );
 
     // Programs run, modules load; IMA measures each, with its digest.
     assert_eq!(

@@ -195,6 +195,15 @@ impl MonVm {
             &self.profile,
             &SurveyLimits::default(),
         ) {
+            // Up means user space runs: a task with an address space. Until
+            // then (the A-VM may find the kernel while it still boots) the
+            // survey is tried again.
+            Ok(found) if !found.tasks.items.iter().any(|t| !t.is_kernel_thread()) => {
+                debug!(
+                    "monvm: kernel found, no user space yet ({} tasks)",
+                    found.tasks.items.len()
+                );
+            }
             Ok(found) => {
                 self.surveyed = true;
                 report(&found, &self.profile, time::now_us() - started);

@@ -21,6 +21,7 @@
 
 pub mod console;
 pub mod kernel;
+pub mod profile;
 pub mod ram;
 pub mod rootfs;
 
@@ -157,6 +158,8 @@ pub enum MonVmError {
     SocketPathTooLong(PathBuf),
     #[error("{} is not installed (run `make deps`)", crate::qemu::QEMU_BINARY)]
     QemuNotInstalled,
+    #[error("cannot build the kernel profile of {}: {detail}", vmlinuz.display())]
+    Profile { vmlinuz: PathBuf, detail: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
