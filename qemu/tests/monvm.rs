@@ -183,10 +183,15 @@ fn marker_lands_where_the_layout_says(
 /// returns the reported layout.
 /// The A-VM's `AVM-MONVM key=value ...` survey line, waited for.
 fn avm_survey(record: &NodeRecord) -> std::collections::BTreeMap<String, String> {
+    avm_line(record, "AVM-MONVM ")
+}
+
+/// The A-VM's first serial line starting with `prefix`, as key=value pairs.
+fn avm_line(record: &NodeRecord, prefix: &str) -> std::collections::BTreeMap<String, String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
-        if let Some(line) = serial.lines().find(|l| l.starts_with("AVM-MONVM ")) {
+        if let Some(line) = serial.lines().find(|l| l.starts_with(prefix)) {
             return line
                 .split_whitespace()
                 .skip(1)
@@ -196,7 +201,7 @@ fn avm_survey(record: &NodeRecord) -> std::collections::BTreeMap<String, String>
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the A-VM never surveyed the Mon-VM:\n{serial}"
+            "the A-VM never printed {prefix:?}:\n{serial}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -319,6 +324,30 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
     assert!(
         ima > 0 && ima <= ima_now,
         "A-VM saw {ima} IMA entries, the guest has {ima_now}"
+    );
+
+    // Those entries are anchored in the A-VM's TPM as IMA would: replaying
+    // the guest's own binary list (its first `ima` records) gives the
+    // A-VM's PCR 10.
+    let anchoring = avm_line(record, "AVM-MONVM-IMA ");
+    assert_eq!(count_field(&anchoring, "anchored"), ima, "{anchoring:?}");
+    assert_eq!(count_field(&anchoring, "inconsistent"), 0, "{anchoring:?}");
+    let dump = sh(
+        &mut console,
+        "od -An -v -tx1 /sys/kernel/security/ima/binary_runtime_measurements",
+    );
+    let binary: Vec<u8> = dump
+        .split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("od prints hex bytes"))
+        .collect();
+    let records = avm_attest::ima::parse_list(&binary, 100_000).expect("the guest's list parses");
+    assert!(records.len() >= ima);
+    assert!(records.iter().all(|r| r.template_hash_matches()));
+    let pcrs = avm_attest::ima::replay_sha256(&records[..ima], &[[0; 32]; 24]);
+    assert_eq!(
+        anchoring.get("pcr10").map(String::as_str),
+        Some(avm_qemu::hex::encode(&pcrs[10]).as_str()),
+        "the A-VM's PCR 10 is not the replay of the guest's first {ima} IMA records"
     );
     let serial = std::fs::read_to_string(&record.avm_serial).expect("the A-VM serial log");
     let profile_sha = record

@@ -61,6 +61,11 @@ fn selection(pcr_mask: PcrMask) -> Result<PcrSelection, BackendError> {
 }
 
 impl TpmBackend {
+    /// The TPM, for the services that measure between requests.
+    pub fn tpm_mut(&mut self) -> &mut crate::tpm_boot::KernelTpm {
+        &mut self.state.tpm
+    }
+
     /// Reads the EK certificate from NV once (an absent certificate is an
     /// empty one: the verifier then refuses to enrol the node).
     pub fn new(mut state: TpmState) -> Self {

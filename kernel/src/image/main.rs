@@ -120,7 +120,7 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     if options.exit_after_report {
         shutdown::exit(ExitCode::Success);
     }
-    main_loop(tpm, monvm, info.cmdline(), options.attest_port)
+    main_loop(tpm, monvm, log, info.cmdline(), options.attest_port)
 }
 
 /// Fails on purpose (`crash=` on the command line), so tests can check the
@@ -250,6 +250,7 @@ fn list_pci_devices() {
 fn main_loop(
     tpm: tpm_boot::TpmState,
     mut monvm: Option<monvm::MonVm>,
+    mut log: measurements::MeasurementLog,
     cmdline: &str,
     attest_port: u16,
 ) -> ! {
@@ -266,7 +267,7 @@ fn main_loop(
         let now = time::now_us();
         if let Some(monvm) = monvm.as_mut() {
             // Not "busy": finding the kernel needs no fast timer.
-            monvm.poll(now);
+            monvm.poll(now, backend.tpm_mut(), &mut log);
         }
         if busy {
             last_busy_us = now;

@@ -39,6 +39,20 @@ impl MeasurementLog {
         Ok(())
     }
 
+    /// Anchors a record made elsewhere (a Mon-VM IMA entry) as it is:
+    /// extends its PCR with what IMA extends for it and appends it.
+    pub fn anchor(
+        &mut self,
+        tpm: &mut KernelTpm,
+        record: &ima::ImaRecord<'_>,
+    ) -> Result<(), tpm_crb::TpmError> {
+        let pcr = u8::try_from(record.pcr).unwrap_or(u8::MAX);
+        tpm.pcr_extend(pcr, &record.sha256_extend_value())?;
+        record.emit(&mut self.bytes);
+        self.records += 1;
+        Ok(())
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }

@@ -7,6 +7,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use avm_attest::ima;
 use avm_kernel::boot_info::StartInfo;
 use avm_kernel::pci::{self as kpci, Bar};
 use avm_kernel::phys::PhysRead;
@@ -183,7 +184,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
 impl MonVm {
     /// Tries to find and survey the kernel until it succeeds once; called
     /// from the main loop. Returns whether it did any work.
-    pub fn poll(&mut self, now_us: u64) -> bool {
+    pub fn poll(&mut self, now_us: u64, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> bool {
         if self.surveyed || now_us < self.next_try_us {
             return false;
         }
@@ -207,11 +208,59 @@ impl MonVm {
             Ok(found) => {
                 self.surveyed = true;
                 report(&found, &self.profile, time::now_us() - started);
+                anchor_ima(&found, tpm, log);
             }
             Err(e) => debug!("monvm: kernel not found yet: {}", e),
         }
         true
     }
+}
+
+/// Anchors the Mon-VM's IMA entries in the A-VM's TPM, as IMA would
+/// (PCR 10, each extended with SHA-256 of its template data, appended to
+/// the A-VM's log as it is). The Mon-VM has no TPM: its kernel keeps the
+/// list in memory, where a rootkit could rewrite it; once anchored, an
+/// entry cannot be changed unnoticed. An entry whose template hash is not
+/// SHA-1 of its template data is not anchored (it was not made by IMA).
+fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) {
+    let (mut anchored, mut inconsistent) = (0usize, 0usize);
+    for entry in &found.ima.items {
+        let data = entry.template_data();
+        let Ok(name) = core::str::from_utf8(&entry.template_name) else {
+            inconsistent += 1;
+            continue;
+        };
+        let record = ima::ImaRecord {
+            pcr: ima::IMA_PCR,
+            template_hash: entry.template_hash,
+            template_name: name,
+            template_data: &data,
+        };
+        if !record.template_hash_matches() {
+            inconsistent += 1;
+            warn!(
+                "monvm: IMA entry {} is inconsistent (template hash)",
+                anchored + inconsistent
+            );
+            continue;
+        }
+        if let Err(e) = log.anchor(tpm, &record) {
+            warn!("monvm: anchoring IMA entry failed: {}", e);
+            return;
+        }
+        anchored += 1;
+    }
+    let pcr10 = tpm
+        .pcr_read(tpm_crb::PcrSelection::new(&[10]).unwrap_or(tpm_crb::PcrSelection::EMPTY))
+        .ok()
+        .and_then(|values| values.get(10).copied());
+    println!(
+        "AVM-MONVM-IMA anchored={} inconsistent={} log_records={} pcr10={}",
+        anchored,
+        inconsistent,
+        log.records(),
+        avm_attest::hex::Hex(&pcr10.unwrap_or([0; 32]))
+    );
 }
 
 /// Logs the survey, and one `AVM-MONVM` line for tests and tools.
