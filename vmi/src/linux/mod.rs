@@ -4,6 +4,7 @@
 //! package's vmlinux). Link-time facts (symbol addresses from kallsyms, the
 //! banner) come from the profile too.
 
+pub mod checks;
 pub mod ima;
 pub mod kaslr;
 pub mod modules;
@@ -12,6 +13,10 @@ pub mod structs;
 pub mod survey;
 pub mod tasks;
 
+pub use checks::{
+    CheckError, Gate, IdtFinding, IdtFindingKind, IdtReport, SyscallFinding, SyscallReport, Target,
+    idt, syscall_table,
+};
 pub use ima::{ImaEntry, ImaLimits, ImaOffsets, measurements};
 pub use kaslr::{KaslrError, KernelImage, KernelLocation, locate_kernel};
 pub use modules::{Module, ModuleOffsets, modules};
