@@ -499,7 +499,8 @@ pub fn idt<M: GuestMemory + ?Sized>(
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
 
     // The profile's expected entries, by vector.
-    let mut expected: [Option<(&str, u64)>; IDT_GATES] = [None; IDT_GATES];
+    // On the heap: the A-VM's stacks are small.
+    let mut expected: Vec<Option<(&str, u64)>> = alloc::vec![None; IDT_GATES];
     if let Some(reference) = &profile.idt {
         for (vector, entry) in &reference.gates {
             let at = location
