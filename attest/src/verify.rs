@@ -14,10 +14,23 @@ use crate::pcr::PcrMask;
 use crate::policy::{FirmwareSequence, ReferenceValues, firmware_events_of};
 use crate::tpm::{self, Attest, Signature, VerifyingKey, pcr_digest};
 use crate::wire::{Evidence, PcrValue};
+use sha2::{Digest, Sha256};
 
 /// PCRs a quote must cover unless the caller says otherwise: the firmware
 /// PCRs 0-7, which hold the measured launch.
 pub const DEFAULT_REQUIRED_PCRS: PcrMask = PcrMask::FIRMWARE;
+
+/// PCRs the A-VM's own measurement log extends (8: its configuration,
+/// 10: the Mon-VM's IMA entries, 11-15: its measurements of the Mon-VM).
+pub const AVM_LOG_PCRS: PcrMask = PcrMask::from_bits(0xff00);
+
+/// What a verifier asks an A-VM to quote: the firmware PCRs and the PCRs
+/// of its measurement log.
+pub const ATTEST_PCRS: PcrMask = PcrMask::from_bits(0xffff);
+
+/// Most records a measurement log may have (the A-VM's log of a busy
+/// Mon-VM holds thousands of IMA entries).
+pub const MAX_MEASUREMENT_RECORDS: usize = 1 << 20;
 
 /// Signature arithmetic, provided by the caller. Both functions hash
 /// `message` with SHA-256 themselves and return whether the signature is
@@ -134,6 +147,17 @@ pub enum Reason {
     FirmwareSequenceUnknown { pcr: u8 },
     /// Reference values are missing, so the node cannot be appraised.
     ReferenceValuesMissing(MissingReference),
+    /// A PCR of the A-VM's log (8-15) is quoted non-zero but no
+    /// measurement log came with the evidence.
+    MeasurementLogMissing,
+    /// The measurement log does not parse, or names a PCR outside 8-15.
+    MeasurementLogMalformed,
+    /// Record `index` of the measurement log has a template hash that is not
+    /// SHA-1 of its template data.
+    MeasurementLogInconsistent { index: usize },
+    /// No prefix of the measurement log replays to the quoted value of
+    /// this PCR (records removed, changed or reordered).
+    MeasurementLogReplayMismatch { pcr: u8 },
 }
 
 impl Reason {
@@ -156,6 +180,10 @@ impl Reason {
             Self::FirmwareEventUnknown { .. } => "firmware-event-unknown",
             Self::FirmwareSequenceUnknown { .. } => "firmware-sequence-unknown",
             Self::ReferenceValuesMissing(_) => "reference-values-missing",
+            Self::MeasurementLogMissing => "measurement-log-missing",
+            Self::MeasurementLogMalformed => "measurement-log-malformed",
+            Self::MeasurementLogInconsistent { .. } => "measurement-log-inconsistent",
+            Self::MeasurementLogReplayMismatch { .. } => "measurement-log-replay-mismatch",
         }
     }
 
@@ -165,7 +193,8 @@ impl Reason {
             Self::PcrNotQuoted { pcr }
             | Self::EventLogReplayMismatch { pcr }
             | Self::FirmwareEventUnknown { pcr, .. }
-            | Self::FirmwareSequenceUnknown { pcr } => Some(pcr),
+            | Self::FirmwareSequenceUnknown { pcr }
+            | Self::MeasurementLogReplayMismatch { pcr } => Some(pcr),
             Self::AvmImageUnknown => Some(0),
             _ => None,
         }
@@ -214,6 +243,18 @@ impl core::fmt::Display for Reason {
             Self::FirmwareSequenceUnknown { pcr } => write!(
                 f,
                 "the firmware events of PCR {pcr} are not, in order and number, those of a learned boot"
+            ),
+            Self::MeasurementLogMissing => f.write_str(
+                "the A-VM's PCRs 8-15 hold measurements but no measurement log came with them",
+            ),
+            Self::MeasurementLogMalformed => f.write_str("the A-VM's measurement log is malformed"),
+            Self::MeasurementLogInconsistent { index } => write!(
+                f,
+                "record #{index} of the measurement log has a wrong template hash"
+            ),
+            Self::MeasurementLogReplayMismatch { pcr } => write!(
+                f,
+                "no prefix of the measurement log replays to the quoted PCR {pcr}"
             ),
             Self::ReferenceValuesMissing(MissingReference::All) => {
                 f.write_str("no reference values: the node cannot be appraised")
@@ -569,4 +610,101 @@ fn appraise_log(
     }
 
     avm_image
+}
+
+/// What the quote proves of the A-VM's measurement log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeasurementLogCheck {
+    /// The records the quoted PCRs cover (a prefix of the log).
+    pub proven: usize,
+    /// Records after those (appended after the quote; proven by the next).
+    pub after_quote: usize,
+    /// Proven records per PCR 8-15.
+    pub per_pcr: [usize; 8],
+    /// The SHA-256 file digest of the first proven PCR 8 record, if any
+    /// (the A-VM's kernel profile).
+    pub config_digest: Option<[u8; 32]>,
+}
+
+/// Checks the A-VM's measurement log against quoted PCR values (which the
+/// caller has authenticated). Every record must be well formed and
+/// self-consistent and name a PCR 8-15; the longest prefix that replays to
+/// every quoted PCR 8-15 is what the quote proves (records appended after
+/// the quote are allowed, and counted). `None` as the log means none came:
+/// acceptable only while every quoted log PCR is zero.
+pub fn check_measurement_log(
+    log: Option<&[u8]>,
+    quoted: &[PcrValue],
+) -> Result<MeasurementLogCheck, Reason> {
+    let mut expected: [Option<[u8; 32]>; 8] = [None; 8];
+    for p in quoted {
+        if AVM_LOG_PCRS.contains(p.index)
+            && let Some(slot) = expected.get_mut(usize::from(p.index) - 8)
+        {
+            *slot = Some(p.digest);
+        }
+    }
+    let empty = MeasurementLogCheck {
+        proven: 0,
+        after_quote: 0,
+        per_pcr: [0; 8],
+        config_digest: None,
+    };
+    let Some(log) = log else {
+        return if expected.iter().flatten().all(|d| *d == [0; 32]) {
+            Ok(empty)
+        } else {
+            Err(Reason::MeasurementLogMissing)
+        };
+    };
+    let records = crate::ima::parse_list(log, MAX_MEASUREMENT_RECORDS)
+        .map_err(|_| Reason::MeasurementLogMalformed)?;
+    let mut pcrs = [[0u8; 32]; 8];
+    let matches = |pcrs: &[[u8; 32]; 8]| {
+        expected
+            .iter()
+            .zip(pcrs)
+            .all(|(want, have)| want.is_none_or(|w| w == *have))
+    };
+    let mut check = empty;
+    let mut counts = [0usize; 8];
+    let mut proven_any = matches(&pcrs);
+    for (index, record) in records.iter().enumerate() {
+        let slot = record
+            .pcr
+            .checked_sub(8)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < 8)
+            .ok_or(Reason::MeasurementLogMalformed)?;
+        if !record.template_hash_matches() {
+            return Err(Reason::MeasurementLogInconsistent { index });
+        }
+        let mut h = Sha256::new();
+        h.update(pcrs[slot]);
+        h.update(record.sha256_extend_value());
+        pcrs[slot] = h.finalize().into();
+        counts[slot] += 1;
+        if matches(&pcrs) {
+            proven_any = true;
+            check.proven = index + 1;
+            check.per_pcr = counts;
+        }
+    }
+    if !proven_any {
+        // Name the first PCR the whole log does not explain.
+        let pcr = expected
+            .iter()
+            .zip(&pcrs)
+            .position(|(want, have)| want.is_some_and(|w| w != *have))
+            .unwrap_or(0);
+        return Err(Reason::MeasurementLogReplayMismatch { pcr: pcr as u8 + 8 });
+    }
+    check.config_digest = records
+        .iter()
+        .take(check.proven)
+        .find(|r| r.pcr == 8)
+        .and_then(|r| r.ng_fields().ok())
+        .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
+    check.after_quote = records.len() - check.proven;
+    Ok(check)
 }

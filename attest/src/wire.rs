@@ -51,6 +51,25 @@ pub enum Request {
         /// TPM2B_ENCRYPTED_SECRET contents (seed encrypted to the EK).
         encrypted_secret: Vec<u8>,
     },
+    /// The A-VM's measurement log (IMA binary records, `attest::ima`) from
+    /// record `from` on; answered by [`Response::MeasurementLog`] with as
+    /// many whole records as fit [`MAX_LOG_CHUNK`].
+    MeasurementLog { from: u32 },
+}
+
+/// Most record bytes in one [`LogChunk`] (whole records; a single record
+/// larger than this is sent alone).
+pub const MAX_LOG_CHUNK: usize = 128 * 1024;
+
+/// A piece of the A-VM's measurement log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// Index of the first record in `records`.
+    pub first: u32,
+    /// Records in the whole log when this chunk was cut.
+    pub total: u32,
+    /// Whole records, in IMA binary form.
+    pub records: Vec<u8>,
 }
 
 /// Algorithm of a TPM key, as announced in [`KeyInfo`].
@@ -127,6 +146,7 @@ pub enum Response {
     Evidence(Evidence),
     CredentialActivated { secret: Vec<u8> },
     Error { code: ErrorCode, detail: String },
+    MeasurementLog(LogChunk),
 }
 
 /// Why a frame could not be encoded or decoded.

@@ -477,6 +477,10 @@ fn reason_codes_are_distinct_and_kebab_case() {
         Reason::FirmwareEventUnknown { pcr: 0, index: 0 },
         Reason::FirmwareSequenceUnknown { pcr: 0 },
         Reason::ReferenceValuesMissing(MissingReference::All),
+        Reason::MeasurementLogMissing,
+        Reason::MeasurementLogMalformed,
+        Reason::MeasurementLogInconsistent { index: 0 },
+        Reason::MeasurementLogReplayMismatch { pcr: 8 },
     ];
     let mut codes: Vec<_> = all.iter().map(Reason::code).collect();
     for code in &codes {

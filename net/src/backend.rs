@@ -7,7 +7,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::pcr::PcrMask;
-use avm_attest::wire::{ErrorCode, Evidence, HelloInfo};
+use avm_attest::wire::{ErrorCode, Evidence, HelloInfo, LogChunk};
 
 /// A failed backend call, sent to the client as `Response::Error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,4 +51,16 @@ pub trait AttestationBackend {
         credential_blob: &[u8],
         encrypted_secret: &[u8],
     ) -> Result<Vec<u8>, BackendError>;
+
+    /// The measurement log's whole records from index `from`, at most
+    /// `max_bytes` of them (at least one record if any remain). A backend
+    /// that measures nothing has an empty log.
+    fn measurement_log(&mut self, from: u32, max_bytes: usize) -> Result<LogChunk, BackendError> {
+        let _ = max_bytes;
+        Ok(LogChunk {
+            first: from,
+            total: 0,
+            records: Vec::new(),
+        })
+    }
 }

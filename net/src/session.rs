@@ -204,6 +204,12 @@ impl Session {
                     Err(e) => backend_error(e),
                 }
             }
+            Request::MeasurementLog { from } => {
+                match backend.measurement_log(from, wire::MAX_LOG_CHUNK) {
+                    Ok(chunk) => Response::MeasurementLog(chunk),
+                    Err(e) => backend_error(e),
+                }
+            }
         }
     }
 

@@ -8,7 +8,9 @@
 //! and the verdict then says so (`quote-valid`, never `trusted`).
 
 use avm_attest::policy::ReferenceValues;
-use avm_attest::verify::{EvidenceInput, Verdict, verify_evidence, verify_quote};
+use avm_attest::verify::{
+    EvidenceInput, Reason, Verdict, check_measurement_log, verify_evidence, verify_quote,
+};
 use avm_attest::wire::Evidence;
 
 use crate::crypto::OpenSslVerifier;
@@ -22,6 +24,8 @@ use crate::tpm_public::PublicKey;
 pub struct AppraisalInput<'a> {
     pub evidence: EvidenceInput<'a>,
     pub ak_name: &'a [u8],
+    /// The A-VM's measurement log, if one came with the evidence.
+    pub measurement_log: Option<&'a [u8]>,
 }
 
 impl<'a> AppraisalInput<'a> {
@@ -36,6 +40,7 @@ impl<'a> AppraisalInput<'a> {
         Self {
             evidence: EvidenceInput::new(evidence, nonce, ak.verifying_key()),
             ak_name,
+            measurement_log: None,
         }
     }
 
@@ -58,6 +63,7 @@ impl<'a> AppraisalInput<'a> {
                 required_pcrs: avm_attest::verify::DEFAULT_REQUIRED_PCRS,
             },
             ak_name,
+            measurement_log: loaded.measurement_log.as_deref(),
         }
     }
 }
@@ -80,8 +86,21 @@ pub fn appraise(
     node: Option<String>,
     extra_reasons: Vec<ReportReason>,
 ) -> Appraisal {
-    let verdict = verify_evidence(&input.evidence, policy, verifier);
-    let report = Report::new(
+    let mut verdict = verify_evidence(&input.evidence, policy, verifier);
+    // The measurement log is checked against PCR values only once they are
+    // authenticated (signature valid, values the quoted ones).
+    let authenticated = verdict.quote.as_ref().is_some_and(|q| q.signature_valid)
+        && !verdict
+            .reasons
+            .iter()
+            .any(|r| matches!(r, Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch));
+    let log =
+        authenticated.then(|| check_measurement_log(input.measurement_log, input.evidence.pcrs));
+    if let Some(Err(reason)) = &log {
+        verdict.reasons.push(*reason);
+        verdict.trusted = false;
+    }
+    let mut report = Report::new(
         node,
         Some(&verdict),
         extra_reasons,
@@ -89,6 +108,9 @@ pub fn appraise(
         input.ak_name,
         input.evidence.pcrs,
     );
+    if let Some(Ok(check)) = &log {
+        report.measurement_log = Some(check.into());
+    }
     Appraisal { verdict, report }
 }
 

@@ -262,6 +262,44 @@ impl NodeClient {
         }
     }
 
+    /// The node's whole measurement log (IMA binary records), fetched in
+    /// chunks; bounded in records and bytes.
+    pub fn measurement_log(&mut self) -> Result<Vec<u8>, ClientError> {
+        const MAX_LOG_BYTES: usize = 64 << 20;
+        let mut log = Vec::new();
+        let mut from = 0u32;
+        loop {
+            let chunk = match self.request(&Request::MeasurementLog { from })? {
+                Response::MeasurementLog(chunk) => chunk,
+                _ => return Err(ClientError::Unexpected("expected MeasurementLog")),
+            };
+            if chunk.first != from {
+                return Err(ClientError::Unexpected(
+                    "measurement log chunk out of order",
+                ));
+            }
+            let records = avm_attest::ima::parse_list(
+                &chunk.records,
+                avm_attest::verify::MAX_MEASUREMENT_RECORDS,
+            )
+            .map_err(|_| ClientError::Unexpected("malformed measurement log chunk"))?
+            .len();
+            if records == 0 || from >= chunk.total {
+                return Ok(log);
+            }
+            if log.len() + chunk.records.len() > MAX_LOG_BYTES {
+                return Err(ClientError::Unexpected("measurement log over 64 MiB"));
+            }
+            log.extend_from_slice(&chunk.records);
+            from = from
+                .checked_add(u32::try_from(records).unwrap_or(u32::MAX))
+                .ok_or(ClientError::Unexpected("measurement log too long"))?;
+            if from >= chunk.total {
+                return Ok(log);
+            }
+        }
+    }
+
     /// Has the node's TPM activate a credential; returns the secret.
     pub fn activate_credential(
         &mut self,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use avm_attest::eventlog::EventLog;
 use avm_attest::policy::ReferenceValues;
 use avm_attest::tpm::object_attr;
-use avm_attest::verify::{DEFAULT_REQUIRED_PCRS, Reason};
+use avm_attest::verify::{ATTEST_PCRS, Reason};
 use openssl::sha::sha256;
 
 use crate::appraise::{Appraisal, AppraisalInput, appraise, appraise_quote_only};
@@ -352,23 +352,27 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
             "the node's EK differs from the one enrolled",
         ));
     }
-    let evidence = client
-        .challenge(&nonce, DEFAULT_REQUIRED_PCRS)
-        .map_err(err)?;
+    let evidence = client.challenge(&nonce, ATTEST_PCRS).map_err(err)?;
+    // Fetched after the quote: records the A-VM appends meanwhile are
+    // counted as after the quote, never as proven.
+    let measurement_log = client.measurement_log().map_err(err)?;
     let verifier = OpenSslVerifier::new().map_err(err)?;
     // Always the enrolled AK: a quote signed by any other key is refused.
-    let mut report = appraise(
-        &AppraisalInput::from_node(&evidence, &nonce, &enrolled_ak.key, &node.ak_name),
-        policy.as_ref(),
-        &verifier,
-        Some(addr.into()),
-        extra,
-    )
-    .report;
+    let mut input = AppraisalInput::from_node(&evidence, &nonce, &enrolled_ak.key, &node.ak_name);
+    input.measurement_log = Some(&measurement_log);
+    let mut report = appraise(&input, policy.as_ref(), &verifier, Some(addr.into()), extra).report;
     report.ak_binding = Some(AkBinding::Enrolled { node: addr.into() });
     record(&mut store, &report).map_err(err)?;
     if let Some(dir) = export {
-        evidence_dir::export(dir, &evidence, &enrolled_ak, &nonce, &report).map_err(err)?;
+        evidence_dir::export(
+            dir,
+            &evidence,
+            Some(&measurement_log),
+            &enrolled_ak,
+            &nonce,
+            &report,
+        )
+        .map_err(err)?;
     }
     Ok(print_verdict(&report, opts.json))
 }
@@ -563,13 +567,14 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
             "refusing to learn: the node's keys are not the enrolled ones".into(),
         ));
     }
-    let evidence = client
-        .challenge(&nonce, DEFAULT_REQUIRED_PCRS)
-        .map_err(err)?;
+    let evidence = client.challenge(&nonce, ATTEST_PCRS).map_err(err)?;
+    let measurement_log = client.measurement_log().map_err(err)?;
     drop(client);
     let verifier = OpenSslVerifier::new().map_err(err)?;
     let log = EventLog::parse(&evidence.event_log);
 
+    let mut input = AppraisalInput::from_node(&evidence, &nonce, &ak.key, &node.ak_name);
+    input.measurement_log = Some(&measurement_log);
     for _ in 0..LEARN_ATTEMPTS {
         let stored = store
             .policy_with_revision()
@@ -577,7 +582,7 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
             .ok_or_else(|| CommandError("the policy was removed while learning".into()))?;
         let mut policy = parse_policy(&stored.toml)?;
         let Appraisal { verdict, report } = appraise(
-            &AppraisalInput::from_node(&evidence, &nonce, &ak.key, &node.ak_name),
+            &input,
             Some(&policy),
             &verifier,
             Some(addr.into()),

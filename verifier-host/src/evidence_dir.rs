@@ -11,6 +11,7 @@
 //! | `ak.pub`      | AK TPM2B_PUBLIC (`-f tss`)                           |
 //! | `nonce.hex`   | the qualifying data, hex                             |
 //! | `eventlog.bin`| TCG event log, optional when reading                 |
+//! | `measurements.bin` | the A-VM's measurement log (IMA binary records; replayable with `evmctl ima_measurement`), when it has one |
 //! | `evidence.json` | the verifier's report (written only)               |
 //!
 //! `tpm2_checkquote -u ak.pem -m quote.msg -s quote.sig -f quote.pcrs -g
@@ -43,6 +44,7 @@ pub const AK_PEM: &str = "ak.pem";
 pub const AK_PUB: &str = "ak.pub";
 pub const NONCE_HEX: &str = "nonce.hex";
 pub const EVENT_LOG: &str = "eventlog.bin";
+pub const MEASUREMENT_LOG: &str = "measurements.bin";
 pub const REPORT_JSON: &str = "evidence.json";
 
 /// Largest file read from an evidence directory: nothing in it is bigger
@@ -112,6 +114,8 @@ pub struct LoadedEvidence {
     pub pcrs: Vec<PcrValue>,
     /// `None` if the directory has no event log.
     pub event_log: Option<Vec<u8>>,
+    /// `None` if the directory has no measurement log.
+    pub measurement_log: Option<Vec<u8>>,
     /// The AK the directory claims signed the quote (`ak.pub`, else
     /// `ak.pem`), if any: to be matched against enrolled nodes.
     pub claimed_ak: Option<AkFile>,
@@ -125,6 +129,7 @@ pub struct LoadedEvidence {
 pub fn export(
     dir: &Path,
     evidence: &Evidence,
+    measurement_log: Option<&[u8]>,
     ak: &TpmPublic,
     nonce: &[u8],
     report: &Report,
@@ -150,6 +155,9 @@ pub fn export(
     out.write(NONCE_HEX, format!("{}\n", hex::encode(nonce)).as_bytes())?;
     if !evidence.event_log.is_empty() {
         out.write(EVENT_LOG, &evidence.event_log)?;
+    }
+    if let Some(log) = measurement_log.filter(|l| !l.is_empty()) {
+        out.write(MEASUREMENT_LOG, log)?;
     }
     let json = serde_json::to_vec_pretty(report).map_err(|e| invalid(e.to_string()))?;
     out.write(REPORT_JSON, &json)?;
@@ -242,6 +250,7 @@ pub fn load(dir: &Path) -> Result<LoadedEvidence, EvidenceDirError> {
         signature,
         pcrs,
         event_log: read_optional(dir, EVENT_LOG)?,
+        measurement_log: read_optional(dir, MEASUREMENT_LOG)?,
         claimed_ak,
         nonce,
     })

@@ -156,6 +156,37 @@ pub struct Report {
     pub avm_image_sha256: Option<String>,
     pub pcrs: Vec<ReportPcr>,
     pub quote: Option<ReportQuote>,
+    /// What the quote proves of the A-VM's measurement log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement_log: Option<ReportMeasurementLog>,
+}
+
+/// The A-VM's measurement log as far as the quote proves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportMeasurementLog {
+    /// Records the quoted PCRs cover.
+    pub proven_records: usize,
+    /// Records appended after the quote.
+    pub after_quote: usize,
+    /// SHA-256 of the A-VM's configuration (the Mon-VM kernel profile)
+    /// measured into PCR 8, if any.
+    pub config_sha256: Option<String>,
+    /// The Mon-VM's IMA entries the A-VM anchored into PCR 10.
+    pub monvm_ima_entries: usize,
+    /// Proven records per PCR 8-15 (index 0 is PCR 8).
+    pub records_per_pcr: [usize; 8],
+}
+
+impl From<&avm_attest::verify::MeasurementLogCheck> for ReportMeasurementLog {
+    fn from(check: &avm_attest::verify::MeasurementLogCheck) -> Self {
+        Self {
+            proven_records: check.proven,
+            after_quote: check.after_quote,
+            config_sha256: check.config_digest.map(|d| to_hex(&d)),
+            monvm_ima_entries: check.per_pcr[2],
+            records_per_pcr: check.per_pcr,
+        }
+    }
 }
 
 impl Report {
@@ -183,6 +214,7 @@ impl Report {
             reasons,
             not_checked: Vec::new(),
             ak_binding: None,
+            measurement_log: None,
             nonce: to_hex(nonce),
             ak_name: to_hex(ak_name),
             avm_image_sha256: verdict.and_then(|v| v.avm_image).map(|d| to_hex(&d)),
@@ -239,6 +271,17 @@ impl Report {
         }
         if let Some(binding) = &self.ak_binding {
             out.push_str(&format!("  AK: {}\n", escape_control(&binding.describe())));
+        }
+        if let Some(log) = &self.measurement_log {
+            out.push_str(&format!(
+                "  measurement log: {} records proven ({} after the quote), Mon-VM IMA entries anchored: {}\n",
+                log.proven_records, log.after_quote, log.monvm_ima_entries
+            ));
+            if let Some(config) = &log.config_sha256 {
+                out.push_str(&format!(
+                    "  A-VM configuration (kernel profile) sha256: {config}\n"
+                ));
+            }
         }
         if let Some(image) = &self.avm_image_sha256 {
             out.push_str(&format!("  A-VM image sha256: {image}\n"));

@@ -528,3 +528,113 @@ fn policy_learn_never_undoes_a_concurrent_policy_change() {
     proxy.set_mode(ProxyMode::Forward(node.attest_addr().expect("addr")));
     verifier_exit(state, &["attest", &proxy.addr], 0);
 }
+
+/// A node with a Debian Mon-VM: the A-VM measured the kernel profile into
+/// PCR 8 and anchored the Mon-VM's IMA entries into PCR 10; the verifier
+/// fetches its measurement log, proves it against the quote, reports it,
+/// and refuses an export whose log was cut or withheld. evmctl replays
+/// the exported log against the quoted PCRs.
+#[test]
+fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
+    let image = avm_image();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = avm_qemu::testing::monvm_node(&tmp.path().join("node"), "6.1", 256);
+    let addr = addr_of(&node);
+    let record = node.record().clone();
+    // Wait until the A-VM has anchored the Mon-VM's IMA list.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&record.avm_serial)
+        .unwrap_or_default()
+        .contains("AVM-MONVM-IMA ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the A-VM did not anchor the Mon-VM's IMA list"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let state = tmp.path().join("verifier");
+    let state = state.as_path();
+    let image_arg = image.to_str().expect("utf-8");
+    verifier_exit(state, &["policy", "init", "--avm-image", image_arg], 0);
+    verifier_exit(state, &["enroll", &addr, "--ek-ca", &ek_ca_of(&node)], 0);
+    verifier_exit(state, &["policy", "learn", &addr], 0);
+    let export = tmp.path().join("export");
+    let export_arg = export.to_str().expect("utf-8");
+    let out = verifier_exit(
+        state,
+        &["attest", &addr, "--json", "--export", export_arg],
+        0,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let log = &report["measurement_log"];
+    assert_eq!(
+        log["config_sha256"].as_str(),
+        record.monvm_profile_sha256.as_deref(),
+        "{report}"
+    );
+    let anchored = log["monvm_ima_entries"].as_u64().expect("a count");
+    assert!(anchored > 0, "{report}");
+    assert_eq!(
+        log["proven_records"].as_u64(),
+        Some(anchored + 1),
+        "{report}"
+    );
+    let out = verifier_exit(state, &["attest", &addr], 0);
+    assert!(
+        stdout(&out).contains("Mon-VM IMA entries anchored"),
+        "{}",
+        describe(&out)
+    );
+
+    // evmctl replays the exported log to the quoted PCRs 8 and 10.
+    let pcrs = avm_verifier::pcrs_file::parse_serialized(
+        &std::fs::read(export.join("quote.pcrs")).expect("quote.pcrs"),
+    )
+    .expect("PCR file");
+    let mut text = String::new();
+    for index in 0u8..24 {
+        let digest = pcrs
+            .iter()
+            .find(|p| p.index == index)
+            .map_or([0; 32], |p| p.digest);
+        text.push_str(&format!(
+            "PCR-{index:02}: {}\n",
+            avm_verifier::hex::encode(&digest)
+        ));
+    }
+    std::fs::write(tmp.path().join("pcrs-sha256"), text).expect("write");
+    let evmctl = std::process::Command::new("evmctl")
+        .args(["ima_measurement", "--ignore-violations", "--pcrs"])
+        .arg(format!(
+            "sha256,{}",
+            tmp.path().join("pcrs-sha256").display()
+        ))
+        .arg(export.join("measurements.bin"))
+        .output()
+        .expect("evmctl is installed (make deps)");
+    assert!(
+        evmctl.status.success(),
+        "evmctl refused the A-VM's log: {}",
+        describe(&evmctl)
+    );
+
+    // Offline: the export verifies; a cut or withheld log does not.
+    verifier_exit(state, &["verify", export_arg], 0);
+    let codes = verify_altered(state, &export, "log-cut", |d| {
+        let bytes = std::fs::read(d.join("measurements.bin")).expect("log");
+        let records = avm_attest::ima::parse_list(&bytes, 100_000).expect("parses");
+        let mut cut = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if i != 1 {
+                r.emit(&mut cut);
+            }
+        }
+        std::fs::write(d.join("measurements.bin"), cut).expect("write");
+    });
+    assert_eq!(codes, ["measurement-log-replay-mismatch"]);
+    let codes = verify_altered(state, &export, "log-withheld", |d| {
+        std::fs::remove_file(d.join("measurements.bin")).expect("rm");
+    });
+    assert_eq!(codes, ["measurement-log-missing"]);
+}

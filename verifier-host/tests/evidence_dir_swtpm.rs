@@ -90,7 +90,7 @@ fn tpm2_quote_directory_is_verified(alg: &str) {
         pcrs: loaded.pcrs.clone(),
         event_log: Vec::new(),
     };
-    evidence_dir::export(export.path(), &evidence, &ak, &nonce, &report).expect("export");
+    evidence_dir::export(export.path(), &evidence, None, &ak, &nonce, &report).expect("export");
     assert_eq!(
         read(&export.path().join("quote.pcrs")),
         read(&dir.join("quote.pcrs")),
@@ -114,7 +114,7 @@ fn tpm2_quote_directory_is_verified(alg: &str) {
     assert_eq!(reloaded.nonce.as_deref(), Some(&nonce[..]));
     assert!(appraise_loaded(&reloaded, &nonce).passed());
     // An export never lands in a directory that is not empty.
-    assert!(evidence_dir::export(export.path(), &evidence, &ak, &nonce, &report).is_err());
+    assert!(evidence_dir::export(export.path(), &evidence, None, &ak, &nonce, &report).is_err());
 }
 
 fn report_codes(loaded: &LoadedEvidence, nonce: &[u8]) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! The TPM behind the attestation server: `avm_net::AttestationBackend`
 //! implemented with the keys and event log the boot sequence left.
 
+use crate::measurements::MeasurementLog;
 use crate::tpm_boot::TpmState;
 use alloc::string::String;
 use alloc::vec;
@@ -8,7 +9,7 @@ use alloc::vec::Vec;
 use avm_attest::pcr::PcrMask;
 use avm_attest::tpm::{Attest, pcr_digest};
 use avm_attest::wire::{
-    ErrorCode, Evidence, HelloInfo, KeyAlgorithm, KeyInfo, PROTOCOL_VERSION, PcrValue,
+    ErrorCode, Evidence, HelloInfo, KeyAlgorithm, KeyInfo, LogChunk, PROTOCOL_VERSION, PcrValue,
 };
 use avm_net::{AttestationBackend, BackendError};
 use core::fmt::Write as _;
@@ -24,6 +25,8 @@ const QUOTE_ATTEMPTS: usize = 4;
 pub struct TpmBackend {
     state: TpmState,
     hello: HelloInfo,
+    /// The A-VM's own measurement log (served to verifiers).
+    log: MeasurementLog,
 }
 
 /// A short message for the verifier, formatted without `alloc::format!`
@@ -61,14 +64,15 @@ fn selection(pcr_mask: PcrMask) -> Result<PcrSelection, BackendError> {
 }
 
 impl TpmBackend {
-    /// The TPM, for the services that measure between requests.
-    pub fn tpm_mut(&mut self) -> &mut crate::tpm_boot::KernelTpm {
-        &mut self.state.tpm
+    /// The TPM and the measurement log, for the services that measure
+    /// between requests.
+    pub fn measuring(&mut self) -> (&mut crate::tpm_boot::KernelTpm, &mut MeasurementLog) {
+        (&mut self.state.tpm, &mut self.log)
     }
 
     /// Reads the EK certificate from NV once (an absent certificate is an
     /// empty one: the verifier then refuses to enrol the node).
-    pub fn new(mut state: TpmState) -> Self {
+    pub fn new(mut state: TpmState, log: MeasurementLog) -> Self {
         let mut cert = vec![0u8; MAX_EK_CERT_LEN];
         match state.tpm.nv_read_ek_cert(EkAlgorithm::EccP256, &mut cert) {
             Ok(len) => {
@@ -86,7 +90,7 @@ impl TpmBackend {
             ek_certificate: cert,
             ak: key_info(&state.ak),
         };
-        Self { state, hello }
+        Self { state, hello, log }
     }
 
     /// Random bytes from the TPM (for the TCP sequence-number seed).
@@ -138,6 +142,10 @@ impl TpmBackend {
 }
 
 impl AttestationBackend for TpmBackend {
+    fn measurement_log(&mut self, from: u32, max_bytes: usize) -> Result<LogChunk, BackendError> {
+        Ok(self.log.chunk(from, max_bytes))
+    }
+
     fn hello(&mut self) -> Result<HelloInfo, BackendError> {
         Ok(self.hello.clone())
     }

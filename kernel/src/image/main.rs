@@ -250,11 +250,11 @@ fn list_pci_devices() {
 fn main_loop(
     tpm: tpm_boot::TpmState,
     mut monvm: Option<monvm::MonVm>,
-    mut log: measurements::MeasurementLog,
+    log: measurements::MeasurementLog,
     cmdline: &str,
     attest_port: u16,
 ) -> ! {
-    let mut backend = attestation::TpmBackend::new(tpm);
+    let mut backend = attestation::TpmBackend::new(tpm, log);
     let mut network = net::start(cmdline, attest_port, &mut backend);
     let mut next_heartbeat = time::now_us() + HEARTBEAT_US;
     let mut last_busy_us = 0;
@@ -267,7 +267,8 @@ fn main_loop(
         let now = time::now_us();
         if let Some(monvm) = monvm.as_mut() {
             // Not "busy": finding the kernel needs no fast timer.
-            monvm.poll(now, backend.tpm_mut(), &mut log);
+            let (tpm, log) = backend.measuring();
+            monvm.poll(now, tpm, log);
         }
         if busy {
             last_busy_us = now;

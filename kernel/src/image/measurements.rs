@@ -5,6 +5,7 @@
 
 use alloc::vec::Vec;
 use avm_attest::ima;
+use avm_attest::wire::LogChunk;
 use sha2::{Digest, Sha256};
 
 use crate::tpm_boot::KernelTpm;
@@ -16,7 +17,8 @@ pub const CONFIG_PCR: u8 = 8;
 #[derive(Debug, Default)]
 pub struct MeasurementLog {
     bytes: Vec<u8>,
-    records: usize,
+    /// Byte offset of each record in `bytes`.
+    starts: Vec<usize>,
 }
 
 impl MeasurementLog {
@@ -34,8 +36,8 @@ impl MeasurementLog {
         let data = ima::ng_template_data("sha256", digest, name, None);
         let extend: [u8; 32] = Sha256::digest(&data).into();
         tpm.pcr_extend(pcr, &extend)?;
+        self.starts.push(self.bytes.len());
         self.bytes.extend_from_slice(&record);
-        self.records += 1;
         Ok(())
     }
 
@@ -48,8 +50,8 @@ impl MeasurementLog {
     ) -> Result<(), tpm_crb::TpmError> {
         let pcr = u8::try_from(record.pcr).unwrap_or(u8::MAX);
         tpm.pcr_extend(pcr, &record.sha256_extend_value())?;
+        self.starts.push(self.bytes.len());
         record.emit(&mut self.bytes);
-        self.records += 1;
         Ok(())
     }
 
@@ -58,6 +60,42 @@ impl MeasurementLog {
     }
 
     pub fn records(&self) -> usize {
-        self.records
+        self.starts.len()
+    }
+
+    /// Whole records from index `from`, at most `max_bytes` of them but
+    /// at least one if any remain.
+    pub fn chunk(&self, from: u32, max_bytes: usize) -> LogChunk {
+        let total = u32::try_from(self.starts.len()).unwrap_or(u32::MAX);
+        let first = usize::try_from(from).unwrap_or(usize::MAX);
+        let Some(&start) = self.starts.get(first) else {
+            return LogChunk {
+                first: from,
+                total,
+                records: Vec::new(),
+            };
+        };
+        // The end of the last record that still fits (or of the first).
+        let mut end = self
+            .starts
+            .get(first + 1)
+            .copied()
+            .unwrap_or(self.bytes.len());
+        for &next_end in self
+            .starts
+            .iter()
+            .skip(first + 2)
+            .chain([&self.bytes.len()])
+        {
+            if next_end - start > max_bytes {
+                break;
+            }
+            end = next_end;
+        }
+        LogChunk {
+            first: from,
+            total,
+            records: self.bytes.get(start..end).unwrap_or_default().to_vec(),
+        }
     }
 }
