@@ -158,6 +158,10 @@ pub enum Reason {
     /// No prefix of the measurement log replays to the quoted value of
     /// this PCR (records removed, changed or reordered).
     MeasurementLogReplayMismatch { pcr: u8 },
+    /// The A-VM recorded a violation in the Mon-VM (monitoring event
+    /// `index` of the proven log, PCR 12): the node stays untrusted until
+    /// it is re-attested from a fresh boot.
+    MonVmViolation { index: usize },
 }
 
 impl Reason {
@@ -184,6 +188,7 @@ impl Reason {
             Self::MeasurementLogMalformed => "measurement-log-malformed",
             Self::MeasurementLogInconsistent { .. } => "measurement-log-inconsistent",
             Self::MeasurementLogReplayMismatch { .. } => "measurement-log-replay-mismatch",
+            Self::MonVmViolation { .. } => "monvm-violation",
         }
     }
 
@@ -255,6 +260,10 @@ impl core::fmt::Display for Reason {
             Self::MeasurementLogReplayMismatch { pcr } => write!(
                 f,
                 "no prefix of the measurement log replays to the quoted PCR {pcr}"
+            ),
+            Self::MonVmViolation { index } => write!(
+                f,
+                "the A-VM recorded a violation in the Mon-VM (measurement log record #{index})"
             ),
             Self::ReferenceValuesMissing(MissingReference::All) => {
                 f.write_str("no reference values: the node cannot be appraised")
@@ -624,6 +633,26 @@ pub struct MeasurementLogCheck {
     /// The SHA-256 file digest of the first proven PCR 8 record, if any
     /// (the A-VM's kernel profile).
     pub config_digest: Option<[u8; 32]>,
+    /// The proven monitoring events (PCR 12): record index and name.
+    pub events: Vec<(usize, Vec<u8>)>,
+}
+
+/// Marks a monitoring event's name as a violation (`monvm:event:N:violation:...`).
+pub const VIOLATION_MARK: &[u8] = b":violation:";
+
+impl MeasurementLogCheck {
+    /// A reason for every proven event that recorded a violation: once
+    /// recorded, a violation keeps the node untrusted (a restored state
+    /// does not undo what ran meanwhile).
+    pub fn violations(&self) -> impl Iterator<Item = Reason> + '_ {
+        self.events
+            .iter()
+            .filter(|(_, name)| {
+                name.windows(VIOLATION_MARK.len())
+                    .any(|w| w == VIOLATION_MARK)
+            })
+            .map(|(index, _)| Reason::MonVmViolation { index: *index })
+    }
 }
 
 /// Checks the A-VM's measurement log against quoted PCR values (which the
@@ -649,6 +678,7 @@ pub fn check_measurement_log(
         after_quote: 0,
         per_pcr: [0; 8],
         config_digest: None,
+        events: Vec::new(),
     };
     let Some(log) = log else {
         return if expected.iter().flatten().all(|d| *d == [0; 32]) {
@@ -706,5 +736,12 @@ pub fn check_measurement_log(
         .and_then(|r| r.ng_fields().ok())
         .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
     check.after_quote = records.len() - check.proven;
+    check.events = records
+        .iter()
+        .enumerate()
+        .take(check.proven)
+        .filter(|(_, r)| r.pcr == 12)
+        .filter_map(|(i, r)| r.ng_fields().ok().map(|f| (i, f.name.to_vec())))
+        .collect();
     Ok(check)
 }

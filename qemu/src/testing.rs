@@ -83,3 +83,67 @@ pub fn monvm_node(dir: &Path, series: &str, ram_mib: u64) -> Node {
     Node::up_on_free_port(&config, BOOT_TIMEOUT)
         .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
 }
+
+/// Bytes written into a live Mon-VM's kernel memory through its RAM file,
+/// as a rootkit inside it would write them; the original bytes are put
+/// back when this is dropped (also when a test fails).
+#[derive(Debug)]
+pub struct MonVmPatch {
+    file: std::fs::File,
+    offset: u64,
+    original: Vec<u8>,
+}
+
+impl MonVmPatch {
+    /// Writes `bytes` at the runtime address of the link-time kernel
+    /// address `link_va(profile)` (the node's profile, KASLR resolved from
+    /// RAM). `bytes` may be a function of the bytes there now.
+    pub fn kernel(
+        record: &crate::NodeRecord,
+        link_va: impl FnOnce(&vmi::profile::KernelProfile) -> u64,
+        bytes: impl FnOnce(&[u8], &vmi::linux::KernelLocation) -> Vec<u8>,
+        len: usize,
+    ) -> Self {
+        use std::os::unix::fs::FileExt;
+        let ram = record.monvm_ram.clone().expect("a node with a Mon-VM");
+        let layout =
+            vmi::RamLayout::parse_cmdline(record.monvm_ram_layout.as_deref().expect("layout"))
+                .expect("the recorded layout parses");
+        let profile_bytes =
+            std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile");
+        let profile = vmi::profile::KernelProfile::decode(&profile_bytes).expect("profile decodes");
+        let memory = vmi::file::FileMemory::open(&ram, layout).expect("opening the RAM file");
+        let view = vmi::linux::view(&memory, layout.regions(), &profile).expect("kernel located");
+        let va = view
+            .location
+            .runtime_of(link_va(&profile))
+            .expect("a kernel-image address");
+        let phys = view.space.translate(va).expect("the address translates");
+        let (offset, run) = layout.locate(phys).expect("inside the RAM layout");
+        assert!(run >= len as u64, "the patch crosses a RAM region");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&ram)
+            .expect("opening the RAM file read-write");
+        let mut original = vec![0u8; len];
+        file.read_exact_at(&mut original, offset)
+            .expect("reading the RAM file");
+        let new = bytes(&original, &view.location);
+        assert_eq!(new.len(), len);
+        file.write_all_at(&new, offset)
+            .expect("writing the RAM file");
+        MonVmPatch {
+            file,
+            offset,
+            original,
+        }
+    }
+}
+
+impl Drop for MonVmPatch {
+    fn drop(&mut self) {
+        use std::os::unix::fs::FileExt;
+        let _ = self.file.write_all_at(&self.original, self.offset);
+    }
+}

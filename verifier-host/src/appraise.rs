@@ -96,10 +96,12 @@ pub fn appraise(
             .any(|r| matches!(r, Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch));
     let log =
         authenticated.then(|| check_measurement_log(input.measurement_log, input.evidence.pcrs));
-    if let Some(Err(reason)) = &log {
-        verdict.reasons.push(*reason);
-        verdict.trusted = false;
+    match &log {
+        Some(Err(reason)) => verdict.reasons.push(*reason),
+        Some(Ok(check)) => verdict.reasons.extend(check.violations()),
+        None => {}
     }
+    verdict.trusted = verdict.reasons.is_empty();
     let mut report = Report::new(
         node,
         Some(&verdict),

@@ -175,6 +175,9 @@ pub struct ReportMeasurementLog {
     pub monvm_ima_entries: usize,
     /// Proven records per PCR 8-15 (index 0 is PCR 8).
     pub records_per_pcr: [usize; 8],
+    /// The proven monitoring events (PCR 12), as the A-VM named them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
 }
 
 impl From<&avm_attest::verify::MeasurementLogCheck> for ReportMeasurementLog {
@@ -185,6 +188,11 @@ impl From<&avm_attest::verify::MeasurementLogCheck> for ReportMeasurementLog {
             config_sha256: check.config_digest.map(|d| to_hex(&d)),
             monvm_ima_entries: check.per_pcr[2],
             records_per_pcr: check.per_pcr,
+            events: check
+                .events
+                .iter()
+                .map(|(_, name)| String::from_utf8_lossy(name).into_owned())
+                .collect(),
         }
     }
 }
@@ -277,6 +285,9 @@ impl Report {
                 "  measurement log: {} records proven ({} after the quote), Mon-VM IMA entries anchored: {}\n",
                 log.proven_records, log.after_quote, log.monvm_ima_entries
             ));
+            for event in &log.events {
+                out.push_str(&format!("  event: {}\n", escape_control(event)));
+            }
             if let Some(config) = &log.config_sha256 {
                 out.push_str(&format!(
                     "  A-VM configuration (kernel profile) sha256: {config}\n"

@@ -575,9 +575,12 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     );
     let anchored = log["monvm_ima_entries"].as_u64().expect("a count");
     assert!(anchored > 0, "{report}");
+    // PCR 8: the profile; PCR 10: the anchored IMA entries; PCR 11: the
+    // start-up state of the system-call table and the IDT.
+    assert_eq!(log["records_per_pcr"][3].as_u64(), Some(2), "{report}");
     assert_eq!(
         log["proven_records"].as_u64(),
-        Some(anchored + 1),
+        Some(anchored + 3),
         "{report}"
     );
     let out = verifier_exit(state, &["attest", &addr], 0);
@@ -637,4 +640,63 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
         std::fs::remove_file(d.join("measurements.bin")).expect("rm");
     });
     assert_eq!(codes, ["measurement-log-missing"]);
+
+    // A rootkit redirects getpid's system-call slot (39): the A-VM records
+    // the violation as an event (PCR 12) within its check period, and the
+    // node is untrusted, also after the slot is restored.
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
+            if serial.contains(needle) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the A-VM never printed {needle:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let patched_at = std::time::Instant::now();
+    let patch = avm_qemu::testing::MonVmPatch::kernel(
+        &record,
+        |profile| profile.symbols.sys_call_table + 39 * 8,
+        |original, _| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(original);
+            (u64::from_le_bytes(word) + 0x10).to_le_bytes().to_vec()
+        },
+        8,
+    );
+    wait_for("AVM-MONVM-EVENT monvm:event:1:violation:sys_call_table:");
+    eprintln!(
+        "syscall-slot violation seen after {:?}",
+        patched_at.elapsed()
+    );
+    let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
+    assert_eq!(
+        reason_codes(&out),
+        ["monvm-violation"],
+        "{}",
+        describe(&out)
+    );
+    drop(patch);
+    wait_for("AVM-MONVM-EVENT monvm:event:2:clean:sys_call_table");
+    let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
+    assert_eq!(
+        reason_codes(&out),
+        ["monvm-violation"],
+        "{}",
+        describe(&out)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let events = report["measurement_log"]["events"]
+        .as_array()
+        .expect("events");
+    assert_eq!(events.len(), 2, "{report}");
+    assert!(
+        events[0].as_str().is_some_and(|e| e.contains("slot 39")),
+        "{report}"
+    );
 }

@@ -11,7 +11,8 @@ use avm_attest::ima;
 use avm_kernel::boot_info::StartInfo;
 use avm_kernel::pci::{self as kpci, Bar};
 use avm_kernel::phys::PhysRead;
-use vmi::linux::{Survey, SurveyLimits, survey};
+use sha2::{Digest, Sha256};
+use vmi::linux::{Survey, SurveyLimits, checks, survey};
 use vmi::memory::{Backing, BackingError, LayoutMemory, RamLayout};
 use vmi::profile::{self, KernelProfile};
 
@@ -31,6 +32,12 @@ const IVSHMEM_BAR: u8 = 2;
 const RETRY_US: u64 = 1_000_000;
 /// Name of the profile's record in the measurement log.
 const PROFILE_RECORD: &[u8] = b"avm-config:kernel-profile";
+/// PCR of the A-VM's start-up measurements of the Mon-VM.
+const MONVM_PCR: u8 = 11;
+/// PCR of monitoring events (every change of a check's verdict).
+const EVENT_PCR: u8 = 12;
+/// How often the system-call table and the IDT are checked.
+const CHECK_PERIOD_US: u64 = 100_000;
 
 /// The Mon-VM's RAM: the ivshmem BAR, identity-mapped.
 #[derive(Debug)]
@@ -125,6 +132,12 @@ pub struct MonVm {
     profile: KernelProfile,
     next_try_us: u64,
     surveyed: bool,
+    /// The violations the last check found, by area (their texts).
+    current: [Vec<alloc::string::String>; 2],
+    next_check_us: u64,
+    events: u32,
+    /// Whether the start-up state went into PCR 11.
+    startup_measured: bool,
 }
 
 /// Sets up the Mon-VM view if the launcher gave one: measures the profile
@@ -178,6 +191,10 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         profile,
         next_try_us: 0,
         surveyed: false,
+        current: [Vec::new(), Vec::new()],
+        next_check_us: 0,
+        events: 0,
+        startup_measured: false,
     })
 }
 
@@ -185,7 +202,10 @@ impl MonVm {
     /// Tries to find and survey the kernel until it succeeds once; called
     /// from the main loop. Returns whether it did any work.
     pub fn poll(&mut self, now_us: u64, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> bool {
-        if self.surveyed || now_us < self.next_try_us {
+        if self.surveyed {
+            return self.watch(now_us, tpm, log);
+        }
+        if now_us < self.next_try_us {
             return false;
         }
         self.next_try_us = now_us + RETRY_US;
@@ -209,11 +229,128 @@ impl MonVm {
                 self.surveyed = true;
                 report(&found, &self.profile, time::now_us() - started);
                 anchor_ima(&found, tpm, log);
+                self.watch(now_us, tpm, log);
             }
             Err(e) => debug!("monvm: kernel not found yet: {}", e),
         }
         true
     }
+}
+
+impl MonVm {
+    /// Checks the system-call table and the IDT every [`CHECK_PERIOD_US`].
+    /// The first check's results are measured into PCR 11 (start-up);
+    /// afterwards every change of an area's violations is an event in
+    /// PCR 12 (`monvm:event:N:violation:TEXT` or `monvm:event:N:clean:AREA`),
+    /// so it cannot be hidden later. Returns whether it checked.
+    fn watch(&mut self, now_us: u64, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> bool {
+        if now_us < self.next_check_us {
+            return false;
+        }
+        self.next_check_us = now_us + CHECK_PERIOD_US;
+        let Ok(view) =
+            vmi::linux::view(&self.memory, self.memory.layout().regions(), &self.profile)
+        else {
+            return true;
+        };
+        let mut found: [Vec<alloc::string::String>; 2] = [Vec::new(), Vec::new()];
+        let mut table_digest = [0u8; 32];
+        match checks::syscall_table(&view.space, &view.location, &self.profile) {
+            Ok(report) => {
+                found[0] = report.findings.iter().map(to_text).collect();
+                table_digest = link_relative_digest(&view, &self.profile);
+            }
+            Err(e) => found[0].push(to_text(&e)),
+        }
+        let mut idt_digest = [0u8; 32];
+        match checks::idt(&view.space, &view.location, &self.profile) {
+            Ok(report) => {
+                found[1] = report.violations().map(to_text).collect();
+                idt_digest = report.digest;
+            }
+            Err(e) => found[1].push(to_text(&e)),
+        }
+        if !self.startup_measured {
+            self.startup_measured = true;
+            let records: [(&[u8; 32], &[u8]); 2] = [
+                (&table_digest, b"monvm:sys_call_table"),
+                (&idt_digest, b"monvm:idt"),
+            ];
+            for (digest, name) in records {
+                if let Err(e) = log.measure(tpm, MONVM_PCR, digest, name) {
+                    warn!("monvm: measuring into PCR {} failed: {}", MONVM_PCR, e);
+                }
+            }
+        }
+        for (area, (now, before)) in found.iter().zip(self.current.iter()).enumerate() {
+            if now == before {
+                continue;
+            }
+            let area_name = ["sys_call_table", "idt"][area];
+            let mut texts: Vec<alloc::string::String> = now
+                .iter()
+                .filter(|t| !before.contains(t))
+                .cloned()
+                .collect();
+            if now.is_empty() {
+                texts.push(text(format_args!("clean:{area_name}")));
+            } else {
+                texts = texts
+                    .into_iter()
+                    .map(|t| text(format_args!("violation:{area_name}:{t}")))
+                    .collect();
+            }
+            for event in texts {
+                self.events += 1;
+                let name = text(format_args!("monvm:event:{}:{}", self.events, event));
+                let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+                if let Err(e) = log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
+                    warn!("monvm: event not recorded: {}", e);
+                }
+                println!("AVM-MONVM-EVENT {} at_us={}", name, now_us);
+            }
+        }
+        self.current = found;
+        true
+    }
+}
+
+fn to_text(value: &impl core::fmt::Display) -> alloc::string::String {
+    text(format_args!("{value}"))
+}
+
+/// Formats without `alloc::format!`, which the freestanding image cannot
+/// link (it needs unwinding symbols).
+fn text(args: core::fmt::Arguments<'_>) -> alloc::string::String {
+    use core::fmt::Write;
+    let mut out = alloc::string::String::new();
+    let _ = out.write_fmt(args);
+    out
+}
+
+/// SHA-256 of the system-call table with the slide taken out (each slot
+/// as a link-time address): the same on every clean boot of this kernel,
+/// so a verifier can compute it from the profile.
+fn link_relative_digest(
+    view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
+    profile: &KernelProfile,
+) -> [u8; 32] {
+    let slots = profile.syscalls.slots.len();
+    let mut hasher = Sha256::new();
+    let Some(table) = view.location.runtime_of(profile.symbols.sys_call_table) else {
+        return [0; 32];
+    };
+    let mut bytes = vec![0u8; slots * 8];
+    if vmi::paging::VirtualMemory::read_virt(&view.space, table, &mut bytes).is_err() {
+        return [0; 32];
+    }
+    for raw in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(raw);
+        let link = u64::from_le_bytes(word).wrapping_sub(view.location.slide());
+        hasher.update(link.to_le_bytes());
+    }
+    hasher.finalize().into()
 }
 
 /// Anchors the Mon-VM's IMA entries in the A-VM's TPM, as IMA would
