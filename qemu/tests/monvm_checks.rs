@@ -17,18 +17,17 @@
 //!   KVM without SEV), which never raises it. The gate is restored at once
 //!   (and by a guard if an assertion fails first).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use avm_qemu::testing::MonVmPatch;
+use vmi::RamLayout;
 use vmi::linux::checks::{
     Gate, IdtFindingKind, IdtReport, MODULES_START, SyscallReport, Target, idt, syscall_table,
 };
 use vmi::linux::{KernelView, view};
 use vmi::profile::KernelProfile;
-use vmi::{GuestVirtAddr, RamLayout};
 
 static BOOTS: Mutex<()> = Mutex::new(());
 
@@ -38,54 +37,6 @@ const UNUSED_VECTOR: u8 = 0x1d;
 /// The slot rewritten: getpid (39), pointed at getuid's handler (102).
 const SLOT: usize = 39;
 const OTHER_SLOT: usize = 102;
-
-/// Writes bytes into the RAM file and puts the original back when dropped.
-struct Tamper {
-    file: std::fs::File,
-    offset: u64,
-    original: Vec<u8>,
-}
-
-impl Tamper {
-    fn new(ram: &Path, offset: u64, bytes: &[u8]) -> Self {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(ram)
-            .expect("opening the RAM file read-write");
-        let mut original = vec![0u8; bytes.len()];
-        file.read_exact_at(&mut original, offset)
-            .expect("reading the RAM file");
-        file.write_all_at(bytes, offset)
-            .expect("writing the RAM file");
-        Tamper {
-            file,
-            offset,
-            original,
-        }
-    }
-}
-
-impl Drop for Tamper {
-    fn drop(&mut self) {
-        let _ = self.file.write_all_at(&self.original, self.offset);
-    }
-}
-
-/// The RAM file offset of a kernel virtual address (translated through the
-/// kernel's own page tables, then the RAM layout).
-fn file_offset<M: vmi::GuestMemory>(view: &KernelView<'_, M>, layout: &RamLayout, va: u64) -> u64 {
-    let va = GuestVirtAddr::new(va).expect("canonical");
-    let phys = view
-        .space
-        .translate(va)
-        .unwrap_or_else(|e| panic!("{va} does not translate: {e}"));
-    let (offset, run) = layout
-        .locate(phys)
-        .unwrap_or_else(|| panic!("{phys} outside the RAM layout"));
-    assert!(run >= 16, "{phys} at the end of a RAM region");
-    offset
-}
 
 fn checks<M: vmi::GuestMemory>(
     view: &KernelView<'_, M>,
@@ -165,19 +116,18 @@ fn check_live(series: &str) {
         .expect("the #VC gate is present");
 
     // sys_call_table: getpid's slot pointed at getuid's handler.
-    let table = view
-        .location
-        .runtime_of(profile.symbols.sys_call_table)
-        .expect("sys_call_table in the image")
-        .value();
-    let slot_at = file_offset(&view, &layout, table + 8 * SLOT as u64);
     let other = view
         .location
         .runtime_of(profile.syscalls.slots[OTHER_SLOT].address)
         .expect("handler in the image")
         .value();
     {
-        let _tamper = Tamper::new(&ram, slot_at, &other.to_le_bytes());
+        let _tamper = MonVmPatch::kernel(
+            &record,
+            |p| p.symbols.sys_call_table + 8 * SLOT as u64,
+            |_, _| other.to_le_bytes().to_vec(),
+            8,
+        );
         let (sc, _) = checks(&view, &profile);
         assert_eq!(sc.findings.len(), 1, "{series}: {:#?}", sc.findings);
         let f = &sc.findings[0];
@@ -208,19 +158,18 @@ fn check_live(series: &str) {
     );
 
     // The IDT: the #VC gate moved into module space.
-    let idt_va = view
-        .location
-        .runtime_of(profile.symbols.idt_table)
-        .expect("idt_table in the image")
-        .value();
-    let gate_at = file_offset(&view, &layout, idt_va + 16 * u64::from(UNUSED_VECTOR));
     let moved_target = MODULES_START + 0x1000;
     let moved = Gate {
         target: moved_target,
         ..unused
     };
     {
-        let _tamper = Tamper::new(&ram, gate_at, &moved.encode());
+        let _tamper = MonVmPatch::kernel(
+            &record,
+            |p| p.symbols.idt_table + 16 * u64::from(UNUSED_VECTOR),
+            |_, _| moved.encode().to_vec(),
+            16,
+        );
         let (_, report) = checks(&view, &profile);
         let violations: Vec<_> = report.violations().collect();
         assert_eq!(violations.len(), 1, "{series}: {violations:#?}");
