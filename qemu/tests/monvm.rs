@@ -349,6 +349,50 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
         Some(avm_qemu::hex::encode(&pcrs[10]).as_str()),
         "the A-VM's PCR 10 is not the replay of the guest's first {ima} IMA records"
     );
+    // Every symbol the A-VM uses, and every system-call handler, is where
+    // the profile says (plus the slide) in the running guest's kallsyms.
+    let profile = vmi::profile::KernelProfile::decode(
+        &std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile"),
+    )
+    .expect("the node's profile decodes");
+    let slide = text.wrapping_sub(UNRANDOMISED_TEXT);
+    let kallsyms = sh(
+        &mut console,
+        "grep -E ' (_text|_etext|__start_rodata|__end_rodata|__start_ro_after_init|__end_ro_after_init|sys_call_table|x64_sys_call|ia32_sys_call|idt_table|init_task|init_top_pgt|init_cred|modules|ima_measurements|linux_banner|kallsyms_relative_base|phys_base|page_offset_base|pgdir_shift|__per_cpu_offset|__x64_sys_[a-z0-9_]+)$' /proc/kallsyms",
+    );
+    let guest: std::collections::BTreeMap<&str, u64> = kallsyms
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let address = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let name = parts.nth(1)?;
+            Some((name, address))
+        })
+        .collect();
+    let mut compared = 0;
+    for (name, link) in profile.symbols.named() {
+        let (Some(link), Some(running)) = (link, guest.get(name)) else {
+            // 6.1 does not list kallsyms_relative_base (the profile takes it
+            // from the table's location), and some kernels lack a symbol.
+            assert!(
+                name == "kallsyms_relative_base"
+                    || name == "pgdir_shift"
+                    || name == "ia32_sys_call",
+                "{name} missing from the guest's kallsyms"
+            );
+            continue;
+        };
+        assert_eq!(*running, link.wrapping_add(slide), "{name}");
+        compared += 1;
+    }
+    for slot in &profile.syscalls.slots {
+        if let Some(running) = guest.get(slot.name.as_str()) {
+            assert_eq!(*running, slot.address.wrapping_add(slide), "{}", slot.name);
+            compared += 1;
+        }
+    }
+    eprintln!("Mon-VM {series}: {compared} profile symbols equal the guest's kallsyms");
+    assert!(compared > 300, "only {compared} symbols compared");
     let serial = std::fs::read_to_string(&record.avm_serial).expect("the A-VM serial log");
     let profile_sha = record
         .monvm_profile_sha256
