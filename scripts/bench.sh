@@ -72,8 +72,12 @@ ms() { awk -v v="$1" 'BEGIN { printf "%.1f ms", v }'; }
 # --- A node, enrolled, with reference values from its own boot ----------
 log "booting a node ($image)"
 addr=$("$qemu_bin" up --state "$node_state" --image "$image" 2>/dev/null) || fail "the node did not come up"
-ek_ca=$("$qemu_bin" status --state "$node_state" --json | sed -n 's/.*"ek_ca":"\([^"]*\)".*/\1/p')
-"${verifier[@]}" policy init --avm-image "$image" >/dev/null || fail "policy init failed"
+status_json=$("$qemu_bin" status --state "$node_state" --json)
+ek_ca=$(sed -n 's/.*"ek_ca":"\([^"]*\)".*/\1/p' <<<"$status_json")
+monvm_profile=$(sed -n 's/.*"monvm_profile":"\([^"]*\)".*/\1/p' <<<"$status_json")
+profile_args=()
+[ -z "$monvm_profile" ] || profile_args=(--monvm-profile "$monvm_profile")
+"${verifier[@]}" policy init --avm-image "$image" "${profile_args[@]}" >/dev/null || fail "policy init failed"
 "${verifier[@]}" enroll "$addr" --ek-ca "$ek_ca" >/dev/null || fail "enrolment failed"
 "${verifier[@]}" policy learn "$addr" >/dev/null || fail "policy learn failed"
 "${verifier[@]}" attest "$addr" --export "$work/evidence" >/dev/null ||

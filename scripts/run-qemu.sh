@@ -64,7 +64,11 @@ sed -n '/^AVM-REPORT-BEGIN/,/^AVM-REPORT-END/p' "$serial" |
 grep '^AVM-NET-UP' "$serial" | sed 's/^/  /' || true
 
 step "Reference values: allow this A-VM image"
-"${verifier[@]}" policy init --avm-image "$image" || fail "policy init failed"
+# The A-VM's Mon-VM kernel profile is allowed by digest, like the image.
+monvm_profile=$(json_field monvm_profile)
+profile_args=()
+[ -z "$monvm_profile" ] || profile_args=(--monvm-profile "$monvm_profile")
+"${verifier[@]}" policy init --avm-image "$image" "${profile_args[@]}" || fail "policy init failed"
 
 step "Enrolling $addr (EK certificate chain, credential activation of the AK)"
 "${verifier[@]}" enroll "$addr" --ek-ca "$ek_ca" || fail "enrolment failed"

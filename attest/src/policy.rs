@@ -77,6 +77,19 @@ pub struct ReferenceValues {
     /// and number. An empty list means "not known yet".
     #[serde(default)]
     pub firmware_sequences: Vec<FirmwareSequence>,
+    /// Kernel profiles the A-VM may introspect a Mon-VM with (PCR 8), by
+    /// the SHA-256 of the profile file (`avm-verifier profile`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monvm_profiles: Vec<ProfileRef>,
+}
+
+/// An allowed Mon-VM kernel profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRef {
+    #[serde(with = "hex32")]
+    pub sha256: [u8; 32],
+    /// The kernel release it describes (for people and reports).
+    pub release: String,
 }
 
 /// The extended firmware events (PCRs 0-7) of one known-good boot, in log
@@ -141,6 +154,7 @@ impl Default for ReferenceValues {
             avm_image_sha256: Vec::new(),
             firmware_events: Vec::new(),
             firmware_sequences: Vec::new(),
+            monvm_profiles: Vec::new(),
         }
     }
 }

@@ -162,6 +162,9 @@ pub enum Reason {
     /// `index` of the proven log, PCR 12): the node stays untrusted until
     /// it is re-attested from a fresh boot.
     MonVmViolation { index: usize },
+    /// The A-VM introspects the Mon-VM with a kernel profile (PCR 8) the
+    /// policy does not allow.
+    MonVmProfileUnknown,
 }
 
 impl Reason {
@@ -189,6 +192,7 @@ impl Reason {
             Self::MeasurementLogInconsistent { .. } => "measurement-log-inconsistent",
             Self::MeasurementLogReplayMismatch { .. } => "measurement-log-replay-mismatch",
             Self::MonVmViolation { .. } => "monvm-violation",
+            Self::MonVmProfileUnknown => "monvm-profile-unknown",
         }
     }
 
@@ -260,6 +264,9 @@ impl core::fmt::Display for Reason {
             Self::MeasurementLogReplayMismatch { pcr } => write!(
                 f,
                 "no prefix of the measurement log replays to the quoted PCR {pcr}"
+            ),
+            Self::MonVmProfileUnknown => f.write_str(
+                "the A-VM uses a Mon-VM kernel profile the reference values do not allow",
             ),
             Self::MonVmViolation { index } => write!(
                 f,
@@ -635,12 +642,38 @@ pub struct MeasurementLogCheck {
     pub config_digest: Option<[u8; 32]>,
     /// The proven monitoring events (PCR 12): record index and name.
     pub events: Vec<(usize, Vec<u8>)>,
+    /// The names of the proven start-up records of the Mon-VM (PCR 11).
+    pub startup: Vec<Vec<u8>>,
 }
 
 /// Marks a monitoring event's name as a violation (`monvm:event:N:violation:...`).
 pub const VIOLATION_MARK: &[u8] = b":violation:";
 
 impl MeasurementLogCheck {
+    /// Whether the A-VM's configuration is one the policy allows: a kernel
+    /// profile it measured must be an allowed one (an A-VM without a
+    /// Mon-VM measures none).
+    pub fn appraise_config(&self, policy: Option<&ReferenceValues>) -> Option<Reason> {
+        let digest = self.config_digest?;
+        let allowed = policy.is_some_and(|p| p.monvm_profiles.iter().any(|r| r.sha256 == digest));
+        (!allowed).then_some(Reason::MonVmProfileUnknown)
+    }
+
+    /// The Mon-VM kernel release the A-VM measured at start-up.
+    pub fn monvm_kernel(&self) -> Option<&[u8]> {
+        self.startup
+            .iter()
+            .find_map(|n| n.strip_prefix(b"monvm:kernel:".as_slice()))
+    }
+
+    /// How many start-up records have this name prefix (`monvm:module:`, ...).
+    pub fn startup_count(&self, prefix: &[u8]) -> usize {
+        self.startup
+            .iter()
+            .filter(|n| n.starts_with(prefix))
+            .count()
+    }
+
     /// A reason for every proven event that recorded a violation: once
     /// recorded, a violation keeps the node untrusted (a restored state
     /// does not undo what ran meanwhile).
@@ -679,6 +712,7 @@ pub fn check_measurement_log(
         per_pcr: [0; 8],
         config_digest: None,
         events: Vec::new(),
+        startup: Vec::new(),
     };
     let Some(log) = log else {
         return if expected.iter().flatten().all(|d| *d == [0; 32]) {
@@ -736,6 +770,12 @@ pub fn check_measurement_log(
         .and_then(|r| r.ng_fields().ok())
         .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
     check.after_quote = records.len() - check.proven;
+    check.startup = records
+        .iter()
+        .take(check.proven)
+        .filter(|r| r.pcr == 11)
+        .filter_map(|r| r.ng_fields().ok().map(|f| f.name.to_vec()))
+        .collect();
     check.events = records
         .iter()
         .enumerate()

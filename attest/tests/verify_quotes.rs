@@ -482,6 +482,7 @@ fn reason_codes_are_distinct_and_kebab_case() {
         Reason::MeasurementLogInconsistent { index: 0 },
         Reason::MeasurementLogReplayMismatch { pcr: 8 },
         Reason::MonVmViolation { index: 0 },
+        Reason::MonVmProfileUnknown,
     ];
     let mut codes: Vec<_> = all.iter().map(Reason::code).collect();
     for code in &codes {

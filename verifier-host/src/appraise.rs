@@ -98,7 +98,10 @@ pub fn appraise(
         authenticated.then(|| check_measurement_log(input.measurement_log, input.evidence.pcrs));
     match &log {
         Some(Err(reason)) => verdict.reasons.push(*reason),
-        Some(Ok(check)) => verdict.reasons.extend(check.violations()),
+        Some(Ok(check)) => {
+            verdict.reasons.extend(check.appraise_config(policy));
+            verdict.reasons.extend(check.violations());
+        }
         None => {}
     }
     verdict.trusted = verdict.reasons.is_empty();

@@ -508,8 +508,20 @@ pub fn policy_init(
     ctx: &Context,
     images: &[PathBuf],
     digests: &[String],
+    monvm_kernels: &[PathBuf],
+    monvm_profiles: &[PathBuf],
 ) -> Result<u8, CommandError> {
     let mut policy = ReferenceValues::default();
+    for kernel in monvm_kernels {
+        policy
+            .monvm_profiles
+            .push(crate::profile::reference_from_vmlinuz(kernel)?);
+    }
+    for profile in monvm_profiles {
+        policy
+            .monvm_profiles
+            .push(crate::profile::reference_from_profile(profile)?);
+    }
     for image in images {
         let bytes = files::read_operator_file(image, MAX_IMAGE_LEN).map_err(err)?;
         policy.allow_image(sha256(&bytes));
@@ -539,6 +551,9 @@ fn learnable(reason: &Reason) -> bool {
         Reason::FirmwareEventUnknown { .. }
             | Reason::FirmwareSequenceUnknown { .. }
             | Reason::ReferenceValuesMissing(_)
+            // The Mon-VM profile is allowed by `policy init`, not learned;
+            // it does not make the firmware events any less genuine.
+            | Reason::MonVmProfileUnknown
     )
 }
 

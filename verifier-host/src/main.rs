@@ -148,6 +148,14 @@ enum PolicyCommand {
         /// Allowed A-VM image digest, hex (repeatable).
         #[arg(long, value_name = "HEX")]
         avm_image_sha256: Vec<String>,
+        /// A Mon-VM kernel (a package's vmlinuz) the A-VM may introspect:
+        /// its profile is built and allowed (repeatable).
+        #[arg(long, value_name = "VMLINUZ")]
+        monvm_kernel: Vec<PathBuf>,
+        /// An allowed Mon-VM kernel profile file (`avm-verifier profile`
+        /// output; repeatable).
+        #[arg(long, value_name = "FILE")]
+        monvm_profile: Vec<PathBuf>,
     },
     /// Learn firmware event digests from a known-good boot of an enrolled
     /// node (its quote must verify and its PCR 0 match an allowed image).
@@ -224,7 +232,15 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
             PolicyCommand::Init {
                 avm_image,
                 avm_image_sha256,
-            } => commands::policy_init(&ctx, &avm_image, &avm_image_sha256),
+                monvm_kernel,
+                monvm_profile,
+            } => commands::policy_init(
+                &ctx,
+                &avm_image,
+                &avm_image_sha256,
+                &monvm_kernel,
+                &monvm_profile,
+            ),
             PolicyCommand::Learn { addr } => commands::policy_learn(&ctx, &addr),
             PolicyCommand::Show => commands::policy_show(&ctx),
         },

@@ -51,6 +51,31 @@ pub fn profile(opts: &ProfileOptions) -> Result<u8, CommandError> {
     Ok(EXIT_OK)
 }
 
+/// The allowed-profile reference of a kernel package's vmlinuz (built as
+/// `profile` builds it).
+pub fn reference_from_vmlinuz(path: &Path) -> Result<avm_attest::policy::ProfileRef, CommandError> {
+    let vmlinuz =
+        files::read_operator_file(path, MAX_VMLINUZ).map_err(|e| CommandError(e.to_string()))?;
+    let built = build::from_vmlinuz(&vmlinuz)
+        .map_err(|e| CommandError(format!("{}: {e}", path.display())))?;
+    Ok(avm_attest::policy::ProfileRef {
+        sha256: built.digest,
+        release: built.profile.kernel.release.clone(),
+    })
+}
+
+/// The allowed-profile reference of a profile file.
+pub fn reference_from_profile(path: &Path) -> Result<avm_attest::policy::ProfileRef, CommandError> {
+    let bytes = files::read_operator_file(path, vmi::profile::MAX_PROFILE_LEN as u64)
+        .map_err(|e| CommandError(e.to_string()))?;
+    let profile = vmi::profile::KernelProfile::decode(&bytes)
+        .map_err(|e| CommandError(format!("{}: not a kernel profile: {e:?}", path.display())))?;
+    Ok(avm_attest::policy::ProfileRef {
+        sha256: vmi::profile::digest(&bytes),
+        release: profile.kernel.release,
+    })
+}
+
 /// Writes `bytes` to a new file next to `path` and renames it over `path`,
 /// so a reader never sees half a profile.
 fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {

@@ -175,6 +175,12 @@ pub struct ReportMeasurementLog {
     pub monvm_ima_entries: usize,
     /// Proven records per PCR 8-15 (index 0 is PCR 8).
     pub records_per_pcr: [usize; 8],
+    /// The Mon-VM kernel release the A-VM measured at start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monvm_kernel: Option<String>,
+    /// Modules and user-space processes the A-VM measured at start-up.
+    pub monvm_modules: usize,
+    pub monvm_processes: usize,
     /// The proven monitoring events (PCR 12), as the A-VM named them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<String>,
@@ -188,6 +194,11 @@ impl From<&avm_attest::verify::MeasurementLogCheck> for ReportMeasurementLog {
             config_sha256: check.config_digest.map(|d| to_hex(&d)),
             monvm_ima_entries: check.per_pcr[2],
             records_per_pcr: check.per_pcr,
+            monvm_kernel: check
+                .monvm_kernel()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            monvm_modules: check.startup_count(b"monvm:module:"),
+            monvm_processes: check.startup_count(b"monvm:process:"),
             events: check
                 .events
                 .iter()
@@ -285,6 +296,14 @@ impl Report {
                 "  measurement log: {} records proven ({} after the quote), Mon-VM IMA entries anchored: {}\n",
                 log.proven_records, log.after_quote, log.monvm_ima_entries
             ));
+            if let Some(kernel) = &log.monvm_kernel {
+                out.push_str(&format!(
+                    "  Mon-VM kernel {}: {} modules, {} processes at start-up\n",
+                    escape_control(kernel),
+                    log.monvm_modules,
+                    log.monvm_processes
+                ));
+            }
             for event in &log.events {
                 out.push_str(&format!("  event: {}\n", escape_control(event)));
             }

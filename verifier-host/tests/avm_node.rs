@@ -559,6 +559,25 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     verifier_exit(state, &["policy", "init", "--avm-image", image_arg], 0);
     verifier_exit(state, &["enroll", &addr, "--ek-ca", &ek_ca_of(&node)], 0);
     verifier_exit(state, &["policy", "learn", &addr], 0);
+    // The A-VM's configuration must be allowed too: a policy that allows
+    // no Mon-VM kernel profile refuses the node (fail closed).
+    let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
+    assert_eq!(reason_codes(&out), ["monvm-profile-unknown"]);
+    let profile = record.monvm_profile.clone().expect("a profile");
+    let profile_arg = profile.to_str().expect("utf-8");
+    verifier_exit(
+        state,
+        &[
+            "policy",
+            "init",
+            "--avm-image",
+            image_arg,
+            "--monvm-profile",
+            profile_arg,
+        ],
+        0,
+    );
+    verifier_exit(state, &["policy", "learn", &addr], 0);
     let export = tmp.path().join("export");
     let export_arg = export.to_str().expect("utf-8");
     let out = verifier_exit(
@@ -573,14 +592,30 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
         record.monvm_profile_sha256.as_deref(),
         "{report}"
     );
+    assert_eq!(
+        log["monvm_kernel"].as_str(),
+        record.monvm_kernel_release.as_deref(),
+        "{report}"
+    );
+    assert!(log["monvm_processes"].as_u64() >= Some(1), "{report}");
+    assert_eq!(log["monvm_modules"].as_u64(), Some(0), "{report}");
     let anchored = log["monvm_ima_entries"].as_u64().expect("a count");
     assert!(anchored > 0, "{report}");
     // PCR 8: the profile; PCR 10: the anchored IMA entries; PCR 11: the
-    // start-up state of the system-call table and the IDT.
-    assert_eq!(log["records_per_pcr"][3].as_u64(), Some(2), "{report}");
+    // kernel, modules and processes at start-up, and the start-up state
+    // of the system-call table and the IDT.
+    let startup = 1
+        + log["monvm_modules"].as_u64().unwrap_or(0)
+        + log["monvm_processes"].as_u64().unwrap_or(0)
+        + 2;
+    assert_eq!(
+        log["records_per_pcr"][3].as_u64(),
+        Some(startup),
+        "{report}"
+    );
     assert_eq!(
         log["proven_records"].as_u64(),
-        Some(anchored + 3),
+        Some(1 + anchored + startup),
         "{report}"
     );
     let out = verifier_exit(state, &["attest", &addr], 0);

@@ -228,6 +228,7 @@ impl MonVm {
             Ok(found) => {
                 self.surveyed = true;
                 report(&found, &self.profile, time::now_us() - started);
+                measure_startup(&found, &self.profile, tpm, log);
                 anchor_ima(&found, tpm, log);
                 self.watch(now_us, tpm, log);
             }
@@ -398,6 +399,43 @@ fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) {
         log.records(),
         avm_attest::hex::Hex(&pcr10.unwrap_or([0; 32]))
     );
+}
+
+/// The start-up state of the Mon-VM in PCR 11: its kernel, each loaded
+/// module and each user-space process, one record each (the name says
+/// what; the digest is SHA-256 of the name, or the profile's digest for
+/// the kernel), so a verifier can count and name them.
+fn measure_startup(
+    found: &Survey,
+    profile: &KernelProfile,
+    tpm: &mut KernelTpm,
+    log: &mut MeasurementLog,
+) {
+    let mut names: Vec<alloc::string::String> = Vec::new();
+    names.push(text(format_args!(
+        "monvm:kernel:{}",
+        profile.kernel.release.as_str()
+    )));
+    for module in &found.modules.items {
+        names.push(text(format_args!(
+            "monvm:module:{}",
+            core::str::from_utf8(module.name.as_bytes()).unwrap_or("?")
+        )));
+    }
+    for task in found.tasks.items.iter().filter(|t| !t.is_kernel_thread()) {
+        names.push(text(format_args!(
+            "monvm:process:{}:{}",
+            task.pid,
+            core::str::from_utf8(task.comm.as_bytes()).unwrap_or("?")
+        )));
+    }
+    for name in names {
+        let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+        if let Err(e) = log.measure(tpm, MONVM_PCR, &digest, name.as_bytes()) {
+            warn!("monvm: measuring {} failed: {}", name.as_str(), e);
+            return;
+        }
+    }
 }
 
 /// Logs the survey, and one `AVM-MONVM` line for tests and tools.
