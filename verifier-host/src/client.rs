@@ -520,7 +520,7 @@ mod tests {
         assert!(matches!(err, ClientError::Deadline(_)), "{err}");
         // Each byte arrived well within a per-read timeout; only the
         // overall deadline ends this.
-        assert!(took < Duration::from_millis(1200), "{took:?}");
+        assert!(took < Duration::from_millis(1800), "{took:?}");
         dripper.join().unwrap();
     }
 
