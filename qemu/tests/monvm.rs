@@ -349,6 +349,22 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
         Some(avm_qemu::hex::encode(&pcrs[10]).as_str()),
         "the A-VM's PCR 10 is not the replay of the guest's first {ima} IMA records"
     );
+
+    // A program that appears later is measured by the guest's IMA, and
+    // the A-VM anchors the new entry as it appears (no violation: the
+    // entries anchored before are unchanged).
+    sh(
+        &mut console,
+        "printf '#!/bin/sh\\necho later\\n' > /usr/bin/avm-later && chmod +x /usr/bin/avm-later",
+    );
+    assert_eq!(sh(&mut console, "/usr/bin/avm-later").trim(), "later");
+    let later = avm_line(record, "AVM-MONVM-IMA-NEW ");
+    assert!(count_field(&later, "anchored") >= 1, "{later:?}");
+    let serial = std::fs::read_to_string(&record.avm_serial).expect("the A-VM serial log");
+    assert!(
+        !serial.contains(":violation:ima"),
+        "a false IMA violation:\n{serial}"
+    );
     // Every symbol the A-VM uses, and every system-call handler, is where
     // the profile says (plus the slide) in the running guest's kallsyms.
     let profile = vmi::profile::KernelProfile::decode(

@@ -38,6 +38,8 @@ const MONVM_PCR: u8 = 11;
 const EVENT_PCR: u8 = 12;
 /// How often the system-call table and the IDT are checked.
 const CHECK_PERIOD_US: u64 = 100_000;
+/// The IMA list is walked every this many check rounds (500 ms).
+const IMA_ROUNDS: u64 = 5;
 
 /// The Mon-VM's RAM: the ivshmem BAR, identity-mapped.
 #[derive(Debug)]
@@ -133,7 +135,10 @@ pub struct MonVm {
     next_try_us: u64,
     surveyed: bool,
     /// The violations the last check found, by area (their texts).
-    current: [Vec<alloc::string::String>; 2],
+    current: [Vec<alloc::string::String>; 3],
+    /// Template hash of every IMA list entry seen so far, in list order.
+    ima_seen: Vec<[u8; 20]>,
+    rounds: u64,
     next_check_us: u64,
     events: u32,
     /// Whether the start-up state went into PCR 11.
@@ -191,7 +196,9 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         profile,
         next_try_us: 0,
         surveyed: false,
-        current: [Vec::new(), Vec::new()],
+        current: [Vec::new(), Vec::new(), Vec::new()],
+        ima_seen: Vec::new(),
+        rounds: 0,
         next_check_us: 0,
         events: 0,
         startup_measured: false,
@@ -229,7 +236,7 @@ impl MonVm {
                 self.surveyed = true;
                 report(&found, &self.profile, time::now_us() - started);
                 measure_startup(&found, &self.profile, tpm, log);
-                anchor_ima(&found, tpm, log);
+                self.ima_seen = anchor_ima(&found, tpm, log);
                 self.watch(now_us, tpm, log);
             }
             Err(e) => debug!("monvm: kernel not found yet: {}", e),
@@ -254,7 +261,15 @@ impl MonVm {
         else {
             return true;
         };
-        let mut found: [Vec<alloc::string::String>; 2] = [Vec::new(), Vec::new()];
+        let mut found: [Vec<alloc::string::String>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        // The IMA list every IMA_ROUNDS rounds (it grows; walking it costs
+        // more), else its last verdict stands.
+        self.rounds += 1;
+        found[2] = if self.rounds % IMA_ROUNDS == 0 {
+            watch_ima(&view, &self.profile, &mut self.ima_seen, tpm, log)
+        } else {
+            self.current[2].clone()
+        };
         let mut table_digest = [0u8; 32];
         match checks::syscall_table(&view.space, &view.location, &self.profile) {
             Ok(report) => {
@@ -287,7 +302,7 @@ impl MonVm {
             if now == before {
                 continue;
             }
-            let area_name = ["sys_call_table", "idt"][area];
+            let area_name = ["sys_call_table", "idt", "ima"][area];
             let mut texts: Vec<alloc::string::String> = now
                 .iter()
                 .filter(|t| !before.contains(t))
@@ -313,6 +328,81 @@ impl MonVm {
         }
         self.current = found;
         true
+    }
+}
+
+/// Walks the Mon-VM's IMA list: entries seen before (`seen`) must be
+/// unchanged (same template hash, still SHA-1 of their data) and still
+/// there; new consistent entries are anchored into PCR 10 as they appear.
+/// Returns the violations found.
+fn watch_ima(
+    view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
+    profile: &KernelProfile,
+    seen: &mut Vec<[u8; 20]>,
+    tpm: &mut KernelTpm,
+    log: &mut MeasurementLog,
+) -> Vec<alloc::string::String> {
+    {
+        let mut violations = Vec::new();
+        let Some(head) = view.location.runtime_of(profile.symbols.ima_measurements) else {
+            return violations;
+        };
+        let limits = vmi::linux::ImaLimits::default();
+        let walk = vmi::linux::measurements(
+            &view.space,
+            head,
+            &profile.offsets.ima,
+            &limits,
+            SurveyLimits::default().max_ima_entries,
+        );
+        let mut index = 0usize;
+        let mut new_entries = 0usize;
+        for entry in walk {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    violations.push(text(format_args!("list broken after entry {index}: {e}")));
+                    return violations;
+                }
+            };
+            let data = entry.template_data();
+            let consistent = ima::template_sha1(&data) == entry.template_hash;
+            match seen.get(index) {
+                Some(seen) if *seen == entry.template_hash && consistent => {}
+                Some(_) => violations.push(text(format_args!("entry {index} rewritten"))),
+                None => {
+                    seen.push(entry.template_hash);
+                    let name = core::str::from_utf8(&entry.template_name).unwrap_or("");
+                    let record = ima::ImaRecord {
+                        pcr: ima::IMA_PCR,
+                        template_hash: entry.template_hash,
+                        template_name: name,
+                        template_data: &data,
+                    };
+                    if consistent && !name.is_empty() {
+                        if let Err(e) = log.anchor(tpm, &record) {
+                            warn!("monvm: anchoring IMA entry failed: {}", e);
+                        } else {
+                            new_entries += 1;
+                        }
+                    } else {
+                        violations.push(text(format_args!("entry {index} inconsistent")));
+                    }
+                }
+            }
+            index += 1;
+        }
+        if index < seen.len() {
+            violations.push(text(format_args!("{} entries removed", seen.len() - index)));
+        }
+        if new_entries > 0 {
+            println!(
+                "AVM-MONVM-IMA-NEW anchored={} total_seen={}",
+                new_entries,
+                seen.len()
+            );
+        }
+        violations
     }
 }
 
@@ -360,8 +450,9 @@ fn link_relative_digest(
 /// list in memory, where a rootkit could rewrite it; once anchored, an
 /// entry cannot be changed unnoticed. An entry whose template hash is not
 /// SHA-1 of its template data is not anchored (it was not made by IMA).
-fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) {
+fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> Vec<[u8; 20]> {
     let (mut anchored, mut inconsistent) = (0usize, 0usize);
+    let seen = found.ima.items.iter().map(|e| e.template_hash).collect();
     for entry in &found.ima.items {
         let data = entry.template_data();
         let Ok(name) = core::str::from_utf8(&entry.template_name) else {
@@ -384,7 +475,7 @@ fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) {
         }
         if let Err(e) = log.anchor(tpm, &record) {
             warn!("monvm: anchoring IMA entry failed: {}", e);
-            return;
+            return seen;
         }
         anchored += 1;
     }
@@ -399,6 +490,7 @@ fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) {
         log.records(),
         avm_attest::hex::Hex(&pcr10.unwrap_or([0; 32]))
     );
+    seen
 }
 
 /// The start-up state of the Mon-VM in PCR 11: its kernel, each loaded
