@@ -104,6 +104,30 @@ impl MonVmPatch {
         bytes: impl FnOnce(&[u8], &vmi::linux::KernelLocation) -> Vec<u8>,
         len: usize,
     ) -> Self {
+        Self::at(
+            record,
+            |view, profile, _| {
+                view.location
+                    .runtime_of(link_va(profile))
+                    .expect("a kernel-image address")
+            },
+            bytes,
+            len,
+        )
+    }
+
+    /// Writes `bytes` at the kernel virtual address `locate` finds (it
+    /// gets the located kernel, the profile and the RAM to read from).
+    pub fn at(
+        record: &crate::NodeRecord,
+        locate: impl FnOnce(
+            &vmi::linux::KernelView<'_, vmi::file::FileMemory>,
+            &vmi::profile::KernelProfile,
+            &vmi::file::FileMemory,
+        ) -> vmi::GuestVirtAddr,
+        bytes: impl FnOnce(&[u8], &vmi::linux::KernelLocation) -> Vec<u8>,
+        len: usize,
+    ) -> Self {
         use std::os::unix::fs::FileExt;
         let ram = record.monvm_ram.clone().expect("a node with a Mon-VM");
         let layout =
@@ -114,10 +138,7 @@ impl MonVmPatch {
         let profile = vmi::profile::KernelProfile::decode(&profile_bytes).expect("profile decodes");
         let memory = vmi::file::FileMemory::open(&ram, layout).expect("opening the RAM file");
         let view = vmi::linux::view(&memory, layout.regions(), &profile).expect("kernel located");
-        let va = view
-            .location
-            .runtime_of(link_va(&profile))
-            .expect("a kernel-image address");
+        let va = locate(&view, &profile, &memory);
         let phys = view.space.translate(va).expect("the address translates");
         let (offset, run) = layout.locate(phys).expect("inside the RAM layout");
         assert!(run >= len as u64, "the patch crosses a RAM region");

@@ -195,6 +195,66 @@ fn check_live(series: &str) {
         console.run_ok("echo alive").expect("a command runs").trim(),
         "alive"
     );
+
+    // The A-VM (its own watch; the brief tamperings above may fall between
+    // two of its checks) notices an IMA entry rewritten after it anchored
+    // it, and the entry back as it was.
+    wait_for_avm(&record, "AVM-MONVM-IMA ");
+    let rewritten = MonVmPatch::at(
+        &record,
+        |view, profile, _| {
+            let head = view
+                .location
+                .runtime_of(profile.symbols.ima_measurements)
+                .expect("ima_measurements in the image");
+            let entry = vmi::linux::measurements(
+                &view.space,
+                head,
+                &profile.offsets.ima,
+                &vmi::linux::ImaLimits::default(),
+                64,
+            )
+            .nth(1)
+            .expect("a second IMA entry")
+            .expect("it reads");
+            let digests = vmi::paging::VirtualMemory::read_pointer(
+                &view.space,
+                entry
+                    .address
+                    .checked_add(profile.offsets.ima.entry_digests)
+                    .expect("canonical"),
+            )
+            .expect("the digests pointer reads");
+            digests
+                .checked_add(profile.offsets.ima.tpm_digest_digest)
+                .expect("canonical")
+        },
+        |original, _| {
+            let mut hash = original.to_vec();
+            hash[0] ^= 0xff;
+            hash
+        },
+        20,
+    );
+    wait_for_avm(&record, ":violation:ima:entry 1 rewritten");
+    drop(rewritten);
+    wait_for_avm(&record, ":clean:ima");
+}
+
+/// Waits until the A-VM's serial log contains `needle`.
+fn wait_for_avm(record: &avm_qemu::NodeRecord, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
+        if serial.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the A-VM never printed {needle:?}:\n{serial}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
