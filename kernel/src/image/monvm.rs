@@ -265,7 +265,7 @@ impl MonVm {
         // The IMA list every IMA_ROUNDS rounds (it grows; walking it costs
         // more), else its last verdict stands.
         self.rounds += 1;
-        found[2] = if self.rounds % IMA_ROUNDS == 0 {
+        found[2] = if self.rounds.is_multiple_of(IMA_ROUNDS) {
             watch_ima(&view, &self.profile, &mut self.ima_seen, tpm, log)
         } else {
             self.current[2].clone()
