@@ -168,3 +168,20 @@ impl Drop for MonVmPatch {
         let _ = self.file.write_all_at(&self.original, self.offset);
     }
 }
+
+/// Waits (at most 60 s) until the node's A-VM serial log contains
+/// `needle`; panics with the log otherwise.
+pub fn wait_for_avm_serial(record: &crate::NodeRecord, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
+        if serial.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the A-VM never printed {needle:?}:\n{serial}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

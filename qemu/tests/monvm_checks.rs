@@ -199,7 +199,7 @@ fn check_live(series: &str) {
     // The A-VM (its own watch; the brief tamperings above may fall between
     // two of its checks) notices an IMA entry rewritten after it anchored
     // it, and the entry back as it was.
-    wait_for_avm(&record, "AVM-MONVM-IMA ");
+    avm_qemu::testing::wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
     let rewritten = MonVmPatch::at(
         &record,
         |view, profile, _| {
@@ -236,25 +236,9 @@ fn check_live(series: &str) {
         },
         20,
     );
-    wait_for_avm(&record, ":violation:ima:entry 1 rewritten");
+    avm_qemu::testing::wait_for_avm_serial(&record, ":violation:ima:entry 1 rewritten");
     drop(rewritten);
-    wait_for_avm(&record, ":clean:ima");
-}
-
-/// Waits until the A-VM's serial log contains `needle`.
-fn wait_for_avm(record: &avm_qemu::NodeRecord, needle: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
-        if serial.contains(needle) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the A-VM never printed {needle:?}:\n{serial}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    avm_qemu::testing::wait_for_avm_serial(&record, ":clean:ima");
 }
 
 #[test]

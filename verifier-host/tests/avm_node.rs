@@ -542,17 +542,7 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     let addr = addr_of(&node);
     let record = node.record().clone();
     // Wait until the A-VM has anchored the Mon-VM's IMA list.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&record.avm_serial)
-        .unwrap_or_default()
-        .contains("AVM-MONVM-IMA ")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the A-VM did not anchor the Mon-VM's IMA list"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    avm_qemu::testing::wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
     let state = tmp.path().join("verifier");
     let state = state.as_path();
     let image_arg = image.to_str().expect("utf-8");
@@ -679,20 +669,7 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     // A rootkit redirects getpid's system-call slot (39): the A-VM records
     // the violation as an event (PCR 12) within its check period, and the
     // node is untrusted, also after the slot is restored.
-    let wait_for = |needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
-            if serial.contains(needle) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the A-VM never printed {needle:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_for = |needle: &str| avm_qemu::testing::wait_for_avm_serial(&record, needle);
     let patched_at = std::time::Instant::now();
     let patch = avm_qemu::testing::MonVmPatch::kernel(
         &record,
