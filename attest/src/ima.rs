@@ -21,6 +21,7 @@ use alloc::vec::Vec;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use crate::eventlog::extend_sha256;
 use crate::reader::Reader;
 
 /// The PCR IMA extends by default (CONFIG_IMA_MEASURE_PCR_IDX).
@@ -176,10 +177,7 @@ pub fn replay_sha256(records: &[ImaRecord<'_>], initial: &[[u8; 32]; 24]) -> [[u
     for record in records {
         // `read` refused PCRs above 23; a hand-built record is skipped.
         if let Some(pcr) = pcrs.get_mut(record.pcr as usize) {
-            let mut h = Sha256::new();
-            h.update(*pcr);
-            h.update(record.sha256_extend_value());
-            *pcr = h.finalize().into();
+            *pcr = extend_sha256(pcr, &record.sha256_extend_value());
         }
     }
     pcrs

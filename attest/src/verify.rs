@@ -14,7 +14,6 @@ use crate::pcr::PcrMask;
 use crate::policy::{FirmwareSequence, ReferenceValues, firmware_events_of};
 use crate::tpm::{self, Attest, Signature, VerifyingKey, pcr_digest};
 use crate::wire::{Evidence, PcrValue};
-use sha2::{Digest, Sha256};
 
 /// PCRs a quote must cover unless the caller says otherwise: the firmware
 /// PCRs 0-7, which hold the measured launch.
@@ -743,10 +742,7 @@ pub fn check_measurement_log(
         if !record.template_hash_matches() {
             return Err(Reason::MeasurementLogInconsistent { index });
         }
-        let mut h = Sha256::new();
-        h.update(pcrs[slot]);
-        h.update(record.sha256_extend_value());
-        pcrs[slot] = h.finalize().into();
+        pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &record.sha256_extend_value());
         counts[slot] += 1;
         if matches(&pcrs) {
             proven_any = true;

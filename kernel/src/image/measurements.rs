@@ -6,7 +6,6 @@
 use alloc::vec::Vec;
 use avm_attest::ima;
 use avm_attest::wire::LogChunk;
-use sha2::{Digest, Sha256};
 
 use crate::tpm_boot::KernelTpm;
 
@@ -32,13 +31,16 @@ impl MeasurementLog {
         digest: &[u8; 32],
         name: &[u8],
     ) -> Result<(), tpm_crb::TpmError> {
-        let record = ima::ng_record(u32::from(pcr), digest, name);
         let data = ima::ng_template_data("sha256", digest, name, None);
-        let extend: [u8; 32] = Sha256::digest(&data).into();
-        tpm.pcr_extend(pcr, &extend)?;
-        self.starts.push(self.bytes.len());
-        self.bytes.extend_from_slice(&record);
-        Ok(())
+        self.anchor(
+            tpm,
+            &ima::ImaRecord {
+                pcr: u32::from(pcr),
+                template_hash: ima::template_sha1(&data),
+                template_name: "ima-ng",
+                template_data: &data,
+            },
+        )
     }
 
     /// Anchors a record made elsewhere (a Mon-VM IMA entry) as it is:

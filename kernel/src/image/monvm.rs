@@ -243,9 +243,7 @@ impl MonVm {
         }
         true
     }
-}
 
-impl MonVm {
     /// Checks the system-call table and the IDT every [`CHECK_PERIOD_US`].
     /// The first check's results are measured into PCR 11 (start-up);
     /// afterwards every change of an area's violations is an event in
@@ -270,12 +268,8 @@ impl MonVm {
         } else {
             self.current[2].clone()
         };
-        let mut table_digest = [0u8; 32];
         match checks::syscall_table(&view.space, &view.location, &self.profile) {
-            Ok(report) => {
-                found[0] = report.findings.iter().map(to_text).collect();
-                table_digest = link_relative_digest(&view, &self.profile);
-            }
+            Ok(report) => found[0] = report.findings.iter().map(to_text).collect(),
             Err(e) => found[0].push(to_text(&e)),
         }
         let mut idt_digest = [0u8; 32];
@@ -288,6 +282,7 @@ impl MonVm {
         }
         if !self.startup_measured {
             self.startup_measured = true;
+            let table_digest = link_relative_digest(&view, &self.profile);
             let records: [(&[u8; 32], &[u8]); 2] = [
                 (&table_digest, b"monvm:sys_call_table"),
                 (&idt_digest, b"monvm:idt"),
@@ -342,68 +337,55 @@ fn watch_ima(
     tpm: &mut KernelTpm,
     log: &mut MeasurementLog,
 ) -> Vec<alloc::string::String> {
-    {
-        let mut violations = Vec::new();
-        let Some(head) = view.location.runtime_of(profile.symbols.ima_measurements) else {
-            return violations;
+    let mut violations = Vec::new();
+    let Some(head) = view.location.runtime_of(profile.symbols.ima_measurements) else {
+        return violations;
+    };
+    let limits = vmi::linux::ImaLimits::default();
+    let walk = vmi::linux::measurements(
+        &view.space,
+        head,
+        &profile.offsets.ima,
+        &limits,
+        SurveyLimits::default().max_ima_entries,
+    );
+    let mut index = 0usize;
+    let mut new_entries = 0usize;
+    for entry in walk {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                violations.push(text(format_args!("list broken after entry {index}: {e}")));
+                return violations;
+            }
         };
-        let limits = vmi::linux::ImaLimits::default();
-        let walk = vmi::linux::measurements(
-            &view.space,
-            head,
-            &profile.offsets.ima,
-            &limits,
-            SurveyLimits::default().max_ima_entries,
-        );
-        let mut index = 0usize;
-        let mut new_entries = 0usize;
-        for entry in walk {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    violations.push(text(format_args!("list broken after entry {index}: {e}")));
-                    return violations;
-                }
-            };
-            let data = entry.template_data();
-            let consistent = ima::template_sha1(&data) == entry.template_hash;
-            match seen.get(index) {
-                Some(seen) if *seen == entry.template_hash && consistent => {}
-                Some(_) => violations.push(text(format_args!("entry {index} rewritten"))),
-                None => {
-                    seen.push(entry.template_hash);
-                    let name = core::str::from_utf8(&entry.template_name).unwrap_or("");
-                    let record = ima::ImaRecord {
-                        pcr: ima::IMA_PCR,
-                        template_hash: entry.template_hash,
-                        template_name: name,
-                        template_data: &data,
-                    };
-                    if consistent && !name.is_empty() {
-                        if let Err(e) = log.anchor(tpm, &record) {
-                            warn!("monvm: anchoring IMA entry failed: {}", e);
-                        } else {
-                            new_entries += 1;
-                        }
-                    } else {
-                        violations.push(text(format_args!("entry {index} inconsistent")));
-                    }
+        let data = entry.template_data();
+        let record = made_by_ima(&entry, &data);
+        match seen.get(index) {
+            Some(seen) if *seen == entry.template_hash && record.is_some() => {}
+            Some(_) => violations.push(text(format_args!("entry {index} rewritten"))),
+            None => {
+                seen.push(entry.template_hash);
+                match record.map(|r| log.anchor(tpm, &r)) {
+                    Some(Ok(())) => new_entries += 1,
+                    Some(Err(e)) => warn!("monvm: anchoring IMA entry failed: {}", e),
+                    None => violations.push(text(format_args!("entry {index} inconsistent"))),
                 }
             }
-            index += 1;
         }
-        if index < seen.len() {
-            violations.push(text(format_args!("{} entries removed", seen.len() - index)));
-        }
-        if new_entries > 0 {
-            println!(
-                "AVM-MONVM-IMA-NEW anchored={} total_seen={}",
-                new_entries,
-                seen.len()
-            );
-        }
-        violations
+        index += 1;
     }
+    if index < seen.len() {
+        violations.push(text(format_args!("{} entries removed", seen.len() - index)));
+    }
+    if new_entries > 0 {
+        println!(
+            "AVM-MONVM-IMA-NEW anchored={} total_seen={}",
+            new_entries,
+            seen.len()
+        );
+    }
+    violations
 }
 
 fn to_text(value: &impl core::fmt::Display) -> alloc::string::String {
@@ -444,6 +426,22 @@ fn link_relative_digest(
     hasher.finalize().into()
 }
 
+/// A Mon-VM IMA entry as a record of the binary list, if IMA made it: a
+/// printable template name, and a template hash that is SHA-1 of its
+/// template data (or a violation record's zeros).
+fn made_by_ima<'a>(entry: &'a vmi::linux::ImaEntry, data: &'a [u8]) -> Option<ima::ImaRecord<'a>> {
+    let name = core::str::from_utf8(&entry.template_name)
+        .ok()
+        .filter(|n| !n.is_empty())?;
+    let record = ima::ImaRecord {
+        pcr: ima::IMA_PCR,
+        template_hash: entry.template_hash,
+        template_name: name,
+        template_data: data,
+    };
+    record.template_hash_matches().then_some(record)
+}
+
 /// Anchors the Mon-VM's IMA entries in the A-VM's TPM, as IMA would
 /// (PCR 10, each extended with SHA-256 of its template data, appended to
 /// the A-VM's log as it is). The Mon-VM has no TPM: its kernel keeps the
@@ -455,24 +453,14 @@ fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> 
     let seen = found.ima.items.iter().map(|e| e.template_hash).collect();
     for entry in &found.ima.items {
         let data = entry.template_data();
-        let Ok(name) = core::str::from_utf8(&entry.template_name) else {
-            inconsistent += 1;
-            continue;
-        };
-        let record = ima::ImaRecord {
-            pcr: ima::IMA_PCR,
-            template_hash: entry.template_hash,
-            template_name: name,
-            template_data: &data,
-        };
-        if !record.template_hash_matches() {
+        let Some(record) = made_by_ima(entry, &data) else {
             inconsistent += 1;
             warn!(
                 "monvm: IMA entry {} is inconsistent (template hash)",
                 anchored + inconsistent
             );
             continue;
-        }
+        };
         if let Err(e) = log.anchor(tpm, &record) {
             warn!("monvm: anchoring IMA entry failed: {}", e);
             return seen;
