@@ -6,26 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use avm_qemu::process::is_running;
-
-fn avm_qemu(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_avm-qemu"))
-        .args(args)
-        .output()
-        .expect("running avm-qemu")
-}
-
-fn status_json(state: &str) -> serde_json::Value {
-    let output = avm_qemu(&["status", "--state", state, "--json"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("status prints one JSON object")
-}
+use common::{avm_qemu, status_json};
 
 /// Runs `avm-qemu up` on the test image under TCG with `extra` arguments
 /// and insists that it succeeded. These nodes have no Mon-VM (tests/monvm.rs

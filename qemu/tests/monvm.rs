@@ -13,7 +13,7 @@ mod common;
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use avm_qemu::NodeRecord;
 use avm_qemu::monvm::{self, MonVmConsole, rootfs};
 use avm_qemu::process::is_running;
 use common::client::Client;
+use common::{avm_qemu, status_json};
 use vmi::RamLayout;
 
 /// Bound on connecting to the console (the shell is up once `up` returned).
@@ -36,13 +37,6 @@ static BOOTS: Mutex<()> = Mutex::new(());
 /// Serialises the tests that boot Mon-VMs (2 shared cores).
 fn one_boot_at_a_time() -> MutexGuard<'static, ()> {
     BOOTS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn avm_qemu(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_avm-qemu"))
-        .args(args)
-        .output()
-        .expect("running avm-qemu")
 }
 
 /// Runs `down` when dropped, so a failing assertion does not leave the
@@ -473,16 +467,6 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
         Some(avm_qemu::hex::encode(&hello.ek.name).as_str())
     );
     layout
-}
-
-fn status_json(state: &str) -> serde_json::Value {
-    let output = avm_qemu(&["status", "--state", state, "--json"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("status prints one JSON object")
 }
 
 /// `avm-qemu up` starts the 6.1 Mon-VM by default; status names it; down

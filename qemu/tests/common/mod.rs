@@ -4,6 +4,26 @@
 pub mod client;
 
 use std::net::TcpListener;
+use std::process::{Command, Output};
+
+/// Runs the `avm-qemu` binary of this build.
+pub fn avm_qemu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_avm-qemu"))
+        .args(args)
+        .output()
+        .expect("running avm-qemu")
+}
+
+/// `avm-qemu status --state STATE --json`, which must succeed.
+pub fn status_json(state: &str) -> serde_json::Value {
+    let output = avm_qemu(&["status", "--state", state, "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status prints one JSON object")
+}
 
 /// Two consecutive free loopback TCP ports (swtpm's TCTI wants the control
 /// port right after the server port). Probed by binding; retried because
