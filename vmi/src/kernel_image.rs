@@ -411,6 +411,53 @@ impl<'a> Vmlinux<'a> {
         section.data().ok()
     }
 
+    /// A section's link address and contents, if present and inside the
+    /// file.
+    pub fn section_at(&self, name: &str) -> Option<(u64, &'a [u8])> {
+        let section = self.elf.section_by_name(name)?;
+        Some((section.address(), section.data().ok()?))
+    }
+
+    /// Every allocated section with file contents: name, link address and
+    /// size, in section-table order.
+    pub fn sections(&self) -> Vec<(String, u64, u64)> {
+        self.elf
+            .sections()
+            .filter(|s| s.kind() != object::SectionKind::UninitializedData)
+            .filter(|s| s.address() != 0 && s.size() != 0)
+            .filter_map(|s| Some((s.name().ok()?.to_string(), s.address(), s.size())))
+            .collect()
+    }
+
+    /// Where the ELF's own contents end (its segments, sections and
+    /// tables): data after this is appended (KASLR relocations).
+    pub fn content_end(&self) -> u64 {
+        let endian = self.elf.endian();
+        let h = self.elf.elf_header();
+        let tables = [
+            h.e_shoff.get(endian).saturating_add(
+                u64::from(h.e_shnum.get(endian)) * u64::from(h.e_shentsize.get(endian)),
+            ),
+            h.e_phoff.get(endian).saturating_add(
+                u64::from(h.e_phnum.get(endian)) * u64::from(h.e_phentsize.get(endian)),
+            ),
+        ];
+        let sections = self.elf.sections().filter_map(|s| {
+            s.file_range()
+                .map(|(offset, size)| offset.saturating_add(size))
+        });
+        let segments = self
+            .segments
+            .iter()
+            .map(|s| s.offset.saturating_add(s.filesz));
+        tables
+            .into_iter()
+            .chain(sections)
+            .chain(segments)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The file offset of link address `va` (in a segment's file part).
     pub fn file_offset(&self, va: u64) -> Option<u64> {
         self.segments

@@ -18,6 +18,7 @@ mod net;
 mod pci;
 mod physmem;
 mod shutdown;
+mod text_watch;
 mod time;
 mod tpm_boot;
 
@@ -44,9 +45,10 @@ const BUSY_WINDOW_US: u64 = 1_000_000;
 const UNMAPPED_ADDRESS: usize = 1 << 40;
 /// How often the idle loop logs that it is alive (debug level).
 const HEARTBEAT_US: u64 = 10_000_000;
-/// The heap is capped: the A-VM needs little, and firmware keeps its own data
-/// (ACPI tables, the TPM event log) at the top of RAM.
-const HEAP_MAX: u64 = 32 << 20;
+/// The heap is capped: firmware keeps its own data (ACPI tables, the TPM
+/// event log) at the top of RAM. Most of it is the copy of the Mon-VM
+/// kernel's text and rodata the sweep compares against (about 28 MiB).
+const HEAP_MAX: u64 = 80 << 20;
 /// Where the start info may be before the memory map is known: anything
 /// below the device region under 4 GiB.
 const BOOT_DATA_REGION: MemoryRegion = MemoryRegion {

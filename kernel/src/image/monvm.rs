@@ -20,6 +20,7 @@ use crate::arch::x86_64::paging;
 use crate::measurements::{CONFIG_PCR, MeasurementLog};
 use crate::pci::PortConfigAccess;
 use crate::physmem::IdentityMemory;
+use crate::text_watch::{self, TextWatch};
 use crate::time;
 use crate::tpm_boot::KernelTpm;
 
@@ -40,6 +41,17 @@ const EVENT_PCR: u8 = 12;
 const CHECK_PERIOD_US: u64 = 100_000;
 /// The IMA list is walked every this many check rounds (500 ms).
 const IMA_ROUNDS: u64 = 5;
+/// The checked areas, in the order of [`MonVm::current`]: the system-call
+/// table, the IDT, the IMA list, then those of [`text_watch::AREAS`].
+const AREAS: [&str; 7] = [
+    "sys_call_table",
+    "idt",
+    "ima",
+    text_watch::AREAS[0],
+    text_watch::AREAS[1],
+    text_watch::AREAS[2],
+    text_watch::AREAS[3],
+];
 
 /// The Mon-VM's RAM: the ivshmem BAR, identity-mapped.
 #[derive(Debug)]
@@ -134,8 +146,11 @@ pub struct MonVm {
     profile: KernelProfile,
     next_try_us: u64,
     surveyed: bool,
-    /// The violations the last check found, by area (their texts).
-    current: [Vec<alloc::string::String>; 3],
+    /// The violations the last check found, by area of [`AREAS`] (their
+    /// texts).
+    current: [Vec<alloc::string::String>; 7],
+    /// The kernel text and rodata sweep, once the kernel is up.
+    text: Option<TextWatch>,
     /// Template hash of every IMA list entry seen so far, in list order.
     ima_seen: Vec<[u8; 20]>,
     rounds: u64,
@@ -196,7 +211,8 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         profile,
         next_try_us: 0,
         surveyed: false,
-        current: [Vec::new(), Vec::new(), Vec::new()],
+        current: Default::default(),
+        text: None,
         ima_seen: Vec::new(),
         rounds: 0,
         next_check_us: 0,
@@ -210,7 +226,11 @@ impl MonVm {
     /// from the main loop. Returns whether it did any work.
     pub fn poll(&mut self, now_us: u64, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> bool {
         if self.surveyed {
-            return self.watch(now_us, tpm, log);
+            let swept = match self.text.as_mut() {
+                Some(t) => t.sweep(&self.memory, &self.profile, now_us),
+                None => false,
+            };
+            return self.watch(now_us, tpm, log) || swept;
         }
         if now_us < self.next_try_us {
             return false;
@@ -236,6 +256,7 @@ impl MonVm {
                 self.surveyed = true;
                 report(&found, &self.profile, time::now_us() - started);
                 measure_startup(&found, &self.profile, tpm, log);
+                self.text = measure_text(&self.memory, &self.profile, &found, tpm, log);
                 self.ima_seen = anchor_ima(&found, tpm, log);
                 self.watch(now_us, tpm, log);
             }
@@ -259,7 +280,12 @@ impl MonVm {
         else {
             return true;
         };
-        let mut found: [Vec<alloc::string::String>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut found: [Vec<alloc::string::String>; 7] = Default::default();
+        if let Some(t) = &self.text {
+            for (slot, texts) in found[3..].iter_mut().zip(t.found()) {
+                *slot = texts;
+            }
+        }
         // The IMA list every IMA_ROUNDS rounds (it grows; walking it costs
         // more), else its last verdict stands.
         self.rounds += 1;
@@ -297,7 +323,7 @@ impl MonVm {
             if now == before {
                 continue;
             }
-            let area_name = ["sys_call_table", "idt", "ima"][area];
+            let area_name = AREAS[area];
             let mut texts: Vec<alloc::string::String> = now
                 .iter()
                 .filter(|t| !before.contains(t))
@@ -394,7 +420,7 @@ fn to_text(value: &impl core::fmt::Display) -> alloc::string::String {
 
 /// Formats without `alloc::format!`, which the freestanding image cannot
 /// link (it needs unwinding symbols).
-fn text(args: core::fmt::Arguments<'_>) -> alloc::string::String {
+pub(crate) fn text(args: core::fmt::Arguments<'_>) -> alloc::string::String {
     use core::fmt::Write;
     let mut out = alloc::string::String::new();
     let _ = out.write_fmt(args);
@@ -516,6 +542,48 @@ fn measure_startup(
             return;
         }
     }
+}
+
+/// Measures the kernel's text and rodata once in full (PCR 11:
+/// `monvm:text`, `monvm:rodata`, `monvm:boot_patches`,
+/// `monvm:ro_after_init`) and returns the sweep that keeps checking them.
+/// What it finds becomes events with the first check round.
+fn measure_text(
+    memory: &LayoutMemory<IvshmemRam>,
+    profile: &KernelProfile,
+    found: &Survey,
+    tpm: &mut KernelTpm,
+    log: &mut MeasurementLog,
+) -> Option<TextWatch> {
+    let started = time::now_us();
+    let Some((watch, startup)) = TextWatch::start(memory, profile, found.location, started) else {
+        warn!("monvm: the profile has no text reference: kernel text is not checked");
+        return None;
+    };
+    let took = time::now_us() - started;
+    let records: [(&[u8; 32], &[u8]); 4] = [
+        (&startup.text, b"monvm:text"),
+        (&startup.rodata, b"monvm:rodata"),
+        (&startup.boot_patches, b"monvm:boot_patches"),
+        (&startup.ro_after_init, b"monvm:ro_after_init"),
+    ];
+    for (digest, name) in records {
+        if let Err(e) = log.measure(tpm, MONVM_PCR, digest, name) {
+            warn!("monvm: measuring into PCR {} failed: {}", MONVM_PCR, e);
+        }
+    }
+    let [text_v, sites_v, rodata_v, _] = watch.found();
+    println!(
+        "AVM-MONVM-TEXT chunks={} copied={} modified_text={} sites={} modified_rodata={} boot_patches={} us={}",
+        startup.chunks,
+        startup.copied,
+        text_v.len(),
+        sites_v.len(),
+        rodata_v.len(),
+        avm_attest::hex::Hex(&startup.boot_patches),
+        took
+    );
+    Some(watch)
 }
 
 /// Logs the survey, and one `AVM-MONVM` line for tests and tools.

@@ -30,7 +30,13 @@ pub struct ProfileFile {
 pub fn profile_for(kernel: &MonVmKernel, cache_dir: &Path) -> Result<ProfileFile, MonVmError> {
     let vmlinuz = read_bounded(&kernel.vmlinuz)?;
     let vmlinuz_sha = hex::encode(&Sha256::digest(&vmlinuz));
-    let path = cache_dir.join(format!("kernel-profile-{}.bin", &vmlinuz_sha[..16]));
+    // The format version in the name: a profile cached by an older build is
+    // rebuilt, not reused.
+    let version = vmi::profile::FORMAT_VERSION;
+    let path = cache_dir.join(format!(
+        "kernel-profile-v{version}-{}.bin",
+        &vmlinuz_sha[..16]
+    ));
     if let Ok(bytes) = std::fs::read(&path)
         && vmi::profile::KernelProfile::decode(&bytes).is_ok()
     {

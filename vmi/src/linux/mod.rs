@@ -12,6 +12,7 @@ pub mod path;
 pub mod structs;
 pub mod survey;
 pub mod tasks;
+pub mod text;
 
 pub use checks::{
     CheckError, Gate, IdtFinding, IdtFindingKind, IdtReport, SyscallFinding, SyscallReport, Target,

@@ -144,13 +144,14 @@ pub fn from_vmlinux(vmlinux: &[u8]) -> Result<Built, BuildError> {
     let kernel = identity(&elf, symbols.linux_banner)?;
     let syscalls = syscall_table(&elf, &kallsyms.symbols, &symbols)?;
 
+    let text_reference = super::text_build::text_reference(&elf, &kallsyms.symbols, &symbols)?;
     let profile = KernelProfile {
         kernel,
         symbols,
         syscalls,
         offsets,
         idt: None,
-        text_reference: None,
+        text_reference: Some(text_reference),
     };
     let encoded = profile.encode().map_err(BuildError::Profile)?;
     let digest = super::digest(&encoded);

@@ -30,17 +30,21 @@ use sha2::{Digest, Sha256};
 
 use crate::kallsyms::KERNEL_TEXT_PREFIX;
 use crate::linux::kaslr::{KERNEL_ALIGN, KERNEL_IMAGE_END, KernelImage, MAX_BANNER};
+use crate::linux::text::{self, Offsets, TextReference};
 use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
 
 #[cfg(feature = "builder")]
 pub mod build;
+#[cfg(feature = "builder")]
+mod text_build;
 
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
-/// Largest encoded profile accepted (a Debian kernel's is about 15 KiB).
-pub const MAX_PROFILE_LEN: usize = 1 << 20;
+pub const FORMAT_VERSION: u16 = 2;
+/// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
+/// most of it the text reference).
+pub const MAX_PROFILE_LEN: usize = 8 << 20;
 /// Most `sys_call_table` slots (Linux 6.12 has 463).
 pub const MAX_SYSCALLS: usize = 1024;
 /// Longest symbol name kept (the kernel's `KSYM_NAME_LEN` is 512).
@@ -188,12 +192,6 @@ pub struct IdtReference {
     pub gates: Vec<(u8, NamedAddress)>,
 }
 
-/// Reserved: reference data for the kernel text (patch sites and what each
-/// may hold), a later step. Format version 1 defines no contents, and a
-/// profile of that version must leave it out (`None`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TextReference {}
-
 /// Everything the A-VM knows about one kernel build.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelProfile {
@@ -203,7 +201,8 @@ pub struct KernelProfile {
     pub offsets: StructOffsets,
     /// Reserved (see [`IdtReference`]); `None` from the builder.
     pub idt: Option<IdtReference>,
-    /// Reserved (see [`TextReference`]); always `None` in version 1.
+    /// Reference data for the kernel text and rodata
+    /// ([`crate::linux::text`]); `None` only for hand-made test profiles.
     pub text_reference: Option<TextReference>,
 }
 
@@ -299,10 +298,93 @@ impl KernelProfile {
                 )?;
             }
         }
+        if let Some(t) = &self.text_reference {
+            self.validate_text(t)?;
+        }
+        Ok(())
+    }
+
+    fn validate_text(&self, t: &TextReference) -> Result<(), ProfileError> {
+        let s = &self.symbols;
+        let text_len = s.etext - s.text;
         check(
-            self.text_reference.is_none(),
-            "text reference data is not defined in format version 1",
-        )
+            t.text.start == s.text && t.text.len == text_len,
+            "text region is not _text.._etext",
+        )?;
+        check(
+            t.rodata.start == s.start_rodata
+                && t.rodata.len > 0
+                && t.rodata
+                    .start
+                    .checked_add(t.rodata.len)
+                    .is_some_and(|e| e <= s.end_rodata),
+            "rodata region outside __start_rodata..__end_rodata",
+        )?;
+        for r in [&t.text, &t.rodata] {
+            check(
+                r.len <= text::MAX_REGION && r.len.div_ceil(text::CHUNK) == r.digests.len() as u64,
+                "region chunk count",
+            )?;
+        }
+        let image_end = t.rodata.start - s.text + t.rodata.len;
+        let within = |list: &Offsets, end: u64, len: u64| {
+            list.as_slice()
+                .last()
+                .is_none_or(|&o| u64::from(o) + len <= end)
+        };
+        let r = &t.relocations;
+        check(
+            within(&r.abs32, image_end, 4)
+                && within(&r.inv32, image_end, 4)
+                && within(&r.abs64, image_end, 8),
+            "relocation outside text and rodata",
+        )?;
+        let p = &t.sites;
+        check(
+            within(&p.returns, text_len, 5)
+                && within(&p.fentry, text_len, 5)
+                && within(&p.calls, text_len, 5)
+                && within(&p.locks, text_len, 1)
+                && within(&p.endbr, text_len, 4)
+                && within(&t.functions, text_len, 1),
+            "patch site outside the text",
+        )?;
+        let j = &p.jumps;
+        check(
+            j.lens.len() == j.offsets.len() && j.targets.len() == j.offsets.len(),
+            "jump label lists differ in length",
+        )?;
+        check(
+            j.lens.iter().all(|&l| l == 2 || l == 5)
+                && j.offsets
+                    .as_slice()
+                    .iter()
+                    .zip(&j.lens)
+                    .all(|(&o, &l)| u64::from(o) + u64::from(l) <= text_len),
+            "jump label site",
+        )?;
+        for sized in [&p.boot, &p.boot_constants] {
+            check(
+                sized.lens.len() == sized.offsets.len(),
+                "site lists differ in length",
+            )?;
+            check(
+                sized
+                    .offsets
+                    .as_slice()
+                    .iter()
+                    .zip(&sized.lens)
+                    .all(|(&o, &l)| l > 0 && u64::from(o) + u64::from(l) <= text_len),
+                "boot-patched site",
+            )?;
+        }
+        for list in [&t.return_thunks, &t.fentry_targets] {
+            check(
+                list.len() <= 16 && list.iter().all(|&o| u64::from(o) < text_len),
+                "thunk or fentry target",
+            )?;
+        }
+        Ok(())
     }
 
     fn validate_identity(&self) -> Result<(), ProfileError> {
