@@ -125,6 +125,11 @@ impl<'a> ImaRecord<'a> {
         out.extend_from_slice(self.template_data);
     }
 
+    /// The length of the record's binary form.
+    pub fn encoded_len(&self) -> usize {
+        4 + 20 + 4 + self.template_name.len() + 4 + self.template_data.len()
+    }
+
     /// Whether this is a violation record (IMA could not measure a file).
     pub fn is_violation(&self) -> bool {
         self.template_hash == [0; 20]
@@ -339,6 +344,7 @@ mod tests {
         let mut again = Vec::new();
         r.emit(&mut again);
         assert_eq!(again, bytes);
+        assert_eq!(r.encoded_len(), bytes.len());
 
         let pcrs = replay_sha256(&records, &[[0; 32]; 24]);
         let mut h = Sha256::new();

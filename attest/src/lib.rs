@@ -14,6 +14,8 @@
 //! - [`hex`]: hex encoding and checked decoding, shared by every crate.
 //! - [`ima`]: the IMA binary measurement list (ima-ng / ima-sig records,
 //!   replay), the format of the A-VM's own measurement log.
+//! - [`monvm`]: the A-VM's records about the Mon-VM (start-up records,
+//!   events) and their appraisal against the policy's allowlists.
 //! - [`pcr`]: `PcrMask`, the set of PCRs from challenge to verdict.
 //! - [`policy`]: reference values (allowed images, firmware events) with
 //!   their serde (TOML) form and learning from a known-good log.
@@ -28,6 +30,7 @@ extern crate alloc;
 pub mod eventlog;
 pub mod hex;
 pub mod ima;
+pub mod monvm;
 pub mod pcr;
 pub mod policy;
 mod reader;

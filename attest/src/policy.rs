@@ -24,6 +24,7 @@
 //! separator or an event extended after firmware is refused even if each
 //! event on its own is known.
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,92 @@ pub struct ReferenceValues {
     /// the SHA-256 of the profile file (`avm-verifier profile`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub monvm_profiles: Vec<ProfileRef>,
+    /// The files the Mon-VM may measure (its IMA entries, PCR 10): a
+    /// Keylime-style allowlist of paths with their allowed SHA-256 file
+    /// digests, and excludes. Empty (no digests, no excludes) means "not
+    /// known": a node with a Mon-VM is then `reference-values-missing`.
+    #[serde(default, skip_serializing_if = "FileAllowlist::is_empty")]
+    pub monvm_files: FileAllowlist,
+    /// The kernel modules the Mon-VM may have loaded, by name and
+    /// (optionally) file digest. Appraised only when `monvm_files` is
+    /// known; an empty list then allows no module.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monvm_modules: Vec<ModuleRef>,
+    /// The digests of the Mon-VM kernel's boot-time self-patching
+    /// (`monvm:boot_patches`), learned per kernel profile: they depend on
+    /// the CPU model the Mon-VM runs on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monvm_boot_patches: Vec<BootPatchesRef>,
+}
+
+/// Allowed Mon-VM files, as Keylime's runtime policy has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAllowlist {
+    /// Path (exactly as IMA records it) to its allowed SHA-256 digests.
+    #[serde(default)]
+    pub digests: BTreeMap<String, DigestList>,
+    /// Regular expressions (Rust `regex` syntax, matched from the start of
+    /// the path as Keylime's `re.match` does) of paths that are not
+    /// appraised. The verifier compiles them; `attest` itself only takes a
+    /// matcher.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+}
+
+impl FileAllowlist {
+    /// Whether nothing is known (no path, no exclude).
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty() && self.excludes.is_empty()
+    }
+
+    /// Allows `digest` for `path` (no duplicates); true if it was new.
+    pub fn allow(&mut self, path: &str, digest: [u8; 32]) -> bool {
+        let list = &mut self.digests.entry(String::from(path)).or_default().0;
+        if list.contains(&digest) {
+            return false;
+        }
+        list.push(digest);
+        true
+    }
+
+    /// The digests allowed for `path`, if it is listed.
+    pub fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]> {
+        let path = core::str::from_utf8(path).ok()?;
+        self.digests.get(path).map(|d| d.0.as_slice())
+    }
+
+    /// Number of allowed (path, digest) pairs.
+    pub fn len(&self) -> usize {
+        self.digests.values().map(|d| d.0.len()).sum()
+    }
+}
+
+/// A list of SHA-256 digests, hex in TOML.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DigestList(#[serde(with = "hex32_list")] pub Vec<[u8; 32]>);
+
+/// An allowed Mon-VM kernel module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRef {
+    /// The module's name as the kernel lists it (`dummy`, `tcp_bic`).
+    pub name: String,
+    /// Allowed SHA-256 digests of its file (its IMA entry). Empty: any
+    /// file of that name that IMA measured.
+    #[serde(default, with = "hex32_list", skip_serializing_if = "Vec::is_empty")]
+    pub sha256: Vec<[u8; 32]>,
+}
+
+/// The learned boot-patch digests of one Mon-VM kernel profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootPatchesRef {
+    /// The profile (SHA-256 of the profile file, as in `monvm_profiles`).
+    #[serde(with = "hex32")]
+    pub profile_sha256: [u8; 32],
+    /// Every `monvm:boot_patches` digest learned for it (one per CPU model
+    /// the Mon-VM was learned on).
+    #[serde(with = "hex32_list")]
+    pub sha256: Vec<[u8; 32]>,
 }
 
 /// An allowed Mon-VM kernel profile.
@@ -155,6 +242,9 @@ impl Default for ReferenceValues {
             firmware_events: Vec::new(),
             firmware_sequences: Vec::new(),
             monvm_profiles: Vec::new(),
+            monvm_files: FileAllowlist::default(),
+            monvm_modules: Vec::new(),
+            monvm_boot_patches: Vec::new(),
         }
     }
 }
@@ -183,6 +273,57 @@ impl ReferenceValues {
     /// digest ([`Self::allow_image`]).
     pub fn learn_from(&mut self, log: &EventLog) -> usize {
         self.learn(log).events
+    }
+
+    /// Allows a module (by name, and by digest if given); true if the
+    /// policy changed. A module already allowed by name alone stays so.
+    pub fn allow_module(&mut self, name: &str, digest: Option<[u8; 32]>) -> bool {
+        match self.monvm_modules.iter_mut().find(|m| m.name == name) {
+            Some(known) => match digest {
+                Some(d) if !known.sha256.is_empty() && !known.sha256.contains(&d) => {
+                    known.sha256.push(d);
+                    true
+                }
+                _ => false,
+            },
+            None => {
+                self.monvm_modules.push(ModuleRef {
+                    name: String::from(name),
+                    sha256: digest.into_iter().collect(),
+                });
+                true
+            }
+        }
+    }
+
+    /// Allows a boot-patch digest for a profile; true if it was new.
+    pub fn allow_boot_patches(&mut self, profile_sha256: [u8; 32], digest: [u8; 32]) -> bool {
+        match self
+            .monvm_boot_patches
+            .iter_mut()
+            .find(|b| b.profile_sha256 == profile_sha256)
+        {
+            Some(known) if known.sha256.contains(&digest) => false,
+            Some(known) => {
+                known.sha256.push(digest);
+                true
+            }
+            None => {
+                self.monvm_boot_patches.push(BootPatchesRef {
+                    profile_sha256,
+                    sha256: alloc::vec![digest],
+                });
+                true
+            }
+        }
+    }
+
+    /// The learned boot-patch digests of a profile (`None`: none learned).
+    pub fn boot_patches_of(&self, profile_sha256: &[u8; 32]) -> Option<&[[u8; 32]]> {
+        self.monvm_boot_patches
+            .iter()
+            .find(|b| &b.profile_sha256 == profile_sha256)
+            .map(|b| b.sha256.as_slice())
     }
 
     /// [`Self::learn_from`], telling what was added.

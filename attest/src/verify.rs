@@ -104,10 +104,13 @@ pub enum MissingReference {
     FirmwareEvents,
     /// No firmware sequence (order and number of events) learned yet.
     FirmwareSequences,
+    /// The A-VM introspects a Mon-VM, but the policy has no allowlist of
+    /// its files (`monvm_files`).
+    MonVmFiles,
 }
 
 /// Why evidence is not trusted. Each kind has a stable [`Reason::code`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     /// TPMS_ATTEST does not parse.
     QuoteMalformed(tpm::TpmParseError),
@@ -157,10 +160,11 @@ pub enum Reason {
     /// No prefix of the measurement log replays to the quoted value of
     /// this PCR (records removed, changed or reordered).
     MeasurementLogReplayMismatch { pcr: u8 },
-    /// The A-VM recorded a violation in the Mon-VM (monitoring event
-    /// `index` of the proven log, PCR 12): the node stays untrusted until
-    /// it is re-attested from a fresh boot.
-    MonVmViolation { index: usize },
+    /// A finding about the Mon-VM, named by its kind (each kind has its
+    /// own code, `monvm-...`): a violation the A-VM recorded (PCR 12;
+    /// the node stays untrusted until it boots afresh), or an entry of the
+    /// proven log the policy does not allow (`crate::monvm`).
+    MonVm(crate::monvm::MonVmFinding),
     /// The A-VM introspects the Mon-VM with a kernel profile (PCR 8) the
     /// policy does not allow.
     MonVmProfileUnknown,
@@ -190,7 +194,7 @@ impl Reason {
             Self::MeasurementLogMalformed => "measurement-log-malformed",
             Self::MeasurementLogInconsistent { .. } => "measurement-log-inconsistent",
             Self::MeasurementLogReplayMismatch { .. } => "measurement-log-replay-mismatch",
-            Self::MonVmViolation { .. } => "monvm-violation",
+            Self::MonVm(finding) => finding.kind.code(),
             Self::MonVmProfileUnknown => "monvm-profile-unknown",
         }
     }
@@ -204,6 +208,7 @@ impl Reason {
             | Self::FirmwareSequenceUnknown { pcr }
             | Self::MeasurementLogReplayMismatch { pcr } => Some(pcr),
             Self::AvmImageUnknown => Some(0),
+            Self::MonVm(ref finding) => Some(finding.kind.pcr()),
             _ => None,
         }
     }
@@ -267,9 +272,12 @@ impl core::fmt::Display for Reason {
             Self::MonVmProfileUnknown => f.write_str(
                 "the A-VM uses a Mon-VM kernel profile the reference values do not allow",
             ),
-            Self::MonVmViolation { index } => write!(
+            Self::MonVm(finding) => write!(
                 f,
-                "the A-VM recorded a violation in the Mon-VM (measurement log record #{index})"
+                "{} (measurement log record #{}): {}",
+                finding.kind.describe(),
+                finding.index,
+                finding.detail
             ),
             Self::ReferenceValuesMissing(MissingReference::All) => {
                 f.write_str("no reference values: the node cannot be appraised")
@@ -282,6 +290,9 @@ impl core::fmt::Display for Reason {
             ),
             Self::ReferenceValuesMissing(MissingReference::FirmwareSequences) => f.write_str(
                 "the reference values have no firmware sequence (learn again from a known-good boot)",
+            ),
+            Self::ReferenceValuesMissing(MissingReference::MonVmFiles) => f.write_str(
+                "the reference values have no allowlist of Mon-VM files (learn from a known-good node or import a Keylime runtime policy)",
             ),
         }
     }
@@ -645,9 +656,6 @@ pub struct MeasurementLogCheck {
     pub startup: Vec<Vec<u8>>,
 }
 
-/// Marks a monitoring event's name as a violation (`monvm:event:N:violation:...`).
-pub const VIOLATION_MARK: &[u8] = b":violation:";
-
 impl MeasurementLogCheck {
     /// Whether the A-VM's configuration is one the policy allows: a kernel
     /// profile it measured must be an allowed one (an A-VM without a
@@ -671,19 +679,6 @@ impl MeasurementLogCheck {
             .iter()
             .filter(|n| n.starts_with(prefix))
             .count()
-    }
-
-    /// A reason for every proven event that recorded a violation: once
-    /// recorded, a violation keeps the node untrusted (a restored state
-    /// does not undo what ran meanwhile).
-    pub fn violations(&self) -> impl Iterator<Item = Reason> + '_ {
-        self.events
-            .iter()
-            .filter(|(_, name)| {
-                name.windows(VIOLATION_MARK.len())
-                    .any(|w| w == VIOLATION_MARK)
-            })
-            .map(|(index, _)| Reason::MonVmViolation { index: *index })
     }
 }
 

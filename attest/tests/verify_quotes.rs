@@ -481,9 +481,18 @@ fn reason_codes_are_distinct_and_kebab_case() {
         Reason::MeasurementLogMalformed,
         Reason::MeasurementLogInconsistent { index: 0 },
         Reason::MeasurementLogReplayMismatch { pcr: 8 },
-        Reason::MonVmViolation { index: 0 },
         Reason::MonVmProfileUnknown,
     ];
+    let all: Vec<Reason> = all
+        .into_iter()
+        .chain(avm_attest::monvm::MonVmKind::ALL.map(|kind| {
+            Reason::MonVm(avm_attest::monvm::MonVmFinding {
+                kind,
+                index: 0,
+                detail: String::new(),
+            })
+        }))
+        .collect();
     let mut codes: Vec<_> = all.iter().map(Reason::code).collect();
     for code in &codes {
         assert!(

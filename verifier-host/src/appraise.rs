@@ -7,12 +7,15 @@
 //! Only the caller can ask for less, explicitly ([`appraise_quote_only`]),
 //! and the verdict then says so (`quote-valid`, never `trusted`).
 
+use avm_attest::monvm::{self, MonVmAppraisal};
 use avm_attest::policy::ReferenceValues;
 use avm_attest::verify::{
-    EvidenceInput, Reason, Verdict, check_measurement_log, verify_evidence, verify_quote,
+    EvidenceInput, MeasurementLogCheck, Reason, Verdict, check_measurement_log, verify_evidence,
+    verify_quote,
 };
 use avm_attest::wire::Evidence;
 
+use crate::allowlist::Excludes;
 use crate::crypto::OpenSslVerifier;
 use crate::evidence_dir::LoadedEvidence;
 use crate::report::{Report, ReportReason, VerdictKind};
@@ -74,6 +77,11 @@ impl<'a> AppraisalInput<'a> {
 pub struct Appraisal {
     pub verdict: Verdict,
     pub report: Report,
+    /// What the quote proves of the measurement log: `None` if the PCR
+    /// values were not authenticated, else the check (or why it failed).
+    pub log: Option<Result<MeasurementLogCheck, Reason>>,
+    /// The Mon-VM appraisal of the proven log, if it was proven.
+    pub monvm: Option<MonVmAppraisal>,
 }
 
 /// Verifies the evidence against the policy and reports. `extra_reasons`
@@ -96,11 +104,24 @@ pub fn appraise(
             .any(|r| matches!(r, Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch));
     let log =
         authenticated.then(|| check_measurement_log(input.measurement_log, input.evidence.pcrs));
+    let mut monvm = None;
     match &log {
-        Some(Err(reason)) => verdict.reasons.push(*reason),
+        Some(Err(reason)) => verdict.reasons.push(reason.clone()),
         Some(Ok(check)) => {
             verdict.reasons.extend(check.appraise_config(policy));
-            verdict.reasons.extend(check.violations());
+            // An exclude that does not compile excludes nothing (fail
+            // closed); policies are checked when they are loaded.
+            let excludes = policy
+                .and_then(|p| Excludes::compile(&p.monvm_files).ok())
+                .unwrap_or_else(Excludes::none);
+            let appraisal = monvm::appraise(
+                input.measurement_log.unwrap_or_default(),
+                check,
+                policy,
+                &|path| excludes.matches(path),
+            );
+            verdict.reasons.extend(appraisal.reasons());
+            monvm = Some(appraisal);
         }
         None => {}
     }
@@ -114,9 +135,18 @@ pub fn appraise(
         input.evidence.pcrs,
     );
     if let Some(Ok(check)) = &log {
-        report.measurement_log = Some(check.into());
+        let mut summary = crate::report::ReportMeasurementLog::from(check);
+        if let Some(appraisal) = &monvm {
+            summary.add_appraisal(appraisal);
+        }
+        report.measurement_log = Some(summary);
     }
-    Appraisal { verdict, report }
+    Appraisal {
+        verdict,
+        report,
+        log,
+        monvm,
+    }
 }
 
 /// What `verify --quote-only` checks: is this a genuine, fresh quote of
@@ -147,5 +177,10 @@ pub fn appraise_quote_only(
         "event-log replay and measured launch".into(),
         "reference values (A-VM image, firmware events)".into(),
     ];
-    Appraisal { verdict, report }
+    Appraisal {
+        verdict,
+        report,
+        log: None,
+        monvm: None,
+    }
 }

@@ -36,6 +36,23 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const FIRST_CONNECT_ATTEMPT: Duration = Duration::from_millis(250);
 const MAX_CONNECT_ATTEMPT: Duration = Duration::from_secs(4);
 
+/// Most bytes of measurement log records a verifier takes from a node.
+pub const MAX_LOG_BYTES: usize = 64 << 20;
+
+/// Records of a node's measurement log fetched from some index on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedLog {
+    /// The index asked for (of the first record in `records`).
+    pub from: u32,
+    /// Whole records, IMA binary form.
+    pub records: Vec<u8>,
+    /// How many records `records` holds.
+    pub count: u32,
+    /// The node's record count when it cut the last chunk (0 if it sent
+    /// none): fewer than `from` means its log shrank.
+    pub total: u32,
+}
+
 /// Why talking to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -265,37 +282,56 @@ impl NodeClient {
     /// The node's whole measurement log (IMA binary records), fetched in
     /// chunks; bounded in records and bytes.
     pub fn measurement_log(&mut self) -> Result<Vec<u8>, ClientError> {
-        const MAX_LOG_BYTES: usize = 64 << 20;
-        let mut log = Vec::new();
-        let mut from = 0u32;
+        self.measurement_log_from(0, MAX_LOG_BYTES)
+            .map(|log| log.records)
+    }
+
+    /// The node's measurement log from record `from` on, in chunks, at
+    /// most `max_bytes` of records. A node that sends chunks out of order,
+    /// malformed records, or more than it announced is refused.
+    pub fn measurement_log_from(
+        &mut self,
+        from: u32,
+        max_bytes: usize,
+    ) -> Result<FetchedLog, ClientError> {
+        let mut fetched = FetchedLog {
+            from,
+            records: Vec::new(),
+            count: 0,
+            total: 0,
+        };
+        let mut next = from;
         loop {
-            let chunk = match self.request(&Request::MeasurementLog { from })? {
+            let chunk = match self.request(&Request::MeasurementLog { from: next })? {
                 Response::MeasurementLog(chunk) => chunk,
                 _ => return Err(ClientError::Unexpected("expected MeasurementLog")),
             };
-            if chunk.first != from {
+            if chunk.first != next {
                 return Err(ClientError::Unexpected(
                     "measurement log chunk out of order",
                 ));
             }
+            fetched.total = chunk.total;
             let records = avm_attest::ima::parse_list(
                 &chunk.records,
                 avm_attest::verify::MAX_MEASUREMENT_RECORDS,
             )
             .map_err(|_| ClientError::Unexpected("malformed measurement log chunk"))?
             .len();
-            if records == 0 || from >= chunk.total {
-                return Ok(log);
+            if records == 0 || next >= chunk.total {
+                return Ok(fetched);
             }
-            if log.len() + chunk.records.len() > MAX_LOG_BYTES {
+            if fetched.records.len() + chunk.records.len() > max_bytes {
                 return Err(ClientError::Unexpected("measurement log over 64 MiB"));
             }
-            log.extend_from_slice(&chunk.records);
-            from = from
-                .checked_add(u32::try_from(records).unwrap_or(u32::MAX))
+            fetched.records.extend_from_slice(&chunk.records);
+            let records = u32::try_from(records).unwrap_or(u32::MAX);
+            fetched.count = fetched.count.saturating_add(records);
+            next = next
+                .checked_add(records)
                 .ok_or(ClientError::Unexpected("measurement log too long"))?;
-            if from >= chunk.total {
-                return Ok(log);
+            if next >= chunk.total {
+                return Ok(fetched);
             }
         }
     }

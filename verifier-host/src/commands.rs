@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use avm_attest::eventlog::EventLog;
 use avm_attest::policy::ReferenceValues;
-use avm_attest::tpm::object_attr;
+use avm_attest::tpm::{Attest, object_attr};
 use avm_attest::verify::{ATTEST_PCRS, Reason};
 use openssl::sha::sha256;
 
+use crate::allowlist::{self, Excludes};
 use crate::appraise::{Appraisal, AppraisalInput, appraise, appraise_quote_only};
-use crate::client::NodeClient;
+use crate::client::{MAX_LOG_BYTES, NodeClient};
 use crate::credential::make_credential;
 use crate::crypto::OpenSslVerifier;
 use crate::ek::{EkTrustAnchors, validate_ek};
@@ -23,7 +24,7 @@ use crate::files;
 use crate::hex;
 use crate::report::{AkBinding, Report, ReportReason, VerifierReason};
 use crate::sanitize::escape_control;
-use crate::store::{KeyChangeKind, NodeRecord, PolicyWrite, Store, VerdictRecord, now};
+use crate::store::{KeyChangeKind, NodeRecord, PolicyWrite, Store, StoredLog, VerdictRecord, now};
 use crate::tpm_public::TpmPublic;
 
 pub const EXIT_OK: u8 = 0;
@@ -82,7 +83,12 @@ impl Context {
 }
 
 fn parse_policy(text: &str) -> Result<ReferenceValues, CommandError> {
-    toml::from_str(text).map_err(|e| CommandError(format!("policy: {e}")))
+    let policy: ReferenceValues =
+        toml::from_str(text).map_err(|e| CommandError(format!("policy: {e}")))?;
+    // An exclude that does not compile would exclude nothing at attest
+    // time (fail closed): say so when the policy is loaded.
+    Excludes::compile(&policy.monvm_files).map_err(|e| CommandError(format!("policy: {e}")))?;
+    Ok(policy)
 }
 
 /// Loads the policy: `--policy FILE` if given, else the stored one.
@@ -353,14 +359,76 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
         ));
     }
     let evidence = client.challenge(&nonce, ATTEST_PCRS).map_err(err)?;
-    // Fetched after the quote: records the A-VM appends meanwhile are
-    // counted as after the quote, never as proven.
-    let measurement_log = client.measurement_log().map_err(err)?;
     let verifier = OpenSslVerifier::new().map_err(err)?;
+    // Fetched after the quote: records the A-VM appends meanwhile are
+    // counted as after the quote, never as proven. Only the records after
+    // those a quote of this boot already proved are asked for.
+    let stored = store
+        .measurement_log(addr)
+        .map_err(err)?
+        .filter(|s| s.ek_name == node.ek_name() && s.ak_name == node.ak_name);
+    let clock = Attest::parse(&evidence.attest)
+        .ok()
+        .map(|a| (a.clock_info.reset_count, a.clock_info.restart_count));
+    let mut fetch = plan_fetch(&mut client, stored.as_ref(), clock)?;
     // Always the enrolled AK: a quote signed by any other key is refused.
-    let mut input = AppraisalInput::from_node(&evidence, &nonce, &enrolled_ak.key, &node.ak_name);
-    input.measurement_log = Some(&measurement_log);
-    let mut report = appraise(&input, policy.as_ref(), &verifier, Some(addr.into()), extra).report;
+    let appraise_log = |log: &[u8]| {
+        let mut input =
+            AppraisalInput::from_node(&evidence, &nonce, &enrolled_ak.key, &node.ak_name);
+        input.measurement_log = Some(log);
+        appraise(
+            &input,
+            policy.as_ref(),
+            &verifier,
+            Some(addr.into()),
+            extra.clone(),
+        )
+    };
+    let mut appraisal = appraise_log(&fetch.log);
+    // The stored records must be part of what this quote proves; if the
+    // node's log no longer extends them, it is fetched and appraised again
+    // from record 0, never trusted on the stale prefix.
+    if fetch.from > 0 {
+        let proven = match &appraisal.log {
+            Some(Ok(check)) => Some(check.proven),
+            _ => None,
+        };
+        if proven.is_none_or(|p| p < fetch.from as usize) {
+            let why = match &appraisal.log {
+                Some(Ok(_)) => "the quote proves fewer records than were stored",
+                Some(Err(_)) => "the stored records and the new ones do not replay to the quote",
+                None => "the quote is not authenticated",
+            };
+            fetch = FetchPlan::whole(&mut client, why)?;
+            appraisal = appraise_log(&fetch.log);
+        }
+    }
+    drop(client);
+    let measurement_log = fetch.log;
+    let mut report = appraisal.report;
+    if let Some(log) = report.measurement_log.as_mut() {
+        log.fetched_from = Some(fetch.from);
+        log.refetched = fetch.refetched.map(String::from);
+    }
+    // Keep the proven prefix for the next attestation of this boot.
+    let fresh = !appraisal.verdict.reasons.contains(&Reason::NonceMismatch);
+    match (&appraisal.log, clock) {
+        (Some(Ok(check)), Some((reset_count, restart_count))) if fresh && check.proven > 0 => {
+            let (records, bytes) = proven_prefix(&measurement_log, check.proven);
+            store
+                .set_measurement_log(&StoredLog {
+                    addr: addr.into(),
+                    ek_name: node.ek_name(),
+                    ak_name: node.ak_name.clone(),
+                    reset_count,
+                    restart_count,
+                    records,
+                    log: bytes,
+                })
+                .map_err(err)?;
+        }
+        _ => store.forget_measurement_log(addr).map_err(err)?,
+    }
     report.ak_binding = Some(AkBinding::Enrolled { node: addr.into() });
     record(&mut store, &report).map_err(err)?;
     if let Some(dir) = export {
@@ -375,6 +443,78 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
         .map_err(err)?;
     }
     Ok(print_verdict(&report, opts.json))
+}
+
+/// How `attest` got the measurement log it appraises.
+struct FetchPlan {
+    /// The whole log as appraised (stored records + fetched ones).
+    log: Vec<u8>,
+    /// The index asked for (0: whole log).
+    from: u32,
+    /// Why a stored log was not used, if one was there.
+    refetched: Option<&'static str>,
+}
+
+impl FetchPlan {
+    fn whole(client: &mut NodeClient, why: &'static str) -> Result<Self, CommandError> {
+        let fetched = client.measurement_log_from(0, MAX_LOG_BYTES).map_err(err)?;
+        Ok(Self {
+            log: fetched.records,
+            from: 0,
+            refetched: Some(why),
+        })
+    }
+}
+
+/// Fetches the records after the stored ones if the stored log belongs to
+/// this boot of the node (the quote's TPM reset and restart counts are
+/// those it was proven with, and the node's log is at least as long), else
+/// the whole log.
+fn plan_fetch(
+    client: &mut NodeClient,
+    stored: Option<&StoredLog>,
+    clock: Option<(u32, u32)>,
+) -> Result<FetchPlan, CommandError> {
+    let Some(stored) = stored.filter(|s| s.records > 0) else {
+        let fetched = client.measurement_log_from(0, MAX_LOG_BYTES).map_err(err)?;
+        return Ok(FetchPlan {
+            log: fetched.records,
+            from: 0,
+            refetched: None,
+        });
+    };
+    if clock != Some((stored.reset_count, stored.restart_count)) {
+        return FetchPlan::whole(
+            client,
+            "the TPM was reset or restarted since the stored log (the node rebooted)",
+        );
+    }
+    let room = MAX_LOG_BYTES.saturating_sub(stored.log.len());
+    let fetched = client
+        .measurement_log_from(stored.records, room)
+        .map_err(err)?;
+    if fetched.total < stored.records {
+        return FetchPlan::whole(client, "the node's log is shorter than the stored one");
+    }
+    let mut log = stored.log.clone();
+    log.extend_from_slice(&fetched.records);
+    Ok(FetchPlan {
+        log,
+        from: stored.records,
+        refetched: None,
+    })
+}
+
+/// The first `records` records of a (checked) log: their count and bytes.
+fn proven_prefix(log: &[u8], records: usize) -> (u32, Vec<u8>) {
+    let parsed = avm_attest::ima::parse_list(log, avm_attest::verify::MAX_MEASUREMENT_RECORDS)
+        .unwrap_or_default();
+    let kept = parsed.get(..records).unwrap_or_default();
+    let len: usize = kept.iter().map(|r| r.encoded_len()).sum();
+    (
+        u32::try_from(kept.len()).unwrap_or(u32::MAX),
+        log.get(..len).unwrap_or_default().to_vec(),
+    )
 }
 
 /// Options of `verify`.
@@ -546,15 +686,18 @@ pub fn policy_init(
 /// (what learning adds), rather than that the evidence is bad. A policy
 /// without images is caught afterwards: PCR 0 then matches none.
 fn learnable(reason: &Reason) -> bool {
-    matches!(
-        reason,
+    match reason {
         Reason::FirmwareEventUnknown { .. }
-            | Reason::FirmwareSequenceUnknown { .. }
-            | Reason::ReferenceValuesMissing(_)
-            // The Mon-VM profile is allowed by `policy init`, not learned;
-            // it does not make the firmware events any less genuine.
-            | Reason::MonVmProfileUnknown
-    )
+        | Reason::FirmwareSequenceUnknown { .. }
+        | Reason::ReferenceValuesMissing(_)
+        // The Mon-VM profile is allowed by `policy init`, not learned;
+        // it does not make the firmware events any less genuine.
+        | Reason::MonVmProfileUnknown => true,
+        // Files, modules, executables and boot patches the policy does not
+        // know yet; never a violation or an unmeasured module or process.
+        Reason::MonVm(finding) => finding.kind.learnable(),
+        _ => false,
+    }
 }
 
 /// `policy learn ADDR`: adds the firmware events of an enrolled node's
@@ -596,13 +739,25 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
             .map_err(err)?
             .ok_or_else(|| CommandError("the policy was removed while learning".into()))?;
         let mut policy = parse_policy(&stored.toml)?;
-        let Appraisal { verdict, report } = appraise(
+        let Appraisal {
+            verdict,
+            report,
+            log: appraisal_log,
+            monvm: appraisal_monvm,
+        } = appraise(
             &input,
             Some(&policy),
             &verifier,
             Some(addr.into()),
             Vec::new(),
         );
+        let appraisal_monvm = appraisal_monvm.is_some_and(|m| m.monvm)
+            && appraisal_log.as_ref().is_some_and(|l| {
+                l.as_ref().is_ok_and(|c| {
+                    c.config_digest
+                        .is_some_and(|d| policy.monvm_profiles.iter().any(|p| p.sha256 == d))
+                })
+            });
         // Learn only from a log the quote authenticates and whose PCR 0 is
         // an allowed image: unknown events and missing ones are what we learn.
         if !verdict.reasons.iter().all(learnable) {
@@ -624,6 +779,12 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
             .as_ref()
             .map_err(|_| CommandError("the event log does not parse".into()))?;
         let learned = policy.learn(log);
+        // What the Mon-VM runs, from the proven measurement log (only with
+        // an allowed kernel profile: else the A-VM's view is not trusted).
+        let monvm = match &appraisal_log {
+            Some(Ok(check)) => avm_attest::monvm::learn(&mut policy, &measurement_log, check),
+            _ => avm_attest::monvm::LearnedMonVm::default(),
+        };
         let text = toml::to_string_pretty(&policy).map_err(err)?;
         match store.set_policy_if(stored.revision, &text).map_err(err)? {
             PolicyWrite::Written(_) => {
@@ -634,6 +795,22 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
                     policy.firmware_events.len(),
                     policy.firmware_sequences.len()
                 );
+                if appraisal_monvm {
+                    println!(
+                        "{addr}: learned {} new Mon-VM files, {} modules, {} boot-patch digests ({} files, {} modules in the policy)",
+                        monvm.files,
+                        monvm.modules,
+                        monvm.boot_patches,
+                        policy.monvm_files.len(),
+                        policy.monvm_modules.len()
+                    );
+                }
+                if monvm.skipped > 0 {
+                    eprintln!(
+                        "{addr}: {} Mon-VM IMA entries could not be learned (no SHA-256 ima-ng/ima-sig digest, or a path that is not UTF-8); attest will name them",
+                        monvm.skipped
+                    );
+                }
                 return Ok(EXIT_OK);
             }
             PolicyWrite::Conflict => {
@@ -643,6 +820,60 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
     }
     Err(CommandError(format!(
         "the policy kept changing while learning ({LEARN_ATTEMPTS} attempts); nothing was written"
+    )))
+}
+
+/// `policy import-keylime FILE`: the `digests` and `excludes` of a Keylime
+/// runtime policy become (or, with `replace`, replace) the allowed Mon-VM
+/// files of the stored policy. A compare-and-swap write, like `learn`.
+pub fn policy_import_keylime(
+    ctx: &Context,
+    file: &Path,
+    replace: bool,
+) -> Result<u8, CommandError> {
+    let bytes = files::read_operator_file(file, allowlist::MAX_KEYLIME_POLICY_LEN).map_err(err)?;
+    let import = allowlist::import_keylime(&bytes)
+        .map_err(|e| CommandError(format!("{}: {e}", file.display())))?;
+    let mut store = ctx.store()?;
+    for _ in 0..LEARN_ATTEMPTS {
+        let stored = store.policy_with_revision().map_err(err)?.ok_or_else(|| {
+            CommandError(
+                "no policy yet: run `avm-verifier policy init --avm-image FILE` first".into(),
+            )
+        })?;
+        let mut policy = parse_policy(&stored.toml)?;
+        let added = if replace {
+            policy.monvm_files = import.files.clone();
+            import.digests
+        } else {
+            allowlist::merge(&mut policy.monvm_files, import.files.clone())
+        };
+        let text = toml::to_string_pretty(&policy).map_err(err)?;
+        if let PolicyWrite::Written(_) = store.set_policy_if(stored.revision, &text).map_err(err)? {
+            println!(
+                "{}: {} SHA-256 digests of {} paths and {} excludes imported ({} new); the policy allows {} files",
+                file.display(),
+                import.digests,
+                import.files.digests.len(),
+                import.files.excludes.len(),
+                added,
+                policy.monvm_files.len()
+            );
+            if import.other_algorithms > 0 {
+                println!(
+                    "  skipped {} digests of other algorithms (the Mon-VM's IMA uses SHA-256); {} paths had no SHA-256 digest and are not allowed",
+                    import.other_algorithms, import.paths_without_sha256
+                );
+            }
+            for ignored in &import.ignored {
+                println!("  ignored: {ignored}");
+            }
+            return Ok(EXIT_OK);
+        }
+        eprintln!("the policy changed while importing; merging again");
+    }
+    Err(CommandError(format!(
+        "the policy kept changing while importing ({LEARN_ATTEMPTS} attempts); nothing was written"
     )))
 }
 

@@ -8,6 +8,7 @@
 //! directories in tpm2-tools formats ([`evidence_dir`], [`pcrs_file`]).
 #![forbid(unsafe_code)]
 
+pub mod allowlist;
 pub mod appraise;
 pub mod bench;
 pub mod client;

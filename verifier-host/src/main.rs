@@ -157,9 +157,23 @@ enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         monvm_profile: Vec<PathBuf>,
     },
-    /// Learn firmware event digests from a known-good boot of an enrolled
-    /// node (its quote must verify and its PCR 0 match an allowed image).
+    /// Learn from a known-good boot of an enrolled node (its quote must
+    /// verify and its PCR 0 match an allowed image): its firmware events
+    /// and, if it runs a Mon-VM with an allowed kernel profile, what the
+    /// Mon-VM runs (its IMA entries' paths and digests, its modules, the
+    /// digest of its kernel's boot-time patches).
     Learn { addr: String },
+    /// Allow the Mon-VM files of a Keylime runtime policy (JSON, format
+    /// version 1, as `keylime-policy create runtime` writes it): its
+    /// SHA-256 `digests` and its `excludes`. Other parts are reported as
+    /// ignored; a malformed policy is refused as a whole.
+    ImportKeylime {
+        /// The runtime policy (JSON).
+        file: PathBuf,
+        /// Replace the allowed files instead of adding to them.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Print the stored policy.
     Show,
 }
@@ -242,6 +256,9 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
                 &monvm_profile,
             ),
             PolicyCommand::Learn { addr } => commands::policy_learn(&ctx, &addr),
+            PolicyCommand::ImportKeylime { file, replace } => {
+                commands::policy_import_keylime(&ctx, &file, replace)
+            }
             PolicyCommand::Show => commands::policy_show(&ctx),
         },
         Command::Profile {

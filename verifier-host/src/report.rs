@@ -50,6 +50,14 @@ pub struct ReportReason {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcr: Option<u8>,
+    /// The measurement-log record a Mon-VM finding is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<usize>,
+    /// What it is about (path, module, process, event detail) as the node
+    /// sent it (lossy UTF-8, at most 240 bytes; JSON escapes it, the
+    /// human form escapes control characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl ReportReason {
@@ -58,16 +66,24 @@ impl ReportReason {
             code: reason.code().into(),
             message: message.into(),
             pcr: None,
+            record: None,
+            detail: None,
         }
     }
 }
 
 impl From<&Reason> for ReportReason {
     fn from(reason: &Reason) -> Self {
+        let finding = match reason {
+            Reason::MonVm(finding) => Some(finding),
+            _ => None,
+        };
         Self {
             code: reason.code().into(),
             message: reason.to_string(),
             pcr: reason.pcr(),
+            record: finding.map(|f| f.index),
+            detail: finding.map(|f| f.detail.clone()),
         }
     }
 }
@@ -184,6 +200,48 @@ pub struct ReportMeasurementLog {
     /// The proven monitoring events (PCR 12), as the A-VM named them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<String>,
+    /// The record index the verifier asked the node for (`attest`): 0
+    /// for a whole log, else the number of records it already had from
+    /// an earlier attestation of the same boot (kept in its state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_from: Option<u32>,
+    /// Why the stored log was not used and the whole log was fetched
+    /// again (the node rebooted, its log shrank or contradicts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refetched: Option<String>,
+    /// The Mon-VM appraisal against the policy's allowlists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appraisal: Option<ReportAppraisal>,
+}
+
+/// What the Mon-VM appraisal looked at (its findings are reasons).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAppraisal {
+    /// Whether the policy had a file allowlist to apply.
+    pub allowlist_applied: bool,
+    pub files_appraised: usize,
+    pub files_excluded: usize,
+    pub modules_appraised: usize,
+    pub processes_appraised: usize,
+    /// Process records of an older A-VM, which name no executable.
+    pub processes_without_path: usize,
+    /// Findings beyond the 100 listed as reasons.
+    pub findings_omitted: usize,
+}
+
+impl ReportMeasurementLog {
+    /// Adds the Mon-VM appraisal's counts.
+    pub fn add_appraisal(&mut self, appraisal: &avm_attest::monvm::MonVmAppraisal) {
+        self.appraisal = Some(ReportAppraisal {
+            allowlist_applied: appraisal.allowlist_applied,
+            files_appraised: appraisal.files_appraised,
+            files_excluded: appraisal.files_excluded,
+            modules_appraised: appraisal.modules_appraised,
+            processes_appraised: appraisal.processes_appraised,
+            processes_without_path: appraisal.processes_without_path,
+            findings_omitted: appraisal.omitted,
+        });
+    }
 }
 
 impl From<&avm_attest::verify::MeasurementLogCheck> for ReportMeasurementLog {
@@ -204,6 +262,9 @@ impl From<&avm_attest::verify::MeasurementLogCheck> for ReportMeasurementLog {
                 .iter()
                 .map(|(_, name)| String::from_utf8_lossy(name).into_owned())
                 .collect(),
+            fetched_from: None,
+            refetched: None,
+            appraisal: None,
         }
     }
 }
@@ -306,6 +367,31 @@ impl Report {
             }
             for event in &log.events {
                 out.push_str(&format!("  event: {}\n", escape_control(event)));
+            }
+            if let Some(a) = &log.appraisal {
+                if a.allowlist_applied {
+                    out.push_str(&format!(
+                        "  Mon-VM appraisal: {} files appraised ({} excluded), {} modules, {} processes{}\n",
+                        a.files_appraised,
+                        a.files_excluded,
+                        a.modules_appraised,
+                        a.processes_appraised,
+                        if a.findings_omitted > 0 {
+                            format!("; {} more findings not listed", a.findings_omitted)
+                        } else {
+                            String::new()
+                        }
+                    ));
+                } else {
+                    out.push_str("  Mon-VM appraisal: no allowlist in the policy\n");
+                }
+            }
+            if let Some(from) = log.fetched_from {
+                out.push_str(&format!("  measurement log fetched from record {from}"));
+                if let Some(why) = &log.refetched {
+                    out.push_str(&format!(" (whole log again: {})", escape_control(why)));
+                }
+                out.push('\n');
             }
             if let Some(config) = &log.config_sha256 {
                 out.push_str(&format!(

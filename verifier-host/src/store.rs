@@ -10,6 +10,11 @@
 //! unique index), and every change of a node's address or keys is kept in
 //! `key_changes`. The policy carries a revision so that a read-modify-write
 //! (`policy learn`) can tell that somebody changed it in between.
+//!
+//! `measurement_logs` keeps, per node, the part of its A-VM measurement
+//! log that a quote proved, with the TPM's reset and restart counts of
+//! that quote, so the next `attest` asks only for the records after it
+//! (a restart of the verifier loses nothing).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Version of the schema below.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// File name of the database inside the state directory.
 pub const DATABASE_FILE: &str = "verifier.sqlite3";
 
@@ -58,7 +63,32 @@ CREATE TABLE key_changes (
     old_ak_name BLOB NOT NULL,
     new_ak_name BLOB
 );
+CREATE TABLE measurement_logs (
+    addr          TEXT PRIMARY KEY,
+    ek_name       BLOB NOT NULL,     -- the node's identity when it was stored
+    ak_name       BLOB NOT NULL,
+    reset_count   INTEGER NOT NULL,  -- the quote's clock info (as quoted)
+    restart_count INTEGER NOT NULL,
+    records       INTEGER NOT NULL,  -- proven records in `log`
+    log           BLOB NOT NULL,     -- those records, IMA binary form
+    updated_at    INTEGER NOT NULL
+);
 ";
+
+/// The proven prefix of a node's measurement log, as kept in the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLog {
+    pub addr: String,
+    pub ek_name: Vec<u8>,
+    pub ak_name: Vec<u8>,
+    /// The clock info of the quote that proved it (obfuscated by the TPM
+    /// for keys outside the endorsement hierarchy, but stable per key).
+    pub reset_count: u32,
+    pub restart_count: u32,
+    /// Records in `log`.
+    pub records: u32,
+    pub log: Vec<u8>,
+}
 
 /// Why the state could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +241,11 @@ impl Store {
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         match version {
             0 => tx.execute_batch(SCHEMA)?,
-            1 => migrate_v1(&tx)?,
+            1 => {
+                migrate_v1(&tx)?;
+                migrate_v2(&tx)?;
+            }
+            2 => migrate_v2(&tx)?,
             SCHEMA_VERSION => {}
             other => return Err(StoreError::SchemaVersion(other)),
         }
@@ -370,6 +404,60 @@ impl Store {
             .optional()?)
     }
 
+    /// The stored measurement log of `addr`, if any.
+    pub fn measurement_log(&self, addr: &str) -> Result<Option<StoredLog>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT addr, ek_name, ak_name, reset_count, restart_count, records, log
+                 FROM measurement_logs WHERE addr = ?1",
+                [addr],
+                |r| {
+                    Ok(StoredLog {
+                        addr: r.get(0)?,
+                        ek_name: r.get(1)?,
+                        ak_name: r.get(2)?,
+                        reset_count: r.get(3)?,
+                        restart_count: r.get(4)?,
+                        records: r.get(5)?,
+                        log: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Keeps `log` as the measurement log of its node (replacing any).
+    pub fn set_measurement_log(&mut self, log: &StoredLog) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO measurement_logs
+             (addr, ek_name, ak_name, reset_count, restart_count, records, log, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (addr) DO UPDATE SET ek_name = ?2, ak_name = ?3, reset_count = ?4,
+                restart_count = ?5, records = ?6, log = ?7, updated_at = ?8",
+            params![
+                log.addr,
+                log.ek_name,
+                log.ak_name,
+                log.reset_count,
+                log.restart_count,
+                log.records,
+                log.log,
+                now()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets the measurement log of `addr` (the next fetch is whole).
+    pub fn forget_measurement_log(&mut self, addr: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM measurement_logs WHERE addr = ?1", [addr])?;
+        Ok(())
+    }
+
     /// Replaces the policy unconditionally (`policy init`).
     pub fn set_policy(&mut self, toml: &str) -> Result<i64, StoreError> {
         let tx = self.conn.transaction()?;
@@ -489,6 +577,19 @@ fn migrate_v1(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Version 2 had no stored measurement logs.
+fn migrate_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let table: String = SCHEMA
+        .split_inclusive(';')
+        .filter(|stmt| {
+            stmt.trim_start()
+                .starts_with("CREATE TABLE measurement_logs")
+        })
+        .collect();
+    tx.execute_batch(&table)?;
     Ok(())
 }
 
@@ -656,6 +757,56 @@ mod tests {
         drop(store);
         // Opening again is a no-op.
         assert_eq!(Store::open(dir.path()).unwrap().nodes().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn measurement_logs_are_kept_per_node_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = StoredLog {
+            addr: "n:1".into(),
+            ek_name: vec![1],
+            ak_name: vec![2],
+            reset_count: 7,
+            restart_count: u32::MAX,
+            records: 3,
+            log: vec![9; 100],
+        };
+        {
+            let mut store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.measurement_log("n:1").unwrap(), None);
+            store.set_measurement_log(&log).unwrap();
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.measurement_log("n:1").unwrap(), Some(log.clone()));
+        let longer = StoredLog {
+            records: 4,
+            log: vec![8; 130],
+            ..log
+        };
+        store.set_measurement_log(&longer).unwrap();
+        assert_eq!(store.measurement_log("n:1").unwrap(), Some(longer));
+        store.forget_measurement_log("n:1").unwrap();
+        assert_eq!(store.measurement_log("n:1").unwrap(), None);
+    }
+
+    #[test]
+    fn version_2_state_gains_the_measurement_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            let v2: String = SCHEMA
+                .split_inclusive(';')
+                .filter(|s| !s.trim_start().starts_with("CREATE TABLE measurement_logs"))
+                .collect();
+            conn.execute_batch(&v2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO policy VALUES (1, 'version = 1', 3, 4); PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.measurement_log("x").unwrap(), None);
+        assert_eq!(store.policy_with_revision().unwrap().unwrap().revision, 4);
     }
 
     #[test]

@@ -689,7 +689,7 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
     assert_eq!(
         reason_codes(&out),
-        ["monvm-violation"],
+        ["monvm-syscall-table-modified"],
         "{}",
         describe(&out)
     );
@@ -698,7 +698,7 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
     assert_eq!(
         reason_codes(&out),
-        ["monvm-violation"],
+        ["monvm-syscall-table-modified"],
         "{}",
         describe(&out)
     );

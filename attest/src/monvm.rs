@@ -1,0 +1,900 @@
+//! What the A-VM's measurement log says about the Mon-VM, and its
+//! appraisal against the policy.
+//!
+//! The record names are the A-VM's contract with the verifier
+//! (`docs/protocol.md`, "The A-VM's measurement log"):
+//!
+//! - PCR 10: the Mon-VM's own IMA entries (`ima-ng` / `ima-sig`, path and
+//!   SHA-256 file digest), anchored as IMA made them;
+//! - PCR 11, start-up records: `monvm:kernel:RELEASE`, `monvm:module:NAME`,
+//!   `monvm:process:PID:COMM` or `monvm:process:PID:COMM:EXE_PATH`,
+//!   `monvm:sys_call_table`, `monvm:idt`, `monvm:text`, `monvm:rodata`,
+//!   `monvm:ro_after_init`, `monvm:boot_patches`. The digest of a module or
+//!   process record is the SHA-256 file digest of its IMA entry, all zero
+//!   when the Mon-VM's IMA list has none (measurement evaded), or, in logs
+//!   of A-VMs that predate file digests, SHA-256 of the record's name;
+//! - PCR 12, events: `monvm:event:N:violation:AREA:DETAIL` and
+//!   `monvm:event:N:clean:AREA`.
+//!
+//! Everything here comes from the node and is only trusted as far as the
+//! quote proves it: callers pass the proven prefix
+//! ([`crate::verify::MeasurementLogCheck::proven`]). Parsing never panics;
+//! what does not parse is a finding of its own (fail closed), never
+//! skipped.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+
+use crate::ima::{self, ImaRecord};
+use crate::policy::ReferenceValues;
+use crate::verify::{MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, MissingReference, Reason};
+
+/// The PCR of the Mon-VM's IMA entries.
+pub const IMA_PCR: u32 = 10;
+/// The PCR of the A-VM's start-up measurements of the Mon-VM.
+pub const STARTUP_PCR: u32 = 11;
+/// The PCR of the A-VM's monitoring events.
+pub const EVENT_PCR: u32 = 12;
+
+/// Longest detail text a finding keeps (the rest is cut, marked `...`).
+pub const MAX_DETAIL_LEN: usize = 240;
+/// Most findings listed one by one; further ones are only counted.
+pub const MAX_LISTED_FINDINGS: usize = 100;
+/// Longest `comm` of a Linux task (TASK_COMM_LEN 16, with its NUL).
+pub const MAX_COMM_LEN: usize = 15;
+
+/// The kind of a Mon-VM finding; each has its own reason code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MonVmKind {
+    /// A violation event in an area this verifier does not know by name.
+    Violation,
+    SyscallTableModified,
+    IdtModified,
+    ImaRewritten,
+    TextModified,
+    PatchSiteInvalid,
+    RodataModified,
+    RoAfterInitModified,
+    MeasurementEvaded,
+    /// A PCR 12 record that is not a well-formed event (counted as a
+    /// violation: the A-VM writes nothing else there).
+    EventMalformed,
+    /// An IMA entry whose path the allowlist does not list.
+    FileNotAllowed,
+    /// An IMA entry whose path is listed, but not with this digest.
+    FileDigestUnknown,
+    /// An IMA entry that cannot be appraised (template other than
+    /// `ima-ng`/`ima-sig`, file digest other than SHA-256).
+    FileUnappraisable,
+    /// A loaded module the policy does not allow by name.
+    ModuleNotAllowed,
+    /// A module allowed by name, but not with this file digest.
+    ModuleDigestUnknown,
+    /// A loaded module with no IMA entry (measurement evaded).
+    ModuleUnmeasured,
+    /// A process whose executable (path and digest) is not allowed.
+    ProcessNotAllowed,
+    /// A process whose executable has no IMA entry.
+    ProcessUnmeasured,
+    /// `monvm:boot_patches` holds a digest never learned for the profile.
+    BootPatchesUnknown,
+    /// The policy learned boot patches for this profile, but the log has
+    /// no `monvm:boot_patches` record (yet).
+    BootPatchesMissing,
+    /// A start-up record of a known kind that does not parse.
+    RecordMalformed,
+}
+
+impl MonVmKind {
+    /// All kinds (for documentation checks).
+    pub const ALL: [MonVmKind; 21] = [
+        Self::Violation,
+        Self::SyscallTableModified,
+        Self::IdtModified,
+        Self::ImaRewritten,
+        Self::TextModified,
+        Self::PatchSiteInvalid,
+        Self::RodataModified,
+        Self::RoAfterInitModified,
+        Self::MeasurementEvaded,
+        Self::EventMalformed,
+        Self::FileNotAllowed,
+        Self::FileDigestUnknown,
+        Self::FileUnappraisable,
+        Self::ModuleNotAllowed,
+        Self::ModuleDigestUnknown,
+        Self::ModuleUnmeasured,
+        Self::ProcessNotAllowed,
+        Self::ProcessUnmeasured,
+        Self::BootPatchesUnknown,
+        Self::BootPatchesMissing,
+        Self::RecordMalformed,
+    ];
+
+    /// Stable kebab-case code (documented in docs/protocol.md).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Violation => "monvm-violation",
+            Self::SyscallTableModified => "monvm-syscall-table-modified",
+            Self::IdtModified => "monvm-idt-modified",
+            Self::ImaRewritten => "monvm-ima-rewritten",
+            Self::TextModified => "monvm-text-modified",
+            Self::PatchSiteInvalid => "monvm-patch-site-invalid",
+            Self::RodataModified => "monvm-rodata-modified",
+            Self::RoAfterInitModified => "monvm-ro-after-init-modified",
+            Self::MeasurementEvaded => "monvm-measurement-evaded",
+            Self::EventMalformed => "monvm-event-malformed",
+            Self::FileNotAllowed => "monvm-file-not-allowed",
+            Self::FileDigestUnknown => "monvm-file-digest-unknown",
+            Self::FileUnappraisable => "monvm-file-unappraisable",
+            Self::ModuleNotAllowed => "monvm-module-not-allowed",
+            Self::ModuleDigestUnknown => "monvm-module-digest-unknown",
+            Self::ModuleUnmeasured => "monvm-module-unmeasured",
+            Self::ProcessNotAllowed => "monvm-process-not-allowed",
+            Self::ProcessUnmeasured => "monvm-process-unmeasured",
+            Self::BootPatchesUnknown => "monvm-boot-patches-unknown",
+            Self::BootPatchesMissing => "monvm-boot-patches-missing",
+            Self::RecordMalformed => "monvm-record-malformed",
+        }
+    }
+
+    /// What it means, for the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Violation => "the A-VM recorded a violation in the Mon-VM",
+            Self::SyscallTableModified => "the Mon-VM's system-call table was modified",
+            Self::IdtModified => "the Mon-VM's IDT was modified",
+            Self::ImaRewritten => {
+                "an anchored entry of the Mon-VM's IMA list was rewritten or removed"
+            }
+            Self::TextModified => "the Mon-VM's kernel text was modified outside every patch site",
+            Self::PatchSiteInvalid => {
+                "a patch site of the Mon-VM's kernel holds a value its table does not allow"
+            }
+            Self::RodataModified => "the Mon-VM's read-only kernel data was modified",
+            Self::RoAfterInitModified => "the Mon-VM's read-only-after-init data was modified",
+            Self::MeasurementEvaded => "something runs in the Mon-VM that its IMA did not measure",
+            Self::EventMalformed => "a monitoring event of the A-VM is malformed",
+            Self::FileNotAllowed => "the Mon-VM measured a file the allowlist does not list",
+            Self::FileDigestUnknown => {
+                "the Mon-VM measured a file with a digest the allowlist does not allow"
+            }
+            Self::FileUnappraisable => "an IMA entry of the Mon-VM cannot be appraised",
+            Self::ModuleNotAllowed => "a module is loaded that the policy does not allow",
+            Self::ModuleDigestUnknown => "a module is loaded from a file the policy does not allow",
+            Self::ModuleUnmeasured => "a module is loaded that the Mon-VM's IMA did not measure",
+            Self::ProcessNotAllowed => "a process runs an executable the policy does not allow",
+            Self::ProcessUnmeasured => {
+                "a process runs an executable the Mon-VM's IMA did not measure"
+            }
+            Self::BootPatchesUnknown => {
+                "the Mon-VM kernel's boot-time patches were never learned for this profile"
+            }
+            Self::BootPatchesMissing => {
+                "the A-VM did not (yet) measure the Mon-VM kernel's boot-time patches"
+            }
+            Self::RecordMalformed => "a start-up record of the A-VM is malformed",
+        }
+    }
+
+    /// The PCR of the records this kind is about.
+    pub fn pcr(self) -> u8 {
+        match self {
+            Self::FileNotAllowed | Self::FileDigestUnknown | Self::FileUnappraisable => 10,
+            Self::ModuleNotAllowed
+            | Self::ModuleDigestUnknown
+            | Self::ModuleUnmeasured
+            | Self::ProcessNotAllowed
+            | Self::ProcessUnmeasured
+            | Self::BootPatchesUnknown
+            | Self::BootPatchesMissing
+            | Self::RecordMalformed => 11,
+            _ => 12,
+        }
+    }
+
+    /// The kind of a violation event in `area` (unknown areas are the
+    /// generic [`MonVmKind::Violation`]).
+    pub fn of_area(area: &[u8]) -> Self {
+        match area {
+            b"sys_call_table" => Self::SyscallTableModified,
+            b"idt" => Self::IdtModified,
+            b"ima" => Self::ImaRewritten,
+            b"text" => Self::TextModified,
+            b"patch_site" => Self::PatchSiteInvalid,
+            b"rodata" => Self::RodataModified,
+            b"ro_after_init" => Self::RoAfterInitModified,
+            b"measurement_evaded" => Self::MeasurementEvaded,
+            _ => Self::Violation,
+        }
+    }
+
+    /// Whether `policy learn` may add what this finding is about (the node
+    /// runs something the policy does not know yet), as opposed to what a
+    /// known-good node never shows (a violation, an unmeasured module).
+    pub fn learnable(self) -> bool {
+        matches!(
+            self,
+            Self::FileNotAllowed
+                | Self::FileDigestUnknown
+                | Self::ModuleNotAllowed
+                | Self::ModuleDigestUnknown
+                | Self::ProcessNotAllowed
+                | Self::BootPatchesUnknown
+        )
+    }
+}
+
+/// One named finding: which kind, which log record, and what (path,
+/// module, process, event detail; cut to [`MAX_DETAIL_LEN`], lossy UTF-8,
+/// not yet escaped for a terminal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonVmFinding {
+    pub kind: MonVmKind,
+    /// Index of the record in the measurement log.
+    pub index: usize,
+    pub detail: String,
+}
+
+impl MonVmFinding {
+    fn new(kind: MonVmKind, index: usize, detail: &[u8]) -> Self {
+        Self {
+            kind,
+            index,
+            detail: detail_text(detail),
+        }
+    }
+}
+
+/// Lossy UTF-8 of at most [`MAX_DETAIL_LEN`] bytes of `bytes`.
+pub fn detail_text(bytes: &[u8]) -> String {
+    let cut = bytes.len() > MAX_DETAIL_LEN;
+    let bytes = bytes.get(..MAX_DETAIL_LEN).unwrap_or(bytes);
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if cut {
+        text.push_str("...");
+    }
+    text
+}
+
+/// What a module or process record says about its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileDigest {
+    /// The SHA-256 digest of the file's IMA entry.
+    Measured([u8; 32]),
+    /// All zero: the Mon-VM's IMA list has no entry for the file.
+    Unmeasured,
+    /// An older A-VM's record, whose digest is SHA-256 of its name: the
+    /// file is not named.
+    NotRecorded,
+}
+
+impl FileDigest {
+    fn of(name: &[u8], digest: &[u8; 32]) -> Self {
+        if digest == &[0; 32] {
+            Self::Unmeasured
+        } else if digest[..] == Sha256::digest(name)[..] {
+            Self::NotRecorded
+        } else {
+            Self::Measured(*digest)
+        }
+    }
+}
+
+/// One way of reading a process record's `COMM:EXE_PATH` (a `comm` may
+/// itself hold `:/`, so a name can have several).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessReading<'a> {
+    pub comm: &'a [u8],
+    pub exe: &'a [u8],
+}
+
+/// A start-up record (PCR 11), parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupRecord<'a> {
+    Kernel {
+        release: &'a [u8],
+    },
+    Module {
+        name: &'a [u8],
+        file: FileDigest,
+    },
+    Process {
+        pid: u32,
+        /// `COMM` (old form) or `COMM:EXE_PATH`, as recorded.
+        rest: &'a [u8],
+        /// Every reading of `rest` as `COMM:EXE_PATH` (comm at most 15
+        /// bytes, path absolute); empty for the old form.
+        readings: Vec<ProcessReading<'a>>,
+        file: FileDigest,
+    },
+    BootPatches {
+        digest: [u8; 32],
+    },
+    /// `monvm:sys_call_table`, `monvm:idt`, `monvm:text`, ... (digests the
+    /// A-VM checks itself).
+    Area {
+        area: &'a [u8],
+        digest: [u8; 32],
+    },
+    /// A name this verifier does not know (a newer A-VM); counted only.
+    Other,
+}
+
+/// Why a start-up record of a known kind does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedRecord;
+
+/// Parses a start-up record's name and digest.
+pub fn parse_startup<'a>(
+    name: &'a [u8],
+    digest: &[u8; 32],
+) -> Result<StartupRecord<'a>, MalformedRecord> {
+    if let Some(release) = name.strip_prefix(b"monvm:kernel:") {
+        return if release.is_empty() {
+            Err(MalformedRecord)
+        } else {
+            Ok(StartupRecord::Kernel { release })
+        };
+    }
+    if let Some(module) = name.strip_prefix(b"monvm:module:") {
+        return if module.is_empty() {
+            Err(MalformedRecord)
+        } else {
+            Ok(StartupRecord::Module {
+                name: module,
+                file: FileDigest::of(name, digest),
+            })
+        };
+    }
+    if let Some(process) = name.strip_prefix(b"monvm:process:") {
+        let colon = process
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(MalformedRecord)?;
+        let (pid, rest) = process.split_at(colon);
+        let rest = rest.get(1..).unwrap_or_default();
+        let pid = parse_decimal(pid).ok_or(MalformedRecord)?;
+        let file = FileDigest::of(name, digest);
+        let readings = if file == FileDigest::NotRecorded {
+            Vec::new()
+        } else {
+            process_readings(rest)
+        };
+        // A file digest (or the lack of one) belongs to a named executable.
+        if file != FileDigest::NotRecorded && readings.is_empty() {
+            return Err(MalformedRecord);
+        }
+        return Ok(StartupRecord::Process {
+            pid,
+            rest,
+            readings,
+            file,
+        });
+    }
+    Ok(match name {
+        b"monvm:boot_patches" => StartupRecord::BootPatches { digest: *digest },
+        b"monvm:sys_call_table"
+        | b"monvm:idt"
+        | b"monvm:text"
+        | b"monvm:rodata"
+        | b"monvm:ro_after_init" => StartupRecord::Area {
+            area: name.get(6..).unwrap_or_default(),
+            digest: *digest,
+        },
+        _ => StartupRecord::Other,
+    })
+}
+
+/// Every split of `COMM:EXE_PATH` with a comm of at most 15 bytes and an
+/// absolute path.
+fn process_readings(rest: &[u8]) -> Vec<ProcessReading<'_>> {
+    (0..rest.len().min(MAX_COMM_LEN + 1))
+        .filter(|&i| rest.get(i) == Some(&b':') && rest.get(i + 1) == Some(&b'/'))
+        .map(|i| ProcessReading {
+            comm: &rest[..i],
+            exe: &rest[i + 1..],
+        })
+        .collect()
+}
+
+/// A decimal number of 1 to 10 digits that fits a u32.
+fn parse_decimal(text: &[u8]) -> Option<u32> {
+    if text.is_empty() || text.len() > 10 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    text.iter().try_fold(0u32, |n, d| {
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
+}
+
+/// A monitoring event (PCR 12), parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    Violation {
+        number: u32,
+        area: &'a [u8],
+        detail: &'a [u8],
+    },
+    Clean {
+        number: u32,
+        area: &'a [u8],
+    },
+}
+
+/// Parses an event's name; `None` if it is not a well-formed event.
+pub fn parse_event(name: &[u8]) -> Option<Event<'_>> {
+    let rest = name.strip_prefix(b"monvm:event:")?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let number = parse_decimal(&rest[..colon])?;
+    let rest = &rest[colon + 1..];
+    if let Some(area_detail) = rest.strip_prefix(b"violation:") {
+        let (area, detail) = match area_detail.iter().position(|&b| b == b':') {
+            Some(at) => (&area_detail[..at], &area_detail[at + 1..]),
+            None => (area_detail, &[][..]),
+        };
+        return (!area.is_empty()).then_some(Event::Violation {
+            number,
+            area,
+            detail,
+        });
+    }
+    let area = rest.strip_prefix(b"clean:")?;
+    (!area.is_empty() && !area.contains(&b':')).then_some(Event::Clean { number, area })
+}
+
+/// Counts of what the appraisal looked at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonVmAppraisal {
+    /// Every finding, up to [`MAX_LISTED_FINDINGS`].
+    pub findings: Vec<MonVmFinding>,
+    /// Findings beyond those listed.
+    pub omitted: usize,
+    /// Whether the policy's file allowlist was applied (it is known).
+    pub allowlist_applied: bool,
+    /// IMA entries appraised against the allowlist, and excluded from it.
+    pub files_appraised: usize,
+    pub files_excluded: usize,
+    /// Module and process records appraised.
+    pub modules_appraised: usize,
+    pub processes_appraised: usize,
+    /// Process records of the old form (no executable path).
+    pub processes_without_path: usize,
+    /// Whether the log shows a Mon-VM (a measured kernel profile): it
+    /// then needs a file allowlist to be trusted.
+    pub monvm: bool,
+}
+
+impl MonVmAppraisal {
+    fn push(&mut self, finding: MonVmFinding) {
+        if self.findings.len() < MAX_LISTED_FINDINGS {
+            self.findings.push(finding);
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// The findings as reasons, plus `reference-values-missing` when the
+    /// policy has no allowlist for a node with a Mon-VM.
+    pub fn reasons(&self) -> impl Iterator<Item = Reason> + '_ {
+        let missing = (!self.allowlist_applied && self.monvm)
+            .then_some(Reason::ReferenceValuesMissing(MissingReference::MonVmFiles));
+        self.findings
+            .iter()
+            .cloned()
+            .map(Reason::MonVm)
+            .chain(missing)
+    }
+}
+
+/// Appraises the proven part of a measurement log (`log`, checked by
+/// [`crate::verify::check_measurement_log`] into `check`) against the
+/// policy: every violation event is named; with a known file allowlist,
+/// every IMA entry (PCR 10), module and process record (PCR 11) is
+/// appraised; `monvm:boot_patches` against the digests learned for the
+/// measured profile. `excluded` says whether a path is excluded from the
+/// allowlist (the verifier compiles the policy's `excludes`).
+pub fn appraise(
+    log: &[u8],
+    check: &MeasurementLogCheck,
+    policy: Option<&ReferenceValues>,
+    excluded: &dyn Fn(&[u8]) -> bool,
+) -> MonVmAppraisal {
+    let mut out = MonVmAppraisal::default();
+    let Ok(records) = ima::parse_list(log, MAX_MEASUREMENT_RECORDS) else {
+        // check_measurement_log accepted these bytes; a caller that passes
+        // others gets nothing proven.
+        return out;
+    };
+    let proven = records.get(..check.proven).unwrap_or_default();
+    let allowlist = policy
+        .map(|p| &p.monvm_files)
+        .filter(|files| !files.is_empty());
+    out.allowlist_applied = allowlist.is_some();
+    out.monvm = check.config_digest.is_some();
+    let mut boot_patches_seen = false;
+    for (index, record) in proven.iter().enumerate() {
+        match record.pcr {
+            IMA_PCR => {
+                if let Some(files) = allowlist {
+                    appraise_ima_entry(index, record, files, excluded, &mut out);
+                }
+            }
+            STARTUP_PCR => {
+                let Ok(fields) = record.ng_fields() else {
+                    out.push(MonVmFinding::new(
+                        MonVmKind::RecordMalformed,
+                        index,
+                        record.template_name.as_bytes(),
+                    ));
+                    continue;
+                };
+                let digest = <[u8; 32]>::try_from(fields.digest).unwrap_or([0; 32]);
+                match parse_startup(fields.name, &digest) {
+                    Err(MalformedRecord) => out.push(MonVmFinding::new(
+                        MonVmKind::RecordMalformed,
+                        index,
+                        fields.name,
+                    )),
+                    Ok(StartupRecord::BootPatches { digest }) => {
+                        boot_patches_seen = true;
+                        appraise_boot_patches(index, &digest, check, policy, &mut out);
+                    }
+                    Ok(record @ StartupRecord::Module { .. }) if allowlist.is_some() => {
+                        appraise_module(index, &record, policy, &mut out);
+                    }
+                    Ok(record @ StartupRecord::Process { .. }) => {
+                        if let Some(files) = allowlist {
+                            appraise_process(index, &record, files, excluded, &mut out);
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+            EVENT_PCR => {
+                let event = record
+                    .ng_fields()
+                    .ok()
+                    .map(|f| (f.name, parse_event(f.name)));
+                match event {
+                    Some((_, Some(Event::Clean { .. }))) => {}
+                    Some((_, Some(Event::Violation { area, detail, .. }))) => {
+                        let mut text = Vec::with_capacity(area.len() + 1 + detail.len());
+                        text.extend_from_slice(area);
+                        if !detail.is_empty() {
+                            text.push(b':');
+                            text.extend_from_slice(detail);
+                        }
+                        out.push(MonVmFinding::new(MonVmKind::of_area(area), index, &text));
+                    }
+                    Some((name, None)) => {
+                        out.push(MonVmFinding::new(MonVmKind::EventMalformed, index, name));
+                    }
+                    None => out.push(MonVmFinding::new(
+                        MonVmKind::EventMalformed,
+                        index,
+                        record.template_name.as_bytes(),
+                    )),
+                }
+            }
+            _ => {}
+        }
+    }
+    // Learned boot patches must be measured: a missing record is refused.
+    if !boot_patches_seen
+        && let (Some(profile), Some(policy)) = (check.config_digest, policy)
+        && policy.boot_patches_of(&profile).is_some()
+    {
+        out.push(MonVmFinding::new(
+            MonVmKind::BootPatchesMissing,
+            check.proven,
+            b"monvm:boot_patches",
+        ));
+    }
+    out
+}
+
+/// The path and SHA-256 digest of an IMA entry, or what makes it
+/// unappraisable.
+fn ima_entry<'a>(record: &ImaRecord<'a>) -> Result<(&'a [u8], [u8; 32]), &'a [u8]> {
+    let fields = record
+        .ng_fields()
+        .map_err(|_| record.template_name.as_bytes())?;
+    if fields.algorithm != "sha256" {
+        return Err(fields.name);
+    }
+    let digest = <[u8; 32]>::try_from(fields.digest).map_err(|_| fields.name)?;
+    Ok((fields.name, digest))
+}
+
+fn appraise_ima_entry(
+    index: usize,
+    record: &ImaRecord<'_>,
+    files: &crate::policy::FileAllowlist,
+    excluded: &dyn Fn(&[u8]) -> bool,
+    out: &mut MonVmAppraisal,
+) {
+    let (path, digest) = match ima_entry(record) {
+        Ok(entry) => entry,
+        Err(what) => {
+            // An exclude still covers an entry whose path is known.
+            if record.ng_fields().is_ok_and(|f| excluded(f.name)) {
+                out.files_excluded += 1;
+            } else {
+                out.push(MonVmFinding::new(MonVmKind::FileUnappraisable, index, what));
+            }
+            return;
+        }
+    };
+    if excluded(path) {
+        out.files_excluded += 1;
+        return;
+    }
+    out.files_appraised += 1;
+    match files.digests_of(path) {
+        None => out.push(MonVmFinding::new(MonVmKind::FileNotAllowed, index, path)),
+        Some(allowed) if !allowed.contains(&digest) => out.push(MonVmFinding::new(
+            MonVmKind::FileDigestUnknown,
+            index,
+            &file_detail(path, &digest),
+        )),
+        Some(_) => {}
+    }
+}
+
+/// `PATH (sha256:HEX)`.
+fn file_detail(path: &[u8], digest: &[u8; 32]) -> Vec<u8> {
+    let mut text = Vec::with_capacity(path.len() + 80);
+    text.extend_from_slice(path);
+    text.extend_from_slice(b" (sha256:");
+    text.extend_from_slice(crate::hex::encode(digest).as_bytes());
+    text.push(b')');
+    text
+}
+
+fn appraise_module(
+    index: usize,
+    record: &StartupRecord<'_>,
+    policy: Option<&ReferenceValues>,
+    out: &mut MonVmAppraisal,
+) {
+    let StartupRecord::Module { name, file } = record else {
+        return;
+    };
+    out.modules_appraised += 1;
+    if *file == FileDigest::Unmeasured {
+        out.push(MonVmFinding::new(MonVmKind::ModuleUnmeasured, index, name));
+        return;
+    }
+    let allowed = policy.and_then(|p| p.monvm_modules.iter().find(|m| m.name.as_bytes() == *name));
+    let Some(allowed) = allowed else {
+        // Not listed by name: allowed if the file allowlist allows its
+        // file (`.../NAME.ko`, as a Keylime policy lists modules).
+        let by_file = match (file, policy) {
+            (FileDigest::Measured(digest), Some(p)) => {
+                module_file_allowed(&p.monvm_files, name, digest)
+            }
+            _ => false,
+        };
+        if !by_file {
+            out.push(MonVmFinding::new(MonVmKind::ModuleNotAllowed, index, name));
+        }
+        return;
+    };
+    if allowed.sha256.is_empty() {
+        return;
+    }
+    match file {
+        FileDigest::Measured(digest) if allowed.sha256.contains(digest) => {}
+        FileDigest::Measured(digest) => out.push(MonVmFinding::new(
+            MonVmKind::ModuleDigestUnknown,
+            index,
+            &file_detail(name, digest),
+        )),
+        // The policy wants a file digest; this record names none.
+        _ => out.push(MonVmFinding::new(
+            MonVmKind::ModuleDigestUnknown,
+            index,
+            name,
+        )),
+    }
+}
+
+/// Whether the allowlist allows `digest` for a file named like module
+/// `name` (`NAME.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`; `-` and `_` alike,
+/// as the kernel treats them in module names).
+pub fn module_file_allowed(
+    files: &crate::policy::FileAllowlist,
+    name: &[u8],
+    digest: &[u8; 32],
+) -> bool {
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                let norm = |c: u8| if c == b'-' { b'_' } else { c };
+                norm(*x) == norm(*y)
+            })
+    };
+    files.digests.iter().any(|(path, digests)| {
+        let file = path.rsplit('/').next().unwrap_or_default().as_bytes();
+        let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .find_map(|ext| file.strip_suffix(ext.as_bytes()));
+        stem.is_some_and(|stem| same(stem, name)) && digests.0.contains(digest)
+    })
+}
+
+fn appraise_process(
+    index: usize,
+    record: &StartupRecord<'_>,
+    files: &crate::policy::FileAllowlist,
+    excluded: &dyn Fn(&[u8]) -> bool,
+    out: &mut MonVmAppraisal,
+) {
+    let StartupRecord::Process {
+        pid,
+        rest,
+        readings,
+        file,
+    } = record
+    else {
+        return;
+    };
+    let detail = || {
+        let mut text = alloc::format!("pid {pid} ").into_bytes();
+        text.extend_from_slice(rest);
+        text
+    };
+    let digest = match file {
+        FileDigest::NotRecorded => {
+            // An older A-VM: the executable is not named; its IMA entry,
+            // if any, is appraised in PCR 10.
+            out.processes_without_path += 1;
+            return;
+        }
+        FileDigest::Unmeasured => {
+            out.processes_appraised += 1;
+            out.push(MonVmFinding::new(
+                MonVmKind::ProcessUnmeasured,
+                index,
+                &detail(),
+            ));
+            return;
+        }
+        FileDigest::Measured(digest) => digest,
+    };
+    out.processes_appraised += 1;
+    // Every reading of an ambiguous name must pass: a comm holding ":/"
+    // cannot move the executable under an exclude.
+    let allowed = !readings.is_empty()
+        && readings.iter().all(|reading| {
+            excluded(reading.exe)
+                || files
+                    .digests_of(reading.exe)
+                    .is_some_and(|allowed| allowed.contains(digest))
+        });
+    if !allowed {
+        let mut text = detail();
+        text.extend_from_slice(b" (sha256:");
+        text.extend_from_slice(crate::hex::encode(digest).as_bytes());
+        text.push(b')');
+        out.push(MonVmFinding::new(
+            MonVmKind::ProcessNotAllowed,
+            index,
+            &text,
+        ));
+    }
+}
+
+fn appraise_boot_patches(
+    index: usize,
+    digest: &[u8; 32],
+    check: &MeasurementLogCheck,
+    policy: Option<&ReferenceValues>,
+    out: &mut MonVmAppraisal,
+) {
+    let learned = check
+        .config_digest
+        .zip(policy)
+        .and_then(|(profile, p)| p.boot_patches_of(&profile));
+    if !learned.is_some_and(|known| known.contains(digest)) {
+        out.push(MonVmFinding::new(
+            MonVmKind::BootPatchesUnknown,
+            index,
+            alloc::format!("sha256:{}", crate::hex::encode(digest)).as_bytes(),
+        ));
+    }
+}
+
+/// What [`learn`] added to a policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LearnedMonVm {
+    /// New (path, digest) pairs in `monvm_files`.
+    pub files: usize,
+    /// New or widened `monvm_modules` entries.
+    pub modules: usize,
+    /// New `monvm_boot_patches` digests.
+    pub boot_patches: usize,
+    /// IMA entries that could not be learned (no `ima-ng`/`ima-sig`
+    /// SHA-256 digest, or a path that is not UTF-8): a later attestation
+    /// names them.
+    pub skipped: usize,
+}
+
+/// Learns what a known-good node's Mon-VM runs, from the proven part of
+/// its log: every IMA entry (PCR 10) as an allowed file, every module that
+/// IMA measured (by name and file digest; by name alone from an older
+/// A-VM), every process executable, and the boot-patch digest for the
+/// measured profile. Learns nothing if the log shows no Mon-VM, or its
+/// profile is not one the policy allows (the A-VM's view of the Mon-VM is
+/// then not trusted). Unmeasured modules and processes are never learned.
+pub fn learn(
+    policy: &mut ReferenceValues,
+    log: &[u8],
+    check: &MeasurementLogCheck,
+) -> LearnedMonVm {
+    let mut learned = LearnedMonVm::default();
+    let Some(profile) = check.config_digest else {
+        return learned;
+    };
+    if !policy.monvm_profiles.iter().any(|p| p.sha256 == profile) {
+        return learned;
+    }
+    let Ok(records) = ima::parse_list(log, MAX_MEASUREMENT_RECORDS) else {
+        return learned;
+    };
+    // A path that is not UTF-8 cannot be written in the TOML policy.
+    let allow_file = |policy: &mut ReferenceValues, path: &[u8], digest: [u8; 32]| {
+        core::str::from_utf8(path)
+            .ok()
+            .map(|path| usize::from(policy.monvm_files.allow(path, digest)))
+    };
+    for record in records.get(..check.proven).unwrap_or_default() {
+        match record.pcr {
+            IMA_PCR => match ima_entry(record) {
+                Ok((path, digest)) => match allow_file(policy, path, digest) {
+                    Some(new) => learned.files += new,
+                    None => learned.skipped += 1,
+                },
+                Err(_) => learned.skipped += 1,
+            },
+            STARTUP_PCR => {
+                let Ok(fields) = record.ng_fields() else {
+                    continue;
+                };
+                let digest = <[u8; 32]>::try_from(fields.digest).unwrap_or([0; 32]);
+                match parse_startup(fields.name, &digest) {
+                    Ok(StartupRecord::Module { name, file }) => {
+                        let Ok(name) = core::str::from_utf8(name) else {
+                            continue;
+                        };
+                        let digest = match file {
+                            FileDigest::Measured(d) => Some(d),
+                            FileDigest::NotRecorded => None,
+                            FileDigest::Unmeasured => continue,
+                        };
+                        learned.modules += usize::from(policy.allow_module(name, digest));
+                    }
+                    Ok(StartupRecord::Process {
+                        readings,
+                        file: FileDigest::Measured(digest),
+                        ..
+                    }) if readings.len() == 1 => {
+                        match allow_file(policy, readings[0].exe, digest) {
+                            Some(new) => learned.files += new,
+                            None => learned.skipped += 1,
+                        }
+                    }
+                    Ok(StartupRecord::BootPatches { digest }) => {
+                        learned.boot_patches +=
+                            usize::from(policy.allow_boot_patches(profile, digest));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    learned
+}
