@@ -1,0 +1,206 @@
+//! The A-VM's check of the Mon-VM kernel's text and read-only data
+//! (`vmi::linux::text`, swept by the A-VM), on a live node of each Debian
+//! kernel with KASLR on:
+//! - at start-up the whole text and rodata match the image (no chunk
+//!   modified, every patch site allowed by its rule);
+//! - legitimate self-patching raises nothing: a tracepoint enabled and
+//!   disabled (jump labels, static calls), modules loaded and removed;
+//! - each tampering, written into the Mon-VM's RAM file as a rootkit inside
+//!   would write it, becomes an event with its own area within a few sweep
+//!   periods, and a clean event once restored: a byte of text outside every
+//!   patch site, a jump-label site that jumps elsewhere than its target, a
+//!   byte of rodata.
+//!
+//! Why the writes are harmless to the running guest: the text byte is in
+//! the handler of `kexec_load`, which nothing in the Mon-VM calls; the
+//! jump-label site is made `jmp +0` (a jump to the next instruction: the
+//! same effect as its NOP); the rodata byte is in the middle of rodata
+//! (BTF or the symbol tables, read only by BPF and module loading), one
+//! bit flipped. Each is restored by a guard.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use avm_qemu::monvm::console::MonVmConsole;
+use avm_qemu::testing::{MonVmPatch, wait_for_avm_serial};
+use vmi::linux::text::{PatchSites, TextReference};
+use vmi::profile::KernelProfile;
+
+static BOOTS: Mutex<()> = Mutex::new(());
+
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Long enough for several whole sweeps (one per second).
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The `AVM-MONVM-EVENT` lines so far.
+fn events(record: &avm_qemu::NodeRecord) -> Vec<String> {
+    std::fs::read_to_string(&record.avm_serial)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether any patch site covers `offset` (from `_text`).
+fn in_a_site(sites: &PatchSites, offset: u32) -> bool {
+    let covers = |list: &[u32], lens: &dyn Fn(usize) -> u32| {
+        list.iter()
+            .enumerate()
+            .any(|(i, &o)| o <= offset && offset < o + lens(i))
+    };
+    let fixed = |n: u32| move |_: usize| n;
+    covers(sites.returns.as_slice(), &fixed(5))
+        || covers(sites.fentry.as_slice(), &fixed(5))
+        || covers(sites.calls.as_slice(), &fixed(5))
+        || covers(sites.locks.as_slice(), &fixed(1))
+        || covers(sites.endbr.as_slice(), &fixed(4))
+        || covers(sites.jumps.offsets.as_slice(), &|i| {
+            u32::from(sites.jumps.lens[i])
+        })
+        || covers(sites.boot.offsets.as_slice(), &|i| {
+            u32::from(sites.boot.lens[i])
+        })
+        || covers(sites.boot_constants.offsets.as_slice(), &|i| {
+            u32::from(sites.boot_constants.lens[i])
+        })
+}
+
+fn reference(profile: &KernelProfile) -> &TextReference {
+    profile
+        .text_reference
+        .as_ref()
+        .expect("the launcher's profile has a text reference")
+}
+
+fn profile_of(record: &avm_qemu::NodeRecord) -> KernelProfile {
+    let bytes = std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile");
+    KernelProfile::decode(&bytes).expect("profile decodes")
+}
+
+fn check_text(series: &str) {
+    let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = avm_qemu::testing::monvm_node(dir.path(), series, 256);
+    let record = node.record().clone();
+    wait_for_avm_serial(&record, "AVM-MONVM-TEXT ");
+    let serial = std::fs::read_to_string(&record.avm_serial).expect("serial log");
+    let line = serial
+        .lines()
+        .find(|l| l.starts_with("AVM-MONVM-TEXT "))
+        .expect("the text line");
+    for clean in [
+        "copied=true",
+        "modified_text=0 ",
+        "sites=0 ",
+        "modified_rodata=0 ",
+    ] {
+        assert!(
+            line.contains(clean),
+            "{series}: not clean at start-up: {line}\n{serial}"
+        );
+    }
+    let profile = profile_of(&record);
+    let text = reference(&profile);
+    let link_text = profile.symbols.text;
+
+    // Legitimate self-patching: a tracepoint on and off (jump labels and
+    // static calls), a module in and out.
+    let mut console = MonVmConsole::connect(
+        record.monvm_console.as_ref().expect("a console"),
+        CONSOLE_TIMEOUT,
+    )
+    .expect("console");
+    let module = record
+        .monvm_modules
+        .iter()
+        .find(|m| m.ends_with("/dummy.ko"))
+        .expect("the dummy module is in the Mon-VM's root")
+        .clone();
+    let tracing = "/sys/kernel/tracing";
+    console
+        .run_ok(&format!(
+            "mount -t tracefs none {tracing} && echo 1 > {tracing}/events/sched/sched_switch/enable && insmod {module}"
+        ))
+        .expect("tracepoint on, module in");
+    std::thread::sleep(SETTLE);
+    console
+        .run_ok(&format!(
+            "echo 0 > {tracing}/events/sched/sched_switch/enable && rmmod dummy"
+        ))
+        .expect("tracepoint off, module out");
+    std::thread::sleep(SETTLE);
+    assert_eq!(
+        events(&record),
+        Vec::<String>::new(),
+        "{series}: legitimate self-patching was reported"
+    );
+
+    // 1. A byte of text outside every patch site.
+    let handler = profile
+        .syscalls
+        .slots
+        .iter()
+        .find(|s| s.name == "__x64_sys_kexec_load")
+        .expect("kexec_load's handler")
+        .address;
+    let byte = (16..256)
+        .map(|d| (handler - link_text + d) as u32)
+        .find(|&o| !in_a_site(&text.sites, o))
+        .expect("a byte outside every site");
+    let chunk = link_text + u64::from(byte) / 4096 * 4096;
+    let patch = MonVmPatch::kernel(
+        &record,
+        |_| link_text + u64::from(byte),
+        |b, _| vec![b[0] ^ 0xff],
+        1,
+    );
+    wait_for_avm_serial(&record, &format!(":violation:text:chunk:{chunk:#x}"));
+    drop(patch);
+    wait_for_avm_serial(&record, ":clean:text");
+
+    // 2. A 5-byte jump-label site jumping elsewhere than its target.
+    let jumps = &text.sites.jumps;
+    let i = (0..jumps.offsets.len())
+        .find(|&i| jumps.lens[i] == 5 && jumps.targets[i] != 5)
+        .expect("a 5-byte jump label");
+    let site = link_text + u64::from(jumps.offsets.as_slice()[i]);
+    let patch = MonVmPatch::kernel(&record, |_| site, |_, _| vec![0xe9, 0, 0, 0, 0], 5);
+    wait_for_avm_serial(
+        &record,
+        &format!(":violation:patch_site:jump-label@{site:#x}:e900000000"),
+    );
+    drop(patch);
+    wait_for_avm_serial(&record, ":clean:patch_site");
+
+    // 3. A byte of rodata (outside ro_after_init, which is baselined per
+    // boot and reported as an area of its own).
+    let (ro, end) = (
+        profile.symbols.start_ro_after_init..profile.symbols.end_ro_after_init,
+        text.rodata.start + text.rodata.len,
+    );
+    let mut at = text.rodata.start + text.rodata.len / 2;
+    if ro.contains(&at) {
+        at = ro.end + (end - ro.end) / 2;
+    }
+    assert!(!ro.contains(&at) && at < end);
+    let chunk = at / 4096 * 4096;
+    let patch = MonVmPatch::kernel(&record, |_| at, |b, _| vec![b[0] ^ 1], 1);
+    wait_for_avm_serial(&record, &format!(":violation:rodata:chunk:{chunk:#x}"));
+    drop(patch);
+    wait_for_avm_serial(&record, ":clean:rodata");
+
+    // Only these: three violations, three clean events.
+    let all = events(&record);
+    assert_eq!(all.len(), 6, "{series}: {all:#?}");
+}
+
+#[test]
+fn text_and_rodata_of_a_live_6_1_mon_vm() {
+    check_text("6.1");
+}
+
+#[test]
+fn text_and_rodata_of_a_live_6_12_mon_vm() {
+    check_text("6.12");
+}
