@@ -536,3 +536,227 @@ pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
         text_reference: None,
     }
 }
+
+/// A small kernel image with one patch site of every kind, KASLR
+/// relocations in text and rodata, and its [`TextReference`]: for the text
+/// checker's tests, fuzzing and benchmarks.
+///
+/// [`TextReference`]: crate::linux::text::TextReference
+pub struct TextKernel {
+    /// Link `_text`.
+    pub link_text: u64,
+    /// The image from `_text` to the end of rodata, as in the file.
+    pub file: Vec<u8>,
+    pub reference: crate::linux::text::TextReference,
+    /// `__start_ro_after_init..__end_ro_after_init` (link addresses).
+    pub ro_after_init: core::ops::Range<u64>,
+}
+
+impl TextKernel {
+    pub const LINK_TEXT: u64 = 0xffff_ffff_8100_0000;
+    pub const TEXT_LEN: u64 = 3 * 4096 + 100;
+    pub const RODATA: u64 = 0x4000;
+    pub const RODATA_LEN: u64 = 2 * 4096 + 50;
+    pub const RO_AFTER_INIT: u64 = Self::RODATA + 0x1000;
+    // Site offsets from _text.
+    pub const RETURN: u32 = 0x100;
+    pub const FENTRY: u32 = 0x200;
+    pub const CALL: u32 = 0x300;
+    pub const LOCK: u32 = 0x400;
+    pub const ENDBR: u32 = 0x500;
+    pub const JUMP2: u32 = 0x600;
+    /// A 5-byte jump label across the first chunk boundary.
+    pub const JUMP5: u32 = 0xffe;
+    pub const BOOT: u32 = 0x700;
+    pub const CONSTANT: u32 = 0x800;
+    pub const THUNK: u32 = 0x2000;
+    pub const FENTRY_TARGET: u32 = 0x2100;
+    pub const FUNCTIONS: [u32; 2] = [0x2200, 0x2300];
+    /// Relocated fields: abs32, inv32, abs64, abs64 across a chunk
+    /// boundary, abs64 in rodata.
+    pub const RELOCS: [(u32, u8); 5] = [
+        (0x900, 32),
+        (0x904, 33),
+        (0x908, 64),
+        (0x1ffc, 64),
+        (Self::RODATA as u32 + 0x10, 64),
+    ];
+
+    pub fn new() -> Self {
+        use crate::linux::text::{
+            CHUNK, ENDBR64, JumpSites, NOP2, NOP5, Offsets, PatchSites, Region, Relocations,
+            SizedSites, TextReference, blank,
+        };
+        use sha2::{Digest, Sha256};
+        let end = (Self::RODATA + Self::RODATA_LEN) as usize;
+        let mut file = alloc::vec![0u8; end];
+        let mut x: u32 = 0x1234_5678;
+        for b in file.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let put = |file: &mut Vec<u8>, at: u32, bytes: &[u8]| {
+            file[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+        };
+        let rel32 = |from: u32, to: u32| (to as i32 - (from as i32 + 5)).to_le_bytes();
+        let insn = |op: u8, from: u32, to: u32| {
+            let mut i = [op; 5];
+            i[1..].copy_from_slice(&rel32(from, to));
+            i
+        };
+        put(
+            &mut file,
+            Self::RETURN,
+            &insn(0xe9, Self::RETURN, Self::THUNK),
+        );
+        put(
+            &mut file,
+            Self::FENTRY,
+            &insn(0xe8, Self::FENTRY, Self::FENTRY_TARGET),
+        );
+        put(
+            &mut file,
+            Self::CALL,
+            &insn(0xe8, Self::CALL, Self::FUNCTIONS[0]),
+        );
+        put(&mut file, Self::LOCK, &[0xf0]);
+        put(&mut file, Self::ENDBR, &ENDBR64);
+        put(&mut file, Self::JUMP2, &NOP2);
+        put(&mut file, Self::JUMP5, &NOP5);
+        // Link values of the relocated fields: kernel addresses.
+        for (at, kind) in Self::RELOCS {
+            let value = Self::LINK_TEXT + 0x1234;
+            match kind {
+                32 => put(&mut file, at, &(value as u32).to_le_bytes()),
+                33 => put(&mut file, at, &(value.wrapping_neg() as u32).to_le_bytes()),
+                _ => put(&mut file, at, &value.to_le_bytes()),
+            }
+        }
+        let reloc = |k: u8| {
+            Offsets::new(
+                Self::RELOCS
+                    .iter()
+                    .filter(|r| r.1 == k)
+                    .map(|r| r.0)
+                    .collect(),
+            )
+        };
+        let sites = PatchSites {
+            returns: Offsets::new(alloc::vec![Self::RETURN]),
+            fentry: Offsets::new(alloc::vec![Self::FENTRY]),
+            calls: Offsets::new(alloc::vec![Self::CALL]),
+            locks: Offsets::new(alloc::vec![Self::LOCK]),
+            endbr: Offsets::new(alloc::vec![Self::ENDBR]),
+            jumps: JumpSites {
+                offsets: Offsets::new(alloc::vec![Self::JUMP2, Self::JUMP5]),
+                lens: alloc::vec![2, 5],
+                targets: alloc::vec![0x20, 0x40],
+            },
+            boot: SizedSites {
+                offsets: Offsets::new(alloc::vec![Self::BOOT]),
+                lens: alloc::vec![10],
+            },
+            boot_constants: SizedSites {
+                offsets: Offsets::new(alloc::vec![Self::CONSTANT]),
+                lens: alloc::vec![8],
+            },
+        };
+        let ro = Self::RO_AFTER_INIT..Self::RO_AFTER_INIT + 0x100;
+        let region = |start: u64, len: u64| {
+            let mut digests = Vec::new();
+            let mut at = 0;
+            while at < len {
+                let n = CHUNK.min(len - at);
+                let c0 = start + at;
+                let mut buf = file[c0 as usize..(c0 + n) as usize].to_vec();
+                blank(&mut buf, c0, c0, c0 + n, &sites, &ro);
+                digests.push(Sha256::digest(&buf).into());
+                at += n;
+            }
+            Region {
+                start: Self::LINK_TEXT + start,
+                len,
+                digests,
+            }
+        };
+        let reference = TextReference {
+            text: region(0, Self::TEXT_LEN),
+            rodata: region(Self::RODATA, Self::RODATA_LEN),
+            relocations: Relocations {
+                abs32: reloc(32),
+                inv32: reloc(33),
+                abs64: reloc(64),
+            },
+            sites,
+            functions: Offsets::new(Self::FUNCTIONS.to_vec()),
+            return_thunks: alloc::vec![Self::THUNK],
+            fentry_targets: alloc::vec![Self::FENTRY_TARGET],
+        };
+        Self {
+            link_text: Self::LINK_TEXT,
+            file,
+            reference,
+            ro_after_init: Self::LINK_TEXT + ro.start..Self::LINK_TEXT + ro.end,
+        }
+    }
+
+    /// Guest RAM with the image at `phys`, relocated by `slide` and patched
+    /// as a booted kernel patches it (returns to `ret`, fentry NOPs, the
+    /// static call retargeted, the lock prefix dropped, the ENDBR sealed,
+    /// the 2-byte jump label on, boot sites and constants set).
+    pub fn ram(&self, phys: u64, slide: u64) -> Vec<u8> {
+        use crate::linux::text::{NOP5, RET5, SEALED_ENDBR};
+        let mut image = self.file.clone();
+        for (at, kind) in Self::RELOCS {
+            let at = at as usize;
+            match kind {
+                32 | 33 => {
+                    let v = u32::from_le_bytes(image[at..at + 4].try_into().unwrap_or([0; 4]));
+                    let v = if kind == 32 {
+                        v.wrapping_add(slide as u32)
+                    } else {
+                        v.wrapping_sub(slide as u32)
+                    };
+                    image[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                _ => {
+                    let v = u64::from_le_bytes(image[at..at + 8].try_into().unwrap_or([0; 8]));
+                    image[at..at + 8].copy_from_slice(&v.wrapping_add(slide).to_le_bytes());
+                }
+            }
+        }
+        let put = |image: &mut Vec<u8>, at: u32, bytes: &[u8]| {
+            image[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+        };
+        put(&mut image, Self::RETURN, &RET5);
+        put(&mut image, Self::FENTRY, &NOP5);
+        let to = (Self::FUNCTIONS[1] as i32 - (Self::CALL as i32 + 5)).to_le_bytes();
+        put(&mut image, Self::CALL, &[0xe9, to[0], to[1], to[2], to[3]]);
+        put(&mut image, Self::LOCK, &[0x3e]);
+        put(&mut image, Self::ENDBR, &SEALED_ENDBR);
+        put(&mut image, Self::JUMP2, &[0xeb, 0x20 - 2]);
+        put(&mut image, Self::BOOT, &[0x90; 10]);
+        put(&mut image, Self::CONSTANT, &slide.to_le_bytes());
+        let mut ram = alloc::vec![0u8; phys as usize];
+        ram.extend_from_slice(&image);
+        ram.extend_from_slice(&[0u8; 4096]);
+        ram
+    }
+
+    /// Where the kernel is in [`ram`](Self::ram).
+    pub fn location(&self, phys: u64, slide: u64) -> crate::linux::KernelLocation {
+        crate::linux::KernelLocation {
+            phys_text: crate::addr::GuestPhysAddr(phys),
+            link_text: self.link_text,
+            runtime_text: self.link_text.wrapping_add(slide),
+        }
+    }
+}
+
+impl Default for TextKernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}

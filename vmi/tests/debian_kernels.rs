@@ -153,6 +153,51 @@ fn check_kernel(expect: &Expect) {
     kaslr_and_kernel_page_tables(&elf, &built.profile);
 }
 
+/// The text reference lists every kind of patch site a Debian kernel has,
+/// and the image itself, loaded unrelocated (slide 0) with every site in its
+/// link-time form, passes it.
+fn check_text_reference(p: &KernelProfile, elf: &Vmlinux<'_>) {
+    use vmi::linux::text::{Area, TextChecker};
+    let t = p.text_reference.as_ref().expect("a text reference");
+    let s = &t.sites;
+    for (what, n) in [
+        ("returns", s.returns.len()),
+        ("fentry", s.fentry.len()),
+        ("calls", s.calls.len()),
+        ("locks", s.locks.len()),
+        ("jumps", s.jumps.offsets.len()),
+        ("boot", s.boot.offsets.len()),
+        ("abs32 relocations", t.relocations.abs32.len()),
+        ("abs64 relocations", t.relocations.abs64.len()),
+        ("functions", t.functions.len()),
+    ] {
+        assert!(n > 1000, "{what}: {n}");
+    }
+    assert!(!t.return_thunks.is_empty() && !t.fentry_targets.is_empty());
+    let len = t.rodata.start + t.rodata.len - t.text.start;
+    const PHYS: u64 = 0x100_0000;
+    let mut ram = vec![0u8; PHYS as usize];
+    ram.extend_from_slice(elf.read(t.text.start, len as usize).expect("image bytes"));
+    let mem = vmi::memory::SliceMemory::flat(&ram);
+    let location = vmi::linux::KernelLocation {
+        phys_text: vmi::GuestPhysAddr(PHYS),
+        link_text: t.text.start,
+        runtime_text: t.text.start,
+    };
+    let mut checker = TextChecker::new(
+        t,
+        location,
+        p.symbols.start_ro_after_init..p.symbols.end_ro_after_init,
+    )
+    .expect("checker");
+    for area in [Area::Text, Area::Rodata] {
+        for i in 0..checker.chunks(area) {
+            let o = checker.check_chunk(&mem, area, i).expect("readable");
+            assert!(o.is_clean(), "{area:?} chunk {i}: {o:?}");
+        }
+    }
+}
+
 /// The profile round-trips, names this kernel, and agrees with kallsyms and
 /// the image on every symbol and syscall slot; its offsets are plausible.
 fn check_profile(
@@ -170,10 +215,11 @@ fn check_profile(
     assert_eq!(built.digest, vmi::profile::digest(&built.encoded));
     assert_eq!(p.digest(), Ok(built.digest));
     assert!(
-        built.encoded.len() < 32 << 10,
+        built.encoded.len() < 2 << 20,
         "{} bytes",
         built.encoded.len()
     );
+    check_text_reference(p, elf);
     assert_eq!(built.kallsyms_symbols, k.symbols.len());
 
     // Identity.
@@ -263,7 +309,7 @@ fn check_profile(
     assert_eq!(o.module.text_size, text_size);
     assert_eq!((o.path.qstr_len, o.path.qstr_name), (4, 8));
     assert_eq!((o.path.path_mnt, o.path.path_dentry), (0, 8));
-    assert!(p.idt.is_none() && p.text_reference.is_none());
+    assert!(p.idt.is_none() && p.text_reference.is_some());
 }
 
 /// The kernel loaded where it was linked (P = 16 MiB, no slide): located by

@@ -661,7 +661,7 @@ fn all_sites(s: &PatchSites) -> [(&Offsets, Option<&[u8]>, u64); 8] {
 /// Zeroes, inside the chunk `[c0, c1)`, every byte a patch site covers and
 /// ro_after_init (`buf` starts at `b0`, at most [`MARGIN`] before `c0`).
 /// The builder blanks the file's bytes the same way.
-pub(crate) fn blank(
+pub fn blank(
     buf: &mut [u8],
     b0: u64,
     c0: u64,

@@ -10,7 +10,7 @@ fn round_trip_and_digest() {
     let p = sample_profile(451);
     let bytes = p.encode().expect("encodes");
     assert_eq!(&bytes[..8], b"AVMKPROF");
-    assert_eq!(&bytes[8..10], &[1, 0]);
+    assert_eq!(&bytes[8..10], &FORMAT_VERSION.to_le_bytes());
     assert_eq!(KernelProfile::decode(&bytes), Ok(p.clone()));
     assert_eq!(p.digest(), Ok(digest(&bytes)));
     // Any change of content changes the digest.
@@ -35,12 +35,16 @@ fn headers_and_framing_are_checked() {
     let mut bad = good.clone();
     bad[0] = b'X';
     assert_eq!(KernelProfile::decode(&bad), Err(ProfileError::BadMagic));
-    let mut v2 = good.clone();
-    v2[8] = 2;
-    assert_eq!(
-        KernelProfile::decode(&v2),
-        Err(ProfileError::UnsupportedVersion(2))
-    );
+    // Another version (the one before this, whose profiles had no text
+    // reference, included).
+    for version in [FORMAT_VERSION - 1, FORMAT_VERSION + 1] {
+        let mut other = good.clone();
+        other[8..10].copy_from_slice(&version.to_le_bytes());
+        assert_eq!(
+            KernelProfile::decode(&other),
+            Err(ProfileError::UnsupportedVersion(version))
+        );
+    }
     let mut long = good.clone();
     long.push(0);
     assert_eq!(
@@ -115,8 +119,31 @@ fn invalid_contents_are_refused() {
         }),
         ("ima offset", |p| p.offsets.ima.desc_name = 1 << 20),
         ("ima field size", |p| p.offsets.ima.field_data_size = 0),
-        ("text reference in version 1", |p| {
-            p.text_reference = Some(TextReference {});
+        ("text region not at _text", |p| {
+            let mut t = sample_text(p);
+            t.text.start += 4096;
+            p.text_reference = Some(t);
+        }),
+        ("text chunk count", |p| {
+            let mut t = sample_text(p);
+            t.text.digests.pop();
+            p.text_reference = Some(t);
+        }),
+        ("rodata past __end_rodata", |p| {
+            let mut t = sample_text(p);
+            t.rodata.len = p.symbols.end_rodata - p.symbols.start_rodata + 4096;
+            t.rodata.digests = vec![[0; 32]; t.rodata.len.div_ceil(4096) as usize];
+            p.text_reference = Some(t);
+        }),
+        ("jump label lists differ", |p| {
+            let mut t = sample_text(p);
+            t.sites.jumps.offsets = Offsets::new(vec![16]);
+            p.text_reference = Some(t);
+        }),
+        ("patch site past _etext", |p| {
+            let mut t = sample_text(p);
+            t.sites.returns = Offsets::new(vec![(p.symbols.etext - p.symbols.text) as u32 - 2]);
+            p.text_reference = Some(t);
         }),
         ("idt vectors out of order", |p| {
             let entry = NamedAddress {
@@ -143,6 +170,12 @@ fn invalid_contents_are_refused() {
         let bytes = postcard::to_extend(&p, bytes).expect("postcard");
         assert!(KernelProfile::decode(&bytes).is_err(), "{what} decodes");
     }
+    // A well-formed text reference is accepted, and round-trips.
+    let mut p = sample_profile(8);
+    p.text_reference = Some(sample_text(&p));
+    assert_eq!(p.validate(), Ok(()));
+    let bytes = p.encode().expect("encodes");
+    assert_eq!(KernelProfile::decode(&bytes), Ok(p));
     // A well-formed IDT section is accepted.
     let mut p = sample_profile(8);
     p.idt = Some(IdtReference {
@@ -155,4 +188,27 @@ fn invalid_contents_are_refused() {
         )],
     });
     assert_eq!(p.validate(), Ok(()));
+}
+
+/// A valid (empty) text reference for [`sample_profile`]'s symbols.
+fn sample_text(p: &KernelProfile) -> TextReference {
+    use crate::linux::text::{PatchSites, Region, Relocations};
+    let text_len = p.symbols.etext - p.symbols.text;
+    TextReference {
+        text: Region {
+            start: p.symbols.text,
+            len: text_len,
+            digests: vec![[0; 32]; text_len.div_ceil(4096) as usize],
+        },
+        rodata: Region {
+            start: p.symbols.start_rodata,
+            len: 4096,
+            digests: vec![[0; 32]],
+        },
+        relocations: Relocations::default(),
+        sites: PatchSites::default(),
+        functions: Offsets::default(),
+        return_thunks: vec![],
+        fentry_targets: vec![],
+    }
 }

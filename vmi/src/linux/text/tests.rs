@@ -1,1 +1,314 @@
+use alloc::vec::Vec;
 
+use proptest::prelude::*;
+
+use super::*;
+use crate::craft::TextKernel;
+use crate::memory::SliceMemory;
+
+const PHYS: u64 = 0x20_0000;
+const SLIDE: u64 = 0x2e60_0000;
+
+/// Every chunk's outcome for `ram`.
+fn sweep(k: &TextKernel, ram: &[u8], slide: u64) -> Vec<ChunkOutcome> {
+    let mem = SliceMemory::flat(ram);
+    let mut c = TextChecker::new(
+        &k.reference,
+        k.location(PHYS, slide),
+        k.ro_after_init.clone(),
+    )
+    .expect("checker");
+    let mut out = Vec::new();
+    for area in [Area::Text, Area::Rodata] {
+        for i in 0..c.chunks(area) {
+            out.push(c.check_chunk(&mem, area, i).expect("readable"));
+        }
+    }
+    out
+}
+
+fn dirty(outcomes: &[ChunkOutcome]) -> Vec<(Area, usize, bool, Vec<SiteViolation>)> {
+    outcomes
+        .iter()
+        .filter(|o| !o.is_clean())
+        .map(|o| (o.area, o.index, o.modified, o.sites.clone()))
+        .collect()
+}
+
+fn boot_digest(outcomes: &[ChunkOutcome]) -> [u8; 32] {
+    boot_patches_digest(
+        outcomes
+            .iter()
+            .filter(|o| o.area == Area::Text)
+            .map(|o| &o.boot),
+    )
+}
+
+#[test]
+fn a_booted_kernel_matches_its_image_at_any_slide() {
+    let k = TextKernel::new();
+    let a = sweep(&k, &k.ram(PHYS, SLIDE), SLIDE);
+    assert_eq!(dirty(&a), []);
+    assert_eq!(a.len(), 4 + 3);
+    // The unpatched file itself (slide 0) passes too: every site holds its
+    // link-time form.
+    let mut file = alloc::vec![0u8; PHYS as usize];
+    file.extend_from_slice(&k.file);
+    assert_eq!(dirty(&sweep(&k, &file, 0)), []);
+    // Another slide: the same boot-patch digest (slide-free), another
+    // frozen digest (the run-time constant differs).
+    let b = sweep(&k, &k.ram(PHYS, 0x1000_0000), 0x1000_0000);
+    assert_eq!(dirty(&b), []);
+    assert_eq!(boot_digest(&a), boot_digest(&b));
+    assert_ne!(a[0].frozen, b[0].frozen);
+    assert_ne!(boot_digest(&a), [0; 32]);
+    // Checked digests equal the reference.
+    for o in &a {
+        let region = if o.area == Area::Text {
+            &k.reference.text
+        } else {
+            &k.reference.rodata
+        };
+        assert_eq!(o.digest, region.digests[o.index]);
+    }
+}
+
+/// Writes `bytes` at offset `at` from `_text` in `ram`.
+fn write(ram: &mut [u8], at: u64, bytes: &[u8]) {
+    let at = (PHYS + at) as usize;
+    ram[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+#[test]
+fn a_byte_outside_every_site_marks_its_chunk_modified() {
+    let k = TextKernel::new();
+    for (at, area, index) in [
+        (0x50u64, Area::Text, 0),
+        (0x2fff, Area::Text, 2),
+        (0x3000 + 99, Area::Text, 3),
+        (TextKernel::RODATA + 5, Area::Rodata, 0),
+        (TextKernel::RODATA + 0x2000 + 49, Area::Rodata, 2),
+        // A relocated field: one more than the slide explains.
+        (u64::from(TextKernel::RELOCS[0].0), Area::Text, 0),
+        (u64::from(TextKernel::RELOCS[3].0) + 6, Area::Text, 2),
+    ] {
+        let mut ram = k.ram(PHYS, SLIDE);
+        let byte = ram[(PHYS + at) as usize];
+        write(&mut ram, at, &[byte.wrapping_add(1)]);
+        let found = dirty(&sweep(&k, &ram, SLIDE));
+        assert_eq!(found, [(area, index, true, Vec::new())], "byte at +{at:#x}");
+    }
+}
+
+#[test]
+fn ro_after_init_is_not_compared_with_the_image() {
+    let k = TextKernel::new();
+    let mut ram = k.ram(PHYS, SLIDE);
+    write(&mut ram, TextKernel::RO_AFTER_INIT + 8, &[0xaa; 16]);
+    assert_eq!(dirty(&sweep(&k, &ram, SLIDE)), []);
+    // ...but its own digest sees the change.
+    let location = k.location(PHYS, SLIDE);
+    let clean = k.ram(PHYS, SLIDE);
+    let digest = |ram: &[u8]| {
+        ro_after_init_digest(
+            &SliceMemory::flat(ram),
+            &location,
+            k.ro_after_init.clone(),
+            &k.reference.relocations,
+        )
+        .expect("readable")
+    };
+    assert_ne!(digest(&ram), digest(&clean));
+}
+
+#[test]
+fn each_site_refuses_what_its_rule_does_not_allow() {
+    let k = TextKernel::new();
+    let rel = |from: u32, to: u32| (to as i32 - (from as i32 + 5)).to_le_bytes();
+    let with = |op: u8, r: [u8; 4]| [op, r[0], r[1], r[2], r[3]];
+    let cases: Vec<(SiteKind, u32, Vec<u8>)> = alloc::vec![
+        // A return jumping to a function that is no return thunk.
+        (
+            SiteKind::Return,
+            TextKernel::RETURN,
+            with(0xe9, rel(TextKernel::RETURN, TextKernel::FUNCTIONS[0])).to_vec(),
+        ),
+        // An fentry call to something else than the fentry targets.
+        (
+            SiteKind::Fentry,
+            TextKernel::FENTRY,
+            with(0xe8, rel(TextKernel::FENTRY, TextKernel::FUNCTIONS[1])).to_vec(),
+        ),
+        // A static call into the middle of a function, and out of the text.
+        (
+            SiteKind::Call,
+            TextKernel::CALL,
+            with(0xe8, rel(TextKernel::CALL, TextKernel::FUNCTIONS[0] + 1)).to_vec(),
+        ),
+        (
+            SiteKind::Call,
+            TextKernel::CALL,
+            with(0xe8, (-0x1000_0000i32).to_le_bytes()).to_vec(),
+        ),
+        (SiteKind::Lock, TextKernel::LOCK, alloc::vec![0x90]),
+        (SiteKind::Endbr, TextKernel::ENDBR, alloc::vec![0xcc; 4]),
+        // Jump labels jumping elsewhere than their target.
+        (SiteKind::Jump, TextKernel::JUMP2, alloc::vec![0xeb, 0x00]),
+        (
+            SiteKind::Jump,
+            TextKernel::JUMP5,
+            alloc::vec![0xe9, 0, 0, 0, 0]
+        ),
+    ];
+    for (kind, at, bytes) in cases {
+        let mut ram = k.ram(PHYS, SLIDE);
+        write(&mut ram, u64::from(at), &bytes);
+        let outcomes = sweep(&k, &ram, SLIDE);
+        let sites: Vec<SiteViolation> = outcomes.iter().flat_map(|o| o.sites.clone()).collect();
+        assert_eq!(sites.len(), 1, "{kind:?} at +{at:#x}: {sites:?}");
+        assert_eq!((sites[0].kind, sites[0].offset), (kind, at));
+        assert_eq!(&sites[0].bytes[..usize::from(sites[0].len)], &bytes[..]);
+        // The site's bytes are blanked: no chunk is "modified" for it.
+        assert!(outcomes.iter().all(|o| !o.modified), "{kind:?}");
+    }
+    // Allowed states beyond the booted one: the jump labels on and off,
+    // the static call as NOP, return or inlined `return 0`.
+    for (at, bytes) in [
+        (TextKernel::JUMP5, alloc::vec![0xe9, 0x3b, 0, 0, 0]),
+        (TextKernel::JUMP2, NOP2.to_vec()),
+        (TextKernel::CALL, NOP5.to_vec()),
+        (TextKernel::CALL, RET5.to_vec()),
+        (TextKernel::CALL, XOR_EAX5.to_vec()),
+    ] {
+        let mut ram = k.ram(PHYS, SLIDE);
+        write(&mut ram, u64::from(at), &bytes);
+        assert_eq!(
+            dirty(&sweep(&k, &ram, SLIDE)),
+            [],
+            "+{at:#x} = {bytes:02x?}"
+        );
+    }
+}
+
+#[test]
+fn boot_patched_bytes_are_summarised_not_judged() {
+    let k = TextKernel::new();
+    let mut ram = k.ram(PHYS, SLIDE);
+    let before = sweep(&k, &ram, SLIDE);
+    write(&mut ram, u64::from(TextKernel::BOOT), &[0xcc; 10]);
+    let after = sweep(&k, &ram, SLIDE);
+    assert_eq!(dirty(&after), []);
+    assert_ne!(boot_digest(&before), boot_digest(&after));
+    assert_ne!(before[0].frozen, after[0].frozen);
+    // A run-time constant changes the frozen digest only.
+    let mut ram = k.ram(PHYS, SLIDE);
+    write(&mut ram, u64::from(TextKernel::CONSTANT), &[1; 8]);
+    let after = sweep(&k, &ram, SLIDE);
+    assert_eq!(boot_digest(&before), boot_digest(&after));
+    assert_ne!(before[0].frozen, after[0].frozen);
+}
+
+#[test]
+fn unreadable_memory_and_bad_references_are_errors() {
+    let k = TextKernel::new();
+    // RAM that ends inside the text.
+    let ram = k.ram(PHYS, SLIDE);
+    let short = &ram[..(PHYS + 0x800) as usize];
+    let mem = SliceMemory::flat(short);
+    let mut c = TextChecker::new(
+        &k.reference,
+        k.location(PHYS, SLIDE),
+        k.ro_after_init.clone(),
+    )
+    .expect("checker");
+    assert!(matches!(
+        c.check_chunk(&mem, Area::Text, 0),
+        Err(TextError::Memory(_))
+    ));
+    assert!(matches!(
+        c.check_chunk(&mem, Area::Text, 99),
+        Err(TextError::NoChunk { .. })
+    ));
+    // A kernel located at the top of the address space.
+    let mut c = TextChecker::new(
+        &k.reference,
+        k.location(u64::MAX - 10, SLIDE),
+        k.ro_after_init.clone(),
+    )
+    .expect("checker");
+    assert!(c.check_chunk(&mem, Area::Text, 1).is_err());
+    // A reference whose text is not at _text, or whose chunk count lies.
+    let mut r = k.reference.clone();
+    r.text.start += 4096;
+    assert!(TextChecker::new(&r, k.location(PHYS, SLIDE), k.ro_after_init.clone()).is_err());
+    let mut r = k.reference.clone();
+    r.rodata.digests.pop();
+    assert!(TextChecker::new(&r, k.location(PHYS, SLIDE), k.ro_after_init.clone()).is_err());
+}
+
+#[test]
+fn offsets_encode_as_deltas_and_refuse_disorder() {
+    let o = Offsets::new(alloc::vec![300, 5, 70_000, 5]);
+    assert_eq!(o.as_slice(), [5, 300, 70_000]);
+    let deltas: Vec<u32> = o.clone().into();
+    assert_eq!(deltas, [5, 295, 69_700]);
+    assert_eq!(Offsets::try_from(deltas), Ok(o));
+    assert_eq!(Offsets::try_from(alloc::vec![5, 0]), Err(BadOffsets));
+    assert_eq!(Offsets::try_from(alloc::vec![u32::MAX, 1]), Err(BadOffsets));
+    assert!(Offsets::try_from(alloc::vec![1; MAX_OFFSETS + 1]).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random bytes anywhere in the image never panic; a change outside
+    /// ro_after_init is always seen (as a modified chunk, a site violation
+    /// or a new boot digest) unless it leaves an allowed state.
+    #[test]
+    fn random_writes_never_panic_and_are_seen(
+        at in 0u64..(TextKernel::RODATA + TextKernel::RODATA_LEN),
+        bytes in proptest::collection::vec(any::<u8>(), 1..16),
+        slide in (0u64..0x4000).prop_map(|s| s << 16),
+    ) {
+        // The padding between text and rodata is not checked.
+        prop_assume!(!(TextKernel::TEXT_LEN..TextKernel::RODATA).contains(&at));
+        let k = TextKernel::new();
+        let clean = k.ram(PHYS, slide);
+        let mut ram = clean.clone();
+        let end = ((at + bytes.len() as u64).min(TextKernel::RODATA + TextKernel::RODATA_LEN)) as usize;
+        let n = end - at as usize;
+        write(&mut ram, at, &bytes[..n]);
+        let before = sweep(&k, &clean, slide);
+        let after = sweep(&k, &ram, slide);
+        let in_ro = (TextKernel::RO_AFTER_INIT..TextKernel::RO_AFTER_INIT + 0x100).contains(&at);
+        let changed = ram != clean;
+        if changed && !in_ro && dirty(&after).is_empty() {
+            // Only boot-patched, constant or re-allowed site bytes may change
+            // without a violation.
+            let frozen_same = before.iter().zip(&after).all(|(a, b)| a.frozen == b.frozen);
+            let site = |o: u32, n: u32| (u64::from(o)..u64::from(o + n)).contains(&at);
+            let in_site = site(TextKernel::JUMP2, 2) || site(TextKernel::JUMP5, 5)
+                || site(TextKernel::CALL, 5) || site(TextKernel::LOCK, 1)
+                || site(TextKernel::RETURN, 5) || site(TextKernel::FENTRY, 5)
+                || site(TextKernel::ENDBR, 4);
+            prop_assert!(!frozen_same || in_site, "write at +{:#x} unseen", at);
+        }
+    }
+
+    /// Arbitrary guest memory: the checker answers or errs, never panics.
+    #[test]
+    fn arbitrary_memory_never_panics(
+        ram in proptest::collection::vec(any::<u8>(), 0..0x9000),
+        phys in 0u64..0x2000,
+    ) {
+        let k = TextKernel::new();
+        let mem = SliceMemory::flat(&ram);
+        let mut c = TextChecker::new(&k.reference, k.location(phys, SLIDE), k.ro_after_init.clone())
+            .expect("checker");
+        for area in [Area::Text, Area::Rodata] {
+            for i in 0..c.chunks(area) + 1 {
+                let _ = c.check_chunk(&mem, area, i);
+            }
+        }
+    }
+}
