@@ -138,7 +138,90 @@ fn walk_seeds() -> Vec<(&'static str, Vec<u8>)> {
         }
         .encode(),
     ));
+
+    // An executable's path across three mounts, and the same tree with a
+    // dentry loop (the walk target takes the list head as an mm_struct).
+    for (name, looped) in [("exe-path", false), ("exe-path-loop", true)] {
+        let mut b = PageTableBuilder::new(0x8000, PagingMode::FourLevel);
+        b.map_range(DIRECT_MAP, 0, 0x4000);
+        let mm = write_exe_path(&mut b, looped);
+        seeds.push((
+            name,
+            WalkInput {
+                five_level: false,
+                check_prev: false,
+                split_ram: false,
+                root: b.root().value(),
+                list_head: DIRECT_MAP + mm,
+                read_at: DIRECT_MAP + mm,
+                read_len: 8,
+                image: b.finish(),
+            }
+            .encode(),
+        ));
+    }
     seeds
+}
+
+/// The path offsets of the walk fuzz target.
+const PATH: vmi::linux::PathOffsets = vmi::linux::PathOffsets {
+    mm_exe_file: 0x30,
+    file_f_path: 0x10,
+    path_mnt: 0,
+    path_dentry: 8,
+    dentry_d_name: 0x20,
+    dentry_d_parent: 0x18,
+    qstr_name: 8,
+    qstr_len: 4,
+    mount_mnt: 0x20,
+    mount_mnt_parent: 0x10,
+    mount_mnt_mountpoint: 0x18,
+    vfsmount_mnt_root: 0,
+};
+
+/// `/dev/shm/evade` (rootfs, ext4 on it, devtmpfs on `/dev`, tmpfs on
+/// `/dev/shm`) in the low 16 KiB at the direct map: mm at 0x100, file at
+/// 0x200, mounts from 0x400, dentries from 0x1000, names from 0x3000.
+/// Returns the mm's physical address.
+fn write_exe_path(b: &mut PageTableBuilder, looped: bool) -> u64 {
+    let mut next_dentry = 0x1000u64;
+    let mut next_name = 0x3000u64;
+    let mut dentry = |b: &mut PageTableBuilder, parent: Option<u64>, name: &[u8]| {
+        let d = next_dentry;
+        next_dentry += 0x80;
+        b.write(next_name, name);
+        b.write_u64(d + PATH.dentry_d_parent, DIRECT_MAP + parent.unwrap_or(d));
+        let q = d + PATH.dentry_d_name;
+        b.write(q + PATH.qstr_len, &(name.len() as u32).to_le_bytes());
+        b.write_u64(q + PATH.qstr_name, DIRECT_MAP + next_name);
+        next_name += name.len() as u64 + 1;
+        d
+    };
+    let mount = |b: &mut PageTableBuilder, m: u64, root: u64, parent: (u64, u64)| {
+        b.write_u64(m + PATH.mount_mnt_parent, DIRECT_MAP + parent.0);
+        b.write_u64(m + PATH.mount_mnt_mountpoint, DIRECT_MAP + parent.1);
+        b.write_u64(m + PATH.mount_mnt + PATH.vfsmount_mnt_root, DIRECT_MAP + root);
+    };
+    let rootfs_root = dentry(b, None, b"/");
+    mount(b, 0x400, rootfs_root, (0x400, rootfs_root));
+    let ext4_root = dentry(b, None, b"/");
+    mount(b, 0x480, ext4_root, (0x400, rootfs_root));
+    let dev = dentry(b, Some(ext4_root), b"dev");
+    let devtmpfs_root = dentry(b, None, b"/");
+    mount(b, 0x500, devtmpfs_root, (0x480, dev));
+    let shm = dentry(b, Some(devtmpfs_root), b"shm");
+    let tmpfs_root = dentry(b, None, b"/");
+    mount(b, 0x580, tmpfs_root, (0x500, shm));
+    let dir = dentry(b, Some(tmpfs_root), b"dir");
+    let evade = dentry(b, Some(dir), b"evade");
+    if looped {
+        b.write_u64(dir + PATH.dentry_d_parent, DIRECT_MAP + evade);
+    }
+    let (mm, file) = (0x100u64, 0x200u64);
+    b.write_u64(mm + PATH.mm_exe_file, DIRECT_MAP + file);
+    b.write_u64(file + PATH.file_f_path + PATH.path_mnt, DIRECT_MAP + 0x580 + PATH.mount_mnt);
+    b.write_u64(file + PATH.file_f_path + PATH.path_dentry, DIRECT_MAP + evade);
+    mm
 }
 
 fn kallsyms_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -191,6 +274,24 @@ fn profile_seeds() -> Vec<(&'static str, Vec<u8>)> {
 /// The real seed: the 6.1 cloud kernel's profile.
 const REAL_PROFILE_SEED: &str = "debian-6.1-cloud";
 
+/// The text target's input: phys (u32) and slide (u64) of the crafted
+/// kernel (vmi::craft::TextKernel), then the RAM.
+fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let k = vmi::craft::TextKernel::new();
+    let seed = |phys: u32, slide: u64, ram: Vec<u8>| {
+        let mut out = phys.to_le_bytes().to_vec();
+        out.extend_from_slice(&slide.to_le_bytes());
+        out.extend_from_slice(&ram);
+        out
+    };
+    let mut tampered = k.ram(0x100, 0x2e60_0000);
+    tampered[0x100 + 0x600] = 0xeb;
+    vec![
+        ("booted", seed(0x100, 0x2e60_0000, k.ram(0x100, 0x2e60_0000))),
+        ("tampered-jump", seed(0x100, 0x2e60_0000, tampered)),
+    ]
+}
+
 #[test]
 fn real_profile_seed_decodes() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -202,8 +303,12 @@ fn real_profile_seed_decodes() {
         )
         .expect("the 6.1 Mon-VM kernel: run `make deps`");
         let built = vmi::profile::build::from_vmlinuz(&vmlinuz).unwrap();
+        // Without its text reference (about 0.6 MiB of digests and
+        // offsets): the seed stays small; the text seeds cover the rest.
+        let mut profile = built.profile;
+        profile.text_reference = None;
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &built.encoded).unwrap();
+        std::fs::write(&path, profile.encode().unwrap()).unwrap();
     }
     let bytes = std::fs::read(&path).unwrap();
     let profile = vmi::profile::KernelProfile::decode(&bytes).unwrap_or_else(|e| {
@@ -224,6 +329,7 @@ fn committed_seeds_are_current() {
         ("walk", walk_seeds()),
         ("kallsyms", kallsyms_seeds()),
         ("profile", profile_seeds()),
+        ("text", text_seeds()),
     ] {
         let dir = root.join(target);
         for (name, bytes) in seeds {
@@ -263,6 +369,8 @@ fn seeds_parse_as_intended() {
         ("lasso-list", Err(())),
         ("self-referencing-table", Err(())),
         ("split-ram", Ok(2)),
+        ("exe-path", Err(())),
+        ("exe-path-loop", Err(())),
     ];
     for ((name, seed), (want_name, want)) in walk_seeds().into_iter().zip(expected) {
         assert_eq!(name, want_name);
@@ -280,5 +388,13 @@ fn seeds_parse_as_intended() {
             want,
             "{name}"
         );
+        if name.starts_with("exe-path") {
+            let path = vmi::linux::exe_path(&space, head, &PATH);
+            if name == "exe-path" {
+                assert_eq!(path.unwrap().as_str(), Some("/dev/shm/dir/evade"));
+            } else {
+                assert!(matches!(path, Err(vmi::linux::PathError::Loop { .. })));
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Page walks, virtual reads and list walks on a memory image built from the
 //! input (vmi::craft::WalkInput: a header naming the root table, a list head
 //! and a read, then the RAM bytes). Every walk is bounded: the list by a
-//! count, the page walk by the paging depth.
+//! count, the page walk by the paging depth, the executable-path walk from
+//! the same head taken as an `mm_struct` by its component and mount bounds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -81,5 +82,27 @@ fuzz_target!(|data: &[u8]| {
         let ima =
             vmi::linux::measurements(&space, head, &vmi::linux::ImaOffsets::LINUX_6, &limits, 64);
         assert!(ima.count() <= 65);
+
+        // The same head as an `mm_struct`: its executable's path (the
+        // offsets the `exe-path` seeds of vmi/tests/fuzz_seeds.rs use).
+        let path = vmi::linux::PathOffsets {
+            mm_exe_file: 0x30,
+            file_f_path: 0x10,
+            path_mnt: 0,
+            path_dentry: 8,
+            dentry_d_name: 0x20,
+            dentry_d_parent: 0x18,
+            qstr_name: 8,
+            qstr_len: 4,
+            mount_mnt: 0x20,
+            mount_mnt_parent: 0x10,
+            mount_mnt_mountpoint: 0x18,
+            vfsmount_mnt_root: 0,
+        };
+        if let Ok(path) = vmi::linux::exe_path(&space, head, &path) {
+            let bytes = path.as_bytes();
+            assert!(bytes.len() <= vmi::linux::MAX_PATH_LEN && bytes.first() == Some(&b'/'));
+            assert!(!bytes.contains(&0));
+        }
     }
 });
