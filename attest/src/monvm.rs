@@ -501,16 +501,110 @@ pub fn appraise(
     policy: Option<&ReferenceValues>,
     excluded: &dyn Fn(&[u8]) -> bool,
 ) -> MonVmAppraisal {
-    let mut out = MonVmAppraisal::default();
     let Ok(records) = ima::parse_list(log, MAX_MEASUREMENT_RECORDS) else {
         // check_measurement_log accepted these bytes; a caller that passes
         // others gets nothing proven.
-        return out;
+        return MonVmAppraisal::default();
     };
+    let files = policy.map(|p| &p.monvm_files);
+    appraise_records(
+        &records,
+        check,
+        policy,
+        files.map(|f| f as &dyn FileIndex),
+        excluded,
+    )
+}
+
+/// Looks up the allowed digests of a path: the policy's
+/// [`crate::policy::FileAllowlist`] itself, or an index a host builds from
+/// it for large allowlists (a hash map).
+pub trait FileIndex {
+    fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]>;
+}
+
+impl FileIndex for crate::policy::FileAllowlist {
+    fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]> {
+        crate::policy::FileAllowlist::digests_of(self, path)
+    }
+}
+
+/// What the allowlist says about one IMA entry (PCR 10). Independent per
+/// record, so a host may compute them on several threads, for every
+/// record, before the replay says which are proven
+/// ([`appraise_records_with`] keeps only those).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImaOutcome {
+    /// Not an IMA entry (another PCR).
+    NotIma,
+    Excluded,
+    Allowed,
+    Refused(MonVmFinding),
+}
+
+/// The [`ImaOutcome`] of record `index`.
+pub fn appraise_ima_record(
+    index: usize,
+    record: &ImaRecord<'_>,
+    files: &dyn FileIndex,
+    excluded: &dyn Fn(&[u8]) -> bool,
+) -> ImaOutcome {
+    if record.pcr != IMA_PCR {
+        return ImaOutcome::NotIma;
+    }
+    let (path, digest) = match ima_entry(record) {
+        Ok(entry) => entry,
+        Err(what) => {
+            // An exclude still covers an entry whose path is known.
+            return if record.ng_fields().is_ok_and(|f| excluded(f.name)) {
+                ImaOutcome::Excluded
+            } else {
+                ImaOutcome::Refused(MonVmFinding::new(MonVmKind::FileUnappraisable, index, what))
+            };
+        }
+    };
+    if excluded(path) {
+        return ImaOutcome::Excluded;
+    }
+    match files.digests_of(path) {
+        None => ImaOutcome::Refused(MonVmFinding::new(MonVmKind::FileNotAllowed, index, path)),
+        Some(allowed) if !allowed.contains(&digest) => ImaOutcome::Refused(MonVmFinding::new(
+            MonVmKind::FileDigestUnknown,
+            index,
+            &file_detail(path, &digest),
+        )),
+        Some(_) => ImaOutcome::Allowed,
+    }
+}
+
+/// [`appraise`] on a parsed log, looking paths up in `files` (an index of
+/// the policy's `monvm_files`; `None` or an empty allowlist in the policy:
+/// not applied).
+pub fn appraise_records(
+    records: &[ImaRecord<'_>],
+    check: &MeasurementLogCheck,
+    policy: Option<&ReferenceValues>,
+    files: Option<&dyn FileIndex>,
+    excluded: &dyn Fn(&[u8]) -> bool,
+) -> MonVmAppraisal {
+    appraise_records_with(records, check, policy, files, excluded, None)
+}
+
+/// [`appraise_records`] with the IMA entries' outcomes computed already
+/// (`ima[i]` for `records[i]`, by [`appraise_ima_record`] with the same
+/// `files` and `excluded`); a list of another length is not used.
+pub fn appraise_records_with(
+    records: &[ImaRecord<'_>],
+    check: &MeasurementLogCheck,
+    policy: Option<&ReferenceValues>,
+    files: Option<&dyn FileIndex>,
+    excluded: &dyn Fn(&[u8]) -> bool,
+    ima: Option<&[ImaOutcome]>,
+) -> MonVmAppraisal {
+    let ima = ima.filter(|o| o.len() == records.len());
+    let mut out = MonVmAppraisal::default();
     let proven = records.get(..check.proven).unwrap_or_default();
-    let allowlist = policy
-        .map(|p| &p.monvm_files)
-        .filter(|files| !files.is_empty());
+    let allowlist = files.filter(|_| policy.is_some_and(|p| !p.monvm_files.is_empty()));
     out.allowlist_applied = allowlist.is_some();
     out.monvm = check.config_digest.is_some();
     let mut boot_patches_seen = false;
@@ -518,7 +612,25 @@ pub fn appraise(
         match record.pcr {
             IMA_PCR => {
                 if let Some(files) = allowlist {
-                    appraise_ima_entry(index, record, files, excluded, &mut out);
+                    let computed;
+                    let outcome = match ima.and_then(|o| o.get(index)) {
+                        Some(outcome) => outcome,
+                        None => {
+                            computed = appraise_ima_record(index, record, files, excluded);
+                            &computed
+                        }
+                    };
+                    match outcome {
+                        ImaOutcome::Excluded => out.files_excluded += 1,
+                        ImaOutcome::Allowed => out.files_appraised += 1,
+                        ImaOutcome::Refused(finding) => {
+                            if finding.kind != MonVmKind::FileUnappraisable {
+                                out.files_appraised += 1;
+                            }
+                            out.push(finding.clone());
+                        }
+                        ImaOutcome::NotIma => {}
+                    }
                 }
             }
             STARTUP_PCR => {
@@ -608,41 +720,6 @@ fn ima_entry<'a>(record: &ImaRecord<'a>) -> Result<(&'a [u8], [u8; 32]), &'a [u8
     Ok((fields.name, digest))
 }
 
-fn appraise_ima_entry(
-    index: usize,
-    record: &ImaRecord<'_>,
-    files: &crate::policy::FileAllowlist,
-    excluded: &dyn Fn(&[u8]) -> bool,
-    out: &mut MonVmAppraisal,
-) {
-    let (path, digest) = match ima_entry(record) {
-        Ok(entry) => entry,
-        Err(what) => {
-            // An exclude still covers an entry whose path is known.
-            if record.ng_fields().is_ok_and(|f| excluded(f.name)) {
-                out.files_excluded += 1;
-            } else {
-                out.push(MonVmFinding::new(MonVmKind::FileUnappraisable, index, what));
-            }
-            return;
-        }
-    };
-    if excluded(path) {
-        out.files_excluded += 1;
-        return;
-    }
-    out.files_appraised += 1;
-    match files.digests_of(path) {
-        None => out.push(MonVmFinding::new(MonVmKind::FileNotAllowed, index, path)),
-        Some(allowed) if !allowed.contains(&digest) => out.push(MonVmFinding::new(
-            MonVmKind::FileDigestUnknown,
-            index,
-            &file_detail(path, &digest),
-        )),
-        Some(_) => {}
-    }
-}
-
 /// `PATH (sha256:HEX)`.
 fn file_detail(path: &[u8], digest: &[u8; 32]) -> Vec<u8> {
     let mut text = Vec::with_capacity(path.len() + 80);
@@ -728,7 +805,7 @@ pub fn module_file_allowed(
 fn appraise_process(
     index: usize,
     record: &StartupRecord<'_>,
-    files: &crate::policy::FileAllowlist,
+    files: &dyn FileIndex,
     excluded: &dyn Fn(&[u8]) -> bool,
     out: &mut MonVmAppraisal,
 ) {

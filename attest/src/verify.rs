@@ -692,6 +692,42 @@ pub fn check_measurement_log(
     log: Option<&[u8]>,
     quoted: &[PcrValue],
 ) -> Result<MeasurementLogCheck, Reason> {
+    let Some(log) = log else {
+        return check_measurement_records(None, &[], quoted);
+    };
+    let records = crate::ima::parse_list(log, MAX_MEASUREMENT_RECORDS)
+        .map_err(|_| Reason::MeasurementLogMalformed)?;
+    let digests: Vec<RecordDigest> = records.iter().map(RecordDigest::of).collect();
+    check_measurement_records(Some(&records), &digests, quoted)
+}
+
+/// What one record contributes to a replay: whether its template hash is
+/// SHA-1 of its template data, and what it extends into a SHA-256 PCR.
+/// Independent per record, so a caller may compute them in parallel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordDigest {
+    pub consistent: bool,
+    pub extend: [u8; 32],
+}
+
+impl RecordDigest {
+    pub fn of(record: &crate::ima::ImaRecord<'_>) -> Self {
+        Self {
+            consistent: record.template_hash_matches(),
+            extend: record.sha256_extend_value(),
+        }
+    }
+}
+
+/// [`check_measurement_log`] on a parsed log (`None`: none came) with each
+/// record's [`RecordDigest`] (`digests[i]` of `records[i]`; computed by the
+/// caller, e.g. on several threads). A digest list of another length is a
+/// malformed log.
+pub fn check_measurement_records(
+    records: Option<&[crate::ima::ImaRecord<'_>]>,
+    digests: &[RecordDigest],
+    quoted: &[PcrValue],
+) -> Result<MeasurementLogCheck, Reason> {
     let mut expected: [Option<[u8; 32]>; 8] = [None; 8];
     for p in quoted {
         if AVM_LOG_PCRS.contains(p.index)
@@ -708,15 +744,16 @@ pub fn check_measurement_log(
         events: Vec::new(),
         startup: Vec::new(),
     };
-    let Some(log) = log else {
+    let Some(records) = records else {
         return if expected.iter().flatten().all(|d| *d == [0; 32]) {
             Ok(empty)
         } else {
             Err(Reason::MeasurementLogMissing)
         };
     };
-    let records = crate::ima::parse_list(log, MAX_MEASUREMENT_RECORDS)
-        .map_err(|_| Reason::MeasurementLogMalformed)?;
+    if digests.len() != records.len() {
+        return Err(Reason::MeasurementLogMalformed);
+    }
     let mut pcrs = [[0u8; 32]; 8];
     let matches = |pcrs: &[[u8; 32]; 8]| {
         expected
@@ -727,17 +764,17 @@ pub fn check_measurement_log(
     let mut check = empty;
     let mut counts = [0usize; 8];
     let mut proven_any = matches(&pcrs);
-    for (index, record) in records.iter().enumerate() {
+    for (index, (record, digest)) in records.iter().zip(digests).enumerate() {
         let slot = record
             .pcr
             .checked_sub(8)
             .and_then(|i| usize::try_from(i).ok())
             .filter(|&i| i < 8)
             .ok_or(Reason::MeasurementLogMalformed)?;
-        if !record.template_hash_matches() {
+        if !digest.consistent {
             return Err(Reason::MeasurementLogInconsistent { index });
         }
-        pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &record.sha256_extend_value());
+        pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &digest.extend);
         counts[slot] += 1;
         if matches(&pcrs) {
             proven_any = true;

@@ -124,6 +124,91 @@ fn check_excludes(excludes: &[String]) -> Result<(), AllowlistError> {
     Ok(())
 }
 
+/// A hash index of a large allowlist's paths (the policy keeps them in a
+/// sorted map of separately allocated strings, slow to search 100,000
+/// times: every lookup misses the cache several times). Compact: an
+/// open-addressing table of (hash tag, entry) pairs over one arena that
+/// holds each entry's digests next to its path, so a lookup touches the
+/// table and one place in the arena. The hash is SipHash with a random
+/// key (`RandomState`); only the policy's paths are stored, so the node's
+/// paths cannot lengthen the probe sequences anyway.
+#[derive(Debug)]
+pub struct FileHashIndex {
+    hasher: std::hash::RandomState,
+    /// (upper 32 bits of the hash, entry + 1); entry 0 marks a free slot.
+    slots: Vec<(u32, u32)>,
+    /// Per entry: offset in `arena`, number of digests, path length.
+    entries: Vec<(usize, usize, usize)>,
+    /// Per entry: its digests (32 bytes each), then its path.
+    arena: Vec<u8>,
+    /// The digests again, as arrays, in entry order (what lookups return).
+    digests: Vec<[u8; 32]>,
+    /// Index of each entry's first digest in `digests`.
+    first_digest: Vec<usize>,
+}
+
+impl FileHashIndex {
+    pub fn new(files: &FileAllowlist) -> Self {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let n = files.digests.len();
+        let capacity = (n.max(1) * 2).next_power_of_two();
+        let mut index = Self {
+            hasher,
+            slots: vec![(0, 0); capacity],
+            entries: Vec::with_capacity(n),
+            arena: Vec::new(),
+            digests: Vec::with_capacity(n),
+            first_digest: Vec::with_capacity(n),
+        };
+        for (path, digests) in &files.digests {
+            let entry = index.entries.len();
+            index
+                .entries
+                .push((index.arena.len(), digests.0.len(), path.len()));
+            for d in &digests.0 {
+                index.arena.extend_from_slice(d);
+            }
+            index.arena.extend_from_slice(path.as_bytes());
+            index.first_digest.push(index.digests.len());
+            index.digests.extend_from_slice(&digests.0);
+            let hash = index.hasher.hash_one(path.as_bytes());
+            let mask = capacity - 1;
+            let mut slot = (hash as usize) & mask;
+            while index.slots[slot].1 != 0 {
+                slot = (slot + 1) & mask;
+            }
+            // At most 2^31 entries fit a policy (bounded far below).
+            index.slots[slot] = ((hash >> 32) as u32, u32::try_from(entry + 1).unwrap_or(0));
+        }
+        index
+    }
+}
+
+impl avm_attest::monvm::FileIndex for FileHashIndex {
+    fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]> {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(path);
+        let mask = self.slots.len() - 1;
+        let mut slot = (hash as usize) & mask;
+        loop {
+            let (tag, entry) = *self.slots.get(slot)?;
+            let entry = (entry as usize).checked_sub(1)?;
+            if tag == (hash >> 32) as u32 {
+                let &(offset, count, len) = self.entries.get(entry)?;
+                let key = self
+                    .arena
+                    .get(offset + 32 * count..offset + 32 * count + len)?;
+                if key == path {
+                    let first = *self.first_digest.get(entry)?;
+                    return self.digests.get(first..first + count);
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+}
+
 /// The top level of a Keylime runtime policy (unknown keys refused).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -382,6 +467,26 @@ mod tests {
         #[test]
         fn arbitrary_json_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = import_keylime(&bytes);
+        }
+
+        /// The hash index answers exactly what the policy's map answers.
+        #[test]
+        fn the_hash_index_agrees_with_the_map(
+            entries in proptest::collection::vec(("/[a-c]{0,6}", any::<u8>()), 0..60),
+            probes in proptest::collection::vec("/[a-c]{0,6}", 0..30),
+        ) {
+            use avm_attest::monvm::FileIndex;
+            let mut files = FileAllowlist::default();
+            for (path, byte) in &entries {
+                files.allow(path, [*byte; 32]);
+            }
+            let index = FileHashIndex::new(&files);
+            for path in entries.iter().map(|(p, _)| p).chain(&probes) {
+                prop_assert_eq!(
+                    index.digests_of(path.as_bytes()),
+                    files.digests_of(path.as_bytes())
+                );
+            }
         }
 
         #[test]

@@ -7,15 +7,18 @@
 //! Only the caller can ask for less, explicitly ([`appraise_quote_only`]),
 //! and the verdict then says so (`quote-valid`, never `trusted`).
 
+use avm_attest::ima::{self, ImaRecord};
 use avm_attest::monvm::{self, MonVmAppraisal};
+use avm_attest::monvm::{FileIndex, ImaOutcome};
 use avm_attest::policy::ReferenceValues;
 use avm_attest::verify::{
-    EvidenceInput, MeasurementLogCheck, Reason, Verdict, check_measurement_log, verify_evidence,
-    verify_quote,
+    EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason, RecordDigest, Verdict,
+    check_measurement_records, verify_evidence, verify_quote,
 };
 use avm_attest::wire::Evidence;
+use avm_attest::wire::PcrValue;
 
-use crate::allowlist::Excludes;
+use crate::allowlist::{Excludes, FileHashIndex};
 use crate::crypto::OpenSslVerifier;
 use crate::evidence_dir::LoadedEvidence;
 use crate::report::{Report, ReportReason, VerdictKind};
@@ -102,28 +105,19 @@ pub fn appraise(
             .reasons
             .iter()
             .any(|r| matches!(r, Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch));
-    let log =
-        authenticated.then(|| check_measurement_log(input.measurement_log, input.evidence.pcrs));
-    let mut monvm = None;
+    let checked = authenticated
+        .then(|| check_and_appraise_log(input.measurement_log, input.evidence.pcrs, policy));
+    let (log, monvm) = match checked {
+        Some((log, monvm)) => (Some(log), monvm),
+        None => (None, None),
+    };
     match &log {
         Some(Err(reason)) => verdict.reasons.push(reason.clone()),
-        Some(Ok(check)) => {
-            verdict.reasons.extend(check.appraise_config(policy));
-            // An exclude that does not compile excludes nothing (fail
-            // closed); policies are checked when they are loaded.
-            let excludes = policy
-                .and_then(|p| Excludes::compile(&p.monvm_files).ok())
-                .unwrap_or_else(Excludes::none);
-            let appraisal = monvm::appraise(
-                input.measurement_log.unwrap_or_default(),
-                check,
-                policy,
-                &|path| excludes.matches(path),
-            );
-            verdict.reasons.extend(appraisal.reasons());
-            monvm = Some(appraisal);
-        }
+        Some(Ok(check)) => verdict.reasons.extend(check.appraise_config(policy)),
         None => {}
+    }
+    if let Some(appraisal) = &monvm {
+        verdict.reasons.extend(appraisal.reasons());
     }
     verdict.trusted = verdict.reasons.is_empty();
     let mut report = Report::new(
@@ -147,6 +141,145 @@ pub fn appraise(
         log,
         monvm,
     }
+}
+
+/// Records from which on the per-record work is spread over all cores.
+const PARALLEL_RECORDS: usize = 8192;
+/// Allowlists from which on paths are looked up through a hash index.
+const INDEXED_PATHS: usize = 1024;
+
+/// A policy's Mon-VM allowlist made ready for appraisal: its excludes
+/// compiled (one that does not compile excludes nothing: fail closed;
+/// policies are checked when they are loaded) and, if large, its paths in
+/// a hash index. Built once per loaded policy, as Keylime builds its
+/// dictionary when it loads a runtime policy.
+#[derive(Debug)]
+pub struct PreparedAllowlist<'a> {
+    files: Option<&'a avm_attest::policy::FileAllowlist>,
+    index: Option<FileHashIndex>,
+    excludes: Excludes,
+}
+
+impl<'a> PreparedAllowlist<'a> {
+    pub fn new(policy: Option<&'a ReferenceValues>) -> Self {
+        let files = policy.map(|p| &p.monvm_files);
+        Self {
+            files,
+            index: files
+                .filter(|f| f.digests.len() >= INDEXED_PATHS)
+                .map(FileHashIndex::new),
+            excludes: files
+                .and_then(|f| Excludes::compile(f).ok())
+                .unwrap_or_else(Excludes::none),
+        }
+    }
+
+    fn lookup(&self) -> Option<&(dyn FileIndex + Sync)> {
+        match (&self.index, self.files) {
+            (Some(index), _) => Some(index),
+            (None, Some(files)) => Some(files),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Checks the measurement log against authenticated PCR values
+/// (`avm_attest::verify::check_measurement_records`) and, once it is
+/// proven, appraises its Mon-VM records against the policy
+/// (`avm_attest::monvm::appraise_records_with`).
+pub fn check_and_appraise_log(
+    log: Option<&[u8]>,
+    pcrs: &[PcrValue],
+    policy: Option<&ReferenceValues>,
+) -> (Result<MeasurementLogCheck, Reason>, Option<MonVmAppraisal>) {
+    check_and_appraise_prepared(log, pcrs, policy, &PreparedAllowlist::new(policy))
+}
+
+/// [`check_and_appraise_log`] with the allowlist prepared already. The
+/// log is parsed once; each record's digests (template hash, SHA-256
+/// extend value) and, for an IMA entry, its allowlist outcome are
+/// independent of the others, so for a long log they are computed on all
+/// cores; the replay then decides which records are proven, and only
+/// their outcomes count.
+pub fn check_and_appraise_prepared(
+    log: Option<&[u8]>,
+    pcrs: &[PcrValue],
+    policy: Option<&ReferenceValues>,
+    prepared: &PreparedAllowlist<'_>,
+) -> (Result<MeasurementLogCheck, Reason>, Option<MonVmAppraisal>) {
+    let Some(bytes) = log else {
+        return (check_measurement_records(None, &[], pcrs), None);
+    };
+    let records = match ima::parse_list(bytes, MAX_MEASUREMENT_RECORDS) {
+        Ok(records) => records,
+        Err(_) => return (Err(Reason::MeasurementLogMalformed), None),
+    };
+    let applied = policy.is_some_and(|p| !p.monvm_files.is_empty());
+    let lookup = prepared.lookup().filter(|_| applied);
+    let excluded = |path: &[u8]| prepared.excludes.matches(path);
+    let (digests, outcomes) = per_record(&records, lookup, &excluded);
+    let check = match check_measurement_records(Some(&records), &digests, pcrs) {
+        Ok(check) => check,
+        Err(reason) => return (Err(reason), None),
+    };
+    let appraisal = monvm::appraise_records_with(
+        &records,
+        &check,
+        policy,
+        lookup.map(|l| l as &dyn FileIndex),
+        &excluded,
+        outcomes.as_deref(),
+    );
+    (Ok(check), Some(appraisal))
+}
+
+/// Each record's digests and (with an allowlist) IMA outcome, on all
+/// cores for a long log.
+fn per_record(
+    records: &[ImaRecord<'_>],
+    lookup: Option<&(dyn FileIndex + Sync)>,
+    excluded: &(dyn Fn(&[u8]) -> bool + Sync),
+) -> (Vec<RecordDigest>, Option<Vec<ImaOutcome>>) {
+    let work = |offset: usize, chunk: &[ImaRecord<'_>]| {
+        let digests: Vec<RecordDigest> = chunk.iter().map(RecordDigest::of).collect();
+        let outcomes = lookup.map(|files| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| monvm::appraise_ima_record(offset + i, r, files, excluded))
+                .collect::<Vec<_>>()
+        });
+        (digests, outcomes)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
+    if records.len() < PARALLEL_RECORDS || threads < 2 {
+        return work(0, records);
+    }
+    let per_thread = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = records
+            .chunks(per_thread)
+            .enumerate()
+            .map(|(n, chunk)| {
+                let work = &work;
+                scope.spawn(move || work(n * per_thread, chunk))
+            })
+            .collect();
+        let mut digests = Vec::with_capacity(records.len());
+        let mut outcomes = lookup.map(|_| Vec::with_capacity(records.len()));
+        for part in parts {
+            // A worker cannot panic (panic = abort); if one did, short
+            // lists make the log malformed and the outcomes unused.
+            let Ok((mut d, o)) = part.join() else {
+                return (Vec::new(), None);
+            };
+            digests.append(&mut d);
+            if let (Some(all), Some(mut o)) = (outcomes.as_mut(), o) {
+                all.append(&mut o);
+            }
+        }
+        (digests, outcomes)
+    })
 }
 
 /// What `verify --quote-only` checks: is this a genuine, fresh quote of

@@ -483,6 +483,120 @@ pub fn time_command(
     LatencySummary::from_samples(samples).ok_or_else(|| BenchError("no runs".into()))
 }
 
+/// What [`ima_log_appraisal`] measured on one IMA list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImaAppraisal {
+    /// Records in the list.
+    pub entries: usize,
+    /// (path, digest) pairs in the allowlist.
+    pub allowlist: usize,
+    /// Reading and importing the Keylime runtime policy (JSON) and
+    /// preparing it (hash index of its paths), once.
+    pub policy_load: Duration,
+    /// Template-hash check, PCR 10 replay and allowlist appraisal of the
+    /// whole list, per run (the list already in memory, as Keylime's
+    /// timed section).
+    pub appraisal: LatencySummary,
+    /// The reason codes of the verdict (empty: every entry allowed and the
+    /// list replays to the PCR 10 value).
+    pub codes: Vec<String>,
+}
+
+impl ImaAppraisal {
+    pub fn key_values(&self, key: &str) -> String {
+        let mut out = format!(
+            "{key}.entries={}\n{key}.allowlist={}\n{key}.policy_load_ms={:.3}\n{key}.verdict={}\n",
+            self.entries,
+            self.allowlist,
+            self.policy_load.as_secs_f64() * 1e3,
+            if self.codes.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("fail:{}", self.codes.join(","))
+            }
+        );
+        out.push_str(&self.appraisal.key_values(&format!("{key}.appraise")));
+        out
+    }
+}
+
+/// The verifier's appraisal of a Linux IMA list (`gen_ima_log.py`'s
+/// directory: `binary_runtime_measurements`, `runtime_policy.json`,
+/// `pcrs-sha256`) against its Keylime runtime policy: the same code
+/// `attest` runs on the PCR 10 entries (`check_measurement_log`: template
+/// hashes, replay to the quoted PCR; `monvm::appraise_records`: every
+/// entry against the allowlist; `appraise::check_and_appraise_log`, which
+/// hashes a long log on all cores), `runs` times.
+pub fn ima_log_appraisal(dir: &Path, runs: usize) -> Result<ImaAppraisal, BenchError> {
+    use avm_attest::wire::PcrValue;
+
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map_err(|e| BenchError(format!("{}/{name}: {e}", dir.display())))
+    };
+    let log = read("binary_runtime_measurements")?;
+    let pcrs = String::from_utf8(read("pcrs-sha256")?)
+        .map_err(|_| BenchError("pcrs-sha256: not UTF-8".into()))?;
+    let pcr10 = pcrs
+        .lines()
+        .find_map(|l| l.strip_prefix("PCR-10: "))
+        .and_then(|hex| avm_attest::hex::decode_array::<32>(hex.trim()).ok())
+        .ok_or_else(|| BenchError("pcrs-sha256: no PCR-10 line".into()))?;
+    let started = Instant::now();
+    let policy_json = read("runtime_policy.json")?;
+    let import = crate::allowlist::import_keylime(&policy_json)
+        .map_err(|e| BenchError(format!("runtime_policy.json: {e}")))?;
+    let policy = ReferenceValues {
+        monvm_files: import.files,
+        ..ReferenceValues::default()
+    };
+    let prepared = crate::appraise::PreparedAllowlist::new(Some(&policy));
+    let policy_load = started.elapsed();
+
+    let quoted = [PcrValue {
+        index: 10,
+        digest: pcr10,
+    }];
+    let appraise_once = || -> (Vec<String>, usize) {
+        match crate::appraise::check_and_appraise_prepared(
+            Some(&log),
+            &quoted,
+            Some(&policy),
+            &prepared,
+        ) {
+            (Err(reason), _) => (vec![reason.code().to_string()], 0),
+            (Ok(check), appraisal) => {
+                let mut codes: Vec<String> = appraisal
+                    .iter()
+                    .flat_map(|a| a.reasons())
+                    .map(|r| r.code().to_string())
+                    .collect();
+                if check.after_quote > 0 {
+                    codes.push("records-after-the-quote".into());
+                }
+                codes.dedup();
+                (codes, check.proven + check.after_quote)
+            }
+        }
+    };
+    let mut samples = Vec::with_capacity(runs);
+    let mut outcome = (Vec::new(), 0);
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        outcome = std::hint::black_box(appraise_once());
+        samples.push(started.elapsed());
+    }
+    let (codes, entries) = outcome;
+    Ok(ImaAppraisal {
+        entries,
+        allowlist: policy.monvm_files.len(),
+        policy_load,
+        appraisal: LatencySummary::from_samples(samples)
+            .ok_or_else(|| BenchError("no runs".into()))?,
+        codes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

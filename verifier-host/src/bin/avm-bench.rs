@@ -62,6 +62,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// The verifier's appraisal of a Linux IMA list against a Keylime
+    /// runtime policy (a directory written by the peer baseline's
+    /// gen_ima_log.py): template hashes, replay to PCR 10, allowlist.
+    /// Prints the verdict and the time per run.
+    ImaLog {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Wall time of a command, run `runs` times.
     Time {
         #[arg(long, default_value_t = 20)]
@@ -131,6 +140,9 @@ fn run(cli: Cli) -> Result<String, BenchError> {
                 full.verifications,
                 raw.per_second()
             ))
+        }
+        BenchCommand::ImaLog { dir, runs } => {
+            Ok(bench::ima_log_appraisal(&dir, runs.clamp(1, 1000))?.key_values("ima"))
         }
         BenchCommand::Time { runs, command } => {
             let (program, args) = command
