@@ -146,6 +146,11 @@ log "image size and boot time ($boot_runs boots)"
 "$qemu_bin" bench --runs "$boot_runs" --image "$image" >"$work/boot.txt" 2>"$work/boot.err" ||
     fail "avm-qemu bench failed: $(tail -3 "$work/boot.err")"
 
+# --- (d) log appraisal next to evmctl and Keylime ----------------------------
+log "log appraisal (scripts/bench-ima.sh)"
+AVM_BENCH="$bench_bin" IMA_ROWS="$work/ima-rows.md" bash "$root/scripts/bench-ima.sh" >"$work/ima.txt" ||
+    fail "log appraisal benchmark failed"
+
 # --- The table --------------------------------------------------------------
 rt=$work/roundtrip.txt
 quote_p50=$(value command.p50_ms "$work/quote.txt")
@@ -171,6 +176,7 @@ table=$(
         echo "| $n concurrent verifiers, a connection per attestation (${concurrency_seconds}s): trusted/s, p50 / p99, failed, reconnects | $(value "concurrency.$n.per_s" "$c")/s, $(ms "$(value "concurrency.$n.latency.p50_ms" "$c")") / $(ms "$(value "concurrency.$n.latency.p99_ms" "$c")"), $(value "concurrency.$n.failed" "$c") failed, $(value "concurrency.$n.retries" "$c") reconnects | every verifier gets its verdicts (0 failed) | $(at_most "$(value "concurrency.$n.failed" "$c")" 0) |"
     done
     grep -E '^\| (image size|boot|kernel entry)' "$work/boot.txt" || true
+    cat "$work/ima-rows.md"
 )
 details=$(
     echo "Round-trip phases, new connection per round (p50): connect $(phase connect), Hello $(phase hello), Challenge to Evidence $(phase challenge), verification $(phase verify)."
@@ -217,6 +223,14 @@ mkdir -p "$(dirname "$out")"
     echo "  $verify_seconds ecdsap256\` on the same core. The verifier caches parsed AK keys, so repeated quotes"
     echo "  from one node cost about one raw signature check."
     echo "- Image size and boot time: \`avm-qemu bench --runs $boot_runs\` (QEMU start to the boot report)."
+    echo "- Log appraisal: \`scripts/bench-ima.sh\` generates a 100,000-entry IMA list and the Keylime runtime"
+    echo "  policy allowing it with ../shared/peers/ima-baseline/gen_ima_log.py (data in /tmp/peer-ima), checks"
+    echo "  each tool's verdict (good list passes; a list that measured another file fails the allowlists), then"
+    echo "  times \`avm-bench ima-log\` (the verifier's own appraisal: template hashes, replay to PCR 10, every"
+    echo "  entry against the allowlist, on all cores, with the policy loaded and indexed as the verifier holds it;"
+    echo "  also as a whole process including loading the 12 MB JSON policy), \`evmctl ima_measurement --pcrs\`"
+    echo "  (a whole process: evmctl loads no policy) and Keylime's \`process_measurement_list\` (keylime_bench.py:"
+    echo "  the timed call, policy already a dict)."
 } >"$out"
 
 echo "$table"
