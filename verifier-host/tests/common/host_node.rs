@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use avm_attest::wire::{
     self, Evidence, HelloInfo, KeyAlgorithm, KeyInfo, MAX_REQUEST_LEN, PROTOCOL_VERSION, Request,
@@ -17,8 +17,26 @@ use avm_verifier::tpm_public::TpmPublic;
 
 use super::{ProvisionedTpm, Swtpm, read};
 
+/// The measurement log a host node serves (empty unless a test appends
+/// records, extending the swtpm's PCRs as an A-VM would), and the log
+/// requests it saw (the `from` of each).
+#[derive(Default)]
+pub struct ServedLog {
+    pub records: Mutex<Vec<Vec<u8>>>,
+    pub requests: Mutex<Vec<u32>>,
+    /// Records hidden from the start of the log: a node that "forgot"
+    /// them (as if it had rebooted), without touching its PCRs.
+    pub dropped: AtomicU32,
+}
+
 /// Serves connections until `stop`, answering from the TPM.
-fn serve(tpm: Arc<ProvisionedTpm>, hello: HelloInfo, listener: TcpListener, stop: Arc<AtomicBool>) {
+fn serve(
+    tpm: Arc<ProvisionedTpm>,
+    hello: HelloInfo,
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    log: Arc<ServedLog>,
+) {
     listener.set_nonblocking(false).expect("blocking");
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -40,7 +58,7 @@ fn serve(tpm: Arc<ProvisionedTpm>, hello: HelloInfo, listener: TcpListener, stop
             let Ok(request) = wire::decode_body::<Request>(&body) else {
                 break;
             };
-            let response = answer(&tpm.tpm, &hello, request);
+            let response = answer(&tpm.tpm, &hello, &log, request);
             let Ok(frame) = wire::encode_frame(&response) else {
                 break;
             };
@@ -51,19 +69,33 @@ fn serve(tpm: Arc<ProvisionedTpm>, hello: HelloInfo, listener: TcpListener, stop
     }
 }
 
-fn answer(tpm: &Swtpm, hello: &HelloInfo, request: Request) -> Response {
+fn answer(tpm: &Swtpm, hello: &HelloInfo, log: &ServedLog, request: Request) -> Response {
     let error = |detail: String| Response::Error {
         code: wire::ErrorCode::Tpm,
         detail,
     };
     match request {
         Request::Hello { .. } => Response::Hello(hello.clone()),
-        // It measures nothing of its own: an empty log.
-        Request::MeasurementLog { from } => Response::MeasurementLog(wire::LogChunk {
-            first: from,
-            total: 0,
-            records: Vec::new(),
-        }),
+        // Whatever the test appended (nothing by default), in chunks of at
+        // most three records so that fetches take several requests.
+        Request::MeasurementLog { from } => {
+            log.requests.lock().expect("lock").push(from);
+            let records = log.records.lock().expect("lock");
+            let dropped = log.dropped.load(Ordering::SeqCst) as usize;
+            let visible = records.get(dropped..).unwrap_or_default();
+            let chunk: Vec<u8> = visible
+                .iter()
+                .skip(from as usize)
+                .take(3)
+                .flatten()
+                .copied()
+                .collect();
+            Response::MeasurementLog(wire::LogChunk {
+                first: from,
+                total: visible.len() as u32,
+                records: chunk,
+            })
+        }
         Request::Challenge { nonce, pcr_mask } => {
             let pcrs: Vec<String> = (0..24)
                 .filter(|&i| pcr_mask.contains(i))
@@ -139,6 +171,7 @@ fn key_info(algorithm: KeyAlgorithm, tpm2b: &[u8]) -> KeyInfo {
 pub struct HostNode {
     pub tpm: Arc<ProvisionedTpm>,
     pub addr: String,
+    pub log: Arc<ServedLog>,
     stop: Arc<AtomicBool>,
     server: Option<std::thread::JoinHandle<()>>,
 }
@@ -178,14 +211,31 @@ impl HostNode {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let stop = Arc::new(AtomicBool::new(false));
-        let (t2, s2) = (Arc::clone(&tpm), Arc::clone(&stop));
-        let server = Some(std::thread::spawn(move || serve(t2, hello, listener, s2)));
+        let log = Arc::new(ServedLog::default());
+        let (t2, s2, l2) = (Arc::clone(&tpm), Arc::clone(&stop), Arc::clone(&log));
+        let server = Some(std::thread::spawn(move || {
+            serve(t2, hello, listener, s2, l2)
+        }));
         HostNode {
             tpm,
             addr,
+            log,
             stop,
             server,
         }
+    }
+
+    /// Measures as an A-VM does: extends `pcr` with the record's SHA-256
+    /// extend value in the swtpm, then appends the `ima-ng` record.
+    pub fn measure(&self, pcr: u32, digest: &[u8; 32], name: &str) {
+        let record = avm_attest::ima::ng_record(pcr, digest, name.as_bytes());
+        let parsed = avm_attest::ima::parse_list(&record, 1).expect("record");
+        let value = parsed[0].sha256_extend_value();
+        self.tpm.tpm.tpm2_ok(
+            "tpm2_pcrextend",
+            &[&format!("{pcr}:sha256={}", hex::encode(&value))],
+        );
+        self.log.records.lock().expect("lock").push(record);
     }
 }
 
