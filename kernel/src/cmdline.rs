@@ -119,6 +119,10 @@ pub struct KernelOptions {
     /// Whether `ip=` was given (its value is applied by the network stack,
     /// which parses it again with the same checks: `avm_net::NetConfig`).
     pub static_or_dhcp_ip: bool,
+    /// `monvm.bench`: after the start-up measurement of the Mon-VM's
+    /// kernel text, also time plain SHA-256 over as many bytes in A-VM
+    /// memory (for `make bench`).
+    pub monvm_bench: bool,
 }
 
 impl Default for KernelOptions {
@@ -129,6 +133,7 @@ impl Default for KernelOptions {
             crash: None,
             attest_port: avm_attest::wire::ATTEST_PORT,
             static_or_dhcp_ip: false,
+            monvm_bench: false,
         }
     }
 }
@@ -149,6 +154,7 @@ impl KernelOptions {
         for arg in args(cmdline) {
             match (arg.key, arg.value) {
                 ("exit-after-report", None) => opts.exit_after_report = true,
+                ("monvm.bench", None) => opts.monvm_bench = true,
                 ("log", Some(v)) => match LogLevel::parse(v) {
                     Some(level) => opts.log_level = level,
                     None => problem(OptionProblem::BadValue(arg)),
@@ -172,9 +178,11 @@ impl KernelOptions {
                         problem(OptionProblem::BadValue(arg));
                     }
                 }
-                ("exit-after-report" | "log" | "crash" | "attest-port" | "ip" | "monvm.ram", _) => {
-                    problem(OptionProblem::BadValue(arg))
-                }
+                (
+                    "exit-after-report" | "log" | "crash" | "attest-port" | "ip" | "monvm.ram"
+                    | "monvm.bench",
+                    _,
+                ) => problem(OptionProblem::BadValue(arg)),
                 (key, _) => problem(OptionProblem::UnknownKey(key)),
             }
         }

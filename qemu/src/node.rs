@@ -194,7 +194,8 @@ pub struct NodeRecord {
     /// From starting the Mon-VM's QEMU to its ready line, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monvm_ready_ms: Option<u64>,
-    /// The kernel profile handed to the A-VM (PVH module 0).
+    /// The kernel profile handed to the A-VM (fw_cfg file
+    /// `opt/avm/kernel-profile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monvm_profile: Option<PathBuf>,
     /// Its SHA-256: what the A-VM extends into PCR 8.
@@ -526,7 +527,11 @@ impl Node {
             monvm.attach_to_avm(&mut qemu);
         }
         if let Some(profile) = &record.monvm_profile {
-            qemu.arg("-initrd").arg(profile);
+            // fw_cfg, not -initrd: QEMU puts an initrd right below the top
+            // of RAM, over SeaBIOS's ACPI tables once it is large.
+            let mut arg = std::ffi::OsString::from("name=opt/avm/kernel-profile,file=");
+            arg.push(profile);
+            qemu.arg("-fw_cfg").arg(arg);
         }
         if swtpm.is_some() {
             qemu.tpm_crb(&layout.swtpm_ctrl_socket());

@@ -11,6 +11,7 @@ mod arch;
 mod console;
 mod attestation;
 mod fatal;
+mod fw_cfg;
 mod heap;
 mod measurements;
 mod monvm;

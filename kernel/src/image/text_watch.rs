@@ -54,6 +54,11 @@ pub struct Startup {
     pub boot_patches: [u8; 32],
     pub ro_after_init: [u8; 32],
     pub chunks: usize,
+    /// Bytes checked (text and rodata).
+    pub bytes: u64,
+    /// Microseconds the check took, and the copy after it.
+    pub check_us: u64,
+    pub copy_us: u64,
     /// Whether later sweeps compare with a copy (else they hash).
     pub copied: bool,
 }
@@ -138,13 +143,18 @@ impl TextWatch {
         let ro_after_init =
             ro_after_init_digest(memory, &location, ro_link, &reference.relocations)
                 .unwrap_or([0; 32]);
+        let checked_us = crate::time::now_us();
         watch.take_copy(memory);
+        let copied_us = crate::time::now_us();
         let startup = Startup {
             text: text_h.finalize().into(),
             rodata: rodata_h.finalize().into(),
             boot_patches: boot_patches_digest(&boot),
             ro_after_init,
             chunks,
+            bytes: reference.text.len + reference.rodata.len,
+            check_us: checked_us.saturating_sub(now_us),
+            copy_us: copied_us - checked_us,
             copied: !watch.copy.is_empty(),
         };
         Some((watch, startup))

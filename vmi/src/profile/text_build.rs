@@ -154,6 +154,7 @@ fn collect_sites(
     elf: &Vmlinux<'_>,
     symbols: &SymbolTable,
     s: &KernelSymbols,
+    relocated: &[u64],
 ) -> Result<Sites, BuildError> {
     let text = s.text;
     let len = s.etext - s.text;
@@ -239,6 +240,7 @@ fn collect_sites(
     }
 
     // Boot-patched ranges.
+    let mut moving = Vec::new();
     let mut boot = |va: u64, n: u64| {
         if n > 0
             && n <= MAX_SITE_LEN
@@ -253,10 +255,27 @@ fn collect_sites(
         for (i, e) in data.chunks_exact(stride).enumerate() {
             let entry = base + (stride * i) as u64;
             let instr = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-            boot(
+            let repl = i32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            let repl_va = (entry + 4).wrapping_add(i64::from(repl) as u64);
+            let (site, n) = (
                 entry.wrapping_add(i64::from(instr) as u64),
                 u64::from(e[stride - 2]),
             );
+            // A replacement with a KASLR relocation (a RIP-relative reference
+            // to a per-CPU variable, an absolute address) lands at the site
+            // with a value that depends on the slide: such a site is summed
+            // up per boot, not learned.
+            let from = relocated.partition_point(|&r| r < repl_va);
+            let moves = relocated
+                .get(from)
+                .is_some_and(|&r| r < repl_va + u64::from(e[stride - 1]));
+            if moves {
+                if let Some(o) = at(site).filter(|_| n > 0 && n <= MAX_SITE_LEN) {
+                    moving.push((o, n as u32));
+                }
+            } else {
+                boot(site, n);
+            }
         }
     }
     if let Some((_, data)) = elf.section_at(".parainstructions") {
@@ -272,6 +291,7 @@ fn collect_sites(
             boot(va, if first == Some(0x0f) { 6 } else { 5 });
         }
     }
+    sites.constants.extend(moving);
     for (name, _, _) in elf.sections() {
         let width = if name.starts_with("runtime_ptr_") {
             8
@@ -369,7 +389,24 @@ fn patch_sites(sites: Sites) -> Result<PatchSites, BuildError> {
         boot.extend(inside.into_iter().map(|(o, (_, n, _))| (o, u32::from(n))));
         boot = merge(boot);
     }
-    let constants = merge(sites.constants);
+    // A boot range that touches a per-boot one becomes per-boot too.
+    let mut constants = merge(sites.constants);
+    loop {
+        let (touching, rest): (Vec<_>, Vec<_>) =
+            boot.iter().partition(|&&(o, n)| overlaps(&constants, o, n));
+        if touching.is_empty() {
+            break;
+        }
+        boot = rest;
+        constants.extend(touching);
+        constants = merge(constants);
+    }
+    let (inside, rest): (Vec<_>, Vec<_>) = fixed
+        .into_iter()
+        .partition(|&(o, (_, n, _))| overlaps(&constants, o, u32::from(n)));
+    fixed = rest;
+    constants.extend(inside.into_iter().map(|(o, (_, n, _))| (o, u32::from(n))));
+    let constants = merge(constants);
     for w in fixed.windows(2) {
         let ((o, (k, n, _)), (next, (k2, _, _))) = (w[0], w[1]);
         if o + u32::from(n) > next {
@@ -466,6 +503,8 @@ pub fn text_reference(
     // Everything the checker reads is within the text and rodata.
     let image_len = s.start_rodata - s.text + rodata_len;
     let (abs32, inv32, abs64) = relocations(elf)?;
+    let mut all_relocated: Vec<u64> = abs32.iter().chain(&inv32).chain(&abs64).copied().collect();
+    all_relocated.sort_unstable();
     let inside = |list: Vec<u64>, width: u64| {
         Offsets::new(
             list.into_iter()
@@ -511,7 +550,7 @@ pub fn text_reference(
         elf,
         s.text,
         &rules,
-        patch_sites(collect_sites(elf, symbols, s)?)?,
+        patch_sites(collect_sites(elf, symbols, s, &all_relocated)?)?,
     );
     Ok(TextReference {
         text: region(elf, s, s.text, text_len, &sites)?,

@@ -53,3 +53,15 @@ pub unsafe fn inl(port: u16) -> u32 {
     }
     value
 }
+
+/// Writes a word to an I/O port.
+///
+/// # Safety
+/// As for [`outb`].
+#[inline]
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller vouches for the port.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    }
+}
