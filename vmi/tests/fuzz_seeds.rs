@@ -200,7 +200,10 @@ fn write_exe_path(b: &mut PageTableBuilder, looped: bool) -> u64 {
     let mount = |b: &mut PageTableBuilder, m: u64, root: u64, parent: (u64, u64)| {
         b.write_u64(m + PATH.mount_mnt_parent, DIRECT_MAP + parent.0);
         b.write_u64(m + PATH.mount_mnt_mountpoint, DIRECT_MAP + parent.1);
-        b.write_u64(m + PATH.mount_mnt + PATH.vfsmount_mnt_root, DIRECT_MAP + root);
+        b.write_u64(
+            m + PATH.mount_mnt + PATH.vfsmount_mnt_root,
+            DIRECT_MAP + root,
+        );
     };
     let rootfs_root = dentry(b, None, b"/");
     mount(b, 0x400, rootfs_root, (0x400, rootfs_root));
@@ -219,8 +222,14 @@ fn write_exe_path(b: &mut PageTableBuilder, looped: bool) -> u64 {
     }
     let (mm, file) = (0x100u64, 0x200u64);
     b.write_u64(mm + PATH.mm_exe_file, DIRECT_MAP + file);
-    b.write_u64(file + PATH.file_f_path + PATH.path_mnt, DIRECT_MAP + 0x580 + PATH.mount_mnt);
-    b.write_u64(file + PATH.file_f_path + PATH.path_dentry, DIRECT_MAP + evade);
+    b.write_u64(
+        file + PATH.file_f_path + PATH.path_mnt,
+        DIRECT_MAP + 0x580 + PATH.mount_mnt,
+    );
+    b.write_u64(
+        file + PATH.file_f_path + PATH.path_dentry,
+        DIRECT_MAP + evade,
+    );
     mm
 }
 
@@ -287,7 +296,10 @@ fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut tampered = k.ram(0x100, 0x2e60_0000);
     tampered[0x100 + 0x600] = 0xeb;
     vec![
-        ("booted", seed(0x100, 0x2e60_0000, k.ram(0x100, 0x2e60_0000))),
+        (
+            "booted",
+            seed(0x100, 0x2e60_0000, k.ram(0x100, 0x2e60_0000)),
+        ),
         ("tampered-jump", seed(0x100, 0x2e60_0000, tampered)),
     ]
 }

@@ -21,7 +21,10 @@ pub use checks::{
 pub use ima::{ImaEntry, ImaLimits, ImaOffsets, measurements};
 pub use kaslr::{KaslrError, KernelImage, KernelLocation, locate_kernel};
 pub use modules::{Module, ModuleOffsets, modules};
-pub use path::PathOffsets;
+pub use path::{
+    KernelPath, MAX_COMPONENTS, MAX_MOUNTS, MAX_NAME_LEN, MAX_PATH_LEN, PathError, PathOffsets,
+    d_path, exe_path, file_path, task_exe,
+};
 pub use structs::StructError;
 pub use survey::{KernelView, Survey, SurveyLimits, Walked, survey, view};
 pub use tasks::{CredOffsets, Task, TaskOffsets, tasks};
