@@ -83,6 +83,13 @@ for kind in ecc rsa; do
 done
 cp verifier-host/fuzz/seeds/tpm_public/ak-ecc verifier-host/fuzz/seeds/ak_file/ak-ecc.tpmt
 
+echo "fuzz-seeds: an A-VM measurement log with Mon-VM records"
+# What the A-VM logs about a Mon-VM (profile, IMA entries, start-up records
+# of both forms, events), built with the project's own ima-ng writer.
+mkdir -p attest/fuzz/seeds/monvm
+cargo run -q -p avm-attest --example monvm-seed > attest/fuzz/seeds/monvm/avm-monvm-log 2>/dev/null ||
+    echo "fuzz-seeds: the monvm seed example failed: seed kept as it is" >&2
+
 echo "fuzz-seeds: IMA lists"
 # Binary ima-ng lists from the IMA peer's independent generator (shared/
 # beside the project), one of them with a stale template hash.
@@ -94,6 +101,11 @@ if [ -f "$peer" ]; then
     python3 "$peer" 3 "$tmp/b" --tamper 2 --tamper-mode raw >/dev/null
     cp "$tmp/a/binary_runtime_measurements" attest/fuzz/seeds/ima/peer-ima-ng-7-records
     cp "$tmp/b/binary_runtime_measurements" attest/fuzz/seeds/ima/peer-ima-ng-stale-template-hash
+    # Keylime runtime policies (import-keylime) and a list the Mon-VM
+    # appraisal reads as PCR 10 entries.
+    mkdir -p verifier-host/fuzz/seeds/keylime_policy attest/fuzz/seeds/monvm
+    cp "$tmp/a/runtime_policy.json" verifier-host/fuzz/seeds/keylime_policy/peer-6-paths.json
+    cp "$tmp/a/binary_runtime_measurements" attest/fuzz/seeds/monvm/peer-ima-ng-7-records
     rm -rf "$tmp"
 else
     echo "fuzz-seeds: $peer missing: IMA seeds kept as they are" >&2
