@@ -5,6 +5,8 @@
 //! into PCR 8 before anything uses it; and a survey of the running kernel,
 //! tried until the kernel is found (it may still be booting).
 
+use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use avm_attest::ima;
@@ -12,7 +14,9 @@ use avm_kernel::boot_info::StartInfo;
 use avm_kernel::pci::{self as kpci, Bar};
 use avm_kernel::phys::PhysRead;
 use sha2::{Digest, Sha256};
-use vmi::linux::{Survey, SurveyLimits, checks, survey};
+use vmi::GuestVirtAddr;
+use vmi::linux::structs::heapless_str::FixedStr;
+use vmi::linux::{ImaEntry, Module, PathError, Survey, SurveyLimits, Task, checks, survey};
 use vmi::memory::{Backing, BackingError, LayoutMemory, RamLayout};
 use vmi::profile::{self, KernelProfile};
 
@@ -42,8 +46,9 @@ const CHECK_PERIOD_US: u64 = 100_000;
 /// The IMA list is walked every this many check rounds (500 ms).
 const IMA_ROUNDS: u64 = 5;
 /// The checked areas, in the order of [`MonVm::current`]: the system-call
-/// table, the IDT, the IMA list, then those of [`text_watch::AREAS`].
-const AREAS: [&str; 7] = [
+/// table, the IDT, the IMA list, those of [`text_watch::AREAS`], then
+/// processes and modules the Mon-VM's IMA did not measure.
+const AREAS: [&str; AREA_COUNT] = [
     "sys_call_table",
     "idt",
     "ima",
@@ -51,7 +56,15 @@ const AREAS: [&str; 7] = [
     text_watch::AREAS[1],
     text_watch::AREAS[2],
     text_watch::AREAS[3],
+    "measurement_evaded",
 ];
+const AREA_COUNT: usize = 8;
+/// Index of `measurement_evaded` in [`AREAS`].
+const EVADED: usize = 7;
+/// EXE of a process record whose executable could not be named.
+const EXE_UNRESOLVED: &str = "/?unresolved";
+/// EXE of a user process whose address space has no executable file.
+const EXE_NONE: &str = "/?no-exe-file";
 
 /// The Mon-VM's RAM: the ivshmem BAR, identity-mapped.
 #[derive(Debug)]
@@ -148,11 +161,13 @@ pub struct MonVm {
     surveyed: bool,
     /// The violations the last check found, by area of [`AREAS`] (their
     /// texts).
-    current: [Vec<alloc::string::String>; 7],
+    current: [Vec<String>; AREA_COUNT],
     /// The kernel text and rodata sweep, once the kernel is up.
     text: Option<TextWatch>,
     /// Template hash of every IMA list entry seen so far, in list order.
     ima_seen: Vec<[u8; 20]>,
+    /// The file digests of the consistent IMA entries seen so far.
+    ima_files: ImaFiles,
     rounds: u64,
     next_check_us: u64,
     events: u32,
@@ -214,6 +229,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         current: Default::default(),
         text: None,
         ima_seen: Vec::new(),
+        ima_files: ImaFiles::default(),
         rounds: 0,
         next_check_us: 0,
         events: 0,
@@ -255,9 +271,16 @@ impl MonVm {
             Ok(found) => {
                 self.surveyed = true;
                 report(&found, &self.profile, time::now_us() - started);
-                measure_startup(&found, &self.profile, tpm, log);
                 self.text = measure_text(&self.memory, &self.profile, &found, tpm, log);
-                self.ima_seen = anchor_ima(&found, tpm, log);
+                self.ima_seen = anchor_ima(&found, &mut self.ima_files, tpm, log);
+                measure_startup(
+                    &self.memory,
+                    &found,
+                    &self.profile,
+                    &mut self.ima_files,
+                    tpm,
+                    log,
+                );
                 self.watch(now_us, tpm, log);
             }
             Err(e) => debug!("monvm: kernel not found yet: {}", e),
@@ -280,20 +303,37 @@ impl MonVm {
         else {
             return true;
         };
-        let mut found: [Vec<alloc::string::String>; 7] = Default::default();
+        let mut found: [Vec<String>; AREA_COUNT] = Default::default();
         if let Some(t) = &self.text {
-            for (slot, texts) in found[3..].iter_mut().zip(t.found()) {
+            for (slot, texts) in found[3..EVADED].iter_mut().zip(t.found()) {
                 *slot = texts;
             }
         }
         // The IMA list every IMA_ROUNDS rounds (it grows; walking it costs
-        // more), else its last verdict stands.
+        // more), else its last verdict stands. The processes and modules
+        // are read first: IMA measures a file before it runs or loads, so
+        // each one read has its entry in the list walked after it.
         self.rounds += 1;
-        found[2] = if self.rounds.is_multiple_of(IMA_ROUNDS) {
-            watch_ima(&view, &self.profile, &mut self.ima_seen, tpm, log)
+        if self.rounds.is_multiple_of(IMA_ROUNDS) {
+            let running = Running::read(&view, &self.profile);
+            found[2] = watch_ima(
+                &view,
+                &self.profile,
+                &mut self.ima_seen,
+                &mut self.ima_files,
+                tpm,
+                log,
+            );
+            found[EVADED] = match running {
+                Some(running) => running.evaded(&view, &self.profile, &self.ima_files),
+                // A list that did not walk (a task exiting under the walk):
+                // the last verdict stands until one does.
+                None => self.current[EVADED].clone(),
+            };
         } else {
-            self.current[2].clone()
-        };
+            found[2] = self.current[2].clone();
+            found[EVADED] = self.current[EVADED].clone();
+        }
         match checks::syscall_table(&view.space, &view.location, &self.profile) {
             Ok(report) => found[0] = report.findings.iter().map(to_text).collect(),
             Err(e) => found[0].push(to_text(&e)),
@@ -324,7 +364,7 @@ impl MonVm {
                 continue;
             }
             let area_name = AREAS[area];
-            let mut texts: Vec<alloc::string::String> = now
+            let mut texts: Vec<String> = now
                 .iter()
                 .filter(|t| !before.contains(t))
                 .cloned()
@@ -360,9 +400,10 @@ fn watch_ima(
     view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
     profile: &KernelProfile,
     seen: &mut Vec<[u8; 20]>,
+    files: &mut ImaFiles,
     tpm: &mut KernelTpm,
     log: &mut MeasurementLog,
-) -> Vec<alloc::string::String> {
+) -> Vec<String> {
     let mut violations = Vec::new();
     let Some(head) = view.location.runtime_of(profile.symbols.ima_measurements) else {
         return violations;
@@ -392,6 +433,9 @@ fn watch_ima(
             Some(_) => violations.push(text(format_args!("entry {index} rewritten"))),
             None => {
                 seen.push(entry.template_hash);
+                if record.is_some() {
+                    files.add(&entry);
+                }
                 match record.map(|r| log.anchor(tpm, &r)) {
                     Some(Ok(())) => new_entries += 1,
                     Some(Err(e)) => warn!("monvm: anchoring IMA entry failed: {}", e),
@@ -414,15 +458,15 @@ fn watch_ima(
     violations
 }
 
-fn to_text(value: &impl core::fmt::Display) -> alloc::string::String {
+fn to_text(value: &impl core::fmt::Display) -> String {
     text(format_args!("{value}"))
 }
 
 /// Formats without `alloc::format!`, which the freestanding image cannot
 /// link (it needs unwinding symbols).
-pub(crate) fn text(args: core::fmt::Arguments<'_>) -> alloc::string::String {
+pub(crate) fn text(args: core::fmt::Arguments<'_>) -> String {
     use core::fmt::Write;
-    let mut out = alloc::string::String::new();
+    let mut out = String::new();
     let _ = out.write_fmt(args);
     out
 }
@@ -474,7 +518,12 @@ fn made_by_ima<'a>(entry: &'a vmi::linux::ImaEntry, data: &'a [u8]) -> Option<im
 /// list in memory, where a rootkit could rewrite it; once anchored, an
 /// entry cannot be changed unnoticed. An entry whose template hash is not
 /// SHA-1 of its template data is not anchored (it was not made by IMA).
-fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> Vec<[u8; 20]> {
+fn anchor_ima(
+    found: &Survey,
+    files: &mut ImaFiles,
+    tpm: &mut KernelTpm,
+    log: &mut MeasurementLog,
+) -> Vec<[u8; 20]> {
     let (mut anchored, mut inconsistent) = (0usize, 0usize);
     let seen = found.ima.items.iter().map(|e| e.template_hash).collect();
     for entry in &found.ima.items {
@@ -487,6 +536,7 @@ fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> 
             );
             continue;
         };
+        files.add(entry);
         if let Err(e) = log.anchor(tpm, &record) {
             warn!("monvm: anchoring IMA entry failed: {}", e);
             return seen;
@@ -507,40 +557,327 @@ fn anchor_ima(found: &Survey, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> 
     seen
 }
 
-/// The start-up state of the Mon-VM in PCR 11: its kernel, each loaded
-/// module and each user-space process, one record each (the name says
-/// what; the digest is SHA-256 of the name, or the profile's digest for
-/// the kernel), so a verifier can count and name them.
+/// The start-up state of the Mon-VM in PCR 11: its kernel (the profile's
+/// digest is in PCR 8; the record's digest is SHA-256 of its name), each
+/// loaded module (`monvm:module:NAME`) and each user-space process
+/// (`monvm:process:PID:COMM:EXE`), whose digest is the SHA-256 file digest
+/// of the Mon-VM's IMA entry for the module's file or the executable, all
+/// zero when it has none (measurement evaded).
 fn measure_startup(
+    memory: &LayoutMemory<IvshmemRam>,
     found: &Survey,
     profile: &KernelProfile,
+    files: &mut ImaFiles,
     tpm: &mut KernelTpm,
     log: &mut MeasurementLog,
 ) {
-    let mut names: Vec<alloc::string::String> = Vec::new();
-    names.push(text(format_args!(
-        "monvm:kernel:{}",
-        profile.kernel.release.as_str()
-    )));
+    let release = profile.kernel.release.as_str();
+    let kernel = text(format_args!("monvm:kernel:{release}"));
+    let mut records: Vec<(String, [u8; 32])> = Vec::new();
+    records.push((kernel.clone(), Sha256::digest(kernel.as_bytes()).into()));
+    let view = vmi::linux::view(memory, memory.layout().regions(), profile);
+    let processes: Vec<Process> = match &view {
+        Ok(view) => found
+            .tasks
+            .items
+            .iter()
+            .filter_map(|t| Process::read(view, profile, t))
+            .collect(),
+        Err(e) => {
+            warn!("monvm: no view for the executables: {}", e);
+            Vec::new()
+        }
+    };
+    // The survey walked the IMA list after the task list, but an
+    // executable read just now may be newer: an entry missing for it is
+    // looked for in the list as it is now.
+    let missing = processes.iter().any(|p| p.digest(files).is_none())
+        || found
+            .modules
+            .items
+            .iter()
+            .any(|m| files.module(m).is_none());
+    if let (true, Ok(view)) = (missing, &view) {
+        files.refresh(view, profile);
+    }
     for module in &found.modules.items {
-        names.push(text(format_args!(
-            "monvm:module:{}",
-            core::str::from_utf8(module.name.as_bytes()).unwrap_or("?")
-        )));
+        records.push((module_name(module), files.module(module).unwrap_or([0; 32])));
     }
-    for task in found.tasks.items.iter().filter(|t| !t.is_kernel_thread()) {
-        names.push(text(format_args!(
-            "monvm:process:{}:{}",
-            task.pid,
-            core::str::from_utf8(task.comm.as_bytes()).unwrap_or("?")
-        )));
+    for process in &processes {
+        records.push((
+            text(format_args!("monvm:process:{}", process.text())),
+            process.digest(files).unwrap_or([0; 32]),
+        ));
     }
-    for name in names {
-        let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+    for (name, digest) in records {
         if let Err(e) = log.measure(tpm, MONVM_PCR, &digest, name.as_bytes()) {
             warn!("monvm: measuring {} failed: {}", name.as_str(), e);
             return;
         }
+    }
+}
+
+/// `monvm:module:NAME`.
+fn module_name(module: &Module) -> String {
+    text(format_args!(
+        "monvm:module:{}",
+        Printable(module.name.as_bytes())
+    ))
+}
+
+/// The SHA-256 file digests of the Mon-VM's consistent IMA entries
+/// (`ima-ng` / `ima-sig` with a `sha256` digest), by path, and by module
+/// name for files named like modules. A path measured again (its file
+/// changed) takes the later digest.
+#[derive(Debug, Default)]
+struct ImaFiles {
+    by_path: BTreeMap<Vec<u8>, [u8; 32]>,
+    /// Module file stems, `-` written `_`.
+    by_module: BTreeMap<Vec<u8>, [u8; 32]>,
+}
+
+/// Suffixes of module files.
+const MODULE_SUFFIXES: [&[u8]; 4] = [b".ko", b".ko.xz", b".ko.zst", b".ko.gz"];
+
+/// A module name as the kernel compares them (`-` and `_` alike).
+fn module_key(name: &[u8]) -> Vec<u8> {
+    name.iter()
+        .map(|&b| if b == b'-' { b'_' } else { b })
+        .collect()
+}
+
+impl ImaFiles {
+    /// Adds an entry that IMA made (its template hash checked).
+    fn add(&mut self, entry: &ImaEntry) {
+        let Some((path, digest)) = ima_file(entry) else {
+            return;
+        };
+        let file = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if let Some(stem) = MODULE_SUFFIXES.iter().find_map(|s| file.strip_suffix(*s)) {
+            self.by_module.insert(module_key(stem), digest);
+        }
+        self.by_path.insert(path.to_vec(), digest);
+    }
+
+    fn file(&self, path: &[u8]) -> Option<[u8; 32]> {
+        self.by_path.get(path).copied()
+    }
+
+    fn module(&self, module: &Module) -> Option<[u8; 32]> {
+        self.by_module
+            .get(&module_key(module.name.as_bytes()))
+            .copied()
+    }
+
+    /// Learns the entries of the IMA list as it is now (not anchoring
+    /// them: the watch does that as they appear).
+    fn refresh(
+        &mut self,
+        view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
+        profile: &KernelProfile,
+    ) {
+        let Some(head) = view.location.runtime_of(profile.symbols.ima_measurements) else {
+            return;
+        };
+        let walk = vmi::linux::measurements(
+            &view.space,
+            head,
+            &profile.offsets.ima,
+            &vmi::linux::ImaLimits::default(),
+            SurveyLimits::default().max_ima_entries,
+        );
+        for entry in walk {
+            let Ok(entry) = entry else {
+                return;
+            };
+            let data = entry.template_data();
+            if made_by_ima(&entry, &data).is_some() {
+                self.add(&entry);
+            }
+        }
+    }
+}
+
+/// The path and SHA-256 file digest of an `ima-ng` / `ima-sig` entry:
+/// d-ng = `sha256:` NUL digest, n-ng = the path and its NUL.
+fn ima_file(entry: &ImaEntry) -> Option<(&[u8], [u8; 32])> {
+    if !matches!(entry.template_name.as_slice(), b"ima-ng" | b"ima-sig") {
+        return None;
+    }
+    let digest = entry.fields.first()?.strip_prefix(b"sha256:\0")?;
+    let digest = <[u8; 32]>::try_from(digest).ok()?;
+    let path = entry.fields.get(1)?.strip_suffix(&[0])?;
+    (!path.is_empty() && !path.contains(&0)).then_some((path, digest))
+}
+
+/// A user process and its executable, as one walk read them.
+#[derive(Debug)]
+struct Process {
+    task: GuestVirtAddr,
+    mm: GuestVirtAddr,
+    pid: i32,
+    comm: FixedStr<16>,
+    exe: Result<Vec<u8>, PathError>,
+}
+
+impl Process {
+    /// The process of a task read from the task list; `None` for a kernel
+    /// thread, and for a task whose address space changed while its
+    /// executable was read (it exits or execs: the next round sees it).
+    fn read(
+        view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
+        profile: &KernelProfile,
+        task: &Task,
+    ) -> Option<Self> {
+        let mm = task.mm?;
+        let exe = exe_of(view, profile, task.address, mm)?;
+        Some(Process {
+            task: task.address,
+            mm,
+            pid: task.pid,
+            comm: task.comm,
+            exe,
+        })
+    }
+
+    /// The file digest of its executable's IMA entry.
+    fn digest(&self, files: &ImaFiles) -> Option<[u8; 32]> {
+        self.exe.as_ref().ok().and_then(|path| files.file(path))
+    }
+
+    /// `PID:COMM:EXE`: COMM with every byte that is not printable ASCII
+    /// as `?` (it stays at most 15 bytes, so a reader can split it from
+    /// the path), EXE escaped ([`Printable`]) and last, so a `:` in it
+    /// changes nothing.
+    fn text(&self) -> String {
+        let comm: String = self
+            .comm
+            .as_bytes()
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        match &self.exe {
+            Ok(path) => text(format_args!("{}:{}:{}", self.pid, comm, Printable(path))),
+            Err(PathError::NoExeFile) => text(format_args!("{}:{}:{}", self.pid, comm, EXE_NONE)),
+            Err(_) => text(format_args!("{}:{}:{}", self.pid, comm, EXE_UNRESOLVED)),
+        }
+    }
+}
+
+/// A task's executable path; `None` if the task's `mm` is no longer `mm`
+/// after the walk (the walk may have read freed memory).
+fn exe_of(
+    view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
+    profile: &KernelProfile,
+    task: GuestVirtAddr,
+    mm: GuestVirtAddr,
+) -> Option<Result<Vec<u8>, PathError>> {
+    let exe = vmi::linux::exe_path(&view.space, mm, &profile.offsets.path)
+        .map(|path| path.as_bytes().to_vec());
+    let still = vmi::linux::structs::read_pointer(&view.space, task, profile.offsets.task.mm);
+    (still == Ok(Some(mm))).then_some(exe)
+}
+
+/// The user processes and modules running, read before the IMA list.
+struct Running {
+    processes: Vec<Process>,
+    modules: Vec<Module>,
+}
+
+impl Running {
+    /// `None` if the task or module list did not walk to its end.
+    fn read(
+        view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
+        profile: &KernelProfile,
+    ) -> Option<Self> {
+        let limits = SurveyLimits::default();
+        let init_task = view.location.runtime_of(profile.symbols.init_task)?;
+        let offsets = &profile.offsets;
+        let tasks = vmi::linux::tasks(
+            &view.space,
+            init_task,
+            &offsets.task,
+            &offsets.cred,
+            limits.max_tasks,
+        )
+        .ok()?;
+        let mut processes = Vec::new();
+        for task in tasks {
+            if let Some(process) = Process::read(view, profile, &task.ok()?) {
+                processes.push(process);
+            }
+        }
+        let head = view.location.runtime_of(profile.symbols.modules)?;
+        let modules = vmi::linux::modules(&view.space, head, &offsets.module, limits.max_modules)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        Some(Running { processes, modules })
+    }
+
+    /// `process:PID:COMM:EXE` for each process whose executable has no
+    /// IMA entry, `module:NAME` for each module without one. A process is
+    /// named only if a second walk of its executable gives the same and
+    /// the task kept its address space (not a read torn by the guest).
+    fn evaded(
+        &self,
+        view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
+        profile: &KernelProfile,
+        files: &ImaFiles,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.processes {
+            if p.digest(files).is_some() {
+                continue;
+            }
+            if exe_of(view, profile, p.task, p.mm).as_ref() != Some(&p.exe) {
+                continue;
+            }
+            out.push(text(format_args!("process:{}", p.text())));
+        }
+        for m in &self.modules {
+            if files.module(m).is_none() {
+                out.push(text(format_args!(
+                    "module:{}",
+                    Printable(m.name.as_bytes())
+                )));
+            }
+        }
+        out
+    }
+}
+
+/// Guest bytes as printable text: valid UTF-8 as it is, except `\` as
+/// `\\` and control characters (and every byte that is not UTF-8) as
+/// `\xNN` per byte. One way back, so two names never print the same.
+struct Printable<'a>(&'a [u8]);
+
+impl core::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c == '\\' {
+                    f.write_str("\\\\")?;
+                } else if c.is_control() {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        write!(f, "\\x{b:02x}")?;
+                    }
+                } else {
+                    f.write_char(c)?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
     }
 }
 
