@@ -151,6 +151,11 @@ log "log appraisal (scripts/bench-ima.sh)"
 AVM_BENCH="$bench_bin" IMA_ROWS="$work/ima-rows.md" bash "$root/scripts/bench-ima.sh" >"$work/ima.txt" ||
     fail "log appraisal benchmark failed"
 
+# --- (e) the Mon-VM kernel text check in the A-VM -----------------------------
+log "Mon-VM text check and A-VM CPU (scripts/bench-monvm.sh)"
+AVM_QEMU="$qemu_bin" AVM_IMAGE="$image" MONVM_ROWS="$work/monvm-rows.md" \
+    bash "$root/scripts/bench-monvm.sh" >"$work/monvm.txt" || fail "Mon-VM text benchmark failed"
+
 # --- The table --------------------------------------------------------------
 rt=$work/roundtrip.txt
 quote_p50=$(value command.p50_ms "$work/quote.txt")
@@ -177,6 +182,7 @@ table=$(
     done
     grep -E '^\| (image size|boot|kernel entry)' "$work/boot.txt" || true
     cat "$work/ima-rows.md"
+    cat "$work/monvm-rows.md"
 )
 details=$(
     echo "Round-trip phases, new connection per round (p50): connect $(phase connect), Hello $(phase hello), Challenge to Evidence $(phase challenge), verification $(phase verify)."
@@ -231,6 +237,10 @@ mkdir -p "$(dirname "$out")"
     echo "  also as a whole process including loading the 12 MB JSON policy), \`evmctl ima_measurement --pcrs\`"
     echo "  (a whole process: evmctl loads no policy) and Keylime's \`process_measurement_list\` (keylime_bench.py:"
     echo "  the timed call, policy already a dict)."
+    echo "- Mon-VM text: \`scripts/bench-monvm.sh\` boots a node per Debian kernel with \`monvm.bench\`; the A-VM"
+    echo "  times its start-up check of the kernel's text and rodata and then plain SHA-256 over as many bytes"
+    echo "  (4 KiB at a time from a 1 MiB buffer) in the same boot; the A-VM QEMU process's CPU time is read"
+    echo "  from /proc over an idle period afterwards (docs/kernel-text.md)."
 } >"$out"
 
 echo "$table"

@@ -568,6 +568,8 @@ impl TextKernel {
     /// A 5-byte jump label across the first chunk boundary.
     pub const JUMP5: u32 = 0xffe;
     pub const BOOT: u32 = 0x700;
+    /// A boot-patched range across the third chunk boundary.
+    pub const BOOT2: u32 = 0x2ff0;
     pub const CONSTANT: u32 = 0x800;
     pub const THUNK: u32 = 0x2000;
     pub const FENTRY_TARGET: u32 = 0x2100;
@@ -655,8 +657,8 @@ impl TextKernel {
                 targets: alloc::vec![0x20, 0x40],
             },
             boot: SizedSites {
-                offsets: Offsets::new(alloc::vec![Self::BOOT]),
-                lens: alloc::vec![10],
+                offsets: Offsets::new(alloc::vec![Self::BOOT, Self::BOOT2]),
+                lens: alloc::vec![10, 40],
             },
             boot_constants: SizedSites {
                 offsets: Offsets::new(alloc::vec![Self::CONSTANT]),
@@ -738,6 +740,7 @@ impl TextKernel {
         put(&mut image, Self::ENDBR, &SEALED_ENDBR);
         put(&mut image, Self::JUMP2, &[0xeb, 0x20 - 2]);
         put(&mut image, Self::BOOT, &[0x90; 10]);
+        put(&mut image, Self::BOOT2, &[0x90; 40]);
         put(&mut image, Self::CONSTANT, &slide.to_le_bytes());
         let mut ram = alloc::vec![0u8; phys as usize];
         ram.extend_from_slice(&image);

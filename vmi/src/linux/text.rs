@@ -164,6 +164,15 @@ pub struct SizedSites {
     pub lens: Vec<u8>,
 }
 
+impl SizedSites {
+    /// The end offsets of the sites that start in `[from, to)`.
+    fn ends_in(&self, from: u64, to: u64) -> impl Iterator<Item = u64> + '_ {
+        self.offsets.range(from, to).filter_map(|i| {
+            Some(u64::from(*self.offsets.as_slice().get(i)?) + u64::from(*self.lens.get(i)?))
+        })
+    }
+}
+
 /// Jump label sites: 2 or 5 bytes, a NOP or a jump to `targets[i]`
 /// (relative to the site's offset).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,8 +447,18 @@ impl<'r> TextChecker<'r> {
         // Offsets from _text: the chunk, and the buffer around it.
         let c0 = base + range.start;
         let c1 = base + range.end;
-        let b0 = c0.saturating_sub(MARGIN).max(base);
-        let b1 = (c1 + 8).min(region_end);
+        // The buffer reaches back over a relocated field that starts
+        // before the chunk, and forward over the fields and boot-patched
+        // sites that start in it.
+        let b0 = c0.saturating_sub(8).max(base);
+        let sites = &self.reference.sites;
+        let boot_end = sites
+            .boot
+            .ends_in(c0, c1)
+            .chain(sites.boot_constants.ends_in(c0, c1))
+            .max()
+            .unwrap_or(0);
+        let b1 = (c1 + 8).max(boot_end).min(region_end);
         self.buf.clear();
         self.buf.resize((b1 - b0) as usize, 0);
         let phys = self

@@ -84,7 +84,7 @@ fn a_byte_outside_every_site_marks_its_chunk_modified() {
     let k = TextKernel::new();
     for (at, area, index) in [
         (0x50u64, Area::Text, 0),
-        (0x2fff, Area::Text, 2),
+        (0x2fe0, Area::Text, 2),
         (0x3000 + 99, Area::Text, 3),
         (TextKernel::RODATA + 5, Area::Rodata, 0),
         (TextKernel::RODATA + 0x2000 + 49, Area::Rodata, 2),
@@ -200,6 +200,15 @@ fn boot_patched_bytes_are_summarised_not_judged() {
     assert_eq!(dirty(&after), []);
     assert_ne!(boot_digest(&before), boot_digest(&after));
     assert_ne!(before[0].frozen, after[0].frozen);
+    // A boot-patched range that runs into the next chunk belongs to the
+    // chunk it starts in, all of its bytes.
+    let mut ram = k.ram(PHYS, SLIDE);
+    write(&mut ram, u64::from(TextKernel::BOOT2) + 35, &[0xcc]);
+    let after = sweep(&k, &ram, SLIDE);
+    assert_eq!(dirty(&after), []);
+    assert_ne!(before[2].frozen, after[2].frozen);
+    assert_eq!(before[3].frozen, after[3].frozen);
+    assert_ne!(boot_digest(&before), boot_digest(&after));
     // A run-time constant changes the frozen digest only.
     let mut ram = k.ram(PHYS, SLIDE);
     write(&mut ram, u64::from(TextKernel::CONSTANT), &[1; 8]);
@@ -287,7 +296,7 @@ proptest! {
             // without a violation.
             let frozen_same = before.iter().zip(&after).all(|(a, b)| a.frozen == b.frozen);
             let site = |o: u32, n: u32| (u64::from(o)..u64::from(o + n)).contains(&at);
-            let in_site = site(TextKernel::JUMP2, 2) || site(TextKernel::JUMP5, 5)
+            let in_site = site(TextKernel::BOOT2, 40) || site(TextKernel::JUMP2, 2) || site(TextKernel::JUMP5, 5)
                 || site(TextKernel::CALL, 5) || site(TextKernel::LOCK, 1)
                 || site(TextKernel::RETURN, 5) || site(TextKernel::FENTRY, 5)
                 || site(TextKernel::ENDBR, 4);
