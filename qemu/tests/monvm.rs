@@ -141,7 +141,6 @@ fn marker_lands_where_the_layout_says(
              dd if=/proc/{pid}/pagemap bs=8 skip=$(($1 / 4096)) count=1 2>/dev/null | od -An -tx8"
         ),
     );
-    sh(console, &format!("kill {pid}"));
     let mut lines = out.lines();
     let env_start: u64 = lines
         .next()
@@ -165,6 +164,8 @@ fn marker_lands_where_the_layout_says(
         .expect("seeking in the RAM file");
     let mut found = vec![0u8; len as usize];
     file.read_exact(&mut found).expect("reading the RAM file");
+    // Killed only now: its freed page could be reused before the read.
+    sh(console, &format!("kill {pid}"));
     assert_eq!(
         found,
         &marker.as_bytes()[..len as usize],
@@ -368,7 +369,7 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
     let slide = text.wrapping_sub(UNRANDOMISED_TEXT);
     let kallsyms = sh(
         &mut console,
-        "grep -E ' (_text|_etext|__start_rodata|__end_rodata|__start_ro_after_init|__end_ro_after_init|sys_call_table|x64_sys_call|ia32_sys_call|idt_table|init_task|init_top_pgt|init_cred|modules|ima_measurements|linux_banner|kallsyms_relative_base|phys_base|page_offset_base|pgdir_shift|__per_cpu_offset|__x64_sys_[a-z0-9_]+)$' /proc/kallsyms",
+        "grep -E ' (_text|_etext|__start_rodata|__end_rodata|__start_ro_after_init|__end_ro_after_init|sys_call_table|x64_sys_call|ia32_sys_call|idt_table|init_task|init_top_pgt|init_cred|modules|ima_measurements|linux_banner|kallsyms_relative_base|phys_base|page_offset_base|pgdir_shift|__per_cpu_offset|__x64_sys_[a-z0-9_]+|__x86_return_thunk|__fentry__|ftrace_caller|ftrace_regs_caller)$' /proc/kallsyms",
     );
     let guest: std::collections::BTreeMap<&str, u64> = kallsyms
         .lines()
@@ -400,6 +401,25 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
             assert_eq!(*running, slot.address.wrapping_add(slide), "{}", slot.name);
             compared += 1;
         }
+    }
+    // The text reference's return thunk and fentry targets (offsets from
+    // _text) too.
+    let reference = profile.text_reference.as_ref().expect("a text reference");
+    for (name, list) in [
+        ("__x86_return_thunk", &reference.return_thunks),
+        ("__fentry__", &reference.fentry_targets),
+        ("ftrace_caller", &reference.fentry_targets),
+        ("ftrace_regs_caller", &reference.fentry_targets),
+    ] {
+        let running = guest
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from the guest's kallsyms"));
+        let offset = running.wrapping_sub(text) as u32;
+        assert!(
+            list.contains(&offset),
+            "{name} at _text+{offset:#x} not in the profile"
+        );
+        compared += 1;
     }
     eprintln!("Mon-VM {series}: {compared} profile symbols equal the guest's kallsyms");
     assert!(compared > 300, "only {compared} symbols compared");
