@@ -399,6 +399,66 @@ fn process_readings(rest: &[u8]) -> Vec<ProcessReading<'_>> {
         .collect()
 }
 
+/// An executable path as the A-VM writes it into a record name: a
+/// backslash as `\\\\`, a control character or a byte that is not UTF-8 as
+/// `\\xNN` (every byte of it), everything else as it is. [`unescape_path`]
+/// undoes it.
+pub struct EscapedPath<'a>(pub &'a [u8]);
+
+impl core::fmt::Display for EscapedPath<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c == '\\' {
+                    f.write_str("\\\\")?;
+                } else if c.is_control() {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        write!(f, "\\x{b:02x}")?;
+                    }
+                } else {
+                    f.write_char(c)?;
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A process record's executable path as the A-VM escaped it (`\\` for a
+/// backslash, `\xNN` for a control or non-UTF-8 byte) back to its bytes;
+/// `None` for a broken escape.
+pub fn unescape_path(escaped: &[u8]) -> Option<Vec<u8>> {
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter().copied();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next()? {
+            b'\\' => out.push(b'\\'),
+            b'x' => {
+                let high = hex(bytes.next()?)?;
+                let low = hex(bytes.next()?)?;
+                out.push(high << 4 | low);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// A decimal number of 1 to 10 digits that fits a u32.
 fn parse_decimal(text: &[u8]) -> Option<u32> {
     if text.is_empty() || text.len() > 10 || !text.iter().all(u8::is_ascii_digit) {
@@ -846,10 +906,13 @@ fn appraise_process(
     // cannot move the executable under an exclude.
     let allowed = !readings.is_empty()
         && readings.iter().all(|reading| {
-            excluded(reading.exe)
-                || files
-                    .digests_of(reading.exe)
-                    .is_some_and(|allowed| allowed.contains(digest))
+            // The A-VM escapes the path; the allowlist holds it as IMA did.
+            unescape_path(reading.exe).is_some_and(|exe| {
+                excluded(&exe)
+                    || files
+                        .digests_of(&exe)
+                        .is_some_and(|allowed| allowed.contains(digest))
+            })
         });
     if !allowed {
         let mut text = detail();
@@ -958,7 +1021,9 @@ pub fn learn(
                         file: FileDigest::Measured(digest),
                         ..
                     }) if readings.len() == 1 => {
-                        match allow_file(policy, readings[0].exe, digest) {
+                        match unescape_path(readings[0].exe)
+                            .and_then(|exe| allow_file(policy, &exe, digest))
+                        {
                             Some(new) => learned.files += new,
                             None => learned.skipped += 1,
                         }

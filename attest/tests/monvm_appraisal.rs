@@ -426,6 +426,17 @@ fn record_names_parse() {
 }
 
 proptest! {
+    /// The A-VM's escaping of an executable path and the verifier's
+    /// unescaping are inverse: any path bytes come back unchanged, and the
+    /// escaped form holds no control character (a record name stays one
+    /// printable line).
+    #[test]
+    fn escaped_paths_come_back_unchanged(path in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let escaped = avm_attest::monvm::EscapedPath(&path).to_string();
+        prop_assert!(!escaped.chars().any(char::is_control));
+        prop_assert_eq!(avm_attest::monvm::unescape_path(escaped.as_bytes()), Some(path));
+    }
+
     #[test]
     fn arbitrary_names_never_panic(name in proptest::collection::vec(any::<u8>(), 0..80), digest in any::<[u8; 32]>()) {
         let _ = parse_startup(&name, &digest);

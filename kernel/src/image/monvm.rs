@@ -630,7 +630,7 @@ fn measure_startup(
 fn module_name(module: &Module) -> String {
     text(format_args!(
         "monvm:module:{}",
-        Printable(module.name.as_bytes())
+        avm_attest::monvm::EscapedPath(module.name.as_bytes())
     ))
 }
 
@@ -756,7 +756,7 @@ impl Process {
 
     /// `PID:COMM:EXE`: COMM with every byte that is not printable ASCII
     /// as `?` (it stays at most 15 bytes, so a reader can split it from
-    /// the path), EXE escaped ([`Printable`]) and last, so a `:` in it
+    /// the path), EXE escaped ([`avm_attest::monvm::EscapedPath`]) and last, so a `:` in it
     /// changes nothing.
     fn text(&self) -> String {
         let comm: String = self
@@ -764,7 +764,8 @@ impl Process {
             .as_bytes()
             .iter()
             .map(|&b| {
-                if (0x20..0x7f).contains(&b) {
+                // `:` too: the record then has one reading.
+                if (0x20..0x7f).contains(&b) && b != b':' {
                     b as char
                 } else {
                     '?'
@@ -772,7 +773,12 @@ impl Process {
             })
             .collect();
         match &self.exe {
-            Ok(path) => text(format_args!("{}:{}:{}", self.pid, comm, Printable(path))),
+            Ok(path) => text(format_args!(
+                "{}:{}:{}",
+                self.pid,
+                comm,
+                avm_attest::monvm::EscapedPath(path)
+            )),
             Err(PathError::NoExeFile) => text(format_args!("{}:{}:{}", self.pid, comm, EXE_NONE)),
             Err(_) => text(format_args!("{}:{}:{}", self.pid, comm, EXE_UNRESOLVED)),
         }
@@ -853,40 +859,11 @@ impl Running {
             if files.module(m).is_none() {
                 out.push(text(format_args!(
                     "module:{}",
-                    Printable(m.name.as_bytes())
+                    avm_attest::monvm::EscapedPath(m.name.as_bytes())
                 )));
             }
         }
         out
-    }
-}
-
-/// Guest bytes as printable text: valid UTF-8 as it is, except `\` as
-/// `\\` and control characters (and every byte that is not UTF-8) as
-/// `\xNN` per byte. One way back, so two names never print the same.
-struct Printable<'a>(&'a [u8]);
-
-impl core::fmt::Display for Printable<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        use core::fmt::Write;
-        for chunk in self.0.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                if c == '\\' {
-                    f.write_str("\\\\")?;
-                } else if c.is_control() {
-                    let mut buf = [0u8; 4];
-                    for b in c.encode_utf8(&mut buf).bytes() {
-                        write!(f, "\\x{b:02x}")?;
-                    }
-                } else {
-                    f.write_char(c)?;
-                }
-            }
-            for b in chunk.invalid() {
-                write!(f, "\\x{b:02x}")?;
-            }
-        }
-        Ok(())
     }
 }
 
