@@ -55,6 +55,74 @@ pub enum Request {
     /// record `from` on; answered by [`Response::MeasurementLog`] with as
     /// many whole records as fit [`MAX_LOG_CHUNK`].
     MeasurementLog { from: u32 },
+    /// Subscribes this connection to the A-VM's monitoring events (push
+    /// protocol [`PUSH_VERSION`]); answered by [`Response::Subscribed`],
+    /// after which [`Response::Event`] and [`Response::KeepAlive`] frames
+    /// arrive unasked, between the answers to any further requests.
+    /// `keepalive_ms` is clamped to [`MIN_KEEPALIVE_MS`]..=[`MAX_KEEPALIVE_MS`].
+    /// An A-VM older than this variant refuses it as `Malformed` and closes.
+    Subscribe { version: u16, keepalive_ms: u32 },
+}
+
+/// Version of the push messages ([`Request::Subscribe`],
+/// [`Response::Subscribed`], [`Response::Event`], [`Response::KeepAlive`]).
+/// `Hello` keeps [`PROTOCOL_VERSION`] so that older verifiers keep working.
+pub const PUSH_VERSION: u16 = 1;
+
+/// Shortest and longest keep-alive period a subscriber may ask for.
+pub const MIN_KEEPALIVE_MS: u32 = 100;
+pub const MAX_KEEPALIVE_MS: u32 = 60_000;
+/// The keep-alive period `avm-verifier monitor` asks for.
+pub const DEFAULT_KEEPALIVE_MS: u32 = 1_000;
+
+/// Longest event name pushed (the record's name field; a longer one is cut
+/// by the A-VM at a character boundary: the log record stays authoritative).
+pub const MAX_EVENT_NAME_LEN: usize = 1024;
+
+/// Largest body of a push frame (an [`Response::Event`] with the longest
+/// name fits with room to spare): a subscriber refuses anything larger
+/// outside of answers to its own requests.
+pub const MAX_PUSH_FRAME_LEN: usize = 2048;
+
+/// Answer to [`Request::Subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The push version the A-VM speaks ([`PUSH_VERSION`]).
+    pub version: u16,
+    /// The keep-alive period granted (after clamping).
+    pub keepalive_ms: u32,
+    /// Records in the measurement log when the subscription started:
+    /// every event recorded from this index on is pushed.
+    pub log_total: u32,
+    /// Milliseconds since the A-VM booted.
+    pub uptime_ms: u64,
+}
+
+/// A monitoring event, pushed as it is recorded. It is a hint, not
+/// evidence: the record at `index` of the measurement log, proven by the
+/// next quote, is what counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedEvent {
+    /// Index of the event's record in the measurement log.
+    pub index: u32,
+    /// The PCR the record was extended into (12 for monitoring events).
+    pub pcr: u8,
+    /// The record's name (`monvm:event:N:...`), at most [`MAX_EVENT_NAME_LEN`] bytes.
+    pub name: String,
+    /// When the A-VM recorded it, in milliseconds since its boot.
+    pub uptime_ms: u64,
+}
+
+/// A keep-alive: the A-VM is alive and the subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepAlive {
+    /// Milliseconds since the A-VM booted.
+    pub uptime_ms: u64,
+    /// Records in the measurement log now.
+    pub log_total: u32,
+    /// Events the A-VM could not push since it booted (its queue was full):
+    /// a subscriber that sees this grow re-attests.
+    pub dropped: u32,
 }
 
 /// Most record bytes in one [`LogChunk`] (whole records; a single record
@@ -137,6 +205,8 @@ pub enum ErrorCode {
     Tpm,
     /// The connection was idle for too long.
     Timeout,
+    /// The A-VM has no room for this (every subscriber slot is taken).
+    Busy,
 }
 
 /// Messages from the A-VM to the verifier.
@@ -144,9 +214,63 @@ pub enum ErrorCode {
 pub enum Response {
     Hello(HelloInfo),
     Evidence(Evidence),
-    CredentialActivated { secret: Vec<u8> },
-    Error { code: ErrorCode, detail: String },
+    CredentialActivated {
+        secret: Vec<u8>,
+    },
+    Error {
+        code: ErrorCode,
+        detail: String,
+    },
     MeasurementLog(LogChunk),
+    /// The subscription stands ([`Request::Subscribe`]).
+    Subscribed(Subscription),
+    /// A monitoring event, pushed unasked to subscribers.
+    Event(PushedEvent),
+    /// Pushed unasked to subscribers every keep-alive period.
+    KeepAlive(KeepAlive),
+}
+
+impl Response {
+    /// Whether this is a push frame (sent unasked to a subscriber), not
+    /// the answer to a request.
+    pub fn is_push(&self) -> bool {
+        matches!(self, Response::Event(_) | Response::KeepAlive(_))
+    }
+
+    /// Checks the bounds postcard cannot express: an event's name length
+    /// and PCR, a subscription's version and keep-alive period.
+    pub fn check_bounds(&self) -> Result<(), FrameError> {
+        match self {
+            Response::Event(event) if event.name.len() > MAX_EVENT_NAME_LEN || event.pcr > 23 => {
+                Err(FrameError::Malformed)
+            }
+            Response::Subscribed(sub)
+                if sub.version == 0
+                    || !(MIN_KEEPALIVE_MS..=MAX_KEEPALIVE_MS).contains(&sub.keepalive_ms) =>
+            {
+                Err(FrameError::Malformed)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Decodes a response body and checks its bounds ([`Response::check_bounds`]):
+/// what a subscriber reads off its connection.
+pub fn decode_response(body: &[u8]) -> Result<Response, FrameError> {
+    let response: Response = decode_body(body)?;
+    response.check_bounds()?;
+    Ok(response)
+}
+
+/// The longest prefix of `name` of at most [`MAX_EVENT_NAME_LEN`] bytes
+/// that ends at a character boundary (what the A-VM pushes).
+pub fn cut_event_name(name: &str) -> &str {
+    let mut end = name.len().min(MAX_EVENT_NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -328,7 +452,114 @@ mod tests {
         assert_eq!(decode_body::<Request>(&[0x7f]), Err(FrameError::Malformed));
     }
 
+    fn event(index: u32, name: &str) -> Response {
+        Response::Event(PushedEvent {
+            index,
+            pcr: 12,
+            name: name.into(),
+            uptime_ms: 5,
+        })
+    }
+
+    #[test]
+    fn push_frames_round_trip_and_fit_the_push_limit() {
+        let longest = "x".repeat(MAX_EVENT_NAME_LEN);
+        for response in [
+            event(u32::MAX, &longest),
+            Response::KeepAlive(KeepAlive {
+                uptime_ms: u64::MAX,
+                log_total: u32::MAX,
+                dropped: u32::MAX,
+            }),
+            Response::Subscribed(Subscription {
+                version: PUSH_VERSION,
+                keepalive_ms: MAX_KEEPALIVE_MS,
+                log_total: u32::MAX,
+                uptime_ms: u64::MAX,
+            }),
+        ] {
+            let frame = encode_frame(&response).unwrap();
+            assert!(frame.len() - FRAME_HEADER_LEN <= MAX_PUSH_FRAME_LEN);
+            let mut assembler = FrameAssembler::new(MAX_PUSH_FRAME_LEN);
+            assembler.push(&frame);
+            let body = assembler.next_body().unwrap().unwrap();
+            assert_eq!(decode_response(&body), Ok(response));
+        }
+    }
+
+    #[test]
+    fn out_of_bounds_push_frames_are_refused() {
+        let long = "x".repeat(MAX_EVENT_NAME_LEN + 1);
+        let frame = encode_frame(&event(1, &long)).unwrap();
+        assert_eq!(
+            decode_response(&frame[FRAME_HEADER_LEN..]),
+            Err(FrameError::Malformed)
+        );
+        let mut bad_pcr = event(1, "monvm:event:1:clean:idt");
+        if let Response::Event(e) = &mut bad_pcr {
+            e.pcr = 24;
+        }
+        let frame = encode_frame(&bad_pcr).unwrap();
+        assert!(decode_response(&frame[FRAME_HEADER_LEN..]).is_err());
+        let frame = encode_frame(&Response::Subscribed(Subscription {
+            version: PUSH_VERSION,
+            keepalive_ms: 0,
+            log_total: 0,
+            uptime_ms: 0,
+        }))
+        .unwrap();
+        assert!(decode_response(&frame[FRAME_HEADER_LEN..]).is_err());
+    }
+
+    #[test]
+    fn new_variants_keep_the_old_indices() {
+        // Old peers decode what they knew: variants are only appended.
+        let hello = encode_frame(&Request::Hello { version: 1 }).unwrap();
+        assert_eq!(hello[FRAME_HEADER_LEN], 0);
+        let log = encode_frame(&Request::MeasurementLog { from: 0 }).unwrap();
+        assert_eq!(log[FRAME_HEADER_LEN], 3);
+        let sub = encode_frame(&Request::Subscribe {
+            version: PUSH_VERSION,
+            keepalive_ms: 1000,
+        })
+        .unwrap();
+        assert_eq!(sub[FRAME_HEADER_LEN], 4);
+        let event = encode_frame(&event(0, "")).unwrap();
+        assert_eq!(event[FRAME_HEADER_LEN], 6);
+    }
+
+    #[test]
+    fn event_names_are_cut_at_a_character_boundary() {
+        let name = "é".repeat(MAX_EVENT_NAME_LEN);
+        let cut = cut_event_name(&name);
+        assert!(cut.len() <= MAX_EVENT_NAME_LEN && cut.len() >= MAX_EVENT_NAME_LEN - 1);
+        assert_eq!(
+            cut_event_name("monvm:event:1:clean:idt"),
+            "monvm:event:1:clean:idt"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn pushed_events_round_trip(index in any::<u32>(), pcr in 0u8..24, name in ".{0,300}", uptime_ms in any::<u64>()) {
+            let name = String::from(cut_event_name(&name));
+            let response = Response::Event(PushedEvent { index, pcr, name, uptime_ms });
+            let frame = encode_frame(&response).unwrap();
+            prop_assert!(frame.len() - FRAME_HEADER_LEN <= MAX_PUSH_FRAME_LEN);
+            prop_assert_eq!(decode_response(&frame[FRAME_HEADER_LEN..]), Ok(response));
+        }
+
+        #[test]
+        fn arbitrary_push_bodies_never_panic_and_what_passes_is_bounded(body in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            if let Ok(response) = decode_response(&body) {
+                if let Response::Event(event) = &response {
+                    prop_assert!(event.name.len() <= MAX_EVENT_NAME_LEN && event.pcr < 24);
+                }
+                let frame = encode_frame(&response).unwrap();
+                prop_assert_eq!(decode_response(&frame[FRAME_HEADER_LEN..]), Ok(response));
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let mut assembler = FrameAssembler::new(MAX_REQUEST_LEN);

@@ -29,6 +29,7 @@ use smoltcp::socket::tcp::{self, State};
 use crate::backend::AttestationBackend;
 use crate::session::Session;
 use crate::stack::{EthernetDevice, NetStack, duration};
+use avm_attest::wire::{KeepAlive, PushedEvent};
 
 /// Most sockets a server may have in its pool.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -56,6 +57,13 @@ pub struct ServerLimits {
     pub tx_buffer_len: usize,
     /// Requests one connection may get answered per poll (fairness).
     pub requests_per_poll: usize,
+    /// Connections that may be subscribed to pushed events at once; a
+    /// further `Subscribe` is refused with `Error{Busy}`.
+    pub max_subscribers: usize,
+    /// Unsent bytes a subscriber may fall behind by; one that falls
+    /// further (it stopped reading) is dropped with a reset, so a slow or
+    /// dead subscriber never holds the A-VM up.
+    pub max_push_backlog: usize,
 }
 
 /// The default pool holds 112 connections before it evicts any (16 of its
@@ -78,6 +86,8 @@ impl Default for ServerLimits {
             // are written out over several polls.
             tx_buffer_len: 16 * 1024,
             requests_per_poll: 4,
+            max_subscribers: 16,
+            max_push_backlog: 64 * 1024,
         }
     }
 }
@@ -107,6 +117,10 @@ pub struct ServerStats {
     pub evictions: u64,
     /// Closing connections aborted because their last frame did not go out.
     pub aborted_closing: u64,
+    /// Event frames queued to subscribers.
+    pub pushed: u64,
+    /// Subscribers dropped because they fell too far behind.
+    pub dropped_subscribers: u64,
 }
 
 /// One socket of the pool and the connection on it.
@@ -150,6 +164,8 @@ enum EvictionClass {
     Closing,
     NoRequestYet,
     Idle,
+    /// A subscriber waiting for events: idle by nature, but a live client.
+    Subscribed,
     Answering,
 }
 
@@ -217,12 +233,14 @@ impl AttestationServer {
     ) -> bool {
         self.create_sockets(sockets);
         let mut progress = false;
+        let subscribers = self.subscribers();
         let mut context = PollContext {
             port: self.port,
             limits: &self.limits,
             stats: &mut self.stats,
             backend,
             now_ms,
+            subscribers,
         };
         for slot in self.slots.iter_mut() {
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
@@ -230,6 +248,60 @@ impl AttestationServer {
         }
         progress |= self.keep_listening(sockets, now_ms);
         progress
+    }
+
+    /// Connections subscribed to pushed events.
+    pub fn subscribers(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.session.as_ref().is_some_and(Session::is_subscribed))
+            .count()
+    }
+
+    /// Queues `event` to every subscribed connection (sent by the next
+    /// poll; call [`NetStack::poll`] or [`Self::poll`] right after for the
+    /// lowest latency). A subscriber that has fallen more than
+    /// [`ServerLimits::max_push_backlog`] behind is aborted instead, so no
+    /// subscriber can make the A-VM buffer without bound. Returns how many
+    /// subscribers got it.
+    pub fn publish<D: EthernetDevice>(
+        &mut self,
+        stack: &mut NetStack<D>,
+        event: &PushedEvent,
+        now_ms: u64,
+    ) -> usize {
+        self.publish_sockets(stack.sockets_mut(), event, now_ms)
+    }
+
+    /// [`Self::publish`] on a bare socket set.
+    pub fn publish_sockets(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        event: &PushedEvent,
+        now_ms: u64,
+    ) -> usize {
+        let mut delivered = 0;
+        for slot in self.slots.iter_mut() {
+            let Some(session) = slot.session.as_mut() else {
+                continue;
+            };
+            if !session.is_subscribed() {
+                continue;
+            }
+            let was_waiting = session.pending_output().is_empty();
+            if session.push_event(event, now_ms, self.limits.max_push_backlog) {
+                if was_waiting {
+                    slot.last_activity_ms = now_ms;
+                }
+                delivered += 1;
+                self.stats.pushed += 1;
+            } else {
+                let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+                abort(socket, slot, now_ms);
+                self.stats.dropped_subscribers += 1;
+            }
+        }
+        delivered
     }
 
     fn create_sockets(&mut self, sockets: &mut SocketSet<'static>) {
@@ -310,6 +382,9 @@ fn eviction_class(slot: &Slot, socket: &tcp::Socket) -> EvictionClass {
         None => EvictionClass::NoRequestYet,
         Some(session) if session.is_closing() => EvictionClass::Closing,
         Some(session) if session.requests_handled() == 0 => EvictionClass::NoRequestYet,
+        Some(session) if session.is_subscribed() && session.pending_output().is_empty() => {
+            EvictionClass::Subscribed
+        }
         Some(session) if session.pending_output().is_empty() => EvictionClass::Idle,
         Some(_) => EvictionClass::Answering,
     }
@@ -340,6 +415,8 @@ struct PollContext<'a, B> {
     stats: &'a mut ServerStats,
     backend: &'a mut B,
     now_ms: u64,
+    /// Subscribed connections, counted as they subscribe.
+    subscribers: usize,
 }
 
 /// What the idle check decided for a connection.
@@ -422,7 +499,22 @@ impl<B: AttestationBackend> PollContext<'_, B> {
             Some(session) => (session, false),
             None => (self.accept(slot), true),
         };
+        let was_subscribed = session.is_subscribed();
+        session.set_push_context(self.now_ms, self.subscribers < self.limits.max_subscribers);
         let received = self.receive(&mut session, slot, socket);
+        if !was_subscribed && session.is_subscribed() {
+            self.subscribers += 1;
+        }
+        if session.keepalive_due(self.now_ms) {
+            let keepalive = KeepAlive {
+                uptime_ms: self.now_ms,
+                log_total: self.backend.log_total(),
+                dropped: self.backend.events_dropped(),
+            };
+            session.push_keepalive(keepalive, self.now_ms);
+            // Nothing was waiting: the idle clock starts with this frame.
+            slot.last_activity_ms = self.now_ms;
+        }
         let idle = self.check_idle(&mut session, slot);
         if idle == IdleCheck::Abort {
             abort(socket, slot, self.now_ms);
@@ -482,7 +574,11 @@ impl<B: AttestationBackend> PollContext<'_, B> {
 
     /// Idle timeout: no complete request and no output progress for too long.
     fn check_idle(&mut self, session: &mut Session, slot: &Slot) -> IdleCheck {
+        // A subscriber waits for events without asking anything: it is
+        // idle only while its pushed frames do not go out.
+        let waiting_subscriber = session.is_subscribed() && session.pending_output().is_empty();
         if session.is_closing()
+            || waiting_subscriber
             || self.elapsed_since(slot.last_activity_ms) < self.limits.idle_timeout_ms
         {
             return IdleCheck::Active;

@@ -759,3 +759,159 @@ fn sixty_four_verifiers_attesting_over_and_over_all_get_their_evidence() {
     // answers are out); any other would have failed the run above.
     println!("{stats:?}");
 }
+
+fn subscribe(keepalive_ms: u32) -> Request {
+    Request::Subscribe {
+        version: wire::PUSH_VERSION,
+        keepalive_ms,
+    }
+}
+
+fn pushed(index: u32) -> wire::PushedEvent {
+    wire::PushedEvent {
+        index,
+        pcr: 12,
+        name: std::format!("monvm:event:{index}:violation:sys_call_table:slot 0"),
+        uptime_ms: 0,
+    }
+}
+
+impl Testbed {
+    /// Publishes `event` and sends it at once (as the A-VM's main loop does).
+    fn publish(&mut self, event: &wire::PushedEvent) -> usize {
+        let delivered = self.server.publish(&mut self.server_stack, event, self.now);
+        self.server_stack.poll(self.now);
+        delivered
+    }
+}
+
+#[test]
+fn subscribers_get_events_pushed_within_milliseconds_and_keepalives() {
+    let mut net = testbed();
+    let mut sub = net.connect();
+    // Subscribing before Hello is refused like any request.
+    assert_eq!(
+        error_code(&net.exchange(&mut sub, &subscribe(1000))),
+        Some(ErrorCode::NoHello)
+    );
+    net.exchange(&mut sub, &hello());
+    let Response::Subscribed(subscription) = net.exchange(&mut sub, &subscribe(5)) else {
+        panic!("not subscribed");
+    };
+    // Clamped to the shortest period allowed.
+    assert_eq!(subscription.keepalive_ms, wire::MIN_KEEPALIVE_MS);
+    assert_eq!(subscription.version, wire::PUSH_VERSION);
+    let mut plain = net.connect();
+    net.exchange(&mut plain, &hello());
+
+    assert_eq!(net.publish(&pushed(7)), 1);
+    let start = net.now;
+    let event = net.response(&mut sub);
+    assert_eq!(event, Response::Event(pushed(7)));
+    // Over the simulated link, the frame is there within a few polls.
+    assert!(net.now - start < 10, "{} ms", net.now - start);
+
+    // Keep-alives every period while nothing happens, and the connection
+    // is never timed out for idleness.
+    net.steps(net.server.limits().idle_timeout_ms as usize + 500);
+    net.drain(&mut sub);
+    let keepalives = sub
+        .responses
+        .iter()
+        .filter(|r| matches!(r, Response::KeepAlive(_)))
+        .count();
+    assert!(keepalives >= 40, "{keepalives} keep-alives");
+    assert!(!net.closed_by_server(&sub));
+    // The unsubscribed connection got nothing pushed and timed out.
+    net.drain(&mut plain);
+    assert!(plain.responses.iter().all(|r| !r.is_push()));
+    assert!(net.closed_by_server(&plain));
+    // A subscriber still gets answers to its requests, in order.
+    sub.responses.clear();
+    net.send_request(&sub, &challenge(&[3; 32], 0xff));
+    loop {
+        match net.response(&mut sub) {
+            Response::KeepAlive(_) => continue,
+            Response::Evidence(_) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped_and_others_keep_their_events() {
+    let limits = ServerLimits {
+        max_push_backlog: 4096,
+        ..ServerLimits::default()
+    };
+    let mut net = Testbed::new(limits, 512);
+    let mut stalled = net.connect();
+    net.exchange(&mut stalled, &hello());
+    net.exchange(&mut stalled, &subscribe(1000));
+    let mut live = net.connect();
+    net.exchange(&mut live, &hello());
+    net.exchange(&mut live, &subscribe(1000));
+    // The stalled client never reads again: its receive window (64 KiB)
+    // and then the server's send buffer fill, then the backlog.
+    let mut index = 0;
+    for _ in 0..2_000 {
+        index += 1;
+        net.publish(&pushed(index));
+        net.step();
+        net.drain(&mut live);
+        if net.server.stats().dropped_subscribers > 0 {
+            break;
+        }
+    }
+    assert_eq!(net.server.stats().dropped_subscribers, 1);
+    assert_eq!(net.server.subscribers(), 1);
+    net.steps(50);
+    net.drain(&mut live);
+    let events: Vec<u32> = live
+        .responses
+        .iter()
+        .filter_map(|r| match r {
+            Response::Event(e) => Some(e.index),
+            _ => None,
+        })
+        .collect();
+    // The live subscriber got every event, in order.
+    assert_eq!(events, (1..=index).collect::<Vec<_>>());
+    assert!(net.closed_by_server(&stalled));
+}
+
+#[test]
+fn subscriber_slots_are_bounded() {
+    let limits = ServerLimits {
+        max_subscribers: 2,
+        ..ServerLimits::default()
+    };
+    let mut net = Testbed::new(limits, 512);
+    let mut clients: Vec<Client> = (0..3).map(|_| net.connect()).collect();
+    let mut answers = Vec::new();
+    for client in clients.iter_mut() {
+        net.exchange(client, &hello());
+        answers.push(net.exchange(client, &subscribe(1000)));
+    }
+    assert!(matches!(answers[0], Response::Subscribed(_)));
+    assert!(matches!(answers[1], Response::Subscribed(_)));
+    assert_eq!(error_code(&answers[2]), Some(ErrorCode::Busy));
+    // Subscribing again on a subscribed connection is not a new slot.
+    assert!(matches!(
+        net.exchange(&mut clients[0], &subscribe(2000)),
+        Response::Subscribed(_)
+    ));
+    assert_eq!(net.server.subscribers(), 2);
+    // Once one leaves, the slot is free again.
+    net.socket(&clients[1]).abort();
+    net.steps(50);
+    assert_eq!(net.server.subscribers(), 1);
+    let third = &mut clients[2];
+    loop {
+        match net.exchange(third, &subscribe(1000)) {
+            Response::Subscribed(_) => break,
+            Response::KeepAlive(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

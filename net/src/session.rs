@@ -14,8 +14,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::pcr::PcrMask;
 use avm_attest::wire::{
-    self, ErrorCode, FrameAssembler, FrameError, MAX_NONCE_LEN, MAX_REQUEST_LEN, PROTOCOL_VERSION,
-    Request, Response,
+    self, ErrorCode, FrameAssembler, FrameError, KeepAlive, MAX_KEEPALIVE_MS, MAX_NONCE_LEN,
+    MAX_REQUEST_LEN, MIN_KEEPALIVE_MS, PROTOCOL_VERSION, PUSH_VERSION, PushedEvent, Request,
+    Response, Subscription,
 };
 
 use crate::backend::{AttestationBackend, BackendError};
@@ -44,6 +45,26 @@ pub struct Session {
     /// How much of `output` the socket has taken.
     sent: usize,
     requests_handled: u32,
+    /// Set once the client subscribed to pushed events.
+    subscription: Option<Subscribed>,
+    /// The server's clock and whether a subscriber slot is free, set
+    /// before each [`Session::receive`].
+    push: PushContext,
+}
+
+/// A subscribed connection's push state.
+#[derive(Debug, Clone, Copy)]
+struct Subscribed {
+    keepalive_ms: u32,
+    /// When the last push frame (event or keep-alive) was queued.
+    last_push_ms: u64,
+}
+
+/// What a session needs from its server to answer `Subscribe`.
+#[derive(Debug, Clone, Copy, Default)]
+struct PushContext {
+    now_ms: u64,
+    room: bool,
 }
 
 impl Default for Session {
@@ -60,7 +81,66 @@ impl Session {
             output: Vec::new(),
             sent: 0,
             requests_handled: 0,
+            subscription: None,
+            push: PushContext::default(),
         }
+    }
+
+    /// Tells the session the time and whether the server has room for one
+    /// more subscriber; the server calls this before [`Self::receive`].
+    pub fn set_push_context(&mut self, now_ms: u64, room_for_subscriber: bool) {
+        self.push = PushContext {
+            now_ms,
+            room: room_for_subscriber,
+        };
+    }
+
+    /// Whether the client subscribed to pushed events.
+    pub fn is_subscribed(&self) -> bool {
+        self.subscription.is_some() && self.phase != Phase::Closing
+    }
+
+    /// Queues `event` for a subscribed client. Returns false, queuing
+    /// nothing, if the output would then exceed `max_backlog` bytes (the
+    /// client does not read: the server drops it) or the session is not
+    /// subscribed.
+    pub fn push_event(&mut self, event: &PushedEvent, now_ms: u64, max_backlog: usize) -> bool {
+        self.push_frame(&Response::Event(event.clone()), now_ms, max_backlog)
+    }
+
+    /// Whether a keep-alive is due: subscribed, nothing pushed for the
+    /// keep-alive period and nothing waiting to be sent.
+    pub fn keepalive_due(&self, now_ms: u64) -> bool {
+        match self.subscription {
+            Some(sub) if self.is_subscribed() && self.pending_output().is_empty() => {
+                now_ms.saturating_sub(sub.last_push_ms) >= u64::from(sub.keepalive_ms)
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues a keep-alive (only when [`Self::keepalive_due`]).
+    pub fn push_keepalive(&mut self, keepalive: KeepAlive, now_ms: u64) {
+        if self.keepalive_due(now_ms) {
+            self.push_frame(&Response::KeepAlive(keepalive), now_ms, usize::MAX);
+        }
+    }
+
+    fn push_frame(&mut self, response: &Response, now_ms: u64, max_backlog: usize) -> bool {
+        if !self.is_subscribed() {
+            return false;
+        }
+        let Ok(frame) = wire::encode_frame(response) else {
+            return false;
+        };
+        if self.pending_output().len().saturating_add(frame.len()) > max_backlog {
+            return false;
+        }
+        self.output.extend_from_slice(&frame);
+        if let Some(sub) = self.subscription.as_mut() {
+            sub.last_push_ms = now_ms;
+        }
+        true
     }
 
     /// Whether the session takes input now (no answer pending, not closing).
@@ -210,7 +290,40 @@ impl Session {
                     Err(e) => backend_error(e),
                 }
             }
+            Request::Subscribe {
+                version,
+                keepalive_ms,
+            } => self.subscribe(version, keepalive_ms, backend),
         }
+    }
+
+    /// Subscribes the connection (again: only the period changes).
+    fn subscribe(
+        &mut self,
+        version: u16,
+        keepalive_ms: u32,
+        backend: &mut impl AttestationBackend,
+    ) -> Response {
+        if version == 0 {
+            return error(ErrorCode::BadRequest, String::from("push version 0"));
+        }
+        if self.subscription.is_none() && !self.push.room {
+            return error(
+                ErrorCode::Busy,
+                String::from("every subscriber slot is taken"),
+            );
+        }
+        let keepalive_ms = keepalive_ms.clamp(MIN_KEEPALIVE_MS, MAX_KEEPALIVE_MS);
+        self.subscription = Some(Subscribed {
+            keepalive_ms,
+            last_push_ms: self.push.now_ms,
+        });
+        Response::Subscribed(Subscription {
+            version: PUSH_VERSION,
+            keepalive_ms,
+            log_total: backend.log_total(),
+            uptime_ms: self.push.now_ms,
+        })
     }
 
     /// Queues an error frame and ends the session.

@@ -3,8 +3,8 @@
 #![no_main]
 
 use avm_attest::wire::{
-    FRAME_HEADER_LEN, FrameAssembler, MAX_FRAME_LEN, MAX_REQUEST_LEN, Request, Response,
-    decode_body, encode_frame,
+    FRAME_HEADER_LEN, FrameAssembler, MAX_EVENT_NAME_LEN, MAX_FRAME_LEN, MAX_PUSH_FRAME_LEN,
+    MAX_REQUEST_LEN, Request, Response, decode_body, decode_response, encode_frame,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -25,6 +25,15 @@ fn drive(data: &[u8], limit: usize) {
                     assert_eq!(again, Ok(request));
                 }
                 let _ = decode_body::<Response>(&body);
+                // The subscriber's parser: what passes is within the push
+                // bounds and re-encodes to the same message.
+                if let Ok(response) = decode_response(&body) {
+                    if let Response::Event(event) = &response {
+                        assert!(event.name.len() <= MAX_EVENT_NAME_LEN && event.pcr < 24);
+                    }
+                    let frame = encode_frame(&response).expect("re-encode");
+                    assert_eq!(decode_response(&frame[FRAME_HEADER_LEN..]), Ok(response));
+                }
             }
             Ok(None) if used == 0 => break,
             Ok(None) => {}
@@ -36,4 +45,5 @@ fn drive(data: &[u8], limit: usize) {
 fuzz_target!(|data: &[u8]| {
     drive(data, MAX_REQUEST_LEN);
     drive(data, MAX_FRAME_LEN);
+    drive(data, MAX_PUSH_FRAME_LEN);
 });
