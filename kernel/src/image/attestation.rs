@@ -70,6 +70,11 @@ impl TpmBackend {
         (&mut self.state.tpm, &mut self.log)
     }
 
+    /// The monitoring events recorded since the last call (to push).
+    pub fn take_events(&mut self) -> alloc::collections::VecDeque<avm_attest::wire::PushedEvent> {
+        self.log.take_events()
+    }
+
     /// Reads the EK certificate from NV once (an absent certificate is an
     /// empty one: the verifier then refuses to enrol the node).
     pub fn new(mut state: TpmState, log: MeasurementLog) -> Self {
@@ -144,6 +149,14 @@ impl TpmBackend {
 impl AttestationBackend for TpmBackend {
     fn measurement_log(&mut self, from: u32, max_bytes: usize) -> Result<LogChunk, BackendError> {
         Ok(self.log.chunk(from, max_bytes))
+    }
+
+    fn log_total(&mut self) -> u32 {
+        u32::try_from(self.log.records()).unwrap_or(u32::MAX)
+    }
+
+    fn events_dropped(&mut self) -> u32 {
+        self.log.events_dropped()
     }
 
     fn hello(&mut self) -> Result<HelloInfo, BackendError> {

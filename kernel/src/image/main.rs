@@ -10,6 +10,7 @@ mod arch;
 #[macro_use]
 mod console;
 mod attestation;
+mod cross_watch;
 mod fatal;
 mod fw_cfg;
 mod heap;
@@ -263,7 +264,7 @@ fn main_loop(
     let mut last_busy_us = 0;
     let mut fast_timer = false;
     loop {
-        let busy = match network.as_mut() {
+        let mut busy = match network.as_mut() {
             Some(network) => network.poll(&mut backend),
             None => false,
         };
@@ -272,6 +273,15 @@ fn main_loop(
             // Not "busy": finding the kernel needs no fast timer.
             let (tpm, log) = backend.measuring();
             monvm.poll(now, tpm, log);
+        }
+        // Events go out in the round that recorded them.
+        let events = backend.take_events();
+        if !events.is_empty() {
+            if let Some(network) = network.as_mut() {
+                network.publish(events.as_slices().0);
+                network.publish(events.as_slices().1);
+            }
+            busy = true;
         }
         if busy {
             last_busy_us = now;

@@ -3,14 +3,25 @@
 //! `evmctl ima_measurement` replays it against the quoted PCRs). What is
 //! extended is SHA-256 of the record's template data, as IMA does.
 
+use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::ima;
-use avm_attest::wire::LogChunk;
+use avm_attest::wire::{LogChunk, PushedEvent, cut_event_name};
 
 use crate::tpm_boot::KernelTpm;
 
 /// PCR of the A-VM's configuration (profile, policy), measured before use.
 pub const CONFIG_PCR: u8 = 8;
+
+/// PCR of the monitoring events (`monvm:event:...`, extended by
+/// `monvm.rs`): every record measured into it is also queued for the
+/// attestation server to push to subscribed verifiers.
+pub const EVENT_PCR: u8 = 12;
+
+/// Events queued between two main-loop rounds (a check round makes a few);
+/// beyond this they are counted as dropped, never buffered without bound.
+const MAX_QUEUED_EVENTS: usize = 64;
 
 /// The log, in binary IMA form.
 #[derive(Debug, Default)]
@@ -18,6 +29,10 @@ pub struct MeasurementLog {
     bytes: Vec<u8>,
     /// Byte offset of each record in `bytes`.
     starts: Vec<usize>,
+    /// Events recorded and not yet taken by [`Self::take_events`].
+    events: VecDeque<PushedEvent>,
+    /// Events that found the queue full.
+    events_dropped: u32,
 }
 
 impl MeasurementLog {
@@ -40,7 +55,37 @@ impl MeasurementLog {
                 template_name: "ima-ng",
                 template_data: &data,
             },
-        )
+        )?;
+        if pcr == EVENT_PCR {
+            self.queue_event(pcr, name);
+        }
+        Ok(())
+    }
+
+    /// Queues the record just appended as an event to push.
+    fn queue_event(&mut self, pcr: u8, name: &[u8]) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events_dropped = self.events_dropped.saturating_add(1);
+            return;
+        }
+        let index = u32::try_from(self.starts.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        let name = String::from_utf8_lossy(name);
+        self.events.push_back(PushedEvent {
+            index,
+            pcr,
+            name: String::from(cut_event_name(&name)),
+            uptime_ms: crate::time::now_us() / 1000,
+        });
+    }
+
+    /// The events recorded since the last call, oldest first.
+    pub fn take_events(&mut self) -> VecDeque<PushedEvent> {
+        core::mem::take(&mut self.events)
+    }
+
+    /// Events that could not be queued since boot.
+    pub fn events_dropped(&self) -> u32 {
+        self.events_dropped
     }
 
     /// Anchors a record made elsewhere (a Mon-VM IMA entry) as it is:

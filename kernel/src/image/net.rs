@@ -137,6 +137,17 @@ impl Network {
         busy
     }
 
+    /// Pushes `events` to every subscribed verifier and sends them at once
+    /// (a subscriber that fell too far behind is dropped, never waited for).
+    pub fn publish(&mut self, events: &[avm_attest::wire::PushedEvent]) {
+        let now = now_ms();
+        for event in events {
+            let delivered = self.server.publish(&mut self.stack, event, now);
+            debug!("net: event {} pushed to {} subscribers", event.index, delivered);
+        }
+        self.stack.poll(now);
+    }
+
     /// Counters for the debug heartbeat.
     pub fn log_stats(&self) {
         debug!(
