@@ -143,7 +143,10 @@ impl Network {
         let now = now_ms();
         for event in events {
             let delivered = self.server.publish(&mut self.stack, event, now);
-            debug!("net: event {} pushed to {} subscribers", event.index, delivered);
+            debug!(
+                "net: event {} pushed to {} subscribers",
+                event.index, delivered
+            );
         }
         self.stack.poll(now);
     }
