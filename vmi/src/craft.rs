@@ -534,6 +534,7 @@ pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
         },
         idt: None,
         text_reference: None,
+        cross_view: None,
     }
 }
 

@@ -21,6 +21,7 @@ use vmi::memory::{Backing, BackingError, LayoutMemory, RamLayout};
 use vmi::profile::{self, KernelProfile};
 
 use crate::arch::x86_64::paging;
+use crate::cross_watch::{self, CrossWatch};
 use crate::measurements::{CONFIG_PCR, MeasurementLog};
 use crate::pci::PortConfigAccess;
 use crate::text_watch::{self, TextWatch};
@@ -56,8 +57,14 @@ const AREAS: [&str; AREA_COUNT] = [
     text_watch::AREAS[2],
     text_watch::AREAS[3],
     "measurement_evaded",
+    cross_watch::AREAS[0],
+    cross_watch::AREAS[1],
+    cross_watch::AREAS[2],
+    cross_watch::AREAS[3],
 ];
-const AREA_COUNT: usize = 8;
+const AREA_COUNT: usize = 12;
+/// Index of the first of [`cross_watch::AREAS`] in [`AREAS`].
+const CROSS: usize = 8;
 /// Index of `measurement_evaded` in [`AREAS`].
 const EVADED: usize = 7;
 /// EXE of a process record whose executable could not be named.
@@ -172,6 +179,9 @@ pub struct MonVm {
     text: Option<TextWatch>,
     /// `monvm.bench` on the command line.
     bench: bool,
+    /// The cross-views (hidden modules and processes, credentials,
+    /// function-pointer tables).
+    cross: CrossWatch,
     /// Template hash of every IMA list entry seen so far, in list order.
     ima_seen: Vec<[u8; 20]>,
     /// The file digests of the consistent IMA entries seen so far.
@@ -237,6 +247,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         current: Default::default(),
         text: None,
         bench: avm_kernel::cmdline::KernelOptions::parse(info.cmdline(), |_| {}).monvm_bench,
+        cross: CrossWatch::default(),
         ima_seen: Vec::new(),
         ima_files: ImaFiles::default(),
         rounds: 0,
@@ -339,9 +350,18 @@ impl MonVm {
                 // the last verdict stands until one does.
                 None => self.current[EVADED].clone(),
             };
+            for (slot, texts) in found[CROSS..]
+                .iter_mut()
+                .zip(self.cross.check(&view, &self.profile))
+            {
+                *slot = texts;
+            }
         } else {
             found[2] = self.current[2].clone();
             found[EVADED] = self.current[EVADED].clone();
+            for area in CROSS..AREA_COUNT {
+                found[area] = self.current[area].clone();
+            }
         }
         match checks::syscall_table(&view.space, &view.location, &self.profile) {
             Ok(report) => found[0] = report.findings.iter().map(to_text).collect(),

@@ -5,6 +5,7 @@
 //! banner) come from the profile too.
 
 pub mod checks;
+pub mod crossview;
 pub mod ima;
 pub mod kaslr;
 pub mod modules;

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::kallsyms::{Kallsyms, KallsymsError, Layout, Limits, SymbolTable};
 use crate::kernel_image::{BzImage, Compression, ImageError, MAX_VMLINUX_SIZE, Vmlinux};
+use crate::linux::crossview::{CrossViewReference, PointerTable};
 use crate::linux::kaslr::MAX_BANNER;
 use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
 
@@ -152,6 +153,7 @@ pub fn from_vmlinux(vmlinux: &[u8]) -> Result<Built, BuildError> {
         offsets,
         idt: None,
         text_reference: Some(text_reference),
+        cross_view: Some(cross_view(&btf, &kallsyms.symbols)?),
     };
     let encoded = profile.encode().map_err(BuildError::Profile)?;
     let digest = super::digest(&encoded);
@@ -462,6 +464,48 @@ impl Btf {
 
 const PTR: u64 = 8;
 const LIST_HEAD: u64 = 16;
+
+/// Function-pointer tables in writable data that rootkits hook, with
+/// their lengths in these kernels (docs/kernel-text.md says why these).
+const POINTER_TABLES: &[(&str, u32)] = &[
+    // `struct net_proto_family *net_families[NPROTO]`: socket(2) by family.
+    ("net_families", 46),
+    // `struct net_protocol *inet_protos[MAX_INET_PROTOS]`: IPv4 receive.
+    ("inet_protos", 256),
+    // `struct tty_ldisc_ops *tty_ldiscs[NR_LDISCS]`: tty line disciplines.
+    ("tty_ldiscs", 31),
+];
+
+/// The cross-views' symbols (kallsyms) and offsets (BTF).
+fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, BuildError> {
+    let mut pointer_tables = Vec::new();
+    for &(name, entries) in POINTER_TABLES {
+        let address = required(symbols, name)?;
+        // The array must fit before the next symbol.
+        let next = symbols.next_address_after(address).unwrap_or(u64::MAX);
+        if next - address < u64::from(entries) * 8 {
+            return Err(BuildError::Layout(format!(
+                "{name} has room for fewer than {entries} entries"
+            )));
+        }
+        pointer_tables.push(PointerTable {
+            name: name.to_string(),
+            address,
+            entries,
+        });
+    }
+    Ok(CrossViewReference {
+        module_kset: required(symbols, "module_kset")?,
+        kset_list: btf.field("kset", "list", LIST_HEAD)?,
+        kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,
+        module_kobject_kobj: btf.member("module_kobject", "kobj")?.0,
+        module_kobject_mod: btf.field("module_kobject", "mod", PTR)?,
+        task_children: btf.field("task_struct", "children", LIST_HEAD)?,
+        task_sibling: btf.field("task_struct", "sibling", LIST_HEAD)?,
+        init_cred: required(symbols, "init_cred")?,
+        pointer_tables,
+    })
+}
 
 fn struct_offsets(btf: &Btf) -> Result<StructOffsets, BuildError> {
     // The list walker reads next at 0 and prev at 8.

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::kallsyms::KERNEL_TEXT_PREFIX;
+use crate::linux::crossview::{CrossViewReference, MAX_TABLE_ENTRIES};
 use crate::linux::kaslr::{KERNEL_ALIGN, KERNEL_IMAGE_END, KernelImage, MAX_BANNER};
 use crate::linux::text::{self, Offsets, TextReference};
 use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
@@ -41,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -204,6 +205,10 @@ pub struct KernelProfile {
     /// Reference data for the kernel text and rodata
     /// ([`crate::linux::text`]); `None` only for hand-made test profiles.
     pub text_reference: Option<TextReference>,
+    /// What the cross-views read ([`crate::linux::crossview`]): hidden
+    /// modules and processes, credentials, function-pointer tables; `None`
+    /// only for hand-made test profiles.
+    pub cross_view: Option<CrossViewReference>,
 }
 
 /// Why a profile was refused.
@@ -300,6 +305,31 @@ impl KernelProfile {
         }
         if let Some(t) = &self.text_reference {
             self.validate_text(t)?;
+        }
+        if let Some(c) = &self.cross_view {
+            check(in_image(c.module_kset), "module_kset outside the image")?;
+            check(in_image(c.init_cred), "init_cred outside the image")?;
+            for o in [
+                c.kset_list,
+                c.kobject_entry,
+                c.module_kobject_kobj,
+                c.module_kobject_mod,
+                c.task_children,
+                c.task_sibling,
+            ] {
+                check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
+            }
+            check(c.pointer_tables.len() <= 16, "too many pointer tables")?;
+            for t in &c.pointer_tables {
+                check(valid_name(&t.name), "pointer table name")?;
+                check(
+                    in_image(t.address)
+                        && t.address.is_multiple_of(8)
+                        && t.entries > 0
+                        && t.entries as usize <= MAX_TABLE_ENTRIES,
+                    "pointer table",
+                )?;
+            }
         }
         Ok(())
     }

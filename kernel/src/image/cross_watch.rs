@@ -1,0 +1,202 @@
+//! The cross-views of [`vmi::linux::crossview`] on the live Mon-VM, run
+//! with the IMA round (every 500 ms): modules hidden from the module list,
+//! processes hidden from the task list, credentials a rootkit handed out,
+//! and hooks in function-pointer tables. A module or process is reported
+//! hidden only when two rounds in a row see it so (a module being unloaded
+//! or a task exiting can be between the two views for a moment). `monvm`
+//! turns the verdicts into events.
+
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+use vmi::linux::crossview::{
+    self, CredFinding, hidden_modules, hidden_tasks, hooked_entries, kset_modules, process_tree,
+};
+use vmi::linux::{KernelView, SurveyLimits};
+use vmi::memory::GuestMemory;
+use vmi::profile::KernelProfile;
+
+use crate::monvm::text;
+
+/// The areas reported, in the order of [`CrossWatch::check`]'s result.
+pub const AREAS: [&str; 4] = ["hidden_module", "hidden_process", "creds", "pointer_table"];
+
+/// State kept between rounds.
+#[derive(Default)]
+pub struct CrossWatch {
+    /// Candidates seen hidden in the last round.
+    modules_before: BTreeSet<u64>,
+    tasks_before: BTreeSet<u64>,
+    /// The last verdicts (kept when a view cannot be taken this round).
+    last: [Vec<String>; 4],
+}
+
+impl CrossWatch {
+    /// One round of every cross-view.
+    pub fn check<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &KernelView<'_, M>,
+        profile: &KernelProfile,
+    ) -> [Vec<String>; 4] {
+        let Some(r) = profile.cross_view.as_ref() else {
+            return Default::default();
+        };
+        let limits = SurveyLimits::default();
+        let space = &view.space;
+        let location = &view.location;
+        let mut out = self.last.clone();
+
+        // Modules: sysfs against the list.
+        let listed_modules: Option<Vec<_>> =
+            location
+                .runtime_of(profile.symbols.modules)
+                .and_then(|head| {
+                    vmi::linux::modules(space, head, &profile.offsets.module, limits.max_modules)
+                        .map(|m| m.map(|m| m.address))
+                        .collect::<Result<Vec<_>, _>>()
+                        .ok()
+                });
+        let in_sysfs = location
+            .runtime_of(r.module_kset)
+            .and_then(|kset| kset_modules(space, kset, r).ok());
+        if let (Some(listed), Some(in_sysfs)) = (listed_modules, in_sysfs) {
+            let now: BTreeSet<u64> = hidden_modules(&in_sysfs, &listed)
+                .iter()
+                .map(|m| m.value())
+                .collect();
+            out[0] = now
+                .intersection(&self.modules_before)
+                .map(|&m| {
+                    let name = read_module_name(view, profile, m);
+                    text(format_args!("module:{}@{:#x}", name, m))
+                })
+                .collect();
+            self.modules_before = now;
+        }
+
+        // Processes: the process tree against the task list; credentials.
+        let tasks: Option<Vec<vmi::linux::Task>> = location
+            .runtime_of(profile.symbols.init_task)
+            .and_then(|init| {
+                vmi::linux::tasks(
+                    space,
+                    init,
+                    &profile.offsets.task,
+                    &profile.offsets.cred,
+                    limits.max_tasks,
+                )
+                .ok()?
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+            });
+        let tree = location
+            .runtime_of(profile.symbols.init_task)
+            .and_then(|init| process_tree(space, init, r).ok());
+        if let (Some(tasks), Some(tree)) = (&tasks, tree) {
+            let now: BTreeSet<u64> = hidden_tasks(&tree, tasks)
+                .iter()
+                .map(|t| t.value())
+                .collect();
+            out[1] = now
+                .intersection(&self.tasks_before)
+                .filter_map(|&t| {
+                    let addr = vmi::GuestVirtAddr::new(t).ok()?;
+                    let task = vmi::linux::tasks::read_task(
+                        space,
+                        addr,
+                        &profile.offsets.task,
+                        &profile.offsets.cred,
+                    )
+                    .ok()?;
+                    Some(text(format_args!(
+                        "process:{}:{}",
+                        task.pid,
+                        comm(task.comm.as_bytes())
+                    )))
+                })
+                .collect();
+            self.tasks_before = now;
+        }
+        if let (Some(tasks), Some(init_cred)) = (&tasks, location.runtime_of(r.init_cred)) {
+            let comm_of = |pid: i32| {
+                tasks
+                    .iter()
+                    .find(|t| t.pid == pid)
+                    .map(|t| comm(t.comm.as_bytes()))
+                    .unwrap_or_default()
+            };
+            out[2] = crossview::cred_findings(tasks, init_cred.value())
+                .into_iter()
+                .map(|f| match f {
+                    CredFinding::InitCred { pid } => {
+                        text(format_args!("process:{}:{}:init_cred", pid, comm_of(pid)))
+                    }
+                    CredFinding::RootUnderUser {
+                        pid,
+                        parent_pid,
+                        parent_euid,
+                    } => text(format_args!(
+                        "process:{}:{}:euid 0 under pid {} euid {}",
+                        pid,
+                        comm_of(pid),
+                        parent_pid,
+                        parent_euid
+                    )),
+                })
+                .collect();
+        }
+
+        // Function-pointer tables: every entry NULL or in the kernel image.
+        let image = vmi::kallsyms::KERNEL_TEXT_PREFIX..vmi::linux::kaslr::KERNEL_IMAGE_END;
+        let mut hooks = Vec::new();
+        for table in &r.pointer_tables {
+            let Some(at) = location.runtime_of(table.address) else {
+                continue;
+            };
+            match crossview::read_table(space, at, table.entries) {
+                Ok(entries) => {
+                    for (index, value) in hooked_entries(&entries, &[], image.clone()) {
+                        hooks.push(text(format_args!("{}[{}]:{:#x}", table.name, index, value)));
+                    }
+                }
+                Err(e) => hooks.push(text(format_args!("{}:unreadable:{}", table.name, e))),
+            }
+        }
+        out[3] = hooks;
+        self.last = out.clone();
+        out
+    }
+}
+
+/// A task's comm as printable text (`:` and non-printable bytes as `?`).
+fn comm(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) && b != b':' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+fn read_module_name<M: GuestMemory + ?Sized>(
+    view: &KernelView<'_, M>,
+    profile: &KernelProfile,
+    module: u64,
+) -> String {
+    vmi::GuestVirtAddr::new(module)
+        .ok()
+        .and_then(|m| {
+            vmi::linux::modules::read_module(&view.space, m, &profile.offsets.module).ok()
+        })
+        .map(|m| {
+            text(format_args!(
+                "{}",
+                avm_attest::monvm::EscapedPath(m.name.as_bytes())
+            ))
+        })
+        .unwrap_or_else(|| String::from("?"))
+}

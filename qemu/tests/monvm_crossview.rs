@@ -1,0 +1,243 @@
+//! The A-VM's cross-views on a live Mon-VM of each Debian kernel: a clean
+//! node raises nothing; then, written into the Mon-VM's RAM file as a
+//! rootkit inside would write them, each is reported in its own area and
+//! cleared when undone:
+//! - a process unlinked from the task list (still in its parent's
+//!   children): `hidden_process`;
+//! - a module unlinked from the module list (still in sysfs):
+//!   `hidden_module`;
+//! - a process given the kernel's own credentials (`cred` and `real_cred`
+//!   pointed at `init_cred`): `creds`;
+//! - an unused `net_families` slot pointed into the heap: `pointer_table`.
+//!
+//! Why the writes are harmless: the hidden process is a `sleep` nobody
+//! waits for and the module is `dummy`, both relinked before anything
+//! touches them; the credentials are restored before the process exits
+//! (its exit would drop a reference to `init_cred`); the `net_families`
+//! slot is for a family number nobody asks for (socket(2) with it never
+//! runs).
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use avm_qemu::monvm::console::MonVmConsole;
+use avm_qemu::testing::{MonVmPatch, wait_for_avm_serial};
+use vmi::paging::VirtualMemory;
+
+static BOOTS: Mutex<()> = Mutex::new(());
+
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn events(record: &avm_qemu::NodeRecord) -> Vec<String> {
+    std::fs::read_to_string(&record.avm_serial)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The live kernel, read from the RAM file as the A-VM reads it.
+struct Live {
+    memory: vmi::file::FileMemory,
+    layout: vmi::RamLayout,
+    profile: vmi::profile::KernelProfile,
+}
+
+impl Live {
+    fn open(record: &avm_qemu::NodeRecord) -> Self {
+        let layout =
+            vmi::RamLayout::parse_cmdline(record.monvm_ram_layout.as_deref().expect("layout"))
+                .expect("layout parses");
+        let memory =
+            vmi::file::FileMemory::open(record.monvm_ram.as_ref().expect("a RAM file"), layout)
+                .expect("RAM file");
+        let profile = vmi::profile::KernelProfile::decode(
+            &std::fs::read(record.monvm_profile.as_ref().expect("profile")).expect("profile"),
+        )
+        .expect("profile decodes");
+        Live {
+            memory,
+            layout,
+            profile,
+        }
+    }
+
+    fn view(&self) -> vmi::linux::KernelView<'_, vmi::file::FileMemory> {
+        vmi::linux::view(&self.memory, self.layout.regions(), &self.profile).expect("kernel")
+    }
+
+    fn u64_at(&self, va: u64) -> u64 {
+        let va = vmi::GuestVirtAddr::new(va).expect("canonical");
+        self.view().space.read_virt_u64(va).expect("readable")
+    }
+
+    /// The first task whose comm is `comm`.
+    fn task(&self, comm: &str) -> vmi::linux::Task {
+        let view = self.view();
+        let init = view
+            .location
+            .runtime_of(self.profile.symbols.init_task)
+            .expect("init_task");
+        vmi::linux::tasks(
+            &view.space,
+            init,
+            &self.profile.offsets.task,
+            &self.profile.offsets.cred,
+            4096,
+        )
+        .expect("task list")
+        .filter_map(Result::ok)
+        .find(|t| t.comm.as_bytes() == comm.as_bytes())
+        .unwrap_or_else(|| panic!("no task {comm}"))
+    }
+
+    /// The loaded module named `name`.
+    fn module(&self, name: &str) -> vmi::linux::Module {
+        let view = self.view();
+        let head = view
+            .location
+            .runtime_of(self.profile.symbols.modules)
+            .expect("modules");
+        vmi::linux::modules(&view.space, head, &self.profile.offsets.module, 4096)
+            .filter_map(Result::ok)
+            .find(|m| m.name.as_bytes() == name.as_bytes())
+            .unwrap_or_else(|| panic!("no module {name}"))
+    }
+
+    fn runtime(&self, link: u64) -> u64 {
+        self.view()
+            .location
+            .runtime_of(link)
+            .expect("a kernel-image address")
+            .value()
+    }
+}
+
+/// Writes `value` at the kernel virtual address `va`.
+fn write_u64(record: &avm_qemu::NodeRecord, va: u64, value: u64) -> MonVmPatch {
+    MonVmPatch::at(
+        record,
+        |_, _, _| vmi::GuestVirtAddr::new(va).expect("canonical"),
+        |_, _| value.to_le_bytes().to_vec(),
+        8,
+    )
+}
+
+/// Unlinks the list node at `node` (`prev->next = next`, `next->prev =
+/// prev`); dropping the patches links it back.
+fn unlink(record: &avm_qemu::NodeRecord, live: &Live, node: u64) -> [MonVmPatch; 2] {
+    let next = live.u64_at(node);
+    let prev = live.u64_at(node + 8);
+    [
+        write_u64(record, prev, next),
+        write_u64(record, next + 8, prev),
+    ]
+}
+
+fn check(series: &str) {
+    let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = avm_qemu::testing::monvm_node(dir.path(), series, 256);
+    let record = node.record().clone();
+    wait_for_avm_serial(&record, "AVM-MONVM-TEXT ");
+    let mut console = MonVmConsole::connect(
+        record.monvm_console.as_ref().expect("a console"),
+        CONSOLE_TIMEOUT,
+    )
+    .expect("console");
+    let dummy = record
+        .monvm_modules
+        .iter()
+        .find(|m| m.ends_with("/dummy.ko"))
+        .expect("dummy.ko")
+        .clone();
+    console
+        .run_ok(&format!("insmod {dummy} && (sleep 600 &)"))
+        .expect("module in, sleeper started");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        events(&record),
+        Vec::<String>::new(),
+        "{series}: clean node"
+    );
+    let live = Live::open(&record);
+    let offsets = live.profile.offsets.clone();
+
+    // A hidden process.
+    let sleeper = live.task("sleep");
+    let patches = unlink(&record, &live, sleeper.address.value() + offsets.task.tasks);
+    wait_for_avm_serial(
+        &record,
+        &format!(":violation:hidden_process:process:{}:sleep", sleeper.pid),
+    );
+    drop(patches);
+    wait_for_avm_serial(&record, ":clean:hidden_process");
+
+    // A hidden module.
+    let module = live.module("dummy");
+    let patches = unlink(&record, &live, module.address.value() + offsets.module.list);
+    wait_for_avm_serial(&record, ":violation:hidden_module:module:dummy@");
+    drop(patches);
+    wait_for_avm_serial(&record, ":clean:hidden_module");
+
+    // The kernel's own credentials for a user process.
+    let cross = live
+        .profile
+        .cross_view
+        .clone()
+        .expect("cross-view reference");
+    let init_cred = live.runtime(cross.init_cred);
+    let creds = [
+        write_u64(
+            &record,
+            sleeper.address.value() + offsets.task.cred,
+            init_cred,
+        ),
+        write_u64(
+            &record,
+            sleeper.address.value() + offsets.task.real_cred,
+            init_cred,
+        ),
+    ];
+    wait_for_avm_serial(
+        &record,
+        &format!(":violation:creds:process:{}:sleep:init_cred", sleeper.pid),
+    );
+    drop(creds);
+    wait_for_avm_serial(&record, ":clean:creds");
+
+    // A hook in net_families, in a slot no family uses.
+    let table = cross
+        .pointer_tables
+        .iter()
+        .find(|t| t.name == "net_families")
+        .expect("net_families");
+    let base = live.runtime(table.address);
+    let slot = (0..u64::from(table.entries))
+        .rev()
+        .find(|&i| live.u64_at(base + 8 * i) == 0)
+        .expect("an unused family");
+    let hook = write_u64(&record, base + 8 * slot, 0xffff_8880_0000_1000);
+    wait_for_avm_serial(
+        &record,
+        &format!(":violation:pointer_table:net_families[{slot}]:0xffff888000001000"),
+    );
+    drop(hook);
+    wait_for_avm_serial(&record, ":clean:pointer_table");
+
+    console
+        .run_ok("killall sleep; rmmod dummy")
+        .expect("cleaned up");
+    assert_eq!(events(&record).len(), 8, "{series}: {:#?}", events(&record));
+}
+
+#[test]
+fn cross_views_on_a_live_6_1_mon_vm() {
+    check("6.1");
+}
+
+#[test]
+fn cross_views_on_a_live_6_12_mon_vm() {
+    check("6.12");
+}

@@ -1,0 +1,281 @@
+//! What rootkits hide or hook, seen from a second place in the kernel
+//! (pure functions over guest memory; the A-VM schedules them):
+//!
+//! - **Hidden modules**: every module with a kobject in sysfs
+//!   (`module_kset->list`: what `/sys/module` lists) must be on the module
+//!   list (`modules`: what `lsmod` and `/proc/modules` list). A rootkit that
+//!   unlinks itself from the list (`list_del(&THIS_MODULE->list)`) still has
+//!   its kobject, unless it also deletes that, which breaks its unloading.
+//!   Built-in modules have kobjects without a module (`mod == NULL`).
+//! - **Hidden processes**: every process in the process tree (each task's
+//!   `children` list, from `init_task` down: how the kernel reparents and
+//!   reaps) must be on the task list (`init_task.tasks`: what `for_each_process`
+//!   walks). Both hold exactly the thread-group leaders; unlinking a task
+//!   from `tasks` to hide it leaves it in its parent's children.
+//! - **Credentials**: a user process running with `init_cred` (the kernel's
+//!   own credentials, what `commit_creds(&init_cred)`-style rootkits hand
+//!   out), or with euid 0 under a parent whose euid is not 0 (a privilege
+//!   rise without a set-uid exec: Debian's Mon-VM has no set-uid programs;
+//!   a deployment that has them lists them in the policy).
+//! - **Function-pointer tables in writable data** ([`PointerTable`]): every
+//!   entry is NULL, points into the kernel image, or is what it was at
+//!   start-up; a new entry pointing elsewhere (module area, heap) is a hook.
+//!
+//! Every walk is bounded and cycle-safe (the list walker); garbage yields
+//! an error, never a panic.
+
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::GuestVirtAddr;
+use crate::list::{ListOptions, walk_list};
+use crate::paging::VirtualMemory;
+
+use super::structs::{StructError, read_pointer};
+use super::tasks::Task;
+
+/// Most kobjects, children or table entries looked at.
+pub const MAX_KOBJECTS: usize = 8192;
+pub const MAX_TASKS: usize = 32_768;
+pub const MAX_TABLE_ENTRIES: usize = 1024;
+
+/// A table of function-pointer structures in writable kernel data that
+/// rootkits replace entries of (docs/kernel-text.md lists the choice).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointerTable {
+    pub name: String,
+    /// Link address of the array.
+    pub address: u64,
+    /// Entries (pointers).
+    pub entries: u32,
+}
+
+/// Link-time symbols and member offsets the cross-views read (profile
+/// section, from kallsyms and BTF).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossViewReference {
+    /// `module_kset` (a `struct kset *`).
+    pub module_kset: u64,
+    /// `kset.list`, `kobject.entry`.
+    pub kset_list: u64,
+    pub kobject_entry: u64,
+    /// `module_kobject.kobj`, `module_kobject.mod`.
+    pub module_kobject_kobj: u64,
+    pub module_kobject_mod: u64,
+    /// `task_struct.children`, `task_struct.sibling`.
+    pub task_children: u64,
+    pub task_sibling: u64,
+    /// `init_cred`'s link address.
+    pub init_cred: u64,
+    pub pointer_tables: Vec<PointerTable>,
+}
+
+/// Why a cross-view was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrossViewError {
+    Struct(StructError),
+    /// A list that does not end (or ends in garbage) within its bound.
+    List,
+    TooMany,
+}
+
+impl From<StructError> for CrossViewError {
+    fn from(e: StructError) -> Self {
+        CrossViewError::Struct(e)
+    }
+}
+
+impl core::fmt::Display for CrossViewError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CrossViewError::Struct(e) => write!(f, "{e:?}"),
+            CrossViewError::List => write!(f, "list broken"),
+            CrossViewError::TooMany => write!(f, "too many entries"),
+        }
+    }
+}
+
+fn offset(base: GuestVirtAddr, by: u64) -> Result<GuestVirtAddr, CrossViewError> {
+    base.checked_add(by)
+        .ok_or(CrossViewError::Struct(StructError::Address {
+            base,
+            offset: by,
+        }))
+}
+
+/// `container_of`: the structure `by` bytes before a member at `node`.
+fn back(node: GuestVirtAddr, by: u64) -> Result<GuestVirtAddr, CrossViewError> {
+    node.value()
+        .checked_sub(by)
+        .and_then(|v| GuestVirtAddr::new(v).ok())
+        .ok_or(CrossViewError::Struct(StructError::Address {
+            base: node,
+            offset: by,
+        }))
+}
+
+/// The modules that have a kobject under `/sys/module` (their `struct
+/// module` addresses; built-in "modules" without one are skipped).
+/// `module_kset` is the runtime address of the symbol.
+pub fn kset_modules<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    module_kset: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
+    let Some(kset) = read_pointer(mem, module_kset, 0)? else {
+        return Ok(Vec::new());
+    };
+    let head = offset(kset, r.kset_list)?;
+    let mut out = Vec::new();
+    for node in walk_list(mem, head, ListOptions::new(MAX_KOBJECTS)) {
+        let node = node.map_err(|_| CrossViewError::List)?;
+        let kobj = back(node, r.kobject_entry)?;
+        let mk = back(kobj, r.module_kobject_kobj)?;
+        if let Some(module) = read_pointer(mem, mk, r.module_kobject_mod)? {
+            if out.len() >= MAX_KOBJECTS {
+                return Err(CrossViewError::TooMany);
+            }
+            out.push(module);
+        }
+    }
+    Ok(out)
+}
+
+/// Modules in sysfs that are not on the module list (`listed`: their
+/// `struct module` addresses).
+pub fn hidden_modules(in_sysfs: &[GuestVirtAddr], listed: &[GuestVirtAddr]) -> Vec<GuestVirtAddr> {
+    let listed: BTreeSet<u64> = listed.iter().map(|a| a.value()).collect();
+    in_sysfs
+        .iter()
+        .filter(|m| !listed.contains(&m.value()))
+        .copied()
+        .collect()
+}
+
+/// Every task of the process tree below `init_task` (breadth first over
+/// `children`/`sibling`, each task once; `init_task` itself not included).
+pub fn process_tree<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    init_task: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
+    let mut seen: BTreeSet<u64> = BTreeSet::new();
+    let mut queue = alloc::vec![init_task];
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(&parent) = queue.get(at) {
+        at += 1;
+        let head = offset(parent, r.task_children)?;
+        for node in walk_list(mem, head, ListOptions::new(MAX_TASKS)) {
+            let node = node.map_err(|_| CrossViewError::List)?;
+            let task = back(node, r.task_sibling)?;
+            if task == init_task || !seen.insert(task.value()) {
+                continue;
+            }
+            if out.len() >= MAX_TASKS {
+                return Err(CrossViewError::TooMany);
+            }
+            out.push(task);
+            queue.push(task);
+        }
+    }
+    Ok(out)
+}
+
+/// Tasks in the process tree that are not on the task list.
+pub fn hidden_tasks(in_tree: &[GuestVirtAddr], listed: &[Task]) -> Vec<GuestVirtAddr> {
+    let listed: BTreeSet<u64> = listed.iter().map(|t| t.address.value()).collect();
+    in_tree
+        .iter()
+        .filter(|t| !listed.contains(&t.value()))
+        .copied()
+        .collect()
+}
+
+/// A credential finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredFinding {
+    /// A user process runs with the kernel's own credentials.
+    InitCred { pid: i32 },
+    /// euid 0 under a parent whose euid is not 0.
+    RootUnderUser {
+        pid: i32,
+        parent_pid: i32,
+        parent_euid: u32,
+    },
+}
+
+/// Credential findings over the task list. `init_cred` is its runtime
+/// address.
+pub fn cred_findings(tasks: &[Task], init_cred: u64) -> Vec<CredFinding> {
+    let euid_of = |address: Option<GuestVirtAddr>| {
+        let address = address?;
+        tasks
+            .iter()
+            .find(|t| t.address == address)
+            .and_then(|t| t.creds.map(|c| c.euid))
+    };
+    let mut out = Vec::new();
+    for t in tasks.iter().filter(|t| !t.is_kernel_thread()) {
+        let Some(creds) = t.creds else { continue };
+        if creds.address.value() == init_cred || t.real_cred.is_some_and(|c| c.value() == init_cred)
+        {
+            out.push(CredFinding::InitCred { pid: t.pid });
+            continue;
+        }
+        if creds.euid == 0
+            && let Some(parent_euid) = euid_of(t.parent).filter(|&e| e != 0)
+        {
+            out.push(CredFinding::RootUnderUser {
+                pid: t.pid,
+                parent_pid: t.parent_pid.unwrap_or(-1),
+                parent_euid,
+            });
+        }
+    }
+    out
+}
+
+/// The entries of a pointer table at runtime address `at`.
+pub fn read_table<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    at: GuestVirtAddr,
+    entries: u32,
+) -> Result<Vec<u64>, CrossViewError> {
+    let n = entries as usize;
+    if n > MAX_TABLE_ENTRIES {
+        return Err(CrossViewError::TooMany);
+    }
+    let mut raw = alloc::vec![0u8; n * 8];
+    mem.read_virt(at, &mut raw)
+        .map_err(|e| CrossViewError::Struct(StructError::Walk(e)))?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|w| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            u64::from_le_bytes(b)
+        })
+        .collect())
+}
+
+/// The entries of a table that are hooks: not NULL, not inside the kernel
+/// image (`image`: runtime range), and not what they were at start-up
+/// (`baseline`, same length). Returns `(index, value)`.
+pub fn hooked_entries(
+    now: &[u64],
+    baseline: &[u64],
+    image: core::ops::Range<u64>,
+) -> Vec<(usize, u64)> {
+    now.iter()
+        .enumerate()
+        .filter(|&(i, &v)| v != 0 && !image.contains(&v) && baseline.get(i) != Some(&v))
+        .map(|(i, &v)| (i, v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

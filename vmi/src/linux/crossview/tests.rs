@@ -1,0 +1,267 @@
+//! The cross-views on crafted memory: a module hidden from the module list
+//! and a task hidden from the task list are found; loops and garbage end in
+//! errors; credential and pointer-table findings.
+
+use alloc::vec::Vec;
+
+use super::*;
+use crate::craft::PageTableBuilder;
+use crate::linux::tasks::Creds;
+use crate::memory::SliceMemory;
+use crate::paging::{AddressSpace, PagingMode};
+
+const DIRECT: u64 = 0xffff_8880_0000_0000;
+const RAM: u64 = 0x4_0000;
+
+const R: CrossViewReference = CrossViewReference {
+    module_kset: 0,
+    kset_list: 0x10,
+    kobject_entry: 0x8,
+    module_kobject_kobj: 0x0,
+    module_kobject_mod: 0x40,
+    task_children: 0x100,
+    task_sibling: 0x110,
+    init_cred: 0,
+    pointer_tables: Vec::new(),
+};
+
+fn va(phys: u64) -> GuestVirtAddr {
+    GuestVirtAddr::new(DIRECT + phys).expect("canonical")
+}
+
+fn builder() -> PageTableBuilder {
+    let mut b = PageTableBuilder::new(RAM, PagingMode::FourLevel);
+    b.map_range(DIRECT, 0, RAM);
+    b
+}
+
+fn with_space<T>(
+    b: &PageTableBuilder,
+    f: impl FnOnce(&AddressSpace<'_, SliceMemory<'_>>) -> T,
+) -> T {
+    let image = b.finish();
+    let mem = SliceMemory::flat(&image);
+    let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+    f(&space)
+}
+
+/// A circular list through `nodes` (physical addresses of list_heads),
+/// head first.
+fn link(b: &mut PageTableBuilder, nodes: &[u64]) {
+    let n = nodes.len();
+    for i in 0..n {
+        b.write_u64(nodes[i], DIRECT + nodes[(i + 1) % n]);
+        b.write_u64(nodes[i] + 8, DIRECT + nodes[(i + n - 1) % n]);
+    }
+}
+
+/// `module_kset` at 0x100 pointing at a kset at 0x200, with module kobjects
+/// at 0x1000.. (their `mod` pointers: `mods`, 0 for a built-in one).
+fn kset(b: &mut PageTableBuilder, mods: &[u64]) {
+    b.write_u64(0x100, DIRECT + 0x200);
+    let mut nodes = alloc::vec![0x200 + R.kset_list];
+    for (i, &m) in mods.iter().enumerate() {
+        let kobj = 0x1000 + 0x100 * i as u64;
+        nodes.push(kobj + R.kobject_entry);
+        b.write_u64(
+            kobj + R.module_kobject_mod,
+            if m == 0 { 0 } else { DIRECT + m },
+        );
+    }
+    link(b, &nodes);
+}
+
+#[test]
+fn a_module_in_sysfs_but_not_on_the_list_is_hidden() {
+    let mut b = builder();
+    kset(&mut b, &[0x3000, 0, 0x3400]);
+    let found = with_space(&b, |s| kset_modules(s, va(0x100), &R)).expect("walks");
+    assert_eq!(found, [va(0x3000), va(0x3400)]);
+    assert_eq!(hidden_modules(&found, &[va(0x3000)]), [va(0x3400)]);
+    assert_eq!(hidden_modules(&found, &[va(0x3400), va(0x3000)]), []);
+    // No kset yet (early boot): nothing.
+    let b = builder();
+    assert_eq!(
+        with_space(&b, |s| kset_modules(s, va(0x100), &R)),
+        Ok(Vec::new())
+    );
+}
+
+#[test]
+fn a_looping_or_broken_kset_is_an_error() {
+    let mut b = builder();
+    kset(&mut b, &[0x3000, 0x3400]);
+    // The last kobject points back at the first, not the head: a lasso.
+    b.write_u64(0x1100 + R.kobject_entry, DIRECT + 0x1000 + R.kobject_entry);
+    assert_eq!(
+        with_space(&b, |s| kset_modules(s, va(0x100), &R)),
+        Err(CrossViewError::List)
+    );
+    let mut b = builder();
+    kset(&mut b, &[0x3000]);
+    b.write_u64(0x1000 + R.kobject_entry, 0xdead_0000_0000_0000);
+    assert_eq!(
+        with_space(&b, |s| kset_modules(s, va(0x100), &R)),
+        Err(CrossViewError::List)
+    );
+}
+
+/// init_task at 0x4000, tasks at 0x5000 + 0x400 * i with `parent` indices
+/// (None: child of init_task).
+fn tree(b: &mut PageTableBuilder, parents: &[Option<usize>]) -> Vec<u64> {
+    let task = |i: usize| 0x5000 + 0x400 * i as u64;
+    let tasks: Vec<u64> = (0..parents.len()).map(task).collect();
+    let mut children_of = |parent: u64, kids: Vec<u64>| {
+        let mut nodes = alloc::vec![parent + R.task_children];
+        nodes.extend(kids.iter().map(|k| k + R.task_sibling));
+        link(b, &nodes);
+    };
+    children_of(
+        0x4000,
+        (0..parents.len())
+            .filter(|&i| parents[i].is_none())
+            .map(task)
+            .collect(),
+    );
+    for p in 0..parents.len() {
+        children_of(
+            task(p),
+            (0..parents.len())
+                .filter(|&i| parents[i] == Some(p))
+                .map(task)
+                .collect(),
+        );
+    }
+    tasks
+}
+
+fn listed(addresses: &[u64]) -> Vec<Task> {
+    addresses
+        .iter()
+        .map(|&a| Task {
+            address: va(a),
+            pid: 1,
+            tgid: 1,
+            comm: crate::linux::structs::heapless_str::FixedStr::new([0; 16]),
+            parent: None,
+            parent_pid: None,
+            creds: None,
+            real_cred: None,
+            mm: None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_task_in_the_process_tree_but_not_on_the_task_list_is_hidden() {
+    let mut b = builder();
+    let tasks = tree(&mut b, &[None, None, Some(0), Some(2)]);
+    let found = with_space(&b, |s| process_tree(s, va(0x4000), &R)).expect("walks");
+    assert_eq!(found.len(), 4);
+    let all: Vec<GuestVirtAddr> = tasks.iter().map(|&t| va(t)).collect();
+    for t in &all {
+        assert!(found.contains(t));
+    }
+    assert_eq!(hidden_tasks(&found, &listed(&tasks)), []);
+    assert_eq!(hidden_tasks(&found, &listed(&tasks[..3])), [va(tasks[3])]);
+}
+
+#[test]
+fn a_process_tree_with_a_cycle_ends() {
+    let mut b = builder();
+    let tasks = tree(&mut b, &[None, Some(0)]);
+    // Task 1's children list leads into init_task's list (a lasso that
+    // never returns to task 1's head): the walk ends with an error.
+    b.write_u64(
+        tasks[1] + R.task_children,
+        DIRECT + tasks[0] + R.task_sibling,
+    );
+    assert_eq!(
+        with_space(&b, |s| process_tree(s, va(0x4000), &R)),
+        Err(CrossViewError::List)
+    );
+}
+
+fn task(pid: i32, at: u64, parent: Option<u64>, euid: u32, cred: u64, user: bool) -> Task {
+    Task {
+        address: va(at),
+        pid,
+        tgid: pid,
+        comm: crate::linux::structs::heapless_str::FixedStr::new([0; 16]),
+        parent: parent.map(va),
+        parent_pid: parent.map(|p| p as i32),
+        creds: Some(Creds {
+            address: va(cred),
+            uid: euid,
+            gid: euid,
+            euid,
+            egid: euid,
+        }),
+        real_cred: Some(va(cred)),
+        mm: user.then(|| va(0x9000)),
+    }
+}
+
+#[test]
+fn credential_findings() {
+    let init_cred = DIRECT + 0x7000;
+    let tasks = [
+        task(1, 0x100, None, 0, 0x200, true),
+        task(100, 0x300, Some(0x100), 1000, 0x400, true),
+        // Root under a user shell: a privilege rise.
+        task(101, 0x500, Some(0x300), 0, 0x600, true),
+        // A user process with the kernel's own credentials.
+        task(102, 0x700, Some(0x100), 0, 0x7000, true),
+        // A kernel thread with init_cred is normal.
+        task(2, 0x900, None, 0, 0x7000, false),
+    ];
+    assert_eq!(
+        cred_findings(&tasks, init_cred),
+        [
+            CredFinding::RootUnderUser {
+                pid: 101,
+                parent_pid: 0x300,
+                parent_euid: 1000
+            },
+            CredFinding::InitCred { pid: 102 },
+        ]
+    );
+}
+
+#[test]
+fn pointer_table_hooks() {
+    let image = 0xffff_ffff_a000_0000..0xffff_ffff_a300_0000;
+    let baseline = [0, 0xffff_ffff_a100_0000, 0xffff_ffff_c000_1000];
+    // Unchanged, NULL, into the image: fine.
+    assert_eq!(hooked_entries(&baseline, &baseline, image.clone()), []);
+    assert_eq!(
+        hooked_entries(&[0, 0xffff_ffff_a200_0000, 0], &baseline, image.clone()),
+        []
+    );
+    // A new entry into module space or the heap: a hook.
+    assert_eq!(
+        hooked_entries(
+            &[0xffff_ffff_c000_2000, 0, 0xffff_8880_0000_1000],
+            &baseline,
+            image
+        ),
+        [(0, 0xffff_ffff_c000_2000), (2, 0xffff_8880_0000_1000)]
+    );
+    // Reading a table: bounded.
+    let mut b = builder();
+    b.write_u64(0x2000, 7);
+    b.write_u64(0x2008, 9);
+    assert_eq!(
+        with_space(&b, |s| read_table(s, va(0x2000), 2)),
+        Ok(alloc::vec![7, 9])
+    );
+    assert_eq!(
+        with_space(&b, |s| read_table(
+            s,
+            va(0x2000),
+            MAX_TABLE_ENTRIES as u32 + 1
+        )),
+        Err(CrossViewError::TooMany)
+    );
+    assert!(with_space(&b, |s| read_table(s, va(RAM - 8), 4)).is_err());
+}
