@@ -15,6 +15,12 @@
 //! log that a quote proved, with the TPM's reset and restart counts of
 //! that quote, so the next `attest` asks only for the records after it
 //! (a restart of the verifier loses nothing).
+//!
+//! `monitor_nodes`, `monitor_events` and `revocations` are the history of
+//! `avm-verifier monitor`: each node's monitored verdict and whether its
+//! revocation action ran, every event a node pushed, every revocation run
+//! with its outcome. A restarted monitor resumes from them and never runs
+//! a revocation again that it already started.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Version of the schema below.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// File name of the database inside the state directory.
 pub const DATABASE_FILE: &str = "verifier.sqlite3";
 
@@ -73,7 +79,67 @@ CREATE TABLE measurement_logs (
     log           BLOB NOT NULL,     -- those records, IMA binary form
     updated_at    INTEGER NOT NULL
 );
+CREATE TABLE monitor_nodes (
+    addr        TEXT PRIMARY KEY,
+    verdict     TEXT NOT NULL,         -- trusted | untrusted
+    reasons     TEXT NOT NULL,         -- JSON array of reason codes
+    since       INTEGER NOT NULL,      -- unix seconds: when it turned so
+    revoked_at  INTEGER,               -- unix seconds: revocation started (untrusted only)
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE monitor_events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    addr         TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,     -- unix milliseconds, when it arrived
+    record_index INTEGER NOT NULL,     -- in the node's measurement log
+    pcr          INTEGER NOT NULL,
+    name         TEXT NOT NULL,        -- as pushed (a hint, the log is proof)
+    latency_ms   REAL                  -- event arrival to the verdict after it
+);
+CREATE INDEX monitor_events_by_addr ON monitor_events (addr, id);
+CREATE TABLE revocations (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    addr     TEXT NOT NULL,
+    at       INTEGER NOT NULL,         -- unix seconds
+    reasons  TEXT NOT NULL,            -- JSON array: why the node was untrusted
+    action   TEXT NOT NULL,            -- command | webhook
+    outcome  TEXT                      -- NULL while running, then e.g. exit 0, http 200, error ...
+);
 ";
+
+/// A node's verdict as `monitor` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorNode {
+    pub addr: String,
+    pub verdict: String,
+    pub reasons: Vec<String>,
+    /// Unix seconds when the node turned `verdict`.
+    pub since: i64,
+    /// Unix seconds when its revocation started (only while untrusted).
+    pub revoked_at: Option<i64>,
+}
+
+/// An event a node pushed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorEvent {
+    pub addr: String,
+    pub at_ms: i64,
+    pub record_index: u32,
+    pub pcr: u8,
+    pub name: String,
+    pub latency_ms: Option<f64>,
+}
+
+/// One revocation action run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub id: i64,
+    pub addr: String,
+    pub at: i64,
+    pub reasons: Vec<String>,
+    pub action: String,
+    pub outcome: Option<String>,
+}
 
 /// The proven prefix of a node's measurement log, as kept in the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,8 +310,13 @@ impl Store {
             1 => {
                 migrate_v1(&tx)?;
                 migrate_v2(&tx)?;
+                migrate_v3(&tx)?;
             }
-            2 => migrate_v2(&tx)?,
+            2 => {
+                migrate_v2(&tx)?;
+                migrate_v3(&tx)?;
+            }
+            3 => migrate_v3(&tx)?,
             SCHEMA_VERSION => {}
             other => return Err(StoreError::SchemaVersion(other)),
         }
@@ -451,6 +522,140 @@ impl Store {
         Ok(())
     }
 
+    /// The monitored verdict of `addr`, if `monitor` ever had one.
+    pub fn monitor_node(&self, addr: &str) -> Result<Option<MonitorNode>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT addr, verdict, reasons, since, revoked_at FROM monitor_nodes
+                 WHERE addr = ?1",
+                [addr],
+                |r| {
+                    let reasons: String = r.get(2)?;
+                    Ok(MonitorNode {
+                        addr: r.get(0)?,
+                        verdict: r.get(1)?,
+                        reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+                        since: r.get(3)?,
+                        revoked_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Keeps the monitored verdict of a node (replacing the previous one).
+    pub fn set_monitor_node(&mut self, node: &MonitorNode) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO monitor_nodes (addr, verdict, reasons, since, revoked_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (addr) DO UPDATE SET verdict = ?2, reasons = ?3, since = ?4,
+                revoked_at = ?5, updated_at = ?6",
+            params![
+                node.addr,
+                node.verdict,
+                reasons_json(&node.reasons),
+                node.since,
+                node.revoked_at,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Appends a pushed event; returns its id.
+    pub fn record_monitor_event(&mut self, event: &MonitorEvent) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO monitor_events (addr, at_ms, record_index, pcr, name, latency_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                event.addr,
+                event.at_ms,
+                event.record_index,
+                event.pcr,
+                event.name,
+                event.latency_ms
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Sets the detection latency of the events `ids` that have none yet.
+    pub fn set_event_latency(&mut self, ids: &[i64], latency_ms: f64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.execute(
+                "UPDATE monitor_events SET latency_ms = ?2 WHERE id = ?1 AND latency_ms IS NULL",
+                params![id, latency_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The events `addr` pushed, oldest first.
+    pub fn monitor_events(&self, addr: &str) -> Result<Vec<MonitorEvent>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT addr, at_ms, record_index, pcr, name, latency_ms FROM monitor_events
+             WHERE addr = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([addr], |r| {
+            Ok(MonitorEvent {
+                addr: r.get(0)?,
+                at_ms: r.get(1)?,
+                record_index: r.get(2)?,
+                pcr: r.get(3)?,
+                name: r.get(4)?,
+                latency_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that a revocation action starts (before it runs: a crash
+    /// meanwhile never makes it run twice); returns its id.
+    pub fn start_revocation(
+        &mut self,
+        addr: &str,
+        reasons: &[String],
+        action: &str,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO revocations (addr, at, reasons, action) VALUES (?1, ?2, ?3, ?4)",
+            params![addr, now(), reasons_json(reasons), action],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records how a revocation action ended.
+    pub fn finish_revocation(&mut self, id: i64, outcome: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE revocations SET outcome = ?2 WHERE id = ?1",
+            params![id, outcome],
+        )?;
+        Ok(())
+    }
+
+    /// The revocations run for `addr`, oldest first.
+    pub fn revocations(&self, addr: &str) -> Result<Vec<Revocation>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, addr, at, reasons, action, outcome FROM revocations
+             WHERE addr = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([addr], |r| {
+            let reasons: String = r.get(3)?;
+            Ok(Revocation {
+                id: r.get(0)?,
+                addr: r.get(1)?,
+                at: r.get(2)?,
+                reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+                action: r.get(4)?,
+                outcome: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Forgets the measurement log of `addr` (the next fetch is whole).
     pub fn forget_measurement_log(&mut self, addr: &str) -> Result<(), StoreError> {
         self.conn
@@ -593,6 +798,25 @@ fn migrate_v2(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Version 3 had no monitor history.
+fn migrate_v3(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let tables: String = SCHEMA
+        .split_inclusive(';')
+        .filter(|stmt| {
+            let stmt = stmt.trim_start();
+            stmt.starts_with("CREATE TABLE monitor_")
+                || stmt.starts_with("CREATE INDEX monitor_")
+                || stmt.starts_with("CREATE TABLE revocations")
+        })
+        .collect();
+    tx.execute_batch(&tables)?;
+    Ok(())
+}
+
+fn reasons_json(reasons: &[String]) -> String {
+    serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into())
+}
+
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
     Ok(NodeRecord {
         addr: row.get(0)?,
@@ -620,6 +844,80 @@ mod tests {
             enrolled_at: 1234,
             activation_proven: true,
         }
+    }
+
+    #[test]
+    fn monitor_history_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = "127.0.0.1:7000";
+        {
+            let mut store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.monitor_node(addr).unwrap(), None);
+            let id = store
+                .record_monitor_event(&MonitorEvent {
+                    addr: addr.into(),
+                    at_ms: 5,
+                    record_index: 40,
+                    pcr: 12,
+                    name: "monvm:event:1:violation:idt:gate 3".into(),
+                    latency_ms: None,
+                })
+                .unwrap();
+            store.set_event_latency(&[id], 12.5).unwrap();
+            // Only the first latency counts.
+            store.set_event_latency(&[id], 99.0).unwrap();
+            let reasons = vec!["monvm-idt-modified".to_string()];
+            store
+                .set_monitor_node(&MonitorNode {
+                    addr: addr.into(),
+                    verdict: "untrusted".into(),
+                    reasons: reasons.clone(),
+                    since: 7,
+                    revoked_at: Some(8),
+                })
+                .unwrap();
+            let rev = store.start_revocation(addr, &reasons, "command").unwrap();
+            store.finish_revocation(rev, "exit 0").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let node = store.monitor_node(addr).unwrap().unwrap();
+        assert_eq!(
+            (node.verdict.as_str(), node.revoked_at),
+            ("untrusted", Some(8))
+        );
+        assert_eq!(node.reasons, ["monvm-idt-modified"]);
+        let events = store.monitor_events(addr).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].record_index, events[0].latency_ms),
+            (40, Some(12.5))
+        );
+        let revocations = store.revocations(addr).unwrap();
+        assert_eq!(revocations.len(), 1);
+        assert_eq!(revocations[0].outcome.as_deref(), Some("exit 0"));
+        assert!(store.revocations("127.0.0.1:1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn version_3_state_gains_the_monitor_history() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            let v3: String = SCHEMA
+                .split_inclusive(';')
+                .filter(|s| {
+                    let s = s.trim_start();
+                    !(s.starts_with("CREATE TABLE monitor_")
+                        || s.starts_with("CREATE INDEX monitor_")
+                        || s.starts_with("CREATE TABLE revocations"))
+                })
+                .collect();
+            conn.execute_batch(&v3).unwrap();
+            conn.execute_batch("PRAGMA user_version = 3;").unwrap();
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        store.start_revocation("a:1", &[], "webhook").unwrap();
+        assert_eq!(store.revocations("a:1").unwrap().len(), 1);
     }
 
     #[test]
@@ -796,7 +1094,13 @@ mod tests {
             let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
             let v2: String = SCHEMA
                 .split_inclusive(';')
-                .filter(|s| !s.trim_start().starts_with("CREATE TABLE measurement_logs"))
+                .filter(|s| {
+                    let s = s.trim_start();
+                    !(s.starts_with("CREATE TABLE measurement_logs")
+                        || s.starts_with("CREATE TABLE monitor_")
+                        || s.starts_with("CREATE INDEX monitor_")
+                        || s.starts_with("CREATE TABLE revocations"))
+                })
                 .collect();
             conn.execute_batch(&v2).unwrap();
             conn.execute_batch(
