@@ -31,6 +31,10 @@ pub const ATTEST_PCRS: PcrMask = PcrMask::from_bits(0xffff);
 /// Mon-VM holds thousands of IMA entries).
 pub const MAX_MEASUREMENT_RECORDS: usize = 1 << 20;
 
+/// Name of the record (PCR 12) that ends a full measurement log: the A-VM
+/// records nothing after it.
+pub const LOG_FULL_RECORD: &[u8] = b"avm:log-full";
+
 /// Signature arithmetic, provided by the caller. Both functions hash
 /// `message` with SHA-256 themselves and return whether the signature is
 /// valid; any malformed key or signature is simply `false`.
@@ -160,6 +164,10 @@ pub enum Reason {
     /// No prefix of the measurement log replays to the quoted value of
     /// this PCR (records removed, changed or reordered).
     MeasurementLogReplayMismatch { pcr: u8 },
+    /// The A-VM's measurement log filled up (record `index` is
+    /// [`LOG_FULL_RECORD`]): nothing after it was recorded, so the node is
+    /// untrusted until it is attested from scratch (the A-VM restarted).
+    MeasurementLogFull { index: usize },
     /// A finding about the Mon-VM, named by its kind (each kind has its
     /// own code, `monvm-...`): a violation the A-VM recorded (PCR 12;
     /// the node stays untrusted until it boots afresh), or an entry of the
@@ -194,6 +202,7 @@ impl Reason {
             Self::MeasurementLogMalformed => "measurement-log-malformed",
             Self::MeasurementLogInconsistent { .. } => "measurement-log-inconsistent",
             Self::MeasurementLogReplayMismatch { .. } => "measurement-log-replay-mismatch",
+            Self::MeasurementLogFull { .. } => "measurement-log-full",
             Self::MonVm(finding) => finding.kind.code(),
             Self::MonVmProfileUnknown => "monvm-profile-unknown",
         }
@@ -268,6 +277,10 @@ impl core::fmt::Display for Reason {
             Self::MeasurementLogReplayMismatch { pcr } => write!(
                 f,
                 "no prefix of the measurement log replays to the quoted PCR {pcr}"
+            ),
+            Self::MeasurementLogFull { index } => write!(
+                f,
+                "the A-VM's measurement log is full since record #{index}: nothing after it was recorded"
             ),
             Self::MonVmProfileUnknown => f.write_str(
                 "the A-VM uses a Mon-VM kernel profile the reference values do not allow",
@@ -790,6 +803,14 @@ pub fn check_measurement_records(
             .position(|(want, have)| want.is_some_and(|w| w != *have))
             .unwrap_or(0);
         return Err(Reason::MeasurementLogReplayMismatch { pcr: pcr as u8 + 8 });
+    }
+    // A full log proves nothing about what happened after it filled up.
+    if let Some(index) = records
+        .iter()
+        .take(check.proven)
+        .position(|r| r.ng_fields().is_ok_and(|f| f.name == LOG_FULL_RECORD))
+    {
+        return Err(Reason::MeasurementLogFull { index });
     }
     check.config_digest = records
         .iter()

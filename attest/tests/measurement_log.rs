@@ -120,3 +120,23 @@ fn malformed_inconsistent_and_missing_logs() {
         Err(Reason::MeasurementLogReplayMismatch { pcr: 8 })
     );
 }
+
+#[test]
+fn a_full_log_is_untrusted_until_the_a_vm_starts_afresh() {
+    let mut records = GOOD.to_vec();
+    records.push((12, 9, "avm:log-full"));
+    let bytes = log(&records);
+    assert_eq!(
+        check_measurement_log(Some(&bytes), &quoted(&bytes)),
+        Err(Reason::MeasurementLogFull { index: 4 })
+    );
+    // Only a proven record counts: appended after the quote, it is not
+    // (yet) a reason, and the next quote proves it.
+    let before = log(&GOOD);
+    assert!(check_measurement_log(Some(&bytes), &quoted(&before)).is_ok());
+    // The name must be exactly the marker.
+    let mut similar = GOOD.to_vec();
+    similar.push((12, 9, "avm:log-full-not"));
+    let bytes = log(&similar);
+    assert!(check_measurement_log(Some(&bytes), &quoted(&bytes)).is_ok());
+}

@@ -123,6 +123,9 @@ pub struct KernelOptions {
     /// kernel text, also time plain SHA-256 over as many bytes in A-VM
     /// memory (for `make bench`).
     pub monvm_bench: bool,
+    /// `log-max-records=N`: the measurement log holds at most N records
+    /// (tests fill it quickly; the default is the log's own bound).
+    pub log_max_records: Option<usize>,
 }
 
 impl Default for KernelOptions {
@@ -134,6 +137,7 @@ impl Default for KernelOptions {
             attest_port: avm_attest::wire::ATTEST_PORT,
             static_or_dhcp_ip: false,
             monvm_bench: false,
+            log_max_records: None,
         }
     }
 }
@@ -155,6 +159,16 @@ impl KernelOptions {
             match (arg.key, arg.value) {
                 ("exit-after-report", None) => opts.exit_after_report = true,
                 ("monvm.bench", None) => opts.monvm_bench = true,
+                ("log-max-records", Some(v)) => {
+                    match v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (2..=1_000_000).contains(n))
+                    {
+                        Some(n) => opts.log_max_records = Some(n),
+                        None => problem(OptionProblem::BadValue(arg)),
+                    }
+                }
                 ("log", Some(v)) => match LogLevel::parse(v) {
                     Some(level) => opts.log_level = level,
                     None => problem(OptionProblem::BadValue(arg)),
@@ -180,7 +194,7 @@ impl KernelOptions {
                 }
                 (
                     "exit-after-report" | "log" | "crash" | "attest-port" | "ip" | "monvm.ram"
-                    | "monvm.bench",
+                    | "monvm.bench" | "log-max-records",
                     _,
                 ) => problem(OptionProblem::BadValue(arg)),
                 (key, _) => problem(OptionProblem::UnknownKey(key)),

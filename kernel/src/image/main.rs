@@ -113,7 +113,10 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     list_pci_devices();
 
     let mut tpm = tpm_boot::boot(tpm2.as_ref(), &info.memory);
-    let mut log = measurements::MeasurementLog::default();
+    let mut log = match options.log_max_records {
+        Some(max) => measurements::MeasurementLog::with_max_records(max),
+        None => measurements::MeasurementLog::default(),
+    };
     let monvm = monvm::start(&info, &mut tpm.tpm, &mut log);
     info!(
         "measurement log: {} records, {} bytes",

@@ -8,6 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::ima;
 use avm_attest::wire::{LogChunk, PushedEvent, cut_event_name};
+use sha2::Digest;
 
 use crate::tpm_boot::KernelTpm;
 
@@ -23,10 +24,47 @@ pub const EVENT_PCR: u8 = 12;
 /// beyond this they are counted as dropped, never buffered without bound.
 const MAX_QUEUED_EVENTS: usize = 64;
 
+/// Most records the log holds by default, and most bytes: far above what
+/// a node records (a few hundred at start-up, then events and new IMA
+/// entries), far below what would exhaust the A-VM's heap, which also holds
+/// the copy of the Mon-VM's kernel text.
+pub const MAX_LOG_RECORDS: usize = 200_000;
+pub const MAX_LOG_BYTES: usize = 16 << 20;
+/// Name of the record that ends a full log (in PCR 12, as an event): the
+/// A-VM records nothing after it, and a verifier that sees it treats the
+/// node as untrusted until it is attested from scratch (rebooted).
+pub use avm_attest::verify::LOG_FULL_RECORD;
+
+/// Why a record was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogError {
+    Tpm(tpm_crb::TpmError),
+    /// The log is full (it ends with [`LOG_FULL_RECORD`]).
+    Full,
+}
+
+impl core::fmt::Display for LogError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LogError::Tpm(e) => write!(f, "{}", e),
+            LogError::Full => write!(f, "the measurement log is full"),
+        }
+    }
+}
+
+impl From<tpm_crb::TpmError> for LogError {
+    fn from(e: tpm_crb::TpmError) -> Self {
+        LogError::Tpm(e)
+    }
+}
+
 /// The log, in binary IMA form.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MeasurementLog {
     bytes: Vec<u8>,
+    /// Most records before [`LOG_FULL_RECORD`] (one is kept for it).
+    max_records: usize,
+    full: bool,
     /// Byte offset of each record in `bytes`.
     starts: Vec<usize>,
     /// Events recorded and not yet taken by [`Self::take_events`].
@@ -35,7 +73,31 @@ pub struct MeasurementLog {
     events_dropped: u32,
 }
 
+impl Default for MeasurementLog {
+    fn default() -> Self {
+        Self::with_max_records(MAX_LOG_RECORDS)
+    }
+}
+
 impl MeasurementLog {
+    /// A log that holds at most `max` records (the last of them
+    /// [`LOG_FULL_RECORD`] once it fills up).
+    pub fn with_max_records(max: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            max_records: max.clamp(2, MAX_LOG_RECORDS),
+            full: false,
+            starts: Vec::new(),
+            events: VecDeque::new(),
+            events_dropped: 0,
+        }
+    }
+
+    /// Whether the log is full.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
     /// Extends `pcr` with the record of `digest` named `name` and appends
     /// the record. The log only grows once the TPM took the extend, so it
     /// never claims what the PCR does not hold.
@@ -45,7 +107,7 @@ impl MeasurementLog {
         pcr: u8,
         digest: &[u8; 32],
         name: &[u8],
-    ) -> Result<(), tpm_crb::TpmError> {
+    ) -> Result<(), LogError> {
         let data = ima::ng_template_data("sha256", digest, name, None);
         self.anchor(
             tpm,
@@ -90,16 +152,57 @@ impl MeasurementLog {
 
     /// Anchors a record made elsewhere (a Mon-VM IMA entry) as it is:
     /// extends its PCR with what IMA extends for it and appends it.
+    /// A full log takes nothing more: the record that would pass a bound
+    /// is replaced by [`LOG_FULL_RECORD`] (extended and appended like any
+    /// other, so the quote proves the log ended), and every later call
+    /// fails with [`LogError::Full`].
     pub fn anchor(
         &mut self,
         tpm: &mut KernelTpm,
         record: &ima::ImaRecord<'_>,
-    ) -> Result<(), tpm_crb::TpmError> {
-        let pcr = u8::try_from(record.pcr).unwrap_or(u8::MAX);
-        tpm.pcr_extend(pcr, &record.sha256_extend_value())?;
-        self.starts.push(self.bytes.len());
+    ) -> Result<(), LogError> {
+        if self.full {
+            return Err(LogError::Full);
+        }
+        let before = self.bytes.len();
         record.emit(&mut self.bytes);
+        let fits =
+            self.bytes.len() <= MAX_LOG_BYTES - 1024 && self.starts.len() + 1 < self.max_records;
+        if !fits {
+            self.bytes.truncate(before);
+            self.end_full(tpm);
+            return Err(LogError::Full);
+        }
+        let pcr = u8::try_from(record.pcr).unwrap_or(u8::MAX);
+        if let Err(e) = tpm.pcr_extend(pcr, &record.sha256_extend_value()) {
+            self.bytes.truncate(before);
+            return Err(LogError::Tpm(e));
+        }
+        self.starts.push(before);
         Ok(())
+    }
+
+    /// Appends the record that ends a full log.
+    fn end_full(&mut self, tpm: &mut KernelTpm) {
+        self.full = true;
+        let digest: [u8; 32] = sha2::Sha256::digest(LOG_FULL_RECORD).into();
+        let data = ima::ng_template_data("sha256", &digest, LOG_FULL_RECORD, None);
+        let record = ima::ImaRecord {
+            pcr: u32::from(EVENT_PCR),
+            template_hash: ima::template_sha1(&data),
+            template_name: "ima-ng",
+            template_data: &data,
+        };
+        match tpm.pcr_extend(EVENT_PCR, &record.sha256_extend_value()) {
+            Ok(()) => {
+                self.starts.push(self.bytes.len());
+                record.emit(&mut self.bytes);
+                self.queue_event(EVENT_PCR, LOG_FULL_RECORD);
+                warn!("measurement log full: nothing more is recorded until the A-VM restarts");
+                println!("AVM-LOG-FULL records={}", self.starts.len());
+            }
+            Err(e) => warn!("measurement log full; its last record not extended: {}", e),
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {

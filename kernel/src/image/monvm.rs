@@ -407,6 +407,9 @@ impl MonVm {
                     .collect();
             }
             for event in texts {
+                if log.is_full() {
+                    break;
+                }
                 self.events += 1;
                 let name = text(format_args!("monvm:event:{}:{}", self.events, event));
                 let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
