@@ -84,6 +84,122 @@ pub fn monvm_node(dir: &Path, series: &str, ram_mib: u64) -> Node {
         .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
 }
 
+/// Where the test rootkit (docs/rootkit.md) lies in the Mon-VM's root.
+pub const ROOTKIT_GUEST_PATH: &str = "/root/avm_rootkit.ko";
+
+/// The test rootkit built for kernel `series` by `make deps`
+/// (`scripts/build-rootkit.sh`); panics when it is missing.
+pub fn rootkit_ko(series: &str) -> PathBuf {
+    let ko = crate::monvm::kernel::default_cache_dir()
+        .join(series)
+        .join("rootkit/avm_rootkit.ko");
+    assert!(
+        ko.is_file(),
+        "the test rootkit {} is missing: run `make deps` first",
+        ko.display()
+    );
+    ko
+}
+
+/// [`monvm_node`] whose Mon-VM root also holds the test rootkit built for
+/// its kernel, at [`ROOTKIT_GUEST_PATH`] (not loaded: [`Rootkit::load`]).
+pub fn monvm_node_with_rootkit(dir: &Path, series: &str, ram_mib: u64) -> Node {
+    let mut config = tcg_config(dir);
+    let mut monvm = monvm_config(series, ram_mib);
+    monvm.extra_files.push(crate::monvm::rootfs::ExtraFile {
+        host_path: rootkit_ko(series),
+        guest_path: ROOTKIT_GUEST_PATH.into(),
+        mode: 0o600,
+    });
+    config.monvm = Some(monvm);
+    Node::up_on_free_port(&config, BOOT_TIMEOUT)
+        .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
+}
+
+/// One attack of the test rootkit (docs/rootkit.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attack {
+    /// `sys_call_table[__NR_getpid]` points into the module.
+    SyscallTable,
+    /// IDT gate 0x1d (#VC) points into the module.
+    Idt,
+    /// One byte of `__x64_sys_kexec_load`'s text changed.
+    Text,
+    /// One letter of a BTF type name (`.rodata`) changes case.
+    Rodata,
+    /// `tcp_prot.init` (a function-pointer table in writable data) hooked.
+    FopsTable,
+    /// The module unlinked from the kernel's module list.
+    HideModule,
+    /// The task of this PID unlinked from the task list.
+    HidePid(u32),
+    /// The cred ids of this PID's task set to 0 (root).
+    RootPid(u32),
+}
+
+impl Attack {
+    /// The line written to `/proc/avm_rootkit` to switch it on or off.
+    pub fn command(self, on: bool) -> String {
+        let (name, value) = match self {
+            Attack::SyscallTable => ("syscall", u32::from(on)),
+            Attack::Idt => ("idt", u32::from(on)),
+            Attack::Text => ("text", u32::from(on)),
+            Attack::Rodata => ("rodata", u32::from(on)),
+            Attack::FopsTable => ("fops", u32::from(on)),
+            Attack::HideModule => ("hide_module", u32::from(on)),
+            Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
+            Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
+        };
+        format!("{name} {value}")
+    }
+}
+
+/// The test rootkit loaded into a Mon-VM, driven through its console.
+#[derive(Debug)]
+pub struct Rootkit {
+    _loaded: (),
+}
+
+impl Rootkit {
+    /// Loads [`ROOTKIT_GUEST_PATH`] with `insmod`, giving it the address of
+    /// `kallsyms_lookup_name` read from the guest's `/proc/kallsyms`.
+    pub fn load(console: &mut crate::monvm::MonVmConsole) -> Result<Self, String> {
+        let command = format!(
+            "insmod {ROOTKIT_GUEST_PATH} kln=0x$(awk '$3 == \"kallsyms_lookup_name\" {{ print $1 }}' /proc/kallsyms)"
+        );
+        console.run_ok(&command).map_err(|e| e.to_string())?;
+        Ok(Self { _loaded: () })
+    }
+
+    /// Switches `attack` on or off.
+    pub fn set(
+        &self,
+        console: &mut crate::monvm::MonVmConsole,
+        attack: Attack,
+        on: bool,
+    ) -> Result<(), String> {
+        console
+            .run_ok(&format!("echo {} > /proc/avm_rootkit", attack.command(on)))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// `/proc/avm_rootkit` as name -> value.
+    pub fn status(
+        &self,
+        console: &mut crate::monvm::MonVmConsole,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let text = console
+            .run_ok("cat /proc/avm_rootkit")
+            .map_err(|e| e.to_string())?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect())
+    }
+}
+
 /// Bytes written into a live Mon-VM's kernel memory through its RAM file,
 /// as a rootkit inside it would write them; the original bytes are put
 /// back when this is dropped (also when a test fails).

@@ -82,6 +82,9 @@ pub struct MonVmConfig {
     pub cache_dir: PathBuf,
     /// Where the RAM file is created.
     pub ram_dir: PathBuf,
+    /// Host files copied into the root image (tests only: the test rootkit,
+    /// docs/rootkit.md); empty by default, so the default root is unchanged.
+    pub extra_files: Vec<rootfs::ExtraFile>,
 }
 
 impl Default for MonVmConfig {
@@ -98,6 +101,7 @@ impl MonVmConfig {
             extra_cmdline: Vec::new(),
             cache_dir: kernel::default_cache_dir(),
             ram_dir: PathBuf::from(ram::DEFAULT_RAM_DIR),
+            extra_files: Vec::new(),
         }
     }
 
@@ -291,6 +295,7 @@ impl MonVm {
             &state.monvm_root_image(),
             &busybox,
             &kernel,
+            &config.extra_files,
         )?;
         let console_log = state.monvm_console_log();
         let qemu_log = state.monvm_qemu_log();

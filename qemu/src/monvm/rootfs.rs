@@ -171,6 +171,15 @@ fn run_tool(mut command: Command, what: &str) -> Result<Vec<u8>, MonVmError> {
     Ok(output.stdout)
 }
 
+/// A host file copied into the root image at `guest_path` (absolute) with
+/// `mode`; a path the root already has is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    pub host_path: PathBuf,
+    pub guest_path: String,
+    pub mode: u32,
+}
+
 /// Builds the root image at `image` from a staging folder `staging`
 /// (created, then removed). `busybox` is the host's busybox-static, also
 /// used to decompress `.ko.xz` modules.
@@ -179,10 +188,11 @@ pub fn build_root_image(
     image: &Path,
     busybox: &Path,
     kernel: &MonVmKernel,
+    extra_files: &[ExtraFile],
 ) -> Result<RootImage, MonVmError> {
     let mke2fs = find_program("mke2fs").ok_or(MonVmError::Mke2fsMissing)?;
     remove_dir_if_present(staging)?;
-    let result = stage(staging, busybox, kernel).and_then(|modules| {
+    let result = stage(staging, busybox, kernel, extra_files).and_then(|modules| {
         match std::fs::remove_file(image) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -209,7 +219,12 @@ pub fn build_root_image(
 }
 
 /// Fills the staging folder; returns the guest paths of the modules.
-fn stage(root: &Path, busybox: &Path, kernel: &MonVmKernel) -> Result<Vec<String>, MonVmError> {
+fn stage(
+    root: &Path,
+    busybox: &Path,
+    kernel: &MonVmKernel,
+    extra_files: &[ExtraFile],
+) -> Result<Vec<String>, MonVmError> {
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "etc", "lib", "proc", "sys", "dev", "tmp", "run",
         "root", "mnt", "var",
@@ -234,6 +249,30 @@ fn stage(root: &Path, busybox: &Path, kernel: &MonVmKernel) -> Result<Vec<String
     write_new(&root.join("etc/group"), b"root:x:0:\n", 0o644)?;
     write_new(&root.join("etc/hostname"), b"avm-monvm\n", 0o644)?;
     let modules = stage_modules(root, busybox, kernel)?;
+    for extra in extra_files {
+        let relative = Path::new(extra.guest_path.trim_start_matches('/'));
+        let valid = extra.guest_path.starts_with('/')
+            && relative.components().count() > 0
+            && relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !valid {
+            return Err(io_error(format!("extra file {:?}", extra.guest_path))(
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not an absolute plain path",
+                ),
+            ));
+        }
+        let dest = root.join(relative);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io_error(format!("creating {}", parent.display())))?;
+        }
+        let bytes = std::fs::read(&extra.host_path)
+            .map_err(io_error(format!("reading {}", extra.host_path.display())))?;
+        write_new(&dest, &bytes, extra.mode)?;
+    }
 
     // Applet links last, relative, and only where nothing is yet: nothing
     // above is ever written through one of them.
@@ -367,7 +406,7 @@ mod tests {
         };
         let staging = dir.path().join("staging");
         let image = dir.path().join("root.ext4");
-        let root = build_root_image(&staging, &image, &busybox, &kernel).unwrap();
+        let root = build_root_image(&staging, &image, &busybox, &kernel, &[]).unwrap();
         assert_eq!(
             root.modules,
             [format!("/lib/modules/{release}/kernel/lib/crc7.ko")]
@@ -379,5 +418,45 @@ mod tests {
         let bytes = std::fs::read(&image).unwrap();
         assert_eq!(bytes[1024 + 0x38..1024 + 0x3a], [0x53, 0xef]);
         assert_eq!(std::fs::read(&busybox).unwrap(), before);
+    }
+
+    #[test]
+    fn extra_files_are_staged_and_odd_paths_refused() {
+        let Ok(busybox) = find_busybox() else {
+            panic!("busybox-static is not installed: run `make deps`");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = MonVmKernel {
+            vmlinuz: dir.path().join("vmlinuz"),
+            series: None,
+            package: None,
+            version: None,
+            release: "6.1.0-test".into(),
+            banner: "6.1.0-test".into(),
+            modules_dir: None,
+        };
+        let host = dir.path().join("thing.ko");
+        std::fs::write(&host, b"module bytes").unwrap();
+        let extra = |guest: &str| ExtraFile {
+            host_path: host.clone(),
+            guest_path: guest.into(),
+            mode: 0o600,
+        };
+        let staging = dir.path().join("staging");
+        stage(&staging, &busybox, &kernel, &[extra("/root/rk/thing.ko")]).unwrap();
+        let staged = staging.join("root/rk/thing.ko");
+        assert_eq!(std::fs::read(&staged).unwrap(), b"module bytes");
+        assert_eq!(
+            std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        for bad in ["relative.ko", "/", "/root/../etc/x", "/bin/busybox"] {
+            let staging = dir.path().join("bad");
+            let _ = std::fs::remove_dir_all(&staging);
+            assert!(
+                stage(&staging, &busybox, &kernel, &[extra(bad)]).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 }

@@ -1,0 +1,266 @@
+//! The test rootkit (`qemu/rootkit/`, docs/rootkit.md) inside a live
+//! Mon-VM of each Debian kernel (KASLR on), loaded with `insmod` from its
+//! console as real malware would be:
+//! - each attack the A-VM detects today (a `sys_call_table` slot and an IDT
+//!   gate pointed into the module, a byte of kernel text, a byte of
+//!   rodata), switched on from inside, is a violation event of its area,
+//!   and a clean event once switched off; no area stays in violation;
+//! - the attacks the A-VM does not see yet take effect and are undone, as
+//!   the guest itself shows: `tcp_prot.init` hooked (a socket created runs
+//!   the module's wrapper), the module gone from `/proc/modules` but still
+//!   in `/sys/module`, a process gone from the task list (the scheduler's
+//!   `sysrq-t` dump, which walks it) while its PID still answers, a user's
+//!   process made root (`/proc/PID/status`);
+//! - `rmmod` afterwards leaves the Mon-VM running.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use avm_qemu::monvm::console::MonVmConsole;
+use avm_qemu::testing::{Attack, Rootkit, wait_for_avm_serial};
+
+static BOOTS: Mutex<()> = Mutex::new(());
+
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Several whole text sweeps (one per second).
+const SETTLE: Duration = Duration::from_secs(3);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn sh(console: &mut MonVmConsole, command: &str) -> String {
+    console
+        .run_ok(command)
+        .unwrap_or_else(|err| panic!("`{command}` on the Mon-VM: {err}"))
+}
+
+/// The `AVM-MONVM-EVENT` lines so far (`monvm:event:N:KIND:AREA...`).
+fn events(record: &avm_qemu::NodeRecord) -> Vec<String> {
+    std::fs::read_to_string(&record.avm_serial)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits for an event after the first `from` that contains `needle`.
+fn wait_event(record: &avm_qemu::NodeRecord, from: usize, needle: &str) -> String {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let all = events(record);
+        if let Some(hit) = all.iter().skip(from).find(|e| e.contains(needle)) {
+            return hit.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event {needle:?} after #{from}: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// AREA -> its last verdict (`violation` or `clean`).
+fn last_verdicts(events: &[String]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in events {
+        let mut parts = e.split(':').skip(3);
+        if let (Some(kind), Some(area)) = (parts.next(), parts.next()) {
+            let area = area.split(' ').next().unwrap_or(area);
+            out.insert(area.to_string(), kind.to_string());
+        }
+    }
+    out
+}
+
+/// How many times the scheduler's task dump (`sysrq-t`, a walk of the
+/// task list) names PID.
+fn in_task_dump(console: &mut MonVmConsole, pid: u32) -> usize {
+    let out = sh(
+        console,
+        &format!(
+            "dmesg -c >/dev/null; echo t > /proc/sysrq-trigger; dmesg -c | grep -cE \" pid:{pid}( |$)\"; true"
+        ),
+    );
+    // sysrq prints its own "sysrq: Show State" on the console too.
+    out.lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("count: {out}"))
+}
+
+/// Starts `sleep` (as `user` through `su`, or as root) in the background
+/// and returns its PID once it runs `sleep`.
+fn start_sleep(console: &mut MonVmConsole, user: Option<&str>) -> u32 {
+    let command = match user {
+        Some(user) => {
+            format!("su -s /bin/sh {user} -c 'exec sleep 1000' >/dev/null 2>&1 & echo $!")
+        }
+        None => "sleep 1000 >/dev/null 2>&1 & echo $!".to_string(),
+    };
+    let pid: u32 = sh(console, &command).trim().parse().expect("a PID");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sh(console, &format!("cat /proc/{pid}/comm; true")).trim() != "sleep" {
+        assert!(Instant::now() < deadline, "{pid} never became sleep");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pid
+}
+
+fn ids(console: &mut MonVmConsole, pid: u32) -> String {
+    sh(
+        console,
+        &format!("grep -E '^(Uid|Gid):' /proc/{pid}/status"),
+    )
+}
+
+fn attack_from_inside(series: &str) {
+    let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = avm_qemu::testing::monvm_node_with_rootkit(dir.path(), series, 256);
+    let record = node.record().clone();
+    wait_for_avm_serial(&record, "AVM-MONVM-TEXT ");
+    let mut console = MonVmConsole::connect(
+        record.monvm_console.as_ref().expect("a console"),
+        CONSOLE_TIMEOUT,
+    )
+    .expect("console");
+
+    let rootkit = Rootkit::load(&mut console).expect("insmod of the rootkit");
+    assert!(sh(&mut console, "cat /proc/modules").contains("avm_rootkit "));
+    let status = rootkit.status(&mut console).expect("status");
+    for target in ["sys_call_table", "idt_gate", "text_byte", "rodata_byte"] {
+        assert!(
+            status.get(target).is_some_and(|v| v != "0x0"),
+            "{series}: {target} not found: {status:?}"
+        );
+    }
+
+    // What the A-VM detects: a violation of the area, then clean again.
+    for (attack, area) in [
+        (Attack::SyscallTable, "sys_call_table"),
+        (Attack::Idt, "idt"),
+        (Attack::Text, "text"),
+        (Attack::Rodata, "rodata"),
+    ] {
+        let from = events(&record).len();
+        rootkit.set(&mut console, attack, true).expect("on");
+        wait_event(&record, from, &format!(":violation:{area}:"));
+        // The guest keeps working with the attack on.
+        sh(&mut console, "echo $$ >/dev/null; ls / >/dev/null");
+        rootkit.set(&mut console, attack, false).expect("off");
+        wait_event(&record, from, &format!(":clean:{area}"));
+    }
+    std::thread::sleep(SETTLE);
+    let all = events(&record);
+    let verdicts = last_verdicts(&all);
+    assert!(
+        verdicts.values().all(|v| v == "clean"),
+        "{series}: an area stays in violation: {verdicts:?}\n{all:#?}"
+    );
+    for area in ["sys_call_table", "idt", "text", "rodata"] {
+        assert!(verdicts.contains_key(area), "{series}: {area}: {all:#?}");
+    }
+
+    // tcp_prot.init: a socket created runs the module's wrapper.
+    let calls = |console: &mut MonVmConsole| -> u64 {
+        rootkit.status(console).expect("status")["tcp_init_hook_calls"]
+            .parse()
+            .expect("a count")
+    };
+    rootkit
+        .set(&mut console, Attack::FopsTable, true)
+        .expect("on");
+    assert_eq!(
+        rootkit.status(&mut console).expect("status")["tcp_prot_init"],
+        "module"
+    );
+    let before = calls(&mut console);
+    sh(
+        &mut console,
+        "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
+    );
+    assert!(calls(&mut console) > before, "{series}: the hook never ran");
+    rootkit
+        .set(&mut console, Attack::FopsTable, false)
+        .expect("off");
+    assert_eq!(
+        rootkit.status(&mut console).expect("status")["tcp_prot_init"],
+        "kernel"
+    );
+    let after = calls(&mut console);
+    sh(
+        &mut console,
+        "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
+    );
+    assert_eq!(calls(&mut console), after, "{series}: still hooked");
+
+    // The module hides from the module list, not from sysfs.
+    let modules = sh(&mut console, "cut -d' ' -f1 /proc/modules");
+    rootkit
+        .set(&mut console, Attack::HideModule, true)
+        .expect("on");
+    assert!(!sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));
+    sh(&mut console, "test -d /sys/module/avm_rootkit");
+    rootkit
+        .set(&mut console, Attack::HideModule, false)
+        .expect("off");
+    assert_eq!(
+        sh(&mut console, "cut -d' ' -f1 /proc/modules"),
+        modules,
+        "{series}: the module list is not as before"
+    );
+
+    // A process gone from the task list; its PID still answers.
+    let pid = start_sleep(&mut console, None);
+    assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: before");
+    rootkit
+        .set(&mut console, Attack::HidePid(pid), true)
+        .expect("on");
+    assert_eq!(in_task_dump(&mut console, pid), 0, "{series}: still listed");
+    sh(
+        &mut console,
+        &format!("kill -0 {pid} && test -d /proc/{pid}"),
+    );
+    rootkit
+        .set(&mut console, Attack::HidePid(pid), false)
+        .expect("off");
+    assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: not back");
+    sh(&mut console, &format!("kill {pid}"));
+
+    // A user's process made root, then the user again.
+    sh(
+        &mut console,
+        "grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd",
+    );
+    let pid = start_sleep(&mut console, Some("nobody"));
+    let user_ids = ids(&mut console, pid);
+    assert!(user_ids.contains("65534"), "{series}: {user_ids}");
+    rootkit
+        .set(&mut console, Attack::RootPid(pid), true)
+        .expect("on");
+    let root_ids = ids(&mut console, pid);
+    assert_eq!(
+        root_ids.split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "0", "0", "0", "0", "Gid:", "0", "0", "0", "0"],
+        "{series}"
+    );
+    rootkit
+        .set(&mut console, Attack::RootPid(pid), false)
+        .expect("off");
+    assert_eq!(ids(&mut console, pid), user_ids, "{series}: not restored");
+    sh(&mut console, &format!("kill {pid}"));
+
+    // Out again; the Mon-VM runs on.
+    sh(&mut console, "rmmod avm_rootkit");
+    assert!(!sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));
+    assert_eq!(sh(&mut console, "echo alive").trim(), "alive");
+}
+
+#[test]
+fn rootkit_attacks_from_inside_a_6_1_mon_vm() {
+    attack_from_inside("6.1");
+}
+
+#[test]
+fn rootkit_attacks_from_inside_a_6_12_mon_vm() {
+    attack_from_inside("6.12");
+}
