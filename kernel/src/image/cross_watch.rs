@@ -29,6 +29,10 @@ pub struct CrossWatch {
     tasks_before: BTreeSet<u64>,
     /// The last verdicts (kept when a view cannot be taken this round).
     last: [Vec<String>; 4],
+    /// Each user process's euid across rounds.
+    creds: crossview::CredTracker,
+    /// Each structure table's entries at start-up.
+    baselines: Vec<Option<Vec<u64>>>,
 }
 
 impl CrossWatch {
@@ -125,7 +129,9 @@ impl CrossWatch {
                     .map(|t| comm(t.comm.as_bytes()))
                     .unwrap_or_default()
             };
-            out[2] = crossview::cred_findings(tasks, init_cred.value())
+            let mut findings = crossview::cred_findings(tasks, init_cred.value());
+            findings.extend(self.creds.update(tasks));
+            out[2] = findings
                 .into_iter()
                 .map(|f| match f {
                     CredFinding::InitCred { pid } => {
@@ -142,6 +148,12 @@ impl CrossWatch {
                         parent_pid,
                         parent_euid
                     )),
+                    CredFinding::RootWithoutExec { pid, was } => text(format_args!(
+                        "process:{}:{}:euid 0 without exec (was {})",
+                        pid,
+                        comm_of(pid),
+                        was
+                    )),
                 })
                 .collect();
         }
@@ -149,13 +161,20 @@ impl CrossWatch {
         // Function-pointer tables: every entry NULL or in the kernel image.
         let image = vmi::kallsyms::KERNEL_TEXT_PREFIX..vmi::linux::kaslr::KERNEL_IMAGE_END;
         let mut hooks = Vec::new();
-        for table in &r.pointer_tables {
+        self.baselines.resize(r.pointer_tables.len(), None);
+        for (table, baseline) in r.pointer_tables.iter().zip(self.baselines.iter_mut()) {
             let Some(at) = location.runtime_of(table.address) else {
                 continue;
             };
             match crossview::read_table(space, at, table.entries) {
                 Ok(entries) => {
-                    for (index, value) in hooked_entries(&entries, &[], image.clone()) {
+                    // A structure's fields may hold what they held at
+                    // start-up (sizes, flags); an array's may not.
+                    if table.structure && baseline.is_none() {
+                        *baseline = Some(entries.clone());
+                    }
+                    let allowed = baseline.as_deref().unwrap_or(&[]);
+                    for (index, value) in hooked_entries(&entries, allowed, image.clone()) {
                         hooks.push(text(format_args!("{}[{}]:{:#x}", table.name, index, value)));
                     }
                 }

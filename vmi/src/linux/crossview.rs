@@ -51,6 +51,11 @@ pub struct PointerTable {
     pub address: u64,
     /// Entries (pointers).
     pub entries: u32,
+    /// A structure rather than an array of pointers (`struct proto`
+    /// holds sizes and flags too): an entry may also hold what it held at
+    /// start-up. An array's entries are NULL or in the kernel image from
+    /// the start.
+    pub structure: bool,
 }
 
 /// Link-time symbols and member offsets the cross-views read (profile
@@ -206,6 +211,50 @@ pub enum CredFinding {
         parent_pid: i32,
         parent_euid: u32,
     },
+    /// A process became root without an exec (same address space, euid
+    /// was `was`): what a rootkit writing its cred does; Linux only grants
+    /// root on exec of a set-uid program.
+    RootWithoutExec { pid: i32, was: u32 },
+}
+
+/// Follows each user process's euid across rounds ([`Self::update`]).
+#[derive(Clone, Debug, Default)]
+pub struct CredTracker {
+    /// Task address -> (mm, euid) last seen.
+    seen: alloc::collections::BTreeMap<u64, (u64, u32)>,
+    /// Tasks that became root without an exec, with the euid they had.
+    risen: alloc::collections::BTreeMap<u64, u32>,
+}
+
+impl CredTracker {
+    /// Takes this round's task list; returns every process that is root
+    /// now after having had another euid in the same address space.
+    pub fn update(&mut self, tasks: &[Task]) -> Vec<CredFinding> {
+        let mut seen = alloc::collections::BTreeMap::new();
+        let mut risen = alloc::collections::BTreeMap::new();
+        let mut out = Vec::new();
+        for t in tasks.iter().filter(|t| !t.is_kernel_thread()) {
+            let (Some(creds), Some(mm)) = (t.creds, t.mm) else {
+                continue;
+            };
+            let key = t.address.value();
+            let was = match (self.risen.get(&key), self.seen.get(&key)) {
+                (Some(&was), Some(&(old_mm, _))) if old_mm == mm.value() => Some(was),
+                (_, Some(&(old_mm, old_euid))) if old_mm == mm.value() && old_euid != 0 => {
+                    Some(old_euid)
+                }
+                _ => None,
+            };
+            if let Some(was) = was.filter(|_| creds.euid == 0) {
+                risen.insert(key, was);
+                out.push(CredFinding::RootWithoutExec { pid: t.pid, was });
+            }
+            seen.insert(key, (mm.value(), creds.euid));
+        }
+        self.seen = seen;
+        self.risen = risen;
+        out
+    }
 }
 
 /// Credential findings over the task list. `init_cred` is its runtime

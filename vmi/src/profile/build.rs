@@ -475,6 +475,10 @@ const POINTER_TABLES: &[(&str, u32)] = &[
     // `struct tty_ldisc_ops *tty_ldiscs[NR_LDISCS]`: tty line disciplines.
     ("tty_ldiscs", 31),
 ];
+/// Structures of function pointers in writable data (their length from
+/// BTF): `struct proto tcp_prot` / `udp_prot`, the TCP and UDP socket
+/// operations rootkits hook to hide or intercept connections.
+const POINTER_STRUCTS: &[(&str, &str)] = &[("tcp_prot", "proto"), ("udp_prot", "proto")];
 
 /// The cross-views' symbols (kallsyms) and offsets (BTF).
 fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, BuildError> {
@@ -492,6 +496,17 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
             name: name.to_string(),
             address,
             entries,
+            structure: false,
+        });
+    }
+    for &(name, ty) in POINTER_STRUCTS {
+        let entries = u32::try_from(btf.size(ty)? / 8)
+            .map_err(|_| BuildError::Layout(format!("struct {ty} too large")))?;
+        pointer_tables.push(PointerTable {
+            name: name.to_string(),
+            address: required(symbols, name)?,
+            entries,
+            structure: true,
         });
     }
     Ok(CrossViewReference {

@@ -265,3 +265,38 @@ fn pointer_table_hooks() {
     );
     assert!(with_space(&b, |s| read_table(s, va(RAM - 8), 4)).is_err());
 }
+
+#[test]
+fn a_process_that_turns_root_without_an_exec_is_found_until_it_is_not() {
+    let mut tracker = CredTracker::default();
+    let user = |euid| [task(100, 0x300, Some(0x100), euid, 0x400, true)];
+    assert_eq!(tracker.update(&user(65534)), []);
+    assert_eq!(
+        tracker.update(&user(0)),
+        [CredFinding::RootWithoutExec {
+            pid: 100,
+            was: 65534
+        }]
+    );
+    // Still root next round: still reported.
+    assert_eq!(
+        tracker.update(&user(0)),
+        [CredFinding::RootWithoutExec {
+            pid: 100,
+            was: 65534
+        }]
+    );
+    // Back to the user: clean.
+    assert_eq!(tracker.update(&user(65534)), []);
+    // Root from the start, or root after an exec (a new mm): fine.
+    let mut tracker = CredTracker::default();
+    assert_eq!(tracker.update(&user(0)), []);
+    let mut t = user(1000);
+    tracker.update(&t);
+    t[0].mm = Some(va(0xa000));
+    t[0].creds = t[0].creds.map(|mut c| {
+        c.euid = 0;
+        c
+    });
+    assert_eq!(tracker.update(&t), []);
+}
