@@ -268,6 +268,47 @@ impl NodeClient {
         }
     }
 
+    /// Subscribes this connection to the node's pushed events (after
+    /// [`Self::hello`]); from now on read it with [`Self::next_push`] only.
+    pub fn subscribe(&mut self, keepalive_ms: u32) -> Result<wire::Subscription, ClientError> {
+        match self.request(&Request::Subscribe {
+            version: wire::PUSH_VERSION,
+            keepalive_ms,
+        })? {
+            Response::Subscribed(sub) => {
+                Response::Subscribed(sub)
+                    .check_bounds()
+                    .map_err(ClientError::Frame)?;
+                Ok(sub)
+            }
+            _ => Err(ClientError::Unexpected("expected Subscribed")),
+        }
+    }
+
+    /// Waits at most `wait` for the next pushed frame (an event or a
+    /// keep-alive) of a subscribed connection; `None` if none came.
+    /// Frames over [`wire::MAX_PUSH_FRAME_LEN`], out of bounds, or anything
+    /// but a push frame end the subscription with an error.
+    pub fn next_push(&mut self, wait: Duration) -> Result<Option<Response>, ClientError> {
+        self.deadline = Instant::now() + wait;
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        match self.read_exact(&mut header) {
+            Ok(()) => {}
+            Err((0, ClientError::Deadline(_))) => return Ok(None),
+            Err((_, e)) => return Err(e),
+        }
+        let len = wire::body_len(header, wire::MAX_PUSH_FRAME_LEN).map_err(ClientError::Frame)?;
+        let mut body = vec![0u8; len];
+        // A frame that started arrives whole within the exchange deadline.
+        self.deadline = Instant::now() + self.timeout;
+        self.read_exact(&mut body).map_err(|(_, e)| e)?;
+        match wire::decode_response(&body).map_err(ClientError::Frame)? {
+            response if response.is_push() => Ok(Some(response)),
+            Response::Error { code, detail } => Err(ClientError::Remote { code, detail }),
+            _ => Err(ClientError::Unexpected("expected an event or a keep-alive")),
+        }
+    }
+
     /// Asks for a quote over `pcr_mask` with `nonce`.
     pub fn challenge(&mut self, nonce: &[u8], pcr_mask: PcrMask) -> Result<Evidence, ClientError> {
         match self.request(&Request::Challenge {

@@ -303,6 +303,18 @@ pub struct AttestOptions {
 
 /// `attest ADDR`.
 pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, CommandError> {
+    let report = attest_report(ctx, addr, opts)?;
+    Ok(print_verdict(&report, opts.json))
+}
+
+/// Attests `addr` as `attest` does (verdict recorded in the history, the
+/// proven log kept, evidence exported if asked) and returns the report
+/// without printing it. `monitor` calls it for every re-attestation.
+pub fn attest_report(
+    ctx: &Context,
+    addr: &str,
+    opts: &AttestOptions,
+) -> Result<Report, CommandError> {
     let mut store = ctx.store()?;
     let policy = load_policy(Some(&store), opts.policy.as_deref())?;
     // Refuse an export target before talking to the node.
@@ -334,8 +346,7 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
             &[],
             &[],
         );
-        print_report(&report, opts.json);
-        return Ok(EXIT_UNTRUSTED);
+        return Ok(report);
     };
     let enrolled_ak = TpmPublic::parse(&node.ak_public).map_err(err)?;
     let nonce = match &opts.nonce {
@@ -442,7 +453,7 @@ pub fn attest(ctx: &Context, addr: &str, opts: &AttestOptions) -> Result<u8, Com
         )
         .map_err(err)?;
     }
-    Ok(print_verdict(&report, opts.json))
+    Ok(report)
 }
 
 /// How `attest` got the measurement log it appraises.

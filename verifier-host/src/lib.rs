@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod ek;
 pub mod evidence_dir;
 pub mod files;
+pub mod monitor;
 /// Hex, shared with the A-VM and the launcher.
 pub use avm_attest::hex;
 pub mod pcrs_file;

@@ -30,6 +30,8 @@ struct Cli {
     /// Deadline in seconds for the whole exchange with a node (connecting,
     /// retries of refused connections, every answer). A node that answers
     /// slowly is cut off when it passes, however much it still sends.
+    /// `monitor`: also how long a node may give no sign of life before it
+    /// is untrusted.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     timeout: u64,
 
@@ -125,6 +127,70 @@ enum Command {
         /// Print the summary (and the profile's contents) as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Keep watching nodes: attest each (as `attest` does), subscribe to
+    /// the events its A-VM pushes, and re-attest on every event and every
+    /// --interval, fetching only the new part of the measurement log.
+    ///
+    /// Shows a live status table on a terminal (verdict, age of the last
+    /// quote, events, detection latency = from an event's arrival to the
+    /// verdict of the attestation it caused, subscription, revocation);
+    /// with --json, or when stdout is not a terminal, one line per state
+    /// change instead (--json: one JSON object per line, with "type" one of
+    /// resumed, push, event, verdict, attest-failed, revocation).
+    ///
+    /// A pushed event is only a hint that makes the monitor attest at once;
+    /// the verdict always comes from a fresh quote and the log it proves.
+    /// A node that gives no sign of life (event, keep-alive, finished
+    /// attestation) for --timeout seconds turns untrusted with reason
+    /// node-unresponsive (fail closed).
+    ///
+    /// When a node turns untrusted, the revocation action runs once: the
+    /// --on-untrusted command and/or a POST to the --webhook. It runs again
+    /// only after the node was trusted in between. The history (verdicts,
+    /// events with their latency, revocations and their outcome) is kept in
+    /// the state database: a restarted monitor resumes from it and never
+    /// repeats a revocation it already started. Ctrl-C stops it at once;
+    /// every change is committed as it happens, and a running revocation
+    /// command (in its own process group) is not interrupted.
+    ///
+    /// Exit code at the end (--once, --duration): 0 if every node is
+    /// trusted, 1 otherwise.
+    Monitor {
+        /// The nodes' attestation addresses, host:port (enrolled).
+        #[arg(required = true)]
+        addrs: Vec<String>,
+        /// Seconds between attestations when no event comes.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        interval: f64,
+        /// Keep-alive period asked of the A-VM, in milliseconds (100 to 60000).
+        #[arg(long, default_value_t = avm_attest::wire::DEFAULT_KEEPALIVE_MS, value_name = "MS")]
+        keepalive_ms: u32,
+        /// One JSON object per line per state change.
+        #[arg(long)]
+        json: bool,
+        /// Shell command (sh -c) run once when a node turns untrusted, with
+        /// AVM_NODE_ADDR, AVM_NODE_VERDICT, AVM_NODE_REASONS (reason codes,
+        /// space separated), AVM_NODE_SINCE (unix seconds), AVM_NODE_EVENTS
+        /// (events so far), AVM_NODE_EVENT (the last event's name) and
+        /// AVM_NODE_JSON (all of it as JSON) in its environment. Killed
+        /// after 60 s.
+        #[arg(long, value_name = "CMD")]
+        on_untrusted: Option<String>,
+        /// http://HOST[:PORT]/PATH POSTed once, when a node turns untrusted,
+        /// a JSON object {addr, verdict, reasons, since, events,
+        /// last_event} (plain HTTP/1.1: a local relay; no TLS).
+        #[arg(long, value_name = "URL")]
+        webhook: Option<String>,
+        /// Attest every node once (no subscription), act, and exit.
+        #[arg(long)]
+        once: bool,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Reference values TOML to use instead of the stored policy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// List enrolled nodes with their last verdict.
     Nodes {
@@ -271,6 +337,50 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
             json,
         }),
         Command::Nodes { json, key_history } => commands::nodes(&ctx, json, key_history),
+        Command::Monitor {
+            addrs,
+            interval,
+            keepalive_ms,
+            json,
+            on_untrusted,
+            webhook,
+            once,
+            duration,
+            policy,
+        } => {
+            let secs = |what: &str, value: f64| {
+                Duration::try_from_secs_f64(value)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        commands::CommandError(format!(
+                            "--{what}: not a positive number of seconds"
+                        ))
+                    })
+            };
+            if !(avm_attest::wire::MIN_KEEPALIVE_MS..=avm_attest::wire::MAX_KEEPALIVE_MS)
+                .contains(&keepalive_ms)
+            {
+                return Err(commands::CommandError(
+                    "--keepalive-ms: 100 to 60000".into(),
+                ));
+            }
+            avm_verifier::monitor::monitor(
+                &ctx,
+                &avm_verifier::monitor::MonitorOptions {
+                    addrs,
+                    interval: secs("interval", interval)?,
+                    liveness_timeout: ctx.timeout,
+                    keepalive_ms,
+                    json,
+                    on_untrusted,
+                    webhook,
+                    once,
+                    duration: duration.map(|d| secs("duration", d)).transpose()?,
+                    policy,
+                },
+            )
+        }
     }
 }
 
