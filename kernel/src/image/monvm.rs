@@ -359,9 +359,7 @@ impl MonVm {
         } else {
             found[2] = self.current[2].clone();
             found[EVADED] = self.current[EVADED].clone();
-            for area in CROSS..AREA_COUNT {
-                found[area] = self.current[area].clone();
-            }
+            found[CROSS..].clone_from_slice(&self.current[CROSS..]);
         }
         match checks::syscall_table(&view.space, &view.location, &self.profile) {
             Ok(report) => found[0] = report.findings.iter().map(to_text).collect(),
