@@ -155,6 +155,8 @@ fn answer(tpm: &Swtpm, hello: &HelloInfo, log: &ServedLog, request: Request) -> 
                 secret: read(&tpm.path("secret.out")),
             }
         }
+        // This host node pushes no events.
+        Request::Subscribe { .. } => error("subscriptions are not served here".into()),
     }
 }
 
