@@ -156,6 +156,12 @@ log "Mon-VM text check and A-VM CPU (scripts/bench-monvm.sh)"
 AVM_QEMU="$qemu_bin" AVM_IMAGE="$image" MONVM_ROWS="$work/monvm-rows.md" \
     bash "$root/scripts/bench-monvm.sh" >"$work/monvm.txt" || fail "Mon-VM text benchmark failed"
 
+# --- (f) round trips while the A-VM checks a Mon-VM ----------------------------
+log "round trip while the A-VM checks a Mon-VM (scripts/bench-monitor.sh)"
+AVM_QEMU="$qemu_bin" AVM_VERIFIER="$verifier_bin" AVM_BENCH="$bench_bin" AVM_IMAGE="$image" \
+    MONITOR_ROWS="$work/monitor-rows.md" bash "$root/scripts/bench-monitor.sh" >"$work/monitor.txt" ||
+    fail "monitor round-trip benchmark failed"
+
 # --- The table --------------------------------------------------------------
 rt=$work/roundtrip.txt
 quote_p50=$(value command.p50_ms "$work/quote.txt")
@@ -183,6 +189,7 @@ table=$(
     grep -E '^\| (image size|boot|kernel entry)' "$work/boot.txt" || true
     cat "$work/ima-rows.md"
     cat "$work/monvm-rows.md"
+    cat "$work/monitor-rows.md"
 )
 details=$(
     echo "Round-trip phases, new connection per round (p50): connect $(phase connect), Hello $(phase hello), Challenge to Evidence $(phase challenge), verification $(phase verify)."
