@@ -5,12 +5,14 @@
 //!   gate pointed into the module, a byte of kernel text, a byte of
 //!   rodata), switched on from inside, is a violation event of its area,
 //!   and a clean event once switched off; no area stays in violation;
-//! - the attacks the A-VM does not see yet take effect and are undone, as
-//!   the guest itself shows: `tcp_prot.init` hooked (a socket created runs
-//!   the module's wrapper), the module gone from `/proc/modules` but still
-//!   in `/sys/module`, a process gone from the task list (the scheduler's
-//!   `sysrq-t` dump, which walks it) while its PID still answers, a user's
-//!   process made root (`/proc/PID/status`);
+//! - the other attacks take effect and are undone, as the guest itself
+//!   shows, and the A-VM reports each in its area and clears it:
+//!   `tcp_prot.init` hooked (a socket created runs the module's wrapper;
+//!   `pointer_table`), the module gone from `/proc/modules` but still in
+//!   `/sys/module` (`hidden_module`), a process gone from the task list
+//!   (the scheduler's `sysrq-t` dump, which walks it) while its PID still
+//!   answers (`hidden_process`), a user's process made root
+//!   (`/proc/PID/status`; `creds`: root without an exec);
 //! - `rmmod` afterwards leaves the Mon-VM running.
 
 use std::sync::{Mutex, PoisonError};
@@ -166,6 +168,7 @@ fn attack_from_inside(series: &str) {
             .parse()
             .expect("a count")
     };
+    let from = events(&record).len();
     rootkit
         .set(&mut console, Attack::FopsTable, true)
         .expect("on");
@@ -173,6 +176,9 @@ fn attack_from_inside(series: &str) {
         rootkit.status(&mut console).expect("status")["tcp_prot_init"],
         "module"
     );
+    // The A-VM sees the hooked pointer (tcp_prot's fields may only keep
+    // their start-up values or point into the kernel image).
+    wait_event(&record, from, ":violation:pointer_table:tcp_prot[");
     let before = calls(&mut console);
     sh(
         &mut console,
@@ -186,6 +192,7 @@ fn attack_from_inside(series: &str) {
         rootkit.status(&mut console).expect("status")["tcp_prot_init"],
         "kernel"
     );
+    wait_event(&record, from, ":clean:pointer_table");
     let after = calls(&mut console);
     sh(
         &mut console,
@@ -195,14 +202,22 @@ fn attack_from_inside(series: &str) {
 
     // The module hides from the module list, not from sysfs.
     let modules = sh(&mut console, "cut -d' ' -f1 /proc/modules");
+    let from = events(&record).len();
     rootkit
         .set(&mut console, Attack::HideModule, true)
         .expect("on");
     assert!(!sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));
     sh(&mut console, "test -d /sys/module/avm_rootkit");
+    // The A-VM's cross-view: in sysfs, not on the module list.
+    wait_event(
+        &record,
+        from,
+        ":violation:hidden_module:module:avm_rootkit@",
+    );
     rootkit
         .set(&mut console, Attack::HideModule, false)
         .expect("off");
+    wait_event(&record, from, ":clean:hidden_module");
     assert_eq!(
         sh(&mut console, "cut -d' ' -f1 /proc/modules"),
         modules,
@@ -212,10 +227,17 @@ fn attack_from_inside(series: &str) {
     // A process gone from the task list; its PID still answers.
     let pid = start_sleep(&mut console, None);
     assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: before");
+    let from = events(&record).len();
     rootkit
         .set(&mut console, Attack::HidePid(pid), true)
         .expect("on");
     assert_eq!(in_task_dump(&mut console, pid), 0, "{series}: still listed");
+    // The A-VM's cross-view: in the process tree, not on the task list.
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:hidden_process:process:{pid}:sleep"),
+    );
     sh(
         &mut console,
         &format!("kill -0 {pid} && test -d /proc/{pid}"),
@@ -224,6 +246,7 @@ fn attack_from_inside(series: &str) {
         .set(&mut console, Attack::HidePid(pid), false)
         .expect("off");
     assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: not back");
+    wait_event(&record, from, ":clean:hidden_process");
     sh(&mut console, &format!("kill {pid}"));
 
     // A user's process made root, then the user again.
@@ -234,9 +257,18 @@ fn attack_from_inside(series: &str) {
     let pid = start_sleep(&mut console, Some("nobody"));
     let user_ids = ids(&mut console, pid);
     assert!(user_ids.contains("65534"), "{series}: {user_ids}");
+    // Give the A-VM a round to see the user's euid first.
+    std::thread::sleep(Duration::from_secs(1));
+    let from = events(&record).len();
     rootkit
         .set(&mut console, Attack::RootPid(pid), true)
         .expect("on");
+    // Root without an exec: a rootkit's doing.
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:creds:process:{pid}:sleep:euid 0 without exec (was 65534)"),
+    );
     let root_ids = ids(&mut console, pid);
     assert_eq!(
         root_ids.split_whitespace().collect::<Vec<_>>(),
@@ -247,6 +279,7 @@ fn attack_from_inside(series: &str) {
         .set(&mut console, Attack::RootPid(pid), false)
         .expect("off");
     assert_eq!(ids(&mut console, pid), user_ids, "{series}: not restored");
+    wait_event(&record, from, ":clean:creds");
     sh(&mut console, &format!("kill {pid}"));
 
     // Out again; the Mon-VM runs on.
