@@ -4,9 +4,13 @@
 //! split a stream anywhere). Checks: no panic, the partial-request buffer
 //! stays within the request limit, every byte the session sends is a whole
 //! frame that decodes as a `Response`, and a closing session takes no input.
+//! A subscribed session gets an event and a keep-alive pushed after each
+//! chunk (within a 4 KiB backlog): they interleave only as whole frames.
 #![no_main]
 
-use avm_attest::wire::{self, FRAME_HEADER_LEN, MAX_FRAME_LEN, MAX_REQUEST_LEN, Response};
+use avm_attest::wire::{
+    self, FRAME_HEADER_LEN, KeepAlive, MAX_FRAME_LEN, MAX_REQUEST_LEN, PushedEvent, Response,
+};
 use avm_net::Session;
 use avm_net::testing::DeterministicBackend;
 use libfuzzer_sys::fuzz_target;
@@ -20,10 +24,28 @@ fuzz_target!(|data: &[u8]| {
     let mut session = Session::new();
     let mut output = Vec::new();
     // Every iteration consumes input or stops: bounded by the input length.
-    for _ in 0..=data.len() {
+    for round in 0..=data.len() {
         let chunk = &rest[..rest.len().min(chunk_len)];
         let closing_before = session.is_closing();
+        let now_ms = round as u64 * 100;
+        session.set_push_context(now_ms, true);
         let used = session.receive(chunk, &mut backend);
+        if session.is_subscribed() {
+            let event = PushedEvent {
+                index: round as u32,
+                pcr: 12,
+                name: "monvm:event:1:clean:idt".into(),
+                uptime_ms: now_ms,
+            };
+            session.push_event(&event, now_ms, 4096);
+            let keepalive = KeepAlive {
+                uptime_ms: now_ms,
+                log_total: 0,
+                dropped: 0,
+            };
+            session.push_keepalive(keepalive, now_ms + 60_000);
+            assert!(session.pending_output().len() <= 4096 + 64);
+        }
         assert!(used <= chunk.len());
         if closing_before {
             assert_eq!(used, 0, "a closing session took input");
