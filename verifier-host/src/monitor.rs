@@ -46,6 +46,12 @@ use crate::store::{MonitorEvent, MonitorNode, Store, now};
 /// Reason code of a node that stopped answering within the timeout.
 pub const NODE_UNRESPONSIVE: &str = "node-unresponsive";
 
+/// Events kept per node within [`EVENT_WINDOW`]; beyond that a node that
+/// floods events (a compromised one may) gets them counted, not stored:
+/// each still asks for an attestation, which is what decides.
+pub const MAX_EVENTS_PER_WINDOW: u32 = 200;
+pub const EVENT_WINDOW: Duration = Duration::from_secs(10);
+
 /// Longest a revocation command may run before it is killed.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 /// How long the main loop waits for a message before its periodic work.
@@ -164,6 +170,10 @@ pub struct NodeState {
     pub pending_events: Vec<(i64, Instant)>,
     pub push: Push,
     pub last_error: Option<String>,
+    /// Start of the current event window and the events kept in it.
+    pub window: (Instant, u32),
+    /// Events counted but not kept (over [`MAX_EVENTS_PER_WINDOW`]).
+    pub suppressed: u64,
 }
 
 impl NodeState {
@@ -195,7 +205,25 @@ impl NodeState {
             pending_events: Vec::new(),
             push: Push::Connecting,
             last_error: None,
+            window: (now, 0),
+            suppressed: 0,
         }
+    }
+
+    /// Whether an event arriving now is kept in the history (at most
+    /// [`MAX_EVENTS_PER_WINDOW`] per [`EVENT_WINDOW`]); one that is not is
+    /// counted in `suppressed`. Either way it is a sign of life.
+    pub fn admit_event(&mut self, now: Instant) -> bool {
+        self.alive(now);
+        if now.saturating_duration_since(self.window.0) >= EVENT_WINDOW {
+            self.window = (now, 0);
+        }
+        if self.window.1 >= MAX_EVENTS_PER_WINDOW {
+            self.suppressed += 1;
+            return false;
+        }
+        self.window.1 += 1;
+        true
     }
 
     fn set(&mut self, status: Status, reasons: Vec<String>, unix: i64) -> Outcome {
@@ -685,7 +713,11 @@ impl Output {
                 escape_control(&s.addr),
                 s.status.as_str(),
                 quote,
-                s.events,
+                if s.suppressed > 0 {
+                    format!("{}+{}", s.events, s.suppressed)
+                } else {
+                    s.events.to_string()
+                },
                 latency,
                 escape_control(&s.push.describe())
                     .chars()
@@ -929,6 +961,10 @@ fn handle(
             let Some(node) = nodes.get_mut(index) else {
                 return Ok(());
             };
+            node.again = true;
+            if !node.state.admit_event(at) {
+                return Ok(());
+            }
             let id = store
                 .record_monitor_event(&MonitorEvent {
                     addr: node.state.addr.clone(),
@@ -1047,11 +1083,15 @@ fn apply(
                 let latency = latency.map_or(String::new(), |l| {
                     format!(", {:.1} ms after the event", ms(l))
                 });
+                let reasons = if state.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", state.reasons.join(", "))
+                };
                 format!(
-                    "{addr}: {} -> {} ({}){latency}",
+                    "{addr}: {} -> {}{reasons}{latency}",
                     from.as_str(),
                     state.status.as_str(),
-                    state.reasons.join(", ")
                 )
             },
         );
@@ -1188,6 +1228,19 @@ mod tests {
         );
         assert_eq!(latency, Some(Duration::from_millis(40)));
         assert_eq!(node.last_latency, Some(Duration::from_millis(40)));
+    }
+
+    #[test]
+    fn an_event_flood_is_counted_not_kept() {
+        let start = t0();
+        let mut node = NodeState::resume("a:1", None, 0, start);
+        let kept = (0..MAX_EVENTS_PER_WINDOW + 50)
+            .filter(|_| node.admit_event(start))
+            .count();
+        assert_eq!(kept as u32, MAX_EVENTS_PER_WINDOW);
+        assert_eq!(node.suppressed, 50);
+        // The next window keeps events again.
+        assert!(node.admit_event(start + EVENT_WINDOW));
     }
 
     #[test]
