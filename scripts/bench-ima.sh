@@ -12,6 +12,16 @@
 #  - Keylime's `process_measurement_list` (keylime_bench.py, in the venv
 #    that setup.sh builds; "not available: why" if it cannot be set up).
 #
+# Each peer is compared with the figure that does what it times:
+#  - Keylime's timed call has the list split into lines and the policy
+#    loaded and deserialized before it: it is compared with our in-process
+#    appraisal (list in memory, policy imported and indexed before).
+#  - evmctl is timed as a whole process (reading the list, no policy): it
+#    is compared with our whole process, `avm-bench ima-log --runs 1`,
+#    which also reads and imports the 100,000-entry JSON policy and checks
+#    every entry against it; next to it, our whole process doing what
+#    evmctl does (`--replay-only`: template hashes and replay, no policy).
+#
 # Each verdict is checked first (the good list passes, a list whose entry
 # K measured another file fails for the allowlists); then RUNS runs each.
 # Prints key=value lines on stdout (ima.*) and markdown rows to the file
@@ -72,9 +82,16 @@ ours_ms=$(value ima.appraise.p50_ms "$work/ours.txt")
 "$bench_bin" time --runs "$runs" -- "$bench_bin" ima-log "$good" --runs 1 >"$work/ours-process.txt" ||
     fail "timing avm-bench ima-log failed"
 ours_process_ms=$(value command.p50_ms "$work/ours-process.txt")
+"$bench_bin" ima-log "$good" --runs 1 --replay-only >"$work/ours-replay.txt" || fail "avm-bench ima-log --replay-only failed"
+[ "$(value ima.verdict "$work/ours-replay.txt")" = pass ] ||
+    fail "the verifier's replay refused the good list: $(value ima.verdict "$work/ours-replay.txt")"
+"$bench_bin" time --runs "$runs" -- "$bench_bin" ima-log "$good" --runs 1 --replay-only >"$work/ours-replay-process.txt" ||
+    fail "timing avm-bench ima-log --replay-only failed"
+ours_replay_process_ms=$(value command.p50_ms "$work/ours-replay-process.txt")
 echo "ima.entries=$(value ima.entries "$work/ours.txt")"
 echo "ima.ours.appraise_p50_ms=$ours_ms"
 echo "ima.ours.process_p50_ms=$ours_process_ms"
+echo "ima.ours.replay_process_p50_ms=$ours_replay_process_ms"
 echo "ima.ours.policy_load_ms=$(value ima.policy_load_ms "$work/ours.txt")"
 
 # --- evmctl ------------------------------------------------------------------
@@ -113,10 +130,12 @@ fi
 # --- Rows ------------------------------------------------------------------------
 n=$(value ima.entries "$work/ours.txt")
 {
-    echo "| log appraisal: $n-entry IMA list against a $n-entry Keylime allowlist, verifier (template hashes, replay to PCR 10, allowlist; in process, p50 of $runs) | $(ms "$ours_ms") ($(ms "$ours_process_ms") as a whole process, policy load included) | | |"
+    echo "| log appraisal: $n-entry IMA list against a $n-entry Keylime allowlist, verifier (template hashes, replay to PCR 10, allowlist; in process, policy imported and indexed before; p50 of $runs) | $(ms "$ours_ms") ($(ms "$ours_process_ms") as a whole process, reading and importing the JSON policy; $(ms "$ours_replay_process_ms") as a whole process without the policy, template hashes and replay only) | | |"
     if [ -n "$evmctl_ms" ]; then
-        r=$(ratio "$evmctl_ms" "$ours_ms")
-        echo "| evmctl ima_measurement --pcrs, same list (replay only, no allowlist; whole process, p50 of $runs) | $(ms "$evmctl_ms"): verifier ${r}x faster (its appraisal, policy loaded, to evmctl's process) | >= 10x | $(at_least "$r" 10) |"
+        r=$(ratio "$evmctl_ms" "$ours_process_ms")
+        r_replay=$(ratio "$evmctl_ms" "$ours_replay_process_ms")
+        r_in=$(ratio "$evmctl_ms" "$ours_ms")
+        echo "| evmctl ima_measurement --pcrs, same list (replay only, no allowlist; whole process, p50 of $runs) | $(ms "$evmctl_ms"): verifier ${r}x faster (whole process to whole process, ours with the allowlist); ${r_replay}x doing evmctl's work (--replay-only); ${r_in}x its in-process appraisal | >= 10x | $(at_least "$r" 10) |"
     else
         echo "| evmctl ima_measurement --pcrs, same list | not available: $evmctl_why | >= 10x | not measured |"
     fi
@@ -128,5 +147,7 @@ n=$(value ima.entries "$work/ours.txt")
     fi
 } | tee -a "$rows" >"$work/rows.md"
 cat "$work/rows.md" >&2
-[ -z "$evmctl_ms" ] || echo "ima.evmctl.ratio=$(ratio "$evmctl_ms" "$ours_ms")"
+[ -z "$evmctl_ms" ] || echo "ima.evmctl.ratio=$(ratio "$evmctl_ms" "$ours_process_ms")"
+[ -z "$evmctl_ms" ] || echo "ima.evmctl.replay_ratio=$(ratio "$evmctl_ms" "$ours_replay_process_ms")"
+[ -z "$evmctl_ms" ] || echo "ima.evmctl.in_process_ratio=$(ratio "$evmctl_ms" "$ours_ms")"
 [ -z "$keylime_ms" ] || echo "ima.keylime.ratio=$(ratio "$keylime_ms" "$ours_ms")"

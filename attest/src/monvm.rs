@@ -581,6 +581,16 @@ pub fn appraise(
 /// it for large allowlists (a hash map).
 pub trait FileIndex {
     fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]>;
+
+    /// Whether `digest` is allowed for `path`: `None` if the path is not
+    /// listed, else whether its digests hold `digest`. Always the answer
+    /// of [`FileIndex::digests_of`]; an index may find it faster (one
+    /// keyed by the digest: an allowed entry is found without a search
+    /// by path).
+    fn allows(&self, path: &[u8], digest: &[u8; 32]) -> Option<bool> {
+        self.digests_of(path)
+            .map(|allowed| allowed.contains(digest))
+    }
 }
 
 impl FileIndex for crate::policy::FileAllowlist {
@@ -626,14 +636,14 @@ pub fn appraise_ima_record(
     if excluded(path) {
         return ImaOutcome::Excluded;
     }
-    match files.digests_of(path) {
+    match files.allows(path, &digest) {
         None => ImaOutcome::Refused(MonVmFinding::new(MonVmKind::FileNotAllowed, index, path)),
-        Some(allowed) if !allowed.contains(&digest) => ImaOutcome::Refused(MonVmFinding::new(
+        Some(false) => ImaOutcome::Refused(MonVmFinding::new(
             MonVmKind::FileDigestUnknown,
             index,
             &file_detail(path, &digest),
         )),
-        Some(_) => ImaOutcome::Allowed,
+        Some(true) => ImaOutcome::Allowed,
     }
 }
 
@@ -907,12 +917,8 @@ fn appraise_process(
     let allowed = !readings.is_empty()
         && readings.iter().all(|reading| {
             // The A-VM escapes the path; the allowlist holds it as IMA did.
-            unescape_path(reading.exe).is_some_and(|exe| {
-                excluded(&exe)
-                    || files
-                        .digests_of(&exe)
-                        .is_some_and(|allowed| allowed.contains(digest))
-            })
+            unescape_path(reading.exe)
+                .is_some_and(|exe| excluded(&exe) || files.allows(&exe, digest) == Some(true))
         });
     if !allowed {
         let mut text = detail();

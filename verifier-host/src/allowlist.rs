@@ -20,6 +20,7 @@
 //! unknown top-level keys are refused, and any malformed part fails the
 //! whole import with a message that names it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use avm_attest::policy::{DigestList, FileAllowlist};
@@ -124,100 +125,221 @@ fn check_excludes(excludes: &[String]) -> Result<(), AllowlistError> {
     Ok(())
 }
 
-/// A hash index of a large allowlist's paths (the policy keeps them in a
-/// sorted map of separately allocated strings, slow to search 100,000
-/// times: every lookup misses the cache several times). Compact: an
-/// open-addressing table of (hash tag, entry) pairs over one arena that
-/// holds each entry's digests next to its path, so a lookup touches the
-/// table and one place in the arena. The hash is SipHash with a random
-/// key (`RandomState`); only the policy's paths are stored, so the node's
-/// paths cannot lengthen the probe sequences anyway.
+/// An index of a large allowlist (the policy keeps it in a sorted map of
+/// separately allocated strings, slow to search 100,000 times: every
+/// lookup misses the cache several times).
+///
+/// One arena holds each path's entry: a header (number of digests, path
+/// length), its digests (32 bytes each), then the path, 8-byte aligned.
+/// The appraisal's question, "is this (path, digest) pair allowed?", is
+/// answered by an open-addressing table with one slot per allowed pair,
+/// keyed by a hash of both: a slot holds 32 bits of that hash and where
+/// the path's entry is, so an allowed pair costs one table read and one
+/// arena read (path and digests are compared exactly there). A pair not
+/// in that table is looked up by path alone ([`FileIndex::digests_of`],
+/// a second table over the same arena, built on first use: a good list
+/// never needs it), which tells an unknown path from an unknown digest.
+///
+/// The hash is keyed with a random seed per index and mixes the path
+/// into the digest's bits, so paths that share a digest (empty files)
+/// do not pile up in one probe sequence. Only the policy's pairs are
+/// stored, so the node's entries cannot lengthen probe sequences.
 #[derive(Debug)]
 pub struct FileHashIndex {
-    hasher: std::hash::RandomState,
-    /// (upper 32 bits of the hash, entry + 1); entry 0 marks a free slot.
-    slots: Vec<(u32, u32)>,
-    /// Per entry: offset in `arena`, number of digests, path length.
-    entries: Vec<(usize, usize, usize)>,
-    /// Per entry: its digests (32 bytes each), then its path.
+    seed: [u64; 2],
+    /// Per allowed pair: (upper 32 bits of its hash, its path's entry
+    /// offset in `arena` / 8 + 1); 0 marks a free slot.
+    pairs: Vec<(u32, u32)>,
+    /// Per path: header (u32 digests, u32 path length, LE), digests,
+    /// path, zero padding to a multiple of 8 bytes.
     arena: Vec<u8>,
-    /// The digests again, as arrays, in entry order (what lookups return).
-    digests: Vec<[u8; 32]>,
-    /// Index of each entry's first digest in `digests`.
-    first_digest: Vec<usize>,
+    /// Offsets of the paths' entries, in policy order.
+    entries: Vec<usize>,
+    /// Whether every pair is in `pairs` (an arena beyond 32 GiB is not:
+    /// then every lookup goes by path).
+    complete: bool,
+    /// The table by path, built on first use.
+    by_path: std::sync::OnceLock<Vec<(u32, u32)>>,
+}
+
+const HEADER: usize = 8;
+const MUL0: u64 = 0x9e37_79b9_7f4a_7c15;
+const MUL1: u64 = 0xa076_1d64_78bd_642f;
+
+/// The folded 128-bit product (wyhash's mixing step).
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
+    u64::from_le_bytes(w)
 }
 
 impl FileHashIndex {
     pub fn new(files: &FileAllowlist) -> Self {
         use std::hash::BuildHasher;
-        let hasher = std::hash::RandomState::new();
-        let n = files.digests.len();
-        let capacity = (n.max(1) * 2).next_power_of_two();
+        let random = std::hash::RandomState::new();
+        let seed = [random.hash_one(0u8) | 1, random.hash_one(1u8) | 1];
+        let pairs = files.len();
+        // Always a free slot: a probe for a pair not stored ends there.
+        let capacity = (pairs + pairs / 4 + 1).next_power_of_two();
+        let arena_len: usize = files
+            .digests
+            .iter()
+            .map(|(p, d)| (HEADER + 32 * d.0.len() + p.len()).next_multiple_of(8))
+            .sum();
         let mut index = Self {
-            hasher,
-            slots: vec![(0, 0); capacity],
-            entries: Vec::with_capacity(n),
-            arena: Vec::new(),
-            digests: Vec::with_capacity(n),
-            first_digest: Vec::with_capacity(n),
+            seed,
+            pairs: vec![(0, 0); capacity],
+            arena: Vec::with_capacity(arena_len),
+            entries: Vec::with_capacity(files.digests.len()),
+            complete: true,
+            by_path: std::sync::OnceLock::new(),
         };
+        let mask = capacity - 1;
         for (path, digests) in &files.digests {
-            let entry = index.entries.len();
-            index
-                .entries
-                .push((index.arena.len(), digests.0.len(), path.len()));
+            let offset = index.arena.len();
+            // Bounded far below u32 by the import (4096-byte paths, 1024
+            // digests per path); a path beyond it (4 GiB) is left out:
+            // refused, never allowed.
+            let (Ok(count), Ok(len)) = (u32::try_from(digests.0.len()), u32::try_from(path.len()))
+            else {
+                continue;
+            };
+            index.entries.push(offset);
+            index.arena.extend_from_slice(&count.to_le_bytes());
+            index.arena.extend_from_slice(&len.to_le_bytes());
             for d in &digests.0 {
                 index.arena.extend_from_slice(d);
             }
             index.arena.extend_from_slice(path.as_bytes());
-            index.first_digest.push(index.digests.len());
-            index.digests.extend_from_slice(&digests.0);
-            let hash = index.hasher.hash_one(path.as_bytes());
-            let mask = capacity - 1;
-            let mut slot = (hash as usize) & mask;
-            while index.slots[slot].1 != 0 {
-                slot = (slot + 1) & mask;
+            index.arena.resize(index.arena.len().next_multiple_of(8), 0);
+            let Ok(value) = u32::try_from(offset / 8 + 1) else {
+                index.complete = false;
+                continue;
+            };
+            for d in &digests.0 {
+                let hash = index.pair_hash(path.as_bytes(), d);
+                let mut slot = (hash as usize) & mask;
+                while index.pairs[slot].1 != 0 {
+                    slot = (slot + 1) & mask;
+                }
+                index.pairs[slot] = ((hash >> 32) as u32, value);
             }
-            // At most 2^31 entries fit a policy (bounded far below).
-            index.slots[slot] = ((hash >> 32) as u32, u32::try_from(entry + 1).unwrap_or(0));
         }
         index
+    }
+
+    /// Keyed hash of a path (8 bytes at a time).
+    fn path_hash(&self, path: &[u8]) -> u64 {
+        let mut h = self.seed[0] ^ (path.len() as u64).wrapping_mul(MUL0);
+        let mut chunks = path.chunks_exact(16);
+        for c in &mut chunks {
+            h = fold(word(&c[..8]) ^ h, word(&c[8..]) ^ self.seed[1]);
+        }
+        let rest = chunks.remainder();
+        let (a, b) = rest.split_at(rest.len().min(8));
+        fold(word(a) ^ h ^ MUL1, word(b) ^ self.seed[1])
+    }
+
+    /// Keyed hash of a (path, digest) pair.
+    fn pair_hash(&self, path: &[u8], digest: &[u8; 32]) -> u64 {
+        let h = self.path_hash(path);
+        fold(h ^ word(&digest[..8]), word(&digest[8..16]) ^ MUL0)
+    }
+
+    /// The path and digests of the entry at `offset`.
+    fn entry(&self, offset: usize) -> Option<(&[u8], &[[u8; 32]])> {
+        let header = self.arena.get(offset..offset + HEADER)?;
+        let count = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+        let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
+        let digests_end = offset + HEADER + 32 * count;
+        let digests = self.arena.get(offset + HEADER..digests_end)?;
+        let path = self.arena.get(digests_end..digests_end + len)?;
+        Some((path, digests.as_chunks::<32>().0))
+    }
+
+    fn by_path(&self) -> &[(u32, u32)] {
+        self.by_path.get_or_init(|| {
+            let capacity = (self.entries.len().max(1) * 2).next_power_of_two();
+            let mask = capacity - 1;
+            let mut slots = vec![(0u32, 0u32); capacity];
+            for (n, &offset) in self.entries.iter().enumerate() {
+                let (Some((path, _)), Ok(value)) = (self.entry(offset), u32::try_from(n + 1))
+                else {
+                    continue;
+                };
+                let hash = self.path_hash(path);
+                let mut slot = (hash as usize) & mask;
+                while slots[slot].1 != 0 {
+                    slot = (slot + 1) & mask;
+                }
+                slots[slot] = ((hash >> 32) as u32, value);
+            }
+            slots
+        })
     }
 }
 
 impl avm_attest::monvm::FileIndex for FileHashIndex {
     fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]> {
-        use std::hash::BuildHasher;
-        let hash = self.hasher.hash_one(path);
-        let mask = self.slots.len() - 1;
+        if std::env::var_os("IMA_PHASES").is_some() {
+            eprintln!("digests_of {:?}", String::from_utf8_lossy(path));
+        }
+        let slots = self.by_path();
+        let hash = self.path_hash(path);
+        let mask = slots.len() - 1;
         let mut slot = (hash as usize) & mask;
         loop {
-            let (tag, entry) = *self.slots.get(slot)?;
+            let (tag, entry) = *slots.get(slot)?;
             let entry = (entry as usize).checked_sub(1)?;
             if tag == (hash >> 32) as u32 {
-                let &(offset, count, len) = self.entries.get(entry)?;
-                let key = self
-                    .arena
-                    .get(offset + 32 * count..offset + 32 * count + len)?;
+                let (key, digests) = self.entry(*self.entries.get(entry)?)?;
                 if key == path {
-                    let first = *self.first_digest.get(entry)?;
-                    return self.digests.get(first..first + count);
+                    return Some(digests);
                 }
             }
             slot = (slot + 1) & mask;
         }
+    }
+
+    fn allows(&self, path: &[u8], digest: &[u8; 32]) -> Option<bool> {
+        if self.complete {
+            let hash = self.pair_hash(path, digest);
+            let mask = self.pairs.len() - 1;
+            let mut slot = (hash as usize) & mask;
+            while let Some(&(tag, value)) = self.pairs.get(slot) {
+                let Some(offset) = (value as usize).checked_sub(1) else {
+                    break;
+                };
+                if tag == (hash >> 32) as u32
+                    && let Some((key, digests)) = self.entry(offset * 8)
+                    && key == path
+                    && digests.contains(digest)
+                {
+                    return Some(true);
+                }
+                slot = (slot + 1) & mask;
+            }
+        }
+        // Not an allowed pair: is the path listed at all?
+        self.digests_of(path)
+            .map(|allowed| allowed.contains(digest))
     }
 }
 
 /// The top level of a Keylime runtime policy (unknown keys refused).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeylimePolicy {
+struct KeylimePolicy<'a> {
     meta: KeylimeMeta,
     #[serde(default)]
     release: Option<serde_json::Number>,
-    #[serde(default)]
-    digests: BTreeMap<String, Vec<String>>,
+    #[serde(default, borrow, deserialize_with = "digests_in_key_order")]
+    digests: Vec<(String, Vec<Text<'a>>)>,
     #[serde(default)]
     excludes: Vec<String>,
     #[serde(default)]
@@ -228,6 +350,67 @@ struct KeylimePolicy {
     ima_buf: BTreeMap<String, Vec<String>>,
     #[serde(default, rename = "verification-keys")]
     verification_keys: Option<String>,
+}
+
+/// A string borrowed from the file where it holds no escapes (hex digests
+/// never do: 100,000 of them are not copied one by one).
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(Visitor).map(Text)
+    }
+}
+
+/// The `digests` map as a list in key order, the last of equal keys kept
+/// (what a `BTreeMap` holds), collected without a search per key.
+fn digests_in_key_order<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<(String, Vec<Text<'de>>)>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<(String, Vec<Text<'de>>)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+            while let Some(entry) = map.next_entry::<String, Vec<Text<'de>>>()? {
+                entries.push(entry);
+            }
+            // Stable: equal keys stay in file order, and the last is kept.
+            entries.sort_by(|a: &(String, _), b: &(String, _)| a.0.cmp(&b.0));
+            let mut kept: Vec<(String, Vec<Text<'de>>)> = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match kept.last_mut() {
+                    Some(last) if last.0 == entry.0 => *last = entry,
+                    _ => kept.push(entry),
+                }
+            }
+            Ok(kept)
+        }
+    }
+    d.deserialize_map(Visitor)
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,14 +465,17 @@ pub fn import_keylime(json: &[u8]) -> Result<KeylimeImport, AllowlistError> {
     }
     let mut out = KeylimeImport::default();
     let mut total = 0usize;
-    for (path, digests) in &policy.digests {
-        let shown: String = path.chars().take(80).collect();
+    let mut taken = Vec::with_capacity(policy.digests.len());
+    for (path, digests) in policy.digests {
+        let shown = || -> String { path.chars().take(80).collect() };
         if path.is_empty() || path.len() > MAX_PATH_LEN || path.contains('\0') {
+            let shown = shown();
             return Err(invalid(format!(
                 "digests: path {shown:?} is empty, longer than {MAX_PATH_LEN} bytes or holds a NUL"
             )));
         }
         if digests.len() > MAX_DIGESTS_PER_PATH {
+            let shown = shown();
             return Err(invalid(format!(
                 "digests: {shown:?} has {} digests (at most {MAX_DIGESTS_PER_PATH})",
                 digests.len()
@@ -299,11 +485,18 @@ pub fn import_keylime(json: &[u8]) -> Result<KeylimeImport, AllowlistError> {
         if total > MAX_DIGESTS {
             return Err(invalid(format!("more than {MAX_DIGESTS} digests")));
         }
-        let mut sha256 = Vec::new();
-        for digest in digests {
+        let mut sha256 = Vec::with_capacity(digests.len());
+        for Text(digest) in &digests {
+            if let Some(d) = sha256_hex(digest) {
+                if !sha256.contains(&d) {
+                    sha256.push(d);
+                }
+                continue;
+            }
             let bytes = avm_attest::hex::decode(digest).map_err(|e| {
                 invalid(format!(
-                    "digests: {shown:?}: {:?} is not hex ({e})",
+                    "digests: {:?}: {:?} is not hex ({e})",
+                    shown(),
                     short(digest)
                 ))
             })?;
@@ -318,7 +511,8 @@ pub fn import_keylime(json: &[u8]) -> Result<KeylimeImport, AllowlistError> {
                 20 | 48 | 64 => out.other_algorithms += 1,
                 n => {
                     return Err(invalid(format!(
-                        "digests: {shown:?}: a digest of {n} bytes is no SHA-1, SHA-256, SHA-384 or SHA-512"
+                        "digests: {:?}: a digest of {n} bytes is no SHA-1, SHA-256, SHA-384 or SHA-512",
+                        shown()
                     )));
                 }
             }
@@ -328,8 +522,10 @@ pub fn import_keylime(json: &[u8]) -> Result<KeylimeImport, AllowlistError> {
             continue;
         }
         out.digests += sha256.len();
-        out.files.digests.insert(path.clone(), DigestList(sha256));
+        taken.push((path, DigestList(sha256)));
     }
+    // In key order already: built in one pass.
+    out.files.digests = taken.into_iter().collect();
     out.files.excludes = policy.excludes;
     check_excludes(&out.files.excludes)?;
 
@@ -370,6 +566,29 @@ pub fn import_keylime(json: &[u8]) -> Result<KeylimeImport, AllowlistError> {
     }
     let _ = (policy.release, policy.meta.generator, policy.meta.timestamp);
     Ok(out)
+}
+
+/// 64 hex digits as 32 bytes (either case), without the general
+/// decoder's allocation; `None` for anything else (the caller decodes it
+/// with [`avm_attest::hex::decode`], which says what is wrong).
+fn sha256_hex(text: &str) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let text = text.as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 fn short(text: &str) -> String {
@@ -431,6 +650,23 @@ mod tests {
     }
 
     #[test]
+    fn a_path_listed_twice_keeps_its_last_digests_as_a_map_would() {
+        let d2 = "02".repeat(32);
+        let json = policy(&format!(
+            r#""digests": {{"/b": ["{D1}"], "/a": ["{D1}"], "/b": ["{d2}"], "/c": ["\u0030{}"]}}"#,
+            "3".repeat(63)
+        ));
+        let import = import_keylime(&json).unwrap();
+        let paths: Vec<&str> = import.files.digests.keys().map(String::as_str).collect();
+        assert_eq!(paths, ["/a", "/b", "/c"]);
+        assert_eq!(import.files.digests_of(b"/b"), Some(&[[2; 32]][..]));
+        let mut c = [0x33; 32];
+        c[0] = 0x03;
+        assert_eq!(import.files.digests_of(b"/c"), Some(&[c][..]));
+        assert_eq!(import.digests, 3);
+    }
+
+    #[test]
     fn malformed_policies_are_refused_with_a_reason() {
         for (body, needle) in [
             (r#""digests": {"/a": ["xyz"]}"#.to_string(), "not hex"),
@@ -448,6 +684,62 @@ mod tests {
         assert!(err.to_string().contains("version"), "{err}");
         assert!(import_keylime(b"[]").is_err());
         assert!(import_keylime(b"").is_err());
+    }
+
+    #[test]
+    fn the_index_tells_unknown_paths_from_unknown_digests() {
+        use avm_attest::monvm::FileIndex;
+        let mut files = FileAllowlist::default();
+        // Many paths with one digest (empty files) and a path with several.
+        for n in 0..2000 {
+            files.allow(
+                &format!("/usr/lib/python3/dist-packages/p{n}/__init__.py"),
+                [7; 32],
+            );
+        }
+        files.allow("/usr/bin/a", [1; 32]);
+        files.allow("/usr/bin/a", [2; 32]);
+        let index = FileHashIndex::new(&files);
+        assert_eq!(
+            index.allows(
+                b"/usr/lib/python3/dist-packages/p1999/__init__.py",
+                &[7; 32]
+            ),
+            Some(true)
+        );
+        assert_eq!(index.allows(b"/usr/bin/a", &[2; 32]), Some(true));
+        assert_eq!(index.allows(b"/usr/bin/a", &[1; 32]), Some(true));
+        assert!(
+            index.by_path.get().is_none(),
+            "allowed pairs need no search by path"
+        );
+        assert_eq!(index.allows(b"/usr/bin/a", &[7; 32]), Some(false));
+        assert_eq!(index.allows(b"/usr/bin/b", &[1; 32]), None);
+        assert_eq!(index.allows(b"/usr/bin/a\xff", &[1; 32]), None);
+        assert_eq!(
+            index.digests_of(b"/usr/bin/a"),
+            Some(&[[1; 32], [2; 32]][..])
+        );
+        assert_eq!(index.digests_of(b""), None);
+        let empty = FileHashIndex::new(&FileAllowlist::default());
+        assert_eq!(empty.allows(b"/x", &[0; 32]), None);
+    }
+
+    #[test]
+    fn sha256_hex_agrees_with_the_general_decoder() {
+        for text in [
+            "AB".repeat(32),
+            "0f".repeat(32),
+            "0g".repeat(32),
+            "ab".repeat(31),
+            "é".repeat(32),
+            String::new(),
+        ] {
+            let general = avm_attest::hex::decode(&text)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok());
+            assert_eq!(sha256_hex(&text), general, "{text:?}");
+        }
     }
 
     #[test]
@@ -481,11 +773,23 @@ mod tests {
                 files.allow(path, [*byte; 32]);
             }
             let index = FileHashIndex::new(&files);
+            // Every allowed pair is found by its (path, digest) key alone.
+            for (path, byte) in &entries {
+                prop_assert_eq!(index.allows(path.as_bytes(), &[*byte; 32]), Some(true));
+            }
+            prop_assert!(index.by_path.get().is_none());
             for path in entries.iter().map(|(p, _)| p).chain(&probes) {
                 prop_assert_eq!(
                     index.digests_of(path.as_bytes()),
                     files.digests_of(path.as_bytes())
                 );
+                for (_, byte) in entries.iter().take(8) {
+                    let digest = [byte.wrapping_add(1); 32];
+                    prop_assert_eq!(
+                        index.allows(path.as_bytes(), &digest),
+                        files.digests_of(path.as_bytes()).map(|d| d.contains(&digest))
+                    );
+                }
             }
         }
 

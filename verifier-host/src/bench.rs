@@ -526,8 +526,15 @@ impl ImaAppraisal {
 /// `attest` runs on the PCR 10 entries (`check_measurement_log`: template
 /// hashes, replay to the quoted PCR; `monvm::appraise_records`: every
 /// entry against the allowlist; `appraise::check_and_appraise_log`, which
-/// hashes a long log on all cores), `runs` times.
-pub fn ima_log_appraisal(dir: &Path, runs: usize) -> Result<ImaAppraisal, BenchError> {
+/// hashes a long log on all cores), `runs` times. Without `allowlist`
+/// the policy is not read: template hashes and replay only, the work of
+/// `evmctl ima_measurement --pcrs` (the code `attest` runs for a policy
+/// without a Mon-VM allowlist).
+pub fn ima_log_appraisal(
+    dir: &Path,
+    runs: usize,
+    allowlist: bool,
+) -> Result<ImaAppraisal, BenchError> {
     use avm_attest::wire::PcrValue;
 
     let read = |name: &str| {
@@ -543,14 +550,18 @@ pub fn ima_log_appraisal(dir: &Path, runs: usize) -> Result<ImaAppraisal, BenchE
         .and_then(|hex| avm_attest::hex::decode_array::<32>(hex.trim()).ok())
         .ok_or_else(|| BenchError("pcrs-sha256: no PCR-10 line".into()))?;
     let started = Instant::now();
-    let policy_json = read("runtime_policy.json")?;
-    let import = crate::allowlist::import_keylime(&policy_json)
-        .map_err(|e| BenchError(format!("runtime_policy.json: {e}")))?;
-    let policy = ReferenceValues {
-        monvm_files: import.files,
-        ..ReferenceValues::default()
+    let policy = if allowlist {
+        let policy_json = read("runtime_policy.json")?;
+        let import = crate::allowlist::import_keylime(&policy_json)
+            .map_err(|e| BenchError(format!("runtime_policy.json: {e}")))?;
+        Some(ReferenceValues {
+            monvm_files: import.files,
+            ..ReferenceValues::default()
+        })
+    } else {
+        None
     };
-    let prepared = crate::appraise::PreparedAllowlist::new(Some(&policy));
+    let prepared = crate::appraise::PreparedAllowlist::new(policy.as_ref());
     let policy_load = started.elapsed();
 
     let quoted = [PcrValue {
@@ -561,7 +572,7 @@ pub fn ima_log_appraisal(dir: &Path, runs: usize) -> Result<ImaAppraisal, BenchE
         match crate::appraise::check_and_appraise_prepared(
             Some(&log),
             &quoted,
-            Some(&policy),
+            policy.as_ref(),
             &prepared,
         ) {
             (Err(reason), _) => (vec![reason.code().to_string()], 0),
@@ -589,7 +600,7 @@ pub fn ima_log_appraisal(dir: &Path, runs: usize) -> Result<ImaAppraisal, BenchE
     let (codes, entries) = outcome;
     Ok(ImaAppraisal {
         entries,
-        allowlist: policy.monvm_files.len(),
+        allowlist: policy.as_ref().map_or(0, |p| p.monvm_files.len()),
         policy_load,
         appraisal: LatencySummary::from_samples(samples)
             .ok_or_else(|| BenchError("no runs".into()))?,

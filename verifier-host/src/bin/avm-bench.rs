@@ -70,6 +70,10 @@ enum BenchCommand {
         dir: PathBuf,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Template hashes and replay to PCR 10 only, no policy read (the
+        /// work `evmctl ima_measurement --pcrs` does).
+        #[arg(long)]
+        replay_only: bool,
     },
     /// Wall time of a command, run `runs` times.
     Time {
@@ -141,9 +145,13 @@ fn run(cli: Cli) -> Result<String, BenchError> {
                 raw.per_second()
             ))
         }
-        BenchCommand::ImaLog { dir, runs } => {
-            Ok(bench::ima_log_appraisal(&dir, runs.clamp(1, 1000))?.key_values("ima"))
-        }
+        BenchCommand::ImaLog {
+            dir,
+            runs,
+            replay_only,
+        } => Ok(
+            bench::ima_log_appraisal(&dir, runs.clamp(1, 1000), !replay_only)?.key_values("ima"),
+        ),
         BenchCommand::Time { runs, command } => {
             let (program, args) = command
                 .split_first()
