@@ -3,7 +3,8 @@
 //! A-VM reads the ivshmem BAR: a clean boot gives no violation; a
 //! `sys_call_table` slot rewritten through the RAM file (as a rootkit
 //! writes it from inside) is named with the handler it now points to; an IDT
-//! gate moved into module space is named; restoring the bytes makes both
+//! gate moved into module space is named, and one redirected to another
+//! kernel entry is named by the entry the profile expects; restoring the bytes makes both
 //! checks clean again, with the IDT's digest back to its boot value.
 //!
 //! Why the writes are safe for the running guest:
@@ -183,6 +184,45 @@ fn check_live(series: &str) {
             }
         );
         assert_ne!(report.digest, clean_idt.digest);
+    }
+    // Redirected to another kernel entry (the divide-error handler): still
+    // in the kernel text, so only the profile's expected entry per vector
+    // (from the image's idt_data tables) names it. Volatility misses this.
+    let other = profile
+        .idt
+        .as_ref()
+        .expect("an IDT reference")
+        .gates
+        .iter()
+        .find(|(v, _)| *v == 0)
+        .expect("vector 0")
+        .1
+        .address
+        .wrapping_add(view.location.slide());
+    let redirected = Gate {
+        target: other,
+        ..unused
+    };
+    {
+        let _tamper = MonVmPatch::kernel(
+            &record,
+            |p| p.symbols.idt_table + 16 * u64::from(UNUSED_VECTOR),
+            |_, _| redirected.encode().to_vec(),
+            16,
+        );
+        let (_, report) = checks(&view, &profile);
+        let violations: Vec<_> = report.violations().collect();
+        assert_eq!(violations.len(), 1, "{series}: {violations:#?}");
+        eprintln!("{series}: {}", violations[0]);
+        assert!(
+            matches!(
+                &violations[0].kind,
+                IdtFindingKind::NotExpected { expected_name, found: Some(_), .. }
+                    if expected_name == "asm_exc_vmm_communication"
+            ),
+            "{series}: {:?}",
+            violations[0]
+        );
     }
     let (_, report) = checks(&view, &profile);
     assert!(report.is_clean(), "{series} after restoring");

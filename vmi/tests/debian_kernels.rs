@@ -309,7 +309,22 @@ fn check_profile(
     assert_eq!(o.module.text_size, text_size);
     assert_eq!((o.path.qstr_len, o.path.qstr_name), (4, 8));
     assert_eq!((o.path.path_mnt, o.path.path_dentry), (0, 8));
-    assert!(p.idt.is_none() && p.text_reference.is_some());
+    assert!(p.text_reference.is_some());
+    // The IDT's expected entries, from the image's idt_data tables and irq
+    // stubs: every vector from 0x20 on, and the exceptions the kernel
+    // installs handlers for.
+    let idt = p.idt.as_ref().expect("an IDT reference");
+    assert!(idt.gates.len() > 230, "{} gates", idt.gates.len());
+    let name_of = |v: u8| {
+        idt.gates
+            .iter()
+            .find(|(vector, _)| *vector == v)
+            .map(|(_, e)| e.name.as_str())
+    };
+    assert_eq!(name_of(0x00), Some("asm_exc_divide_error"));
+    assert_eq!(name_of(0x0e), Some("asm_exc_page_fault"));
+    assert_eq!(name_of(0xec), Some("asm_sysvec_apic_timer_interrupt"));
+    assert!(name_of(0x21).is_some_and(|n| n.starts_with("irq_entries_start")));
 }
 
 /// The kernel loaded where it was linked (P = 16 MiB, no slide): located by

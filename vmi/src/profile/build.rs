@@ -146,12 +146,13 @@ pub fn from_vmlinux(vmlinux: &[u8]) -> Result<Built, BuildError> {
     let syscalls = syscall_table(&elf, &kallsyms.symbols, &symbols)?;
 
     let text_reference = super::text_build::text_reference(&elf, &kallsyms.symbols, &symbols)?;
+    let idt = idt_reference(&elf, &btf, &kallsyms.symbols, &symbols)?;
     let profile = KernelProfile {
         kernel,
         symbols,
         syscalls,
         offsets,
-        idt: None,
+        idt: Some(idt),
         text_reference: Some(text_reference),
         cross_view: Some(cross_view(&btf, &kallsyms.symbols)?),
     };
@@ -464,6 +465,104 @@ impl Btf {
 
 const PTR: u64 = 8;
 const LIST_HEAD: u64 = 16;
+
+/// The first vector of external interrupts (`FIRST_EXTERNAL_VECTOR`).
+const FIRST_EXTERNAL_VECTOR: u64 = 0x20;
+
+/// The entry each IDT vector gets at boot, from the image's own tables:
+/// the `struct idt_data` arrays `early_pf_idts` (the page fault, kept),
+/// `def_idts` (exceptions, the int 0x80
+/// gate), `ia32_idt` (6.12) and `apic_idts` (system vectors), applied in
+/// that order as `idt_setup_traps` and `idt_setup_apic_and_irq_gates` do;
+/// every other external vector gets its stub in `irq_entries_start`, and
+/// every other system vector its stub in `spurious_entries_start` (the
+/// stub size, 8 or 16 bytes, and the first system vector follow from the
+/// distance between the two).
+fn idt_reference(
+    elf: &Vmlinux<'_>,
+    btf: &Btf,
+    symbols: &SymbolTable,
+    s: &KernelSymbols,
+) -> Result<super::IdtReference, BuildError> {
+    let bad = |why: String| BuildError::Inconsistent(format!("IDT tables: {why}"));
+    let size = btf.size("idt_data")?;
+    let vector_at = btf.field("idt_data", "vector", 4)?;
+    let addr_at = btf.field("idt_data", "addr", PTR)?;
+    if size == 0 || size > 64 {
+        return Err(bad(format!("struct idt_data of {size} bytes")));
+    }
+    let mut gates: BTreeMap<u8, u64> = BTreeMap::new();
+    for table in ["early_pf_idts", "def_idts", "ia32_idt", "apic_idts"] {
+        let Some(start) = optional(symbols, table)? else {
+            continue;
+        };
+        let end = symbols
+            .next_address_after(start)
+            .ok_or_else(|| bad(format!("nothing after {table}")))?;
+        let mut at = start;
+        while at + size <= end {
+            let vector = elf
+                .read(at + vector_at, 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| bad(format!("{table} is not in the file")))?;
+            let addr = elf
+                .read_u64(at + addr_at)
+                .ok_or_else(|| bad(format!("{table} is not in the file")))?;
+            // The array ends where its entries stop making sense
+            // (alignment padding before the next symbol).
+            if vector > 0xff || !(s.text..s.etext).contains(&addr) {
+                break;
+            }
+            gates.insert(vector as u8, addr);
+            at += size;
+        }
+    }
+    let irq = required(symbols, "irq_entries_start")?;
+    let spurious = required(symbols, "spurious_entries_start")?;
+    let span = spurious
+        .checked_sub(irq)
+        .ok_or_else(|| bad("spurious_entries_start before irq_entries_start".into()))?;
+    let (stride, first_system) = [8u64, 16]
+        .into_iter()
+        .filter(|stride| span.is_multiple_of(*stride))
+        .map(|stride| (stride, FIRST_EXTERNAL_VECTOR + span / stride))
+        .find(|(_, first)| (0xe0..=0xef).contains(first))
+        .ok_or_else(|| bad(format!("irq stubs span {span:#x} bytes")))?;
+    let mut stubs: BTreeMap<u8, String> = BTreeMap::new();
+    for vector in FIRST_EXTERNAL_VECTOR..=0xff {
+        let v = vector as u8;
+        if gates.contains_key(&v) {
+            continue;
+        }
+        let (base, name, index) = if vector < first_system {
+            (irq, "irq_entries_start", vector - FIRST_EXTERNAL_VECTOR)
+        } else {
+            (spurious, "spurious_entries_start", vector - first_system)
+        };
+        gates.insert(v, base + stride * index);
+        stubs.insert(v, format!("{name}+{:#x}", stride * index));
+    }
+    let named = gates
+        .into_iter()
+        .map(|(vector, address)| {
+            if let Some(name) = stubs.remove(&vector) {
+                return (vector, NamedAddress { name, address });
+            }
+            let name = symbols
+                .symbol_at(address)
+                .map(|(sym, off)| {
+                    if off == 0 {
+                        sym.name.to_string()
+                    } else {
+                        format!("{}+{off:#x}", sym.name)
+                    }
+                })
+                .unwrap_or_else(|| format!("{address:#x}"));
+            (vector, NamedAddress { name, address })
+        })
+        .collect();
+    Ok(super::IdtReference { gates: named })
+}
 
 /// Function-pointer tables in writable data that rootkits hook, with
 /// their lengths in these kernels (docs/kernel-text.md says why these).

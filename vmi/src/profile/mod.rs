@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
