@@ -57,6 +57,10 @@ pub enum MonVmKind {
     RodataModified,
     RoAfterInitModified,
     MeasurementEvaded,
+    ModuleHidden,
+    ProcessHidden,
+    CredsTampered,
+    PointerTableHooked,
     /// A PCR 12 record that is not a well-formed event (counted as a
     /// violation: the A-VM writes nothing else there).
     EventMalformed,
@@ -88,7 +92,7 @@ pub enum MonVmKind {
 
 impl MonVmKind {
     /// All kinds (for documentation checks).
-    pub const ALL: [MonVmKind; 21] = [
+    pub const ALL: [MonVmKind; 25] = [
         Self::Violation,
         Self::SyscallTableModified,
         Self::IdtModified,
@@ -98,6 +102,10 @@ impl MonVmKind {
         Self::RodataModified,
         Self::RoAfterInitModified,
         Self::MeasurementEvaded,
+        Self::ModuleHidden,
+        Self::ProcessHidden,
+        Self::CredsTampered,
+        Self::PointerTableHooked,
         Self::EventMalformed,
         Self::FileNotAllowed,
         Self::FileDigestUnknown,
@@ -124,6 +132,10 @@ impl MonVmKind {
             Self::RodataModified => "monvm-rodata-modified",
             Self::RoAfterInitModified => "monvm-ro-after-init-modified",
             Self::MeasurementEvaded => "monvm-measurement-evaded",
+            Self::ModuleHidden => "monvm-module-hidden",
+            Self::ProcessHidden => "monvm-process-hidden",
+            Self::CredsTampered => "monvm-creds-tampered",
+            Self::PointerTableHooked => "monvm-pointer-table-hooked",
             Self::EventMalformed => "monvm-event-malformed",
             Self::FileNotAllowed => "monvm-file-not-allowed",
             Self::FileDigestUnknown => "monvm-file-digest-unknown",
@@ -155,6 +167,12 @@ impl MonVmKind {
             Self::RodataModified => "the Mon-VM's read-only kernel data was modified",
             Self::RoAfterInitModified => "the Mon-VM's read-only-after-init data was modified",
             Self::MeasurementEvaded => "something runs in the Mon-VM that its IMA did not measure",
+            Self::ModuleHidden => "a Mon-VM module is hidden from the module list",
+            Self::ProcessHidden => "a Mon-VM process is hidden from the task list",
+            Self::CredsTampered => "a Mon-VM process holds credentials it was not given by an exec",
+            Self::PointerTableHooked => {
+                "a function-pointer table of the Mon-VM kernel points outside the kernel"
+            }
             Self::EventMalformed => "a monitoring event of the A-VM is malformed",
             Self::FileNotAllowed => "the Mon-VM measured a file the allowlist does not list",
             Self::FileDigestUnknown => {
@@ -206,6 +224,10 @@ impl MonVmKind {
             b"rodata" => Self::RodataModified,
             b"ro_after_init" => Self::RoAfterInitModified,
             b"measurement_evaded" => Self::MeasurementEvaded,
+            b"hidden_module" => Self::ModuleHidden,
+            b"hidden_process" => Self::ProcessHidden,
+            b"creds" => Self::CredsTampered,
+            b"pointer_table" => Self::PointerTableHooked,
             _ => Self::Violation,
         }
     }
