@@ -338,6 +338,13 @@ pub enum NodeError {
         timeout: Duration,
         serial_tail: String,
     },
+    #[error(
+        "the A-VM did not finish measuring the Mon-VM within {timeout:?}\n--- A-VM serial log (tail) ---\n{serial_tail}"
+    )]
+    MonVmStartupTimeout {
+        timeout: Duration,
+        serial_tail: String,
+    },
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -601,8 +608,33 @@ impl Node {
         }
         if node.monvm.is_some() {
             node.wait_for_monvm(timeout.saturating_sub(started.elapsed()))?;
+            if !config.exit_after_report {
+                node.wait_for_monvm_startup(timeout.saturating_sub(started.elapsed()))?;
+            }
         }
         Ok(node)
+    }
+
+    /// Follows the serial log until the A-VM has measured the Mon-VM's
+    /// start-up state (`AVM-MONVM-STARTUP`: profile, text, IMA list,
+    /// kernel, modules, processes, system-call table and IDT all in its
+    /// log), so a verifier that attests right after `up` sees all of it.
+    pub fn wait_for_monvm_startup(&mut self, timeout: Duration) -> Result<(), NodeError> {
+        self.poll_serial_until(
+            timeout,
+            |timeout, serial_tail| NodeError::MonVmStartupTimeout {
+                timeout,
+                serial_tail,
+            },
+            |node| {
+                let text = node.serial.text();
+                let done = text.contains("AVM-MONVM-STARTUP ")
+                    // An A-VM that cannot introspect says so and goes on.
+                    || text.contains("monvm: profile refused")
+                    || text.contains("monvm: no kernel profile");
+                Ok(done.then_some(()))
+            },
+        )
     }
 
     /// Follows the Mon-VM's console log until its init says userland is

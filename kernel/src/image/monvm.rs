@@ -302,6 +302,8 @@ impl MonVm {
                     log,
                 );
                 self.watch(now_us, tpm, log);
+                // Everything of the start-up is in the log now.
+                println!("AVM-MONVM-STARTUP records={}", log.records());
             }
             Err(e) => debug!("monvm: kernel not found yet: {}", e),
         }
