@@ -278,11 +278,72 @@ impl MonVmPatch {
     }
 }
 
+impl MonVmPatch {
+    /// Rewrites the SHA-1 template hash of the Mon-VM's IMA entry `index`
+    /// (its first byte flipped), as a rootkit rewriting the list would.
+    pub fn ima_template_hash(record: &crate::NodeRecord, index: usize) -> Self {
+        Self::at(
+            record,
+            |view, profile, _| {
+                let head = view
+                    .location
+                    .runtime_of(profile.symbols.ima_measurements)
+                    .expect("ima_measurements in the image");
+                let entry = vmi::linux::measurements(
+                    &view.space,
+                    head,
+                    &profile.offsets.ima,
+                    &vmi::linux::ImaLimits::default(),
+                    64,
+                )
+                .nth(index)
+                .expect("the IMA entry")
+                .expect("it reads");
+                let digests = vmi::paging::VirtualMemory::read_pointer(
+                    &view.space,
+                    entry
+                        .address
+                        .checked_add(profile.offsets.ima.entry_digests)
+                        .expect("canonical"),
+                )
+                .expect("the digests pointer reads");
+                digests
+                    .checked_add(profile.offsets.ima.tpm_digest_digest)
+                    .expect("canonical")
+            },
+            |original, _| {
+                let mut hash = original.to_vec();
+                hash[0] ^= 0xff;
+                hash
+            },
+            20,
+        )
+    }
+}
+
 impl Drop for MonVmPatch {
     fn drop(&mut self) {
         use std::os::unix::fs::FileExt;
         let _ = self.file.write_all_at(&self.original, self.offset);
     }
+}
+
+/// The A-VM's monitoring events so far (`AVM-MONVM-EVENT` lines of its
+/// serial log, without the prefix: `monvm:event:N:violation:AREA:...`).
+pub fn avm_events(record: &crate::NodeRecord) -> Vec<String> {
+    std::fs::read_to_string(&record.avm_serial)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `command` on the Mon-VM's console; panics (naming it) if it fails.
+pub fn console_sh(console: &mut crate::monvm::console::MonVmConsole, command: &str) -> String {
+    console
+        .run_ok(command)
+        .unwrap_or_else(|err| panic!("`{command}` on the Mon-VM: {err}"))
 }
 
 /// Waits (at most 60 s) until the node's A-VM serial log contains

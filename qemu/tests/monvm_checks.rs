@@ -240,42 +240,7 @@ fn check_live(series: &str) {
     // two of its checks) notices an IMA entry rewritten after it anchored
     // it, and the entry back as it was.
     avm_qemu::testing::wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
-    let rewritten = MonVmPatch::at(
-        &record,
-        |view, profile, _| {
-            let head = view
-                .location
-                .runtime_of(profile.symbols.ima_measurements)
-                .expect("ima_measurements in the image");
-            let entry = vmi::linux::measurements(
-                &view.space,
-                head,
-                &profile.offsets.ima,
-                &vmi::linux::ImaLimits::default(),
-                64,
-            )
-            .nth(1)
-            .expect("a second IMA entry")
-            .expect("it reads");
-            let digests = vmi::paging::VirtualMemory::read_pointer(
-                &view.space,
-                entry
-                    .address
-                    .checked_add(profile.offsets.ima.entry_digests)
-                    .expect("canonical"),
-            )
-            .expect("the digests pointer reads");
-            digests
-                .checked_add(profile.offsets.ima.tpm_digest_digest)
-                .expect("canonical")
-        },
-        |original, _| {
-            let mut hash = original.to_vec();
-            hash[0] ^= 0xff;
-            hash
-        },
-        20,
-    );
+    let rewritten = MonVmPatch::ima_template_hash(&record, 1);
     avm_qemu::testing::wait_for_avm_serial(&record, ":violation:ima:entry 1 rewritten");
     drop(rewritten);
     avm_qemu::testing::wait_for_avm_serial(&record, ":clean:ima");

@@ -21,21 +21,12 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::{MonVmPatch, wait_for_avm_serial};
+use avm_qemu::testing::{MonVmPatch, avm_events, wait_for_avm_serial};
 use vmi::paging::VirtualMemory;
 
 static BOOTS: Mutex<()> = Mutex::new(());
 
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn events(record: &avm_qemu::NodeRecord) -> Vec<String> {
-    std::fs::read_to_string(&record.avm_serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
-        .map(str::to_string)
-        .collect()
-}
 
 /// The live kernel, read from the RAM file as the A-VM reads it.
 struct Live {
@@ -157,7 +148,7 @@ fn check(series: &str) {
         .expect("module in, sleeper started");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        events(&record),
+        avm_events(&record),
         Vec::<String>::new(),
         "{series}: clean node"
     );
@@ -229,7 +220,12 @@ fn check(series: &str) {
     console
         .run_ok("killall sleep; rmmod dummy")
         .expect("cleaned up");
-    assert_eq!(events(&record).len(), 8, "{series}: {:#?}", events(&record));
+    assert_eq!(
+        avm_events(&record).len(),
+        8,
+        "{series}: {:#?}",
+        avm_events(&record)
+    );
 }
 
 #[test]

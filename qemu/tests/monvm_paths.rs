@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::wait_for_avm_serial;
+use avm_qemu::testing::{avm_events, console_sh, wait_for_avm_serial};
 use vmi::RamLayout;
 use vmi::linux::{exe_path, tasks};
 use vmi::profile::KernelProfile;
@@ -30,22 +29,6 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// The copy of busybox on tmpfs (busybox runs `busybox*` names as
 /// `busybox APPLET ...`).
 const EVADE: &str = "/dev/shm/busybox-evade";
-
-fn sh(console: &mut MonVmConsole, command: &str) -> String {
-    console
-        .run_ok(command)
-        .unwrap_or_else(|err| panic!("`{command}` on the Mon-VM: {err}"))
-}
-
-/// The `AVM-MONVM-EVENT` lines so far.
-fn events(record: &avm_qemu::NodeRecord) -> Vec<String> {
-    std::fs::read_to_string(&record.avm_serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
-        .map(str::to_string)
-        .collect()
-}
 
 /// PID -> executable of every user process, walked in the RAM file as the
 /// A-VM walks it; a task whose walk failed maps to its error.
@@ -91,7 +74,7 @@ fn check_paths(series: &str) {
     wait_for_avm_serial(&record, "AVM-MONVM-TEXT ");
     std::thread::sleep(SETTLE);
     let evaded = |record: &avm_qemu::NodeRecord| {
-        events(record)
+        avm_events(record)
             .into_iter()
             .filter(|e| e.contains("measurement_evaded"))
             .collect::<Vec<_>>()
@@ -105,11 +88,11 @@ fn check_paths(series: &str) {
     let mut console = node.monvm_console(CONSOLE_TIMEOUT).expect("console");
     // The rootfs has no /dev/shm (devtmpfs has no such folder): a tmpfs
     // there, on the devtmpfs, on the ext4 root.
-    sh(
+    console_sh(
         &mut console,
         "grep -q ' /dev/shm tmpfs ' /proc/mounts || { mkdir -p /dev/shm && mount -t tmpfs shm /dev/shm; }",
     );
-    let mounts = sh(&mut console, "cat /proc/mounts");
+    let mounts = console_sh(&mut console, "cat /proc/mounts");
     assert!(
         mounts
             .lines()
@@ -117,11 +100,11 @@ fn check_paths(series: &str) {
         "{series}: no tmpfs on /dev/shm:\n{mounts}"
     );
     // One measured process (sleep is busybox), one run from tmpfs.
-    let sleeper: i32 = sh(&mut console, "sleep 300 & echo $!")
+    let sleeper: i32 = console_sh(&mut console, "sleep 300 & echo $!")
         .trim()
         .parse()
         .expect("a pid");
-    let evader: i32 = sh(
+    let evader: i32 = console_sh(
         &mut console,
         &format!("cp /bin/busybox {EVADE} && {EVADE} sleep 300 & echo $!"),
     )
@@ -131,7 +114,7 @@ fn check_paths(series: &str) {
 
     // The guest's own view, then the walk: every process in both has the
     // same executable.
-    let listed = sh(
+    let listed = console_sh(
         &mut console,
         "for d in /proc/[0-9]*; do e=$(readlink $d/exe) && echo \"${d#/proc/} $e\"; done 2>/dev/null; true",
     );
@@ -184,7 +167,7 @@ fn check_paths(series: &str) {
         &record,
         &format!(":violation:measurement_evaded:process:{evader}:busybox-evade:{EVADE} "),
     );
-    sh(&mut console, &format!("kill {evader}; wait {evader}; true"));
+    console_sh(&mut console, &format!("kill {evader}; wait {evader}; true"));
     wait_for_avm_serial(&record, ":clean:measurement_evaded ");
 
     // A module loaded from the root: measured (by its file name), no
@@ -196,13 +179,13 @@ fn check_paths(series: &str) {
         .find(|m| m.ends_with("/dummy.ko"))
         .expect("the dummy module is in the Mon-VM's root")
         .clone();
-    sh(&mut console, &format!("insmod {module}"));
+    console_sh(&mut console, &format!("insmod {module}"));
     std::thread::sleep(SETTLE);
-    sh(&mut console, "rmmod dummy");
+    console_sh(&mut console, "rmmod dummy");
     let all = evaded(&record);
     assert_eq!(all.len(), 2, "{series}: {all:#?}");
     // Nothing else was reported: the measured sleeper never was.
-    let others: Vec<String> = events(&record)
+    let others: Vec<String> = avm_events(&record)
         .into_iter()
         .filter(|e| !e.contains("measurement_evaded"))
         .collect();

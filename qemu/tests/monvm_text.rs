@@ -22,8 +22,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::{MonVmPatch, wait_for_avm_serial};
-use vmi::linux::text::{PatchSites, TextReference};
+use avm_qemu::testing::{MonVmPatch, avm_events, wait_for_avm_serial};
+use vmi::linux::text::TextReference;
 use vmi::profile::KernelProfile;
 
 static BOOTS: Mutex<()> = Mutex::new(());
@@ -31,40 +31,6 @@ static BOOTS: Mutex<()> = Mutex::new(());
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Long enough for several whole sweeps (one per second).
 const SETTLE: Duration = Duration::from_secs(3);
-
-/// The `AVM-MONVM-EVENT` lines so far.
-fn events(record: &avm_qemu::NodeRecord) -> Vec<String> {
-    std::fs::read_to_string(&record.avm_serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Whether any patch site covers `offset` (from `_text`).
-fn in_a_site(sites: &PatchSites, offset: u32) -> bool {
-    let covers = |list: &[u32], lens: &dyn Fn(usize) -> u32| {
-        list.iter()
-            .enumerate()
-            .any(|(i, &o)| o <= offset && offset < o + lens(i))
-    };
-    let fixed = |n: u32| move |_: usize| n;
-    covers(sites.returns.as_slice(), &fixed(5))
-        || covers(sites.fentry.as_slice(), &fixed(5))
-        || covers(sites.calls.as_slice(), &fixed(5))
-        || covers(sites.locks.as_slice(), &fixed(1))
-        || covers(sites.endbr.as_slice(), &fixed(4))
-        || covers(sites.jumps.offsets.as_slice(), &|i| {
-            u32::from(sites.jumps.lens[i])
-        })
-        || covers(sites.boot.offsets.as_slice(), &|i| {
-            u32::from(sites.boot.lens[i])
-        })
-        || covers(sites.boot_constants.offsets.as_slice(), &|i| {
-            u32::from(sites.boot_constants.lens[i])
-        })
-}
 
 fn reference(profile: &KernelProfile) -> &TextReference {
     profile
@@ -133,7 +99,7 @@ fn check_text(series: &str) {
         .expect("tracepoint off, module out");
     std::thread::sleep(SETTLE);
     assert_eq!(
-        events(&record),
+        avm_events(&record),
         Vec::<String>::new(),
         "{series}: legitimate self-patching was reported"
     );
@@ -148,7 +114,7 @@ fn check_text(series: &str) {
         .address;
     let byte = (16..256)
         .map(|d| (handler - link_text + d) as u32)
-        .find(|&o| !in_a_site(&text.sites, o))
+        .find(|&o| !text.sites.covers(u64::from(o)))
         .expect("a byte outside every site");
     let chunk = link_text + u64::from(byte) / 4096 * 4096;
     let patch = MonVmPatch::kernel(
@@ -193,7 +159,7 @@ fn check_text(series: &str) {
     wait_for_avm_serial(&record, ":clean:rodata");
 
     // Only these: three violations, three clean events.
-    let all = events(&record);
+    let all = avm_events(&record);
     assert_eq!(all.len(), 6, "{series}: {all:#?}");
     drop(node);
 

@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::{Attack, Rootkit, wait_for_avm_serial};
+use avm_qemu::testing::{Attack, Rootkit, avm_events, console_sh, wait_for_avm_serial};
 
 static BOOTS: Mutex<()> = Mutex::new(());
 
@@ -28,27 +28,11 @@ const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(3);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn sh(console: &mut MonVmConsole, command: &str) -> String {
-    console
-        .run_ok(command)
-        .unwrap_or_else(|err| panic!("`{command}` on the Mon-VM: {err}"))
-}
-
-/// The `AVM-MONVM-EVENT` lines so far (`monvm:event:N:KIND:AREA...`).
-fn events(record: &avm_qemu::NodeRecord) -> Vec<String> {
-    std::fs::read_to_string(&record.avm_serial)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Waits for an event after the first `from` that contains `needle`.
 fn wait_event(record: &avm_qemu::NodeRecord, from: usize, needle: &str) -> String {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     loop {
-        let all = events(record);
+        let all = avm_events(record);
         if let Some(hit) = all.iter().skip(from).find(|e| e.contains(needle)) {
             return hit.clone();
         }
@@ -76,7 +60,7 @@ fn last_verdicts(events: &[String]) -> std::collections::BTreeMap<String, String
 /// How many times the scheduler's task dump (`sysrq-t`, a walk of the
 /// task list) names PID.
 fn in_task_dump(console: &mut MonVmConsole, pid: u32) -> usize {
-    let out = sh(
+    let out = console_sh(
         console,
         &format!(
             "dmesg -c >/dev/null; echo t > /proc/sysrq-trigger; dmesg -c | grep -cE \" pid:{pid}( |$)\"; true"
@@ -98,9 +82,9 @@ fn start_sleep(console: &mut MonVmConsole, user: Option<&str>) -> u32 {
         }
         None => "sleep 1000 >/dev/null 2>&1 & echo $!".to_string(),
     };
-    let pid: u32 = sh(console, &command).trim().parse().expect("a PID");
+    let pid: u32 = console_sh(console, &command).trim().parse().expect("a PID");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sh(console, &format!("cat /proc/{pid}/comm; true")).trim() != "sleep" {
+    while console_sh(console, &format!("cat /proc/{pid}/comm; true")).trim() != "sleep" {
         assert!(Instant::now() < deadline, "{pid} never became sleep");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -108,7 +92,7 @@ fn start_sleep(console: &mut MonVmConsole, user: Option<&str>) -> u32 {
 }
 
 fn ids(console: &mut MonVmConsole, pid: u32) -> String {
-    sh(
+    console_sh(
         console,
         &format!("grep -E '^(Uid|Gid):' /proc/{pid}/status"),
     )
@@ -127,7 +111,7 @@ fn attack_from_inside(series: &str) {
     .expect("console");
 
     let rootkit = Rootkit::load(&mut console).expect("insmod of the rootkit");
-    assert!(sh(&mut console, "cat /proc/modules").contains("avm_rootkit "));
+    assert!(console_sh(&mut console, "cat /proc/modules").contains("avm_rootkit "));
     let status = rootkit.status(&mut console).expect("status");
     for target in ["sys_call_table", "idt_gate", "text_byte", "rodata_byte"] {
         assert!(
@@ -143,16 +127,16 @@ fn attack_from_inside(series: &str) {
         (Attack::Text, "text"),
         (Attack::Rodata, "rodata"),
     ] {
-        let from = events(&record).len();
+        let from = avm_events(&record).len();
         rootkit.set(&mut console, attack, true).expect("on");
         wait_event(&record, from, &format!(":violation:{area}:"));
         // The guest keeps working with the attack on.
-        sh(&mut console, "echo $$ >/dev/null; ls / >/dev/null");
+        console_sh(&mut console, "echo $$ >/dev/null; ls / >/dev/null");
         rootkit.set(&mut console, attack, false).expect("off");
         wait_event(&record, from, &format!(":clean:{area}"));
     }
     std::thread::sleep(SETTLE);
-    let all = events(&record);
+    let all = avm_events(&record);
     let verdicts = last_verdicts(&all);
     assert!(
         verdicts.values().all(|v| v == "clean"),
@@ -168,7 +152,7 @@ fn attack_from_inside(series: &str) {
             .parse()
             .expect("a count")
     };
-    let from = events(&record).len();
+    let from = avm_events(&record).len();
     rootkit
         .set(&mut console, Attack::FopsTable, true)
         .expect("on");
@@ -180,7 +164,7 @@ fn attack_from_inside(series: &str) {
     // their start-up values or point into the kernel image).
     wait_event(&record, from, ":violation:pointer_table:tcp_prot[");
     let before = calls(&mut console);
-    sh(
+    console_sh(
         &mut console,
         "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
     );
@@ -194,20 +178,20 @@ fn attack_from_inside(series: &str) {
     );
     wait_event(&record, from, ":clean:pointer_table");
     let after = calls(&mut console);
-    sh(
+    console_sh(
         &mut console,
         "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
     );
     assert_eq!(calls(&mut console), after, "{series}: still hooked");
 
     // The module hides from the module list, not from sysfs.
-    let modules = sh(&mut console, "cut -d' ' -f1 /proc/modules");
-    let from = events(&record).len();
+    let modules = console_sh(&mut console, "cut -d' ' -f1 /proc/modules");
+    let from = avm_events(&record).len();
     rootkit
         .set(&mut console, Attack::HideModule, true)
         .expect("on");
-    assert!(!sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));
-    sh(&mut console, "test -d /sys/module/avm_rootkit");
+    assert!(!console_sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));
+    console_sh(&mut console, "test -d /sys/module/avm_rootkit");
     // The A-VM's cross-view: in sysfs, not on the module list.
     wait_event(
         &record,
@@ -219,7 +203,7 @@ fn attack_from_inside(series: &str) {
         .expect("off");
     wait_event(&record, from, ":clean:hidden_module");
     assert_eq!(
-        sh(&mut console, "cut -d' ' -f1 /proc/modules"),
+        console_sh(&mut console, "cut -d' ' -f1 /proc/modules"),
         modules,
         "{series}: the module list is not as before"
     );
@@ -227,7 +211,7 @@ fn attack_from_inside(series: &str) {
     // A process gone from the task list; its PID still answers.
     let pid = start_sleep(&mut console, None);
     assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: before");
-    let from = events(&record).len();
+    let from = avm_events(&record).len();
     rootkit
         .set(&mut console, Attack::HidePid(pid), true)
         .expect("on");
@@ -238,7 +222,7 @@ fn attack_from_inside(series: &str) {
         from,
         &format!(":violation:hidden_process:process:{pid}:sleep"),
     );
-    sh(
+    console_sh(
         &mut console,
         &format!("kill -0 {pid} && test -d /proc/{pid}"),
     );
@@ -247,10 +231,10 @@ fn attack_from_inside(series: &str) {
         .expect("off");
     assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: not back");
     wait_event(&record, from, ":clean:hidden_process");
-    sh(&mut console, &format!("kill {pid}"));
+    console_sh(&mut console, &format!("kill {pid}"));
 
     // A user's process made root, then the user again.
-    sh(
+    console_sh(
         &mut console,
         "grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd",
     );
@@ -259,7 +243,7 @@ fn attack_from_inside(series: &str) {
     assert!(user_ids.contains("65534"), "{series}: {user_ids}");
     // Give the A-VM a round to see the user's euid first.
     std::thread::sleep(Duration::from_secs(1));
-    let from = events(&record).len();
+    let from = avm_events(&record).len();
     rootkit
         .set(&mut console, Attack::RootPid(pid), true)
         .expect("on");
@@ -280,12 +264,12 @@ fn attack_from_inside(series: &str) {
         .expect("off");
     assert_eq!(ids(&mut console, pid), user_ids, "{series}: not restored");
     wait_event(&record, from, ":clean:creds");
-    sh(&mut console, &format!("kill {pid}"));
+    console_sh(&mut console, &format!("kill {pid}"));
 
     // Out again; the Mon-VM runs on.
-    sh(&mut console, "rmmod avm_rootkit");
-    assert!(!sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));
-    assert_eq!(sh(&mut console, "echo alive").trim(), "alive");
+    console_sh(&mut console, "rmmod avm_rootkit");
+    assert!(!console_sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));
+    assert_eq!(console_sh(&mut console, "echo alive").trim(), "alive");
 }
 
 #[test]

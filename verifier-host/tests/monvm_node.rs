@@ -198,42 +198,7 @@ fn check_node(series: &str, quiet_rounds: usize) {
     untrusted_with(state, &addr, "monvm-file-not-allowed", "tcp_vegas.ko");
 
     // An anchored IMA entry rewritten in the Mon-VM's memory.
-    let rewritten = MonVmPatch::at(
-        &record,
-        |view, profile, _| {
-            let head = view
-                .location
-                .runtime_of(profile.symbols.ima_measurements)
-                .expect("ima_measurements in the image");
-            let entry = vmi::linux::measurements(
-                &view.space,
-                head,
-                &profile.offsets.ima,
-                &vmi::linux::ImaLimits::default(),
-                64,
-            )
-            .nth(1)
-            .expect("a second IMA entry")
-            .expect("it reads");
-            let digests = vmi::paging::VirtualMemory::read_pointer(
-                &view.space,
-                entry
-                    .address
-                    .checked_add(profile.offsets.ima.entry_digests)
-                    .expect("canonical"),
-            )
-            .expect("the digests pointer reads");
-            digests
-                .checked_add(profile.offsets.ima.tpm_digest_digest)
-                .expect("canonical")
-        },
-        |original, _| {
-            let mut hash = original.to_vec();
-            hash[0] ^= 0xff;
-            hash
-        },
-        20,
-    );
+    let rewritten = MonVmPatch::ima_template_hash(&record, 1);
     untrusted_with(state, &addr, "monvm-ima-rewritten", "entry 1 rewritten");
     drop(rewritten);
 
@@ -248,32 +213,9 @@ fn check_node(series: &str, quiet_rounds: usize) {
         .expect("kexec_load's handler")
         .address;
     let text = decoded.text_reference.as_ref().expect("a text reference");
-    let sites = &text.sites;
-    let in_a_site = |o: u32| {
-        let fixed = sites.fixed().into_iter().any(|(kind, list)| {
-            list.as_slice()
-                .iter()
-                .any(|&s| s <= o && u64::from(o) < u64::from(s) + kind.size())
-        });
-        let sized = [&sites.boot, &sites.boot_constants].into_iter().any(|l| {
-            l.offsets
-                .as_slice()
-                .iter()
-                .zip(&l.lens)
-                .any(|(&s, &n)| s <= o && o < s + u32::from(n))
-        });
-        let jumps = sites
-            .jumps
-            .offsets
-            .as_slice()
-            .iter()
-            .zip(&sites.jumps.lens)
-            .any(|(&s, &n)| s <= o && o < s + u32::from(n));
-        fixed || sized || jumps
-    };
     let byte = (16..256u64)
         .map(|d| (handler - decoded.symbols.text + d) as u32)
-        .find(|&o| !in_a_site(o))
+        .find(|&o| !text.sites.covers(u64::from(o)))
         .expect("a byte outside every site");
     let chunk = decoded.symbols.text + u64::from(byte) / 4096 * 4096;
     let patched = MonVmPatch::kernel(

@@ -1,5 +1,6 @@
 //! The Mon-VM side of the verifier without QEMU: a Keylime runtime policy
-//! from the peer baseline's generator imported and applied to its IMA
+//! from the peer baseline's generator (or, where the baseline is not beside
+//! the project, the same files made here) imported and applied to its IMA
 //! list, and the incremental measurement-log fetch against a host node
 //! (swtpm + tpm2-tools behind the wire protocol) whose PCRs 8-15 the test
 //! extends as an A-VM would: kept across verifier runs, fetched whole
@@ -33,7 +34,17 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 }
 
 /// gen_ima_log.py N DIR [args]: a synthetic IMA list and its Keylime policy.
+/// The peer baseline lives beside the project (`../shared`); where it is
+/// not (a clone elsewhere), the same files are made here, in the same
+/// formats ([`generate_here`]).
 fn generate(n: usize, dir: &Path, args: &[&str]) {
+    if !Path::new(GENERATOR).is_file() {
+        let tamper = args
+            .windows(2)
+            .find(|w| w[0] == "--tamper")
+            .and_then(|w| w[1].parse().ok());
+        return generate_here(n, dir, tamper);
+    }
     let out = Command::new("python3")
         .arg(GENERATOR)
         .arg(n.to_string())
@@ -42,6 +53,60 @@ fn generate(n: usize, dir: &Path, args: &[&str]) {
         .output()
         .expect("python3 runs (it is installed with the peer baseline)");
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// What gen_ima_log.py writes, for N files (plus `boot_aggregate`): the
+/// binary list (`ima-ng`, PCR 10, `sha256:` digests), `pcrs-sha256` (its
+/// PCR 10), the Keylime runtime policy allowing every entry (format
+/// version 1, as `keylime-policy` writes it) and `meta.json`; with
+/// `tamper`, that entry measured another file than the policy allows
+/// (`--tamper-mode measured`).
+fn generate_here(n: usize, dir: &Path, tamper: Option<usize>) {
+    let sha256 = |text: String| openssl::sha::sha256(text.as_bytes());
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let mut list = Vec::new();
+    let mut digests = serde_json::Map::new();
+    let mut tampered = None;
+    for i in 0..=n {
+        let path = if i == 0 {
+            "boot_aggregate".to_string()
+        } else {
+            format!("/usr/lib/x86_64-linux-gnu/libgen{i}.so.{}", i % 7)
+        };
+        let digest = sha256(format!("file-content:{path}"));
+        digests.insert(
+            path.clone(),
+            serde_json::json!([avm_attest::hex::encode(&digest)]),
+        );
+        let measured = if tamper == Some(i) {
+            tampered = Some(path.clone());
+            sha256(format!("other-content:{path}"))
+        } else {
+            digest
+        };
+        list.extend(avm_attest::ima::ng_record(10, &measured, path.as_bytes()));
+    }
+    let records = avm_attest::ima::parse_list(&list, n + 1).expect("parses");
+    let pcrs = avm_attest::ima::replay_sha256(&records, &[[0; 32]; 24]);
+    let policy = serde_json::json!({
+        "meta": {"version": 1, "generator": 3},
+        "release": 0,
+        "digests": digests,
+        "excludes": [],
+        "keyrings": {},
+        "ima": {"ignored_keyrings": [], "log_hash_alg": "sha1", "dm_policy": null},
+        "ima-buf": {},
+        "verification-keys": "",
+    });
+    let meta = serde_json::json!({"tamper": {"path": tampered}});
+    std::fs::write(dir.join("binary_runtime_measurements"), &list).expect("write");
+    std::fs::write(
+        dir.join("pcrs-sha256"),
+        format!("PCR-10: {}\n", avm_attest::hex::encode(&pcrs[10])),
+    )
+    .expect("write");
+    std::fs::write(dir.join("runtime_policy.json"), policy.to_string()).expect("write");
+    std::fs::write(dir.join("meta.json"), meta.to_string()).expect("write");
 }
 
 /// The reason codes of the verifier's appraisal of a generated list.

@@ -59,7 +59,11 @@ fn check_series(series: &str, syscalls: usize) {
     assert_eq!(p.kernel.release, release);
     assert!(stdout.starts_with(&format!("kernel    {release} (#1 SMP")));
     assert!(stdout.contains(&format!("{syscalls} system calls")));
-    assert!(stdout.contains(&format!("{} bytes, format 1", bytes.len())));
+    assert!(stdout.contains(&format!(
+        "{} bytes, format {}",
+        bytes.len(),
+        vmi::profile::FORMAT_VERSION
+    )));
     let sha = avm_verifier::hex::Hex(&digest(&bytes)).to_string();
     assert!(
         stdout.contains(&format!("digest    sha256:{sha}\n")),

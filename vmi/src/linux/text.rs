@@ -545,6 +545,28 @@ impl<'r> TextChecker<'r> {
 }
 
 impl PatchSites {
+    /// Whether any patch site covers the byte at `offset` (from `_text`).
+    pub fn covers(&self, offset: u64) -> bool {
+        let from = offset.saturating_sub(MAX_SITE_LEN);
+        let fixed = self.fixed().into_iter().any(|(kind, list)| {
+            list.as_slice()[list.range(from, offset + 1)]
+                .iter()
+                .any(|&o| offset < u64::from(o) + kind.size())
+        });
+        let sized = |offsets: &Offsets, lens: &[u8]| {
+            offsets.range(from, offset + 1).any(|i| {
+                let (Some(&o), Some(&n)) = (offsets.as_slice().get(i), lens.get(i)) else {
+                    return false;
+                };
+                offset < u64::from(o) + u64::from(n)
+            })
+        };
+        fixed
+            || sized(&self.jumps.offsets, &self.jumps.lens)
+            || sized(&self.boot.offsets, &self.boot.lens)
+            || sized(&self.boot_constants.offsets, &self.boot_constants.lens)
+    }
+
     /// The fixed-length site lists with their rule.
     pub fn fixed(&self) -> [(SiteKind, &Offsets); 5] {
         [

@@ -321,3 +321,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn covers_names_every_byte_of_every_site() {
+    let k = TextKernel::new();
+    let s = &k.reference.sites;
+    for (at, len) in [
+        (TextKernel::RETURN, 5),
+        (TextKernel::LOCK, 1),
+        (TextKernel::ENDBR, 4),
+        (TextKernel::JUMP2, 2),
+        (TextKernel::JUMP5, 5),
+        (TextKernel::BOOT2, 40),
+        (TextKernel::CONSTANT, 8),
+    ] {
+        let at = u64::from(at);
+        assert!(!s.covers(at - 1) || at == 0, "+{at:#x} - 1");
+        for i in 0..len {
+            assert!(s.covers(at + i), "+{:#x}", at + i);
+        }
+        assert!(!s.covers(at + len), "+{:#x}", at + len);
+    }
+}
