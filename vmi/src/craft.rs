@@ -426,13 +426,38 @@ impl WalkInput {
     }
 }
 
+/// The executable-path offsets of a Debian 6.1 cloud kernel (those of
+/// [`sample_profile`]).
+pub const SAMPLE_PATH_OFFSETS: crate::linux::PathOffsets = crate::linux::PathOffsets {
+    mm_exe_file: 0x3b0,
+    file_f_path: 0x10,
+    path_mnt: 0,
+    path_dentry: 8,
+    dentry_d_name: 0x20,
+    dentry_d_parent: 0x18,
+    qstr_name: 8,
+    qstr_len: 4,
+    mount_mnt: 0x20,
+    mount_mnt_parent: 0x10,
+    mount_mnt_mountpoint: 0x18,
+    vfsmount_mnt_root: 0,
+};
+
+/// The path offsets the `walk` fuzz target reads its list head with as an
+/// `mm_struct` (the `exe-path` seeds are laid out for them): the sample
+/// ones with `exe_file` early, so small images reach it.
+pub const WALK_PATH_OFFSETS: crate::linux::PathOffsets = crate::linux::PathOffsets {
+    mm_exe_file: 0x30,
+    ..SAMPLE_PATH_OFFSETS
+};
+
 /// A plausible kernel profile (addresses and offsets of a Debian 6.1 cloud
 /// kernel, `syscalls` slots) that validates: for tests, fuzz seeds and
 /// benchmarks of the decoder.
 pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
     use alloc::string::ToString;
 
-    use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
+    use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, TaskOffsets};
     use crate::profile::{
         KernelIdentity, KernelProfile, KernelSymbols, NamedAddress, StructOffsets, StructSizes,
         SyscallTable,
@@ -508,20 +533,7 @@ pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
                 taints: 0x1f8,
             },
             ima: ImaOffsets::LINUX_6,
-            path: PathOffsets {
-                mm_exe_file: 0x3b0,
-                file_f_path: 0x10,
-                path_mnt: 0,
-                path_dentry: 8,
-                dentry_d_name: 0x20,
-                dentry_d_parent: 0x18,
-                qstr_name: 8,
-                qstr_len: 4,
-                mount_mnt: 0x20,
-                mount_mnt_parent: 0x10,
-                mount_mnt_mountpoint: 0x18,
-                vfsmount_mnt_root: 0,
-            },
+            path: SAMPLE_PATH_OFFSETS,
             sizes: StructSizes {
                 task_struct: 0x2600,
                 cred: 0xb0,

@@ -164,20 +164,7 @@ fn walk_seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// The path offsets of the walk fuzz target.
-const PATH: vmi::linux::PathOffsets = vmi::linux::PathOffsets {
-    mm_exe_file: 0x30,
-    file_f_path: 0x10,
-    path_mnt: 0,
-    path_dentry: 8,
-    dentry_d_name: 0x20,
-    dentry_d_parent: 0x18,
-    qstr_name: 8,
-    qstr_len: 4,
-    mount_mnt: 0x20,
-    mount_mnt_parent: 0x10,
-    mount_mnt_mountpoint: 0x18,
-    vfsmount_mnt_root: 0,
-};
+const PATH: vmi::linux::PathOffsets = vmi::craft::WALK_PATH_OFFSETS;
 
 /// `/dev/shm/evade` (rootfs, ext4 on it, devtmpfs on `/dev`, tmpfs on
 /// `/dev/shm`) in the low 16 KiB at the direct map: mm at 0x100, file at

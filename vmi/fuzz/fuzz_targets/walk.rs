@@ -85,20 +85,7 @@ fuzz_target!(|data: &[u8]| {
 
         // The same head as an `mm_struct`: its executable's path (the
         // offsets the `exe-path` seeds of vmi/tests/fuzz_seeds.rs use).
-        let path = vmi::linux::PathOffsets {
-            mm_exe_file: 0x30,
-            file_f_path: 0x10,
-            path_mnt: 0,
-            path_dentry: 8,
-            dentry_d_name: 0x20,
-            dentry_d_parent: 0x18,
-            qstr_name: 8,
-            qstr_len: 4,
-            mount_mnt: 0x20,
-            mount_mnt_parent: 0x10,
-            mount_mnt_mountpoint: 0x18,
-            vfsmount_mnt_root: 0,
-        };
+        let path = vmi::craft::WALK_PATH_OFFSETS;
         if let Ok(path) = vmi::linux::exe_path(&space, head, &path) {
             let bytes = path.as_bytes();
             assert!(bytes.len() <= vmi::linux::MAX_PATH_LEN && bytes.first() == Some(&b'/'));

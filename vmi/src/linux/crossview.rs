@@ -34,7 +34,7 @@ use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, walk_list};
 use crate::paging::VirtualMemory;
 
-use super::structs::{StructError, read_pointer};
+use super::structs::{StructError, container_of, field, read_pointer};
 use super::tasks::Task;
 
 /// Most kobjects, children or table entries looked at.
@@ -103,25 +103,6 @@ impl core::fmt::Display for CrossViewError {
     }
 }
 
-fn offset(base: GuestVirtAddr, by: u64) -> Result<GuestVirtAddr, CrossViewError> {
-    base.checked_add(by)
-        .ok_or(CrossViewError::Struct(StructError::Address {
-            base,
-            offset: by,
-        }))
-}
-
-/// `container_of`: the structure `by` bytes before a member at `node`.
-fn back(node: GuestVirtAddr, by: u64) -> Result<GuestVirtAddr, CrossViewError> {
-    node.value()
-        .checked_sub(by)
-        .and_then(|v| GuestVirtAddr::new(v).ok())
-        .ok_or(CrossViewError::Struct(StructError::Address {
-            base: node,
-            offset: by,
-        }))
-}
-
 /// The modules that have a kobject under `/sys/module` (their `struct
 /// module` addresses; built-in "modules" without one are skipped).
 /// `module_kset` is the runtime address of the symbol.
@@ -133,12 +114,12 @@ pub fn kset_modules<V: VirtualMemory + ?Sized>(
     let Some(kset) = read_pointer(mem, module_kset, 0)? else {
         return Ok(Vec::new());
     };
-    let head = offset(kset, r.kset_list)?;
+    let head = field(kset, r.kset_list)?;
     let mut out = Vec::new();
     for node in walk_list(mem, head, ListOptions::new(MAX_KOBJECTS)) {
         let node = node.map_err(|_| CrossViewError::List)?;
-        let kobj = back(node, r.kobject_entry)?;
-        let mk = back(kobj, r.module_kobject_kobj)?;
+        let kobj = container_of(node, r.kobject_entry)?;
+        let mk = container_of(kobj, r.module_kobject_kobj)?;
         if let Some(module) = read_pointer(mem, mk, r.module_kobject_mod)? {
             if out.len() >= MAX_KOBJECTS {
                 return Err(CrossViewError::TooMany);
@@ -173,10 +154,10 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
     let mut at = 0;
     while let Some(&parent) = queue.get(at) {
         at += 1;
-        let head = offset(parent, r.task_children)?;
+        let head = field(parent, r.task_children)?;
         for node in walk_list(mem, head, ListOptions::new(MAX_TASKS)) {
             let node = node.map_err(|_| CrossViewError::List)?;
-            let task = back(node, r.task_sibling)?;
+            let task = container_of(node, r.task_sibling)?;
             if task == init_task || !seen.insert(task.value()) {
                 continue;
             }

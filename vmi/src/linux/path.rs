@@ -316,20 +316,7 @@ mod tests {
 
     const DIRECT: u64 = 0xffff_8880_0000_0000;
     const RAM: u64 = 0x4_0000;
-    const O: PathOffsets = PathOffsets {
-        mm_exe_file: 0x3b0,
-        file_f_path: 0x10,
-        path_mnt: 0,
-        path_dentry: 8,
-        dentry_d_name: 0x20,
-        dentry_d_parent: 0x18,
-        qstr_name: 8,
-        qstr_len: 4,
-        mount_mnt: 0x20,
-        mount_mnt_parent: 0x10,
-        mount_mnt_mountpoint: 0x18,
-        vfsmount_mnt_root: 0,
-    };
+    const O: PathOffsets = crate::craft::SAMPLE_PATH_OFFSETS;
     const MM: u64 = 0x1000;
     const FILE: u64 = 0x2000;
 
