@@ -193,20 +193,7 @@ fn a_pushed_violation_revokes_once_and_a_restarted_monitor_resumes() {
     avm_qemu::testing::wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
     let state = tmp.path().join("verifier");
     let state = state.as_path();
-    let profile = record.monvm_profile.clone().expect("a profile");
-    verifier_exit(
-        state,
-        &[
-            "policy",
-            "init",
-            "--avm-image",
-            path_arg(&image),
-            "--monvm-profile",
-            path_arg(&profile),
-        ],
-        0,
-    );
-    verifier_exit(state, &["enroll", &addr, "--ek-ca", &ek_ca_of(&node)], 0);
+    common::enrol_monvm_node(state, &record, &addr, &image);
     verifier_exit(state, &["policy", "learn", &addr], 0);
 
     let revoked = tmp.path().join("revoked.log");

@@ -114,25 +114,7 @@ fn check_node(series: &str, quiet_rounds: usize) {
     let state = tmp.path().join("verifier");
     let state = state.as_path();
     let image = avm_image();
-    let profile = record.monvm_profile.clone().expect("a profile");
-    verifier_exit(
-        state,
-        &[
-            "policy",
-            "init",
-            "--avm-image",
-            image.to_str().expect("utf-8"),
-            "--monvm-profile",
-            profile.to_str().expect("utf-8"),
-        ],
-        0,
-    );
-    let ek_ca = record.ek_ca.clone().expect("an EK CA");
-    verifier_exit(
-        state,
-        &["enroll", &addr, "--ek-ca", ek_ca.to_str().expect("utf-8")],
-        0,
-    );
+    common::enrol_monvm_node(state, &record, &addr, &image);
     verifier_exit(state, &["policy", "learn", &addr], 0);
     let out = verifier_exit(state, &["attest", &addr, "--json"], 0);
     let log = report(&out)["measurement_log"].clone();
@@ -203,7 +185,8 @@ fn check_node(series: &str, quiet_rounds: usize) {
     drop(rewritten);
 
     // A byte of kernel text (in kexec_load's handler, never called here).
-    let profile_bytes = std::fs::read(&profile).expect("profile");
+    let profile_bytes =
+        std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile");
     let decoded = vmi::profile::KernelProfile::decode(&profile_bytes).expect("profile decodes");
     let handler = decoded
         .syscalls
@@ -270,25 +253,7 @@ fn a_node_whose_measurement_log_fills_up_is_untrusted() {
     let state = tmp.path().join("verifier");
     let state = state.as_path();
     let image = avm_image();
-    let profile = record.monvm_profile.clone().expect("a profile");
-    verifier_exit(
-        state,
-        &[
-            "policy",
-            "init",
-            "--avm-image",
-            image.to_str().expect("utf-8"),
-            "--monvm-profile",
-            profile.to_str().expect("utf-8"),
-        ],
-        0,
-    );
-    let ek_ca = record.ek_ca.clone().expect("an EK CA");
-    verifier_exit(
-        state,
-        &["enroll", &addr, "--ek-ca", ek_ca.to_str().expect("utf-8")],
-        0,
-    );
+    common::enrol_monvm_node(state, &record, &addr, &image);
     let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
     let codes: Vec<String> = reasons(&out).into_iter().map(|(c, _)| c).collect();
     assert!(

@@ -245,3 +245,27 @@ pub fn quoted_tpm(alg: &str) -> (Swtpm, avm_verifier::tpm_public::TpmPublic) {
         .expect("AK parses");
     (tpm, ak)
 }
+
+/// `policy init` allowing `image` and the node's Mon-VM kernel profile,
+/// then `enroll` of the node: the set-up every Mon-VM node test starts with.
+pub fn enrol_monvm_node(state: &Path, record: &avm_qemu::NodeRecord, addr: &str, image: &Path) {
+    let profile = record.monvm_profile.clone().expect("a profile");
+    verifier_exit(
+        state,
+        &[
+            "policy",
+            "init",
+            "--avm-image",
+            image.to_str().expect("utf-8"),
+            "--monvm-profile",
+            profile.to_str().expect("utf-8"),
+        ],
+        0,
+    );
+    let ek_ca = record.ek_ca.clone().expect("an EK CA");
+    verifier_exit(
+        state,
+        &["enroll", addr, "--ek-ca", ek_ca.to_str().expect("utf-8")],
+        0,
+    );
+}
