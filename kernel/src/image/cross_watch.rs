@@ -9,10 +9,10 @@
 use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
+use vmi::linux::KernelView;
 use vmi::linux::crossview::{
     self, CredFinding, hidden_modules, hidden_tasks, hooked_entries, kset_modules, process_tree,
 };
-use vmi::linux::{KernelView, SurveyLimits};
 use vmi::memory::GuestMemory;
 use vmi::profile::KernelProfile;
 
@@ -36,30 +36,25 @@ pub struct CrossWatch {
 }
 
 impl CrossWatch {
-    /// One round of every cross-view.
+    /// One round of every cross-view. `lists` are the task list and the
+    /// module list as walked this round (`None` if either did not walk to
+    /// its end: the verdicts that need them stand).
     pub fn check<M: GuestMemory + ?Sized>(
         &mut self,
         view: &KernelView<'_, M>,
         profile: &KernelProfile,
+        lists: Option<(&[vmi::linux::Task], &[vmi::linux::Module])>,
     ) -> [Vec<String>; 4] {
         let Some(r) = profile.cross_view.as_ref() else {
             return Default::default();
         };
-        let limits = SurveyLimits::default();
         let space = &view.space;
         let location = &view.location;
         let mut out = self.last.clone();
 
         // Modules: sysfs against the list.
         let listed_modules: Option<Vec<_>> =
-            location
-                .runtime_of(profile.symbols.modules)
-                .and_then(|head| {
-                    vmi::linux::modules(space, head, &profile.offsets.module, limits.max_modules)
-                        .map(|m| m.map(|m| m.address))
-                        .collect::<Result<Vec<_>, _>>()
-                        .ok()
-                });
+            lists.map(|(_, modules)| modules.iter().map(|m| m.address).collect());
         let in_sysfs = location
             .runtime_of(r.module_kset)
             .and_then(|kset| kset_modules(space, kset, r).ok());
@@ -79,24 +74,11 @@ impl CrossWatch {
         }
 
         // Processes: the process tree against the task list; credentials.
-        let tasks: Option<Vec<vmi::linux::Task>> = location
-            .runtime_of(profile.symbols.init_task)
-            .and_then(|init| {
-                vmi::linux::tasks(
-                    space,
-                    init,
-                    &profile.offsets.task,
-                    &profile.offsets.cred,
-                    limits.max_tasks,
-                )
-                .ok()?
-                .collect::<Result<Vec<_>, _>>()
-                .ok()
-            });
+        let tasks = lists.map(|(tasks, _)| tasks);
         let tree = location
             .runtime_of(profile.symbols.init_task)
             .and_then(|init| process_tree(space, init, r).ok());
-        if let (Some(tasks), Some(tree)) = (&tasks, tree) {
+        if let (Some(tasks), Some(tree)) = (tasks, tree) {
             let now: BTreeSet<u64> = hidden_tasks(&tree, tasks)
                 .iter()
                 .map(|t| t.value())
@@ -121,7 +103,7 @@ impl CrossWatch {
                 .collect();
             self.tasks_before = now;
         }
-        if let (Some(tasks), Some(init_cred)) = (&tasks, location.runtime_of(r.init_cred)) {
+        if let (Some(tasks), Some(init_cred)) = (tasks, location.runtime_of(r.init_cred)) {
             let comm_of = |pid: i32| {
                 tasks
                     .iter()

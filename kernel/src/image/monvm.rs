@@ -346,15 +346,20 @@ impl MonVm {
                 tpm,
                 log,
             );
-            found[EVADED] = match running {
+            found[EVADED] = match &running {
                 Some(running) => running.evaded(&view, &self.profile, &self.ima_files),
                 // A list that did not walk (a task exiting under the walk):
                 // the last verdict stands until one does.
                 None => self.current[EVADED].clone(),
             };
-            for (slot, texts) in found[CROSS..]
-                .iter_mut()
-                .zip(self.cross.check(&view, &self.profile))
+            // The cross-views compare the same lists with other structures.
+            let lists = running
+                .as_ref()
+                .map(|r| (r.tasks.as_slice(), r.modules.as_slice()));
+            for (slot, texts) in
+                found[CROSS..]
+                    .iter_mut()
+                    .zip(self.cross.check(&view, &self.profile, lists))
             {
                 *slot = texts;
             }
@@ -824,6 +829,8 @@ fn exe_of(
 
 /// The user processes and modules running, read before the IMA list.
 struct Running {
+    /// The task list as walked (kernel threads included).
+    tasks: Vec<Task>,
     processes: Vec<Process>,
     modules: Vec<Module>,
 }
@@ -844,18 +851,22 @@ impl Running {
             &offsets.cred,
             limits.max_tasks,
         )
+        .ok()?
+        .collect::<Result<Vec<Task>, _>>()
         .ok()?;
-        let mut processes = Vec::new();
-        for task in tasks {
-            if let Some(process) = Process::read(view, profile, &task.ok()?) {
-                processes.push(process);
-            }
-        }
+        let processes = tasks
+            .iter()
+            .filter_map(|task| Process::read(view, profile, task))
+            .collect();
         let head = view.location.runtime_of(profile.symbols.modules)?;
         let modules = vmi::linux::modules(&view.space, head, &offsets.module, limits.max_modules)
             .collect::<Result<Vec<_>, _>>()
             .ok()?;
-        Some(Running { processes, modules })
+        Some(Running {
+            tasks,
+            processes,
+            modules,
+        })
     }
 
     /// `process:PID:COMM:EXE` for each process whose executable has no
