@@ -16,6 +16,8 @@
 //!   replay), the format of the A-VM's own measurement log.
 //! - [`monvm`]: the A-VM's records about the Mon-VM (start-up records,
 //!   events) and their appraisal against the policy's allowlists.
+//! - [`monitor_policy`]: how often the A-VM checks the Mon-VM (the
+//!   measured monitor policy, its text form and parser).
 //! - [`pcr`]: `PcrMask`, the set of PCRs from challenge to verdict.
 //! - [`policy`]: reference values (allowed images, firmware events) with
 //!   their serde (TOML) form and learning from a known-good log.
@@ -30,6 +32,7 @@ extern crate alloc;
 pub mod eventlog;
 pub mod hex;
 pub mod ima;
+pub mod monitor_policy;
 pub mod monvm;
 pub mod pcr;
 pub mod policy;

@@ -1,0 +1,323 @@
+//! The A-VM's monitor policy: how often each check of the Mon-VM runs.
+//!
+//! The launcher hands it to the A-VM as the fw_cfg file
+//! `opt/avm/monitor-policy`; the A-VM measures the policy in effect into
+//! PCR 8 before it watches the Mon-VM (record
+//! `avm-config:monitor-policy:<canonical text>`, digest SHA-256 of the
+//! canonical text), so a verifier knows the detection latency it is
+//! promised. The text form is one line, four keys in a fixed order, each a
+//! period in milliseconds:
+//!
+//! ```text
+//! syscall_idt=5,text=1000,ima=500,cross=500
+//! ```
+//!
+//! [`MonitorPolicy::parse`] is strict (every key exactly once, in any
+//! order, no other key, each period in [`MIN_PERIOD_MS`]..=[`MAX_PERIOD_MS`],
+//! decimal digits only, an optional final newline) and never panics;
+//! `Display` writes the canonical form, which `parse` reads back to the
+//! same policy.
+
+use core::fmt;
+
+/// Name of the fw_cfg file the launcher hands the policy in.
+pub const FW_CFG_NAME: &str = "opt/avm/monitor-policy";
+/// Prefix of the policy's record in the A-VM's measurement log (PCR 8),
+/// followed by the canonical text.
+pub const RECORD_PREFIX: &str = "avm-config:monitor-policy:";
+/// Name of the record of a policy file that did not parse (its digest is
+/// SHA-256 of the file's bytes); the A-VM then does not introspect.
+pub const INVALID_RECORD: &str = "avm-config:monitor-policy-invalid";
+/// Shortest period a policy may ask for.
+pub const MIN_PERIOD_MS: u32 = 1;
+/// Longest period a policy may ask for (one minute).
+pub const MAX_PERIOD_MS: u32 = 60_000;
+/// Longest policy text accepted (far above the longest valid one).
+pub const MAX_TEXT_LEN: usize = 256;
+
+/// The keys, in canonical order.
+pub const KEYS: [&str; 4] = ["syscall_idt", "text", "ima", "cross"];
+
+/// Check periods, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MonitorPolicy {
+    /// The system-call table and the IDT (compared with their last copy).
+    pub syscall_idt_ms: u32,
+    /// One whole sweep of kernel text and read-only data.
+    pub text_ms: u32,
+    /// The IMA list (and the processes and modules it must cover).
+    pub ima_ms: u32,
+    /// The cross-views (hidden modules and processes, credentials,
+    /// function-pointer tables).
+    pub cross_ms: u32,
+}
+
+impl Default for MonitorPolicy {
+    /// System-call table and IDT every 5 ms (tampering seen within 10 ms),
+    /// a text sweep per second, IMA and cross-views every 500 ms.
+    fn default() -> Self {
+        MonitorPolicy {
+            syscall_idt_ms: 5,
+            text_ms: 1000,
+            ima_ms: 500,
+            cross_ms: 500,
+        }
+    }
+}
+
+/// Why a policy text was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    /// Longer than [`MAX_TEXT_LEN`] bytes.
+    TooLong(usize),
+    /// Not UTF-8, or a control character other than one final newline.
+    NotText,
+    /// An item without `=`.
+    NoValue {
+        item: usize,
+    },
+    UnknownKey {
+        item: usize,
+    },
+    DuplicateKey(&'static str),
+    MissingKey(&'static str),
+    /// Not a decimal number (digits only, no sign, no spaces).
+    BadNumber(&'static str),
+    /// Outside [`MIN_PERIOD_MS`]..=[`MAX_PERIOD_MS`].
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+    },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::TooLong(n) => write!(f, "{n} bytes (at most {MAX_TEXT_LEN})"),
+            PolicyError::NotText => write!(f, "not one line of text"),
+            PolicyError::NoValue { item } => write!(f, "item {} has no `=`", item + 1),
+            PolicyError::UnknownKey { item } => write!(
+                f,
+                "item {} has an unknown key (known: syscall_idt, text, ima, cross)",
+                item + 1
+            ),
+            PolicyError::DuplicateKey(k) => write!(f, "`{k}` given twice"),
+            PolicyError::MissingKey(k) => write!(f, "`{k}` missing"),
+            PolicyError::BadNumber(k) => write!(f, "`{k}` is not a number of milliseconds"),
+            PolicyError::OutOfRange { key, value } => write!(
+                f,
+                "`{key}`={value} is outside {MIN_PERIOD_MS}..={MAX_PERIOD_MS} ms"
+            ),
+        }
+    }
+}
+
+impl MonitorPolicy {
+    /// Parses the text form (see the module documentation).
+    pub fn parse(bytes: &[u8]) -> Result<Self, PolicyError> {
+        if bytes.len() > MAX_TEXT_LEN {
+            return Err(PolicyError::TooLong(bytes.len()));
+        }
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        if bytes.iter().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+            return Err(PolicyError::NotText);
+        }
+        let text = core::str::from_utf8(bytes).map_err(|_| PolicyError::NotText)?;
+        let mut values: [Option<u32>; 4] = [None; 4];
+        for (item, part) in text.split(',').enumerate() {
+            let (key, value) = part.split_once('=').ok_or(PolicyError::NoValue { item })?;
+            let slot = KEYS
+                .iter()
+                .position(|k| *k == key)
+                .ok_or(PolicyError::UnknownKey { item })?;
+            let name = KEYS[slot];
+            if values[slot].is_some() {
+                return Err(PolicyError::DuplicateKey(name));
+            }
+            values[slot] = Some(parse_period(name, value)?);
+        }
+        let get = |slot: usize| values[slot].ok_or(PolicyError::MissingKey(KEYS[slot]));
+        Ok(MonitorPolicy {
+            syscall_idt_ms: get(0)?,
+            text_ms: get(1)?,
+            ima_ms: get(2)?,
+            cross_ms: get(3)?,
+        })
+    }
+
+    /// The periods in the order of [`KEYS`].
+    pub fn periods_ms(&self) -> [u32; 4] {
+        [
+            self.syscall_idt_ms,
+            self.text_ms,
+            self.ima_ms,
+            self.cross_ms,
+        ]
+    }
+
+    /// The shortest period.
+    pub fn shortest_ms(&self) -> u32 {
+        self.periods_ms().into_iter().min().unwrap_or(MIN_PERIOD_MS)
+    }
+}
+
+fn parse_period(key: &'static str, value: &str) -> Result<u32, PolicyError> {
+    // Digits only: `u64::from_str` would take a `+`. Leading zeros would
+    // give a second spelling of the same policy: refused too.
+    if value.is_empty()
+        || value.len() > 10
+        || !value.bytes().all(|b| b.is_ascii_digit())
+        || (value.len() > 1 && value.starts_with('0'))
+    {
+        return Err(PolicyError::BadNumber(key));
+    }
+    let number: u64 = value.parse().map_err(|_| PolicyError::BadNumber(key))?;
+    if !(u64::from(MIN_PERIOD_MS)..=u64::from(MAX_PERIOD_MS)).contains(&number) {
+        return Err(PolicyError::OutOfRange { key, value: number });
+    }
+    u32::try_from(number).map_err(|_| PolicyError::BadNumber(key))
+}
+
+impl fmt::Display for MonitorPolicy {
+    /// The canonical text: `syscall_idt=N,text=N,ima=N,cross=N`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d] = self.periods_ms();
+        write!(
+            f,
+            "{}={a},{}={b},{}={c},{}={d}",
+            KEYS[0], KEYS[1], KEYS[2], KEYS[3]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::{String, ToString};
+    use proptest::prelude::*;
+
+    #[test]
+    fn default_is_the_documented_text() {
+        assert_eq!(
+            MonitorPolicy::default().to_string(),
+            "syscall_idt=5,text=1000,ima=500,cross=500"
+        );
+        assert_eq!(
+            MonitorPolicy::parse(b"syscall_idt=5,text=1000,ima=500,cross=500\n"),
+            Ok(MonitorPolicy::default())
+        );
+    }
+
+    #[test]
+    fn any_order_is_read_but_written_canonically() {
+        let p = MonitorPolicy::parse(b"cross=7,ima=60000,text=1,syscall_idt=20").unwrap();
+        assert_eq!(p.to_string(), "syscall_idt=20,text=1,ima=60000,cross=7");
+        assert_eq!(p.shortest_ms(), 1);
+    }
+
+    #[test]
+    fn refuses_what_is_not_exactly_a_policy() {
+        let cases: [(&[u8], PolicyError); 12] = [
+            (b"", PolicyError::NoValue { item: 0 }),
+            (
+                b"syscall_idt=5,text=1000,ima=500",
+                PolicyError::MissingKey("cross"),
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,ima=5",
+                PolicyError::DuplicateKey("ima"),
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,crosS=500",
+                PolicyError::UnknownKey { item: 3 },
+            ),
+            (
+                b"syscall_idt=0,text=1000,ima=500,cross=500",
+                PolicyError::OutOfRange {
+                    key: "syscall_idt",
+                    value: 0,
+                },
+            ),
+            (
+                b"syscall_idt=5,text=60001,ima=500,cross=500",
+                PolicyError::OutOfRange {
+                    key: "text",
+                    value: 60001,
+                },
+            ),
+            (
+                b"syscall_idt=+5,text=1000,ima=500,cross=500",
+                PolicyError::BadNumber("syscall_idt"),
+            ),
+            (
+                b"syscall_idt=05,text=1000,ima=500,cross=500",
+                PolicyError::BadNumber("syscall_idt"),
+            ),
+            (
+                b"syscall_idt=5, text=1000,ima=500,cross=500",
+                PolicyError::UnknownKey { item: 1 },
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=99999999999",
+                PolicyError::BadNumber("cross"),
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500\n\n",
+                PolicyError::NotText,
+            ),
+            (b"syscall_idt", PolicyError::NoValue { item: 0 }),
+        ];
+        for (text, error) in cases {
+            assert_eq!(
+                MonitorPolicy::parse(text),
+                Err(error),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(
+            MonitorPolicy::parse(&[b'a'; MAX_TEXT_LEN + 1]),
+            Err(PolicyError::TooLong(MAX_TEXT_LEN + 1))
+        );
+        assert_eq!(
+            MonitorPolicy::parse("syscall_idt=5,text=1000,ima=500,cross=50\u{e9}".as_bytes()),
+            Err(PolicyError::NotText)
+        );
+    }
+
+    fn period() -> impl Strategy<Value = u32> {
+        MIN_PERIOD_MS..=MAX_PERIOD_MS
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_text_round_trips(a in period(), b in period(), c in period(), d in period()) {
+            let p = MonitorPolicy { syscall_idt_ms: a, text_ms: b, ima_ms: c, cross_ms: d };
+            let text = p.to_string();
+            prop_assert_eq!(MonitorPolicy::parse(text.as_bytes()), Ok(p));
+            prop_assert!(text.len() <= MAX_TEXT_LEN);
+        }
+
+        #[test]
+        fn parse_never_panics_and_accepts_only_canonical_values(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(p) = MonitorPolicy::parse(&bytes) {
+                for v in p.periods_ms() {
+                    prop_assert!((MIN_PERIOD_MS..=MAX_PERIOD_MS).contains(&v));
+                }
+                // What parsed re-parses to itself from its canonical form.
+                prop_assert_eq!(MonitorPolicy::parse(p.to_string().as_bytes()), Ok(p));
+            }
+        }
+
+        #[test]
+        fn shuffled_keys_parse_alike(a in period(), b in period(), c in period(), d in period(), order in Just([0usize, 1, 2, 3]).prop_shuffle()) {
+            let p = MonitorPolicy { syscall_idt_ms: a, text_ms: b, ima_ms: c, cross_ms: d };
+            let periods = p.periods_ms();
+            let items: alloc::vec::Vec<String> = order
+                .iter()
+                .map(|&i| alloc::format!("{}={}", KEYS[i], periods[i]))
+                .collect();
+            prop_assert_eq!(MonitorPolicy::parse(items.join(",").as_bytes()), Ok(p));
+        }
+    }
+}
