@@ -13,8 +13,10 @@
 //!   process record is the SHA-256 file digest of its IMA entry, all zero
 //!   when the Mon-VM's IMA list has none (measurement evaded), or, in logs
 //!   of A-VMs that predate file digests, SHA-256 of the record's name;
-//! - PCR 12, events: `monvm:event:N:violation:AREA:DETAIL` and
-//!   `monvm:event:N:clean:AREA`.
+//! - PCR 12, events: `monvm:event:N:violation:AREA:DETAIL`,
+//!   `monvm:event:N:clean:AREA` and `monvm:event:N:reboot[:DETAIL]` (the
+//!   Mon-VM rebooted; start-up records of the new boot follow). How long
+//!   a violation counts is the policy's `monvm_violations`.
 //!
 //! Everything here comes from the node and is only trusted as far as the
 //! quote proves it: callers pass the proven prefix
@@ -27,7 +29,7 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
 use crate::ima::{self, ImaRecord};
-use crate::policy::ReferenceValues;
+use crate::policy::{ReferenceValues, ViolationMemory};
 use crate::verify::{MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, MissingReference, Reason};
 
 /// The PCR of the Mon-VM's IMA entries.
@@ -503,6 +505,23 @@ pub enum Event<'a> {
         number: u32,
         area: &'a [u8],
     },
+    /// The Mon-VM rebooted; the A-VM re-measures the new kernel (new
+    /// start-up records follow) and starts every area afresh.
+    Reboot {
+        number: u32,
+        detail: &'a [u8],
+    },
+}
+
+impl Event<'_> {
+    /// The event's number (the A-VM counts its events from 1).
+    pub fn number(&self) -> u32 {
+        match self {
+            Self::Violation { number, .. }
+            | Self::Clean { number, .. }
+            | Self::Reboot { number, .. } => *number,
+        }
+    }
 }
 
 /// Parses an event's name; `None` if it is not a well-formed event.
@@ -521,6 +540,15 @@ pub fn parse_event(name: &[u8]) -> Option<Event<'_>> {
             area,
             detail,
         });
+    }
+    if rest == b"reboot" {
+        return Some(Event::Reboot {
+            number,
+            detail: &[],
+        });
+    }
+    if let Some(detail) = rest.strip_prefix(b"reboot:") {
+        return Some(Event::Reboot { number, detail });
     }
     let area = rest.strip_prefix(b"clean:")?;
     (!area.is_empty() && !area.contains(&b':')).then_some(Event::Clean { number, area })
@@ -700,6 +728,12 @@ pub fn appraise_records_with(
     out.allowlist_applied = allowlist.is_some();
     out.monvm = check.config_digest.is_some();
     let mut boot_patches_seen = false;
+    let closed = Closed::of(
+        proven,
+        policy.map(|p| p.monvm_violations).unwrap_or_default(),
+    );
+    // Findings a `current` policy no longer counts go here, unlisted.
+    let mut past = MonVmAppraisal::default();
     for (index, record) in proven.iter().enumerate() {
         match record.pcr {
             IMA_PCR => {
@@ -719,7 +753,9 @@ pub fn appraise_records_with(
                             if finding.kind != MonVmKind::FileUnappraisable {
                                 out.files_appraised += 1;
                             }
-                            out.push(finding.clone());
+                            if !closed.by_reboot(index) {
+                                out.push(finding.clone());
+                            }
                         }
                         ImaOutcome::NotIma => {}
                     }
@@ -743,14 +779,17 @@ pub fn appraise_records_with(
                     )),
                     Ok(StartupRecord::BootPatches { digest }) => {
                         boot_patches_seen = true;
-                        appraise_boot_patches(index, &digest, check, policy, &mut out);
+                        let sink = closed.sink(index, &mut out, &mut past);
+                        appraise_boot_patches(index, &digest, check, policy, sink);
                     }
                     Ok(record @ StartupRecord::Module { .. }) if allowlist.is_some() => {
-                        appraise_module(index, &record, policy, &mut out);
+                        let sink = closed.sink(index, &mut out, &mut past);
+                        appraise_module(index, &record, policy, sink);
                     }
                     Ok(record @ StartupRecord::Process { .. }) => {
                         if let Some(files) = allowlist {
-                            appraise_process(index, &record, files, excluded, &mut out);
+                            let sink = closed.sink(index, &mut out, &mut past);
+                            appraise_process(index, &record, files, excluded, sink);
                         }
                     }
                     Ok(_) => {}
@@ -762,7 +801,9 @@ pub fn appraise_records_with(
                     .ok()
                     .map(|f| (f.name, parse_event(f.name)));
                 match event {
-                    Some((_, Some(Event::Clean { .. }))) => {}
+                    Some((_, Some(Event::Clean { .. } | Event::Reboot { .. }))) => {}
+                    Some((_, Some(Event::Violation { area, .. }))) if closed.event(index, area) => {
+                    }
                     Some((_, Some(Event::Violation { area, detail, .. }))) => {
                         let mut text = Vec::with_capacity(area.len() + 1 + detail.len());
                         text.extend_from_slice(area);
@@ -796,7 +837,68 @@ pub fn appraise_records_with(
             b"monvm:boot_patches",
         ));
     }
+    // The counts cover every record, counted or not.
+    out.modules_appraised += past.modules_appraised;
+    out.processes_appraised += past.processes_appraised;
+    out.processes_without_path += past.processes_without_path;
     out
+}
+
+/// What a `current` policy ([`ViolationMemory::Current`]) no longer
+/// counts, from the events of the proven log: everything before the
+/// Mon-VM's last reboot (but malformed records), and violation events of
+/// an area the A-VM later recorded clean. Nothing under `sticky`.
+#[derive(Default)]
+struct Closed<'a> {
+    last_reboot: Option<usize>,
+    last_clean: alloc::collections::BTreeMap<&'a [u8], usize>,
+}
+
+impl<'a> Closed<'a> {
+    fn of(records: &[ImaRecord<'a>], memory: ViolationMemory) -> Self {
+        let mut closed = Self::default();
+        if memory == ViolationMemory::Sticky {
+            return closed;
+        }
+        for (index, record) in records.iter().enumerate() {
+            if record.pcr != EVENT_PCR {
+                continue;
+            }
+            match record.ng_fields().ok().and_then(|f| parse_event(f.name)) {
+                Some(Event::Reboot { .. }) => closed.last_reboot = Some(index),
+                Some(Event::Clean { area, .. }) => {
+                    closed.last_clean.insert(area, index);
+                }
+                _ => {}
+            }
+        }
+        closed
+    }
+
+    /// Whether record `index` describes a Mon-VM boot that has ended.
+    fn by_reboot(&self, index: usize) -> bool {
+        self.last_reboot.is_some_and(|reboot| index < reboot)
+    }
+
+    /// Whether the violation event at `index` in `area` no longer holds.
+    fn event(&self, index: usize, area: &[u8]) -> bool {
+        self.by_reboot(index)
+            || self
+                .last_clean
+                .get(area)
+                .is_some_and(|&clean| index < clean)
+    }
+
+    /// Where the findings of record `index` go: `out`, or `past` when a
+    /// reboot closed them.
+    fn sink<'s>(
+        &self,
+        index: usize,
+        out: &'s mut MonVmAppraisal,
+        past: &'s mut MonVmAppraisal,
+    ) -> &'s mut MonVmAppraisal {
+        if self.by_reboot(index) { past } else { out }
+    }
 }
 
 /// The path and SHA-256 digest of an IMA entry, or what makes it

@@ -98,6 +98,37 @@ pub struct ReferenceValues {
     /// the CPU model the Mon-VM runs on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub monvm_boot_patches: Vec<BootPatchesRef>,
+    /// How long a violation the A-VM recorded counts: `sticky` (the
+    /// default: until the A-VM is re-attested from scratch, i.e. its TPM
+    /// restarts) or `current` (until the A-VM records the area clean
+    /// again, or the Mon-VM reboots).
+    #[serde(default, skip_serializing_if = "ViolationMemory::is_default")]
+    pub monvm_violations: ViolationMemory,
+}
+
+/// How long a Mon-VM violation in the A-VM's log keeps a node untrusted
+/// (`monvm_violations`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViolationMemory {
+    /// Every violation ever recorded in this A-VM's log counts: a Mon-VM
+    /// that was compromised once stays untrusted (what it did meanwhile
+    /// cannot be undone by an area turning clean), until the node is
+    /// re-attested from scratch. Fail closed.
+    #[default]
+    Sticky,
+    /// Only what holds now counts: a violation event whose area the A-VM
+    /// later recorded clean, and everything recorded before the Mon-VM's
+    /// last reboot (`monvm:event:N:reboot`), except malformed records,
+    /// no longer makes the node untrusted. The events stay in the log and
+    /// in the verifier's history.
+    Current,
+}
+
+impl ViolationMemory {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Allowed Mon-VM files, as Keylime's runtime policy has them.
@@ -245,6 +276,7 @@ impl Default for ReferenceValues {
             monvm_files: FileAllowlist::default(),
             monvm_modules: Vec::new(),
             monvm_boot_patches: Vec::new(),
+            monvm_violations: ViolationMemory::Sticky,
         }
     }
 }

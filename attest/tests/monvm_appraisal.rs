@@ -6,7 +6,7 @@ use avm_attest::ima;
 use avm_attest::monvm::{
     self, Event, FileDigest, MonVmKind, StartupRecord, parse_event, parse_startup,
 };
-use avm_attest::policy::{ProfileRef, ReferenceValues};
+use avm_attest::policy::{ProfileRef, ReferenceValues, ViolationMemory};
 use avm_attest::verify::{MissingReference, Reason, check_measurement_log};
 use avm_attest::wire::PcrValue;
 use proptest::prelude::*;
@@ -353,6 +353,87 @@ fn violation_events_are_named_by_area_and_stay() {
     assert_eq!(codes(&log, &policy), ["monvm-event-malformed"]);
 }
 
+/// A `current` policy: a violation counts until its area is recorded
+/// clean or the Mon-VM reboots; malformed records always count. A
+/// `sticky` policy (the default) counts every violation ever recorded.
+#[test]
+fn current_violations_end_with_a_clean_area_or_a_reboot_sticky_ones_never() {
+    let sticky = learned();
+    let mut current = learned();
+    current.monvm_violations = ViolationMemory::Current;
+    // Violation, then clean: sticky names it, current does not.
+    let mut log = good();
+    log.push(event("monvm:event:1:violation:idt:gate 3"));
+    log.push(event("monvm:event:2:clean:idt"));
+    assert_eq!(codes(&log, &sticky), ["monvm-idt-modified"]);
+    assert_eq!(codes(&log, &current), Vec::<String>::new());
+    // A clean of another area, or one before the violation, ends nothing.
+    let mut log = good();
+    log.push(event("monvm:event:1:clean:idt"));
+    log.push(event("monvm:event:2:violation:idt:gate 3"));
+    log.push(event("monvm:event:3:clean:text"));
+    assert_eq!(codes(&log, &current), ["monvm-idt-modified"]);
+    // Violated again after a clean: counts again.
+    log.push(event("monvm:event:4:clean:idt"));
+    log.push(event("monvm:event:5:violation:idt:gate 4"));
+    assert_eq!(codes(&log, &current), ["monvm-idt-modified"]);
+
+    // A reboot ends the old boot's violations, files, modules and
+    // processes; the new boot is appraised afresh.
+    let mut log = good();
+    log.push(event("monvm:event:1:violation:text:0xffffffff81000000"));
+    log.push(Rec(10, [0xee; 32], "/tmp/evil".into()));
+    log.push(startup("monvm:module:rootkit", [0xee; 32]));
+    log.push(event("monvm:event:2:reboot:slide 0x1000000 -> 0x3000000"));
+    let old_boot = codes(&log, &sticky);
+    assert_eq!(
+        old_boot,
+        [
+            "monvm-text-modified",
+            "monvm-file-not-allowed",
+            "monvm-module-not-allowed"
+        ]
+    );
+    let (reasons, appraisal) = appraise_with(&log, &current, &|_| false);
+    assert_eq!(reasons, []);
+    assert_eq!(appraisal.modules_appraised, 2, "counted, not listed");
+    // What the new boot shows counts, as does a malformed record of the old.
+    let mut after = log.clone();
+    after.push(startup("monvm:module:rootkit", [0xee; 32]));
+    assert_eq!(codes(&after, &current), ["monvm-module-not-allowed"]);
+    let mut log = good();
+    log.push(event("monvm:event:x:violation:idt"));
+    log.push(startup("monvm:process:x:sh:/bin/sh", [1; 32]));
+    log.push(event("monvm:event:2:reboot"));
+    assert_eq!(
+        codes(&log, &current),
+        ["monvm-event-malformed", "monvm-record-malformed"]
+    );
+    // A reboot is never a finding on its own, also under sticky.
+    let mut log = good();
+    log.push(event("monvm:event:1:reboot:slide"));
+    assert_eq!(codes(&log, &sticky), Vec::<String>::new());
+}
+
+/// Only the proven part of the log closes anything: a clean event after
+/// the quote does not end a violation before it.
+#[test]
+fn an_unproven_clean_event_ends_nothing() {
+    let mut policy = learned();
+    policy.monvm_violations = ViolationMemory::Current;
+    let mut at_quote = good();
+    at_quote.push(event("monvm:event:1:violation:idt:gate 3"));
+    let quoted_log = bytes(&at_quote);
+    let mut later = at_quote.clone();
+    later.push(event("monvm:event:2:clean:idt"));
+    later.push(event("monvm:event:3:reboot"));
+    let later = bytes(&later);
+    let check = check_measurement_log(Some(&later), &quoted(&quoted_log)).expect("prefix");
+    let appraisal = monvm::appraise(&later, &check, Some(&policy), &|_| false);
+    let codes: Vec<_> = appraisal.reasons().map(|r| r.code().to_string()).collect();
+    assert_eq!(codes, ["monvm-idt-modified"]);
+}
+
 #[test]
 fn findings_are_listed_up_to_a_bound_and_counted_beyond() {
     let policy = learned();
@@ -423,6 +504,21 @@ fn record_names_parse() {
     assert_eq!(parse_event(b"monvm:event:4:clean:"), None);
     assert_eq!(parse_event(b"monvm:event::clean:idt"), None);
     assert_eq!(parse_event(b"monvm:event:4:dirty:idt"), None);
+    assert_eq!(
+        parse_event(b"monvm:event:9:reboot:slide 0x2000000"),
+        Some(Event::Reboot {
+            number: 9,
+            detail: b"slide 0x2000000"
+        })
+    );
+    assert_eq!(
+        parse_event(b"monvm:event:9:reboot"),
+        Some(Event::Reboot {
+            number: 9,
+            detail: b""
+        })
+    );
+    assert_eq!(parse_event(b"monvm:event:9:rebooted"), None);
 }
 
 proptest! {
@@ -462,7 +558,8 @@ proptest! {
             10 => policy.monvm_files.digests_of(name.as_bytes()).is_some_and(|d| d.contains(&digest)),
             11 => !name.starts_with("monvm:module:") && !name.starts_with("monvm:process:")
                 && name != "monvm:boot_patches",
-            _ => parse_event(name.as_bytes()).is_some_and(|e| matches!(e, Event::Clean { .. })),
+            _ => parse_event(name.as_bytes())
+                .is_some_and(|e| matches!(e, Event::Clean { .. } | Event::Reboot { .. })),
         };
         if !allowed {
             prop_assert!(!reasons.is_empty(), "{pcr} {name}");

@@ -89,6 +89,28 @@ fn hand_written_toml_is_accepted() {
 }
 
 #[test]
+fn violation_memory_is_sticky_unless_set_and_survives_toml() {
+    use avm_attest::policy::ViolationMemory;
+    let default = ReferenceValues::default();
+    assert_eq!(default.monvm_violations, ViolationMemory::Sticky);
+    // The default is not written out, so older verifiers read the file.
+    assert!(
+        !toml::to_string(&default)
+            .expect("toml")
+            .contains("monvm_violations")
+    );
+    let current: ReferenceValues = toml::from_str("monvm_violations = \"current\"").expect("parse");
+    assert_eq!(current.monvm_violations, ViolationMemory::Current);
+    let again: ReferenceValues =
+        toml::from_str(&toml::to_string(&current).expect("toml")).expect("parse");
+    assert_eq!(again, current);
+    for bad in ["\"forgiving\"", "\"Current\"", "1", "\"\""] {
+        let text = format!("monvm_violations = {bad}");
+        assert!(toml::from_str::<ReferenceValues>(&text).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn bad_digests_are_rejected() {
     for bad in [
         "\"abc\"",

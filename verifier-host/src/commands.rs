@@ -661,8 +661,12 @@ pub fn policy_init(
     digests: &[String],
     monvm_kernels: &[PathBuf],
     monvm_profiles: &[PathBuf],
+    monvm_violations: avm_attest::policy::ViolationMemory,
 ) -> Result<u8, CommandError> {
-    let mut policy = ReferenceValues::default();
+    let mut policy = ReferenceValues {
+        monvm_violations,
+        ..ReferenceValues::default()
+    };
     for kernel in monvm_kernels {
         policy
             .monvm_profiles

@@ -203,6 +203,26 @@ enum Command {
     },
 }
 
+/// `policy init --monvm-violations`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Violations {
+    /// Every violation ever recorded counts until the node is re-attested
+    /// from scratch (its A-VM and TPM restart): fail closed.
+    Sticky,
+    /// A violation counts until the A-VM records its area clean again or
+    /// the Mon-VM reboots (the events stay in the log and the history).
+    Current,
+}
+
+impl From<Violations> for avm_attest::policy::ViolationMemory {
+    fn from(v: Violations) -> Self {
+        match v {
+            Violations::Sticky => Self::Sticky,
+            Violations::Current => Self::Current,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// Start a policy that allows the given A-VM image(s) (replaces the
@@ -222,6 +242,10 @@ enum PolicyCommand {
         /// output; repeatable).
         #[arg(long, value_name = "FILE")]
         monvm_profile: Vec<PathBuf>,
+        /// How long a Mon-VM violation the A-VM recorded keeps the node
+        /// untrusted (policy field `monvm_violations`).
+        #[arg(long, value_enum, default_value_t = Violations::Sticky)]
+        monvm_violations: Violations,
     },
     /// Learn from a known-good boot of an enrolled node (its quote must
     /// verify and its PCR 0 match an allowed image): its firmware events
@@ -314,12 +338,14 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
                 avm_image_sha256,
                 monvm_kernel,
                 monvm_profile,
+                monvm_violations,
             } => commands::policy_init(
                 &ctx,
                 &avm_image,
                 &avm_image_sha256,
                 &monvm_kernel,
                 &monvm_profile,
+                monvm_violations.into(),
             ),
             PolicyCommand::Learn { addr } => commands::policy_learn(&ctx, &addr),
             PolicyCommand::ImportKeylime { file, replace } => {

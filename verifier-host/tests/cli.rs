@@ -100,6 +100,23 @@ fn policy_init_show_and_nodes() {
     assert!(text.contains(&expected), "{text}");
     let parsed: avm_attest::policy::ReferenceValues = toml::from_str(&text).expect("TOML");
     assert_eq!(parsed.avm_image_sha256.len(), 1);
+    assert_eq!(
+        parsed.monvm_violations,
+        avm_attest::policy::ViolationMemory::Sticky
+    );
+    let image_arg = image.to_str().expect("utf-8");
+    let args = ["policy", "init", "--avm-image", image_arg];
+    let current = [&args[..], &["--monvm-violations", "current"]].concat();
+    assert_eq!(verifier(state.path(), &current).status.code(), Some(0));
+    let out = verifier(state.path(), &["policy", "show"]);
+    let parsed: avm_attest::policy::ReferenceValues =
+        toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("TOML");
+    assert_eq!(
+        parsed.monvm_violations,
+        avm_attest::policy::ViolationMemory::Current
+    );
+    let bad = [&args[..], &["--monvm-violations", "lenient"]].concat();
+    assert_eq!(verifier(state.path(), &bad).status.code(), Some(2));
 
     let out = verifier(state.path(), &["policy", "init"]);
     assert_eq!(
