@@ -29,9 +29,13 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
 use crate::ima::{self, ImaRecord};
+use crate::monitor_policy::{self, MonitorPolicy};
 use crate::policy::{ReferenceValues, ViolationMemory};
 use crate::verify::{MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, MissingReference, Reason};
 
+/// The PCR of the A-VM's configuration (the kernel profile, the monitor
+/// policy).
+pub const CONFIG_PCR: u32 = 8;
 /// The PCR of the Mon-VM's IMA entries.
 pub const IMA_PCR: u32 = 10;
 /// The PCR of the A-VM's start-up measurements of the Mon-VM.
@@ -90,11 +94,18 @@ pub enum MonVmKind {
     BootPatchesMissing,
     /// A start-up record of a known kind that does not parse.
     RecordMalformed,
+    /// The A-VM watches a Mon-VM but measured no monitor policy.
+    MonitorPolicyMissing,
+    /// The measured monitor policy is invalid: its file did not parse,
+    /// its record's name and digest disagree, or it was measured twice.
+    MonitorPolicyInvalid,
+    /// The A-VM checks the Mon-VM less often than the policy allows.
+    MonitorTooSlow,
 }
 
 impl MonVmKind {
     /// All kinds (for documentation checks).
-    pub const ALL: [MonVmKind; 25] = [
+    pub const ALL: [MonVmKind; 28] = [
         Self::Violation,
         Self::SyscallTableModified,
         Self::IdtModified,
@@ -120,6 +131,9 @@ impl MonVmKind {
         Self::BootPatchesUnknown,
         Self::BootPatchesMissing,
         Self::RecordMalformed,
+        Self::MonitorPolicyMissing,
+        Self::MonitorPolicyInvalid,
+        Self::MonitorTooSlow,
     ];
 
     /// Stable kebab-case code (documented in docs/protocol.md).
@@ -150,6 +164,9 @@ impl MonVmKind {
             Self::BootPatchesUnknown => "monvm-boot-patches-unknown",
             Self::BootPatchesMissing => "monvm-boot-patches-missing",
             Self::RecordMalformed => "monvm-record-malformed",
+            Self::MonitorPolicyMissing => "monvm-monitor-policy-missing",
+            Self::MonitorPolicyInvalid => "monvm-monitor-policy-invalid",
+            Self::MonitorTooSlow => "monvm-monitor-too-slow",
         }
     }
 
@@ -195,6 +212,11 @@ impl MonVmKind {
                 "the A-VM did not (yet) measure the Mon-VM kernel's boot-time patches"
             }
             Self::RecordMalformed => "a start-up record of the A-VM is malformed",
+            Self::MonitorPolicyMissing => {
+                "the A-VM watches the Mon-VM without a measured monitor policy"
+            }
+            Self::MonitorPolicyInvalid => "the A-VM's measured monitor policy is invalid",
+            Self::MonitorTooSlow => "the A-VM checks the Mon-VM less often than the policy allows",
         }
     }
 
@@ -210,6 +232,7 @@ impl MonVmKind {
             | Self::BootPatchesUnknown
             | Self::BootPatchesMissing
             | Self::RecordMalformed => 11,
+            Self::MonitorPolicyMissing | Self::MonitorPolicyInvalid | Self::MonitorTooSlow => 8,
             _ => 12,
         }
     }
@@ -246,6 +269,7 @@ impl MonVmKind {
                 | Self::ModuleDigestUnknown
                 | Self::ProcessNotAllowed
                 | Self::BootPatchesUnknown
+                | Self::MonitorTooSlow
         )
     }
 }
@@ -826,6 +850,9 @@ pub fn appraise_records_with(
             _ => {}
         }
     }
+    if out.monvm {
+        appraise_monitor_policy(proven, check, policy, &mut out);
+    }
     // Learned boot patches must be measured: a missing record is refused.
     if !boot_patches_seen
         && let (Some(profile), Some(policy)) = (check.config_digest, policy)
@@ -1077,6 +1104,107 @@ fn appraise_boot_patches(
     }
 }
 
+/// The A-VM's monitor policy as its proven log measured it (PCR 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorPolicyRecord {
+    /// No monitor-policy record.
+    Missing,
+    /// One well-formed record (its index and the periods).
+    Valid { index: usize, policy: MonitorPolicy },
+    /// A record that must not be trusted: the A-VM's policy file did not
+    /// parse, the text is not canonical, the digest is not SHA-256 of the
+    /// text (the name is the log's claim; only the digest is in the PCR),
+    /// or a second policy record.
+    Invalid { index: usize, detail: Vec<u8> },
+}
+
+/// Finds the monitor-policy record among `records` (the proven ones).
+pub fn monitor_policy_record(records: &[ImaRecord<'_>]) -> MonitorPolicyRecord {
+    let mut found = MonitorPolicyRecord::Missing;
+    for (index, record) in records.iter().enumerate() {
+        if record.pcr != CONFIG_PCR {
+            continue;
+        }
+        let Ok(fields) = record.ng_fields() else {
+            continue;
+        };
+        let invalid = fields.name == monitor_policy::INVALID_RECORD.as_bytes();
+        let text = fields
+            .name
+            .strip_prefix(monitor_policy::RECORD_PREFIX.as_bytes());
+        if !invalid && text.is_none() {
+            continue;
+        }
+        if found != MonitorPolicyRecord::Missing {
+            return MonitorPolicyRecord::Invalid {
+                index,
+                detail: b"a second monitor-policy record".to_vec(),
+            };
+        }
+        found = match text.map(|t| (t, MonitorPolicy::parse(t))) {
+            None => MonitorPolicyRecord::Invalid {
+                index,
+                detail: b"the A-VM's monitor-policy file did not parse".to_vec(),
+            },
+            Some((text, Ok(policy)))
+                if fields.algorithm == "sha256"
+                    && fields.digest == <[u8; 32]>::from(Sha256::digest(text))
+                    && alloc::string::ToString::to_string(&policy).as_bytes() == text =>
+            {
+                MonitorPolicyRecord::Valid { index, policy }
+            }
+            Some((text, _)) => MonitorPolicyRecord::Invalid {
+                index,
+                detail: text.to_vec(),
+            },
+        };
+    }
+    found
+}
+
+/// The monitor policy the A-VM measured, against the slowest periods the
+/// policy allows ([`ReferenceValues::monitor_max`]; a verifier without a
+/// policy: the A-VM's defaults).
+fn appraise_monitor_policy(
+    proven: &[ImaRecord<'_>],
+    check: &MeasurementLogCheck,
+    policy: Option<&ReferenceValues>,
+    out: &mut MonVmAppraisal,
+) {
+    match monitor_policy_record(proven) {
+        MonitorPolicyRecord::Missing => out.push(MonVmFinding::new(
+            MonVmKind::MonitorPolicyMissing,
+            check.proven,
+            monitor_policy::RECORD_PREFIX.as_bytes(),
+        )),
+        MonitorPolicyRecord::Invalid { index, detail } => out.push(MonVmFinding::new(
+            MonVmKind::MonitorPolicyInvalid,
+            index,
+            &detail,
+        )),
+        MonitorPolicyRecord::Valid {
+            index,
+            policy: used,
+        } => {
+            let max = policy.map(|p| p.monitor_max()).unwrap_or_default();
+            for ((key, used), max) in monitor_policy::KEYS
+                .iter()
+                .zip(used.periods_ms())
+                .zip(max.periods_ms())
+            {
+                if used > max {
+                    let detail = alloc::format!("{key}={used} ms, at most {max} ms allowed");
+                    out.push(MonVmFinding::new(
+                        MonVmKind::MonitorTooSlow,
+                        index,
+                        detail.as_bytes(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// What [`learn`] added to a policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LearnedMonVm {
@@ -1086,6 +1214,8 @@ pub struct LearnedMonVm {
     pub modules: usize,
     /// New `monvm_boot_patches` digests.
     pub boot_patches: usize,
+    /// Whether `monvm_monitor_max` was widened to the node's periods.
+    pub monitor_policy: bool,
     /// IMA entries that could not be learned (no `ima-ng`/`ima-sig`
     /// SHA-256 digest, or a path that is not UTF-8): a later attestation
     /// names them.
@@ -1120,7 +1250,11 @@ pub fn learn(
             .ok()
             .map(|path| usize::from(policy.monvm_files.allow(path, digest)))
     };
-    for record in records.get(..check.proven).unwrap_or_default() {
+    let proven = records.get(..check.proven).unwrap_or_default();
+    if let MonitorPolicyRecord::Valid { policy: used, .. } = monitor_policy_record(proven) {
+        learned.monitor_policy = policy.allow_monitor_policy(&used);
+    }
+    for record in proven {
         match record.pcr {
             IMA_PCR => match ima_entry(record) {
                 Ok((path, digest)) => match allow_file(policy, path, digest) {

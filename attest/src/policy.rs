@@ -30,6 +30,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::eventlog::EventLog;
+use crate::monitor_policy::MonitorPolicy;
 
 /// Version of the policy format below.
 pub const POLICY_VERSION: u32 = 1;
@@ -104,6 +105,17 @@ pub struct ReferenceValues {
     /// again, or the Mon-VM reboots).
     #[serde(default, skip_serializing_if = "ViolationMemory::is_default")]
     pub monvm_violations: ViolationMemory,
+    /// The slowest check periods a node's A-VM may watch its Mon-VM with
+    /// (its measured `avm-config:monitor-policy`), in the monitor-policy
+    /// text form (`syscall_idt=5,text=1000,ima=500,cross=500`). Absent:
+    /// the A-VM's defaults. `policy learn` widens it to what a known-good
+    /// node uses.
+    #[serde(
+        default,
+        with = "monitor_policy_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub monvm_monitor_max: Option<MonitorPolicy>,
 }
 
 /// How long a Mon-VM violation in the A-VM's log keeps a node untrusted
@@ -277,6 +289,7 @@ impl Default for ReferenceValues {
             monvm_modules: Vec::new(),
             monvm_boot_patches: Vec::new(),
             monvm_violations: ViolationMemory::Sticky,
+            monvm_monitor_max: None,
         }
     }
 }
@@ -326,6 +339,29 @@ impl ReferenceValues {
                 true
             }
         }
+    }
+
+    /// The slowest monitor periods allowed (the A-VM's defaults unless
+    /// the policy says otherwise).
+    pub fn monitor_max(&self) -> MonitorPolicy {
+        self.monvm_monitor_max.unwrap_or_default()
+    }
+
+    /// Widens the allowed monitor periods to cover `used`; true if any
+    /// period grew.
+    pub fn allow_monitor_policy(&mut self, used: &MonitorPolicy) -> bool {
+        let max = self.monitor_max();
+        let widened = MonitorPolicy {
+            syscall_idt_ms: max.syscall_idt_ms.max(used.syscall_idt_ms),
+            text_ms: max.text_ms.max(used.text_ms),
+            ima_ms: max.ima_ms.max(used.ima_ms),
+            cross_ms: max.cross_ms.max(used.cross_ms),
+        };
+        if widened == max {
+            return false;
+        }
+        self.monvm_monitor_max = Some(widened);
+        true
     }
 
     /// Allows a boot-patch digest for a profile; true if it was new.
@@ -467,5 +503,32 @@ mod hex32_list {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
         d.deserialize_seq(ListVisitor)
+    }
+}
+
+/// `monvm_monitor_max` as its text form.
+mod monitor_policy_text {
+    use alloc::string::{String, ToString};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::monitor_policy::MonitorPolicy;
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<MonitorPolicy>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(policy) => serializer.serialize_str(&policy.to_string()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<MonitorPolicy>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        MonitorPolicy::parse(text.as_bytes())
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(alloc::format!("monvm_monitor_max: {e}")))
     }
 }

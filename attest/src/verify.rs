@@ -660,8 +660,8 @@ pub struct MeasurementLogCheck {
     pub after_quote: usize,
     /// Proven records per PCR 8-15.
     pub per_pcr: [usize; 8],
-    /// The SHA-256 file digest of the first proven PCR 8 record, if any
-    /// (the A-VM's kernel profile).
+    /// The SHA-256 file digest of the first proven PCR 8 record that is
+    /// not the monitor policy, if any (the A-VM's kernel profile).
     pub config_digest: Option<[u8; 32]>,
     /// The proven monitoring events (PCR 12): record index and name.
     pub events: Vec<(usize, Vec<u8>)>,
@@ -693,6 +693,12 @@ impl MeasurementLogCheck {
             .filter(|n| n.starts_with(prefix))
             .count()
     }
+}
+
+/// Whether a PCR 8 record is the A-VM's monitor policy (valid or not).
+fn is_monitor_policy_record(name: &[u8]) -> bool {
+    name.starts_with(crate::monitor_policy::RECORD_PREFIX.as_bytes())
+        || name == crate::monitor_policy::INVALID_RECORD.as_bytes()
 }
 
 /// Checks the A-VM's measurement log against quoted PCR values (which the
@@ -812,11 +818,14 @@ pub fn check_measurement_records(
     {
         return Err(Reason::MeasurementLogFull { index });
     }
+    // The kernel profile: the first PCR 8 record but the monitor policy
+    // (whichever the A-VM measured first).
     check.config_digest = records
         .iter()
         .take(check.proven)
-        .find(|r| r.pcr == 8)
-        .and_then(|r| r.ng_fields().ok())
+        .filter(|r| r.pcr == 8)
+        .filter_map(|r| r.ng_fields().ok())
+        .find(|f| !is_monitor_policy_record(f.name))
         .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
     check.after_quote = records.len() - check.proven;
     check.startup = records

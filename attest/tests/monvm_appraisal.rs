@@ -17,6 +17,7 @@ const BUSYBOX: [u8; 32] = [0xbb; 32];
 const INIT: [u8; 32] = [0x11; 32];
 const DUMMY_KO: [u8; 32] = [0xd0; 32];
 const PATCHES: [u8; 32] = [0x9a; 32];
+const DEFAULT_MONITOR: &str = "syscall_idt=5,text=1000,ima=500,cross=500";
 
 /// One record of the log: PCR, digest, name.
 #[derive(Clone)]
@@ -38,6 +39,11 @@ fn event(name: &str) -> Rec {
 fn good() -> Vec<Rec> {
     vec![
         Rec(8, PROFILE, "avm-config:kernel-profile".into()),
+        Rec(
+            8,
+            sha(DEFAULT_MONITOR),
+            format!("avm-config:monitor-policy:{DEFAULT_MONITOR}"),
+        ),
         Rec(10, [0; 32], "boot_aggregate".into()),
         Rec(10, INIT, "/sbin/init".into()),
         Rec(10, BUSYBOX, "/bin/busybox".into()),
@@ -189,7 +195,7 @@ fn an_ima_entry_not_allowed_is_named_with_its_index_and_path() {
     let f = finding(&reasons);
     assert_eq!(
         (f.kind, f.index, f.detail.as_str()),
-        (MonVmKind::FileNotAllowed, 13, "/tmp/rootkit")
+        (MonVmKind::FileNotAllowed, 14, "/tmp/rootkit")
     );
     assert_eq!(reasons[0].code(), "monvm-file-not-allowed");
     assert_eq!(reasons[0].pcr(), Some(10));
@@ -204,8 +210,8 @@ fn an_ima_entry_not_allowed_is_named_with_its_index_and_path() {
 fn an_allowed_path_with_another_digest_is_refused() {
     let policy = learned();
     let mut log = good();
-    log[3].1 = [0xcc; 32];
-    log[8].1 = [0xcc; 32];
+    log[4].1 = [0xcc; 32];
+    log[9].1 = [0xcc; 32];
     let (reasons, _) = appraise_with(&log, &policy, &|_| false);
     let kinds: Vec<_> = reasons
         .iter()
@@ -217,8 +223,8 @@ fn an_allowed_path_with_another_digest_is_refused() {
     assert_eq!(
         kinds,
         [
-            (MonVmKind::FileDigestUnknown, 3),
-            (MonVmKind::ProcessNotAllowed, 8)
+            (MonVmKind::FileDigestUnknown, 4),
+            (MonVmKind::ProcessNotAllowed, 9)
         ]
     );
     assert!(reasons[0].to_string().contains("/bin/busybox (sha256:cccc"));
@@ -236,12 +242,12 @@ fn a_module_not_allowed_or_unmeasured_is_refused() {
     assert_eq!(codes(&log, &policy), ["monvm-module-unmeasured"]);
     // The allowed name from another file.
     let mut log = good();
-    log[6].1 = [0x67; 32];
+    log[7].1 = [0x67; 32];
     assert_eq!(codes(&log, &policy), ["monvm-module-digest-unknown"]);
     // An older A-VM's record (digest = SHA-256 of its name) names no file:
     // a policy that wants the file digest refuses it.
     let mut log = good();
-    log[6].1 = sha("monvm:module:dummy");
+    log[7].1 = sha("monvm:module:dummy");
     assert_eq!(codes(&log, &policy), ["monvm-module-digest-unknown"]);
 }
 
@@ -305,10 +311,10 @@ fn old_process_records_name_no_executable_and_are_counted() {
 fn boot_patches_must_be_learned_for_the_profile_and_present() {
     let policy = learned();
     let mut log = good();
-    log[12].1 = [0x9b; 32];
+    log[13].1 = [0x9b; 32];
     let (reasons, _) = appraise_with(&log, &policy, &|_| false);
     let f = finding(&reasons);
-    assert_eq!((f.kind, f.index), (MonVmKind::BootPatchesUnknown, 12));
+    assert_eq!((f.kind, f.index), (MonVmKind::BootPatchesUnknown, 13));
     // Learned for this profile, but not measured: fail closed.
     let mut log = good();
     log.pop();
@@ -343,7 +349,7 @@ fn violation_events_are_named_by_area_and_stay() {
         let (reasons, _) = appraise_with(&log, &policy, &|_| false);
         let f = finding(&reasons);
         assert_eq!(f.kind.code(), code);
-        assert_eq!(f.index, 13);
+        assert_eq!(f.index, 14);
         assert_eq!(f.detail, format!("{area}:slot 39"));
         assert_eq!(reasons[0].pcr(), Some(12));
     }
@@ -432,6 +438,111 @@ fn an_unproven_clean_event_ends_nothing() {
     let appraisal = monvm::appraise(&later, &check, Some(&policy), &|_| false);
     let codes: Vec<_> = appraisal.reasons().map(|r| r.code().to_string()).collect();
     assert_eq!(codes, ["monvm-idt-modified"]);
+}
+
+fn monitor_record(text: &str) -> Rec {
+    Rec(8, sha(text), format!("avm-config:monitor-policy:{text}"))
+}
+
+/// The monitor policy the A-VM measured (PCR 8) must be there, be what
+/// its digest says, and be no slower than the policy allows (the A-VM's
+/// defaults unless `policy learn` widened them).
+#[test]
+fn the_measured_monitor_policy_is_required_bound_to_its_digest_and_no_slower_than_allowed() {
+    let policy = learned();
+    let with = |record: Option<Rec>| {
+        let mut log = good();
+        match record {
+            Some(r) => log[1] = r,
+            None => {
+                log.remove(1);
+            }
+        }
+        log
+    };
+    // Missing: fail closed.
+    assert_eq!(
+        codes(&with(None), &policy),
+        ["monvm-monitor-policy-missing"]
+    );
+    // Faster than the defaults: fine. Slower: named per period.
+    let fast = with(Some(monitor_record(
+        "syscall_idt=1,text=500,ima=100,cross=100",
+    )));
+    assert_eq!(codes(&fast, &policy), Vec::<String>::new());
+    let slow = with(Some(monitor_record(
+        "syscall_idt=5,text=60000,ima=500,cross=2000",
+    )));
+    let (reasons, _) = appraise_with(&slow, &policy, &|_| false);
+    let details: Vec<_> = reasons
+        .iter()
+        .map(|r| match r {
+            Reason::MonVm(f) => (f.kind.code(), f.index, f.detail.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [
+            (
+                "monvm-monitor-too-slow",
+                1,
+                "text=60000 ms, at most 1000 ms allowed".into()
+            ),
+            (
+                "monvm-monitor-too-slow",
+                1,
+                "cross=2000 ms, at most 500 ms allowed".into()
+            ),
+        ]
+    );
+    assert_eq!(reasons[0].pcr(), Some(8));
+    // A forged name (the PCR holds the digest of another text), a text
+    // that is not canonical, an invalid file, a second record: invalid.
+    let mut forged = monitor_record("syscall_idt=5,text=1000,ima=500,cross=500");
+    forged.1 = sha("syscall_idt=5,text=60000,ima=500,cross=500");
+    let reordered = "text=1000,syscall_idt=5,ima=500,cross=500";
+    let invalid = Rec(8, [0x42; 32], "avm-config:monitor-policy-invalid".into());
+    let garbage = monitor_record("syscall_idt=0,text=1000,ima=500,cross=500");
+    for record in [forged, monitor_record(reordered), invalid, garbage] {
+        assert_eq!(
+            codes(&with(Some(record.clone())), &policy),
+            ["monvm-monitor-policy-invalid"],
+            "{}",
+            record.2
+        );
+    }
+    let mut twice = good();
+    twice.insert(2, monitor_record(DEFAULT_MONITOR));
+    assert_eq!(codes(&twice, &policy), ["monvm-monitor-policy-invalid"]);
+    // Measured before the profile: the profile is still the configuration.
+    let mut first = good();
+    first.swap(0, 1);
+    assert_eq!(codes(&first, &policy), Vec::<String>::new());
+    // Learning a known-good node that checks more slowly widens the limit,
+    // period by period, and never narrows it.
+    let mut widened = policy.clone();
+    let log = bytes(&slow);
+    let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
+    assert!(monvm::learn(&mut widened, &log, &check).monitor_policy);
+    assert_eq!(
+        widened.monvm_monitor_max.map(|m| m.to_string()).as_deref(),
+        Some("syscall_idt=5,text=60000,ima=500,cross=2000")
+    );
+    assert_eq!(codes(&slow, &widened), Vec::<String>::new());
+    let log = bytes(&fast);
+    let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
+    let mut again = widened.clone();
+    assert!(!monvm::learn(&mut again, &log, &check).monitor_policy);
+    assert_eq!(again, widened);
+    // A node without a Mon-VM needs none.
+    let no_monvm = vec![Rec(10, [0; 32], "boot_aggregate".into())];
+    let log = bytes(&no_monvm);
+    let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
+    assert_eq!(
+        monvm::appraise(&log, &check, Some(&policy), &|_| false).findings,
+        []
+    );
 }
 
 #[test]

@@ -820,6 +820,12 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
                         policy.monvm_modules.len()
                     );
                 }
+                if monvm.monitor_policy {
+                    println!(
+                        "{addr}: the node checks its Mon-VM more slowly than allowed so far: the allowed monitor periods are now {}",
+                        policy.monitor_max()
+                    );
+                }
                 if monvm.skipped > 0 {
                     eprintln!(
                         "{addr}: {} Mon-VM IMA entries could not be learned (no SHA-256 ima-ng/ima-sig digest, or a path that is not UTF-8); attest will name them",
