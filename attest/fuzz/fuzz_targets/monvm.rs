@@ -2,12 +2,13 @@
 //! input is a log in IMA binary form, quoted as if the A-VM had extended
 //! all of it (so every record is proven); it is appraised against an
 //! empty-allowlist policy and against what `learn` takes from it, and its
-//! record names go through the start-up and event parsers.
+//! record names go through the start-up and event parsers; then again
+//! with `monvm_violations = "current"`.
 #![no_main]
 
 use avm_attest::ima;
 use avm_attest::monvm;
-use avm_attest::policy::{ProfileRef, ReferenceValues};
+use avm_attest::policy::{ProfileRef, ReferenceValues, ViolationMemory};
 use avm_attest::verify::check_measurement_log;
 use avm_attest::wire::PcrValue;
 use libfuzzer_sys::fuzz_target;
@@ -48,4 +49,10 @@ fuzz_target!(|data: &[u8]| {
     for finding in &after.findings {
         assert!(finding.detail.len() <= monvm::MAX_DETAIL_LEN + 3);
     }
+    // A `current` policy never lists more than a sticky one: it only
+    // closes findings (a clean area, a Mon-VM reboot).
+    policy.monvm_violations = ViolationMemory::Current;
+    let current = monvm::appraise(data, &check, Some(&policy), &|_| false);
+    assert!(current.findings.len() + current.omitted <= after.findings.len() + after.omitted);
+    let _ = monvm::monitor_policy_record(&records);
 });
