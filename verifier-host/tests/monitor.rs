@@ -7,16 +7,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use avm_qemu::Node;
 use avm_qemu::testing::{avm_image, network_node_with};
+use common::monitor::Monitor;
 use common::verifier_exit;
 use serde_json::Value;
 
@@ -27,89 +27,6 @@ fn addr_of(node: &Node) -> String {
 fn ek_ca_of(node: &Node) -> String {
     let ca = node.record().ek_ca.clone().expect("node has an EK CA");
     ca.to_str().expect("utf-8 path").to_string()
-}
-
-/// A running `avm-verifier monitor`, its JSON lines on a channel; killed
-/// on drop (also when the test fails).
-struct Monitor {
-    child: Child,
-    lines: Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl Monitor {
-    fn start(state: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_avm-verifier"))
-            .arg("--state")
-            .arg(state)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run avm-verifier monitor");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line for which `want` holds (within `limit`).
-    fn wait(&mut self, what: &str, limit: Duration, want: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    eprintln!("monitor: {line}");
-                    self.seen.push(line.clone());
-                    if want(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no {what} within {limit:?}; seen: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Every line until the monitor exits; its exit code.
-    fn finish(&mut self) -> (Vec<Value>, Option<i32>) {
-        let status = self.child.wait().expect("wait for monitor");
-        let mut rest = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            eprintln!("monitor: {line}");
-            rest.push(line);
-        }
-        self.seen.extend(rest.iter().cloned());
-        (rest, status.code())
-    }
-
-    /// Ctrl-C, as at a terminal.
-    fn interrupt(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn kind(line: &Value, kind: &str) -> bool {

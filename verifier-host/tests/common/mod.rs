@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod host_node;
+pub mod monitor;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

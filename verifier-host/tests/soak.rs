@@ -1,0 +1,125 @@
+//! `make soak`: no false alarm over ten minutes of ordinary Mon-VM
+//! activity under `avm-verifier monitor`. A 6.1 node (`AVM_SOAK_KERNEL`
+//! picks another series) is enrolled and its policy learned; then, until
+//! `AVM_SOAK_SECONDS` (600) have passed, the Mon-VM keeps starting and
+//! ending programs, loading and removing an allowed module, enabling and
+//! disabling a tracepoint and switching the function tracer on and off,
+//! while the monitor re-attests every 10 s and on every pushed event.
+//! Every verdict must be trusted and the A-VM must record no event.
+//!
+//! Ignored in `make test` (it takes ten minutes); needs the A-VM image
+//! (`$AVM_IMAGE`, else build/avm.elf) and the Mon-VM kernels (`make deps`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use avm_qemu::monvm::console::MonVmConsole;
+use avm_qemu::testing::{avm_image, wait_for_avm_serial};
+use common::monitor::Monitor;
+use common::verifier_exit;
+
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
+const TRACING: &str = "/sys/kernel/tracing";
+
+fn run(console: &mut MonVmConsole, command: &str) -> String {
+    console
+        .run_ok(command)
+        .unwrap_or_else(|e| panic!("{command}: {e:?}"))
+}
+
+/// What the Mon-VM does in round `round`: every kind of legitimate
+/// change the monitor must not mistake for an attack.
+fn activity(round: usize, module: &str) -> String {
+    let programs = "ls -l / > /dev/null && cat /proc/version > /dev/null && \
+                    sh -c 'i=0; while [ $i -lt 200 ]; do i=$((i+1)); done' && \
+                    (sleep 2 &) && ps > /dev/null";
+    match round % 4 {
+        0 => format!("{programs} && insmod {module} && sleep 1 && rmmod dummy"),
+        1 => format!("{programs} && echo 1 > {TRACING}/events/sched/sched_switch/enable"),
+        2 => format!("{programs} && echo 0 > {TRACING}/events/sched/sched_switch/enable"),
+        _ => format!(
+            "{programs} && echo function > {TRACING}/current_tracer && sleep 3 && \
+             echo nop > {TRACING}/current_tracer"
+        ),
+    }
+}
+
+#[test]
+#[ignore = "ten minutes: run by `make soak`"]
+fn a_mon_vm_node_raises_no_alarm_through_ten_minutes_of_activity() {
+    let seconds: u64 = std::env::var("AVM_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let series = std::env::var("AVM_SOAK_KERNEL").unwrap_or_else(|_| "6.1".into());
+    let image = avm_image();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = avm_qemu::testing::monvm_node(&tmp.path().join("node"), &series, 256);
+    let record = node.record().clone();
+    let addr = node.attest_addr().expect("a network").to_string();
+    wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
+    let mut console = MonVmConsole::connect(
+        record.monvm_console.as_ref().expect("a console"),
+        CONSOLE_TIMEOUT,
+    )
+    .expect("console");
+    let module = record
+        .monvm_modules
+        .iter()
+        .find(|m| m.ends_with("/dummy.ko"))
+        .expect("dummy.ko in the Mon-VM's root")
+        .clone();
+    // Every program and module the soak uses runs once before learning,
+    // so the allowlist knows their files.
+    run(&mut console, &format!("mount -t tracefs none {TRACING}"));
+    for round in 0..4 {
+        run(&mut console, &activity(round, &module));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let state = tmp.path().join("verifier");
+    let state = state.as_path();
+    common::enrol_monvm_node(state, &record, &addr, &image);
+    verifier_exit(state, &["policy", "learn", &addr], 0);
+
+    let mut monitor = Monitor::start(state, &["monitor", "--json", "--interval", "10", &addr]);
+    monitor.wait("a first trusted verdict", Duration::from_secs(120), |l| {
+        l["type"] == "verdict" && l["verdict"] == "trusted"
+    });
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        run(&mut console, &activity(rounds, &module));
+        rounds += 1;
+        for line in monitor.drain() {
+            assert!(
+                line["type"] != "event" && line["type"] != "attest-failed",
+                "round {rounds}: a false alarm: {line}"
+            );
+            if line["type"] == "verdict" {
+                assert_eq!(line["verdict"], "trusted", "round {rounds}: {line}");
+            }
+        }
+    }
+    // One more attestation after the last round, then stop: the monitor
+    // printed only state changes, so no line but the first verdict.
+    verifier_exit(state, &["attest", &addr], 0);
+    monitor.interrupt();
+    let untrusted: Vec<_> = monitor
+        .seen
+        .iter()
+        .filter(|l| l["type"] == "verdict" && l["verdict"] != "trusted")
+        .collect();
+    assert!(untrusted.is_empty(), "{untrusted:#?}");
+    let serial = std::fs::read_to_string(&record.avm_serial).expect("serial log");
+    let events: Vec<_> = serial
+        .lines()
+        .filter(|l| l.contains("AVM-MONVM-EVENT"))
+        .collect();
+    assert!(events.is_empty(), "false alarms: {events:#?}");
+    eprintln!(
+        "soak: {series}, {} s, {rounds} rounds of activity, trusted throughout, no event",
+        started.elapsed().as_secs()
+    );
+    assert!(rounds >= 4, "{rounds} rounds");
+}
