@@ -286,9 +286,6 @@ impl FileHashIndex {
 
 impl avm_attest::monvm::FileIndex for FileHashIndex {
     fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]> {
-        if std::env::var_os("IMA_PHASES").is_some() {
-            eprintln!("digests_of {:?}", String::from_utf8_lossy(path));
-        }
         let slots = self.by_path();
         let hash = self.path_hash(path);
         let mask = slots.len() - 1;
