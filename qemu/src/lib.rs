@@ -31,4 +31,5 @@ pub mod testing;
 pub use node::{Node, NodeConfig, NodeError, NodeRecord, NodeStatus};
 pub use report::BootReport;
 pub mod bench;
+pub mod demo;
 pub mod verify;

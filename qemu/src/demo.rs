@@ -1,0 +1,1925 @@
+//! `avm-demo`: a scripted, self-checking demonstration of continuous
+//! monitoring (issue 8). It boots a node whose Mon-VM holds the test
+//! rootkit (docs/rootkit.md), enrols it with the `avm-verifier` CLI, learns
+//! its policy from this known-good boot, starts `avm-verifier monitor
+//! --json` as a child, and then attacks the Mon-VM one class at a time:
+//! from inside through the rootkit (typed on the Mon-VM's console) and from
+//! outside through the Mon-VM's RAM file. For every injection it takes the
+//! host time, waits for the event the monitor receives (pushed by the
+//! A-VM) and for the monitor's untrusted verdict with the expected reason
+//! code, undoes the attack and waits for the A-VM's clean event.
+//!
+//! Latency: a RAM-file write is timestamped right after the bytes are in
+//! the file (exact); a console injection is timestamped before the command
+//! is written to the console, so its latency also holds the serial
+//! transfer and the guest shell: an upper bound.
+//!
+//! The verifier keeps every proven violation event as a reason (what ran
+//! while the Mon-VM was compromised cannot be undone, docs/protocol.md): a
+//! node never turns trusted again after its first violation. The demo
+//! checks and reports this (`trusted_again`), and judges a restore by the
+//! A-VM's clean event for the area. A node keeps at most 100 findings
+//! listed as reasons, so runs of many rounds use one node per few attack
+//! classes.
+//!
+//! `--slowdown N` measures instead how much the A-VM's monitoring slows the
+//! Mon-VM (docs/demo.md).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::monvm::console::MonVmConsole;
+use crate::monvm::{KernelChoice, MonVmConfig};
+use crate::qemu::Accel;
+use crate::testing::{Attack, ROOTKIT_GUEST_PATH, Rootkit};
+use crate::{Node, NodeConfig, NodeRecord};
+
+/// Bound on a node's boot (TCG on a busy 2-core host).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an injection may take to be pushed and turned into a verdict.
+const DETECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the A-VM may take to report an area clean again.
+const CLEAN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the first restore of a node waits for a trusted verdict.
+const TRUSTED_WAIT: Duration = Duration::from_secs(3);
+/// The verifier lists at most this many findings as reasons; a node takes
+/// injections until the expected findings (two per injection: an attack
+/// may also show in a second area, e.g. a table in rodata) reach this.
+const FINDINGS_PER_NODE: usize = 90;
+/// Check periods of an A-VM whose log has no monitor-policy record (its
+/// built-in constants: kernel/src/image/monvm.rs, text_watch.rs,
+/// cross_watch.rs).
+const BUILTIN_PERIODS: Periods = Periods {
+    syscall_idt_ms: 100,
+    text_ms: 1000,
+    ima_ms: 500,
+    cross_ms: 500,
+    from_log: false,
+};
+/// The record a monitor-policy-aware A-VM writes into PCR 8.
+const POLICY_RECORD: &str = "avm-config:monitor-policy:";
+
+/// Everything that can stop the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("the Mon-VM console: {0}")]
+    Console(#[from] crate::monvm::ConsoleError),
+    #[error("the node: {0}")]
+    Node(#[from] crate::NodeError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+fn setup(text: impl Into<String>) -> DemoError {
+    DemoError::Setup(text.into())
+}
+
+/// One attack class of the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AttackKind {
+    Syscall,
+    Idt,
+    Text,
+    Rodata,
+    Fops,
+    HideModule,
+    HidePid,
+    RootPid,
+    RamSyscall,
+    RamIdt,
+    RamText,
+    RamIma,
+}
+
+/// Which check period governs an attack's detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodKey {
+    SyscallIdt,
+    Text,
+    Ima,
+    Cross,
+}
+
+impl AttackKind {
+    /// Every class, in scenario order (the IMA rewrite last).
+    pub const ALL: [AttackKind; 12] = [
+        Self::Syscall,
+        Self::Idt,
+        Self::Text,
+        Self::Rodata,
+        Self::Fops,
+        Self::HideModule,
+        Self::HidePid,
+        Self::RootPid,
+        Self::RamSyscall,
+        Self::RamIdt,
+        Self::RamText,
+        Self::RamIma,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Syscall => "syscall",
+            Self::Idt => "idt",
+            Self::Text => "text",
+            Self::Rodata => "rodata",
+            Self::Fops => "fops",
+            Self::HideModule => "hide_module",
+            Self::HidePid => "hide_pid",
+            Self::RootPid => "root_pid",
+            Self::RamSyscall => "ram-syscall",
+            Self::RamIdt => "ram-idt",
+            Self::RamText => "ram-text",
+            Self::RamIma => "ram-ima",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == text)
+    }
+
+    /// What is attacked and how.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Syscall => "rootkit: sys_call_table[getpid] -> module",
+            Self::Idt => "rootkit: IDT gate 0x1d -> module stub",
+            Self::Text => "rootkit: a byte of __x64_sys_kexec_load",
+            Self::Rodata => "rootkit: a letter of a BTF type name (.rodata)",
+            Self::Fops => "rootkit: tcp_prot.init -> module (pointer table)",
+            Self::HideModule => "rootkit: itself unlinked from the module list",
+            Self::HidePid => "rootkit: a process unlinked from the task list",
+            Self::RootPid => "rootkit: a nobody process given euid 0",
+            Self::RamSyscall => "RAM file: sys_call_table[getpid] + 0x10",
+            Self::RamIdt => "RAM file: IDT gate 0x1d -> module area",
+            Self::RamText => "RAM file: a byte of __x64_sys_kexec_load",
+            Self::RamIma => "RAM file: IMA entry 1's template hash",
+        }
+    }
+
+    /// The A-VM's area of the violation event.
+    pub fn area(self) -> &'static str {
+        match self {
+            Self::Syscall | Self::RamSyscall => "sys_call_table",
+            Self::Idt | Self::RamIdt => "idt",
+            Self::Text | Self::RamText => "text",
+            Self::Rodata => "rodata",
+            Self::Fops => "pointer_table",
+            Self::HideModule => "hidden_module",
+            Self::HidePid => "hidden_process",
+            Self::RootPid => "creds",
+            Self::RamIma => "ima",
+        }
+    }
+
+    /// The verifier's reason code (avm_attest::monvm::MonVmKind::code).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Syscall | Self::RamSyscall => "monvm-syscall-table-modified",
+            Self::Idt | Self::RamIdt => "monvm-idt-modified",
+            Self::Text | Self::RamText => "monvm-text-modified",
+            Self::Rodata => "monvm-rodata-modified",
+            Self::Fops => "monvm-pointer-table-hooked",
+            Self::HideModule => "monvm-module-hidden",
+            Self::HidePid => "monvm-process-hidden",
+            Self::RootPid => "monvm-creds-tampered",
+            Self::RamIma => "monvm-ima-rewritten",
+        }
+    }
+
+    /// Injected through the RAM file (exact timestamp) rather than the
+    /// console (upper bound).
+    pub fn via_ram(self) -> bool {
+        matches!(
+            self,
+            Self::RamSyscall | Self::RamIdt | Self::RamText | Self::RamIma
+        )
+    }
+
+    pub fn period(self) -> PeriodKey {
+        match self {
+            Self::Syscall | Self::Idt | Self::RamSyscall | Self::RamIdt => PeriodKey::SyscallIdt,
+            Self::Text | Self::Rodata | Self::RamText => PeriodKey::Text,
+            Self::RamIma => PeriodKey::Ima,
+            Self::Fops | Self::HideModule | Self::HidePid | Self::RootPid => PeriodKey::Cross,
+        }
+    }
+}
+
+/// The A-VM's check periods, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Periods {
+    pub syscall_idt_ms: u32,
+    pub text_ms: u32,
+    pub ima_ms: u32,
+    pub cross_ms: u32,
+    /// Read from the node's measurement log (else the A-VM's built-in
+    /// constants).
+    pub from_log: bool,
+}
+
+impl Periods {
+    pub fn of(&self, key: PeriodKey) -> u32 {
+        match key {
+            PeriodKey::SyscallIdt => self.syscall_idt_ms,
+            PeriodKey::Text => self.text_ms,
+            PeriodKey::Ima => self.ima_ms,
+            PeriodKey::Cross => self.cross_ms,
+        }
+    }
+
+    /// Parses the canonical text `syscall_idt=5,text=1000,ima=500,cross=500`
+    /// (every key once; nothing else).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut values = BTreeMap::new();
+        for item in text.trim_end_matches('\n').split(',') {
+            let (key, value) = item.split_once('=')?;
+            if !value.bytes().all(|b| b.is_ascii_digit()) || value.is_empty() || value.len() > 6 {
+                return None;
+            }
+            let value: u32 = value.parse().ok()?;
+            if values.insert(key, value).is_some() {
+                return None;
+            }
+        }
+        let periods = Periods {
+            syscall_idt_ms: *values.get("syscall_idt")?,
+            text_ms: *values.get("text")?,
+            ima_ms: *values.get("ima")?,
+            cross_ms: *values.get("cross")?,
+            from_log: true,
+        };
+        (values.len() == 4).then_some(periods)
+    }
+}
+
+/// What the demo is asked to do.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub image: PathBuf,
+    pub verifier: PathBuf,
+    pub series: String,
+    pub ram_mib: u64,
+    pub rounds: usize,
+    pub attacks: Vec<AttackKind>,
+    pub keep_state: bool,
+    /// Progress lines on stderr.
+    pub verbose: bool,
+    /// The policy's `monvm_violations` (`policy init --monvm-violations`):
+    /// `current` (a violation counts until the A-VM records its area clean
+    /// again: the node turns trusted again after a restore) or `sticky`
+    /// (every violation ever recorded counts). `None`: the verifier's
+    /// default (sticky; also for a verifier without the option).
+    pub violations: Option<String>,
+}
+
+/// A fresh state directory under /tmp (short: swtpm's socket lives in
+/// it), removed on drop unless kept.
+pub struct WorkDir {
+    pub path: PathBuf,
+    pub keep: bool,
+}
+
+impl WorkDir {
+    pub fn create(keep: bool) -> Result<Self, DemoError> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        for attempt in 0..100u32 {
+            let path = PathBuf::from(format!(
+                "/tmp/avm-demo.{}.{:x}",
+                std::process::id(),
+                nanos.wrapping_add(attempt)
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(Self { path, keep }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(DemoError::Io(path.display().to_string(), e)),
+            }
+        }
+        Err(setup("no fresh directory under /tmp"))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("avm-demo: state kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The test rootkit `make deps` built for `series`.
+pub fn rootkit_ko(series: &str) -> Result<PathBuf, DemoError> {
+    let ko = crate::monvm::kernel::default_cache_dir()
+        .join(series)
+        .join("rootkit/avm_rootkit.ko");
+    if ko.is_file() {
+        Ok(ko)
+    } else {
+        Err(setup(format!(
+            "the test rootkit {} is missing: run `make deps` first",
+            ko.display()
+        )))
+    }
+}
+
+/// Boots a node (TCG) whose Mon-VM of `series` holds the test rootkit at
+/// [`ROOTKIT_GUEST_PATH`]; its attestation server on a free loopback port.
+pub fn boot_node(
+    dir: &Path,
+    image: &Path,
+    series: &str,
+    ram_mib: u64,
+    with_rootkit: bool,
+) -> Result<Node, DemoError> {
+    let mut config = NodeConfig::new(dir, image);
+    config.accel = Some(Accel::Tcg);
+    let mut monvm = MonVmConfig::new(KernelChoice::Series(series.to_owned()));
+    monvm.ram_mib = ram_mib;
+    let vmlinuz = monvm.cache_dir.join(series).join("vmlinuz");
+    if !vmlinuz.is_file() {
+        return Err(setup(format!(
+            "Mon-VM kernel {} not found: run `make deps` first",
+            vmlinuz.display()
+        )));
+    }
+    if with_rootkit {
+        monvm.extra_files.push(crate::monvm::rootfs::ExtraFile {
+            host_path: rootkit_ko(series)?,
+            guest_path: ROOTKIT_GUEST_PATH.into(),
+            mode: 0o600,
+        });
+    }
+    config.monvm = Some(monvm);
+    // A loaded TCG host can starve the Mon-VM's timer check at boot ("IO-APIC
+    // + timer doesn't work" panic): one more try in a fresh directory.
+    match Node::up_on_free_port(&config, BOOT_TIMEOUT) {
+        Ok(node) => Ok(node),
+        Err(first) => {
+            eprintln!("avm-demo: the node did not come up ({first}); trying once more");
+            config.state_dir = dir.with_extension("retry");
+            Ok(Node::up_on_free_port(&config, BOOT_TIMEOUT)?)
+        }
+    }
+}
+
+/// The `avm-verifier` CLI on one state directory.
+pub struct Verifier {
+    pub bin: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Verifier {
+    pub fn run(&self, args: &[&str]) -> Result<Output, DemoError> {
+        Command::new(&self.bin)
+            .arg("--state")
+            .arg(&self.state)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| DemoError::Io(format!("running {}", self.bin.display()), e))
+    }
+
+    /// Runs and insists on exit 0.
+    pub fn ok(&self, args: &[&str]) -> Result<Output, DemoError> {
+        let out = self.run(args)?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(setup(format!(
+                "avm-verifier {}: exit {:?}\n{}{}",
+                args.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+}
+
+fn path_str(path: &Path) -> Result<&str, DemoError> {
+    path.to_str()
+        .ok_or_else(|| setup(format!("{} is not UTF-8", path.display())))
+}
+
+/// `avm-verifier monitor --json` as a child; its lines, stamped with their
+/// arrival, on a channel. Killed on drop.
+pub struct MonitorChild {
+    child: Child,
+    lines: Receiver<(Instant, Value)>,
+    /// Every line so far, in arrival order.
+    pub seen: Vec<(Instant, Value)>,
+}
+
+impl MonitorChild {
+    pub fn start(verifier: &Verifier, addr: &str, extra: &[&str]) -> Result<Self, DemoError> {
+        let mut child = Command::new(&verifier.bin)
+            .arg("--state")
+            .arg(&verifier.state)
+            .args(["monitor", addr, "--json", "--interval", "5"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| DemoError::Io("starting avm-verifier monitor".into(), e))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| setup("monitor without stdout"))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let at = Instant::now();
+                // Not JSON: not ours to interpret (the monitor prints JSON
+                // lines only with --json).
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if tx.send((at, value)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Takes lines until one at or after `since` satisfies `want`, or the
+    /// deadline passes. Lines already seen are searched first.
+    pub fn wait(
+        &mut self,
+        since: Instant,
+        deadline: Instant,
+        want: impl Fn(&Value) -> bool,
+    ) -> Option<(Instant, Value)> {
+        if let Some(hit) = self
+            .seen
+            .iter()
+            .find(|(at, v)| *at >= since && want(v))
+            .cloned()
+        {
+            return Some(hit);
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, value)) => {
+                    self.seen.push((at, value.clone()));
+                    if at >= since && want(&value) {
+                        return Some((at, value));
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Takes whatever lines have arrived.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// Whether the monitor is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for MonitorChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_type(line: &Value, kind: &str) -> bool {
+    line["type"] == kind
+}
+
+fn event_name(line: &Value) -> &str {
+    line["name"].as_str().unwrap_or_default()
+}
+
+/// `(kind, area)` of an event name `monvm:event:N:KIND:AREA[:DETAIL]`.
+fn event_area(name: &str) -> Option<(&str, &str)> {
+    let mut parts = name.strip_prefix("monvm:event:")?.splitn(4, ':');
+    let _number = parts.next()?;
+    let kind = parts.next()?;
+    let area = parts.next()?;
+    Some((kind, area))
+}
+
+fn count_reason(line: &Value, code: &str) -> usize {
+    line["reasons"]
+        .as_array()
+        .map_or(0, |r| r.iter().filter(|c| c.as_str() == Some(code)).count())
+}
+
+/// Bytes written into the Mon-VM's kernel memory through its RAM file;
+/// the original bytes go back on [`RamPatch::restore`] or on drop.
+pub struct RamPatch {
+    file: std::fs::File,
+    offset: u64,
+    original: Vec<u8>,
+    restored: bool,
+    /// When the new bytes were in the file.
+    pub written_at: Instant,
+}
+
+/// The Mon-VM's RAM and kernel profile, as the A-VM sees them.
+pub struct MonVmRam {
+    ram: PathBuf,
+    layout: vmi::RamLayout,
+    pub profile: vmi::profile::KernelProfile,
+    memory: vmi::file::FileMemory,
+}
+
+impl MonVmRam {
+    pub fn open(record: &NodeRecord) -> Result<Self, DemoError> {
+        let ram = record
+            .monvm_ram
+            .clone()
+            .ok_or_else(|| setup("the node has no Mon-VM RAM file"))?;
+        let layout = vmi::RamLayout::parse_cmdline(
+            record
+                .monvm_ram_layout
+                .as_deref()
+                .ok_or_else(|| setup("no Mon-VM RAM layout"))?,
+        )
+        .map_err(|e| setup(format!("the Mon-VM RAM layout: {e:?}")))?;
+        let profile_path = record
+            .monvm_profile
+            .as_ref()
+            .ok_or_else(|| setup("no Mon-VM kernel profile"))?;
+        let bytes = std::fs::read(profile_path)
+            .map_err(|e| DemoError::Io(profile_path.display().to_string(), e))?;
+        let profile = vmi::profile::KernelProfile::decode(&bytes)
+            .map_err(|e| setup(format!("the kernel profile: {e:?}")))?;
+        let memory = vmi::file::FileMemory::open(&ram, layout)
+            .map_err(|e| setup(format!("opening the RAM file: {e:?}")))?;
+        Ok(Self {
+            ram,
+            layout,
+            profile,
+            memory,
+        })
+    }
+
+    /// Writes `bytes(original)` at the kernel virtual address `locate`
+    /// finds in the live kernel.
+    pub fn patch(
+        &self,
+        locate: impl FnOnce(
+            &vmi::linux::KernelView<'_, vmi::file::FileMemory>,
+            &vmi::profile::KernelProfile,
+        ) -> Result<vmi::GuestVirtAddr, String>,
+        bytes: impl FnOnce(&[u8]) -> Vec<u8>,
+        len: usize,
+    ) -> Result<RamPatch, DemoError> {
+        let view = vmi::linux::view(&self.memory, self.layout.regions(), &self.profile)
+            .map_err(|e| setup(format!("locating the Mon-VM kernel: {e:?}")))?;
+        let va = locate(&view, &self.profile).map_err(setup)?;
+        let phys = view
+            .space
+            .translate(va)
+            .map_err(|e| setup(format!("{:#x} does not translate: {e:?}", va.value())))?;
+        let (offset, run) = self
+            .layout
+            .locate(phys)
+            .ok_or_else(|| setup("the address is outside the RAM layout"))?;
+        if run < len as u64 {
+            return Err(setup("the patch crosses a RAM region"));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.ram)
+            .map_err(|e| DemoError::Io(self.ram.display().to_string(), e))?;
+        let mut original = vec![0u8; len];
+        file.read_exact_at(&mut original, offset)
+            .map_err(|e| DemoError::Io("reading the RAM file".into(), e))?;
+        let new = bytes(&original);
+        if new.len() != len {
+            return Err(setup("patch of the wrong length"));
+        }
+        file.write_all_at(&new, offset)
+            .map_err(|e| DemoError::Io("writing the RAM file".into(), e))?;
+        Ok(RamPatch {
+            file,
+            offset,
+            original,
+            restored: false,
+            written_at: Instant::now(),
+        })
+    }
+
+    fn kernel_va(
+        &self,
+        view_loc: &vmi::linux::KernelLocation,
+        link: u64,
+    ) -> Result<vmi::GuestVirtAddr, String> {
+        view_loc
+            .runtime_of(link)
+            .ok_or_else(|| format!("{link:#x} is not a kernel-image address"))
+    }
+
+    /// `sys_call_table[39]` (getpid) moved 16 bytes into its handler.
+    pub fn patch_syscall(&self) -> Result<RamPatch, DemoError> {
+        let link = self.profile.symbols.sys_call_table + 39 * 8;
+        self.patch(
+            |view, _| self.kernel_va(&view.location, link),
+            |old| {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(old);
+                u64::from_le_bytes(word)
+                    .wrapping_add(0x10)
+                    .to_le_bytes()
+                    .to_vec()
+            },
+            8,
+        )
+    }
+
+    /// The gate of vector 0x1d (#VC, never raised here) pointed into the
+    /// module area.
+    pub fn patch_idt(&self) -> Result<RamPatch, DemoError> {
+        use vmi::linux::checks::{GATE_SIZE, Gate, MODULES_START};
+        let link = self.profile.symbols.idt_table + 16 * 0x1d;
+        self.patch(
+            |view, _| self.kernel_va(&view.location, link),
+            |old| {
+                let mut raw = [0u8; GATE_SIZE];
+                raw.copy_from_slice(old);
+                let gate = Gate::decode(0x1d, &raw);
+                Gate {
+                    target: MODULES_START + 0x1000,
+                    ..gate
+                }
+                .encode()
+                .to_vec()
+            },
+            GATE_SIZE,
+        )
+    }
+
+    /// A byte of `__x64_sys_kexec_load` (never called here) outside every
+    /// patch site, flipped.
+    pub fn patch_text(&self) -> Result<RamPatch, DemoError> {
+        let profile = &self.profile;
+        let handler = profile
+            .syscalls
+            .slots
+            .iter()
+            .find(|s| s.name == "__x64_sys_kexec_load")
+            .ok_or_else(|| setup("no __x64_sys_kexec_load in the profile"))?
+            .address;
+        let text = profile
+            .text_reference
+            .as_ref()
+            .ok_or_else(|| setup("the profile has no text reference"))?;
+        // A different byte from the rootkit's (the first after the entry's
+        // patch sites), so the two text attacks never overlap.
+        let offset = (32..256u64)
+            .map(|d| handler.wrapping_sub(profile.symbols.text).wrapping_add(d))
+            .find(|&o| !text.sites.covers(o))
+            .ok_or_else(|| setup("no byte outside the patch sites"))?;
+        let link = profile.symbols.text + offset;
+        self.patch(
+            |view, _| self.kernel_va(&view.location, link),
+            |old| vec![old[0] ^ 0xff],
+            1,
+        )
+    }
+
+    /// The SHA-1 template hash of the Mon-VM's IMA entry 1, first byte
+    /// flipped (a rootkit rewriting the measurement list).
+    pub fn patch_ima(&self) -> Result<RamPatch, DemoError> {
+        self.patch(
+            |view, profile| {
+                let head = view
+                    .location
+                    .runtime_of(profile.symbols.ima_measurements)
+                    .ok_or("ima_measurements is not in the image")?;
+                let entry = vmi::linux::measurements(
+                    &view.space,
+                    head,
+                    &profile.offsets.ima,
+                    &vmi::linux::ImaLimits::default(),
+                    64,
+                )
+                .nth(1)
+                .ok_or("the Mon-VM has no IMA entry 1")?
+                .map_err(|e| format!("IMA entry 1: {e:?}"))?;
+                let at = entry
+                    .address
+                    .checked_add(profile.offsets.ima.entry_digests)
+                    .ok_or("entry address overflows")?;
+                let digests = vmi::paging::VirtualMemory::read_pointer(&view.space, at)
+                    .map_err(|e| format!("IMA entry 1's digests: {e:?}"))?;
+                digests
+                    .checked_add(profile.offsets.ima.tpm_digest_digest)
+                    .ok_or_else(|| "digest address overflows".to_string())
+            },
+            |old| {
+                let mut hash = old.to_vec();
+                hash[0] ^= 0xff;
+                hash
+            },
+            20,
+        )
+    }
+}
+
+impl RamPatch {
+    /// Writes the original bytes back; the time they were back.
+    pub fn restore(&mut self) -> Result<Instant, DemoError> {
+        self.file
+            .write_all_at(&self.original, self.offset)
+            .map_err(|e| DemoError::Io("restoring the RAM file".into(), e))?;
+        self.restored = true;
+        Ok(Instant::now())
+    }
+}
+
+impl Drop for RamPatch {
+    fn drop(&mut self) {
+        if !self.restored {
+            let _ = self.file.write_all_at(&self.original, self.offset);
+        }
+    }
+}
+
+/// Sends SIGCONT to a process on drop (one stopped with SIGSTOP must
+/// never stay stopped, also on failure).
+pub struct Stopped {
+    pid: u32,
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), DemoError> {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map_err(|e| DemoError::Io("running kill".into(), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(setup(format!("kill {sig} {pid} failed")))
+    }
+}
+
+impl Stopped {
+    pub fn stop(pid: u32) -> Result<Self, DemoError> {
+        signal(pid, "-STOP")?;
+        Ok(Self { pid })
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = signal(self.pid, "-CONT");
+    }
+}
+
+/// The A-VM's check periods from the monitor-policy record of its
+/// measurement log (PCR 8), fetched from its attestation server (a hint
+/// for display: it is not what the verdict relies on); the A-VM's
+/// built-in constants when the log has none.
+pub fn periods_of(addr: &str) -> Periods {
+    match fetch_log_head(addr) {
+        Ok(records) => find_policy(&records).unwrap_or(BUILTIN_PERIODS),
+        Err(_) => BUILTIN_PERIODS,
+    }
+}
+
+fn find_policy(records: &[u8]) -> Option<Periods> {
+    let list = avm_attest::ima::parse_list(records, 100_000).ok()?;
+    list.iter()
+        .filter(|r| r.pcr == 8)
+        .filter_map(|r| r.ng_fields().ok())
+        .find_map(|f| {
+            let name = std::str::from_utf8(f.name).ok()?;
+            Periods::parse(name.strip_prefix(POLICY_RECORD)?)
+        })
+}
+
+fn fetch_log_head(addr: &str) -> Result<Vec<u8>, String> {
+    use avm_attest::wire::{self, Request, Response};
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let timeout = Duration::from_secs(10);
+    let mut stream = TcpStream::connect_timeout(&sock, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut exchange = |request: &Request| -> Result<Response, String> {
+        let frame = wire::encode_frame(request).map_err(|e| e.to_string())?;
+        stream.write_all(&frame).map_err(|e| e.to_string())?;
+        let mut header = [0u8; wire::FRAME_HEADER_LEN];
+        stream.read_exact(&mut header).map_err(|e| e.to_string())?;
+        let len = wire::body_len(header, wire::MAX_FRAME_LEN).map_err(|e| e.to_string())?;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+        wire::decode_response(&body).map_err(|e| e.to_string())
+    };
+    exchange(&Request::Hello {
+        version: wire::PROTOCOL_VERSION,
+    })?;
+    match exchange(&Request::MeasurementLog { from: 0 })? {
+        Response::MeasurementLog(chunk) => Ok(chunk.records),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// One injection and what was seen of it.
+#[derive(Debug, Clone, Default)]
+pub struct Injection {
+    pub attack: String,
+    pub round: usize,
+    pub node: usize,
+    /// Host time of the injection (unix ms).
+    pub injected_at_ms: u64,
+    /// The pushed event: record index, name, latency.
+    pub event_index: Option<u64>,
+    pub event_name: Option<String>,
+    pub event_ms: Option<f64>,
+    /// The monitor's untrusted verdict naming the reason.
+    pub verdict_ms: Option<f64>,
+    /// The monitor's own latency (event arrival to that verdict).
+    pub monitor_latency_ms: Option<f64>,
+    pub detected: bool,
+    /// The A-VM reported every area clean again after the restore.
+    pub clean: bool,
+    pub clean_ms: Option<f64>,
+    /// The monitor said trusted again (after every restore under a
+    /// `current` policy; once per node, briefly, under `sticky`).
+    pub trusted_again: Option<bool>,
+    /// Restore to the monitor's trusted verdict.
+    pub trusted_ms: Option<f64>,
+    /// A fresh `attest --json` names the event's record under the reason
+    /// and proves the log up to it (checked in round 1).
+    pub attest_names_record: Option<bool>,
+    /// The monitor's verdict line says which log its quote proved
+    /// (not exposed by this verifier: `None`).
+    pub verdict_covers_event: Option<bool>,
+    pub error: Option<String>,
+}
+
+impl Injection {
+    fn to_json(&self) -> Value {
+        json!({
+            "attack": self.attack,
+            "round": self.round,
+            "node": self.node,
+            "injected_at_ms": self.injected_at_ms,
+            "event_index": self.event_index,
+            "event_name": self.event_name,
+            "event_ms": self.event_ms,
+            "verdict_ms": self.verdict_ms,
+            "monitor_latency_ms": self.monitor_latency_ms,
+            "detected": self.detected,
+            "clean": self.clean,
+            "clean_ms": self.clean_ms,
+            "trusted_again": self.trusted_again,
+            "trusted_ms": self.trusted_ms,
+            "attest_names_record": self.attest_names_record,
+            "verdict_covers_event": self.verdict_covers_event,
+            "error": self.error,
+        })
+    }
+}
+
+/// The demo's outcome.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub series: String,
+    pub kernel_release: Option<String>,
+    pub rounds: usize,
+    pub periods: Periods,
+    pub attacks: Vec<AttackKind>,
+    pub injections: Vec<Injection>,
+    pub nodes: usize,
+    /// The node was trusted under the monitor before the first attack.
+    pub trusted_before: bool,
+    pub seconds: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Nearest-rank percentile of `values` (sorted here).
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// Per-class summary.
+#[derive(Debug, Clone)]
+pub struct ClassSummary {
+    pub attack: AttackKind,
+    pub injections: usize,
+    pub detected: usize,
+    pub event_p50: Option<f64>,
+    pub event_p99: Option<f64>,
+    pub verdict_p50: Option<f64>,
+    pub verdict_p99: Option<f64>,
+    pub clean: usize,
+    pub period_ms: u32,
+}
+
+impl DemoReport {
+    pub fn summary(&self) -> Vec<ClassSummary> {
+        self.attacks
+            .iter()
+            .map(|&attack| {
+                let of: Vec<&Injection> = self
+                    .injections
+                    .iter()
+                    .filter(|i| i.attack == attack.name())
+                    .collect();
+                let events: Vec<f64> = of.iter().filter_map(|i| i.event_ms).collect();
+                let verdicts: Vec<f64> = of.iter().filter_map(|i| i.verdict_ms).collect();
+                ClassSummary {
+                    attack,
+                    injections: of.len(),
+                    detected: of.iter().filter(|i| i.detected).count(),
+                    event_p50: percentile(&events, 50.0),
+                    event_p99: percentile(&events, 99.0),
+                    verdict_p50: percentile(&verdicts, 50.0),
+                    verdict_p99: percentile(&verdicts, 99.0),
+                    clean: of.iter().filter(|i| i.clean).count(),
+                    period_ms: self.periods.of(attack.period()),
+                }
+            })
+            .collect()
+    }
+
+    /// Every injection of every class detected with its reason.
+    pub fn all_detected(&self) -> bool {
+        self.trusted_before
+            && self.summary().iter().all(|s| {
+                s.injections == self.rounds && s.detected == s.injections && s.injections > 0
+            })
+    }
+
+    pub fn to_json(&self) -> Value {
+        let summary: Vec<Value> = self
+            .summary()
+            .iter()
+            .map(|s| {
+                json!({
+                    "attack": s.attack.name(),
+                    "what": s.attack.describe(),
+                    "area": s.attack.area(),
+                    "reason": s.attack.reason(),
+                    "method": if s.attack.via_ram() { "ram-file" } else { "console" },
+                    "injections": s.injections,
+                    "detected": s.detected,
+                    "event_p50_ms": s.event_p50,
+                    "event_p99_ms": s.event_p99,
+                    "verdict_p50_ms": s.verdict_p50,
+                    "verdict_p99_ms": s.verdict_p99,
+                    "clean": s.clean,
+                    "period_ms": s.period_ms,
+                })
+            })
+            .collect();
+        json!({
+            "series": self.series,
+            "kernel_release": self.kernel_release,
+            "rounds": self.rounds,
+            "nodes": self.nodes,
+            "seconds": self.seconds,
+            "trusted_before": self.trusted_before,
+            "periods_ms": {
+                "syscall_idt": self.periods.syscall_idt_ms,
+                "text": self.periods.text_ms,
+                "ima": self.periods.ima_ms,
+                "cross": self.periods.cross_ms,
+                "source": if self.periods.from_log { "log" } else { "built-in" },
+            },
+            "summary": summary,
+            "injections": self.injections.iter().map(Injection::to_json).collect::<Vec<_>>(),
+            "all_detected": self.all_detected(),
+        })
+    }
+
+    /// The human summary table.
+    pub fn table(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:<12} {:<30} {:<9} {:>8} {:>17} {:>17} {:>7} {:>9}\n",
+            "attack",
+            "reason",
+            "method",
+            "detected",
+            "event ms p50/p99",
+            "verdict ms p50/p99",
+            "clean",
+            "period ms"
+        ));
+        for s in self.summary() {
+            out.push_str(&format!(
+                "{:<12} {:<30} {:<9} {:>8} {:>17} {:>17} {:>7} {:>9}\n",
+                s.attack.name(),
+                s.attack.reason(),
+                if s.attack.via_ram() {
+                    "RAM file"
+                } else {
+                    "console*"
+                },
+                format!("{}/{}", s.detected, s.injections),
+                format!("{}/{}", f(s.event_p50), f(s.event_p99)),
+                format!("{}/{}", f(s.verdict_p50), f(s.verdict_p99)),
+                format!("{}/{}", s.clean, s.injections),
+                s.period_ms,
+            ));
+        }
+        out.push_str(
+            "* console: timestamped before the command is typed; includes the serial transfer \
+             and the guest shell (an upper bound). RAM-file writes are timestamped exactly.\n",
+        );
+        out.push_str(&format!(
+            "check periods {} ({}); event = injection to the event line of `avm-verifier monitor`; \
+             verdict = injection to its untrusted verdict with the reason.\n",
+            format_args!(
+                "syscall/IDT {} ms, text sweep {} ms, IMA {} ms, cross-views {} ms",
+                self.periods.syscall_idt_ms,
+                self.periods.text_ms,
+                self.periods.ima_ms,
+                self.periods.cross_ms
+            ),
+            if self.periods.from_log {
+                "from the node's monitor-policy record, PCR 8"
+            } else {
+                "the A-VM's built-in constants: its log has no monitor-policy record"
+            }
+        ));
+        let trusted_again = self
+            .injections
+            .iter()
+            .filter_map(|i| i.trusted_again)
+            .collect::<Vec<_>>();
+        if !trusted_again.is_empty() && trusted_again.iter().all(|t| !t) {
+            out.push_str(
+                "restore: the A-VM reports the area clean again; the verifier keeps the node \
+                 untrusted (every proven violation stays a reason, docs/protocol.md).\n",
+            );
+        }
+        out
+    }
+
+    /// Markdown rows for docs/benchmarks.md.
+    pub fn markdown_rows(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let mut out = String::new();
+        for s in self.summary() {
+            let (target, met) = match s.attack.period() {
+                PeriodKey::SyscallIdt if s.attack.via_ram() => (
+                    "p99 <= 10 ms".to_string(),
+                    s.event_p99
+                        .map(|p| if p <= 10.0 { "met" } else { "not met" }),
+                ),
+                PeriodKey::Text if s.attack.via_ram() => (
+                    format!("p99 within one sweep ({} ms)", self.periods.text_ms),
+                    s.event_p99.map(|p| {
+                        if p <= f64::from(self.periods.text_ms) {
+                            "met"
+                        } else {
+                            "not met"
+                        }
+                    }),
+                ),
+                _ => (String::new(), None),
+            };
+            let method = if s.attack.via_ram() {
+                "RAM-file write, exact"
+            } else {
+                "console, upper bound"
+            };
+            out.push_str(&format!(
+                "| detection latency, {} ({}; {}; {} {} injections, {} detected; A-VM check period {} ms{}): injection to pushed event at the verifier, p50 / p99; to untrusted verdict ({}) | {} / {} ms; verdict {} / {} ms | {} | {} |\n",
+                s.attack.name(),
+                s.attack.describe(),
+                method,
+                self.series,
+                s.injections,
+                s.detected,
+                s.period_ms,
+                if self.periods.from_log { ", from the log" } else { ", built-in" },
+                s.attack.reason(),
+                f(s.event_p50),
+                f(s.event_p99),
+                f(s.verdict_p50),
+                f(s.verdict_p99),
+                target,
+                met.unwrap_or(""),
+            ));
+        }
+        out
+    }
+}
+
+/// A node of the scenario, enrolled, learned and monitored.
+struct Stage {
+    // Field order is drop order: the monitor first, then the node (QEMU,
+    // swtpm, Mon-VM), then nothing else refers to the directory.
+    monitor: MonitorChild,
+    console: MonVmConsole,
+    rootkit: Rootkit,
+    ram: MonVmRam,
+    _node: Node,
+    addr: String,
+    verifier: Verifier,
+    /// Reasons of the monitor's last verdict line.
+    last_reasons: Value,
+    checked_trusted_again: bool,
+}
+
+fn say(opts: &DemoOptions, text: impl AsRef<str>) {
+    if opts.verbose {
+        eprintln!("avm-demo: {}", text.as_ref());
+    }
+}
+
+/// What the Mon-VM runs during the scenario, run once before the policy
+/// is learned, so that its IMA entries are allowed: the rootkit's module
+/// and the tools the attacks use.
+const PREPARE: &str = "grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd; \
+     su -s /bin/sh nobody -c 'exec sleep 0' >/dev/null 2>&1; sleep 0; \
+     nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; cat /proc/uptime >/dev/null; true";
+
+fn boot_stage(
+    opts: &DemoOptions,
+    work: &WorkDir,
+    index: usize,
+) -> Result<(Stage, Option<String>), DemoError> {
+    let dir = work.path.join(format!("node{index}"));
+    say(
+        opts,
+        format!(
+            "node {index}: booting the A-VM and a {} Mon-VM with the test rootkit (TCG)",
+            opts.series
+        ),
+    );
+    let node = boot_node(&dir, &opts.image, &opts.series, opts.ram_mib, true)?;
+    let record = node.record().clone();
+    let addr = node
+        .attest_addr()
+        .ok_or_else(|| setup("the node has no attestation address"))?
+        .to_string();
+    wait_serial(&record, "AVM-MONVM-IMA ", Duration::from_secs(120))?;
+    let console_path = record
+        .monvm_console
+        .clone()
+        .ok_or_else(|| setup("the node has no Mon-VM console"))?;
+    let mut console = MonVmConsole::connect(&console_path, CONSOLE_TIMEOUT)?;
+    say(
+        opts,
+        format!("node {index}: insmod {ROOTKIT_GUEST_PATH} (the attack tool)"),
+    );
+    let rootkit = Rootkit::load(&mut console).map_err(setup)?;
+    console.run_ok(PREPARE)?;
+    // The A-VM anchors new IMA entries every 500 ms.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let verifier = Verifier {
+        bin: opts.verifier.clone(),
+        state: dir.join("verifier"),
+    };
+    let profile = record
+        .monvm_profile
+        .clone()
+        .ok_or_else(|| setup("the node has no Mon-VM kernel profile"))?;
+    let ek_ca = record
+        .ek_ca
+        .clone()
+        .ok_or_else(|| setup("the node has no EK CA"))?;
+    say(
+        opts,
+        format!("node {index}: enrolling {addr} and learning its policy"),
+    );
+    let mut init = vec![
+        "policy",
+        "init",
+        "--avm-image",
+        path_str(&opts.image)?,
+        "--monvm-profile",
+        path_str(&profile)?,
+    ];
+    if let Some(memory) = &opts.violations {
+        init.extend(["--monvm-violations", memory.as_str()]);
+    }
+    verifier.ok(&init)?;
+    verifier.ok(&["enroll", &addr, "--ek-ca", path_str(&ek_ca)?])?;
+    verifier.ok(&["policy", "learn", &addr])?;
+    verifier.ok(&["attest", &addr])?;
+
+    let mut monitor = MonitorChild::start(&verifier, &addr, &["--duration", "86400"])?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    monitor
+        .wait(start, deadline, |l| {
+            is_type(l, "push") && l["state"] == "subscribed"
+        })
+        .ok_or_else(|| setup("the monitor did not subscribe to the node's events"))?;
+    let trusted = monitor.wait(start, deadline, |l| {
+        is_type(l, "verdict") && l["verdict"] == "trusted"
+    });
+    let (_, trusted) = trusted
+        .ok_or_else(|| setup("the monitor never said trusted for the freshly learned node"))?;
+    say(
+        opts,
+        format!("node {index}: trusted under `avm-verifier monitor`"),
+    );
+    let ram = MonVmRam::open(&record)?;
+    Ok((
+        Stage {
+            monitor,
+            console,
+            rootkit,
+            ram,
+            _node: node,
+            addr,
+            verifier,
+            last_reasons: trusted["reasons"].clone(),
+            checked_trusted_again: false,
+        },
+        record.monvm_kernel_release.clone(),
+    ))
+}
+
+fn wait_serial(record: &NodeRecord, needle: &str, limit: Duration) -> Result<(), DemoError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
+        if serial.contains(needle) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(setup(format!("the A-VM never printed {needle:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What an injection left to undo.
+enum Undo {
+    Rootkit(Attack, Option<u32>),
+    Ram(RamPatch),
+}
+
+/// Starts a background `sleep` (as `nobody` or root) and returns its PID.
+fn start_sleep(console: &mut MonVmConsole, nobody: bool) -> Result<u32, DemoError> {
+    let command = if nobody {
+        "su -s /bin/sh nobody -c 'exec sleep 1000' >/dev/null 2>&1 & echo $!"
+    } else {
+        "sleep 1000 >/dev/null 2>&1 & echo $!"
+    };
+    let out = console.run_ok(command)?;
+    let pid: u32 = out
+        .trim()
+        .parse()
+        .map_err(|_| setup(format!("not a PID: {out:?}")))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let comm = console.run(&format!("cat /proc/{pid}/comm"))?;
+        if comm.output.trim() == "sleep" {
+            return Ok(pid);
+        }
+        if Instant::now() >= deadline {
+            return Err(setup(format!("{pid} never became sleep")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Stage {
+    /// Injects `attack`; returns the injection time and what to undo.
+    fn inject(&mut self, attack: AttackKind) -> Result<(Instant, Undo), DemoError> {
+        let rootkit_attack = |attack: Attack| attack;
+        let (on, pid) = match attack {
+            AttackKind::Syscall => (rootkit_attack(Attack::SyscallTable), None),
+            AttackKind::Idt => (Attack::Idt, None),
+            AttackKind::Text => (Attack::Text, None),
+            AttackKind::Rodata => (Attack::Rodata, None),
+            AttackKind::Fops => (Attack::FopsTable, None),
+            AttackKind::HideModule => (Attack::HideModule, None),
+            AttackKind::HidePid => {
+                let pid = start_sleep(&mut self.console, false)?;
+                (Attack::HidePid(pid), Some(pid))
+            }
+            AttackKind::RootPid => {
+                let pid = start_sleep(&mut self.console, true)?;
+                // The A-VM must see the user's euid before it turns 0.
+                std::thread::sleep(Duration::from_millis(1200));
+                (Attack::RootPid(pid), Some(pid))
+            }
+            AttackKind::RamSyscall => {
+                let patch = self.ram.patch_syscall()?;
+                return Ok((patch.written_at, Undo::Ram(patch)));
+            }
+            AttackKind::RamIdt => {
+                let patch = self.ram.patch_idt()?;
+                return Ok((patch.written_at, Undo::Ram(patch)));
+            }
+            AttackKind::RamText => {
+                let patch = self.ram.patch_text()?;
+                return Ok((patch.written_at, Undo::Ram(patch)));
+            }
+            AttackKind::RamIma => {
+                let patch = self.ram.patch_ima()?;
+                return Ok((patch.written_at, Undo::Ram(patch)));
+            }
+        };
+        // Timestamped before the command goes out: an upper bound.
+        self.monitor.drain();
+        let at = Instant::now();
+        self.rootkit
+            .set(&mut self.console, on, true)
+            .map_err(setup)?;
+        Ok((at, Undo::Rootkit(on, pid)))
+    }
+
+    fn undo(&mut self, undo: Undo) -> Result<Instant, DemoError> {
+        match undo {
+            Undo::Rootkit(attack, pid) => {
+                self.monitor.drain();
+                let at = Instant::now();
+                self.rootkit
+                    .set(&mut self.console, attack, false)
+                    .map_err(setup)?;
+                if let Some(pid) = pid {
+                    self.console.run(&format!("kill {pid}"))?;
+                }
+                Ok(at)
+            }
+            Undo::Ram(mut patch) => {
+                self.monitor.drain();
+                patch.restore()
+            }
+        }
+    }
+
+    /// Areas in violation according to the events pushed so far.
+    fn areas_in_violation(&self) -> Vec<String> {
+        let mut state: BTreeMap<&str, &str> = BTreeMap::new();
+        for (_, line) in &self.monitor.seen {
+            if is_type(line, "event")
+                && let Some((kind, area)) = event_area(event_name(line))
+            {
+                state.insert(area, kind);
+            }
+        }
+        state
+            .into_iter()
+            .filter(|(_, kind)| *kind == "violation")
+            .map(|(area, _)| area.to_string())
+            .collect()
+    }
+
+    fn one(
+        &mut self,
+        opts: &DemoOptions,
+        attack: AttackKind,
+        round: usize,
+        node: usize,
+    ) -> Result<Injection, DemoError> {
+        let mut out = Injection {
+            attack: attack.name().into(),
+            round,
+            node,
+            ..Injection::default()
+        };
+        // The reasons of the monitor's latest verdict line so far.
+        self.monitor.drain();
+        if let Some((_, line)) = self
+            .monitor
+            .seen
+            .iter()
+            .rev()
+            .find(|(_, l)| is_type(l, "verdict"))
+        {
+            self.last_reasons = line["reasons"].clone();
+        }
+        let before = count_reason(&json!({ "reasons": self.last_reasons }), attack.reason());
+        let (at, undo) = self.inject(attack)?;
+        out.injected_at_ms = unix_ms();
+        let deadline = at + DETECT_TIMEOUT;
+        let area = attack.area();
+        let event = self.monitor.wait(at, deadline, |l| {
+            is_type(l, "event")
+                && event_area(event_name(l)).is_some_and(|(k, a)| k == "violation" && a == area)
+        });
+        if let Some((seen, line)) = &event {
+            out.event_ms = Some(ms(seen.saturating_duration_since(at)));
+            out.event_index = line["index"].as_u64();
+            out.event_name = Some(event_name(line).to_string());
+        }
+        let code = attack.reason();
+        let verdict = self.monitor.wait(at, deadline, |l| {
+            is_type(l, "verdict") && l["verdict"] == "untrusted" && count_reason(l, code) > before
+        });
+        if let Some((seen, line)) = &verdict {
+            out.verdict_ms = Some(ms(seen.saturating_duration_since(at)));
+            out.monitor_latency_ms = line["latency_ms"].as_f64();
+            self.last_reasons = line["reasons"].clone();
+            // A verifier that says which log its quote proved.
+            let proven = ["proven_records", "log_records"]
+                .iter()
+                .find_map(|k| line[*k].as_u64());
+            if let (Some(proven), Some(index)) = (proven, out.event_index) {
+                out.verdict_covers_event = Some(index < proven);
+            }
+        }
+        out.detected = event.is_some() && verdict.is_some();
+        if round == 1
+            && let Some(index) = out.event_index
+        {
+            out.attest_names_record = Some(self.attest_names(code, index)?);
+        }
+        say(
+            opts,
+            format!(
+                "{:<12} round {round}: {} -> {}",
+                attack.name(),
+                match (&out.event_name, out.event_ms) {
+                    (Some(name), Some(t)) => format!(
+                        "event #{} after {t:.1} ms ({})",
+                        out.event_index.unwrap_or_default(),
+                        cut(name, 90)
+                    ),
+                    _ => "NO EVENT".into(),
+                },
+                match out.verdict_ms {
+                    Some(t) => format!("untrusted ({code}) after {t:.1} ms"),
+                    None => format!("NO untrusted verdict naming {code}"),
+                }
+            ),
+        );
+        // Restore, then wait until the A-VM reports every area clean.
+        let restored_at = self.undo(undo)?;
+        let clean_deadline = restored_at + CLEAN_TIMEOUT;
+        let clean_area = self.monitor.wait(restored_at, clean_deadline, |l| {
+            is_type(l, "event")
+                && event_area(event_name(l)).is_some_and(|(k, a)| k == "clean" && a == area)
+        });
+        while Instant::now() < clean_deadline && !self.areas_in_violation().is_empty() {
+            self.monitor.wait(
+                Instant::now(),
+                Instant::now() + Duration::from_millis(200),
+                |l| is_type(l, "event"),
+            );
+        }
+        let left = self.areas_in_violation();
+        out.clean = clean_area.is_some() && left.is_empty();
+        out.clean_ms = clean_area.map(|(t, _)| ms(t.saturating_duration_since(restored_at)));
+        if !out.clean {
+            say(
+                opts,
+                format!(
+                    "{:<12} round {round}: still in violation: {left:?}",
+                    attack.name()
+                ),
+            );
+        }
+        // Does the verifier trust the node again? Under `current` it must
+        // (after every restore); under `sticky` it never does: asked once
+        // per node, briefly.
+        let current = opts.violations.as_deref() == Some("current");
+        if out.clean && (current || !self.checked_trusted_again) {
+            self.checked_trusted_again = true;
+            let wait = if current {
+                DETECT_TIMEOUT
+            } else {
+                TRUSTED_WAIT
+            };
+            let trusted = self.monitor.wait(restored_at, Instant::now() + wait, |l| {
+                is_type(l, "verdict") && l["verdict"] == "trusted"
+            });
+            out.trusted_again = Some(trusted.is_some());
+            out.trusted_ms = trusted.map(|(t, _)| ms(t.saturating_duration_since(restored_at)));
+            say(
+                opts,
+                match (out.trusted_ms, current) {
+                    (Some(t), _) => format!(
+                        "{:<12} round {round}: restored; the A-VM reports it clean after {:.1} ms, the monitor says trusted again after {t:.1} ms",
+                        attack.name(),
+                        out.clean_ms.unwrap_or_default()
+                    ),
+                    (None, true) => format!(
+                        "{:<12} round {round}: restored and clean, but the monitor did NOT say trusted again",
+                        attack.name()
+                    ),
+                    (None, false) => "restored: the A-VM reports the area clean; under a sticky policy the verifier keeps the node untrusted (every proven violation stays a reason)".to_string(),
+                },
+            );
+        }
+        if !self.monitor.running() {
+            return Err(setup("avm-verifier monitor exited"));
+        }
+        Ok(out)
+    }
+
+    /// A fresh `attest --json` names `code` at record `index` and proves
+    /// the log up to it.
+    fn attest_names(&self, code: &str, index: u64) -> Result<bool, DemoError> {
+        let out = self.verifier.run(&["attest", &self.addr, "--json"])?;
+        let Ok(report) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return Ok(false);
+        };
+        let proven = report["measurement_log"]["proven_records"]
+            .as_u64()
+            .unwrap_or(0);
+        let named = report["reasons"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["code"] == code && r["record"].as_u64() == Some(index))
+        });
+        Ok(named && index < proven)
+    }
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut s: String = text.chars().take(max).collect();
+        s.push_str("...");
+        s
+    }
+}
+
+/// Runs the scenario.
+pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let started = Instant::now();
+    if opts.rounds == 0 || opts.attacks.is_empty() {
+        return Err(setup("nothing to do: --rounds 0 or no attack"));
+    }
+    let work = WorkDir::create(opts.keep_state)?;
+    // Attack classes per node: the verifier lists at most 100 findings,
+    // and under `sticky` every violation stays one.
+    let sticky = opts.violations.as_deref() != Some("current");
+    let per_node = if sticky {
+        (FINDINGS_PER_NODE / (2 * opts.rounds)).max(1)
+    } else {
+        usize::MAX
+    };
+    let mut attacks = opts.attacks.clone();
+    attacks.sort();
+    attacks.dedup();
+    let groups: Vec<&[AttackKind]> = attacks.chunks(per_node).collect();
+    let mut report = DemoReport {
+        series: opts.series.clone(),
+        kernel_release: None,
+        rounds: opts.rounds,
+        periods: BUILTIN_PERIODS,
+        attacks: attacks.clone(),
+        injections: Vec::new(),
+        nodes: groups.len(),
+        trusted_before: true,
+        seconds: 0.0,
+    };
+    for (index, group) in groups.iter().enumerate() {
+        let (mut stage, release) = match boot_stage(opts, &work, index) {
+            Ok(stage) => stage,
+            Err(e) => {
+                if index == 0 {
+                    return Err(e);
+                }
+                // Later nodes: what was measured so far still counts.
+                report.trusted_before = false;
+                say(opts, format!("node {index}: {e}"));
+                break;
+            }
+        };
+        report.kernel_release = report.kernel_release.or(release);
+        report.periods = periods_of(&stage.addr);
+        for &attack in group.iter() {
+            say(
+                opts,
+                format!(
+                    "== {} ({}), {} round(s)",
+                    attack.name(),
+                    attack.describe(),
+                    opts.rounds
+                ),
+            );
+            for round in 1..=opts.rounds {
+                match stage.one(opts, attack, round, index) {
+                    Ok(injection) => report.injections.push(injection),
+                    Err(e) => {
+                        say(opts, format!("{} round {round}: {e}", attack.name()));
+                        report.injections.push(Injection {
+                            attack: attack.name().into(),
+                            round,
+                            node: index,
+                            error: Some(e.to_string()),
+                            ..Injection::default()
+                        });
+                    }
+                }
+            }
+        }
+        say(
+            opts,
+            format!("node {index}: stopping the monitor and the node"),
+        );
+        drop(stage);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The Mon-VM slowdown measurement: what it is and what came out.
+#[derive(Debug, Clone)]
+pub struct SlowdownReport {
+    pub series: String,
+    pub pairs: usize,
+    /// Workload name -> (runs with monitoring on, runs with it off), in
+    /// milliseconds of guest time.
+    pub runs: BTreeMap<String, (Vec<f64>, Vec<f64>)>,
+    pub periods: Periods,
+}
+
+/// A workload run in the Mon-VM: its name and shell command.
+pub const WORKLOADS: [(&str, &str, &str); 2] = [
+    (
+        "cpu",
+        "md5sum of a 4 MiB tmpfs file, 4 times (CPU-bound: 16 MiB hashed, a working set of a few KiB)",
+        "for i in 1 2 3 4; do md5sum /mnt/avm-bench/small >/dev/null; done",
+    ),
+    (
+        "memory",
+        "dd of a 64 MiB tmpfs file to /dev/null in 4 MiB blocks, twice (memory-bound: 128 MiB copied from the page cache)",
+        "for i in 1 2; do dd if=/mnt/avm-bench/big of=/dev/null bs=4M 2>/dev/null; done",
+    ),
+];
+
+fn timed(console: &mut MonVmConsole, command: &str) -> Result<f64, DemoError> {
+    // Guest time from /proc/uptime (10 ms resolution) on both sides of the
+    // work, inside one command line: no console transfer in it.
+    let out = console.run_ok(&format!(
+        "a=$(cut -d' ' -f1 /proc/uptime); {command}; b=$(cut -d' ' -f1 /proc/uptime); echo \"AVM-T $a $b\""
+    ))?;
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("AVM-T "))
+        .ok_or_else(|| setup(format!("no timing in {out:?}")))?;
+    let mut parts = line.split_whitespace().map(str::parse::<f64>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) if b >= a => Ok((b - a) * 1000.0),
+        _ => Err(setup(format!("bad timing {line:?}"))),
+    }
+}
+
+/// Runs each workload `pairs` times with the A-VM running and `pairs`
+/// times with its QEMU stopped (SIGSTOP), alternating, on one node.
+pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, DemoError> {
+    let work = WorkDir::create(opts.keep_state)?;
+    say(
+        opts,
+        format!("booting a node with a {} Mon-VM", opts.series),
+    );
+    let node = boot_node(
+        &work.path.join("node"),
+        &opts.image,
+        &opts.series,
+        opts.ram_mib,
+        false,
+    )?;
+    let record = node.record().clone();
+    wait_serial(&record, "AVM-MONVM-IMA ", Duration::from_secs(120))?;
+    let addr = node
+        .attest_addr()
+        .ok_or_else(|| setup("the node has no attestation address"))?
+        .to_string();
+    let periods = periods_of(&addr);
+    let console_path = record
+        .monvm_console
+        .clone()
+        .ok_or_else(|| setup("the node has no Mon-VM console"))?;
+    let mut console = MonVmConsole::connect(&console_path, CONSOLE_TIMEOUT)?;
+    console.set_timeout(Duration::from_secs(300));
+    console.run_ok(
+        "mkdir -p /mnt/avm-bench && mount -t tmpfs -o size=80m tmpfs /mnt/avm-bench && \
+         dd if=/dev/urandom of=/mnt/avm-bench/small bs=1M count=4 2>/dev/null && \
+         dd if=/dev/urandom of=/mnt/avm-bench/big bs=1M count=64 2>/dev/null",
+    )?;
+    // Let the start-up settle and warm the caches.
+    std::thread::sleep(Duration::from_secs(3));
+    for (_, _, command) in WORKLOADS {
+        timed(&mut console, command)?;
+    }
+    let pid = node.qemu_pid();
+    let mut runs: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for pair in 0..pairs {
+        // Alternate which comes first, so drift hits both alike.
+        let order = if pair % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for on in order {
+            let stopped = if on { None } else { Some(Stopped::stop(pid)?) };
+            for (name, _, command) in WORKLOADS {
+                let t = timed(&mut console, command)?;
+                let entry = runs.entry(name.to_string()).or_default();
+                if on {
+                    entry.0.push(t);
+                } else {
+                    entry.1.push(t);
+                }
+            }
+            drop(stopped);
+            if !on {
+                // The A-VM catches up after SIGCONT before the next "on".
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        say(
+            opts,
+            format!(
+                "pair {}/{pairs}: {}",
+                pair + 1,
+                runs.iter()
+                    .map(|(n, (on, off))| format!(
+                        "{n} on {:.0} ms off {:.0} ms",
+                        on.last().copied().unwrap_or_default(),
+                        off.last().copied().unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    let _ = console.run("umount /mnt/avm-bench");
+    drop(console);
+    drop(node);
+    Ok(SlowdownReport {
+        series: opts.series.clone(),
+        pairs,
+        runs,
+        periods,
+    })
+}
+
+impl SlowdownReport {
+    /// (median on, median off, slowdown %) of a workload.
+    pub fn medians(&self, name: &str) -> Option<(f64, f64, f64)> {
+        let (on, off) = self.runs.get(name)?;
+        let on = percentile(on, 50.0)?;
+        let off = percentile(off, 50.0)?;
+        (off > 0.0).then(|| (on, off, 100.0 * (on - off) / off))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let workloads: Vec<Value> = WORKLOADS
+            .iter()
+            .map(|(name, what, command)| {
+                let (on, off) = self.runs.get(*name).cloned().unwrap_or_default();
+                let m = self.medians(name);
+                json!({
+                    "workload": name,
+                    "what": what,
+                    "command": command,
+                    "on_ms": on,
+                    "off_ms": off,
+                    "median_on_ms": m.map(|m| m.0),
+                    "median_off_ms": m.map(|m| m.1),
+                    "slowdown_percent": m.map(|m| m.2),
+                })
+            })
+            .collect();
+        json!({ "series": self.series, "pairs": self.pairs, "workloads": workloads })
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::from("workload  median on ms  median off ms  slowdown\n");
+        for (name, _, _) in WORKLOADS {
+            if let Some((on, off, pct)) = self.medians(name) {
+                out.push_str(&format!("{name:<9} {on:>12.0} {off:>14.0} {pct:>8.2}%\n"));
+            }
+        }
+        out
+    }
+
+    pub fn markdown_rows(&self) -> String {
+        let mut out = String::new();
+        for (name, what, _) in WORKLOADS {
+            if let Some((on, off, pct)) = self.medians(name) {
+                out.push_str(&format!(
+                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node | {on:.0} ms vs {off:.0} ms: {pct:+.2}% | at most 0.5% | {} |\n",
+                    self.series,
+                    self.pairs,
+                    self.periods.syscall_idt_ms,
+                    self.periods.text_ms,
+                    self.periods.ima_ms,
+                    self.periods.cross_ms,
+                    self.pairs,
+                    if pct <= 0.5 { "met" } else { "not met" },
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attack_names_round_trip_and_the_ima_rewrite_comes_last() {
+        for attack in AttackKind::ALL {
+            assert_eq!(AttackKind::parse(attack.name()), Some(attack));
+        }
+        let mut sorted = AttackKind::ALL.to_vec();
+        sorted.sort();
+        assert_eq!(sorted.last(), Some(&AttackKind::RamIma));
+    }
+
+    #[test]
+    fn every_reason_is_a_code_of_the_verifier() {
+        let codes: Vec<&str> = avm_attest::monvm::MonVmKind::ALL
+            .iter()
+            .map(|k| k.code())
+            .collect();
+        for attack in AttackKind::ALL {
+            assert!(codes.contains(&attack.reason()), "{}", attack.reason());
+            let kind = avm_attest::monvm::MonVmKind::of_area(attack.area().as_bytes());
+            assert_eq!(kind.code(), attack.reason());
+        }
+    }
+
+    #[test]
+    fn periods_parse_the_canonical_text_only() {
+        let p = Periods::parse("syscall_idt=5,text=1000,ima=500,cross=500").expect("parses");
+        assert_eq!(
+            (
+                p.syscall_idt_ms,
+                p.text_ms,
+                p.ima_ms,
+                p.cross_ms,
+                p.from_log
+            ),
+            (5, 1000, 500, 500, true)
+        );
+        assert!(Periods::parse("syscall_idt=5,text=1000,ima=500").is_none());
+        assert!(Periods::parse("syscall_idt=5,text=1000,ima=500,cross=500,x=1").is_none());
+        assert!(Periods::parse("syscall_idt=-5,text=1000,ima=500,cross=500").is_none());
+        assert!(Periods::parse("syscall_idt=5,syscall_idt=5,ima=500,cross=500").is_none());
+    }
+
+    #[test]
+    fn event_names_give_kind_and_area() {
+        assert_eq!(
+            event_area("monvm:event:3:violation:sys_call_table:slot 39 ..."),
+            Some(("violation", "sys_call_table"))
+        );
+        assert_eq!(
+            event_area("monvm:event:4:clean:idt"),
+            Some(("clean", "idt"))
+        );
+        assert_eq!(event_area("avm:other"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(10.0));
+        assert_eq!(percentile(&v, 99.0), Some(20.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+    }
+}
