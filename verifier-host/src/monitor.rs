@@ -749,15 +749,21 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
         .map(Webhook::parse)
         .transpose()
         .map_err(err)?;
-    let mut store = Store::open(&ctx.state_dir).map_err(err)?;
     let start = Instant::now();
     let end = opts.duration.map(|d| start + d);
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Message>();
-    let mut output = Output {
-        json: opts.json,
-        table: !opts.json && !opts.once && std::io::stdout().is_terminal(),
-        last_draw: None,
+    let mut session = Session {
+        store: Store::open(&ctx.state_dir).map_err(err)?,
+        opts,
+        webhook,
+        tx,
+        output: Output {
+            json: opts.json,
+            table: !opts.json && !opts.once && std::io::stdout().is_terminal(),
+            last_draw: None,
+        },
+        running_revocations: 0,
     };
     let mut nodes = Vec::new();
     let mut seen = HashMap::new();
@@ -765,15 +771,15 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
         if seen.insert(addr.clone(), ()).is_some() {
             continue;
         }
-        let stored = store.monitor_node(addr).map_err(err)?;
-        let events = store.monitor_events(addr).map_err(err)?;
-        let revocations = store.revocations(addr).map_err(err)?;
+        let stored = session.store.monitor_node(addr).map_err(err)?;
+        let events = session.store.monitor_events(addr).map_err(err)?;
+        let revocations = session.store.revocations(addr).map_err(err)?;
         let mut state = NodeState::resume(addr, stored.as_ref(), events.len() as u64, start);
         state.last_event = events.last().map(|e| e.name.clone());
         if opts.once {
             state.push = Push::Off;
         }
-        output.line(
+        session.output.line(
             json!({
                 "type": "resumed",
                 "addr": addr,
@@ -799,7 +805,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
             addr.clone(),
             ctx.clone(),
             opts.policy.clone(),
-            tx.clone(),
+            session.tx.clone(),
         );
         if !opts.once {
             spawn_subscriber(
@@ -807,7 +813,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
                 addr.clone(),
                 ctx.timeout,
                 opts.keepalive_ms,
-                tx.clone(),
+                session.tx.clone(),
                 stop.clone(),
             );
         }
@@ -821,7 +827,6 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
             dropped: 0,
         });
     }
-    let mut running_revocations = 0usize;
     loop {
         let now = Instant::now();
         for node in nodes.iter_mut() {
@@ -833,16 +838,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
             }
         }
         match rx.recv_timeout(TICK) {
-            Ok(message) => handle(
-                message,
-                &mut nodes,
-                &mut store,
-                opts,
-                webhook.as_ref(),
-                &tx,
-                &mut output,
-                &mut running_revocations,
-            )?,
+            Ok(message) => session.handle(message, &mut nodes)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -853,21 +849,10 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
                 let outcome = nodes[index]
                     .state
                     .check_liveness(now, opts.liveness_timeout, unix);
-                apply(
-                    index,
-                    outcome,
-                    None,
-                    &mut nodes,
-                    &mut store,
-                    opts,
-                    webhook.as_ref(),
-                    &tx,
-                    &mut output,
-                    &mut running_revocations,
-                )?;
+                session.apply(index, outcome, None, &mut nodes)?;
             }
         }
-        output.draw(&nodes, now, false);
+        session.output.draw(&nodes, now, false);
         if opts.once && nodes.iter().all(|n| n.attested_once && !n.in_flight) {
             break;
         }
@@ -878,23 +863,14 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
     stop.store(true, Ordering::Relaxed);
     // Let revocations that already started record their outcome.
     let grace = Instant::now() + EXIT_GRACE;
-    while running_revocations > 0 && Instant::now() < grace {
+    while session.running_revocations > 0 && Instant::now() < grace {
         match rx.recv_timeout(TICK) {
-            Ok(message @ Message::RevocationDone { .. }) => handle(
-                message,
-                &mut nodes,
-                &mut store,
-                opts,
-                webhook.as_ref(),
-                &tx,
-                &mut output,
-                &mut running_revocations,
-            )?,
+            Ok(message @ Message::RevocationDone { .. }) => session.handle(message, &mut nodes)?,
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    output.draw(&nodes, Instant::now(), true);
+    session.output.draw(&nodes, Instant::now(), true);
     let all_trusted = nodes.iter().all(|n| n.state.status == Status::Trusted);
     Ok(if all_trusted { EXIT_OK } else { EXIT_UNTRUSTED })
 }
@@ -903,203 +879,208 @@ fn now_unix() -> i64 {
     now()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    message: Message,
-    nodes: &mut [Watched],
-    store: &mut Store,
-    opts: &MonitorOptions,
-    webhook: Option<&Webhook>,
-    tx: &Sender<Message>,
-    output: &mut Output,
-    running: &mut usize,
-) -> Result<(), CommandError> {
-    let now = Instant::now();
-    match message {
-        Message::Attested {
-            node: index,
-            result,
-        } => {
-            let Some(node) = nodes.get_mut(index) else {
-                return Ok(());
-            };
-            node.in_flight = false;
-            node.attested_once = true;
-            match result {
-                Ok(report) => {
-                    let trusted = report.verdict == VerdictKind::Trusted;
-                    let (outcome, latency) =
-                        node.state.verdict(trusted, codes(&report), now, now_unix());
-                    let ids: Vec<i64> = node
-                        .state
-                        .pending_events
-                        .drain(..)
-                        .map(|(id, _)| id)
-                        .collect();
-                    if let Some(latency) = latency {
-                        store.set_event_latency(&ids, ms(latency)).map_err(err)?;
+/// What the main loop shares with every change it handles: the state
+/// database, the options, where revocations report back, the output and
+/// how many revocations still run.
+struct Session<'a> {
+    store: Store,
+    opts: &'a MonitorOptions,
+    webhook: Option<Webhook>,
+    tx: Sender<Message>,
+    output: Output,
+    running_revocations: usize,
+}
+
+impl Session<'_> {
+    fn handle(&mut self, message: Message, nodes: &mut [Watched]) -> Result<(), CommandError> {
+        let now = Instant::now();
+        match message {
+            Message::Attested {
+                node: index,
+                result,
+            } => {
+                let Some(node) = nodes.get_mut(index) else {
+                    return Ok(());
+                };
+                node.in_flight = false;
+                node.attested_once = true;
+                match result {
+                    Ok(report) => {
+                        let trusted = report.verdict == VerdictKind::Trusted;
+                        let (outcome, latency) =
+                            node.state.verdict(trusted, codes(&report), now, now_unix());
+                        let ids: Vec<i64> = node
+                            .state
+                            .pending_events
+                            .drain(..)
+                            .map(|(id, _)| id)
+                            .collect();
+                        if let Some(latency) = latency {
+                            self.store
+                                .set_event_latency(&ids, ms(latency))
+                                .map_err(err)?;
+                        }
+                        self.apply(index, outcome, latency, nodes)?;
                     }
-                    apply(
-                        index, outcome, latency, nodes, store, opts, webhook, tx, output, running,
-                    )?;
-                }
-                Err(e) => {
-                    let addr = node.state.addr.clone();
-                    node.state.last_error = Some(e.clone());
-                    output.line(
+                    Err(e) => {
+                        let addr = node.state.addr.clone();
+                        node.state.last_error = Some(e.clone());
+                        self.output.line(
                         json!({"type": "attest-failed", "addr": addr, "at_ms": unix_ms(), "error": e}),
                         || format!("{addr}: attestation failed: {e}"),
                     );
+                    }
                 }
             }
-        }
-        Message::Event {
-            node: index,
-            event,
-            at,
-        } => {
-            let Some(node) = nodes.get_mut(index) else {
-                return Ok(());
-            };
-            node.again = true;
-            if !node.state.admit_event(at) {
-                return Ok(());
-            }
-            let id = store
-                .record_monitor_event(&MonitorEvent {
-                    addr: node.state.addr.clone(),
-                    at_ms: unix_ms(),
-                    record_index: event.index,
-                    pcr: event.pcr,
-                    name: event.name.clone(),
-                    latency_ms: None,
-                })
-                .map_err(err)?;
-            node.state.event(id, &event.name, at);
-            node.again = true;
-            let addr = &node.state.addr;
-            output.line(
-                json!({
-                    "type": "event",
-                    "addr": addr,
-                    "at_ms": unix_ms(),
-                    "index": event.index,
-                    "pcr": event.pcr,
-                    "name": event.name,
-                    "events": node.state.events,
-                }),
-                || format!("{addr}: event {} (record {})", event.name, event.index),
-            );
-        }
-        Message::KeepAlive {
-            node: index,
-            keepalive,
-        } => {
-            if let Some(node) = nodes.get_mut(index) {
-                node.state.alive(now);
-                if keepalive.dropped > node.dropped {
-                    // Events the node could not push: look at its log.
-                    node.dropped = keepalive.dropped;
-                    node.again = true;
+            Message::Event {
+                node: index,
+                event,
+                at,
+            } => {
+                let Some(node) = nodes.get_mut(index) else {
+                    return Ok(());
+                };
+                node.again = true;
+                if !node.state.admit_event(at) {
+                    return Ok(());
                 }
-            }
-        }
-        Message::Push { node: index, push } => {
-            if let Some(node) = nodes.get_mut(index) {
-                if push == Push::Subscribed {
-                    node.state.alive(now);
-                }
+                let id = self
+                    .store
+                    .record_monitor_event(&MonitorEvent {
+                        addr: node.state.addr.clone(),
+                        at_ms: unix_ms(),
+                        record_index: event.index,
+                        pcr: event.pcr,
+                        name: event.name.clone(),
+                        latency_ms: None,
+                    })
+                    .map_err(err)?;
+                node.state.event(id, &event.name, at);
+                node.again = true;
                 let addr = &node.state.addr;
-                let text = push.describe();
-                output.line(
-                    json!({"type": "push", "addr": addr, "at_ms": unix_ms(), "state": text}),
-                    || format!("{addr}: push {text}"),
+                self.output.line(
+                    json!({
+                        "type": "event",
+                        "addr": addr,
+                        "at_ms": unix_ms(),
+                        "index": event.index,
+                        "pcr": event.pcr,
+                        "name": event.name,
+                        "events": node.state.events,
+                    }),
+                    || format!("{addr}: event {} (record {})", event.name, event.index),
                 );
-                node.state.push = push;
             }
-        }
-        Message::RevocationDone {
-            id,
-            action,
-            addr,
-            outcome,
-        } => {
-            *running = running.saturating_sub(1);
-            store.finish_revocation(id, &outcome).map_err(err)?;
-            output.line(
+            Message::KeepAlive {
+                node: index,
+                keepalive,
+            } => {
+                if let Some(node) = nodes.get_mut(index) {
+                    node.state.alive(now);
+                    if keepalive.dropped > node.dropped {
+                        // Events the node could not push: look at its log.
+                        node.dropped = keepalive.dropped;
+                        node.again = true;
+                    }
+                }
+            }
+            Message::Push { node: index, push } => {
+                if let Some(node) = nodes.get_mut(index) {
+                    if push == Push::Subscribed {
+                        node.state.alive(now);
+                    }
+                    let addr = &node.state.addr;
+                    let text = push.describe();
+                    self.output.line(
+                        json!({"type": "push", "addr": addr, "at_ms": unix_ms(), "state": text}),
+                        || format!("{addr}: push {text}"),
+                    );
+                    node.state.push = push;
+                }
+            }
+            Message::RevocationDone {
+                id,
+                action,
+                addr,
+                outcome,
+            } => {
+                self.running_revocations = self.running_revocations.saturating_sub(1);
+                self.store.finish_revocation(id, &outcome).map_err(err)?;
+                self.output.line(
                 json!({"type": "revocation", "addr": addr, "at_ms": unix_ms(), "action": action, "outcome": outcome}),
                 || format!("{addr}: revocation {action}: {outcome}"),
             );
+            }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Records and reports a state change, and starts the revocation.
-#[allow(clippy::too_many_arguments)]
-fn apply(
-    index: usize,
-    outcome: Outcome,
-    latency: Option<Duration>,
-    nodes: &mut [Watched],
-    store: &mut Store,
-    opts: &MonitorOptions,
-    webhook: Option<&Webhook>,
-    tx: &Sender<Message>,
-    output: &mut Output,
-    running: &mut usize,
-) -> Result<(), CommandError> {
-    let Some(node) = nodes.get_mut(index) else {
-        return Ok(());
-    };
-    let state = &node.state;
-    if outcome.changed_from.is_none() && !outcome.revoke {
-        return Ok(());
+    /// Records and reports a state change, and starts the revocation.
+    fn apply(
+        &mut self,
+        index: usize,
+        outcome: Outcome,
+        latency: Option<Duration>,
+        nodes: &mut [Watched],
+    ) -> Result<(), CommandError> {
+        let Some(node) = nodes.get_mut(index) else {
+            return Ok(());
+        };
+        let state = &node.state;
+        if outcome.changed_from.is_none() && !outcome.revoke {
+            return Ok(());
+        }
+        // Recorded before the revocation runs: a restart never repeats it.
+        self.store
+            .set_monitor_node(&MonitorNode {
+                addr: state.addr.clone(),
+                verdict: state.status.as_str().into(),
+                reasons: state.reasons.clone(),
+                since: state.since,
+                revoked_at: state.revoked.then(now_unix),
+            })
+            .map_err(err)?;
+        if let Some(from) = outcome.changed_from {
+            let addr = &state.addr;
+            self.output.line(
+                json!({
+                    "type": "verdict",
+                    "addr": addr,
+                    "at_ms": unix_ms(),
+                    "verdict": state.status.as_str(),
+                    "previous": from.as_str(),
+                    "reasons": state.reasons,
+                    "events": state.events,
+                    "latency_ms": latency.map(ms),
+                }),
+                || {
+                    let latency = latency.map_or(String::new(), |l| {
+                        format!(", {:.1} ms after the event", ms(l))
+                    });
+                    let reasons = if state.reasons.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", state.reasons.join(", "))
+                    };
+                    format!(
+                        "{addr}: {} -> {}{reasons}{latency}",
+                        from.as_str(),
+                        state.status.as_str(),
+                    )
+                },
+            );
+        }
+        if outcome.revoke {
+            self.running_revocations += spawn_revocation(
+                &mut self.store,
+                state,
+                self.opts,
+                self.webhook.as_ref(),
+                &self.tx,
+            )?;
+        }
+        Ok(())
     }
-    // Recorded before the revocation runs: a restart never repeats it.
-    store
-        .set_monitor_node(&MonitorNode {
-            addr: state.addr.clone(),
-            verdict: state.status.as_str().into(),
-            reasons: state.reasons.clone(),
-            since: state.since,
-            revoked_at: state.revoked.then(now_unix),
-        })
-        .map_err(err)?;
-    if let Some(from) = outcome.changed_from {
-        let addr = &state.addr;
-        output.line(
-            json!({
-                "type": "verdict",
-                "addr": addr,
-                "at_ms": unix_ms(),
-                "verdict": state.status.as_str(),
-                "previous": from.as_str(),
-                "reasons": state.reasons,
-                "events": state.events,
-                "latency_ms": latency.map(ms),
-            }),
-            || {
-                let latency = latency.map_or(String::new(), |l| {
-                    format!(", {:.1} ms after the event", ms(l))
-                });
-                let reasons = if state.reasons.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", state.reasons.join(", "))
-                };
-                format!(
-                    "{addr}: {} -> {}{reasons}{latency}",
-                    from.as_str(),
-                    state.status.as_str(),
-                )
-            },
-        );
-    }
-    if outcome.revoke {
-        *running += spawn_revocation(store, state, opts, webhook, tx)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
