@@ -11,6 +11,12 @@
 //!   patch site, a jump-label site that jumps elsewhere than its target, a
 //!   byte of rodata.
 //!
+//!
+//! The function tracer switched on and off raises nothing either, although
+//! it points nearly every fentry site at a trampoline it allocates in the
+//! module area; a trampoline whose body differs from the kernel's template
+//! makes every site that calls it a violation (`function_tracer_*`).
+//!
 //! Why the writes are harmless to the running guest: the text byte is in
 //! the handler of `kexec_load`, which nothing in the Mon-VM calls; the
 //! jump-label site is made `jmp +0` (a jump to the next instruction: the
@@ -18,12 +24,14 @@
 //! (BTF or the symbol tables, read only by BPF and module loading), one
 //! bit flipped. Each is restored by a guard.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::{MonVmPatch, avm_events, wait_for_avm_serial};
+use avm_qemu::testing::{MonVmPatch, avm_events, console_sh, wait_for_avm_serial};
 use vmi::linux::text::TextReference;
+use vmi::paging::VirtualMemory;
 use vmi::profile::KernelProfile;
 
 static BOOTS: Mutex<()> = Mutex::new(());
@@ -201,4 +209,137 @@ fn text_and_rodata_of_a_live_6_1_mon_vm() {
 #[test]
 fn text_and_rodata_of_a_live_6_12_mon_vm() {
     check_text("6.12");
+}
+
+/// How many fentry sites call each target (runtime addresses), read from
+/// the Mon-VM's RAM file.
+fn fentry_calls(record: &avm_qemu::NodeRecord) -> BTreeMap<u64, usize> {
+    let ram = record.monvm_ram.clone().expect("a Mon-VM");
+    let layout = vmi::RamLayout::parse_cmdline(record.monvm_ram_layout.as_deref().expect("layout"))
+        .expect("the layout parses");
+    let profile = profile_of(record);
+    let memory = vmi::file::FileMemory::open(&ram, layout).expect("the RAM file");
+    let view = vmi::linux::view(&memory, layout.regions(), &profile).expect("kernel located");
+    let runtime_text = view.location.runtime_text;
+    let mut calls = BTreeMap::new();
+    for &o in reference(&profile).sites.fentry.as_slice() {
+        let site = runtime_text + u64::from(o);
+        let mut b = [0u8; 5];
+        let va = vmi::GuestVirtAddr::new(site).expect("canonical");
+        if view.space.read_virt(va, &mut b).is_ok() && b[0] == 0xe8 {
+            let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+            let target = (site + 5).wrapping_add(i64::from(rel) as u64);
+            *calls.entry(target).or_default() += 1;
+        }
+    }
+    calls
+}
+
+fn check_function_tracer(series: &str) {
+    let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = avm_qemu::testing::monvm_node(dir.path(), series, 256);
+    let record = node.record().clone();
+    wait_for_avm_serial(&record, "AVM-MONVM-TEXT ");
+    let profile = profile_of(&record);
+    let text = reference(&profile);
+    let ftrace = text
+        .ftrace
+        .as_ref()
+        .expect("the profile has ftrace templates");
+    let mut console = MonVmConsole::connect(
+        record.monvm_console.as_ref().expect("a console"),
+        CONSOLE_TIMEOUT,
+    )
+    .expect("console");
+    let tracer = "/sys/kernel/tracing/current_tracer";
+    console_sh(&mut console, "mount -t tracefs none /sys/kernel/tracing");
+    let on = |console: &mut MonVmConsole| {
+        console_sh(console, &format!("echo function > {tracer}"));
+        std::thread::sleep(3 * SETTLE);
+    };
+    let off = |console: &mut MonVmConsole| {
+        console_sh(console, &format!("echo nop > {tracer}"));
+        std::thread::sleep(3 * SETTLE);
+    };
+
+    // On: nearly every fentry site calls one trampoline in the module
+    // area, and nothing is reported.
+    on(&mut console);
+    let calls = fentry_calls(&record);
+    let (&trampoline, &sites) = calls
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .expect("fentry sites call something");
+    eprintln!(
+        "{series}: {sites} of {} fentry sites call {trampoline:#x}; all targets {calls:x?}",
+        text.sites.fentry.len()
+    );
+    assert!(
+        vmi::linux::text::ftrace::MODULE_AREA.contains(&trampoline)
+            && sites > text.sites.fentry.len() / 2,
+        "{series}: the function tracer did not use a trampoline: {calls:x?}"
+    );
+    assert_eq!(
+        avm_events(&record),
+        Vec::<String>::new(),
+        "{series}: the function tracer was reported"
+    );
+    off(&mut console);
+    assert!(
+        fentry_calls(&record).is_empty(),
+        "{series}: tracer still on"
+    );
+    assert_eq!(
+        avm_events(&record),
+        Vec::<String>::new(),
+        "{series}: the function tracer off was reported"
+    );
+
+    // On again, then one instruction of the trampoline's body re-encoded
+    // (`mov %rbp,%rdx` as `48 8b d5` instead of `48 89 ea`: the same
+    // effect, so the traced guest runs on): every site that calls it is a
+    // violation, and clean again once restored.
+    on(&mut console);
+    let calls = fentry_calls(&record);
+    let (&trampoline, _) = calls.iter().max_by_key(|(_, n)| **n).expect("calls");
+    let template = &ftrace.templates[0];
+    let at = template
+        .bytes
+        .windows(3)
+        .position(|w| w == [0x48, 0x89, 0xea])
+        .expect("`mov %rbp,%rdx` in ftrace_caller") as u64;
+    let patch = MonVmPatch::at(
+        &record,
+        |_, _, _| vmi::GuestVirtAddr::new(trampoline + at + 1).expect("canonical"),
+        |b, _| {
+            assert_eq!(b, [0x89, 0xea], "the trampoline copies ftrace_caller");
+            vec![0x8b, 0xd5]
+        },
+        2,
+    );
+    wait_for_avm_serial(&record, ":violation:patch_site:fentry@0xffffffff8");
+    wait_for_avm_serial(&record, &format!(":trampoline@{trampoline:#x}"));
+    drop(patch);
+    wait_for_avm_serial(&record, ":clean:patch_site");
+    off(&mut console);
+    // One violation (the trampoline, naming its lowest caller), one clean.
+    let events = avm_events(&record);
+    assert_eq!(events.len(), 2, "{series}: {events:#?}");
+    assert!(
+        events[0].contains(":violation:patch_site:fentry@0xffffffff8")
+            && events[0].contains(&format!(":trampoline@{trampoline:#x}"))
+            && events[1].contains(":clean:patch_site"),
+        "{series}: {events:#?}"
+    );
+}
+
+#[test]
+fn function_tracer_on_a_live_6_1_mon_vm() {
+    check_function_tracer("6.1");
+}
+
+#[test]
+fn function_tracer_on_a_live_6_12_mon_vm() {
+    check_function_tracer("6.12");
 }

@@ -638,6 +638,17 @@ impl TextKernel {
         );
         put(&mut file, Self::LOCK, &[0xf0]);
         put(&mut file, Self::ENDBR, &ENDBR64);
+        // The ftrace template's fields (see `with_ftrace`).
+        put(
+            &mut file,
+            Self::FTRACE_START + u32::from(Self::FTRACE_OP_PTR),
+            &[0x48, 0x8b, 0x15],
+        );
+        put(
+            &mut file,
+            Self::FTRACE_START + u32::from(Self::FTRACE_CALL),
+            &[0xe8],
+        );
         put(&mut file, Self::JUMP2, &NOP2);
         put(&mut file, Self::JUMP5, &NOP5);
         // Link values of the relocated fields: kernel addresses.
@@ -708,6 +719,7 @@ impl TextKernel {
             functions: Offsets::new(Self::FUNCTIONS.to_vec()),
             return_thunks: alloc::vec![Self::THUNK],
             fentry_targets: alloc::vec![Self::FENTRY_TARGET],
+            ftrace: None,
         };
         Self {
             link_text: Self::LINK_TEXT,
@@ -768,6 +780,96 @@ impl TextKernel {
             link_text: self.link_text,
             runtime_text: self.link_text.wrapping_add(slide),
         }
+    }
+}
+
+/// The function tracer's trampolines on the crafted kernel: a template
+/// over the boot-patched range at [`TextKernel::BOOT`] (a live range), and
+/// a trampoline made from it the way `create_trampoline` makes one.
+impl TextKernel {
+    pub const FTRACE_START: u32 = 0x6c0;
+    pub const FTRACE_LEN: usize = 0x60;
+    /// The ops pointer load and the tracer call, inside the template.
+    pub const FTRACE_OP_PTR: u16 = 0x10;
+    pub const FTRACE_CALL: u16 = 0x20;
+    /// Where the trampoline is mapped, and the ops pointer it holds.
+    pub const TRAMPOLINE_VA: u64 = 0xffff_ffff_c000_0000;
+    pub const OPS: u64 = 0xffff_8880_0123_4560;
+
+    /// This kernel with trampoline templates in its reference: the
+    /// tracer functions are [`FUNCTIONS`](Self::FUNCTIONS)`[0]` only.
+    pub fn with_ftrace(mut self) -> Self {
+        use crate::linux::text::ftrace::{FtraceReference, Template};
+        let start = Self::FTRACE_START as usize;
+        self.reference.ftrace = Some(FtraceReference {
+            templates: alloc::vec![Template {
+                start: Self::FTRACE_START,
+                bytes: self.file[start..start + Self::FTRACE_LEN].to_vec(),
+                live: alloc::vec![((Self::BOOT - Self::FTRACE_START) as u16, 10)],
+                op_ptr: Self::FTRACE_OP_PTR,
+                call: Self::FTRACE_CALL,
+                direct_jmp: None,
+            }],
+            tracers: alloc::vec![Self::FUNCTIONS[0]],
+        });
+        self
+    }
+
+    /// The trampoline the kernel booted at `slide` makes at
+    /// [`TRAMPOLINE_VA`](Self::TRAMPOLINE_VA): the running template, the
+    /// ops load pointed at the slot after `ret; int3` and 3 bytes of
+    /// padding (`RET_SIZE` 5), the call to `FUNCTIONS[0]`, the ops pointer.
+    pub fn trampoline(&self, slide: u64) -> Vec<u8> {
+        let start = Self::FTRACE_START as usize;
+        let n = Self::FTRACE_LEN;
+        let mut t = self.ram(0, slide)[start..start + n].to_vec();
+        let op = usize::from(Self::FTRACE_OP_PTR);
+        let disp = (n + 5) as i32 - (op + 7) as i32;
+        t[op..op + 3].copy_from_slice(&[0x48, 0x8b, 0x15]);
+        t[op + 3..op + 7].copy_from_slice(&disp.to_le_bytes());
+        let call = usize::from(Self::FTRACE_CALL);
+        let tracer = self.link_text.wrapping_add(slide) + u64::from(Self::FUNCTIONS[0]);
+        let rel = tracer.wrapping_sub(Self::TRAMPOLINE_VA + call as u64 + 5) as i32;
+        t[call] = 0xe8;
+        t[call + 1..call + 5].copy_from_slice(&rel.to_le_bytes());
+        t.extend_from_slice(&[0xc3, 0xcc, 0, 0, 0]);
+        t.extend_from_slice(&Self::OPS.to_le_bytes());
+        t
+    }
+
+    /// [`ram`](Self::ram) with 4-level page tables at `tables` (returned:
+    /// their root) that map [`TRAMPOLINE_VA`](Self::TRAMPOLINE_VA) to
+    /// `tables + 0x8000` (read-only and executable unless `writable`),
+    /// `trampoline` at the start of that page, and the fentry site calling
+    /// it. `tables` must lie above the kernel in RAM.
+    pub fn ram_with_trampoline(
+        &self,
+        phys: u64,
+        slide: u64,
+        tables: u64,
+        trampoline: &[u8],
+        writable: bool,
+    ) -> (Vec<u8>, GuestPhysAddr) {
+        let mut ram = self.ram(phys, slide);
+        let at = phys as usize + Self::FENTRY as usize;
+        let site = self.link_text.wrapping_add(slide) + u64::from(Self::FENTRY);
+        let rel = Self::TRAMPOLINE_VA.wrapping_sub(site + 5) as i32;
+        ram[at] = 0xe8;
+        ram[at + 1..at + 5].copy_from_slice(&rel.to_le_bytes());
+        let mut pt = PageTableBuilder::new(tables, PagingMode::FourLevel);
+        let page = tables + 0x8000;
+        pt.map_4k(Self::TRAMPOLINE_VA, page, writable, true);
+        // A whole page, as the kernel allocates one.
+        pt.write(page, &[0; 4096]);
+        pt.write(page, trampoline);
+        let root = pt.root();
+        let image = pt.into_image();
+        if ram.len() < image.len() {
+            ram.resize(image.len(), 0);
+        }
+        let from = tables as usize;
+        ram[from..image.len()].copy_from_slice(&image[from..]);
+        (ram, root)
     }
 }
 

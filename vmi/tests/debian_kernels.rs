@@ -196,6 +196,68 @@ fn check_text_reference(p: &KernelProfile, elf: &Vmlinux<'_>) {
             assert!(o.is_clean(), "{area:?} chunk {i}: {o:?}");
         }
     }
+    check_ftrace_templates(t, ram);
+}
+
+/// Both trampoline templates are in the profile, and a trampoline made from
+/// each as `create_trampoline` makes one (on this unpatched image) passes,
+/// one byte changed does not.
+fn check_ftrace_templates(t: &vmi::linux::text::TextReference, mut ram: Vec<u8>) {
+    use vmi::linux::text::ftrace::{TrampolineError, check_trampoline};
+    let f = t.ftrace.as_ref().expect("ftrace templates");
+    assert_eq!(f.templates.len(), 2);
+    assert!(f.templates[0].direct_jmp.is_none() && f.templates[1].direct_jmp.is_some());
+    assert!(
+        f.tracers.len() >= 10,
+        "{} tracer functions",
+        f.tracers.len()
+    );
+    const PHYS: u64 = 0x100_0000;
+    const VA: u64 = 0xffff_ffff_c000_0000;
+    let tables = (ram.len() as u64).next_multiple_of(0x1000);
+    let location = vmi::linux::KernelLocation {
+        phys_text: vmi::GuestPhysAddr(PHYS),
+        link_text: t.text.start,
+        runtime_text: t.text.start,
+    };
+    for (i, tm) in f.templates.iter().enumerate() {
+        let n = tm.bytes.len();
+        let mut tramp = tm.bytes.clone();
+        let op = usize::from(tm.op_ptr);
+        tramp[op + 3..op + 7].copy_from_slice(&((n + 5) as i32 - (op + 7) as i32).to_le_bytes());
+        let call = usize::from(tm.call);
+        let tracer = t.text.start + u64::from(f.tracers[0]);
+        let rel = tracer.wrapping_sub(VA + call as u64 + 5) as i32;
+        tramp[call + 1..call + 5].copy_from_slice(&rel.to_le_bytes());
+        if let Some(j) = tm.direct_jmp {
+            tramp[usize::from(j)..usize::from(j) + 2].copy_from_slice(&[0x66, 0x90]);
+        }
+        tramp.extend_from_slice(&[0xc3, 0xcc, 0, 0, 0]);
+        tramp.extend_from_slice(&0xffff_8880_0000_1000u64.to_le_bytes());
+        let mut pt = vmi::craft::PageTableBuilder::new(tables, PagingMode::FourLevel);
+        pt.map_4k(VA, tables + 0x8000, false, true);
+        pt.write(tables + 0x8000, &[0; 4096]);
+        let verdict = |pt: &vmi::craft::PageTableBuilder, ram: &mut Vec<u8>| {
+            let image = pt.finish();
+            ram.resize(image.len(), 0);
+            ram[tables as usize..].copy_from_slice(&image[tables as usize..]);
+            let mem = SliceMemory::flat(ram);
+            let space = vmi::AddressSpace::new(&mem, pt.root(), PagingMode::FourLevel);
+            check_trampoline(&space, t, &location, VA).map(|ok| (ok.template, ok.tracer))
+        };
+        pt.write(tables + 0x8000, &tramp);
+        assert_eq!(
+            verdict(&pt, &mut ram),
+            Ok((i, f.tracers[0])),
+            "template {i}"
+        );
+        tramp[1] ^= 1;
+        pt.write(tables + 0x8000, &tramp);
+        assert!(
+            matches!(verdict(&pt, &mut ram), Err(TrampolineError::Body(_))),
+            "template {i}"
+        );
+    }
 }
 
 /// The profile round-trips, names this kernel, and agrees with kallsyms and

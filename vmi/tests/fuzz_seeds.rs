@@ -271,9 +271,10 @@ fn profile_seeds() -> Vec<(&'static str, Vec<u8>)> {
 const REAL_PROFILE_SEED: &str = "debian-6.1-cloud";
 
 /// The text target's input: phys (u32) and slide (u64) of the crafted
-/// kernel (vmi::craft::TextKernel), then the RAM.
+/// kernel (vmi::craft::TextKernel, with ftrace templates), then the RAM;
+/// page tables for trampoline reads at 0x8000.
 fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let k = vmi::craft::TextKernel::new();
+    let k = vmi::craft::TextKernel::new().with_ftrace();
     let seed = |phys: u32, slide: u64, ram: Vec<u8>| {
         let mut out = phys.to_le_bytes().to_vec();
         out.extend_from_slice(&slide.to_le_bytes());
@@ -282,12 +283,20 @@ fn text_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mut tampered = k.ram(0x100, 0x2e60_0000);
     tampered[0x100 + 0x600] = 0xeb;
+    let (trampoline, _) = k.ram_with_trampoline(
+        0x100,
+        0x2e60_0000,
+        0x8000,
+        &k.trampoline(0x2e60_0000),
+        false,
+    );
     vec![
         (
             "booted",
             seed(0x100, 0x2e60_0000, k.ram(0x100, 0x2e60_0000)),
         ),
         ("tampered-jump", seed(0x100, 0x2e60_0000, tampered)),
+        ("ftrace-trampoline", seed(0x100, 0x2e60_0000, trampoline)),
     ]
 }
 
@@ -394,6 +403,46 @@ fn seeds_parse_as_intended() {
             } else {
                 assert!(matches!(path, Err(vmi::linux::PathError::Loop { .. })));
             }
+        }
+    }
+}
+
+/// The text seeds check as their names say, with the fuzz target's
+/// trampoline judge (page tables at 0x8000): booted clean, the fentry site
+/// calling a genuine trampoline clean.
+#[test]
+fn text_seeds_check_as_intended() {
+    use vmi::linux::text::ftrace::check_trampoline;
+    use vmi::linux::text::{Area, TextChecker};
+    use vmi::{AddressSpace, GuestPhysAddr, PagingMode, SliceMemory};
+    let k = vmi::craft::TextKernel::new().with_ftrace();
+    for (name, seed) in text_seeds() {
+        let (header, ram) = seed.split_at(12);
+        let phys = u64::from(u32::from_le_bytes(header[..4].try_into().unwrap()));
+        let slide = u64::from_le_bytes(header[4..].try_into().unwrap());
+        let memory = SliceMemory::flat(ram);
+        let location = k.location(phys, slide);
+        let space = AddressSpace::new(&memory, GuestPhysAddr(0x8000), PagingMode::FourLevel);
+        let mut checker =
+            TextChecker::new(&k.reference, location, k.ro_after_init.clone()).unwrap();
+        let (mut sites, mut calls) = (0, Vec::new());
+        for index in 0..checker.chunks(Area::Text) {
+            let mut judge = |t| check_trampoline(&space, &k.reference, &location, t).is_ok();
+            let o = checker
+                .check_chunk_with(&memory, Area::Text, index, &mut judge)
+                .unwrap();
+            assert!(!o.modified, "{name}");
+            sites += o.sites.len();
+            calls.extend(o.trampolines);
+        }
+        match name {
+            "booted" => assert_eq!((sites, calls), (0, vec![]), "{name}"),
+            "ftrace-trampoline" => assert_eq!(
+                (sites, calls),
+                (0, vec![vmi::craft::TextKernel::TRAMPOLINE_VA]),
+                "{name}"
+            ),
+            _ => assert!(calls.is_empty(), "{name}"),
         }
     }
 }

@@ -13,19 +13,46 @@
 //! is thus always judged on its current bytes, by the full rules, whenever
 //! they differ from what was last judged. Without room for the copy the
 //! sweep hashes every chunk every pass.
+//!
+//! An fentry site that calls into the module area passes only if the
+//! target is a verified ftrace trampoline
+//! ([`vmi::linux::text::ftrace::check_trampoline`], read through the
+//! Mon-VM's page tables). Tens of thousands of sites call the same
+//! trampoline while the function tracer runs, so the verdict is kept per
+//! target; at the start of every sweep round each kept trampoline is read
+//! and checked again, and if its bytes or verdict changed, every chunk
+//! whose sites call it is judged again in that round (its bytes did not
+//! change, so the comparison with the copy would skip it). Targets no
+//! chunk calls any more are forgotten then.
+//!
+//! Linux rewrites a live site with `text_poke_bp`: `int3` on its first
+//! byte, then the rest of the new instruction, then its first byte, with
+//! the CPUs synchronised in between; turning the function tracer on or off
+//! rewrites some 35-40k sites this way in batches, over seconds under TCG.
+//! A sweep that reads a site between those steps sees `cc` and four bytes
+//! of the old or new instruction. Such a site is given one sweep round to
+//! finish: its chunk is judged again in the next round, and if the site
+//! still holds an `int3` form then, it is reported.
+//!
+//! A refused trampoline is reported once, not once per site that calls it
+//! (some 35-40k while the function tracer runs: as many events would flood
+//! PCR 12 and its log): `fentry@SITE:BYTES:trampoline@TARGET`, naming the
+//! lowest site that calls it.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 use sha2::{Digest, Sha256};
 use vmi::addr::GuestPhysAddr;
 use vmi::linux::KernelLocation;
+use vmi::linux::text::ftrace::{Trampoline, TrampolineError, check_trampoline};
 use vmi::linux::text::{
-    Area, ChunkOutcome, TextChecker, TextError, TextReference, boot_patches_digest,
-    ro_after_init_digest,
+    Area, ChunkOutcome, SiteKind, SiteViolation, TextChecker, TextError, TextReference,
+    boot_patches_digest, ro_after_init_digest,
 };
 use vmi::memory::GuestMemory;
+use vmi::paging::PagingMode;
 use vmi::profile::KernelProfile;
 
 use crate::monvm::text;
@@ -37,6 +64,11 @@ pub const SWEEP_PERIOD_US: u64 = 1_000_000;
 const MAX_STEPS_PER_CALL: usize = 256;
 /// Bytes per chunk.
 const CHUNK: usize = vmi::linux::text::CHUNK as usize;
+/// Most distinct fentry call targets in the module area kept at once (the
+/// function tracer uses one trampoline; each further tracing instance or
+/// ops alone on some functions, one more). A target beyond them is
+/// reported without being read.
+const MAX_TRAMPOLINES: usize = 32;
 
 /// The areas this module reports on, in the order of [`TextWatch::found`].
 pub const AREAS: [&str; 4] = ["text", "patch_site", "rodata", "ro_after_init"];
@@ -84,6 +116,23 @@ pub struct TextWatch {
     /// ro_after_init; empty without room for it.
     copy: Vec<u8>,
     buf: Vec<u8>,
+    /// The Mon-VM's paging mode, for reading trampolines (`None`: not
+    /// known, every call into the module area is reported).
+    paging: Option<PagingMode>,
+    /// The verdict on each module-area target fentry sites call.
+    trampolines: BTreeMap<u64, Result<Trampoline, TrampolineError>>,
+    /// Per text step, the module-area targets its sites called when last
+    /// judged.
+    calls: BTreeMap<usize, Vec<u64>>,
+    /// Steps to judge again although their bytes did not change (a
+    /// trampoline they call changed, a site was caught mid-rewrite).
+    dirty: BTreeSet<usize>,
+    /// Per text step, the sites seen in the middle of a `text_poke_bp`
+    /// rewrite (first byte `int3`) when last judged, not yet reported.
+    rewriting: BTreeMap<usize, Vec<SiteViolation>>,
+    /// Per refused module-area target, per text step calling it: the
+    /// lowest site there and its violation text.
+    refused: BTreeMap<u64, BTreeMap<usize, (u32, String)>>,
 }
 
 impl TextWatch {
@@ -120,13 +169,21 @@ impl TextWatch {
             found: Default::default(),
             copy: Vec::new(),
             buf: alloc::vec![0; CHUNK],
+            paging: location
+                .paging_mode(memory, profile.symbols.pgdir_shift)
+                .ok(),
+            trampolines: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            rewriting: BTreeMap::new(),
+            refused: BTreeMap::new(),
         };
         let (mut text_h, mut rodata_h) = (Sha256::new(), Sha256::new());
         let mut boot = Vec::new();
         let chunks = watch.text_chunks + watch.rodata_chunks;
         for step in 0..chunks {
-            let (area, index) = watch.split(step);
-            let outcome = checker.check_chunk(memory, area, index);
+            let (area, _) = watch.split(step);
+            let outcome = watch.check_step(&mut checker, memory, profile, step);
             let (digest, boot_digest, frozen) = match &outcome {
                 Ok(o) => (o.digest, o.boot, o.frozen),
                 Err(_) => ([0; 32], [0; 32], [0; 32]),
@@ -184,6 +241,9 @@ impl TextWatch {
         self.last_us = now_us;
         for _ in 0..due.min(MAX_STEPS_PER_CALL) {
             let step = self.cursor;
+            if step == 0 {
+                self.recheck_trampolines(memory, profile);
+            }
             self.cursor = (self.cursor + 1) % steps;
             if step == steps - 1 {
                 // ro_after_init never changes after boot: it is compared
@@ -199,11 +259,14 @@ impl TextWatch {
                 set(&mut self.found[RO_AFTER_INIT], step, texts);
                 continue;
             }
-            if !self.changed(memory, step, true) {
+            // Compare first (the copy takes the new bytes), then also
+            // judge a step a changed trampoline made dirty.
+            let changed = self.changed(memory, step, true);
+            if !self.dirty.remove(&step) && !changed {
                 continue;
             }
             let (area, index) = self.split(step);
-            let outcome = checker.check_chunk(memory, area, index);
+            let outcome = self.check_step(&mut checker, memory, profile, step);
             if let Ok(o) = &outcome
                 && area == Area::Text
                 && self.frozen.get(index).is_some_and(|f| *f != o.frozen)
@@ -227,7 +290,103 @@ impl TextWatch {
         for (area, map) in self.found.iter().enumerate() {
             out[area] = map.values().flatten().cloned().collect();
         }
+        for (target, steps) in &self.refused {
+            // Once a recheck accepts the trampoline again, its callers
+            // are being judged again: report nothing meanwhile (the lowest
+            // caller would change with every chunk).
+            if !self.trampolines.get(target).is_some_and(|r| r.is_err()) {
+                continue;
+            }
+            if let Some((_, site)) = steps.values().min_by_key(|(offset, _)| *offset) {
+                out[SITES].push(text(format_args!("{}:trampoline@{:#x}", site, target)));
+            }
+        }
         out
+    }
+
+    /// Checks step `step` (a text or rodata chunk), judging module-area
+    /// fentry call targets through the trampoline cache, and notes which
+    /// targets a text chunk calls.
+    fn check_step<M: GuestMemory + ?Sized>(
+        &mut self,
+        checker: &mut TextChecker<'_>,
+        memory: &M,
+        profile: &KernelProfile,
+        step: usize,
+    ) -> Result<ChunkOutcome, TextError> {
+        let (area, index) = self.split(step);
+        let location = self.location;
+        let space = self.paging.and_then(|mode| {
+            location
+                .address_space(memory, profile.symbols.init_top_pgt, mode)
+                .ok()
+        });
+        let cache = &mut self.trampolines;
+        let mut judge = |target: u64| -> bool {
+            if let Some(verdict) = cache.get(&target) {
+                return verdict.is_ok();
+            }
+            if cache.len() >= MAX_TRAMPOLINES {
+                return false;
+            }
+            let verdict = match (&space, profile.text_reference.as_ref()) {
+                (Some(space), Some(reference)) => {
+                    check_trampoline(space, reference, &location, target)
+                }
+                _ => Err(TrampolineError::Unreadable),
+            };
+            let ok = verdict.is_ok();
+            cache.insert(target, verdict);
+            ok
+        };
+        let outcome = checker.check_chunk_with(memory, area, index, &mut judge);
+        if area == Area::Text {
+            match &outcome {
+                Ok(o) if !o.trampolines.is_empty() => {
+                    self.calls.insert(step, o.trampolines.clone());
+                }
+                _ => {
+                    self.calls.remove(&step);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// At the start of a sweep round: forgets targets no chunk calls any
+    /// more, checks every other kept trampoline again, and marks dirty the
+    /// chunks that call one whose bytes or verdict changed.
+    fn recheck_trampolines<M: GuestMemory + ?Sized>(
+        &mut self,
+        memory: &M,
+        profile: &KernelProfile,
+    ) {
+        let calls = &self.calls;
+        self.trampolines
+            .retain(|target, _| calls.values().any(|t| t.contains(target)));
+        if self.trampolines.is_empty() {
+            return;
+        }
+        let (Some(reference), Some(mode)) = (profile.text_reference.as_ref(), self.paging) else {
+            return;
+        };
+        let Ok(space) = self
+            .location
+            .address_space(memory, profile.symbols.init_top_pgt, mode)
+        else {
+            return;
+        };
+        for (target, verdict) in self.trampolines.iter_mut() {
+            let now = check_trampoline(&space, reference, &self.location, *target);
+            if now != *verdict {
+                *verdict = now;
+                for (&step, targets) in &self.calls {
+                    if targets.contains(target) {
+                        self.dirty.insert(step);
+                    }
+                }
+            }
+        }
     }
 
     fn steps(&self) -> usize {
@@ -326,7 +485,7 @@ impl TextWatch {
             Area::Text => (TEXT, reference.text.start),
             Area::Rodata => (RODATA, reference.rodata.start),
         };
-        let outcome = match outcome {
+        let mut outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 set(
@@ -347,23 +506,81 @@ impl TextWatch {
         };
         set(&mut self.found[slot], step, modified);
         if area == Area::Text {
-            let sites = outcome
-                .sites
-                .iter()
-                .map(|v| {
-                    let mut hex = String::new();
-                    for b in &v.bytes[..usize::from(v.len)] {
-                        hex.push_str(&text(format_args!("{:02x}", b)));
-                    }
-                    text(format_args!(
-                        "{}@{:#x}:{}",
-                        v.kind.name(),
-                        reference.text.start + u64::from(v.offset),
-                        hex
-                    ))
-                })
-                .collect();
+            self.hold_rewriting(step, &mut outcome.sites);
+            for steps in self.refused.values_mut() {
+                steps.remove(&step);
+            }
+            let name = |v: &SiteViolation| {
+                let mut hex = String::new();
+                for b in &v.bytes[..usize::from(v.len)] {
+                    hex.push_str(&text(format_args!("{:02x}", b)));
+                }
+                text(format_args!(
+                    "{}@{:#x}:{}",
+                    v.kind.name(),
+                    reference.text.start + u64::from(v.offset),
+                    hex
+                ))
+            };
+            let mut sites = Vec::new();
+            for v in &outcome.sites {
+                // A call to a trampoline that was checked and refused:
+                // counted once for all its callers.
+                let target = self
+                    .module_call(v)
+                    .filter(|t| self.trampolines.get(t).is_some_and(|r| r.is_err()));
+                let Some(target) = target else {
+                    sites.push(name(v));
+                    continue;
+                };
+                let entry = self.refused.entry(target).or_default();
+                if entry.get(&step).is_none_or(|(o, _)| v.offset < *o) {
+                    entry.insert(step, (v.offset, name(v)));
+                }
+            }
+            self.refused.retain(|_, steps| !steps.is_empty());
             set(&mut self.found[SITES], step, sites);
+        }
+    }
+}
+
+impl TextWatch {
+    /// The runtime target of a violating fentry site's `call`, if any.
+    fn module_call(&self, v: &SiteViolation) -> Option<u64> {
+        match (v.kind, v.len, v.bytes) {
+            (SiteKind::Fentry, 5, [0xe8, a, b, c, d]) => {
+                let rel = i64::from(i32::from_le_bytes([a, b, c, d]));
+                Some(
+                    self.location
+                        .runtime_text
+                        .wrapping_add(u64::from(v.offset) + 5)
+                        .wrapping_add(rel as u64),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes out of `sites` those caught in the middle of a `text_poke_bp`
+    /// rewrite (first byte `int3`) that were not in such a state when the
+    /// step was last judged, and has the step judged again next round; one
+    /// still (or again) in an `int3` form is left in (reported).
+    fn hold_rewriting(&mut self, step: usize, sites: &mut Vec<SiteViolation>) {
+        const INT3: u8 = 0xcc;
+        let before = self.rewriting.remove(&step).unwrap_or_default();
+        let mut held = Vec::new();
+        sites.retain(|v| {
+            // In an `int3` form at two judgements a round apart (whatever
+            // the other bytes): no rewrite takes that long.
+            if v.len == 0 || v.bytes[0] != INT3 || before.iter().any(|b| b.offset == v.offset) {
+                return true;
+            }
+            held.push(*v);
+            false
+        });
+        if !held.is_empty() {
+            self.rewriting.insert(step, held);
+            self.dirty.insert(step);
         }
     }
 }

@@ -43,6 +43,8 @@ use crate::memory::{GuestMemory, MemoryError};
 
 use super::kaslr::KernelLocation;
 
+pub mod ftrace;
+
 /// Bytes per reference chunk.
 pub const CHUNK: u64 = 4096;
 /// The longest patch site (an alternative's `instrlen` is a u8).
@@ -260,6 +262,10 @@ pub struct TextReference {
     /// Offsets of what an fentry site may call (`__fentry__`,
     /// `ftrace_caller`, `ftrace_regs_caller`).
     pub fentry_targets: Vec<u32>,
+    /// The templates of the function tracer's trampolines, which an fentry
+    /// site may call too once verified ([`ftrace`]); `None` for a kernel
+    /// without them.
+    pub ftrace: Option<ftrace::FtraceReference>,
 }
 
 /// Which region.
@@ -342,6 +348,10 @@ pub struct ChunkOutcome {
     /// SHA-256 of every boot-patched and boot-constant byte starting here:
     /// what must not change after the first measurement.
     pub frozen: [u8; 32],
+    /// The distinct module-area addresses fentry sites in this chunk call,
+    /// each judged by the caller's trampoline check
+    /// ([`TextChecker::check_chunk_with`]), in order of first use.
+    pub trampolines: Vec<u64>,
 }
 
 impl ChunkOutcome {
@@ -431,12 +441,28 @@ impl<'r> TextChecker<'r> {
         }
     }
 
-    /// Checks chunk `index` of `area` in `mem`.
+    /// Checks chunk `index` of `area` in `mem`; an fentry site that calls
+    /// into the module area is a violation.
     pub fn check_chunk<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
         area: Area,
         index: usize,
+    ) -> Result<ChunkOutcome, TextError> {
+        self.check_chunk_with(mem, area, index, &mut |_| false)
+    }
+
+    /// [`check_chunk`](Self::check_chunk), where an fentry site that calls
+    /// the module-area address `target` (runtime) passes if
+    /// `trampoline(target)` says it is a verified ftrace trampoline (see
+    /// [`ftrace::check_trampoline`]; the caller caches its verdicts). It is
+    /// asked at most once per distinct target in the chunk.
+    pub fn check_chunk_with<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        area: Area,
+        index: usize,
+        trampoline: &mut dyn FnMut(u64) -> bool,
     ) -> Result<ChunkOutcome, TextError> {
         let region = self.region(area);
         let range = region
@@ -478,9 +504,10 @@ impl<'r> TextChecker<'r> {
             sites: Vec::new(),
             boot: [0; 32],
             frozen: [0; 32],
+            trampolines: Vec::new(),
         };
         if area == Area::Text {
-            self.check_sites(c0, c1, b0, &mut outcome);
+            self.check_sites(c0, c1, b0, &mut outcome, trampoline);
         }
         normalize(
             &mut self.buf,
@@ -503,7 +530,14 @@ impl<'r> TextChecker<'r> {
 
     /// Checks every fixed-rule site that starts in `[c0, c1)` on the live
     /// (not yet normalized) bytes.
-    fn check_sites(&self, c0: u64, c1: u64, b0: u64, outcome: &mut ChunkOutcome) {
+    fn check_sites(
+        &self,
+        c0: u64,
+        c1: u64,
+        b0: u64,
+        outcome: &mut ChunkOutcome,
+        trampoline: &mut dyn FnMut(u64) -> bool,
+    ) {
         let r = self.reference;
         let s = &r.sites;
         let rules = Rules::of(r);
@@ -511,10 +545,28 @@ impl<'r> TextChecker<'r> {
             let from = offset.checked_sub(b0)? as usize;
             self.buf.get(from..from + len as usize)
         };
+        // Verdicts on module-area targets within this chunk.
+        let mut verdicts: Vec<(u64, bool)> = Vec::new();
+        let runtime_text = self.location.runtime_text;
         let mut check = |kind: SiteKind, offset: u64, len: u64, jump_target: i32| {
             let live = bytes_at(offset, len);
             if live.is_some_and(|live| rules.allows(kind, offset, live, jump_target)) {
                 return;
+            }
+            if kind == SiteKind::Fentry
+                && let Some(target) = live.and_then(|b| module_call(runtime_text, offset, b))
+            {
+                let ok = match verdicts.iter().find(|v| v.0 == target) {
+                    Some(&(_, ok)) => ok,
+                    None => {
+                        let ok = trampoline(target);
+                        verdicts.push((target, ok));
+                        ok
+                    }
+                };
+                if ok {
+                    return;
+                }
             }
             let live = live.unwrap_or_default();
             let mut bytes = [0u8; 5];
@@ -541,6 +593,7 @@ impl<'r> TextChecker<'r> {
             };
             check(SiteKind::Jump, u64::from(offset), u64::from(len), target);
         }
+        outcome.trampolines = verdicts.into_iter().map(|v| v.0).collect();
     }
 }
 
@@ -644,6 +697,20 @@ impl<'a> Rules<'a> {
             }
         }
     }
+}
+
+/// The runtime target of the 5-byte `call` at `offset` (from `_text`) if it
+/// lies in the module area.
+fn module_call(runtime_text: u64, offset: u64, insn: &[u8]) -> Option<u64> {
+    let [CALL, a, b, c, d] = *insn else {
+        return None;
+    };
+    let rel = i64::from(i32::from_le_bytes([a, b, c, d]));
+    let target = runtime_text
+        .wrapping_add(offset)
+        .wrapping_add(5)
+        .wrapping_add(rel as u64);
+    ftrace::MODULE_AREA.contains(&target).then_some(target)
 }
 
 fn contains_u32(list: &[u32], offset: u64) -> bool {

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 6;
+pub const FORMAT_VERSION: u16 = 7;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -414,6 +414,10 @@ impl KernelProfile {
                 "thunk or fentry target",
             )?;
         }
+        check(
+            t.ftrace.as_ref().is_none_or(|f| f.is_valid(text_len)),
+            "ftrace trampoline templates",
+        )?;
         Ok(())
     }
 

@@ -210,5 +210,6 @@ fn sample_text(p: &KernelProfile) -> TextReference {
         functions: Offsets::default(),
         return_thunks: vec![],
         fentry_targets: vec![],
+        ftrace: None,
     }
 }

@@ -20,7 +20,10 @@
 //! - `__jump_table`: `{s32 code, s32 target, s64 key}`, 16 bytes; the site is
 //!   2 bytes if the file holds a 2-byte NOP or short jump there, else 5;
 //! - `.static_call_sites`: `{s32 addr, s32 key}`; the `__SCT__*` trampolines
-//!   and `ftrace_call`/`ftrace_regs_call`/`ftrace_graph_call` by symbol.
+//!   and `ftrace_call`/`ftrace_regs_call`/`ftrace_graph_call` by symbol;
+//! - the ftrace trampoline templates (`ftrace_caller..ftrace_caller_end`,
+//!   `ftrace_regs_caller..ftrace_regs_caller_end`) and their fields, by
+//!   symbol (`vmi::linux::text::ftrace`).
 
 use std::collections::BTreeMap;
 
@@ -30,6 +33,7 @@ use super::KernelSymbols;
 use super::build::BuildError;
 use crate::kallsyms::SymbolTable;
 use crate::kernel_image::Vmlinux;
+use crate::linux::text::ftrace::{FtraceReference, JNZ8, MAX_TEMPLATE, OP_REF, Template};
 use crate::linux::text::{
     CHUNK, JumpSites, MAX_OFFSETS, MAX_SITE_LEN, NOP2, Offsets, PatchSites, Region, Relocations,
     Rules, SiteKind, SizedSites, TextReference, blank,
@@ -46,6 +50,54 @@ const RETURN_THUNKS: &[&str] = &[
 ];
 /// What an fentry site may call besides being a NOP.
 const FENTRY_TARGETS: &[&str] = &["__fentry__", "ftrace_caller", "ftrace_regs_caller"];
+/// The trampoline templates: start, end, ops pointer load, tracer call,
+/// and the direct-call `jnz` a trampoline drops (regs variant).
+const FTRACE_TEMPLATES: [(&str, &str, &str, &str, Option<&str>); 2] = [
+    (
+        "ftrace_caller",
+        "ftrace_caller_end",
+        "ftrace_caller_op_ptr",
+        "ftrace_call",
+        None,
+    ),
+    (
+        "ftrace_regs_caller",
+        "ftrace_regs_caller_end",
+        "ftrace_regs_caller_op_ptr",
+        "ftrace_regs_call",
+        Some("ftrace_regs_caller_jmp"),
+    ),
+];
+/// What a trampoline may call: `ftrace_ops_get_func()` returns the list
+/// function, the recursion-protecting assist function, or the ops' own
+/// callback, and an ops defined outside the kernel image always gets the
+/// list function (`FTRACE_OPS_FL_DYNAMIC`); so the callbacks of the
+/// kernel's own static ops (tracers, kprobes, perf, livepatch, fprobe, the
+/// graph tracer, the stack tracer, direct calls) are the whole set.
+const FTRACE_TRACERS: &[&str] = &[
+    "ftrace_ops_list_func",
+    "arch_ftrace_ops_list_func",
+    "ftrace_ops_assist_func",
+    "ftrace_ops_no_ops",
+    "ftrace_pid_func",
+    "ftrace_stub",
+    "function_trace_call",
+    "function_stack_trace_call",
+    "function_no_repeats_trace_call",
+    "function_stack_no_repeats_trace_call",
+    "function_trace_probe_call",
+    "ftrace_graph_func",
+    "stack_trace_call",
+    "irqsoff_tracer_call",
+    "wakeup_tracer_call",
+    "kprobe_ftrace_handler",
+    "perf_ftrace_function_call",
+    "klp_ftrace_handler",
+    "fprobe_handler",
+    "fprobe_kprobe_handler",
+    "fprobe_ftrace_entry",
+    "call_direct_funcs",
+];
 /// Call/jump sites ftrace rewrites that are in no table.
 const FTRACE_CALL_SITES: &[&str] = &["ftrace_call", "ftrace_regs_call", "ftrace_graph_call"];
 
@@ -552,6 +604,7 @@ pub fn text_reference(
         &rules,
         patch_sites(collect_sites(elf, symbols, s, &all_relocated)?)?,
     );
+    let ftrace = ftrace_reference(elf, symbols, s, &sites, &relocations, &offsets_of);
     Ok(TextReference {
         text: region(elf, s, s.text, text_len, &sites)?,
         rodata: region(elf, s, s.start_rodata, rodata_len, &sites)?,
@@ -560,6 +613,114 @@ pub fn text_reference(
         functions,
         return_thunks,
         fentry_targets,
+        ftrace,
+    })
+}
+
+/// The trampoline templates of the image and the tracer functions; `None`
+/// for a kernel without them. A template whose symbols are missing or
+/// whose fields do not hold what `create_trampoline` expects is left out
+/// (calls to such trampolines are then reported).
+fn ftrace_reference(
+    elf: &Vmlinux<'_>,
+    symbols: &SymbolTable,
+    s: &KernelSymbols,
+    sites: &PatchSites,
+    relocations: &Relocations,
+    offsets_of: &dyn Fn(&[&str]) -> Vec<u32>,
+) -> Option<FtraceReference> {
+    let text_len = s.etext - s.text;
+    let mut templates = Vec::new();
+    for (start, end, op_ptr, call, jmp) in FTRACE_TEMPLATES {
+        let at = |name: &str| symbols.address_of(name);
+        let (Some(a), Some(b), Some(op), Some(c)) = (at(start), at(end), at(op_ptr), at(call))
+        else {
+            continue;
+        };
+        let jmp = match jmp.map(at) {
+            None => None,
+            Some(None) => continue,
+            Some(Some(j)) => Some(j),
+        };
+        let Some(len) = b
+            .checked_sub(a)
+            .filter(|&n| n > 0 && n as usize <= MAX_TEMPLATE)
+        else {
+            continue;
+        };
+        let Some(offset) = offset_in(a, s.text, text_len) else {
+            continue;
+        };
+        let Some(bytes) = elf.read(a, len as usize) else {
+            continue;
+        };
+        let field = |va: u64, n: u64| {
+            va.checked_sub(a)
+                .filter(|&o| o + n <= len)
+                .and_then(|o| u16::try_from(o).ok())
+        };
+        let (Some(op), Some(c)) = (field(op, 7), field(c, 5)) else {
+            continue;
+        };
+        let jmp = match jmp.map(|j| field(j, 2)) {
+            None => None,
+            Some(None) => continue,
+            Some(Some(j)) => Some(j),
+        };
+        // The bytes of the fields have their own rule.
+        let mut own = vec![false; len as usize];
+        for (o, n) in [(Some(op + 3), 4), (Some(c), 5), (jmp, 2)] {
+            if let Some(o) = o {
+                for x in own.iter_mut().skip(usize::from(o)).take(n) {
+                    *x = true;
+                }
+            }
+        }
+        // What the kernel patches inside the template: a copy holds the
+        // running kernel's bytes there.
+        let base = u64::from(offset);
+        let relocated = |o: u64| {
+            [
+                (&relocations.abs32, 4),
+                (&relocations.inv32, 4),
+                (&relocations.abs64, 8),
+            ]
+            .iter()
+            .any(|(list, w)| list.range(o.saturating_sub(w - 1), o + 1).next().is_some())
+        };
+        let mut live: Vec<(u16, u16)> = Vec::new();
+        for i in 0..len {
+            let patched = sites.covers(base + i) || relocated(base + i);
+            if !patched || own[i as usize] {
+                continue;
+            }
+            let i = i as u16;
+            match live.last_mut() {
+                Some((o, n)) if *o + *n == i => *n += 1,
+                _ => live.push((i, 1)),
+            }
+        }
+        let template = Template {
+            start: offset,
+            bytes: bytes.to_vec(),
+            live,
+            op_ptr: op,
+            call: c,
+            direct_jmp: jmp,
+        };
+        let expected = bytes.get(usize::from(op)..usize::from(op) + 3) == Some(&OP_REF[..])
+            && bytes.get(usize::from(c)) == Some(&0xe8)
+            && jmp.is_none_or(|j| bytes.get(usize::from(j)) == Some(&JNZ8));
+        if expected {
+            templates.push(template);
+        }
+    }
+    if templates.is_empty() {
+        return None;
+    }
+    Some(FtraceReference {
+        templates,
+        tracers: offsets_of(FTRACE_TRACERS),
     })
 }
 

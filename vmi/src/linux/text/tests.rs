@@ -343,3 +343,300 @@ fn covers_names_every_byte_of_every_site() {
         assert!(!s.covers(at + len), "+{:#x}", at + len);
     }
 }
+
+mod trampolines {
+    use super::*;
+    use crate::paging::{AddressSpace, PagingMode};
+    use ftrace::{MODULE_AREA, TrampolineError, check_trampoline};
+
+    /// Page tables and the trampoline page, above the kernel in RAM.
+    const TABLES: u64 = 0x30_0000;
+    const N: usize = TextKernel::FTRACE_LEN;
+
+    fn kernel() -> TextKernel {
+        TextKernel::new().with_ftrace()
+    }
+
+    /// The verdict on the trampoline `bytes`, mapped as `writable`.
+    fn verdict(
+        k: &TextKernel,
+        bytes: &[u8],
+        writable: bool,
+    ) -> Result<ftrace::Trampoline, TrampolineError> {
+        let (ram, root) = k.ram_with_trampoline(PHYS, SLIDE, TABLES, bytes, writable);
+        let mem = SliceMemory::flat(&ram);
+        let space = AddressSpace::new(&mem, root, PagingMode::FourLevel);
+        check_trampoline(
+            &space,
+            &k.reference,
+            &k.location(PHYS, SLIDE),
+            TextKernel::TRAMPOLINE_VA,
+        )
+    }
+
+    /// The site violations of a sweep of the RAM whose fentry site calls
+    /// the trampoline `bytes`, every module-area target judged by
+    /// `check_trampoline`; and the targets the first chunk asked about.
+    fn sweep_with(k: &TextKernel, bytes: &[u8]) -> (Vec<SiteViolation>, Vec<u64>) {
+        let (ram, root) = k.ram_with_trampoline(PHYS, SLIDE, TABLES, bytes, false);
+        let mem = SliceMemory::flat(&ram);
+        let space = AddressSpace::new(&mem, root, PagingMode::FourLevel);
+        let location = k.location(PHYS, SLIDE);
+        let mut c =
+            TextChecker::new(&k.reference, location, k.ro_after_init.clone()).expect("checker");
+        let mut asked = Vec::new();
+        let mut sites = Vec::new();
+        let mut targets = Vec::new();
+        for i in 0..c.chunks(Area::Text) {
+            let mut judge = |t: u64| {
+                asked.push(t);
+                check_trampoline(&space, &k.reference, &location, t).is_ok()
+            };
+            let o = c
+                .check_chunk_with(&mem, Area::Text, i, &mut judge)
+                .expect("readable");
+            assert!(!o.modified, "chunk {i}");
+            sites.extend(o.sites);
+            targets.extend(o.trampolines);
+        }
+        assert_eq!(asked, targets, "asked once per target and chunk");
+        (sites, targets)
+    }
+
+    #[test]
+    fn a_trampoline_the_kernel_made_passes() {
+        let k = kernel();
+        let t = k.trampoline(SLIDE);
+        let ok = verdict(&k, &t, false).expect("a genuine trampoline");
+        assert_eq!(ok.tracer, TextKernel::FUNCTIONS[0]);
+        assert_eq!(ok.ops, TextKernel::OPS);
+        assert_eq!(ok.template, 0);
+        assert_eq!(ok.bytes, t);
+        let (sites, targets) = sweep_with(&k, &t);
+        assert_eq!(sites, []);
+        assert_eq!(targets, [TextKernel::TRAMPOLINE_VA]);
+        // The plain check refuses the call.
+        let (ram, _) = k.ram_with_trampoline(PHYS, SLIDE, TABLES, &t, false);
+        let outcomes = sweep(&k, &ram, SLIDE);
+        let refused: Vec<_> = outcomes.iter().flat_map(|o| o.sites.clone()).collect();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].kind, SiteKind::Fentry);
+        assert_eq!(refused[0].offset, TextKernel::FENTRY);
+    }
+
+    #[test]
+    fn the_other_tails_of_create_trampoline_pass() {
+        let k = kernel();
+        let base = k.trampoline(SLIDE);
+        let with_slot = |tail: &[u8], slot: usize| {
+            let mut t = base[..N].to_vec();
+            let op = usize::from(TextKernel::FTRACE_OP_PTR);
+            let disp = slot as i32 - (op + 7) as i32;
+            t[op + 3..op + 7].copy_from_slice(&disp.to_le_bytes());
+            t.extend_from_slice(tail);
+            t.resize(slot, 0);
+            t.extend_from_slice(&TextKernel::OPS.to_le_bytes());
+            t
+        };
+        // RET_SIZE 1 and 2.
+        assert_eq!(verdict(&k, &with_slot(&[0xc3], N + 1), false).err(), None);
+        assert!(verdict(&k, &with_slot(&[0xc3, 0xcc], N + 2), false).is_ok());
+        // The return thunk.
+        let thunk = k.link_text + SLIDE + u64::from(TextKernel::THUNK);
+        let jmp = |to: u64| {
+            let rel = to.wrapping_sub(TextKernel::TRAMPOLINE_VA + N as u64 + 5) as i32;
+            let mut j = vec![0xe9];
+            j.extend_from_slice(&rel.to_le_bytes());
+            j
+        };
+        assert!(verdict(&k, &with_slot(&jmp(thunk), N + 5), false).is_ok());
+        // A jump elsewhere, a slot the tail overlaps, another tail.
+        assert_eq!(
+            verdict(&k, &with_slot(&jmp(thunk + 1), N + 5), false),
+            Err(TrampolineError::Tail)
+        );
+        let mut early = with_slot(&jmp(thunk), N + 5);
+        let op = usize::from(TextKernel::FTRACE_OP_PTR);
+        let disp = (N + 2) as i32 - (op + 7) as i32;
+        early[op + 3..op + 7].copy_from_slice(&disp.to_le_bytes());
+        assert_eq!(verdict(&k, &early, false), Err(TrampolineError::OpsSlot));
+        assert_eq!(
+            verdict(&k, &with_slot(&[0xc3, 0x90], N + 2), false),
+            Err(TrampolineError::Tail)
+        );
+        assert_eq!(
+            verdict(&k, &with_slot(&[0xc3, 0xcc], N + 3), false),
+            Err(TrampolineError::OpsSlot)
+        );
+        assert_eq!(
+            verdict(&k, &with_slot(&[0x90], N + 1), false),
+            Err(TrampolineError::Tail)
+        );
+    }
+
+    #[test]
+    fn any_byte_of_the_body_changed_is_refused() {
+        let k = kernel();
+        let t = k.trampoline(SLIDE);
+        let op = usize::from(TextKernel::FTRACE_OP_PTR);
+        let call = usize::from(TextKernel::FTRACE_CALL);
+        for i in 0..N {
+            for flip in [0x01, 0x80] {
+                let mut bad = t.clone();
+                bad[i] ^= flip;
+                let v = verdict(&k, &bad, false);
+                let own_field = (op + 3..op + 7).contains(&i) || (call + 1..call + 5).contains(&i);
+                if own_field {
+                    // The displacement or the call target now points
+                    // elsewhere.
+                    assert!(
+                        matches!(
+                            v,
+                            Err(TrampolineError::OpsSlot | TrampolineError::Tracer(_))
+                        ),
+                        "byte {i:#x}: {v:?}"
+                    );
+                } else {
+                    assert_eq!(v, Err(TrampolineError::Body(i as u16)), "byte {i:#x}");
+                }
+            }
+        }
+        // Inside the live range (the boot-patched NOPs), the running
+        // kernel's byte is expected, not the file's.
+        let live = (TextKernel::BOOT - TextKernel::FTRACE_START) as usize;
+        assert_eq!(t[live], 0x90);
+        assert_ne!(
+            k.reference.ftrace.as_ref().unwrap().templates[0].bytes[live],
+            0x90
+        );
+        // And the site that calls the changed trampoline is a violation.
+        let mut bad = t.clone();
+        bad[1] ^= 0x01;
+        let (sites, targets) = sweep_with(&k, &bad);
+        assert_eq!(sites.len(), 1);
+        assert_eq!(
+            (sites[0].kind, sites[0].offset),
+            (SiteKind::Fentry, TextKernel::FENTRY)
+        );
+        assert_eq!(targets, [TextKernel::TRAMPOLINE_VA]);
+    }
+
+    #[test]
+    fn the_tracer_must_be_a_tracer_function_of_the_text() {
+        let k = kernel();
+        let call = usize::from(TextKernel::FTRACE_CALL);
+        let runtime_text = k.link_text + SLIDE;
+        let calling = |to: u64| {
+            let mut t = k.trampoline(SLIDE);
+            let rel = to.wrapping_sub(TextKernel::TRAMPOLINE_VA + call as u64 + 5) as i32;
+            t[call + 1..call + 5].copy_from_slice(&rel.to_le_bytes());
+            verdict(&k, &t, false)
+        };
+        // Another function of the text, but no tracer.
+        let other = runtime_text + u64::from(TextKernel::FUNCTIONS[1]);
+        assert_eq!(calling(other), Err(TrampolineError::Tracer(other)));
+        // Outside the text: rodata, the module area, the trampoline itself.
+        for to in [
+            runtime_text + TextKernel::RODATA + 0x10,
+            TextKernel::TRAMPOLINE_VA + 0x1000,
+            TextKernel::TRAMPOLINE_VA,
+        ] {
+            assert_eq!(calling(to), Err(TrampolineError::Tracer(to)));
+        }
+    }
+
+    #[test]
+    fn other_targets_rights_and_ops_are_refused() {
+        let k = kernel();
+        let t = k.trampoline(SLIDE);
+        // Writable: W^X broken.
+        assert_eq!(verdict(&k, &t, true), Err(TrampolineError::Rights));
+        // The ops pointer: user half, misaligned, into the text.
+        let slot = N + 5;
+        for ops in [
+            0x0000_7fff_0000_1000u64,
+            TextKernel::OPS + 4,
+            k.link_text + SLIDE + 0x10,
+        ] {
+            let mut bad = t.clone();
+            bad[slot..slot + 8].copy_from_slice(&ops.to_le_bytes());
+            assert_eq!(verdict(&k, &bad, false), Err(TrampolineError::Ops(ops)));
+        }
+        // Another module-area address: unmapped, or mapped but holding
+        // something else; and targets outside the module area.
+        let (ram, root) = k.ram_with_trampoline(PHYS, SLIDE, TABLES, &t, false);
+        let mem = SliceMemory::flat(&ram);
+        let space = AddressSpace::new(&mem, root, PagingMode::FourLevel);
+        let location = k.location(PHYS, SLIDE);
+        let check = |target| check_trampoline(&space, &k.reference, &location, target);
+        assert_eq!(
+            check(TextKernel::TRAMPOLINE_VA + 0x10_0000),
+            Err(TrampolineError::Unreadable)
+        );
+        let shifted = check(TextKernel::TRAMPOLINE_VA + 8);
+        assert!(
+            matches!(shifted, Err(TrampolineError::Body(_))),
+            "{shifted:?}"
+        );
+        for target in [
+            MODULE_AREA.end,
+            MODULE_AREA.start - 1,
+            location.runtime_text + 0x100,
+        ] {
+            assert_eq!(check(target), Err(TrampolineError::OutsideModuleArea));
+        }
+        // Without templates in the profile: nothing is a trampoline.
+        let plain = TextKernel::new();
+        let check = |target| check_trampoline(&space, &plain.reference, &location, target);
+        assert_eq!(
+            check(TextKernel::TRAMPOLINE_VA),
+            Err(TrampolineError::NoReference)
+        );
+    }
+
+    #[test]
+    fn a_call_into_the_module_area_is_judged_once_per_chunk() {
+        let k = kernel();
+        let (ram, _) = k.ram_with_trampoline(PHYS, SLIDE, TABLES, &k.trampoline(SLIDE), false);
+        let mem = SliceMemory::flat(&ram);
+        let mut c = TextChecker::new(
+            &k.reference,
+            k.location(PHYS, SLIDE),
+            k.ro_after_init.clone(),
+        )
+        .expect("checker");
+        let mut asked = 0;
+        let o = c
+            .check_chunk_with(&mem, Area::Text, 0, &mut |_| {
+                asked += 1;
+                true
+            })
+            .expect("readable");
+        assert_eq!((asked, o.sites.len()), (1, 0));
+        let o = c
+            .check_chunk_with(&mem, Area::Text, 0, &mut |_| false)
+            .expect("readable");
+        assert_eq!(o.sites.len(), 1);
+        assert_eq!(o.trampolines, [TextKernel::TRAMPOLINE_VA]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the trampoline page holds and wherever the call goes,
+        /// the check answers without panicking; random bytes never pass.
+        #[test]
+        fn random_trampolines_never_pass(
+            bytes in proptest::collection::vec(any::<u8>(), 0..0x100),
+            target in any::<u64>(),
+        ) {
+            let k = kernel();
+            let (ram, root) = k.ram_with_trampoline(PHYS, SLIDE, TABLES, &bytes, false);
+            let mem = SliceMemory::flat(&ram);
+            let space = AddressSpace::new(&mem, root, PagingMode::FourLevel);
+            let location = k.location(PHYS, SLIDE);
+            prop_assert!(check_trampoline(&space, &k.reference, &location, TextKernel::TRAMPOLINE_VA).is_err());
+            let _ = check_trampoline(&space, &k.reference, &location, target);
+        }
+    }
+}
