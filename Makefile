@@ -16,12 +16,14 @@ FUZZ_SECONDS  ?= 10
 FUZZ_FLAGS    ?= --sanitizer none --target-dir $(CURDIR)/target/fuzz
 FUZZ_CRATES   := drivers/tpm-crb attest net kernel verifier-host vmi
 
-.PHONY: help deps build kernel host run-qemu test test-unit test-integration lint fuzz fuzz-smoke bench clean
+.PHONY: help deps build kernel host run-qemu demo test test-unit test-integration lint fuzz fuzz-smoke bench soak clean
 
 help:
-	@echo "make run-qemu   boot a node under QEMU + swtpm, enrol it and attest it"
+	@echo "make run-qemu   boot a node (A-VM + Mon-VM) under QEMU + swtpm, enrol, attest, then monitor it live until Ctrl-C"
+	@echo "make demo       attack the Mon-VM class by class and show each detection by avm-verifier monitor (avm-demo)"
 	@echo "make test       install deps, build, lint, unit + QEMU integration tests, fuzz smoke"
 	@echo "make bench      image size, boot time, attestation latency; writes docs/benchmarks.md"
+	@echo "make soak       ten minutes of Mon-VM activity under monitoring: no false alarm"
 	@echo "make deps       install missing system packages and cargo-fuzz (idempotent)"
 	@echo "make build      A-VM image at $(AVM_IMAGE), host tools in target/release"
 	@echo "make fuzz       run every fuzz target for 120 s (FUZZ_SECONDS), keeping its corpus"
@@ -37,10 +39,19 @@ host: deps
 
 build: kernel host
 
-# Boots a node, enrols it with a fresh verifier, learns reference values from
-# it and attests it (scripts/run-qemu.sh); everything is torn down on exit.
+# Boots a node (A-VM + Mon-VM), enrols it with a fresh verifier, learns
+# reference values from it, attests it, then runs `avm-verifier monitor` on
+# it in the foreground until Ctrl-C (RUN_QEMU_DURATION=SECS: that long)
+# (scripts/run-qemu.sh); everything is torn down on exit.
 run-qemu: build
 	bash scripts/run-qemu.sh
+
+# The scripted attack scenario (docs/demo.md): every attack class injected,
+# detected by `avm-verifier monitor`, restored; a summary table at the end.
+# DEMO_ARGS passes options, e.g. DEMO_ARGS="--monvm-kernel 6.12 --rounds 5".
+demo: build
+	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) AVM_VERIFIER=$(CURDIR)/target/release/avm-verifier \
+		target/release/avm-demo $(DEMO_ARGS)
 
 # The kernel image is linted on its own: its binary needs the `image`
 # feature and the freestanding flags (see kernel/build-image.sh).
@@ -76,6 +87,11 @@ test: build lint test-unit test-integration fuzz-smoke
 
 bench: build
 	bash scripts/bench.sh
+
+# Ten minutes of Mon-VM activity under `avm-verifier monitor` without a
+# false alarm (verifier-host/tests/soak.rs; AVM_SOAK_SECONDS, AVM_SOAK_KERNEL).
+soak: build
+	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test -p avm-verifier --test soak $(TEST_FEATURES) -- --ignored --nocapture
 
 clean:
 	rm -rf build target

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# `make run-qemu`: boots an A-VM node under QEMU + swtpm, enrols it with
-# avm-verifier, learns the reference values from this known-good boot,
-# attests it and prints the verdict. Everything runs in a fresh temporary
-# directory and is torn down on exit, also on failure or Ctrl-C.
+# `make run-qemu`: boots an A-VM node with its Mon-VM (a Debian kernel the
+# A-VM watches) under QEMU + swtpm, enrols it with avm-verifier, learns the
+# reference values from this known-good boot, attests it and prints the
+# verdict; then runs `avm-verifier monitor` on it in the foreground (a live
+# status table on a terminal, one line per change otherwise) until Ctrl-C.
+# Everything runs in a fresh temporary directory and is torn down on exit,
+# also on failure or Ctrl-C.
 #
-# Exit status: 0 trusted, 1 untrusted, 2 anything else failed.
+# Exit status: 0 trusted, 1 untrusted (the monitor's verdict when it ran to
+# its end, else the attestation's), 2 anything else failed.
 # Environment: AVM_IMAGE (default build/avm.elf), AVM_QEMU and AVM_VERIFIER
-# (default target/release/...), AVM_KEEP_STATE=1 keeps the state directory.
+# (default target/release/...), AVM_KEEP_STATE=1 keeps the state directory,
+# RUN_QEMU_DURATION=SECS monitors for that long instead of until Ctrl-C
+# (automated runs), RUN_QEMU_DURATION=0 skips the monitor.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,6 +62,12 @@ serial=$(json_field avm_serial)
 
 echo "attestation server: $addr"
 echo "A-VM image sha256:  $(json_field image_sha256)"
+monvm_kernel=$(json_field monvm_kernel_release)
+if [ -n "$monvm_kernel" ]; then
+    echo "Mon-VM:             Linux $monvm_kernel (console: $(json_field monvm_console))"
+else
+    echo "Mon-VM:             none"
+fi
 echo "EK CA:              $ek_ca"
 echo "boot report (from $serial):"
 sed -n '/^AVM-REPORT-BEGIN/,/^AVM-REPORT-END/p' "$serial" |
@@ -85,6 +97,31 @@ set -e
 
 step "Enrolled nodes"
 "${verifier[@]}" nodes
+
+duration=${RUN_QEMU_DURATION:-}
+if [ "$duration" != 0 ]; then
+    monitor_args=(monitor "$addr")
+    if [ -n "$duration" ]; then
+        monitor_args+=(--duration "$duration")
+        step "Monitoring $addr for ${duration}s (avm-verifier monitor)"
+    else
+        step "Monitoring $addr (avm-verifier monitor): Ctrl-C stops it and tears the node down"
+    fi
+    # Ctrl-C reaches the monitor (same process group; the node's QEMU and
+    # swtpm run in their own) and ends it; the node is torn down below.
+    trap 'interrupted=1' INT
+    interrupted=0
+    set +e
+    "${verifier[@]}" "${monitor_args[@]}"
+    monitor_status=$?
+    set -e
+    trap 'exit 2' INT
+    if [ "$interrupted" = 0 ] && [ "$monitor_status" -le 1 ]; then
+        verdict=$monitor_status
+    elif [ "$interrupted" = 0 ]; then
+        fail "monitor failed (exit $monitor_status)"
+    fi
+fi
 
 step "Stopping the node"
 "$qemu_bin" down --state "$node_state" 2>&1
