@@ -145,6 +145,34 @@ fn invalid_contents_are_refused() {
             t.sites.returns = Offsets::new(vec![(p.symbols.etext - p.symbols.text) as u32 - 2]);
             p.text_reference = Some(t);
         }),
+        ("ftrace template field", |p| {
+            let mut t = sample_text(p);
+            let mut f = sample_ftrace();
+            f.templates[0].op_ptr = 1;
+            t.ftrace = Some(f);
+            p.text_reference = Some(t);
+        }),
+        ("ftrace template past _etext", |p| {
+            let mut t = sample_text(p);
+            let mut f = sample_ftrace();
+            f.templates[0].start = (p.symbols.etext - p.symbols.text) as u32 - 8;
+            t.ftrace = Some(f);
+            p.text_reference = Some(t);
+        }),
+        ("ftrace live range", |p| {
+            let mut t = sample_text(p);
+            let mut f = sample_ftrace();
+            f.templates[0].live = vec![(30, 10)];
+            t.ftrace = Some(f);
+            p.text_reference = Some(t);
+        }),
+        ("ftrace tracers out of order", |p| {
+            let mut t = sample_text(p);
+            let mut f = sample_ftrace();
+            f.tracers = vec![0x20, 0x10];
+            t.ftrace = Some(f);
+            p.text_reference = Some(t);
+        }),
         ("idt vectors out of order", |p| {
             let entry = NamedAddress {
                 name: "asm_exc_divide_error".into(),
@@ -170,9 +198,16 @@ fn invalid_contents_are_refused() {
         let bytes = postcard::to_extend(&p, bytes).expect("postcard");
         assert!(KernelProfile::decode(&bytes).is_err(), "{what} decodes");
     }
-    // A well-formed text reference is accepted, and round-trips.
+    // A well-formed text reference is accepted, and round-trips, with
+    // ftrace templates too.
     let mut p = sample_profile(8);
     p.text_reference = Some(sample_text(&p));
+    assert_eq!(p.validate(), Ok(()));
+    let bytes = p.encode().expect("encodes");
+    assert_eq!(KernelProfile::decode(&bytes), Ok(p.clone()));
+    if let Some(t) = p.text_reference.as_mut() {
+        t.ftrace = Some(sample_ftrace());
+    }
     assert_eq!(p.validate(), Ok(()));
     let bytes = p.encode().expect("encodes");
     assert_eq!(KernelProfile::decode(&bytes), Ok(p));
@@ -211,5 +246,25 @@ fn sample_text(p: &KernelProfile) -> TextReference {
         return_thunks: vec![],
         fentry_targets: vec![],
         ftrace: None,
+    }
+}
+
+/// A valid ftrace template (32 bytes at `_text + 0x100`, the ops load at 4,
+/// the call at 16) and two tracer functions.
+fn sample_ftrace() -> crate::linux::text::ftrace::FtraceReference {
+    use crate::linux::text::ftrace::{FtraceReference, Template};
+    let mut bytes = vec![0x90; 32];
+    bytes[4..7].copy_from_slice(&[0x48, 0x8b, 0x15]);
+    bytes[16] = 0xe8;
+    FtraceReference {
+        templates: vec![Template {
+            start: 0x100,
+            bytes,
+            live: vec![(24, 4)],
+            op_ptr: 4,
+            call: 16,
+            direct_jmp: None,
+        }],
+        tracers: vec![0x10, 0x20],
     }
 }

@@ -138,6 +138,7 @@ impl FtraceReference {
         self.templates.len() <= MAX_TEMPLATES
             && self.templates.iter().all(|t| t.is_valid(text_len))
             && self.tracers.len() <= MAX_TRACERS
+            && self.tracers.windows(2).all(|w| w[0] < w[1])
             && self.tracers.iter().all(|&o| u64::from(o) < text_len)
     }
 }
