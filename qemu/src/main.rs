@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use avm_attest::monitor_policy::MonitorPolicy;
 use avm_qemu::monvm::{self, KernelChoice, MonVmConfig};
 use avm_qemu::node::{self, DEFAULT_MEMORY_MIB, Node, NodeConfig, NodeRecord};
 use avm_qemu::qemu::Accel;
@@ -118,8 +119,18 @@ struct NodeArgs {
     /// Extra kernel command-line words (repeatable), e.g. `--cmdline log=debug`.
     #[arg(long = "cmdline")]
     cmdline: Vec<String>,
+    /// The A-VM's monitor policy: check periods in milliseconds,
+    /// `syscall_idt=N,text=N,ima=N,cross=N` (each 1..=60000; docs/monitoring.md)
+    /// [default: none, the A-VM uses syscall_idt=5,text=1000,ima=500,cross=500].
+    #[arg(long, value_parser = parse_monitor_policy)]
+    monitor_policy: Option<MonitorPolicy>,
     #[command(flatten)]
     monvm: MonVmArgs,
+}
+
+/// `--monitor-policy`, checked with the parser the A-VM uses.
+fn parse_monitor_policy(text: &str) -> Result<MonitorPolicy, String> {
+    MonitorPolicy::parse(text.as_bytes()).map_err(|e| format!("invalid monitor policy: {e}"))
 }
 
 #[derive(Args)]
@@ -183,6 +194,7 @@ fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
     config.accel = args.accel.choice();
     config.extra_cmdline = args.cmdline.clone();
     config.monvm = args.monvm.config();
+    config.monitor_policy = args.monitor_policy;
     config
 }
 

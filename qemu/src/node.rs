@@ -26,6 +26,7 @@ use crate::qemu::{Accel, GuestExit, QemuCommand};
 use crate::report::{BootReport, GuestError, ReportError, SerialOutcome};
 use crate::serial::SerialLog;
 use crate::swtpm::{Swtpm, SwtpmConfig, SwtpmError};
+use avm_attest::monitor_policy::MonitorPolicy;
 
 /// Default guest RAM of the A-VM.
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
@@ -71,6 +72,10 @@ pub struct NodeConfig {
     /// The Mon-VM to start next to the A-VM; `None` (the library's default)
     /// gives an A-VM-only node.
     pub monvm: Option<MonVmConfig>,
+    /// The A-VM's monitor policy (check periods), handed over as the
+    /// fw_cfg file `opt/avm/monitor-policy` in its canonical text; `None`:
+    /// no file, the A-VM uses [`MonitorPolicy::default`].
+    pub monitor_policy: Option<MonitorPolicy>,
 }
 
 impl NodeConfig {
@@ -86,6 +91,7 @@ impl NodeConfig {
             accel: None,
             detachable: false,
             monvm: None,
+            monitor_policy: None,
         }
     }
 
@@ -201,6 +207,10 @@ pub struct NodeRecord {
     /// Its SHA-256: what the A-VM extends into PCR 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monvm_profile_sha256: Option<String>,
+    /// The monitor policy handed to the A-VM (canonical text), if one was
+    /// given; without it the A-VM uses (and measures) its defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_policy: Option<String>,
 }
 
 impl NodeRecord {
@@ -539,6 +549,18 @@ impl Node {
             let mut arg = std::ffi::OsString::from("name=opt/avm/kernel-profile,file=");
             arg.push(profile);
             qemu.arg("-fw_cfg").arg(arg);
+        }
+        if let Some(policy) = &config.monitor_policy {
+            let text = policy.to_string();
+            let path = layout.root().join("monitor-policy");
+            std::fs::write(&path, &text).map_err(io_error("writing the monitor policy"))?;
+            let mut arg = std::ffi::OsString::from(format!(
+                "name={},file=",
+                avm_attest::monitor_policy::FW_CFG_NAME
+            ));
+            arg.push(&path);
+            qemu.arg("-fw_cfg").arg(arg);
+            record.monitor_policy = Some(text);
         }
         if swtpm.is_some() {
             qemu.tpm_crb(&layout.swtpm_ctrl_socket());

@@ -59,6 +59,13 @@ impl QemuCommand {
         command
     }
 
+    /// Lets the guest reboot (QEMU resets the machine instead of exiting):
+    /// takes back the `-no-reboot` of [`QemuCommand::new`].
+    pub fn allow_reboot(&mut self) -> &mut Self {
+        self.args.retain(|a| a != "-no-reboot");
+        self
+    }
+
     /// Uses another QEMU binary (for tests of the launcher itself).
     pub fn binary(&mut self, binary: impl Into<PathBuf>) -> &mut Self {
         self.binary = binary.into();

@@ -253,7 +253,7 @@ impl MonVmPatch {
             std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile");
         let profile = vmi::profile::KernelProfile::decode(&profile_bytes).expect("profile decodes");
         let memory = vmi::file::FileMemory::open(&ram, layout).expect("opening the RAM file");
-        let view = vmi::linux::view(&memory, layout.regions(), &profile).expect("kernel located");
+        let view = live_view(record, &memory, &layout, &profile);
         let va = locate(&view, &profile, &memory);
         let phys = view.space.translate(va).expect("the address translates");
         let (offset, run) = layout.locate(phys).expect("inside the RAM layout");
@@ -275,6 +275,39 @@ impl MonVmPatch {
             offset,
             original,
         }
+    }
+}
+
+/// The Mon-VM's running kernel in its RAM file. After a reboot of the
+/// Mon-VM the RAM still holds the image of the kernel before; the running
+/// one is then the image at the physical address of the A-VM's last survey
+/// (its last `AVM-MONVM phys_text=` line; tests check that against the
+/// Mon-VM's own `/proc/kallsyms`).
+fn live_view<'m>(
+    record: &crate::NodeRecord,
+    memory: &'m vmi::file::FileMemory,
+    layout: &vmi::RamLayout,
+    profile: &vmi::profile::KernelProfile,
+) -> vmi::linux::KernelView<'m, vmi::file::FileMemory> {
+    match vmi::linux::view(memory, layout.regions(), profile) {
+        Ok(view) => view,
+        Err(vmi::linux::KaslrError::Ambiguous { .. }) => {
+            let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
+            let phys = serial
+                .lines()
+                .rev()
+                .filter(|l| l.starts_with("AVM-MONVM "))
+                .find_map(|l| {
+                    l.split(' ')
+                        .find_map(|w| w.strip_prefix("phys_text=0x"))
+                        .and_then(|v| u64::from_str_radix(v, 16).ok())
+                })
+                .expect("several kernel images in RAM and no A-VM survey line");
+            let slot = [vmi::memory::RamRegion::new(phys, 1, 0)];
+            vmi::linux::view(memory, &slot, profile)
+                .expect("kernel located at the surveyed address")
+        }
+        Err(e) => panic!("kernel not located: {e}"),
     }
 }
 

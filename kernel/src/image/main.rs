@@ -35,7 +35,9 @@ use physmem::IdentityMemory;
 
 /// Timer rate while idle: wakes the loop often enough to poll devices,
 /// rarely enough that an idle A-VM costs the host almost nothing (1 kHz
-/// measured 7% of a host core under TCG, 100 Hz stays well under 5%).
+/// measured 7% of a host core under TCG, 100 Hz stays well under 5%). A
+/// watched Mon-VM asks for more when its monitor policy's shortest period
+/// needs it ([`monvm::MonVm::timer_hz`]).
 const TIMER_HZ: u32 = 100;
 /// Timer rate while the network is busy: the device raises no interrupts,
 /// so each packet waits for the next tick (a Hello round trip took about
@@ -265,7 +267,7 @@ fn main_loop(
     let mut network = net::start(cmdline, attest_port, &mut backend);
     let mut next_heartbeat = time::now_us() + HEARTBEAT_US;
     let mut last_busy_us = 0;
-    let mut fast_timer = false;
+    let mut timer_hz = TIMER_HZ;
     loop {
         let mut busy = match network.as_mut() {
             Some(network) => network.poll(&mut backend),
@@ -290,9 +292,16 @@ fn main_loop(
             last_busy_us = now;
         }
         let want_fast = network.is_some() && now.saturating_sub(last_busy_us) < BUSY_WINDOW_US;
-        if want_fast != fast_timer {
-            fast_timer = want_fast;
-            pit::start_periodic(if want_fast { BUSY_TIMER_HZ } else { TIMER_HZ });
+        let idle_hz = monvm.as_ref().map_or(TIMER_HZ, monvm::MonVm::timer_hz);
+        let want_hz = if want_fast {
+            BUSY_TIMER_HZ.max(idle_hz)
+        } else {
+            idle_hz
+        };
+        if want_hz != timer_hz {
+            timer_hz = want_hz;
+            debug!("timer: {} Hz", timer_hz);
+            pit::start_periodic(timer_hz);
         }
         if now >= next_heartbeat {
             debug!("idle: {} timer ticks", idt::timer_ticks());

@@ -3,21 +3,31 @@
 //! the A-VM can read but never write it), laid out by the launcher's
 //! `monvm.ram=` option; the profile of its kernel (fw_cfg file
 //! `opt/avm/kernel-profile`), measured
-//! into PCR 8 before anything uses it; and a survey of the running kernel,
-//! tried until the kernel is found (it may still be booting).
+//! into PCR 8 before anything uses it, as is the monitor policy (fw_cfg
+//! file `opt/avm/monitor-policy`, the check periods); and a survey of the
+//! running kernel, tried until the kernel is found (it may still be
+//! booting). The kernel's location found then is kept: every check round
+//! reads through it instead of searching RAM again, and a slower round
+//! searches RAM for a kernel elsewhere (the Mon-VM rebooted: a new KASLR
+//! slide), after which everything is measured again as at first start-up.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use avm_attest::ima;
+use avm_attest::monitor_policy::{self, MonitorPolicy};
 use avm_kernel::boot_info::StartInfo;
 use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
 use vmi::linux::structs::heapless_str::FixedStr;
-use vmi::linux::{ImaEntry, Module, PathError, Survey, SurveyLimits, Task, checks, survey};
-use vmi::memory::{Backing, BackingError, LayoutMemory, RamLayout};
+use vmi::linux::{
+    ImaEntry, KernelLocation, KernelView, Module, PathError, Survey, SurveyLimits, Task, checks,
+    locate_kernel, survey,
+};
+use vmi::memory::{Backing, BackingError, GuestMemory, LayoutMemory, RamLayout, RamRegion};
+use vmi::paging::PagingMode;
 use vmi::profile::{self, KernelProfile};
 
 use crate::arch::x86_64::paging;
@@ -41,10 +51,31 @@ const PROFILE_RECORD: &[u8] = b"avm-config:kernel-profile";
 const MONVM_PCR: u8 = 11;
 /// PCR of monitoring events (every change of a check's verdict).
 const EVENT_PCR: u8 = 12;
-/// How often the system-call table and the IDT are checked.
-const CHECK_PERIOD_US: u64 = 100_000;
-/// The IMA list is walked every this many check rounds (500 ms).
-const IMA_ROUNDS: u64 = 5;
+/// The full system-call table and IDT checks run at least this often
+/// (between them, rounds compare the raw bytes with the last copy).
+const FULL_CHECK_US: u64 = 1_000_000;
+/// How often RAM is searched for a kernel elsewhere (a reboot).
+const RELOCATE_US: u64 = 500_000;
+/// A changed system-call table or IDT searches RAM at once, at most this
+/// often (a reboot overwrites them before the slow search sees it).
+const FORCED_RELOCATE_US: u64 = 100_000;
+/// A check counts as due this fraction of its period early (the timer
+/// ticks once per shortest period and may come a little before the due
+/// time; without the slack the check would wait a whole tick more).
+const DUE_SLACK_DIVISOR: u64 = 4;
+/// The text sweep runs a slice at most this often (it checks the chunks
+/// due since its last slice; a faster timer would only make the slices
+/// smaller and each one costs a set-up).
+const TEXT_SLICE_US: u64 = 10_000;
+/// Size of the IDT (256 gates of 16 bytes).
+const IDT_BYTES: usize = 256 * 16;
+/// Old kernels' images remembered (a rebooted Mon-VM's RAM still holds
+/// the image of the kernel before; it is not a new kernel).
+const MAX_STALE: usize = 8;
+/// Most 2 MiB candidates searched for a kernel (64 GiB of RAM).
+const MAX_CANDIDATES: u64 = 1 << 15;
+/// Longest monitor policy file read (longer ones are refused unread).
+const MAX_POLICY_FILE: usize = 4096;
 /// The checked areas, in the order of [`MonVm::current`]: the system-call
 /// table, the IDT, the IMA list, those of [`text_watch::AREAS`], then
 /// processes and modules the Mon-VM's IMA did not measure.
@@ -166,12 +197,162 @@ fn profile_file() -> Option<Vec<u8>> {
     }
 }
 
+/// The monitor policy in effect: the fw_cfg file's, else the defaults,
+/// measured into PCR 8 before use (`avm-config:monitor-policy:TEXT`,
+/// SHA-256 of TEXT). `None`: a file that did not parse (or could not be
+/// read), measured as `avm-config:monitor-policy-invalid` (SHA-256 of its
+/// bytes): the Mon-VM is then not introspected (fail closed).
+fn monitor_policy(tpm: &mut KernelTpm, log: &mut MeasurementLog) -> Option<MonitorPolicy> {
+    let (policy, digest, name) =
+        match crate::fw_cfg::read_file(monitor_policy::FW_CFG_NAME, MAX_POLICY_FILE) {
+            Err(crate::fw_cfg::FwCfgError::NotFound) => {
+                let policy = MonitorPolicy::default();
+                let text = to_text(&policy);
+                (Some(policy), Sha256::digest(text.as_bytes()).into(), text)
+            }
+            Ok(bytes) => match MonitorPolicy::parse(&bytes) {
+                Ok(policy) => {
+                    let text = to_text(&policy);
+                    (Some(policy), Sha256::digest(text.as_bytes()).into(), text)
+                }
+                Err(e) => {
+                    warn!("monvm: monitor policy refused: {}", e);
+                    (None, Sha256::digest(&bytes).into(), String::new())
+                }
+            },
+            Err(e) => {
+                warn!("monvm: monitor policy not read from fw_cfg: {:?}", e);
+                (None, [0u8; 32], String::new())
+            }
+        };
+    let record = match &policy {
+        Some(_) => text(format_args!("{}{}", monitor_policy::RECORD_PREFIX, name)),
+        None => String::from(monitor_policy::INVALID_RECORD),
+    };
+    if let Err(e) = log.measure(tpm, CONFIG_PCR, &digest, record.as_bytes()) {
+        warn!("monvm: measuring the monitor policy failed: {}", e);
+        return None;
+    }
+    println!("AVM-MONVM-POLICY {}", record);
+    policy
+}
+
+/// When each check is next due (A-VM clock, microseconds).
+#[derive(Debug, Default, Clone, Copy)]
+struct Due {
+    /// The raw comparison of the system-call table and the IDT.
+    syscall_idt: u64,
+    /// Their full checks.
+    full: u64,
+    ima: u64,
+    cross: u64,
+    relocate: u64,
+    /// The next slice of the text sweep.
+    text: u64,
+    /// The earliest a changed table may search RAM again.
+    forced_relocate: u64,
+}
+
+/// Whether `due` has come (within a quarter period); if so, moves it a
+/// `period` on (from `now` if it fell more than a period behind, so a long
+/// round causes no burst).
+fn take_due(due: &mut u64, now_us: u64, period_us: u64) -> bool {
+    if now_us.saturating_add(period_us / DUE_SLACK_DIVISOR) < *due {
+        return false;
+    }
+    let next = due.saturating_add(period_us);
+    *due = if next <= now_us {
+        now_us.saturating_add(period_us)
+    } else {
+        next
+    };
+    true
+}
+
+/// The kernel being watched: where the survey found it.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    location: KernelLocation,
+    paging: PagingMode,
+}
+
+/// The watched kernel's view, rebuilt from its location without searching
+/// RAM (a few field copies).
+fn kernel_view<'m>(
+    memory: &'m LayoutMemory<IvshmemRam>,
+    profile: &KernelProfile,
+    kernel: &Watched,
+) -> Option<KernelView<'m, LayoutMemory<IvshmemRam>>> {
+    let space = kernel
+        .location
+        .address_space(memory, profile.symbols.init_top_pgt, kernel.paging)
+        .ok()?;
+    Some(KernelView {
+        location: kernel.location,
+        paging: kernel.paging,
+        space,
+    })
+}
+
+/// Every kernel image of `profile` in RAM: each 2 MiB-aligned candidate
+/// that holds the banner and a consistent `_text` (bounded).
+fn find_kernels<M: GuestMemory + ?Sized>(
+    memory: &M,
+    regions: &[RamRegion],
+    profile: &KernelProfile,
+) -> Vec<KernelLocation> {
+    let image = profile.kernel_image();
+    let align = vmi::linux::kaslr::KERNEL_ALIGN;
+    let mut found = Vec::new();
+    let mut candidates = 0u64;
+    for r in regions {
+        let Some(end) = r.phys.0.checked_add(r.size) else {
+            continue;
+        };
+        let mut p = r.phys.0.div_ceil(align).saturating_mul(align);
+        while p < end && candidates < MAX_CANDIDATES {
+            candidates += 1;
+            if let Ok(location) = locate_kernel(memory, &[RamRegion::new(p, 1, 0)], &image) {
+                found.push(location);
+            }
+            p = match p.checked_add(align) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+    }
+    found
+}
+
 /// The Mon-VM being watched.
 pub struct MonVm {
     memory: LayoutMemory<IvshmemRam>,
     profile: KernelProfile,
+    policy: MonitorPolicy,
     next_try_us: u64,
-    surveyed: bool,
+    /// The kernel located by the last survey; `None` until then, and again
+    /// from a reboot until the new kernel's user space runs.
+    kernel: Option<Watched>,
+    /// Images of kernels from before a reboot (never taken for a new one).
+    stale: Vec<KernelLocation>,
+    /// Whether the last search of RAM missed the watched kernel (logged
+    /// once).
+    lost: bool,
+    due: Due,
+    /// The system-call table and the IDT as the last full check saw them.
+    raw_syscalls: Vec<u8>,
+    raw_idt: Vec<u8>,
+    /// The buffer each round reads them into.
+    raw_scratch: Vec<u8>,
+    /// Where the text sweep's clock started (see [`MonVm::text_clock`]).
+    text_epoch_us: u64,
+    /// Reboots of the Mon-VM seen.
+    reboots: u32,
+    /// Cost of the system-call table and IDT rounds: rounds, full checks
+    /// among them, and the time spent (logged at debug level).
+    fast_rounds: u64,
+    full_rounds: u64,
+    fast_us: u64,
     /// The violations the last check found, by area of [`AREAS`] (their
     /// texts).
     current: [Vec<String>; AREA_COUNT],
@@ -186,8 +367,6 @@ pub struct MonVm {
     ima_seen: Vec<[u8; 20]>,
     /// The file digests of the consistent IMA entries seen so far.
     ima_files: ImaFiles,
-    rounds: u64,
-    next_check_us: u64,
     events: u32,
     /// Whether the start-up state went into PCR 11.
     startup_measured: bool,
@@ -231,6 +410,11 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         }
     };
     info!("monvm: profile of {}", profile.kernel.release.as_str());
+    let Some(policy) = monitor_policy(tpm, log) else {
+        warn!("monvm: no valid monitor policy: the Mon-VM is not introspected");
+        return None;
+    };
+    info!("monvm: monitor policy {}", policy);
     let ram = find_ram()?;
     let memory = match LayoutMemory::new(ram, layout) {
         Ok(memory) => memory,
@@ -242,43 +426,69 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
     Some(MonVm {
         memory,
         profile,
+        policy,
         next_try_us: 0,
-        surveyed: false,
+        kernel: None,
+        stale: Vec::new(),
+        lost: false,
+        due: Due::default(),
+        raw_syscalls: Vec::new(),
+        raw_idt: Vec::new(),
+        raw_scratch: Vec::new(),
+        text_epoch_us: 0,
+        reboots: 0,
+        fast_rounds: 0,
+        full_rounds: 0,
+        fast_us: 0,
         current: Default::default(),
         text: None,
         bench: avm_kernel::cmdline::KernelOptions::parse(info.cmdline(), |_| {}).monvm_bench,
         cross: CrossWatch::default(),
         ima_seen: Vec::new(),
         ima_files: ImaFiles::default(),
-        rounds: 0,
-        next_check_us: 0,
         events: 0,
         startup_measured: false,
     })
 }
 
 impl MonVm {
-    /// Tries to find and survey the kernel until it succeeds once; called
-    /// from the main loop. Returns whether it did any work.
+    /// Finds and surveys the kernel until its user space runs (at start-up
+    /// and after each reboot), then runs each check when it is due;
+    /// called from the main loop. Returns whether it did any work.
     pub fn poll(&mut self, now_us: u64, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> bool {
-        if self.surveyed {
+        if let Some(kernel) = self.kernel {
+            if take_due(&mut self.due.relocate, now_us, RELOCATE_US)
+                && self.relocate(&kernel, now_us, tpm, log)
+            {
+                return true;
+            }
+            let clock = self.text_clock(now_us);
             let swept = match self.text.as_mut() {
-                Some(t) => t.sweep(&self.memory, &self.profile, now_us),
-                None => false,
+                Some(t) if take_due(&mut self.due.text, now_us, TEXT_SLICE_US) => {
+                    t.sweep(&self.memory, &self.profile, clock)
+                }
+                _ => false,
             };
-            return self.watch(now_us, tpm, log) || swept;
+            return self.watch(&kernel, now_us, swept, tpm, log) || swept;
         }
         if now_us < self.next_try_us {
             return false;
         }
         self.next_try_us = now_us + RETRY_US;
         let started = time::now_us();
-        match survey(
-            &self.memory,
-            self.memory.layout().regions(),
-            &self.profile,
-            &SurveyLimits::default(),
-        ) {
+        // The one kernel image in RAM that is not an old kernel's (a
+        // rebooted Mon-VM's RAM still holds the one before).
+        let fresh: Vec<KernelLocation> =
+            find_kernels(&self.memory, self.memory.layout().regions(), &self.profile)
+                .into_iter()
+                .filter(|l| !self.stale.contains(l))
+                .collect();
+        let [location] = fresh.as_slice() else {
+            debug!("monvm: {} new kernel images in RAM", fresh.len());
+            return true;
+        };
+        let slot = [RamRegion::new(location.phys_text.0, 1, 0)];
+        match survey(&self.memory, &slot, &self.profile, &SurveyLimits::default()) {
             // Up means user space runs: a task with an address space. Until
             // then (the A-VM may find the kernel while it still boots) the
             // survey is tried again.
@@ -289,8 +499,14 @@ impl MonVm {
                 );
             }
             Ok(found) => {
-                self.surveyed = true;
+                let kernel = Watched {
+                    location: found.location,
+                    paging: found.paging,
+                };
+                self.kernel = Some(kernel);
+                self.lost = false;
                 report(&found, &self.profile, time::now_us() - started);
+                self.text_epoch_us = time::now_us();
                 self.text = measure_text(&self.memory, &self.profile, &found, tpm, log, self.bench);
                 self.ima_seen = anchor_ima(&found, &mut self.ima_files, tpm, log);
                 measure_startup(
@@ -301,7 +517,14 @@ impl MonVm {
                     tpm,
                     log,
                 );
-                self.watch(now_us, tpm, log);
+                // Every check runs in this round: the first system-call
+                // table and IDT check goes into PCR 11.
+                let now = time::now_us();
+                self.due = Due {
+                    relocate: now + RELOCATE_US,
+                    ..Due::default()
+                };
+                self.watch(&kernel, now, true, tpm, log);
                 // Everything of the start-up is in the log now.
                 println!("AVM-MONVM-STARTUP records={}", log.records());
             }
@@ -310,89 +533,248 @@ impl MonVm {
         true
     }
 
-    /// Checks the system-call table and the IDT every [`CHECK_PERIOD_US`].
-    /// The first check's results are measured into PCR 11 (start-up);
-    /// afterwards every change of an area's violations is an event in
-    /// PCR 12 (`monvm:event:N:violation:TEXT` or `monvm:event:N:clean:AREA`),
-    /// so it cannot be hidden later. Returns whether it checked.
-    fn watch(&mut self, now_us: u64, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> bool {
-        if now_us < self.next_check_us {
+    /// The timer rate the checks need: a tick every shortest period (a
+    /// check then runs on the first tick from a quarter period before it
+    /// is due), between 100 Hz and 1 kHz. 100 Hz while no kernel is
+    /// watched.
+    pub fn timer_hz(&self) -> u32 {
+        if self.kernel.is_none() {
+            return 100;
+        }
+        let shortest = self.policy.shortest_ms().max(1);
+        1000u32.div_ceil(shortest).clamp(100, 1000)
+    }
+
+    /// The clock the text sweep runs on: the A-VM's, from
+    /// [`MonVm::text_epoch_us`] on, scaled so that one sweep period of
+    /// [`text_watch::SWEEP_PERIOD_US`] takes the policy's `text` period.
+    fn text_clock(&self, now_us: u64) -> u64 {
+        let elapsed = u128::from(now_us.saturating_sub(self.text_epoch_us));
+        let scaled = elapsed * u128::from(text_watch::SWEEP_PERIOD_US)
+            / (u128::from(self.policy.text_ms) * 1000);
+        self.text_epoch_us
+            .saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
+    }
+
+    /// Searches RAM for the kernel (every [`RELOCATE_US`], and at once when
+    /// the system-call table or the IDT changed): a kernel image elsewhere
+    /// that is no old kernel's means the Mon-VM rebooted (QEMU reset it and
+    /// its kernel chose a new KASLR slide). The reboot is an event in
+    /// PCR 12, `monvm:event:N:reboot:slide OLD->NEW`, so whatever a reboot
+    /// (or a guest faking one) resets is on record; then every per-boot
+    /// state is dropped (without `clean:` events: a verifier resets every
+    /// area at the reboot event) and the start-up measurement runs again
+    /// once the new kernel's user space runs. Returns whether it rebooted.
+    fn relocate(
+        &mut self,
+        kernel: &Watched,
+        now_us: u64,
+        tpm: &mut KernelTpm,
+        log: &mut MeasurementLog,
+    ) -> bool {
+        let old = kernel.location;
+        let found = find_kernels(&self.memory, self.memory.layout().regions(), &self.profile);
+        let fresh: Vec<&KernelLocation> = found
+            .iter()
+            .filter(|l| **l != old && !self.stale.contains(l))
+            .collect();
+        let lost = !found.contains(&old);
+        if lost != self.lost {
+            self.lost = lost;
+            if lost {
+                warn!(
+                    "monvm: the kernel is no longer at phys {:#x} (slide {:#x})",
+                    old.phys_text.0,
+                    old.slide()
+                );
+            }
+        }
+        let [new] = fresh.as_slice() else {
+            if fresh.len() > 1 {
+                warn!("monvm: {} new kernel images in RAM", fresh.len());
+            }
+            return false;
+        };
+        self.reboots += 1;
+        let detail = text(format_args!("slide {:#x}->{:#x}", old.slide(), new.slide()));
+        info!(
+            "monvm: reboot {}: kernel at phys {:#x}->{:#x}, {}",
+            self.reboots,
+            old.phys_text.0,
+            new.phys_text.0,
+            detail.as_str()
+        );
+        self.record_event(&text(format_args!("reboot:{detail}")), now_us, tpm, log);
+        println!(
+            "AVM-MONVM-REBOOT count={} old_slide={:#x} new_slide={:#x} at_us={}",
+            self.reboots,
+            old.slide(),
+            new.slide(),
+            now_us
+        );
+        // The old image stays in RAM until overwritten: it is not a new
+        // kernel the next time it is seen.
+        if self.stale.len() >= MAX_STALE {
+            self.stale.remove(0);
+        }
+        self.stale.push(old);
+        self.stale.retain(|l| l != *new);
+        self.kernel = None;
+        self.lost = false;
+        self.next_try_us = now_us;
+        self.current = Default::default();
+        self.text = None;
+        self.cross = CrossWatch::default();
+        self.ima_seen.clear();
+        self.ima_files = ImaFiles::default();
+        self.raw_syscalls.clear();
+        self.raw_idt.clear();
+        self.startup_measured = false;
+        self.due = Due::default();
+        true
+    }
+
+    /// Appends event `monvm:event:N:TEXT` to the log and PCR 12 (digest:
+    /// SHA-256 of the name) and prints it.
+    fn record_event(
+        &mut self,
+        event: &str,
+        now_us: u64,
+        tpm: &mut KernelTpm,
+        log: &mut MeasurementLog,
+    ) {
+        if log.is_full() {
+            return;
+        }
+        self.events += 1;
+        let name = text(format_args!("monvm:event:{}:{}", self.events, event));
+        let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+        if let Err(e) = log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
+            warn!("monvm: event not recorded: {}", e);
+        }
+        println!("AVM-MONVM-EVENT {} at_us={}", name, now_us);
+    }
+
+    /// Runs the checks that are due, through the kept view of the kernel:
+    /// the system-call table and the IDT (their raw bytes compared with
+    /// the last full check's copy; the full checks when they changed and
+    /// every [`FULL_CHECK_US`]), the IMA list with the processes and
+    /// modules it must cover, and the cross-views, each on its period of
+    /// the monitor policy; `swept` says the text sweep ran (its verdicts
+    /// may have changed). The first check's results are measured into
+    /// PCR 11 (start-up); afterwards every change of an area's violations
+    /// is an event in PCR 12 (`monvm:event:N:violation:TEXT` or
+    /// `monvm:event:N:clean:AREA`), so it cannot be hidden later. Returns
+    /// whether it checked.
+    fn watch(
+        &mut self,
+        kernel: &Watched,
+        now_us: u64,
+        swept: bool,
+        tpm: &mut KernelTpm,
+        log: &mut MeasurementLog,
+    ) -> bool {
+        let policy = self.policy;
+        let ms = |period: u32| u64::from(period) * 1000;
+        let fast = take_due(&mut self.due.syscall_idt, now_us, ms(policy.syscall_idt_ms));
+        let ima_due = take_due(&mut self.due.ima, now_us, ms(policy.ima_ms));
+        let cross_due = take_due(&mut self.due.cross, now_us, ms(policy.cross_ms));
+        let text_changed = swept
+            && self
+                .text
+                .as_ref()
+                .is_some_and(|t| t.found()[..] != self.current[3..EVADED]);
+        if !(fast || ima_due || cross_due || text_changed) {
             return false;
         }
-        self.next_check_us = now_us + CHECK_PERIOD_US;
-        let Ok(view) =
-            vmi::linux::view(&self.memory, self.memory.layout().regions(), &self.profile)
-        else {
+        let round_started = time::now_us();
+        let changed = fast
+            && !kernel_view(&self.memory, &self.profile, kernel).is_some_and(|view| {
+                same_bytes(
+                    &view,
+                    &self.profile,
+                    &mut self.raw_syscalls,
+                    &mut self.raw_idt,
+                    &mut self.raw_scratch,
+                )
+            });
+        // A reboot rewrites the tables before the slow search sees the new
+        // kernel: search at once, before reporting them.
+        if changed
+            && self.startup_measured
+            && take_due(&mut self.due.forced_relocate, now_us, FORCED_RELOCATE_US)
+        {
+            self.due.relocate = now_us.saturating_add(RELOCATE_US);
+            if self.relocate(kernel, now_us, tpm, log) {
+                return true;
+            }
+        }
+        let Some(view) = kernel_view(&self.memory, &self.profile, kernel) else {
             return true;
         };
-        let mut found: [Vec<String>; AREA_COUNT] = Default::default();
+        let mut found: [Vec<String>; AREA_COUNT] = self.current.clone();
         if let Some(t) = &self.text {
             for (slot, texts) in found[3..EVADED].iter_mut().zip(t.found()) {
                 *slot = texts;
             }
         }
-        // The IMA list every IMA_ROUNDS rounds (it grows; walking it costs
-        // more), else its last verdict stands. The processes and modules
-        // are read first: IMA measures a file before it runs or loads, so
-        // each one read has its entry in the list walked after it.
-        self.rounds += 1;
-        if self.rounds.is_multiple_of(IMA_ROUNDS) {
-            let running = Running::read(&view, &self.profile);
-            found[2] = watch_ima(
+        if fast && (changed | take_due(&mut self.due.full, now_us, FULL_CHECK_US)) {
+            full_check(
                 &view,
                 &self.profile,
-                &mut self.ima_seen,
-                &mut self.ima_files,
+                &mut self.startup_measured,
+                &mut found,
                 tpm,
                 log,
             );
-            found[EVADED] = match &running {
-                Some(running) => running.evaded(&view, &self.profile, &self.ima_files),
+            self.full_rounds += 1;
+        }
+        if fast {
+            self.fast_rounds += 1;
+            self.fast_us += time::now_us().saturating_sub(round_started);
+            if self.fast_rounds.is_multiple_of(2000) {
+                debug!(
+                    "monvm: {} system-call table/IDT rounds ({} full), {} us each on average",
+                    self.fast_rounds,
+                    self.full_rounds,
+                    self.fast_us / self.fast_rounds
+                );
+            }
+        }
+        // The processes and modules are read first: IMA measures a file
+        // before it runs or loads, so each one read has its entry in the
+        // list walked after it.
+        if ima_due || cross_due {
+            let running = Running::read(&view, &self.profile, ima_due);
+            if ima_due {
+                found[2] = watch_ima(
+                    &view,
+                    &self.profile,
+                    &mut self.ima_seen,
+                    &mut self.ima_files,
+                    tpm,
+                    log,
+                );
+                if let Some(running) = &running {
+                    found[EVADED] = running.evaded(&view, &self.profile, &self.ima_files);
+                }
                 // A list that did not walk (a task exiting under the walk):
                 // the last verdict stands until one does.
-                None => self.current[EVADED].clone(),
-            };
-            // The cross-views compare the same lists with other structures.
-            let lists = running
-                .as_ref()
-                .map(|r| (r.tasks.as_slice(), r.modules.as_slice()));
-            for (slot, texts) in
-                found[CROSS..]
-                    .iter_mut()
-                    .zip(self.cross.check(&view, &self.profile, lists))
-            {
-                *slot = texts;
             }
-        } else {
-            found[2] = self.current[2].clone();
-            found[EVADED] = self.current[EVADED].clone();
-            found[CROSS..].clone_from_slice(&self.current[CROSS..]);
-        }
-        match checks::syscall_table(&view.space, &view.location, &self.profile) {
-            Ok(report) => found[0] = report.findings.iter().map(to_text).collect(),
-            Err(e) => found[0].push(to_text(&e)),
-        }
-        let mut idt_digest = [0u8; 32];
-        match checks::idt(&view.space, &view.location, &self.profile) {
-            Ok(report) => {
-                found[1] = report.violations().map(to_text).collect();
-                idt_digest = report.digest;
-            }
-            Err(e) => found[1].push(to_text(&e)),
-        }
-        if !self.startup_measured {
-            self.startup_measured = true;
-            let table_digest = link_relative_digest(&view, &self.profile);
-            let records: [(&[u8; 32], &[u8]); 2] = [
-                (&table_digest, b"monvm:sys_call_table"),
-                (&idt_digest, b"monvm:idt"),
-            ];
-            for (digest, name) in records {
-                if let Err(e) = log.measure(tpm, MONVM_PCR, digest, name) {
-                    warn!("monvm: measuring into PCR {} failed: {}", MONVM_PCR, e);
+            if cross_due {
+                let lists = running
+                    .as_ref()
+                    .map(|r| (r.tasks.as_slice(), r.modules.as_slice()));
+                for (slot, texts) in
+                    found[CROSS..]
+                        .iter_mut()
+                        .zip(self.cross.check(&view, &self.profile, lists))
+                {
+                    *slot = texts;
                 }
             }
         }
+        let mut events = Vec::new();
         for (area, (now, before)) in found.iter().zip(self.current.iter()).enumerate() {
             if now == before {
                 continue;
@@ -411,22 +793,107 @@ impl MonVm {
                     .map(|t| text(format_args!("violation:{area_name}:{t}")))
                     .collect();
             }
-            for event in texts {
-                if log.is_full() {
-                    break;
-                }
-                self.events += 1;
-                let name = text(format_args!("monvm:event:{}:{}", self.events, event));
-                let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
-                if let Err(e) = log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
-                    warn!("monvm: event not recorded: {}", e);
-                }
-                println!("AVM-MONVM-EVENT {} at_us={}", name, now_us);
+            events.extend(texts);
+        }
+        for event in events {
+            if log.is_full() {
+                break;
             }
+            self.record_event(&event, now_us, tpm, log);
         }
         self.current = found;
         true
     }
+}
+
+/// The full system-call table and IDT checks (their verdicts into
+/// `found`); the first one after start-up also goes into PCR 11.
+fn full_check(
+    view: &KernelView<'_, LayoutMemory<IvshmemRam>>,
+    profile: &KernelProfile,
+    startup_measured: &mut bool,
+    found: &mut [Vec<String>; AREA_COUNT],
+    tpm: &mut KernelTpm,
+    log: &mut MeasurementLog,
+) {
+    found[0].clear();
+    found[1].clear();
+    match checks::syscall_table(&view.space, &view.location, profile) {
+        Ok(report) => found[0] = report.findings.iter().map(to_text).collect(),
+        Err(e) => found[0].push(to_text(&e)),
+    }
+    let mut idt_digest = [0u8; 32];
+    match checks::idt(&view.space, &view.location, profile) {
+        Ok(report) => {
+            found[1] = report.violations().map(to_text).collect();
+            idt_digest = report.digest;
+        }
+        Err(e) => found[1].push(to_text(&e)),
+    }
+    if !*startup_measured {
+        *startup_measured = true;
+        let table_digest = link_relative_digest(view, profile);
+        let records: [(&[u8; 32], &[u8]); 2] = [
+            (&table_digest, b"monvm:sys_call_table"),
+            (&idt_digest, b"monvm:idt"),
+        ];
+        for (digest, name) in records {
+            if let Err(e) = log.measure(tpm, MONVM_PCR, digest, name) {
+                warn!("monvm: measuring into PCR {} failed: {}", MONVM_PCR, e);
+            }
+        }
+    }
+}
+
+/// Reads the system-call table and the IDT and compares them with their
+/// copies, which take the bytes read. `false` if they differ, either could
+/// not be read, or there was no copy yet.
+fn same_bytes(
+    view: &KernelView<'_, LayoutMemory<IvshmemRam>>,
+    profile: &KernelProfile,
+    syscalls: &mut Vec<u8>,
+    idt: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> bool {
+    let tables = [
+        (
+            profile.symbols.sys_call_table,
+            profile.syscalls.slots.len() * 8,
+            syscalls,
+        ),
+        (profile.symbols.idt_table, IDT_BYTES, idt),
+    ];
+    let mut same = true;
+    for (symbol, len, copy) in tables {
+        scratch.resize(len, 0);
+        let read = view.location.runtime_of(symbol).is_some_and(|at| {
+            vmi::paging::VirtualMemory::read_virt(&view.space, at, scratch).is_ok()
+        });
+        if !read {
+            copy.clear();
+            same = false;
+            continue;
+        }
+        if !words_equal(copy, scratch) {
+            core::mem::swap(copy, scratch);
+            same = false;
+        }
+    }
+    same
+}
+
+/// `a == b`, 8 bytes at a time: the image's `memcmp` goes byte by byte
+/// (volatile), several times slower under TCG for a round's 8 KiB.
+fn words_equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let ((a_words, a_tail), (b_words, b_tail)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    let mut diff = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        diff |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    diff == 0 && a_tail.iter().zip(b_tail).all(|(x, y)| x == y)
 }
 
 /// Walks the Mon-VM's IMA list: entries seen before (`seen`) must be
@@ -612,7 +1079,17 @@ fn measure_startup(
     let kernel = text(format_args!("monvm:kernel:{release}"));
     let mut records: Vec<(String, [u8; 32])> = Vec::new();
     records.push((kernel.clone(), Sha256::digest(kernel.as_bytes()).into()));
-    let view = vmi::linux::view(memory, memory.layout().regions(), profile);
+    // The survey's kernel (a search of all RAM could find an old kernel's
+    // image too, after a reboot).
+    let view = kernel_view(
+        memory,
+        profile,
+        &Watched {
+            location: found.location,
+            paging: found.paging,
+        },
+    )
+    .ok_or("no address space");
     let processes: Vec<Process> = match &view {
         Ok(view) => found
             .tasks
@@ -836,10 +1313,12 @@ struct Running {
 }
 
 impl Running {
-    /// `None` if the task or module list did not walk to its end.
+    /// `None` if the task or module list did not walk to its end. The
+    /// processes' executables are read only `with_processes`.
     fn read(
         view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
         profile: &KernelProfile,
+        with_processes: bool,
     ) -> Option<Self> {
         let limits = SurveyLimits::default();
         let init_task = view.location.runtime_of(profile.symbols.init_task)?;
@@ -854,10 +1333,14 @@ impl Running {
         .ok()?
         .collect::<Result<Vec<Task>, _>>()
         .ok()?;
-        let processes = tasks
-            .iter()
-            .filter_map(|task| Process::read(view, profile, task))
-            .collect();
+        let processes = if with_processes {
+            tasks
+                .iter()
+                .filter_map(|task| Process::read(view, profile, task))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let head = view.location.runtime_of(profile.symbols.modules)?;
         let modules = vmi::linux::modules(&view.space, head, &offsets.module, limits.max_modules)
             .collect::<Result<Vec<_>, _>>()

@@ -53,7 +53,10 @@ pub const DEFAULT_RAM_MIB: u64 = 256;
 pub const RAM_BACKEND_ID: &str = "monvm-ram";
 /// The Mon-VM kernel's command line before any extra words: root on the
 /// NVMe disk, the console on the first serial port, IMA's TCB policy, and
-/// a panic ends the VM (QEMU runs with `-no-reboot`).
+/// a panic halts the kernel (`panic=0`: wait forever; the launcher sees the
+/// panic on the console). QEMU lets the Mon-VM reboot (`reboot` resets the
+/// machine and boots the same kernel with a new KASLR slide; the A-VM
+/// notices and measures the new boot, docs/monitoring.md).
 pub const BASE_CMDLINE: [&str; 7] = [
     "console=ttyS0",
     "root=/dev/nvme0n1",
@@ -61,7 +64,7 @@ pub const BASE_CMDLINE: [&str; 7] = [
     "rootwait",
     "rw",
     "ima_policy=tcb",
-    "panic=-1",
+    "panic=0",
 ];
 /// Words refused on the Mon-VM's command line: a real node has KASLR.
 pub const FORBIDDEN_CMDLINE: [&str; 1] = ["nokaslr"];
@@ -309,7 +312,8 @@ impl MonVm {
             accel,
             u32::try_from(config.ram_mib).map_err(|_| MonVmError::BadRamSize(config.ram_mib))?,
         );
-        qemu.args(["-cpu", CPU_MODEL, "-smp", "1"])
+        qemu.allow_reboot()
+            .args(["-cpu", CPU_MODEL, "-smp", "1"])
             .ram_backend_file(RAM_BACKEND_ID, ram_file.path(), config.ram_mib, false)
             .kernel(&kernel.vmlinuz, &cmdline)
             .nvme_disk("monvm-root", &root.path, "avm-monvm-root")

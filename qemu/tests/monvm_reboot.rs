@@ -1,0 +1,211 @@
+//! The A-VM's monitor scheduler on a live node (docs/monitoring.md):
+//! - the monitor policy given to `avm-qemu` is measured into PCR 8 as
+//!   `avm-config:monitor-policy:<canonical text>` before the Mon-VM is
+//!   watched, and an invalid one is refused by `avm-qemu up` itself;
+//! - the Mon-VM rebooted from its console (QEMU resets it, its kernel
+//!   picks a new KASLR slide) is noticed without restarting the A-VM: a
+//!   `reboot` event in PCR 12, a second start-up measurement, the A-VM's
+//!   new location agrees with the Mon-VM's own `/proc/kallsyms`, a text
+//!   write after the reboot is still detected, and attestation answers
+//!   while the Mon-VM is down.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use avm_attest::monitor_policy::MonitorPolicy;
+use avm_qemu::monvm::console::MonVmConsole;
+use avm_qemu::testing::{MonVmPatch, avm_events, console_sh, wait_for_avm_serial};
+
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A Mon-VM boot under TCG on a loaded 2-core host.
+const REBOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Not the default, so the record shows it came from the launcher.
+const POLICY: &str = "syscall_idt=5,text=1000,ima=500,cross=400";
+
+fn serial(record: &avm_qemu::NodeRecord) -> String {
+    std::fs::read_to_string(&record.avm_serial).unwrap_or_default()
+}
+
+/// Waits until `count` lines of the A-VM's serial log start with `prefix`.
+fn wait_for_lines(record: &avm_qemu::NodeRecord, prefix: &str, count: usize) {
+    let deadline = Instant::now() + REBOOT_TIMEOUT;
+    loop {
+        let text = serial(record);
+        if text.lines().filter(|l| l.starts_with(prefix)).count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the A-VM printed fewer than {count} {prefix:?} lines:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `KEY=VALUE` of the `n`th line starting with `prefix`.
+fn field(record: &avm_qemu::NodeRecord, prefix: &str, n: usize, key: &str) -> String {
+    let text = serial(record);
+    let line = text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .nth(n)
+        .unwrap_or_else(|| panic!("no line {n} {prefix:?}"))
+        .to_string();
+    line.split(' ')
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .to_string()
+}
+
+fn hex(value: &str) -> u64 {
+    u64::from_str_radix(value.trim_start_matches("0x"), 16).expect("hex")
+}
+
+/// The Mon-VM's runtime `_text`, as its own kernel tells root.
+fn kallsyms_text(console: &mut MonVmConsole) -> u64 {
+    let out = console_sh(console, "grep ' _text$' /proc/kallsyms");
+    hex(out.split_whitespace().next().expect("an address"))
+}
+
+fn profile_of(record: &avm_qemu::NodeRecord) -> vmi::profile::KernelProfile {
+    let bytes = std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile");
+    vmi::profile::KernelProfile::decode(&bytes).expect("profile decodes")
+}
+
+#[test]
+fn an_invalid_monitor_policy_is_refused_by_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("node");
+    let out = common::avm_qemu(&[
+        "up",
+        "--state",
+        state.to_str().expect("utf-8"),
+        "--monitor-policy",
+        "syscall_idt=0,text=1000,ima=500,cross=500",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "up accepted it: {stderr}");
+    assert!(
+        stderr.contains("invalid monitor policy: `syscall_idt`=0 is outside 1..=60000 ms"),
+        "{stderr}"
+    );
+    assert!(!state.join("node.json").exists(), "a node was started");
+}
+
+#[test]
+fn a_rebooted_6_1_mon_vm_is_measured_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = avm_qemu::testing::tcg_config(dir.path());
+    config.monvm = Some(avm_qemu::testing::monvm_config("6.1", 256));
+    config.monitor_policy = Some(MonitorPolicy::parse(POLICY.as_bytes()).expect("policy"));
+    let node = avm_qemu::node::Node::up_on_free_port(&config, avm_qemu::testing::BOOT_TIMEOUT)
+        .unwrap_or_else(|err| panic!("node did not come up: {err}"));
+    let record = node.record().clone();
+    wait_for_lines(&record, "AVM-MONVM-STARTUP", 1);
+
+    // Part A: the policy given is the one measured, before the start-up.
+    let text = serial(&record);
+    let policy_line = format!("AVM-MONVM-POLICY avm-config:monitor-policy:{POLICY}");
+    let at = text.find(&policy_line).expect("the policy record");
+    assert!(at < text.find("AVM-MONVM-STARTUP").expect("start-up"));
+    assert_eq!(record.monitor_policy.as_deref(), Some(POLICY));
+
+    let mut console = MonVmConsole::connect(
+        record.monvm_console.as_ref().expect("a console"),
+        CONSOLE_TIMEOUT,
+    )
+    .expect("console");
+    let old_slide = hex(&field(&record, "AVM-MONVM ", 0, "slide"));
+    let link_text = profile_of(&record).symbols.text;
+    assert_eq!(
+        kallsyms_text(&mut console),
+        link_text.wrapping_add(old_slide)
+    );
+    let events_before = avm_events(&record).len();
+
+    // Reboot from the console: the shell never answers.
+    let _ = console.run_timeout("reboot -f", Duration::from_secs(2));
+    drop(console);
+    let rebooted_at = Instant::now();
+    wait_for_lines(&record, "AVM-MONVM-REBOOT", 1);
+
+    // Attestation answers while the Mon-VM boots.
+    let addr = node.attest_addr().expect("an attestation address");
+    let nonce = common::random_bytes(32);
+    let (_, evidence) =
+        common::client::hello_and_challenge(addr, &nonce, avm_attest::pcr::PcrMask::FIRMWARE)
+            .expect("attestation during the Mon-VM's reboot");
+    assert!(!evidence.pcrs.is_empty());
+
+    wait_for_lines(&record, "AVM-MONVM-STARTUP", 2);
+    eprintln!("reboot to second start-up: {:?}", rebooted_at.elapsed());
+    let new_slide = hex(&field(&record, "AVM-MONVM ", 1, "slide"));
+    let reboot_old = hex(&field(&record, "AVM-MONVM-REBOOT", 0, "old_slide"));
+    let reboot_new = hex(&field(&record, "AVM-MONVM-REBOOT", 0, "new_slide"));
+    assert_eq!((reboot_old, reboot_new), (old_slide, new_slide));
+    let old_phys = hex(&field(&record, "AVM-MONVM ", 0, "phys_text"));
+    let new_phys = hex(&field(&record, "AVM-MONVM ", 1, "phys_text"));
+    assert!(
+        (old_slide, old_phys) != (new_slide, new_phys),
+        "the same placement after the reboot"
+    );
+
+    // The reboot event, numbered on from the events before it.
+    let events = avm_events(&record);
+    let reboot = events
+        .iter()
+        .position(|e| e.contains(":reboot:"))
+        .expect("a reboot event");
+    assert!(reboot >= events_before);
+    let name = events[reboot].split(" at_us=").next().expect("name");
+    assert_eq!(
+        name,
+        format!(
+            "monvm:event:{}:reboot:slide {old_slide:#x}->{new_slide:#x}",
+            reboot + 1
+        )
+    );
+    // The new boot starts clean.
+    assert!(
+        events[reboot + 1..].is_empty(),
+        "events after the reboot: {:?}",
+        &events[reboot + 1..]
+    );
+
+    // The Mon-VM agrees where its kernel is now.
+    let mut console = MonVmConsole::connect(
+        record.monvm_console.as_ref().expect("a console"),
+        CONSOLE_TIMEOUT,
+    )
+    .expect("console after the reboot");
+    assert_eq!(
+        kallsyms_text(&mut console),
+        link_text.wrapping_add(new_slide)
+    );
+
+    // A text write after the reboot is still detected (a byte of the
+    // kexec_load handler, which nothing calls; put back by the guard).
+    let profile = profile_of(&record);
+    let handler = profile
+        .syscalls
+        .slots
+        .iter()
+        .find(|s| s.name == "__x64_sys_kexec_load")
+        .expect("kexec_load's handler")
+        .address;
+    let sites = &profile
+        .text_reference
+        .as_ref()
+        .expect("text reference")
+        .sites;
+    let byte = (16..256)
+        .map(|d| handler - link_text + d)
+        .find(|&o| !sites.covers(o))
+        .expect("a byte outside every site");
+    let chunk = link_text + byte / 4096 * 4096;
+    let patch = MonVmPatch::kernel(&record, |_| link_text + byte, |b, _| vec![b[0] ^ 0xff], 1);
+    wait_for_avm_serial(&record, &format!(":violation:text:chunk:{chunk:#x}"));
+    drop(patch);
+    wait_for_avm_serial(&record, ":clean:text");
+}
