@@ -1670,27 +1670,81 @@ pub struct SlowdownReport {
     /// milliseconds of guest time.
     pub runs: BTreeMap<String, (Vec<f64>, Vec<f64>)>,
     pub periods: Periods,
+    pub clock: GuestClock,
+    /// The host's 1-minute load average before and after (other work on
+    /// the host shows up as noise).
+    pub load: (String, String),
 }
 
 /// A workload run in the Mon-VM: its name and shell command.
 pub const WORKLOADS: [(&str, &str, &str); 2] = [
     (
         "cpu",
-        "md5sum of a 4 MiB tmpfs file, 4 times (CPU-bound: 16 MiB hashed, a working set of a few KiB)",
-        "for i in 1 2 3 4; do md5sum /mnt/avm-bench/small >/dev/null; done",
+        "md5sum of a 4 MiB tmpfs file, 96 times (CPU-bound: 384 MiB hashed from a cache-sized file)",
+        "i=0; while [ $i -lt 96 ]; do md5sum /mnt/avm-bench/small >/dev/null; i=$((i+1)); done",
     ),
     (
         "memory",
-        "dd of a 64 MiB tmpfs file to /dev/null in 4 MiB blocks, twice (memory-bound: 128 MiB copied from the page cache)",
-        "for i in 1 2; do dd if=/mnt/avm-bench/big of=/dev/null bs=4M 2>/dev/null; done",
+        "dd of a 64 MiB tmpfs file to /dev/null in 4 MiB blocks, 48 times (memory-bound: 3 GiB copied from the page cache into a 4 MiB buffer)",
+        "i=0; while [ $i -lt 48 ]; do dd if=/mnt/avm-bench/big of=/dev/null bs=4M 2>/dev/null; i=$((i+1)); done",
     ),
 ];
 
-fn timed(console: &mut MonVmConsole, command: &str) -> Result<f64, DemoError> {
-    // Guest time from /proc/uptime (10 ms resolution) on both sides of the
-    // work, inside one command line: no console transfer in it.
+/// A guest clock readable from the shell: `date +%s%N` (nanoseconds) when
+/// busybox supports `%N`, else `/proc/uptime` (10 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestClock {
+    DateNanos,
+    Uptime,
+}
+
+impl GuestClock {
+    fn probe(console: &mut MonVmConsole) -> Result<Self, DemoError> {
+        let out = console.run_ok("date +%s%N")?;
+        let nanos = out.trim().parse::<u64>().ok();
+        Ok(match nanos {
+            Some(n) if n > 1_000_000_000_000_000 => Self::DateNanos,
+            _ => Self::Uptime,
+        })
+    }
+
+    /// A shell expression giving the time, and its unit in milliseconds.
+    fn read(self) -> (&'static str, f64) {
+        match self {
+            Self::DateNanos => ("$(date +%s%N)", 1e-6),
+            Self::Uptime => ("$(cut -d' ' -f1 /proc/uptime)", 1000.0),
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::DateNanos => "guest clock, date +%s%N",
+            Self::Uptime => "guest clock, /proc/uptime (10 ms)",
+        }
+    }
+}
+
+/// (guest time, host wall time around the console command) in ms.
+fn timed(
+    console: &mut MonVmConsole,
+    clock: GuestClock,
+    command: &str,
+) -> Result<(f64, f64), DemoError> {
+    let host = Instant::now();
+    let guest = timed_guest(console, clock, command)?;
+    Ok((guest, ms(host.elapsed())))
+}
+
+fn timed_guest(
+    console: &mut MonVmConsole,
+    clock: GuestClock,
+    command: &str,
+) -> Result<f64, DemoError> {
+    // The guest's clock on both sides of the work, inside one command
+    // line: no console transfer in it.
+    let (now, unit) = clock.read();
     let out = console.run_ok(&format!(
-        "a=$(cut -d' ' -f1 /proc/uptime); {command}; b=$(cut -d' ' -f1 /proc/uptime); echo \"AVM-T $a $b\""
+        "a={now}; {command}; b={now}; echo \"AVM-T $a $b\""
     ))?;
     let line = out
         .lines()
@@ -1698,7 +1752,7 @@ fn timed(console: &mut MonVmConsole, command: &str) -> Result<f64, DemoError> {
         .ok_or_else(|| setup(format!("no timing in {out:?}")))?;
     let mut parts = line.split_whitespace().map(str::parse::<f64>);
     match (parts.next(), parts.next()) {
-        (Some(Ok(a)), Some(Ok(b))) if b >= a => Ok((b - a) * 1000.0),
+        (Some(Ok(a)), Some(Ok(b))) if b >= a => Ok((b - a) * unit),
         _ => Err(setup(format!("bad timing {line:?}"))),
     }
 }
@@ -1738,10 +1792,12 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
     )?;
     // Let the start-up settle and warm the caches.
     std::thread::sleep(Duration::from_secs(3));
+    let clock = GuestClock::probe(&mut console)?;
     for (_, _, command) in WORKLOADS {
-        timed(&mut console, command)?;
+        timed(&mut console, clock, command)?;
     }
     let pid = node.qemu_pid();
+    let load_before = load_average();
     let mut runs: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for pair in 0..pairs {
         // Alternate which comes first, so drift hits both alike.
@@ -1753,12 +1809,14 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
         for on in order {
             let stopped = if on { None } else { Some(Stopped::stop(pid)?) };
             for (name, _, command) in WORKLOADS {
-                let t = timed(&mut console, command)?;
-                let entry = runs.entry(name.to_string()).or_default();
-                if on {
-                    entry.0.push(t);
-                } else {
-                    entry.1.push(t);
+                let (guest, host) = timed(&mut console, clock, command)?;
+                for (key, t) in [(name.to_string(), guest), (format!("{name}-host"), host)] {
+                    let entry = runs.entry(key).or_default();
+                    if on {
+                        entry.0.push(t);
+                    } else {
+                        entry.1.push(t);
+                    }
                 }
             }
             drop(stopped);
@@ -1791,7 +1849,26 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
         pairs,
         runs,
         periods,
+        clock,
+        load: (load_before, load_average()),
     })
+}
+
+/// The host's 1-minute load average (`/proc/loadavg`).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn spread(values: &[f64]) -> String {
+    let min = values.iter().copied().reduce(f64::min);
+    let max = values.iter().copied().reduce(f64::max);
+    match (min, max) {
+        (Some(min), Some(max)) => format!("{min:.0}-{max:.0}"),
+        _ => "-".into(),
+    }
 }
 
 impl SlowdownReport {
@@ -1808,7 +1885,13 @@ impl SlowdownReport {
             .iter()
             .map(|(name, what, command)| {
                 let (on, off) = self.runs.get(*name).cloned().unwrap_or_default();
+                let (host_on, host_off) = self
+                    .runs
+                    .get(&format!("{name}-host"))
+                    .cloned()
+                    .unwrap_or_default();
                 let m = self.medians(name);
+                let h = self.medians(&format!("{name}-host"));
                 json!({
                     "workload": name,
                     "what": what,
@@ -1818,19 +1901,34 @@ impl SlowdownReport {
                     "median_on_ms": m.map(|m| m.0),
                     "median_off_ms": m.map(|m| m.1),
                     "slowdown_percent": m.map(|m| m.2),
+                    "host_on_ms": host_on,
+                    "host_off_ms": host_off,
+                    "host_slowdown_percent": h.map(|h| h.2),
                 })
             })
             .collect();
-        json!({ "series": self.series, "pairs": self.pairs, "workloads": workloads })
+        json!({
+            "series": self.series,
+            "pairs": self.pairs,
+            "clock": self.clock.describe(),
+            "load_average": [self.load.0, self.load.1],
+            "workloads": workloads,
+        })
     }
 
     pub fn table(&self) -> String {
-        let mut out = String::from("workload  median on ms  median off ms  slowdown\n");
+        let mut out = String::from("workload     median on ms  median off ms  slowdown\n");
         for (name, _, _) in WORKLOADS {
-            if let Some((on, off, pct)) = self.medians(name) {
-                out.push_str(&format!("{name:<9} {on:>12.0} {off:>14.0} {pct:>8.2}%\n"));
+            for key in [name.to_string(), format!("{name}-host")] {
+                if let Some((on, off, pct)) = self.medians(&key) {
+                    out.push_str(&format!("{key:<12} {on:>12.1} {off:>14.1} {pct:>8.2}%\n"));
+                }
             }
         }
+        out.push_str(&format!(
+            "on: the A-VM checking; off: its QEMU stopped (SIGSTOP). {}; -host: host wall time around the console command.\n",
+            self.clock.describe()
+        ));
         out
     }
 
@@ -1839,7 +1937,7 @@ impl SlowdownReport {
         for (name, what, _) in WORKLOADS {
             if let Some((on, off, pct)) = self.medians(name) {
                 out.push_str(&format!(
-                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node | {on:.0} ms vs {off:.0} ms: {pct:+.2}% | at most 0.5% | {} |\n",
+                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node; {} | {on:.0} ms vs {off:.0} ms: {pct:+.2}% (runs on {} ms, off {} ms; host wall time: {}; host load average {} before, {} after) | at most 0.5% | {} |\n",
                     self.series,
                     self.pairs,
                     self.periods.syscall_idt_ms,
@@ -1847,6 +1945,15 @@ impl SlowdownReport {
                     self.periods.ima_ms,
                     self.periods.cross_ms,
                     self.pairs,
+                    self.clock.describe(),
+                    self.runs.get(name).map_or("-".into(), |r| spread(&r.0)),
+                    self.runs.get(name).map_or("-".into(), |r| spread(&r.1)),
+                    self.medians(&format!("{name}-host"))
+                        .map_or("-".to_string(), |(on, off, pct)| format!(
+                            "{on:.0} ms vs {off:.0} ms, {pct:+.2}%"
+                        )),
+                    self.load.0,
+                    self.load.1,
                     if pct <= 0.5 { "met" } else { "not met" },
                 ));
             }
