@@ -14,8 +14,10 @@
 //!
 //! The function tracer switched on and off raises nothing either, although
 //! it points nearly every fentry site at a trampoline it allocates in the
-//! module area; a trampoline whose body differs from the kernel's template
-//! makes every site that calls it a violation (`function_tracer_*`).
+//! module area (and rewrites them through `int3` forms); a trampoline whose
+//! body differs from the kernel's template is a violation naming the
+//! lowest site that calls it, and a site left in an `int3` form is one
+//! (`function_tracer_*`).
 //!
 //! Why the writes are harmless to the running guest: the text byte is in
 //! the handler of `kexec_load`, which nothing in the Mon-VM calls; the
@@ -332,6 +334,41 @@ fn check_function_tracer(series: &str) {
             && events[1].contains(":clean:patch_site"),
         "{series}: {events:#?}"
     );
+
+    // A site left in `text_poke_bp`'s intermediate form (`int3` and the
+    // NOP's other bytes): given one sweep round, then reported. The site
+    // is the fentry site of kexec_load's handler, which nothing calls.
+    let handler = profile
+        .syscalls
+        .slots
+        .iter()
+        .find(|s| s.name == "__x64_sys_kexec_load")
+        .expect("kexec_load's handler")
+        .address;
+    let link_text = profile.symbols.text;
+    let site = text
+        .sites
+        .fentry
+        .as_slice()
+        .iter()
+        .map(|&o| link_text + u64::from(o))
+        .find(|a| (handler..handler + 16).contains(a))
+        .expect("the handler's fentry site");
+    let patch = MonVmPatch::kernel(
+        &record,
+        |_| site,
+        |b, _| {
+            assert_eq!(b, [0x0f, 0x1f, 0x44, 0, 0], "the fentry NOP");
+            vec![0xcc, 0x1f, 0x44, 0, 0]
+        },
+        5,
+    );
+    wait_for_avm_serial(
+        &record,
+        &format!(":violation:patch_site:fentry@{site:#x}:cc1f440000"),
+    );
+    drop(patch);
+    wait_for_avm_serial(&record, "monvm:event:4:clean:patch_site");
 }
 
 #[test]
