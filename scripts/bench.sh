@@ -162,6 +162,12 @@ AVM_QEMU="$qemu_bin" AVM_VERIFIER="$verifier_bin" AVM_BENCH="$bench_bin" AVM_IMA
     MONITOR_ROWS="$work/monitor-rows.md" bash "$root/scripts/bench-monitor.sh" >"$work/monitor.txt" ||
     fail "monitor round-trip benchmark failed"
 
+# --- (g) detection latency per attack class, Mon-VM slowdown (docs/demo.md) --
+log "detection latency and Mon-VM slowdown (scripts/bench-detect.sh)"
+AVM_DEMO="${AVM_DEMO:-$root/target/release/avm-demo}" AVM_VERIFIER="$verifier_bin" AVM_IMAGE="$image" \
+    DETECT_ROWS="$work/detect-rows.md" bash "$root/scripts/bench-detect.sh" >"$work/detect.txt" ||
+    fail "detection latency benchmark failed"
+
 # --- The table --------------------------------------------------------------
 rt=$work/roundtrip.txt
 quote_p50=$(value command.p50_ms "$work/quote.txt")
@@ -190,6 +196,7 @@ table=$(
     cat "$work/ima-rows.md"
     cat "$work/monvm-rows.md"
     cat "$work/monitor-rows.md"
+    cat "$work/detect-rows.md"
 )
 details=$(
     echo "Round-trip phases, new connection per round (p50): connect $(phase connect), Hello $(phase hello), Challenge to Evidence $(phase challenge), verification $(phase verify)."
@@ -248,6 +255,8 @@ mkdir -p "$(dirname "$out")"
     echo "  times its start-up check of the kernel's text and rodata and then plain SHA-256 over as many bytes"
     echo "  (4 KiB at a time from a 1 MiB buffer) in the same boot; the A-VM QEMU process's CPU time is read"
     echo "  from /proc over an idle period afterwards (docs/kernel-text.md)."
+    echo "- Detection latency and Mon-VM slowdown: \`scripts/bench-detect.sh\` (\`avm-demo --rounds\` and"
+    echo "  \`avm-demo --slowdown\`; method in docs/demo.md)."
 } >"$out"
 
 echo "$table"
