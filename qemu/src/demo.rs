@@ -1165,6 +1165,18 @@ struct Stage {
     /// Reasons of the monitor's last verdict line.
     last_reasons: Value,
     checked_trusted_again: bool,
+    /// The node's check periods: each injection waits a random part of its
+    /// class's period first, so injections fall at random phases of the
+    /// A-VM's check cycle (not right after the check that saw the last
+    /// restore, which would always cost a whole period).
+    periods: Periods,
+}
+
+/// A random duration below `period_ms` milliseconds.
+fn random_phase(period_ms: u32) -> Duration {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    Duration::from_micros(random % (u64::from(period_ms).max(1) * 1000))
 }
 
 fn say(opts: &DemoOptions, text: impl AsRef<str>) {
@@ -1275,6 +1287,7 @@ fn boot_stage(
             verifier,
             last_reasons: trusted["reasons"].clone(),
             checked_trusted_again: false,
+            periods: BUILTIN_PERIODS,
         },
         record.monvm_kernel_release.clone(),
     ))
@@ -1328,9 +1341,9 @@ fn start_sleep(console: &mut MonVmConsole, nobody: bool) -> Result<u32, DemoErro
 impl Stage {
     /// Injects `attack`; returns the injection time and what to undo.
     fn inject(&mut self, attack: AttackKind) -> Result<(Instant, Undo), DemoError> {
-        let rootkit_attack = |attack: Attack| attack;
+        let phase = random_phase(self.periods.of(attack.period()));
         let (on, pid) = match attack {
-            AttackKind::Syscall => (rootkit_attack(Attack::SyscallTable), None),
+            AttackKind::Syscall => (Attack::SyscallTable, None),
             AttackKind::Idt => (Attack::Idt, None),
             AttackKind::Text => (Attack::Text, None),
             AttackKind::Rodata => (Attack::Rodata, None),
@@ -1347,22 +1360,27 @@ impl Stage {
                 (Attack::RootPid(pid), Some(pid))
             }
             AttackKind::RamSyscall => {
+                std::thread::sleep(phase);
                 let patch = self.ram.patch_syscall()?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
             AttackKind::RamIdt => {
+                std::thread::sleep(phase);
                 let patch = self.ram.patch_idt()?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
             AttackKind::RamText => {
+                std::thread::sleep(phase);
                 let patch = self.ram.patch_text()?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
             AttackKind::RamIma => {
+                std::thread::sleep(phase);
                 let patch = self.ram.patch_ima()?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
         };
+        std::thread::sleep(phase);
         // Timestamped before the command goes out: an upper bound.
         self.monitor.drain();
         let at = Instant::now();
@@ -1625,6 +1643,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         };
         report.kernel_release = report.kernel_release.or(release);
         report.periods = periods_of(&stage.addr);
+        stage.periods = report.periods;
         for &attack in group.iter() {
             say(
                 opts,
