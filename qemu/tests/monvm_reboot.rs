@@ -2,7 +2,7 @@
 //! - the monitor policy given to `avm-qemu` is measured into PCR 8 as
 //!   `avm-config:monitor-policy:<canonical text>` before the Mon-VM is
 //!   watched, and an invalid one is refused by `avm-qemu up` itself;
-//! - the Mon-VM rebooted from its console (QEMU resets it, its kernel
+//! - the Mon-VM (6.1 and 6.12) rebooted from its console (QEMU resets it, its kernel
 //!   picks a new KASLR slide) is noticed without restarting the A-VM: a
 //!   `reboot` event in PCR 12, a second start-up measurement, the A-VM's
 //!   new location agrees with the Mon-VM's own `/proc/kallsyms`, a text
@@ -11,11 +11,16 @@
 
 mod common;
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use avm_attest::monitor_policy::MonitorPolicy;
 use avm_qemu::monvm::console::MonVmConsole;
 use avm_qemu::testing::{MonVmPatch, avm_events, console_sh, wait_for_avm_serial};
+
+/// One node at a time: two Mon-VMs booting at once on 2 cores make the
+/// timeouts meaningless.
+static BOOTS: Mutex<()> = Mutex::new(());
 
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A Mon-VM boot under TCG on a loaded 2-core host.
@@ -95,12 +100,22 @@ fn an_invalid_monitor_policy_is_refused_by_up() {
 
 #[test]
 fn a_rebooted_6_1_mon_vm_is_measured_again() {
+    check_reboot("6.1");
+}
+
+#[test]
+fn a_rebooted_6_12_mon_vm_is_measured_again() {
+    check_reboot("6.12");
+}
+
+fn check_reboot(series: &str) {
+    let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = avm_qemu::testing::tcg_config(dir.path());
-    config.monvm = Some(avm_qemu::testing::monvm_config("6.1", 256));
+    config.monvm = Some(avm_qemu::testing::monvm_config(series, 256));
     config.monitor_policy = Some(MonitorPolicy::parse(POLICY.as_bytes()).expect("policy"));
     let node = avm_qemu::node::Node::up_on_free_port(&config, avm_qemu::testing::BOOT_TIMEOUT)
-        .unwrap_or_else(|err| panic!("node did not come up: {err}"));
+        .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"));
     let record = node.record().clone();
     wait_for_lines(&record, "AVM-MONVM-STARTUP", 1);
 
@@ -139,7 +154,15 @@ fn a_rebooted_6_1_mon_vm_is_measured_again() {
     assert!(!evidence.pcrs.is_empty());
 
     wait_for_lines(&record, "AVM-MONVM-STARTUP", 2);
-    eprintln!("reboot to second start-up: {:?}", rebooted_at.elapsed());
+    eprintln!(
+        "{series}: reboot to second start-up {:?}; {}",
+        rebooted_at.elapsed(),
+        serial(&record)
+            .lines()
+            .filter(|l| l.starts_with("AVM-MONVM"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let new_slide = hex(&field(&record, "AVM-MONVM ", 1, "slide"));
     let reboot_old = hex(&field(&record, "AVM-MONVM-REBOOT", 0, "old_slide"));
     let reboot_new = hex(&field(&record, "AVM-MONVM-REBOOT", 0, "new_slide"));
@@ -158,13 +181,16 @@ fn a_rebooted_6_1_mon_vm_is_measured_again() {
         .position(|e| e.contains(":reboot:"))
         .expect("a reboot event");
     assert!(reboot >= events_before);
+    // `, N changes held` follows when the new kernel overwrote the old
+    // one before the A-VM found it (docs/monitoring.md).
     let name = events[reboot].split(" at_us=").next().expect("name");
-    assert_eq!(
-        name,
-        format!(
-            "monvm:event:{}:reboot:slide {old_slide:#x}->{new_slide:#x}",
-            reboot + 1
-        )
+    let expected = format!(
+        "monvm:event:{}:reboot:slide {old_slide:#x}->{new_slide:#x}",
+        reboot + 1
+    );
+    assert!(
+        name == expected || name.starts_with(&format!("{expected}, ")),
+        "{name}"
     );
     // The new boot starts clean.
     assert!(

@@ -67,6 +67,11 @@ const DUE_SLACK_DIVISOR: u64 = 4;
 /// due since its last slice; a faster timer would only make the slices
 /// smaller and each one costs a set-up).
 const TEXT_SLICE_US: u64 = 10_000;
+/// A round with this many changes to report holds them (see
+/// [`MonVm::hold`]): a reboot in progress, not a rootkit.
+const MASS_CHANGE: usize = 32;
+/// How long changes are held at most.
+const HOLD_US: u64 = 15_000_000;
 /// Size of the IDT (256 gates of 16 bytes).
 const IDT_BYTES: usize = 256 * 16;
 /// Old kernels' images remembered (a rebooted Mon-VM's RAM still holds
@@ -348,6 +353,9 @@ pub struct MonVm {
     text_epoch_us: u64,
     /// Reboots of the Mon-VM seen.
     reboots: u32,
+    /// Since when changes are held back ([`MonVm::hold`]), and how many.
+    hold_since: Option<u64>,
+    held: usize,
     /// Cost of the system-call table and IDT rounds: rounds, full checks
     /// among them, and the time spent (logged at debug level).
     fast_rounds: u64,
@@ -437,6 +445,8 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         raw_scratch: Vec::new(),
         text_epoch_us: 0,
         reboots: 0,
+        hold_since: None,
+        held: 0,
         fast_rounds: 0,
         full_rounds: 0,
         fast_us: 0,
@@ -596,7 +606,16 @@ impl MonVm {
             return false;
         };
         self.reboots += 1;
-        let detail = text(format_args!("slide {:#x}->{:#x}", old.slide(), new.slide()));
+        let detail = if self.held > 0 {
+            text(format_args!(
+                "slide {:#x}->{:#x}, {} changes held",
+                old.slide(),
+                new.slide(),
+                self.held
+            ))
+        } else {
+            text(format_args!("slide {:#x}->{:#x}", old.slide(), new.slide()))
+        };
         info!(
             "monvm: reboot {}: kernel at phys {:#x}->{:#x}, {}",
             self.reboots,
@@ -630,6 +649,8 @@ impl MonVm {
         self.raw_syscalls.clear();
         self.raw_idt.clear();
         self.startup_measured = false;
+        self.hold_since = None;
+        self.held = 0;
         self.due = Due::default();
         true
     }
@@ -795,6 +816,9 @@ impl MonVm {
             }
             events.extend(texts);
         }
+        if !events.is_empty() && self.hold(kernel, now_us, events.len(), tpm, log) {
+            return true;
+        }
         for event in events {
             if log.is_full() {
                 break;
@@ -803,6 +827,55 @@ impl MonVm {
         }
         self.current = found;
         true
+    }
+
+    /// Before changes are reported: whether the kernel is still the one
+    /// watched (a RAM search, at most every [`FORCED_RELOCATE_US`]), and
+    /// whether to hold the `changes` back. A reboot overwrites the old
+    /// kernel while the new one decompresses, before the search can find
+    /// the new one: a round with at least [`MASS_CHANGE`] changes holds
+    /// every report for up to [`HOLD_US`], searching meanwhile. If a new
+    /// kernel turns up, the reboot event says how many changes were held
+    /// back; if not, they are all reported when the hold ends (at most
+    /// that late). Returns whether the changes wait (or the Mon-VM
+    /// rebooted).
+    fn hold(
+        &mut self,
+        kernel: &Watched,
+        now_us: u64,
+        changes: usize,
+        tpm: &mut KernelTpm,
+        log: &mut MeasurementLog,
+    ) -> bool {
+        if changes >= MASS_CHANGE && self.hold_since.is_none() {
+            warn!(
+                "monvm: {} changes at once: held while RAM is searched for a new kernel",
+                changes
+            );
+            self.hold_since = Some(now_us);
+        }
+        self.held = changes;
+        if take_due(&mut self.due.forced_relocate, now_us, FORCED_RELOCATE_US) {
+            self.due.relocate = now_us.saturating_add(RELOCATE_US);
+            if self.relocate(kernel, now_us, tpm, log) {
+                return true;
+            }
+        }
+        let Some(since) = self.hold_since else {
+            self.held = 0;
+            return false;
+        };
+        if now_us.saturating_sub(since) < HOLD_US {
+            return true;
+        }
+        warn!(
+            "monvm: no new kernel within {} ms: reporting the {} changes",
+            HOLD_US / 1000,
+            changes
+        );
+        self.hold_since = None;
+        self.held = 0;
+        false
     }
 }
 
