@@ -1693,6 +1693,21 @@ pub struct SlowdownReport {
     /// The host's 1-minute load average before and after (other work on
     /// the host shows up as noise).
     pub load: (String, String),
+    /// The A-VM QEMU process's CPU use (% of one host core) while the
+    /// workloads ran with it on.
+    pub avm_cpu_percent: Option<f64>,
+}
+
+/// utime + stime of a process, in clock ticks (`/proc/PID/stat`).
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which ends with the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line (11 and 12 here).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// A workload run in the Mon-VM: its name and shell command.
@@ -1817,6 +1832,9 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
     }
     let pid = node.qemu_pid();
     let load_before = load_average();
+    // The A-VM QEMU's CPU time while the workloads run with it on.
+    let mut avm_ticks = 0u64;
+    let mut avm_wall = Duration::ZERO;
     let mut runs: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for pair in 0..pairs {
         // Alternate which comes first, so drift hits both alike.
@@ -1827,6 +1845,7 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
         };
         for on in order {
             let stopped = if on { None } else { Some(Stopped::stop(pid)?) };
+            let cpu_before = (process_ticks(pid), Instant::now());
             for (name, _, command) in WORKLOADS {
                 let (guest, host) = timed(&mut console, clock, command)?;
                 for (key, t) in [(name.to_string(), guest), (format!("{name}-host"), host)] {
@@ -1837,6 +1856,10 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
                         entry.1.push(t);
                     }
                 }
+            }
+            if on && let (Some(before), Some(after)) = (cpu_before.0, process_ticks(pid)) {
+                avm_ticks += after.saturating_sub(before);
+                avm_wall += cpu_before.1.elapsed();
             }
             drop(stopped);
             if !on {
@@ -1870,6 +1893,10 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
         periods,
         clock,
         load: (load_before, load_average()),
+        avm_cpu_percent: (!avm_wall.is_zero()).then(|| {
+            let hz = rustix::param::clock_ticks_per_second() as f64;
+            100.0 * avm_ticks as f64 / hz / avm_wall.as_secs_f64()
+        }),
     })
 }
 
@@ -1931,6 +1958,7 @@ impl SlowdownReport {
             "pairs": self.pairs,
             "clock": self.clock.describe(),
             "load_average": [self.load.0, self.load.1],
+            "avm_cpu_percent": self.avm_cpu_percent,
             "workloads": workloads,
         })
     }
@@ -1945,7 +1973,9 @@ impl SlowdownReport {
             }
         }
         out.push_str(&format!(
-            "on: the A-VM checking; off: its QEMU stopped (SIGSTOP). {}; -host: host wall time around the console command.\n",
+            "on: the A-VM checking (its QEMU used {} of a host core meanwhile); off: its QEMU stopped (SIGSTOP). {}; -host: host wall time around the console command.\n",
+            self.avm_cpu_percent
+                .map_or("?".to_string(), |c| format!("{c:.1}%")),
             self.clock.describe()
         ));
         out
@@ -1956,7 +1986,7 @@ impl SlowdownReport {
         for (name, what, _) in WORKLOADS {
             if let Some((on, off, pct)) = self.medians(name) {
                 out.push_str(&format!(
-                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node; {} | {on:.0} ms vs {off:.0} ms: {pct:+.2}% (runs on {} ms, off {} ms; host wall time: {}; host load average {} before, {} after) | at most 0.5% | {} |\n",
+                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node; {} | {on:.0} ms vs {off:.0} ms: {pct:+.2}% (runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
                     self.series,
                     self.pairs,
                     self.periods.syscall_idt_ms,
@@ -1971,6 +2001,8 @@ impl SlowdownReport {
                         .map_or("-".to_string(), |(on, off, pct)| format!(
                             "{on:.0} ms vs {off:.0} ms, {pct:+.2}%"
                         )),
+                    self.avm_cpu_percent
+                        .map_or("?".to_string(), |c| format!("{c:.1}%")),
                     self.load.0,
                     self.load.1,
                     if pct <= 0.5 { "met" } else { "not met" },
