@@ -45,6 +45,23 @@ pub trait GuestMemory {
     /// Whether every byte of `[at, at + len)` is readable RAM.
     fn contains(&self, at: GuestPhysAddr, len: u64) -> bool;
 
+    /// Whether the bytes at `at` are `expected`, without copying them out
+    /// where the memory can compare in place (a watcher comparing with
+    /// its last copy). Errors as [`GuestMemory::read`].
+    fn equals(&self, at: GuestPhysAddr, expected: &[u8]) -> Result<bool, MemoryError> {
+        let mut buf = [0u8; 256];
+        let mut done = 0;
+        for part in expected.chunks(buf.len()) {
+            let here = &mut buf[..part.len()];
+            self.read(GuestPhysAddr(at.0.wrapping_add(done)), here)?;
+            if here != part {
+                return Ok(false);
+            }
+            done += part.len() as u64;
+        }
+        Ok(true)
+    }
+
     fn read_u8(&self, at: GuestPhysAddr) -> Result<u8, MemoryError> {
         let mut b = [0u8; 1];
         self.read(at, &mut b)?;
@@ -434,6 +451,23 @@ pub trait Backing {
     /// Copies `buf.len()` bytes from `offset`; the caller has checked that
     /// `offset + buf.len() <= self.len()`. An error means the store failed.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError>;
+
+    /// Whether the bytes at `offset` are `expected` (checked range as for
+    /// [`Backing::read_at`]); a store that can compare in place overrides
+    /// this copy-and-compare.
+    fn equals_at(&self, offset: u64, expected: &[u8]) -> Result<bool, BackingError> {
+        let mut buf = [0u8; 256];
+        let mut done = 0;
+        for part in expected.chunks(buf.len()) {
+            let here = &mut buf[..part.len()];
+            self.read_at(offset.checked_add(done).ok_or(BackingError)?, here)?;
+            if here != part {
+                return Ok(false);
+            }
+            done += part.len() as u64;
+        }
+        Ok(true)
+    }
 }
 
 impl Backing for &[u8] {
@@ -516,6 +550,28 @@ impl<B: Backing> GuestMemory for LayoutMemory<B> {
                     PieceError::Inner(BackingError) => MemoryError::Backing { at, len },
                 })
             }
+        }
+    }
+
+    fn equals(&self, at: GuestPhysAddr, expected: &[u8]) -> Result<bool, MemoryError> {
+        let len = expected.len() as u64;
+        let mut same = true;
+        let result = self.layout.for_each_piece(at, len, |done, offset, step| {
+            let (Ok(from), Ok(n)) = (usize::try_from(done), usize::try_from(step)) else {
+                return Err(BackingError);
+            };
+            let piece = expected
+                .get(from..from.saturating_add(n))
+                .ok_or(BackingError)?;
+            // Every piece is checked even after a difference: an
+            // unreadable one is an error either way.
+            same &= self.backing.equals_at(offset, piece)?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(same),
+            Err(PieceError::OutOfRange) => Err(MemoryError::OutOfRange { at, len }),
+            Err(PieceError::Inner(BackingError)) => Err(MemoryError::Backing { at, len }),
         }
     }
 
@@ -635,6 +691,39 @@ mod tests {
         assert!(mem.read_u64(GuestPhysAddr(u64::MAX - 3)).is_err());
         // An empty read touches nothing and succeeds anywhere.
         assert!(mem.read(GuestPhysAddr(u64::MAX), &mut []).is_ok());
+    }
+
+    /// `equals` answers as a read and a comparison would, across
+    /// regions, for the layout's in-place comparison and for the default
+    /// (copying) one; a range that is not all RAM is an error.
+    #[test]
+    fn equals_is_read_and_compare() {
+        let backing: Vec<u8> = (0..=255u8).cycle().take(0x3000).collect();
+        let layout = RamLayout::new(&[
+            RamRegion::new(0, 0x1000, 0),
+            RamRegion::new(0x1000, 0x1000, 0x2000),
+        ])
+        .expect("layout");
+        let mem = LayoutMemory::new(backing.as_slice(), layout).expect("memory");
+        let flat = SliceMemory::flat(&backing);
+        for (at, len) in [(0xff0u64, 0x20usize), (0, 0x2000), (0x1234, 3), (0x7, 0)] {
+            let mut want = std::vec![0u8; len];
+            mem.read(GuestPhysAddr(at), &mut want).expect("read");
+            assert_eq!(mem.equals(GuestPhysAddr(at), &want), Ok(true));
+            let mut flat_want = std::vec![0u8; len];
+            flat.read(GuestPhysAddr(at), &mut flat_want).expect("read");
+            assert_eq!(flat.equals(GuestPhysAddr(at), &flat_want), Ok(true));
+            for i in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|&i| i < len) {
+                want[i] ^= 0x80;
+                assert_eq!(mem.equals(GuestPhysAddr(at), &want), Ok(false), "{at:#x}+{i}");
+                want[i] ^= 0x80;
+                flat_want[i] ^= 1;
+                assert_eq!(flat.equals(GuestPhysAddr(at), &flat_want), Ok(false));
+                flat_want[i] ^= 1;
+            }
+        }
+        assert!(mem.equals(GuestPhysAddr(0x1ff0), &[0; 0x20]).is_err());
+        assert!(flat.equals(GuestPhysAddr(0x2ff0), &[0; 0x20]).is_err());
     }
 
     #[test]

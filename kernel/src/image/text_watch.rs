@@ -439,15 +439,19 @@ impl TextWatch {
         while done < len {
             let n = (len - done).min(CHUNK);
             let phys = GuestPhysAddr(self.location.phys_text.0 + offset + done as u64);
-            if memory.read(phys, &mut self.buf[..n]).is_err() {
-                return true;
-            }
             let old = &mut self.copy[at + done..at + done + n];
-            if !same(old, &self.buf[..n]) {
-                if update {
+            // Compared in place; read out only when it differs.
+            match memory.equals(phys, old) {
+                Ok(true) => {}
+                Ok(false) if update => {
+                    if memory.read(phys, &mut self.buf[..n]).is_err() {
+                        return true;
+                    }
                     old.copy_from_slice(&self.buf[..n]);
+                    changed = true;
                 }
-                changed = true;
+                Ok(false) => changed = true,
+                Err(_) => return true,
             }
             done += n;
         }
@@ -586,18 +590,6 @@ impl TextWatch {
 }
 
 /// Word-wise comparison (a byte loop is slow under TCG).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && a.chunks(8).zip(b.chunks(8)).all(|(x, y)| {
-            if x.len() == 8 {
-                u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]))
-                    == u64::from_ne_bytes(y.try_into().unwrap_or([1; 8]))
-            } else {
-                x == y
-            }
-        })
-}
-
 fn set(map: &mut BTreeMap<usize, Vec<String>>, step: usize, texts: Vec<String>) {
     if texts.is_empty() {
         map.remove(&step);
