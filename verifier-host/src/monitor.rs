@@ -174,6 +174,9 @@ pub struct NodeState {
     pub window: (Instant, u32),
     /// Events counted but not kept (over [`MAX_EVENTS_PER_WINDOW`]).
     pub suppressed: u64,
+    /// Records of the measurement log the last verdict's quote proved
+    /// (an event with a lower log index is covered by that verdict).
+    pub proven_records: Option<usize>,
 }
 
 impl NodeState {
@@ -207,6 +210,7 @@ impl NodeState {
             last_error: None,
             window: (now, 0),
             suppressed: 0,
+            proven_records: None,
         }
     }
 
@@ -906,6 +910,8 @@ impl Session<'_> {
                 node.attested_once = true;
                 match result {
                     Ok(report) => {
+                        node.state.proven_records =
+                            report.measurement_log.as_ref().map(|l| l.proven_records);
                         let trusted = report.verdict == VerdictKind::Trusted;
                         let (outcome, latency) =
                             node.state.verdict(trusted, codes(&report), now, now_unix());
@@ -1051,6 +1057,7 @@ impl Session<'_> {
                     "previous": from.as_str(),
                     "reasons": state.reasons,
                     "events": state.events,
+                    "proven_records": state.proven_records,
                     "latency_ms": latency.map(ms),
                 }),
                 || {
