@@ -713,9 +713,16 @@ mod tests {
             let mut flat_want = std::vec![0u8; len];
             flat.read(GuestPhysAddr(at), &mut flat_want).expect("read");
             assert_eq!(flat.equals(GuestPhysAddr(at), &flat_want), Ok(true));
-            for i in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|&i| i < len) {
+            for i in [0, len / 2, len.saturating_sub(1)]
+                .into_iter()
+                .filter(|&i| i < len)
+            {
                 want[i] ^= 0x80;
-                assert_eq!(mem.equals(GuestPhysAddr(at), &want), Ok(false), "{at:#x}+{i}");
+                assert_eq!(
+                    mem.equals(GuestPhysAddr(at), &want),
+                    Ok(false),
+                    "{at:#x}+{i}"
+                );
                 want[i] ^= 0x80;
                 flat_want[i] ^= 1;
                 assert_eq!(flat.equals(GuestPhysAddr(at), &flat_want), Ok(false));
