@@ -34,6 +34,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use avm_attest::monitor_policy::MonitorPolicy;
 use serde_json::{Value, json};
 
 use crate::monvm::console::MonVmConsole;
@@ -55,18 +56,6 @@ const TRUSTED_WAIT: Duration = Duration::from_secs(3);
 /// injections until the expected findings (two per injection: an attack
 /// may also show in a second area, e.g. a table in rodata) reach this.
 const FINDINGS_PER_NODE: usize = 90;
-/// Check periods of an A-VM whose log has no monitor-policy record (its
-/// built-in constants: kernel/src/image/monvm.rs, text_watch.rs,
-/// cross_watch.rs).
-const BUILTIN_PERIODS: Periods = Periods {
-    syscall_idt_ms: 100,
-    text_ms: 1000,
-    ima_ms: 500,
-    cross_ms: 500,
-    from_log: false,
-};
-/// The record a monitor-policy-aware A-VM writes into PCR 8.
-const POLICY_RECORD: &str = "avm-config:monitor-policy:";
 
 /// Everything that can stop the demo.
 #[derive(Debug, thiserror::Error)]
@@ -238,28 +227,22 @@ impl Periods {
         }
     }
 
-    /// Parses the canonical text `syscall_idt=5,text=1000,ima=500,cross=500`
-    /// (every key once; nothing else).
-    pub fn parse(text: &str) -> Option<Self> {
-        let mut values = BTreeMap::new();
-        for item in text.trim_end_matches('\n').split(',') {
-            let (key, value) = item.split_once('=')?;
-            if !value.bytes().all(|b| b.is_ascii_digit()) || value.is_empty() || value.len() > 6 {
-                return None;
-            }
-            let value: u32 = value.parse().ok()?;
-            if values.insert(key, value).is_some() {
-                return None;
-            }
+    /// The periods of a monitor policy.
+    pub fn of_policy(policy: MonitorPolicy, from_log: bool) -> Self {
+        Periods {
+            syscall_idt_ms: policy.syscall_idt_ms,
+            text_ms: policy.text_ms,
+            ima_ms: policy.ima_ms,
+            cross_ms: policy.cross_ms,
+            from_log,
         }
-        let periods = Periods {
-            syscall_idt_ms: *values.get("syscall_idt")?,
-            text_ms: *values.get("text")?,
-            ima_ms: *values.get("ima")?,
-            cross_ms: *values.get("cross")?,
-            from_log: true,
-        };
-        (values.len() == 4).then_some(periods)
+    }
+
+    /// Parses the monitor-policy text (`MonitorPolicy::parse`).
+    pub fn parse(text: &str) -> Option<Self> {
+        MonitorPolicy::parse(text.as_bytes())
+            .ok()
+            .map(|p| Self::of_policy(p, true))
     }
 }
 
@@ -686,23 +669,11 @@ impl MonVmRam {
     /// patch site, flipped.
     pub fn patch_text(&self) -> Result<RamPatch, DemoError> {
         let profile = &self.profile;
-        let handler = profile
-            .syscalls
-            .slots
-            .iter()
-            .find(|s| s.name == "__x64_sys_kexec_load")
-            .ok_or_else(|| setup("no __x64_sys_kexec_load in the profile"))?
-            .address;
-        let text = profile
-            .text_reference
-            .as_ref()
-            .ok_or_else(|| setup("the profile has no text reference"))?;
         // A different byte from the rootkit's (the first after the entry's
         // patch sites), so the two text attacks never overlap.
-        let offset = (32..256u64)
-            .map(|d| handler.wrapping_sub(profile.symbols.text).wrapping_add(d))
-            .find(|&o| !text.sites.covers(o))
-            .ok_or_else(|| setup("no byte outside the patch sites"))?;
+        let offset = crate::testing::unused_text_offset(profile, 32).ok_or_else(|| {
+            setup("no __x64_sys_kexec_load byte outside the patch sites in the profile")
+        })?;
         let link = profile.symbols.text + offset;
         self.patch(
             |view, _| self.kernel_va(&view.location, link),
@@ -803,23 +774,26 @@ impl Drop for Stopped {
 /// The A-VM's check periods from the monitor-policy record of its
 /// measurement log (PCR 8), fetched from its attestation server (a hint
 /// for display: it is not what the verdict relies on); the A-VM's
-/// built-in constants when the log has none.
+/// defaults when the log has none.
 pub fn periods_of(addr: &str) -> Periods {
+    // An A-VM that measured no policy uses its defaults.
+    let builtin = Periods::of_policy(MonitorPolicy::default(), false);
     match fetch_log_head(addr) {
-        Ok(records) => find_policy(&records).unwrap_or(BUILTIN_PERIODS),
-        Err(_) => BUILTIN_PERIODS,
+        Ok(records) => find_policy(&records).unwrap_or(builtin),
+        Err(_) => builtin,
     }
 }
 
+/// The periods of the log's monitor-policy record, if it is valid (as
+/// the verifier reads it: `avm_attest::monvm::monitor_policy_record`).
 fn find_policy(records: &[u8]) -> Option<Periods> {
     let list = avm_attest::ima::parse_list(records, 100_000).ok()?;
-    list.iter()
-        .filter(|r| r.pcr == 8)
-        .filter_map(|r| r.ng_fields().ok())
-        .find_map(|f| {
-            let name = std::str::from_utf8(f.name).ok()?;
-            Periods::parse(name.strip_prefix(POLICY_RECORD)?)
-        })
+    match avm_attest::monvm::monitor_policy_record(&list) {
+        avm_attest::monvm::MonitorPolicyRecord::Valid { policy, .. } => {
+            Some(Periods::of_policy(policy, true))
+        }
+        _ => None,
+    }
 }
 
 fn fetch_log_head(addr: &str) -> Result<Vec<u8>, String> {
@@ -1287,7 +1261,7 @@ fn boot_stage(
             verifier,
             last_reasons: trusted["reasons"].clone(),
             checked_trusted_again: false,
-            periods: BUILTIN_PERIODS,
+            periods: Periods::of_policy(MonitorPolicy::default(), false),
         },
         record.monvm_kernel_release.clone(),
     ))
@@ -1621,7 +1595,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         series: opts.series.clone(),
         kernel_release: None,
         rounds: opts.rounds,
-        periods: BUILTIN_PERIODS,
+        periods: Periods::of_policy(MonitorPolicy::default(), false),
         attacks: attacks.clone(),
         injections: Vec::new(),
         nodes: groups.len(),

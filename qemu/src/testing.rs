@@ -361,6 +361,24 @@ impl Drop for MonVmPatch {
     }
 }
 
+/// The offset into the kernel's text of a byte of `__x64_sys_kexec_load`
+/// (a handler nothing in the tests calls) outside every patch site, at
+/// least `skip` bytes into the handler (past its entry's sites): the
+/// byte the text attacks change. `None` without the handler or a text
+/// reference.
+pub fn unused_text_offset(profile: &vmi::profile::KernelProfile, skip: u64) -> Option<u64> {
+    let handler = profile
+        .syscalls
+        .slots
+        .iter()
+        .find(|s| s.name == "__x64_sys_kexec_load")?
+        .address;
+    let sites = &profile.text_reference.as_ref()?.sites;
+    (skip..256)
+        .map(|d| handler.wrapping_sub(profile.symbols.text).wrapping_add(d))
+        .find(|&o| !sites.covers(o))
+}
+
 /// The A-VM's monitoring events so far (`AVM-MONVM-EVENT` lines of its
 /// serial log, without the prefix: `monvm:event:N:violation:AREA:...`).
 pub fn avm_events(record: &crate::NodeRecord) -> Vec<String> {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use avm_attest::monitor_policy::MonitorPolicy;
 use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::{MonVmPatch, avm_events, console_sh, wait_for_avm_serial};
+use avm_qemu::testing::{
+    MonVmPatch, avm_events, console_sh, unused_text_offset, wait_for_avm_serial,
+};
 
 /// One node at a time: two Mon-VMs booting at once on 2 cores make the
 /// timeouts meaningless.
@@ -213,22 +215,7 @@ fn check_reboot(series: &str) {
     // A text write after the reboot is still detected (a byte of the
     // kexec_load handler, which nothing calls; put back by the guard).
     let profile = profile_of(&record);
-    let handler = profile
-        .syscalls
-        .slots
-        .iter()
-        .find(|s| s.name == "__x64_sys_kexec_load")
-        .expect("kexec_load's handler")
-        .address;
-    let sites = &profile
-        .text_reference
-        .as_ref()
-        .expect("text reference")
-        .sites;
-    let byte = (16..256)
-        .map(|d| handler - link_text + d)
-        .find(|&o| !sites.covers(o))
-        .expect("a byte outside every site");
+    let byte = unused_text_offset(&profile, 16).expect("a byte outside every site");
     let chunk = link_text + byte / 4096 * 4096;
     let patch = MonVmPatch::kernel(&record, |_| link_text + byte, |b, _| vec![b[0] ^ 0xff], 1);
     wait_for_avm_serial(&record, &format!(":violation:text:chunk:{chunk:#x}"));

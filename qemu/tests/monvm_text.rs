@@ -31,7 +31,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::{MonVmPatch, avm_events, console_sh, wait_for_avm_serial};
+use avm_qemu::testing::{
+    MonVmPatch, avm_events, console_sh, unused_text_offset, wait_for_avm_serial,
+};
 use vmi::linux::text::TextReference;
 use vmi::paging::VirtualMemory;
 use vmi::profile::KernelProfile;
@@ -115,24 +117,9 @@ fn check_text(series: &str) {
     );
 
     // 1. A byte of text outside every patch site.
-    let handler = profile
-        .syscalls
-        .slots
-        .iter()
-        .find(|s| s.name == "__x64_sys_kexec_load")
-        .expect("kexec_load's handler")
-        .address;
-    let byte = (16..256)
-        .map(|d| (handler - link_text + d) as u32)
-        .find(|&o| !text.sites.covers(u64::from(o)))
-        .expect("a byte outside every site");
-    let chunk = link_text + u64::from(byte) / 4096 * 4096;
-    let patch = MonVmPatch::kernel(
-        &record,
-        |_| link_text + u64::from(byte),
-        |b, _| vec![b[0] ^ 0xff],
-        1,
-    );
+    let byte = unused_text_offset(&profile, 16).expect("a byte outside every site");
+    let chunk = link_text + byte / 4096 * 4096;
+    let patch = MonVmPatch::kernel(&record, |_| link_text + byte, |b, _| vec![b[0] ^ 0xff], 1);
     wait_for_avm_serial(&record, &format!(":violation:text:chunk:{chunk:#x}"));
     drop(patch);
     wait_for_avm_serial(&record, ":clean:text");

@@ -188,22 +188,12 @@ fn check_node(series: &str, quiet_rounds: usize) {
     let profile_bytes =
         std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile");
     let decoded = vmi::profile::KernelProfile::decode(&profile_bytes).expect("profile decodes");
-    let handler = decoded
-        .syscalls
-        .slots
-        .iter()
-        .find(|s| s.name == "__x64_sys_kexec_load")
-        .expect("kexec_load's handler")
-        .address;
-    let text = decoded.text_reference.as_ref().expect("a text reference");
-    let byte = (16..256u64)
-        .map(|d| (handler - decoded.symbols.text + d) as u32)
-        .find(|&o| !text.sites.covers(u64::from(o)))
-        .expect("a byte outside every site");
-    let chunk = decoded.symbols.text + u64::from(byte) / 4096 * 4096;
+    let byte =
+        avm_qemu::testing::unused_text_offset(&decoded, 16).expect("a byte outside every site");
+    let chunk = decoded.symbols.text + byte / 4096 * 4096;
     let patched = MonVmPatch::kernel(
         &record,
-        |p| p.symbols.text + u64::from(byte),
+        |p| p.symbols.text + byte,
         |b, _| vec![b[0] ^ 0xff],
         1,
     );
