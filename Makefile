@@ -91,7 +91,7 @@ bench: build
 # Ten minutes of Mon-VM activity under `avm-verifier monitor` without a
 # false alarm (verifier-host/tests/soak.rs; AVM_SOAK_SECONDS, AVM_SOAK_KERNEL).
 soak: build
-	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test -p avm-verifier --test soak $(TEST_FEATURES) -- --ignored --nocapture
+	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test -p avm-verifier --test soak -- --ignored --nocapture
 
 clean:
 	rm -rf build target
