@@ -597,7 +597,8 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     assert_eq!(log["monvm_modules"].as_u64(), Some(0), "{report}");
     let anchored = log["monvm_ima_entries"].as_u64().expect("a count");
     assert!(anchored > 0, "{report}");
-    // PCR 8: the profile; PCR 10: the anchored IMA entries; PCR 11: the
+    // PCR 8: the profile and the monitor policy; PCR 10: the anchored IMA
+    // entries; PCR 11: the
     // kernel, modules and processes at start-up, the start-up state of the
     // system-call table and the IDT, and (A-VMs that measure them) the
     // text, rodata, ro_after_init and boot-patch digests.
@@ -610,9 +611,10 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
         (startup..=startup + 4).contains(&pcr11),
         "{startup} {report}"
     );
+    assert_eq!(log["records_per_pcr"][0].as_u64(), Some(2), "{report}");
     assert_eq!(
         log["proven_records"].as_u64(),
-        Some(1 + anchored + pcr11),
+        Some(2 + anchored + pcr11),
         "{report}"
     );
     let out = verifier_exit(state, &["attest", &addr], 0);
