@@ -205,37 +205,27 @@ impl AttackKind {
     }
 }
 
-/// The A-VM's check periods, in milliseconds.
+/// The A-VM's check periods, in milliseconds, and where they came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Periods {
-    pub syscall_idt_ms: u32,
-    pub text_ms: u32,
-    pub ima_ms: u32,
-    pub cross_ms: u32,
-    /// Read from the node's measurement log (else the A-VM's built-in
-    /// constants).
+    pub policy: MonitorPolicy,
+    /// Read from the node's measurement log (else the A-VM's defaults).
     pub from_log: bool,
 }
 
 impl Periods {
     pub fn of(&self, key: PeriodKey) -> u32 {
         match key {
-            PeriodKey::SyscallIdt => self.syscall_idt_ms,
-            PeriodKey::Text => self.text_ms,
-            PeriodKey::Ima => self.ima_ms,
-            PeriodKey::Cross => self.cross_ms,
+            PeriodKey::SyscallIdt => self.policy.syscall_idt_ms,
+            PeriodKey::Text => self.policy.text_ms,
+            PeriodKey::Ima => self.policy.ima_ms,
+            PeriodKey::Cross => self.policy.cross_ms,
         }
     }
 
     /// The periods of a monitor policy.
     pub fn of_policy(policy: MonitorPolicy, from_log: bool) -> Self {
-        Periods {
-            syscall_idt_ms: policy.syscall_idt_ms,
-            text_ms: policy.text_ms,
-            ima_ms: policy.ima_ms,
-            cross_ms: policy.cross_ms,
-            from_log,
-        }
+        Periods { policy, from_log }
     }
 
     /// Parses the monitor-policy text (`MonitorPolicy::parse`).
@@ -686,31 +676,7 @@ impl MonVmRam {
     /// flipped (a rootkit rewriting the measurement list).
     pub fn patch_ima(&self) -> Result<RamPatch, DemoError> {
         self.patch(
-            |view, profile| {
-                let head = view
-                    .location
-                    .runtime_of(profile.symbols.ima_measurements)
-                    .ok_or("ima_measurements is not in the image")?;
-                let entry = vmi::linux::measurements(
-                    &view.space,
-                    head,
-                    &profile.offsets.ima,
-                    &vmi::linux::ImaLimits::default(),
-                    64,
-                )
-                .nth(1)
-                .ok_or("the Mon-VM has no IMA entry 1")?
-                .map_err(|e| format!("IMA entry 1: {e:?}"))?;
-                let at = entry
-                    .address
-                    .checked_add(profile.offsets.ima.entry_digests)
-                    .ok_or("entry address overflows")?;
-                let digests = vmi::paging::VirtualMemory::read_pointer(&view.space, at)
-                    .map_err(|e| format!("IMA entry 1's digests: {e:?}"))?;
-                digests
-                    .checked_add(profile.offsets.ima.tpm_digest_digest)
-                    .ok_or_else(|| "digest address overflows".to_string())
-            },
+            |view, profile| crate::testing::ima_template_hash_va(view, profile, 1),
             |old| {
                 let mut hash = old.to_vec();
                 hash[0] ^= 0xff;
@@ -996,10 +962,10 @@ impl DemoReport {
             "seconds": self.seconds,
             "trusted_before": self.trusted_before,
             "periods_ms": {
-                "syscall_idt": self.periods.syscall_idt_ms,
-                "text": self.periods.text_ms,
-                "ima": self.periods.ima_ms,
-                "cross": self.periods.cross_ms,
+                "syscall_idt": self.periods.policy.syscall_idt_ms,
+                "text": self.periods.policy.text_ms,
+                "ima": self.periods.policy.ima_ms,
+                "cross": self.periods.policy.cross_ms,
                 "source": if self.periods.from_log { "log" } else { "built-in" },
             },
             "summary": summary,
@@ -1049,10 +1015,10 @@ impl DemoReport {
              verdict = injection to its untrusted verdict with the reason.\n",
             format_args!(
                 "syscall/IDT {} ms, text sweep {} ms, IMA {} ms, cross-views {} ms",
-                self.periods.syscall_idt_ms,
-                self.periods.text_ms,
-                self.periods.ima_ms,
-                self.periods.cross_ms
+                self.periods.policy.syscall_idt_ms,
+                self.periods.policy.text_ms,
+                self.periods.policy.ima_ms,
+                self.periods.policy.cross_ms
             ),
             if self.periods.from_log {
                 "from the node's monitor-policy record, PCR 8"
@@ -1086,9 +1052,9 @@ impl DemoReport {
                         .map(|p| if p <= 10.0 { "met" } else { "not met" }),
                 ),
                 PeriodKey::Text if s.attack.via_ram() => (
-                    format!("p99 within one sweep ({} ms)", self.periods.text_ms),
+                    format!("p99 within one sweep ({} ms)", self.periods.policy.text_ms),
                     s.event_p99.map(|p| {
-                        if p <= f64::from(self.periods.text_ms) {
+                        if p <= f64::from(self.periods.policy.text_ms) {
                             "met"
                         } else {
                             "not met"
@@ -1963,10 +1929,10 @@ impl SlowdownReport {
                     "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node; {} | {on:.0} ms vs {off:.0} ms: {pct:+.2}% (runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
                     self.series,
                     self.pairs,
-                    self.periods.syscall_idt_ms,
-                    self.periods.text_ms,
-                    self.periods.ima_ms,
-                    self.periods.cross_ms,
+                    self.periods.policy.syscall_idt_ms,
+                    self.periods.policy.text_ms,
+                    self.periods.policy.ima_ms,
+                    self.periods.policy.cross_ms,
                     self.pairs,
                     self.clock.describe(),
                     self.runs.get(name).map_or("-".into(), |r| spread(&r.0)),
@@ -2019,10 +1985,10 @@ mod tests {
         let p = Periods::parse("syscall_idt=5,text=1000,ima=500,cross=500").expect("parses");
         assert_eq!(
             (
-                p.syscall_idt_ms,
-                p.text_ms,
-                p.ima_ms,
-                p.cross_ms,
+                p.policy.syscall_idt_ms,
+                p.policy.text_ms,
+                p.policy.ima_ms,
+                p.policy.cross_ms,
                 p.from_log
             ),
             (5, 1000, 500, 500, true)

@@ -214,6 +214,15 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// The guest path of module `name` (`.../NAME.ko`) on the Mon-VM's root.
+    pub fn monvm_module(&self, name: &str) -> Option<&str> {
+        let file = format!("/{name}.ko");
+        self.monvm_modules
+            .iter()
+            .find(|m| m.ends_with(&file))
+            .map(String::as_str)
+    }
+
     fn load(layout: &StateLayout) -> Result<Self, NodeError> {
         let path = layout.node_json();
         let text = match std::fs::read_to_string(&path) {

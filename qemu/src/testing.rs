@@ -311,6 +311,39 @@ fn live_view<'m>(
     }
 }
 
+/// Where the SHA-1 template hash of the Mon-VM's IMA entry `index` lies
+/// (the entry's `digests` array, first digest), read through the kernel's
+/// list as the A-VM reads it.
+pub fn ima_template_hash_va(
+    view: &vmi::linux::KernelView<'_, vmi::file::FileMemory>,
+    profile: &vmi::profile::KernelProfile,
+    index: usize,
+) -> Result<vmi::GuestVirtAddr, String> {
+    let head = view
+        .location
+        .runtime_of(profile.symbols.ima_measurements)
+        .ok_or("ima_measurements is not in the image")?;
+    let entry = vmi::linux::measurements(
+        &view.space,
+        head,
+        &profile.offsets.ima,
+        &vmi::linux::ImaLimits::default(),
+        64,
+    )
+    .nth(index)
+    .ok_or_else(|| format!("the Mon-VM has no IMA entry {index}"))?
+    .map_err(|e| format!("IMA entry {index}: {e:?}"))?;
+    let at = entry
+        .address
+        .checked_add(profile.offsets.ima.entry_digests)
+        .ok_or("entry address overflows")?;
+    let digests = vmi::paging::VirtualMemory::read_pointer(&view.space, at)
+        .map_err(|e| format!("IMA entry {index}'s digests: {e:?}"))?;
+    digests
+        .checked_add(profile.offsets.ima.tpm_digest_digest)
+        .ok_or_else(|| "digest address overflows".to_string())
+}
+
 impl MonVmPatch {
     /// Rewrites the SHA-1 template hash of the Mon-VM's IMA entry `index`
     /// (its first byte flipped), as a rootkit rewriting the list would.
@@ -318,31 +351,7 @@ impl MonVmPatch {
         Self::at(
             record,
             |view, profile, _| {
-                let head = view
-                    .location
-                    .runtime_of(profile.symbols.ima_measurements)
-                    .expect("ima_measurements in the image");
-                let entry = vmi::linux::measurements(
-                    &view.space,
-                    head,
-                    &profile.offsets.ima,
-                    &vmi::linux::ImaLimits::default(),
-                    64,
-                )
-                .nth(index)
-                .expect("the IMA entry")
-                .expect("it reads");
-                let digests = vmi::paging::VirtualMemory::read_pointer(
-                    &view.space,
-                    entry
-                        .address
-                        .checked_add(profile.offsets.ima.entry_digests)
-                        .expect("canonical"),
-                )
-                .expect("the digests pointer reads");
-                digests
-                    .checked_add(profile.offsets.ima.tpm_digest_digest)
-                    .expect("canonical")
+                ima_template_hash_va(view, profile, index).unwrap_or_else(|e| panic!("{e}"))
             },
             |original, _| {
                 let mut hash = original.to_vec();

@@ -137,12 +137,7 @@ fn check(series: &str) {
         CONSOLE_TIMEOUT,
     )
     .expect("console");
-    let dummy = record
-        .monvm_modules
-        .iter()
-        .find(|m| m.ends_with("/dummy.ko"))
-        .expect("dummy.ko")
-        .clone();
+    let dummy = record.monvm_module("dummy").expect("dummy.ko").to_string();
     console
         .run_ok(&format!("insmod {dummy} && (sleep 600 &)"))
         .expect("module in, sleeper started");

@@ -174,11 +174,9 @@ fn check_paths(series: &str) {
     // evasion. (A module copied to tmpfs would not show one either: `cp`
     // reading the module as root had IMA measure the original.)
     let module = record
-        .monvm_modules
-        .iter()
-        .find(|m| m.ends_with("/dummy.ko"))
+        .monvm_module("dummy")
         .expect("the dummy module is in the Mon-VM's root")
-        .clone();
+        .to_string();
     console_sh(&mut console, &format!("insmod {module}"));
     std::thread::sleep(SETTLE);
     console_sh(&mut console, "rmmod dummy");

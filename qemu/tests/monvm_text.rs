@@ -92,11 +92,9 @@ fn check_text(series: &str) {
     )
     .expect("console");
     let module = record
-        .monvm_modules
-        .iter()
-        .find(|m| m.ends_with("/dummy.ko"))
+        .monvm_module("dummy")
         .expect("the dummy module is in the Mon-VM's root")
-        .clone();
+        .to_string();
     let tracing = "/sys/kernel/tracing";
     console
         .run_ok(&format!(

@@ -94,11 +94,9 @@ fn check_node(series: &str, quiet_rounds: usize) {
     .expect("console");
     let module_path = |name: &str| {
         record
-            .monvm_modules
-            .iter()
-            .find(|m| m.ends_with(&format!("/{name}.ko")))
+            .monvm_module(name)
             .unwrap_or_else(|| panic!("{name}.ko in the Mon-VM's root"))
-            .clone()
+            .to_string()
     };
     let allowed_module = module_path("dummy");
     // What the node will legitimately do runs once before the policy is

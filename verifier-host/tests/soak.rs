@@ -65,11 +65,9 @@ fn a_mon_vm_node_raises_no_alarm_through_ten_minutes_of_activity() {
     )
     .expect("console");
     let module = record
-        .monvm_modules
-        .iter()
-        .find(|m| m.ends_with("/dummy.ko"))
+        .monvm_module("dummy")
         .expect("dummy.ko in the Mon-VM's root")
-        .clone();
+        .to_string();
     // Every program and module the soak uses runs once before learning,
     // so the allowlist knows their files.
     run(&mut console, &format!("mount -t tracefs none {TRACING}"));
