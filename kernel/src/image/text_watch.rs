@@ -49,7 +49,7 @@ use vmi::linux::KernelLocation;
 use vmi::linux::text::ftrace::{Trampoline, TrampolineError, check_trampoline};
 use vmi::linux::text::{
     Area, ChunkOutcome, SiteKind, SiteViolation, TextChecker, TextError, TextReference,
-    boot_patches_digest, ro_after_init_digest,
+    boot_patches_digest, ro_after_init_digest, ro_after_init_digest_of,
 };
 use vmi::memory::GuestMemory;
 use vmi::paging::PagingMode;
@@ -88,9 +88,8 @@ pub struct Startup {
     pub chunks: usize,
     /// Bytes checked (text and rodata).
     pub bytes: u64,
-    /// Microseconds the check took, and the copy after it.
+    /// Microseconds the check took (the copy filled on the way).
     pub check_us: u64,
-    pub copy_us: u64,
     /// Whether later sweeps compare with a copy (else they hash).
     pub copied: bool,
 }
@@ -181,9 +180,19 @@ impl TextWatch {
         let (mut text_h, mut rodata_h) = (Sha256::new(), Sha256::new());
         let mut boot = Vec::new();
         let chunks = watch.text_chunks + watch.rodata_chunks;
+        // The copy for later sweeps is filled by the same reads the check
+        // judges: no second pass over the BAR, and no window in which a
+        // change could slip into the copy unjudged.
+        let mut copy = watch.allocate_copy();
         for step in 0..chunks {
             let (area, _) = watch.split(step);
-            let outcome = watch.check_step(&mut checker, memory, profile, step);
+            let raw = if copy.is_empty() {
+                None
+            } else {
+                let (_, len, at) = watch.step_range(step);
+                copy.get_mut(at..at + len)
+            };
+            let outcome = watch.check_step(&mut checker, memory, profile, step, raw);
             let (digest, boot_digest, frozen) = match &outcome {
                 Ok(o) => (o.digest, o.boot, o.frozen),
                 Err(_) => ([0; 32], [0; 32], [0; 32]),
@@ -197,12 +206,11 @@ impl TextWatch {
             }
             watch.judge(step, outcome, reference);
         }
-        let ro_after_init =
-            ro_after_init_digest(memory, &location, ro_link, &reference.relocations)
-                .unwrap_or([0; 32]);
+        let ro_after_init = watch
+            .ro_after_init_into(&mut copy, memory, ro_link, reference)
+            .unwrap_or([0; 32]);
+        watch.copy = copy;
         let checked_us = crate::time::now_us();
-        watch.take_copy(memory);
-        let copied_us = crate::time::now_us();
         let startup = Startup {
             text: text_h.finalize().into(),
             rodata: rodata_h.finalize().into(),
@@ -211,7 +219,6 @@ impl TextWatch {
             chunks,
             bytes: reference.text.len + reference.rodata.len,
             check_us: checked_us.saturating_sub(now_us),
-            copy_us: copied_us - checked_us,
             copied: !watch.copy.is_empty(),
         };
         Some((watch, startup))
@@ -266,7 +273,7 @@ impl TextWatch {
                 continue;
             }
             let (area, index) = self.split(step);
-            let outcome = self.check_step(&mut checker, memory, profile, step);
+            let outcome = self.check_step(&mut checker, memory, profile, step, None);
             if let Ok(o) = &outcome
                 && area == Area::Text
                 && self.frozen.get(index).is_some_and(|f| *f != o.frozen)
@@ -313,6 +320,7 @@ impl TextWatch {
         memory: &M,
         profile: &KernelProfile,
         step: usize,
+        raw: Option<&mut [u8]>,
     ) -> Result<ChunkOutcome, TextError> {
         let (area, index) = self.split(step);
         let location = self.location;
@@ -339,7 +347,10 @@ impl TextWatch {
             cache.insert(target, verdict);
             ok
         };
-        let outcome = checker.check_chunk_with(memory, area, index, &mut judge);
+        let outcome = match raw {
+            Some(raw) => checker.check_chunk_copying(memory, area, index, &mut judge, raw),
+            None => checker.check_chunk_with(memory, area, index, &mut judge),
+        };
         if area == Area::Text {
             match &outcome {
                 Ok(o) if !o.trampolines.is_empty() => {
@@ -458,23 +469,43 @@ impl TextWatch {
         changed
     }
 
-    /// Copies every step's bytes; leaves the copy empty without room.
-    fn take_copy<M: GuestMemory + ?Sized>(&mut self, memory: &M) {
+    /// Room for every step's bytes (zeroed); empty without room.
+    fn allocate_copy(&self) -> Vec<u8> {
         let ro_len = (self.ro.end - self.ro.start) as usize;
         let len = (self.steps() - 1) * CHUNK + ro_len;
-        if self.copy.try_reserve_exact(len).is_err() {
+        let mut copy = Vec::new();
+        if copy.try_reserve_exact(len).is_err() {
             warn!("monvm: no room to copy the kernel text: every sweep hashes it");
-            return;
+            return copy;
         }
-        self.copy.resize(len, 0);
-        for step in 0..self.steps() {
-            let (offset, len, at) = self.step_range(step);
-            let phys = GuestPhysAddr(self.location.phys_text.0 + offset);
-            if memory.read(phys, &mut self.copy[at..at + len]).is_err() {
-                self.copy = Vec::new();
-                return;
-            }
+        copy.resize(len, 0);
+        copy
+    }
+
+    /// ro_after_init's start-up digest; with a copy, read into its place
+    /// there and digested from it (the copy is emptied if unreadable).
+    fn ro_after_init_into<M: GuestMemory + ?Sized>(
+        &self,
+        copy: &mut Vec<u8>,
+        memory: &M,
+        ro_link: Range<u64>,
+        reference: &TextReference,
+    ) -> Result<[u8; 32], TextError> {
+        let relocations = &reference.relocations;
+        if copy.is_empty() {
+            return ro_after_init_digest(memory, &self.location, ro_link, relocations);
         }
+        let (offset, len, at) = self.step_range(self.steps() - 1);
+        let phys = GuestPhysAddr(self.location.phys_text.0 + offset);
+        let read = match copy.get_mut(at..at + len) {
+            Some(raw) => memory.read(phys, raw).is_ok(),
+            None => false,
+        };
+        if !read {
+            *copy = Vec::new();
+            return ro_after_init_digest(memory, &self.location, ro_link, relocations);
+        }
+        ro_after_init_digest_of(&copy[at..at + len], &self.location, ro_link, relocations)
     }
 
     /// Keeps a chunk's verdicts (link addresses in the texts).

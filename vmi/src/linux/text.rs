@@ -464,6 +464,33 @@ impl<'r> TextChecker<'r> {
         index: usize,
         trampoline: &mut dyn FnMut(u64) -> bool,
     ) -> Result<ChunkOutcome, TextError> {
+        self.check_chunk_inner(mem, area, index, trampoline, None)
+    }
+
+    /// [`check_chunk_with`](Self::check_chunk_with), also copying the
+    /// chunk's raw bytes, exactly those judged, into `raw` (which must be
+    /// the chunk's length): a caller that keeps a copy to notice later
+    /// changes gets it from the same read, with no window in which the
+    /// memory could change between the verdict and the copy.
+    pub fn check_chunk_copying<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        area: Area,
+        index: usize,
+        trampoline: &mut dyn FnMut(u64) -> bool,
+        raw: &mut [u8],
+    ) -> Result<ChunkOutcome, TextError> {
+        self.check_chunk_inner(mem, area, index, trampoline, Some(raw))
+    }
+
+    fn check_chunk_inner<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        area: Area,
+        index: usize,
+        trampoline: &mut dyn FnMut(u64) -> bool,
+        raw: Option<&mut [u8]>,
+    ) -> Result<ChunkOutcome, TextError> {
         let region = self.region(area);
         let range = region
             .chunk_range(index)
@@ -485,7 +512,7 @@ impl<'r> TextChecker<'r> {
             .max()
             .unwrap_or(0);
         let b1 = (c1 + 8).max(boot_end).min(region_end);
-        self.buf.clear();
+        // No clearing: the read below overwrites every byte.
         self.buf.resize((b1 - b0) as usize, 0);
         let phys = self
             .location
@@ -494,6 +521,13 @@ impl<'r> TextChecker<'r> {
             .checked_add(b0)
             .ok_or(TextError::BadReference("address overflow"))?;
         mem.read(GuestPhysAddr(phys), &mut self.buf)?;
+        if let Some(raw) = raw {
+            let chunk = &self.buf[(c0 - b0) as usize..(c1 - b0) as usize];
+            if raw.len() != chunk.len() {
+                return Err(TextError::BadReference("copy length"));
+            }
+            raw.copy_from_slice(chunk);
+        }
 
         let sites = &self.reference.sites;
         let mut outcome = ChunkOutcome {
@@ -852,6 +886,50 @@ pub fn ro_after_init_digest<M: GuestMemory + ?Sized>(
     ro_after_init: Range<u64>,
     relocations: &Relocations,
 ) -> Result<[u8; 32], TextError> {
+    ro_digest(location, ro_after_init, relocations, &mut |at, buf| {
+        let phys = location
+            .phys_text
+            .0
+            .checked_add(at)
+            .ok_or(TextError::BadReference("address overflow"))?;
+        Ok(mem.read(GuestPhysAddr(phys), buf)?)
+    })
+}
+
+/// [`ro_after_init_digest`] of `raw`, the region's bytes as read from
+/// the guest (its whole length), for a caller that keeps them as a copy.
+pub fn ro_after_init_digest_of(
+    raw: &[u8],
+    location: &KernelLocation,
+    ro_after_init: Range<u64>,
+    relocations: &Relocations,
+) -> Result<[u8; 32], TextError> {
+    let from = ro_after_init.start.wrapping_sub(location.link_text);
+    let len = ro_after_init.end.wrapping_sub(ro_after_init.start);
+    if raw.len() as u64 != len {
+        return Err(TextError::BadReference("copy length"));
+    }
+    ro_digest(location, ro_after_init, relocations, &mut |at, buf| {
+        let start = at.wrapping_sub(from) as usize;
+        let piece = raw
+            .get(start..start.saturating_add(buf.len()))
+            .ok_or(TextError::BadReference("copy length"))?;
+        buf.copy_from_slice(piece);
+        Ok(())
+    })
+}
+
+/// Fills a buffer with the raw bytes at an offset from `_text`.
+type Fill<'a> = dyn FnMut(u64, &mut [u8]) -> Result<(), TextError> + 'a;
+
+/// Normalizes and hashes ro_after_init piecewise; `fill(offset, buf)`
+/// provides the raw bytes at `offset` from `_text`.
+fn ro_digest(
+    location: &KernelLocation,
+    ro_after_init: Range<u64>,
+    relocations: &Relocations,
+    fill: &mut Fill<'_>,
+) -> Result<[u8; 32], TextError> {
     let link = location.link_text;
     let from = ro_after_init.start.wrapping_sub(link);
     let to = ro_after_init.end.wrapping_sub(link);
@@ -865,12 +943,7 @@ pub fn ro_after_init_digest<M: GuestMemory + ?Sized>(
         let end = (at + 64 * CHUNK).min(to);
         buf.clear();
         buf.resize((end - at) as usize, 0);
-        let phys = location
-            .phys_text
-            .0
-            .checked_add(at)
-            .ok_or(TextError::BadReference("address overflow"))?;
-        mem.read(GuestPhysAddr(phys), &mut buf)?;
+        fill(at, &mut buf)?;
         normalize(&mut buf, at, location.slide(), relocations);
         h.update(&buf);
         at = end;

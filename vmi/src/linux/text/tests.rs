@@ -122,6 +122,56 @@ fn ro_after_init_is_not_compared_with_the_image() {
 }
 
 #[test]
+fn a_copying_check_keeps_exactly_the_raw_bytes_it_judged() {
+    let k = TextKernel::new();
+    let mut ram = k.ram(PHYS, SLIDE);
+    // A modified byte: the copy holds it as read, the verdict sees it.
+    write(&mut ram, 0x50, &[0xcc]);
+    let mem = SliceMemory::flat(&ram);
+    let location = k.location(PHYS, SLIDE);
+    let mut plain =
+        TextChecker::new(&k.reference, location, k.ro_after_init.clone()).expect("checker");
+    let mut copying =
+        TextChecker::new(&k.reference, location, k.ro_after_init.clone()).expect("checker");
+    for area in [Area::Text, Area::Rodata] {
+        let region = if area == Area::Text {
+            &k.reference.text
+        } else {
+            &k.reference.rodata
+        };
+        for i in 0..plain.chunks(area) {
+            let range = region.chunk_range(i).expect("chunk");
+            let len = (range.end - range.start) as usize;
+            let mut raw = alloc::vec![0u8; len];
+            let copied = copying
+                .check_chunk_copying(&mem, area, i, &mut |_| false, &mut raw)
+                .expect("readable");
+            assert_eq!(copied, plain.check_chunk(&mem, area, i).expect("readable"));
+            let at = (region.start - location.link_text + range.start) as usize;
+            assert_eq!(raw, &ram[PHYS as usize + at..][..len], "{area:?} {i}");
+            // A copy buffer of another length is refused, not half filled.
+            let mut short = alloc::vec![0u8; len - 1];
+            assert!(
+                copying
+                    .check_chunk_copying(&mem, area, i, &mut |_| false, &mut short)
+                    .is_err()
+            );
+        }
+    }
+    // ro_after_init: the digest of its raw bytes equals the digest read
+    // from memory; a copy of another length is refused.
+    let ro = k.ro_after_init.clone();
+    let from = (PHYS + ro.start - location.link_text) as usize;
+    let raw = &ram[from..from + (ro.end - ro.start) as usize];
+    let relocations = &k.reference.relocations;
+    assert_eq!(
+        ro_after_init_digest_of(raw, &location, ro.clone(), relocations).expect("digest"),
+        ro_after_init_digest(&mem, &location, ro.clone(), relocations).expect("digest")
+    );
+    assert!(ro_after_init_digest_of(&raw[1..], &location, ro, relocations).is_err());
+}
+
+#[test]
 fn each_site_refuses_what_its_rule_does_not_allow() {
     let k = TextKernel::new();
     let rel = |from: u32, to: u32| (to as i32 - (from as i32 + 5)).to_le_bytes();
