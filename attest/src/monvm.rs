@@ -665,6 +665,17 @@ pub trait FileIndex {
         self.digests_of(path)
             .map(|allowed| allowed.contains(digest))
     }
+
+    /// [`FileIndex::allows`] of each `(path, digest)` query, into
+    /// `answers` (as many as `queries`; extra ones are left alone). An
+    /// index in memory far larger than the caches may answer a batch
+    /// faster than one query after the other: its reads for all of them
+    /// can be in flight together.
+    fn allows_many(&self, queries: &[(&[u8], [u8; 32])], answers: &mut [Option<bool>]) {
+        for ((path, digest), answer) in queries.iter().zip(answers) {
+            *answer = self.allows(path, digest);
+        }
+    }
 }
 
 impl FileIndex for crate::policy::FileAllowlist {
@@ -696,7 +707,28 @@ pub fn appraise_ima_record(
     if record.pcr != IMA_PCR {
         return ImaOutcome::NotIma;
     }
-    let (path, digest) = match ima_entry(record) {
+    ima_outcome(
+        index,
+        record,
+        ima_entry(record),
+        excluded,
+        |path, digest| files.allows(path, digest),
+    )
+}
+
+/// The [`ImaOutcome`] of IMA entry `index` (a PCR 10 record), given its
+/// [`ima_entry`] and how to ask the allowlist about it (asked at most
+/// once, unless the entry is excluded or unappraisable): what
+/// [`appraise_ima_record`] does, for a caller that looks entries up in
+/// batches ([`FileIndex::allows_many`]).
+pub fn ima_outcome<'a>(
+    index: usize,
+    record: &ImaRecord<'a>,
+    entry: Result<(&'a [u8], [u8; 32]), &'a [u8]>,
+    excluded: &dyn Fn(&[u8]) -> bool,
+    allows: impl FnOnce(&[u8], &[u8; 32]) -> Option<bool>,
+) -> ImaOutcome {
+    let (path, digest) = match entry {
         Ok(entry) => entry,
         Err(what) => {
             // An exclude still covers an entry whose path is known.
@@ -710,7 +742,7 @@ pub fn appraise_ima_record(
     if excluded(path) {
         return ImaOutcome::Excluded;
     }
-    match files.allows(path, &digest) {
+    match allows(path, &digest) {
         None => ImaOutcome::Refused(MonVmFinding::new(MonVmKind::FileNotAllowed, index, path)),
         Some(false) => ImaOutcome::Refused(MonVmFinding::new(
             MonVmKind::FileDigestUnknown,
@@ -930,7 +962,7 @@ impl<'a> Closed<'a> {
 
 /// The path and SHA-256 digest of an IMA entry, or what makes it
 /// unappraisable.
-fn ima_entry<'a>(record: &ImaRecord<'a>) -> Result<(&'a [u8], [u8; 32]), &'a [u8]> {
+pub fn ima_entry<'a>(record: &ImaRecord<'a>) -> Result<(&'a [u8], [u8; 32]), &'a [u8]> {
     let fields = record
         .ng_fields()
         .map_err(|_| record.template_name.as_bytes())?;

@@ -163,6 +163,9 @@ pub struct FileHashIndex {
 }
 
 const HEADER: usize = 8;
+/// Queries of [`avm_attest::monvm::FileIndex::allows_many`] looked up
+/// together.
+const BATCH: usize = 32;
 const MUL0: u64 = 0x9e37_79b9_7f4a_7c15;
 const MUL1: u64 = 0xa076_1d64_78bd_642f;
 
@@ -253,13 +256,43 @@ impl FileHashIndex {
 
     /// The path and digests of the entry at `offset`.
     fn entry(&self, offset: usize) -> Option<(&[u8], &[[u8; 32]])> {
+        self.entry_with(offset, self.header(offset)?)
+    }
+
+    /// The header of the entry at `offset`: its number of digests and its
+    /// path's length.
+    fn header(&self, offset: usize) -> Option<(usize, usize)> {
         let header = self.arena.get(offset..offset + HEADER)?;
         let count = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
         let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
+        Some((count, len))
+    }
+
+    /// [`Self::entry`] with its header read already.
+    fn entry_with(
+        &self,
+        offset: usize,
+        (count, len): (usize, usize),
+    ) -> Option<(&[u8], &[[u8; 32]])> {
         let digests_end = offset + HEADER + 32 * count;
         let digests = self.arena.get(offset + HEADER..digests_end)?;
         let path = self.arena.get(digests_end..digests_end + len)?;
         Some((path, digests.as_chunks::<32>().0))
+    }
+
+    /// The arena offset of the entry in the first slot of `hash`'s probe
+    /// sequence that holds its tag (the entry of its pair, unless another
+    /// pair has the same 32 bits of hash).
+    fn candidate(&self, hash: u64, mask: usize) -> Option<usize> {
+        let mut slot = (hash as usize) & mask;
+        loop {
+            let &(tag, value) = self.pairs.get(slot)?;
+            let offset = (value as usize).checked_sub(1)?;
+            if tag == (hash >> 32) as u32 {
+                return Some(offset * 8);
+            }
+            slot = (slot + 1) & mask;
+        }
     }
 
     fn by_path(&self) -> &[(u32, u32)] {
@@ -325,6 +358,45 @@ impl avm_attest::monvm::FileIndex for FileHashIndex {
         // Not an allowed pair: is the path listed at all?
         self.digests_of(path)
             .map(|allowed| allowed.contains(digest))
+    }
+
+    /// The lookups of a batch in steps, each done for every query before
+    /// the next step uses what it read (hash; table slot; the entry's
+    /// header and its last byte; the comparison): the table and the arena
+    /// are far larger than the caches, and one query's reads each wait
+    /// for memory, where the batch's reads are in flight together. A
+    /// query whose candidate entry is not its allowed pair, exactly, gets
+    /// [`FileIndex::allows`].
+    fn allows_many(&self, queries: &[(&[u8], [u8; 32])], answers: &mut [Option<bool>]) {
+        let mask = self.pairs.len() - 1;
+        for (queries, answers) in queries.chunks(BATCH).zip(answers.chunks_mut(BATCH)) {
+            let mut hashes = [0u64; BATCH];
+            for (hash, (path, digest)) in hashes.iter_mut().zip(queries) {
+                *hash = self.pair_hash(path, digest);
+            }
+            let mut offsets = [None; BATCH];
+            if self.complete {
+                for (offset, &hash) in offsets.iter_mut().zip(&hashes) {
+                    *offset = self.candidate(hash, mask);
+                }
+            }
+            let mut headers = [None; BATCH];
+            for (header, offset) in headers.iter_mut().zip(offsets) {
+                *header = offset.and_then(|offset| Some((offset, self.header(offset)?)));
+            }
+            let mut found = [None; BATCH];
+            for ((found, header), (path, _)) in found.iter_mut().zip(headers).zip(queries) {
+                *found = header
+                    .and_then(|(offset, header)| self.entry_with(offset, header))
+                    .filter(|(key, _)| key.len() == path.len() && key.last() == path.last());
+            }
+            for ((answer, found), (path, digest)) in answers.iter_mut().zip(found).zip(queries) {
+                *answer = match found {
+                    Some((key, digests)) if key == *path && digests.contains(digest) => Some(true),
+                    _ => self.allows(path, digest),
+                };
+            }
+        }
     }
 }
 
@@ -770,11 +842,30 @@ mod tests {
                 files.allow(path, [*byte; 32]);
             }
             let index = FileHashIndex::new(&files);
-            // Every allowed pair is found by its (path, digest) key alone.
+            // Every allowed pair is found by its (path, digest) key alone,
+            // one at a time and in batches.
             for (path, byte) in &entries {
                 prop_assert_eq!(index.allows(path.as_bytes(), &[*byte; 32]), Some(true));
             }
+            let allowed: Vec<(&[u8], [u8; 32])> =
+                entries.iter().map(|(p, b)| (p.as_bytes(), [*b; 32])).collect();
+            let mut answers = vec![None; allowed.len()];
+            index.allows_many(&allowed, &mut answers);
+            prop_assert!(answers.iter().all(|a| *a == Some(true)));
             prop_assert!(index.by_path.get().is_none());
+            // Batches of anything answer what the map answers.
+            let queries: Vec<(&[u8], [u8; 32])> = entries
+                .iter()
+                .map(|(p, _)| p)
+                .chain(&probes)
+                .flat_map(|p| entries.iter().take(8).map(move |(_, b)| (p.as_bytes(), [*b; 32])))
+                .chain(entries.iter().map(|(p, b)| (p.as_bytes(), [b.wrapping_add(1); 32])))
+                .collect();
+            let mut answers = vec![None; queries.len()];
+            index.allows_many(&queries, &mut answers);
+            for ((path, digest), answer) in queries.iter().zip(&answers) {
+                prop_assert_eq!(*answer, files.digests_of(path).map(|d| d.contains(digest)));
+            }
             for path in entries.iter().map(|(p, _)| p).chain(&probes) {
                 prop_assert_eq!(
                     index.digests_of(path.as_bytes()),

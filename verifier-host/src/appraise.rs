@@ -145,6 +145,8 @@ pub fn appraise(
 
 /// Records from which on the per-record work is spread over all cores.
 const PARALLEL_RECORDS: usize = 8192;
+/// Records per share of that work (threads take the next share when done).
+const SHARE: usize = 4096;
 /// Allowlists from which on paths are looked up through a hash index.
 const INDEXED_PATHS: usize = 1024;
 
@@ -196,11 +198,13 @@ pub fn check_and_appraise_log(
 }
 
 /// [`check_and_appraise_log`] with the allowlist prepared already. The
-/// log is parsed once; each record's digests (template hash, SHA-256
-/// extend value) and, for an IMA entry, its allowlist outcome are
-/// independent of the others, so for a long log they are computed on all
-/// cores; the replay then decides which records are proven, and only
-/// their outcomes count.
+/// log is parsed once. Each record's digests (template hash, SHA-256
+/// extend value) are independent of the others, and so is each IMA
+/// entry's allowlist outcome: for a long log the digests are computed on
+/// all cores, then one thread replays them (a chain of extends, which
+/// cannot be split) while the others look the entries up, and it joins
+/// them when the replay is done. The replay decides which records are
+/// proven; only their outcomes count.
 pub fn check_and_appraise_prepared(
     log: Option<&[u8]>,
     pcrs: &[PcrValue],
@@ -217,8 +221,36 @@ pub fn check_and_appraise_prepared(
     let applied = policy.is_some_and(|p| !p.monvm_files.is_empty());
     let lookup = prepared.lookup().filter(|_| applied);
     let excluded = |path: &[u8]| prepared.excludes.matches(path);
-    let (digests, outcomes) = per_record(&records, lookup, &excluded);
-    let check = match check_measurement_records(Some(&records), &digests, pcrs) {
+    let helpers = if records.len() < PARALLEL_RECORDS {
+        0
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) - 1
+    };
+
+    let mut digests = vec![
+        RecordDigest {
+            consistent: false,
+            extend: [0; 32],
+        };
+        records.len()
+    ];
+    share(&mut digests, helpers, || (), &|start, part| {
+        for (digest, record) in part.iter_mut().zip(&records[start..]) {
+            *digest = RecordDigest::of(record);
+        }
+    });
+    let replay = || check_measurement_records(Some(&records), &digests, pcrs);
+    let (check, outcomes) = match lookup {
+        None => (replay(), None),
+        Some(files) => {
+            let mut outcomes = vec![ImaOutcome::NotIma; records.len()];
+            let check = share(&mut outcomes, helpers, replay, &|start, part| {
+                ima_outcomes(start, &records[start..], part, files, &excluded);
+            });
+            (check, Some(outcomes))
+        }
+    };
+    let check = match check {
         Ok(check) => check,
         Err(reason) => return (Err(reason), None),
     };
@@ -233,52 +265,87 @@ pub fn check_and_appraise_prepared(
     (Ok(check), Some(appraisal))
 }
 
-/// Each record's digests and (with an allowlist) IMA outcome, on all
-/// cores for a long log.
-fn per_record(
+/// Entries looked up together ([`FileIndex::allows_many`]).
+const LOOKUP_BATCH: usize = 32;
+
+/// `out[i]` = [`monvm::appraise_ima_record`] of `records[i]` (record
+/// `start + i` of the log), the allowlist asked a batch at a time.
+fn ima_outcomes(
+    start: usize,
     records: &[ImaRecord<'_>],
-    lookup: Option<&(dyn FileIndex + Sync)>,
-    excluded: &(dyn Fn(&[u8]) -> bool + Sync),
-) -> (Vec<RecordDigest>, Option<Vec<ImaOutcome>>) {
-    let work = |offset: usize, chunk: &[ImaRecord<'_>]| {
-        let digests: Vec<RecordDigest> = chunk.iter().map(RecordDigest::of).collect();
-        let outcomes = lookup.map(|files| {
-            chunk
-                .iter()
-                .enumerate()
-                .map(|(i, r)| monvm::appraise_ima_record(offset + i, r, files, excluded))
-                .collect::<Vec<_>>()
-        });
-        (digests, outcomes)
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
-    if records.len() < PARALLEL_RECORDS || threads < 2 {
-        return work(0, records);
-    }
-    let per_thread = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = records
-            .chunks(per_thread)
-            .enumerate()
-            .map(|(n, chunk)| {
-                let work = &work;
-                scope.spawn(move || work(n * per_thread, chunk))
-            })
-            .collect();
-        let mut digests = Vec::with_capacity(records.len());
-        let mut outcomes = lookup.map(|_| Vec::with_capacity(records.len()));
-        for part in parts {
-            // A worker cannot panic (panic = abort); if one did, short
-            // lists make the log malformed and the outcomes unused.
-            let Ok((mut d, o)) = part.join() else {
-                return (Vec::new(), None);
-            };
-            digests.append(&mut d);
-            if let (Some(all), Some(mut o)) = (outcomes.as_mut(), o) {
-                all.append(&mut o);
+    out: &mut [ImaOutcome],
+    files: &dyn FileIndex,
+    excluded: &dyn Fn(&[u8]) -> bool,
+) {
+    let batches = out
+        .chunks_mut(LOOKUP_BATCH)
+        .zip(records.chunks(LOOKUP_BATCH));
+    for (n, (out, records)) in batches.enumerate() {
+        let mut entries = [None; LOOKUP_BATCH];
+        let mut queries = [(&[][..], [0; 32]); LOOKUP_BATCH];
+        let mut asked = 0;
+        for (entry, record) in entries.iter_mut().zip(records) {
+            if record.pcr == ima::IMA_PCR {
+                let parsed = monvm::ima_entry(record);
+                // An excluded entry is asked about too (its answer unused):
+                // the excludes are matched once, by `ima_outcome`.
+                if let Ok(query) = parsed {
+                    queries[asked] = query;
+                    asked += 1;
+                }
+                *entry = Some(parsed);
             }
         }
-        (digests, outcomes)
+        let mut answers = [None; LOOKUP_BATCH];
+        files.allows_many(&queries[..asked], &mut answers[..asked]);
+        let mut answers = answers.into_iter();
+        for (i, ((outcome, record), entry)) in out.iter_mut().zip(records).zip(entries).enumerate()
+        {
+            let Some(entry) = entry else {
+                *outcome = ImaOutcome::NotIma;
+                continue;
+            };
+            // In the order asked: the next answer is this entry's.
+            let answer = if entry.is_ok() {
+                answers.next().flatten()
+            } else {
+                None
+            };
+            let index = start + n * LOOKUP_BATCH + i;
+            *outcome = monvm::ima_outcome(index, record, entry, excluded, |_, _| answer);
+        }
+    }
+}
+
+/// Fills `out` by shares of [`SHARE`] items (`fill(start, share)`, `start`
+/// the index of the share's first item) on `helpers` spawned threads and
+/// on this one, which first runs `first` (work that cannot be shared) and
+/// then takes shares until none is left. Returns what `first` returned.
+fn share<T: Send, R>(
+    out: &mut [T],
+    helpers: usize,
+    first: impl FnOnce() -> R,
+    fill: &(dyn Fn(usize, &mut [T]) + Sync),
+) -> R {
+    let shares = std::sync::Mutex::new(out.chunks_mut(SHARE).enumerate());
+    let take = || {
+        loop {
+            // The lock is released before the share is filled.
+            let next = shares
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .next();
+            let Some((n, part)) = next else { break };
+            fill(n * SHARE, part);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(take);
+        }
+        let result = first();
+        take();
+        result
     })
 }
 
@@ -315,5 +382,135 @@ pub fn appraise_quote_only(
         report,
         log: None,
         monvm: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use avm_attest::ima::{ImaRecord, ng_record, ng_template_data, parse_list, replay_sha256};
+    use avm_attest::monvm::{MonVmKind, appraise_records};
+    use avm_attest::policy::FileAllowlist;
+    use avm_attest::verify::check_measurement_log;
+
+    /// A list long enough for the parallel appraisal and the hash index,
+    /// with entries of every outcome: allowed (`ima-ng`, `ima-sig`), a
+    /// digest or a path the allowlist does not hold, excluded, not
+    /// appraisable (SHA-1 digest), violations; the last ones after the
+    /// quote.
+    fn long_list(n: usize) -> (Vec<u8>, ReferenceValues) {
+        let mut files = FileAllowlist::default();
+        files.excludes.push("/tmp/".into());
+        let mut log = Vec::new();
+        for i in 0..n {
+            let path = format!("/usr/lib/x86_64-linux-gnu/lib{i}.so");
+            let mut digest = [0x5a; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let mut record = |data: &[u8], template: &str, violation: bool| {
+                ImaRecord {
+                    pcr: 10,
+                    template_hash: if violation {
+                        [0; 20]
+                    } else {
+                        ima::template_sha1(data)
+                    },
+                    template_name: template,
+                    template_data: data,
+                }
+                .emit(&mut log)
+            };
+            match i % 10 {
+                6 => {
+                    files.allow(&path, [1; 32]);
+                    record(
+                        &ng_template_data("sha256", &digest, path.as_bytes(), None),
+                        "ima-ng",
+                        false,
+                    );
+                }
+                7 => log.extend(ng_record(10, &digest, path.as_bytes())),
+                8 => log.extend(ng_record(10, &digest, format!("/tmp/{i}").as_bytes())),
+                9 if i % 20 == 9 => {
+                    let data = ng_template_data("sha1", &digest[..20], path.as_bytes(), None);
+                    record(&data, "ima-ng", false);
+                }
+                9 => {
+                    files.allow(&path, digest);
+                    let data = ng_template_data("sha256", &digest, path.as_bytes(), Some(b""));
+                    record(&data, "ima-sig", i % 1000 == 999);
+                }
+                _ => {
+                    files.allow(&path, digest);
+                    log.extend(ng_record(10, &digest, path.as_bytes()));
+                }
+            }
+        }
+        let policy = ReferenceValues {
+            monvm_files: files,
+            ..ReferenceValues::default()
+        };
+        (log, policy)
+    }
+
+    /// The parallel appraisal (digests on all cores, the replay beside the
+    /// batched lookups) decides exactly what the sequential one does.
+    #[test]
+    fn the_parallel_appraisal_agrees_with_the_sequential_one() {
+        let n = 3 * PARALLEL_RECORDS + 123;
+        let (log, policy) = long_list(n);
+        let records = parse_list(&log, n).expect("parses");
+        assert!(policy.monvm_files.digests.len() >= INDEXED_PATHS);
+        let excludes = Excludes::compile(&policy.monvm_files).expect("compiles");
+        let excluded = |path: &[u8]| excludes.matches(path);
+        let sequential = |log: &[u8], quoted: &[PcrValue]| {
+            let check = check_measurement_log(Some(log), quoted);
+            let appraisal = check.as_ref().ok().map(|check| {
+                let records = parse_list(log, n).expect("parses");
+                let files = &policy.monvm_files;
+                appraise_records(&records, check, Some(&policy), Some(files), &excluded)
+            });
+            (check, appraisal)
+        };
+
+        let proven = n - 700;
+        let pcr10 = replay_sha256(&records[..proven], &[[0; 32]; 24])[10];
+        let quoted = [PcrValue {
+            index: 10,
+            digest: pcr10,
+        }];
+        let (check, appraisal) = check_and_appraise_log(Some(&log), &quoted, Some(&policy));
+        let (want_check, want_appraisal) = sequential(&log, &quoted);
+        assert_eq!(check, want_check);
+        assert_eq!(appraisal, want_appraisal);
+        let (check, appraisal) = (check.expect("replays"), appraisal.expect("appraised"));
+        assert_eq!((check.proven, check.after_quote), (proven, 700));
+        assert!(appraisal.files_excluded > 0 && appraisal.omitted > 0);
+        for kind in [
+            MonVmKind::FileDigestUnknown,
+            MonVmKind::FileNotAllowed,
+            MonVmKind::FileUnappraisable,
+        ] {
+            assert!(
+                appraisal.findings.iter().any(|f| f.kind == kind),
+                "{kind:?}"
+            );
+        }
+
+        // A record whose template hash is not its data's: refused the
+        // same way, at the same index.
+        let mut forged = log.clone();
+        let at = records[..n / 2]
+            .iter()
+            .map(ImaRecord::encoded_len)
+            .sum::<usize>();
+        let last = at + records[n / 2].encoded_len() - 2;
+        forged[last] ^= 1;
+        let (check, appraisal) = check_and_appraise_log(Some(&forged), &quoted, Some(&policy));
+        assert_eq!(check, sequential(&forged, &quoted).0);
+        assert_eq!(
+            check,
+            Err(Reason::MeasurementLogInconsistent { index: n / 2 })
+        );
+        assert!(appraisal.is_none());
     }
 }
