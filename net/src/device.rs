@@ -222,6 +222,12 @@ impl<H: Hal, T: Transport> EthernetDevice for VirtioNetDevice<H, T> {
     fn mac_address(&self) -> [u8; 6] {
         self.raw.mac_address()
     }
+
+    /// The receive queue's used ring has an entry (a read of guest memory,
+    /// no device access).
+    fn frames_waiting(&self) -> bool {
+        self.raw.poll_receive().is_some()
+    }
 }
 
 /// A received frame, borrowed from its receive buffer until consumed.

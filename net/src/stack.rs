@@ -21,10 +21,20 @@ use crate::config::{Addressing, NetConfig};
 pub const MAX_INGRESS_PER_POLL: usize = 64;
 /// Egress rounds (each may send several packets) per [`NetStack::poll`] at most.
 pub const MAX_EGRESS_PER_POLL: usize = 64;
+/// Longest time [`NetStack::needs_poll`] stays false without a frame or a
+/// stack timer: the server's own timeouts (idle connections, closing
+/// grace) are checked in its poll, and they run in seconds.
+pub const MAX_QUIET_MS: u64 = 50;
 
 /// A network device that knows its MAC address.
 pub trait EthernetDevice: Device {
     fn mac_address(&self) -> [u8; 6];
+
+    /// Whether a received frame may be waiting. Without a cheap way to
+    /// tell, a device says yes, and every [`NetStack::needs_poll`] is true.
+    fn frames_waiting(&self) -> bool {
+        true
+    }
 }
 
 /// Why the stack could not be set up.
@@ -49,6 +59,9 @@ pub struct NetStack<D: EthernetDevice> {
     sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
     ipv4: Option<Ipv4Status>,
+    /// When the stack next needs a poll without a received frame (0:
+    /// at once; set by [`Self::poll`], reset by any access to the sockets).
+    next_poll_ms: u64,
 }
 
 impl<D: EthernetDevice> NetStack<D> {
@@ -68,6 +81,7 @@ impl<D: EthernetDevice> NetStack<D> {
             sockets: SocketSet::new(Vec::new()),
             dhcp: None,
             ipv4: None,
+            next_poll_ms: 0,
         };
         match config.addressing {
             Addressing::Static(ip) => stack.set_ipv4(Some(Ipv4Status {
@@ -112,7 +126,21 @@ impl<D: EthernetDevice> NetStack<D> {
         if self.poll_dhcp() {
             progress = true;
         }
+        self.next_poll_ms = if progress {
+            now_ms
+        } else {
+            now_ms.saturating_add(self.poll_delay(now_ms, MAX_QUIET_MS))
+        };
         progress
+    }
+
+    /// Whether [`Self::poll`] has work: a frame may have arrived, a timer
+    /// of the stack (retransmission, delayed ACK, DHCP) or
+    /// [`MAX_QUIET_MS`] is due, or the sockets were handed out since the
+    /// last poll (a server may have queued data). Cheap, so an idle loop
+    /// woken by its timer can skip the network's full poll.
+    pub fn needs_poll(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_poll_ms || self.device.frames_waiting()
     }
 
     /// How long the caller may sleep before the stack needs [`Self::poll`]
@@ -136,12 +164,14 @@ impl<D: EthernetDevice> NetStack<D> {
 
     /// The socket set, for servers and clients running on this stack.
     pub fn sockets_mut(&mut self) -> &mut SocketSet<'static> {
+        self.next_poll_ms = 0;
         &mut self.sockets
     }
 
     /// The interface and the socket set together, e.g. to open a client
     /// connection (`tcp::Socket::connect` needs the interface's context).
     pub fn parts_mut(&mut self) -> (&mut Interface, &mut SocketSet<'static>) {
+        self.next_poll_ms = 0;
         (&mut self.iface, &mut self.sockets)
     }
 
@@ -348,6 +378,92 @@ mod tests {
             answer,
             Some(Response::Hello(DeterministicBackend::hello_info()))
         );
+    }
+
+    #[test]
+    fn an_idle_stack_needs_a_poll_only_for_a_frame_a_timer_or_its_sockets() {
+        let (a, b) = link_pair([2, 0, 0, 0, 0, 0x15], [2, 0, 0, 0, 0, 2]);
+        let config = NetConfig {
+            addressing: Addressing::Static(StaticIpv4 {
+                address: LEASED,
+                prefix_len: 24,
+                gateway: None,
+            }),
+            random_seed: 3,
+        };
+        let mut avm = NetStack::new(a, config, 0).unwrap();
+        let mut router = router_stack(b);
+        let mut server = AttestationServer::new(4700, ServerLimits::default());
+        let mut backend = DeterministicBackend::new(8);
+        // The main loop's round: the stack, the server, the stack again.
+        let mut round = |avm: &mut NetStack<LinkEnd>, now: u64| {
+            avm.poll(now);
+            server.poll(avm, &mut backend, now);
+            avm.poll(now);
+        };
+        assert!(avm.needs_poll(0), "a new stack");
+        round(&mut avm, 0);
+        assert!(!avm.needs_poll(1), "nothing to do");
+        assert!(avm.needs_poll(MAX_QUIET_MS), "the quiet limit");
+        round(&mut avm, MAX_QUIET_MS);
+        let _ = avm.sockets_mut();
+        assert!(avm.needs_poll(MAX_QUIET_MS + 1), "sockets handed out");
+        avm.poll(MAX_QUIET_MS + 1);
+        assert!(!avm.needs_poll(MAX_QUIET_MS + 2));
+
+        // A client connects: its first frame makes a poll due, and an
+        // exchange where the A-VM polls only when told to completes.
+        let mut now = MAX_QUIET_MS + 2;
+        let client = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 8192]),
+            tcp::SocketBuffer::new(vec![0; 8192]),
+        );
+        let (iface, sockets) = router.parts_mut();
+        let handle = sockets.add(client);
+        sockets
+            .get_mut::<tcp::Socket>(handle)
+            .connect(iface.context(), (LEASED, 4700), 50_000)
+            .unwrap();
+        router.poll(now);
+        assert!(avm.needs_poll(now), "a frame arrived");
+        let hello = wire::encode_frame(&Request::Hello { version: 1 }).unwrap();
+        let mut assembler = FrameAssembler::new(MAX_FRAME_LEN);
+        let (mut sent, mut answer) = (false, None);
+        for _ in 0..5_000 {
+            router.poll(now);
+            if avm.needs_poll(now) {
+                round(&mut avm, now);
+            }
+            let socket = router.sockets_mut().get_mut::<tcp::Socket>(handle);
+            if !sent && socket.may_send() {
+                sent = socket.send_slice(&hello).unwrap() == hello.len();
+            }
+            if socket.can_recv() {
+                socket.recv(|data| (assembler.push(data), ())).unwrap();
+                if let Some(body) = assembler.next_body().unwrap() {
+                    answer = Some(wire::decode_body::<Response>(&body).unwrap());
+                    break;
+                }
+            }
+            now += 1;
+        }
+        assert_eq!(
+            answer,
+            Some(Response::Hello(DeterministicBackend::hello_info()))
+        );
+        // The connection stays open, idle: a few polls in 500 ticks (the
+        // last ACKs, the quiet limit), not one per tick.
+        let mut polled = 0;
+        for _ in 0..500 {
+            now += 1;
+            router.poll(now);
+            if avm.needs_poll(now) {
+                round(&mut avm, now);
+                polled += 1;
+            }
+        }
+        assert!(polled <= 500 / MAX_QUIET_MS + 5, "{polled} polls");
+        assert!(polled >= 500 / MAX_QUIET_MS, "{polled} polls");
     }
 
     #[test]

@@ -112,6 +112,10 @@ impl EthernetDevice for LinkEnd {
     fn mac_address(&self) -> [u8; 6] {
         self.mac
     }
+
+    fn frames_waiting(&self) -> bool {
+        !self.incoming.borrow().is_empty()
+    }
 }
 
 /// A backend that answers from fixed data, so tests can predict every byte.

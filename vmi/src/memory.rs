@@ -94,6 +94,9 @@ impl<M: GuestMemory + ?Sized> GuestMemory for &M {
     fn contains(&self, at: GuestPhysAddr, len: u64) -> bool {
         (**self).contains(at, len)
     }
+    fn equals(&self, at: GuestPhysAddr, expected: &[u8]) -> Result<bool, MemoryError> {
+        (**self).equals(at, expected)
+    }
 }
 
 /// One guest-physical RAM range and where it lives in the backing store.
