@@ -249,15 +249,19 @@ impl<'a> NgFields<'a> {
             "ima-sig" => 3,
             _ => return Err(TemplateError::UnknownTemplate),
         };
-        let mut fields: [&[u8]; MAX_TEMPLATE_FIELDS] = [&[]; MAX_TEMPLATE_FIELDS];
+        // Only the first three fields are kept; the others are counted.
+        let mut fields: [&[u8]; 3] = [&[]; 3];
         let mut count = 0;
         let mut r = Reader::new(data);
         while !r.is_empty() {
-            let slot = fields
-                .get_mut(count)
-                .ok_or(TemplateError::BadFieldLengths)?;
+            if count == MAX_TEMPLATE_FIELDS {
+                return Err(TemplateError::BadFieldLengths);
+            }
             let len = r.u32_le().ok_or(TemplateError::BadFieldLengths)? as usize;
-            *slot = r.bytes(len).ok_or(TemplateError::BadFieldLengths)?;
+            let field = r.bytes(len).ok_or(TemplateError::BadFieldLengths)?;
+            if let Some(slot) = fields.get_mut(count) {
+                *slot = field;
+            }
             count += 1;
         }
         if count != expected {
@@ -439,6 +443,15 @@ mod tests {
         assert!(!parse_list(&tampered, 10).unwrap()[0].template_hash_matches());
         assert_eq!(
             NgFields::parse("ima-ng", &[1, 0, 0]),
+            Err(TemplateError::BadFieldLengths)
+        );
+        // At most 15 fields (empty ones here), then too many.
+        assert_eq!(
+            NgFields::parse("ima-ng", &[0; 4 * MAX_TEMPLATE_FIELDS]),
+            Err(TemplateError::FieldCount)
+        );
+        assert_eq!(
+            NgFields::parse("ima-ng", &[0; 4 * (MAX_TEMPLATE_FIELDS + 1)]),
             Err(TemplateError::BadFieldLengths)
         );
         let no_colon = ng_template_data("", &[1], b"a", None);

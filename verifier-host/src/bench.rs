@@ -526,7 +526,8 @@ impl ImaAppraisal {
 /// `attest` runs on the PCR 10 entries (`check_measurement_log`: template
 /// hashes, replay to the quoted PCR; `monvm::appraise_records`: every
 /// entry against the allowlist; `appraise::check_and_appraise_log`, which
-/// hashes a long log on all cores), `runs` times. Without `allowlist`
+/// hashes a long log on all cores, then replays it on one while the others
+/// look its entries up in the allowlist), `runs` times. Without `allowlist`
 /// the policy is not read: template hashes and replay only, the work of
 /// `evmctl ima_measurement --pcrs` (the code `attest` runs for a policy
 /// without a Mon-VM allowlist).
