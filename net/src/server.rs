@@ -250,6 +250,22 @@ impl AttestationServer {
         progress
     }
 
+    /// Whether a round of [`Self::poll`] (between two polls of the stack)
+    /// has work now: the stack needs a poll ([`NetStack::needs_poll`]: a
+    /// frame, a timer, the quiet limit), or a session holds output its
+    /// socket has not taken yet (a pushed event queued by
+    /// [`Self::publish`], the rest of a long answer). An idle loop skips
+    /// the round otherwise; keep-alives and timeouts wait at most
+    /// [`crate::stack::MAX_QUIET_MS`].
+    pub fn needs_poll<D: EthernetDevice>(&self, stack: &NetStack<D>, now_ms: u64) -> bool {
+        stack.needs_poll(now_ms)
+            || self.slots.iter().any(|slot| {
+                slot.session
+                    .as_ref()
+                    .is_some_and(|session| !session.pending_output().is_empty())
+            })
+    }
+
     /// Connections subscribed to pushed events.
     pub fn subscribers(&self) -> usize {
         self.slots

@@ -122,7 +122,7 @@ impl Network {
         let now = now_ms();
         // Most timer ticks bring nothing: a full poll of the stack and the
         // server costs tens of microseconds under TCG, 200 times a second.
-        if !self.stack.needs_poll(now) {
+        if !self.server.needs_poll(&self.stack, now) {
             return false;
         }
         let mut busy = self.stack.poll(now);
