@@ -12,7 +12,8 @@
 # Environment: AVM_IMAGE (default build/avm.elf), AVM_QEMU and AVM_VERIFIER
 # (default target/release/...), AVM_KEEP_STATE=1 keeps the state directory,
 # RUN_QEMU_DURATION=SECS monitors for that long instead of until Ctrl-C
-# (automated runs), RUN_QEMU_DURATION=0 skips the monitor.
+# (automated runs), RUN_QEMU_DURATION=0 skips the monitor, RUN_QEMU_CPUS
+# (split, or shared) is `avm-qemu up --cpus`.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,7 +54,10 @@ fail() {
 }
 
 step "Booting the A-VM ($image) under QEMU + swtpm"
-addr=$("$qemu_bin" up --state "$node_state" --image "$image") || fail "the node did not come up"
+# The A-VM on a CPU of its own (on a host with two or more): its timer
+# wake-ups then do not preempt the Mon-VM (docs/monitoring.md, "Cost").
+addr=$("$qemu_bin" up --state "$node_state" --image "$image" --cpus "${RUN_QEMU_CPUS:-split}") ||
+    fail "the node did not come up"
 status_json=$("$qemu_bin" status --state "$node_state" --json)
 json_field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" <<<"$status_json"; }
 ek_ca=$(json_field ek_ca)

@@ -35,6 +35,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use avm_attest::monitor_policy::MonitorPolicy;
+
+use crate::placement::CpuPlacement;
 use serde_json::{Value, json};
 
 use crate::monvm::console::MonVmConsole;
@@ -254,6 +256,8 @@ pub struct DemoOptions {
     /// (every violation ever recorded counts). `None`: the verifier's
     /// default (sticky; also for a verifier without the option).
     pub violations: Option<String>,
+    /// Where the node's processes run (`avm-qemu up --cpus`).
+    pub cpus: CpuPlacement,
 }
 
 /// A fresh state directory under /tmp (short: swtpm's socket lives in
@@ -317,9 +321,11 @@ pub fn boot_node(
     series: &str,
     ram_mib: u64,
     with_rootkit: bool,
+    cpus: CpuPlacement,
 ) -> Result<Node, DemoError> {
     let mut config = NodeConfig::new(dir, image);
     config.accel = Some(Accel::Tcg);
+    config.cpus = cpus;
     let mut monvm = MonVmConfig::new(KernelChoice::Series(series.to_owned()));
     monvm.ram_mib = ram_mib;
     let vmlinuz = monvm.cache_dir.join(series).join("vmlinuz");
@@ -1145,7 +1151,14 @@ fn boot_stage(
             opts.series
         ),
     );
-    let node = boot_node(&dir, &opts.image, &opts.series, opts.ram_mib, true)?;
+    let node = boot_node(
+        &dir,
+        &opts.image,
+        &opts.series,
+        opts.ram_mib,
+        true,
+        opts.cpus,
+    )?;
     let record = node.record().clone();
     let addr = node
         .attest_addr()
@@ -1636,6 +1649,9 @@ pub struct SlowdownReport {
     /// The A-VM QEMU process's CPU use (% of one host core) while the
     /// workloads ran with it on.
     pub avm_cpu_percent: Option<f64>,
+    /// The node's CPU split (`avm=1 monvm=0`), `None` when its processes
+    /// shared the host's CPUs.
+    pub cpu_split: Option<String>,
 }
 
 /// utime + stime of a process, in clock ticks (`/proc/PID/stat`).
@@ -1745,6 +1761,7 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
         &opts.series,
         opts.ram_mib,
         false,
+        opts.cpus,
     )?;
     let record = node.record().clone();
     wait_serial(&record, "AVM-MONVM-IMA ", Duration::from_secs(120))?;
@@ -1825,8 +1842,10 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
     }
     let _ = console.run("umount /mnt/avm-bench");
     drop(console);
+    let cpu_split = node.record().cpu_split.clone();
     drop(node);
     Ok(SlowdownReport {
+        cpu_split,
         series: opts.series.clone(),
         pairs,
         runs,
@@ -1899,6 +1918,7 @@ impl SlowdownReport {
             "clock": self.clock.describe(),
             "load_average": [self.load.0, self.load.1],
             "avm_cpu_percent": self.avm_cpu_percent,
+            "cpu_split": self.cpu_split,
             "workloads": workloads,
         })
     }
@@ -1913,12 +1933,26 @@ impl SlowdownReport {
             }
         }
         out.push_str(&format!(
-            "on: the A-VM checking (its QEMU used {} of a host core meanwhile); off: its QEMU stopped (SIGSTOP). {}; -host: host wall time around the console command.\n",
+            "on: the A-VM checking (its QEMU used {} of a host core meanwhile); off: its QEMU stopped (SIGSTOP). {}; -host: host wall time around the console command; {}.\n",
             self.avm_cpu_percent
                 .map_or("?".to_string(), |c| format!("{c:.1}%")),
-            self.clock.describe()
+            self.clock.describe(),
+            self.placement()
         ));
         out
+    }
+
+    /// Where the node's processes ran.
+    fn placement(&self) -> String {
+        match &self.cpu_split {
+            Some(split) => format!(
+                "`--cpus split`: the A-VM's QEMU and swtpm pinned apart from the Mon-VM's QEMU ({split})"
+            ),
+            None => {
+                "`--cpus shared`: all processes on the host's CPUs as its scheduler places them"
+                    .into()
+            }
+        }
     }
 
     pub fn markdown_rows(&self) -> String {
@@ -1926,7 +1960,7 @@ impl SlowdownReport {
         for (name, what, _) in WORKLOADS {
             if let Some((on, off, pct)) = self.medians(name) {
                 out.push_str(&format!(
-                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node; {} | {on:.0} ms vs {off:.0} ms: {pct:+.2}% (runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
+                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node; {}; {} | {on:.0} ms vs {off:.0} ms: {pct:+.2}% (runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
                     self.series,
                     self.pairs,
                     self.periods.policy.syscall_idt_ms,
@@ -1935,6 +1969,7 @@ impl SlowdownReport {
                     self.periods.policy.cross_ms,
                     self.pairs,
                     self.clock.describe(),
+                    self.placement(),
                     self.runs.get(name).map_or("-".into(), |r| spread(&r.0)),
                     self.runs.get(name).map_or("-".into(), |r| spread(&r.1)),
                     self.medians(&format!("{name}-host"))

@@ -20,6 +20,7 @@ pub mod measure;
 pub mod monvm;
 pub mod netline;
 pub mod node;
+pub mod placement;
 pub mod process;
 pub mod provision;
 pub mod qemu;

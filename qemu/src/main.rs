@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use avm_attest::monitor_policy::MonitorPolicy;
 use avm_qemu::monvm::{self, KernelChoice, MonVmConfig};
 use avm_qemu::node::{self, DEFAULT_MEMORY_MIB, Node, NodeConfig, NodeRecord};
+use avm_qemu::placement::CpuPlacement;
 use avm_qemu::qemu::Accel;
 use avm_qemu::report::BootReport;
 use avm_qemu::{bench, hex, verify};
@@ -124,6 +125,14 @@ struct NodeArgs {
     /// [default: none, the A-VM uses syscall_idt=5,text=1000,ima=500,cross=500].
     #[arg(long, value_parser = parse_monitor_policy)]
     monitor_policy: Option<MonitorPolicy>,
+    /// Where the node's processes run on the host's CPUs: `shared` (the
+    /// host schedules them), or `split`: the A-VM's QEMU and swtpm on the
+    /// last CPU this process may use, the Mon-VM's QEMU on all the others,
+    /// so the A-VM's timer wake-ups do not preempt the Mon-VM
+    /// (docs/monitoring.md). Needs two CPUs; `status --json` shows the
+    /// split as `cpu_split`.
+    #[arg(long, default_value_t = CpuPlacement::Shared)]
+    cpus: CpuPlacement,
     #[command(flatten)]
     monvm: MonVmArgs,
 }
@@ -195,6 +204,7 @@ fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
     config.extra_cmdline = args.cmdline.clone();
     config.monvm = args.monvm.config();
     config.monitor_policy = args.monitor_policy;
+    config.cpus = args.cpus;
     config
 }
 

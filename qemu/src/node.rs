@@ -20,6 +20,7 @@ use crate::layout::{MAX_UNIX_SOCKET_PATH, StateLayout};
 use crate::measure::{hcrtm_pcr0_start, sha256};
 use crate::monvm::{self, MonVm, MonVmConfig, MonVmError};
 use crate::netline::{NetworkOutcome, scan_network};
+use crate::placement::{CpuPlacement, CpuSplit, pin_process};
 use crate::process::{self, ChildGuard, ProcessGroup};
 use crate::provision::{ProvisionError, provision_tpm};
 use crate::qemu::{Accel, GuestExit, QemuCommand};
@@ -76,6 +77,8 @@ pub struct NodeConfig {
     /// fw_cfg file `opt/avm/monitor-policy` in its canonical text; `None`:
     /// no file, the A-VM uses [`MonitorPolicy::default`].
     pub monitor_policy: Option<MonitorPolicy>,
+    /// Where the node's processes run on the host's CPUs.
+    pub cpus: CpuPlacement,
 }
 
 impl NodeConfig {
@@ -92,6 +95,7 @@ impl NodeConfig {
             detachable: false,
             monvm: None,
             monitor_policy: None,
+            cpus: CpuPlacement::Shared,
         }
     }
 
@@ -211,6 +215,10 @@ pub struct NodeRecord {
     /// given; without it the A-VM uses (and measures) its defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor_policy: Option<String>,
+    /// The CPUs the node's processes are pinned to (`avm=1 monvm=0`), with
+    /// `--cpus split`; absent when they share the host's CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_split: Option<String>,
 }
 
 impl NodeRecord {
@@ -393,6 +401,23 @@ pub struct Node {
     exit: Option<(GuestExit, Instant)>,
 }
 
+/// Pins the A-VM's QEMU and swtpm to the split's A-VM CPUs, the Mon-VM's
+/// QEMU to the others (every thread each has now).
+fn pin_node(
+    split: &CpuSplit,
+    avm_qemu: u32,
+    swtpm: Option<&Swtpm>,
+    monvm: Option<&MonVm>,
+) -> Result<(), NodeError> {
+    let mut pins = vec![(avm_qemu, &split.avm)];
+    pins.extend(swtpm.map(|s| (s.pid(), &split.avm)));
+    pins.extend(monvm.map(|m| (m.pid(), &split.monvm)));
+    for (pid, cpus) in pins {
+        pin_process(pid, cpus).map_err(io_error("pinning the node's processes to their CPUs"))?;
+    }
+    Ok(())
+}
+
 /// Removes what an earlier node left in the state dir, so every launch
 /// starts from a fresh TPM (QEMU would otherwise replay old volatile state),
 /// and the RAM file of an earlier Mon-VM that was never brought down.
@@ -489,6 +514,18 @@ impl Node {
             .accel
             .unwrap_or_else(|| kvm::choose_accel(layout.root()));
         record.accel = Some(accel);
+        let split = match config.cpus {
+            CpuPlacement::Shared => None,
+            CpuPlacement::Split => {
+                let split = CpuSplit::of_this_host()
+                    .map_err(io_error("reading the CPUs this process may run on"))?;
+                if split.is_none() {
+                    eprintln!("avm-qemu: one CPU only: the node's processes share it");
+                }
+                split
+            }
+        };
+        record.cpu_split = split.as_ref().map(CpuSplit::describe);
 
         // The Mon-VM first: the A-VM's QEMU maps its RAM file. From here
         // on, an error drops it (its QEMU killed, its RAM file removed).
@@ -593,6 +630,12 @@ impl Node {
             })?;
         record.qemu_pid = Some(qemu.pid());
         record.store(&layout)?;
+        // Right after each process started, before it made most of its
+        // threads (which inherit the placement); `up` pins again once the
+        // node is up, for threads made before this.
+        if let Some(split) = &split {
+            pin_node(split, qemu.pid(), swtpm.as_ref(), monvm.as_ref())?;
+        }
 
         Ok(Self {
             serial: SerialLog::new(layout.avm_serial()),
@@ -642,6 +685,18 @@ impl Node {
             if !config.exit_after_report {
                 node.wait_for_monvm_startup(timeout.saturating_sub(started.elapsed()))?;
             }
+        }
+        if config.cpus == CpuPlacement::Split
+            && node.exit.is_none()
+            && let Some(split) = CpuSplit::of_this_host()
+                .map_err(io_error("reading the CPUs this process may run on"))?
+        {
+            pin_node(
+                &split,
+                node.qemu.pid(),
+                node.swtpm.as_ref(),
+                node.monvm.as_ref(),
+            )?;
         }
         Ok(node)
     }

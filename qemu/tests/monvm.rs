@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use avm_qemu::NodeRecord;
 use avm_qemu::monvm::{self, MonVmConsole, rootfs};
+use avm_qemu::placement;
 use avm_qemu::process::is_running;
 use common::client::Client;
 use common::{avm_qemu, status_json};
@@ -489,8 +490,10 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
     layout
 }
 
-/// `avm-qemu up` starts the 6.1 Mon-VM by default; status names it; down
-/// stops everything and removes the RAM file.
+/// `avm-qemu up` starts the 6.1 Mon-VM by default; status names it;
+/// `--cpus split` puts every thread of the A-VM's QEMU and swtpm on the
+/// last CPU and the Mon-VM's QEMU on the others; down stops everything and
+/// removes the RAM file.
 #[test]
 fn cli_up_starts_the_default_6_1_mon_vm_and_down_removes_it() {
     let _boot = one_boot_at_a_time();
@@ -508,6 +511,8 @@ fn cli_up_starts_the_default_6_1_mon_vm_and_down_removes_it() {
         "tcg",
         "--timeout",
         "120",
+        "--cpus",
+        "split",
     ]);
     assert!(
         up.status.success(),
@@ -517,6 +522,27 @@ fn cli_up_starts_the_default_6_1_mon_vm_and_down_removes_it() {
     let status = status_json(state);
     assert_eq!(status["running"], true);
     assert_eq!(status["monvm_series"], monvm::kernel::DEFAULT_SERIES);
+    let pid = |field: &str| status[field].as_u64().expect("a pid") as u32;
+    match placement::CpuSplit::of(&placement::allowed_cpus(None).unwrap()) {
+        Some(split) => {
+            assert_eq!(status["cpu_split"], split.describe());
+            for (field, cpus) in [
+                ("qemu_pid", &split.avm),
+                ("swtpm_pid", &split.avm),
+                ("monvm_pid", &split.monvm),
+            ] {
+                let threads = placement::threads_of(pid(field)).unwrap();
+                // A thread may exit between the listing and the look.
+                let placed: Vec<Vec<usize>> = threads
+                    .iter()
+                    .filter_map(|&tid| placement::allowed_cpus(Some(tid)).ok())
+                    .collect();
+                assert!(!placed.is_empty(), "{field}: no threads");
+                assert!(placed.iter().all(|c| c == cpus), "{field}: {placed:?}");
+            }
+        }
+        None => assert!(status["cpu_split"].is_null(), "one CPU: {status}"),
+    }
     assert_eq!(status["monvm_kernel"], cache_meta("6.1", "version"));
     for field in ["monvm_ram", "monvm_console", "monvm_ram_layout"] {
         assert!(status[field].is_string(), "{field} in {status}");

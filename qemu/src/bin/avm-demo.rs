@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use avm_qemu::demo::{self, AttackKind, DemoOptions};
+use avm_qemu::placement::CpuPlacement;
 use clap::Parser;
 
 /// Boots a node (A-VM + swtpm + a Debian Mon-VM holding the test rootkit)
@@ -79,6 +80,11 @@ struct Cli {
     /// recorded: the node stays untrusted after the first attack).
     #[arg(long, default_value = "current", value_parser = ["current", "sticky"])]
     violations: String,
+    /// Where the node's processes run on the host's CPUs (as `avm-qemu up
+    /// --cpus`): `shared`, or `split` (the A-VM's QEMU and swtpm on the
+    /// last CPU, the Mon-VM's QEMU on the others).
+    #[arg(long, default_value_t = CpuPlacement::Shared)]
+    cpus: CpuPlacement,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -120,6 +126,7 @@ fn main() -> ExitCode {
         keep_state: cli.keep_state,
         verbose: !cli.quiet,
         violations: Some(cli.violations),
+        cpus: cli.cpus,
     };
     if let Some(pairs) = cli.slowdown {
         return match demo::slowdown(&opts, pairs.max(1)) {
