@@ -227,6 +227,9 @@ pub fn check_and_appraise_prepared(
         std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) - 1
     };
 
+    // Every share is filled, or the scope re-raises the thread's panic:
+    // these placeholders are never read (and would fail closed: a record
+    // not consistent).
     let mut digests = vec![
         RecordDigest {
             consistent: false,
