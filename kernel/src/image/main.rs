@@ -288,6 +288,9 @@ fn main_loop(
             }
             busy = true;
         }
+        if let Some(monvm) = monvm.as_mut() {
+            monvm.print_events();
+        }
         if busy {
             last_busy_us = now;
         }

@@ -67,6 +67,11 @@ const DUE_SLACK_DIVISOR: u64 = 4;
 /// due since its last slice; a faster timer would only make the slices
 /// smaller and each one costs a set-up).
 const TEXT_SLICE_US: u64 = 10_000;
+/// Most `AVM-MONVM-EVENT` lines kept between two main-loop rounds (the
+/// events themselves are all in the log; only their console lines beyond
+/// this are skipped).
+const MAX_EVENT_LINES: usize = 4096;
+
 /// A round with this many changes to report holds them (see
 /// [`MonVm::hold`]): a reboot in progress, not a rootkit.
 const MASS_CHANGE: usize = 32;
@@ -421,6 +426,10 @@ pub struct MonVm {
     /// The file digests of the consistent IMA entries seen so far.
     ima_files: ImaFiles,
     events: u32,
+    /// `AVM-MONVM-EVENT` lines not yet printed: the serial console costs
+    /// some microseconds a byte under TCG, so they are printed after the
+    /// events are pushed ([`MonVm::print_events`]).
+    event_lines: Vec<String>,
     /// Whether the start-up state went into PCR 11.
     startup_measured: bool,
 }
@@ -502,6 +511,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         ima_seen: Vec::new(),
         ima_files: ImaFiles::default(),
         events: 0,
+        event_lines: Vec::new(),
         startup_measured: false,
     })
 }
@@ -718,7 +728,20 @@ impl MonVm {
         if let Err(e) = log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
             warn!("monvm: event not recorded: {}", e);
         }
-        println!("AVM-MONVM-EVENT {} at_us={}", name, now_us);
+        if self.event_lines.len() < MAX_EVENT_LINES {
+            self.event_lines.push(text(format_args!(
+                "AVM-MONVM-EVENT {} at_us={}",
+                name, now_us
+            )));
+        }
+    }
+
+    /// Prints the `AVM-MONVM-EVENT` lines of the events recorded since the
+    /// last call (the main loop calls it after pushing them).
+    pub fn print_events(&mut self) {
+        for line in self.event_lines.drain(..) {
+            println!("{}", line);
+        }
     }
 
     /// Runs the checks that are due, through the kept view of the kernel:
