@@ -747,99 +747,231 @@ pub fn check_measurement_records(
     digests: &[RecordDigest],
     quoted: &[PcrValue],
 ) -> Result<MeasurementLogCheck, Reason> {
-    let mut expected: [Option<[u8; 32]>; 8] = [None; 8];
-    for p in quoted {
-        if AVM_LOG_PCRS.contains(p.index)
-            && let Some(slot) = expected.get_mut(usize::from(p.index) - 8)
-        {
-            *slot = Some(p.digest);
-        }
-    }
-    let empty = MeasurementLogCheck {
-        proven: 0,
-        after_quote: 0,
-        per_pcr: [0; 8],
-        config_digest: None,
-        events: Vec::new(),
-        startup: Vec::new(),
-    };
+    let mut replay = Replay::new(quoted);
     let Some(records) = records else {
-        return if expected.iter().flatten().all(|d| *d == [0; 32]) {
-            Ok(empty)
-        } else {
-            Err(Reason::MeasurementLogMissing)
-        };
+        return replay.finish_without_log();
     };
     if digests.len() != records.len() {
         return Err(Reason::MeasurementLogMalformed);
     }
-    let mut pcrs = [[0u8; 32]; 8];
-    let matches = |pcrs: &[[u8; 32]; 8]| {
-        expected
+    replay.extend(records, digests)?;
+    replay.finish(records)
+}
+
+/// [`check_measurement_records`] a part at a time, so that a caller can
+/// replay the first records while the digests of the next are computed:
+/// [`Replay::extend`] with the records in log order (and their digests),
+/// then [`Replay::finish`] with the whole log. The same checks in the same
+/// order, so the same verdict.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    expected: [Option<[u8; 32]>; 8],
+    pcrs: [[u8; 32]; 8],
+    counts: [usize; 8],
+    /// Records replayed so far.
+    done: usize,
+    proven_any: bool,
+    proven: usize,
+    per_pcr: [usize; 8],
+}
+
+impl Replay {
+    pub fn new(quoted: &[PcrValue]) -> Self {
+        let mut expected: [Option<[u8; 32]>; 8] = [None; 8];
+        for p in quoted {
+            if AVM_LOG_PCRS.contains(p.index)
+                && let Some(slot) = expected.get_mut(usize::from(p.index) - 8)
+            {
+                *slot = Some(p.digest);
+            }
+        }
+        let mut replay = Self {
+            expected,
+            pcrs: [[0; 32]; 8],
+            counts: [0; 8],
+            done: 0,
+            proven_any: false,
+            proven: 0,
+            per_pcr: [0; 8],
+        };
+        replay.proven_any = replay.matches();
+        replay
+    }
+
+    fn matches(&self) -> bool {
+        self.expected
             .iter()
-            .zip(pcrs)
+            .zip(&self.pcrs)
             .all(|(want, have)| want.is_none_or(|w| w == *have))
-    };
-    let mut check = empty;
-    let mut counts = [0usize; 8];
-    let mut proven_any = matches(&pcrs);
-    for (index, (record, digest)) in records.iter().zip(digests).enumerate() {
-        let slot = record
-            .pcr
-            .checked_sub(8)
-            .and_then(|i| usize::try_from(i).ok())
-            .filter(|&i| i < 8)
-            .ok_or(Reason::MeasurementLogMalformed)?;
-        if !digest.consistent {
-            return Err(Reason::MeasurementLogInconsistent { index });
-        }
-        pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &digest.extend);
-        counts[slot] += 1;
-        if matches(&pcrs) {
-            proven_any = true;
-            check.proven = index + 1;
-            check.per_pcr = counts;
+    }
+
+    fn empty() -> MeasurementLogCheck {
+        MeasurementLogCheck {
+            proven: 0,
+            after_quote: 0,
+            per_pcr: [0; 8],
+            config_digest: None,
+            events: Vec::new(),
+            startup: Vec::new(),
         }
     }
-    if !proven_any {
-        // Name the first PCR the whole log does not explain.
-        let pcr = expected
+
+    /// No log came: acceptable only while every quoted log PCR is zero.
+    pub fn finish_without_log(&self) -> Result<MeasurementLogCheck, Reason> {
+        if self.expected.iter().flatten().all(|d| *d == [0; 32]) {
+            Ok(Self::empty())
+        } else {
+            Err(Reason::MeasurementLogMissing)
+        }
+    }
+
+    /// Replays the next records of the log (`digests[i]` of `records[i]`;
+    /// slices of another length are a malformed log).
+    pub fn extend(
+        &mut self,
+        records: &[crate::ima::ImaRecord<'_>],
+        digests: &[RecordDigest],
+    ) -> Result<(), Reason> {
+        if digests.len() != records.len() {
+            return Err(Reason::MeasurementLogMalformed);
+        }
+        for (record, digest) in records.iter().zip(digests) {
+            let index = self.done;
+            let slot = record
+                .pcr
+                .checked_sub(8)
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < 8)
+                .ok_or(Reason::MeasurementLogMalformed)?;
+            if !digest.consistent {
+                return Err(Reason::MeasurementLogInconsistent { index });
+            }
+            self.pcrs[slot] = crate::eventlog::extend_sha256(&self.pcrs[slot], &digest.extend);
+            self.counts[slot] += 1;
+            self.done += 1;
+            if self.matches() {
+                self.proven_any = true;
+                self.proven = index + 1;
+                self.per_pcr = self.counts;
+            }
+        }
+        Ok(())
+    }
+
+    /// The check, once every record of `records` (the whole log) was
+    /// replayed; fewer is a malformed log.
+    pub fn finish(
+        &self,
+        records: &[crate::ima::ImaRecord<'_>],
+    ) -> Result<MeasurementLogCheck, Reason> {
+        if self.done != records.len() {
+            return Err(Reason::MeasurementLogMalformed);
+        }
+        if !self.proven_any {
+            // Name the first PCR the whole log does not explain.
+            let pcr = self
+                .expected
+                .iter()
+                .zip(&self.pcrs)
+                .position(|(want, have)| want.is_some_and(|w| w != *have))
+                .unwrap_or(0);
+            return Err(Reason::MeasurementLogReplayMismatch { pcr: pcr as u8 + 8 });
+        }
+        let mut check = Self::empty();
+        check.proven = self.proven;
+        check.per_pcr = self.per_pcr;
+        // A full log proves nothing about what happened after it filled up.
+        if let Some(index) = records
             .iter()
-            .zip(&pcrs)
-            .position(|(want, have)| want.is_some_and(|w| w != *have))
-            .unwrap_or(0);
-        return Err(Reason::MeasurementLogReplayMismatch { pcr: pcr as u8 + 8 });
+            .take(check.proven)
+            .position(is_log_full_record)
+        {
+            return Err(Reason::MeasurementLogFull { index });
+        }
+        // The kernel profile: the first PCR 8 record but the monitor policy
+        // (whichever the A-VM measured first).
+        check.config_digest = records
+            .iter()
+            .take(check.proven)
+            .filter(|r| r.pcr == 8)
+            .filter_map(|r| r.ng_fields().ok())
+            .find(|f| !is_monitor_policy_record(f.name))
+            .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
+        check.after_quote = records.len() - check.proven;
+        check.startup = records
+            .iter()
+            .take(check.proven)
+            .filter(|r| r.pcr == 11)
+            .filter_map(|r| r.ng_fields().ok().map(|f| f.name.to_vec()))
+            .collect();
+        check.events = records
+            .iter()
+            .enumerate()
+            .take(check.proven)
+            .filter(|(_, r)| r.pcr == 12)
+            .filter_map(|(i, r)| r.ng_fields().ok().map(|f| (i, f.name.to_vec())))
+            .collect();
+        Ok(check)
     }
-    // A full log proves nothing about what happened after it filled up.
-    if let Some(index) = records
-        .iter()
-        .take(check.proven)
-        .position(|r| r.ng_fields().is_ok_and(|f| f.name == LOG_FULL_RECORD))
-    {
-        return Err(Reason::MeasurementLogFull { index });
+}
+
+/// Whether a record is the A-VM's [`LOG_FULL_RECORD`]. An `ima-ng`
+/// record's name is its last field (length, then the name and a NUL), so
+/// nearly every record is ruled out by its last bytes, without a parse.
+fn is_log_full_record(record: &crate::ima::ImaRecord<'_>) -> bool {
+    const NG_TAIL: &[u8] = b"\x0d\0\0\0avm:log-full\0";
+    if record.template_name == "ima-ng" && !record.template_data.ends_with(NG_TAIL) {
+        return false;
     }
-    // The kernel profile: the first PCR 8 record but the monitor policy
-    // (whichever the A-VM measured first).
-    check.config_digest = records
-        .iter()
-        .take(check.proven)
-        .filter(|r| r.pcr == 8)
-        .filter_map(|r| r.ng_fields().ok())
-        .find(|f| !is_monitor_policy_record(f.name))
-        .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
-    check.after_quote = records.len() - check.proven;
-    check.startup = records
-        .iter()
-        .take(check.proven)
-        .filter(|r| r.pcr == 11)
-        .filter_map(|r| r.ng_fields().ok().map(|f| f.name.to_vec()))
-        .collect();
-    check.events = records
-        .iter()
-        .enumerate()
-        .take(check.proven)
-        .filter(|(_, r)| r.pcr == 12)
-        .filter_map(|(i, r)| r.ng_fields().ok().map(|f| (i, f.name.to_vec())))
-        .collect();
-    Ok(check)
+    record.ng_fields().is_ok_and(|f| f.name == LOG_FULL_RECORD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ima::{ImaRecord, ng_template_data, template_sha1};
+    use alloc::vec;
+
+    /// The shortcut decides what the parse decides.
+    #[test]
+    fn the_log_full_shortcut_agrees_with_the_parse() {
+        let names: [&[u8]; 6] = [
+            LOG_FULL_RECORD,
+            b"avm:log-fulx",
+            b"xavm:log-full",
+            b"avm:log-ful",
+            b"/usr/bin/avm:log-full",
+            b"",
+        ];
+        for name in names {
+            for (template, sig) in [("ima-ng", None), ("ima-sig", Some(&b""[..]))] {
+                for algorithm in ["sha256", "sha1"] {
+                    let data = ng_template_data(algorithm, &[7; 32], name, sig);
+                    let mut variants = vec![data.clone(), data[..data.len() - 1].to_vec()];
+                    let mut extra = data.clone();
+                    extra.extend_from_slice(&13u32.to_le_bytes());
+                    extra.extend_from_slice(b"avm:log-full\0");
+                    variants.push(extra);
+                    for data in &variants {
+                        let record = ImaRecord {
+                            pcr: 12,
+                            template_hash: template_sha1(data),
+                            template_name: template,
+                            template_data: data,
+                        };
+                        let parsed = record.ng_fields().is_ok_and(|f| f.name == LOG_FULL_RECORD);
+                        assert_eq!(is_log_full_record(&record), parsed, "{template} {name:?}");
+                    }
+                }
+            }
+        }
+        let data = ng_template_data("sha256", &[7; 32], LOG_FULL_RECORD, None);
+        let record = ImaRecord {
+            pcr: 12,
+            template_hash: template_sha1(&data),
+            template_name: "ima-ng",
+            template_data: &data,
+        };
+        assert!(is_log_full_record(&record));
+    }
 }

@@ -12,11 +12,14 @@ use avm_attest::monvm::{self, MonVmAppraisal};
 use avm_attest::monvm::{FileIndex, ImaOutcome};
 use avm_attest::policy::ReferenceValues;
 use avm_attest::verify::{
-    EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason, RecordDigest, Verdict,
-    check_measurement_records, verify_evidence, verify_quote,
+    EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason, RecordDigest, Replay,
+    Verdict, check_measurement_records, verify_evidence, verify_quote,
 };
 use avm_attest::wire::Evidence;
 use avm_attest::wire::PcrValue;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::allowlist::{Excludes, FileHashIndex};
 use crate::crypto::OpenSslVerifier;
@@ -147,6 +150,8 @@ pub fn appraise(
 const PARALLEL_RECORDS: usize = 8192;
 /// Records per share of that work (threads take the next share when done).
 const SHARE: usize = 4096;
+/// Records per share of the digests: few, so that the replay starts early.
+const DIGEST_SHARE: usize = 1024;
 /// Allowlists from which on paths are looked up through a hash index.
 const INDEXED_PATHS: usize = 1024;
 
@@ -227,29 +232,66 @@ pub fn check_and_appraise_prepared(
         std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) - 1
     };
 
-    // Every share is filled, or the scope re-raises the thread's panic:
-    // these placeholders are never read (and would fail closed: a record
-    // not consistent).
-    let mut digests = vec![
-        RecordDigest {
-            consistent: false,
-            extend: [0; 32],
+    // The digests are computed a share at a time, in log order, by
+    // whichever thread is free; the replay (a chain: the critical path)
+    // takes each share as soon as it is there, and computes the next one
+    // itself rather than wait. The other threads then look the entries
+    // up, and so does the replay thread once done.
+    let digests: Vec<OnceLock<Vec<RecordDigest>>> = (0..records.len().div_ceil(DIGEST_SHARE))
+        .map(|_| OnceLock::new())
+        .collect();
+    let next_digests = AtomicUsize::new(0);
+    // Set if a thread panicked computing a share: the replay must not
+    // wait for it (the scope then re-raises the panic).
+    let failed = AtomicBool::new(false);
+    let take_digests = || {
+        let n = next_digests.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = digests.get(n) else {
+            return false;
         };
-        records.len()
-    ];
-    share(&mut digests, helpers, || (), &|start, part| {
-        for (digest, record) in part.iter_mut().zip(&records[start..]) {
-            *digest = RecordDigest::of(record);
+        let guard = PanicFlag(&failed);
+        let part = &records[n * DIGEST_SHARE..records.len().min((n + 1) * DIGEST_SHARE)];
+        // Only this thread took share n: the cell is empty.
+        let _ = slot.set(part.iter().map(RecordDigest::of).collect());
+        std::mem::forget(guard);
+        true
+    };
+    let replay = || {
+        let mut replay = Replay::new(pcrs);
+        for (n, slot) in digests.iter().enumerate() {
+            let part = loop {
+                if let Some(part) = slot.get() {
+                    break part;
+                }
+                if !take_digests() {
+                    // Another thread is computing share n.
+                    if failed.load(Ordering::Acquire) {
+                        return Err(Reason::MeasurementLogMalformed);
+                    }
+                    std::thread::yield_now();
+                }
+            };
+            replay.extend(&records[n * DIGEST_SHARE..][..part.len()], part)?;
         }
-    });
-    let replay = || check_measurement_records(Some(&records), &digests, pcrs);
+        replay.finish(&records)
+    };
+    let all_digests = || while take_digests() {};
     let (check, outcomes) = match lookup {
-        None => (replay(), None),
+        None => {
+            let check = share::<ImaOutcome, _>(&mut [], helpers, replay, &all_digests, &|_, _| {});
+            (check, None)
+        }
         Some(files) => {
             let mut outcomes = vec![ImaOutcome::NotIma; records.len()];
-            let check = share(&mut outcomes, helpers, replay, &|start, part| {
-                ima_outcomes(start, &records[start..], part, files, &excluded);
-            });
+            let check = share(
+                &mut outcomes,
+                helpers,
+                replay,
+                &all_digests,
+                &|start, part| {
+                    ima_outcomes(start, &records[start..], part, files, &excluded);
+                },
+            );
             (check, Some(outcomes))
         }
     };
@@ -321,13 +363,15 @@ fn ima_outcomes(
 }
 
 /// Fills `out` by shares of [`SHARE`] items (`fill(start, share)`, `start`
-/// the index of the share's first item) on `helpers` spawned threads and
-/// on this one, which first runs `first` (work that cannot be shared) and
-/// then takes shares until none is left. Returns what `first` returned.
+/// the index of the share's first item) on `helpers` spawned threads,
+/// which first run `before`, and on this one, which first runs `first`
+/// (work that cannot be shared) and then takes shares until none is left.
+/// Returns what `first` returned.
 fn share<T: Send, R>(
     out: &mut [T],
     helpers: usize,
     first: impl FnOnce() -> R,
+    before: &(dyn Fn() + Sync),
     fill: &(dyn Fn(usize, &mut [T]) + Sync),
 ) -> R {
     let shares = std::sync::Mutex::new(out.chunks_mut(SHARE).enumerate());
@@ -344,12 +388,25 @@ fn share<T: Send, R>(
     };
     std::thread::scope(|scope| {
         for _ in 0..helpers {
-            scope.spawn(take);
+            scope.spawn(|| {
+                before();
+                take();
+            });
         }
         let result = first();
         take();
         result
     })
+}
+
+/// Raises its flag if dropped while its thread panics (it is forgotten
+/// when the work it guards is done).
+struct PanicFlag<'a>(&'a AtomicBool);
+
+impl Drop for PanicFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// What `verify --quote-only` checks: is this a genuine, fresh quote of
@@ -394,7 +451,7 @@ mod tests {
     use avm_attest::ima::{ImaRecord, ng_record, ng_template_data, parse_list, replay_sha256};
     use avm_attest::monvm::{MonVmKind, appraise_records};
     use avm_attest::policy::FileAllowlist;
-    use avm_attest::verify::check_measurement_log;
+    use avm_attest::verify::{LOG_FULL_RECORD, check_measurement_log};
 
     /// A list long enough for the parallel appraisal and the hash index,
     /// with entries of every outcome: allowed (`ima-ng`, `ima-sig`), a
@@ -515,5 +572,25 @@ mod tests {
             Err(Reason::MeasurementLogInconsistent { index: n / 2 })
         );
         assert!(appraisal.is_none());
+
+        // A log-full record among the proven ones (either template): the
+        // whole log is refused, naming it.
+        for template in ["ima-ng", "ima-sig"] {
+            let mut full = log[..at].to_vec();
+            let sig = (template == "ima-sig").then_some(&b""[..]);
+            let data = ng_template_data("sha256", &[3; 32], LOG_FULL_RECORD, sig);
+            ImaRecord {
+                pcr: 12,
+                template_hash: ima::template_sha1(&data),
+                template_name: template,
+                template_data: &data,
+            }
+            .emit(&mut full);
+            full.extend_from_slice(&log[at..]);
+            let (check, appraisal) = check_and_appraise_log(Some(&full), &quoted, Some(&policy));
+            assert_eq!(check, sequential(&full, &quoted).0);
+            assert_eq!(check, Err(Reason::MeasurementLogFull { index: n / 2 }));
+            assert!(appraisal.is_none());
+        }
     }
 }
