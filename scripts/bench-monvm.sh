@@ -31,6 +31,17 @@ log() { echo "bench-monvm: $*" >&2; }
 field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n 1; }
 mbps() { awk -v b="$1" -v us="$2" 'BEGIN { if (us > 0) printf "%.1f", b / us; else print "n/a" }'; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# idle_cpu PID: after 3 s to settle, the process's share of one core over
+# $idle_seconds in $cpu (percent) and $cpu_met against the 5% target.
+idle_cpu() {
+    sleep 3
+    local before after
+    before=$(ticks "$1")
+    sleep "$idle_seconds"
+    after=$(ticks "$1")
+    cpu=$(awk -v d="$((after - before))" -v hz="$(getconf CLK_TCK)" -v s="$idle_seconds" 'BEGIN { printf "%.1f", 100 * d / hz / s }')
+    cpu_met=$(awk -v c="$cpu" 'BEGIN { print (c < 5) ? "met" : "not met" }')
+}
 
 : >"$rows"
 for series in 6.1 6.12; do
@@ -62,13 +73,7 @@ for series in 6.1 6.12; do
     # Idle CPU: let the start-up settle, then count the A-VM QEMU's ticks.
     pid=$("$qemu_bin" status --state "$state" --json | sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p')
     [ -n "$pid" ] || { log "no A-VM pid"; exit 2; }
-    sleep 3
-    hz=$(getconf CLK_TCK)
-    before=$(ticks "$pid")
-    sleep "$idle_seconds"
-    after=$(ticks "$pid")
-    cpu=$(awk -v d="$((after - before))" -v hz="$hz" -v s="$idle_seconds" 'BEGIN { printf "%.1f", 100 * d / hz / s }')
-    cpu_met=$(awk -v c="$cpu" 'BEGIN { print (c < 5) ? "met" : "not met" }')
+    idle_cpu "$pid"
     echo "| A-VM CPU with the $series Mon-VM idle, default monitor policy (syscall table and IDT compared every 5 ms, text+rodata swept every 1 s, IMA list and cross-views every 500 ms; ${idle_seconds}s; processes placed by the host's scheduler) | $cpu% of one host core | under 5% | $cpu_met |" >>"$rows"
     # The same node with the placement of `up --cpus split`: every thread
     # of the A-VM's QEMU and swtpm on the last CPU, the Mon-VM's on the rest.
@@ -81,12 +86,7 @@ for series in 6.1 6.12; do
         taskset -a -p -c "$last" "$pid" >/dev/null
         taskset -a -p -c "$last" "$swtpm_pid" >/dev/null
         taskset -a -p -c "$others" "$monvm_pid" >/dev/null
-        sleep 3
-        before=$(ticks "$pid")
-        sleep "$idle_seconds"
-        after=$(ticks "$pid")
-        cpu=$(awk -v d="$((after - before))" -v hz="$hz" -v s="$idle_seconds" 'BEGIN { printf "%.1f", 100 * d / hz / s }')
-        cpu_met=$(awk -v c="$cpu" 'BEGIN { print (c < 5) ? "met" : "not met" }')
+        idle_cpu "$pid"
         echo "| A-VM CPU, the same node, with the A-VM's QEMU and swtpm on CPU $last and the Mon-VM's QEMU on CPU $others (the placement of \`avm-qemu up --cpus split\`, applied with taskset; ${idle_seconds}s) | $cpu% of one host core | under 5% | $cpu_met |" >>"$rows"
     fi
     "$qemu_bin" down --state "$state" >/dev/null 2>&1 || true

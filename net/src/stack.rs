@@ -300,6 +300,51 @@ mod tests {
         NetStack::new(link, config, 0).unwrap()
     }
 
+    /// A client on the router's stack that sends Hello to the A-VM's
+    /// attestation server at [`LEASED`] and reads the answer.
+    struct HelloClient {
+        handle: SocketHandle,
+        hello: Vec<u8>,
+        sent: bool,
+        assembler: FrameAssembler,
+    }
+
+    impl HelloClient {
+        fn connect(router: &mut NetStack<LinkEnd>) -> Self {
+            let client = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 8192]),
+                tcp::SocketBuffer::new(vec![0; 8192]),
+            );
+            let (iface, sockets) = router.parts_mut();
+            let handle = sockets.add(client);
+            sockets
+                .get_mut::<tcp::Socket>(handle)
+                .connect(iface.context(), (LEASED, 4700), 50_000)
+                .unwrap();
+            Self {
+                handle,
+                hello: wire::encode_frame(&Request::Hello { version: 1 }).unwrap(),
+                sent: false,
+                assembler: FrameAssembler::new(MAX_FRAME_LEN),
+            }
+        }
+
+        /// Sends Hello once the connection takes it; the answer once whole.
+        fn step(&mut self, router: &mut NetStack<LinkEnd>) -> Option<Response> {
+            let socket = router.sockets_mut().get_mut::<tcp::Socket>(self.handle);
+            if !self.sent && socket.may_send() {
+                self.sent = socket.send_slice(&self.hello).unwrap() == self.hello.len();
+            }
+            if !socket.can_recv() {
+                return None;
+            }
+            let assembler = &mut self.assembler;
+            socket.recv(|data| (assembler.push(data), ())).unwrap();
+            let body = assembler.next_body().unwrap()?;
+            Some(wire::decode_body::<Response>(&body).unwrap())
+        }
+    }
+
     #[test]
     fn dhcp_configures_the_interface_and_the_server_is_reachable() {
         let (a, b) = link_pair([2, 0, 0, 0, 0, 0x15], [2, 0, 0, 0, 0, 2]);
@@ -337,40 +382,16 @@ mod tests {
         // The leased address serves attestation.
         let mut server = AttestationServer::new(4700, ServerLimits::default());
         let mut backend = DeterministicBackend::new(8);
-        let client = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 8192]),
-            tcp::SocketBuffer::new(vec![0; 8192]),
-        );
-        let (iface, sockets) = router.parts_mut();
-        let handle = sockets.add(client);
-        sockets
-            .get_mut::<tcp::Socket>(handle)
-            .connect(iface.context(), (LEASED, 4700), 50_000)
-            .unwrap();
-        let hello = wire::encode_frame(&Request::Hello { version: 1 }).unwrap();
-        let mut assembler = FrameAssembler::new(MAX_FRAME_LEN);
-        let mut sent = false;
+        let mut client = HelloClient::connect(&mut router);
         let mut answer = None;
         for _ in 0..5_000 {
             router.poll(now);
             avm.poll(now);
             server.poll(&mut avm, &mut backend, now);
             avm.poll(now);
-            let socket = router.sockets_mut().get_mut::<tcp::Socket>(handle);
-            if !sent && socket.may_send() {
-                sent = socket.send_slice(&hello).unwrap() == hello.len();
-            }
-            if socket.can_recv() {
-                socket
-                    .recv(|data| {
-                        let used = assembler.push(data);
-                        (used, ())
-                    })
-                    .unwrap();
-                if let Some(body) = assembler.next_body().unwrap() {
-                    answer = Some(wire::decode_body::<Response>(&body).unwrap());
-                    break;
-                }
+            answer = client.step(&mut router);
+            if answer.is_some() {
+                break;
             }
             now += 1;
         }
@@ -414,36 +435,18 @@ mod tests {
         // A client connects: its first frame makes a poll due, and an
         // exchange where the A-VM polls only when told to completes.
         let mut now = MAX_QUIET_MS + 2;
-        let client = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 8192]),
-            tcp::SocketBuffer::new(vec![0; 8192]),
-        );
-        let (iface, sockets) = router.parts_mut();
-        let handle = sockets.add(client);
-        sockets
-            .get_mut::<tcp::Socket>(handle)
-            .connect(iface.context(), (LEASED, 4700), 50_000)
-            .unwrap();
+        let mut client = HelloClient::connect(&mut router);
         router.poll(now);
         assert!(avm.needs_poll(now), "a frame arrived");
-        let hello = wire::encode_frame(&Request::Hello { version: 1 }).unwrap();
-        let mut assembler = FrameAssembler::new(MAX_FRAME_LEN);
-        let (mut sent, mut answer) = (false, None);
+        let mut answer = None;
         for _ in 0..5_000 {
             router.poll(now);
             if avm.needs_poll(now) {
                 round(&mut avm, now);
             }
-            let socket = router.sockets_mut().get_mut::<tcp::Socket>(handle);
-            if !sent && socket.may_send() {
-                sent = socket.send_slice(&hello).unwrap() == hello.len();
-            }
-            if socket.can_recv() {
-                socket.recv(|data| (assembler.push(data), ())).unwrap();
-                if let Some(body) = assembler.next_body().unwrap() {
-                    answer = Some(wire::decode_body::<Response>(&body).unwrap());
-                    break;
-                }
+            answer = client.step(&mut router);
+            if answer.is_some() {
+                break;
             }
             now += 1;
         }
