@@ -329,6 +329,25 @@ mod tests {
             }
         }
 
+        /// Runs the link a millisecond at a time (`avm_side(now)` is the
+        /// A-VM's part of each) until the answer is whole; `None` after 5 s.
+        fn exchange(
+            &mut self,
+            router: &mut NetStack<LinkEnd>,
+            now: &mut u64,
+            mut avm_side: impl FnMut(u64),
+        ) -> Option<Response> {
+            for _ in 0..5_000 {
+                router.poll(*now);
+                avm_side(*now);
+                if let Some(answer) = self.step(router) {
+                    return Some(answer);
+                }
+                *now += 1;
+            }
+            None
+        }
+
         /// Sends Hello once the connection takes it; the answer once whole.
         fn step(&mut self, router: &mut NetStack<LinkEnd>) -> Option<Response> {
             let socket = router.sockets_mut().get_mut::<tcp::Socket>(self.handle);
@@ -383,18 +402,11 @@ mod tests {
         let mut server = AttestationServer::new(4700, ServerLimits::default());
         let mut backend = DeterministicBackend::new(8);
         let mut client = HelloClient::connect(&mut router);
-        let mut answer = None;
-        for _ in 0..5_000 {
-            router.poll(now);
+        let answer = client.exchange(&mut router, &mut now, |now| {
             avm.poll(now);
             server.poll(&mut avm, &mut backend, now);
             avm.poll(now);
-            answer = client.step(&mut router);
-            if answer.is_some() {
-                break;
-            }
-            now += 1;
-        }
+        });
         assert_eq!(
             answer,
             Some(Response::Hello(DeterministicBackend::hello_info()))
@@ -438,18 +450,11 @@ mod tests {
         let mut client = HelloClient::connect(&mut router);
         router.poll(now);
         assert!(avm.needs_poll(now), "a frame arrived");
-        let mut answer = None;
-        for _ in 0..5_000 {
-            router.poll(now);
+        let answer = client.exchange(&mut router, &mut now, |now| {
             if avm.needs_poll(now) {
                 round(&mut avm, now);
             }
-            answer = client.step(&mut router);
-            if answer.is_some() {
-                break;
-            }
-            now += 1;
-        }
+        });
         assert_eq!(
             answer,
             Some(Response::Hello(DeterministicBackend::hello_info()))
