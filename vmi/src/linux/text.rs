@@ -840,11 +840,13 @@ pub fn blank(
 /// The boot and frozen digests of the chunk `[c0, c1)` (see
 /// [`ChunkOutcome`]), over normalized bytes.
 fn frozen_digests(buf: &[u8], b0: u64, c0: u64, c1: u64, s: &PatchSites) -> ([u8; 32], [u8; 32]) {
-    let mut boot = Sha256::new();
+    // The boot-patched records come first in the frozen digest's input:
+    // they are hashed once, and the boot digest is that prefix's.
     let mut frozen = Sha256::new();
-    let mut any_boot = false;
+    let mut boot = [0; 32];
     let mut any = false;
     for (sites, is_boot) in [(&s.boot, true), (&s.boot_constants, false)] {
+        let mut here = false;
         for i in sites.offsets.range(c0, c1) {
             let (Some(&offset), Some(&len)) = (sites.offsets.as_slice().get(i), sites.lens.get(i))
             else {
@@ -852,20 +854,22 @@ fn frozen_digests(buf: &[u8], b0: u64, c0: u64, c1: u64, s: &PatchSites) -> ([u8
             };
             let from = (u64::from(offset) - b0) as usize;
             let bytes = buf.get(from..from + usize::from(len)).unwrap_or_default();
-            for h in [Some(&mut frozen), is_boot.then_some(&mut boot)]
-                .into_iter()
-                .flatten()
-            {
-                h.update(offset.to_le_bytes());
-                h.update([len]);
-                h.update(bytes);
-            }
-            any = true;
-            any_boot |= is_boot;
+            frozen.update(offset.to_le_bytes());
+            frozen.update([len]);
+            frozen.update(bytes);
+            here = true;
         }
+        if is_boot && here {
+            boot = frozen.clone().finalize().into();
+        }
+        any |= here;
     }
-    let done = |h: Sha256, used: bool| if used { h.finalize().into() } else { [0; 32] };
-    (done(boot, any_boot), done(frozen, any))
+    let frozen = if any {
+        frozen.finalize().into()
+    } else {
+        [0; 32]
+    };
+    (boot, frozen)
 }
 
 /// The digest a verifier learns: SHA-256 over the per-chunk boot digests of

@@ -171,6 +171,68 @@ fn a_copying_check_keeps_exactly_the_raw_bytes_it_judged() {
     assert!(ro_after_init_digest_of(&raw[1..], &location, ro, relocations).is_err());
 }
 
+/// The boot and frozen digests as their documentation defines them, each
+/// computed on its own: SHA-256 over (offset, length, bytes) of each boot
+/// site starting in the chunk; the same over the boot sites, then the
+/// boot-constant ones; all zero without such sites.
+fn documented_digests(
+    buf: &[u8],
+    b0: u64,
+    c0: u64,
+    c1: u64,
+    s: &PatchSites,
+) -> ([u8; 32], [u8; 32]) {
+    let hash = |lists: &[&SizedSites]| {
+        let mut h = Sha256::new();
+        let mut any = false;
+        for sites in lists {
+            for (&offset, &len) in sites.offsets.as_slice().iter().zip(&sites.lens) {
+                if u64::from(offset) < c0 || u64::from(offset) >= c1 {
+                    continue;
+                }
+                let from = (u64::from(offset) - b0) as usize;
+                h.update(offset.to_le_bytes());
+                h.update([len]);
+                h.update(&buf[from..from + usize::from(len)]);
+                any = true;
+            }
+        }
+        if any { h.finalize().into() } else { [0; 32] }
+    };
+    (hash(&[&s.boot]), hash(&[&s.boot, &s.boot_constants]))
+}
+
+#[test]
+fn boot_and_frozen_digests_are_what_their_documentation_says() {
+    let k = TextKernel::new();
+    let sites = &k.reference.sites;
+    assert!(!sites.boot.offsets.is_empty() && !sites.boot_constants.offsets.is_empty());
+    for slide in [0, SLIDE] {
+        let ram = k.ram(PHYS, slide);
+        let file = &ram[PHYS as usize..];
+        let mut checked = 0;
+        for (c0, c1) in [
+            (0u64, 0x1000u64),
+            (0x1000, 0x2000),
+            (0x2000, 0x3000),
+            (0x3000, 0x4000),
+        ] {
+            let c1 = c1.min(k.reference.text.len);
+            if c0 >= c1 {
+                continue;
+            }
+            let (boot, frozen) = frozen_digests(file, 0, c0, c1, sites);
+            assert_eq!(
+                (boot, frozen),
+                documented_digests(file, 0, c0, c1, sites),
+                "{c0:#x}"
+            );
+            checked += usize::from(frozen != [0; 32]);
+        }
+        assert!(checked > 0, "no chunk with sites");
+    }
+}
+
 #[test]
 fn each_site_refuses_what_its_rule_does_not_allow() {
     let k = TextKernel::new();
