@@ -727,6 +727,9 @@ pub fn check_measurement_log(
 pub struct RecordDigest {
     pub consistent: bool,
     pub extend: [u8; 32],
+    /// Whether the record is the A-VM's [`LOG_FULL_RECORD`] (found here,
+    /// off the replay's chain).
+    pub log_full: bool,
 }
 
 impl RecordDigest {
@@ -734,6 +737,7 @@ impl RecordDigest {
         Self {
             consistent: record.template_hash_matches(),
             extend: record.sha256_extend_value(),
+            log_full: is_log_full_record(record),
         }
     }
 }
@@ -773,6 +777,14 @@ pub struct Replay {
     proven_any: bool,
     proven: usize,
     per_pcr: [usize; 8],
+    // What the check reports of the proven records, gathered as they are
+    // replayed (while they are in cache) and cut to the proven ones at the
+    // end: the first log-full record; the first PCR 8 record but the
+    // monitor policy (index, digest); the PCR 11 and 12 names.
+    first_full: Option<usize>,
+    config: Option<(usize, Option<[u8; 32]>)>,
+    startup: Vec<(usize, Vec<u8>)>,
+    events: Vec<(usize, Vec<u8>)>,
 }
 
 impl Replay {
@@ -793,6 +805,10 @@ impl Replay {
             proven_any: false,
             proven: 0,
             per_pcr: [0; 8],
+            first_full: None,
+            config: None,
+            startup: Vec::new(),
+            events: Vec::new(),
         };
         replay.proven_any = replay.matches();
         replay
@@ -848,6 +864,29 @@ impl Replay {
             }
             self.pcrs[slot] = crate::eventlog::extend_sha256(&self.pcrs[slot], &digest.extend);
             self.counts[slot] += 1;
+            if digest.log_full && self.first_full.is_none() {
+                self.first_full = Some(index);
+            }
+            match record.pcr {
+                8 if self.config.is_none() => {
+                    if let Ok(f) = record.ng_fields()
+                        && !is_monitor_policy_record(f.name)
+                    {
+                        self.config = Some((index, <[u8; 32]>::try_from(f.digest).ok()));
+                    }
+                }
+                11 => {
+                    if let Ok(f) = record.ng_fields() {
+                        self.startup.push((index, f.name.to_vec()));
+                    }
+                }
+                12 => {
+                    if let Ok(f) = record.ng_fields() {
+                        self.events.push((index, f.name.to_vec()));
+                    }
+                }
+                _ => {}
+            }
             self.done += 1;
             if self.matches() {
                 self.proven_any = true;
@@ -881,38 +920,30 @@ impl Replay {
         check.proven = self.proven;
         check.per_pcr = self.per_pcr;
         // A full log proves nothing about what happened after it filled up.
-        if let Some(index) = records
-            .iter()
-            .take(check.proven)
-            .position(is_log_full_record)
-        {
+        if let Some(index) = self.first_full.filter(|&i| i < check.proven) {
             return Err(Reason::MeasurementLogFull { index });
         }
         // The kernel profile: the first PCR 8 record but the monitor policy
         // (whichever the A-VM measured first).
-        check.config_digest = records
-            .iter()
-            .take(check.proven)
-            .filter(|r| r.pcr == 8)
-            .filter_map(|r| r.ng_fields().ok())
-            .find(|f| !is_monitor_policy_record(f.name))
-            .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
+        check.config_digest = self
+            .config
+            .filter(|&(i, _)| i < check.proven)
+            .and_then(|(_, digest)| digest);
         check.after_quote = records.len() - check.proven;
-        check.startup = records
-            .iter()
-            .take(check.proven)
-            .filter(|r| r.pcr == 11)
-            .filter_map(|r| r.ng_fields().ok().map(|f| f.name.to_vec()))
+        check.startup = proven_names(&self.startup, check.proven)
+            .map(|(_, name)| name.clone())
             .collect();
-        check.events = records
-            .iter()
-            .enumerate()
-            .take(check.proven)
-            .filter(|(_, r)| r.pcr == 12)
-            .filter_map(|(i, r)| r.ng_fields().ok().map(|f| (i, f.name.to_vec())))
-            .collect();
+        check.events = proven_names(&self.events, check.proven).cloned().collect();
         Ok(check)
     }
+}
+
+/// The names of `names` (in log order) among the first `proven` records.
+fn proven_names(
+    names: &[(usize, Vec<u8>)],
+    proven: usize,
+) -> impl Iterator<Item = &(usize, Vec<u8>)> {
+    names.iter().take_while(move |(i, _)| *i < proven)
 }
 
 /// Whether a record is the A-VM's [`LOG_FULL_RECORD`]. An `ima-ng`
@@ -931,6 +962,147 @@ mod tests {
     use super::*;
     use crate::ima::{ImaRecord, ng_template_data, template_sha1};
     use alloc::vec;
+
+    /// The check as it was before the replay took the log a part at a
+    /// time (every pass over the proven records at the end).
+    fn reference_check(
+        records: &[ImaRecord<'_>],
+        quoted: &[PcrValue],
+    ) -> Result<MeasurementLogCheck, Reason> {
+        let mut expected: [Option<[u8; 32]>; 8] = [None; 8];
+        for p in quoted {
+            if AVM_LOG_PCRS.contains(p.index)
+                && let Some(slot) = expected.get_mut(usize::from(p.index) - 8)
+            {
+                *slot = Some(p.digest);
+            }
+        }
+        let mut pcrs = [[0u8; 32]; 8];
+        let matches = |pcrs: &[[u8; 32]; 8]| {
+            expected
+                .iter()
+                .zip(pcrs)
+                .all(|(want, have)| want.is_none_or(|w| w == *have))
+        };
+        let mut check = Replay::empty();
+        let mut counts = [0usize; 8];
+        let mut proven_any = matches(&pcrs);
+        for (index, record) in records.iter().enumerate() {
+            let slot = record
+                .pcr
+                .checked_sub(8)
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < 8)
+                .ok_or(Reason::MeasurementLogMalformed)?;
+            if !record.template_hash_matches() {
+                return Err(Reason::MeasurementLogInconsistent { index });
+            }
+            pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &record.sha256_extend_value());
+            counts[slot] += 1;
+            if matches(&pcrs) {
+                proven_any = true;
+                check.proven = index + 1;
+                check.per_pcr = counts;
+            }
+        }
+        if !proven_any {
+            let pcr = expected
+                .iter()
+                .zip(&pcrs)
+                .position(|(want, have)| want.is_some_and(|w| w != *have))
+                .unwrap_or(0);
+            return Err(Reason::MeasurementLogReplayMismatch { pcr: pcr as u8 + 8 });
+        }
+        let proven = || records.iter().take(check.proven);
+        if let Some(index) =
+            proven().position(|r| r.ng_fields().is_ok_and(|f| f.name == LOG_FULL_RECORD))
+        {
+            return Err(Reason::MeasurementLogFull { index });
+        }
+        check.config_digest = proven()
+            .filter(|r| r.pcr == 8)
+            .filter_map(|r| r.ng_fields().ok())
+            .find(|f| !is_monitor_policy_record(f.name))
+            .and_then(|f| <[u8; 32]>::try_from(f.digest).ok());
+        check.after_quote = records.len() - check.proven;
+        check.startup = proven()
+            .filter(|r| r.pcr == 11)
+            .filter_map(|r| r.ng_fields().ok().map(|f| f.name.to_vec()))
+            .collect();
+        check.events = proven()
+            .enumerate()
+            .filter(|(_, r)| r.pcr == 12)
+            .filter_map(|(i, r)| r.ng_fields().ok().map(|f| (i, f.name.to_vec())))
+            .collect();
+        Ok(check)
+    }
+
+    proptest::proptest! {
+        /// Replayed a part at a time, with what it reports gathered on the
+        /// way, the check decides what it decided before.
+        #[test]
+        fn the_replay_in_parts_agrees_with_the_reference(
+            spec in proptest::collection::vec((7u32..14, 0usize..7, proptest::bool::ANY, 0u8..4), 0..40),
+            quote_at in 0usize..40,
+            quote_mask in 0u8..=255,
+            cut in 0usize..40,
+        ) {
+            let names: [&[u8]; 7] = [
+                b"/usr/bin/a",
+                LOG_FULL_RECORD,
+                crate::monitor_policy::INVALID_RECORD.as_bytes(),
+                b"module:x",
+                b"event",
+                b"",
+                b"bad\0name",
+            ];
+            let mut prefix = alloc::string::String::from(crate::monitor_policy::RECORD_PREFIX);
+            prefix.push('x');
+            let datas: Vec<(Vec<u8>, &str)> = spec
+                .iter()
+                .map(|&(_, name, sig, digest)| {
+                    let name = if name == 2 && digest == 3 { prefix.as_bytes() } else { names[name] };
+                    let algorithm = if digest == 1 { "sha1" } else { "sha256" };
+                    let len = if digest == 2 { 31 } else { 32 };
+                    let data = ng_template_data(algorithm, &[digest; 32][..len], name, sig.then_some(&b"s"[..]));
+                    (data, if sig { "ima-sig" } else { "ima-ng" })
+                })
+                .collect();
+            let records: Vec<ImaRecord<'_>> = spec
+                .iter()
+                .zip(&datas)
+                .enumerate()
+                .map(|(i, (&(pcr, ..), (data, template)))| ImaRecord {
+                    pcr,
+                    // One record in 17 forged.
+                    template_hash: if i % 17 == 16 { [1; 20] } else { template_sha1(data) },
+                    template_name: template,
+                    template_data: data,
+                })
+                .collect();
+            let at = quote_at.min(records.len());
+            let mut pcrs = [[0u8; 32]; 8];
+            for r in &records[..at] {
+                if let Some(slot) = r.pcr.checked_sub(8).map(|s| s as usize).filter(|&s| s < 8) {
+                    pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &r.sha256_extend_value());
+                }
+            }
+            let quoted: Vec<PcrValue> = (0..8u8)
+                .filter(|i| quote_mask & (1 << i) != 0)
+                .map(|i| PcrValue { index: i + 8, digest: pcrs[usize::from(i)] })
+                .collect();
+            let want = reference_check(&records, &quoted);
+            let digests: Vec<RecordDigest> = records.iter().map(RecordDigest::of).collect();
+            proptest::prop_assert_eq!(&check_measurement_records(Some(&records), &digests, &quoted), &want);
+            let cut = cut.min(records.len());
+            let mut replay = Replay::new(&quoted);
+            let parts = replay
+                .extend(&records[..cut], &digests[..cut])
+                .and_then(|()| replay.extend(&records[cut..], &digests[cut..]));
+            let got = parts.and_then(|()| replay.finish(&records));
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 
     /// The shortcut decides what the parse decides.
     #[test]
