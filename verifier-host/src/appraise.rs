@@ -18,7 +18,7 @@ use avm_attest::verify::{
 use avm_attest::wire::Evidence;
 use avm_attest::wire::PcrValue;
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::allowlist::{Excludes, FileHashIndex};
@@ -237,9 +237,12 @@ pub fn check_and_appraise_prepared(
     // takes each share as soon as it is there, and computes the next one
     // itself rather than wait. The other threads then look the entries
     // up, and so does the replay thread once done.
-    let digests: Vec<OnceLock<Vec<RecordDigest>>> = (0..records.len().div_ceil(DIGEST_SHARE))
-        .map(|_| OnceLock::new())
+    let digests: Vec<Mutex<Option<Vec<RecordDigest>>>> = (0..records.len().div_ceil(DIGEST_SHARE))
+        .map(|_| Mutex::new(None))
         .collect();
+    // The buffers of the shares replayed already, for the next ones: a
+    // few buffers in all, not a fresh page for every 120 records.
+    let spare: Mutex<Vec<Vec<RecordDigest>>> = Mutex::new(Vec::new());
     let next_digests = AtomicUsize::new(0);
     // Set if a thread panicked computing a share: the replay must not
     // wait for it (the scope then re-raises the panic).
@@ -251,8 +254,10 @@ pub fn check_and_appraise_prepared(
         };
         let guard = PanicFlag(&failed);
         let part = &records[n * DIGEST_SHARE..records.len().min((n + 1) * DIGEST_SHARE)];
-        // Only this thread took share n: the cell is empty.
-        let _ = slot.set(part.iter().map(RecordDigest::of).collect());
+        let mut out = locked(&spare).pop().unwrap_or_default();
+        out.clear();
+        out.extend(part.iter().map(RecordDigest::of));
+        *locked(slot) = Some(out);
         std::mem::forget(guard);
         true
     };
@@ -260,7 +265,7 @@ pub fn check_and_appraise_prepared(
         let mut replay = Replay::new(pcrs);
         for (n, slot) in digests.iter().enumerate() {
             let part = loop {
-                if let Some(part) = slot.get() {
+                if let Some(part) = locked(slot).take() {
                     break part;
                 }
                 if !take_digests() {
@@ -271,7 +276,8 @@ pub fn check_and_appraise_prepared(
                     std::thread::yield_now();
                 }
             };
-            replay.extend(&records[n * DIGEST_SHARE..][..part.len()], part)?;
+            replay.extend(&records[n * DIGEST_SHARE..][..part.len()], &part)?;
+            locked(&spare).push(part);
         }
         replay.finish(&records)
     };
@@ -397,6 +403,13 @@ fn share<T: Send, R>(
         take();
         result
     })
+}
+
+/// The lock's value, even if a thread panicked holding it (the scope
+/// re-raises that panic).
+fn locked<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Raises its flag if dropped while its thread panics (it is forgotten
