@@ -18,6 +18,7 @@ use avm_attest::verify::{
 use avm_attest::wire::Evidence;
 use avm_attest::wire::PcrValue;
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -95,11 +96,12 @@ pub struct Appraisal {
 /// the quote says.
 pub fn appraise(
     input: &AppraisalInput<'_>,
-    policy: Option<&ReferenceValues>,
+    prepared: Option<&PreparedPolicy<'_>>,
     verifier: &OpenSslVerifier,
     node: Option<String>,
     extra_reasons: Vec<ReportReason>,
 ) -> Appraisal {
+    let policy = prepared.map(PreparedPolicy::values);
     let mut verdict = verify_evidence(&input.evidence, policy, verifier);
     // The measurement log is checked against PCR values only once they are
     // authenticated (signature valid, values the quoted ones).
@@ -109,7 +111,7 @@ pub fn appraise(
             .iter()
             .any(|r| matches!(r, Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch));
     let checked = authenticated
-        .then(|| check_and_appraise_log(input.measurement_log, input.evidence.pcrs, policy));
+        .then(|| check_and_appraise_prepared(input.measurement_log, input.evidence.pcrs, prepared));
     let (log, monvm) = match checked {
         Some((log, monvm)) => (Some(log), monvm),
         None => (None, None),
@@ -155,38 +157,60 @@ const DIGEST_SHARE: usize = 1024;
 /// Allowlists from which on paths are looked up through a hash index.
 const INDEXED_PATHS: usize = 1024;
 
-/// A policy's Mon-VM allowlist made ready for appraisal: its excludes
-/// compiled (one that does not compile excludes nothing: fail closed;
-/// policies are checked when they are loaded) and, if large, its paths in
-/// a hash index. Built once per loaded policy, as Keylime builds its
-/// dictionary when it loads a runtime policy.
+/// A policy made ready for appraisal: the reference values with their
+/// Mon-VM allowlist's excludes compiled (one that does not compile
+/// excludes nothing: fail closed; policies are checked when they are
+/// loaded) and, if large, its paths in a hash index. Built once per loaded
+/// policy, as Keylime builds its dictionary when it loads a runtime
+/// policy; the values and what was built from them stay together, so an
+/// index can never be used with another policy's values.
 #[derive(Debug)]
-pub struct PreparedAllowlist<'a> {
-    files: Option<&'a avm_attest::policy::FileAllowlist>,
+pub struct PreparedPolicy<'a> {
+    values: Cow<'a, ReferenceValues>,
     index: Option<FileHashIndex>,
     excludes: Excludes,
 }
 
-impl<'a> PreparedAllowlist<'a> {
-    pub fn new(policy: Option<&'a ReferenceValues>) -> Self {
-        let files = policy.map(|p| &p.monvm_files);
+impl<'a> PreparedPolicy<'a> {
+    /// Prepares a policy the caller keeps.
+    pub fn borrowed(values: &'a ReferenceValues) -> Self {
+        Self::new(Cow::Borrowed(values))
+    }
+
+    fn new(values: Cow<'a, ReferenceValues>) -> Self {
+        let files = &values.monvm_files;
+        let index = (files.digests.len() >= INDEXED_PATHS).then(|| FileHashIndex::new(files));
+        let excludes = Excludes::compile(files).unwrap_or_else(|_| Excludes::none());
         Self {
-            files,
-            index: files
-                .filter(|f| f.digests.len() >= INDEXED_PATHS)
-                .map(FileHashIndex::new),
-            excludes: files
-                .and_then(|f| Excludes::compile(f).ok())
-                .unwrap_or_else(Excludes::none),
+            values,
+            index,
+            excludes,
         }
     }
 
+    /// The reference values.
+    pub fn values(&self) -> &ReferenceValues {
+        &self.values
+    }
+
+    /// The allowlist to look entries up in: `None` if the policy has none
+    /// (the appraisal then says the reference values are missing).
     fn lookup(&self) -> Option<&(dyn FileIndex + Sync)> {
-        match (&self.index, self.files) {
-            (Some(index), _) => Some(index),
-            (None, Some(files)) => Some(files),
-            (None, None) => None,
+        let files = &self.values.monvm_files;
+        if files.is_empty() {
+            return None;
         }
+        match &self.index {
+            Some(index) => Some(index),
+            None => Some(files),
+        }
+    }
+}
+
+impl PreparedPolicy<'static> {
+    /// Prepares a policy it then owns.
+    pub fn owned(values: ReferenceValues) -> Self {
+        Self::new(Cow::Owned(values))
     }
 }
 
@@ -199,7 +223,8 @@ pub fn check_and_appraise_log(
     pcrs: &[PcrValue],
     policy: Option<&ReferenceValues>,
 ) -> (Result<MeasurementLogCheck, Reason>, Option<MonVmAppraisal>) {
-    check_and_appraise_prepared(log, pcrs, policy, &PreparedAllowlist::new(policy))
+    let prepared = policy.map(PreparedPolicy::borrowed);
+    check_and_appraise_prepared(log, pcrs, prepared.as_ref())
 }
 
 /// [`check_and_appraise_log`] with the allowlist prepared already. The
@@ -213,8 +238,7 @@ pub fn check_and_appraise_log(
 pub fn check_and_appraise_prepared(
     log: Option<&[u8]>,
     pcrs: &[PcrValue],
-    policy: Option<&ReferenceValues>,
-    prepared: &PreparedAllowlist<'_>,
+    prepared: Option<&PreparedPolicy<'_>>,
 ) -> (Result<MeasurementLogCheck, Reason>, Option<MonVmAppraisal>) {
     let Some(bytes) = log else {
         return (check_measurement_records(None, &[], pcrs), None);
@@ -223,9 +247,11 @@ pub fn check_and_appraise_prepared(
         Ok(records) => records,
         Err(_) => return (Err(Reason::MeasurementLogMalformed), None),
     };
-    let applied = policy.is_some_and(|p| !p.monvm_files.is_empty());
-    let lookup = prepared.lookup().filter(|_| applied);
-    let excluded = |path: &[u8]| prepared.excludes.matches(path);
+    let policy = prepared.map(PreparedPolicy::values);
+    let lookup = prepared.and_then(PreparedPolicy::lookup);
+    let none = Excludes::none();
+    let excludes = prepared.map_or(&none, |p| &p.excludes);
+    let excluded = |path: &[u8]| excludes.matches(path);
     let helpers = if records.len() < PARALLEL_RECORDS {
         0
     } else {

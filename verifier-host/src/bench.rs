@@ -14,7 +14,7 @@ use avm_attest::verify::{
     DEFAULT_REQUIRED_PCRS, EvidenceInput, SignatureVerifier, verify_evidence,
 };
 
-use crate::appraise::{AppraisalInput, appraise};
+use crate::appraise::{AppraisalInput, PreparedPolicy, appraise};
 use crate::client::NodeClient;
 use crate::commands::NONCE_LEN;
 use crate::crypto::OpenSslVerifier;
@@ -86,7 +86,7 @@ pub struct EnrolledNode {
     pub addr: String,
     pub record: NodeRecord,
     pub ak: TpmPublic,
-    pub policy: Option<ReferenceValues>,
+    pub policy: Option<PreparedPolicy<'static>>,
 }
 
 impl EnrolledNode {
@@ -102,7 +102,7 @@ impl EnrolledNode {
             addr: addr.into(),
             record,
             ak,
-            policy: stored_policy(&store)?,
+            policy: stored_policy(&store)?.map(PreparedPolicy::owned),
         })
     }
 }
@@ -562,7 +562,7 @@ pub fn ima_log_appraisal(
     } else {
         None
     };
-    let prepared = crate::appraise::PreparedAllowlist::new(policy.as_ref());
+    let prepared = policy.map(PreparedPolicy::owned);
     let policy_load = started.elapsed();
 
     let quoted = [PcrValue {
@@ -570,12 +570,7 @@ pub fn ima_log_appraisal(
         digest: pcr10,
     }];
     let appraise_once = || -> (Vec<String>, usize) {
-        match crate::appraise::check_and_appraise_prepared(
-            Some(&log),
-            &quoted,
-            policy.as_ref(),
-            &prepared,
-        ) {
+        match crate::appraise::check_and_appraise_prepared(Some(&log), &quoted, prepared.as_ref()) {
             (Err(reason), _) => (vec![reason.code().to_string()], 0),
             (Ok(check), appraisal) => {
                 let mut codes: Vec<String> = appraisal
@@ -601,7 +596,9 @@ pub fn ima_log_appraisal(
     let (codes, entries) = outcome;
     Ok(ImaAppraisal {
         entries,
-        allowlist: policy.as_ref().map_or(0, |p| p.monvm_files.len()),
+        allowlist: prepared
+            .as_ref()
+            .map_or(0, |p| p.values().monvm_files.len()),
         policy_load,
         appraisal: LatencySummary::from_samples(samples)
             .ok_or_else(|| BenchError("no runs".into()))?,

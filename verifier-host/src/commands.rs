@@ -14,7 +14,7 @@ use avm_attest::verify::{ATTEST_PCRS, Reason};
 use openssl::sha::sha256;
 
 use crate::allowlist::{self, Excludes};
-use crate::appraise::{Appraisal, AppraisalInput, appraise, appraise_quote_only};
+use crate::appraise::{Appraisal, AppraisalInput, PreparedPolicy, appraise, appraise_quote_only};
 use crate::client::{MAX_LOG_BYTES, NodeClient};
 use crate::credential::make_credential;
 use crate::crypto::OpenSslVerifier;
@@ -22,6 +22,7 @@ use crate::ek::{EkTrustAnchors, validate_ek};
 use crate::evidence_dir::{self, AkFile};
 use crate::files;
 use crate::hex;
+use crate::policy_cache::PolicyCache;
 use crate::report::{AkBinding, Report, ReportReason, VerifierReason};
 use crate::sanitize::escape_control;
 use crate::store::{KeyChangeKind, NodeRecord, PolicyWrite, Store, StoredLog, VerdictRecord, now};
@@ -59,6 +60,8 @@ pub struct Context {
     pub state_dir: PathBuf,
     /// Overall deadline of each exchange with a node.
     pub timeout: Duration,
+    /// The policy as last prepared, shared by the threads of `monitor`.
+    pub policies: std::sync::Arc<PolicyCache>,
 }
 
 impl Context {
@@ -82,7 +85,7 @@ impl Context {
     }
 }
 
-fn parse_policy(text: &str) -> Result<ReferenceValues, CommandError> {
+pub(crate) fn parse_policy(text: &str) -> Result<ReferenceValues, CommandError> {
     let policy: ReferenceValues =
         toml::from_str(text).map_err(|e| CommandError(format!("policy: {e}")))?;
     // An exclude that does not compile would exclude nothing at attest
@@ -96,18 +99,27 @@ pub(crate) fn load_policy(
     store: Option<&Store>,
     override_file: Option<&Path>,
 ) -> Result<Option<ReferenceValues>, CommandError> {
-    let text = match (override_file, store) {
+    policy_text(store, override_file)?
+        .as_deref()
+        .map(parse_policy)
+        .transpose()
+}
+
+/// The policy's text: `--policy FILE` if given, else the stored one.
+pub(crate) fn policy_text(
+    store: Option<&Store>,
+    override_file: Option<&Path>,
+) -> Result<Option<String>, CommandError> {
+    match (override_file, store) {
         (Some(path), _) => {
             let bytes = files::read_operator_file(path, MAX_POLICY_LEN).map_err(err)?;
-            Some(
-                String::from_utf8(bytes)
-                    .map_err(|_| CommandError(format!("{}: not UTF-8", path.display())))?,
-            )
+            String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| CommandError(format!("{}: not UTF-8", path.display())))
         }
-        (None, Some(store)) => store.policy().map_err(err)?,
-        (None, None) => None,
-    };
-    text.as_deref().map(parse_policy).transpose()
+        (None, Some(store)) => store.policy().map_err(err),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Prints the report and gives the exit code its verdict calls for.
@@ -316,7 +328,7 @@ pub fn attest_report(
     opts: &AttestOptions,
 ) -> Result<Report, CommandError> {
     let mut store = ctx.store()?;
-    let policy = load_policy(Some(&store), opts.policy.as_deref())?;
+    let policy = ctx.policies.load(Some(&store), opts.policy.as_deref())?;
     // Refuse an export target before talking to the node.
     let export = opts
         .export
@@ -389,7 +401,7 @@ pub fn attest_report(
         input.measurement_log = Some(log);
         appraise(
             &input,
-            policy.as_ref(),
+            policy.as_deref(),
             &verifier,
             Some(addr.into()),
             extra.clone(),
@@ -630,7 +642,7 @@ fn ak_attributes_reason(public: &TpmPublic) -> ReportReason {
 pub fn verify(ctx: &Context, dir: &Path, opts: &VerifyOptions) -> Result<u8, CommandError> {
     let loaded = evidence_dir::load(dir).map_err(err)?;
     let store = ctx.existing_store()?;
-    let policy = load_policy(store.as_ref(), opts.policy.as_deref())?;
+    let policy = ctx.policies.load(store.as_ref(), opts.policy.as_deref())?;
     let Some(nonce) = opts.nonce.clone().or_else(|| loaded.nonce.clone()) else {
         return Err(CommandError(
             "no nonce: pass --nonce HEX or put nonce.hex in the directory".into(),
@@ -648,7 +660,7 @@ pub fn verify(ctx: &Context, dir: &Path, opts: &VerifyOptions) -> Result<u8, Com
     let Appraisal { mut report, .. } = if opts.quote_only {
         appraise_quote_only(&input, &verifier, who, chosen.reasons)
     } else {
-        appraise(&input, policy.as_ref(), &verifier, who, chosen.reasons)
+        appraise(&input, policy.as_deref(), &verifier, who, chosen.reasons)
     };
     report.ak_binding = Some(chosen.binding);
     Ok(print_verdict(&report, opts.json))
@@ -761,7 +773,7 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
             monvm: appraisal_monvm,
         } = appraise(
             &input,
-            Some(&policy),
+            Some(&PreparedPolicy::borrowed(&policy)),
             &verifier,
             Some(addr.into()),
             Vec::new(),

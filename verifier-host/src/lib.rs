@@ -22,6 +22,7 @@ pub mod monitor;
 /// Hex, shared with the A-VM and the launcher.
 pub use avm_attest::hex;
 pub mod pcrs_file;
+pub mod policy_cache;
 pub mod profile;
 pub mod report;
 pub mod sanitize;

@@ -282,6 +282,7 @@ fn run(cli: Cli) -> Result<u8, commands::CommandError> {
             .state
             .unwrap_or_else(avm_verifier::store::default_state_dir),
         timeout: Duration::from_secs(cli.timeout.max(1)),
+        policies: Default::default(),
     };
     match cli.command {
         Command::Enroll {

@@ -51,7 +51,9 @@ fn tpm2_quote_directory_is_verified(alg: &str) {
     // never a skipped check.
     let full = appraise(
         &AppraisalInput::from_loaded(&loaded, &nonce, &ak.key, &[]),
-        Some(&avm_attest::policy::ReferenceValues::for_image([0; 32])),
+        Some(&avm_verifier::appraise::PreparedPolicy::owned(
+            avm_attest::policy::ReferenceValues::for_image([0; 32]),
+        )),
         &OpenSslVerifier::new().expect("openssl"),
         None,
         Vec::new(),

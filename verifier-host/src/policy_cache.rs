@@ -1,0 +1,166 @@
+//! The policy a verifier holds from one attestation to the next.
+//!
+//! Parsing a policy and preparing its allowlist costs time in proportion
+//! to its size: a policy with a 100,000-path Keylime allowlist is a 12 MB
+//! TOML text that takes about a quarter of a second to parse, ten times
+//! what appraising a 100,000-entry IMA list against it takes. `monitor`
+//! re-attests a node on every event the node pushes, so it keeps the
+//! prepared policy and prepares it again only when its text changed.
+//!
+//! The text (from the state, or the `--policy` file) is still read for
+//! every attestation and compared whole with the one held: a policy that
+//! `policy learn`, `policy import-keylime` or an operator changed is used
+//! from the next attestation on, and a changed policy that does not parse
+//! is an error, never a reason to keep using the old one.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::appraise::PreparedPolicy;
+use crate::commands::{CommandError, parse_policy, policy_text};
+use crate::store::Store;
+
+/// The last policy prepared, with the text it was prepared from.
+#[derive(Default)]
+pub struct PolicyCache {
+    held: Mutex<Option<Held>>,
+}
+
+struct Held {
+    text: String,
+    policy: Arc<PreparedPolicy<'static>>,
+}
+
+impl std::fmt::Debug for PolicyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("PolicyCache")
+            .field("held_bytes", &held.as_ref().map(|h| h.text.len()))
+            .finish()
+    }
+}
+
+impl PolicyCache {
+    /// The policy in force: `override_file` if given, else the one stored
+    /// in `store`, prepared (parsed, excludes compiled, allowlist indexed)
+    /// unless it is the very text prepared last time. `None`: no policy.
+    pub fn load(
+        &self,
+        store: Option<&Store>,
+        override_file: Option<&Path>,
+    ) -> Result<Option<Arc<PreparedPolicy<'static>>>, CommandError> {
+        let Some(text) = policy_text(store, override_file)? else {
+            return Ok(None);
+        };
+        self.prepare(text).map(Some)
+    }
+
+    /// `text` prepared, or the policy held if it was prepared from the
+    /// same text.
+    fn prepare(&self, text: String) -> Result<Arc<PreparedPolicy<'static>>, CommandError> {
+        // Held while parsing: threads that need the same new policy wait
+        // for it rather than parse it each.
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = held.as_ref().filter(|h| h.text == text) {
+            return Ok(Arc::clone(&current.policy));
+        }
+        *held = None;
+        let policy = Arc::new(PreparedPolicy::owned(parse_policy(&text)?));
+        *held = Some(Held {
+            text,
+            policy: Arc::clone(&policy),
+        });
+        Ok(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "4afa1bb626895a1c7239b73a777bec5caa0aa8d12f06b9f44e115bbd2fe9193e";
+
+    fn policy(paths: &[&str]) -> String {
+        let mut text = String::from("version = 1\n[monvm_files.digests]\n");
+        for path in paths {
+            text.push_str(&format!("\"{path}\" = [\"{DIGEST}\"]\n"));
+        }
+        text
+    }
+
+    fn allows(policy: &PreparedPolicy<'_>, path: &str) -> bool {
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&DIGEST[2 * i..2 * i + 2], 16).expect("hex");
+        }
+        policy.values().monvm_files.digests_of(path.as_bytes()) == Some(&[digest][..])
+    }
+
+    #[test]
+    fn the_same_text_is_prepared_once() {
+        let cache = PolicyCache::default();
+        let first = cache.prepare(policy(&["/bin/sh"])).expect("parses");
+        let again = cache.prepare(policy(&["/bin/sh"])).expect("parses");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(allows(&again, "/bin/sh"));
+    }
+
+    /// Whatever changed in the text, the next load is the new policy: an
+    /// allowlist entry removed is no longer allowed.
+    #[test]
+    fn a_changed_text_is_prepared_again() {
+        let cache = PolicyCache::default();
+        let wide = cache
+            .prepare(policy(&["/bin/sh", "/bin/evil"]))
+            .expect("parses");
+        assert!(allows(&wide, "/bin/evil"));
+        let narrow = cache.prepare(policy(&["/bin/sh"])).expect("parses");
+        assert!(!Arc::ptr_eq(&wide, &narrow));
+        assert!(!allows(&narrow, "/bin/evil") && allows(&narrow, "/bin/sh"));
+        // One byte differs (same length): prepared again, too.
+        let other = cache.prepare(policy(&["/bin/sH"])).expect("parses");
+        assert!(!allows(&other, "/bin/sh") && allows(&other, "/bin/sH"));
+    }
+
+    /// A new policy that does not parse is an error, even though a good
+    /// one is held; and it is not held instead.
+    #[test]
+    fn a_broken_new_policy_is_an_error_not_the_old_one() {
+        let cache = PolicyCache::default();
+        cache.prepare(policy(&["/bin/sh"])).expect("parses");
+        let broken = format!("{}\"/bin/x\" = [\"not hex\"]\n", policy(&["/bin/sh"]));
+        assert!(cache.prepare(broken.clone()).is_err());
+        assert!(cache.prepare(broken).is_err());
+        let bad_exclude = format!("{}excludes = [\"(\"]\n", "version = 1\n[monvm_files]\n");
+        assert!(cache.prepare(bad_exclude).is_err());
+        assert!(cache.prepare(policy(&["/bin/sh"])).is_ok());
+    }
+
+    /// The stored policy and a `--policy` file are read on every load.
+    #[test]
+    fn loads_follow_the_store_and_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("store");
+        let cache = PolicyCache::default();
+        assert!(cache.load(Some(&store), None).expect("no policy").is_none());
+        store.set_policy(&policy(&["/bin/a"])).expect("stored");
+        let first = cache
+            .load(Some(&store), None)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&first, "/bin/a"));
+        store.set_policy(&policy(&["/bin/b"])).expect("stored");
+        let second = cache
+            .load(Some(&store), None)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&second, "/bin/b") && !allows(&second, "/bin/a"));
+
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, policy(&["/bin/c"])).expect("written");
+        let from_file = cache.load(Some(&store), Some(&file)).expect("loads");
+        assert!(from_file.is_some_and(|p| allows(&p, "/bin/c") && !allows(&p, "/bin/b")));
+        std::fs::write(&file, "not = [toml").expect("written");
+        assert!(cache.load(Some(&store), Some(&file)).is_err());
+    }
+}
