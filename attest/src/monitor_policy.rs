@@ -159,6 +159,20 @@ impl MonitorPolicy {
     pub fn shortest_ms(&self) -> u32 {
         self.periods_ms().into_iter().min().unwrap_or(MIN_PERIOD_MS)
     }
+
+    /// How long one pass of the text sweep takes, in microseconds.
+    /// `text_ms` is the deadline for seeing a change, not the pass: a
+    /// chunk checked just before a change is checked again one pass
+    /// later, up to `lateness_us` late (the sweep's slice interval and a
+    /// timer tick), and its event then still has to reach the verifier.
+    /// So the pass is shorter than the period by a margin: 4% of it, and
+    /// at least twice the lateness (the second for the way out), but never
+    /// below half the period.
+    pub fn text_pass_us(&self, lateness_us: u64) -> u64 {
+        let period = u64::from(self.text_ms) * 1000;
+        let margin = (period / 25).max(lateness_us.saturating_mul(2));
+        period.saturating_sub(margin).max(period / 2)
+    }
 }
 
 fn parse_period(key: &'static str, value: &str) -> Result<u32, PolicyError> {
@@ -195,6 +209,14 @@ mod tests {
     use super::*;
     use alloc::string::{String, ToString};
     use proptest::prelude::*;
+
+    /// The default sweep: a pass every 960 ms, so a change is seen, and
+    /// on its way, within the promised second.
+    #[test]
+    fn the_default_text_pass_is_960_ms() {
+        assert_eq!(MonitorPolicy::default().text_pass_us(15_000), 960_000);
+        assert_eq!(MonitorPolicy::default().text_pass_us(30_000), 940_000);
+    }
 
     #[test]
     fn default_is_the_documented_text() {
@@ -296,6 +318,20 @@ mod tests {
             let text = p.to_string();
             prop_assert_eq!(MonitorPolicy::parse(text.as_bytes()), Ok(p));
             prop_assert!(text.len() <= MAX_TEXT_LEN);
+        }
+
+        #[test]
+        fn a_text_pass_leaves_room_for_its_lateness(text in period(), lateness in 0u64..100_000) {
+            let p = MonitorPolicy { text_ms: text, ..MonitorPolicy::default() };
+            let period = u64::from(text) * 1000;
+            let pass = p.text_pass_us(lateness);
+            prop_assert!(pass >= period / 2 && pass < period);
+            // Whenever the period has room for it, a check one pass and
+            // one lateness after the last, and its way out, fit in it.
+            if 4 * lateness <= period {
+                prop_assert!(pass + 2 * lateness <= period);
+                prop_assert!(pass + period / 25 <= period);
+            }
         }
 
         #[test]

@@ -255,20 +255,25 @@ impl<M: Mmio, C: Clock> Crb<M, C> {
 
     /// Polls until `done` holds or `timeout_us` passes; true when done.
     fn wait_until(&self, timeout_us: u64, mut done: impl FnMut(&M) -> bool) -> bool {
+        if done(&self.mmio) {
+            return true;
+        }
         let deadline = self.clock.now_us().saturating_add(timeout_us);
-        let mut polls: u64 = 0;
-        loop {
+        let mut polls: u64 = 1;
+        let finished = loop {
+            self.clock.relax();
             if done(&self.mmio) {
-                return true;
+                break true;
             }
             polls += 1;
             if self.clock.now_us() >= deadline || polls >= MAX_POLLS {
                 // One last look: the condition may have become true while
                 // the clock was read.
-                return done(&self.mmio);
+                break done(&self.mmio);
             }
-            core::hint::spin_loop();
-        }
+        };
+        self.clock.wait_over();
+        finished
     }
 
     fn request_locality(&mut self) -> Result<(), CrbError> {

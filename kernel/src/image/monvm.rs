@@ -612,11 +612,15 @@ impl MonVm {
 
     /// The clock the text sweep runs on: the A-VM's, from
     /// [`MonVm::text_epoch_us`] on, scaled so that one sweep period of
-    /// [`text_watch::SWEEP_PERIOD_US`] takes the policy's `text` period.
+    /// [`text_watch::SWEEP_PERIOD_US`] takes one pass of the policy's
+    /// `text` period (`MonitorPolicy::text_pass_us`: a little shorter, so
+    /// that a change is seen within the period although slices run up
+    /// to [`TEXT_SLICE_US`] and a timer tick late).
     fn text_clock(&self, now_us: u64) -> u64 {
+        let tick_us = 1_000_000 / u64::from(self.timer_hz().max(1));
+        let pass_us = self.policy.text_pass_us(TEXT_SLICE_US + tick_us).max(1);
         let elapsed = u128::from(now_us.saturating_sub(self.text_epoch_us));
-        let scaled = elapsed * u128::from(text_watch::SWEEP_PERIOD_US)
-            / (u128::from(self.policy.text_ms) * 1000);
+        let scaled = elapsed * u128::from(text_watch::SWEEP_PERIOD_US) / u128::from(pass_us);
         self.text_epoch_us
             .saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
     }
@@ -725,13 +729,15 @@ impl MonVm {
         self.events += 1;
         let name = text(format_args!("monvm:event:{}:{}", self.events, event));
         let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+        let started = crate::time::now_us();
         if let Err(e) = log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
             warn!("monvm: event not recorded: {}", e);
         }
+        let tpm_us = crate::time::now_us().saturating_sub(started);
         if self.event_lines.len() < MAX_EVENT_LINES {
             self.event_lines.push(text(format_args!(
-                "AVM-MONVM-EVENT {} at_us={}",
-                name, now_us
+                "AVM-MONVM-EVENT {} at_us={} tpm_us={}",
+                name, now_us, tpm_us
             )));
         }
     }

@@ -2,9 +2,12 @@
 //! fixed 1.193182 MHz input over about 5 ms, with
 //! preemption-proof bracketed samples (see `avm_kernel::calibration`).
 
-use crate::arch::x86_64::{cpu::rdtsc, pit};
+use crate::arch::x86_64::{
+    cpu::{idle_until_interrupt, rdtsc},
+    pit,
+};
 use avm_kernel::calibration::{pit_ticks_between, tsc_hz};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// TSC at kernel entry: the clock's zero.
 static TSC_AT_ENTRY: AtomicU64 = AtomicU64::new(0);
@@ -105,8 +108,37 @@ pub fn now_us() -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub struct KernelClock;
 
+/// Timer rate while the A-VM waits for its TPM: a poll every 100 us.
+const TPM_WAIT_HZ: u32 = 10_000;
+/// Whether a TPM wait has sped the timer up.
+static TPM_WAIT_RATE: AtomicBool = AtomicBool::new(false);
+
 impl tpm_crb::Clock for KernelClock {
     fn now_us(&self) -> u64 {
         now_us()
+    }
+
+    /// Halts until the next timer interrupt, the timer sped up to
+    /// [`TPM_WAIT_HZ`] for the wait. Under emulation the TPM (swtpm) and
+    /// QEMU's thread that completes its commands need host CPU time, which
+    /// a guest CPU spinning on the CRB registers held (and every poll took
+    /// QEMU's device lock). Measured on the monitor's event extends
+    /// (`tpm_us=` of `AVM-MONVM-EVENT`, 82 events): spinning p50 0.63 ms,
+    /// p90 3.5 ms, max 4.6 ms; halting p50 0.41 ms, p90 0.53 ms, max 0.9 ms.
+    fn relax(&self) {
+        if !pit::periodic_running() {
+            core::hint::spin_loop();
+            return;
+        }
+        if !TPM_WAIT_RATE.swap(true, Ordering::Relaxed) {
+            pit::speed_up(TPM_WAIT_HZ);
+        }
+        idle_until_interrupt();
+    }
+
+    fn wait_over(&self) {
+        if TPM_WAIT_RATE.swap(false, Ordering::Relaxed) {
+            pit::restore_periodic();
+        }
     }
 }

@@ -195,15 +195,30 @@ impl Mmio for SimCrb {
     }
 }
 
-/// A clock that advances 1 ms on every read, so every stall ends.
+/// A clock that advances 1 ms on every read, so every stall ends; it
+/// counts the driver's [`Clock::relax`] calls and whether a wait that
+/// relaxed was closed with [`Clock::wait_over`].
 #[derive(Default)]
-struct SimClock(Cell<u64>);
+struct SimClock {
+    now: Cell<u64>,
+    relaxes: Cell<u32>,
+    in_wait: Cell<bool>,
+}
 
 impl Clock for SimClock {
     fn now_us(&self) -> u64 {
-        let now = self.0.get();
-        self.0.set(now + 1_000);
+        let now = self.now.get();
+        self.now.set(now + 1_000);
         now
+    }
+
+    fn relax(&self) {
+        self.relaxes.set(self.relaxes.get() + 1);
+        self.in_wait.set(true);
+    }
+
+    fn wait_over(&self) {
+        self.in_wait.set(false);
     }
 }
 
@@ -261,6 +276,32 @@ fn a_stalling_command_completes_before_the_deadline() {
     .unwrap();
     let mut rsp = [0u8; 64];
     assert_eq!(crb.transact(&GET_RANDOM_8, &mut rsp), Ok(14));
+    // Every poll after the first let time pass, and the wait was closed.
+    let (_, clock) = crb.into_inner();
+    assert!(clock.relaxes.get() >= 50, "{}", clock.relaxes.get());
+    assert!(!clock.in_wait.get());
+}
+
+#[test]
+fn a_tpm_that_is_ready_at_once_is_not_waited_for() {
+    let mut crb = probe(Faults::default()).unwrap();
+    let mut rsp = [0u8; 64];
+    assert_eq!(crb.transact(&GET_RANDOM_8, &mut rsp), Ok(14));
+    let (_, clock) = crb.into_inner();
+    assert_eq!(clock.relaxes.get(), 0);
+}
+
+#[test]
+fn a_wait_that_times_out_is_closed_too() {
+    let mut crb = probe(Faults {
+        start_never_clears: true,
+        ..Faults::default()
+    })
+    .unwrap();
+    let mut rsp = [0u8; 64];
+    assert!(crb.transact(&GET_RANDOM_8, &mut rsp).is_err());
+    let (_, clock) = crb.into_inner();
+    assert!(clock.relaxes.get() > 0 && !clock.in_wait.get());
 }
 
 #[test]

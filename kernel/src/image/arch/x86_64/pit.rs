@@ -5,6 +5,7 @@
 use super::cpu::rdtsc;
 use super::port::{inb, outb};
 use avm_kernel::calibration::Sample;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// PIT input clock in Hz.
 pub const PIT_HZ: u64 = 1_193_182;
@@ -14,8 +15,34 @@ const COMMAND: u16 = 0x43;
 const GATE_PORT: u16 = 0x61;
 const GATE_OUT2: u8 = 0x20;
 
+/// The rate `start_periodic` last set (0: channel 0 not started).
+static PERIODIC_HZ: AtomicU32 = AtomicU32::new(0);
+
 /// Starts channel 0 as a rate generator at `hz` interrupts per second.
 pub fn start_periodic(hz: u32) {
+    PERIODIC_HZ.store(hz, Ordering::Relaxed);
+    program_channel0(hz);
+}
+
+/// Whether channel 0 runs (its interrupt then ends every `hlt`).
+pub fn periodic_running() -> bool {
+    PERIODIC_HZ.load(Ordering::Relaxed) != 0
+}
+
+/// Runs channel 0 at `hz` for a while, until [`restore_periodic`].
+pub fn speed_up(hz: u32) {
+    program_channel0(hz);
+}
+
+/// Back to the rate `start_periodic` set.
+pub fn restore_periodic() {
+    let hz = PERIODIC_HZ.load(Ordering::Relaxed);
+    if hz != 0 {
+        program_channel0(hz);
+    }
+}
+
+fn program_channel0(hz: u32) {
     let divisor = (PIT_HZ / u64::from(hz.max(19))).min(0xffff) as u16;
     // SAFETY: programming channel 0 of the PIT on its own ports.
     unsafe {
