@@ -28,7 +28,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -42,6 +41,7 @@ use serde_json::{Value, json};
 use crate::monvm::console::MonVmConsole;
 use crate::monvm::{KernelChoice, MonVmConfig};
 use crate::qemu::Accel;
+use crate::ram_patch::{MonVmRam, RamPatch};
 use crate::testing::{Attack, ROOTKIT_GUEST_PATH, Rootkit};
 use crate::{Node, NodeConfig, NodeRecord};
 
@@ -514,120 +514,22 @@ fn count_reason(line: &Value, code: &str) -> usize {
         .map_or(0, |r| r.iter().filter(|c| c.as_str() == Some(code)).count())
 }
 
-/// Bytes written into the Mon-VM's kernel memory through its RAM file;
-/// the original bytes go back on [`RamPatch::restore`] or on drop.
-pub struct RamPatch {
-    file: std::fs::File,
-    offset: u64,
-    original: Vec<u8>,
-    restored: bool,
-    /// When the new bytes were in the file.
-    pub written_at: Instant,
-}
+/// The demo's outside attacks, each written into the Mon-VM's RAM file
+/// (`crate::ram_patch`) as a rootkit inside it would write it.
+mod ram_attacks {
+    use super::{DemoError, setup};
+    use crate::ram_patch::{MonVmRam, PatchError, RamPatch, rewrite_ima_template_hash};
 
-/// The Mon-VM's RAM and kernel profile, as the A-VM sees them.
-pub struct MonVmRam {
-    ram: PathBuf,
-    layout: vmi::RamLayout,
-    pub profile: vmi::profile::KernelProfile,
-    memory: vmi::file::FileMemory,
-}
-
-impl MonVmRam {
-    pub fn open(record: &NodeRecord) -> Result<Self, DemoError> {
-        let ram = record
-            .monvm_ram
-            .clone()
-            .ok_or_else(|| setup("the node has no Mon-VM RAM file"))?;
-        let layout = vmi::RamLayout::parse_cmdline(
-            record
-                .monvm_ram_layout
-                .as_deref()
-                .ok_or_else(|| setup("no Mon-VM RAM layout"))?,
-        )
-        .map_err(|e| setup(format!("the Mon-VM RAM layout: {e:?}")))?;
-        let profile_path = record
-            .monvm_profile
-            .as_ref()
-            .ok_or_else(|| setup("no Mon-VM kernel profile"))?;
-        let bytes = std::fs::read(profile_path)
-            .map_err(|e| DemoError::Io(profile_path.display().to_string(), e))?;
-        let profile = vmi::profile::KernelProfile::decode(&bytes)
-            .map_err(|e| setup(format!("the kernel profile: {e:?}")))?;
-        let memory = vmi::file::FileMemory::open(&ram, layout)
-            .map_err(|e| setup(format!("opening the RAM file: {e:?}")))?;
-        Ok(Self {
-            ram,
-            layout,
-            profile,
-            memory,
-        })
-    }
-
-    /// Writes `bytes(original)` at the kernel virtual address `locate`
-    /// finds in the live kernel.
-    pub fn patch(
-        &self,
-        locate: impl FnOnce(
-            &vmi::linux::KernelView<'_, vmi::file::FileMemory>,
-            &vmi::profile::KernelProfile,
-        ) -> Result<vmi::GuestVirtAddr, String>,
-        bytes: impl FnOnce(&[u8]) -> Vec<u8>,
-        len: usize,
-    ) -> Result<RamPatch, DemoError> {
-        let view = vmi::linux::view(&self.memory, self.layout.regions(), &self.profile)
-            .map_err(|e| setup(format!("locating the Mon-VM kernel: {e:?}")))?;
-        let va = locate(&view, &self.profile).map_err(setup)?;
-        let phys = view
-            .space
-            .translate(va)
-            .map_err(|e| setup(format!("{:#x} does not translate: {e:?}", va.value())))?;
-        let (offset, run) = self
-            .layout
-            .locate(phys)
-            .ok_or_else(|| setup("the address is outside the RAM layout"))?;
-        if run < len as u64 {
-            return Err(setup("the patch crosses a RAM region"));
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.ram)
-            .map_err(|e| DemoError::Io(self.ram.display().to_string(), e))?;
-        let mut original = vec![0u8; len];
-        file.read_exact_at(&mut original, offset)
-            .map_err(|e| DemoError::Io("reading the RAM file".into(), e))?;
-        let new = bytes(&original);
-        if new.len() != len {
-            return Err(setup("patch of the wrong length"));
-        }
-        file.write_all_at(&new, offset)
-            .map_err(|e| DemoError::Io("writing the RAM file".into(), e))?;
-        Ok(RamPatch {
-            file,
-            offset,
-            original,
-            restored: false,
-            written_at: Instant::now(),
-        })
-    }
-
-    fn kernel_va(
-        &self,
-        view_loc: &vmi::linux::KernelLocation,
-        link: u64,
-    ) -> Result<vmi::GuestVirtAddr, String> {
-        view_loc
-            .runtime_of(link)
-            .ok_or_else(|| format!("{link:#x} is not a kernel-image address"))
+    fn failed(e: PatchError) -> DemoError {
+        setup(e.0)
     }
 
     /// `sys_call_table[39]` (getpid) moved 16 bytes into its handler.
-    pub fn patch_syscall(&self) -> Result<RamPatch, DemoError> {
-        let link = self.profile.symbols.sys_call_table + 39 * 8;
-        self.patch(
-            |view, _| self.kernel_va(&view.location, link),
-            |old| {
+    pub fn syscall(ram: &MonVmRam) -> Result<RamPatch, DemoError> {
+        let link = ram.profile.symbols.sys_call_table + 39 * 8;
+        ram.patch_kernel(
+            link,
+            |old, _| {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(old);
                 u64::from_le_bytes(word)
@@ -637,16 +539,17 @@ impl MonVmRam {
             },
             8,
         )
+        .map_err(failed)
     }
 
     /// The gate of vector 0x1d (#VC, never raised here) pointed into the
     /// module area.
-    pub fn patch_idt(&self) -> Result<RamPatch, DemoError> {
+    pub fn idt(ram: &MonVmRam) -> Result<RamPatch, DemoError> {
         use vmi::linux::checks::{GATE_SIZE, Gate, MODULES_START};
-        let link = self.profile.symbols.idt_table + 16 * 0x1d;
-        self.patch(
-            |view, _| self.kernel_va(&view.location, link),
-            |old| {
+        let link = ram.profile.symbols.idt_table + 16 * 0x1d;
+        ram.patch_kernel(
+            link,
+            |old, _| {
                 let mut raw = [0u8; GATE_SIZE];
                 raw.copy_from_slice(old);
                 let gate = Gate::decode(0x1d, &raw);
@@ -659,56 +562,30 @@ impl MonVmRam {
             },
             GATE_SIZE,
         )
+        .map_err(failed)
     }
 
     /// A byte of `__x64_sys_kexec_load` (never called here) outside every
     /// patch site, flipped.
-    pub fn patch_text(&self) -> Result<RamPatch, DemoError> {
-        let profile = &self.profile;
+    pub fn text(ram: &MonVmRam) -> Result<RamPatch, DemoError> {
+        let profile = &ram.profile;
         // A different byte from the rootkit's (the first after the entry's
         // patch sites), so the two text attacks never overlap.
         let offset = crate::testing::unused_text_offset(profile, 32).ok_or_else(|| {
             setup("no __x64_sys_kexec_load byte outside the patch sites in the profile")
         })?;
-        let link = profile.symbols.text + offset;
-        self.patch(
-            |view, _| self.kernel_va(&view.location, link),
-            |old| vec![old[0] ^ 0xff],
+        ram.patch_kernel(
+            profile.symbols.text + offset,
+            |old, _| vec![old[0] ^ 0xff],
             1,
         )
+        .map_err(failed)
     }
 
     /// The SHA-1 template hash of the Mon-VM's IMA entry 1, first byte
     /// flipped (a rootkit rewriting the measurement list).
-    pub fn patch_ima(&self) -> Result<RamPatch, DemoError> {
-        self.patch(
-            |view, profile| crate::testing::ima_template_hash_va(view, profile, 1),
-            |old| {
-                let mut hash = old.to_vec();
-                hash[0] ^= 0xff;
-                hash
-            },
-            20,
-        )
-    }
-}
-
-impl RamPatch {
-    /// Writes the original bytes back; the time they were back.
-    pub fn restore(&mut self) -> Result<Instant, DemoError> {
-        self.file
-            .write_all_at(&self.original, self.offset)
-            .map_err(|e| DemoError::Io("restoring the RAM file".into(), e))?;
-        self.restored = true;
-        Ok(Instant::now())
-    }
-}
-
-impl Drop for RamPatch {
-    fn drop(&mut self) {
-        if !self.restored {
-            let _ = self.file.write_all_at(&self.original, self.offset);
-        }
+    pub fn ima(ram: &MonVmRam) -> Result<RamPatch, DemoError> {
+        rewrite_ima_template_hash(ram, 1).map_err(failed)
     }
 }
 
@@ -1228,7 +1105,7 @@ fn boot_stage(
         opts,
         format!("node {index}: trusted under `avm-verifier monitor`"),
     );
-    let ram = MonVmRam::open(&record)?;
+    let ram = MonVmRam::open(&record).map_err(|e| setup(e.0))?;
     Ok((
         Stage {
             monitor,
@@ -1314,22 +1191,22 @@ impl Stage {
             }
             AttackKind::RamSyscall => {
                 std::thread::sleep(phase);
-                let patch = self.ram.patch_syscall()?;
+                let patch = ram_attacks::syscall(&self.ram)?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
             AttackKind::RamIdt => {
                 std::thread::sleep(phase);
-                let patch = self.ram.patch_idt()?;
+                let patch = ram_attacks::idt(&self.ram)?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
             AttackKind::RamText => {
                 std::thread::sleep(phase);
-                let patch = self.ram.patch_text()?;
+                let patch = ram_attacks::text(&self.ram)?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
             AttackKind::RamIma => {
                 std::thread::sleep(phase);
-                let patch = self.ram.patch_ima()?;
+                let patch = ram_attacks::ima(&self.ram)?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
         };
@@ -1358,7 +1235,7 @@ impl Stage {
             }
             Undo::Ram(mut patch) => {
                 self.monitor.drain();
-                patch.restore()
+                patch.restore().map_err(|e| setup(e.0))
             }
         }
     }

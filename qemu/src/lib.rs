@@ -24,6 +24,7 @@ pub mod placement;
 pub mod process;
 pub mod provision;
 pub mod qemu;
+pub mod ram_patch;
 pub mod report;
 pub mod serial;
 pub mod swtpm;

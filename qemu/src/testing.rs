@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::monvm::{KernelChoice, MonVmConfig};
 use crate::qemu::Accel;
+pub use crate::ram_patch::ima_template_hash_va;
+use crate::ram_patch::{MonVmRam, RamPatch, rewrite_ima_template_hash};
 use crate::{Node, NodeConfig};
 
 /// Bound on a node's boot plus network bring-up (TCG on a busy 2-core host).
@@ -201,16 +203,20 @@ impl Rootkit {
 }
 
 /// Bytes written into a live Mon-VM's kernel memory through its RAM file,
-/// as a rootkit inside it would write them; the original bytes are put
-/// back when this is dropped (also when a test fails).
+/// as a rootkit inside it would write them ([`crate::ram_patch`]); the
+/// original bytes are put back when this is dropped (also when a test
+/// fails).
 #[derive(Debug)]
-pub struct MonVmPatch {
-    file: std::fs::File,
-    offset: u64,
-    original: Vec<u8>,
-}
+pub struct MonVmPatch(RamPatch);
 
 impl MonVmPatch {
+    /// Puts the original bytes back now (dropping the patch does too).
+    pub fn restore(mut self) {
+        self.0
+            .restore()
+            .unwrap_or_else(|e| panic!("restoring the Mon-VM's RAM: {e}"));
+    }
+
     /// Writes `bytes` at the runtime address of the link-time kernel
     /// address `link_va(profile)` (the node's profile, KASLR resolved from
     /// RAM). `bytes` may be a function of the bytes there now.
@@ -220,15 +226,11 @@ impl MonVmPatch {
         bytes: impl FnOnce(&[u8], &vmi::linux::KernelLocation) -> Vec<u8>,
         len: usize,
     ) -> Self {
-        Self::at(
-            record,
-            |view, profile, _| {
-                view.location
-                    .runtime_of(link_va(profile))
-                    .expect("a kernel-image address")
-            },
-            bytes,
-            len,
+        let ram = open_ram(record);
+        let link = link_va(&ram.profile);
+        Self(
+            ram.patch_kernel(link, bytes, len)
+                .unwrap_or_else(|e| panic!("patching the Mon-VM's RAM: {e}")),
         )
     }
 
@@ -244,130 +246,29 @@ impl MonVmPatch {
         bytes: impl FnOnce(&[u8], &vmi::linux::KernelLocation) -> Vec<u8>,
         len: usize,
     ) -> Self {
-        use std::os::unix::fs::FileExt;
-        let ram = record.monvm_ram.clone().expect("a node with a Mon-VM");
-        let layout =
-            vmi::RamLayout::parse_cmdline(record.monvm_ram_layout.as_deref().expect("layout"))
-                .expect("the recorded layout parses");
-        let profile_bytes =
-            std::fs::read(record.monvm_profile.as_ref().expect("a profile")).expect("profile");
-        let profile = vmi::profile::KernelProfile::decode(&profile_bytes).expect("profile decodes");
-        let memory = vmi::file::FileMemory::open(&ram, layout).expect("opening the RAM file");
-        let view = live_view(record, &memory, &layout, &profile);
-        let va = locate(&view, &profile, &memory);
-        let phys = view.space.translate(va).expect("the address translates");
-        let (offset, run) = layout.locate(phys).expect("inside the RAM layout");
-        assert!(run >= len as u64, "the patch crosses a RAM region");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&ram)
-            .expect("opening the RAM file read-write");
-        let mut original = vec![0u8; len];
-        file.read_exact_at(&mut original, offset)
-            .expect("reading the RAM file");
-        let new = bytes(&original, &view.location);
-        assert_eq!(new.len(), len);
-        file.write_all_at(&new, offset)
-            .expect("writing the RAM file");
-        MonVmPatch {
-            file,
-            offset,
-            original,
-        }
+        Self(
+            open_ram(record)
+                .patch(
+                    |view, profile, memory| Ok(locate(view, profile, memory)),
+                    bytes,
+                    len,
+                )
+                .unwrap_or_else(|e| panic!("patching the Mon-VM's RAM: {e}")),
+        )
     }
-}
 
-/// The Mon-VM's running kernel in its RAM file. After a reboot of the
-/// Mon-VM the RAM still holds the image of the kernel before; the running
-/// one is then the image at the physical address of the A-VM's last survey
-/// (its last `AVM-MONVM phys_text=` line; tests check that against the
-/// Mon-VM's own `/proc/kallsyms`).
-fn live_view<'m>(
-    record: &crate::NodeRecord,
-    memory: &'m vmi::file::FileMemory,
-    layout: &vmi::RamLayout,
-    profile: &vmi::profile::KernelProfile,
-) -> vmi::linux::KernelView<'m, vmi::file::FileMemory> {
-    match vmi::linux::view(memory, layout.regions(), profile) {
-        Ok(view) => view,
-        Err(vmi::linux::KaslrError::Ambiguous { .. }) => {
-            let serial = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
-            let phys = serial
-                .lines()
-                .rev()
-                .filter(|l| l.starts_with("AVM-MONVM "))
-                .find_map(|l| {
-                    l.split(' ')
-                        .find_map(|w| w.strip_prefix("phys_text=0x"))
-                        .and_then(|v| u64::from_str_radix(v, 16).ok())
-                })
-                .expect("several kernel images in RAM and no A-VM survey line");
-            let slot = [vmi::memory::RamRegion::new(phys, 1, 0)];
-            vmi::linux::view(memory, &slot, profile)
-                .expect("kernel located at the surveyed address")
-        }
-        Err(e) => panic!("kernel not located: {e}"),
-    }
-}
-
-/// Where the SHA-1 template hash of the Mon-VM's IMA entry `index` lies
-/// (the entry's `digests` array, first digest), read through the kernel's
-/// list as the A-VM reads it.
-pub fn ima_template_hash_va(
-    view: &vmi::linux::KernelView<'_, vmi::file::FileMemory>,
-    profile: &vmi::profile::KernelProfile,
-    index: usize,
-) -> Result<vmi::GuestVirtAddr, String> {
-    let head = view
-        .location
-        .runtime_of(profile.symbols.ima_measurements)
-        .ok_or("ima_measurements is not in the image")?;
-    let entry = vmi::linux::measurements(
-        &view.space,
-        head,
-        &profile.offsets.ima,
-        &vmi::linux::ImaLimits::default(),
-        64,
-    )
-    .nth(index)
-    .ok_or_else(|| format!("the Mon-VM has no IMA entry {index}"))?
-    .map_err(|e| format!("IMA entry {index}: {e:?}"))?;
-    let at = entry
-        .address
-        .checked_add(profile.offsets.ima.entry_digests)
-        .ok_or("entry address overflows")?;
-    let digests = vmi::paging::VirtualMemory::read_pointer(&view.space, at)
-        .map_err(|e| format!("IMA entry {index}'s digests: {e:?}"))?;
-    digests
-        .checked_add(profile.offsets.ima.tpm_digest_digest)
-        .ok_or_else(|| "digest address overflows".to_string())
-}
-
-impl MonVmPatch {
     /// Rewrites the SHA-1 template hash of the Mon-VM's IMA entry `index`
     /// (its first byte flipped), as a rootkit rewriting the list would.
     pub fn ima_template_hash(record: &crate::NodeRecord, index: usize) -> Self {
-        Self::at(
-            record,
-            |view, profile, _| {
-                ima_template_hash_va(view, profile, index).unwrap_or_else(|e| panic!("{e}"))
-            },
-            |original, _| {
-                let mut hash = original.to_vec();
-                hash[0] ^= 0xff;
-                hash
-            },
-            20,
+        Self(
+            rewrite_ima_template_hash(&open_ram(record), index)
+                .unwrap_or_else(|e| panic!("rewriting IMA entry {index}: {e}")),
         )
     }
 }
 
-impl Drop for MonVmPatch {
-    fn drop(&mut self) {
-        use std::os::unix::fs::FileExt;
-        let _ = self.file.write_all_at(&self.original, self.offset);
-    }
+fn open_ram(record: &crate::NodeRecord) -> MonVmRam {
+    MonVmRam::open(record).unwrap_or_else(|e| panic!("the Mon-VM's RAM: {e}"))
 }
 
 /// The offset into the kernel's text of a byte of `__x64_sys_kexec_load`

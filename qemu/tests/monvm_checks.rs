@@ -242,7 +242,7 @@ fn check_live(series: &str) {
     avm_qemu::testing::wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
     let rewritten = MonVmPatch::ima_template_hash(&record, 1);
     avm_qemu::testing::wait_for_avm_serial(&record, ":violation:ima:entry 1 rewritten");
-    drop(rewritten);
+    rewritten.restore();
     avm_qemu::testing::wait_for_avm_serial(&record, ":clean:ima");
 }
 

@@ -219,6 +219,6 @@ fn check_reboot(series: &str) {
     let chunk = link_text + byte / 4096 * 4096;
     let patch = MonVmPatch::kernel(&record, |_| link_text + byte, |b, _| vec![b[0] ^ 0xff], 1);
     wait_for_avm_serial(&record, &format!(":violation:text:chunk:{chunk:#x}"));
-    drop(patch);
+    patch.restore();
     wait_for_avm_serial(&record, ":clean:text");
 }

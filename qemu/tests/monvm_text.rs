@@ -119,7 +119,7 @@ fn check_text(series: &str) {
     let chunk = link_text + byte / 4096 * 4096;
     let patch = MonVmPatch::kernel(&record, |_| link_text + byte, |b, _| vec![b[0] ^ 0xff], 1);
     wait_for_avm_serial(&record, &format!(":violation:text:chunk:{chunk:#x}"));
-    drop(patch);
+    patch.restore();
     wait_for_avm_serial(&record, ":clean:text");
 
     // 2. A 5-byte jump-label site jumping elsewhere than its target.
@@ -133,7 +133,7 @@ fn check_text(series: &str) {
         &record,
         &format!(":violation:patch_site:jump-label@{site:#x}:e900000000"),
     );
-    drop(patch);
+    patch.restore();
     wait_for_avm_serial(&record, ":clean:patch_site");
 
     // 3. A byte of rodata (outside ro_after_init, which is baselined per
@@ -150,7 +150,7 @@ fn check_text(series: &str) {
     let chunk = at / 4096 * 4096;
     let patch = MonVmPatch::kernel(&record, |_| at, |b, _| vec![b[0] ^ 1], 1);
     wait_for_avm_serial(&record, &format!(":violation:rodata:chunk:{chunk:#x}"));
-    drop(patch);
+    patch.restore();
     wait_for_avm_serial(&record, ":clean:rodata");
 
     // Only these: three violations, three clean events.
@@ -307,7 +307,7 @@ fn check_function_tracer(series: &str) {
     );
     wait_for_avm_serial(&record, ":violation:patch_site:fentry@0xffffffff8");
     wait_for_avm_serial(&record, &format!(":trampoline@{trampoline:#x}"));
-    drop(patch);
+    patch.restore();
     wait_for_avm_serial(&record, ":clean:patch_site");
     off(&mut console);
     // One violation (the trampoline, naming its lowest caller), one clean.
@@ -352,7 +352,7 @@ fn check_function_tracer(series: &str) {
         &record,
         &format!(":violation:patch_site:fentry@{site:#x}:cc1f440000"),
     );
-    drop(patch);
+    patch.restore();
     wait_for_avm_serial(&record, "monvm:event:4:clean:patch_site");
 }
 

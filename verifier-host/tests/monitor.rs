@@ -198,7 +198,7 @@ fn a_pushed_violation_revokes_once_and_a_restarted_monitor_resumes() {
     );
     // Restoring the slot is an event too; the node stays untrusted and
     // nothing is revoked again.
-    drop(patch);
+    patch.restore();
     monitor.wait("clean event", Duration::from_secs(20), |l| {
         kind(l, "event")
             && l["name"]

@@ -180,7 +180,7 @@ fn check_node(series: &str, quiet_rounds: usize) {
     // An anchored IMA entry rewritten in the Mon-VM's memory.
     let rewritten = MonVmPatch::ima_template_hash(&record, 1);
     untrusted_with(state, &addr, "monvm-ima-rewritten", "entry 1 rewritten");
-    drop(rewritten);
+    rewritten.restore();
 
     // A byte of kernel text (in kexec_load's handler, never called here).
     let profile_bytes =
@@ -201,7 +201,7 @@ fn check_node(series: &str, quiet_rounds: usize) {
         "monvm-text-modified",
         &format!("chunk:{chunk:#x}"),
     );
-    drop(patched);
+    patched.restore();
     // Every attack is still named.
     for code in [
         "monvm-file-not-allowed",
