@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 log() { echo "bench-monvm: $*" >&2; }
 # field KEY LINE: the value of KEY=... in a line of key=value words.
-field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n 1; }
+field() { tr ' ' '\n' <<<"${2//$'\r'/}" | sed -n "s/^$1=//p" | head -n 1; }
 mbps() { awk -v b="$1" -v us="$2" 'BEGIN { if (us > 0) printf "%.1f", b / us; else print "n/a" }'; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # idle_cpu PID: after 3 s to settle, the process's share of one core over
