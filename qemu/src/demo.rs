@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use crate::monvm::console::MonVmConsole;
 use crate::monvm::{KernelChoice, MonVmConfig};
 use crate::qemu::Accel;
-use crate::ram_patch::{MonVmRam, RamPatch};
+use crate::ram_patch::{MonVmRam, RamPatch, redirect_getpid_slot, rewrite_ima_template_hash};
 use crate::testing::{Attack, ROOTKIT_GUEST_PATH, Rootkit};
 use crate::{Node, NodeConfig, NodeRecord};
 
@@ -70,6 +70,13 @@ pub enum DemoError {
     Node(#[from] crate::NodeError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+}
+
+/// A RAM patch that could not be made or undone: the scenario cannot run.
+impl From<crate::ram_patch::PatchError> for DemoError {
+    fn from(e: crate::ram_patch::PatchError) -> Self {
+        DemoError::Setup(e.0)
+    }
 }
 
 fn setup(text: impl Into<String>) -> DemoError {
@@ -518,29 +525,7 @@ fn count_reason(line: &Value, code: &str) -> usize {
 /// (`crate::ram_patch`) as a rootkit inside it would write it.
 mod ram_attacks {
     use super::{DemoError, setup};
-    use crate::ram_patch::{MonVmRam, PatchError, RamPatch, rewrite_ima_template_hash};
-
-    fn failed(e: PatchError) -> DemoError {
-        setup(e.0)
-    }
-
-    /// `sys_call_table[39]` (getpid) moved 16 bytes into its handler.
-    pub fn syscall(ram: &MonVmRam) -> Result<RamPatch, DemoError> {
-        let link = ram.profile.symbols.sys_call_table + 39 * 8;
-        ram.patch_kernel(
-            link,
-            |old, _| {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(old);
-                u64::from_le_bytes(word)
-                    .wrapping_add(0x10)
-                    .to_le_bytes()
-                    .to_vec()
-            },
-            8,
-        )
-        .map_err(failed)
-    }
+    use crate::ram_patch::{MonVmRam, RamPatch};
 
     /// The gate of vector 0x1d (#VC, never raised here) pointed into the
     /// module area.
@@ -562,7 +547,7 @@ mod ram_attacks {
             },
             GATE_SIZE,
         )
-        .map_err(failed)
+        .map_err(DemoError::from)
     }
 
     /// A byte of `__x64_sys_kexec_load` (never called here) outside every
@@ -579,13 +564,7 @@ mod ram_attacks {
             |old, _| vec![old[0] ^ 0xff],
             1,
         )
-        .map_err(failed)
-    }
-
-    /// The SHA-1 template hash of the Mon-VM's IMA entry 1, first byte
-    /// flipped (a rootkit rewriting the measurement list).
-    pub fn ima(ram: &MonVmRam) -> Result<RamPatch, DemoError> {
-        rewrite_ima_template_hash(ram, 1).map_err(failed)
+        .map_err(DemoError::from)
     }
 }
 
@@ -1105,7 +1084,7 @@ fn boot_stage(
         opts,
         format!("node {index}: trusted under `avm-verifier monitor`"),
     );
-    let ram = MonVmRam::open(&record).map_err(|e| setup(e.0))?;
+    let ram = MonVmRam::open(&record)?;
     Ok((
         Stage {
             monitor,
@@ -1191,7 +1170,7 @@ impl Stage {
             }
             AttackKind::RamSyscall => {
                 std::thread::sleep(phase);
-                let patch = ram_attacks::syscall(&self.ram)?;
+                let patch = redirect_getpid_slot(&self.ram)?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
             AttackKind::RamIdt => {
@@ -1206,7 +1185,7 @@ impl Stage {
             }
             AttackKind::RamIma => {
                 std::thread::sleep(phase);
-                let patch = ram_attacks::ima(&self.ram)?;
+                let patch = rewrite_ima_template_hash(&self.ram, 1)?;
                 return Ok((patch.written_at, Undo::Ram(patch)));
             }
         };
@@ -1235,7 +1214,7 @@ impl Stage {
             }
             Undo::Ram(mut patch) => {
                 self.monitor.drain();
-                patch.restore().map_err(|e| setup(e.0))
+                Ok(patch.restore()?)
             }
         }
     }

@@ -193,6 +193,23 @@ impl Drop for RamPatch {
     }
 }
 
+/// `sys_call_table[39]` (getpid) moved 16 bytes into its handler: a
+/// redirected system call, as the demo and the tests inject it.
+pub fn redirect_getpid_slot(ram: &MonVmRam) -> Result<RamPatch, PatchError> {
+    ram.patch_kernel(
+        ram.profile.symbols.sys_call_table + 39 * 8,
+        |old, _| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(old);
+            u64::from_le_bytes(word)
+                .wrapping_add(0x10)
+                .to_le_bytes()
+                .to_vec()
+        },
+        8,
+    )
+}
+
 /// Where the SHA-1 template hash of the Mon-VM's IMA entry `index` lies
 /// (the entry's `digests` array, first digest), read through the kernel's
 /// list as the A-VM reads it.

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use crate::monvm::{KernelChoice, MonVmConfig};
 use crate::qemu::Accel;
-pub use crate::ram_patch::ima_template_hash_va;
-use crate::ram_patch::{MonVmRam, RamPatch, rewrite_ima_template_hash};
+use crate::ram_patch::{MonVmRam, RamPatch, redirect_getpid_slot, rewrite_ima_template_hash};
 use crate::{Node, NodeConfig};
 
 /// Bound on a node's boot plus network bring-up (TCG on a busy 2-core host).
@@ -254,6 +253,15 @@ impl MonVmPatch {
                     len,
                 )
                 .unwrap_or_else(|e| panic!("patching the Mon-VM's RAM: {e}")),
+        )
+    }
+
+    /// Moves getpid's system-call slot (39) 16 bytes into its handler, as
+    /// a rootkit redirecting a system call would.
+    pub fn redirect_getpid_slot(record: &crate::NodeRecord) -> Self {
+        Self(
+            redirect_getpid_slot(&open_ram(record))
+                .unwrap_or_else(|e| panic!("redirecting getpid's slot: {e}")),
         )
     }
 

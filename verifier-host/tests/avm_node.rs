@@ -697,16 +697,7 @@ fn the_measurement_log_of_a_mon_vm_node_is_proven_by_the_quote() {
     // node is untrusted, also after the slot is restored.
     let wait_for = |needle: &str| avm_qemu::testing::wait_for_avm_serial(&record, needle);
     let patched_at = std::time::Instant::now();
-    let patch = avm_qemu::testing::MonVmPatch::kernel(
-        &record,
-        |profile| profile.symbols.sys_call_table + 39 * 8,
-        |original, _| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(original);
-            (u64::from_le_bytes(word) + 0x10).to_le_bytes().to_vec()
-        },
-        8,
-    );
+    let patch = avm_qemu::testing::MonVmPatch::redirect_getpid_slot(&record);
     wait_for("AVM-MONVM-EVENT monvm:event:1:violation:sys_call_table:");
     eprintln!(
         "syscall-slot violation seen after {:?}",

@@ -147,16 +147,7 @@ fn a_pushed_violation_revokes_once_and_a_restarted_monitor_resumes() {
 
     // Redirect getpid's slot (39): pushed within the A-VM's check period.
     let patched_at = Instant::now();
-    let patch = avm_qemu::testing::MonVmPatch::kernel(
-        &record,
-        |profile| profile.symbols.sys_call_table + 39 * 8,
-        |original, _| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(original);
-            (u64::from_le_bytes(word) + 0x10).to_le_bytes().to_vec()
-        },
-        8,
-    );
+    let patch = avm_qemu::testing::MonVmPatch::redirect_getpid_slot(&record);
     let event = monitor.wait("violation event", Duration::from_secs(20), |l| {
         kind(l, "event")
             && l["name"]
