@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::allowlist::{Excludes, FileHashIndex};
+use crate::allowlist::{AllowlistError, Excludes, FileHashIndex};
 use crate::crypto::OpenSslVerifier;
 use crate::evidence_dir::LoadedEvidence;
 use crate::report::{Report, ReportReason, VerdictKind};
@@ -178,9 +178,13 @@ impl<'a> PreparedPolicy<'a> {
     }
 
     fn new(values: Cow<'a, ReferenceValues>) -> Self {
+        let excludes = Excludes::compile(&values.monvm_files).unwrap_or_else(|_| Excludes::none());
+        Self::with_excludes(values, excludes)
+    }
+
+    fn with_excludes(values: Cow<'a, ReferenceValues>, excludes: Excludes) -> Self {
         let files = &values.monvm_files;
         let index = (files.digests.len() >= INDEXED_PATHS).then(|| FileHashIndex::new(files));
-        let excludes = Excludes::compile(files).unwrap_or_else(|_| Excludes::none());
         Self {
             values,
             index,
@@ -211,6 +215,13 @@ impl PreparedPolicy<'static> {
     /// Prepares a policy it then owns.
     pub fn owned(values: ReferenceValues) -> Self {
         Self::new(Cow::Owned(values))
+    }
+
+    /// [`PreparedPolicy::owned`], refusing a policy with an exclude that
+    /// does not compile (which `owned` would turn into excluding nothing).
+    pub fn checked(values: ReferenceValues) -> Result<Self, AllowlistError> {
+        let excludes = Excludes::compile(&values.monvm_files)?;
+        Ok(Self::with_excludes(Cow::Owned(values), excludes))
     }
 }
 

@@ -102,18 +102,16 @@ impl EnrolledNode {
             addr: addr.into(),
             record,
             ak,
-            policy: stored_policy(&store)?.map(PreparedPolicy::owned),
+            policy: crate::commands::load_prepared_policy(Some(&store), None)
+                .map_err(|e| BenchError(e.0))?,
         })
     }
 }
 
 /// The policy kept in the verifier state in `state`, if any.
 pub fn load_policy(state: &Path) -> Result<Option<ReferenceValues>, BenchError> {
-    stored_policy(&Store::open(state).map_err(|e| fail("state")(e.to_string()))?)
-}
-
-fn stored_policy(store: &Store) -> Result<Option<ReferenceValues>, BenchError> {
-    crate::commands::load_policy(Some(store), None).map_err(|e| BenchError(e.0))
+    let store = Store::open(state).map_err(|e| fail("state")(e.to_string()))?;
+    crate::commands::load_policy(Some(&store), None).map_err(|e| BenchError(e.0))
 }
 
 /// How the round trips use connections.

@@ -85,13 +85,22 @@ impl Context {
     }
 }
 
+fn parse_toml(text: &str) -> Result<ReferenceValues, CommandError> {
+    toml::from_str(text).map_err(|e| CommandError(format!("policy: {e}")))
+}
+
 pub(crate) fn parse_policy(text: &str) -> Result<ReferenceValues, CommandError> {
-    let policy: ReferenceValues =
-        toml::from_str(text).map_err(|e| CommandError(format!("policy: {e}")))?;
+    let policy = parse_toml(text)?;
     // An exclude that does not compile would exclude nothing at attest
     // time (fail closed): say so when the policy is loaded.
     Excludes::compile(&policy.monvm_files).map_err(|e| CommandError(format!("policy: {e}")))?;
     Ok(policy)
+}
+
+/// [`parse_policy`], prepared for appraisal (its excludes compiled once,
+/// refused as there if one does not compile).
+pub(crate) fn prepare_policy(text: &str) -> Result<PreparedPolicy<'static>, CommandError> {
+    PreparedPolicy::checked(parse_toml(text)?).map_err(|e| CommandError(format!("policy: {e}")))
 }
 
 /// Loads the policy: `--policy FILE` if given, else the stored one.
@@ -102,6 +111,17 @@ pub(crate) fn load_policy(
     policy_text(store, override_file)?
         .as_deref()
         .map(parse_policy)
+        .transpose()
+}
+
+/// [`load_policy`], prepared for appraisal.
+pub(crate) fn load_prepared_policy(
+    store: Option<&Store>,
+    override_file: Option<&Path>,
+) -> Result<Option<PreparedPolicy<'static>>, CommandError> {
+    policy_text(store, override_file)?
+        .as_deref()
+        .map(prepare_policy)
         .transpose()
 }
 

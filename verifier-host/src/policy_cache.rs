@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::appraise::PreparedPolicy;
-use crate::commands::{CommandError, parse_policy, policy_text};
+use crate::commands::{CommandError, policy_text, prepare_policy};
 use crate::store::Store;
 
 /// The last policy prepared, with the text it was prepared from.
@@ -65,7 +65,7 @@ impl PolicyCache {
             return Ok(Arc::clone(&current.policy));
         }
         *held = None;
-        let policy = Arc::new(PreparedPolicy::owned(parse_policy(&text)?));
+        let policy = Arc::new(prepare_policy(&text)?);
         *held = Some(Held {
             text,
             policy: Arc::clone(&policy),
