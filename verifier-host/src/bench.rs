@@ -109,9 +109,9 @@ impl EnrolledNode {
 }
 
 /// The policy kept in the verifier state in `state`, if any.
-pub fn load_policy(state: &Path) -> Result<Option<ReferenceValues>, BenchError> {
+pub fn load_policy(state: &Path) -> Result<Option<PreparedPolicy<'static>>, BenchError> {
     let store = Store::open(state).map_err(|e| fail("state")(e.to_string()))?;
-    crate::commands::load_policy(Some(&store), None).map_err(|e| BenchError(e.0))
+    crate::commands::load_prepared_policy(Some(&store), None).map_err(|e| BenchError(e.0))
 }
 
 /// How the round trips use connections.

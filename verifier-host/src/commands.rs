@@ -103,18 +103,8 @@ pub(crate) fn prepare_policy(text: &str) -> Result<PreparedPolicy<'static>, Comm
     PreparedPolicy::checked(parse_toml(text)?).map_err(|e| CommandError(format!("policy: {e}")))
 }
 
-/// Loads the policy: `--policy FILE` if given, else the stored one.
-pub(crate) fn load_policy(
-    store: Option<&Store>,
-    override_file: Option<&Path>,
-) -> Result<Option<ReferenceValues>, CommandError> {
-    policy_text(store, override_file)?
-        .as_deref()
-        .map(parse_policy)
-        .transpose()
-}
-
-/// [`load_policy`], prepared for appraisal.
+/// Loads the policy, prepared for appraisal: `--policy FILE` if given,
+/// else the stored one.
 pub(crate) fn load_prepared_policy(
     store: Option<&Store>,
     override_file: Option<&Path>,

@@ -136,7 +136,8 @@ fn run(cli: Cli) -> Result<String, BenchError> {
         } => {
             let duration = Duration::from_secs_f64(seconds.clamp(0.1, 600.0));
             let policy = bench::load_policy(&state)?;
-            let full = bench::verification_throughput(&dir, policy.as_ref(), duration)?;
+            let values = policy.as_ref().map(|p| p.values());
+            let full = bench::verification_throughput(&dir, values, duration)?;
             let raw = bench::signature_throughput(&dir, duration)?;
             Ok(format!(
                 "verify.full_per_s={:.0}\nverify.full_count={}\nverify.signature_only_per_s={:.0}\n",
