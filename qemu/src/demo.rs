@@ -42,6 +42,7 @@ use crate::monvm::console::MonVmConsole;
 use crate::monvm::{KernelChoice, MonVmConfig};
 use crate::qemu::Accel;
 use crate::ram_patch::{MonVmRam, RamPatch, redirect_getpid_slot, rewrite_ima_template_hash};
+use crate::stats::{self, Shift, paired_shift};
 use crate::testing::{Attack, ROOTKIT_GUEST_PATH, Rootkit};
 use crate::{Node, NodeConfig, NodeRecord};
 
@@ -1523,6 +1524,9 @@ fn process_ticks(pid: u32) -> Option<u64> {
 }
 
 /// A workload run in the Mon-VM: its name and shell command.
+/// The Mon-VM slowdown monitoring may cause (issue 8), in percent.
+pub const SLOWDOWN_TARGET_PERCENT: f64 = 0.5;
+
 pub const WORKLOADS: [(&str, &str, &str); 2] = [
     (
         "cpu",
@@ -1741,6 +1745,13 @@ impl SlowdownReport {
         (off > 0.0).then(|| (on, off, 100.0 * (on - off) / off))
     }
 
+    /// The slowdown of a workload over its alternating pairs, in percent
+    /// of the median run with the A-VM stopped, with its 95% interval.
+    pub fn slowdown(&self, name: &str) -> Option<Shift> {
+        let (on, off) = self.runs.get(name)?;
+        paired_shift(on, off)?.percent_of(percentile(off, 50.0)?)
+    }
+
     pub fn to_json(&self) -> Value {
         let workloads: Vec<Value> = WORKLOADS
             .iter()
@@ -1762,6 +1773,9 @@ impl SlowdownReport {
                     "median_on_ms": m.map(|m| m.0),
                     "median_off_ms": m.map(|m| m.1),
                     "slowdown_percent": m.map(|m| m.2),
+                    "paired_slowdown_percent": self.slowdown(name).map(|s| s.estimate),
+                    "paired_slowdown_ci95_percent": self.slowdown(name).map(|s| [s.low, s.high]),
+                    "verdict": stats::verdict(self.slowdown(name).as_ref(), SLOWDOWN_TARGET_PERCENT),
                     "host_on_ms": host_on,
                     "host_off_ms": host_off,
                     "host_slowdown_percent": h.map(|h| h.2),
@@ -1780,11 +1794,16 @@ impl SlowdownReport {
     }
 
     pub fn table(&self) -> String {
-        let mut out = String::from("workload     median on ms  median off ms  slowdown\n");
+        let mut out = String::from(
+            "workload     median on ms  median off ms  slowdown  paired (95% interval)\n",
+        );
         for (name, _, _) in WORKLOADS {
             for key in [name.to_string(), format!("{name}-host")] {
                 if let Some((on, off, pct)) = self.medians(&key) {
-                    out.push_str(&format!("{key:<12} {on:>12.1} {off:>14.1} {pct:>8.2}%\n"));
+                    let paired = self.slowdown(&key).map_or("-".into(), |s| s.describe());
+                    out.push_str(&format!(
+                        "{key:<12} {on:>12.1} {off:>14.1} {pct:>8.2}%  {paired}\n"
+                    ));
                 }
             }
         }
@@ -1815,8 +1834,9 @@ impl SlowdownReport {
         let mut out = String::new();
         for (name, what, _) in WORKLOADS {
             if let Some((on, off, pct)) = self.medians(name) {
+                let paired = self.slowdown(name);
                 out.push_str(&format!(
-                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; median of {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) against {} runs with the A-VM's QEMU stopped (SIGSTOP), alternating on one node; {}; {} | {on:.0} ms vs {off:.0} ms: {pct:+.2}% (runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
+                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) alternating with {} runs with the A-VM's QEMU stopped (SIGSTOP) on one node; slowdown of each pair, Hodges-Lehmann estimate with its 95% Wilcoxon interval: met only if the whole interval is at most 0.5%, inconclusive if it straddles; {}; {} | {} (medians {on:.0} ms vs {off:.0} ms: {pct:+.2}%; runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
                     self.series,
                     self.pairs,
                     self.periods.policy.syscall_idt_ms,
@@ -1826,6 +1846,7 @@ impl SlowdownReport {
                     self.pairs,
                     self.clock.describe(),
                     self.placement(),
+                    paired.map_or("too few pairs for an interval".into(), |s| s.describe()),
                     self.runs.get(name).map_or("-".into(), |r| spread(&r.0)),
                     self.runs.get(name).map_or("-".into(), |r| spread(&r.1)),
                     self.medians(&format!("{name}-host"))
@@ -1836,7 +1857,7 @@ impl SlowdownReport {
                         .map_or("?".to_string(), |c| format!("{c:.1}%")),
                     self.load.0,
                     self.load.1,
-                    if pct <= 0.5 { "met" } else { "not met" },
+                    stats::verdict(paired.as_ref(), SLOWDOWN_TARGET_PERCENT),
                 ));
             }
         }
@@ -1910,5 +1931,59 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), Some(20.0));
         assert_eq!(percentile(&[], 50.0), None);
         assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+    }
+
+    fn slowdown_report(on: &[f64], off: &[f64]) -> SlowdownReport {
+        let mut runs = BTreeMap::new();
+        runs.insert("cpu".to_string(), (on.to_vec(), off.to_vec()));
+        SlowdownReport {
+            series: "6.1".into(),
+            pairs: on.len(),
+            runs,
+            periods: Periods::of_policy(MonitorPolicy::default(), true),
+            clock: GuestClock::Uptime,
+            load: ("0.1".into(), "0.2".into()),
+            avm_cpu_percent: Some(6.0),
+            cpu_split: None,
+        }
+    }
+
+    #[test]
+    fn a_slowdown_lost_in_noise_is_not_reported_met() {
+        // The medians differ by -0.9%, but single runs swing by 20%.
+        let off = [
+            100.0, 120.0, 95.0, 110.0, 130.0, 90.0, 105.0, 115.0, 98.0, 125.0,
+        ];
+        let on = [
+            118.0, 96.0, 112.0, 92.0, 104.0, 128.0, 99.0, 101.0, 122.0, 94.0,
+        ];
+        let report = slowdown_report(&on, &off);
+        let (_, _, pct) = report.medians("cpu").expect("medians");
+        assert!(pct <= SLOWDOWN_TARGET_PERCENT);
+        let row = report.markdown_rows();
+        assert!(
+            row.trim_end().ends_with("| at most 0.5% | inconclusive |"),
+            "{row}"
+        );
+        assert!(row.contains("95% interval"), "{row}");
+    }
+
+    #[test]
+    fn slowdown_verdicts_follow_the_interval() {
+        let off = [
+            100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1, 100.3, 99.9,
+        ];
+        let same: Vec<f64> = off.iter().map(|v| v + 0.02).collect();
+        let slower: Vec<f64> = off.iter().map(|v| v * 1.03).collect();
+        let row = |on: &[f64]| slowdown_report(on, &off).markdown_rows();
+        assert!(row(&same).trim_end().ends_with("| met |"), "{}", row(&same));
+        assert!(
+            row(&slower).trim_end().ends_with("| not met |"),
+            "{}",
+            row(&slower)
+        );
+        // Too few pairs for an interval: never met.
+        let short = slowdown_report(&same[..4], &off[..4]).markdown_rows();
+        assert!(short.trim_end().ends_with("| inconclusive |"), "{short}");
     }
 }

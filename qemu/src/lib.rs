@@ -27,6 +27,7 @@ pub mod qemu;
 pub mod ram_patch;
 pub mod report;
 pub mod serial;
+pub mod stats;
 pub mod swtpm;
 pub mod testing;
 
