@@ -294,37 +294,81 @@ impl<M: GuestMemory + ?Sized> VirtualMemory for AddressSpace<'_, M> {
     }
 }
 
+impl<M: GuestMemory + ?Sized> AddressSpace<'_, M> {
+    /// Whether the `expected.len()` bytes from `va` on equal `expected`,
+    /// compared in place page by page (no copy; the A-VM compares the
+    /// system-call table and the IDT with their last bytes every few
+    /// milliseconds). An unmapped or unreadable page reached before the
+    /// first difference is an error, as for [`VirtualMemory::read_virt`];
+    /// the answer is never `true` for a range that cannot be read.
+    pub fn equals_virt(&self, va: GuestVirtAddr, expected: &[u8]) -> Result<bool, WalkError> {
+        let mut same = true;
+        for_each_page(self, va, expected.len(), |here, phys, range| {
+            let part = expected
+                .get(range)
+                .ok_or(WalkError::NonCanonical(here.value()))?;
+            same = self
+                .memory
+                .equals(phys, part)
+                .map_err(|error| WalkError::Memory { va: here, error })?;
+            Ok(same)
+        })?;
+        Ok(same)
+    }
+}
+
 fn read_virt_pages<M: GuestMemory + ?Sized>(
     space: &AddressSpace<'_, M>,
     va: GuestVirtAddr,
     buf: &mut [u8],
 ) -> Result<(), WalkError> {
-    let len = buf.len() as u64;
+    for_each_page(space, va, buf.len(), |here, phys, range| {
+        let chunk = buf
+            .get_mut(range)
+            .ok_or(WalkError::NonCanonical(here.value()))?;
+        space
+            .memory
+            .read(phys, chunk)
+            .map_err(|error| WalkError::Memory { va: here, error })?;
+        Ok(true)
+    })
+}
+
+/// Walks the pages of `len` bytes from `va` on (one walk per page, a large
+/// page counting as one) and calls `visit` with each piece's address, its
+/// guest-physical address and its range in `0..len`, in order, until
+/// `visit` returns `false` or an error.
+fn for_each_page<M: GuestMemory + ?Sized>(
+    space: &AddressSpace<'_, M>,
+    va: GuestVirtAddr,
+    len: usize,
+    mut visit: impl FnMut(
+        GuestVirtAddr,
+        GuestPhysAddr,
+        core::ops::Range<usize>,
+    ) -> Result<bool, WalkError>,
+) -> Result<(), WalkError> {
     if len == 0 {
         return Ok(());
     }
     // The last byte must be a canonical address too.
     let last = va
         .value()
-        .checked_add(len - 1)
+        .checked_add(len as u64 - 1)
         .ok_or(WalkError::NonCanonical(u64::MAX))?;
     let last = GuestVirtAddr::new(last)?;
     if !last.is_canonical_for(space.mode.va_bits()) {
         return Err(WalkError::NonCanonical(last.value()));
     }
     let mut done = 0usize;
-    while done < buf.len() {
+    while done < len {
         // Every address in [va, last] is canonical, and va + done <= last.
         let here = GuestVirtAddr::new(va.value() + done as u64)?;
         let t = space.walk(here)?;
-        let step = t.bytes_to_page_end().min((buf.len() - done) as u64) as usize;
-        let Some(chunk) = buf.get_mut(done..done + step) else {
-            return Err(WalkError::NonCanonical(here.value()));
-        };
-        space
-            .memory
-            .read(t.phys, chunk)
-            .map_err(|error| WalkError::Memory { va: here, error })?;
+        let step = t.bytes_to_page_end().min((len - done) as u64) as usize;
+        if !visit(here, t.phys, done..done + step)? {
+            return Ok(());
+        }
         done += step;
     }
     Ok(())
@@ -420,6 +464,73 @@ mod tests {
             Err(WalkError::NotPresent { level: 1, .. })
         ));
         assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn compares_in_place_across_pages() {
+        let mut b = PageTableBuilder::new(0x40_0000, PagingMode::FourLevel);
+        b.map_4k(0xffff_c900_0000_0000, 0x9000, true, false);
+        b.map_4k(0xffff_c900_0000_1000, 0x3000, true, false);
+        let mut image = b.finish();
+        image[0x9ffc..0xa000].copy_from_slice(&[1, 2, 3, 4]);
+        image[0x3000..0x3004].copy_from_slice(&[5, 6, 7, 8]);
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+        let at = va(0xffff_c900_0000_0ffc);
+        assert_eq!(space.equals_virt(at, &[1, 2, 3, 4, 5, 6, 7, 8]), Ok(true));
+        // A difference on either page is seen.
+        assert_eq!(space.equals_virt(at, &[1, 2, 3, 9, 5, 6, 7, 8]), Ok(false));
+        assert_eq!(space.equals_virt(at, &[1, 2, 3, 4, 5, 6, 7, 9]), Ok(false));
+        assert_eq!(space.equals_virt(at, &[]), Ok(true));
+        // A range running into an unmapped page is an error, never "equal".
+        let mut long = vec![0u8; 0x1008];
+        long[..8].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(matches!(
+            space.equals_virt(at, &long),
+            Err(WalkError::NotPresent { level: 1, .. })
+        ));
+        // As for reads, the last byte must be canonical.
+        assert!(matches!(
+            space.equals_virt(va(0x0000_7fff_ffff_fffc), &[0; 8]),
+            Err(WalkError::NonCanonical(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equals_virt_agrees_with_read_virt(
+            offset in 0u64..0x2000,
+            len in 0usize..0x1800,
+            flip in proptest::option::of(0usize..0x1800),
+        ) {
+            let mut b = PageTableBuilder::new(0x40_0000, PagingMode::FourLevel);
+            b.map_4k(0xffff_c900_0000_0000, 0x9000, true, false);
+            b.map_4k(0xffff_c900_0000_1000, 0x3000, true, false);
+            b.map_4k(0xffff_c900_0000_2000, 0x5000, true, false);
+            let mut image = b.finish();
+            for frame in [0x9000, 0x3000, 0x5000] {
+                for (i, byte) in image[frame..frame + 0x1000].iter_mut().enumerate() {
+                    *byte = ((frame + i) * 7 % 251) as u8;
+                }
+            }
+            let mem = SliceMemory::flat(&image);
+            let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+            let at = va(0xffff_c900_0000_0000 + offset);
+            let mut buf = vec![0u8; len];
+            let read = space.read_virt(at, &mut buf);
+            let flipped = flip.filter(|&i| i < len);
+            if let Some(i) = flipped {
+                buf[i] ^= 1;
+            }
+            let equal = space.equals_virt(at, &buf);
+            if read.is_ok() {
+                proptest::prop_assert_eq!(equal, Ok(flipped.is_none()));
+            } else {
+                // Unreadable: an error, or a difference found before it;
+                // never equal.
+                proptest::prop_assert_ne!(equal, Ok(true));
+            }
+        }
     }
 
     #[test]

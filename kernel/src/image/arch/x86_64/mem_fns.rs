@@ -74,6 +74,25 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
 #[inline(always)]
 unsafe fn copy_forward(dest: *mut u8, src: *const u8, n: usize) {
     let mut i = 0;
+    // Four words per iteration: under TCG each iteration also costs a
+    // translation-block entry and a branch.
+    while i + 32 <= n {
+        // SAFETY: i + 32 <= n and both ranges hold n bytes; all four words
+        // are loaded before any is stored, so a destination starting
+        // before the source still only overwrites bytes already read.
+        unsafe {
+            let words = [
+                load_u64(src.add(i)),
+                load_u64(src.add(i + 8)),
+                load_u64(src.add(i + 16)),
+                load_u64(src.add(i + 24)),
+            ];
+            for (k, word) in words.into_iter().enumerate() {
+                store_u64(dest.add(i + 8 * k), word);
+            }
+        }
+        i += 32;
+    }
     while i + 8 <= n {
         // SAFETY: i + 8 <= n and both ranges hold n bytes.
         unsafe { store_u64(dest.add(i), load_u64(src.add(i))) };
@@ -144,6 +163,23 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // megabytes a second with its copy; under TCG each load costs the
     // same whatever its width), then byte by byte for the order.
     let mut i = 0;
+    // Four words per test while they are equal (one branch per 32 bytes);
+    // the first difference is then found word by word, byte by byte.
+    while i + 32 <= n {
+        // SAFETY: i + 32 <= n and the caller guarantees n readable bytes.
+        let diff = unsafe {
+            (load_u64(a.add(i)) ^ load_u64(b.add(i)))
+                | (load_u64(a.add(i + 8)) ^ load_u64(b.add(i + 8)))
+                | (load_u64(a.add(i + 16)) ^ load_u64(b.add(i + 16)))
+                | (load_u64(a.add(i + 24)) ^ load_u64(b.add(i + 24)))
+        };
+        // Opaque, or LLVM splits the OR-ed test into four branches, and
+        // under TCG each branch ends a translation block.
+        if core::hint::black_box(diff) != 0 {
+            break;
+        }
+        i += 32;
+    }
     while i + 8 <= n {
         // SAFETY: i + 8 <= n and the caller guarantees n readable bytes.
         let (x, y) = unsafe { (load_u64(a.add(i)), load_u64(b.add(i))) };
