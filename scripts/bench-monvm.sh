@@ -5,7 +5,7 @@
 #  - the start-up check (read through ivshmem, undo KASLR, check every
 #    patch site, hash every chunk) in MB/s, next to plain SHA-256 of as
 #    many bytes in A-VM memory, timed by the A-VM in the same boot,
-#    alternating with the check and two side-effect-free repeats of it
+#    alternating with the check and side-effect-free repeats of it
 #    (the fastest run of each: the host's speed drifts by tens of percent
 #    within seconds);
 #  - the full start-up measurement (survey, check filling the copy for later sweeps);
@@ -101,7 +101,7 @@ for series in 6.1 6.12; do
     else
         sha_where="a ${sha_buffer:-?}-byte buffer in A-VM memory hashed over and over (no room for a $mb MB one)"
     fi
-    echo "| Mon-VM $series kernel text+rodata ($mb MB) checked by the A-VM at start-up (ivshmem reads, KASLR undone, patch-site rules, SHA-256 per 4 KiB chunk) | $(mbps "$bytes" "$check_us") MB/s (fastest of the start-up check and two repeats: $(field checks "$bench" | tr ',' '\n' | awk '{ printf "%s%d", (NR > 1 ? ", " : ""), $1 / 1000 }') ms), next to plain SHA-256 of as many bytes, 4 KiB at a time, from $sha_where: $(mbps "$bytes" "$sha_us") MB/s (fastest of the runs alternating with the checks: $(field sha256_runs "$bench" | tr ',' '\n' | awk '{ printf "%s%d", (NR > 1 ? ", " : ""), $1 / 1000 }') ms) (VMI +$overhead%) | VMI at most 25% over plain hashing | $met |" >>"$rows"
+    echo "| Mon-VM $series kernel text+rodata ($mb MB) checked by the A-VM at start-up (ivshmem reads, KASLR undone, patch-site rules, SHA-256 per 4 KiB chunk) | $(mbps "$bytes" "$check_us") MB/s (fastest of the start-up check and its repeats: $(field checks "$bench" | tr ',' '\n' | awk '{ printf "%s%d", (NR > 1 ? ", " : ""), $1 / 1000 }') ms), next to plain SHA-256 of as many bytes, 4 KiB at a time, from $sha_where: $(mbps "$bytes" "$sha_us") MB/s (fastest of the runs alternating with the checks: $(field sha256_runs "$bench" | tr ',' '\n' | awk '{ printf "%s%d", (NR > 1 ? ", " : ""), $1 / 1000 }') ms) (VMI +$overhead%) | VMI at most 25% over plain hashing | $met |" >>"$rows"
     echo "| Mon-VM $series full start-up measurement (survey $(field us "$survey") us; text check, filling the copy for later sweeps on the way, $(awk -v v="$check_us" 'BEGIN { printf "%.0f", v / 1000 }') ms) | $total_ms ms | under 1 s under TCG | $total_met |" >>"$rows"
     # Idle CPU: let the start-up settle, then count the A-VM QEMU's ticks.
     pid=$("$qemu_bin" status --state "$state" --json | sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p')

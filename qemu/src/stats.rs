@@ -83,6 +83,17 @@ pub fn verdict(shift: Option<&Shift>, target: f64) -> &'static str {
     }
 }
 
+/// Ten pairs whose medians differ by -0.9% while single runs swing by
+/// 20%: noise, for tests of verdicts.
+#[cfg(test)]
+pub(crate) const NOISY_WITHOUT: [f64; 10] = [
+    100.0, 120.0, 95.0, 110.0, 130.0, 90.0, 105.0, 115.0, 98.0, 125.0,
+];
+#[cfg(test)]
+pub(crate) const NOISY_WITH: [f64; 10] = [
+    118.0, 96.0, 112.0, 92.0, 104.0, 128.0, 99.0, 101.0, 122.0, 94.0,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,15 +120,8 @@ mod tests {
 
     #[test]
     fn noise_around_zero_is_inconclusive_not_met() {
-        // Medians 1 ms apart in runs that swing by 20%: the old verdict
-        // (difference of medians <= target) called this met.
-        let without = [
-            100.0, 120.0, 95.0, 110.0, 130.0, 90.0, 105.0, 115.0, 98.0, 125.0,
-        ];
-        let with = [
-            118.0, 96.0, 112.0, 92.0, 104.0, 128.0, 99.0, 101.0, 122.0, 94.0,
-        ];
-        let s = paired_shift(&with, &without)
+        // The old verdict (difference of medians <= target) called this met.
+        let s = paired_shift(&NOISY_WITH, &NOISY_WITHOUT)
             .and_then(|s| s.percent_of(108.0))
             .expect("shift");
         assert!(s.low < 0.0 && s.high > 0.5, "{s:?}");

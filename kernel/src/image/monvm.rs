@@ -1644,6 +1644,11 @@ fn measure_text(
     Some(watch)
 }
 
+/// Repeats of the text check in `make bench` after the start-up one: with
+/// two, one run of SHA-256 in a quiet moment against checks that all met
+/// a busy one put VMI at +63% in one run and +20% in the next.
+const BENCH_REPEATS: usize = 4;
+
 /// `make bench`: microseconds of SHA-256 over a buffer of `bytes` bytes in
 /// A-VM memory, 4 KiB at a time as the check hashes chunks, and the size of
 /// the buffer it used: one as large as the kernel's text and rodata (the
@@ -1679,11 +1684,12 @@ fn time_sha256(bytes: u64) -> (u64, usize) {
 }
 
 /// `make bench`: the text check next to plain SHA-256 of as many bytes,
-/// alternating (SHA-256, the start-up check, SHA-256, then two more checks
-/// that measure nothing, each followed by SHA-256): the host's speed
-/// drifts by tens of percent within seconds, so each side reports its
-/// fastest run (the same estimator for both; a median of four SHA-256
-/// runs would be the upper one, and the first runs are cold). A repeated
+/// alternating (SHA-256, the start-up check, SHA-256, then
+/// [`BENCH_REPEATS`] more checks that measure nothing, each followed by
+/// SHA-256): the host's speed drifts by tens of percent within seconds
+/// (the Mon-VM is still starting its userland meanwhile), so each side
+/// reports its fastest run (the same estimator for both; the first runs
+/// are cold). A repeated
 /// check without room for its copy is not counted (it would skip the
 /// copying).
 fn bench_text_check(
@@ -1696,7 +1702,7 @@ fn bench_text_check(
     let mut checks = alloc::vec![startup.check_us];
     let (sha_us, mut buffer) = time_sha256(startup.bytes);
     let mut shas = alloc::vec![sha_before_us, sha_us];
-    for _ in 0..2 {
+    for _ in 0..BENCH_REPEATS {
         let started = time::now_us();
         if let Some((_, again)) = TextWatch::start(memory, profile, found.location, started)
             && again.copied
