@@ -48,33 +48,16 @@ idle_cpu() {
     cpu_met=$(awk -v c="$cpu" 'BEGIN { print (c < 5) ? "met" : "not met" }')
 }
 
-# policy_cpu SERIES POLICY: the A-VM's CPU use ($cpu) on a node whose
-# A-VM runs monitor policy POLICY, the Mon-VM idle.
-policy_cpu() {
+# up_node SERIES UP-ARGS...: a fresh node with the SERIES Mon-VM, waited
+# for until the A-VM has measured its text; sets $serial and $pid (the
+# A-VM's QEMU).
+up_node() {
+    local series=$1
+    shift
     rm -rf "$state"
-    "$qemu_bin" up --state "$state" --image "$image" --monvm-kernel "$1" \
-        --monitor-policy "$2" >/dev/null 2>"$work/up.err" || {
-        log "node with policy $2 did not come up: $(tail -3 "$work/up.err")"
-        exit 2
-    }
-    for _ in $(seq 1 600); do
-        grep -q '^AVM-MONVM-TEXT ' "$state/avm-serial.log" && break
-        sleep 0.1
-    done
-    local pid
-    pid=$("$qemu_bin" status --state "$state" --json | sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p')
-    [ -n "$pid" ] || { log "no A-VM pid"; exit 2; }
-    idle_cpu "$pid"
-    "$qemu_bin" down --state "$state" >/dev/null 2>&1 || true
-}
-
-: >"$rows"
-for series in 6.1 6.12; do
-    log "booting a node with the $series Mon-VM"
-    rm -rf "$state"
-    "$qemu_bin" up --state "$state" --image "$image" --monvm-kernel "$series" \
-        --cmdline monvm.bench >/dev/null 2>"$work/up.err" || {
-        log "node did not come up: $(tail -3 "$work/up.err")"
+    "$qemu_bin" up --state "$state" --image "$image" --monvm-kernel "$series" "$@" \
+        >/dev/null 2>"$work/up.err" || {
+        log "node ($series, $*) did not come up: $(tail -3 "$work/up.err")"
         exit 2
     }
     serial=$state/avm-serial.log
@@ -82,6 +65,22 @@ for series in 6.1 6.12; do
         grep -q '^AVM-MONVM-TEXT ' "$serial" && break
         sleep 0.1
     done
+    pid=$("$qemu_bin" status --state "$state" --json | sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p')
+    [ -n "$pid" ] || { log "no A-VM pid"; exit 2; }
+}
+
+# policy_cpu SERIES POLICY: the A-VM's CPU use ($cpu) on a node whose
+# A-VM runs monitor policy POLICY, the Mon-VM idle.
+policy_cpu() {
+    up_node "$1" --monitor-policy "$2"
+    idle_cpu "$pid"
+    "$qemu_bin" down --state "$state" >/dev/null 2>&1 || true
+}
+
+: >"$rows"
+for series in 6.1 6.12; do
+    log "booting a node with the $series Mon-VM"
+    up_node "$series" --cmdline monvm.bench
     bench=$(grep -m1 '^AVM-MONVM-BENCH ' "$serial") || { log "no AVM-MONVM-BENCH line"; exit 2; }
     text=$(grep -m1 '^AVM-MONVM-TEXT ' "$serial")
     survey=$(grep -m1 '^AVM-MONVM ' "$serial")
@@ -104,8 +103,6 @@ for series in 6.1 6.12; do
     echo "| Mon-VM $series kernel text+rodata ($mb MB) checked by the A-VM at start-up (ivshmem reads, KASLR undone, patch-site rules, SHA-256 per 4 KiB chunk) | $(mbps "$bytes" "$check_us") MB/s (fastest of the start-up check and its repeats: $(field checks "$bench" | tr ',' '\n' | awk '{ printf "%s%d", (NR > 1 ? ", " : ""), $1 / 1000 }') ms), next to plain SHA-256 of as many bytes, 4 KiB at a time, from $sha_where: $(mbps "$bytes" "$sha_us") MB/s (fastest of the runs alternating with the checks: $(field sha256_runs "$bench" | tr ',' '\n' | awk '{ printf "%s%d", (NR > 1 ? ", " : ""), $1 / 1000 }') ms) (VMI +$overhead%) | VMI at most 25% over plain hashing | $met |" >>"$rows"
     echo "| Mon-VM $series full start-up measurement (survey $(field us "$survey") us; text check, filling the copy for later sweeps on the way, $(awk -v v="$check_us" 'BEGIN { printf "%.0f", v / 1000 }') ms) | $total_ms ms | under 1 s under TCG | $total_met |" >>"$rows"
     # Idle CPU: let the start-up settle, then count the A-VM QEMU's ticks.
-    pid=$("$qemu_bin" status --state "$state" --json | sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p')
-    [ -n "$pid" ] || { log "no A-VM pid"; exit 2; }
     idle_cpu "$pid"
     shared_cpu=$cpu
     echo "| A-VM CPU with the $series Mon-VM idle, default monitor policy (syscall table and IDT compared every 5 ms, text+rodata swept every 1 s, IMA list and cross-views every 500 ms; ${idle_seconds}s; processes placed by the host's scheduler) | $cpu% of one host core | under 5% | $cpu_met |" >>"$rows"

@@ -1764,6 +1764,7 @@ impl SlowdownReport {
                     .unwrap_or_default();
                 let m = self.medians(name);
                 let h = self.medians(&format!("{name}-host"));
+                let paired = self.slowdown(name);
                 json!({
                     "workload": name,
                     "what": what,
@@ -1773,9 +1774,9 @@ impl SlowdownReport {
                     "median_on_ms": m.map(|m| m.0),
                     "median_off_ms": m.map(|m| m.1),
                     "slowdown_percent": m.map(|m| m.2),
-                    "paired_slowdown_percent": self.slowdown(name).map(|s| s.estimate),
-                    "paired_slowdown_ci95_percent": self.slowdown(name).map(|s| [s.low, s.high]),
-                    "verdict": stats::verdict(self.slowdown(name).as_ref(), SLOWDOWN_TARGET_PERCENT),
+                    "paired_slowdown_percent": paired.map(|s| s.estimate),
+                    "paired_slowdown_ci95_percent": paired.map(|s| [s.low, s.high]),
+                    "verdict": stats::verdict(paired.as_ref(), SLOWDOWN_TARGET_PERCENT),
                     "host_on_ms": host_on,
                     "host_off_ms": host_off,
                     "host_slowdown_percent": h.map(|h| h.2),
