@@ -175,6 +175,12 @@ impl MonVmRam {
 }
 
 impl RamPatch {
+    /// Leaves the bytes written: for values the Mon-VM moves on by itself
+    /// (putting the old bytes back later would be a second change).
+    pub fn keep(mut self) {
+        self.restored = true;
+    }
+
     /// Writes the original bytes back; the time they were back.
     pub fn restore(&mut self) -> Result<Instant, PatchError> {
         self.file

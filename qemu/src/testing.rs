@@ -209,6 +209,11 @@ impl Rootkit {
 pub struct MonVmPatch(RamPatch);
 
 impl MonVmPatch {
+    /// Leaves the bytes written (see [`RamPatch::keep`]).
+    pub fn keep(self) {
+        self.0.keep();
+    }
+
     /// Puts the original bytes back now (dropping the patch does too).
     pub fn restore(mut self) {
         self.0

@@ -7,7 +7,13 @@
 //!   `reboot` event in PCR 12, a second start-up measurement, the A-VM's
 //!   new location agrees with the Mon-VM's own `/proc/kallsyms`, a text
 //!   write after the reboot is still detected, and attestation answers
-//!   while the Mon-VM is down.
+//!   while the Mon-VM is down;
+//! - a kernel whose `jiffies_64` goes back has booted again where the old
+//!   one was (a new kernel that drew the old KASLR slide): an `, in place`
+//!   reboot, measured again. A test cannot make KASLR draw the same slide
+//!   twice (`nokaslr` is refused), so it writes the tick count back
+//!   through the RAM file, as a guest faking a reboot would: that too is
+//!   on record as a reboot.
 
 mod common;
 
@@ -221,4 +227,48 @@ fn check_reboot(series: &str) {
     wait_for_avm_serial(&record, &format!(":violation:text:chunk:{chunk:#x}"));
     patch.restore();
     wait_for_avm_serial(&record, ":clean:text");
+
+    // The tick count back by 250 (a second at Debian's HZ): a kernel
+    // booted again in place. Left as written: the Mon-VM counts on from it.
+    let events_before = avm_events(&record).len();
+    MonVmPatch::kernel(
+        &record,
+        |p| p.symbols.jiffies_64,
+        |b, _| {
+            let now = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            now.saturating_sub(250).to_le_bytes().to_vec()
+        },
+        8,
+    )
+    .keep();
+    wait_for_lines(&record, "AVM-MONVM-REBOOT", 2);
+    wait_for_lines(&record, "AVM-MONVM-STARTUP", 3);
+    let reboot_old = hex(&field(&record, "AVM-MONVM-REBOOT", 1, "old_slide"));
+    let reboot_new = hex(&field(&record, "AVM-MONVM-REBOOT", 1, "new_slide"));
+    assert_eq!((reboot_old, reboot_new), (new_slide, new_slide));
+    assert_eq!(
+        hex(&field(&record, "AVM-MONVM ", 2, "phys_text")),
+        new_phys,
+        "measured again where it was"
+    );
+    let events = avm_events(&record);
+    let reboot = events[events_before..]
+        .iter()
+        .position(|e| e.contains(":reboot:"))
+        .map(|i| i + events_before)
+        .expect("a second reboot event");
+    let name = events[reboot].split(" at_us=").next().expect("name");
+    let expected = format!(
+        "monvm:event:{}:reboot:slide {new_slide:#x}->{new_slide:#x}, in place",
+        reboot + 1
+    );
+    assert!(
+        name == expected || name.starts_with(&format!("{expected}, ")),
+        "{name}"
+    );
+    assert!(
+        events[reboot + 1..].is_empty(),
+        "events after the reboot in place: {:?}",
+        &events[reboot + 1..]
+    );
 }

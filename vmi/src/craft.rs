@@ -502,6 +502,7 @@ pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
             page_offset_base: 0xffff_ffff_8239_8480,
             pgdir_shift: Some(0xffff_ffff_8239_848c),
             per_cpu_offset: 0xffff_ffff_8239_eb60,
+            jiffies_64: 0xffff_ffff_82a0_9900,
         },
         syscalls: SyscallTable {
             address: 0xffff_ffff_8200_0360,

@@ -411,6 +411,47 @@ fn find_kernels<M: GuestMemory + ?Sized>(
     found
 }
 
+/// What a recurring piece of work costs the A-VM: how often it ran, the
+/// time it took and since when.
+#[derive(Debug, Default)]
+struct Cost {
+    runs: u64,
+    us: u64,
+    since_us: u64,
+}
+
+impl Cost {
+    /// Adds a run that started at `started_us` and ends now; true every
+    /// `every` runs (time to log the cost).
+    fn add(&mut self, started_us: u64, every: u64) -> bool {
+        if self.runs == 0 {
+            self.since_us = started_us;
+        }
+        self.runs += 1;
+        self.us += time::now_us().saturating_sub(started_us);
+        self.runs.is_multiple_of(every)
+    }
+
+    fn us_each(&self) -> u64 {
+        self.us / self.runs.max(1)
+    }
+
+    /// The share of the A-VM's time it took up to `now_us`, in
+    /// microseconds per second.
+    fn us_per_second(&self, now_us: u64) -> u128 {
+        let wall_us = now_us.saturating_sub(self.since_us).max(1);
+        u128::from(self.us) * 1_000_000 / u128::from(wall_us)
+    }
+}
+
+/// The watched kernel's `jiffies_64` as last read, and whether it was ever
+/// lower than the read before (sticky until the reboot is handled).
+#[derive(Debug, Default)]
+struct Jiffies {
+    last: Option<u64>,
+    went_back: bool,
+}
+
 /// The Mon-VM being watched.
 pub struct MonVm {
     memory: LayoutMemory<IvshmemRam>,
@@ -438,16 +479,14 @@ pub struct MonVm {
     /// Since when changes are held back ([`MonVm::hold`]), and how many.
     hold_since: Option<u64>,
     held: usize,
-    /// Cost of the system-call table and IDT rounds: rounds, full checks
-    /// among them, and the time spent (logged at debug level).
-    fast_rounds: u64,
+    /// Cost of the system-call table and IDT rounds, and the full checks
+    /// among them (logged at debug level).
+    fast_cost: Cost,
     full_rounds: u64,
-    fast_us: u64,
-    /// Cost of the text sweep: slices, the time spent in them, and when
-    /// the first one ran (logged at debug level).
-    sweep_slices: u64,
-    sweep_us: u64,
-    sweep_since_us: u64,
+    /// Cost of the text sweep's slices (logged at debug level).
+    sweep_cost: Cost,
+    /// The watched kernel's `jiffies_64` (see [`MonVm::booted_again`]).
+    jiffies: Jiffies,
     /// The violations the last check found, by area of [`AREAS`] (their
     /// texts).
     current: [Vec<String>; AREA_COUNT],
@@ -538,12 +577,10 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         reboots: 0,
         hold_since: None,
         held: 0,
-        fast_rounds: 0,
+        fast_cost: Cost::default(),
         full_rounds: 0,
-        fast_us: 0,
-        sweep_slices: 0,
-        sweep_us: 0,
-        sweep_since_us: 0,
+        sweep_cost: Cost::default(),
+        jiffies: Jiffies::default(),
         current: Default::default(),
         text: None,
         bench: avm_kernel::cmdline::KernelOptions::parse(info.cmdline(), |_| {}).monvm_bench,
@@ -572,7 +609,13 @@ impl MonVm {
                 Some(t) if take_due(&mut self.due.text, now_us, TEXT_SLICE_US) => {
                     let started = time::now_us();
                     let swept = t.sweep(&self.memory, &self.profile, clock);
-                    self.count_sweep(started);
+                    if self.sweep_cost.add(started, 1000) {
+                        debug!(
+                            "monvm: {} text sweep slices, {} us of sweep per second",
+                            self.sweep_cost.runs,
+                            self.sweep_cost.us_per_second(started)
+                        );
+                    }
                     swept
                 }
                 _ => false,
@@ -641,24 +684,6 @@ impl MonVm {
         true
     }
 
-    /// Adds the slice of the text sweep that started at `started_us` to
-    /// its cost, logged every 1000 slices (about 10 s).
-    fn count_sweep(&mut self, started_us: u64) {
-        if self.sweep_slices == 0 {
-            self.sweep_since_us = started_us;
-        }
-        self.sweep_slices += 1;
-        self.sweep_us += time::now_us().saturating_sub(started_us);
-        if self.sweep_slices.is_multiple_of(1000) {
-            let wall_us = started_us.saturating_sub(self.sweep_since_us).max(1);
-            debug!(
-                "monvm: {} text sweep slices, {} us of sweep per second",
-                self.sweep_slices,
-                u128::from(self.sweep_us) * 1_000_000 / u128::from(wall_us)
-            );
-        }
-    }
-
     /// The timer rate the checks need: a tick every shortest period (a
     /// check then runs on the first tick from a quarter period before it
     /// is due), between 100 Hz and 1 kHz. 100 Hz while no kernel is
@@ -689,12 +714,16 @@ impl MonVm {
     /// Searches RAM for the kernel (every [`RELOCATE_US`], and at once when
     /// the system-call table or the IDT changed): a kernel image elsewhere
     /// that is no old kernel's means the Mon-VM rebooted (QEMU reset it and
-    /// its kernel chose a new KASLR slide). The reboot is an event in
-    /// PCR 12, `monvm:event:N:reboot:slide OLD->NEW`, so whatever a reboot
-    /// (or a guest faking one) resets is on record; then every per-boot
-    /// state is dropped (without `clean:` events: a verifier resets every
-    /// area at the reboot event) and the start-up measurement runs again
-    /// once the new kernel's user space runs. Returns whether it rebooted.
+    /// its kernel chose a new KASLR slide); so does the kernel still where
+    /// it was with its `jiffies_64` gone back ([`MonVm::booted_again`]: the
+    /// new kernel chose the old slide, which a search alone cannot tell).
+    /// The reboot is an event in PCR 12, `monvm:event:N:reboot:slide
+    /// OLD->NEW` (`..., in place` for the second kind), so whatever a
+    /// reboot (or a guest faking one) resets is on record; then every
+    /// per-boot state is dropped (without `clean:` events: a verifier
+    /// resets every area at the reboot event) and the start-up measurement
+    /// runs again once the new kernel's user space runs. Returns whether
+    /// it rebooted.
     fn relocate(
         &mut self,
         kernel: &Watched,
@@ -719,23 +748,27 @@ impl MonVm {
                 );
             }
         }
-        let [new] = fresh.as_slice() else {
-            if fresh.len() > 1 {
-                warn!("monvm: {} new kernel images in RAM", fresh.len());
+        // Read on every search while the kernel is in place, so that the
+        // last value is at most one search old.
+        let went_back = !lost && self.booted_again(kernel);
+        let (new, in_place) = match fresh.as_slice() {
+            [new] => (**new, false),
+            [] if went_back => (old, true),
+            _ => {
+                if fresh.len() > 1 {
+                    warn!("monvm: {} new kernel images in RAM", fresh.len());
+                }
+                return false;
             }
-            return false;
         };
         self.reboots += 1;
-        let detail = if self.held > 0 {
-            text(format_args!(
-                "slide {:#x}->{:#x}, {} changes held",
-                old.slide(),
-                new.slide(),
-                self.held
-            ))
-        } else {
-            text(format_args!("slide {:#x}->{:#x}", old.slide(), new.slide()))
-        };
+        let mut detail = text(format_args!("slide {:#x}->{:#x}", old.slide(), new.slide()));
+        if in_place {
+            detail.push_str(", in place");
+        }
+        if self.held > 0 {
+            detail.push_str(&text(format_args!(", {} changes held", self.held)));
+        }
         info!(
             "monvm: reboot {}: kernel at phys {:#x}->{:#x}, {}",
             self.reboots,
@@ -752,12 +785,16 @@ impl MonVm {
             now_us
         );
         // The old image stays in RAM until overwritten: it is not a new
-        // kernel the next time it is seen.
-        if self.stale.len() >= MAX_STALE {
-            self.stale.remove(0);
+        // kernel the next time it is seen (unless the new one took its
+        // place).
+        if !in_place {
+            if self.stale.len() >= MAX_STALE {
+                self.stale.remove(0);
+            }
+            self.stale.push(old);
         }
-        self.stale.push(old);
-        self.stale.retain(|l| l != *new);
+        self.stale.retain(|l| *l != new);
+        self.jiffies = Jiffies::default();
         self.kernel = None;
         self.lost = false;
         self.next_try_us = now_us;
@@ -773,6 +810,36 @@ impl MonVm {
         self.held = 0;
         self.due = Due::default();
         true
+    }
+
+    /// Whether the watched kernel's `jiffies_64` was ever seen lower than
+    /// the read before it (sticky until the reboot is handled). The tick
+    /// count only rises while a kernel runs and starts again at every
+    /// boot, so going back means a new kernel runs where the old one was.
+    /// One aligned 8-byte load (`IvshmemRam::read_at`), so a read is never
+    /// torn by the Mon-VM's tick. A guest that writes it back fakes a
+    /// reboot: that is on record as one, and everything is measured again
+    /// from the reference values (docs/threat-model.md).
+    fn booted_again(&mut self, kernel: &Watched) -> bool {
+        let now = kernel
+            .location
+            .phys_of(self.profile.symbols.jiffies_64)
+            .and_then(|at| self.memory.read_u64(at).ok());
+        let Some(now) = now else {
+            return self.jiffies.went_back;
+        };
+        if let Some(last) = self.jiffies.last
+            && now < last
+            && !self.jiffies.went_back
+        {
+            warn!(
+                "monvm: jiffies_64 went back from {} to {}: the Mon-VM booted again",
+                last, now
+            );
+            self.jiffies.went_back = true;
+        }
+        self.jiffies.last = Some(now);
+        self.jiffies.went_back
     }
 
     /// Appends event `monvm:event:N:TEXT` to the log and PCR 12 (digest:
@@ -866,17 +933,13 @@ impl MonVm {
             }
         }
         let full = fast && (changed | take_due(&mut self.due.full, now_us, FULL_CHECK_US));
-        if fast {
-            self.fast_rounds += 1;
-            self.fast_us += time::now_us().saturating_sub(round_started);
-            if self.fast_rounds.is_multiple_of(2000) {
-                debug!(
-                    "monvm: {} system-call table/IDT rounds ({} full), {} us each on average",
-                    self.fast_rounds,
-                    self.full_rounds,
-                    self.fast_us / self.fast_rounds
-                );
-            }
+        if fast && self.fast_cost.add(round_started, 2000) {
+            debug!(
+                "monvm: {} system-call table/IDT rounds ({} full), {} us each on average",
+                self.fast_cost.runs,
+                self.full_rounds,
+                self.fast_cost.us_each()
+            );
         }
         // Most rounds end here: the tables hold the bytes last judged,
         // nothing else is due and no report is held, so no verdict can
@@ -958,8 +1021,11 @@ impl MonVm {
             }
             events.extend(texts);
         }
-        if !events.is_empty() && self.hold(kernel, now_us, events.len(), tpm, log) {
-            return true;
+        if !events.is_empty() {
+            let booted_again = self.booted_again(kernel);
+            if self.hold(kernel, now_us, events.len(), booted_again, tpm, log) {
+                return true;
+            }
         }
         for event in events {
             if log.is_full() {
@@ -975,7 +1041,8 @@ impl MonVm {
     /// watched (a RAM search, at most every [`FORCED_RELOCATE_US`]), and
     /// whether to hold the `changes` back. A reboot overwrites the old
     /// kernel while the new one decompresses, before the search can find
-    /// the new one: a round with at least [`MASS_CHANGE`] changes holds
+    /// the new one: a round with at least [`MASS_CHANGE`] changes, or
+    /// with the kernel's `jiffies_64` gone back (`booted_again`), holds
     /// every report for up to [`HOLD_US`], searching meanwhile. If a new
     /// kernel turns up, the reboot event says how many changes were held
     /// back; if not, they are all reported when the hold ends (at most
@@ -986,13 +1053,19 @@ impl MonVm {
         kernel: &Watched,
         now_us: u64,
         changes: usize,
+        booted_again: bool,
         tpm: &mut KernelTpm,
         log: &mut MeasurementLog,
     ) -> bool {
-        if changes >= MASS_CHANGE && self.hold_since.is_none() {
+        if (changes >= MASS_CHANGE || booted_again) && self.hold_since.is_none() {
             warn!(
-                "monvm: {} changes at once: held while RAM is searched for a new kernel",
-                changes
+                "monvm: {} changes{}: held while RAM is searched for a new kernel",
+                changes,
+                if booted_again {
+                    " with jiffies_64 gone back"
+                } else {
+                    " at once"
+                }
             );
             self.hold_since = Some(now_us);
         }

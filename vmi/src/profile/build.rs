@@ -244,6 +244,7 @@ fn kernel_symbols(elf: &Vmlinux<'_>, k: &Kallsyms) -> Result<KernelSymbols, Buil
         page_offset_base: required(s, "page_offset_base")?,
         pgdir_shift: optional(s, "pgdir_shift")?,
         per_cpu_offset: required(s, "__per_cpu_offset")?,
+        jiffies_64: required(s, "jiffies_64")?,
     })
 }
 

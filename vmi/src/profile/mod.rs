@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -110,12 +110,16 @@ pub struct KernelSymbols {
     pub pgdir_shift: Option<u64>,
     /// `__per_cpu_offset[NR_CPUS]`.
     pub per_cpu_offset: u64,
+    /// `jiffies_64`: the tick count since boot, only ever rising while the
+    /// kernel runs; lower than last read means the Mon-VM booted again
+    /// (also when its new kernel landed where the old one was).
+    pub jiffies_64: u64,
 }
 
 impl KernelSymbols {
     /// Every symbol by its kernel name (for listings and for comparing with
     /// a running kernel's `/proc/kallsyms`).
-    pub fn named(&self) -> [(&'static str, Option<u64>); 21] {
+    pub fn named(&self) -> [(&'static str, Option<u64>); 22] {
         [
             ("_text", Some(self.text)),
             ("_etext", Some(self.etext)),
@@ -138,6 +142,7 @@ impl KernelSymbols {
             ("page_offset_base", Some(self.page_offset_base)),
             ("pgdir_shift", self.pgdir_shift),
             ("__per_cpu_offset", Some(self.per_cpu_offset)),
+            ("jiffies_64", Some(self.jiffies_64)),
         ]
     }
 }

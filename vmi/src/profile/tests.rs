@@ -21,7 +21,7 @@ fn round_trip_and_digest() {
     assert_eq!(image.link_text, p.symbols.text);
     assert_eq!(image.banner, p.kernel.banner.as_bytes());
     assert_eq!(p.syscall_count(), 451);
-    assert_eq!(p.symbols.named().len(), 21);
+    assert_eq!(p.symbols.named().len(), 22);
 }
 
 #[test]
