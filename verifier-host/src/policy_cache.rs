@@ -7,13 +7,16 @@
 //! re-attests a node on every event the node pushes, so it keeps the
 //! prepared policy and prepares it again only when its text changed.
 //!
-//! The text (from the state, or the `--policy` file) is still read for
-//! every attestation and compared whole with the one held: a policy that
-//! `policy learn`, `policy import-keylime` or an operator changed is used
-//! from the next attestation on, and a changed policy that does not parse
-//! is an error, never a reason to keep using the old one.
+//! Whether the policy held is still the one in force is asked on every
+//! attestation: of the state database, by the policy's revision (every
+//! change of the text bumps it, also one made past the verifier: a
+//! trigger, see `store`), without reading the 12 MB again; of a `--policy`
+//! file, by reading it and comparing the text whole. A policy that `policy
+//! learn`, `policy import-keylime` or an operator changed is used from the
+//! next attestation on, and a changed policy that does not parse is an
+//! error, never a reason to keep using the old one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::appraise::PreparedPolicy;
@@ -27,15 +30,30 @@ pub struct PolicyCache {
 }
 
 struct Held {
-    text: String,
+    source: Source,
     policy: Arc<PreparedPolicy<'static>>,
+}
+
+/// What a policy was prepared from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// The policy of this state database at this revision.
+    Stored { database: PathBuf, revision: i64 },
+    /// This text (of a `--policy` file).
+    Text(String),
 }
 
 impl std::fmt::Debug for PolicyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("PolicyCache")
-            .field("held_bytes", &held.as_ref().map(|h| h.text.len()))
+            .field(
+                "held",
+                &held.as_ref().map(|h| match &h.source {
+                    Source::Stored { revision, .. } => format!("stored revision {revision}"),
+                    Source::Text(text) => format!("{} bytes of text", text.len()),
+                }),
+            )
             .finish()
     }
 }
@@ -43,31 +61,69 @@ impl std::fmt::Debug for PolicyCache {
 impl PolicyCache {
     /// The policy in force: `override_file` if given, else the one stored
     /// in `store`, prepared (parsed, excludes compiled, allowlist indexed)
-    /// unless it is the very text prepared last time. `None`: no policy.
+    /// unless it is the very policy prepared last time (the same stored
+    /// revision, or the same file text). `None`: no policy.
     pub fn load(
         &self,
         store: Option<&Store>,
         override_file: Option<&Path>,
     ) -> Result<Option<Arc<PreparedPolicy<'static>>>, CommandError> {
-        let Some(text) = policy_text(store, override_file)? else {
+        let (Some(store), None) = (store, override_file) else {
+            let Some(text) = policy_text(store, override_file)? else {
+                return Ok(None);
+            };
+            return self.prepare(Source::Text(text), "").map(Some);
+        };
+        let stored = |revision| Source::Stored {
+            database: store.path().to_path_buf(),
+            revision,
+        };
+        let store_error = |e: crate::store::StoreError| CommandError(e.to_string());
+        let Some(revision) = store.policy_revision().map_err(store_error)? else {
             return Ok(None);
         };
-        self.prepare(text).map(Some)
+        if let Some(policy) = self.held_for(&stored(revision)) {
+            return Ok(Some(policy));
+        }
+        // Text and revision read together: a change in between is seen
+        // next time.
+        let Some(policy) = store.policy_with_revision().map_err(store_error)? else {
+            return Ok(None);
+        };
+        self.prepare(stored(policy.revision), &policy.toml)
+            .map(Some)
     }
 
-    /// `text` prepared, or the policy held if it was prepared from the
-    /// same text.
-    fn prepare(&self, text: String) -> Result<Arc<PreparedPolicy<'static>>, CommandError> {
+    /// The policy held if it was prepared from `source`.
+    fn held_for(&self, source: &Source) -> Option<Arc<PreparedPolicy<'static>>> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.as_ref()
+            .filter(|h| h.source == *source)
+            .map(|h| Arc::clone(&h.policy))
+    }
+
+    /// The policy of `source` prepared, or the one held if it was prepared
+    /// from the same `source`; `stored_text` is the text of a
+    /// [`Source::Stored`] (a [`Source::Text`] holds its own).
+    fn prepare(
+        &self,
+        source: Source,
+        stored_text: &str,
+    ) -> Result<Arc<PreparedPolicy<'static>>, CommandError> {
         // Held while parsing: threads that need the same new policy wait
         // for it rather than parse it each.
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = held.as_ref().filter(|h| h.text == text) {
+        if let Some(current) = held.as_ref().filter(|h| h.source == source) {
             return Ok(Arc::clone(&current.policy));
         }
         *held = None;
-        let policy = Arc::new(prepare_policy(&text)?);
+        let text = match &source {
+            Source::Text(text) => text.as_str(),
+            Source::Stored { .. } => stored_text,
+        };
+        let policy = Arc::new(prepare_policy(text)?);
         *held = Some(Held {
-            text,
+            source,
             policy: Arc::clone(&policy),
         });
         Ok(policy)
@@ -88,6 +144,12 @@ mod tests {
         text
     }
 
+    impl PolicyCache {
+        fn prepare_text(&self, text: String) -> Result<Arc<PreparedPolicy<'static>>, CommandError> {
+            self.prepare(Source::Text(text), "")
+        }
+    }
+
     fn allows(policy: &PreparedPolicy<'_>, path: &str) -> bool {
         let mut digest = [0u8; 32];
         for (i, byte) in digest.iter_mut().enumerate() {
@@ -99,8 +161,8 @@ mod tests {
     #[test]
     fn the_same_text_is_prepared_once() {
         let cache = PolicyCache::default();
-        let first = cache.prepare(policy(&["/bin/sh"])).expect("parses");
-        let again = cache.prepare(policy(&["/bin/sh"])).expect("parses");
+        let first = cache.prepare_text(policy(&["/bin/sh"])).expect("parses");
+        let again = cache.prepare_text(policy(&["/bin/sh"])).expect("parses");
         assert!(Arc::ptr_eq(&first, &again));
         assert!(allows(&again, "/bin/sh"));
     }
@@ -111,14 +173,14 @@ mod tests {
     fn a_changed_text_is_prepared_again() {
         let cache = PolicyCache::default();
         let wide = cache
-            .prepare(policy(&["/bin/sh", "/bin/evil"]))
+            .prepare_text(policy(&["/bin/sh", "/bin/evil"]))
             .expect("parses");
         assert!(allows(&wide, "/bin/evil"));
-        let narrow = cache.prepare(policy(&["/bin/sh"])).expect("parses");
+        let narrow = cache.prepare_text(policy(&["/bin/sh"])).expect("parses");
         assert!(!Arc::ptr_eq(&wide, &narrow));
         assert!(!allows(&narrow, "/bin/evil") && allows(&narrow, "/bin/sh"));
         // One byte differs (same length): prepared again, too.
-        let other = cache.prepare(policy(&["/bin/sH"])).expect("parses");
+        let other = cache.prepare_text(policy(&["/bin/sH"])).expect("parses");
         assert!(!allows(&other, "/bin/sh") && allows(&other, "/bin/sH"));
     }
 
@@ -127,13 +189,51 @@ mod tests {
     #[test]
     fn a_broken_new_policy_is_an_error_not_the_old_one() {
         let cache = PolicyCache::default();
-        cache.prepare(policy(&["/bin/sh"])).expect("parses");
+        cache.prepare_text(policy(&["/bin/sh"])).expect("parses");
         let broken = format!("{}\"/bin/x\" = [\"not hex\"]\n", policy(&["/bin/sh"]));
-        assert!(cache.prepare(broken.clone()).is_err());
-        assert!(cache.prepare(broken).is_err());
+        assert!(cache.prepare_text(broken.clone()).is_err());
+        assert!(cache.prepare_text(broken).is_err());
         let bad_exclude = format!("{}excludes = [\"(\"]\n", "version = 1\n[monvm_files]\n");
-        assert!(cache.prepare(bad_exclude).is_err());
-        assert!(cache.prepare(policy(&["/bin/sh"])).is_ok());
+        assert!(cache.prepare_text(bad_exclude).is_err());
+        assert!(cache.prepare_text(policy(&["/bin/sh"])).is_ok());
+    }
+
+    /// The stored policy is prepared once per revision, whoever changed
+    /// it: the verifier, or an UPDATE past it (the revision trigger).
+    #[test]
+    fn the_stored_policy_is_prepared_again_only_when_its_revision_moves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("store");
+        let cache = PolicyCache::default();
+        store.set_policy(&policy(&["/bin/a"])).expect("stored");
+        let load = |store: &Store| {
+            cache
+                .load(Some(store), None)
+                .expect("loads")
+                .expect("a policy")
+        };
+        let first = load(&store);
+        assert!(Arc::ptr_eq(&first, &load(&store)));
+        let other = rusqlite::Connection::open(store.path()).expect("second client");
+        other
+            .execute(
+                "UPDATE policy SET toml = ?1 WHERE id = 1",
+                [policy(&["/bin/evil"])],
+            )
+            .expect("updated by hand");
+        let by_hand = load(&store);
+        assert!(allows(&by_hand, "/bin/evil") && !allows(&by_hand, "/bin/a"));
+        assert!(Arc::ptr_eq(&by_hand, &load(&store)));
+        // A broken text by hand is an error, not the policy held.
+        other
+            .execute("UPDATE policy SET toml = 'not = [toml' WHERE id = 1", [])
+            .expect("updated by hand");
+        assert!(cache.load(Some(&store), None).is_err());
+        // A file given instead is its text, whatever the store holds.
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, policy(&["/bin/f"])).expect("written");
+        let from_file = cache.load(Some(&store), Some(&file)).expect("loads");
+        assert!(from_file.is_some_and(|p| allows(&p, "/bin/f")));
     }
 
     /// The stored policy and a `--policy` file are read on every load.

@@ -9,7 +9,10 @@
 //! A node's identity is its EK: at most one enrolled address per EK (a
 //! unique index), and every change of a node's address or keys is kept in
 //! `key_changes`. The policy carries a revision so that a read-modify-write
-//! (`policy learn`) can tell that somebody changed it in between.
+//! (`policy learn`) can tell that somebody changed it in between, and a
+//! verifier that holds the policy parsed can tell whether it is still the
+//! stored one without reading it (a trigger bumps the revision of any
+//! change of the text, also one made with another SQLite client).
 //!
 //! `measurement_logs` keeps, per node, the part of its A-VM measurement
 //! log that a quote proved, with the TPM's reset and restart counts of
@@ -28,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Version of the schema below.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// File name of the database inside the state directory.
 pub const DATABASE_FILE: &str = "verifier.sqlite3";
 
@@ -283,10 +286,23 @@ pub fn now() -> i64 {
 const NODE_COLUMNS: &str =
     "addr, ek_public, ek_certificate, ak_public, ak_name, enrolled_at, activation_proven";
 
+/// Any change of the policy text bumps its revision: the verifier's own
+/// writes bump it themselves, this catches an `UPDATE` made by hand (or by
+/// another tool), so a verifier holding the parsed policy of revision N
+/// never keeps using it after the text changed.
+const POLICY_REVISION_TRIGGER: &str = "
+CREATE TRIGGER policy_revision_follows_text AFTER UPDATE OF toml ON policy
+WHEN NEW.revision = OLD.revision
+BEGIN
+    UPDATE policy SET revision = OLD.revision + 1 WHERE id = NEW.id;
+END;";
+
 /// The open state database.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    /// The database file.
+    path: PathBuf,
 }
 
 impl Store {
@@ -297,7 +313,8 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut conn = Connection::open(dir.join(DATABASE_FILE))?;
+        let path = dir.join(DATABASE_FILE);
+        let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -306,17 +323,27 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         match version {
-            0 => tx.execute_batch(SCHEMA)?,
+            0 => {
+                tx.execute_batch(SCHEMA)?;
+                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
+            }
             1 => {
                 migrate_v1(&tx)?;
                 migrate_v2(&tx)?;
                 migrate_v3(&tx)?;
+                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
             }
             2 => {
                 migrate_v2(&tx)?;
                 migrate_v3(&tx)?;
+                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
             }
-            3 => migrate_v3(&tx)?,
+            3 => {
+                migrate_v3(&tx)?;
+                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
+            }
+            // Version 4 had no trigger.
+            4 => tx.execute_batch(POLICY_REVISION_TRIGGER)?,
             SCHEMA_VERSION => {}
             other => return Err(StoreError::SchemaVersion(other)),
         }
@@ -324,7 +351,12 @@ impl Store {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         tx.commit()?;
-        Ok(Self { conn })
+        Ok(Self { conn, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Records a node. Fails (nothing written) if its EK is enrolled under
@@ -460,6 +492,15 @@ impl Store {
     /// The stored policy TOML, if any.
     pub fn policy(&self) -> Result<Option<String>, StoreError> {
         Ok(self.policy_with_revision()?.map(|p| p.toml))
+    }
+
+    /// The stored policy's revision, if there is a policy (without reading
+    /// its text).
+    pub fn policy_revision(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT revision FROM policy WHERE id = 1", [], |r| r.get(0))
+            .optional()?)
     }
 
     /// The stored policy with its revision, if any.
@@ -1013,6 +1054,52 @@ mod tests {
             PolicyWrite::Written(3)
         );
         assert_eq!(store.policy().unwrap().as_deref(), Some("c"));
+    }
+
+    /// A change of the text made past the verifier (another SQLite client)
+    /// bumps the revision too; the verifier's own writes bump it once.
+    #[test]
+    fn any_change_of_the_policy_text_bumps_its_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.policy_revision().unwrap(), None);
+        assert_eq!(store.set_policy("a").unwrap(), 1);
+        assert_eq!(store.set_policy("b").unwrap(), 2);
+        let other = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        other
+            .execute("UPDATE policy SET toml = 'by hand' WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(3));
+        // Another column alone leaves it.
+        other
+            .execute("UPDATE policy SET updated_at = 7 WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(3));
+        assert_eq!(
+            store.set_policy_if(3, "c").unwrap(),
+            PolicyWrite::Written(4)
+        );
+    }
+
+    #[test]
+    fn version_4_state_gains_the_policy_revision_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(5));
+        let other = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        other
+            .execute("UPDATE policy SET toml = 'x' WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(6));
     }
 
     #[test]
