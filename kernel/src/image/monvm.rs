@@ -813,7 +813,8 @@ impl MonVm {
     }
 
     /// Whether the watched kernel's `jiffies_64` was ever seen lower than
-    /// the read before it (sticky until the reboot is handled). The tick
+    /// the read before it (sticky until the reboot is handled, or until a
+    /// hold it started ends without one). The tick
     /// count only rises while a kernel runs and starts again at every
     /// boot, so going back means a new kernel runs where the old one was.
     /// One aligned 8-byte load (`IvshmemRam::read_at`), so a read is never
@@ -1090,6 +1091,9 @@ impl MonVm {
         );
         self.hold_since = None;
         self.held = 0;
+        // A tick count gone back that no reboot followed holds nothing
+        // again until it goes back again: counted afresh from here.
+        self.jiffies = Jiffies::default();
         false
     }
 }
