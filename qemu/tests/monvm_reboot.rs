@@ -182,29 +182,10 @@ fn check_reboot(series: &str) {
         "the same placement after the reboot"
     );
 
-    // The reboot event, numbered on from the events before it.
-    let events = avm_events(&record);
-    let reboot = events
-        .iter()
-        .position(|e| e.contains(":reboot:"))
-        .expect("a reboot event");
-    assert!(reboot >= events_before);
-    // `, N changes held` follows when the new kernel overwrote the old
-    // one before the A-VM found it (docs/monitoring.md).
-    let name = events[reboot].split(" at_us=").next().expect("name");
-    let expected = format!(
-        "monvm:event:{}:reboot:slide {old_slide:#x}->{new_slide:#x}",
-        reboot + 1
-    );
-    assert!(
-        name == expected || name.starts_with(&format!("{expected}, ")),
-        "{name}"
-    );
-    // The new boot starts clean.
-    assert!(
-        events[reboot + 1..].is_empty(),
-        "events after the reboot: {:?}",
-        &events[reboot + 1..]
+    assert_reboot_event(
+        &record,
+        events_before,
+        &format!("slide {old_slide:#x}->{new_slide:#x}"),
     );
 
     // The Mon-VM agrees where its kernel is now.
@@ -251,24 +232,33 @@ fn check_reboot(series: &str) {
         new_phys,
         "measured again where it was"
     );
-    let events = avm_events(&record);
+    assert_reboot_event(
+        &record,
+        events_before,
+        &format!("slide {new_slide:#x}->{new_slide:#x}, in place"),
+    );
+}
+
+/// The first reboot event after the first `events_before` events: numbered
+/// on from them, `reboot:DETAIL` (`, N changes held` may follow when the
+/// new kernel overwrote the old one before the A-VM found it,
+/// docs/monitoring.md), and the last event: the new boot starts clean.
+fn assert_reboot_event(record: &avm_qemu::NodeRecord, events_before: usize, detail: &str) {
+    let events = avm_events(record);
     let reboot = events[events_before..]
         .iter()
         .position(|e| e.contains(":reboot:"))
         .map(|i| i + events_before)
-        .expect("a second reboot event");
+        .expect("a reboot event");
     let name = events[reboot].split(" at_us=").next().expect("name");
-    let expected = format!(
-        "monvm:event:{}:reboot:slide {new_slide:#x}->{new_slide:#x}, in place",
-        reboot + 1
-    );
+    let expected = format!("monvm:event:{}:reboot:{detail}", reboot + 1);
     assert!(
         name == expected || name.starts_with(&format!("{expected}, ")),
         "{name}"
     );
     assert!(
         events[reboot + 1..].is_empty(),
-        "events after the reboot in place: {:?}",
+        "events after the reboot: {:?}",
         &events[reboot + 1..]
     );
 }
