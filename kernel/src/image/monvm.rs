@@ -421,15 +421,15 @@ struct Cost {
 }
 
 impl Cost {
-    /// Adds a run that started at `started_us` and ends now; true every
-    /// `every` runs (time to log the cost).
-    fn add(&mut self, started_us: u64, every: u64) -> bool {
+    /// Adds a run that started at `started_us` and ends now; every `every`
+    /// runs, the cost of those (to log) and counting starts afresh.
+    fn add(&mut self, started_us: u64, every: u64) -> Option<Cost> {
         if self.runs == 0 {
             self.since_us = started_us;
         }
         self.runs += 1;
         self.us += time::now_us().saturating_sub(started_us);
-        self.runs.is_multiple_of(every)
+        (self.runs >= every).then(|| core::mem::take(self))
     }
 
     fn us_each(&self) -> u64 {
@@ -485,6 +485,9 @@ pub struct MonVm {
     full_rounds: u64,
     /// Cost of the text sweep's slices (logged at debug level).
     sweep_cost: Cost,
+    /// Cost of the rounds that walk the IMA list or the cross-views, and
+    /// with them the task and module lists (logged at debug level).
+    list_cost: Cost,
     /// The watched kernel's `jiffies_64` (see [`MonVm::booted_again`]).
     jiffies: Jiffies,
     /// The violations the last check found, by area of [`AREAS`] (their
@@ -580,6 +583,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         fast_cost: Cost::default(),
         full_rounds: 0,
         sweep_cost: Cost::default(),
+        list_cost: Cost::default(),
         jiffies: Jiffies::default(),
         current: Default::default(),
         text: None,
@@ -609,11 +613,11 @@ impl MonVm {
                 Some(t) if take_due(&mut self.due.text, now_us, TEXT_SLICE_US) => {
                     let started = time::now_us();
                     let swept = t.sweep(&self.memory, &self.profile, clock);
-                    if self.sweep_cost.add(started, 1000) {
+                    if let Some(cost) = self.sweep_cost.add(started, 1000) {
                         debug!(
-                            "monvm: {} text sweep slices, {} us of sweep per second",
-                            self.sweep_cost.runs,
-                            self.sweep_cost.us_per_second(started)
+                            "monvm: text sweep, last {} slices: {} us of sweep per second",
+                            cost.runs,
+                            cost.us_per_second(started)
                         );
                     }
                     swept
@@ -934,12 +938,12 @@ impl MonVm {
             }
         }
         let full = fast && (changed | take_due(&mut self.due.full, now_us, FULL_CHECK_US));
-        if fast && self.fast_cost.add(round_started, 2000) {
+        if fast && let Some(cost) = self.fast_cost.add(round_started, 2000) {
             debug!(
-                "monvm: {} system-call table/IDT rounds ({} full), {} us each on average",
-                self.fast_cost.runs,
-                self.full_rounds,
-                self.fast_cost.us_each()
+                "monvm: system-call table/IDT, last {} rounds: {} us each ({} full checks so far)",
+                cost.runs,
+                cost.us_each(),
+                self.full_rounds
             );
         }
         // Most rounds end here: the tables hold the bytes last judged,
@@ -972,6 +976,7 @@ impl MonVm {
         // before it runs or loads, so each one read has its entry in the
         // list walked after it.
         if ima_due || cross_due {
+            let started = time::now_us();
             let running = Running::read(&view, &self.profile, ima_due);
             if ima_due {
                 found[2] = watch_ima(
@@ -999,6 +1004,14 @@ impl MonVm {
                 {
                     *slot = texts;
                 }
+            }
+            if let Some(cost) = self.list_cost.add(started, 20) {
+                debug!(
+                    "monvm: IMA list/cross-views, last {} rounds: {} us each, {} us per second",
+                    cost.runs,
+                    cost.us_each(),
+                    cost.us_per_second(started)
+                );
             }
         }
         let mut events = Vec::new();
