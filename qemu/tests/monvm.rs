@@ -368,9 +368,24 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
     )
     .expect("the node's profile decodes");
     let slide = text.wrapping_sub(UNRANDOMISED_TEXT);
+    // Every symbol of the profile (so a new one is compared too), the
+    // system-call handlers and the patch-site targets.
+    let names: Vec<&str> = profile
+        .symbols
+        .named()
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([
+            "__x64_sys_[a-z0-9_]+",
+            "__x86_return_thunk",
+            "__fentry__",
+            "ftrace_caller",
+            "ftrace_regs_caller",
+        ])
+        .collect();
     let kallsyms = sh(
         &mut console,
-        "grep -E ' (_text|_etext|__start_rodata|__end_rodata|__start_ro_after_init|__end_ro_after_init|sys_call_table|x64_sys_call|ia32_sys_call|idt_table|init_task|init_top_pgt|init_cred|modules|ima_measurements|linux_banner|kallsyms_relative_base|phys_base|page_offset_base|pgdir_shift|__per_cpu_offset|__x64_sys_[a-z0-9_]+|__x86_return_thunk|__fentry__|ftrace_caller|ftrace_regs_caller)$' /proc/kallsyms",
+        &format!("grep -E ' ({})$' /proc/kallsyms", names.join("|")),
     );
     let guest: std::collections::BTreeMap<&str, u64> = kallsyms
         .lines()
