@@ -323,31 +323,26 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         match version {
-            0 => {
-                tx.execute_batch(SCHEMA)?;
-                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
-            }
+            0 => tx.execute_batch(SCHEMA)?,
             1 => {
                 migrate_v1(&tx)?;
                 migrate_v2(&tx)?;
                 migrate_v3(&tx)?;
-                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
             }
             2 => {
                 migrate_v2(&tx)?;
                 migrate_v3(&tx)?;
-                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
             }
-            3 => {
-                migrate_v3(&tx)?;
-                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
-            }
-            // Version 4 had no trigger.
-            4 => tx.execute_batch(POLICY_REVISION_TRIGGER)?,
+            3 => migrate_v3(&tx)?,
+            4 => {}
             SCHEMA_VERSION => {}
             other => return Err(StoreError::SchemaVersion(other)),
         }
         if version != SCHEMA_VERSION {
+            // Every version before 5 lacks the trigger (a new state too:
+            // it is not part of SCHEMA, whose statements the migrations
+            // split at semicolons).
+            tx.execute_batch(POLICY_REVISION_TRIGGER)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         tx.commit()?;
