@@ -818,9 +818,9 @@ impl MonVm {
 
     /// Whether the watched kernel's `jiffies_64` was ever seen lower than
     /// the read before it (sticky until the reboot is handled, or until a
-    /// hold it started ends without one). The tick
-    /// count only rises while a kernel runs and starts again at every
-    /// boot, so going back means a new kernel runs where the old one was.
+    /// hold it started ends without one). The tick count only rises while
+    /// a kernel runs and starts again at every boot, so going back means a
+    /// new kernel runs where the old one was.
     /// One aligned 8-byte load (`IvshmemRam::read_at`), so a read is never
     /// torn by the Mon-VM's tick. A guest that writes it back fakes a
     /// reboot: that is on record as one, and everything is measured again
