@@ -182,6 +182,12 @@ fn check_reboot(series: &str) {
         "the same placement after the reboot"
     );
 
+    // No reboot event before this one.
+    assert!(
+        !avm_events(&record)[..events_before]
+            .iter()
+            .any(|e| e.contains(":reboot:"))
+    );
     assert_reboot_event(
         &record,
         events_before,
