@@ -481,6 +481,18 @@ pub fn time_command(
     LatencySummary::from_samples(samples).ok_or_else(|| BenchError("no runs".into()))
 }
 
+/// Where [`ima_log_appraisal`] takes its allowlist from.
+#[derive(Debug, Clone, Copy)]
+pub enum ImaPolicySource<'a> {
+    /// The directory's `runtime_policy.json`, imported in process.
+    KeylimeJson,
+    /// The policy kept in the verifier state in this directory, loaded
+    /// as `attest` loads it.
+    State(&'a Path),
+    /// None: template hashes and replay only.
+    None,
+}
+
 /// What [`ima_log_appraisal`] measured on one IMA list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImaAppraisal {
@@ -488,8 +500,8 @@ pub struct ImaAppraisal {
     pub entries: usize,
     /// (path, digest) pairs in the allowlist.
     pub allowlist: usize,
-    /// Reading and importing the Keylime runtime policy (JSON) and
-    /// preparing it (hash index of its paths), once.
+    /// Reading the policy (importing the Keylime JSON, or loading the
+    /// stored one) and preparing it (hash index of its paths), once.
     pub policy_load: Duration,
     /// Template-hash check, PCR 10 replay and allowlist appraisal of the
     /// whole list, per run (the list already in memory, as Keylime's
@@ -532,7 +544,7 @@ impl ImaAppraisal {
 pub fn ima_log_appraisal(
     dir: &Path,
     runs: usize,
-    allowlist: bool,
+    policy: ImaPolicySource<'_>,
 ) -> Result<ImaAppraisal, BenchError> {
     use avm_attest::wire::PcrValue;
 
@@ -549,18 +561,22 @@ pub fn ima_log_appraisal(
         .and_then(|hex| avm_attest::hex::decode_array::<32>(hex.trim()).ok())
         .ok_or_else(|| BenchError("pcrs-sha256: no PCR-10 line".into()))?;
     let started = Instant::now();
-    let policy = if allowlist {
-        let policy_json = read("runtime_policy.json")?;
-        let import = crate::allowlist::import_keylime(&policy_json)
-            .map_err(|e| BenchError(format!("runtime_policy.json: {e}")))?;
-        Some(ReferenceValues {
-            monvm_files: import.files,
-            ..ReferenceValues::default()
-        })
-    } else {
-        None
+    let prepared = match policy {
+        ImaPolicySource::KeylimeJson => {
+            let policy_json = read("runtime_policy.json")?;
+            let import = crate::allowlist::import_keylime(&policy_json)
+                .map_err(|e| BenchError(format!("runtime_policy.json: {e}")))?;
+            Some(PreparedPolicy::owned(ReferenceValues {
+                monvm_files: import.files,
+                ..ReferenceValues::default()
+            }))
+        }
+        ImaPolicySource::State(state) => Some(
+            load_policy(state)?
+                .ok_or_else(|| BenchError(format!("{}: no policy stored", state.display())))?,
+        ),
+        ImaPolicySource::None => None,
     };
-    let prepared = policy.map(PreparedPolicy::owned);
     let policy_load = started.elapsed();
 
     let quoted = [PcrValue {

@@ -23,6 +23,7 @@ use crate::evidence_dir::{self, AkFile};
 use crate::files;
 use crate::hex;
 use crate::policy_cache::PolicyCache;
+use crate::policy_snapshot;
 use crate::report::{AkBinding, Report, ReportReason, VerifierReason};
 use crate::sanitize::escape_control;
 use crate::store::{KeyChangeKind, NodeRecord, PolicyWrite, Store, StoredLog, VerdictRecord, now};
@@ -109,10 +110,61 @@ pub(crate) fn load_prepared_policy(
     store: Option<&Store>,
     override_file: Option<&Path>,
 ) -> Result<Option<PreparedPolicy<'static>>, CommandError> {
-    policy_text(store, override_file)?
-        .as_deref()
-        .map(prepare_policy)
-        .transpose()
+    match (store, override_file) {
+        (Some(store), None) => Ok(load_stored_policy(store)?.map(|(_, policy)| policy)),
+        _ => policy_text(store, override_file)?
+            .as_deref()
+            .map(prepare_policy)
+            .transpose(),
+    }
+}
+
+/// The stored policy prepared for appraisal, with its revision: from its
+/// snapshot if one was taken of this revision (`policy_snapshot`), else
+/// parsed from its text, and the snapshot taken for the next load.
+pub(crate) fn load_stored_policy(
+    store: &Store,
+) -> Result<Option<(i64, PreparedPolicy<'static>)>, CommandError> {
+    if let Some((revision, body)) = store
+        .policy_snapshot(policy_snapshot::FORMAT)
+        .map_err(err)?
+    {
+        // A snapshot that does not decode is passed over: the text is the
+        // policy.
+        if let Ok(values) = policy_snapshot::decode(&body) {
+            let policy = PreparedPolicy::checked(values)
+                .map_err(|e| CommandError(format!("policy: {e}")))?;
+            return Ok(Some((revision, policy)));
+        }
+    }
+    // Text and revision read together: a change in between is seen next
+    // time (and the snapshot is then refused for the older revision).
+    let Some(stored) = store.policy_with_revision().map_err(err)? else {
+        return Ok(None);
+    };
+    let values = parse_toml(&stored.toml)?;
+    let policy =
+        PreparedPolicy::checked(values).map_err(|e| CommandError(format!("policy: {e}")))?;
+    keep_snapshot(store, stored.revision, policy.values());
+    Ok(Some((stored.revision, policy)))
+}
+
+/// After the verifier wrote a policy: the snapshot taken now, from the
+/// text as stored (as the next load would take it), so that the next
+/// `attest` need not parse the text. Only speed depends on it: an error
+/// here is the next load's to report.
+fn take_snapshot(store: &Store) {
+    let _ = load_stored_policy(store);
+}
+
+/// Takes the snapshot of `values`, the policy of `revision` as parsed
+/// from its text. Only speed depends on it: a state that cannot be
+/// written (or a policy changed meanwhile) leaves the next load parsing
+/// the text.
+fn keep_snapshot(store: &Store, revision: i64, values: &ReferenceValues) {
+    if let Ok(body) = policy_snapshot::encode(values) {
+        let _ = store.set_policy_snapshot(revision, policy_snapshot::FORMAT, &body);
+    }
 }
 
 /// The policy's text: `--policy FILE` if given, else the stored one.
@@ -714,7 +766,9 @@ pub fn policy_init(
         ));
     }
     let text = toml::to_string_pretty(&policy).map_err(err)?;
-    ctx.store()?.set_policy(&text).map_err(err)?;
+    let mut store = ctx.store()?;
+    store.set_policy(&text).map_err(err)?;
+    take_snapshot(&store);
     print!("{text}");
     Ok(EXIT_OK)
 }
@@ -825,6 +879,7 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
         let text = toml::to_string_pretty(&policy).map_err(err)?;
         match store.set_policy_if(stored.revision, &text).map_err(err)? {
             PolicyWrite::Written(_) => {
+                take_snapshot(&store);
                 println!(
                     "{addr}: learned {} new firmware events and {} new firmware sequence ({} events, {} sequences in the policy)",
                     learned.events,
@@ -893,6 +948,7 @@ pub fn policy_import_keylime(
         };
         let text = toml::to_string_pretty(&policy).map_err(err)?;
         if let PolicyWrite::Written(_) = store.set_policy_if(stored.revision, &text).map_err(err)? {
+            take_snapshot(&store);
             println!(
                 "{}: {} SHA-256 digests of {} paths and {} excludes imported ({} new); the policy allows {} files",
                 file.display(),

@@ -23,6 +23,7 @@ pub mod monitor;
 pub use avm_attest::hex;
 pub mod pcrs_file;
 pub mod policy_cache;
+pub mod policy_snapshot;
 pub mod profile;
 pub mod report;
 pub mod sanitize;

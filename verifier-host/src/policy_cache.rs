@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::appraise::PreparedPolicy;
-use crate::commands::{CommandError, policy_text, prepare_policy};
+use crate::commands::{CommandError, load_stored_policy, policy_text, prepare_policy};
 use crate::store::Store;
 
 /// The last policy prepared, with the text it was prepared from.
@@ -72,7 +72,7 @@ impl PolicyCache {
             let Some(text) = policy_text(store, override_file)? else {
                 return Ok(None);
             };
-            return self.prepare(Source::Text(text), "").map(Some);
+            return self.prepare_text(text).map(Some);
         };
         let stored = |revision| Source::Stored {
             database: store.path().to_path_buf(),
@@ -85,13 +85,24 @@ impl PolicyCache {
         if let Some(policy) = self.held_for(&stored(revision)) {
             return Ok(Some(policy));
         }
-        // Text and revision read together: a change in between is seen
-        // next time.
-        let Some(policy) = store.policy_with_revision().map_err(store_error)? else {
+        // Held while loading: threads that need the same new policy wait
+        // for it rather than load it each.
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = held.as_ref().filter(|h| h.source == stored(revision)) {
+            return Ok(Some(Arc::clone(&current.policy)));
+        }
+        *held = None;
+        // Its snapshot or its text, read with the revision they are of: a
+        // change since `revision` is seen next time.
+        let Some((revision, policy)) = load_stored_policy(store)? else {
             return Ok(None);
         };
-        self.prepare(stored(policy.revision), &policy.toml)
-            .map(Some)
+        let policy = Arc::new(policy);
+        *held = Some(Held {
+            source: stored(revision),
+            policy: Arc::clone(&policy),
+        });
+        Ok(Some(policy))
     }
 
     /// The policy held if it was prepared from `source`.
@@ -102,28 +113,19 @@ impl PolicyCache {
             .map(|h| Arc::clone(&h.policy))
     }
 
-    /// The policy of `source` prepared, or the one held if it was prepared
-    /// from the same `source`; `stored_text` is the text of a
-    /// [`Source::Stored`] (a [`Source::Text`] holds its own).
-    fn prepare(
-        &self,
-        source: Source,
-        stored_text: &str,
-    ) -> Result<Arc<PreparedPolicy<'static>>, CommandError> {
-        // Held while parsing: threads that need the same new policy wait
-        // for it rather than parse it each.
+    /// The policy of a `--policy` file's `text` prepared, or the one held
+    /// if it was prepared from the same text.
+    fn prepare_text(&self, text: String) -> Result<Arc<PreparedPolicy<'static>>, CommandError> {
+        // Held while parsing, as in `load`.
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = held.as_ref().filter(|h| h.source == source) {
+        let same = |h: &&Held| matches!(&h.source, Source::Text(held) if *held == text);
+        if let Some(current) = held.as_ref().filter(same) {
             return Ok(Arc::clone(&current.policy));
         }
         *held = None;
-        let text = match &source {
-            Source::Text(text) => text.as_str(),
-            Source::Stored { .. } => stored_text,
-        };
-        let policy = Arc::new(prepare_policy(text)?);
+        let policy = Arc::new(prepare_policy(&text)?);
         *held = Some(Held {
-            source,
+            source: Source::Text(text),
             policy: Arc::clone(&policy),
         });
         Ok(policy)
@@ -142,12 +144,6 @@ mod tests {
             text.push_str(&format!("\"{path}\" = [\"{DIGEST}\"]\n"));
         }
         text
-    }
-
-    impl PolicyCache {
-        fn prepare_text(&self, text: String) -> Result<Arc<PreparedPolicy<'static>>, CommandError> {
-            self.prepare(Source::Text(text), "")
-        }
     }
 
     fn allows(policy: &PreparedPolicy<'_>, path: &str) -> bool {
@@ -234,6 +230,117 @@ mod tests {
         std::fs::write(&file, policy(&["/bin/f"])).expect("written");
         let from_file = cache.load(Some(&store), Some(&file)).expect("loads");
         assert!(from_file.is_some_and(|p| allows(&p, "/bin/f")));
+    }
+
+    /// The stored policy comes from its snapshot while the snapshot is of
+    /// its revision, and from its text as soon as the text changed, also
+    /// by hand; a snapshot that does not decode is replaced, never used.
+    #[test]
+    fn the_snapshot_is_used_only_while_the_text_is_unchanged() {
+        use crate::policy_snapshot::{self, FORMAT};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("store");
+        let revision = store.set_policy(&policy(&["/bin/a"])).expect("stored");
+        // Written by the first load of the text.
+        assert!(store.policy_snapshot(FORMAT).expect("reads").is_none());
+        let (at, first) = load_stored_policy(&store)
+            .expect("loads")
+            .expect("a policy");
+        assert_eq!(at, revision);
+        assert!(allows(&first, "/bin/a"));
+        let (_, body) = store
+            .policy_snapshot(FORMAT)
+            .expect("reads")
+            .expect("taken");
+        assert_eq!(
+            policy_snapshot::decode(&body).expect("decodes"),
+            *first.values()
+        );
+        // A snapshot of this revision is what loads (another one planted
+        // here, to tell the paths apart).
+        let planted = crate::commands::parse_policy(&policy(&["/bin/planted"])).expect("parses");
+        let body = policy_snapshot::encode(&planted).expect("encodes");
+        assert!(
+            store
+                .set_policy_snapshot(revision, FORMAT, &body)
+                .expect("writes")
+        );
+        let (_, loaded) = load_stored_policy(&store)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&loaded, "/bin/planted") && !allows(&loaded, "/bin/a"));
+        // The text changed by hand: the text, not the snapshot.
+        let other = rusqlite::Connection::open(store.path()).expect("second client");
+        other
+            .execute(
+                "UPDATE policy SET toml = ?1 WHERE id = 1",
+                [policy(&["/bin/b"])],
+            )
+            .expect("updated by hand");
+        let (_, loaded) = load_stored_policy(&store)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&loaded, "/bin/b") && !allows(&loaded, "/bin/planted"));
+        // A snapshot that does not decode: the text, and a new snapshot.
+        let revision = store.policy_revision().expect("reads").expect("a policy");
+        assert!(
+            store
+                .set_policy_snapshot(revision, FORMAT, b"\xff\xff garbage")
+                .expect("writes")
+        );
+        let (_, loaded) = load_stored_policy(&store)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&loaded, "/bin/b"));
+        let (_, body) = store
+            .policy_snapshot(FORMAT)
+            .expect("reads")
+            .expect("taken");
+        assert!(policy_snapshot::decode(&body).is_ok());
+        // A snapshot is checked as the text is: an exclude that does not
+        // compile is an error, not an allowlist that excludes nothing.
+        let mut bad = planted.clone();
+        bad.monvm_files.excludes.push("(".into());
+        let body = policy_snapshot::encode(&bad).expect("encodes");
+        assert!(
+            store
+                .set_policy_snapshot(revision, FORMAT, &body)
+                .expect("writes")
+        );
+        assert!(load_stored_policy(&store).is_err());
+    }
+
+    /// The verifier's own policy writes take the snapshot at once.
+    #[test]
+    fn policy_import_takes_the_snapshot() {
+        use crate::policy_snapshot::FORMAT;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = crate::commands::Context {
+            state_dir: dir.path().to_path_buf(),
+            timeout: std::time::Duration::from_secs(1),
+            policies: Arc::default(),
+        };
+        let image = format!("{:064x}", 1);
+        crate::commands::policy_init(&ctx, &[], &[image], &[], &[], Default::default())
+            .expect("init");
+        let store = Store::open(dir.path()).expect("store");
+        let (init, _) = store
+            .policy_snapshot(FORMAT)
+            .expect("reads")
+            .expect("taken");
+        let file = dir.path().join("keylime.json");
+        let json = format!(
+            r#"{{"meta": {{"version": 1}}, "digests": {{"/bin/k": ["{DIGEST}"]}}, "excludes": []}}"#
+        );
+        std::fs::write(&file, json).expect("written");
+        crate::commands::policy_import_keylime(&ctx, &file, false).expect("imports");
+        let (imported, body) = store
+            .policy_snapshot(FORMAT)
+            .expect("reads")
+            .expect("taken");
+        assert!(imported > init);
+        let values = crate::policy_snapshot::decode(&body).expect("decodes");
+        assert!(values.monvm_files.digests.contains_key("/bin/k"));
     }
 
     /// The stored policy and a `--policy` file are read on every load.

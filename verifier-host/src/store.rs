@@ -13,6 +13,9 @@
 //! verifier that holds the policy parsed can tell whether it is still the
 //! stored one without reading it (a trigger bumps the revision of any
 //! change of the text, also one made with another SQLite client).
+//! `policy_snapshot` holds the policy compiled (`policy_snapshot`) for the
+//! revision it was taken of; triggers delete it whenever the policy row
+//! changes, so it is never older than the text.
 //!
 //! `measurement_logs` keeps, per node, the part of its A-VM measurement
 //! log that a quote proved, with the TPM's reset and restart counts of
@@ -31,7 +34,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Version of the schema below.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// File name of the database inside the state directory.
 pub const DATABASE_FILE: &str = "verifier.sqlite3";
 
@@ -297,6 +300,29 @@ BEGIN
     UPDATE policy SET revision = OLD.revision + 1 WHERE id = NEW.id;
 END;";
 
+/// The policy's compiled snapshot (`crate::policy_snapshot`), and the
+/// triggers that delete it whenever the policy row is written or deleted,
+/// by the verifier or by hand: it is written again after the change.
+const POLICY_SNAPSHOT: &str = "
+CREATE TABLE policy_snapshot (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    revision INTEGER NOT NULL,       -- the policy revision it was taken of
+    format   INTEGER NOT NULL,       -- policy_snapshot::FORMAT
+    body     BLOB NOT NULL
+);
+CREATE TRIGGER policy_snapshot_dropped_on_insert AFTER INSERT ON policy
+BEGIN
+    DELETE FROM policy_snapshot;
+END;
+CREATE TRIGGER policy_snapshot_dropped_on_update AFTER UPDATE ON policy
+BEGIN
+    DELETE FROM policy_snapshot;
+END;
+CREATE TRIGGER policy_snapshot_dropped_on_delete AFTER DELETE ON policy
+BEGIN
+    DELETE FROM policy_snapshot;
+END;";
+
 /// The open state database.
 #[derive(Debug)]
 pub struct Store {
@@ -334,15 +360,18 @@ impl Store {
                 migrate_v3(&tx)?;
             }
             3 => migrate_v3(&tx)?,
-            4 => {}
+            4 | 5 => {}
             SCHEMA_VERSION => {}
             other => return Err(StoreError::SchemaVersion(other)),
         }
         if version != SCHEMA_VERSION {
-            // Every version before 5 lacks the trigger (a new state too:
-            // it is not part of SCHEMA, whose statements the migrations
-            // split at semicolons).
-            tx.execute_batch(POLICY_REVISION_TRIGGER)?;
+            // Every version before 5 lacks the revision trigger, every one
+            // before 6 the snapshot (a new state too: they are not part of
+            // SCHEMA, whose statements the migrations split at semicolons).
+            if version < 5 {
+                tx.execute_batch(POLICY_REVISION_TRIGGER)?;
+            }
+            tx.execute_batch(POLICY_SNAPSHOT)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         tx.commit()?;
@@ -509,6 +538,38 @@ impl Store {
                 })
             })
             .optional()?)
+    }
+
+    /// The policy's snapshot in `format` and the revision it was taken of,
+    /// if one was taken of the policy's current revision.
+    pub fn policy_snapshot(&self, format: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT s.revision, s.body FROM policy_snapshot s
+                 JOIN policy p ON p.id = 1 AND p.revision = s.revision
+                 WHERE s.id = 1 AND s.format = ?1",
+                params![format],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Keeps `body` as the policy's snapshot of revision `revision`, if
+    /// that is still its revision: false (nothing written) if the policy
+    /// changed meanwhile.
+    pub fn set_policy_snapshot(
+        &self,
+        revision: i64,
+        format: i64,
+        body: &[u8],
+    ) -> Result<bool, StoreError> {
+        let written = self.conn.execute(
+            "INSERT OR REPLACE INTO policy_snapshot (id, revision, format, body)
+             SELECT 1, ?1, ?2, ?3 FROM policy WHERE id = 1 AND revision = ?1",
+            params![revision, format, body],
+        )?;
+        Ok(written == 1)
     }
 
     /// The stored measurement log of `addr`, if any.
@@ -1095,6 +1156,82 @@ mod tests {
             .execute("UPDATE policy SET toml = 'x' WHERE id = 1", [])
             .unwrap();
         assert_eq!(store.policy_revision().unwrap(), Some(6));
+    }
+
+    #[test]
+    fn a_snapshot_is_handed_out_only_for_the_revision_it_was_taken_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(!store.set_policy_snapshot(1, 1, b"no policy").unwrap());
+        assert_eq!(store.policy_snapshot(1).unwrap(), None);
+        let revision = store.set_policy("a").unwrap();
+        assert!(
+            !store
+                .set_policy_snapshot(revision + 1, 1, b"ahead")
+                .unwrap()
+        );
+        assert!(store.set_policy_snapshot(revision, 1, b"of a").unwrap());
+        assert_eq!(
+            store.policy_snapshot(1).unwrap(),
+            Some((revision, b"of a".to_vec()))
+        );
+        // Another format is not this one.
+        assert_eq!(store.policy_snapshot(2).unwrap(), None);
+        // The verifier's own writes drop it.
+        let revision = store.set_policy("b").unwrap();
+        assert_eq!(store.policy_snapshot(1).unwrap(), None);
+        assert!(store.set_policy_snapshot(revision, 1, b"of b").unwrap());
+        assert!(matches!(
+            store.set_policy_if(revision, "c").unwrap(),
+            PolicyWrite::Written(_)
+        ));
+        assert_eq!(store.policy_snapshot(1).unwrap(), None);
+    }
+
+    #[test]
+    fn a_change_made_by_hand_drops_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let other = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        for change in [
+            "UPDATE policy SET toml = 'by hand' WHERE id = 1",
+            // Text and revision put back together: still another write.
+            "UPDATE policy SET toml = 'a', revision = 1 WHERE id = 1",
+            "UPDATE policy SET updated_at = 0 WHERE id = 1",
+            "DELETE FROM policy; INSERT INTO policy VALUES (1, 'a', 0, 1)",
+        ] {
+            let revision = store.set_policy("a").unwrap();
+            assert!(
+                store.set_policy_snapshot(revision, 1, b"of a").unwrap(),
+                "{change}"
+            );
+            assert!(store.policy_snapshot(1).unwrap().is_some(), "{change}");
+            other.execute_batch(change).unwrap();
+            assert_eq!(store.policy_snapshot(1).unwrap(), None, "{change}");
+        }
+    }
+
+    #[test]
+    fn version_5_state_gains_the_snapshot_table() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(POLICY_REVISION_TRIGGER).unwrap();
+            conn.execute_batch(
+                "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
+                 PRAGMA user_version = 5;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(5));
+        assert!(store.set_policy_snapshot(5, 1, b"x").unwrap());
+        assert!(store.policy_snapshot(1).unwrap().is_some());
+        drop(store);
+        // Opened again: nothing is created twice.
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.policy_snapshot(1).unwrap().is_some());
     }
 
     #[test]

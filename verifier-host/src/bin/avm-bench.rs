@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use avm_verifier::bench::{self, BenchError, EnrolledNode, RoundTripMode};
+use avm_verifier::bench::{self, BenchError, EnrolledNode, ImaPolicySource, RoundTripMode};
 use clap::{Parser, Subcommand};
 
 /// Benchmarks of the verifier against a live node and on exported evidence.
@@ -72,8 +72,13 @@ enum BenchCommand {
         runs: usize,
         /// Template hashes and replay to PCR 10 only, no policy read (the
         /// work `evmctl ima_measurement --pcrs` does).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "state")]
         replay_only: bool,
+        /// Take the allowlist from the policy kept in this verifier state
+        /// (as `attest` loads it; import it first with `avm-verifier
+        /// policy import-keylime`) instead of reading the JSON policy.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
     },
     /// Wall time of a command, run `runs` times.
     Time {
@@ -150,9 +155,15 @@ fn run(cli: Cli) -> Result<String, BenchError> {
             dir,
             runs,
             replay_only,
-        } => Ok(
-            bench::ima_log_appraisal(&dir, runs.clamp(1, 1000), !replay_only)?.key_values("ima"),
-        ),
+            state,
+        } => {
+            let policy = match (&state, replay_only) {
+                (Some(state), _) => ImaPolicySource::State(state),
+                (None, true) => ImaPolicySource::None,
+                (None, false) => ImaPolicySource::KeylimeJson,
+            };
+            Ok(bench::ima_log_appraisal(&dir, runs.clamp(1, 1000), policy)?.key_values("ima"))
+        }
         BenchCommand::Time { runs, command } => {
             let (program, args) = command
                 .split_first()
