@@ -111,4 +111,26 @@ else
     echo "fuzz-seeds: $peer missing: IMA seeds kept as they are" >&2
 fi
 
+echo "fuzz-seeds: stored policy snapshots"
+# What `avm-verifier` keeps in its state after `policy import-keylime` of
+# the policies above (one with excludes), as `attest` reads it back.
+verifier=$root/target/release/avm-verifier
+if "$cargo" build --release --quiet -p avm-verifier; then
+    mkdir -p verifier-host/fuzz/seeds/policy_snapshot
+    for policy in verifier-host/fuzz/seeds/keylime_policy/*.json; do
+        tmp=$(mktemp -d)
+        "$verifier" --state "$tmp" policy init --avm-image-sha256 "$(printf '%064d' 1)" >/dev/null
+        "$verifier" --state "$tmp" policy import-keylime "$policy" >/dev/null
+        python3 - "$tmp/verifier.sqlite3" \
+            "verifier-host/fuzz/seeds/policy_snapshot/$(basename "$policy" .json)" <<'PY'
+import sqlite3, sys
+row = sqlite3.connect(sys.argv[1]).execute("SELECT body FROM policy_snapshot").fetchone()
+open(sys.argv[2], "wb").write(row[0])
+PY
+        rm -rf "$tmp"
+    done
+else
+    echo "fuzz-seeds: avm-verifier did not build: snapshot seeds kept as they are" >&2
+fi
+
 du -sb drivers/tpm-crb/fuzz/seeds attest/fuzz/seeds net/fuzz/seeds kernel/fuzz/seeds verifier-host/fuzz/seeds | sed 's/^/fuzz-seeds: bytes /'
