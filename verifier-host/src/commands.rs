@@ -978,11 +978,39 @@ pub fn policy_import_keylime(
 
 /// `policy show`.
 pub fn policy_show(ctx: &Context) -> Result<u8, CommandError> {
-    match ctx.store()?.policy().map_err(err)? {
-        Some(text) => print!("{text}"),
+    let store = ctx.store()?;
+    match store.policy().map_err(err)? {
+        Some(text) => {
+            print!("{text}");
+            if audit_snapshot(&store, &text).map_err(err)? {
+                eprintln!(
+                    "avm-verifier: the stored policy's compiled snapshot did not match its text \
+                     (written past the verifier?): dropped; the text above is in force"
+                );
+            }
+        }
         None => println!("# no policy: run `avm-verifier policy init --avm-image FILE`"),
     }
     Ok(EXIT_OK)
+}
+
+/// What `attest` enforces is the policy's snapshot while it is current:
+/// `policy show` makes sure it says what the text shown says, and drops
+/// it if not (the next load takes it again from the text). True if it
+/// dropped one.
+fn audit_snapshot(store: &Store, text: &str) -> Result<bool, crate::store::StoreError> {
+    let Some((_, body)) = store.policy_snapshot(policy_snapshot::FORMAT)? else {
+        return Ok(false);
+    };
+    let same = match (policy_snapshot::decode(&body), parse_toml(text)) {
+        (Ok(snapshot), Ok(values)) => snapshot == values,
+        // A text that does not parse has no snapshot of its own.
+        _ => false,
+    };
+    if !same {
+        store.drop_policy_snapshot()?;
+    }
+    Ok(!same)
 }
 
 /// `nodes --key-history`: every move and key replacement, oldest first.

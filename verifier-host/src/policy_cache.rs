@@ -310,6 +310,39 @@ mod tests {
         assert!(load_stored_policy(&store).is_err());
     }
 
+    /// `policy show` prints the text: a snapshot planted past the
+    /// verifier that says something else is dropped there, so what an
+    /// operator reads is what the next `attest` enforces.
+    #[test]
+    fn policy_show_drops_a_snapshot_that_is_not_its_text() {
+        use crate::policy_snapshot::{self, FORMAT};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = crate::commands::Context {
+            state_dir: dir.path().to_path_buf(),
+            timeout: std::time::Duration::from_secs(1),
+            policies: Arc::default(),
+        };
+        let mut store = Store::open(dir.path()).expect("store");
+        let revision = store.set_policy(&policy(&["/bin/a"])).expect("stored");
+        load_stored_policy(&store).expect("loads");
+        // The genuine snapshot is kept.
+        crate::commands::policy_show(&ctx).expect("shows");
+        assert!(store.policy_snapshot(FORMAT).expect("reads").is_some());
+        let planted = crate::commands::parse_policy(&policy(&["/bin/evil"])).expect("parses");
+        let body = policy_snapshot::encode(&planted).expect("encodes");
+        assert!(
+            store
+                .set_policy_snapshot(revision, FORMAT, &body)
+                .expect("writes")
+        );
+        crate::commands::policy_show(&ctx).expect("shows");
+        assert!(store.policy_snapshot(FORMAT).expect("reads").is_none());
+        let (_, loaded) = load_stored_policy(&store)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&loaded, "/bin/a") && !allows(&loaded, "/bin/evil"));
+    }
+
     /// The verifier's own policy writes take the snapshot at once.
     #[test]
     fn policy_import_takes_the_snapshot() {

@@ -572,6 +572,12 @@ impl Store {
         Ok(written == 1)
     }
 
+    /// Deletes the policy's snapshot (the next load takes it again).
+    pub fn drop_policy_snapshot(&self) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM policy_snapshot", [])?;
+        Ok(())
+    }
+
     /// The stored measurement log of `addr`, if any.
     pub fn measurement_log(&self, addr: &str) -> Result<Option<StoredLog>, StoreError> {
         Ok(self
