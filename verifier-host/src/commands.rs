@@ -145,7 +145,7 @@ pub(crate) fn load_stored_policy(
     let values = parse_toml(&stored.toml)?;
     let policy =
         PreparedPolicy::checked(values).map_err(|e| CommandError(format!("policy: {e}")))?;
-    keep_snapshot(store, stored.revision, policy.values());
+    keep_snapshot(store, stored.revision, &stored.toml, policy.values());
     Ok(Some((stored.revision, policy)))
 }
 
@@ -157,13 +157,13 @@ fn take_snapshot(store: &Store) {
     let _ = load_stored_policy(store);
 }
 
-/// Takes the snapshot of `values`, the policy of `revision` as parsed
-/// from its text. Only speed depends on it: a state that cannot be
-/// written (or a policy changed meanwhile) leaves the next load parsing
-/// the text.
-fn keep_snapshot(store: &Store, revision: i64, values: &ReferenceValues) {
+/// Takes the snapshot of `values`, parsed from `text`, the policy of
+/// `revision`; kept only if the stored policy is still that revision and
+/// that text. Only speed depends on it: a state that cannot be written
+/// (or a policy changed meanwhile) leaves the next load parsing the text.
+fn keep_snapshot(store: &Store, revision: i64, text: &str, values: &ReferenceValues) {
     if let Ok(body) = policy_snapshot::encode(values) {
-        let _ = store.set_policy_snapshot(revision, policy_snapshot::FORMAT, &body);
+        let _ = store.set_policy_snapshot(revision, text, policy_snapshot::FORMAT, &body);
     }
 }
 

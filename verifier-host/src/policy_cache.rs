@@ -262,7 +262,7 @@ mod tests {
         let body = policy_snapshot::encode(&planted).expect("encodes");
         assert!(
             store
-                .set_policy_snapshot(revision, FORMAT, &body)
+                .set_policy_snapshot(revision, &policy(&["/bin/a"]), FORMAT, &body)
                 .expect("writes")
         );
         let (_, loaded) = load_stored_policy(&store)
@@ -285,7 +285,7 @@ mod tests {
         let revision = store.policy_revision().expect("reads").expect("a policy");
         assert!(
             store
-                .set_policy_snapshot(revision, FORMAT, b"\xff\xff garbage")
+                .set_policy_snapshot(revision, &policy(&["/bin/b"]), FORMAT, b"\xff\xff garbage")
                 .expect("writes")
         );
         let (_, loaded) = load_stored_policy(&store)
@@ -304,7 +304,7 @@ mod tests {
         let body = policy_snapshot::encode(&bad).expect("encodes");
         assert!(
             store
-                .set_policy_snapshot(revision, FORMAT, &body)
+                .set_policy_snapshot(revision, &policy(&["/bin/b"]), FORMAT, &body)
                 .expect("writes")
         );
         assert!(load_stored_policy(&store).is_err());
@@ -332,7 +332,7 @@ mod tests {
         let body = policy_snapshot::encode(&planted).expect("encodes");
         assert!(
             store
-                .set_policy_snapshot(revision, FORMAT, &body)
+                .set_policy_snapshot(revision, &policy(&["/bin/a"]), FORMAT, &body)
                 .expect("writes")
         );
         crate::commands::policy_show(&ctx).expect("shows");

@@ -555,19 +555,21 @@ impl Store {
             .optional()?)
     }
 
-    /// Keeps `body` as the policy's snapshot of revision `revision`, if
-    /// that is still its revision: false (nothing written) if the policy
-    /// changed meanwhile.
+    /// Keeps `body` as the policy's snapshot of revision `revision` with
+    /// text `toml`, if that is still its revision and its very text: false
+    /// (nothing written) if the policy changed meanwhile, even if its
+    /// revision was set back by hand.
     pub fn set_policy_snapshot(
         &self,
         revision: i64,
+        toml: &str,
         format: i64,
         body: &[u8],
     ) -> Result<bool, StoreError> {
         let written = self.conn.execute(
             "INSERT OR REPLACE INTO policy_snapshot (id, revision, format, body)
-             SELECT 1, ?1, ?2, ?3 FROM policy WHERE id = 1 AND revision = ?1",
-            params![revision, format, body],
+             SELECT 1, ?1, ?2, ?3 FROM policy WHERE id = 1 AND revision = ?1 AND toml = ?4",
+            params![revision, format, body, toml],
         )?;
         Ok(written == 1)
     }
@@ -1168,15 +1170,25 @@ mod tests {
     fn a_snapshot_is_handed_out_only_for_the_revision_it_was_taken_of() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        assert!(!store.set_policy_snapshot(1, 1, b"no policy").unwrap());
+        assert!(!store.set_policy_snapshot(1, "a", 1, b"no policy").unwrap());
         assert_eq!(store.policy_snapshot(1).unwrap(), None);
         let revision = store.set_policy("a").unwrap();
         assert!(
             !store
-                .set_policy_snapshot(revision + 1, 1, b"ahead")
+                .set_policy_snapshot(revision + 1, "a", 1, b"ahead")
                 .unwrap()
         );
-        assert!(store.set_policy_snapshot(revision, 1, b"of a").unwrap());
+        // The same revision with another text: set back by hand, say.
+        assert!(
+            !store
+                .set_policy_snapshot(revision, "b", 1, b"of b")
+                .unwrap()
+        );
+        assert!(
+            store
+                .set_policy_snapshot(revision, "a", 1, b"of a")
+                .unwrap()
+        );
         assert_eq!(
             store.policy_snapshot(1).unwrap(),
             Some((revision, b"of a".to_vec()))
@@ -1186,7 +1198,11 @@ mod tests {
         // The verifier's own writes drop it.
         let revision = store.set_policy("b").unwrap();
         assert_eq!(store.policy_snapshot(1).unwrap(), None);
-        assert!(store.set_policy_snapshot(revision, 1, b"of b").unwrap());
+        assert!(
+            store
+                .set_policy_snapshot(revision, "b", 1, b"of b")
+                .unwrap()
+        );
         assert!(matches!(
             store.set_policy_if(revision, "c").unwrap(),
             PolicyWrite::Written(_)
@@ -1208,7 +1224,9 @@ mod tests {
         ] {
             let revision = store.set_policy("a").unwrap();
             assert!(
-                store.set_policy_snapshot(revision, 1, b"of a").unwrap(),
+                store
+                    .set_policy_snapshot(revision, "a", 1, b"of a")
+                    .unwrap(),
                 "{change}"
             );
             assert!(store.policy_snapshot(1).unwrap().is_some(), "{change}");
@@ -1232,7 +1250,11 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.policy_revision().unwrap(), Some(5));
-        assert!(store.set_policy_snapshot(5, 1, b"x").unwrap());
+        assert!(
+            store
+                .set_policy_snapshot(5, "version = 1", 1, b"x")
+                .unwrap()
+        );
         assert!(store.policy_snapshot(1).unwrap().is_some());
         drop(store);
         // Opened again: nothing is created twice.
