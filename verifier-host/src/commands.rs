@@ -101,7 +101,13 @@ pub(crate) fn parse_policy(text: &str) -> Result<ReferenceValues, CommandError> 
 /// [`parse_policy`], prepared for appraisal (its excludes compiled once,
 /// refused as there if one does not compile).
 pub(crate) fn prepare_policy(text: &str) -> Result<PreparedPolicy<'static>, CommandError> {
-    PreparedPolicy::checked(parse_toml(text)?).map_err(|e| CommandError(format!("policy: {e}")))
+    prepare_values(parse_toml(text)?)
+}
+
+/// Policy values, from a text or a snapshot, prepared as [`prepare_policy`]
+/// prepares them.
+fn prepare_values(values: ReferenceValues) -> Result<PreparedPolicy<'static>, CommandError> {
+    PreparedPolicy::checked(values).map_err(|e| CommandError(format!("policy: {e}")))
 }
 
 /// Loads the policy, prepared for appraisal: `--policy FILE` if given,
@@ -132,9 +138,7 @@ pub(crate) fn load_stored_policy(
         // A snapshot that does not decode is passed over: the text is the
         // policy.
         if let Ok(values) = policy_snapshot::decode(&body) {
-            let policy = PreparedPolicy::checked(values)
-                .map_err(|e| CommandError(format!("policy: {e}")))?;
-            return Ok(Some((revision, policy)));
+            return Ok(Some((revision, prepare_values(values)?)));
         }
     }
     // Text and revision read together: a change in between is seen next
@@ -142,9 +146,7 @@ pub(crate) fn load_stored_policy(
     let Some(stored) = store.policy_with_revision().map_err(err)? else {
         return Ok(None);
     };
-    let values = parse_toml(&stored.toml)?;
-    let policy =
-        PreparedPolicy::checked(values).map_err(|e| CommandError(format!("policy: {e}")))?;
+    let policy = prepare_policy(&stored.toml)?;
     keep_snapshot(store, stored.revision, &stored.toml, policy.values());
     Ok(Some((stored.revision, policy)))
 }

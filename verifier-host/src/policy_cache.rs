@@ -82,9 +82,6 @@ impl PolicyCache {
         let Some(revision) = store.policy_revision().map_err(store_error)? else {
             return Ok(None);
         };
-        if let Some(policy) = self.held_for(&stored(revision)) {
-            return Ok(Some(policy));
-        }
         // Held while loading: threads that need the same new policy wait
         // for it rather than load it each.
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
@@ -103,14 +100,6 @@ impl PolicyCache {
             policy: Arc::clone(&policy),
         });
         Ok(Some(policy))
-    }
-
-    /// The policy held if it was prepared from `source`.
-    fn held_for(&self, source: &Source) -> Option<Arc<PreparedPolicy<'static>>> {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.as_ref()
-            .filter(|h| h.source == *source)
-            .map(|h| Arc::clone(&h.policy))
     }
 
     /// The policy of a `--policy` file's `text` prepared, or the one held
@@ -144,6 +133,15 @@ mod tests {
             text.push_str(&format!("\"{path}\" = [\"{DIGEST}\"]\n"));
         }
         text
+    }
+
+    /// A command context on the state in `dir`.
+    fn context(dir: &Path) -> crate::commands::Context {
+        crate::commands::Context {
+            state_dir: dir.to_path_buf(),
+            timeout: std::time::Duration::from_secs(1),
+            policies: Arc::default(),
+        }
     }
 
     fn allows(policy: &PreparedPolicy<'_>, path: &str) -> bool {
@@ -317,11 +315,7 @@ mod tests {
     fn policy_show_drops_a_snapshot_that_is_not_its_text() {
         use crate::policy_snapshot::{self, FORMAT};
         let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = crate::commands::Context {
-            state_dir: dir.path().to_path_buf(),
-            timeout: std::time::Duration::from_secs(1),
-            policies: Arc::default(),
-        };
+        let ctx = context(dir.path());
         let mut store = Store::open(dir.path()).expect("store");
         let revision = store.set_policy(&policy(&["/bin/a"])).expect("stored");
         load_stored_policy(&store).expect("loads");
@@ -348,11 +342,7 @@ mod tests {
     fn policy_import_takes_the_snapshot() {
         use crate::policy_snapshot::FORMAT;
         let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = crate::commands::Context {
-            state_dir: dir.path().to_path_buf(),
-            timeout: std::time::Duration::from_secs(1),
-            policies: Arc::default(),
-        };
+        let ctx = context(dir.path());
         let image = format!("{:064x}", 1);
         crate::commands::policy_init(&ctx, &[], &[image], &[], &[], Default::default())
             .expect("init");
