@@ -12,8 +12,8 @@ use avm_attest::monvm::{self, MonVmAppraisal};
 use avm_attest::monvm::{FileIndex, ImaOutcome};
 use avm_attest::policy::ReferenceValues;
 use avm_attest::verify::{
-    EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason, RecordDigest, Replay,
-    Verdict, check_measurement_records, verify_evidence, verify_quote,
+    ATTEST_PCRS, EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason, RecordDigest,
+    Replay, Verdict, check_measurement_records, verify_evidence, verify_quote,
 };
 use avm_attest::wire::Evidence;
 use avm_attest::wire::PcrValue;
@@ -40,22 +40,28 @@ pub struct AppraisalInput<'a> {
 
 impl<'a> AppraisalInput<'a> {
     /// Evidence a node sent over the network, to be checked against the
-    /// AK enrolled for it.
+    /// AK enrolled for it. The quote must cover [`ATTEST_PCRS`], the
+    /// firmware's and the measurement log's: a quote of fewer (a node, or
+    /// a relay that narrowed the challenge's mask) proves nothing of the
+    /// log, whose records would then replay against nothing.
     pub fn from_node(
         evidence: &'a Evidence,
         nonce: &'a [u8],
         ak: &'a PublicKey,
         ak_name: &'a [u8],
     ) -> Self {
+        let mut evidence = EvidenceInput::new(evidence, nonce, ak.verifying_key());
+        evidence.required_pcrs = ATTEST_PCRS;
         Self {
-            evidence: EvidenceInput::new(evidence, nonce, ak.verifying_key()),
+            evidence,
             ak_name,
             measurement_log: None,
         }
     }
 
     /// Evidence read from a directory. A directory without an event log
-    /// is appraised like a node that sent an empty one: it fails.
+    /// is appraised like a node that sent an empty one: it fails; its
+    /// quote must cover [`ATTEST_PCRS`] as a node's must.
     pub fn from_loaded(
         loaded: &'a LoadedEvidence,
         nonce: &'a [u8],
@@ -70,7 +76,7 @@ impl<'a> AppraisalInput<'a> {
                 event_log: loaded.event_log.as_deref().unwrap_or_default(),
                 nonce,
                 ak: ak.verifying_key(),
-                required_pcrs: avm_attest::verify::DEFAULT_REQUIRED_PCRS,
+                required_pcrs: ATTEST_PCRS,
             },
             ak_name,
             measurement_log: loaded.measurement_log.as_deref(),

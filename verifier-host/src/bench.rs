@@ -108,6 +108,20 @@ impl EnrolledNode {
     }
 }
 
+/// The round trips' appraisal input: a quote of the firmware PCRs only
+/// (the quote round trip `tpm2_quote` is compared with; no measurement
+/// log is fetched), so only those are required. `attest` asks for and
+/// requires [`avm_attest::verify::ATTEST_PCRS`] and fetches the log.
+fn firmware_quote_input<'a>(
+    evidence: &'a avm_attest::wire::Evidence,
+    nonce: &'a [u8],
+    node: &'a EnrolledNode,
+) -> AppraisalInput<'a> {
+    let mut input = AppraisalInput::from_node(evidence, nonce, &node.ak.key, &node.record.ak_name);
+    input.evidence.required_pcrs = DEFAULT_REQUIRED_PCRS;
+    input
+}
+
 /// The policy kept in the verifier state in `state`, if any.
 pub fn load_policy(state: &Path) -> Result<Option<PreparedPolicy<'static>>, BenchError> {
     let store = Store::open(state).map_err(|e| fail("state")(e.to_string()))?;
@@ -206,7 +220,7 @@ pub fn attestation_round_trips(
         let received = Instant::now();
         challenges.push(received - challenged);
         let report = appraise(
-            &AppraisalInput::from_node(&evidence, &nonce, &node.ak.key, &node.record.ak_name),
+            &firmware_quote_input(&evidence, &nonce, node),
             node.policy.as_ref(),
             &verifier,
             None,
@@ -301,12 +315,7 @@ pub fn concurrent_attestations(
                             let evidence = client.challenge(&nonce, DEFAULT_REQUIRED_PCRS);
                             retries += u64::from(client.retries);
                             let evidence = evidence.ok()?;
-                            let input = AppraisalInput::from_node(
-                                &evidence,
-                                &nonce,
-                                &node.ak.key,
-                                &node.record.ak_name,
-                            );
+                            let input = firmware_quote_input(&evidence, &nonce, node);
                             Some(
                                 appraise(&input, node.policy.as_ref(), &verifier, None, Vec::new())
                                     .report

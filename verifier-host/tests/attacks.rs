@@ -598,3 +598,50 @@ fn exports_never_write_through_planted_links() {
     verifier_exit(&state, &["attest", &node.addr, "--export", s(&fresh)], 1);
     assert!(fresh.join("quote.msg").is_file());
 }
+
+/// Review finding (2026-12-01): the verifier asked for PCRs 0-15 but did
+/// not require them in the answer. A node, or a relay rewriting the
+/// challenge's mask, that quoted only the firmware PCRs 0-7 left every
+/// record of the measurement log (PCRs 8-15) unproven and unchecked: an
+/// empty log, hiding a violation event, then replayed "to" nothing. Now
+/// each log PCR missing from the quote is a reason, online and offline.
+#[test]
+fn a_quote_narrowed_to_the_firmware_pcrs_proves_no_log() {
+    let node = HostNode::start(false);
+    let event = "monvm:event:1:violation:syscall_table:getpid";
+    node.measure(12, &[0x12; 32], event);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let state = tmp.path().join("state");
+    verifier_exit(
+        &state,
+        &["enroll", &node.addr, "--ek-ca", s(&node.tpm.ca_bundle)],
+        0,
+    );
+    // One reason per PCR missing from the quote.
+    let not_quoted = |out: &Output| {
+        reason_codes(out)
+            .iter()
+            .filter(|c| *c == "pcr-not-quoted")
+            .count()
+    };
+
+    // Quoted as asked: the log is proven, its event record with it.
+    let out = verifier_exit(&state, &["attest", &node.addr, "--json"], 1);
+    assert_eq!(not_quoted(&out), 0, "{}", describe(&out));
+    assert_eq!(report(&out)["measurement_log"]["proven_records"], 1);
+
+    // Narrowed to PCRs 0-7, the event withheld: every log PCR is missing.
+    node.log.quoted_instead.store(0xff, Ordering::SeqCst);
+    node.log.dropped.store(1, Ordering::SeqCst);
+    let export = tmp.path().join("export");
+    let out = verifier_exit(
+        &state,
+        &["attest", &node.addr, "--json", "--export", s(&export)],
+        1,
+    );
+    assert_eq!(not_quoted(&out), 8, "{}", describe(&out));
+
+    // The same evidence offline.
+    let out = verifier_exit(&state, &["verify", s(&export), "--json"], 1);
+    assert_eq!(not_quoted(&out), 8, "{}", describe(&out));
+}

@@ -27,6 +27,10 @@ pub struct ServedLog {
     /// Records hidden from the start of the log: a node that "forgot"
     /// them (as if it had rebooted), without touching its PCRs.
     pub dropped: AtomicU32,
+    /// The PCRs quoted instead of those a challenge asks for (bit i: PCR
+    /// i; 0: as asked): a node, or a relay rewriting the challenge, that
+    /// narrows the quote.
+    pub quoted_instead: AtomicU32,
 }
 
 /// Serves connections until `stop`, answering from the TPM.
@@ -97,6 +101,10 @@ fn answer(tpm: &Swtpm, hello: &HelloInfo, log: &ServedLog, request: Request) -> 
             })
         }
         Request::Challenge { nonce, pcr_mask } => {
+            let pcr_mask = match log.quoted_instead.load(Ordering::SeqCst) {
+                0 => pcr_mask,
+                bits => avm_attest::pcr::PcrMask::from_bits(bits),
+            };
             let pcrs: Vec<String> = (0..24)
                 .filter(|&i| pcr_mask.contains(i))
                 .map(|i| i.to_string())
