@@ -728,6 +728,16 @@ pub fn ima_outcome<'a>(
     excluded: &dyn Fn(&[u8]) -> bool,
     allows: impl FnOnce(&[u8], &[u8; 32]) -> Option<bool>,
 ) -> ImaOutcome {
+    // A violation record (IMA could not measure the file) has no template
+    // hash and always extends the same value: nothing proves its path or
+    // digest, so neither an exclude nor the allowlist may pass it.
+    if record.is_violation() {
+        return ImaOutcome::Refused(MonVmFinding::new(
+            MonVmKind::FileUnappraisable,
+            index,
+            b"IMA violation record (its path and digest are not proven)",
+        ));
+    }
     let (path, digest) = match entry {
         Ok(entry) => entry,
         Err(what) => {

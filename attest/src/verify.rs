@@ -176,6 +176,10 @@ pub enum Reason {
     /// The A-VM introspects the Mon-VM with a kernel profile (PCR 8) the
     /// policy does not allow.
     MonVmProfileUnknown,
+    /// The policy allows Mon-VM kernel profiles, so it expects the A-VM to
+    /// introspect a Mon-VM, but the proven log has no profile record: an
+    /// A-VM started without its Mon-VM, beside a Mon-VM nobody watches.
+    MonVmProfileMissing,
 }
 
 impl Reason {
@@ -205,6 +209,7 @@ impl Reason {
             Self::MeasurementLogFull { .. } => "measurement-log-full",
             Self::MonVm(finding) => finding.kind.code(),
             Self::MonVmProfileUnknown => "monvm-profile-unknown",
+            Self::MonVmProfileMissing => "monvm-profile-missing",
         }
     }
 
@@ -284,6 +289,9 @@ impl core::fmt::Display for Reason {
             ),
             Self::MonVmProfileUnknown => f.write_str(
                 "the A-VM uses a Mon-VM kernel profile the reference values do not allow",
+            ),
+            Self::MonVmProfileMissing => f.write_str(
+                "the reference values expect a Mon-VM, but the A-VM measured no kernel profile (it introspects none)",
             ),
             Self::MonVm(finding) => write!(
                 f,
@@ -671,10 +679,15 @@ pub struct MeasurementLogCheck {
 
 impl MeasurementLogCheck {
     /// Whether the A-VM's configuration is one the policy allows: a kernel
-    /// profile it measured must be an allowed one (an A-VM without a
-    /// Mon-VM measures none).
+    /// profile it measured must be an allowed one. An A-VM without a
+    /// Mon-VM measures none, which only a policy that allows no profile
+    /// accepts: where the policy expects a Mon-VM, its absence is not a
+    /// check to skip.
     pub fn appraise_config(&self, policy: Option<&ReferenceValues>) -> Option<Reason> {
-        let digest = self.config_digest?;
+        let Some(digest) = self.config_digest else {
+            let expects_monvm = policy.is_some_and(|p| !p.monvm_profiles.is_empty());
+            return expects_monvm.then_some(Reason::MonVmProfileMissing);
+        };
         let allowed = policy.is_some_and(|p| p.monvm_profiles.iter().any(|r| r.sha256 == digest));
         (!allowed).then_some(Reason::MonVmProfileUnknown)
     }
@@ -867,6 +880,18 @@ impl Replay {
             if digest.log_full && self.first_full.is_none() {
                 self.first_full = Some(index);
             }
+            // The A-VM writes its own records (every PCR but IMA's 10) as
+            // `ima-ng`, never as violations. The quote covers only their
+            // template data, not the template name: a record renamed to
+            // something that does not parse would otherwise be passed
+            // over, and with it the profile, start-up or event it holds.
+            if record.pcr != crate::monvm::IMA_PCR
+                && (record.template_name != "ima-ng"
+                    || record.is_violation()
+                    || record.ng_fields().is_err())
+            {
+                return Err(Reason::MeasurementLogMalformed);
+            }
             match record.pcr {
                 8 if self.config.is_none() => {
                     if let Ok(f) = record.ng_fields()
@@ -996,6 +1021,13 @@ mod tests {
                 .ok_or(Reason::MeasurementLogMalformed)?;
             if !record.template_hash_matches() {
                 return Err(Reason::MeasurementLogInconsistent { index });
+            }
+            if record.pcr != crate::monvm::IMA_PCR
+                && (record.template_name != "ima-ng"
+                    || record.is_violation()
+                    || record.ng_fields().is_err())
+            {
+                return Err(Reason::MeasurementLogMalformed);
             }
             pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &record.sha256_extend_value());
             counts[slot] += 1;

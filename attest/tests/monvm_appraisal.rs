@@ -677,3 +677,110 @@ proptest! {
         }
     }
 }
+
+/// `log` as bytes, record `at` written with another template name or as a
+/// violation (all-zero template hash), its template data unchanged.
+fn tampered(log: &[Rec], at: usize, name: &str, violation: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, Rec(pcr, digest, path)) in log.iter().enumerate() {
+        let data = ima::ng_template_data("sha256", digest, path.as_bytes(), None);
+        let record = ima::ImaRecord {
+            pcr: *pcr,
+            template_hash: if i == at && violation {
+                [0; 20]
+            } else {
+                ima::template_sha1(&data)
+            },
+            template_name: if i == at { name } else { "ima-ng" },
+            template_data: &data,
+        };
+        record.emit(&mut out);
+    }
+    out
+}
+
+/// Review finding (2026-12-01): the quote covers a record's template data,
+/// not its template name. The A-VM's own records (PCR 8: its profile,
+/// 11: start-up, 12: events) renamed to a template that does not parse
+/// were passed over: the profile check, the start-up records or a
+/// violation event vanished while the log still replayed. They are a
+/// malformed log now, as is one of them turned into a violation record.
+#[test]
+fn the_avm_own_records_cannot_be_renamed_away() {
+    let mut log = good();
+    log.push(event("monvm:event:1:violation:syscall_table:getpid"));
+    let genuine = bytes(&log);
+    let pcrs = quoted(&genuine);
+    assert!(check_measurement_log(Some(&genuine), &pcrs).is_ok());
+    let last = log.len() - 1;
+    for (at, pcr) in [(0, 8), (1, 8), (6, 11), (last, 12)] {
+        assert_eq!(log[at].0, pcr);
+        for name in ["ima-nG", "ima-sig", "ima"] {
+            let renamed = tampered(&log, at, name, false);
+            assert_eq!(
+                check_measurement_log(Some(&renamed), &pcrs),
+                Err(Reason::MeasurementLogMalformed),
+                "record {at} (PCR {pcr}) renamed {name}"
+            );
+        }
+    }
+    // A violation record of the A-VM's would replay only where the A-VM
+    // had extended 0xff..: never; still refused on its own.
+    let violation = tampered(&log, last, "ima-ng", true);
+    let requoted = quoted(&violation);
+    assert_eq!(
+        check_measurement_log(Some(&violation), &requoted),
+        Err(Reason::MeasurementLogMalformed)
+    );
+}
+
+/// Review finding (2026-12-01): an IMA violation record (a file IMA could
+/// not measure) has an all-zero template hash and extends 0xff..; nothing
+/// proves its path or digest. Rewritten to an allowed path and digest, or
+/// to an excluded path, it passed. Every violation record is refused.
+#[test]
+fn an_ima_violation_record_is_never_allowed_by_its_unproven_data() {
+    let policy = learned();
+    let mut log = good();
+    log.push(Rec(10, BUSYBOX, "/bin/busybox".into()));
+    let at = log.len() - 1;
+    let forged = tampered(&log, at, "ima-ng", true);
+    let check = check_measurement_log(Some(&forged), &quoted(&forged)).expect("proven");
+    for excluded in [false, true] {
+        let appraisal = monvm::appraise(&forged, &check, Some(&policy), &|_| excluded);
+        let reasons: Vec<Reason> = appraisal.reasons().collect();
+        let f = finding(&reasons);
+        assert_eq!(
+            (f.kind, f.index),
+            (MonVmKind::FileUnappraisable, at),
+            "excluded {excluded}"
+        );
+    }
+}
+
+/// Review finding (2026-12-01): a policy that allows Mon-VM profiles
+/// expects the A-VM to introspect a Mon-VM; an A-VM started without one
+/// measures no profile, and that passed as "no Mon-VM to check".
+#[test]
+fn a_policy_expecting_a_monvm_refuses_an_avm_without_one() {
+    let no_monvm: Vec<Rec> = vec![Rec(
+        8,
+        sha(DEFAULT_MONITOR),
+        format!("avm-config:monitor-policy:{DEFAULT_MONITOR}"),
+    )];
+    let log = bytes(&no_monvm);
+    let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
+    assert_eq!(check.config_digest, None);
+    assert_eq!(
+        check.appraise_config(Some(&policy())),
+        Some(Reason::MonVmProfileMissing)
+    );
+    assert_eq!(
+        check.appraise_config(Some(&ReferenceValues::for_image([0; 32]))),
+        None
+    );
+    // With its Mon-VM, the same policy is satisfied.
+    let log = bytes(&good());
+    let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
+    assert_eq!(check.appraise_config(Some(&policy())), None);
+}

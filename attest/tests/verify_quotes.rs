@@ -482,6 +482,7 @@ fn reason_codes_are_distinct_and_kebab_case() {
         Reason::MeasurementLogInconsistent { index: 0 },
         Reason::MeasurementLogReplayMismatch { pcr: 8 },
         Reason::MonVmProfileUnknown,
+        Reason::MonVmProfileMissing,
     ];
     let all: Vec<Reason> = all
         .into_iter()

@@ -86,6 +86,10 @@ pub struct EnrolledNode {
     pub addr: String,
     pub record: NodeRecord,
     pub ak: TpmPublic,
+    /// The stored policy without its Mon-VM profiles: what the round
+    /// trips appraise a firmware quote against ([`firmware_quote_input`]:
+    /// no measurement log is fetched, so the Mon-VM part, which `attest`
+    /// checks, is not asked for).
     pub policy: Option<PreparedPolicy<'static>>,
 }
 
@@ -103,14 +107,20 @@ impl EnrolledNode {
             record,
             ak,
             policy: crate::commands::load_prepared_policy(Some(&store), None)
-                .map_err(|e| BenchError(e.0))?,
+                .map_err(|e| BenchError(e.0))?
+                .map(|policy| {
+                    let mut values = policy.values().clone();
+                    values.monvm_profiles.clear();
+                    PreparedPolicy::owned(values)
+                }),
         })
     }
 }
 
 /// The round trips' appraisal input: a quote of the firmware PCRs only
 /// (the quote round trip `tpm2_quote` is compared with; no measurement
-/// log is fetched), so only those are required. `attest` asks for and
+/// log is fetched), so only those are required, and the policy's Mon-VM
+/// profiles are left out ([`EnrolledNode::policy`]). `attest` asks for and
 /// requires [`avm_attest::verify::ATTEST_PCRS`] and fetches the log.
 fn firmware_quote_input<'a>(
     evidence: &'a avm_attest::wire::Evidence,
