@@ -25,10 +25,10 @@
 //!   ([`IdtFindingKind::OutsideText`]), except for the rule below;
 //! - it is neither an interrupt nor a trap gate, or its code segment is not
 //!   the kernel's (`__KERNEL_CS` = 0x10) ([`IdtFindingKind::BadGate`]);
-//! - the profile lists the vector's entry symbol ([`IdtReference`]) and the
-//!   gate is absent or points elsewhere ([`IdtFindingKind::NotExpected`];
-//!   the builder leaves the reference out for now, so this only applies to
-//!   profiles that carry one).
+//! - the profile lists the vector's entry symbol ([`IdtReference`], from
+//!   the image's `idt_data` tables and irq stubs) and the gate is absent or
+//!   points elsewhere in the text ([`IdtFindingKind::NotExpected`]; a gate
+//!   of such a vector outside the text is [`IdtFindingKind::OutsideText`]).
 //!
 //! **Leftover early handlers (a note, not a violation).** At boot the
 //! kernel points all 32 exception vectors at `early_idt_handler_array` in
@@ -39,12 +39,16 @@
 //! is such a gate on every clean boot. Such a gate cannot run code: the
 //! instruction fetch faults. So a present gate is reported as
 //! [`IdtFindingKind::LeftoverEarlyHandler`] (not a violation) exactly when
-//! its vector is an exception vector (< 32), its target lies in the kernel
-//! image mapping past the end of rodata (where the image's init sections
-//! are; never text or rodata) and the kernel's own page tables
-//! (`init_top_pgt`, whose kernel half every process shares) map the target
-//! non-executable or not at all. A target there that is mapped executable,
-//! or whose translation fails in any other way, is a violation.
+//! its vector is an exception vector (< 32) the profile has no expected
+//! entry for, its target lies in the kernel image mapping past the end of
+//! rodata (where the image's init sections are; never text or rodata) and
+//! the kernel's own page tables (`init_top_pgt`, whose kernel half every
+//! process shares) map the target non-executable or not at all. A target
+//! there that is mapped executable, or whose translation fails in any
+//! other way, is a violation. So is a referenced vector's gate there: the
+//! kernel installs the handler of every vector its `idt_data` tables list,
+//! so such a gate was redirected (to a leftover handler's address or
+//! anywhere else past rodata), whatever the page tables say of the target.
 //!
 //! The report also carries the SHA-256 of the whole table (4 KiB, present
 //! and non-present gates alike): the IDT is written at run time, so its
@@ -392,8 +396,9 @@ pub enum IdtFindingKind {
         found: Option<Target>,
     },
     /// Note, not a violation: an exception vector the kernel installed no
-    /// handler for still points at its early boot handler, in init text
-    /// that is freed and not executable (see the module documentation).
+    /// handler for (the profile expects no entry for it) still points at
+    /// its early boot handler, in init text that is freed and not
+    /// executable (see the module documentation).
     LeftoverEarlyHandler,
 }
 
@@ -548,7 +553,11 @@ pub fn idt<M: GuestMemory + ?Sized>(
             });
         }
         if !classifier.in_text(found) {
-            let kind = if leftover_early_handler(space, vector, found, end_rodata) {
+            // The exemption is for vectors the kernel installs no handler
+            // for: a vector the profile expects an entry for (always in the
+            // text) is never left at its early handler.
+            let kind = if want.is_none() && leftover_early_handler(space, vector, found, end_rodata)
+            {
                 IdtFindingKind::LeftoverEarlyHandler
             } else {
                 IdtFindingKind::OutsideText {

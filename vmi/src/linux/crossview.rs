@@ -16,7 +16,10 @@
 //!   own credentials, what `commit_creds(&init_cred)`-style rootkits hand
 //!   out), or with euid 0 under a parent whose euid is not 0 (a privilege
 //!   rise without a set-uid exec: Debian's Mon-VM has no set-uid programs;
-//!   a deployment that has them lists them in the policy).
+//!   a deployment that has them lists them in the policy). And across
+//!   rounds ([`CredTracker`]): a process that becomes root in the same
+//!   address space (no exec), also when it was missing from the task list
+//!   for a few rounds in between.
 //! - **Function-pointer tables in writable data** ([`PointerTable`]): every
 //!   entry is NULL, points into the kernel image, or is what it was at
 //!   start-up; a new entry pointing elsewhere (module area, heap) is a hook.
@@ -198,42 +201,107 @@ pub enum CredFinding {
     RootWithoutExec { pid: i32, was: u32 },
 }
 
+/// Rounds a task missing from the task list (or read without an address
+/// space or credentials) is remembered: one that comes back within them,
+/// in the same address space, is still compared with what it was. A
+/// rootkit cannot make a task "new" by unlinking it (or zeroing its `mm`)
+/// for a round while it writes the credentials; `hidden_process` needs two
+/// rounds in a row, so a task hidden for longer is reported there unless it
+/// also leaves the process tree.
+pub const CRED_FORGET_AFTER: u32 = 16;
+/// Most tasks the credential tracker holds, present and missing: the guest
+/// decides how many tasks there are.
+pub const MAX_CRED_TRACKED: usize = 2 * MAX_TASKS;
+
+/// What [`CredTracker`] holds of one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tracked {
+    mm: u64,
+    euid: u32,
+    /// The euid the task had before it became root without an exec (it is
+    /// reported as long as it stays root in that address space).
+    risen_from: Option<u32>,
+    /// Rounds in a row it has been missing (0: in this round's list).
+    missing: u32,
+}
+
 /// Follows each user process's euid across rounds ([`Self::update`]).
+///
+/// A task is its `task_struct` address and its address space (`mm`): an
+/// exec gives a new `mm` (a set-uid exec raises the euid legitimately), and
+/// a task whose address comes back with another `mm` is a new task. A task
+/// missing from a round is remembered for [`CRED_FORGET_AFTER`] rounds;
+/// only those that could still be reported are (not root, or risen). At
+/// most [`MAX_CRED_TRACKED`] tasks: this round's first, then the missing
+/// ones, most recently seen first.
 #[derive(Clone, Debug, Default)]
 pub struct CredTracker {
-    /// Task address -> (mm, euid) last seen.
-    seen: alloc::collections::BTreeMap<u64, (u64, u32)>,
-    /// Tasks that became root without an exec, with the euid they had.
-    risen: alloc::collections::BTreeMap<u64, u32>,
+    /// Task address -> what was last seen of it.
+    tracked: alloc::collections::BTreeMap<u64, Tracked>,
 }
 
 impl CredTracker {
-    /// Takes this round's task list; returns every process that is root
-    /// now after having had another euid in the same address space.
+    /// Takes this round's task list (walked to its end); returns every
+    /// process that is root now after having had another euid in the same
+    /// address space, in this round or before it was missing.
     pub fn update(&mut self, tasks: &[Task]) -> Vec<CredFinding> {
-        let mut seen = alloc::collections::BTreeMap::new();
-        let mut risen = alloc::collections::BTreeMap::new();
+        let mut tracked = alloc::collections::BTreeMap::new();
         let mut out = Vec::new();
         for t in tasks.iter().filter(|t| !t.is_kernel_thread()) {
             let (Some(creds), Some(mm)) = (t.creds, t.mm) else {
                 continue;
             };
             let key = t.address.value();
-            let was = match (self.risen.get(&key), self.seen.get(&key)) {
-                (Some(&was), Some(&(old_mm, _))) if old_mm == mm.value() => Some(was),
-                (_, Some(&(old_mm, old_euid))) if old_mm == mm.value() && old_euid != 0 => {
-                    Some(old_euid)
-                }
-                _ => None,
-            };
-            if let Some(was) = was.filter(|_| creds.euid == 0) {
-                risen.insert(key, was);
+            let was = self
+                .tracked
+                .get(&key)
+                .filter(|before| before.mm == mm.value())
+                .and_then(|before| {
+                    before
+                        .risen_from
+                        .or(Some(before.euid).filter(|&euid| euid != 0))
+                });
+            let risen_from = was.filter(|_| creds.euid == 0);
+            if let Some(was) = risen_from {
                 out.push(CredFinding::RootWithoutExec { pid: t.pid, was });
             }
-            seen.insert(key, (mm.value(), creds.euid));
+            if tracked.len() < MAX_CRED_TRACKED {
+                tracked.insert(
+                    key,
+                    Tracked {
+                        mm: mm.value(),
+                        euid: creds.euid,
+                        risen_from,
+                        missing: 0,
+                    },
+                );
+            }
         }
-        self.seen = seen;
-        self.risen = risen;
+        // The tasks missing this round, most recently seen first. A task
+        // read with an address space and credentials is not missing, even
+        // as a new task at the same address; one read without them is.
+        let mut missing: Vec<(u64, Tracked)> = self
+            .tracked
+            .iter()
+            .filter(|&(key, before)| {
+                before.missing < CRED_FORGET_AFTER
+                    && (before.euid != 0 || before.risen_from.is_some())
+                    && !tracked.contains_key(key)
+            })
+            .map(|(&key, &before)| {
+                (
+                    key,
+                    Tracked {
+                        missing: before.missing + 1,
+                        ..before
+                    },
+                )
+            })
+            .collect();
+        missing.sort_by_key(|(_, t)| t.missing);
+        let room = MAX_CRED_TRACKED.saturating_sub(tracked.len());
+        tracked.extend(missing.into_iter().take(room));
+        self.tracked = tracked;
         out
     }
 }

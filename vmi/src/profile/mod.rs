@@ -189,9 +189,10 @@ pub struct StructOffsets {
     pub sizes: StructSizes,
 }
 
-/// Reserved: the entry symbol each IDT vector must point to. The IDT is
-/// filled at run time, so this is not derived from the image yet; the
-/// builder leaves it out (`None`).
+/// The entry symbol each IDT vector must point to: what the kernel installs
+/// at boot, from the image's `idt_data` tables and irq stubs (the
+/// builder's `idt_reference`). Vectors it does not list may keep their
+/// early boot handlers ([`crate::linux::checks`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdtReference {
     /// `(vector, entry symbol)`, vectors strictly increasing.
@@ -205,7 +206,7 @@ pub struct KernelProfile {
     pub symbols: KernelSymbols,
     pub syscalls: SyscallTable,
     pub offsets: StructOffsets,
-    /// Reserved (see [`IdtReference`]); `None` from the builder.
+    /// See [`IdtReference`]; `None` only for hand-made test profiles.
     pub idt: Option<IdtReference>,
     /// Reference data for the kernel text and rodata
     /// ([`crate::linux::text`]); `None` only for hand-made test profiles.

@@ -363,6 +363,60 @@ fn idt_reference_when_the_profile_has_one() {
 }
 
 #[test]
+fn a_referenced_vector_at_an_early_handler_is_a_violation() {
+    // The exemption of leftover early handlers is for the vectors the
+    // profile has no entry for: a referenced vector (the page fault, from
+    // `early_pf_idts`) moved to a non-executable or unmapped page past
+    // rodata was redirected, not left behind.
+    let with_pf_reference = || {
+        let mut k = kernel();
+        let pf = NamedAddress {
+            name: "asm_exc_page_fault".to_string(),
+            address: k.profile.symbols.text + 0x80_0000 + 0x10 * 0x0e,
+        };
+        k.profile.idt = Some(IdtReference {
+            gates: alloc::vec![(0x0e, pf)],
+        });
+        k
+    };
+    // The kernel as built: clean, 0x12 and 0x14 (unreferenced) notes.
+    let report = idt_of(&with_pf_reference()).expect("readable");
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    let notes: Vec<u8> = report.findings.iter().map(|f| f.vector).collect();
+    assert_eq!(notes, [0x12, 0x14]);
+    // Where the leftover handlers are (non-executable), 0x0e's own early
+    // handler there, an unmapped page past rodata.
+    for target in [
+        rt(INIT_NX_LINK),
+        rt(INIT_NX_LINK) + 9 * 0x0e,
+        rt(INIT_UNMAPPED_LINK),
+    ] {
+        let mut k = with_pf_reference();
+        set_gate(&mut k, gate(0x0e, target));
+        let report = idt_of(&k).expect("readable");
+        assert!(!report.is_clean(), "{target:#x}: {:#?}", report.findings);
+        let violations: Vec<&IdtFinding> = report.violations().collect();
+        assert_eq!(violations.len(), 1, "{violations:#?}");
+        assert_eq!(violations[0].vector, 0x0e);
+        assert_eq!(violations[0].found, target);
+        assert_eq!(
+            violations[0].kind,
+            IdtFindingKind::OutsideText {
+                target: Target::KernelImage
+            }
+        );
+        // The unreferenced leftovers are still notes.
+        let notes: Vec<u8> = report
+            .findings
+            .iter()
+            .filter(|f| !f.is_violation())
+            .map(|f| f.vector)
+            .collect();
+        assert_eq!(notes, [0x12, 0x14]);
+    }
+}
+
+#[test]
 fn unreadable_idt_and_bad_profiles() {
     let mut k = kernel();
     k.profile.symbols.idt_table += 0x1000;

@@ -300,3 +300,104 @@ fn a_process_that_turns_root_without_an_exec_is_found_until_it_is_not() {
     });
     assert_eq!(tracker.update(&t), []);
 }
+
+#[test]
+fn a_process_missing_from_a_round_is_still_compared_when_it_is_back() {
+    // The attack: unlink a user process for one round (less than the two
+    // `hidden_process` needs), make it root, link it back under a root
+    // parent (so RootUnderUser stays quiet).
+    let init = task(1, 0x100, None, 0, 0x200, true);
+    let user = |euid| task(100, 0x300, Some(0x500), euid, 0x400, true);
+    let shell = task(50, 0x500, Some(0x100), 1000, 0x600, true);
+    let mut tracker = CredTracker::default();
+    assert_eq!(tracker.update(&[init, shell, user(1000)]), []);
+    assert_eq!(tracker.update(&[init, shell]), []);
+    let mut back = user(0);
+    back.parent = Some(va(0x100));
+    back.parent_pid = Some(1);
+    let round = [init, shell, back];
+    assert_eq!(cred_findings(&round, DIRECT + 0x7000), []);
+    let risen = [CredFinding::RootWithoutExec {
+        pid: 100,
+        was: 1000,
+    }];
+    assert_eq!(tracker.update(&round), risen);
+    // Missing again, or read without its mm (as if a kernel thread): still
+    // reported when it is back, root in the same address space.
+    assert_eq!(tracker.update(&[init, shell]), []);
+    assert_eq!(tracker.update(&round), risen);
+    let mut no_mm = back;
+    no_mm.mm = None;
+    assert_eq!(tracker.update(&[init, shell, no_mm]), []);
+    assert_eq!(tracker.update(&round), risen);
+
+    // Remembered for CRED_FORGET_AFTER rounds, forgotten after.
+    for (rounds, found) in [(CRED_FORGET_AFTER, true), (CRED_FORGET_AFTER + 1, false)] {
+        let mut tracker = CredTracker::default();
+        tracker.update(&[user(1000)]);
+        for _ in 0..rounds {
+            assert_eq!(tracker.update(&[]), []);
+        }
+        assert_eq!(tracker.update(&[user(0)]).len(), usize::from(found));
+    }
+    // Back in another address space (an exec while it was missing, or a
+    // new task at the address): fine.
+    let mut tracker = CredTracker::default();
+    tracker.update(&[user(1000)]);
+    tracker.update(&[]);
+    let mut exec = user(0);
+    exec.mm = Some(va(0xa000));
+    assert_eq!(tracker.update(&[exec]), []);
+    // A root process is not remembered (it cannot become root); a task
+    // that is back as a new one does not bring the old one back.
+    let mut tracker = CredTracker::default();
+    tracker.update(&[init, shell, user(1000)]);
+    tracker.update(&[exec]);
+    assert_eq!(tracker.tracked.len(), 2);
+    tracker.update(&[]);
+    assert_eq!(tracker.tracked.len(), 1);
+    assert_eq!(tracker.update(&[user(0)]), []);
+}
+
+#[test]
+fn the_credential_tracker_is_bounded() {
+    let user = |i: usize, euid| {
+        task(
+            1000 + i as i32,
+            0x1_0000 + 0x1000 * i as u64,
+            None,
+            euid,
+            0x400,
+            true,
+        )
+    };
+    let crowd: Vec<Task> = (1..=MAX_CRED_TRACKED).map(|i| user(i, 1000)).collect();
+    let mut tracker = CredTracker::default();
+    // More tasks than it holds.
+    let mut more = crowd.clone();
+    more.push(user(0, 1000));
+    tracker.update(&more);
+    assert_eq!(tracker.tracked.len(), MAX_CRED_TRACKED);
+    // A full round of tasks, then one: the crowd missing fills what is
+    // left.
+    let mut tracker = CredTracker::default();
+    tracker.update(&crowd);
+    tracker.update(&[user(0, 1000)]);
+    assert_eq!(tracker.tracked.len(), MAX_CRED_TRACKED);
+    // Everyone missing: the task seen last is kept over the crowd, missing
+    // for longer.
+    tracker.update(&[]);
+    assert_eq!(tracker.tracked.len(), MAX_CRED_TRACKED);
+    assert_eq!(
+        tracker.update(&[user(0, 0)]),
+        [CredFinding::RootWithoutExec {
+            pid: 1000,
+            was: 1000
+        }]
+    );
+    // The crowd is forgotten in time.
+    for _ in 0..=CRED_FORGET_AFTER {
+        tracker.update(&[]);
+    }
+    assert!(tracker.tracked.is_empty());
+}
