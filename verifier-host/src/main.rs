@@ -30,8 +30,8 @@ struct Cli {
     /// Deadline in seconds for the whole exchange with a node (connecting,
     /// retries of refused connections, every answer). A node that answers
     /// slowly is cut off when it passes, however much it still sends.
-    /// `monitor`: also how long a node may give no sign of life before it
-    /// is untrusted.
+    /// `monitor`: also how late a due attestation may be: a node without a
+    /// verdict for --interval plus this long is untrusted.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     timeout: u64,
 
@@ -141,18 +141,27 @@ enum Command {
     ///
     /// A pushed event is only a hint that makes the monitor attest at once;
     /// the verdict always comes from a fresh quote and the log it proves.
-    /// A node that gives no sign of life (event, keep-alive, finished
-    /// attestation) for --timeout seconds turns untrusted with reason
-    /// node-unresponsive (fail closed).
+    /// Trust rests on verdicts alone (a trusted one needs a verified quote
+    /// of a fresh nonce): a node without a verdict for --interval plus
+    /// --timeout seconds (since its last verdict, or since the monitor
+    /// started) turns untrusted with reason node-unresponsive (fail
+    /// closed), however many keep-alives and events it sends (they are not
+    /// authenticated) and whatever the history says. A failed attestation
+    /// is retried after 1 s, 2 s, 4 s... (at most --interval); with --once
+    /// it makes the node untrusted at once. A node that refuses Subscribe
+    /// as malformed (an A-VM without push, or a forged answer) is attested
+    /// on the interval and asked again, at most every 30 s.
     ///
     /// When a node turns untrusted, the revocation action runs once: the
     /// --on-untrusted command and/or a POST to the --webhook. It runs again
     /// only after the node was trusted in between. The history (verdicts,
     /// events with their latency, revocations and their outcome) is kept in
     /// the state database: a restarted monitor resumes from it and never
-    /// repeats a revocation it already started. Ctrl-C stops it at once;
-    /// every change is committed as it happens, and a running revocation
-    /// command (in its own process group) is not interrupted.
+    /// repeats a revocation it already started; a stored trusted verdict
+    /// counts only once an attestation of the new run confirms it. Ctrl-C
+    /// stops it at once; every change is committed as it happens, and a
+    /// running revocation command (in its own process group) is not
+    /// interrupted.
     ///
     /// Exit code at the end (--once, --duration): 0 if every node is
     /// trusted, 1 otherwise.
@@ -160,7 +169,8 @@ enum Command {
         /// The nodes' attestation addresses, host:port (enrolled).
         #[arg(required = true)]
         addrs: Vec<String>,
-        /// Seconds between attestations when no event comes.
+        /// Seconds between attestations when no event comes (a node
+        /// without a verdict for this plus --timeout is untrusted).
         #[arg(long, default_value_t = 10.0, value_name = "SECS")]
         interval: f64,
         /// Keep-alive period asked of the A-VM, in milliseconds (100 to 60000).
@@ -182,7 +192,8 @@ enum Command {
         /// last_event} (plain HTTP/1.1: a local relay; no TLS).
         #[arg(long, value_name = "URL")]
         webhook: Option<String>,
-        /// Attest every node once (no subscription), act, and exit.
+        /// Attest every node once (no subscription), act, and exit; a node
+        /// whose attestation fails is untrusted (node-unresponsive).
         #[arg(long)]
         once: bool,
         /// Stop after this many seconds.

@@ -4,9 +4,9 @@
 //! Per node, two threads feed the main loop over a channel:
 //! - a **subscriber** holds a connection subscribed to the node's pushed
 //!   events (`Request::Subscribe`, docs/protocol.md), reconnecting with
-//!   backoff; every event and keep-alive is a sign of life, and every
-//!   event asks for a re-attestation at once. A node whose A-VM predates
-//!   the push protocol is attested on the interval only.
+//!   backoff; every event (and every new subscription) asks for a
+//!   re-attestation at once. A node whose A-VM predates the push protocol
+//!   is attested on the interval, and subscribing is still retried.
 //! - an **attester** runs the same attestation as `attest`
 //!   ([`commands::attest_report`]: verdict in the history, incremental log
 //!   fetch) whenever the main loop asks: at start, on every event, and
@@ -15,9 +15,13 @@
 //! The main loop owns each node's [`NodeState`] (pure, unit-tested): the
 //! verdict, when it was last quoted, the events, the detection latency
 //! (from an event's arrival to the verdict of the attestation it caused),
-//! and whether the revocation action ran. A node that gives no sign of
-//! life (event, keep-alive, finished attestation) for the liveness timeout
-//! turns untrusted (`node-unresponsive`: fail closed). When a node turns
+//! and whether the revocation action ran. Trust rests on verdicts only: a
+//! node whose last verdict is older than `--interval` plus `--timeout`
+//! (failed attestations and keep-alives do not count: neither proves
+//! anything, and keep-alives are not authenticated) turns untrusted
+//! (`node-unresponsive`: fail closed); with `--once`, a failed attestation
+//! does at once. A stored verdict is history, never trust: a resumed node
+//! is trusted only after a verdict of this process. When a node turns
 //! untrusted, the revocation action (a command and/or a webhook) runs once;
 //! it runs again only after the node was trusted in between. Everything is
 //! kept in the state database (`monitor_nodes`, `monitor_events`,
@@ -61,6 +65,11 @@ const PUSH_WAIT: Duration = Duration::from_millis(500);
 /// Backoff of the subscriber between connection attempts.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest backoff after `Error{Malformed}` to Subscribe (an A-VM without
+/// push, or anyone on the path pretending so).
+const MAX_UNSUPPORTED_BACKOFF: Duration = Duration::from_secs(30);
+/// First retry after a failed attestation (doubling up to `--interval`).
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// How long a finished monitor waits for revocation actions still running.
 const EXIT_GRACE: Duration = Duration::from_secs(15);
 
@@ -70,7 +79,8 @@ pub struct MonitorOptions {
     pub addrs: Vec<String>,
     /// Re-attestation period without events.
     pub interval: Duration,
-    /// No sign of life for this long: untrusted (`node-unresponsive`).
+    /// How late a due attestation may be: no verdict for `interval` plus
+    /// this long is untrusted (`node-unresponsive`, [`Self::quote_deadline`]).
     pub liveness_timeout: Duration,
     pub keepalive_ms: u32,
     /// One JSON object per line per state change.
@@ -84,6 +94,69 @@ pub struct MonitorOptions {
     /// Stop after this long.
     pub duration: Option<Duration>,
     pub policy: Option<PathBuf>,
+}
+
+impl MonitorOptions {
+    /// The longest a node may go without a verdict. The next attestation
+    /// is due `interval` after the last one started and then has the
+    /// exchange deadline (`--timeout`) to finish; counting only from the
+    /// timeout would turn a healthy node untrusted between two quotes
+    /// whenever the interval is longer.
+    pub fn quote_deadline(&self) -> Duration {
+        self.interval.saturating_add(self.liveness_timeout)
+    }
+}
+
+/// When a failed attestation is tried again (the `failures`-th in a row):
+/// sooner than the interval, so that one failure alone does not run the
+/// node into [`MonitorOptions::quote_deadline`].
+pub fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(interval)
+}
+
+/// When the subscriber tries to subscribe again after a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resubscribe {
+    backoff: Duration,
+    /// The node subscribed before (in this process): it speaks push.
+    subscribed: bool,
+}
+
+impl Default for Resubscribe {
+    fn default() -> Self {
+        Self {
+            backoff: FIRST_BACKOFF,
+            subscribed: false,
+        }
+    }
+}
+
+impl Resubscribe {
+    pub fn subscribed(&mut self) {
+        self.backoff = FIRST_BACKOFF;
+        self.subscribed = true;
+    }
+
+    /// A failed attempt (`malformed`: the node answered `Error{Malformed}`):
+    /// what to show and how long to wait.
+    ///
+    /// An A-VM without push answers Subscribe with `Error{Malformed}`, but
+    /// so can anyone on the path (frames are not authenticated), and
+    /// nothing else tells the two apart. Giving up would let one forged
+    /// answer cut detection down to the interval, so this never gives up:
+    /// it only waits longer (at most [`MAX_UNSUPPORTED_BACKOFF`]) to spare
+    /// an old A-VM. A node that subscribed before is not an old A-VM.
+    pub fn failed(&mut self, malformed: bool, why: String) -> (Push, Duration) {
+        let (push, max) = if malformed && !self.subscribed {
+            (Push::Unsupported, MAX_UNSUPPORTED_BACKOFF)
+        } else {
+            (Push::Lost(why), MAX_BACKOFF)
+        };
+        let wait = self.backoff.min(max);
+        self.backoff = (self.backoff * 2).min(max);
+        (push, wait)
+    }
 }
 
 /// A node's verdict as the monitor sees it.
@@ -118,7 +191,8 @@ impl Status {
 pub enum Push {
     Connecting,
     Subscribed,
-    /// The node's A-VM does not speak the push protocol: interval only.
+    /// The node answered Subscribe with `Error{Malformed}` (an A-VM
+    /// without push, or a forged answer): interval, retried with backoff.
     Unsupported,
     Lost(String),
     /// `--once`: no subscription.
@@ -156,10 +230,14 @@ pub struct NodeState {
     pub since: i64,
     /// The revocation ran (or started) for the current untrusted period.
     pub revoked: bool,
-    /// When the last attestation finished with a verdict.
+    /// When the last attestation of this process finished with a
+    /// verdict. A trusted verdict comes only from a verified quote of a
+    /// fresh nonce and an untrusted one makes the node untrusted, so while
+    /// the node is trusted this is when its trust was last proven.
     pub last_quote: Option<Instant>,
-    /// Last sign of life: event, keep-alive, or a finished attestation.
-    pub last_alive: Instant,
+    /// When this process started watching the node: the deadline counts
+    /// from here until the first verdict.
+    pub watched_since: Instant,
     /// Events in the history (across restarts).
     pub events: u64,
     /// The name of the last event pushed.
@@ -181,18 +259,21 @@ pub struct NodeState {
 
 impl NodeState {
     /// A node as the history left it (`stored`), watched from `now` on.
+    /// A stored untrusted verdict is kept (with whether it was revoked: a
+    /// restart never revokes twice); a stored trusted one is not: trust
+    /// needs a verdict of this process.
     pub fn resume(addr: &str, stored: Option<&MonitorNode>, events: u64, now: Instant) -> Self {
         let (status, reasons, since, revoked) = match stored {
-            Some(node) => {
-                let status = Status::parse(&node.verdict);
+            Some(node) if Status::parse(&node.verdict) == Status::Untrusted => {
+                let status = Status::Untrusted;
                 (
                     status,
                     node.reasons.clone(),
                     node.since,
-                    status == Status::Untrusted && node.revoked_at.is_some(),
+                    node.revoked_at.is_some(),
                 )
             }
-            None => (Status::Unknown, Vec::new(), 0, false),
+            _ => (Status::Unknown, Vec::new(), 0, false),
         };
         Self {
             addr: addr.into(),
@@ -201,7 +282,7 @@ impl NodeState {
             since,
             revoked,
             last_quote: None,
-            last_alive: now,
+            watched_since: now,
             events,
             last_event: None,
             last_latency: None,
@@ -216,9 +297,8 @@ impl NodeState {
 
     /// Whether an event arriving now is kept in the history (at most
     /// [`MAX_EVENTS_PER_WINDOW`] per [`EVENT_WINDOW`]); one that is not is
-    /// counted in `suppressed`. Either way it is a sign of life.
+    /// counted in `suppressed`.
     pub fn admit_event(&mut self, now: Instant) -> bool {
-        self.alive(now);
         if now.saturating_duration_since(self.window.0) >= EVENT_WINDOW {
             self.window = (now, 0);
         }
@@ -251,8 +331,9 @@ impl NodeState {
         }
     }
 
-    /// The verdict of a finished attestation (which also proves the node
-    /// alive). Returns the detection latency if events were waiting for it.
+    /// The verdict of a finished attestation (the only thing that keeps a
+    /// node within its deadline). Returns the detection latency if events
+    /// were waiting for it.
     pub fn verdict(
         &mut self,
         trusted: bool,
@@ -261,7 +342,6 @@ impl NodeState {
         unix: i64,
     ) -> (Outcome, Option<Duration>) {
         self.last_quote = Some(now);
-        self.alive(now);
         self.last_error = None;
         let latency = self
             .pending_events
@@ -279,11 +359,9 @@ impl NodeState {
         (self.set(status, reasons, unix), latency)
     }
 
-    /// A sign of life.
-    pub fn alive(&mut self, now: Instant) {
-        if now > self.last_alive {
-            self.last_alive = now;
-        }
+    /// Trusted on a verdict of this process.
+    pub fn trusted(&self) -> bool {
+        self.status == Status::Trusted && self.last_quote.is_some()
     }
 
     /// An event arrived (`id` in the history).
@@ -291,15 +369,24 @@ impl NodeState {
         self.events += 1;
         self.last_event = Some(name.into());
         self.pending_events.push((id, now));
-        self.alive(now);
     }
 
-    /// Fails closed: no sign of life for `timeout` makes the node
-    /// untrusted (keeping the reasons it already had).
-    pub fn check_liveness(&mut self, now: Instant, timeout: Duration, unix: i64) -> Outcome {
-        if now.saturating_duration_since(self.last_alive) <= timeout
-            || self.reasons.iter().any(|r| r == NODE_UNRESPONSIVE)
-        {
+    /// Fails closed: no verdict for `deadline`
+    /// ([`MonitorOptions::quote_deadline`]) since the last one, or since
+    /// watching began, makes the node untrusted. Keep-alives, events and
+    /// failed attestations do not count: none of them proves anything.
+    pub fn check_liveness(&mut self, now: Instant, deadline: Duration, unix: i64) -> Outcome {
+        let since = self.last_quote.unwrap_or(self.watched_since);
+        if now.saturating_duration_since(since) <= deadline {
+            return Outcome::default();
+        }
+        self.unresponsive(unix)
+    }
+
+    /// Untrusted for want of a verdict, keeping the reasons it already had
+    /// (once: until the next verdict).
+    pub fn unresponsive(&mut self, unix: i64) -> Outcome {
+        if self.reasons.iter().any(|r| r == NODE_UNRESPONSIVE) {
             return Outcome::default();
         }
         let mut reasons = match self.status {
@@ -491,7 +578,7 @@ fn spawn_subscriber(
     stop: Arc<AtomicBool>,
 ) {
     std::thread::spawn(move || {
-        let mut backoff = FIRST_BACKOFF;
+        let mut resubscribe = Resubscribe::default();
         let mut last: Option<Push> = None;
         let mut report = |push: Push| {
             if last.as_ref() != Some(&push) {
@@ -509,24 +596,23 @@ fn spawn_subscriber(
             });
             let mut client = match subscribed {
                 Ok(client) => client,
-                Err(ClientError::Remote {
-                    code: ErrorCode::Malformed,
-                    ..
-                }) => {
-                    // An A-VM from before the push protocol.
-                    report(Push::Unsupported);
-                    return;
-                }
                 Err(e) => {
-                    if !report(Push::Lost(e.to_string())) {
+                    let malformed = matches!(
+                        e,
+                        ClientError::Remote {
+                            code: ErrorCode::Malformed,
+                            ..
+                        }
+                    );
+                    let (push, wait) = resubscribe.failed(malformed, e.to_string());
+                    if !report(push) {
                         return;
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    sleep_unless(&stop, wait);
                     continue;
                 }
             };
-            backoff = FIRST_BACKOFF;
+            resubscribe.subscribed();
             if !report(Push::Subscribed) {
                 return;
             }
@@ -555,6 +641,18 @@ fn spawn_subscriber(
             }
         }
     });
+}
+
+/// Sleeps `wait`, or less if `stop` is set meanwhile.
+fn sleep_unless(stop: &AtomicBool, wait: Duration) {
+    let end = Instant::now() + wait;
+    while !stop.load(Ordering::Relaxed) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(PUSH_WAIT));
+    }
 }
 
 /// Runs the revocation action(s) for a node in the background.
@@ -669,6 +767,9 @@ struct Watched {
     again: bool,
     next_attest: Instant,
     attested_once: bool,
+    /// Attestations that failed in a row.
+    failures: u32,
+    /// The node's `KeepAlive.dropped` last seen.
     dropped: u32,
 }
 
@@ -779,6 +880,10 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
         let events = session.store.monitor_events(addr).map_err(err)?;
         let revocations = session.store.revocations(addr).map_err(err)?;
         let mut state = NodeState::resume(addr, stored.as_ref(), events.len() as u64, start);
+        // What the history says (not what counts: see `NodeState::resume`).
+        let stored_verdict = stored
+            .as_ref()
+            .map_or(Status::Unknown, |n| Status::parse(&n.verdict));
         state.last_event = events.last().map(|e| e.name.clone());
         if opts.once {
             state.push = Push::Off;
@@ -788,7 +893,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
                 "type": "resumed",
                 "addr": addr,
                 "at_ms": unix_ms(),
-                "verdict": state.status.as_str(),
+                "verdict": stored_verdict.as_str(),
                 "reasons": state.reasons,
                 "events": state.events,
                 "revocations": revocations.len(),
@@ -797,7 +902,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
             || {
                 format!(
                     "{addr}: {} in the history, {} events, {} revocations",
-                    state.status.as_str(),
+                    stored_verdict.as_str(),
                     state.events,
                     revocations.len()
                 )
@@ -828,6 +933,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
             again: false,
             next_attest: start,
             attested_once: false,
+            failures: 0,
             dropped: 0,
         });
     }
@@ -848,13 +954,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
         }
         let now = Instant::now();
         if !opts.once {
-            for index in 0..nodes.len() {
-                let unix = now_unix();
-                let outcome = nodes[index]
-                    .state
-                    .check_liveness(now, opts.liveness_timeout, unix);
-                session.apply(index, outcome, None, &mut nodes)?;
-            }
+            session.check_liveness(&mut nodes, now)?;
         }
         session.output.draw(&nodes, now, false);
         if opts.once && nodes.iter().all(|n| n.attested_once && !n.in_flight) {
@@ -875,7 +975,7 @@ pub fn monitor(ctx: &Context, opts: &MonitorOptions) -> Result<u8, CommandError>
         }
     }
     session.output.draw(&nodes, Instant::now(), true);
-    let all_trusted = nodes.iter().all(|n| n.state.status == Status::Trusted);
+    let all_trusted = nodes.iter().all(|n| n.state.trusted());
     Ok(if all_trusted { EXIT_OK } else { EXIT_UNTRUSTED })
 }
 
@@ -896,6 +996,16 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Turns every node without a verdict for the deadline untrusted.
+    fn check_liveness(&mut self, nodes: &mut [Watched], now: Instant) -> Result<(), CommandError> {
+        let deadline = self.opts.quote_deadline();
+        for index in 0..nodes.len() {
+            let outcome = nodes[index].state.check_liveness(now, deadline, now_unix());
+            self.apply(index, outcome, None, nodes)?;
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, message: Message, nodes: &mut [Watched]) -> Result<(), CommandError> {
         let now = Instant::now();
         match message {
@@ -910,6 +1020,7 @@ impl Session<'_> {
                 node.attested_once = true;
                 match result {
                     Ok(report) => {
+                        node.failures = 0;
                         node.state.proven_records =
                             report.measurement_log.as_ref().map(|l| l.proven_records);
                         let trusted = report.verdict == VerdictKind::Trusted;
@@ -929,12 +1040,23 @@ impl Session<'_> {
                         self.apply(index, outcome, latency, nodes)?;
                     }
                     Err(e) => {
+                        // Proves nothing: the node's status stays as it
+                        // was and its deadline keeps running.
                         let addr = node.state.addr.clone();
                         node.state.last_error = Some(e.clone());
+                        node.failures = node.failures.saturating_add(1);
+                        let retry = now + retry_delay(node.failures, self.opts.interval);
+                        node.next_attest = node.next_attest.min(retry);
                         self.output.line(
                         json!({"type": "attest-failed", "addr": addr, "at_ms": unix_ms(), "error": e}),
                         || format!("{addr}: attestation failed: {e}"),
                     );
+                        if self.opts.once {
+                            // No second chance and no stored verdict to
+                            // fall back on: untrusted.
+                            let outcome = node.state.unresponsive(now_unix());
+                            self.apply(index, outcome, None, nodes)?;
+                        }
                     }
                 }
             }
@@ -981,10 +1103,12 @@ impl Session<'_> {
                 node: index,
                 keepalive,
             } => {
+                // Not a sign of life: anyone on the path can send one.
                 if let Some(node) = nodes.get_mut(index) {
-                    node.state.alive(now);
-                    if keepalive.dropped > node.dropped {
-                        // Events the node could not push: look at its log.
+                    // Grown: events the node could not push, look at its
+                    // log. Gone back: the A-VM restarted (the count is
+                    // since boot), attest it and count from there.
+                    if keepalive.dropped != node.dropped {
                         node.dropped = keepalive.dropped;
                         node.again = true;
                     }
@@ -993,7 +1117,10 @@ impl Session<'_> {
             Message::Push { node: index, push } => {
                 if let Some(node) = nodes.get_mut(index) {
                     if push == Push::Subscribed {
-                        node.state.alive(now);
+                        // Events from before this subscription are only
+                        // in the log (docs/protocol.md: subscribe, then
+                        // attest).
+                        node.again = true;
                     }
                     let addr = &node.state.addr;
                     let text = push.describe();
@@ -1167,7 +1294,7 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let mut node = NodeState::resume("a:1", None, 0, start);
         node.verdict(true, vec![], start, 1);
-        node.alive(start + Duration::from_secs(3));
+        node.verdict(true, vec![], start + Duration::from_secs(3), 1);
         assert_eq!(
             node.check_liveness(start + Duration::from_secs(8), timeout, 2),
             Outcome::default()
@@ -1229,6 +1356,313 @@ mod tests {
         assert_eq!(node.suppressed, 50);
         // The next window keeps events again.
         assert!(node.admit_event(start + EVENT_WINDOW));
+    }
+
+    fn options(addr: &str) -> MonitorOptions {
+        MonitorOptions {
+            addrs: vec![addr.into()],
+            interval: Duration::from_secs(10),
+            liveness_timeout: Duration::from_secs(30),
+            keepalive_ms: 1000,
+            json: false,
+            on_untrusted: None,
+            webhook: None,
+            once: false,
+            duration: None,
+            policy: None,
+        }
+    }
+
+    /// A main loop's session on the state in `dir` (no output).
+    fn session<'a>(
+        dir: &std::path::Path,
+        opts: &'a MonitorOptions,
+    ) -> (Session<'a>, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel();
+        let session = Session {
+            store: Store::open(dir).expect("state"),
+            opts,
+            webhook: None,
+            tx,
+            output: Output {
+                json: false,
+                table: false,
+                last_draw: None,
+            },
+            running_revocations: 0,
+        };
+        (session, rx)
+    }
+
+    fn watched(state: NodeState) -> (Watched, mpsc::Receiver<()>) {
+        let (attester, requests) = mpsc::channel();
+        let node = Watched {
+            state,
+            attester,
+            in_flight: false,
+            again: false,
+            next_attest: Instant::now(),
+            attested_once: false,
+            failures: 0,
+            dropped: 0,
+        };
+        (node, requests)
+    }
+
+    fn keepalive(dropped: u32) -> Message {
+        Message::KeepAlive {
+            node: 0,
+            keepalive: KeepAlive {
+                uptime_ms: 1,
+                log_total: 1,
+                dropped,
+            },
+        }
+    }
+
+    /// The review's attack: the subscription stays up (keep-alives, even
+    /// an event), every challenge fails (reset, `Busy`, a malformed log
+    /// chunk). The node turns untrusted once its last verdict is older
+    /// than the deadline, and the revocation is recorded.
+    #[test]
+    fn keep_alives_do_not_keep_a_node_whose_attestations_fail_trusted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = MonitorOptions {
+            interval: Duration::from_millis(60),
+            liveness_timeout: Duration::from_millis(60),
+            ..options("a:1")
+        };
+        let (mut session, _rx) = session(dir.path(), &opts);
+        let start = Instant::now();
+        let mut state = NodeState::resume("a:1", None, 0, start);
+        state.verdict(true, vec![], start, 1);
+        let (node, _requests) = watched(state);
+        let mut nodes = vec![node];
+        let violation = Message::Event {
+            node: 0,
+            event: PushedEvent {
+                index: 7,
+                pcr: 12,
+                name: "monvm:event:1:violation:idt:gate 3".into(),
+                uptime_ms: 1,
+            },
+            at: start,
+        };
+        session.handle(violation, &mut nodes).expect("handled");
+        while start.elapsed() < 3 * opts.quote_deadline() {
+            let failed = Message::Attested {
+                node: 0,
+                result: Err("the node refused the request (Busy)".into()),
+            };
+            session.handle(failed, &mut nodes).expect("handled");
+            session.handle(keepalive(0), &mut nodes).expect("handled");
+            session
+                .check_liveness(&mut nodes, Instant::now())
+                .expect("checked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let state = &nodes[0].state;
+        assert_eq!(
+            (state.status, state.revoked),
+            (Status::Untrusted, true),
+            "{state:?}"
+        );
+        assert_eq!(state.reasons, [NODE_UNRESPONSIVE]);
+        let stored = session.store.monitor_node("a:1").expect("read");
+        assert!(
+            stored.is_some_and(|n| n.verdict == "untrusted" && n.revoked_at.is_some()),
+            "recorded"
+        );
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_last_verdict_plus_the_interval() {
+        // An interval longer than the timeout: no gap between two quotes.
+        let opts = MonitorOptions {
+            interval: Duration::from_secs(60),
+            liveness_timeout: Duration::from_secs(30),
+            ..options("a:1")
+        };
+        let deadline = opts.quote_deadline();
+        assert_eq!(deadline, Duration::from_secs(90));
+        let start = t0();
+        let mut node = NodeState::resume("a:1", None, 0, start);
+        node.verdict(true, vec![], start + Duration::from_secs(2), 1);
+        let at = |secs| start + Duration::from_secs(secs);
+        assert_eq!(node.check_liveness(at(92), deadline, 2), Outcome::default());
+        assert!(node.trusted());
+        let o = node.check_liveness(at(93), deadline, 3);
+        assert!(o.revoke);
+        assert!(!node.trusted());
+        // A failed attestation is tried again well before the deadline.
+        assert_eq!(retry_delay(1, opts.interval), Duration::from_secs(1));
+        assert_eq!(retry_delay(3, opts.interval), Duration::from_secs(4));
+        assert_eq!(retry_delay(u32::MAX, opts.interval), opts.interval);
+        assert_eq!(
+            retry_delay(1, Duration::from_millis(200)),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn a_resumed_trusted_verdict_is_not_trusted_until_attested() {
+        let start = t0();
+        let stored = MonitorNode {
+            addr: "a:1".into(),
+            verdict: "trusted".into(),
+            reasons: vec![],
+            since: 10,
+            revoked_at: None,
+        };
+        let mut node = NodeState::resume("a:1", Some(&stored), 0, start);
+        assert_eq!((node.status, node.trusted()), (Status::Unknown, false));
+        // Trusted on a verdict of its own.
+        let (o, _) = node.verdict(true, vec![], start, 20);
+        assert_eq!(o.changed_from, Some(Status::Unknown));
+        assert!(node.trusted());
+        // Never attested by this process: untrusted after the deadline,
+        // and the revocation runs.
+        let mut node = NodeState::resume("a:1", Some(&stored), 0, start);
+        let o = node.check_liveness(start + Duration::from_secs(41), Duration::from_secs(40), 21);
+        assert_eq!(o.changed_from, Some(Status::Unknown));
+        assert!(o.revoke);
+    }
+
+    #[test]
+    fn once_a_failed_attestation_is_untrusted_whatever_the_history_says() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = "127.0.0.1:9";
+        Store::open(dir.path())
+            .expect("state")
+            .set_monitor_node(&MonitorNode {
+                addr: addr.into(),
+                verdict: "trusted".into(),
+                reasons: vec![],
+                since: 1,
+                revoked_at: None,
+            })
+            .expect("stored");
+        let ctx = Context {
+            state_dir: dir.path().to_path_buf(),
+            timeout: Duration::from_secs(1),
+            policies: Arc::default(),
+        };
+        // A policy file that is not there: every attestation fails.
+        let opts = MonitorOptions {
+            once: true,
+            on_untrusted: Some("true".into()),
+            policy: Some(dir.path().join("missing.toml")),
+            ..options(addr)
+        };
+        assert_eq!(monitor(&ctx, &opts).expect("ran"), EXIT_UNTRUSTED);
+        let store = Store::open(dir.path()).expect("state");
+        let node = store.monitor_node(addr).expect("read").expect("kept");
+        assert_eq!(
+            (node.verdict.as_str(), node.reasons.as_slice()),
+            ("untrusted", &[NODE_UNRESPONSIVE.to_string()][..])
+        );
+        assert_eq!(store.revocations(addr).expect("read").len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_counter_that_goes_back_is_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = options("a:1");
+        let (mut session, _rx) = session(dir.path(), &opts);
+        let (node, _requests) = watched(NodeState::resume("a:1", None, 0, t0()));
+        let mut nodes = vec![node];
+        let mut again = |dropped| {
+            session
+                .handle(keepalive(dropped), &mut nodes)
+                .expect("handled");
+            std::mem::take(&mut nodes[0].again)
+        };
+        assert!(!again(0));
+        assert!(again(3));
+        assert!(!again(3));
+        // The A-VM restarted: its counter starts again from 0.
+        assert!(again(1));
+        assert!(again(2));
+        assert!(!again(2));
+    }
+
+    /// A node (or anyone on the path) that answers `Error{Malformed}`.
+    fn refusing_node() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 64];
+                let _ = conn.read(&mut buf);
+                let refusal = Response::Error {
+                    code: ErrorCode::Malformed,
+                    detail: "malformed request".into(),
+                };
+                if let Ok(frame) = avm_attest::wire::encode_frame(&refusal) {
+                    let _ = conn.write_all(&frame);
+                }
+            }
+        });
+        (addr, connections)
+    }
+
+    #[test]
+    fn one_malformed_answer_does_not_end_the_subscription_for_good() {
+        let (addr, connections) = refusing_node();
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_subscriber(0, addr, Duration::from_secs(1), 1000, tx, stop.clone());
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Message::Push { push, .. }) => assert_eq!(push, Push::Unsupported),
+            _ => panic!("no push state"),
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
+        let tried = connections.load(Ordering::SeqCst);
+        assert!(tried >= 3, "subscribed {tried} times");
+    }
+
+    #[test]
+    fn resubscribing_backs_off_within_bounds() {
+        let mut again = Resubscribe::default();
+        let waits: Vec<Duration> = (0..12)
+            .map(|_| again.failed(true, String::new()).1)
+            .collect();
+        assert_eq!(waits[0], FIRST_BACKOFF);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(waits[11], MAX_UNSUPPORTED_BACKOFF);
+        assert_eq!(again.failed(true, String::new()).0, Push::Unsupported);
+        // Subscribed once: push is spoken, a Malformed answer is a loss.
+        again.subscribed();
+        let (push, wait) = again.failed(true, "refused".into());
+        assert_eq!((push, wait), (Push::Lost("refused".into()), FIRST_BACKOFF));
+        let waits: Vec<Duration> = (0..12)
+            .map(|_| again.failed(true, String::new()).1)
+            .collect();
+        assert!(waits.iter().all(|w| *w <= MAX_BACKOFF));
+    }
+
+    #[test]
+    fn a_new_subscription_asks_for_an_attestation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = options("a:1");
+        let (mut session, _rx) = session(dir.path(), &opts);
+        let (node, _requests) = watched(NodeState::resume("a:1", None, 0, t0()));
+        let mut nodes = vec![node];
+        let push = |push| Message::Push { node: 0, push };
+        session
+            .handle(push(Push::Lost("reset".into())), &mut nodes)
+            .expect("handled");
+        assert!(!nodes[0].again);
+        session
+            .handle(push(Push::Subscribed), &mut nodes)
+            .expect("handled");
+        assert!(nodes[0].again);
     }
 
     #[test]
