@@ -223,6 +223,10 @@ struct Tracked {
     risen_from: Option<u32>,
     /// Rounds in a row it has been missing (0: in this round's list).
     missing: u32,
+    /// Its pid when last seen: a task back after missing rounds must have
+    /// it still (slab slots are reused: a user process that exits and a
+    /// root daemon's fork soon after can share both addresses).
+    pid: i32,
 }
 
 /// Follows each user process's euid across rounds ([`Self::update`]).
@@ -230,7 +234,8 @@ struct Tracked {
 /// A task is its `task_struct` address and its address space (`mm`): an
 /// exec gives a new `mm` (a set-uid exec raises the euid legitimately), and
 /// a task whose address comes back with another `mm` is a new task. A task
-/// missing from a round is remembered for [`CRED_FORGET_AFTER`] rounds;
+/// missing from a round is remembered for [`CRED_FORGET_AFTER`] rounds, and
+/// taken for the same task again only with the same pid;
 /// only those that could still be reported are (not root, or risen). At
 /// most [`MAX_CRED_TRACKED`] tasks: this round's first, then the missing
 /// ones, most recently seen first.
@@ -255,7 +260,9 @@ impl CredTracker {
             let was = self
                 .tracked
                 .get(&key)
-                .filter(|before| before.mm == mm.value())
+                .filter(|before| {
+                    before.mm == mm.value() && (before.missing == 0 || before.pid == t.pid)
+                })
                 .and_then(|before| {
                     before
                         .risen_from
@@ -273,6 +280,7 @@ impl CredTracker {
                         euid: creds.euid,
                         risen_from,
                         missing: 0,
+                        pid: t.pid,
                     },
                 );
             }

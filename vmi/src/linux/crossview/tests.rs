@@ -357,6 +357,17 @@ fn a_process_missing_from_a_round_is_still_compared_when_it_is_back() {
     tracker.update(&[]);
     assert_eq!(tracker.tracked.len(), 1);
     assert_eq!(tracker.update(&[user(0)]), []);
+    // A user process that exited, and a root daemon's fork that took both
+    // its slab slots (task_struct and mm) rounds later: another pid, so
+    // not the process that was missing.
+    let mut tracker = CredTracker::default();
+    tracker.update(&[init, shell, user(1000)]);
+    tracker.update(&[init, shell]);
+    let mut fork = user(0);
+    fork.pid = 101;
+    fork.parent = Some(va(0x100));
+    fork.parent_pid = Some(1);
+    assert_eq!(tracker.update(&[init, shell, fork]), []);
 }
 
 #[test]
