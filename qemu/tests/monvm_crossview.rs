@@ -8,7 +8,11 @@
 //!   `hidden_module`;
 //! - a process given the kernel's own credentials (`cred` and `real_cred`
 //!   pointed at `init_cred`): `creds`;
-//! - an unused `net_families` slot pointed into the heap: `pointer_table`.
+//! - an unused `net_families` slot pointed into the heap: `pointer_table`;
+//! - a back link of the task list broken (one the kernel does not follow
+//!   while the process lives), so that no walk of the list completes: the
+//!   areas that need the list report `unwalkable:...` after a few rounds
+//!   instead of keeping their last verdict.
 //!
 //! Why the writes are harmless: the hidden process is a `sleep` nobody
 //! waits for and the module is `dummy`, both relinked before anything
@@ -126,6 +130,23 @@ fn unlink(record: &avm_qemu::NodeRecord, live: &Live, node: u64) -> [MonVmPatch;
     ]
 }
 
+/// The A-VM's events once there are at least `count` (60 s at most).
+fn wait_for_events(record: &avm_qemu::NodeRecord, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = avm_events(record);
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} events, not {count}: {events:#?}",
+            events.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn check(series: &str) {
     let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -193,6 +214,38 @@ fn check(series: &str) {
     drop(creds);
     wait_for_avm_serial(&record, ":clean:creds");
 
+    // A broken back link: the sleeper's `tasks.prev` pointed at itself.
+    // The kernel follows it only to unlink the sleeper when it exits.
+    let own = sleeper.address.value() + offsets.task.tasks;
+    let broken = write_u64(&record, own + 8, own);
+    for area in [
+        "measurement_evaded:unwalkable:task-or-module-list",
+        "hidden_module:unwalkable:module-list-or-kset",
+        "hidden_process:unwalkable:task-list-or-process-tree",
+        "creds:unwalkable:task-list",
+    ] {
+        wait_for_avm_serial(&record, &format!(":violation:{area}"));
+    }
+    drop(broken);
+    // (Each area was clean once before: count the events to see the new
+    // ones.)
+    let events = wait_for_events(&record, 14);
+    let mut cleaned: Vec<&str> = events[10..]
+        .iter()
+        .filter_map(|e| e.split(":clean:").nth(1)?.split(' ').next())
+        .collect();
+    cleaned.sort_unstable();
+    assert_eq!(
+        cleaned,
+        [
+            "creds",
+            "hidden_module",
+            "hidden_process",
+            "measurement_evaded"
+        ],
+        "{series}: {events:#?}"
+    );
+
     // A hook in net_families, in a slot no family uses.
     let table = cross
         .pointer_tables
@@ -217,7 +270,7 @@ fn check(series: &str) {
         .expect("cleaned up");
     assert_eq!(
         avm_events(&record).len(),
-        8,
+        16,
         "{series}: {:#?}",
         avm_events(&record)
     );

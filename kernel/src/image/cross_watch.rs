@@ -21,6 +21,29 @@ use crate::monvm::text;
 /// The areas reported, in the order of [`CrossWatch::check`]'s result.
 pub const AREAS: [&str; 4] = ["hidden_module", "hidden_process", "creds", "pointer_table"];
 
+/// Rounds in a row a view may fail before its area reports it: a list
+/// torn by a task exiting under the walk is whole again in the next
+/// round, but a rootkit can break a link the kernel never follows (a
+/// back link, a child list) to freeze the verdict; at the default 500 ms
+/// this reports it within about 4 s.
+pub const UNWALKED_ROUNDS: u32 = 8;
+
+/// Counts the rounds in a row a view failed; `Some(text)` once it failed
+/// [`UNWALKED_ROUNDS`] in a row (the area then reports `unwalkable:WHAT`).
+#[derive(Default)]
+pub struct Unwalked(u32);
+
+impl Unwalked {
+    pub fn round(&mut self, walked: bool, what: &str) -> Option<String> {
+        if walked {
+            self.0 = 0;
+            return None;
+        }
+        self.0 = self.0.saturating_add(1);
+        (self.0 >= UNWALKED_ROUNDS).then(|| text(format_args!("unwalkable:{what}")))
+    }
+}
+
 /// State kept between rounds.
 #[derive(Default)]
 pub struct CrossWatch {
@@ -33,6 +56,8 @@ pub struct CrossWatch {
     creds: crossview::CredTracker,
     /// Each structure table's entries at start-up.
     baselines: Vec<Option<Vec<u64>>>,
+    /// Rounds the module view, the process view and the task list failed.
+    unwalked: [Unwalked; 3],
 }
 
 impl CrossWatch {
@@ -58,6 +83,10 @@ impl CrossWatch {
         let in_sysfs = location
             .runtime_of(r.module_kset)
             .and_then(|kset| kset_modules(space, kset, r).ok());
+        let modules_walked = listed_modules.is_some() && in_sysfs.is_some();
+        if let Some(t) = self.unwalked[0].round(modules_walked, "module-list-or-kset") {
+            out[0] = alloc::vec![t];
+        }
         if let (Some(listed), Some(in_sysfs)) = (listed_modules, in_sysfs) {
             let now: BTreeSet<u64> = hidden_modules(&in_sysfs, &listed)
                 .iter()
@@ -78,6 +107,12 @@ impl CrossWatch {
         let tree = location
             .runtime_of(profile.symbols.init_task)
             .and_then(|init| process_tree(space, init, r).ok());
+        if let Some(t) = self.unwalked[1].round(
+            tasks.is_some() && tree.is_some(),
+            "task-list-or-process-tree",
+        ) {
+            out[1] = alloc::vec![t];
+        }
         if let (Some(tasks), Some(tree)) = (tasks, tree) {
             let now: BTreeSet<u64> = hidden_tasks(&tree, tasks)
                 .iter()
@@ -85,25 +120,36 @@ impl CrossWatch {
                 .collect();
             out[1] = now
                 .intersection(&self.tasks_before)
-                .filter_map(|&t| {
-                    let addr = vmi::GuestVirtAddr::new(t).ok()?;
-                    let task = vmi::linux::tasks::read_task(
-                        space,
-                        addr,
-                        &profile.offsets.task,
-                        &profile.offsets.cred,
-                    )
-                    .ok()?;
-                    Some(text(format_args!(
-                        "process:{}:{}",
-                        task.pid,
-                        comm(task.comm.as_bytes())
-                    )))
+                .map(|&t| {
+                    // A hidden task that does not read is reported all
+                    // the same, by its address.
+                    let task = vmi::GuestVirtAddr::new(t).ok().and_then(|addr| {
+                        vmi::linux::tasks::read_task(
+                            space,
+                            addr,
+                            &profile.offsets.task,
+                            &profile.offsets.cred,
+                        )
+                        .ok()
+                    });
+                    match task {
+                        Some(task) => text(format_args!(
+                            "process:{}:{}",
+                            task.pid,
+                            comm(task.comm.as_bytes())
+                        )),
+                        None => text(format_args!("process:?:?@{:#x}", t)),
+                    }
                 })
                 .collect();
             self.tasks_before = now;
         }
-        if let (Some(tasks), Some(init_cred)) = (tasks, location.runtime_of(r.init_cred)) {
+        let init_cred = location.runtime_of(r.init_cred);
+        if let Some(t) = self.unwalked[2].round(tasks.is_some() && init_cred.is_some(), "task-list")
+        {
+            out[2] = alloc::vec![t];
+        }
+        if let (Some(tasks), Some(init_cred)) = (tasks, init_cred) {
             let comm_of = |pid: i32| {
                 tasks
                     .iter()

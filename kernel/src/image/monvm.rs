@@ -31,8 +31,8 @@ use vmi::paging::PagingMode;
 use vmi::profile::{self, KernelProfile};
 
 use crate::arch::x86_64::paging;
-use crate::cross_watch::{self, CrossWatch};
-use crate::measurements::{CONFIG_PCR, MeasurementLog};
+use crate::cross_watch::{self, CrossWatch, Unwalked};
+use crate::measurements::{CONFIG_PCR, LogError, MeasurementLog};
 use crate::pci::PortConfigAccess;
 use crate::text_watch::{self, TextWatch};
 use crate::time;
@@ -500,6 +500,8 @@ pub struct MonVm {
     /// The cross-views (hidden modules and processes, credentials,
     /// function-pointer tables).
     cross: CrossWatch,
+    /// Rounds in a row the task or module list did not walk (IMA round).
+    evaded_unwalked: Unwalked,
     /// Template hash of every IMA list entry seen so far, in list order.
     ima_seen: Vec<[u8; 20]>,
     /// The file digests of the consistent IMA entries seen so far.
@@ -589,6 +591,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         text: None,
         bench: avm_kernel::cmdline::KernelOptions::parse(info.cmdline(), |_| {}).monvm_bench,
         cross: CrossWatch::default(),
+        evaded_unwalked: Unwalked::default(),
         ima_seen: Vec::new(),
         ima_files: ImaFiles::default(),
         events: 0,
@@ -780,7 +783,9 @@ impl MonVm {
             new.phys_text.0,
             detail.as_str()
         );
-        self.record_event(&text(format_args!("reboot:{detail}")), now_us, tpm, log);
+        // A reboot event the TPM refused is lost; the new boot's start-up
+        // records still follow, and the old boot's findings keep counting.
+        let _ = self.record_event(&text(format_args!("reboot:{detail}")), now_us, tpm, log);
         println!(
             "AVM-MONVM-REBOOT count={} old_slide={:#x} new_slide={:#x} at_us={}",
             self.reboots,
@@ -805,6 +810,7 @@ impl MonVm {
         self.current = Default::default();
         self.text = None;
         self.cross = CrossWatch::default();
+        self.evaded_unwalked = Unwalked::default();
         self.ima_seen.clear();
         self.ima_files = ImaFiles::default();
         self.raw_syscalls.clear();
@@ -848,23 +854,31 @@ impl MonVm {
     }
 
     /// Appends event `monvm:event:N:TEXT` to the log and PCR 12 (digest:
-    /// SHA-256 of the name) and prints it.
+    /// SHA-256 of the name) and prints it. False if the TPM refused the
+    /// extend (nothing was recorded: the caller reports the change again);
+    /// a full log records nothing more, and that is in the log already.
     fn record_event(
         &mut self,
         event: &str,
         now_us: u64,
         tpm: &mut KernelTpm,
         log: &mut MeasurementLog,
-    ) {
+    ) -> bool {
         if log.is_full() {
-            return;
+            return true;
         }
         self.events += 1;
         let name = text(format_args!("monvm:event:{}:{}", self.events, event));
         let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
         let started = crate::time::now_us();
-        if let Err(e) = log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
-            warn!("monvm: event not recorded: {}", e);
+        match log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
+            Ok(()) | Err(LogError::Full) => {}
+            Err(e) => {
+                warn!("monvm: event not recorded: {}", e);
+                // Its number is taken again by the next event.
+                self.events -= 1;
+                return false;
+            }
         }
         let tpm_us = crate::time::now_us().saturating_sub(started);
         if self.event_lines.len() < MAX_EVENT_LINES {
@@ -873,6 +887,7 @@ impl MonVm {
                 name, now_us, tpm_us
             )));
         }
+        true
     }
 
     /// Prints the `AVM-MONVM-EVENT` lines of the events recorded since the
@@ -991,7 +1006,15 @@ impl MonVm {
                     found[EVADED] = running.evaded(&view, &self.profile, &self.ima_files);
                 }
                 // A list that did not walk (a task exiting under the walk):
-                // the last verdict stands until one does.
+                // the last verdict stands until one does, for a few rounds;
+                // a list that stays broken (a rootkit broke a link the
+                // kernel never follows, to freeze the verdict) is reported.
+                if let Some(t) = self
+                    .evaded_unwalked
+                    .round(running.is_some(), "task-or-module-list")
+                {
+                    found[EVADED] = alloc::vec![t];
+                }
             }
             if cross_due {
                 let lists = running
@@ -1014,7 +1037,7 @@ impl MonVm {
                 );
             }
         }
-        let mut events = Vec::new();
+        let mut events: Vec<(usize, String)> = Vec::new();
         for (area, (now, before)) in found.iter().zip(self.current.iter()).enumerate() {
             if now == before {
                 continue;
@@ -1033,7 +1056,7 @@ impl MonVm {
                     .map(|t| text(format_args!("violation:{area_name}:{t}")))
                     .collect();
             }
-            events.extend(texts);
+            events.extend(texts.into_iter().map(|t| (area, t)));
         }
         if !events.is_empty() {
             let booted_again = self.booted_again(kernel);
@@ -1041,13 +1064,21 @@ impl MonVm {
                 return true;
             }
         }
-        for event in events {
+        let mut next = found;
+        for (area, event) in events {
             if log.is_full() {
                 break;
             }
-            self.record_event(&event, now_us, tpm, log);
+            // An area whose change could not be recorded keeps its old
+            // verdict, so the next round reports the change again rather
+            // than losing it.
+            if !self.record_event(&event, now_us, tpm, log)
+                && let (Some(slot), Some(before)) = (next.get_mut(area), self.current.get(area))
+            {
+                *slot = before.clone();
+            }
         }
-        self.current = found;
+        self.current = next;
         true
     }
 
@@ -1228,18 +1259,40 @@ fn watch_ima(
         };
         let data = entry.template_data();
         let record = made_by_ima(&entry, &data);
+        // Larger than any verifier parses (and than a log chunk): never
+        // anchored, so the A-VM's log stays fetchable; reported every
+        // round it is in the list.
+        let oversized = data.len() > ima::MAX_TEMPLATE_DATA_LEN;
+        let too_large = || {
+            text(format_args!(
+                "entry {index} oversized ({} bytes)",
+                data.len()
+            ))
+        };
         match seen.get(index) {
+            Some(seen) if *seen == entry.template_hash && oversized => violations.push(too_large()),
+            None if oversized => {
+                seen.push(entry.template_hash);
+                violations.push(too_large());
+            }
             Some(seen) if *seen == entry.template_hash && record.is_some() => {}
             Some(_) => violations.push(text(format_args!("entry {index} rewritten"))),
             None => {
+                match record.map(|r| log.anchor(tpm, &r)) {
+                    Some(Ok(())) => new_entries += 1,
+                    // Nothing is recorded after a full log (that is in it).
+                    Some(Err(LogError::Full)) => {}
+                    Some(Err(e)) => {
+                        // Not seen yet: this entry and those after it are
+                        // anchored, in order, by a later round.
+                        warn!("monvm: anchoring IMA entry failed: {}", e);
+                        break;
+                    }
+                    None => violations.push(text(format_args!("entry {index} inconsistent"))),
+                }
                 seen.push(entry.template_hash);
                 if record.is_some() {
                     files.add(&entry);
-                }
-                match record.map(|r| log.anchor(tpm, &r)) {
-                    Some(Ok(())) => new_entries += 1,
-                    Some(Err(e)) => warn!("monvm: anchoring IMA entry failed: {}", e),
-                    None => violations.push(text(format_args!("entry {index} inconsistent"))),
                 }
             }
         }
@@ -1325,9 +1378,15 @@ fn anchor_ima(
     log: &mut MeasurementLog,
 ) -> Vec<[u8; 20]> {
     let (mut anchored, mut inconsistent) = (0usize, 0usize);
-    let seen = found.ima.items.iter().map(|e| e.template_hash).collect();
-    for entry in &found.ima.items {
+    let mut seen: Vec<[u8; 20]> = found.ima.items.iter().map(|e| e.template_hash).collect();
+    for (index, entry) in found.ima.items.iter().enumerate() {
         let data = entry.template_data();
+        if data.len() > ima::MAX_TEMPLATE_DATA_LEN {
+            // The first watch round reports it (and anchors what follows).
+            warn!("monvm: IMA entry {} is oversized", index);
+            seen.truncate(index);
+            break;
+        }
         let Some(record) = made_by_ima(entry, &data) else {
             inconsistent += 1;
             warn!(
@@ -1336,11 +1395,19 @@ fn anchor_ima(
             );
             continue;
         };
-        files.add(entry);
-        if let Err(e) = log.anchor(tpm, &record) {
-            warn!("monvm: anchoring IMA entry failed: {}", e);
-            return seen;
+        match log.anchor(tpm, &record) {
+            Ok(()) => {}
+            // Nothing is recorded after a full log (that is in it).
+            Err(LogError::Full) => return seen,
+            Err(e) => {
+                // Seen only up to here: the first watch round anchors the
+                // rest, in order.
+                warn!("monvm: anchoring IMA entry failed: {}", e);
+                seen.truncate(index);
+                return seen;
+            }
         }
+        files.add(entry);
         anchored += 1;
     }
     let pcr10 = tpm
@@ -1509,9 +1576,13 @@ impl ImaFiles {
 }
 
 /// The path and SHA-256 file digest of an `ima-ng` / `ima-sig` entry:
-/// d-ng = `sha256:` NUL digest, n-ng = the path and its NUL.
+/// d-ng = `sha256:` NUL digest, n-ng = the path and its NUL. A violation
+/// record (all-zero template hash: IMA could not measure the file) names
+/// no measurement, so it never stands for one.
 fn ima_file(entry: &ImaEntry) -> Option<(&[u8], [u8; 32])> {
-    if !matches!(entry.template_name.as_slice(), b"ima-ng" | b"ima-sig") {
+    if !matches!(entry.template_name.as_slice(), b"ima-ng" | b"ima-sig")
+        || entry.template_hash == [0; 20]
+    {
         return None;
     }
     let digest = entry.fields.first()?.strip_prefix(b"sha256:\0")?;

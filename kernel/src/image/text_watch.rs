@@ -114,7 +114,9 @@ pub struct TextWatch {
     /// The raw bytes each step held when last judged, [`CHUNK`] apart, then
     /// ro_after_init; empty without room for it.
     copy: Vec<u8>,
-    buf: Vec<u8>,
+    /// ro_after_init's start-up digest (KASLR undone), what later sweeps
+    /// compare it with when there is no copy (`None`: not readable then).
+    ro_after_init: Option<[u8; 32]>,
     /// The Mon-VM's paging mode, for reading trampolines (`None`: not
     /// known, every call into the module area is reported).
     paging: Option<PagingMode>,
@@ -167,7 +169,7 @@ impl TextWatch {
             last_us: now_us,
             found: Default::default(),
             copy: Vec::new(),
-            buf: alloc::vec![0; CHUNK],
+            ro_after_init: None,
             paging: location
                 .paging_mode(memory, profile.symbols.pgdir_shift)
                 .ok(),
@@ -208,7 +210,9 @@ impl TextWatch {
         }
         let ro_after_init = watch
             .ro_after_init_into(&mut copy, memory, ro_link, reference)
-            .unwrap_or([0; 32]);
+            .ok();
+        watch.ro_after_init = ro_after_init;
+        let ro_after_init = ro_after_init.unwrap_or([0; 32]);
         watch.copy = copy;
         let checked_us = crate::time::now_us();
         let startup = Startup {
@@ -254,8 +258,21 @@ impl TextWatch {
             self.cursor = (self.cursor + 1) % steps;
             if step == steps - 1 {
                 // ro_after_init never changes after boot: it is compared
-                // with its start-up copy, which stays as it was.
-                let texts = if !self.copy.is_empty() && self.changed(memory, step, false) {
+                // with its start-up copy, which stays as it was, or without
+                // a copy, its digest with the start-up digest.
+                let changed = if self.copy.is_empty() {
+                    ro_after_init_digest(
+                        memory,
+                        &self.location,
+                        ro_range(profile),
+                        &reference.relocations,
+                    )
+                    .ok()
+                        != self.ro_after_init
+                } else {
+                    self.changed(memory, step)
+                };
+                let texts = if changed {
                     alloc::vec![text(format_args!(
                         "changed:{:#x}",
                         self.location.link_text + self.ro.start
@@ -266,14 +283,25 @@ impl TextWatch {
                 set(&mut self.found[RO_AFTER_INIT], step, texts);
                 continue;
             }
-            // Compare first (the copy takes the new bytes), then also
-            // judge a step a changed trampoline made dirty.
-            let changed = self.changed(memory, step, true);
+            // Compare first, then judge a step that changed or that a
+            // changed trampoline made dirty. The judging read is the one
+            // that fills the copy: a copy taken from the compare's read
+            // could keep bytes the check never saw (the guest can change
+            // them between two reads), and later compares would pass them.
+            let changed = self.changed(memory, step);
             if !self.dirty.remove(&step) && !changed {
                 continue;
             }
             let (area, index) = self.split(step);
-            let outcome = self.check_step(&mut checker, memory, profile, step, None);
+            let mut copy = core::mem::take(&mut self.copy);
+            let raw = if copy.is_empty() {
+                None
+            } else {
+                let (_, len, at) = self.step_range(step);
+                copy.get_mut(at..at + len)
+            };
+            let outcome = self.check_step(&mut checker, memory, profile, step, raw);
+            self.copy = copy;
             if let Ok(o) = &outcome
                 && area == Area::Text
                 && self.frozen.get(index).is_some_and(|f| *f != o.frozen)
@@ -437,36 +465,28 @@ impl TextWatch {
     }
 
     /// Whether step `step` holds other bytes than its copy (always true
-    /// without a copy, and when unreadable); with `update` the copy takes
-    /// the new bytes.
-    fn changed<M: GuestMemory + ?Sized>(&mut self, memory: &M, step: usize, update: bool) -> bool {
+    /// without a copy, and when unreadable). The copy is left as it is:
+    /// only a check's read fills it.
+    fn changed<M: GuestMemory + ?Sized>(&self, memory: &M, step: usize) -> bool {
         if self.copy.is_empty() {
             return true;
         }
         let (offset, len, at) = self.step_range(step);
-        // ro_after_init is compared piecewise through the chunk buffer.
-        let mut changed = false;
+        // ro_after_init is compared piecewise, a chunk's length at a time.
         let mut done = 0;
         while done < len {
             let n = (len - done).min(CHUNK);
             let phys = GuestPhysAddr(self.location.phys_text.0 + offset + done as u64);
-            let old = &mut self.copy[at + done..at + done + n];
-            // Compared in place; read out only when it differs.
-            match memory.equals(phys, old) {
-                Ok(true) => {}
-                Ok(false) if update => {
-                    if memory.read(phys, &mut self.buf[..n]).is_err() {
-                        return true;
-                    }
-                    old.copy_from_slice(&self.buf[..n]);
-                    changed = true;
-                }
-                Ok(false) => changed = true,
-                Err(_) => return true,
+            let Some(old) = self.copy.get(at + done..at + done + n) else {
+                return true;
+            };
+            // Compared in place in the BAR.
+            if !matches!(memory.equals(phys, old), Ok(true)) {
+                return true;
             }
             done += n;
         }
-        changed
+        false
     }
 
     /// Room for every step's bytes (zeroed); empty without room.
