@@ -8,6 +8,7 @@ pub mod checks;
 pub mod crossview;
 pub mod ima;
 pub mod kaslr;
+pub mod mapping;
 pub mod modules;
 pub mod path;
 pub mod structs;
@@ -21,6 +22,7 @@ pub use checks::{
 };
 pub use ima::{ImaEntry, ImaLimits, ImaOffsets, measurements};
 pub use kaslr::{KaslrError, KernelImage, KernelLocation, locate_kernel};
+pub use mapping::{MappingError, check_image_mapping};
 pub use modules::{Module, ModuleOffsets, modules};
 pub use path::{
     KernelPath, MAX_COMPONENTS, MAX_MOUNTS, MAX_NAME_LEN, MAX_PATH_LEN, PathError, PathOffsets,

@@ -30,6 +30,10 @@
 //! the A-VM can sweep in bounded slices between attestation requests.
 //! Every read is checked; a chunk that cannot be read is an error, not a
 //! pass.
+//!
+//! Chunks are read by physical address (`phys_text + offset`), not through
+//! the kernel's page tables: that the CPU runs those very pages is checked
+//! apart, by [`super::mapping::check_image_mapping`].
 
 use alloc::vec::Vec;
 use core::fmt;
