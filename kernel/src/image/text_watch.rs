@@ -45,14 +45,14 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use sha2::{Digest, Sha256};
 use vmi::addr::GuestPhysAddr;
-use vmi::linux::KernelLocation;
 use vmi::linux::text::ftrace::{Trampoline, TrampolineError, check_trampoline};
 use vmi::linux::text::{
     Area, ChunkOutcome, SiteKind, SiteViolation, TextChecker, TextError, TextReference,
     boot_patches_digest, ro_after_init_digest, ro_after_init_digest_of,
 };
+use vmi::linux::{KernelLocation, MappingError, check_image_mapping};
 use vmi::memory::GuestMemory;
-use vmi::paging::PagingMode;
+use vmi::paging::{AddressSpace, PagingMode};
 use vmi::profile::KernelProfile;
 
 use crate::monvm::text;
@@ -69,6 +69,9 @@ const CHUNK: usize = vmi::linux::text::CHUNK as usize;
 /// ops alone on some functions, one more). A target beyond them is
 /// reported without being read.
 const MAX_TRAMPOLINES: usize = 32;
+/// Most bad pages kept as findings at once (a whole image remapped page
+/// by page would otherwise be thousands of events).
+const MAX_MAPPING_FINDINGS: usize = 64;
 
 /// The areas this module reports on, in the order of [`TextWatch::found`].
 pub const AREAS: [&str; 4] = ["text", "patch_site", "rodata", "ro_after_init"];
@@ -114,6 +117,9 @@ pub struct TextWatch {
     /// The raw bytes each step held when last judged, [`CHUNK`] apart, then
     /// ro_after_init; empty without room for it.
     copy: Vec<u8>,
+    /// Pages (offsets from `_text`) the kernel's page tables do not map
+    /// where the checks read them, with their finding texts.
+    mapping: BTreeMap<u64, (u64, String)>,
     /// ro_after_init's start-up digest (KASLR undone), what later sweeps
     /// compare it with when there is no copy (`None`: not readable then).
     ro_after_init: Option<[u8; 32]>,
@@ -170,6 +176,7 @@ impl TextWatch {
             found: Default::default(),
             copy: Vec::new(),
             ro_after_init: None,
+            mapping: BTreeMap::new(),
             paging: location
                 .paging_mode(memory, profile.symbols.pgdir_shift)
                 .ok(),
@@ -250,12 +257,26 @@ impl TextWatch {
             return false;
         }
         self.last_us = now_us;
+        // The kernel's own page tables, walked once per slice: the checks
+        // read the image by physical address, the CPU runs it through
+        // these.
+        let space = self.paging.and_then(|mode| {
+            self.location
+                .address_space(memory, profile.symbols.init_top_pgt, mode)
+                .ok()
+        });
+        let mut known_good = 0..0;
         for _ in 0..due.min(MAX_STEPS_PER_CALL) {
             let step = self.cursor;
             if step == 0 {
                 self.recheck_trampolines(memory, profile);
             }
             self.cursor = (self.cursor + 1) % steps;
+            let (offset, len, _) = self.step_range(step);
+            let range = offset..offset + len as u64;
+            if !(known_good.start <= range.start && range.end <= known_good.end) {
+                known_good = self.check_mapping(space.as_ref(), range);
+            }
             if step == steps - 1 {
                 // ro_after_init never changes after boot: it is compared
                 // with its start-up copy, which stays as it was, or without
@@ -319,11 +340,84 @@ impl TextWatch {
         true
     }
 
+    /// Checks that the kernel's page tables map `range` (offsets from
+    /// `_text`) onto the pages the checks read. Keeps one finding per bad
+    /// page (a remapped 2 MiB page is one finding, not one per chunk) and
+    /// drops those of pages found good again. Returns the part of the
+    /// image known good now (empty after a finding).
+    fn check_mapping<M: GuestMemory + ?Sized>(
+        &mut self,
+        space: Option<&AddressSpace<'_, M>>,
+        range: Range<u64>,
+    ) -> Range<u64> {
+        let link = self.location.link_text;
+        let Some(space) = space else {
+            // Without the page tables nothing says what the CPU runs.
+            self.mapping
+                .insert(u64::MAX, (1, String::from("mapping:unreadable")));
+            return 0..0;
+        };
+        self.mapping.remove(&u64::MAX);
+        let (good, bad) = match check_image_mapping(space, &self.location, range.clone()) {
+            Ok(end) => (range.start..end, None),
+            // The range is the caller's: not a finding about the guest.
+            Err(MappingError::BadRange { .. }) => return 0..0,
+            Err(e) => {
+                let (size, what) = match e {
+                    MappingError::Remapped {
+                        offset,
+                        found,
+                        page_size,
+                        ..
+                    } => {
+                        let size = page_size.bytes();
+                        let page = offset & !(size - 1);
+                        let to = found.0.wrapping_sub(offset - page);
+                        (
+                            size,
+                            text(format_args!("remapped@{:#x}:{:#x}", link + page, to)),
+                        )
+                    }
+                    MappingError::Unmapped { offset, level, .. } => {
+                        let size = 1u64 << (12 + 9 * u32::from(level.clamp(1, 3) - 1));
+                        let page = offset & !(size - 1);
+                        (size, text(format_args!("unmapped@{:#x}", link + page)))
+                    }
+                    other => {
+                        let page = other.offset() & !0xfff;
+                        (0x1000, text(format_args!("unwalkable@{:#x}", link + page)))
+                    }
+                };
+                let page = e.offset() & !(size - 1);
+                (range.start..e.offset(), Some((page, size, what)))
+            }
+        };
+        // Findings on pages now seen good are gone.
+        self.mapping.retain(|&page, (size, _)| {
+            page == u64::MAX || page >= good.end || page.saturating_add(*size) <= good.start
+        });
+        match bad {
+            Some((page, size, what)) => {
+                if self.mapping.len() < MAX_MAPPING_FINDINGS || self.mapping.contains_key(&page) {
+                    self.mapping.insert(page, (size, what));
+                }
+                0..0
+            }
+            None => good,
+        }
+    }
+
     /// The current violations of each of [`AREAS`].
     pub fn found(&self) -> [Vec<String>; 4] {
         let mut out: [Vec<String>; 4] = Default::default();
         for (area, map) in self.found.iter().enumerate() {
             out[area] = map.values().flatten().cloned().collect();
+        }
+        // A mapping finding is the text's if it is in the text, else the
+        // read-only data's.
+        for (&page, (_, what)) in &self.mapping {
+            let area = if page < self.lens.0 { TEXT } else { RODATA };
+            out[area].push(what.clone());
         }
         for (target, steps) in &self.refused {
             // Once a recheck accepts the trampoline again, its callers
