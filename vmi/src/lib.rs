@@ -40,7 +40,7 @@ pub mod profile;
 pub use addr::{GuestPhysAddr, GuestVirtAddr, NonCanonical, PAGE_SIZE};
 pub use list::{ListError, ListOptions, ListWalk, list_len, walk_list};
 pub use memory::{
-    Backing, BackingError, GuestMemory, LayoutError, LayoutMemory, MemoryError, RamLayout,
-    RamRegion, SliceMemory,
+    Backing, BackingError, CountingMemory, GuestMemory, LayoutError, LayoutMemory, MemoryError,
+    RamLayout, RamRegion, SliceMemory,
 };
 pub use paging::{AddressSpace, PageSize, PagingMode, Translation, VirtualMemory, WalkError};

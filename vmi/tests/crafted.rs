@@ -3,32 +3,14 @@
 //! bounds, and agree with simple models where one exists.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::Cell;
-
 use proptest::prelude::*;
 use vmi::craft::{KallsymsBuilder, PageTableBuilder};
 use vmi::kallsyms::{Kallsyms, Layout, Limits};
 use vmi::{
-    AddressSpace, GuestMemory, GuestPhysAddr, GuestVirtAddr, LayoutMemory, ListError, ListOptions,
-    MemoryError, PagingMode, RamLayout, RamRegion, SliceMemory, VirtualMemory, WalkError,
-    walk_list,
+    AddressSpace, CountingMemory, GuestMemory, GuestPhysAddr, GuestVirtAddr, LayoutMemory,
+    ListError, ListOptions, PagingMode, RamLayout, RamRegion, SliceMemory, VirtualMemory,
+    WalkError, walk_list,
 };
-
-/// Counts reads, to check that walks are bounded.
-struct Counting<'a> {
-    inner: SliceMemory<'a>,
-    reads: Cell<usize>,
-}
-
-impl GuestMemory for Counting<'_> {
-    fn read(&self, at: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.reads.set(self.reads.get() + 1);
-        self.inner.read(at, buf)
-    }
-    fn contains(&self, at: GuestPhysAddr, len: u64) -> bool {
-        self.inner.contains(at, len)
-    }
-}
 
 fn mode(five: bool) -> PagingMode {
     if five {
@@ -51,21 +33,21 @@ proptest! {
         vas in prop::collection::vec(any::<u64>(), 1..16),
         five in any::<bool>(),
     ) {
-        let mem = Counting { inner: SliceMemory::flat(&image), reads: Cell::new(0) };
+        let mem = CountingMemory::new(SliceMemory::flat(&image));
         let space = AddressSpace::new(&mem, GuestPhysAddr(root), mode(five));
         for va in vas {
             let Ok(va) = GuestVirtAddr::new(va) else { continue };
-            mem.reads.set(0);
+            mem.reset();
             let result = space.walk(va);
-            prop_assert!(mem.reads.get() <= usize::from(mode(five).levels()));
+            prop_assert!(mem.reads() <= usize::from(mode(five).levels()));
             if let Ok(t) = result {
                 prop_assert_eq!(t.phys.value() & 0xfff, va.value() & 0xfff);
             }
             let mut buf = [0u8; 64];
-            mem.reads.set(0);
+            mem.reset();
             let _ = space.read_virt(va, &mut buf);
             // At most two pages: two walks plus two data reads.
-            prop_assert!(mem.reads.get() <= 2 * (usize::from(mode(five).levels()) + 1));
+            prop_assert!(mem.reads() <= 2 * (usize::from(mode(five).levels()) + 1));
         }
     }
 

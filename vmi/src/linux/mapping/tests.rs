@@ -2,15 +2,13 @@
 //! mappings pass; a page pointed elsewhere, a missing page, a table loop
 //! and a table outside RAM are reported with the address they concern.
 
-use core::cell::Cell;
-
 use alloc::vec::Vec;
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::craft::PageTableBuilder;
-use crate::memory::{MemoryError, SliceMemory};
+use crate::memory::{CountingMemory, MemoryError, SliceMemory};
 use crate::paging::PagingMode;
 
 const LINK: u64 = 0xffff_ffff_8100_0000;
@@ -376,34 +374,14 @@ fn ranges_outside_the_image_mapping_are_refused_not_judged() {
     }
 }
 
-/// Guest memory that counts its reads.
-struct Counting<'a> {
-    inner: SliceMemory<'a>,
-    reads: Cell<usize>,
-}
-
-impl GuestMemory for Counting<'_> {
-    fn read(&self, at: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.reads.set(self.reads.get() + 1);
-        self.inner.read(at, buf)
-    }
-
-    fn contains(&self, at: GuestPhysAddr, len: u64) -> bool {
-        self.inner.contains(at, len)
-    }
-}
-
 #[test]
 fn a_large_page_costs_one_walk() {
     let reads = |b: &PageTableBuilder, offsets: Range<u64>| {
         let image = b.finish();
-        let mem = Counting {
-            inner: SliceMemory::flat(&image),
-            reads: Cell::new(0),
-        };
+        let mem = CountingMemory::new(SliceMemory::flat(&image));
         let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
         let end = check_image_mapping(&space, &location(), offsets).expect("clean");
-        (end, mem.reads.get())
+        (end, mem.reads())
     };
     let mut large = builder();
     map_2m(&mut large, 0, LEN);
