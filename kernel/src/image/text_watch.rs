@@ -416,7 +416,12 @@ impl TextWatch {
         // A mapping finding is the text's if it is in the text, else the
         // read-only data's.
         for (&page, (_, what)) in &self.mapping {
-            let area = if page < self.lens.0 { TEXT } else { RODATA };
+            // (`mapping:unreadable`, keyed u64::MAX, is the text's.)
+            let area = if page < self.lens.0 || page == u64::MAX {
+                TEXT
+            } else {
+                RODATA
+            };
             out[area].push(what.clone());
         }
         for (target, steps) in &self.refused {
