@@ -708,6 +708,19 @@ impl MeasurementLogCheck {
     }
 }
 
+/// The fields of one of the A-VM's own records (every PCR but IMA's 10),
+/// which it writes as `ima-ng`, never as violations; `None` for anything
+/// else. The quote covers only a record's template data, not its template
+/// name: a record renamed to something that does not parse must be a
+/// malformed log, not passed over with the profile, start-up or event it
+/// holds.
+fn avm_record_fields<'a>(record: &crate::ima::ImaRecord<'a>) -> Option<crate::ima::NgFields<'a>> {
+    if record.template_name != "ima-ng" || record.is_violation() {
+        return None;
+    }
+    record.ng_fields().ok()
+}
+
 /// Whether a PCR 8 record is the A-VM's monitor policy (valid or not).
 fn is_monitor_policy_record(name: &[u8]) -> bool {
     name.starts_with(crate::monitor_policy::RECORD_PREFIX.as_bytes())
@@ -880,37 +893,16 @@ impl Replay {
             if digest.log_full && self.first_full.is_none() {
                 self.first_full = Some(index);
             }
-            // The A-VM writes its own records (every PCR but IMA's 10) as
-            // `ima-ng`, never as violations. The quote covers only their
-            // template data, not the template name: a record renamed to
-            // something that does not parse would otherwise be passed
-            // over, and with it the profile, start-up or event it holds.
-            if record.pcr != crate::monvm::IMA_PCR
-                && (record.template_name != "ima-ng"
-                    || record.is_violation()
-                    || record.ng_fields().is_err())
-            {
-                return Err(Reason::MeasurementLogMalformed);
-            }
-            match record.pcr {
-                8 if self.config.is_none() => {
-                    if let Ok(f) = record.ng_fields()
-                        && !is_monitor_policy_record(f.name)
-                    {
+            if record.pcr != crate::monvm::IMA_PCR {
+                let f = avm_record_fields(record).ok_or(Reason::MeasurementLogMalformed)?;
+                match record.pcr {
+                    8 if self.config.is_none() && !is_monitor_policy_record(f.name) => {
                         self.config = Some((index, <[u8; 32]>::try_from(f.digest).ok()));
                     }
+                    11 => self.startup.push((index, f.name.to_vec())),
+                    12 => self.events.push((index, f.name.to_vec())),
+                    _ => {}
                 }
-                11 => {
-                    if let Ok(f) = record.ng_fields() {
-                        self.startup.push((index, f.name.to_vec()));
-                    }
-                }
-                12 => {
-                    if let Ok(f) = record.ng_fields() {
-                        self.events.push((index, f.name.to_vec()));
-                    }
-                }
-                _ => {}
             }
             self.done += 1;
             if self.matches() {
@@ -1022,11 +1014,7 @@ mod tests {
             if !record.template_hash_matches() {
                 return Err(Reason::MeasurementLogInconsistent { index });
             }
-            if record.pcr != crate::monvm::IMA_PCR
-                && (record.template_name != "ima-ng"
-                    || record.is_violation()
-                    || record.ng_fields().is_err())
-            {
+            if record.pcr != crate::monvm::IMA_PCR && avm_record_fields(record).is_none() {
                 return Err(Reason::MeasurementLogMalformed);
             }
             pcrs[slot] = crate::eventlog::extend_sha256(&pcrs[slot], &record.sha256_extend_value());
