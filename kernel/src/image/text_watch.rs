@@ -195,12 +195,7 @@ impl TextWatch {
         let mut copy = watch.allocate_copy();
         for step in 0..chunks {
             let (area, _) = watch.split(step);
-            let raw = if copy.is_empty() {
-                None
-            } else {
-                let (_, len, at) = watch.step_range(step);
-                copy.get_mut(at..at + len)
-            };
+            let raw = watch.copy_of(&mut copy, step);
             let outcome = watch.check_step(&mut checker, memory, profile, step, raw);
             let (digest, boot_digest, frozen) = match &outcome {
                 Ok(o) => (o.digest, o.boot, o.frozen),
@@ -315,12 +310,7 @@ impl TextWatch {
             }
             let (area, index) = self.split(step);
             let mut copy = core::mem::take(&mut self.copy);
-            let raw = if copy.is_empty() {
-                None
-            } else {
-                let (_, len, at) = self.step_range(step);
-                copy.get_mut(at..at + len)
-            };
+            let raw = self.copy_of(&mut copy, step);
             let outcome = self.check_step(&mut checker, memory, profile, step, raw);
             self.copy = copy;
             if let Ok(o) = &outcome
@@ -363,33 +353,26 @@ impl TextWatch {
             // The range is the caller's: not a finding about the guest.
             Err(MappingError::BadRange { .. }) => return 0..0,
             Err(e) => {
-                let (size, what) = match e {
-                    MappingError::Remapped {
-                        offset,
-                        found,
-                        page_size,
-                        ..
-                    } => {
-                        let size = page_size.bytes();
-                        let page = offset & !(size - 1);
-                        let to = found.0.wrapping_sub(offset - page);
-                        (
-                            size,
-                            text(format_args!("remapped@{:#x}:{:#x}", link + page, to)),
-                        )
+                let size = match e {
+                    MappingError::Remapped { page_size, .. } => page_size.bytes(),
+                    MappingError::Unmapped { level, .. } => {
+                        1u64 << (12 + 9 * u32::from(level.clamp(1, 3) - 1))
                     }
-                    MappingError::Unmapped { offset, level, .. } => {
-                        let size = 1u64 << (12 + 9 * u32::from(level.clamp(1, 3) - 1));
-                        let page = offset & !(size - 1);
-                        (size, text(format_args!("unmapped@{:#x}", link + page)))
-                    }
-                    other => {
-                        let page = other.offset() & !0xfff;
-                        (0x1000, text(format_args!("unwalkable@{:#x}", link + page)))
-                    }
+                    _ => 0x1000,
                 };
-                let page = e.offset() & !(size - 1);
-                (range.start..e.offset(), Some((page, size, what)))
+                let offset = e.offset();
+                let page = offset & !(size - 1);
+                let what = match e {
+                    MappingError::Remapped { found, .. } => {
+                        let to = found.0.wrapping_sub(offset - page);
+                        text(format_args!("remapped@{:#x}:{:#x}", link + page, to))
+                    }
+                    MappingError::Unmapped { .. } => {
+                        text(format_args!("unmapped@{:#x}", link + page))
+                    }
+                    _ => text(format_args!("unwalkable@{:#x}", link + page)),
+                };
+                (range.start..offset, Some((page, size, what)))
             }
         };
         // Findings on pages now seen good are gone.
@@ -561,6 +544,16 @@ impl TextWatch {
                 at_copy,
             )
         }
+    }
+
+    /// Step `step`'s part of `copy` (the watch's copy, taken out while a
+    /// check fills it); `None` without a copy.
+    fn copy_of<'c>(&self, copy: &'c mut [u8], step: usize) -> Option<&'c mut [u8]> {
+        if copy.is_empty() {
+            return None;
+        }
+        let (_, len, at) = self.step_range(step);
+        copy.get_mut(at..at + len)
     }
 
     /// Whether step `step` holds other bytes than its copy (always true
