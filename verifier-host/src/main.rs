@@ -31,7 +31,8 @@ struct Cli {
     /// retries of refused connections, every answer). A node that answers
     /// slowly is cut off when it passes, however much it still sends.
     /// `monitor`: also how late a due attestation may be: a node without a
-    /// verdict for --interval plus this long is untrusted.
+    /// verdict for --interval plus this long, or for this long after an
+    /// event it pushed, is untrusted.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     timeout: u64,
 
@@ -144,13 +145,16 @@ enum Command {
     /// Trust rests on verdicts alone (a trusted one needs a verified quote
     /// of a fresh nonce): a node without a verdict for --interval plus
     /// --timeout seconds (since its last verdict, or since the monitor
-    /// started) turns untrusted with reason node-unresponsive (fail
-    /// closed), however many keep-alives and events it sends (they are not
-    /// authenticated) and whatever the history says. A failed attestation
-    /// is retried after 1 s, 2 s, 4 s... (at most --interval); with --once
-    /// it makes the node untrusted at once. A node that refuses Subscribe
-    /// as malformed (an A-VM without push, or a forged answer) is attested
-    /// on the interval and asked again, at most every 30 s.
+    /// started), or for --timeout seconds after the first event it pushed
+    /// since its last verdict, turns untrusted with reason
+    /// node-unresponsive (fail closed), however many keep-alives and
+    /// events it sends (they are not authenticated: an event can only
+    /// bring the deadline closer) and whatever the history says. A failed
+    /// attestation is retried after 1 s, 2 s, 4 s... (at most --interval);
+    /// with --once it makes the node untrusted at once. A node that
+    /// refuses Subscribe as malformed (an A-VM without push, or a forged
+    /// answer) is attested on the interval and asked again, at most every
+    /// 30 s.
     ///
     /// When a node turns untrusted, the revocation action runs once: the
     /// --on-untrusted command and/or a POST to the --webhook. It runs again
@@ -189,7 +193,9 @@ enum Command {
         on_untrusted: Option<String>,
         /// http://HOST[:PORT]/PATH POSTed once, when a node turns untrusted,
         /// a JSON object {addr, verdict, reasons, since, events,
-        /// last_event} (plain HTTP/1.1: a local relay; no TLS).
+        /// last_event, detail} (detail: with node-unresponsive, the deadline
+        /// the node missed or its failed --once attestation, else null;
+        /// plain HTTP/1.1: a local relay; no TLS).
         #[arg(long, value_name = "URL")]
         webhook: Option<String>,
         /// Attest every node once (no subscription), act, and exit; a node

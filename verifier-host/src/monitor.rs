@@ -19,8 +19,13 @@
 //! node whose last verdict is older than `--interval` plus `--timeout`
 //! (failed attestations and keep-alives do not count: neither proves
 //! anything, and keep-alives are not authenticated) turns untrusted
-//! (`node-unresponsive`: fail closed); with `--once`, a failed attestation
-//! does at once. A stored verdict is history, never trust: a resumed node
+//! (`node-unresponsive`: fail closed). So does one without a verdict
+//! within `--timeout` of the first event pushed since its last verdict:
+//! a node that announces a violation and then stalls its quotes is not
+//! left trusted for the rest of the interval. Events are not
+//! authenticated, but that only makes a node untrusted sooner, never
+//! trusted. With `--once`, a failed attestation makes the node untrusted
+//! at once. A stored verdict is history, never trust: a resumed node
 //! is trusted only after a verdict of this process. When a node turns
 //! untrusted, the revocation action (a command and/or a webhook) runs once;
 //! it runs again only after the node was trusted in between. Everything is
@@ -79,8 +84,10 @@ pub struct MonitorOptions {
     pub addrs: Vec<String>,
     /// Re-attestation period without events.
     pub interval: Duration,
-    /// How late a due attestation may be: no verdict for `interval` plus
-    /// this long is untrusted (`node-unresponsive`, [`Self::quote_deadline`]).
+    /// The exchange deadline (`--timeout`): how late a due attestation
+    /// may be (no verdict for `interval` plus this long is untrusted,
+    /// [`Self::quote_deadline`]), and how long a pushed event may wait
+    /// for its verdict.
     pub liveness_timeout: Duration,
     pub keepalive_ms: u32,
     /// One JSON object per line per state change.
@@ -255,6 +262,13 @@ pub struct NodeState {
     /// Records of the measurement log the last verdict's quote proved
     /// (an event with a lower log index is covered by that verdict).
     pub proven_records: Option<usize>,
+    /// The first event pushed since the last verdict: (its record index
+    /// in the log, arrival). Later ones do not move it, so a stream of
+    /// events cannot put its verdict off.
+    pub unanswered_event: Option<(u32, Instant)>,
+    /// Which deadline made the node `node-unresponsive` (for the
+    /// operator; until the next verdict).
+    pub unresponsive_detail: Option<String>,
 }
 
 impl NodeState {
@@ -292,6 +306,8 @@ impl NodeState {
             window: (now, 0),
             suppressed: 0,
             proven_records: None,
+            unanswered_event: None,
+            unresponsive_detail: None,
         }
     }
 
@@ -343,6 +359,8 @@ impl NodeState {
     ) -> (Outcome, Option<Duration>) {
         self.last_quote = Some(now);
         self.last_error = None;
+        self.unanswered_event = None;
+        self.unresponsive_detail = None;
         let latency = self
             .pending_events
             .iter()
@@ -371,24 +389,61 @@ impl NodeState {
         self.pending_events.push((id, now));
     }
 
-    /// Fails closed: no verdict for `deadline`
-    /// ([`MonitorOptions::quote_deadline`]) since the last one, or since
-    /// watching began, makes the node untrusted. Keep-alives, events and
-    /// failed attestations do not count: none of them proves anything.
-    pub fn check_liveness(&mut self, now: Instant, deadline: Duration, unix: i64) -> Outcome {
-        let since = self.last_quote.unwrap_or(self.watched_since);
-        if now.saturating_duration_since(since) <= deadline {
-            return Outcome::default();
+    /// An event frame arrived at `at` (kept in the history or not): the
+    /// node now owes a verdict within the exchange deadline. Only the
+    /// first event since the last verdict counts; one that arrived before
+    /// that verdict finished was answered by it.
+    pub fn await_verdict(&mut self, record: u32, at: Instant) {
+        if self.last_quote.is_some_and(|quoted| at <= quoted) {
+            return;
         }
-        self.unresponsive(unix)
+        self.unanswered_event.get_or_insert((record, at));
     }
 
-    /// Untrusted for want of a verdict, keeping the reasons it already had
-    /// (once: until the next verdict).
-    pub fn unresponsive(&mut self, unix: i64) -> Outcome {
+    /// Fails closed: no verdict for `deadline`
+    /// ([`MonitorOptions::quote_deadline`]) since the last one, or since
+    /// watching began, makes the node untrusted; so does no verdict for
+    /// `event_deadline` (`--timeout`) since the first event pushed after
+    /// it. Keep-alives, events and failed attestations never keep a node
+    /// trusted: none of them proves anything. An event, though not
+    /// authenticated either, may only bring the deadline closer.
+    pub fn check_liveness(
+        &mut self,
+        now: Instant,
+        deadline: Duration,
+        event_deadline: Duration,
+        unix: i64,
+    ) -> Outcome {
+        // How long past `limit` since `from` it is (None: not past it).
+        let overdue = |from: Instant, limit: Duration| {
+            now.saturating_duration_since(from)
+                .checked_sub(limit)
+                .filter(|late| !late.is_zero())
+        };
+        let since = self.last_quote.unwrap_or(self.watched_since);
+        let quote_late = overdue(since, deadline);
+        let event_late = self
+            .unanswered_event
+            .and_then(|(record, at)| Some((record, overdue(at, event_deadline)?)));
+        // The deadline that ran out first explains it.
+        let detail = match (quote_late, event_late) {
+            (None, None) => return Outcome::default(),
+            (quote, Some((record, late))) if quote.is_none_or(|q| late >= q) => format!(
+                "no attestation finished within {} of the event pushed for record {record}",
+                seconds(event_deadline)
+            ),
+            _ => format!("no attestation finished for {}", seconds(deadline)),
+        };
+        self.unresponsive(detail, unix)
+    }
+
+    /// Untrusted for want of a verdict (`detail` says which), keeping the
+    /// reasons it already had (once: until the next verdict).
+    pub fn unresponsive(&mut self, detail: String, unix: i64) -> Outcome {
         if self.reasons.iter().any(|r| r == NODE_UNRESPONSIVE) {
             return Outcome::default();
         }
+        self.unresponsive_detail = Some(detail);
         let mut reasons = match self.status {
             Status::Untrusted => self.reasons.clone(),
             _ => Vec::new(),
@@ -537,6 +592,11 @@ fn ms(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// A deadline for the operator: `40 s`, `0.06 s`.
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
+
 /// The codes of a report's reasons.
 fn codes(report: &Report) -> Vec<String> {
     report.reasons.iter().map(|r| r.code.clone()).collect()
@@ -671,6 +731,7 @@ fn spawn_revocation(
         "since": state.since,
         "events": state.events,
         "last_event": state.last_event,
+        "detail": state.unresponsive_detail,
     })
     .to_string();
     if let Some(command) = &opts.on_untrusted {
@@ -832,6 +893,9 @@ impl Output {
             ));
             if !s.reasons.is_empty() {
                 out.push_str(&format!("    reasons: {}\n", s.reasons.join(", ")));
+            }
+            if let Some(detail) = &s.unresponsive_detail {
+                out.push_str(&format!("    unresponsive: {detail}\n"));
             }
             if let Some(e) = &s.last_error {
                 out.push_str(&format!("    last error: {}\n", escape_control(e)));
@@ -996,11 +1060,14 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Turns every node without a verdict for the deadline untrusted.
+    /// Turns every node without a verdict for the deadline (or since an
+    /// unanswered event for the exchange deadline) untrusted.
     fn check_liveness(&mut self, nodes: &mut [Watched], now: Instant) -> Result<(), CommandError> {
         let deadline = self.opts.quote_deadline();
+        let event_deadline = self.opts.liveness_timeout;
         for index in 0..nodes.len() {
-            let outcome = nodes[index].state.check_liveness(now, deadline, now_unix());
+            let state = &mut nodes[index].state;
+            let outcome = state.check_liveness(now, deadline, event_deadline, now_unix());
             self.apply(index, outcome, None, nodes)?;
         }
         Ok(())
@@ -1054,7 +1121,9 @@ impl Session<'_> {
                         if self.opts.once {
                             // No second chance and no stored verdict to
                             // fall back on: untrusted.
-                            let outcome = node.state.unresponsive(now_unix());
+                            let outcome = node
+                                .state
+                                .unresponsive("its attestation failed".into(), now_unix());
                             self.apply(index, outcome, None, nodes)?;
                         }
                     }
@@ -1069,6 +1138,8 @@ impl Session<'_> {
                     return Ok(());
                 };
                 node.again = true;
+                // Even an event not kept in the history owes a verdict.
+                node.state.await_verdict(event.index, at);
                 if !node.state.admit_event(at) {
                     return Ok(());
                 }
@@ -1186,6 +1257,7 @@ impl Session<'_> {
                     "events": state.events,
                     "proven_records": state.proven_records,
                     "latency_ms": latency.map(ms),
+                    "detail": state.unresponsive_detail,
                 }),
                 || {
                     let latency = latency.map_or(String::new(), |l| {
@@ -1196,8 +1268,12 @@ impl Session<'_> {
                     } else {
                         format!(" ({})", state.reasons.join(", "))
                     };
+                    let detail = state
+                        .unresponsive_detail
+                        .as_ref()
+                        .map_or(String::new(), |d| format!(": {d}"));
                     format!(
-                        "{addr}: {} -> {}{reasons}{latency}",
+                        "{addr}: {} -> {}{reasons}{detail}{latency}",
                         from.as_str(),
                         state.status.as_str(),
                     )
@@ -1296,20 +1372,20 @@ mod tests {
         node.verdict(true, vec![], start, 1);
         node.verdict(true, vec![], start + Duration::from_secs(3), 1);
         assert_eq!(
-            node.check_liveness(start + Duration::from_secs(8), timeout, 2),
+            node.check_liveness(start + Duration::from_secs(8), timeout, timeout, 2),
             Outcome::default()
         );
-        let o = node.check_liveness(start + Duration::from_secs(9), timeout, 3);
+        let o = node.check_liveness(start + Duration::from_secs(9), timeout, timeout, 3);
         assert_eq!(o.changed_from, Some(Status::Trusted));
         assert!(o.revoke);
         assert_eq!(node.reasons, [NODE_UNRESPONSIVE]);
         // Still silent: nothing more happens.
-        let o = node.check_liveness(start + Duration::from_secs(20), timeout, 4);
+        let o = node.check_liveness(start + Duration::from_secs(20), timeout, timeout, 4);
         assert_eq!(o, Outcome::default());
         // An untrusted node going silent keeps its reasons, not revoked twice.
         let mut node = NodeState::resume("b:1", None, 0, start);
         node.verdict(false, vec!["monvm-idt-modified".into()], start, 1);
-        let o = node.check_liveness(start + Duration::from_secs(6), timeout, 2);
+        let o = node.check_liveness(start + Duration::from_secs(6), timeout, timeout, 2);
         assert!(!o.revoke);
         assert_eq!(node.reasons, ["monvm-idt-modified", NODE_UNRESPONSIVE]);
     }
@@ -1318,7 +1394,12 @@ mod tests {
     fn a_node_that_never_answers_is_untrusted_after_the_timeout() {
         let start = t0();
         let mut node = NodeState::resume("a:1", None, 0, start);
-        let o = node.check_liveness(start + Duration::from_secs(31), Duration::from_secs(30), 1);
+        let o = node.check_liveness(
+            start + Duration::from_secs(31),
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+            1,
+        );
         assert_eq!(o.changed_from, Some(Status::Unknown));
         assert!(o.revoke);
     }
@@ -1489,9 +1570,12 @@ mod tests {
         let mut node = NodeState::resume("a:1", None, 0, start);
         node.verdict(true, vec![], start + Duration::from_secs(2), 1);
         let at = |secs| start + Duration::from_secs(secs);
-        assert_eq!(node.check_liveness(at(92), deadline, 2), Outcome::default());
+        assert_eq!(
+            node.check_liveness(at(92), deadline, opts.liveness_timeout, 2),
+            Outcome::default()
+        );
         assert!(node.trusted());
-        let o = node.check_liveness(at(93), deadline, 3);
+        let o = node.check_liveness(at(93), deadline, opts.liveness_timeout, 3);
         assert!(o.revoke);
         assert!(!node.trusted());
         // A failed attestation is tried again well before the deadline.
@@ -1502,6 +1586,160 @@ mod tests {
             retry_delay(1, Duration::from_millis(200)),
             Duration::from_millis(200)
         );
+    }
+
+    /// A node that pushes an event and then lets every attestation fail
+    /// is untrusted `--timeout` after the event, not `--interval` plus
+    /// `--timeout` after its last quote.
+    #[test]
+    fn an_unanswered_event_is_untrusted_after_the_timeout() {
+        let opts = options("a:1");
+        let (deadline, timeout) = (opts.quote_deadline(), opts.liveness_timeout);
+        let start = t0();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut node = NodeState::resume("a:1", None, 0, start);
+        node.verdict(true, vec![], start, 1);
+        node.await_verdict(7, at(5));
+        assert_eq!(
+            node.check_liveness(at(35), deadline, timeout, 2),
+            Outcome::default()
+        );
+        assert!(node.trusted());
+        let o = node.check_liveness(at(35) + Duration::from_millis(1), deadline, timeout, 3);
+        assert_eq!(o.changed_from, Some(Status::Trusted));
+        assert!(o.revoke);
+        assert_eq!(node.reasons, [NODE_UNRESPONSIVE]);
+        let detail = node.unresponsive_detail.clone().unwrap_or_default();
+        assert!(
+            detail.contains("within 30 s of the event pushed for record 7"),
+            "{detail}"
+        );
+        // The quote deadline passing too changes nothing: revoked once.
+        let o = node.check_liveness(at(41), deadline, timeout, 4);
+        assert_eq!(o, Outcome::default());
+    }
+
+    #[test]
+    fn a_verdict_after_an_event_clears_the_tighter_deadline() {
+        let opts = options("a:1");
+        let (deadline, timeout) = (opts.quote_deadline(), opts.liveness_timeout);
+        let start = t0();
+        let at = |millis| start + Duration::from_millis(millis);
+        let mut node = NodeState::resume("a:1", None, 0, start);
+        node.verdict(true, vec![], start, 1);
+        node.await_verdict(7, at(5_000));
+        node.verdict(true, vec![], at(6_000), 2);
+        assert_eq!(node.unanswered_event, None);
+        // Arrived before that verdict finished, handled after: answered.
+        node.await_verdict(8, at(5_500));
+        assert_eq!(node.unanswered_event, None);
+        for now in [35_001, 46_000] {
+            assert_eq!(
+                node.check_liveness(at(now), deadline, timeout, 3),
+                Outcome::default(),
+                "{now} ms"
+            );
+        }
+        assert!(node.trusted());
+        // The normal deadline still holds, counted from that verdict.
+        let o = node.check_liveness(at(46_001), deadline, timeout, 4);
+        assert!(o.revoke);
+        assert_eq!(
+            node.unresponsive_detail.as_deref(),
+            Some("no attestation finished for 40 s")
+        );
+        // A verdict clears the detail with the deadline.
+        node.verdict(true, vec![], at(47_000), 5);
+        assert_eq!(node.unresponsive_detail, None);
+    }
+
+    #[test]
+    fn later_events_do_not_put_off_the_first_ones_deadline() {
+        let opts = options("a:1");
+        let (deadline, timeout) = (opts.quote_deadline(), opts.liveness_timeout);
+        let start = t0();
+        let at = |millis| start + Duration::from_millis(millis);
+        let mut node = NodeState::resume("a:1", None, 0, start);
+        node.verdict(true, vec![], start, 1);
+        for (record, arrival) in [(7, 5_000), (8, 20_000), (9, 34_000)] {
+            node.await_verdict(record, at(arrival));
+        }
+        assert_eq!(
+            node.check_liveness(at(35_000), deadline, timeout, 2),
+            Outcome::default()
+        );
+        let o = node.check_liveness(at(35_001), deadline, timeout, 3);
+        assert!(o.revoke);
+        let detail = node.unresponsive_detail.clone().unwrap_or_default();
+        assert!(detail.ends_with("record 7"), "{detail}");
+    }
+
+    /// The main loop arms the tighter deadline on an event frame (even
+    /// one over the history's window) and acts on it: failed attestations
+    /// and keep-alives meanwhile do not help, and the revocation runs once.
+    #[test]
+    fn a_node_that_stalls_after_an_event_is_untrusted_within_the_timeout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = MonitorOptions {
+            interval: Duration::from_secs(10),
+            liveness_timeout: Duration::from_millis(100),
+            on_untrusted: Some("true".into()),
+            ..options("a:1")
+        };
+        let (mut session, _rx) = session(dir.path(), &opts);
+        let start = Instant::now();
+        let mut state = NodeState::resume("a:1", None, 0, start);
+        state.verdict(true, vec![], start, 1);
+        // The history's window is full: this event is counted, not kept.
+        state.window = (start, MAX_EVENTS_PER_WINDOW);
+        let (node, _requests) = watched(state);
+        let mut nodes = vec![node];
+        let violation = Message::Event {
+            node: 0,
+            event: PushedEvent {
+                index: 7,
+                pcr: 12,
+                name: "monvm:event:1:violation:idt:gate 3".into(),
+                uptime_ms: 1,
+            },
+            at: Instant::now(),
+        };
+        session.handle(violation, &mut nodes).expect("handled");
+        assert_eq!(nodes[0].state.suppressed, 1);
+        let mut untrusted_after = None;
+        // Until a while after it turned untrusted (a second revocation
+        // would show), or long past the tighter deadline.
+        let done = |after: Option<Duration>| {
+            after.map_or(start.elapsed() > Duration::from_secs(5), |after| {
+                start.elapsed() > after + Duration::from_millis(300)
+            })
+        };
+        while !done(untrusted_after) {
+            let failed = Message::Attested {
+                node: 0,
+                result: Err("connection reset".into()),
+            };
+            session.handle(failed, &mut nodes).expect("handled");
+            session.handle(keepalive(0), &mut nodes).expect("handled");
+            session
+                .check_liveness(&mut nodes, Instant::now())
+                .expect("checked");
+            if untrusted_after.is_none() && !nodes[0].state.trusted() {
+                untrusted_after = Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let after = untrusted_after.expect("turned untrusted");
+        // Well before --interval plus --timeout (10.1 s).
+        assert!(
+            after >= opts.liveness_timeout && after < Duration::from_secs(5),
+            "{after:?}"
+        );
+        let state = &nodes[0].state;
+        assert_eq!(state.reasons, [NODE_UNRESPONSIVE]);
+        let detail = state.unresponsive_detail.clone().unwrap_or_default();
+        assert!(detail.contains("record 7"), "{detail}");
+        assert_eq!(session.store.revocations("a:1").expect("read").len(), 1);
     }
 
     #[test]
@@ -1523,7 +1761,12 @@ mod tests {
         // Never attested by this process: untrusted after the deadline,
         // and the revocation runs.
         let mut node = NodeState::resume("a:1", Some(&stored), 0, start);
-        let o = node.check_liveness(start + Duration::from_secs(41), Duration::from_secs(40), 21);
+        let o = node.check_liveness(
+            start + Duration::from_secs(41),
+            Duration::from_secs(40),
+            Duration::from_secs(30),
+            21,
+        );
         assert_eq!(o.changed_from, Some(Status::Unknown));
         assert!(o.revoke);
     }
