@@ -67,6 +67,9 @@ pub enum MonVmKind {
     ProcessHidden,
     CredsTampered,
     PointerTableHooked,
+    /// A violation event of area `page_tables`: a process's top-level
+    /// page table (or `init_top_pgt`) no longer shares the kernel's mappings.
+    PageTablesModified,
     /// A PCR 12 record that is not a well-formed event (counted as a
     /// violation: the A-VM writes nothing else there).
     EventMalformed,
@@ -105,7 +108,7 @@ pub enum MonVmKind {
 
 impl MonVmKind {
     /// All kinds (for documentation checks).
-    pub const ALL: [MonVmKind; 28] = [
+    pub const ALL: [MonVmKind; 29] = [
         Self::Violation,
         Self::SyscallTableModified,
         Self::IdtModified,
@@ -119,6 +122,7 @@ impl MonVmKind {
         Self::ProcessHidden,
         Self::CredsTampered,
         Self::PointerTableHooked,
+        Self::PageTablesModified,
         Self::EventMalformed,
         Self::FileNotAllowed,
         Self::FileDigestUnknown,
@@ -152,6 +156,7 @@ impl MonVmKind {
             Self::ProcessHidden => "monvm-process-hidden",
             Self::CredsTampered => "monvm-creds-tampered",
             Self::PointerTableHooked => "monvm-pointer-table-hooked",
+            Self::PageTablesModified => "monvm-page-tables-modified",
             Self::EventMalformed => "monvm-event-malformed",
             Self::FileNotAllowed => "monvm-file-not-allowed",
             Self::FileDigestUnknown => "monvm-file-digest-unknown",
@@ -191,6 +196,9 @@ impl MonVmKind {
             Self::CredsTampered => "a Mon-VM process holds credentials it was not given by an exec",
             Self::PointerTableHooked => {
                 "a function-pointer table of the Mon-VM kernel points outside the kernel"
+            }
+            Self::PageTablesModified => {
+                "a Mon-VM process's page table maps the kernel differently from the kernel's own"
             }
             Self::EventMalformed => "a monitoring event of the A-VM is malformed",
             Self::FileNotAllowed => "the Mon-VM measured a file the allowlist does not list",
@@ -253,6 +261,7 @@ impl MonVmKind {
             b"hidden_process" => Self::ProcessHidden,
             b"creds" => Self::CredsTampered,
             b"pointer_table" => Self::PointerTableHooked,
+            b"page_tables" => Self::PageTablesModified,
             _ => Self::Violation,
         }
     }

@@ -9,6 +9,8 @@
 //! - a process given the kernel's own credentials (`cred` and `real_cred`
 //!   pointed at `init_cred`): `creds`;
 //! - an unused `net_families` slot pointed into the heap: `pointer_table`;
+//! - an unused kernel slot of a process's top-level page table filled (a
+//!   not-present entry): `page_tables`;
 //! - a back link of the task list broken (one the kernel does not follow
 //!   while the process lives), so that no walk of the list completes: the
 //!   areas that need the list report `unwalkable:...` after a few rounds
@@ -19,7 +21,8 @@
 //! touches them; the credentials are restored before the process exits
 //! (its exit would drop a reference to `init_cred`); the `net_families`
 //! slot is for a family number nobody asks for (socket(2) with it never
-//! runs).
+//! runs); the page-table entry is not present, in a slot of the kernel
+//! half no address the kernel uses falls in.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -223,14 +226,15 @@ fn check(series: &str) {
         "hidden_module:unwalkable:module-list-or-kset",
         "hidden_process:unwalkable:task-list-or-process-tree",
         "creds:unwalkable:task-list",
+        "page_tables:unwalkable:task-list-or-init_top_pgt",
     ] {
         wait_for_avm_serial(&record, &format!(":violation:{area}"));
     }
     drop(broken);
     // (Each area was clean once before: count the events to see the new
     // ones.)
-    let events = wait_for_events(&record, 14);
-    let mut cleaned: Vec<&str> = events[10..]
+    let events = wait_for_events(&record, 16);
+    let mut cleaned: Vec<&str> = events[11..]
         .iter()
         .filter_map(|e| e.split(":clean:").nth(1)?.split(' ').next())
         .collect();
@@ -241,7 +245,8 @@ fn check(series: &str) {
             "creds",
             "hidden_module",
             "hidden_process",
-            "measurement_evaded"
+            "measurement_evaded",
+            "page_tables"
         ],
         "{series}: {events:#?}"
     );
@@ -265,12 +270,44 @@ fn check(series: &str) {
     drop(hook);
     wait_for_avm_serial(&record, ":clean:pointer_table");
 
+    // The sleeper's top-level table with a kernel slot of its own: one
+    // from the direct map's slot up (the ones every table shares) that is
+    // empty in the kernel's table, given a not-present entry.
+    let page_offset_base = live.u64_at(live.runtime(live.profile.symbols.page_offset_base));
+    let first = (page_offset_base >> 39) & 0x1ff;
+    let init_top_pgt = live.runtime(live.profile.symbols.init_top_pgt);
+    let mm = sleeper.mm.expect("a user process").value();
+    let pgd = live.u64_at(mm + cross.mm_pgd);
+    let slot = (first..512)
+        .rev()
+        .find(|&i| i != 272 && live.u64_at(init_top_pgt + 8 * i) == 0)
+        .expect("an unused kernel slot");
+    assert_eq!(
+        live.u64_at(pgd + 8 * slot),
+        0,
+        "{series}: shared slot {slot}"
+    );
+    let own_slot = write_u64(&record, pgd + 8 * slot, 0x2);
+    wait_for_avm_serial(
+        &record,
+        &format!(
+            ":violation:page_tables:process:{}:sleep:pgd[{slot}]:0x2",
+            sleeper.pid
+        ),
+    );
+    drop(own_slot);
+    let events = wait_for_events(&record, 20);
+    assert!(
+        events[19].contains(":clean:page_tables"),
+        "{series}: {events:#?}"
+    );
+
     console
         .run_ok("killall sleep; rmmod dummy")
         .expect("cleaned up");
     assert_eq!(
         avm_events(&record).len(),
-        16,
+        20,
         "{series}: {:#?}",
         avm_events(&record)
     );

@@ -193,6 +193,7 @@ pub fn summary_json(built: &Built, output: &Path) -> Value {
             "slots": slots,
         },
         "offsets": p.offsets,
+        "cross_view": p.cross_view,
         "idt": p.idt.is_some(),
         "text_reference": p.text_reference.is_some(),
         "timings_ms": {

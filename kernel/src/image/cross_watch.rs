@@ -1,7 +1,8 @@
 //! The cross-views of [`vmi::linux::crossview`] on the live Mon-VM, run
 //! with the IMA round (every 500 ms): modules hidden from the module list,
 //! processes hidden from the task list, credentials a rootkit handed out,
-//! and hooks in function-pointer tables. A module or process is reported
+//! hooks in function-pointer tables, and processes whose top-level page
+//! table does not share the kernel's mappings ([`vmi::linux::top_tables`]). A module or process is reported
 //! hidden only when two rounds in a row see it so (a module being unloaded
 //! or a task exiting can be between the two views for a moment). `monvm`
 //! turns the verdicts into events.
@@ -13,13 +14,24 @@ use vmi::linux::KernelView;
 use vmi::linux::crossview::{
     self, CredFinding, hidden_modules, hidden_tasks, hooked_entries, kset_modules, process_tree,
 };
+use vmi::linux::top_tables::{KernelHalf, SharedEntries, TableOffsets, check_task_table};
 use vmi::memory::GuestMemory;
 use vmi::profile::KernelProfile;
 
 use crate::monvm::text;
 
 /// The areas reported, in the order of [`CrossWatch::check`]'s result.
-pub const AREAS: [&str; 4] = ["hidden_module", "hidden_process", "creds", "pointer_table"];
+pub const AREAS: [&str; 5] = [
+    "hidden_module",
+    "hidden_process",
+    "creds",
+    "pointer_table",
+    "page_tables",
+];
+
+/// Most `page_tables` findings per round (a rootkit that rewrote every
+/// table is named by its first ones).
+const MAX_TABLE_FINDINGS: usize = 64;
 
 /// Rounds in a row a view may fail before its area reports it: a list
 /// torn by a task exiting under the walk is whole again in the next
@@ -51,13 +63,16 @@ pub struct CrossWatch {
     modules_before: BTreeSet<u64>,
     tasks_before: BTreeSet<u64>,
     /// The last verdicts (kept when a view cannot be taken this round).
-    last: [Vec<String>; 4],
+    last: [Vec<String>; 5],
     /// Each user process's euid across rounds.
     creds: crossview::CredTracker,
     /// Each structure table's entries at start-up.
     baselines: Vec<Option<Vec<u64>>>,
-    /// Rounds the module view, the process view and the task list failed.
-    unwalked: [Unwalked; 3],
+    /// Rounds the module view, the process view, the task list and the
+    /// top-level tables failed.
+    unwalked: [Unwalked; 4],
+    /// `init_top_pgt`'s shared slots at start-up, and where the tables are.
+    top_tables: Option<(SharedEntries, TableOffsets)>,
 }
 
 impl CrossWatch {
@@ -69,7 +84,7 @@ impl CrossWatch {
         view: &KernelView<'_, M>,
         profile: &KernelProfile,
         lists: Option<(&[vmi::linux::Task], &[vmi::linux::Module])>,
-    ) -> [Vec<String>; 4] {
+    ) -> [Vec<String>; 5] {
         let Some(r) = profile.cross_view.as_ref() else {
             return Default::default();
         };
@@ -210,9 +225,90 @@ impl CrossWatch {
             }
         }
         out[3] = hooks;
+
+        // Top-level page tables: every process's shares the kernel's slots.
+        if self.top_tables.is_none() {
+            self.top_tables = top_tables_snapshot(view, profile, r);
+        }
+        let tables = self.top_tables.as_ref();
+        if let Some(t) = self.unwalked[3].round(
+            tasks.is_some() && tables.is_some(),
+            "task-list-or-init_top_pgt",
+        ) {
+            out[4] = alloc::vec![t];
+        }
+        if let (Some(tasks), Some((shared, offsets))) = (tasks, tables) {
+            out[4] = top_table_findings(view, shared, offsets, tasks);
+        }
         self.last = out.clone();
         out
     }
+}
+
+/// `init_top_pgt`'s shared slots, read once the kernel is up (`None` if
+/// they cannot be read: the area then reports itself unwalkable).
+fn top_tables_snapshot<M: GuestMemory + ?Sized>(
+    view: &KernelView<'_, M>,
+    profile: &KernelProfile,
+    r: &vmi::linux::crossview::CrossViewReference,
+) -> Option<(SharedEntries, TableOffsets)> {
+    use vmi::paging::VirtualMemory;
+    let at = view.location.runtime_of(profile.symbols.page_offset_base)?;
+    let page_offset_base = view.space.read_virt_u64(at).ok()?;
+    let half = KernelHalf::new(page_offset_base, view.paging)?;
+    let shared = SharedEntries::snapshot(
+        view.space.memory(),
+        view.space.root(),
+        half,
+        r.pgd_user_copy,
+    )
+    .ok()?;
+    info!(
+        "monvm: top-level tables share slots {}.. of init_top_pgt (PTI {})",
+        half.first,
+        if shared.pti() { "on" } else { "off" }
+    );
+    let offsets = TableOffsets {
+        task_mm: profile.offsets.task.mm,
+        mm_pgd: r.mm_pgd,
+        page_offset_base,
+    };
+    Some((shared, offsets))
+}
+
+/// `init_top_pgt` and the table of every process of `tasks` (once per
+/// address space) against the snapshot.
+fn top_table_findings<M: GuestMemory + ?Sized>(
+    view: &KernelView<'_, M>,
+    shared: &SharedEntries,
+    offsets: &TableOffsets,
+    tasks: &[vmi::linux::Task],
+) -> Vec<String> {
+    let mem = view.space.memory();
+    let mut out: Vec<String> = shared
+        .check_init(mem, MAX_TABLE_FINDINGS)
+        .iter()
+        .map(|f| text(format_args!("init_top_pgt:{f}")))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for task in tasks {
+        let Some(mm) = task.mm else { continue };
+        let room = MAX_TABLE_FINDINGS.saturating_sub(out.len());
+        if room == 0 {
+            break;
+        }
+        if !seen.insert(mm.value()) {
+            continue;
+        }
+        for f in check_task_table(&view.space, mem, shared, offsets, task.address, mm, room) {
+            out.push(text(format_args!(
+                "process:{}:{}:{f}",
+                task.pid,
+                comm(task.comm.as_bytes())
+            )));
+        }
+    }
+    out
 }
 
 /// A task's comm as printable text (`:` and non-printable bytes as `?`).

@@ -102,8 +102,9 @@ const AREAS: [&str; AREA_COUNT] = [
     cross_watch::AREAS[1],
     cross_watch::AREAS[2],
     cross_watch::AREAS[3],
+    cross_watch::AREAS[4],
 ];
-const AREA_COUNT: usize = 12;
+const AREA_COUNT: usize = 13;
 /// Index of the first of [`cross_watch::AREAS`] in [`AREAS`].
 const CROSS: usize = 8;
 /// Index of `measurement_evaded` in [`AREAS`].

@@ -2,7 +2,9 @@
 //! input (vmi::craft::WalkInput: a header naming the root table, a list head
 //! and a read, then the RAM bytes). Every walk is bounded: the list by a
 //! count, the page walk by the paging depth, the executable-path walk from
-//! the same head taken as an `mm_struct` by its component and mount bounds.
+//! the same head taken as an `mm_struct` by its component and mount bounds;
+//! the same head as a task's top-level table against the root's kernel half
+//! by its finding bound.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -82,6 +84,25 @@ fuzz_target!(|data: &[u8]| {
         let ima =
             vmi::linux::measurements(&space, head, &vmi::linux::ImaOffsets::LINUX_6, &limits, 64);
         assert!(ima.count() <= 65);
+
+        // The same head as a task and its `mm_struct`: its top-level table
+        // against the root's kernel half (the direct map where 4-level
+        // Linux puts it without KASLR).
+        use vmi::linux::top_tables::{KernelHalf, SharedEntries, TableOffsets, check_task_table};
+        let page_offset_base = 0xffff_8880_0000_0000;
+        if let Some(half) = KernelHalf::new(page_offset_base, input.mode()) {
+            let root = GuestPhysAddr(input.root);
+            if let Ok(shared) = SharedEntries::snapshot(&memory, root, half, input.check_prev) {
+                let offsets = TableOffsets {
+                    task_mm: 0x48,
+                    mm_pgd: 0x50,
+                    page_offset_base,
+                };
+                let found = check_task_table(&space, &memory, &shared, &offsets, head, head, 8);
+                assert!(found.len() <= 8);
+                assert!(shared.check_init(&memory, 8).len() <= 8);
+            }
+        }
 
         // The same head as an `mm_struct`: its executable's path (the
         // offsets the `exe-path` seeds of vmi/tests/fuzz_seeds.rs use).

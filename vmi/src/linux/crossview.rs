@@ -79,6 +79,12 @@ pub struct CrossViewReference {
     /// `init_cred`'s link address.
     pub init_cred: u64,
     pub pointer_tables: Vec<PointerTable>,
+    /// `mm_struct.pgd`: a process's top-level page table
+    /// ([`super::top_tables`]).
+    pub mm_pgd: u64,
+    /// Whether top-level tables are 8 KiB, the second half the user copy
+    /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
+    pub pgd_user_copy: bool,
 }
 
 /// Why a cross-view was not taken.

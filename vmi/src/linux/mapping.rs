@@ -14,8 +14,8 @@
 //!
 //! Limits: only `init_top_pgt` is walked. Every other top-level table
 //! (each process's `pgd`, the PTI user copies) holds copies of its kernel
-//! entries, which this check does not compare; and a mapping that is
-//! changed and restored between two checks is not seen.
+//! entries, which [`super::top_tables`] compares with `init_top_pgt`'s;
+//! a mapping that is changed and restored between two checks is not seen.
 
 use core::fmt;
 use core::ops::Range;

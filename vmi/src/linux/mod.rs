@@ -15,6 +15,7 @@ pub mod structs;
 pub mod survey;
 pub mod tasks;
 pub mod text;
+pub mod top_tables;
 
 pub use checks::{
     CheckError, Gate, IdtFinding, IdtFindingKind, IdtReport, SyscallFinding, SyscallReport, Target,

@@ -619,7 +619,26 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         task_sibling: btf.field("task_struct", "sibling", LIST_HEAD)?,
         init_cred: required(symbols, "init_cred")?,
         pointer_tables,
+        mm_pgd: btf.field("mm_struct", "pgd", PTR)?,
+        pgd_user_copy: pgd_user_copy(symbols)?,
     })
+}
+
+/// Whether the kernel's top-level tables carry a PTI user copy: with
+/// page-table isolation built in, `init_top_pgt` is 8 KiB (its user copy
+/// follows it), else 4 KiB.
+fn pgd_user_copy(symbols: &SymbolTable) -> Result<bool, BuildError> {
+    let at = required(symbols, "init_top_pgt")?;
+    let size = symbols
+        .next_address_after(at)
+        .map_or(u64::MAX, |next| next - at);
+    match size {
+        0x1000..0x2000 => Ok(false),
+        0x2000.. => Ok(true),
+        _ => Err(BuildError::Layout(format!(
+            "init_top_pgt is {size:#x} bytes, not a page table"
+        ))),
+    }
 }
 
 fn struct_offsets(btf: &Btf) -> Result<StructOffsets, BuildError> {

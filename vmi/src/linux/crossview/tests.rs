@@ -23,6 +23,8 @@ const R: CrossViewReference = CrossViewReference {
     task_sibling: 0x110,
     init_cred: 0,
     pointer_tables: Vec::new(),
+    mm_pgd: 0x48,
+    pgd_user_copy: true,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
