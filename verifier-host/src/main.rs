@@ -146,7 +146,7 @@ enum Command {
     /// of a fresh nonce): a node without a verdict for --interval plus
     /// --timeout seconds (since its last verdict, or since the monitor
     /// started), or for --timeout seconds after the first event it pushed
-    /// since its last verdict, turns untrusted with reason
+    /// that no verdict's quote has proven yet, turns untrusted with reason
     /// node-unresponsive (fail closed), however many keep-alives and
     /// events it sends (they are not authenticated: an event can only
     /// bring the deadline closer) and whatever the history says. A failed

@@ -20,7 +20,7 @@
 //! (failed attestations and keep-alives do not count: neither proves
 //! anything, and keep-alives are not authenticated) turns untrusted
 //! (`node-unresponsive`: fail closed). So does one without a verdict
-//! within `--timeout` of the first event pushed since its last verdict:
+//! whose quote proves the first event it pushed within `--timeout` of it:
 //! a node that announces a violation and then stalls its quotes is not
 //! left trusted for the rest of the interval. Events are not
 //! authenticated, but that only makes a node untrusted sooner, never
@@ -359,7 +359,14 @@ impl NodeState {
     ) -> (Outcome, Option<Duration>) {
         self.last_quote = Some(now);
         self.last_error = None;
-        self.unanswered_event = None;
+        // Only a quote that proves the event's record answers it: one
+        // already under way when the event came may not cover it.
+        if self
+            .unanswered_event
+            .is_some_and(|(record, _)| self.proves(record))
+        {
+            self.unanswered_event = None;
+        }
         self.unresponsive_detail = None;
         let latency = self
             .pending_events
@@ -390,14 +397,20 @@ impl NodeState {
     }
 
     /// An event frame arrived at `at` (kept in the history or not): the
-    /// node now owes a verdict within the exchange deadline. Only the
-    /// first event since the last verdict counts; one that arrived before
-    /// that verdict finished was answered by it.
+    /// node now owes, within the exchange deadline, a verdict whose quote
+    /// proves the event's record. Only the first unanswered event counts;
+    /// one the last verdict already proved needs nothing more.
     pub fn await_verdict(&mut self, record: u32, at: Instant) {
-        if self.last_quote.is_some_and(|quoted| at <= quoted) {
+        if self.proves(record) {
             return;
         }
         self.unanswered_event.get_or_insert((record, at));
+    }
+
+    /// Whether the last verdict's quote proved log record `record`.
+    fn proves(&self, record: u32) -> bool {
+        self.proven_records
+            .is_some_and(|proven| usize::try_from(record).is_ok_and(|r| r < proven))
     }
 
     /// Fails closed: no verdict for `deadline`
@@ -1628,10 +1641,16 @@ mod tests {
         let mut node = NodeState::resume("a:1", None, 0, start);
         node.verdict(true, vec![], start, 1);
         node.await_verdict(7, at(5_000));
+        // A verdict whose quote does not reach record 7 (it was under way
+        // when the event came) does not answer it.
+        node.proven_records = Some(7);
+        node.verdict(true, vec![], at(5_500), 2);
+        assert!(node.unanswered_event.is_some());
+        node.proven_records = Some(9);
         node.verdict(true, vec![], at(6_000), 2);
         assert_eq!(node.unanswered_event, None);
-        // Arrived before that verdict finished, handled after: answered.
-        node.await_verdict(8, at(5_500));
+        // Handled after a verdict that proved it: answered.
+        node.await_verdict(8, at(5_800));
         assert_eq!(node.unanswered_event, None);
         for now in [35_001, 46_000] {
             assert_eq!(
