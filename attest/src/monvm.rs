@@ -70,6 +70,9 @@ pub enum MonVmKind {
     /// A violation event of area `page_tables`: a process's top-level
     /// page table (or `init_top_pgt`) no longer shares the kernel's mappings.
     PageTablesModified,
+    /// A violation event of area `decoy`: the kernel the A-VM watches
+    /// stopped ticking, or the one it left at a reboot ticks on.
+    KernelDecoy,
     /// A PCR 12 record that is not a well-formed event (counted as a
     /// violation: the A-VM writes nothing else there).
     EventMalformed,
@@ -108,7 +111,7 @@ pub enum MonVmKind {
 
 impl MonVmKind {
     /// All kinds (for documentation checks).
-    pub const ALL: [MonVmKind; 29] = [
+    pub const ALL: [MonVmKind; 30] = [
         Self::Violation,
         Self::SyscallTableModified,
         Self::IdtModified,
@@ -123,6 +126,7 @@ impl MonVmKind {
         Self::CredsTampered,
         Self::PointerTableHooked,
         Self::PageTablesModified,
+        Self::KernelDecoy,
         Self::EventMalformed,
         Self::FileNotAllowed,
         Self::FileDigestUnknown,
@@ -157,6 +161,7 @@ impl MonVmKind {
             Self::CredsTampered => "monvm-creds-tampered",
             Self::PointerTableHooked => "monvm-pointer-table-hooked",
             Self::PageTablesModified => "monvm-page-tables-modified",
+            Self::KernelDecoy => "monvm-kernel-decoy",
             Self::EventMalformed => "monvm-event-malformed",
             Self::FileNotAllowed => "monvm-file-not-allowed",
             Self::FileDigestUnknown => "monvm-file-digest-unknown",
@@ -199,6 +204,9 @@ impl MonVmKind {
             }
             Self::PageTablesModified => {
                 "a Mon-VM process's page table maps the kernel differently from the kernel's own"
+            }
+            Self::KernelDecoy => {
+                "the Mon-VM kernel the A-VM watches does not run, or the one before a reboot still does"
             }
             Self::EventMalformed => "a monitoring event of the A-VM is malformed",
             Self::FileNotAllowed => "the Mon-VM measured a file the allowlist does not list",
@@ -262,6 +270,7 @@ impl MonVmKind {
             b"creds" => Self::CredsTampered,
             b"pointer_table" => Self::PointerTableHooked,
             b"page_tables" => Self::PageTablesModified,
+            b"decoy" => Self::KernelDecoy,
             _ => Self::Violation,
         }
     }

@@ -21,6 +21,7 @@ use avm_kernel::boot_info::StartInfo;
 use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
+use vmi::linux::liveness::{LeftBehind, Ticking};
 use vmi::linux::structs::heapless_str::FixedStr;
 use vmi::linux::{
     ImaEntry, KernelLocation, KernelView, Module, PathError, Survey, SurveyLimits, Task, checks,
@@ -103,8 +104,17 @@ const AREAS: [&str; AREA_COUNT] = [
     cross_watch::AREAS[2],
     cross_watch::AREAS[3],
     cross_watch::AREAS[4],
+    "decoy",
 ];
-const AREA_COUNT: usize = 13;
+const AREA_COUNT: usize = 14;
+/// Index of `decoy` in [`AREAS`]: the watched kernel stopped ticking, or
+/// the one left at a reboot did not ([`vmi::linux::liveness`]).
+const DECOY: usize = 13;
+/// How long the watched kernel's tick count may stand still before it is
+/// taken for a copy nobody runs. An idle Mon-VM's changed at least every
+/// 0.52 s when measured (docs/monitoring.md); a reboot's new kernel
+/// replaces the watched one within seconds of the reset.
+const STALL_US: u64 = 30_000_000;
 /// Index of the first of [`cross_watch::AREAS`] in [`AREAS`].
 const CROSS: usize = 8;
 /// Index of `measurement_evaded` in [`AREAS`].
@@ -335,6 +345,8 @@ struct Due {
     ima: u64,
     cross: u64,
     relocate: u64,
+    /// The next read of the kernel left behind at the last reboot.
+    left_behind: u64,
     /// The next slice of the text sweep.
     text: u64,
     /// The earliest a changed table may search RAM again.
@@ -491,6 +503,12 @@ pub struct MonVm {
     list_cost: Cost,
     /// The watched kernel's `jiffies_64` (see [`MonVm::booted_again`]).
     jiffies: Jiffies,
+    /// Whether it moves, and whether it stood still for [`STALL_US`].
+    ticking: Ticking,
+    stalled: bool,
+    /// The kernel left where it was at the last reboot to a new place,
+    /// whose tick count must stand still.
+    left_behind: Option<(KernelLocation, LeftBehind)>,
     /// The violations the last check found, by area of [`AREAS`] (their
     /// texts).
     current: [Vec<String>; AREA_COUNT],
@@ -588,6 +606,9 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         sweep_cost: Cost::default(),
         list_cost: Cost::default(),
         jiffies: Jiffies::default(),
+        ticking: Ticking::default(),
+        stalled: false,
+        left_behind: None,
         current: Default::default(),
         text: None,
         bench: avm_kernel::cmdline::KernelOptions::parse(info.cmdline(), |_| {}).monvm_bench,
@@ -606,6 +627,9 @@ impl MonVm {
     /// and after each reboot), then runs each check when it is due;
     /// called from the main loop. Returns whether it did any work.
     pub fn poll(&mut self, now_us: u64, tpm: &mut KernelTpm, log: &mut MeasurementLog) -> bool {
+        if self.left_behind.is_some() && take_due(&mut self.due.left_behind, now_us, RELOCATE_US) {
+            self.check_left_behind(now_us);
+        }
         if let Some(kernel) = self.kernel {
             if take_due(&mut self.due.relocate, now_us, RELOCATE_US)
                 && self.relocate(&kernel, now_us, tpm, log)
@@ -758,7 +782,7 @@ impl MonVm {
         }
         // Read on every search while the kernel is in place, so that the
         // last value is at most one search old.
-        let went_back = !lost && self.booted_again(kernel);
+        let went_back = !lost && self.booted_again(kernel, now_us);
         let (new, in_place) = match fresh.as_slice() {
             [new] => (**new, false),
             [] if went_back => (old, true),
@@ -803,6 +827,14 @@ impl MonVm {
             }
             self.stale.push(old);
         }
+        // The kernel left behind must not tick on: a decoy copy of the
+        // running kernel leaves the real one running there.
+        self.left_behind = (!in_place).then(|| {
+            let jiffies = self.jiffies_at(&old);
+            (old, LeftBehind::new(jiffies, now_us))
+        });
+        self.ticking = Ticking::default();
+        self.stalled = false;
         self.stale.retain(|l| *l != new);
         self.jiffies = Jiffies::default();
         self.kernel = None;
@@ -823,6 +855,53 @@ impl MonVm {
         true
     }
 
+    /// `jiffies_64` of the kernel at `location`, if it reads.
+    fn jiffies_at(&self, location: &KernelLocation) -> Option<u64> {
+        location
+            .phys_of(self.profile.symbols.jiffies_64)
+            .and_then(|at| self.memory.read_u64(at).ok())
+    }
+
+    /// Reads the tick count of the kernel left behind at the last reboot
+    /// (while its image is still intact where it was): once it is seen
+    /// counting on, the reboot was a decoy (`decoy` area).
+    fn check_left_behind(&mut self, now_us: u64) {
+        let Some((location, _)) = self.left_behind else {
+            return;
+        };
+        let jiffies = self.jiffies_at(&location);
+        let slot = [RamRegion::new(location.phys_text.0, 1, 0)];
+        let intact = locate_kernel(&self.memory, &slot, &self.profile.kernel_image())
+            .is_ok_and(|l| l == location);
+        if let Some((_, left)) = self.left_behind.as_mut() {
+            let was = left.running();
+            if left.read(jiffies, intact, now_us) && !was {
+                warn!(
+                    "monvm: the kernel left at phys {:#x} at the reboot still ticks: the new one is a decoy",
+                    location.phys_text.0
+                );
+            }
+        }
+    }
+
+    /// The `decoy` area's findings: the watched kernel stalled, the one
+    /// left behind runs.
+    fn liveness(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.stalled {
+            out.push(String::from("watched-kernel-stalled"));
+        }
+        if let Some((location, left)) = &self.left_behind
+            && left.running()
+        {
+            out.push(text(format_args!(
+                "left-behind-kernel-running@{:#x}",
+                location.phys_text.0
+            )));
+        }
+        out
+    }
+
     /// Whether the watched kernel's `jiffies_64` was ever seen lower than
     /// the read before it (sticky until the reboot is handled, or until a
     /// hold it started ends without one). The tick count only rises while
@@ -832,11 +911,22 @@ impl MonVm {
     /// torn by the Mon-VM's tick. A guest that writes it back fakes a
     /// reboot: that is on record as one, and everything is measured again
     /// from the reference values (docs/threat-model.md).
-    fn booted_again(&mut self, kernel: &Watched) -> bool {
+    ///
+    /// Each read also tells whether the kernel still ticks
+    /// ([`MonVm::stalled`]).
+    fn booted_again(&mut self, kernel: &Watched, now_us: u64) -> bool {
         let now = kernel
             .location
             .phys_of(self.profile.symbols.jiffies_64)
             .and_then(|at| self.memory.read_u64(at).ok());
+        let stalled = self.ticking.read(now, now_us, STALL_US);
+        if stalled && !self.stalled {
+            warn!(
+                "monvm: the watched kernel's jiffies_64 stood still for {} s",
+                STALL_US / 1_000_000
+            );
+        }
+        self.stalled = stalled;
         let Some(now) = now else {
             return self.jiffies.went_back;
         };
@@ -928,7 +1018,16 @@ impl MonVm {
                 .text
                 .as_ref()
                 .is_some_and(|t| t.found()[..] != self.current[3..EVADED]);
-        if !(fast || ima_due || cross_due || text_changed) {
+        // (Built only when there is or was a finding: this runs 200 times
+        // a second.)
+        let left_running = self.left_behind.as_ref().is_some_and(|(_, l)| l.running());
+        let liveness = if self.stalled || left_running || !self.current[DECOY].is_empty() {
+            self.liveness()
+        } else {
+            Vec::new()
+        };
+        let liveness_changed = liveness != self.current[DECOY];
+        if !(fast || ima_due || cross_due || text_changed || liveness_changed) {
             return false;
         }
         let round_started = time::now_us();
@@ -965,13 +1064,20 @@ impl MonVm {
         // Most rounds end here: the tables hold the bytes last judged,
         // nothing else is due and no report is held, so no verdict can
         // have changed.
-        if !(full || ima_due || cross_due || text_changed || self.hold_since.is_some()) {
+        if !(full
+            || ima_due
+            || cross_due
+            || text_changed
+            || liveness_changed
+            || self.hold_since.is_some())
+        {
             return false;
         }
         let Some(view) = kernel_view(&self.memory, &self.profile, kernel) else {
             return true;
         };
         let mut found: [Vec<String>; AREA_COUNT] = self.current.clone();
+        found[DECOY] = liveness;
         if let Some(t) = &self.text {
             for (slot, texts) in found[3..EVADED].iter_mut().zip(t.found()) {
                 *slot = texts;
@@ -1021,11 +1127,11 @@ impl MonVm {
                 let lists = running
                     .as_ref()
                     .map(|r| (r.tasks.as_slice(), r.modules.as_slice()));
-                for (slot, texts) in
-                    found[CROSS..]
-                        .iter_mut()
-                        .zip(self.cross.check(&view, &self.profile, lists))
-                {
+                for (slot, texts) in found[CROSS..DECOY].iter_mut().zip(self.cross.check(
+                    &view,
+                    &self.profile,
+                    lists,
+                )) {
                     *slot = texts;
                 }
             }
@@ -1060,7 +1166,7 @@ impl MonVm {
             events.extend(texts.into_iter().map(|t| (area, t)));
         }
         if !events.is_empty() {
-            let booted_again = self.booted_again(kernel);
+            let booted_again = self.booted_again(kernel, now_us);
             if self.hold(kernel, now_us, events.len(), booted_again, tpm, log) {
                 return true;
             }

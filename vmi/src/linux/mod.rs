@@ -8,6 +8,7 @@ pub mod checks;
 pub mod crossview;
 pub mod ima;
 pub mod kaslr;
+pub mod liveness;
 pub mod mapping;
 pub mod modules;
 pub mod path;
