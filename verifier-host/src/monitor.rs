@@ -1193,6 +1193,13 @@ impl Session<'_> {
                     // log. Gone back: the A-VM restarted (the count is
                     // since boot), attest it and count from there.
                     if keepalive.dropped != node.dropped {
+                        // Grown: the dropped events are in the log before
+                        // `log_total`, which a verdict must now prove as
+                        // soon as one pushed would have to.
+                        if keepalive.dropped > node.dropped {
+                            let last = keepalive.log_total.saturating_sub(1);
+                            node.state.await_verdict(last, now);
+                        }
                         node.dropped = keepalive.dropped;
                         node.again = true;
                     }
@@ -1846,6 +1853,37 @@ mod tests {
         assert!(again(1));
         assert!(again(2));
         assert!(!again(2));
+    }
+
+    /// Events the node says it could not push owe a verdict as an event
+    /// pushed would: one proving the log up to the keep-alive's length.
+    #[test]
+    fn dropped_events_owe_a_verdict_within_the_timeout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = options("a:1");
+        let (mut session, _rx) = session(dir.path(), &opts);
+        let mut state = NodeState::resume("a:1", None, 0, t0());
+        state.proven_records = Some(1);
+        let (node, _requests) = watched(state);
+        let mut nodes = vec![node];
+        let dropped = |dropped, log_total| Message::KeepAlive {
+            node: 0,
+            keepalive: KeepAlive {
+                uptime_ms: 1,
+                log_total,
+                dropped,
+            },
+        };
+        // Nothing dropped, or nothing past what is proven: nothing owed.
+        session.handle(dropped(0, 9), &mut nodes).expect("handled");
+        session.handle(dropped(1, 1), &mut nodes).expect("handled");
+        assert_eq!(nodes[0].state.unanswered_event, None);
+        session.handle(dropped(2, 9), &mut nodes).expect("handled");
+        assert_eq!(nodes[0].state.unanswered_event.map(|(r, _)| r), Some(8));
+        // Only a verdict proving record 8 answers it.
+        nodes[0].state.proven_records = Some(9);
+        nodes[0].state.verdict(true, vec![], Instant::now(), 2);
+        assert_eq!(nodes[0].state.unanswered_event, None);
     }
 
     /// A node (or anyone on the path) that answers `Error{Malformed}`.

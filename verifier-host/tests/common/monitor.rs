@@ -86,11 +86,21 @@ impl Monitor {
         (rest, status.code())
     }
 
-    /// Ctrl-C, as at a terminal.
+    /// Ctrl-C, as at a terminal. A test run started in the background of
+    /// a non-interactive shell inherits SIGINT ignored, and so does the
+    /// monitor: it is killed if it has not stopped within 10 s.
     pub fn interrupt(&mut self) {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
