@@ -262,9 +262,9 @@ pub struct NodeState {
     /// Records of the measurement log the last verdict's quote proved
     /// (an event with a lower log index is covered by that verdict).
     pub proven_records: Option<usize>,
-    /// The first event pushed since the last verdict: (its record index
-    /// in the log, arrival). Later ones do not move it, so a stream of
-    /// events cannot put its verdict off.
+    /// The first event pushed that no verdict's quote has proven yet: (its
+    /// record index in the log, arrival). Later ones do not move it, so a
+    /// stream of events cannot put its verdict off.
     pub unanswered_event: Option<(u32, Instant)>,
     /// Which deadline made the node `node-unresponsive` (for the
     /// operator; until the next verdict).
@@ -415,9 +415,9 @@ impl NodeState {
 
     /// Fails closed: no verdict for `deadline`
     /// ([`MonitorOptions::quote_deadline`]) since the last one, or since
-    /// watching began, makes the node untrusted; so does no verdict for
-    /// `event_deadline` (`--timeout`) since the first event pushed after
-    /// it. Keep-alives, events and failed attestations never keep a node
+    /// watching began, makes the node untrusted; so does no verdict proving
+    /// it for `event_deadline` (`--timeout`) since the first unanswered
+    /// event ([`Self::await_verdict`]). Keep-alives, events and failed attestations never keep a node
     /// trusted: none of them proves anything. An event, though not
     /// authenticated either, may only bring the deadline closer.
     pub fn check_liveness(
@@ -1511,14 +1511,29 @@ mod tests {
     }
 
     fn keepalive(dropped: u32) -> Message {
+        keepalive_of_log(dropped, 1)
+    }
+
+    /// A keep-alive of node 0 whose log holds `log_total` records.
+    fn keepalive_of_log(dropped: u32, log_total: u32) -> Message {
         Message::KeepAlive {
             node: 0,
             keepalive: KeepAlive {
                 uptime_ms: 1,
-                log_total: 1,
+                log_total,
                 dropped,
             },
         }
+    }
+
+    /// A node attested (trusted) at `t0()`, with the default options'
+    /// quote deadline and `--timeout`.
+    fn attested_node() -> (NodeState, Instant, Duration, Duration) {
+        let opts = options("a:1");
+        let start = t0();
+        let mut node = NodeState::resume("a:1", None, 0, start);
+        node.verdict(true, vec![], start, 1);
+        (node, start, opts.quote_deadline(), opts.liveness_timeout)
     }
 
     /// The review's attack: the subscription stays up (keep-alives, even
@@ -1613,12 +1628,8 @@ mod tests {
     /// `--timeout` after its last quote.
     #[test]
     fn an_unanswered_event_is_untrusted_after_the_timeout() {
-        let opts = options("a:1");
-        let (deadline, timeout) = (opts.quote_deadline(), opts.liveness_timeout);
-        let start = t0();
+        let (mut node, start, deadline, timeout) = attested_node();
         let at = |secs| start + Duration::from_secs(secs);
-        let mut node = NodeState::resume("a:1", None, 0, start);
-        node.verdict(true, vec![], start, 1);
         node.await_verdict(7, at(5));
         assert_eq!(
             node.check_liveness(at(35), deadline, timeout, 2),
@@ -1641,12 +1652,8 @@ mod tests {
 
     #[test]
     fn a_verdict_after_an_event_clears_the_tighter_deadline() {
-        let opts = options("a:1");
-        let (deadline, timeout) = (opts.quote_deadline(), opts.liveness_timeout);
-        let start = t0();
+        let (mut node, start, deadline, timeout) = attested_node();
         let at = |millis| start + Duration::from_millis(millis);
-        let mut node = NodeState::resume("a:1", None, 0, start);
-        node.verdict(true, vec![], start, 1);
         node.await_verdict(7, at(5_000));
         // A verdict whose quote does not reach record 7 (it was under way
         // when the event came) does not answer it.
@@ -1681,12 +1688,8 @@ mod tests {
 
     #[test]
     fn later_events_do_not_put_off_the_first_ones_deadline() {
-        let opts = options("a:1");
-        let (deadline, timeout) = (opts.quote_deadline(), opts.liveness_timeout);
-        let start = t0();
+        let (mut node, start, deadline, timeout) = attested_node();
         let at = |millis| start + Duration::from_millis(millis);
-        let mut node = NodeState::resume("a:1", None, 0, start);
-        node.verdict(true, vec![], start, 1);
         for (record, arrival) in [(7, 5_000), (8, 20_000), (9, 34_000)] {
             node.await_verdict(record, at(arrival));
         }
@@ -1866,14 +1869,7 @@ mod tests {
         state.proven_records = Some(1);
         let (node, _requests) = watched(state);
         let mut nodes = vec![node];
-        let dropped = |dropped, log_total| Message::KeepAlive {
-            node: 0,
-            keepalive: KeepAlive {
-                uptime_ms: 1,
-                log_total,
-                dropped,
-            },
-        };
+        let dropped = keepalive_of_log;
         // Nothing dropped, or nothing past what is proven: nothing owed.
         session.handle(dropped(0, 9), &mut nodes).expect("handled");
         session.handle(dropped(1, 1), &mut nodes).expect("handled");

@@ -2,10 +2,10 @@
 //! with the IMA round (every 500 ms): modules hidden from the module list,
 //! processes hidden from the task list, credentials a rootkit handed out,
 //! hooks in function-pointer tables, and processes whose top-level page
-//! table does not share the kernel's mappings ([`vmi::linux::top_tables`]). A module or process is reported
-//! hidden only when two rounds in a row see it so (a module being unloaded
-//! or a task exiting can be between the two views for a moment). `monvm`
-//! turns the verdicts into events.
+//! table does not share the kernel's mappings ([`vmi::linux::top_tables`]).
+//! A module or process is reported hidden only when two rounds in a row
+//! see it so (a module being unloaded or a task exiting can be between the
+//! two views for a moment). `monvm` turns the verdicts into events.
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;

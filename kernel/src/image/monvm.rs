@@ -915,10 +915,7 @@ impl MonVm {
     /// Each read also tells whether the kernel still ticks
     /// ([`MonVm::stalled`]).
     fn booted_again(&mut self, kernel: &Watched, now_us: u64) -> bool {
-        let now = kernel
-            .location
-            .phys_of(self.profile.symbols.jiffies_64)
-            .and_then(|at| self.memory.read_u64(at).ok());
+        let now = self.jiffies_at(&kernel.location);
         let stalled = self.ticking.read(now, now_us, STALL_US);
         if stalled && !self.stalled {
             warn!(
@@ -1018,14 +1015,9 @@ impl MonVm {
                 .text
                 .as_ref()
                 .is_some_and(|t| t.found()[..] != self.current[3..EVADED]);
-        // (Built only when there is or was a finding: this runs 200 times
-        // a second.)
-        let left_running = self.left_behind.as_ref().is_some_and(|(_, l)| l.running());
-        let liveness = if self.stalled || left_running || !self.current[DECOY].is_empty() {
-            self.liveness()
-        } else {
-            Vec::new()
-        };
+        // (Allocates nothing without a finding: this runs 200 times a
+        // second.)
+        let liveness = self.liveness();
         let liveness_changed = liveness != self.current[DECOY];
         if !(fast || ima_due || cross_due || text_changed || liveness_changed) {
             return false;

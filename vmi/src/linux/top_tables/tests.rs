@@ -47,6 +47,11 @@ impl VirtualMemory for DirectMap<'_> {
     }
 }
 
+/// A changed slot finding.
+fn changed(copy: TableCopy, index: u16, value: u64) -> TopTableFinding {
+    TopTableFinding::Changed { copy, index, value }
+}
+
 fn half() -> KernelHalf {
     KernelHalf::new(BASE, PagingMode::FourLevel).expect("kernel half")
 }
@@ -178,30 +183,15 @@ fn a_changed_shared_slot_is_reported_with_its_index_and_value() {
     assert_eq!(
         check(&ram, &shared, MM_B),
         alloc::vec![
-            TopTableFinding::Changed {
-                copy: TableCopy::Kernel,
-                index: 400,
-                value: 0x2
-            },
-            TopTableFinding::Changed {
-                copy: TableCopy::Kernel,
-                index: 511,
-                value: 0x40_0063
-            },
+            changed(TableCopy::Kernel, 400, 0x2),
+            changed(TableCopy::Kernel, 511, 0x40_0063),
         ]
     );
     // A cleared slot too.
     let mut ram = self::ram(false);
     put(&mut ram, slot(TABLE_A, 273), 0);
     let found = check(&ram, &shared, MM_A);
-    assert_eq!(
-        found,
-        alloc::vec![TopTableFinding::Changed {
-            copy: TableCopy::Kernel,
-            index: 273,
-            value: 0
-        }]
-    );
+    assert_eq!(found, alloc::vec![changed(TableCopy::Kernel, 273, 0)]);
     assert_eq!(found[0].to_string(), "pgd[273]:0x0");
 }
 
@@ -211,14 +201,7 @@ fn with_pti_the_user_copy_is_compared_and_must_follow_its_table() {
     let shared = snapshot(&ram, true);
     put(&mut ram, slot(TABLE_A | USER_COPY_BIT, 511), 0x41_0067);
     let found = check(&ram, &shared, MM_A);
-    assert_eq!(
-        found,
-        alloc::vec![TopTableFinding::Changed {
-            copy: TableCopy::User,
-            index: 511,
-            value: 0x41_0067
-        }]
-    );
+    assert_eq!(found, alloc::vec![changed(TableCopy::User, 511, 0x41_0067)]);
     assert_eq!(found[0].to_string(), "pgd-user[511]:0x410067");
     // A table at an odd 4 KiB page: its user copy is itself, which maps
     // the whole kernel to user mode.
@@ -310,11 +293,7 @@ fn a_task_that_left_its_address_space_under_the_check_is_not_judged() {
     let shared = snapshot(&ram, true);
     // The table as the exiting task's freed page may look.
     put(&mut ram, slot(TABLE_A, 511), 0xdead_0000);
-    let changed = alloc::vec![TopTableFinding::Changed {
-        copy: TableCopy::Kernel,
-        index: 511,
-        value: 0xdead_0000
-    }];
+    let changed = alloc::vec![changed(TableCopy::Kernel, 511, 0xdead_0000)];
     assert_eq!(check(&ram, &shared, MM_A), changed);
     // It exited (`exit_mm` cleared its mm) or exec'd (a new mm) since the
     // walk read it.
@@ -343,14 +322,7 @@ fn init_top_pgt_itself_is_held_to_its_snapshot_and_findings_are_capped() {
     let mem = SliceMemory::flat(&ram);
     let found = shared.check_init(&mem, 5);
     assert_eq!(found.len(), 5);
-    assert_eq!(
-        found[0],
-        TopTableFinding::Changed {
-            copy: TableCopy::Kernel,
-            index: 300,
-            value: 0x7
-        }
-    );
+    assert_eq!(found[0], changed(TableCopy::Kernel, 300, 0x7));
     // The snapshot does not read outside RAM.
     let tiny = [0u8; 0x100];
     assert!(
@@ -394,7 +366,7 @@ proptest! {
                 let init_at = slot(if copy == TableCopy::User { INIT | USER_COPY_BIT } else { INIT }, index) as usize;
                 let init = u64::from_le_bytes(clean[init_at..init_at + 8].try_into().expect("8"));
                 if half.shared(index) && now != init && want.len() < max {
-                    want.push(TopTableFinding::Changed { copy, index: index as u16, value: now });
+                    want.push(changed(copy, index as u16, now));
                 }
             }
         }
