@@ -1526,6 +1526,20 @@ mod tests {
         }
     }
 
+    /// Node 0's violation event for log record 7, arrived at `at`.
+    fn idt_violation(at: Instant) -> Message {
+        Message::Event {
+            node: 0,
+            event: PushedEvent {
+                index: 7,
+                pcr: 12,
+                name: "monvm:event:1:violation:idt:gate 3".into(),
+                uptime_ms: 1,
+            },
+            at,
+        }
+    }
+
     /// A node attested (trusted) at `t0()`, with the default options'
     /// quote deadline and `--timeout`.
     fn attested_node() -> (NodeState, Instant, Duration, Duration) {
@@ -1554,16 +1568,7 @@ mod tests {
         state.verdict(true, vec![], start, 1);
         let (node, _requests) = watched(state);
         let mut nodes = vec![node];
-        let violation = Message::Event {
-            node: 0,
-            event: PushedEvent {
-                index: 7,
-                pcr: 12,
-                name: "monvm:event:1:violation:idt:gate 3".into(),
-                uptime_ms: 1,
-            },
-            at: start,
-        };
+        let violation = idt_violation(start);
         session.handle(violation, &mut nodes).expect("handled");
         while start.elapsed() < 3 * opts.quote_deadline() {
             let failed = Message::Attested {
@@ -1723,16 +1728,7 @@ mod tests {
         state.window = (start, MAX_EVENTS_PER_WINDOW);
         let (node, _requests) = watched(state);
         let mut nodes = vec![node];
-        let violation = Message::Event {
-            node: 0,
-            event: PushedEvent {
-                index: 7,
-                pcr: 12,
-                name: "monvm:event:1:violation:idt:gate 3".into(),
-                uptime_ms: 1,
-            },
-            at: Instant::now(),
-        };
+        let violation = idt_violation(Instant::now());
         session.handle(violation, &mut nodes).expect("handled");
         assert_eq!(nodes[0].state.suppressed, 1);
         let mut untrusted_after = None;
