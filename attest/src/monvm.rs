@@ -658,7 +658,8 @@ pub fn appraise(
         // others gets nothing proven.
         return MonVmAppraisal::default();
     };
-    let files = policy.map(|p| &p.monvm_files);
+    // An allowlist with no path and no exclude is not known.
+    let files = policy.map(|p| &p.monvm_files).filter(|f| !f.is_empty());
     appraise_records(
         &records,
         check,
@@ -694,11 +695,25 @@ pub trait FileIndex {
             *answer = self.allows(path, digest);
         }
     }
+
+    /// Calls `visit` with each listed path and its digests, in path
+    /// order, until it returns true; whether it did. For questions no
+    /// lookup by path answers ([`module_file_allowed`]).
+    fn any_entry(&self, visit: &mut EntryVisitor<'_>) -> bool;
 }
+
+/// What [`FileIndex::any_entry`] calls with each path and its digests.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[[u8; 32]]) -> bool + 'a;
 
 impl FileIndex for crate::policy::FileAllowlist {
     fn digests_of(&self, path: &[u8]) -> Option<&[[u8; 32]]> {
         crate::policy::FileAllowlist::digests_of(self, path)
+    }
+
+    fn any_entry(&self, visit: &mut EntryVisitor<'_>) -> bool {
+        self.digests
+            .iter()
+            .any(|(path, digests)| visit(path.as_bytes(), &digests.0))
     }
 }
 
@@ -781,9 +796,11 @@ pub fn ima_outcome<'a>(
     }
 }
 
-/// [`appraise`] on a parsed log, looking paths up in `files` (an index of
-/// the policy's `monvm_files`; `None` or an empty allowlist in the policy:
-/// not applied).
+/// [`appraise`] on a parsed log, looking paths up in `files`: the policy's
+/// `monvm_files` or an index of them, `None` if the policy has none (no
+/// path and no exclude: the allowlist is then not applied). The allowlist
+/// is read only through `files`: a host's index may hold the paths that
+/// `policy.monvm_files` leaves out.
 pub fn appraise_records(
     records: &[ImaRecord<'_>],
     check: &MeasurementLogCheck,
@@ -808,7 +825,7 @@ pub fn appraise_records_with(
     let ima = ima.filter(|o| o.len() == records.len());
     let mut out = MonVmAppraisal::default();
     let proven = records.get(..check.proven).unwrap_or_default();
-    let allowlist = files.filter(|_| policy.is_some_and(|p| !p.monvm_files.is_empty()));
+    let allowlist = files.filter(|_| policy.is_some());
     out.allowlist_applied = allowlist.is_some();
     out.monvm = check.config_digest.is_some();
     let mut boot_patches_seen = false;
@@ -868,7 +885,7 @@ pub fn appraise_records_with(
                     }
                     Ok(record @ StartupRecord::Module { .. }) if allowlist.is_some() => {
                         let sink = closed.sink(index, &mut out, &mut past);
-                        appraise_module(index, &record, policy, sink);
+                        appraise_module(index, &record, policy, allowlist, sink);
                     }
                     Ok(record @ StartupRecord::Process { .. }) => {
                         if let Some(files) = allowlist {
@@ -1015,6 +1032,7 @@ fn appraise_module(
     index: usize,
     record: &StartupRecord<'_>,
     policy: Option<&ReferenceValues>,
+    files: Option<&dyn FileIndex>,
     out: &mut MonVmAppraisal,
 ) {
     let StartupRecord::Module { name, file } = record else {
@@ -1029,10 +1047,8 @@ fn appraise_module(
     let Some(allowed) = allowed else {
         // Not listed by name: allowed if the file allowlist allows its
         // file (`.../NAME.ko`, as a Keylime policy lists modules).
-        let by_file = match (file, policy) {
-            (FileDigest::Measured(digest), Some(p)) => {
-                module_file_allowed(&p.monvm_files, name, digest)
-            }
+        let by_file = match (file, files) {
+            (FileDigest::Measured(digest), Some(files)) => module_file_allowed(files, name, digest),
             _ => false,
         };
         if !by_file {
@@ -1062,11 +1078,7 @@ fn appraise_module(
 /// Whether the allowlist allows `digest` for a file named like module
 /// `name` (`NAME.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`; `-` and `_` alike,
 /// as the kernel treats them in module names).
-pub fn module_file_allowed(
-    files: &crate::policy::FileAllowlist,
-    name: &[u8],
-    digest: &[u8; 32],
-) -> bool {
+pub fn module_file_allowed(files: &dyn FileIndex, name: &[u8], digest: &[u8; 32]) -> bool {
     let same = |a: &[u8], b: &[u8]| {
         a.len() == b.len()
             && a.iter().zip(b).all(|(x, y)| {
@@ -1074,12 +1086,12 @@ pub fn module_file_allowed(
                 norm(*x) == norm(*y)
             })
     };
-    files.digests.iter().any(|(path, digests)| {
-        let file = path.rsplit('/').next().unwrap_or_default().as_bytes();
+    files.any_entry(&mut |path, digests| {
+        let file = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
         let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
             .iter()
             .find_map(|ext| file.strip_suffix(ext.as_bytes()));
-        stem.is_some_and(|stem| same(stem, name)) && digests.0.contains(digest)
+        stem.is_some_and(|stem| same(stem, name)) && digests.contains(digest)
     })
 }
 

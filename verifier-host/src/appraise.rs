@@ -22,9 +22,10 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::allowlist::{AllowlistError, Excludes, FileHashIndex};
+use crate::allowlist::{AllowlistError, Excludes};
 use crate::crypto::OpenSslVerifier;
 use crate::evidence_dir::LoadedEvidence;
+use crate::file_index::{Arena, FileHashIndex};
 use crate::report::{Report, ReportReason, VerdictKind};
 use crate::tpm_public::PublicKey;
 
@@ -107,7 +108,7 @@ pub fn appraise(
     node: Option<String>,
     extra_reasons: Vec<ReportReason>,
 ) -> Appraisal {
-    let policy = prepared.map(PreparedPolicy::values);
+    let policy = prepared.map(PreparedPolicy::appraised_values);
     let mut verdict = verify_evidence(&input.evidence, policy, verifier);
     // The measurement log is checked against PCR values only once they are
     // authenticated (signature valid, values the quoted ones).
@@ -170,10 +171,20 @@ const INDEXED_PATHS: usize = 1024;
 /// policy, as Keylime builds its dictionary when it loads a runtime
 /// policy; the values and what was built from them stay together, so an
 /// index can never be used with another policy's values.
+///
+/// A large allowlist loaded from the policy's snapshot is held by its
+/// index alone (no map of 100,000 strings is built to be searched by
+/// nobody): the appraisal reads it there, and [`PreparedPolicy::values`]
+/// rebuilds the map for a caller that asks for the values whole.
 #[derive(Debug)]
 pub struct PreparedPolicy<'a> {
+    /// The reference values; without the allowlist's digests if `whole`
+    /// is set (`index` holds them).
     values: Cow<'a, ReferenceValues>,
     index: Option<FileHashIndex>,
+    /// The values with their allowlist, rebuilt from `index` when first
+    /// asked for: set for a policy whose `values` leave it out.
+    whole: Option<std::sync::OnceLock<ReferenceValues>>,
     excludes: Excludes,
 }
 
@@ -194,25 +205,47 @@ impl<'a> PreparedPolicy<'a> {
         Self {
             values,
             index,
+            whole: None,
             excludes,
         }
     }
 
-    /// The reference values.
+    /// The reference values, whole.
     pub fn values(&self) -> &ReferenceValues {
+        let (Some(whole), Some(index)) = (&self.whole, &self.index) else {
+            return &self.values;
+        };
+        whole.get_or_init(|| {
+            let mut values = self.values.as_ref().clone();
+            values.monvm_files.digests = index.arena().to_digests();
+            values
+        })
+    }
+
+    /// The reference values as the appraisal reads them: whole, or
+    /// without the allowlist's digests, which it reads through
+    /// [`PreparedPolicy::lookup`].
+    fn appraised_values(&self) -> &ReferenceValues {
         &self.values
     }
 
     /// The allowlist to look entries up in: `None` if the policy has none
-    /// (the appraisal then says the reference values are missing).
+    /// (no path, no exclude: the appraisal then says the reference values
+    /// are missing).
     fn lookup(&self) -> Option<&(dyn FileIndex + Sync)> {
         let files = &self.values.monvm_files;
-        if files.is_empty() {
-            return None;
-        }
         match &self.index {
             Some(index) => Some(index),
+            None if files.is_empty() => None,
             None => Some(files),
+        }
+    }
+
+    /// The allowlist's entries, as the policy's snapshot keeps them.
+    pub fn arena(&self) -> Cow<'_, Arena> {
+        match &self.index {
+            Some(index) => Cow::Borrowed(index.arena()),
+            None => Cow::Owned(Arena::of(&self.values.monvm_files)),
         }
     }
 }
@@ -228,6 +261,25 @@ impl PreparedPolicy<'static> {
     pub fn checked(values: ReferenceValues) -> Result<Self, AllowlistError> {
         let excludes = Excludes::compile(&values.monvm_files)?;
         Ok(Self::with_excludes(Cow::Owned(values), excludes))
+    }
+
+    /// [`PreparedPolicy::checked`] of the values `rest` (any allowlist
+    /// digests there are replaced) with the allowlist in `arena`, as a
+    /// snapshot holds them. A large allowlist is indexed as it is, with no
+    /// map built.
+    pub fn from_parts(mut rest: ReferenceValues, arena: Arena) -> Result<Self, AllowlistError> {
+        let excludes = Excludes::compile(&rest.monvm_files)?;
+        if arena.paths() < INDEXED_PATHS {
+            rest.monvm_files.digests = arena.to_digests();
+            return Ok(Self::with_excludes(Cow::Owned(rest), excludes));
+        }
+        rest.monvm_files.digests.clear();
+        Ok(Self {
+            values: Cow::Owned(rest),
+            index: Some(FileHashIndex::of_arena(arena)),
+            whole: Some(std::sync::OnceLock::new()),
+            excludes,
+        })
     }
 }
 
@@ -264,7 +316,7 @@ pub fn check_and_appraise_prepared(
         Ok(records) => records,
         Err(_) => return (Err(Reason::MeasurementLogMalformed), None),
     };
-    let policy = prepared.map(PreparedPolicy::values);
+    let policy = prepared.map(PreparedPolicy::appraised_values);
     let lookup = prepared.and_then(PreparedPolicy::lookup);
     let none = Excludes::none();
     let excludes = prepared.map_or(&none, |p| &p.excludes);
@@ -652,5 +704,62 @@ mod tests {
             assert_eq!(check, Err(want));
             assert!(appraisal.is_none());
         }
+    }
+
+    /// A policy loaded from its snapshot holds a large allowlist in its
+    /// index alone; it appraises exactly as the policy parsed whole does,
+    /// modules allowed by their file included, and gives its values back
+    /// whole.
+    #[test]
+    fn a_policy_from_its_snapshot_appraises_as_the_whole_policy() {
+        let (long, mut policy) = long_list(2 * INDEXED_PATHS + 17);
+        // Its first entries (the findings of all would be cut off before
+        // the modules' are listed).
+        let n = 30;
+        let mut log = Vec::new();
+        for record in parse_list(&long, usize::MAX)
+            .expect("parses")
+            .iter()
+            .take(n)
+        {
+            record.emit(&mut log);
+        }
+        let module_file = [0x6d; 32];
+        policy.monvm_files.allow(
+            "/usr/lib/modules/6.1.0-40-cloud-amd64/kernel/drivers/net/dummy.ko",
+            module_file,
+        );
+        log.extend(ng_record(11, &module_file, b"monvm:module:dummy"));
+        log.extend(ng_record(11, &module_file, b"monvm:module:dummy2"));
+        log.extend(ng_record(11, &[0x77; 32], b"monvm:module:dummy"));
+        let records = parse_list(&log, n + 3).expect("parses");
+        let pcrs = replay_sha256(&records, &[[0; 32]; 24]);
+        let quoted = [10, 11].map(|index| PcrValue {
+            index,
+            digest: pcrs[index as usize],
+        });
+
+        let snapshot = crate::policy_snapshot::decode(
+            crate::policy_snapshot::encode(&policy).expect("encodes"),
+        )
+        .expect("decodes");
+        let loaded = PreparedPolicy::from_parts(snapshot.rest, snapshot.arena).expect("prepared");
+        assert!(loaded.appraised_values().monvm_files.digests.is_empty());
+        let whole = PreparedPolicy::owned(policy.clone());
+        let (check, appraisal) = check_and_appraise_prepared(Some(&log), &quoted, Some(&loaded));
+        let want = check_and_appraise_prepared(Some(&log), &quoted, Some(&whole));
+        assert_eq!((&check, &appraisal), (&want.0, &want.1));
+        let appraisal = appraisal.expect("appraised");
+        assert!(appraisal.allowlist_applied);
+        let modules: Vec<_> = appraisal
+            .findings
+            .iter()
+            .filter(|f| f.kind == MonVmKind::ModuleNotAllowed)
+            .map(|f| f.index)
+            .collect();
+        // The file's module is allowed by its file; another name or
+        // another digest is not.
+        assert_eq!(modules, [n + 1, n + 2]);
+        assert_eq!(*loaded.values(), policy);
     }
 }

@@ -137,8 +137,10 @@ pub(crate) fn load_stored_policy(
     {
         // A snapshot that does not decode is passed over: the text is the
         // policy.
-        if let Ok(values) = policy_snapshot::decode(&body) {
-            return Ok(Some((revision, prepare_values(values)?)));
+        if let Ok(snapshot) = policy_snapshot::decode(body) {
+            let policy = PreparedPolicy::from_parts(snapshot.rest, snapshot.arena)
+                .map_err(|e| CommandError(format!("policy: {e}")))?;
+            return Ok(Some((revision, policy)));
         }
     }
     // Text and revision read together: a change in between is seen next
@@ -147,7 +149,7 @@ pub(crate) fn load_stored_policy(
         return Ok(None);
     };
     let policy = prepare_policy(&stored.toml)?;
-    keep_snapshot(store, stored.revision, &stored.toml, policy.values());
+    keep_snapshot(store, stored.revision, &stored.toml, &policy);
     Ok(Some((stored.revision, policy)))
 }
 
@@ -159,12 +161,12 @@ fn take_snapshot(store: &Store) {
     let _ = load_stored_policy(store);
 }
 
-/// Takes the snapshot of `values`, parsed from `text`, the policy of
+/// Takes the snapshot of `policy`, parsed from `text`, the policy of
 /// `revision`; kept only if the stored policy is still that revision and
 /// that text. Only speed depends on it: a state that cannot be written
 /// (or a policy changed meanwhile) leaves the next load parsing the text.
-fn keep_snapshot(store: &Store, revision: i64, text: &str, values: &ReferenceValues) {
-    if let Ok(body) = policy_snapshot::encode(values) {
+fn keep_snapshot(store: &Store, revision: i64, text: &str, policy: &PreparedPolicy<'_>) {
+    if let Ok(body) = policy_snapshot::encode_parts(policy.values(), &policy.arena()) {
         let _ = store.set_policy_snapshot(revision, text, policy_snapshot::FORMAT, &body);
     }
 }
@@ -1004,8 +1006,8 @@ fn audit_snapshot(store: &Store, text: &str) -> Result<bool, crate::store::Store
     let Some((_, body)) = store.policy_snapshot(policy_snapshot::FORMAT)? else {
         return Ok(false);
     };
-    let same = match (policy_snapshot::decode(&body), parse_toml(text)) {
-        (Ok(snapshot), Ok(values)) => snapshot == values,
+    let same = match (policy_snapshot::decode(body), parse_toml(text)) {
+        (Ok(snapshot), Ok(values)) => snapshot.into_values() == values,
         // A text that does not parse has no snapshot of its own.
         _ => false,
     };

@@ -17,6 +17,7 @@ pub mod credential;
 pub mod crypto;
 pub mod ek;
 pub mod evidence_dir;
+pub mod file_index;
 pub mod files;
 pub mod monitor;
 /// Hex, shared with the A-VM and the launcher.

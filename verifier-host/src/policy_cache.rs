@@ -251,7 +251,9 @@ mod tests {
             .expect("reads")
             .expect("taken");
         assert_eq!(
-            policy_snapshot::decode(&body).expect("decodes"),
+            policy_snapshot::decode(body)
+                .expect("decodes")
+                .into_values(),
             *first.values()
         );
         // A snapshot of this revision is what loads (another one planted
@@ -294,7 +296,7 @@ mod tests {
             .policy_snapshot(FORMAT)
             .expect("reads")
             .expect("taken");
-        assert!(policy_snapshot::decode(&body).is_ok());
+        assert!(policy_snapshot::decode(body).is_ok());
         // A snapshot is checked as the text is: an exclude that does not
         // compile is an error, not an allowlist that excludes nothing.
         let mut bad = planted.clone();
@@ -362,7 +364,9 @@ mod tests {
             .expect("reads")
             .expect("taken");
         assert!(imported > init);
-        let values = crate::policy_snapshot::decode(&body).expect("decodes");
+        let values = crate::policy_snapshot::decode(body)
+            .expect("decodes")
+            .into_values();
         assert!(values.monvm_files.digests.contains_key("/bin/k"));
     }
 

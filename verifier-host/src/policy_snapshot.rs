@@ -6,10 +6,17 @@
 //! may edit it. But parsing it costs time in proportion to its allowlist:
 //! 0.3-0.5 s for a 100,000-path Keylime allowlist (12 MB of TOML), ten
 //! times what appraising a 100,000-entry IMA list against it takes, paid
-//! by every `attest` process. A snapshot holds the same values in
-//! postcard: the allowlist's paths and their raw digests in two flat runs
-//! (copied out, never parsed), and the rest of the policy, which is small,
-//! as its TOML.
+//! by every `attest` process. A snapshot holds the allowlist as the
+//! appraisal reads it, its [`Arena`], so loading it is checking one buffer
+//! and hashing its pairs, with no allocation per path; the rest of the
+//! policy, which is small, follows as its TOML:
+//!
+//! ```text
+//! arena | postcard(Tail { rest, arena_len }) | u32 LE: the tail's length
+//! ```
+//!
+//! The arena comes first so that it stays where it was read: the snapshot
+//! buffer, cut after it, is the arena.
 //!
 //! The verifier writes a snapshot with every policy it stores, and the
 //! first load after a change made past it (another SQLite client) writes
@@ -18,13 +25,13 @@
 //! taken of, so a snapshot is never older than the text. One that does not
 //! decode is ignored: the text is parsed, and the snapshot written anew.
 
-use std::collections::BTreeMap;
-
-use avm_attest::policy::{DigestList, ReferenceValues};
+use avm_attest::policy::ReferenceValues;
 use serde::{Deserialize, Serialize};
 
+use crate::file_index::Arena;
+
 /// The encoding below; a snapshot of another format is not used.
-pub const FORMAT: i64 = 1;
+pub const FORMAT: i64 = 2;
 
 /// Why a snapshot was not used.
 #[derive(Debug, thiserror::Error)]
@@ -38,82 +45,82 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Snapshot<'a> {
+struct Tail<'a> {
     /// The policy without its allowlist's digests, as TOML.
     rest: &'a str,
-    /// The allowlist's paths in order, each with its number of digests.
-    #[serde(borrow)]
-    paths: Vec<(&'a str, u32)>,
-    /// Their digests, 32 bytes each, in the order of `paths`.
-    #[serde(with = "raw_bytes")]
-    digests: &'a [u8],
+    /// Bytes of the arena before the tail.
+    arena_len: u64,
+}
+
+/// A snapshot's contents.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The policy without its allowlist's digests.
+    pub rest: ReferenceValues,
+    /// The allowlist's digests.
+    pub arena: Arena,
+}
+
+impl Snapshot {
+    /// The policy whole.
+    pub fn into_values(self) -> ReferenceValues {
+        let mut values = self.rest;
+        values.monvm_files.digests = self.arena.to_digests();
+        values
+    }
+}
+
+/// The snapshot of the policy `values` (any allowlist digests there are
+/// left out) with its allowlist in `arena`.
+pub fn encode_parts(values: &ReferenceValues, arena: &Arena) -> Result<Vec<u8>, SnapshotError> {
+    let rest = if values.monvm_files.digests.is_empty() {
+        toml::to_string(values)
+    } else {
+        let mut rest = values.clone();
+        rest.monvm_files.digests.clear();
+        toml::to_string(&rest)
+    }
+    .map_err(|_| SnapshotError::Malformed("unencodable"))?;
+    let mut bytes = arena.bytes().to_vec();
+    let tail = postcard::to_allocvec(&Tail {
+        rest: &rest,
+        arena_len: bytes.len() as u64,
+    })?;
+    let tail_len = u32::try_from(tail.len()).map_err(|_| SnapshotError::Malformed("tail"))?;
+    bytes.extend_from_slice(&tail);
+    bytes.extend_from_slice(&tail_len.to_le_bytes());
+    Ok(bytes)
 }
 
 /// The snapshot of `values`.
 pub fn encode(values: &ReferenceValues) -> Result<Vec<u8>, SnapshotError> {
-    let mut rest = values.clone();
-    rest.monvm_files.digests = BTreeMap::new();
-    let rest = toml::to_string(&rest).map_err(|_| SnapshotError::Malformed("unencodable"))?;
-    let files = &values.monvm_files.digests;
-    let mut paths = Vec::with_capacity(files.len());
-    let mut digests = Vec::with_capacity(32 * values.monvm_files.len());
-    for (path, list) in files {
-        let count = u32::try_from(list.0.len()).map_err(|_| SnapshotError::Malformed("count"))?;
-        paths.push((path.as_str(), count));
-        digests.extend(list.0.iter().flatten());
-    }
-    Ok(postcard::to_allocvec(&Snapshot {
-        rest: &rest,
-        paths,
-        digests: &digests,
-    })?)
+    encode_parts(values, &Arena::of(&values.monvm_files))
 }
 
-/// The values of a snapshot; an error if it is not one [`encode`] wrote.
-pub fn decode(bytes: &[u8]) -> Result<ReferenceValues, SnapshotError> {
-    let snapshot: Snapshot<'_> = postcard::from_bytes(bytes)?;
-    let mut values: ReferenceValues = toml::from_str(snapshot.rest)?;
-    if !values.monvm_files.digests.is_empty() {
+/// The contents of a snapshot; an error if it is not one [`encode_parts`]
+/// wrote.
+pub fn decode(mut bytes: Vec<u8>) -> Result<Snapshot, SnapshotError> {
+    let tail_at = bytes
+        .len()
+        .checked_sub(4)
+        .ok_or(SnapshotError::Malformed("too short"))?;
+    let mut tail_len = [0; 4];
+    tail_len.copy_from_slice(&bytes[tail_at..]);
+    let tail_len = u32::from_le_bytes(tail_len) as usize;
+    let arena_len = tail_at
+        .checked_sub(tail_len)
+        .ok_or(SnapshotError::Malformed("tail length"))?;
+    let tail: Tail<'_> = postcard::from_bytes(&bytes[arena_len..tail_at])?;
+    if tail.arena_len != arena_len as u64 {
+        return Err(SnapshotError::Malformed("arena length"));
+    }
+    let rest: ReferenceValues = toml::from_str(tail.rest)?;
+    if !rest.monvm_files.digests.is_empty() {
         return Err(SnapshotError::Malformed("digests in the rest"));
     }
-    let mut digests = snapshot.digests.as_chunks::<32>();
-    if !digests.1.is_empty() {
-        return Err(SnapshotError::Malformed("digest run"));
-    }
-    let mut files = Vec::with_capacity(snapshot.paths.len());
-    for (path, count) in snapshot.paths {
-        let Some((mine, others)) = digests.0.split_at_checked(count as usize) else {
-            return Err(SnapshotError::Malformed("fewer digests than counted"));
-        };
-        digests.0 = others;
-        // In the order a BTreeMap yields: strictly ascending, no path twice.
-        if files
-            .last()
-            .is_some_and(|(last, _): &(String, _)| last.as_str() >= path)
-        {
-            return Err(SnapshotError::Malformed("paths out of order"));
-        }
-        files.push((path.to_owned(), DigestList(mine.to_vec())));
-    }
-    if !digests.0.is_empty() {
-        return Err(SnapshotError::Malformed("more digests than counted"));
-    }
-    values.monvm_files.digests = files.into_iter().collect();
-    Ok(values)
-}
-
-/// A byte slice as postcard bytes (a length, then the bytes), borrowed
-/// when decoded.
-mod raw_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &&[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(value)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'de [u8], D::Error> {
-        <&[u8]>::deserialize(d)
-    }
+    bytes.truncate(arena_len);
+    let arena = Arena::parse(bytes).map_err(SnapshotError::Malformed)?;
+    Ok(Snapshot { rest, arena })
 }
 
 #[cfg(test)]
@@ -136,6 +143,35 @@ mod tests {
         values
     }
 
+    fn round_trip(values: &ReferenceValues) -> ReferenceValues {
+        decode(encode(values).expect("encodes"))
+            .expect("decodes")
+            .into_values()
+    }
+
+    /// A snapshot of `rest` (TOML) and the raw arena `arena`.
+    fn snapshot_of(rest: &str, arena: &[u8]) -> Vec<u8> {
+        let mut bytes = arena.to_vec();
+        let tail = postcard::to_allocvec(&Tail {
+            rest,
+            arena_len: arena.len() as u64,
+        })
+        .unwrap();
+        bytes.extend_from_slice(&tail);
+        bytes.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+        bytes
+    }
+
+    /// One arena entry: header, digests, path, padding.
+    fn entry(path: &[u8], digests: &[[u8; 32]]) -> Vec<u8> {
+        let mut e = (digests.len() as u32).to_le_bytes().to_vec();
+        e.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        digests.iter().for_each(|d| e.extend_from_slice(d));
+        e.extend_from_slice(path);
+        e.resize(e.len().next_multiple_of(8), 0);
+        e
+    }
+
     #[test]
     fn a_policy_comes_back_as_it_went_in() {
         let values = policy(&[
@@ -143,7 +179,7 @@ mod tests {
             ("/bin/b", &[3]),
             ("/lib/c.so", &[4, 5, 6]),
         ]);
-        let back = decode(&encode(&values).expect("encodes")).expect("decodes");
+        let back = round_trip(&values);
         assert_eq!(back, values);
         assert_eq!(back.monvm_files.excludes, ["/tmp/.*"]);
     }
@@ -152,71 +188,96 @@ mod tests {
     fn a_policy_without_files_comes_back_too() {
         let mut values = policy(&[]);
         values.monvm_files = FileAllowlist::default();
-        assert_eq!(decode(&encode(&values).unwrap()).unwrap(), values);
+        assert_eq!(round_trip(&values), values);
     }
 
     #[test]
-    fn counts_that_do_not_match_the_digests_are_refused() {
-        let values = policy(&[("/bin/a", &[1, 2]), ("/bin/b", &[3])]);
-        let rest = {
-            let mut r = values.clone();
-            r.monvm_files.digests.clear();
-            toml::to_string(&r).unwrap()
-        };
-        let digests = [7u8; 96];
-        for (paths, run, why) in [
-            (vec![("/bin/a", 2), ("/bin/b", 2)], &digests[..], "fewer"),
-            (vec![("/bin/a", 1), ("/bin/b", 1)], &digests[..], "more"),
-            (
-                vec![("/bin/a", 1), ("/bin/b", 1)],
-                &digests[..63],
-                "digest run",
-            ),
-            (vec![("/bin/b", 1), ("/bin/a", 2)], &digests[..], "order"),
-            (vec![("/bin/a", 1), ("/bin/a", 2)], &digests[..], "order"),
+    fn a_malformed_arena_is_refused_with_its_flaw() {
+        let rest = toml::to_string(&policy(&[])).unwrap();
+        let a = entry(b"/bin/a", &[[1; 32], [2; 32]]);
+        let b = entry(b"/bin/b", &[[3; 32]]);
+        let mut padded = entry(b"/bin/c", &[]);
+        *padded.last_mut().unwrap() = 1;
+        let mut long = entry(b"/bin/d", &[[4; 32]]);
+        long[4] = 200;
+        let mut many = entry(b"/bin/e", &[]);
+        many[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        for (arena, why) in [
+            ([b.clone(), a.clone()].concat(), "out of order"),
+            ([a.clone(), a.clone()].concat(), "out of order"),
+            (entry(b"/bin/\xff", &[]), "UTF-8"),
+            (padded, "padding"),
+            (long, "cut off"),
+            (many, "cut off"),
+            (a[..a.len() - 9].to_vec(), "cut off"),
+            (a[..5].to_vec(), "header"),
         ] {
-            let bytes = postcard::to_allocvec(&Snapshot {
-                rest: &rest,
-                paths,
-                digests: run,
-            })
-            .unwrap();
-            let err = decode(&bytes).expect_err(why).to_string();
+            let err = decode(snapshot_of(&rest, &arena))
+                .expect_err(why)
+                .to_string();
             assert!(err.contains(why), "{why}: {err}");
         }
+        // The good ones, in order.
+        let good = decode(snapshot_of(&rest, &[a, b].concat())).expect("decodes");
+        assert_eq!(good.arena.paths(), 2);
+    }
+
+    #[test]
+    fn a_tail_that_does_not_fit_is_refused() {
+        let values = policy(&[("/bin/a", &[1])]);
+        let good = encode(&values).unwrap();
+        let mut long = good.clone();
+        let at = long.len() - 4;
+        long[at..].copy_from_slice(&(good.len() as u32).to_le_bytes());
+        assert!(decode(long).is_err());
+        // The arena's length in the tail is checked against its place.
+        let rest = toml::to_string(&policy(&[])).unwrap();
+        let mut bytes = entry(b"/bin/a", &[[1; 32]]);
+        let tail = postcard::to_allocvec(&Tail {
+            rest: &rest,
+            arena_len: 8,
+        })
+        .unwrap();
+        bytes.extend_from_slice(&tail);
+        bytes.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+        let err = decode(bytes).unwrap_err().to_string();
+        assert!(err.contains("arena length"), "{err}");
+        assert!(decode(vec![1, 2, 3]).is_err());
     }
 
     #[test]
     fn a_rest_with_digests_is_refused() {
         let values = policy(&[("/bin/a", &[1])]);
         let rest = toml::to_string(&values).unwrap();
-        let bytes = postcard::to_allocvec(&Snapshot {
-            rest: &rest,
-            paths: vec![],
-            digests: &[],
-        })
-        .unwrap();
-        assert!(decode(&bytes).is_err());
+        assert!(decode(snapshot_of(&rest, &[])).is_err());
     }
 
     proptest! {
         #[test]
         fn any_allowlist_round_trips(
             files in proptest::collection::btree_map(
-                "/[a-z./]{1,24}",
-                proptest::collection::vec(any::<u8>(), 1..4),
+                "/[a-z./]{0,24}",
+                proptest::collection::vec(any::<u8>(), 0..4),
                 0..40,
             )
         ) {
-            let list: Vec<(&str, &[u8])> =
-                files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
-            let values = policy(&list);
-            prop_assert_eq!(decode(&encode(&values).unwrap()).unwrap(), values);
+            let mut values = policy(&[]);
+            for (path, digests) in &files {
+                values.monvm_files.digests.insert(
+                    path.clone(),
+                    avm_attest::policy::DigestList(digests.iter().map(|d| [*d; 32]).collect()),
+                );
+            }
+            let bytes = encode(&values).unwrap();
+            let snapshot = decode(bytes.clone()).unwrap();
+            // The same bytes again: one encoding per policy.
+            prop_assert_eq!(&encode_parts(&snapshot.rest, &snapshot.arena).unwrap(), &bytes);
+            prop_assert_eq!(snapshot.into_values(), values);
         }
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode(&bytes);
+            let _ = decode(bytes);
         }
 
         #[test]
@@ -230,7 +291,7 @@ mod tests {
                 *b ^= 0x41;
             }
             bytes.truncate(cut);
-            let _ = decode(&bytes);
+            let _ = decode(bytes);
         }
     }
 }

@@ -344,6 +344,9 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Reads through a mapping of the file, not a read call per page:
+        // the policy snapshot (megabytes) is read on every `attest`.
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
         // IMMEDIATE: two verifiers opening a new state at once must not
         // both create the schema.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -543,16 +546,32 @@ impl Store {
     /// The policy's snapshot in `format` and the revision it was taken of,
     /// if one was taken of the policy's current revision.
     pub fn policy_snapshot(&self, format: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-        Ok(self
-            .conn
+        // One read transaction: the body is the one of that revision.
+        let tx = self.conn.unchecked_transaction()?;
+        let Some(revision) = tx
             .query_row(
-                "SELECT s.revision, s.body FROM policy_snapshot s
+                "SELECT s.revision FROM policy_snapshot s
                  JOIN policy p ON p.id = 1 AND p.revision = s.revision
                  WHERE s.id = 1 AND s.format = ?1",
                 params![format],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
-            .optional()?)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        // Read straight into one buffer of its size (a column read would
+        // assemble the megabytes in SQLite's buffer and copy them again).
+        let blob = tx.blob_open(
+            rusqlite::DatabaseName::Main,
+            "policy_snapshot",
+            "body",
+            1,
+            true,
+        )?;
+        let mut body = vec![0; blob.len()];
+        blob.read_at_exact(&mut body, 0)?;
+        Ok(Some((revision, body)))
     }
 
     /// Keeps `body` as the policy's snapshot of revision `revision` with

@@ -5,7 +5,8 @@
 #![no_main]
 
 use avm_attest::monvm::FileIndex;
-use avm_verifier::allowlist::{Excludes, FileHashIndex, import_keylime};
+use avm_verifier::allowlist::{Excludes, import_keylime};
+use avm_verifier::file_index::FileHashIndex;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,18 +1,27 @@
 //! The stored policy's compiled snapshot (`policy_snapshot`), read back
 //! from the state database on every `attest`: bytes that do not decode
-//! are refused without a panic; what decodes encodes and decodes again to
-//! the same values, and prepares (or is refused) as a parsed text would.
+//! are refused without a panic; what decodes encodes to the same bytes,
+//! and prepares (or is refused) as the parsed values would, with its
+//! allowlist indexed as it is.
 #![no_main]
 
 use avm_verifier::appraise::PreparedPolicy;
-use avm_verifier::policy_snapshot::{decode, encode};
+use avm_verifier::policy_snapshot::{decode, encode, encode_parts};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(values) = decode(data) else {
+    let Ok(snapshot) = decode(data.to_vec()) else {
         return;
     };
-    let again = encode(&values).expect("decoded values encode");
-    assert_eq!(decode(&again).expect("re-encoded values decode"), values);
-    let _ = PreparedPolicy::checked(values);
+    let again = encode_parts(&snapshot.rest, &snapshot.arena).expect("decoded values encode");
+    assert_eq!(again, data, "one encoding per snapshot");
+    let values = snapshot.into_values();
+    assert_eq!(encode(&values).expect("values encode"), data);
+    let whole = PreparedPolicy::checked(values.clone());
+    let rest = decode(data.to_vec()).expect("decodes again");
+    let parts = PreparedPolicy::from_parts(rest.rest, rest.arena);
+    assert_eq!(whole.is_ok(), parts.is_ok());
+    if let Ok(parts) = parts {
+        assert_eq!(*parts.values(), values);
+    }
 });
