@@ -1,8 +1,10 @@
 //! The stored policy's compiled snapshot (`policy_snapshot`), read back
 //! from the state database on every `attest`: bytes that do not decode
-//! are refused without a panic; what decodes encodes to the same bytes,
-//! and prepares (or is refused) as the parsed values would, with its
-//! allowlist indexed as it is.
+//! are refused without a panic; what decodes encodes and decodes again to
+//! the same values (and to the same bytes from then on: the rest's TOML
+//! of a snapshot read may be any text that parses), and prepares (or is
+//! refused) as the parsed values would, with its allowlist indexed as it
+//! is.
 #![no_main]
 
 use avm_verifier::appraise::PreparedPolicy;
@@ -13,10 +15,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(snapshot) = decode(data.to_vec()) else {
         return;
     };
-    let again = encode_parts(&snapshot.rest, &snapshot.arena).expect("decoded values encode");
-    assert_eq!(again, data, "one encoding per snapshot");
+    let parts = encode_parts(&snapshot.rest, &snapshot.arena).expect("decoded parts encode");
     let values = snapshot.into_values();
-    assert_eq!(encode(&values).expect("values encode"), data);
+    let again = encode(&values).expect("decoded values encode");
+    assert_eq!(parts, again, "the parts encode as the values whole");
+    let back = decode(again.clone()).expect("re-encoded values decode");
+    assert_eq!(back.arena.bytes(), &data[..back.arena.bytes().len()]);
+    let back = back.into_values();
+    assert_eq!(back, values);
+    assert_eq!(encode(&back).expect("encodes"), again);
     let whole = PreparedPolicy::checked(values.clone());
     let rest = decode(data.to_vec()).expect("decodes again");
     let parts = PreparedPolicy::from_parts(rest.rest, rest.arena);
