@@ -222,6 +222,15 @@ impl<'a> PreparedPolicy<'a> {
         })
     }
 
+    /// Number of (path, digest) pairs the allowlist allows (without
+    /// rebuilding a map for it).
+    pub fn allowlist_len(&self) -> usize {
+        match (&self.whole, &self.index) {
+            (Some(_), Some(index)) => index.arena().pairs(),
+            _ => self.values.monvm_files.len(),
+        }
+    }
+
     /// The reference values as the appraisal reads them: whole, or
     /// without the allowlist's digests, which it reads through
     /// [`PreparedPolicy::lookup`].
@@ -760,6 +769,7 @@ mod tests {
         // The file's module is allowed by its file; another name or
         // another digest is not.
         assert_eq!(modules, [n + 1, n + 2]);
+        assert_eq!(loaded.allowlist_len(), policy.monvm_files.len());
         assert_eq!(*loaded.values(), policy);
     }
 }

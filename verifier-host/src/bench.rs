@@ -629,9 +629,7 @@ pub fn ima_log_appraisal(
     let (codes, entries) = outcome;
     Ok(ImaAppraisal {
         entries,
-        allowlist: prepared
-            .as_ref()
-            .map_or(0, |p| p.values().monvm_files.len()),
+        allowlist: prepared.as_ref().map_or(0, PreparedPolicy::allowlist_len),
         policy_load,
         appraisal: LatencySummary::from_samples(samples)
             .ok_or_else(|| BenchError("no runs".into()))?,

@@ -118,6 +118,11 @@ impl Arena {
         self.entries.len()
     }
 
+    /// Number of (path, digest) pairs.
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
     /// The allowlist's paths and digests as the policy holds them.
     pub fn to_digests(&self) -> BTreeMap<String, DigestList> {
         self.iter()
@@ -517,6 +522,7 @@ mod tests {
             let arena = Arena::parse(Arena::of(&files).bytes().to_vec()).expect("parses");
             prop_assert_eq!(&arena, &Arena::of(&files));
             prop_assert_eq!(&arena.to_digests(), &files.digests);
+            prop_assert_eq!(arena.pairs(), files.len());
             let index = FileHashIndex::of_arena(arena);
             let mut visited = Vec::new();
             index.any_entry(&mut |path, digests| {
