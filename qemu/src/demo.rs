@@ -1837,7 +1837,7 @@ impl SlowdownReport {
             if let Some((on, off, pct)) = self.medians(name) {
                 let paired = self.slowdown(name);
                 out.push_str(&format!(
-                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) alternating with {} runs with the A-VM's QEMU stopped (SIGSTOP) on one node; slowdown of each pair, Hodges-Lehmann estimate with its 95% Wilcoxon interval: met only if the whole interval is at most 0.5%, inconclusive if it straddles; {}; {} | {} (medians {on:.0} ms vs {off:.0} ms: {pct:+.2}%; runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
+                    "| Mon-VM {} slowdown from monitoring, {name}: {what}; {} runs with the A-VM checking at its periods (syscall/IDT {} ms, text {} ms, IMA and cross-views {}/{} ms) alternating with {} runs with the A-VM's QEMU stopped (SIGSTOP) on one node; slowdown of each pair, Hodges-Lehmann estimate with its 95% Wilcoxon interval: met only if the whole interval is at most 0.5%, inconclusive if it straddles or lies wholly below -0.5% (faster with monitoring: host noise); {}; {} | {} (medians {on:.0} ms vs {off:.0} ms: {pct:+.2}%; runs on {} ms, off {} ms; host wall time: {}; the A-VM's QEMU used {} of a host core meanwhile; host load average {} before, {} after) | at most 0.5% | {} |\n",
                     self.series,
                     self.pairs,
                     self.periods.policy.syscall_idt_ms,

@@ -5,7 +5,8 @@
 //! down: it fails open. [`paired_shift`] gives the shift between paired
 //! runs with a 95% confidence interval, and [`verdict`] says "met" only when
 //! the whole interval meets the target, "not met" only when none of it
-//! does, and "inconclusive" otherwise.
+//! does, and "inconclusive" otherwise, also when all of it says the load
+//! made the runs faster (host noise, not a result).
 
 /// A shift between paired runs: the Hodges-Lehmann estimate (median of the
 /// Walsh averages of the paired differences) and its 95% confidence
@@ -73,10 +74,14 @@ pub fn paired_shift(with: &[f64], without: &[f64]) -> Option<Shift> {
     })
 }
 
-/// Verdict on "at most `target`" for a shift's interval (`None`: too few
-/// runs to tell).
+/// Verdict on a slowdown of "at most `target`" for a shift's interval
+/// (`None`: too few runs to tell). An interval wholly below `-target`
+/// says the runs with the load were faster by more than the target, which
+/// the load cannot cause: the host disturbed the pairs, and the interval
+/// says nothing of the slowdown ("inconclusive", never "met").
 pub fn verdict(shift: Option<&Shift>, target: f64) -> &'static str {
     match shift {
+        Some(s) if s.high < -target => "inconclusive",
         Some(s) if s.high <= target => "met",
         Some(s) if s.low > target => "not met",
         _ => "inconclusive",
@@ -136,6 +141,11 @@ mod tests {
         let pct = |w: &[f64]| paired_shift(w, &without).and_then(|s| s.percent_of(100.0));
         assert_eq!(verdict(pct(&slower).as_ref(), 0.5), "not met");
         assert_eq!(verdict(pct(&same).as_ref(), 0.5), "met");
+        // Faster with the load than the target's width: disturbed pairs.
+        let faster: Vec<f64> = without.iter().map(|v| v * 0.9).collect();
+        assert_eq!(verdict(pct(&faster).as_ref(), 0.5), "inconclusive");
+        let slightly: Vec<f64> = without.iter().map(|v| v * 0.998).collect();
+        assert_eq!(verdict(pct(&slightly).as_ref(), 0.5), "met");
     }
 
     #[test]
