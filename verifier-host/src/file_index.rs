@@ -70,36 +70,26 @@ impl Arena {
         let mut offset = 0;
         let mut last: Option<&[u8]> = None;
         while offset < bytes.len() {
-            let header = bytes
-                .get(offset..offset + HEADER)
-                .ok_or("entry header cut off")?;
-            let count = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-            let path_at = count
-                .checked_mul(32)
-                .and_then(|d| d.checked_add(offset + HEADER))
-                .ok_or("digest count")?;
-            let end = path_at.checked_add(len).ok_or("path length")?;
-            let padded = end.checked_next_multiple_of(8).ok_or("path length")?;
-            let path = bytes.get(path_at..end).ok_or("entry cut off")?;
+            let (count, len) = header_at(&bytes, offset).ok_or("entry header cut off")?;
+            let (path, _) = entry_at(&bytes, offset, (count, len)).ok_or("entry cut off")?;
             if std::str::from_utf8(path).is_err() {
                 return Err("path not UTF-8");
             }
             if last.is_some_and(|last| last >= path) {
                 return Err("paths out of order");
             }
-            if bytes
-                .get(end..padded)
-                .ok_or("padding cut off")?
-                .iter()
-                .any(|&b| b != 0)
-            {
+            // Within the bytes: the entry fits.
+            let end = offset + HEADER + 32 * count + len;
+            let padding = bytes
+                .get(end..end.next_multiple_of(8))
+                .ok_or("padding cut off")?;
+            if padding.iter().any(|&b| b != 0) {
                 return Err("padding not zero");
             }
             entries.push(offset);
             pairs += count;
             last = Some(path);
-            offset = padded;
+            offset = end.next_multiple_of(8);
         }
         Ok(Self {
             bytes,
@@ -143,26 +133,38 @@ impl Arena {
         self.entry_with(offset, self.header(offset)?)
     }
 
-    /// The header of the entry at `offset`: its number of digests and its
-    /// path's length.
+    /// [`header_at`] in this arena.
     fn header(&self, offset: usize) -> Option<(usize, usize)> {
-        let header = self.bytes.get(offset..offset + HEADER)?;
-        let count = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-        let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
-        Some((count, len))
+        header_at(&self.bytes, offset)
     }
 
     /// [`Self::entry`] with its header read already.
-    fn entry_with(
-        &self,
-        offset: usize,
-        (count, len): (usize, usize),
-    ) -> Option<(&[u8], &[[u8; 32]])> {
-        let digests_end = offset + HEADER + 32 * count;
-        let digests = self.bytes.get(offset + HEADER..digests_end)?;
-        let path = self.bytes.get(digests_end..digests_end + len)?;
-        Some((path, digests.as_chunks::<32>().0))
+    fn entry_with(&self, offset: usize, header: (usize, usize)) -> Option<(&[u8], &[[u8; 32]])> {
+        entry_at(&self.bytes, offset, header)
     }
+}
+
+/// The header of the entry at `offset` of an arena's `bytes`: its number
+/// of digests and its path's length; `None` if it is cut off.
+fn header_at(bytes: &[u8], offset: usize) -> Option<(usize, usize)> {
+    let header = bytes.get(offset..offset.checked_add(HEADER)?)?;
+    let count = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let len = u32::from_le_bytes(header[4..].try_into().ok()?) as usize;
+    Some((count, len))
+}
+
+/// The path and digests of the entry at `offset` of an arena's `bytes`,
+/// whose header says `(count, len)`; `None` if they do not fit.
+fn entry_at(
+    bytes: &[u8],
+    offset: usize,
+    (count, len): (usize, usize),
+) -> Option<(&[u8], &[[u8; 32]])> {
+    let digests_at = offset.checked_add(HEADER)?;
+    let digests_end = count.checked_mul(32)?.checked_add(digests_at)?;
+    let digests = bytes.get(digests_at..digests_end)?;
+    let path = bytes.get(digests_end..digests_end.checked_add(len)?)?;
+    Some((path, digests.as_chunks::<32>().0))
 }
 
 /// An index of a large allowlist (the policy keeps it in a sorted map of

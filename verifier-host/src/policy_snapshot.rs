@@ -151,12 +151,13 @@ mod tests {
 
     /// A snapshot of `rest` (TOML) and the raw arena `arena`.
     fn snapshot_of(rest: &str, arena: &[u8]) -> Vec<u8> {
+        snapshot_claiming(rest, arena, arena.len() as u64)
+    }
+
+    /// [`snapshot_of`] whose tail says the arena is `arena_len` bytes.
+    fn snapshot_claiming(rest: &str, arena: &[u8], arena_len: u64) -> Vec<u8> {
         let mut bytes = arena.to_vec();
-        let tail = postcard::to_allocvec(&Tail {
-            rest,
-            arena_len: arena.len() as u64,
-        })
-        .unwrap();
+        let tail = postcard::to_allocvec(&Tail { rest, arena_len }).unwrap();
         bytes.extend_from_slice(&tail);
         bytes.extend_from_slice(&(tail.len() as u32).to_le_bytes());
         bytes
@@ -232,14 +233,7 @@ mod tests {
         assert!(decode(long).is_err());
         // The arena's length in the tail is checked against its place.
         let rest = toml::to_string(&policy(&[])).unwrap();
-        let mut bytes = entry(b"/bin/a", &[[1; 32]]);
-        let tail = postcard::to_allocvec(&Tail {
-            rest: &rest,
-            arena_len: 8,
-        })
-        .unwrap();
-        bytes.extend_from_slice(&tail);
-        bytes.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+        let bytes = snapshot_claiming(&rest, &entry(b"/bin/a", &[[1; 32]]), 8);
         let err = decode(bytes).unwrap_err().to_string();
         assert!(err.contains("arena length"), "{err}");
         assert!(decode(vec![1, 2, 3]).is_err());
