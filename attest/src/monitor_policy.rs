@@ -1,4 +1,5 @@
-//! The A-VM's monitor policy: how often each check of the Mon-VM runs.
+//! The A-VM's monitor policy: how often each check of the Mon-VM runs, and
+//! which set-uid programs may run as root under a user.
 //!
 //! The launcher hands it to the A-VM as the fw_cfg file
 //! `opt/avm/monitor-policy`; the A-VM measures the policy in effect into
@@ -6,18 +7,30 @@
 //! `avm-config:monitor-policy:<canonical text>`, digest SHA-256 of the
 //! canonical text), so a verifier knows the detection latency it is
 //! promised. The text form is one line, four keys in a fixed order, each a
-//! period in milliseconds:
+//! period in milliseconds, then, only if there are any, the set-uid
+//! programs (absolute paths, sorted, `:` between them):
 //!
 //! ```text
 //! syscall_idt=5,text=1000,ima=500,cross=500
+//! syscall_idt=5,text=1000,ima=500,cross=500,setuid=/usr/bin/passwd:/usr/bin/sudo
 //! ```
 //!
-//! [`MonitorPolicy::parse`] is strict (every key exactly once, in any
-//! order, no other key, each period in [`MIN_PERIOD_MS`]..=[`MAX_PERIOD_MS`],
-//! decimal digits only, an optional final newline) and never panics;
+//! [`MonitorPolicy::parse`] is strict (every period key exactly once,
+//! `setuid` at most once, in any order, no other key, each period in
+//! [`MIN_PERIOD_MS`]..=[`MAX_PERIOD_MS`], decimal digits only, each path
+//! absolute, printable, without `,` `:` `=` or spaces, none twice, at most
+//! [`MAX_SETUID_PROGRAMS`], an optional final newline) and never panics;
 //! `Display` writes the canonical form, which `parse` reads back to the
 //! same policy.
+//!
+//! The set-uid programs loosen the credentials check (docs/monitoring.md):
+//! a process running one of them with euid 0 under a parent that is not
+//! root is not reported if the kernel marked its address space as a
+//! set-uid exec's. Each verifier bounds them by its own policy
+//! (`monvm_monitor_max`), as it bounds the periods.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Name of the fw_cfg file the launcher hands the policy in.
@@ -32,14 +45,21 @@ pub const INVALID_RECORD: &str = "avm-config:monitor-policy-invalid";
 pub const MIN_PERIOD_MS: u32 = 1;
 /// Longest period a policy may ask for (one minute).
 pub const MAX_PERIOD_MS: u32 = 60_000;
-/// Longest policy text accepted (far above the longest valid one).
-pub const MAX_TEXT_LEN: usize = 256;
+/// Longest policy text accepted (above the longest valid one).
+pub const MAX_TEXT_LEN: usize = 4096;
+/// Most set-uid programs a policy may name.
+pub const MAX_SETUID_PROGRAMS: usize = 8;
+/// Longest set-uid program path (Linux's `NAME_MAX`-sized components are
+/// far shorter in practice; this bounds the text).
+pub const MAX_SETUID_PATH_LEN: usize = 255;
 
-/// The keys, in canonical order.
+/// The period keys, in canonical order.
 pub const KEYS: [&str; 4] = ["syscall_idt", "text", "ima", "cross"];
+/// The key of the set-uid programs (after the periods; only if any).
+pub const SETUID_KEY: &str = "setuid";
 
-/// Check periods, in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Check periods, in milliseconds, and the set-uid programs allowed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MonitorPolicy {
     /// The system-call table and the IDT (compared with their last copy).
     pub syscall_idt_ms: u32,
@@ -50,6 +70,11 @@ pub struct MonitorPolicy {
     /// The cross-views (hidden modules and processes, credentials,
     /// function-pointer tables).
     pub cross_ms: u32,
+    /// Executables (absolute paths, sorted, none twice) whose processes
+    /// may run as root under a parent that is not: set-uid programs such
+    /// as `sudo` or `passwd`. Empty by default: every such process is
+    /// reported.
+    pub setuid: Vec<String>,
 }
 
 impl Default for MonitorPolicy {
@@ -61,6 +86,7 @@ impl Default for MonitorPolicy {
             text_ms: 1000,
             ima_ms: 500,
             cross_ms: 500,
+            setuid: Vec::new(),
         }
     }
 }
@@ -88,6 +114,14 @@ pub enum PolicyError {
         key: &'static str,
         value: u64,
     },
+    /// Set-uid program number `index` (from 0) is not an absolute path of
+    /// at most [`MAX_SETUID_PATH_LEN`] printable bytes without `,` `:`
+    /// `=` or spaces.
+    BadPath { index: usize },
+    /// A set-uid program named twice.
+    DuplicatePath { index: usize },
+    /// More than [`MAX_SETUID_PROGRAMS`] set-uid programs.
+    TooManyPrograms(usize),
 }
 
 impl fmt::Display for PolicyError {
@@ -98,7 +132,7 @@ impl fmt::Display for PolicyError {
             PolicyError::NoValue { item } => write!(f, "item {} has no `=`", item + 1),
             PolicyError::UnknownKey { item } => write!(
                 f,
-                "item {} has an unknown key (known: syscall_idt, text, ima, cross)",
+                "item {} has an unknown key (known: syscall_idt, text, ima, cross, setuid)",
                 item + 1
             ),
             PolicyError::DuplicateKey(k) => write!(f, "`{k}` given twice"),
@@ -107,6 +141,19 @@ impl fmt::Display for PolicyError {
             PolicyError::OutOfRange { key, value } => write!(
                 f,
                 "`{key}`={value} is outside {MIN_PERIOD_MS}..={MAX_PERIOD_MS} ms"
+            ),
+            PolicyError::BadPath { index } => write!(
+                f,
+                "set-uid program {} is not an absolute path of at most {MAX_SETUID_PATH_LEN} \
+                 printable bytes without `,` `:` `=` or spaces",
+                index + 1
+            ),
+            PolicyError::DuplicatePath { index } => {
+                write!(f, "set-uid program {} is named twice", index + 1)
+            }
+            PolicyError::TooManyPrograms(n) => write!(
+                f,
+                "{n} set-uid programs (at most {MAX_SETUID_PROGRAMS})"
             ),
         }
     }
@@ -124,8 +171,16 @@ impl MonitorPolicy {
         }
         let text = core::str::from_utf8(bytes).map_err(|_| PolicyError::NotText)?;
         let mut values: [Option<u32>; 4] = [None; 4];
+        let mut setuid = None;
         for (item, part) in text.split(',').enumerate() {
             let (key, value) = part.split_once('=').ok_or(PolicyError::NoValue { item })?;
+            if key == SETUID_KEY {
+                if setuid.is_some() {
+                    return Err(PolicyError::DuplicateKey(SETUID_KEY));
+                }
+                setuid = Some(parse_programs(value)?);
+                continue;
+            }
             let slot = KEYS
                 .iter()
                 .position(|k| *k == key)
@@ -142,7 +197,13 @@ impl MonitorPolicy {
             text_ms: get(1)?,
             ima_ms: get(2)?,
             cross_ms: get(3)?,
+            setuid: setuid.unwrap_or_default(),
         })
+    }
+
+    /// Whether `path` is one of the set-uid programs allowed.
+    pub fn allows_setuid(&self, path: &[u8]) -> bool {
+        self.setuid.iter().any(|p| p.as_bytes() == path)
     }
 
     /// The periods in the order of [`KEYS`].
@@ -175,6 +236,32 @@ impl MonitorPolicy {
     }
 }
 
+/// The `setuid` value: paths separated by `:`, in any order; returned
+/// sorted. An empty value is refused (no programs: no key).
+fn parse_programs(value: &str) -> Result<Vec<String>, PolicyError> {
+    let mut paths = Vec::new();
+    for (index, path) in value.split(':').enumerate() {
+        if index >= MAX_SETUID_PROGRAMS {
+            return Err(PolicyError::TooManyPrograms(value.split(':').count()));
+        }
+        let valid = path.len() > 1
+            && path.len() <= MAX_SETUID_PATH_LEN
+            && path.starts_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b':' | b'='));
+        if !valid {
+            return Err(PolicyError::BadPath { index });
+        }
+        if paths.iter().any(|p: &String| p == path) {
+            return Err(PolicyError::DuplicatePath { index });
+        }
+        paths.push(String::from(path));
+    }
+    paths.sort_unstable();
+    Ok(paths)
+}
+
 fn parse_period(key: &'static str, value: &str) -> Result<u32, PolicyError> {
     // Digits only: `u64::from_str` would take a `+`. Leading zeros would
     // give a second spelling of the same policy: refused too.
@@ -193,14 +280,23 @@ fn parse_period(key: &'static str, value: &str) -> Result<u32, PolicyError> {
 }
 
 impl fmt::Display for MonitorPolicy {
-    /// The canonical text: `syscall_idt=N,text=N,ima=N,cross=N`.
+    /// The canonical text: `syscall_idt=N,text=N,ima=N,cross=N`, then
+    /// `,setuid=PATH:PATH...` (sorted) if there are set-uid programs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d] = self.periods_ms();
         write!(
             f,
             "{}={a},{}={b},{}={c},{}={d}",
             KEYS[0], KEYS[1], KEYS[2], KEYS[3]
-        )
+        )?;
+        let mut setuid: Vec<&String> = self.setuid.iter().collect();
+        setuid.sort_unstable();
+        setuid.dedup();
+        for (n, path) in setuid.into_iter().enumerate() {
+            let lead = if n == 0 { ",setuid=" } else { ":" };
+            write!(f, "{lead}{path}")?;
+        }
+        Ok(())
     }
 }
 
@@ -231,6 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn set_uid_programs_are_written_last_and_sorted() {
+        let p = MonitorPolicy::parse(
+            b"setuid=/usr/bin/sudo:/usr/bin/passwd,syscall_idt=5,text=1000,ima=500,cross=500",
+        )
+        .unwrap();
+        assert_eq!(
+            p.to_string(),
+            "syscall_idt=5,text=1000,ima=500,cross=500,setuid=/usr/bin/passwd:/usr/bin/sudo"
+        );
+        assert!(p.allows_setuid(b"/usr/bin/sudo"));
+        assert!(!p.allows_setuid(b"/usr/bin/su"));
+        assert!(!p.allows_setuid(b"/usr/bin/sudo/"));
+        assert!(!MonitorPolicy::default().allows_setuid(b"/usr/bin/sudo"));
+        let longest = alloc::format!(
+            "syscall_idt=60000,text=60000,ima=60000,cross=60000,setuid={}",
+            (0..MAX_SETUID_PROGRAMS)
+                .map(|n| alloc::format!("/{n}{}", "x".repeat(MAX_SETUID_PATH_LEN - 2)))
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        assert!(longest.len() <= MAX_TEXT_LEN);
+        assert!(MonitorPolicy::parse(longest.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn any_order_is_read_but_written_canonically() {
         let p = MonitorPolicy::parse(b"cross=7,ima=60000,text=1,syscall_idt=20").unwrap();
         assert_eq!(p.to_string(), "syscall_idt=20,text=1,ima=60000,cross=7");
@@ -239,7 +360,39 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_exactly_a_policy() {
-        let cases: [(&[u8], PolicyError); 12] = [
+        let cases: [(&[u8], PolicyError); 20] = [
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=",
+                PolicyError::BadPath { index: 0 },
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=/",
+                PolicyError::BadPath { index: 0 },
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=/bin/su:bin/x",
+                PolicyError::BadPath { index: 1 },
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=/bin/su::/bin/x",
+                PolicyError::BadPath { index: 1 },
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=/bin/a b",
+                PolicyError::BadPath { index: 0 },
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=/bin/su:/bin/su",
+                PolicyError::DuplicatePath { index: 1 },
+            ),
+            (
+                b"setuid=/bin/su,syscall_idt=5,text=1000,ima=500,cross=500,setuid=/bin/x",
+                PolicyError::DuplicateKey("setuid"),
+            ),
+            (
+                b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=/a:/b:/c:/d:/e:/f:/g:/h:/i",
+                PolicyError::TooManyPrograms(9),
+            ),
             (b"", PolicyError::NoValue { item: 0 }),
             (
                 b"syscall_idt=5,text=1000,ima=500",
@@ -314,10 +467,33 @@ mod tests {
     proptest! {
         #[test]
         fn canonical_text_round_trips(a in period(), b in period(), c in period(), d in period()) {
-            let p = MonitorPolicy { syscall_idt_ms: a, text_ms: b, ima_ms: c, cross_ms: d };
+            let p = MonitorPolicy { syscall_idt_ms: a, text_ms: b, ima_ms: c, cross_ms: d, setuid: Vec::new() };
             let text = p.to_string();
             prop_assert_eq!(MonitorPolicy::parse(text.as_bytes()), Ok(p));
             prop_assert!(text.len() <= MAX_TEXT_LEN);
+        }
+
+        #[test]
+        fn set_uid_programs_round_trip_sorted(
+            paths in proptest::collection::btree_set("/[a-zA-Z0-9_./-]{1,254}", 1..=MAX_SETUID_PROGRAMS),
+            reversed in any::<bool>(),
+        ) {
+            let sorted: Vec<String> = paths.into_iter().collect();
+            let mut given = sorted.clone();
+            if reversed {
+                given.reverse();
+            }
+            let text = alloc::format!("setuid={},cross=1,ima=2,text=3,syscall_idt=4", given.join(":"));
+            let p = MonitorPolicy::parse(text.as_bytes()).unwrap();
+            prop_assert_eq!(&p.setuid, &sorted);
+            for path in &sorted {
+                prop_assert!(p.allows_setuid(path.as_bytes()));
+            }
+            let canonical = p.to_string();
+            let tail = alloc::format!(",setuid={}", sorted.join(":"));
+            prop_assert!(canonical.ends_with(&tail));
+            prop_assert!(canonical.len() <= MAX_TEXT_LEN);
+            prop_assert_eq!(MonitorPolicy::parse(canonical.as_bytes()), Ok(p));
         }
 
         #[test]
@@ -340,6 +516,8 @@ mod tests {
                 for v in p.periods_ms() {
                     prop_assert!((MIN_PERIOD_MS..=MAX_PERIOD_MS).contains(&v));
                 }
+                prop_assert!(p.setuid.len() <= MAX_SETUID_PROGRAMS);
+                prop_assert!(p.setuid.windows(2).all(|w| w[0] < w[1]));
                 // What parsed re-parses to itself from its canonical form.
                 prop_assert_eq!(MonitorPolicy::parse(p.to_string().as_bytes()), Ok(p));
             }
@@ -347,7 +525,7 @@ mod tests {
 
         #[test]
         fn shuffled_keys_parse_alike(a in period(), b in period(), c in period(), d in period(), order in Just([0usize, 1, 2, 3]).prop_shuffle()) {
-            let p = MonitorPolicy { syscall_idt_ms: a, text_ms: b, ima_ms: c, cross_ms: d };
+            let p = MonitorPolicy { syscall_idt_ms: a, text_ms: b, ima_ms: c, cross_ms: d, setuid: Vec::new() };
             let periods = p.periods_ms();
             let items: alloc::vec::Vec<String> = order
                 .iter()

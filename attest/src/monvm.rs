@@ -107,11 +107,14 @@ pub enum MonVmKind {
     MonitorPolicyInvalid,
     /// The A-VM checks the Mon-VM less often than the policy allows.
     MonitorTooSlow,
+    /// The A-VM lets a set-uid program run as root that the policy does
+    /// not name.
+    MonitorSetuidNotAllowed,
 }
 
 impl MonVmKind {
     /// All kinds (for documentation checks).
-    pub const ALL: [MonVmKind; 30] = [
+    pub const ALL: [MonVmKind; 31] = [
         Self::Violation,
         Self::SyscallTableModified,
         Self::IdtModified,
@@ -142,6 +145,7 @@ impl MonVmKind {
         Self::MonitorPolicyMissing,
         Self::MonitorPolicyInvalid,
         Self::MonitorTooSlow,
+        Self::MonitorSetuidNotAllowed,
     ];
 
     /// Stable kebab-case code (documented in docs/protocol.md).
@@ -177,6 +181,7 @@ impl MonVmKind {
             Self::MonitorPolicyMissing => "monvm-monitor-policy-missing",
             Self::MonitorPolicyInvalid => "monvm-monitor-policy-invalid",
             Self::MonitorTooSlow => "monvm-monitor-too-slow",
+            Self::MonitorSetuidNotAllowed => "monvm-monitor-setuid-not-allowed",
         }
     }
 
@@ -233,6 +238,9 @@ impl MonVmKind {
             }
             Self::MonitorPolicyInvalid => "the A-VM's measured monitor policy is invalid",
             Self::MonitorTooSlow => "the A-VM checks the Mon-VM less often than the policy allows",
+            Self::MonitorSetuidNotAllowed => {
+                "the A-VM lets a set-uid program run as root that the policy does not allow"
+            }
         }
     }
 
@@ -248,7 +256,10 @@ impl MonVmKind {
             | Self::BootPatchesUnknown
             | Self::BootPatchesMissing
             | Self::RecordMalformed => 11,
-            Self::MonitorPolicyMissing | Self::MonitorPolicyInvalid | Self::MonitorTooSlow => 8,
+            Self::MonitorPolicyMissing
+            | Self::MonitorPolicyInvalid
+            | Self::MonitorTooSlow
+            | Self::MonitorSetuidNotAllowed => 8,
             _ => 12,
         }
     }
@@ -1272,6 +1283,13 @@ fn appraise_monitor_policy(
                         detail.as_bytes(),
                     ));
                 }
+            }
+            for path in used.setuid.iter().filter(|p| !max.allows_setuid(p.as_bytes())) {
+                out.push(MonVmFinding::new(
+                    MonVmKind::MonitorSetuidNotAllowed,
+                    index,
+                    path.as_bytes(),
+                ));
             }
         }
     }

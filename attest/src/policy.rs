@@ -106,9 +106,11 @@ pub struct ReferenceValues {
     #[serde(default, skip_serializing_if = "ViolationMemory::is_default")]
     pub monvm_violations: ViolationMemory,
     /// The slowest check periods a node's A-VM may watch its Mon-VM with
-    /// (its measured `avm-config:monitor-policy`), in the monitor-policy
-    /// text form (`syscall_idt=5,text=1000,ima=500,cross=500`). Absent:
-    /// the A-VM's defaults. `policy learn` widens it to what a known-good
+    /// (its measured `avm-config:monitor-policy`), and the set-uid
+    /// programs it may let run as root, in the monitor-policy text form
+    /// (`syscall_idt=5,text=1000,ima=500,cross=500`, optionally
+    /// `,setuid=/usr/bin/sudo:...`). Absent: the A-VM's defaults (no
+    /// set-uid program). `policy learn` widens it to what a known-good
     /// node uses.
     #[serde(
         default,
@@ -344,18 +346,31 @@ impl ReferenceValues {
     /// The slowest monitor periods allowed (the A-VM's defaults unless
     /// the policy says otherwise).
     pub fn monitor_max(&self) -> MonitorPolicy {
-        self.monvm_monitor_max.unwrap_or_default()
+        self.monvm_monitor_max.clone().unwrap_or_default()
     }
 
-    /// Widens the allowed monitor periods to cover `used`; true if any
-    /// period grew.
+    /// Widens the allowed monitor periods and set-uid programs to cover
+    /// `used`; true if any period grew or any program was added. Programs
+    /// beyond [`crate::monitor_policy::MAX_SETUID_PROGRAMS`] in all are
+    /// not added (the text form holds no more): attestations keep naming
+    /// them.
     pub fn allow_monitor_policy(&mut self, used: &MonitorPolicy) -> bool {
         let max = self.monitor_max();
+        let mut setuid = max.setuid.clone();
+        for path in &used.setuid {
+            if !setuid.contains(path)
+                && setuid.len() < crate::monitor_policy::MAX_SETUID_PROGRAMS
+            {
+                setuid.push(path.clone());
+            }
+        }
+        setuid.sort_unstable();
         let widened = MonitorPolicy {
             syscall_idt_ms: max.syscall_idt_ms.max(used.syscall_idt_ms),
             text_ms: max.text_ms.max(used.text_ms),
             ima_ms: max.ima_ms.max(used.ima_ms),
             cross_ms: max.cross_ms.max(used.cross_ms),
+            setuid,
         };
         if widened == max {
             return false;

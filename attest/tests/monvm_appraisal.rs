@@ -526,7 +526,7 @@ fn the_measured_monitor_policy_is_required_bound_to_its_digest_and_no_slower_tha
     let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
     assert!(monvm::learn(&mut widened, &log, &check).monitor_policy);
     assert_eq!(
-        widened.monvm_monitor_max.map(|m| m.to_string()).as_deref(),
+        widened.monvm_monitor_max.as_ref().map(|m| m.to_string()).as_deref(),
         Some("syscall_idt=5,text=60000,ima=500,cross=2000")
     );
     assert_eq!(codes(&slow, &widened), Vec::<String>::new());
@@ -535,6 +535,54 @@ fn the_measured_monitor_policy_is_required_bound_to_its_digest_and_no_slower_tha
     let mut again = widened.clone();
     assert!(!monvm::learn(&mut again, &log, &check).monitor_policy);
     assert_eq!(again, widened);
+    // Set-uid programs: only those the policy names, each one named when
+    // not; learning adds them.
+    let setuid = with(Some(monitor_record(
+        "syscall_idt=5,text=1000,ima=500,cross=500,setuid=/usr/bin/passwd:/usr/bin/sudo",
+    )));
+    let (reasons, _) = appraise_with(&setuid, &policy, &|_| false);
+    let details: Vec<_> = reasons
+        .iter()
+        .map(|r| match r {
+            Reason::MonVm(f) => (f.kind.code(), f.detail.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [
+            ("monvm-monitor-setuid-not-allowed", "/usr/bin/passwd".into()),
+            ("monvm-monitor-setuid-not-allowed", "/usr/bin/sudo".into()),
+        ]
+    );
+    assert_eq!(reasons[0].pcr(), Some(8));
+    let mut sudo_only = policy.clone();
+    sudo_only.monvm_monitor_max = Some(
+        avm_attest::monitor_policy::MonitorPolicy::parse(
+            b"syscall_idt=5,text=1000,ima=500,cross=500,setuid=/usr/bin/sudo",
+        )
+        .expect("a policy"),
+    );
+    assert_eq!(
+        codes(&setuid, &sudo_only),
+        ["monvm-monitor-setuid-not-allowed"]
+    );
+    let log = bytes(&setuid);
+    let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
+    assert!(monvm::learn(&mut sudo_only, &log, &check).monitor_policy);
+    assert_eq!(
+        sudo_only
+            .monvm_monitor_max
+            .as_ref()
+            .map(|m| m.to_string())
+            .as_deref(),
+        Some("syscall_idt=5,text=1000,ima=500,cross=500,setuid=/usr/bin/passwd:/usr/bin/sudo")
+    );
+    assert_eq!(codes(&setuid, &sudo_only), Vec::<String>::new());
+    // The stored policy reads back (TOML) with its programs.
+    let text = toml::to_string(&sudo_only).expect("toml");
+    let back: avm_attest::policy::ReferenceValues = toml::from_str(&text).expect("read back");
+    assert_eq!(back, sudo_only);
     // A node without a Mon-VM needs none.
     let no_monvm = vec![Rec(10, [0; 32], "boot_aggregate".into())];
     let log = bytes(&no_monvm);
