@@ -117,9 +117,13 @@ pub enum PolicyError {
     /// Set-uid program number `index` (from 0) is not an absolute path of
     /// at most [`MAX_SETUID_PATH_LEN`] printable bytes without `,` `:`
     /// `=` or spaces.
-    BadPath { index: usize },
+    BadPath {
+        index: usize,
+    },
     /// A set-uid program named twice.
-    DuplicatePath { index: usize },
+    DuplicatePath {
+        index: usize,
+    },
     /// More than [`MAX_SETUID_PROGRAMS`] set-uid programs.
     TooManyPrograms(usize),
 }
@@ -151,10 +155,9 @@ impl fmt::Display for PolicyError {
             PolicyError::DuplicatePath { index } => {
                 write!(f, "set-uid program {} is named twice", index + 1)
             }
-            PolicyError::TooManyPrograms(n) => write!(
-                f,
-                "{n} set-uid programs (at most {MAX_SETUID_PROGRAMS})"
-            ),
+            PolicyError::TooManyPrograms(n) => {
+                write!(f, "{n} set-uid programs (at most {MAX_SETUID_PROGRAMS})")
+            }
         }
     }
 }

@@ -1284,7 +1284,11 @@ fn appraise_monitor_policy(
                     ));
                 }
             }
-            for path in used.setuid.iter().filter(|p| !max.allows_setuid(p.as_bytes())) {
+            for path in used
+                .setuid
+                .iter()
+                .filter(|p| !max.allows_setuid(p.as_bytes()))
+            {
                 out.push(MonVmFinding::new(
                     MonVmKind::MonitorSetuidNotAllowed,
                     index,

@@ -358,9 +358,7 @@ impl ReferenceValues {
         let max = self.monitor_max();
         let mut setuid = max.setuid.clone();
         for path in &used.setuid {
-            if !setuid.contains(path)
-                && setuid.len() < crate::monitor_policy::MAX_SETUID_PROGRAMS
-            {
+            if !setuid.contains(path) && setuid.len() < crate::monitor_policy::MAX_SETUID_PROGRAMS {
                 setuid.push(path.clone());
             }
         }

@@ -526,7 +526,11 @@ fn the_measured_monitor_policy_is_required_bound_to_its_digest_and_no_slower_tha
     let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
     assert!(monvm::learn(&mut widened, &log, &check).monitor_policy);
     assert_eq!(
-        widened.monvm_monitor_max.as_ref().map(|m| m.to_string()).as_deref(),
+        widened
+            .monvm_monitor_max
+            .as_ref()
+            .map(|m| m.to_string())
+            .as_deref(),
         Some("syscall_idt=5,text=60000,ima=500,cross=2000")
     );
     assert_eq!(codes(&slow, &widened), Vec::<String>::new());

@@ -216,7 +216,7 @@ impl AttackKind {
 }
 
 /// The A-VM's check periods, in milliseconds, and where they came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Periods {
     pub policy: MonitorPolicy,
     /// Read from the node's measurement log (else the A-VM's defaults).
@@ -1453,7 +1453,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         };
         report.kernel_release = report.kernel_release.or(release);
         report.periods = periods_of(&stage.addr);
-        stage.periods = report.periods;
+        stage.periods = report.periods.clone();
         for &attack in group.iter() {
             say(
                 opts,

@@ -203,7 +203,7 @@ fn node_config(state: PathBuf, args: &NodeArgs) -> NodeConfig {
     config.accel = args.accel.choice();
     config.extra_cmdline = args.cmdline.clone();
     config.monvm = args.monvm.config();
-    config.monitor_policy = args.monitor_policy;
+    config.monitor_policy = args.monitor_policy.clone();
     config.cpus = args.cpus;
     config
 }

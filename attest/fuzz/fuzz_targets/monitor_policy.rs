@@ -9,7 +9,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(policy) = MonitorPolicy::parse(data) {
         let text = policy.to_string();
-        assert_eq!(MonitorPolicy::parse(text.as_bytes()), Ok(policy));
         assert!(policy.shortest_ms() >= 1);
+        assert!(policy.setuid.len() <= avm_attest::monitor_policy::MAX_SETUID_PROGRAMS);
+        for path in &policy.setuid {
+            assert!(path.starts_with('/') && policy.allows_setuid(path.as_bytes()));
+        }
+        assert_eq!(MonitorPolicy::parse(text.as_bytes()), Ok(policy));
     }
 });

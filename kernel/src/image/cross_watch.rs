@@ -10,6 +10,7 @@
 use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
+use avm_attest::monitor_policy::MonitorPolicy;
 use vmi::linux::KernelView;
 use vmi::linux::crossview::{
     self, CredFinding, hidden_modules, hidden_tasks, hooked_entries, kset_modules, process_tree,
@@ -78,12 +79,14 @@ pub struct CrossWatch {
 impl CrossWatch {
     /// One round of every cross-view. `lists` are the task list and the
     /// module list as walked this round (`None` if either did not walk to
-    /// its end: the verdicts that need them stand).
+    /// its end: the verdicts that need them stand). `policy` names the
+    /// set-uid programs that may run as root under a user.
     pub fn check<M: GuestMemory + ?Sized>(
         &mut self,
         view: &KernelView<'_, M>,
         profile: &KernelProfile,
         lists: Option<(&[vmi::linux::Task], &[vmi::linux::Module])>,
+        policy: &MonitorPolicy,
     ) -> [Vec<String>; 5] {
         let Some(r) = profile.cross_view.as_ref() else {
             return Default::default();
@@ -173,6 +176,25 @@ impl CrossWatch {
                     .unwrap_or_default()
             };
             let mut findings = crossview::cred_findings(tasks, init_cred.value());
+            // A set-uid program the policy names is root under its user's
+            // shell by design; only its own exec may have made it so.
+            if !policy.setuid.is_empty() {
+                findings.retain(|f| {
+                    let CredFinding::RootUnderUser { pid, .. } = *f else {
+                        return true;
+                    };
+                    !tasks.iter().any(|t| {
+                        t.pid == pid
+                            && crossview::setuid_exec(
+                                space,
+                                t,
+                                &profile.offsets.path,
+                                r.mm_flags,
+                                |path| policy.allows_setuid(path),
+                            )
+                    })
+                });
+            }
             findings.extend(self.creds.update(tasks));
             out[2] = findings
                 .into_iter()

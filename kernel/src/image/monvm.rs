@@ -86,7 +86,7 @@ const MAX_STALE: usize = 8;
 /// Most 2 MiB candidates searched for a kernel (64 GiB of RAM).
 const MAX_CANDIDATES: u64 = 1 << 15;
 /// Longest monitor policy file read (longer ones are refused unread).
-const MAX_POLICY_FILE: usize = 4096;
+const MAX_POLICY_FILE: usize = monitor_policy::MAX_TEXT_LEN;
 /// The checked areas, in the order of [`MonVm::current`]: the system-call
 /// table, the IDT, the IMA list, those of [`text_watch::AREAS`], then
 /// processes and modules the Mon-VM's IMA did not measure.
@@ -1005,11 +1005,11 @@ impl MonVm {
         tpm: &mut KernelTpm,
         log: &mut MeasurementLog,
     ) -> bool {
-        let policy = self.policy;
+        let [syscall_idt_ms, _, ima_ms, cross_ms] = self.policy.periods_ms();
         let ms = |period: u32| u64::from(period) * 1000;
-        let fast = take_due(&mut self.due.syscall_idt, now_us, ms(policy.syscall_idt_ms));
-        let ima_due = take_due(&mut self.due.ima, now_us, ms(policy.ima_ms));
-        let cross_due = take_due(&mut self.due.cross, now_us, ms(policy.cross_ms));
+        let fast = take_due(&mut self.due.syscall_idt, now_us, ms(syscall_idt_ms));
+        let ima_due = take_due(&mut self.due.ima, now_us, ms(ima_ms));
+        let cross_due = take_due(&mut self.due.cross, now_us, ms(cross_ms));
         let text_changed = swept
             && self
                 .text
@@ -1123,6 +1123,7 @@ impl MonVm {
                     &view,
                     &self.profile,
                     lists,
+                    &self.policy,
                 )) {
                     *slot = texts;
                 }

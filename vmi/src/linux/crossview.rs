@@ -82,6 +82,9 @@ pub struct CrossViewReference {
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
+    /// `mm_struct.flags`: its low bits are the address space's dumpable
+    /// mode ([`setuid_exec`]).
+    pub mm_flags: u64,
     /// Whether top-level tables are 8 KiB, the second half the user copy
     /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
     pub pgd_user_copy: bool,
@@ -349,6 +352,43 @@ pub fn cred_findings(tasks: &[Task], init_cred: u64) -> Vec<CredFinding> {
         }
     }
     out
+}
+
+/// `MMF_DUMPABLE_MASK`: the dumpable mode in `mm_struct.flags`.
+const DUMPABLE_MASK: u64 = 3;
+/// `SUID_DUMP_USER`: the mode of an address space whose exec changed no
+/// ids and whose credentials never changed since.
+const SUID_DUMP_USER: u64 = 1;
+
+/// Whether `task` (a [`CredFinding::RootUnderUser`]) is let off as a
+/// set-uid program the policy allows (`allowed` says which paths are):
+/// its executable (`mm->exe_file`, which a user process cannot change;
+/// `comm` it can) is allowed, and its address space's dumpable mode is
+/// not `SUID_DUMP_USER`. The kernel sets the mode to `suid_dumpable`
+/// (`SUID_DUMP_DISABLE` by default) on every exec that raises the ids
+/// and in `commit_creds` whenever the euid changes; a rootkit that writes
+/// a task's ids, or points its `cred` elsewhere, leaves it as it was
+/// (an exec that raised nothing: `SUID_DUMP_USER`).
+///
+/// Not let off (false) when the path or the flags cannot be read: the
+/// finding stands.
+pub fn setuid_exec<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    task: &Task,
+    paths: &super::path::PathOffsets,
+    mm_flags: u64,
+    allowed: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let Some(mm) = task.mm else {
+        return false;
+    };
+    let Ok(flags) = super::structs::read_u64(mem, mm, mm_flags) else {
+        return false;
+    };
+    if flags & DUMPABLE_MASK == SUID_DUMP_USER {
+        return false;
+    }
+    super::path::exe_path(mem, mm, paths).is_ok_and(|exe| allowed(exe.as_bytes()))
 }
 
 /// The entries of a pointer table at runtime address `at`.

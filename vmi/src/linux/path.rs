@@ -407,6 +407,56 @@ mod tests {
         (fs, ext4, ext4_root, busybox)
     }
 
+    /// `mm_struct.flags` in the crafted mm (free of the path offsets).
+    const MM_FLAGS: u64 = 0x10;
+
+    /// A set-uid program is let off only with its path allowed and its
+    /// address space marked by a credential change; whatever cannot be
+    /// read keeps the finding.
+    #[test]
+    fn a_set_uid_exec_is_let_off_only_by_path_and_dumpable_mode() {
+        use crate::linux::crossview::setuid_exec;
+        let task = |mm: Option<u64>| Task {
+            address: va(0x8000),
+            pid: 7,
+            tgid: 7,
+            comm: crate::linux::structs::heapless_str::FixedStr::new([0; 16]),
+            parent: None,
+            parent_pid: None,
+            creds: None,
+            real_cred: None,
+            mm: mm.map(va),
+        };
+        let allowed = |path: &[u8]| path == b"/bin/busybox";
+        let none = |_: &[u8]| false;
+        let (mut fs, ..) = tree();
+        let decide = |fs: &Fs, t: &Task, allowed: &dyn Fn(&[u8]) -> bool| {
+            let image = fs.b.finish();
+            let mem = SliceMemory::flat(&image);
+            let space = AddressSpace::new(&mem, fs.b.root(), PagingMode::FourLevel);
+            setuid_exec(&space, t, &O, MM_FLAGS, allowed)
+        };
+        // Dumpable modes: 0 (SUID_DUMP_DISABLE, the default `suid_dumpable`
+        // after a set-uid exec), 2 (SUID_DUMP_ROOT); higher flag bits
+        // do not matter.
+        for flags in [0u64, 2, 0x8000_0000_0000_0000, 0x10_0002] {
+            fs.b.write_u64(MM + MM_FLAGS, flags);
+            assert!(decide(&fs, &task(Some(MM)), &allowed), "{flags:#x}");
+            assert!(!decide(&fs, &task(Some(MM)), &none), "{flags:#x}");
+        }
+        // SUID_DUMP_USER: no set-uid exec, no credential change: a rootkit.
+        for flags in [1u64, 0x10_0001, u64::MAX - 2] {
+            fs.b.write_u64(MM + MM_FLAGS, flags);
+            assert!(!decide(&fs, &task(Some(MM)), &allowed), "{flags:#x}");
+        }
+        fs.b.write_u64(MM + MM_FLAGS, 0);
+        // No address space; an mm outside RAM; no executable.
+        assert!(!decide(&fs, &task(None), &allowed));
+        assert!(!decide(&fs, &task(Some(RAM + 0x1000)), &allowed));
+        fs.b.write_u64(MM + O.mm_exe_file, 0);
+        assert!(!decide(&fs, &task(Some(MM)), &allowed));
+    }
+
     #[test]
     fn a_path_on_the_root_mount() {
         let (fs, ..) = tree();

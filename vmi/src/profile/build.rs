@@ -620,6 +620,8 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         init_cred: required(symbols, "init_cred")?,
         pointer_tables,
         mm_pgd: btf.field("mm_struct", "pgd", PTR)?,
+        // `unsigned long` on both kernels (6.1, 6.12).
+        mm_flags: btf.field("mm_struct", "flags", 8)?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
 }

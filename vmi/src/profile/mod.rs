@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 9;
+pub const FORMAT_VERSION: u16 = 10;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -329,6 +329,11 @@ impl KernelProfile {
                 c.mm_pgd.is_multiple_of(8)
                     && c.mm_pgd.saturating_add(8) <= self.offsets.sizes.mm_struct,
                 "mm_struct.pgd outside mm_struct",
+            )?;
+            check(
+                c.mm_flags.is_multiple_of(8)
+                    && c.mm_flags.saturating_add(8) <= self.offsets.sizes.mm_struct,
+                "mm_struct.flags outside mm_struct",
             )?;
             check(c.pointer_tables.len() <= 16, "too many pointer tables")?;
             for t in &c.pointer_tables {

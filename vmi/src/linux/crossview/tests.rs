@@ -24,6 +24,7 @@ const R: CrossViewReference = CrossViewReference {
     init_cred: 0,
     pointer_tables: Vec::new(),
     mm_pgd: 0x48,
+    mm_flags: 0x50,
     pgd_user_copy: true,
 };
 
