@@ -121,8 +121,10 @@ struct NodeArgs {
     #[arg(long = "cmdline")]
     cmdline: Vec<String>,
     /// The A-VM's monitor policy: check periods in milliseconds,
-    /// `syscall_idt=N,text=N,ima=N,cross=N` (each 1..=60000; docs/monitoring.md)
-    /// [default: none, the A-VM uses syscall_idt=5,text=1000,ima=500,cross=500].
+    /// `syscall_idt=N,text=N,ima=N,cross=N` (each 1..=60000), optionally
+    /// `,setuid=PATH:PATH` (set-uid programs that may run as root under a
+    /// user; docs/monitoring.md) [default: none, the A-VM uses
+    /// syscall_idt=5,text=1000,ima=500,cross=500].
     #[arg(long, value_parser = parse_monitor_policy)]
     monitor_policy: Option<MonitorPolicy>,
     /// Where the node's processes run on the host's CPUs: `shared` (the

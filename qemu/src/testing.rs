@@ -105,6 +105,17 @@ pub fn rootkit_ko(series: &str) -> PathBuf {
 /// [`monvm_node`] whose Mon-VM root also holds the test rootkit built for
 /// its kernel, at [`ROOTKIT_GUEST_PATH`] (not loaded: [`Rootkit::load`]).
 pub fn monvm_node_with_rootkit(dir: &Path, series: &str, ram_mib: u64) -> Node {
+    monvm_node_with_rootkit_and(dir, series, ram_mib, |_| {})
+}
+
+/// [`monvm_node_with_rootkit`] whose configuration `configure` changed
+/// first (more files in the Mon-VM's root, a monitor policy).
+pub fn monvm_node_with_rootkit_and(
+    dir: &Path,
+    series: &str,
+    ram_mib: u64,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> Node {
     let mut config = tcg_config(dir);
     let mut monvm = monvm_config(series, ram_mib);
     monvm.extra_files.push(crate::monvm::rootfs::ExtraFile {
@@ -113,8 +124,34 @@ pub fn monvm_node_with_rootkit(dir: &Path, series: &str, ram_mib: u64) -> Node {
         mode: 0o600,
     });
     config.monvm = Some(monvm);
+    configure(&mut config);
     Node::up_on_free_port(&config, BOOT_TIMEOUT)
         .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
+}
+
+/// `qemu/testprogs/avm_wait.c` (a program that waits for a signal)
+/// built into `dir` for the Mon-VM: static, without libc, with the host's
+/// C compiler (`make deps` installs it). Panics if it does not build.
+pub fn build_wait_program(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testprogs/avm_wait.c");
+    let out = dir.join("avm_wait");
+    let status = std::process::Command::new("cc")
+        .args([
+            "-static",
+            "-nostdlib",
+            "-fno-stack-protector",
+            "-fno-pie",
+            "-no-pie",
+            "-O2",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("running cc (run `make deps`): {e}"));
+    assert!(status.success(), "cc {} failed: {status}", source.display());
+    out
 }
 
 /// One attack of the test rootkit (docs/rootkit.md).
@@ -305,8 +342,8 @@ pub fn unused_text_offset(profile: &vmi::profile::KernelProfile, skip: u64) -> O
 /// The A-VM's monitoring events so far (`AVM-MONVM-EVENT` lines of its
 /// serial log, without the prefix: `monvm:event:N:violation:AREA:...`).
 pub fn avm_events(record: &crate::NodeRecord) -> Vec<String> {
-    std::fs::read_to_string(&record.avm_serial)
-        .unwrap_or_default()
+    // Lossy: one stray byte on the serial line must not hide every event.
+    String::from_utf8_lossy(&std::fs::read(&record.avm_serial).unwrap_or_default())
         .lines()
         .filter_map(|l| l.strip_prefix("AVM-MONVM-EVENT "))
         .map(str::to_string)

@@ -185,13 +185,9 @@ impl CrossWatch {
                     };
                     !tasks.iter().any(|t| {
                         t.pid == pid
-                            && crossview::setuid_exec(
-                                space,
-                                t,
-                                &profile.offsets.path,
-                                r.mm_flags,
-                                |path| policy.allows_setuid(path),
-                            )
+                            && crossview::setuid_exec(space, t, &profile.offsets.path, r, |path| {
+                                policy.allows_setuid(path)
+                            })
                     })
                 });
             }

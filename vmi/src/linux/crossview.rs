@@ -85,6 +85,11 @@ pub struct CrossViewReference {
     /// `mm_struct.flags`: its low bits are the address space's dumpable
     /// mode ([`setuid_exec`]).
     pub mm_flags: u64,
+    /// `file.f_inode`, `inode.i_mode` (u16), `inode.i_uid` (u32): whether
+    /// an executable is set-uid root ([`setuid_exec`]).
+    pub file_f_inode: u64,
+    pub inode_i_mode: u64,
+    pub inode_i_uid: u64,
     /// Whether top-level tables are 8 KiB, the second half the user copy
     /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
     pub pgd_user_copy: bool,
@@ -360,35 +365,54 @@ const DUMPABLE_MASK: u64 = 3;
 /// ids and whose credentials never changed since.
 const SUID_DUMP_USER: u64 = 1;
 
+/// `S_ISUID` in an inode's mode.
+const S_ISUID: u16 = 0o4000;
+
 /// Whether `task` (a [`CredFinding::RootUnderUser`]) is let off as a
-/// set-uid program the policy allows (`allowed` says which paths are):
-/// its executable (`mm->exe_file`, which a user process cannot change;
-/// `comm` it can) is allowed, and its address space's dumpable mode is
-/// not `SUID_DUMP_USER`. The kernel sets the mode to `suid_dumpable`
-/// (`SUID_DUMP_DISABLE` by default) on every exec that raises the ids
-/// and in `commit_creds` whenever the euid changes; a rootkit that writes
-/// a task's ids, or points its `cred` elsewhere, leaves it as it was
-/// (an exec that raised nothing: `SUID_DUMP_USER`).
+/// set-uid program the policy allows (`allowed` says which paths are).
+/// All of:
+/// - its executable (`mm->exe_file`, which a user process cannot change;
+///   `comm` it can) is at an allowed path;
+/// - that file is set-uid root (its inode's mode has `S_ISUID`, its owner
+///   is uid 0): a process a rootkit made root that then execs an allowed
+///   path holding anything else is not let off;
+/// - its address space's dumpable mode is not `SUID_DUMP_USER`: the
+///   kernel sets it to `suid_dumpable` (`SUID_DUMP_DISABLE` by default)
+///   on an exec that raises the ids or capabilities and in `commit_creds`
+///   whenever they change; a rootkit that writes the ids of a process
+///   exec'd without that (a `nosuid` mount, a set-uid bit added later)
+///   leaves it as it was.
 ///
-/// Not let off (false) when the path or the flags cannot be read: the
-/// finding stands.
+/// Not let off (false) when anything cannot be read: the finding stands.
 pub fn setuid_exec<V: VirtualMemory + ?Sized>(
     mem: &V,
     task: &Task,
     paths: &super::path::PathOffsets,
-    mm_flags: u64,
+    r: &CrossViewReference,
     allowed: impl Fn(&[u8]) -> bool,
 ) -> bool {
+    use super::structs::{read_u32, read_u64};
     let Some(mm) = task.mm else {
         return false;
     };
-    let Ok(flags) = super::structs::read_u64(mem, mm, mm_flags) else {
+    let Ok(flags) = read_u64(mem, mm, r.mm_flags) else {
         return false;
     };
     if flags & DUMPABLE_MASK == SUID_DUMP_USER {
         return false;
     }
-    super::path::exe_path(mem, mm, paths).is_ok_and(|exe| allowed(exe.as_bytes()))
+    let set_uid_root = || -> Result<bool, StructError> {
+        let Some(file) = read_pointer(mem, mm, paths.mm_exe_file)? else {
+            return Ok(false);
+        };
+        let Some(inode) = read_pointer(mem, file, r.file_f_inode)? else {
+            return Ok(false);
+        };
+        let mode = mem.read_virt_u16(field(inode, r.inode_i_mode)?)?;
+        Ok(mode & S_ISUID != 0 && read_u32(mem, inode, r.inode_i_uid)? == 0)
+    };
+    set_uid_root().unwrap_or(false)
+        && super::path::exe_path(mem, mm, paths).is_ok_and(|exe| allowed(exe.as_bytes()))
 }
 
 /// The entries of a pointer table at runtime address `at`.

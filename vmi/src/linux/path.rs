@@ -407,14 +407,34 @@ mod tests {
         (fs, ext4, ext4_root, busybox)
     }
 
-    /// `mm_struct.flags` in the crafted mm (free of the path offsets).
-    const MM_FLAGS: u64 = 0x10;
+    /// Where the set-uid check reads in the crafted memory (free of the
+    /// path offsets): `mm_struct.flags` in the mm, `file.f_inode` in the
+    /// file, an inode at 0x9000 (mode, uid).
+    const R: crate::linux::crossview::CrossViewReference =
+        crate::linux::crossview::CrossViewReference {
+            module_kset: 0,
+            kset_list: 0,
+            kobject_entry: 0,
+            module_kobject_kobj: 0,
+            module_kobject_mod: 0,
+            task_children: 0,
+            task_sibling: 0,
+            init_cred: 0,
+            pointer_tables: Vec::new(),
+            mm_pgd: 0,
+            mm_flags: 0x10,
+            file_f_inode: 0x8,
+            inode_i_mode: 0x2,
+            inode_i_uid: 0x8,
+            pgd_user_copy: false,
+        };
+    const INODE: u64 = 0x9000;
 
-    /// A set-uid program is let off only with its path allowed and its
-    /// address space marked by a credential change; whatever cannot be
-    /// read keeps the finding.
+    /// A set-uid program is let off only with its path allowed, its file
+    /// set-uid root, and its address space marked by a credential change;
+    /// whatever cannot be read keeps the finding.
     #[test]
-    fn a_set_uid_exec_is_let_off_only_by_path_and_dumpable_mode() {
+    fn a_set_uid_exec_is_let_off_only_by_path_file_and_dumpable_mode() {
         use crate::linux::crossview::setuid_exec;
         let task = |mm: Option<u64>| Task {
             address: va(0x8000),
@@ -430,26 +450,46 @@ mod tests {
         let allowed = |path: &[u8]| path == b"/bin/busybox";
         let none = |_: &[u8]| false;
         let (mut fs, ..) = tree();
+        let inode = |fs: &mut Fs, mode: u16, uid: u32| {
+            fs.b.write(INODE + R.inode_i_mode, &mode.to_le_bytes());
+            fs.b.write(INODE + R.inode_i_uid, &uid.to_le_bytes());
+        };
+        fs.b.write_u64(FILE + R.file_f_inode, DIRECT + INODE);
+        inode(&mut fs, 0o104755, 0);
         let decide = |fs: &Fs, t: &Task, allowed: &dyn Fn(&[u8]) -> bool| {
             let image = fs.b.finish();
             let mem = SliceMemory::flat(&image);
             let space = AddressSpace::new(&mem, fs.b.root(), PagingMode::FourLevel);
-            setuid_exec(&space, t, &O, MM_FLAGS, allowed)
+            setuid_exec(&space, t, &O, &R, allowed)
         };
         // Dumpable modes: 0 (SUID_DUMP_DISABLE, the default `suid_dumpable`
         // after a set-uid exec), 2 (SUID_DUMP_ROOT); higher flag bits
         // do not matter.
         for flags in [0u64, 2, 0x8000_0000_0000_0000, 0x10_0002] {
-            fs.b.write_u64(MM + MM_FLAGS, flags);
+            fs.b.write_u64(MM + R.mm_flags, flags);
             assert!(decide(&fs, &task(Some(MM)), &allowed), "{flags:#x}");
             assert!(!decide(&fs, &task(Some(MM)), &none), "{flags:#x}");
         }
         // SUID_DUMP_USER: no set-uid exec, no credential change: a rootkit.
         for flags in [1u64, 0x10_0001, u64::MAX - 2] {
-            fs.b.write_u64(MM + MM_FLAGS, flags);
+            fs.b.write_u64(MM + R.mm_flags, flags);
             assert!(!decide(&fs, &task(Some(MM)), &allowed), "{flags:#x}");
         }
-        fs.b.write_u64(MM + MM_FLAGS, 0);
+        fs.b.write_u64(MM + R.mm_flags, 0);
+        // The file: not set-uid (set-gid only, or plain), or set-uid to
+        // another user.
+        for (mode, uid) in [(0o102755, 0), (0o100755, 0), (0o104755, 1000)] {
+            inode(&mut fs, mode, uid);
+            assert!(!decide(&fs, &task(Some(MM)), &allowed), "{mode:o} {uid}");
+        }
+        inode(&mut fs, 0o104755, 0);
+        assert!(decide(&fs, &task(Some(MM)), &allowed));
+        // No inode; an inode outside RAM.
+        fs.b.write_u64(FILE + R.file_f_inode, 0);
+        assert!(!decide(&fs, &task(Some(MM)), &allowed));
+        fs.b.write_u64(FILE + R.file_f_inode, DIRECT + RAM + 0x1000);
+        assert!(!decide(&fs, &task(Some(MM)), &allowed));
+        fs.b.write_u64(FILE + R.file_f_inode, DIRECT + INODE);
         // No address space; an mm outside RAM; no executable.
         assert!(!decide(&fs, &task(None), &allowed));
         assert!(!decide(&fs, &task(Some(RAM + 0x1000)), &allowed));

@@ -622,6 +622,10 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         mm_pgd: btf.field("mm_struct", "pgd", PTR)?,
         // `unsigned long` on both kernels (6.1, 6.12).
         mm_flags: btf.field("mm_struct", "flags", 8)?,
+        file_f_inode: btf.field("file", "f_inode", PTR)?,
+        inode_i_mode: btf.field("inode", "i_mode", 2)?,
+        // `kuid_t`: a struct of one u32.
+        inode_i_uid: btf.field("inode", "i_uid", 4)?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
 }

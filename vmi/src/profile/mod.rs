@@ -322,6 +322,8 @@ impl KernelProfile {
                 c.module_kobject_mod,
                 c.task_children,
                 c.task_sibling,
+                c.inode_i_mode,
+                c.inode_i_uid,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }
@@ -334,6 +336,11 @@ impl KernelProfile {
                 c.mm_flags.is_multiple_of(8)
                     && c.mm_flags.saturating_add(8) <= self.offsets.sizes.mm_struct,
                 "mm_struct.flags outside mm_struct",
+            )?;
+            check(
+                c.file_f_inode.is_multiple_of(8)
+                    && c.file_f_inode.saturating_add(8) <= self.offsets.sizes.file,
+                "file.f_inode outside file",
             )?;
             check(c.pointer_tables.len() <= 16, "too many pointer tables")?;
             for t in &c.pointer_tables {

@@ -25,6 +25,9 @@ const R: CrossViewReference = CrossViewReference {
     pointer_tables: Vec::new(),
     mm_pgd: 0x48,
     mm_flags: 0x50,
+    file_f_inode: 0x20,
+    inode_i_mode: 0x0,
+    inode_i_uid: 0x4,
     pgd_user_copy: true,
 };
 
