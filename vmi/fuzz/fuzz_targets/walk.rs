@@ -107,10 +107,43 @@ fuzz_target!(|data: &[u8]| {
         // The same head as an `mm_struct`: its executable's path (the
         // offsets the `exe-path` seeds of vmi/tests/fuzz_seeds.rs use).
         let path = vmi::craft::WALK_PATH_OFFSETS;
-        if let Ok(path) = vmi::linux::exe_path(&space, head, &path) {
-            let bytes = path.as_bytes();
+        if let Ok(exe) = vmi::linux::exe_path(&space, head, &path) {
+            let bytes = exe.as_bytes();
             assert!(bytes.len() <= vmi::linux::MAX_PATH_LEN && bytes.first() == Some(&b'/'));
             assert!(!bytes.contains(&0));
         }
+        // The same `mm_struct` as a set-uid program's: its flags, its
+        // file's inode; bounded by the path walk.
+        let task = vmi::linux::Task {
+            address: head,
+            pid: 1,
+            tgid: 1,
+            comm: vmi::linux::structs::heapless_str::FixedStr::new([0; 16]),
+            parent: None,
+            parent_pid: None,
+            creds: None,
+            real_cred: None,
+            mm: Some(head),
+        };
+        let reference = vmi::linux::crossview::CrossViewReference {
+            module_kset: 0,
+            kset_list: 0,
+            kobject_entry: 0,
+            module_kobject_kobj: 0,
+            module_kobject_mod: 0,
+            task_children: 0,
+            task_sibling: 0,
+            init_cred: 0,
+            pointer_tables: Vec::new(),
+            mm_pgd: 0x50,
+            mm_flags: 0x58,
+            file_f_inode: 0x8,
+            inode_i_mode: 0x2,
+            inode_i_uid: 0x8,
+            pgd_user_copy: false,
+        };
+        let _ = vmi::linux::crossview::setuid_exec(&space, &task, &path, &reference, |p| {
+            p.first() == Some(&b'/')
+        });
     }
 });
