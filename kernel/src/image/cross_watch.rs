@@ -175,22 +175,15 @@ impl CrossWatch {
                     .map(|t| comm(t.comm.as_bytes()))
                     .unwrap_or_default()
             };
-            let mut findings = crossview::cred_findings(tasks, init_cred.value());
             // A set-uid program the policy names is root under its user's
             // shell by design; only its own exec may have made it so.
-            if !policy.setuid.is_empty() {
-                findings.retain(|f| {
-                    let CredFinding::RootUnderUser { pid, .. } = *f else {
-                        return true;
-                    };
-                    !tasks.iter().any(|t| {
-                        t.pid == pid
-                            && crossview::setuid_exec(space, t, &profile.offsets.path, r, |path| {
-                                policy.allows_setuid(path)
-                            })
+            let set_uid_program = |t: &vmi::linux::Task| {
+                !policy.setuid.is_empty()
+                    && crossview::setuid_exec(space, t, &profile.offsets.path, r, |path| {
+                        policy.allows_setuid(path)
                     })
-                });
-            }
+            };
+            let mut findings = crossview::cred_findings(tasks, init_cred.value(), set_uid_program);
             findings.extend(self.creds.update(tasks));
             out[2] = findings
                 .into_iter()

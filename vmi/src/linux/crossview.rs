@@ -329,8 +329,15 @@ impl CredTracker {
 }
 
 /// Credential findings over the task list. `init_cred` is its runtime
-/// address.
-pub fn cred_findings(tasks: &[Task], init_cred: u64) -> Vec<CredFinding> {
+/// address. `set_uid_program` says whether a task with euid 0 under a
+/// parent whose euid is not 0 is a set-uid program the policy allows
+/// ([`setuid_exec`]): such a task is not reported as
+/// [`CredFinding::RootUnderUser`] (the other rules still apply to it).
+pub fn cred_findings(
+    tasks: &[Task],
+    init_cred: u64,
+    set_uid_program: impl Fn(&Task) -> bool,
+) -> Vec<CredFinding> {
     let euid_of = |address: Option<GuestVirtAddr>| {
         let address = address?;
         tasks
@@ -348,6 +355,7 @@ pub fn cred_findings(tasks: &[Task], init_cred: u64) -> Vec<CredFinding> {
         }
         if creds.euid == 0
             && let Some(parent_euid) = euid_of(t.parent).filter(|&e| e != 0)
+            && !set_uid_program(t)
         {
             out.push(CredFinding::RootUnderUser {
                 pid: t.pid,

@@ -222,7 +222,7 @@ fn credential_findings() {
         task(2, 0x900, None, 0, 0x7000, false),
     ];
     assert_eq!(
-        cred_findings(&tasks, init_cred),
+        cred_findings(&tasks, init_cred, |_| false),
         [
             CredFinding::RootUnderUser {
                 pid: 101,
@@ -230,6 +230,23 @@ fn credential_findings() {
                 parent_euid: 1000
             },
             CredFinding::InitCred { pid: 102 },
+        ]
+    );
+    // A set-uid program the policy allows is let off the rise, by its
+    // task (not its pid: a second task with the same pid is still
+    // reported), never off `init_cred`.
+    let twin = task(101, 0xb00, Some(0x300), 0, 0xc00, true);
+    let with_twin = [tasks.as_slice(), &[twin]].concat();
+    let allowed = |t: &Task| t.address.value() == DIRECT + 0x500 || t.pid == 102;
+    assert_eq!(
+        cred_findings(&with_twin, init_cred, allowed),
+        [
+            CredFinding::InitCred { pid: 102 },
+            CredFinding::RootUnderUser {
+                pid: 101,
+                parent_pid: 0x300,
+                parent_euid: 1000
+            },
         ]
     );
 }
@@ -322,7 +339,7 @@ fn a_process_missing_from_a_round_is_still_compared_when_it_is_back() {
     back.parent = Some(va(0x100));
     back.parent_pid = Some(1);
     let round = [init, shell, back];
-    assert_eq!(cred_findings(&round, DIRECT + 0x7000), []);
+    assert_eq!(cred_findings(&round, DIRECT + 0x7000, |_| false), []);
     let risen = [CredFinding::RootWithoutExec {
         pid: 100,
         was: 1000,
