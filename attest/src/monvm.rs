@@ -299,6 +299,7 @@ impl MonVmKind {
                 | Self::ProcessNotAllowed
                 | Self::BootPatchesUnknown
                 | Self::MonitorTooSlow
+                | Self::MonitorSetuidNotAllowed
         )
     }
 }

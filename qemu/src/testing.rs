@@ -154,6 +154,52 @@ pub fn build_wait_program(dir: &Path) -> PathBuf {
     out
 }
 
+/// Runs `body` in the background under a shell of `nobody` that waits for
+/// it (so the shell, not the console's root shell, is its parent; the
+/// user is added to `/etc/passwd` first if missing); returns (the shell's
+/// PID, the PID of its child).
+pub fn under_nobody(console: &mut crate::monvm::console::MonVmConsole, body: &str) -> (u32, u32) {
+    let shell: u32 = console_sh(
+        console,
+        &format!(
+            "(grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd) && \
+             su -s /bin/sh nobody -c '{body} & wait' >/dev/null 2>&1 & echo $!"
+        ),
+    )
+    .trim()
+    .parse()
+    .expect("a PID");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = console_sh(
+            console,
+            &format!(
+                "grep -l '^PPid:[[:space:]]*{shell}$' /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3; true"
+            ),
+        );
+        if let Some(child) = found.lines().find_map(|l| l.trim().parse().ok()) {
+            return (shell, child);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{shell} started no child"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until PID runs a program whose `comm` is `comm`.
+pub fn wait_comm(console: &mut crate::monvm::console::MonVmConsole, pid: u32, comm: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while console_sh(console, &format!("cat /proc/{pid}/comm; true")).trim() != comm {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never became {comm}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One attack of the test rootkit (docs/rootkit.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attack {

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use avm_attest::monitor_policy::MonitorPolicy;
 use avm_qemu::monvm::console::MonVmConsole;
 use avm_qemu::monvm::rootfs::ExtraFile;
-use avm_qemu::testing::{Attack, Rootkit, avm_events, console_sh, wait_for_avm_serial};
+use avm_qemu::testing::{
+    Attack, Rootkit, avm_events, console_sh, under_nobody, wait_comm, wait_for_avm_serial,
+};
 
 static BOOTS: Mutex<()> = Mutex::new(());
 
@@ -49,42 +51,6 @@ fn wait_event(record: &avm_qemu::NodeRecord, from: usize, needles: &[&str]) -> S
             "no event with {needles:?} after #{from}: {all:#?}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs `body` in the background under a shell of `nobody` that waits for
-/// it (so the shell, not the console's root shell, is its parent);
-/// returns (the shell's PID, the PID of its child).
-fn under_nobody(console: &mut MonVmConsole, body: &str) -> (u32, u32) {
-    let shell: u32 = console_sh(
-        console,
-        &format!("su -s /bin/sh nobody -c '{body} & wait' >/dev/null 2>&1 & echo $!"),
-    )
-    .trim()
-    .parse()
-    .expect("a PID");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = console_sh(
-            console,
-            &format!(
-                "grep -l '^PPid:[[:space:]]*{shell}$' /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3; true"
-            ),
-        );
-        if let Some(child) = found.lines().find_map(|l| l.trim().parse().ok()) {
-            return (shell, child);
-        }
-        assert!(Instant::now() < deadline, "{shell} started no child");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until PID runs a program whose `comm` is `comm`.
-fn wait_comm(console: &mut MonVmConsole, pid: u32, comm: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while console_sh(console, &format!("cat /proc/{pid}/comm; true")).trim() != comm {
-        assert!(Instant::now() < deadline, "{pid} never became {comm}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -124,12 +90,11 @@ fn setuid_allowance(series: &str) {
     )
     .expect("console");
     // Root owns the programs whoever built the image (chown clears the
-    // set-uid bit: the modes follow); a user and a FIFO for the test.
+    // set-uid bit: the modes follow); a FIFO for the test.
     console_sh(
         &mut console,
         &format!(
             "chown 0:0 {ALLOWED} {PLAIN} {OTHER} && chmod 4755 {ALLOWED} {OTHER} && \
-             (grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd) && \
              mkfifo -m 666 /tmp/avm-go"
         ),
     );
