@@ -556,7 +556,9 @@ impl ImaAppraisal {
 /// hashes, replay to the quoted PCR; `monvm::appraise_records`: every
 /// entry against the allowlist; `appraise::check_and_appraise_log`, which
 /// hashes a long log on all cores, then replays it on one while the others
-/// look its entries up in the allowlist), `runs` times. Without `allowlist`
+/// look its entries up in the allowlist), `runs` times; the policy is
+/// loaded on a thread while the list is read, as `attest` loads it while
+/// the node sends its evidence. Without `allowlist`
 /// the policy is not read: template hashes and replay only, the work of
 /// `evmctl ima_measurement --pcrs` (the code `attest` runs for a policy
 /// without a Mon-VM allowlist).
@@ -571,32 +573,47 @@ pub fn ima_log_appraisal(
         read_on_two_threads(&dir.join(name))
             .map_err(|e| BenchError(format!("{}/{name}: {e}", dir.display())))
     };
-    let log = read("binary_runtime_measurements")?;
-    let pcrs = String::from_utf8(read("pcrs-sha256")?)
-        .map_err(|_| BenchError("pcrs-sha256: not UTF-8".into()))?;
+    // The policy loads while the list is read, as `attest` loads it while
+    // the node sends its evidence (`commands::attest_report`).
+    let load = || -> Result<(Option<PreparedPolicy<'static>>, Duration), BenchError> {
+        let started = Instant::now();
+        let prepared = match policy {
+            ImaPolicySource::KeylimeJson => {
+                let policy_json = read("runtime_policy.json")?;
+                let import = crate::allowlist::import_keylime(&policy_json)
+                    .map_err(|e| BenchError(format!("runtime_policy.json: {e}")))?;
+                Some(PreparedPolicy::owned(ReferenceValues {
+                    monvm_files: import.files,
+                    ..ReferenceValues::default()
+                }))
+            }
+            ImaPolicySource::State(state) => Some(
+                load_policy(state)?
+                    .ok_or_else(|| BenchError(format!("{}: no policy stored", state.display())))?,
+            ),
+            ImaPolicySource::None => None,
+        };
+        Ok((prepared, started.elapsed()))
+    };
+    let (loaded, read_list) = std::thread::scope(|scope| {
+        let loading = scope.spawn(load);
+        let list = read("binary_runtime_measurements").and_then(|log| {
+            let pcrs = String::from_utf8(read("pcrs-sha256")?)
+                .map_err(|_| BenchError("pcrs-sha256: not UTF-8".into()))?;
+            Ok((log, pcrs))
+        });
+        let loaded = loading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (loaded, list)
+    });
+    let (log, pcrs) = read_list?;
+    let (prepared, policy_load) = loaded?;
     let pcr10 = pcrs
         .lines()
         .find_map(|l| l.strip_prefix("PCR-10: "))
         .and_then(|hex| avm_attest::hex::decode_array::<32>(hex.trim()).ok())
         .ok_or_else(|| BenchError("pcrs-sha256: no PCR-10 line".into()))?;
-    let started = Instant::now();
-    let prepared = match policy {
-        ImaPolicySource::KeylimeJson => {
-            let policy_json = read("runtime_policy.json")?;
-            let import = crate::allowlist::import_keylime(&policy_json)
-                .map_err(|e| BenchError(format!("runtime_policy.json: {e}")))?;
-            Some(PreparedPolicy::owned(ReferenceValues {
-                monvm_files: import.files,
-                ..ReferenceValues::default()
-            }))
-        }
-        ImaPolicySource::State(state) => Some(
-            load_policy(state)?
-                .ok_or_else(|| BenchError(format!("{}: no policy stored", state.display())))?,
-        ),
-        ImaPolicySource::None => None,
-    };
-    let policy_load = started.elapsed();
 
     let quoted = [PcrValue {
         index: 10,
