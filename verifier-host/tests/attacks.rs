@@ -45,11 +45,6 @@ fn verifier_bounded(state: &Path, args: &[&str], limit: Duration) -> (Output, Du
     (out, started.elapsed())
 }
 
-fn report(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)))
-}
-
 fn s(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
@@ -111,8 +106,11 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
         "{}",
         describe(&out)
     );
-    assert_eq!(report(&out)["ak_binding"]["kind"], "enrolled");
-    assert_eq!(report(&out)["ak_binding"]["node"], node.addr.as_str());
+    assert_eq!(common::report(&out)["ak_binding"]["kind"], "enrolled");
+    assert_eq!(
+        common::report(&out)["ak_binding"]["node"],
+        node.addr.as_str()
+    );
 
     // A software P-256 key re-signs the quote; its PEM replaces the AK.
     let soft = tmp.path().join("soft");
@@ -135,8 +133,8 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
             "{}",
             describe(&out)
         );
-        assert_eq!(report(&out)["ak_binding"]["kind"], "not-enrolled");
-        assert_ne!(report(&out)["verdict"], "trusted");
+        assert_eq!(common::report(&out)["ak_binding"]["kind"], "not-enrolled");
+        assert_ne!(common::report(&out)["verdict"], "trusted");
     }
     // Without any state, nothing is enrolled: still refused.
     let out = verifier_exit(
@@ -160,8 +158,11 @@ fn keys_in_an_evidence_directory_are_never_trusted_for_being_there() {
         ],
         0,
     );
-    assert_eq!(report(&out)["verdict"], "quote-valid");
-    assert_eq!(report(&out)["ak_binding"]["kind"], "asserted-by-caller");
+    assert_eq!(common::report(&out)["verdict"], "quote-valid");
+    assert_eq!(
+        common::report(&out)["ak_binding"]["kind"],
+        "asserted-by-caller"
+    );
     let out = verifier_exit(
         &state,
         &["verify", s(&soft), "--quote-only", "--ak", s(&soft_pem)],
@@ -628,7 +629,7 @@ fn a_quote_narrowed_to_the_firmware_pcrs_proves_no_log() {
     // Quoted as asked: the log is proven, its event record with it.
     let out = verifier_exit(&state, &["attest", &node.addr, "--json"], 1);
     assert_eq!(not_quoted(&out), 0, "{}", describe(&out));
-    assert_eq!(report(&out)["measurement_log"]["proven_records"], 1);
+    assert_eq!(common::report(&out)["measurement_log"]["proven_records"], 1);
 
     // Narrowed to PCRs 0-7, the event withheld: every log PCR is missing.
     node.log.quoted_instead.store(0xff, Ordering::SeqCst);

@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,48 +29,6 @@ static BOOTS: Mutex<()> = Mutex::new(());
 
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
 const TRACEPOINT: &str = "/sys/kernel/tracing/events/sched/sched_switch/enable";
-
-fn report(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)))
-}
-
-/// `(code, detail)` of every reason of a report.
-fn reasons(out: &std::process::Output) -> Vec<(String, String)> {
-    report(out)["reasons"]
-        .as_array()
-        .expect("reasons")
-        .iter()
-        .map(|r| {
-            (
-                r["code"].as_str().unwrap_or_default().to_string(),
-                r["detail"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Attests until the verdict has a reason `code` whose detail contains
-/// `detail` (the A-VM harvests the IMA list every 500 ms and sweeps the
-/// text every second: the evidence may lag the attack a little).
-fn untrusted_with(state: &Path, addr: &str, code: &str, detail: &str) -> Vec<(String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = common::verifier(state, &["attest", addr, "--json"]);
-        let found = reasons(&out);
-        if out.status.code() == Some(1)
-            && found.iter().any(|(c, d)| c == code && d.contains(detail))
-        {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {code} naming {detail:?}: {}",
-            describe(&out)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 fn run(console: &mut MonVmConsole, command: &str) -> String {
     console
@@ -115,7 +72,7 @@ fn check_node(series: &str, quiet_rounds: usize) {
     common::enrol_monvm_node(state, &record, &addr, &image);
     verifier_exit(state, &["policy", "learn", &addr], 0);
     let out = verifier_exit(state, &["attest", &addr, "--json"], 0);
-    let log = report(&out)["measurement_log"].clone();
+    let log = common::report(&out)["measurement_log"].clone();
     assert_eq!(
         log["monvm_kernel"].as_str(),
         record.monvm_kernel_release.as_deref(),
@@ -165,7 +122,7 @@ fn check_node(series: &str, quiet_rounds: usize) {
         &mut console,
         "cp /bin/busybox /root/busybox-unlisted && /root/busybox-unlisted true",
     );
-    untrusted_with(
+    common::untrusted_with(
         state,
         &addr,
         "monvm-file-not-allowed",
@@ -175,11 +132,11 @@ fn check_node(series: &str, quiet_rounds: usize) {
     // A module the policy does not allow.
     let unexpected = module_path("tcp_vegas");
     run(&mut console, &format!("insmod {unexpected}"));
-    untrusted_with(state, &addr, "monvm-file-not-allowed", "tcp_vegas.ko");
+    common::untrusted_with(state, &addr, "monvm-file-not-allowed", "tcp_vegas.ko");
 
     // An anchored IMA entry rewritten in the Mon-VM's memory.
     let rewritten = MonVmPatch::ima_template_hash(&record, 1);
-    untrusted_with(state, &addr, "monvm-ima-rewritten", "entry 1 rewritten");
+    common::untrusted_with(state, &addr, "monvm-ima-rewritten", "entry 1 rewritten");
     rewritten.restore();
 
     // A byte of kernel text (in kexec_load's handler, never called here).
@@ -195,7 +152,7 @@ fn check_node(series: &str, quiet_rounds: usize) {
         |b, _| vec![b[0] ^ 0xff],
         1,
     );
-    let all = untrusted_with(
+    let all = common::untrusted_with(
         state,
         &addr,
         "monvm-text-modified",
@@ -243,7 +200,7 @@ fn a_node_whose_measurement_log_fills_up_is_untrusted() {
     let image = avm_image();
     common::enrol_monvm_node(state, &record, &addr, &image);
     let out = verifier_exit(state, &["attest", &addr, "--json"], 1);
-    let codes: Vec<String> = reasons(&out).into_iter().map(|(c, _)| c).collect();
+    let codes: Vec<String> = common::reasons(&out).into_iter().map(|(c, _)| c).collect();
     assert!(
         codes.iter().any(|c| c == "measurement-log-full"),
         "{}",

@@ -12,8 +12,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use avm_attest::monitor_policy::MonitorPolicy;
 use avm_qemu::monvm::console::MonVmConsole;
@@ -24,44 +23,6 @@ use common::{describe, verifier_exit};
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
 const ALLOWED: &str = "/usr/bin/avm-setuid-wait";
 const OTHER: &str = "/usr/sbin/avm-setuid-other";
-
-/// `(code, detail)` of every reason of an `attest --json` report.
-fn reasons(out: &std::process::Output) -> Vec<(String, String)> {
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)));
-    report["reasons"]
-        .as_array()
-        .expect("reasons")
-        .iter()
-        .map(|r| {
-            (
-                r["code"].as_str().unwrap_or_default().to_string(),
-                r["detail"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Attests until the verdict is untrusted with a reason `code` whose
-/// detail contains `detail`.
-fn untrusted_with(state: &Path, addr: &str, code: &str, detail: &str) -> Vec<(String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = common::verifier(state, &["attest", addr, "--json"]);
-        let found = reasons(&out);
-        if out.status.code() == Some(1)
-            && found.iter().any(|(c, d)| c == code && d.contains(detail))
-        {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {code} naming {detail:?}: {}",
-            describe(&out)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 #[test]
 fn a_named_set_uid_program_is_accepted_only_once_the_policy_names_it() {
@@ -118,7 +79,7 @@ fn a_named_set_uid_program_is_accepted_only_once_the_policy_names_it() {
     // The verifier's policy names no set-uid program yet.
     let out = common::verifier(state, &["attest", &addr, "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let found = reasons(&out);
+    let found = common::reasons(&out);
     assert!(
         found
             .iter()
@@ -146,7 +107,7 @@ fn a_named_set_uid_program_is_accepted_only_once_the_policy_names_it() {
     // The other one: named.
     let (_, other) = under_nobody(&mut console, OTHER);
     wait_comm(&mut console, other, "avm-setuid-othe");
-    let found = untrusted_with(
+    let found = common::untrusted_with(
         state,
         &addr,
         "monvm-creds-tampered",

@@ -451,6 +451,30 @@ pub const WALK_PATH_OFFSETS: crate::linux::PathOffsets = crate::linux::PathOffse
     ..SAMPLE_PATH_OFFSETS
 };
 
+/// A cross-view reference holding only what the set-uid check reads
+/// (`linux::crossview::setuid_exec`): `mm_struct.flags` at 0x58,
+/// `file.f_inode` at 0x8, `inode.i_mode` at 0x2 and `inode.i_uid` at 0x8,
+/// clear of the sample path offsets; for its tests and the `walk` fuzz
+/// target.
+pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
+    crate::linux::crossview::CrossViewReference {
+        module_kset: 0,
+        kset_list: 0,
+        kobject_entry: 0,
+        module_kobject_kobj: 0,
+        module_kobject_mod: 0,
+        task_children: 0,
+        task_sibling: 0,
+        init_cred: 0,
+        pointer_tables: Vec::new(),
+        mm_pgd: 0,
+        mm_flags: 0x58,
+        file_f_inode: 0x8,
+        inode_i_mode: 0x2,
+        inode_i_uid: 0x8,
+        pgd_user_copy: false,
+    };
+
 /// A plausible kernel profile (addresses and offsets of a Debian 6.1 cloud
 /// kernel, `syscalls` slots) that validates: for tests, fuzz seeds and
 /// benchmarks of the decoder.

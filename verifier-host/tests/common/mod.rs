@@ -111,16 +111,53 @@ pub fn verifier_exit(state: &Path, args: &[&str], code: i32) -> Output {
     out
 }
 
+/// A `--json` report; panics (with the output) if it is not one.
+pub fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)))
+}
+
 /// The reason codes of a `--json` report.
 pub fn reason_codes(out: &Output) -> Vec<String> {
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {}", describe(out)));
-    report["reasons"]
+    reasons(out).into_iter().map(|(code, _)| code).collect()
+}
+
+/// `(code, detail)` of every reason of a `--json` report.
+pub fn reasons(out: &Output) -> Vec<(String, String)> {
+    report(out)["reasons"]
         .as_array()
         .expect("reasons")
         .iter()
-        .filter_map(|r| r["code"].as_str().map(String::from))
+        .filter_map(|r| {
+            Some((
+                r["code"].as_str()?.to_string(),
+                r["detail"].as_str().unwrap_or_default().to_string(),
+            ))
+        })
         .collect()
+}
+
+/// Attests `addr` until the verdict is untrusted with a reason `code`
+/// whose detail contains `detail` (the A-VM harvests the IMA list and the
+/// cross-views every 500 ms and sweeps the text every second: the evidence
+/// may lag an attack a little); at most 30 s. Returns every reason.
+pub fn untrusted_with(state: &Path, addr: &str, code: &str, detail: &str) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = verifier(state, &["attest", addr, "--json"]);
+        let found = reasons(&out);
+        if out.status.code() == Some(1)
+            && found.iter().any(|(c, d)| c == code && d.contains(detail))
+        {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {code} naming {detail:?}: {}",
+            describe(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 pub fn stdout(out: &Output) -> String {

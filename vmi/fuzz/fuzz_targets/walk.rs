@@ -125,23 +125,7 @@ fuzz_target!(|data: &[u8]| {
             real_cred: None,
             mm: Some(head),
         };
-        let reference = vmi::linux::crossview::CrossViewReference {
-            module_kset: 0,
-            kset_list: 0,
-            kobject_entry: 0,
-            module_kobject_kobj: 0,
-            module_kobject_mod: 0,
-            task_children: 0,
-            task_sibling: 0,
-            init_cred: 0,
-            pointer_tables: Vec::new(),
-            mm_pgd: 0x50,
-            mm_flags: 0x58,
-            file_f_inode: 0x8,
-            inode_i_mode: 0x2,
-            inode_i_uid: 0x8,
-            pgd_user_copy: false,
-        };
+        let reference = vmi::craft::SETUID_REFERENCE;
         let _ = vmi::linux::crossview::setuid_exec(&space, &task, &path, &reference, |p| {
             p.first() == Some(&b'/')
         });

@@ -407,27 +407,9 @@ mod tests {
         (fs, ext4, ext4_root, busybox)
     }
 
-    /// Where the set-uid check reads in the crafted memory (free of the
-    /// path offsets): `mm_struct.flags` in the mm, `file.f_inode` in the
-    /// file, an inode at 0x9000 (mode, uid).
-    const R: crate::linux::crossview::CrossViewReference =
-        crate::linux::crossview::CrossViewReference {
-            module_kset: 0,
-            kset_list: 0,
-            kobject_entry: 0,
-            module_kobject_kobj: 0,
-            module_kobject_mod: 0,
-            task_children: 0,
-            task_sibling: 0,
-            init_cred: 0,
-            pointer_tables: Vec::new(),
-            mm_pgd: 0,
-            mm_flags: 0x10,
-            file_f_inode: 0x8,
-            inode_i_mode: 0x2,
-            inode_i_uid: 0x8,
-            pgd_user_copy: false,
-        };
+    /// Where the set-uid check reads in the crafted memory (clear of the
+    /// path offsets), and an inode at 0x9000.
+    const R: crate::linux::crossview::CrossViewReference = crate::craft::SETUID_REFERENCE;
     const INODE: u64 = 0x9000;
 
     /// A set-uid program is let off only with its path allowed, its file
