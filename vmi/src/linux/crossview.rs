@@ -409,10 +409,13 @@ pub fn setuid_exec<V: VirtualMemory + ?Sized>(
     if flags & DUMPABLE_MASK == SUID_DUMP_USER {
         return false;
     }
+    // The executable is read once: its inode and its path are those of
+    // the same `struct file`.
+    let file = match read_pointer(mem, mm, paths.mm_exe_file) {
+        Ok(Some(file)) => file,
+        _ => return false,
+    };
     let set_uid_root = || -> Result<bool, StructError> {
-        let Some(file) = read_pointer(mem, mm, paths.mm_exe_file)? else {
-            return Ok(false);
-        };
         let Some(inode) = read_pointer(mem, file, r.file_f_inode)? else {
             return Ok(false);
         };
@@ -420,7 +423,7 @@ pub fn setuid_exec<V: VirtualMemory + ?Sized>(
         Ok(mode & S_ISUID != 0 && read_u32(mem, inode, r.inode_i_uid)? == 0)
     };
     set_uid_root().unwrap_or(false)
-        && super::path::exe_path(mem, mm, paths).is_ok_and(|exe| allowed(exe.as_bytes()))
+        && super::path::file_path(mem, file, paths).is_ok_and(|exe| allowed(exe.as_bytes()))
 }
 
 /// The entries of a pointer table at runtime address `at`.
