@@ -990,9 +990,8 @@ fn say(opts: &DemoOptions, text: impl AsRef<str>) {
 
 /// What the Mon-VM runs during the scenario, run once before the policy
 /// is learned, so that its IMA entries are allowed: the rootkit's module
-/// and the tools the attacks use.
-const PREPARE: &str = "grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd; \
-     su -s /bin/sh nobody -c 'exec sleep 0' >/dev/null 2>&1; sleep 0; \
+/// and the tools the attacks use (after [`crate::monvm::ADD_USER_NOBODY`]).
+const PREPARE: &str = "su -s /bin/sh nobody -c 'exec sleep 0' >/dev/null 2>&1; sleep 0; \
      nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; cat /proc/uptime >/dev/null; true";
 
 fn boot_stage(
@@ -1032,7 +1031,7 @@ fn boot_stage(
         format!("node {index}: insmod {ROOTKIT_GUEST_PATH} (the attack tool)"),
     );
     let rootkit = Rootkit::load(&mut console).map_err(setup)?;
-    console.run_ok(PREPARE)?;
+    console.run_ok(&format!("{}; {PREPARE}", crate::monvm::ADD_USER_NOBODY))?;
     // The A-VM anchors new IMA entries every 500 ms.
     std::thread::sleep(Duration::from_millis(1500));
 

@@ -162,8 +162,8 @@ pub fn under_nobody(console: &mut crate::monvm::console::MonVmConsole, body: &st
     let shell: u32 = console_sh(
         console,
         &format!(
-            "(grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd) && \
-             su -s /bin/sh nobody -c '{body} & wait' >/dev/null 2>&1 & echo $!"
+            "({}) && su -s /bin/sh nobody -c '{body} & wait' >/dev/null 2>&1 & echo $!",
+            crate::monvm::ADD_USER_NOBODY
         ),
     )
     .trim()

@@ -234,10 +234,7 @@ fn attack_from_inside(series: &str) {
     console_sh(&mut console, &format!("kill {pid}"));
 
     // A user's process made root, then the user again.
-    console_sh(
-        &mut console,
-        "grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd",
-    );
+    console_sh(&mut console, avm_qemu::monvm::ADD_USER_NOBODY);
     let pid = start_sleep(&mut console, Some("nobody"));
     let user_ids = ids(&mut console, pid);
     assert!(user_ids.contains("65534"), "{series}: {user_ids}");

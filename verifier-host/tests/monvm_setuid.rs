@@ -67,8 +67,8 @@ fn a_named_set_uid_program_is_accepted_only_once_the_policy_names_it() {
         &format!(
             "chown 0:0 {ALLOWED} {OTHER} && chmod 4755 {ALLOWED} {OTHER} && \
              for p in {ALLOWED} {OTHER}; do $p & q=$!; sleep 0.2; kill $q; wait $q; done; \
-             (grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd) && \
-             su -s /bin/sh nobody -c true"
+             ({}) && su -s /bin/sh nobody -c true",
+            avm_qemu::monvm::ADD_USER_NOBODY
         ),
     );
     std::thread::sleep(Duration::from_secs(2));

@@ -42,6 +42,11 @@ pub use ram::RamFile;
 /// The line the Mon-VM's init prints once userland is up, followed by
 /// `release=<uname -r> uptime=<seconds>`.
 pub const READY_LINE: &str = "AVM-MONVM-READY";
+/// A shell command for the Mon-VM's console that adds the user `nobody`
+/// (uid 65534) to `/etc/passwd` unless it is there: the unprivileged user
+/// the demo and the tests run processes as.
+pub const ADD_USER_NOBODY: &str =
+    "grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534:nobody:/:/bin/sh >> /etc/passwd";
 /// The Mon-VM's machine type (its RAM layout is [`RamLayout::qemu_pc`]).
 pub const MACHINE: &str = "pc";
 /// The Mon-VM's CPU model, fixed so its kernel patches itself the same way
