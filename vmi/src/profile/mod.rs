@@ -327,19 +327,21 @@ impl KernelProfile {
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }
+            // An aligned 8-byte member within its structure.
+            let word_in = |offset: u64, size: u64| {
+                offset.is_multiple_of(8) && offset.saturating_add(8) <= size
+            };
+            let sizes = &self.offsets.sizes;
             check(
-                c.mm_pgd.is_multiple_of(8)
-                    && c.mm_pgd.saturating_add(8) <= self.offsets.sizes.mm_struct,
+                word_in(c.mm_pgd, sizes.mm_struct),
                 "mm_struct.pgd outside mm_struct",
             )?;
             check(
-                c.mm_flags.is_multiple_of(8)
-                    && c.mm_flags.saturating_add(8) <= self.offsets.sizes.mm_struct,
+                word_in(c.mm_flags, sizes.mm_struct),
                 "mm_struct.flags outside mm_struct",
             )?;
             check(
-                c.file_f_inode.is_multiple_of(8)
-                    && c.file_f_inode.saturating_add(8) <= self.offsets.sizes.file,
+                word_in(c.file_f_inode, sizes.file),
                 "file.f_inode outside file",
             )?;
             check(c.pointer_tables.len() <= 16, "too many pointer tables")?;
