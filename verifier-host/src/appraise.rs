@@ -108,6 +108,29 @@ pub fn appraise(
     node: Option<String>,
     extra_reasons: Vec<ReportReason>,
 ) -> Appraisal {
+    let ready = || Ok::<_, std::convert::Infallible>(prepared);
+    match appraise_with(input, ready, verifier, node, extra_reasons) {
+        Ok(appraisal) => appraisal,
+        Err(never) => match never {},
+    }
+}
+
+/// [`appraise`] with a policy that is still loading: `policy` is called
+/// (once) while the measurement log is replayed, which needs none
+/// ([`check_and_appraise_while`]); its error is returned as it came. The
+/// log is checked before the quote is: if the quote turns out not to
+/// authenticate the PCR values, that check is discarded (at most one
+/// log's hashing, bounded by the log's size limit, is spent on a forged
+/// quote).
+pub fn appraise_with<'p, E>(
+    input: &AppraisalInput<'_>,
+    policy: impl FnOnce() -> Result<Option<&'p PreparedPolicy<'p>>, E>,
+    verifier: &OpenSslVerifier,
+    node: Option<String>,
+    extra_reasons: Vec<ReportReason>,
+) -> Result<Appraisal, E> {
+    let (checked, prepared) =
+        check_and_appraise_while(input.measurement_log, input.evidence.pcrs, policy, |p| *p)?;
     let policy = prepared.map(PreparedPolicy::appraised_values);
     let mut verdict = verify_evidence(&input.evidence, policy, verifier);
     // The measurement log is checked against PCR values only once they are
@@ -117,8 +140,7 @@ pub fn appraise(
             .reasons
             .iter()
             .any(|r| matches!(r, Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch));
-    let checked = authenticated
-        .then(|| check_and_appraise_prepared(input.measurement_log, input.evidence.pcrs, prepared));
+    let checked = authenticated.then_some(checked);
     let (log, monvm) = match checked {
         Some((log, monvm)) => (Some(log), monvm),
         None => (None, None),
@@ -147,16 +169,14 @@ pub fn appraise(
         }
         report.measurement_log = Some(summary);
     }
-    Appraisal {
+    Ok(Appraisal {
         verdict,
         report,
         log,
         monvm,
-    }
+    })
 }
 
-/// Records from which on the per-record work is spread over all cores.
-const PARALLEL_RECORDS: usize = 8192;
 /// Records per share of that work (threads take the next share when done).
 const SHARE: usize = 4096;
 /// Records per share of the digests: few, so that the replay starts early.
@@ -305,119 +325,192 @@ pub fn check_and_appraise_log(
     check_and_appraise_prepared(log, pcrs, prepared.as_ref())
 }
 
-/// [`check_and_appraise_log`] with the allowlist prepared already. The
-/// log is parsed once. Each record's digests (template hash, SHA-256
-/// extend value) are independent of the others, and so is each IMA
-/// entry's allowlist outcome: for a long log the digests are computed on
-/// all cores, then one thread replays them (a chain of extends, which
-/// cannot be split) while the others look the entries up, and it joins
-/// them when the replay is done. The replay decides which records are
-/// proven; only their outcomes count.
+/// A measurement log's check against the quoted PCRs and, if it replayed,
+/// the Mon-VM appraisal of its records.
+pub type LogVerdict = (Result<MeasurementLogCheck, Reason>, Option<MonVmAppraisal>);
+
+/// [`check_and_appraise_log`] with the allowlist prepared already.
 pub fn check_and_appraise_prepared(
     log: Option<&[u8]>,
     pcrs: &[PcrValue],
     prepared: Option<&PreparedPolicy<'_>>,
-) -> (Result<MeasurementLogCheck, Reason>, Option<MonVmAppraisal>) {
-    let Some(bytes) = log else {
-        return (check_measurement_records(None, &[], pcrs), None);
-    };
-    let records = match ima::parse_list(bytes, MAX_MEASUREMENT_RECORDS) {
-        Ok(records) => records,
-        Err(_) => return (Err(Reason::MeasurementLogMalformed), None),
-    };
-    let policy = prepared.map(PreparedPolicy::appraised_values);
-    let lookup = prepared.and_then(PreparedPolicy::lookup);
-    let none = Excludes::none();
-    let excludes = prepared.map_or(&none, |p| &p.excludes);
-    let excluded = |path: &[u8]| excludes.matches(path);
-    let helpers = if records.len() < PARALLEL_RECORDS {
-        0
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) - 1
-    };
+) -> LogVerdict {
+    let ready = || Ok::<_, std::convert::Infallible>(prepared);
+    match check_and_appraise_while(log, pcrs, ready, |p| *p) {
+        Ok((verdict, _)) => verdict,
+        Err(never) => match never {},
+    }
+}
 
-    // The digests are computed a share at a time, in log order, by
-    // whichever thread is free; the replay (a chain: the critical path)
-    // takes each share as soon as it is there, and computes the next one
-    // itself rather than wait. The other threads then look the entries
-    // up, and so does the replay thread once done.
-    let digests: Vec<Mutex<Option<Vec<RecordDigest>>>> = (0..records.len().div_ceil(DIGEST_SHARE))
-        .map(|_| Mutex::new(None))
-        .collect();
-    // The buffers of the shares replayed already, for the next ones: a
-    // few buffers in all, not a fresh page for every 120 records.
-    let spare: Mutex<Vec<Vec<RecordDigest>>> = Mutex::new(Vec::new());
-    let next_digests = AtomicUsize::new(0);
-    // Set if a thread panicked computing a share: the replay must not
-    // wait for it (the scope then re-raises the panic).
-    let failed = AtomicBool::new(false);
-    let take_digests = || {
-        let n = next_digests.fetch_add(1, Ordering::Relaxed);
-        let Some(slot) = digests.get(n) else {
+/// Logs from which on the work is spread over threads (about 8,000
+/// records; a shorter one takes a few milliseconds on one).
+const PARALLEL_LOG_BYTES: usize = 1 << 20;
+
+/// [`check_and_appraise_prepared`] with the policy still loading: `wait`
+/// gives it (`policy_of` its prepared policy) and runs on this thread
+/// while the log is parsed and replayed, which needs no policy; a large
+/// allowlist makes the load take as long as the replay. An error from
+/// `wait` is returned once the replay is done.
+///
+/// Each record's digests (template hash, SHA-256 extend value) are
+/// independent of the others, and so is each IMA entry's allowlist
+/// outcome. A long log is replayed on a thread of its own (a chain of
+/// extends, which cannot be split; [`DigestShares`]) while the other
+/// cores hash its records; this thread, once the policy is there, looks
+/// every entry up, then hashes too. The replay decides which records are
+/// proven; only their outcomes count.
+pub fn check_and_appraise_while<T, E>(
+    log: Option<&[u8]>,
+    pcrs: &[PcrValue],
+    wait: impl FnOnce() -> Result<T, E>,
+    policy_of: for<'a> fn(&'a T) -> Option<&'a PreparedPolicy<'a>>,
+) -> Result<(LogVerdict, T), E> {
+    let records = match parse_log(log, pcrs) {
+        Ok(records) => records,
+        Err(verdict) => return Ok((*verdict, wait()?)),
+    };
+    let work = DigestShares::new(&records);
+    let lookups = |waited: &T| {
+        let files = policy_of(waited).and_then(PreparedPolicy::lookup)?;
+        let excluded = |path: &[u8]| policy_of(waited).is_some_and(|p| p.excludes.matches(path));
+        let mut outcomes = vec![ImaOutcome::NotIma; records.len()];
+        for (n, part) in outcomes.chunks_mut(SHARE).enumerate() {
+            ima_outcomes(n * SHARE, &records[n * SHARE..], part, files, &excluded);
+        }
+        Some(outcomes)
+    };
+    let parallel = log.is_some_and(|log| log.len() >= PARALLEL_LOG_BYTES);
+    let (check, waited, outcomes) = if parallel {
+        std::thread::scope(|scope| {
+            let replaying = scope.spawn(|| work.replay(pcrs));
+            // The cores but this thread's and the replay's hash.
+            for _ in 1..helpers() {
+                scope.spawn(|| work.help());
+            }
+            let waited = wait();
+            let outcomes = waited.as_ref().ok().and_then(lookups);
+            work.help();
+            let check = replaying
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (check, waited, outcomes)
+        })
+    } else {
+        let waited = wait();
+        let check = work.replay(pcrs);
+        let outcomes = waited.as_ref().ok().and_then(lookups);
+        (check, waited, outcomes)
+    };
+    drop(work);
+    let waited = waited?;
+    let check = match check {
+        Ok(check) => check,
+        Err(reason) => return Ok(((Err(reason), None), waited)),
+    };
+    let prepared = policy_of(&waited);
+    let lookup = prepared.and_then(PreparedPolicy::lookup);
+    let excluded = |path: &[u8]| prepared.is_some_and(|p| p.excludes.matches(path));
+    let appraisal = monvm::appraise_records_with(
+        &records,
+        &check,
+        prepared.map(PreparedPolicy::appraised_values),
+        lookup.map(|l| l as &dyn FileIndex),
+        &excluded,
+        outcomes.as_deref(),
+    );
+    Ok(((Ok(check), Some(appraisal)), waited))
+}
+
+/// The records of `log`, or the verdict on a log that is missing or does
+/// not parse.
+fn parse_log<'l>(
+    log: Option<&'l [u8]>,
+    pcrs: &[PcrValue],
+) -> Result<Vec<ImaRecord<'l>>, Box<LogVerdict>> {
+    let Some(bytes) = log else {
+        return Err(Box::new((check_measurement_records(None, &[], pcrs), None)));
+    };
+    ima::parse_list(bytes, MAX_MEASUREMENT_RECORDS)
+        .map_err(|_| Box::new((Err(Reason::MeasurementLogMalformed), None)))
+}
+
+/// The records' digests, computed a share at a time, in log order, by
+/// whichever thread is free ([`DigestShares::help`]); the replay (a chain:
+/// the critical path) takes each share as soon as it is there, and
+/// computes the next one itself rather than wait ([`DigestShares::replay`]).
+struct DigestShares<'r, 'l> {
+    records: &'r [ImaRecord<'l>],
+    digests: Vec<Mutex<Option<Vec<RecordDigest>>>>,
+    /// The buffers of the shares replayed already, for the next ones: a
+    /// few buffers in all, not a fresh page for every 120 records.
+    spare: Mutex<Vec<Vec<RecordDigest>>>,
+    next: AtomicUsize,
+    /// Set if a thread panicked computing a share: the replay must not
+    /// wait for it (the scope then re-raises the panic).
+    failed: AtomicBool,
+}
+
+impl<'r, 'l> DigestShares<'r, 'l> {
+    fn new(records: &'r [ImaRecord<'l>]) -> Self {
+        Self {
+            records,
+            digests: (0..records.len().div_ceil(DIGEST_SHARE))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            spare: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Computes the next share not taken yet; false if none is left.
+    fn take(&self) -> bool {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = self.digests.get(n) else {
             return false;
         };
-        let guard = PanicFlag(&failed);
-        let part = &records[n * DIGEST_SHARE..records.len().min((n + 1) * DIGEST_SHARE)];
-        let mut out = locked(&spare).pop().unwrap_or_default();
+        let guard = PanicFlag(&self.failed);
+        let part = &self.records[n * DIGEST_SHARE..self.records.len().min((n + 1) * DIGEST_SHARE)];
+        let mut out = locked(&self.spare).pop().unwrap_or_default();
         out.clear();
         out.extend(part.iter().map(RecordDigest::of));
         *locked(slot) = Some(out);
         std::mem::forget(guard);
         true
-    };
-    let replay = || {
+    }
+
+    /// Computes shares until none is left.
+    fn help(&self) {
+        while self.take() {}
+    }
+
+    /// The replay of every record against `pcrs`, in log order.
+    fn replay(&self, pcrs: &[PcrValue]) -> Result<MeasurementLogCheck, Reason> {
         let mut replay = Replay::new(pcrs);
-        for (n, slot) in digests.iter().enumerate() {
+        for (n, slot) in self.digests.iter().enumerate() {
             let part = loop {
                 if let Some(part) = locked(slot).take() {
                     break part;
                 }
-                if !take_digests() {
+                if !self.take() {
                     // Another thread is computing share n.
-                    if failed.load(Ordering::Acquire) {
+                    if self.failed.load(Ordering::Acquire) {
                         return Err(Reason::MeasurementLogMalformed);
                     }
                     std::thread::yield_now();
                 }
             };
-            replay.extend(&records[n * DIGEST_SHARE..][..part.len()], &part)?;
-            locked(&spare).push(part);
+            replay.extend(&self.records[n * DIGEST_SHARE..][..part.len()], &part)?;
+            locked(&self.spare).push(part);
         }
-        replay.finish(&records)
-    };
-    let all_digests = || while take_digests() {};
-    let (check, outcomes) = match lookup {
-        None => {
-            let check = share::<ImaOutcome, _>(&mut [], helpers, replay, &all_digests, &|_, _| {});
-            (check, None)
-        }
-        Some(files) => {
-            let mut outcomes = vec![ImaOutcome::NotIma; records.len()];
-            let check = share(
-                &mut outcomes,
-                helpers,
-                replay,
-                &all_digests,
-                &|start, part| {
-                    ima_outcomes(start, &records[start..], part, files, &excluded);
-                },
-            );
-            (check, Some(outcomes))
-        }
-    };
-    let check = match check {
-        Ok(check) => check,
-        Err(reason) => return (Err(reason), None),
-    };
-    let appraisal = monvm::appraise_records_with(
-        &records,
-        &check,
-        policy,
-        lookup.map(|l| l as &dyn FileIndex),
-        &excluded,
-        outcomes.as_deref(),
-    );
-    (Ok(check), Some(appraisal))
+        replay.finish(self.records)
+    }
+}
+
+/// Threads to spawn for per-record work besides the caller's and the
+/// replay's: the other cores.
+fn helpers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) - 1
 }
 
 /// Entries looked up together ([`FileIndex::allows_many`]).
@@ -470,43 +563,6 @@ fn ima_outcomes(
             *outcome = monvm::ima_outcome(index, record, entry, excluded, |_, _| answer);
         }
     }
-}
-
-/// Fills `out` by shares of [`SHARE`] items (`fill(start, share)`, `start`
-/// the index of the share's first item) on `helpers` spawned threads,
-/// which first run `before`, and on this one, which first runs `first`
-/// (work that cannot be shared) and then takes shares until none is left.
-/// Returns what `first` returned.
-fn share<T: Send, R>(
-    out: &mut [T],
-    helpers: usize,
-    first: impl FnOnce() -> R,
-    before: &(dyn Fn() + Sync),
-    fill: &(dyn Fn(usize, &mut [T]) + Sync),
-) -> R {
-    let shares = std::sync::Mutex::new(out.chunks_mut(SHARE).enumerate());
-    let take = || {
-        loop {
-            // The lock is released before the share is filled.
-            let next = shares
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .next();
-            let Some((n, part)) = next else { break };
-            fill(n * SHARE, part);
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..helpers {
-            scope.spawn(|| {
-                before();
-                take();
-            });
-        }
-        let result = first();
-        take();
-        result
-    })
 }
 
 /// The lock's value, even if a thread panicked holding it (the scope
@@ -633,8 +689,10 @@ mod tests {
     /// batched lookups) decides exactly what the sequential one does.
     #[test]
     fn the_parallel_appraisal_agrees_with_the_sequential_one() {
-        let n = 3 * PARALLEL_RECORDS + 123;
+        let n = 24_000 + 123;
         let (log, policy) = long_list(n);
+        // Long enough to be spread over threads, several shares of each kind.
+        assert!(log.len() >= 2 * PARALLEL_LOG_BYTES && n > 4 * SHARE);
         let records = parse_list(&log, n).expect("parses");
         assert!(policy.monvm_files.digests.len() >= INDEXED_PATHS);
         let excludes = Excludes::compile(&policy.monvm_files).expect("compiles");
@@ -716,6 +774,55 @@ mod tests {
     }
 
     /// A policy loaded from its snapshot holds a large allowlist in its
+    /// The log replayed while the policy loads: the verdict is the one
+    /// with the policy there from the start, for a policy that comes late
+    /// (long and short logs, the one spread over threads); an error from
+    /// the load is the result, whatever the log.
+    #[test]
+    fn a_policy_that_comes_late_appraises_as_one_there_from_the_start() {
+        let (long, policy) = long_list(24_000 + 5);
+        let prepared = PreparedPolicy::owned(policy);
+        let short: Vec<u8> = {
+            let mut log = Vec::new();
+            for record in parse_list(&long, usize::MAX)
+                .expect("parses")
+                .iter()
+                .take(50)
+            {
+                record.emit(&mut log);
+            }
+            log
+        };
+        for log in [&long, &short] {
+            let records = parse_list(log, usize::MAX).expect("parses");
+            let proven = records.len() - 3;
+            let quoted = [PcrValue {
+                index: 10,
+                digest: replay_sha256(&records[..proven], &[[0; 32]; 24])[10],
+            }];
+            let want = check_and_appraise_prepared(Some(log), &quoted, Some(&prepared));
+            assert!(want.1.as_ref().is_some_and(|a| !a.findings.is_empty()));
+            let late = || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                Ok::<_, String>(Some(&prepared))
+            };
+            let (got, _) =
+                check_and_appraise_while(Some(log), &quoted, late, |p| *p).expect("loads");
+            assert_eq!(got, want);
+            let failed = || Err::<Option<&PreparedPolicy<'_>>, _>("no policy".to_string());
+            let got = check_and_appraise_while(Some(log), &quoted, failed, |p| *p);
+            assert_eq!(got.err().as_deref(), Some("no policy"));
+            // A log that does not parse, and none: the load's error too.
+            let failed = || Err::<Option<&PreparedPolicy<'_>>, _>("no policy".to_string());
+            let got =
+                check_and_appraise_while(Some(&log[..log.len() - 1]), &quoted, failed, |p| *p);
+            assert_eq!(got.err().as_deref(), Some("no policy"));
+            let failed = || Err::<Option<&PreparedPolicy<'_>>, _>("no policy".to_string());
+            let got = check_and_appraise_while(None, &quoted, failed, |p| *p);
+            assert_eq!(got.err().as_deref(), Some("no policy"));
+        }
+    }
+
     /// index alone; it appraises exactly as the policy parsed whole does,
     /// modules allowed by their file included, and gives its values back
     /// whole.

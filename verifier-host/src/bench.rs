@@ -552,29 +552,27 @@ impl ImaAppraisal {
 /// The verifier's appraisal of a Linux IMA list (`gen_ima_log.py`'s
 /// directory: `binary_runtime_measurements`, `runtime_policy.json`,
 /// `pcrs-sha256`) against its Keylime runtime policy: the same code
-/// `attest` runs on the PCR 10 entries (`check_measurement_log`: template
-/// hashes, replay to the quoted PCR; `monvm::appraise_records`: every
-/// entry against the allowlist; `appraise::check_and_appraise_log`, which
-/// hashes a long log on all cores, then replays it on one while the others
-/// look its entries up in the allowlist), `runs` times; the policy is
-/// loaded on a thread while the list is read, as `attest` loads it while
-/// the node sends its evidence. Without `allowlist`
-/// the policy is not read: template hashes and replay only, the work of
-/// `evmctl ima_measurement --pcrs` (the code `attest` runs for a policy
-/// without a Mon-VM allowlist).
+/// `attest` runs on the PCR 10 entries (`appraise::check_and_appraise_while`:
+/// template hashes, replay to the quoted PCR, every entry against the
+/// allowlist). As `attest` does, the policy loads on a thread of its own,
+/// the list is read meanwhile (as `attest` asks the node for it) and
+/// replayed while the load finishes; that first pass gives the verdict. Then, if `runs` is above 1, `runs` timed passes with
+/// the policy loaded (the one pass is timed otherwise). Without
+/// `allowlist` the policy is not read: template hashes and replay only,
+/// the work of `evmctl ima_measurement --pcrs` (the code `attest` runs
+/// for a policy without a Mon-VM allowlist).
 pub fn ima_log_appraisal(
     dir: &Path,
     runs: usize,
     policy: ImaPolicySource<'_>,
 ) -> Result<ImaAppraisal, BenchError> {
+    use crate::appraise::{LogVerdict, check_and_appraise_prepared, check_and_appraise_while};
     use avm_attest::wire::PcrValue;
 
     let read = |name: &str| {
         read_on_two_threads(&dir.join(name))
             .map_err(|e| BenchError(format!("{}/{name}: {e}", dir.display())))
     };
-    // The policy loads while the list is read, as `attest` loads it while
-    // the node sends its evidence (`commands::attest_report`).
     let load = || -> Result<(Option<PreparedPolicy<'static>>, Duration), BenchError> {
         let started = Instant::now();
         let prepared = match policy {
@@ -595,62 +593,75 @@ pub fn ima_log_appraisal(
         };
         Ok((prepared, started.elapsed()))
     };
-    let (loaded, read_list) = std::thread::scope(|scope| {
-        let loading = scope.spawn(load);
-        let list = read("binary_runtime_measurements").and_then(|log| {
-            let pcrs = String::from_utf8(read("pcrs-sha256")?)
-                .map_err(|_| BenchError("pcrs-sha256: not UTF-8".into()))?;
-            Ok((log, pcrs))
-        });
-        let loaded = loading
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (loaded, list)
-    });
-    let (log, pcrs) = read_list?;
-    let (prepared, policy_load) = loaded?;
-    let pcr10 = pcrs
-        .lines()
-        .find_map(|l| l.strip_prefix("PCR-10: "))
-        .and_then(|hex| avm_attest::hex::decode_array::<32>(hex.trim()).ok())
-        .ok_or_else(|| BenchError("pcrs-sha256: no PCR-10 line".into()))?;
-
-    let quoted = [PcrValue {
-        index: 10,
-        digest: pcr10,
-    }];
-    let appraise_once = || -> (Vec<String>, usize) {
-        match crate::appraise::check_and_appraise_prepared(Some(&log), &quoted, prepared.as_ref()) {
-            (Err(reason), _) => (vec![reason.code().to_string()], 0),
-            (Ok(check), appraisal) => {
-                let mut codes: Vec<String> = appraisal
-                    .iter()
-                    .flat_map(|a| a.reasons())
-                    .map(|r| r.code().to_string())
-                    .collect();
-                if check.after_quote > 0 {
-                    codes.push("records-after-the-quote".into());
-                }
-                codes.dedup();
-                (codes, check.proven + check.after_quote)
+    let read_list = || -> Result<(Vec<u8>, [PcrValue; 1]), BenchError> {
+        let log = read("binary_runtime_measurements")?;
+        let pcrs = String::from_utf8(read("pcrs-sha256")?)
+            .map_err(|_| BenchError("pcrs-sha256: not UTF-8".into()))?;
+        let pcr10 = pcrs
+            .lines()
+            .find_map(|l| l.strip_prefix("PCR-10: "))
+            .and_then(|hex| avm_attest::hex::decode_array::<32>(hex.trim()).ok())
+            .ok_or_else(|| BenchError("pcrs-sha256: no PCR-10 line".into()))?;
+        Ok((
+            log,
+            [PcrValue {
+                index: 10,
+                digest: pcr10,
+            }],
+        ))
+    };
+    let outcome = |checked: LogVerdict| match checked {
+        (Err(reason), _) => (vec![reason.code().to_string()], 0),
+        (Ok(check), appraisal) => {
+            let mut codes: Vec<String> = appraisal
+                .iter()
+                .flat_map(|a| a.reasons())
+                .map(|r| r.code().to_string())
+                .collect();
+            if check.after_quote > 0 {
+                codes.push("records-after-the-quote".into());
             }
+            codes.dedup();
+            (codes, check.proven + check.after_quote)
         }
     };
-    let mut samples = Vec::with_capacity(runs);
-    let mut outcome = (Vec::new(), 0);
-    for _ in 0..runs.max(1) {
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(load);
+        let wait = || {
+            loading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        let (log, quoted) = match read_list() {
+            Ok(list) => list,
+            Err(e) => {
+                // The load's own error, if any, is the lesser news.
+                let _ = wait();
+                return Err(e);
+            }
+        };
         let started = Instant::now();
-        outcome = std::hint::black_box(appraise_once());
-        samples.push(started.elapsed());
-    }
-    let (codes, entries) = outcome;
-    Ok(ImaAppraisal {
-        entries,
-        allowlist: prepared.as_ref().map_or(0, PreparedPolicy::allowlist_len),
-        policy_load,
-        appraisal: LatencySummary::from_samples(samples)
-            .ok_or_else(|| BenchError("no runs".into()))?,
-        codes,
+        let (checked, (prepared, policy_load)) =
+            check_and_appraise_while(Some(&log), &quoted, wait, |(p, _)| p.as_ref())?;
+        let (codes, entries) = outcome(checked);
+        let mut samples = vec![started.elapsed()];
+        if runs > 1 {
+            samples.clear();
+            for _ in 0..runs {
+                let started = Instant::now();
+                let checked = check_and_appraise_prepared(Some(&log), &quoted, prepared.as_ref());
+                std::hint::black_box(outcome(checked));
+                samples.push(started.elapsed());
+            }
+        }
+        Ok(ImaAppraisal {
+            entries,
+            allowlist: prepared.as_ref().map_or(0, PreparedPolicy::allowlist_len),
+            policy_load,
+            appraisal: LatencySummary::from_samples(samples)
+                .ok_or_else(|| BenchError("no runs".into()))?,
+            codes,
+        })
     })
 }
 

@@ -14,7 +14,9 @@ use avm_attest::verify::{ATTEST_PCRS, Reason};
 use openssl::sha::sha256;
 
 use crate::allowlist::{self, Excludes};
-use crate::appraise::{Appraisal, AppraisalInput, PreparedPolicy, appraise, appraise_quote_only};
+use crate::appraise::{
+    Appraisal, AppraisalInput, PreparedPolicy, appraise, appraise_quote_only, appraise_with,
+};
 use crate::client::{MAX_LOG_BYTES, NodeClient};
 use crate::credential::make_credential;
 use crate::crypto::OpenSslVerifier;
@@ -477,7 +479,8 @@ fn attest_with_policy(
         ));
     }
     let evidence = client.challenge(&nonce, ATTEST_PCRS).map_err(err)?;
-    let policy = policy()?;
+    // Waited for only once the log is there, while it is replayed.
+    let mut policy = PendingPolicy::Loading(policy);
     let verifier = OpenSslVerifier::new().map_err(err)?;
     // Fetched after the quote: records the A-VM appends meanwhile are
     // counted as after the quote, never as proven. Only the records after
@@ -491,19 +494,19 @@ fn attest_with_policy(
         .map(|a| (a.clock_info.reset_count, a.clock_info.restart_count));
     let mut fetch = plan_fetch(&mut client, stored.as_ref(), clock)?;
     // Always the enrolled AK: a quote signed by any other key is refused.
-    let appraise_log = |log: &[u8]| {
+    let mut appraise_log = |log: &[u8]| {
         let mut input =
             AppraisalInput::from_node(&evidence, &nonce, &enrolled_ak.key, &node.ak_name);
         input.measurement_log = Some(log);
-        appraise(
+        appraise_with(
             &input,
-            policy.as_deref(),
+            || policy.get(),
             &verifier,
             Some(addr.into()),
             extra.clone(),
         )
     };
-    let mut appraisal = appraise_log(&fetch.log);
+    let mut appraisal = appraise_log(&fetch.log)?;
     // The stored records must be part of what this quote proves; if the
     // node's log no longer extends them, it is fetched and appraised again
     // from record 0, never trusted on the stale prefix.
@@ -519,7 +522,7 @@ fn attest_with_policy(
                 None => "the quote is not authenticated",
             };
             fetch = FetchPlan::whole(&mut client, why)?;
-            appraisal = appraise_log(&fetch.log);
+            appraisal = appraise_log(&fetch.log)?;
         }
     }
     drop(client);
@@ -562,6 +565,32 @@ fn attest_with_policy(
         .map_err(err)?;
     }
     Ok(report)
+}
+
+/// The policy `attest` appraises with: loading until first asked for,
+/// then kept for a second appraisal (a log fetched again).
+enum PendingPolicy<F> {
+    Loading(F),
+    Loaded(Option<std::sync::Arc<PreparedPolicy<'static>>>),
+    /// Only while the load runs (an error ends the attestation).
+    Taken,
+}
+
+impl<F> PendingPolicy<F>
+where
+    F: FnOnce() -> Result<Option<std::sync::Arc<PreparedPolicy<'static>>>, CommandError>,
+{
+    fn get(&mut self) -> Result<Option<&PreparedPolicy<'static>>, CommandError> {
+        if let Self::Loading(_) = self
+            && let Self::Loading(load) = std::mem::replace(self, Self::Taken)
+        {
+            *self = Self::Loaded(load()?);
+        }
+        match self {
+            Self::Loaded(policy) => Ok(policy.as_deref()),
+            _ => Err(CommandError("the policy failed to load".into())),
+        }
+    }
 }
 
 /// How `attest` got the measurement log it appraises.
