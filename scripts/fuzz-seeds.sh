@@ -117,7 +117,15 @@ echo "fuzz-seeds: stored policy snapshots"
 verifier=$root/target/release/avm-verifier
 if "$cargo" build --release --quiet -p avm-verifier; then
     mkdir -p verifier-host/fuzz/seeds/policy_snapshot
-    for policy in verifier-host/fuzz/seeds/keylime_policy/*.json; do
+    # Plus one large enough to be kept with its hash index's table (1,024
+    # paths and more), from the peer's generator if it is there.
+    big=$(mktemp -d)
+    policies=(verifier-host/fuzz/seeds/keylime_policy/*.json)
+    if [ -f "$peer" ] && python3 "$peer" 1030 "$big/p" >/dev/null; then
+        cp "$big/p/runtime_policy.json" "$big/peer-1030-paths-indexed.json"
+        policies+=("$big/peer-1030-paths-indexed.json")
+    fi
+    for policy in "${policies[@]}"; do
         tmp=$(mktemp -d)
         "$verifier" --state "$tmp" policy init --avm-image-sha256 "$(printf '%064d' 1)" >/dev/null
         "$verifier" --state "$tmp" policy import-keylime "$policy" >/dev/null
@@ -129,6 +137,7 @@ open(sys.argv[2], "wb").write(row[0])
 PY
         rm -rf "$tmp"
     done
+    rm -rf "$big"
 else
     echo "fuzz-seeds: avm-verifier did not build: snapshot seeds kept as they are" >&2
 fi

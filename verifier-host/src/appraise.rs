@@ -270,6 +270,15 @@ impl<'a> PreparedPolicy<'a> {
         }
     }
 
+    /// The table of its allowlist's hash index, for its snapshot
+    /// ([`FileHashIndex::table`]); empty for a small allowlist (no index).
+    pub fn index_table(&self) -> Vec<u8> {
+        self.index
+            .as_ref()
+            .map(FileHashIndex::table)
+            .unwrap_or_default()
+    }
+
     /// The allowlist's entries, as the policy's snapshot keeps them.
     pub fn arena(&self) -> Cow<'_, Arena> {
         match &self.index {
@@ -296,7 +305,11 @@ impl PreparedPolicy<'static> {
     /// digests there are replaced) with the allowlist in `arena`, as a
     /// snapshot holds them. A large allowlist is indexed as it is, with no
     /// map built.
-    pub fn from_parts(mut rest: ReferenceValues, arena: Arena) -> Result<Self, AllowlistError> {
+    pub fn from_parts(
+        mut rest: ReferenceValues,
+        arena: Arena,
+        table: &[u8],
+    ) -> Result<Self, AllowlistError> {
         let excludes = Excludes::compile(&rest.monvm_files)?;
         if arena.paths() < INDEXED_PATHS {
             rest.monvm_files.digests = arena.to_digests();
@@ -305,7 +318,7 @@ impl PreparedPolicy<'static> {
         rest.monvm_files.digests.clear();
         Ok(Self {
             values: Cow::Owned(rest),
-            index: Some(FileHashIndex::of_arena(arena)),
+            index: Some(FileHashIndex::with_table(arena, table)),
             whole: Some(std::sync::OnceLock::new()),
             excludes,
         })
@@ -859,7 +872,8 @@ mod tests {
             crate::policy_snapshot::encode(&policy).expect("encodes"),
         )
         .expect("decodes");
-        let loaded = PreparedPolicy::from_parts(snapshot.rest, snapshot.arena).expect("prepared");
+        let loaded = PreparedPolicy::from_parts(snapshot.rest, snapshot.arena, &snapshot.table)
+            .expect("prepared");
         assert!(loaded.appraised_values().monvm_files.digests.is_empty());
         let whole = PreparedPolicy::owned(policy.clone());
         let (check, appraisal) = check_and_appraise_prepared(Some(&log), &quoted, Some(&loaded));

@@ -140,7 +140,7 @@ pub(crate) fn load_stored_policy(
         // A snapshot that does not decode is passed over: the text is the
         // policy.
         if let Ok(snapshot) = policy_snapshot::decode(body) {
-            let policy = PreparedPolicy::from_parts(snapshot.rest, snapshot.arena)
+            let policy = PreparedPolicy::from_parts(snapshot.rest, snapshot.arena, &snapshot.table)
                 .map_err(|e| CommandError(format!("policy: {e}")))?;
             return Ok(Some((revision, policy)));
         }
@@ -168,7 +168,8 @@ fn take_snapshot(store: &Store) {
 /// that text. Only speed depends on it: a state that cannot be written
 /// (or a policy changed meanwhile) leaves the next load parsing the text.
 fn keep_snapshot(store: &Store, revision: i64, text: &str, policy: &PreparedPolicy<'_>) {
-    if let Ok(body) = policy_snapshot::encode_parts(policy.values(), &policy.arena()) {
+    let (arena, table) = (policy.arena(), policy.index_table());
+    if let Ok(body) = policy_snapshot::encode_parts(policy.values(), &arena, &table) {
         let _ = store.set_policy_snapshot(revision, text, policy_snapshot::FORMAT, &body);
     }
 }

@@ -189,14 +189,17 @@ pub struct FileHashIndex {
     seed: [u64; 2],
     /// Per allowed pair: (upper 32 bits of its hash, its path's entry
     /// offset in `arena` / 8 + 1); 0 marks a free slot.
-    pairs: Vec<(u32, u32)>,
+    pairs: Slots,
     arena: Arena,
     /// Whether every pair is in `pairs` (an arena beyond 32 GiB is not:
     /// then every lookup goes by path).
     complete: bool,
     /// The table by path, built on first use.
-    by_path: std::sync::OnceLock<Vec<(u32, u32)>>,
+    by_path: std::sync::OnceLock<Slots>,
 }
+
+/// Hash table slots: (32 bits of the key's hash, the value; 0: free).
+type Slots = Vec<(u32, u32)>;
 
 const HEADER: usize = 8;
 /// Queries of [`avm_attest::monvm::FileIndex::allows_many`] looked up
@@ -263,6 +266,84 @@ impl FileHashIndex {
             }
         }
         index
+    }
+
+    /// The table as a policy snapshot keeps it (`policy_snapshot`), for
+    /// [`FileHashIndex::with_table`]: the seed (two u64), then every slot
+    /// (u32 tag, u32 value), little-endian. Empty if the table does not
+    /// hold every pair (an arena beyond 32 GiB).
+    pub fn table(&self) -> Vec<u8> {
+        if !self.complete {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(16 + 8 * self.pairs.len());
+        for seed in self.seed {
+            out.extend_from_slice(&seed.to_le_bytes());
+        }
+        for &(tag, value) in &self.pairs {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        out
+    }
+
+    /// The index of `arena` with the table [`FileHashIndex::table`] gave
+    /// for it, kept so that loading a large allowlist need not hash every
+    /// pair again; built anew ([`FileHashIndex::of_arena`]) if `table`
+    /// cannot be that: its size is not the one for this arena's pairs, a
+    /// slot names no entry's start, or it holds another number of pairs.
+    /// A table that passes yet is wrong (a slot misplaced, a tag changed)
+    /// cannot change an answer: every candidate is compared exactly, and
+    /// a pair not found in the table is looked up by path in a table built
+    /// from the arena ([`FileIndex::allows`]). Its free slot ends every
+    /// probe.
+    pub fn with_table(arena: Arena, table: &[u8]) -> Self {
+        match Self::stored_table(&arena, table) {
+            Some((seed, pairs)) => Self {
+                seed,
+                pairs,
+                arena,
+                complete: true,
+                by_path: std::sync::OnceLock::new(),
+            },
+            None => Self::of_arena(arena),
+        }
+    }
+
+    /// The seed and slots of `table` if they pass [`Self::with_table`]'s
+    /// checks for `arena`.
+    fn stored_table(arena: &Arena, table: &[u8]) -> Option<([u64; 2], Slots)> {
+        let (seed, slots) = table.split_first_chunk::<16>()?;
+        let (seed0, seed1) = seed.split_at(8);
+        let seed = [word(seed0), word(seed1)];
+        let (slots, rest) = slots.as_chunks::<8>();
+        let pairs = arena.pairs;
+        if !rest.is_empty() || slots.len() != (pairs + pairs / 4 + 1).next_power_of_two() {
+            return None;
+        }
+        // Entry starts, by offset / 8 (entries are 8-byte aligned).
+        let mut starts = vec![0u64; (arena.bytes.len() / 8).div_ceil(64) + 1];
+        for &offset in &arena.entries {
+            let at = offset / 8;
+            starts[at / 64] |= 1 << (at % 64);
+        }
+        let mut used = 0;
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let (tag, value) = slot.split_at(4);
+            let (tag, value) = (word(tag) as u32, word(value) as u32);
+            if let Some(at) = (value as usize).checked_sub(1) {
+                if starts
+                    .get(at / 64)
+                    .is_none_or(|bits| bits & (1 << (at % 64)) == 0)
+                {
+                    return None;
+                }
+                used += 1;
+            }
+            out.push((tag, value));
+        }
+        (used == pairs).then_some((seed, out))
     }
 
     /// The allowlist indexed.
@@ -454,6 +535,91 @@ mod tests {
         assert_eq!(index.digests_of(b""), None);
         let empty = FileHashIndex::new(&FileAllowlist::default());
         assert_eq!(empty.allows(b"/x", &[0; 32]), None);
+    }
+
+    /// A kept table is used as it is (same seed, same slots) for its
+    /// arena; one that cannot be its arena's is built anew; one that
+    /// passes yet is wrong answers as the arena says.
+    #[test]
+    fn a_kept_table_is_used_only_if_it_fits_its_arena() {
+        let mut files = FileAllowlist::default();
+        for n in 0..300u32 {
+            files.allow(&format!("/usr/bin/p{n}"), [n as u8; 32]);
+            if n % 7 == 0 {
+                files.allow(&format!("/usr/bin/p{n}"), [0xee; 32]);
+            }
+        }
+        let index = FileHashIndex::new(&files);
+        let table = index.table();
+        let arena = index.arena().clone();
+        let answers = |index: &FileHashIndex| {
+            let mut out = Vec::new();
+            for (path, digests) in files.digests.iter() {
+                for d in digests.0.iter().chain([&[0xee; 32], &[0x11; 32]]) {
+                    out.push(index.allows(path.as_bytes(), d));
+                }
+            }
+            out.push(index.allows(b"/usr/bin/none", &[0; 32]));
+            out
+        };
+        let want = answers(&index);
+
+        let kept = FileHashIndex::with_table(arena.clone(), &table);
+        assert_eq!(kept.table(), table, "used as kept, not built anew");
+        assert_eq!(answers(&kept), want);
+
+        // A fresh index has a fresh seed: a table built anew differs.
+        let rebuilt = |bad: &[u8]| {
+            let index = FileHashIndex::with_table(arena.clone(), bad);
+            assert_ne!(index.table(), table);
+            assert_eq!(answers(&index), want);
+        };
+        rebuilt(&[]);
+        rebuilt(&table[..table.len() - 8]);
+        rebuilt(&[table.as_slice(), &[0; 8]].concat());
+        let used = |t: &[u8]| {
+            (16..t.len())
+                .step_by(8)
+                .filter(|&at| t[at + 4..at + 8] != [0; 4])
+                .collect::<Vec<_>>()
+        };
+        let slots = used(&table);
+        // A slot naming no entry's start (one byte into an entry).
+        let mut bad = table.clone();
+        let value = u32::from_le_bytes(bad[slots[0] + 4..slots[0] + 8].try_into().unwrap());
+        bad[slots[0] + 4..slots[0] + 8].copy_from_slice(&(value + 1).to_le_bytes());
+        if !arena.entries.contains(&(value as usize * 8)) {
+            rebuilt(&bad);
+        }
+        // A slot naming a point past the arena.
+        let mut bad = table.clone();
+        bad[slots[0] + 4..slots[0] + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        rebuilt(&bad);
+        // A pair missing (its slot freed), so every probe still ends.
+        let mut bad = table.clone();
+        bad[slots[1] + 4..slots[1] + 8].fill(0);
+        rebuilt(&bad);
+
+        // Passing yet wrong: every tag changed, two entries swapped.
+        let mut wrong = table.clone();
+        for &at in &slots {
+            wrong[at] ^= 0x5a;
+        }
+        let (a, b) = (slots[2], slots[3]);
+        let (va, vb) = (wrong[a + 4..a + 8].to_vec(), wrong[b + 4..b + 8].to_vec());
+        wrong[a + 4..a + 8].copy_from_slice(&vb);
+        wrong[b + 4..b + 8].copy_from_slice(&va);
+        let index = FileHashIndex::with_table(arena.clone(), &wrong);
+        assert_eq!(index.table(), wrong, "it passes the checks");
+        assert_eq!(answers(&index), want);
+        let queries: Vec<(&[u8], [u8; 32])> = files
+            .digests
+            .iter()
+            .map(|(p, d)| (p.as_bytes(), d.0[0]))
+            .collect();
+        let mut many = vec![None; queries.len()];
+        index.allows_many(&queries, &mut many);
+        assert!(many.iter().all(|a| *a == Some(true)));
     }
 
     proptest! {

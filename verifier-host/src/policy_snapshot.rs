@@ -12,11 +12,15 @@
 //! policy, which is small, follows as its TOML:
 //!
 //! ```text
-//! arena | postcard(Tail { rest, arena_len }) | u32 LE: the tail's length
+//! arena | table | postcard(Tail { rest, arena_len, table_len }) | u32 LE: the tail's length
 //! ```
 //!
 //! The arena comes first so that it stays where it was read: the snapshot
-//! buffer, cut after it, is the arena.
+//! buffer, cut after it, is the arena. The table is the hash index of a
+//! large allowlist ([`crate::file_index::FileHashIndex::table`]; empty for
+//! a small one), kept so that a load need not hash 100,000 pairs again;
+//! one that does not fit its arena is built anew, and none can change an
+//! answer.
 //!
 //! The verifier writes a snapshot with every policy it stores, and the
 //! first load after a change made past it (another SQLite client) writes
@@ -31,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::file_index::Arena;
 
 /// The encoding below; a snapshot of another format is not used.
-pub const FORMAT: i64 = 2;
+pub const FORMAT: i64 = 3;
 
 /// Why a snapshot was not used.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +52,10 @@ pub enum SnapshotError {
 struct Tail<'a> {
     /// The policy without its allowlist's digests, as TOML.
     rest: &'a str,
-    /// Bytes of the arena before the tail.
+    /// Bytes of the arena before the table.
     arena_len: u64,
+    /// Bytes of the table before the tail.
+    table_len: u64,
 }
 
 /// A snapshot's contents.
@@ -59,6 +65,8 @@ pub struct Snapshot {
     pub rest: ReferenceValues,
     /// The allowlist's digests.
     pub arena: Arena,
+    /// Their hash index's table, if one was kept (else empty).
+    pub table: Vec<u8>,
 }
 
 impl Snapshot {
@@ -71,8 +79,13 @@ impl Snapshot {
 }
 
 /// The snapshot of the policy `values` (any allowlist digests there are
-/// left out) with its allowlist in `arena`.
-pub fn encode_parts(values: &ReferenceValues, arena: &Arena) -> Result<Vec<u8>, SnapshotError> {
+/// left out) with its allowlist in `arena` and that allowlist's hash index
+/// `table` (empty: none).
+pub fn encode_parts(
+    values: &ReferenceValues,
+    arena: &Arena,
+    table: &[u8],
+) -> Result<Vec<u8>, SnapshotError> {
     let rest = if values.monvm_files.digests.is_empty() {
         toml::to_string(values)
     } else {
@@ -81,10 +94,13 @@ pub fn encode_parts(values: &ReferenceValues, arena: &Arena) -> Result<Vec<u8>, 
         toml::to_string(&rest)
     }
     .map_err(|_| SnapshotError::Malformed("unencodable"))?;
-    let mut bytes = arena.bytes().to_vec();
+    let mut bytes = Vec::with_capacity(arena.bytes().len() + table.len() + rest.len() + 32);
+    bytes.extend_from_slice(arena.bytes());
+    bytes.extend_from_slice(table);
     let tail = postcard::to_allocvec(&Tail {
         rest: &rest,
-        arena_len: bytes.len() as u64,
+        arena_len: arena.bytes().len() as u64,
+        table_len: table.len() as u64,
     })?;
     let tail_len = u32::try_from(tail.len()).map_err(|_| SnapshotError::Malformed("tail"))?;
     bytes.extend_from_slice(&tail);
@@ -94,7 +110,7 @@ pub fn encode_parts(values: &ReferenceValues, arena: &Arena) -> Result<Vec<u8>, 
 
 /// The snapshot of `values`.
 pub fn encode(values: &ReferenceValues) -> Result<Vec<u8>, SnapshotError> {
-    encode_parts(values, &Arena::of(&values.monvm_files))
+    encode_parts(values, &Arena::of(&values.monvm_files), &[])
 }
 
 /// The contents of a snapshot; an error if it is not one [`encode_parts`]
@@ -107,20 +123,25 @@ pub fn decode(mut bytes: Vec<u8>) -> Result<Snapshot, SnapshotError> {
     let mut tail_len = [0; 4];
     tail_len.copy_from_slice(&bytes[tail_at..]);
     let tail_len = u32::from_le_bytes(tail_len) as usize;
-    let arena_len = tail_at
+    let table_end = tail_at
         .checked_sub(tail_len)
         .ok_or(SnapshotError::Malformed("tail length"))?;
-    let tail: Tail<'_> = postcard::from_bytes(&bytes[arena_len..tail_at])?;
-    if tail.arena_len != arena_len as u64 {
-        return Err(SnapshotError::Malformed("arena length"));
+    let tail: Tail<'_> = postcard::from_bytes(&bytes[table_end..tail_at])?;
+    let arena_len = usize::try_from(tail.arena_len)
+        .ok()
+        .filter(|&len| len <= table_end)
+        .ok_or(SnapshotError::Malformed("arena length"))?;
+    if tail.table_len != (table_end - arena_len) as u64 {
+        return Err(SnapshotError::Malformed("table length"));
     }
     let rest: ReferenceValues = toml::from_str(tail.rest)?;
     if !rest.monvm_files.digests.is_empty() {
         return Err(SnapshotError::Malformed("digests in the rest"));
     }
+    let table = bytes[arena_len..table_end].to_vec();
     bytes.truncate(arena_len);
     let arena = Arena::parse(bytes).map_err(SnapshotError::Malformed)?;
-    Ok(Snapshot { rest, arena })
+    Ok(Snapshot { rest, arena, table })
 }
 
 #[cfg(test)]
@@ -151,13 +172,19 @@ mod tests {
 
     /// A snapshot of `rest` (TOML) and the raw arena `arena`.
     fn snapshot_of(rest: &str, arena: &[u8]) -> Vec<u8> {
-        snapshot_claiming(rest, arena, arena.len() as u64)
+        snapshot_claiming(rest, arena, arena.len() as u64, 0)
     }
 
-    /// [`snapshot_of`] whose tail says the arena is `arena_len` bytes.
-    fn snapshot_claiming(rest: &str, arena: &[u8], arena_len: u64) -> Vec<u8> {
+    /// [`snapshot_of`] whose tail says the arena is `arena_len` bytes and
+    /// the table after it `table_len`.
+    fn snapshot_claiming(rest: &str, arena: &[u8], arena_len: u64, table_len: u64) -> Vec<u8> {
         let mut bytes = arena.to_vec();
-        let tail = postcard::to_allocvec(&Tail { rest, arena_len }).unwrap();
+        let tail = postcard::to_allocvec(&Tail {
+            rest,
+            arena_len,
+            table_len,
+        })
+        .unwrap();
         bytes.extend_from_slice(&tail);
         bytes.extend_from_slice(&(tail.len() as u32).to_le_bytes());
         bytes
@@ -233,9 +260,16 @@ mod tests {
         assert!(decode(long).is_err());
         // The arena's length in the tail is checked against its place.
         let rest = toml::to_string(&policy(&[])).unwrap();
-        let bytes = snapshot_claiming(&rest, &entry(b"/bin/a", &[[1; 32]]), 8);
+        let a = entry(b"/bin/a", &[[1; 32]]);
+        let bytes = snapshot_claiming(&rest, &a, a.len() as u64 + 8, 0);
         let err = decode(bytes).unwrap_err().to_string();
         assert!(err.contains("arena length"), "{err}");
+        let bytes = snapshot_claiming(&rest, &a, 8, 0);
+        let err = decode(bytes).unwrap_err().to_string();
+        assert!(err.contains("table length"), "{err}");
+        let bytes = snapshot_claiming(&rest, &a, 8, a.len() as u64);
+        let err = decode(bytes).unwrap_err().to_string();
+        assert!(err.contains("table length"), "{err}");
         assert!(decode(vec![1, 2, 3]).is_err());
     }
 
@@ -265,7 +299,10 @@ mod tests {
             let bytes = encode(&values).unwrap();
             let snapshot = decode(bytes.clone()).unwrap();
             // The same bytes again: one encoding per policy.
-            prop_assert_eq!(&encode_parts(&snapshot.rest, &snapshot.arena).unwrap(), &bytes);
+            prop_assert_eq!(
+                &encode_parts(&snapshot.rest, &snapshot.arena, &snapshot.table).unwrap(),
+                &bytes
+            );
             prop_assert_eq!(snapshot.into_values(), values);
         }
 
