@@ -1156,11 +1156,29 @@ impl Session<'_> {
                 if !node.state.admit_event(at) {
                     return Ok(());
                 }
+                // Shown before it is kept: the line is the news (its
+                // reader may act on it at once), keeping it is a
+                // synchronous SQLite commit, about a millisecond here.
+                let at_ms = unix_ms();
+                let addr = &node.state.addr;
+                self.output.line(
+                    json!({
+                        "type": "event",
+                        "addr": addr,
+                        "at_ms": at_ms,
+                        "index": event.index,
+                        "pcr": event.pcr,
+                        "name": event.name,
+                        "events": node.state.events + 1,
+                        "held_us": u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    }),
+                    || format!("{addr}: event {} (record {})", event.name, event.index),
+                );
                 let id = self
                     .store
                     .record_monitor_event(&MonitorEvent {
                         addr: node.state.addr.clone(),
-                        at_ms: unix_ms(),
+                        at_ms,
                         record_index: event.index,
                         pcr: event.pcr,
                         name: event.name.clone(),
@@ -1169,19 +1187,6 @@ impl Session<'_> {
                     .map_err(err)?;
                 node.state.event(id, &event.name, at);
                 node.again = true;
-                let addr = &node.state.addr;
-                self.output.line(
-                    json!({
-                        "type": "event",
-                        "addr": addr,
-                        "at_ms": unix_ms(),
-                        "index": event.index,
-                        "pcr": event.pcr,
-                        "name": event.name,
-                        "events": node.state.events,
-                    }),
-                    || format!("{addr}: event {} (record {})", event.name, event.index),
-                );
             }
             Message::KeepAlive {
                 node: index,
