@@ -8,6 +8,7 @@
 #    monitor-policy record when its log has one). Targets: syscall table
 #    and IDT within 10 ms p99, text within one sweep period (RAM-file
 #    injections, timestamped exactly; console injections are upper bounds);
+#    the system-call table and IDT classes once more with `--cpus split`;
 #  - the Mon-VM's slowdown from monitoring: `avm-demo --slowdown N` runs a
 #    CPU-bound and a memory-bound busybox workload in the Mon-VM N times
 #    with the A-VM running and N times with its QEMU stopped (SIGSTOP),
@@ -58,6 +59,25 @@ elif [ "$status" -ne 0 ] || [ ! -s "$work/detect.md" ]; then
     exit 2
 fi
 
+# The system-call table and IDT classes again with the A-VM on a CPU of
+# its own (`--cpus split`, as `make run-qemu` places a node), on a fresh
+# node: their 10 ms target is within the jitter of a shared host. The
+# console class comes first, as above, so that neither RAM class carries
+# the first event a node pushes (docs/demo.md).
+log "detection latency, --cpus split: $rounds injections of syscall, ram-syscall, ram-idt"
+set +e
+"$demo_bin" --image "$image" --verifier "$verifier_bin" --monvm-kernel "$series" \
+    --rounds "$rounds" --attacks syscall,ram-syscall,ram-idt --cpus split \
+    --markdown "$work/detect-split.md" --json >"$work/detect-split.json"
+status=$?
+set -e
+if [ "$status" -eq 1 ]; then
+    log "not every injection was detected with its reason (--cpus split; see the rows)"
+elif [ "$status" -ne 0 ] || [ ! -s "$work/detect-split.md" ]; then
+    log "avm-demo --cpus split failed (exit $status)"
+    exit 2
+fi
+
 # Twice: the node's processes placed by the host's scheduler, and with the
 # A-VM on a CPU of its own (`--cpus split`), each on a fresh node.
 for cpus in shared split; do
@@ -69,5 +89,5 @@ for cpus in shared split; do
     }
 done
 
-cat "$work/detect.md" "$work/slowdown-shared.md" "$work/slowdown-split.md" >"$rows"
+cat "$work/detect.md" "$work/detect-split.md" "$work/slowdown-shared.md" "$work/slowdown-split.md" >"$rows"
 cat "$rows"

@@ -723,6 +723,8 @@ pub struct DemoReport {
     /// The node was trusted under the monitor before the first attack.
     pub trusted_before: bool,
     pub seconds: f64,
+    /// Where the node's processes ran on the host's CPUs.
+    pub cpus: CpuPlacement,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -824,6 +826,7 @@ impl DemoReport {
             "nodes": self.nodes,
             "seconds": self.seconds,
             "trusted_before": self.trusted_before,
+            "cpus": self.cpus.to_string(),
             "periods_ms": {
                 "syscall_idt": self.periods.policy.syscall_idt_ms,
                 "text": self.periods.policy.text_ms,
@@ -932,13 +935,14 @@ impl DemoReport {
                 "console, upper bound"
             };
             out.push_str(&format!(
-                "| detection latency, {} ({}; {}; {} {} injections, {} detected; A-VM check period {} ms{}): injection to pushed event at the verifier, p50 / p99; to untrusted verdict ({}) | {} / {} ms; verdict {} / {} ms | {} | {} |\n",
+                "| detection latency, {} ({}; {}; {} {} injections, {} detected; `--cpus {}`; A-VM check period {} ms{}): injection to pushed event at the verifier, p50 / p99; to untrusted verdict ({}) | {} / {} ms; verdict {} / {} ms | {} | {} |\n",
                 s.attack.name(),
                 s.attack.describe(),
                 method,
                 self.series,
                 s.injections,
                 s.detected,
+                self.cpus,
                 s.period_ms,
                 if self.periods.from_log { ", from the log" } else { ", built-in" },
                 s.attack.reason(),
@@ -1436,6 +1440,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         nodes: groups.len(),
         trusted_before: true,
         seconds: 0.0,
+        cpus: opts.cpus,
     };
     for (index, group) in groups.iter().enumerate() {
         let (mut stage, release) = match boot_stage(opts, &work, index) {

@@ -133,8 +133,9 @@ pub fn appraise_with<'p, E>(
         check_and_appraise_while(input.measurement_log, input.evidence.pcrs, policy, |p| *p)?;
     let policy = prepared.map(PreparedPolicy::appraised_values);
     let mut verdict = verify_evidence(&input.evidence, policy, verifier);
-    // The measurement log is checked against PCR values only once they are
-    // authenticated (signature valid, values the quoted ones).
+    // The measurement log's check counts only if the PCR values it was
+    // replayed against are authenticated (signature valid, values the
+    // quoted ones); otherwise it is dropped unseen.
     let authenticated = verdict.quote.as_ref().is_some_and(|q| q.signature_valid)
         && !verdict
             .reasons
