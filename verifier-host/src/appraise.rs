@@ -178,8 +178,6 @@ pub fn appraise_with<'p, E>(
     })
 }
 
-/// Records per share of that work (threads take the next share when done).
-const SHARE: usize = 4096;
 /// Records per share of the digests: few, so that the replay starts early.
 const DIGEST_SHARE: usize = 1024;
 /// Allowlists from which on paths are looked up through a hash index.
@@ -388,9 +386,7 @@ pub fn check_and_appraise_while<T, E>(
         let files = policy_of(waited).and_then(PreparedPolicy::lookup)?;
         let excluded = |path: &[u8]| policy_of(waited).is_some_and(|p| p.excludes.matches(path));
         let mut outcomes = vec![ImaOutcome::NotIma; records.len()];
-        for (n, part) in outcomes.chunks_mut(SHARE).enumerate() {
-            ima_outcomes(n * SHARE, &records[n * SHARE..], part, files, &excluded);
-        }
+        ima_outcomes(&records, &mut outcomes, files, &excluded);
         Some(outcomes)
     };
     let parallel = log.is_some_and(|log| log.len() >= PARALLEL_LOG_BYTES);
@@ -530,10 +526,9 @@ fn helpers() -> usize {
 /// Entries looked up together ([`FileIndex::allows_many`]).
 const LOOKUP_BATCH: usize = 32;
 
-/// `out[i]` = [`monvm::appraise_ima_record`] of `records[i]` (record
-/// `start + i` of the log), the allowlist asked a batch at a time.
+/// `out[i]` = [`monvm::appraise_ima_record`] of `records[i]`, the
+/// allowlist asked a batch at a time.
 fn ima_outcomes(
-    start: usize,
     records: &[ImaRecord<'_>],
     out: &mut [ImaOutcome],
     files: &dyn FileIndex,
@@ -573,7 +568,7 @@ fn ima_outcomes(
             } else {
                 None
             };
-            let index = start + n * LOOKUP_BATCH + i;
+            let index = n * LOOKUP_BATCH + i;
             *outcome = monvm::ima_outcome(index, record, entry, excluded, |_, _| answer);
         }
     }
@@ -706,7 +701,7 @@ mod tests {
         let n = 24_000 + 123;
         let (log, policy) = long_list(n);
         // Long enough to be spread over threads, several shares of each kind.
-        assert!(log.len() >= 2 * PARALLEL_LOG_BYTES && n > 4 * SHARE);
+        assert!(log.len() >= 2 * PARALLEL_LOG_BYTES && n > 4 * DIGEST_SHARE);
         let records = parse_list(&log, n).expect("parses");
         assert!(policy.monvm_files.digests.len() >= INDEXED_PATHS);
         let excludes = Excludes::compile(&policy.monvm_files).expect("compiles");

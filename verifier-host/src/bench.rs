@@ -644,16 +644,19 @@ pub fn ima_log_appraisal(
         let (checked, (prepared, policy_load)) =
             check_and_appraise_while(Some(&log), &quoted, wait, |(p, _)| p.as_ref())?;
         let (codes, entries) = outcome(checked);
-        let mut samples = vec![started.elapsed()];
-        if runs > 1 {
-            samples.clear();
-            for _ in 0..runs {
-                let started = Instant::now();
-                let checked = check_and_appraise_prepared(Some(&log), &quoted, prepared.as_ref());
-                std::hint::black_box(outcome(checked));
-                samples.push(started.elapsed());
-            }
-        }
+        let samples = if runs > 1 {
+            (0..runs)
+                .map(|_| {
+                    let started = Instant::now();
+                    let checked =
+                        check_and_appraise_prepared(Some(&log), &quoted, prepared.as_ref());
+                    std::hint::black_box(outcome(checked));
+                    started.elapsed()
+                })
+                .collect()
+        } else {
+            vec![started.elapsed()]
+        };
         Ok(ImaAppraisal {
             entries,
             allowlist: prepared.as_ref().map_or(0, PreparedPolicy::allowlist_len),

@@ -208,6 +208,12 @@ const BATCH: usize = 32;
 const MUL0: u64 = 0x9e37_79b9_7f4a_7c15;
 const MUL1: u64 = 0xa076_1d64_78bd_642f;
 
+/// Slots of the pair table for `pairs` pairs: at most 80% full, and
+/// always a free slot, where a probe for a pair not stored ends.
+fn table_capacity(pairs: usize) -> usize {
+    (pairs + pairs / 4 + 1).next_power_of_two()
+}
+
 /// The folded 128-bit product (wyhash's mixing step).
 fn fold(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
@@ -237,8 +243,7 @@ impl FileHashIndex {
         let random = std::hash::RandomState::new();
         let seed = [random.hash_one(0u8) | 1, random.hash_one(1u8) | 1];
         let pairs = arena.pairs;
-        // Always a free slot: a probe for a pair not stored ends there.
-        let capacity = (pairs + pairs / 4 + 1).next_power_of_two();
+        let capacity = table_capacity(pairs);
         let mut index = Self {
             seed,
             pairs: vec![(0, 0); capacity],
@@ -318,7 +323,7 @@ impl FileHashIndex {
         let seed = [word(seed0), word(seed1)];
         let (slots, rest) = slots.as_chunks::<8>();
         let pairs = arena.pairs;
-        if !rest.is_empty() || slots.len() != (pairs + pairs / 4 + 1).next_power_of_two() {
+        if !rest.is_empty() || slots.len() != table_capacity(pairs) {
             return None;
         }
         // Entry starts, by offset / 8 (entries are 8-byte aligned).
