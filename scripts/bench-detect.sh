@@ -46,18 +46,27 @@ trap 'rm -rf "$work"' EXIT
 
 log() { echo "bench-detect: $*" >&2; }
 
+# detect NAME [DEMO ARGS...]: `avm-demo --rounds` with those arguments,
+# rows into $work/NAME.md. A missed detection is in the rows (exit 1 of
+# avm-demo); any other failure ends the benchmark.
+detect() {
+    local name=$1 status
+    shift
+    set +e
+    "$demo_bin" --image "$image" --verifier "$verifier_bin" --monvm-kernel "$series" \
+        --rounds "$rounds" "$@" --markdown "$work/$name.md" --json >"$work/$name.json"
+    status=$?
+    set -e
+    if [ "$status" -eq 1 ]; then
+        log "not every injection was detected with its reason ($name; see the rows)"
+    elif [ "$status" -ne 0 ] || [ ! -s "$work/$name.md" ]; then
+        log "avm-demo failed ($name, exit $status)"
+        exit 2
+    fi
+}
+
 log "detection latency: $rounds injections per attack class, $series Mon-VM"
-set +e
-"$demo_bin" --image "$image" --verifier "$verifier_bin" --monvm-kernel "$series" \
-    --rounds "$rounds" --markdown "$work/detect.md" --json >"$work/detect.json"
-status=$?
-set -e
-if [ "$status" -eq 1 ]; then
-    log "not every injection was detected with its reason (see the rows)"
-elif [ "$status" -ne 0 ] || [ ! -s "$work/detect.md" ]; then
-    log "avm-demo failed (exit $status)"
-    exit 2
-fi
+detect detect
 
 # The system-call table and IDT classes again with the A-VM on a CPU of
 # its own (`--cpus split`, as `make run-qemu` places a node), on a fresh
@@ -65,18 +74,7 @@ fi
 # console class comes first, as above, so that neither RAM class carries
 # the first event a node pushes (docs/demo.md).
 log "detection latency, --cpus split: $rounds injections of syscall, ram-syscall, ram-idt"
-set +e
-"$demo_bin" --image "$image" --verifier "$verifier_bin" --monvm-kernel "$series" \
-    --rounds "$rounds" --attacks syscall,ram-syscall,ram-idt --cpus split \
-    --markdown "$work/detect-split.md" --json >"$work/detect-split.json"
-status=$?
-set -e
-if [ "$status" -eq 1 ]; then
-    log "not every injection was detected with its reason (--cpus split; see the rows)"
-elif [ "$status" -ne 0 ] || [ ! -s "$work/detect-split.md" ]; then
-    log "avm-demo --cpus split failed (exit $status)"
-    exit 2
-fi
+detect detect-split --attacks syscall,ram-syscall,ram-idt --cpus split
 
 # Twice: the node's processes placed by the host's scheduler, and with the
 # A-VM on a CPU of its own (`--cpus split`), each on a fresh node.
