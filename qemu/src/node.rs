@@ -588,6 +588,12 @@ impl Node {
             .kernel(&layout.avm_image(), &cmdline);
         if let Some(monvm) = &monvm {
             monvm.attach_to_avm(&mut qemu);
+            // A helper CPU for the start-up check of the Mon-VM kernel's
+            // text, which the A-VM splits between its CPUs.
+            let cpus = config.monvm.as_ref().map_or(1, |m| m.avm_cpus.max(1));
+            if cpus > 1 {
+                qemu.args(["-smp", &cpus.to_string()]);
+            }
         }
         if let Some(profile) = &record.monvm_profile {
             // fw_cfg, not -initrd: QEMU puts an initrd right below the top

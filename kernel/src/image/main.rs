@@ -24,7 +24,7 @@ mod text_watch;
 mod time;
 mod tpm_boot;
 
-use arch::x86_64::{cpu, gdt, idt, paging, pic, pit};
+use arch::x86_64::{cpu, gdt, idt, paging, pic, pit, smp};
 use avm_kernel::acpi::{Rsdp, Tpm2Table};
 use avm_kernel::boot_info::{MemoryKind, MemoryRegion, StartInfo};
 use avm_kernel::cmdline::{CrashKind, KernelOptions, OptionProblem};
@@ -111,7 +111,9 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
 
     let mem = IdentityMemory::new(&info.memory);
     let tpm2 = find_tpm2_table(&mem, info.rsdp_paddr);
-    setup_heap(&info, tpm2.as_ref());
+    let occupied = occupied_ranges(&info, tpm2.as_ref());
+    setup_heap(&info, &occupied);
+    setup_helper_cpu(&info, &occupied);
     list_pci_devices();
 
     let mut tpm = tpm_boot::boot(tpm2.as_ref(), &info.memory);
@@ -184,7 +186,9 @@ fn find_tpm2_table(mem: &IdentityMemory<'_>, rsdp_hint: u64) -> Option<Tpm2Table
     }
 }
 
-fn setup_heap(info: &StartInfo, tpm2: Option<&Tpm2Table>) {
+/// What RAM holds already: the image, the boot data and modules, the
+/// firmware's TPM log.
+fn occupied_ranges(info: &StartInfo, tpm2: Option<&Tpm2Table>) -> heapless::Vec<(u64, u64), 32> {
     // Only the addresses of the linker symbols are taken, never their bytes.
     let image_start = &raw const __kernel_start as u64;
     let image_end = &raw const __kernel_end as u64;
@@ -196,7 +200,21 @@ fn setup_heap(info: &StartInfo, tpm2: Option<&Tpm2Table>) {
     if let Some(log) = tpm2.and_then(|t| t.log_area) {
         let _ = occupied.push((log.start, log.start.saturating_add(u64::from(log.min_len))));
     }
-    let Some((start, end)) = choose_heap_region(&info.memory, &occupied, image_end, 4 << 30) else {
+    occupied
+}
+
+/// Gives the helper CPU's real-mode trampoline a page of low RAM that
+/// nothing uses (the heap lies above the image, at 1 MiB and up).
+fn setup_helper_cpu(info: &StartInfo, occupied: &[(u64, u64)]) {
+    match choose_heap_region(&info.memory, occupied, 0x8000, 0x9_f000) {
+        Some((page, _)) => smp::init(page),
+        None => warn!("smp: no free page below 640 KiB: one CPU only"),
+    }
+}
+
+fn setup_heap(info: &StartInfo, occupied: &[(u64, u64)]) {
+    let image_end = &raw const __kernel_end as u64;
+    let Some((start, end)) = choose_heap_region(&info.memory, occupied, image_end, 4 << 30) else {
         fatal::fail(ErrorKind::Panic, format_args!("no free RAM for the heap"));
     };
     let end = end.min(start + HEAP_MAX);

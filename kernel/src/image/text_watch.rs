@@ -55,6 +55,7 @@ use vmi::memory::GuestMemory;
 use vmi::paging::{AddressSpace, PagingMode};
 use vmi::profile::KernelProfile;
 
+use crate::arch::x86_64::smp;
 use crate::monvm::text;
 
 /// A whole sweep of text and rodata takes this long (default).
@@ -62,6 +63,9 @@ pub const SWEEP_PERIOD_US: u64 = 1_000_000;
 /// Most steps (chunks) in one call: bounds the time an attestation request
 /// may wait behind the sweep.
 const MAX_STEPS_PER_CALL: usize = 256;
+/// The share of the start-up check's chunks this CPU takes when a helper
+/// CPU takes the rest (text chunks first, then rodata).
+const HELPER_SPLIT_PERCENT: usize = 47;
 /// Bytes per chunk.
 const CHUNK: usize = vmi::linux::text::CHUNK as usize;
 /// Most distinct fentry call targets in the module area kept at once (the
@@ -95,6 +99,8 @@ pub struct Startup {
     pub check_us: u64,
     /// Whether later sweeps compare with a copy (else they hash).
     pub copied: bool,
+    /// The CPUs that checked (2 when the helper CPU took its part).
+    pub cpus: u8,
 }
 
 /// Sweep state.
@@ -143,8 +149,9 @@ pub struct TextWatch {
 }
 
 impl TextWatch {
-    /// Checks everything once; `None` without a (usable) text reference.
-    pub fn start<M: GuestMemory + ?Sized>(
+    /// Checks everything once, on both CPUs if there is a helper;
+    /// `None` without a (usable) text reference.
+    pub fn start<M: GuestMemory + Sync + ?Sized>(
         memory: &M,
         profile: &KernelProfile,
         location: KernelLocation,
@@ -193,10 +200,48 @@ impl TextWatch {
         // judges: no second pass over the BAR, and no window in which a
         // change could slip into the copy unjudged.
         let mut copy = watch.allocate_copy();
+        // Both CPUs check, each its part of the steps (this one the first;
+        // rodata has no patch sites to check, so its chunks are cheaper
+        // and the helper's part is larger) without the trampoline cache:
+        // a chunk whose sites call into the module area is checked again
+        // here, below, with it.
+        let mid = chunks * HELPER_SPLIT_PERCENT / 100;
+        let steps_of = |steps: Range<usize>| -> Vec<(Area, usize, usize)> {
+            steps
+                .map(|step| {
+                    let (area, index) = watch.split(step);
+                    (area, index, watch.step_range(step).1)
+                })
+                .collect()
+        };
+        let (near_steps, far_steps) = (steps_of(0..mid), steps_of(mid..chunks));
+        let near_len = (mid * CHUNK).min(copy.len());
+        let (near_copy, far_copy) = copy.split_at_mut(near_len);
+        let (near, far, helped) = smp::join(
+            || {
+                check_steps(
+                    memory,
+                    reference,
+                    location,
+                    &ro_link,
+                    &near_steps,
+                    near_copy,
+                )
+            },
+            || check_steps(memory, reference, location, &ro_link, &far_steps, far_copy),
+        );
+        let (mut near, mut far) = (near.into_iter(), far.into_iter());
         for step in 0..chunks {
             let (area, _) = watch.split(step);
-            let raw = watch.copy_of(&mut copy, step);
-            let outcome = watch.check_step(&mut checker, memory, profile, step, raw);
+            let checked = if step < mid { near.next() } else { far.next() };
+            let outcome = match checked {
+                Some(Ok(o)) if o.trampolines.is_empty() => Ok(o),
+                Some(Err(e)) => Err(e),
+                _ => {
+                    let raw = watch.copy_of(&mut copy, step);
+                    watch.check_step(&mut checker, memory, profile, step, raw)
+                }
+            };
             let (digest, boot_digest, frozen) = match &outcome {
                 Ok(o) => (o.digest, o.boot, o.frozen),
                 Err(_) => ([0; 32], [0; 32], [0; 32]),
@@ -226,6 +271,7 @@ impl TextWatch {
             bytes: reference.text.len + reference.rodata.len,
             check_us: checked_us.saturating_sub(now_us),
             copied: !watch.copy.is_empty(),
+            cpus: if helped { 2 } else { 1 },
         };
         Some((watch, startup))
     }
@@ -733,6 +779,40 @@ impl TextWatch {
 }
 
 /// Word-wise comparison (a byte loop is slow under TCG).
+/// One CPU's part of the start-up check: `steps` (area, index and length
+/// of each), each read into its place in `copy` (empty without a copy). A
+/// site that calls into the module area is refused here; the caller
+/// checks such chunks again with its trampoline cache. Empty if the
+/// reference is unusable.
+fn check_steps<M: GuestMemory + ?Sized>(
+    memory: &M,
+    reference: &TextReference,
+    location: KernelLocation,
+    ro_link: &Range<u64>,
+    steps: &[(Area, usize, usize)],
+    copy: &mut [u8],
+) -> Vec<Result<ChunkOutcome, TextError>> {
+    let Ok(mut checker) = TextChecker::new(reference, location, ro_link.clone()) else {
+        return Vec::new();
+    };
+    let mut refuse = |_target: u64| false;
+    let mut at = 0;
+    let mut outcomes = Vec::with_capacity(steps.len());
+    for &(area, index, len) in steps {
+        let raw = if copy.is_empty() {
+            None
+        } else {
+            copy.get_mut(at..at + len)
+        };
+        at += CHUNK;
+        outcomes.push(match raw {
+            Some(raw) => checker.check_chunk_copying(memory, area, index, &mut refuse, raw),
+            None => checker.check_chunk_with(memory, area, index, &mut refuse),
+        });
+    }
+    outcomes
+}
+
 fn set(map: &mut BTreeMap<usize, Vec<String>>, step: usize, texts: Vec<String>) {
     if texts.is_empty() {
         map.remove(&step);

@@ -52,6 +52,9 @@ pub const MACHINE: &str = "pc";
 /// The Mon-VM's CPU model, fixed so its kernel patches itself the same way
 /// on every boot (alternatives depend on CPU features).
 pub const CPU_MODEL: &str = "qemu64";
+/// The A-VM's CPUs when it watches a Mon-VM: its own and a helper
+/// (kernel/src/image/arch/x86_64/smp.rs; under TCG each is a host thread).
+pub const DEFAULT_AVM_CPUS: u32 = 2;
 /// Default Mon-VM RAM in MiB.
 pub const DEFAULT_RAM_MIB: u64 = 256;
 /// QEMU object id of the RAM backend (in both VMs).
@@ -93,6 +96,10 @@ pub struct MonVmConfig {
     /// Host files copied into the root image (tests only: the test rootkit,
     /// docs/rootkit.md); empty by default, so the default root is unchanged.
     pub extra_files: Vec<rootfs::ExtraFile>,
+    /// The A-VM's CPUs next to this Mon-VM: [`DEFAULT_AVM_CPUS`] gives it a
+    /// helper CPU that shares the start-up check of the kernel's text and
+    /// halts otherwise; 1 checks on one CPU (same result, slower).
+    pub avm_cpus: u32,
 }
 
 impl Default for MonVmConfig {
@@ -110,6 +117,7 @@ impl MonVmConfig {
             cache_dir: kernel::default_cache_dir(),
             ram_dir: PathBuf::from(ram::DEFAULT_RAM_DIR),
             extra_files: Vec::new(),
+            avm_cpus: DEFAULT_AVM_CPUS,
         }
     }
 

@@ -150,10 +150,15 @@ pub fn kset_modules<V: VirtualMemory + ?Sized>(
 /// Modules in sysfs that are not on the module list (`listed`: their
 /// `struct module` addresses).
 pub fn hidden_modules(in_sysfs: &[GuestVirtAddr], listed: &[GuestVirtAddr]) -> Vec<GuestVirtAddr> {
-    let listed: BTreeSet<u64> = listed.iter().map(|a| a.value()).collect();
+    // Built by inserts: collecting into a set would add a sort to the
+    // A-VM image for this alone.
+    let mut set = BTreeSet::new();
+    for a in listed {
+        set.insert(a.value());
+    }
     in_sysfs
         .iter()
-        .filter(|m| !listed.contains(&m.value()))
+        .filter(|m| !set.contains(&m.value()))
         .copied()
         .collect()
 }
@@ -190,10 +195,13 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
 
 /// Tasks in the process tree that are not on the task list.
 pub fn hidden_tasks(in_tree: &[GuestVirtAddr], listed: &[Task]) -> Vec<GuestVirtAddr> {
-    let listed: BTreeSet<u64> = listed.iter().map(|t| t.address.value()).collect();
+    let mut set = BTreeSet::new();
+    for t in listed {
+        set.insert(t.address.value());
+    }
     in_tree
         .iter()
-        .filter(|t| !listed.contains(&t.value()))
+        .filter(|t| !set.contains(&t.value()))
         .copied()
         .collect()
 }
@@ -302,7 +310,7 @@ impl CredTracker {
         // The tasks missing this round, most recently seen first. A task
         // read with an address space and credentials is not missing, even
         // as a new task at the same address; one read without them is.
-        let mut missing: Vec<(u64, Tracked)> = self
+        let missing: Vec<(u64, Tracked)> = self
             .tracked
             .iter()
             .filter(|&(key, before)| {
@@ -320,9 +328,19 @@ impl CredTracker {
                 )
             })
             .collect();
-        missing.sort_by_key(|(_, t)| t.missing);
-        let room = MAX_CRED_TRACKED.saturating_sub(tracked.len());
-        tracked.extend(missing.into_iter().take(room));
+        // As many as there is room for, fewest rounds missing first (ties
+        // in address order): one pass per count, no sort (`missing` is
+        // 1..=CRED_FORGET_AFTER here).
+        let mut room = MAX_CRED_TRACKED.saturating_sub(tracked.len());
+        for rounds in 1..=CRED_FORGET_AFTER {
+            for &(key, t) in missing.iter().filter(|(_, t)| t.missing == rounds) {
+                if room == 0 {
+                    break;
+                }
+                tracked.insert(key, t);
+                room -= 1;
+            }
+        }
         self.tracked = tracked;
         out
     }

@@ -418,6 +418,11 @@ fn the_credential_tracker_is_bounded() {
     tracker.update(&crowd);
     tracker.update(&[user(0, 1000)]);
     assert_eq!(tracker.tracked.len(), MAX_CRED_TRACKED);
+    // The crowd ties (one round missing): kept in address order, so its
+    // highest task is the one left out.
+    let address = |i: usize| va(0x1_0000 + 0x1000 * i as u64).value();
+    assert!(tracker.tracked.contains_key(&address(1)));
+    assert!(!tracker.tracked.contains_key(&address(MAX_CRED_TRACKED)));
     // Everyone missing: the task seen last is kept over the crowd, missing
     // for longer.
     tracker.update(&[]);

@@ -1,5 +1,5 @@
 //! x86-64: PVH entry to long mode, descriptor tables, paging, port I/O,
-//! the legacy timer chips and the TSC.
+//! the legacy timer chips, the TSC and a helper CPU.
 
 pub mod cpu;
 mod entry;
@@ -10,3 +10,4 @@ pub mod paging;
 pub mod pic;
 pub mod pit;
 pub mod port;
+pub mod smp;
