@@ -166,7 +166,8 @@ struct MonVmArgs {
     /// The A-VM's CPUs: with 2 a helper CPU shares its start-up check of
     /// the Mon-VM kernel's text (about a third faster under TCG on two
     /// host cores) and halts otherwise; 1 checks on one CPU, with the same
-    /// result. An A-VM without a Mon-VM has one.
+    /// result. Never more than the host CPUs the A-VM may use: one with
+    /// `--cpus split`. An A-VM without a Mon-VM has one.
     #[arg(long, default_value_t = monvm::DEFAULT_AVM_CPUS, value_parser = clap::value_parser!(u32).range(1..=2), conflicts_with = "no_monvm")]
     avm_cpus: u32,
 }

@@ -219,6 +219,10 @@ pub struct NodeRecord {
     /// `--cpus split`; absent when they share the host's CPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_split: Option<String>,
+    /// The A-VM's vCPUs when it has more than one (a helper for the
+    /// start-up check of the Mon-VM kernel's text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avm_cpus: Option<u32>,
 }
 
 impl NodeRecord {
@@ -589,10 +593,16 @@ impl Node {
         if let Some(monvm) = &monvm {
             monvm.attach_to_avm(&mut qemu);
             // A helper CPU for the start-up check of the Mon-VM kernel's
-            // text, which the A-VM splits between its CPUs.
-            let cpus = config.monvm.as_ref().map_or(1, |m| m.avm_cpus.max(1));
+            // text, which the A-VM splits between its CPUs; no more than
+            // the host CPUs its QEMU may use (one in a split placement,
+            // where a second vCPU would only compete with the first).
+            let requested = config.monvm.as_ref().map_or(1, |m| m.avm_cpus.max(1));
+            let cpus = split.as_ref().map_or(requested, |s| {
+                requested.min(u32::try_from(s.avm.len()).unwrap_or(u32::MAX))
+            });
             if cpus > 1 {
                 qemu.args(["-smp", &cpus.to_string()]);
+                record.avm_cpus = Some(cpus);
             }
         }
         if let Some(profile) = &record.monvm_profile {
