@@ -12,6 +12,29 @@ use core::arch::global_asm;
 /// stack are large (FACTS.md), so be generous: it is `.bss`, not image size.
 pub const BOOT_STACK_SIZE: usize = 256 * 1024;
 
+/// 32-bit code, paging off, CR3 loaded: enables PAE, SSE (OSFXSR,
+/// OSXMMEXCPT, CR0.MP, no EM/TS: the shipped libcore uses SSE), long mode
+/// and paging, as both CPUs do on their way to 64-bit code (the next
+/// instruction must be a far jump into it). Clobbers `%eax`, `%ecx`, `%edx`.
+macro_rules! enable_long_mode {
+    () => {
+        r#"
+    movl %cr4, %eax
+    orl $0x620, %eax        /* PAE | OSFXSR | OSXMMEXCPT */
+    movl %eax, %cr4
+    movl $0xC0000080, %ecx  /* EFER */
+    rdmsr
+    orl $0x100, %eax        /* LME */
+    wrmsr
+    movl %cr0, %eax
+    andl $0xFFFFFFF3, %eax  /* clear EM, TS */
+    orl $0x80010003, %eax   /* PG | WP | MP | PE */
+    movl %eax, %cr0
+"#
+    };
+}
+pub(super) use enable_long_mode;
+
 global_asm!(
     r#"
     .section .note.Xen, "a", @note
@@ -62,17 +85,9 @@ pvh_start32:
 
     movl $boot_pml4, %eax
     movl %eax, %cr3
-    movl %cr4, %eax
-    orl $0x620, %eax        /* PAE | OSFXSR | OSXMMEXCPT */
-    movl %eax, %cr4
-    movl $0xC0000080, %ecx  /* EFER */
-    rdmsr
-    orl $0x100, %eax        /* LME */
-    wrmsr
-    movl %cr0, %eax
-    andl $0xFFFFFFF3, %eax  /* clear EM, TS */
-    orl $0x80010003, %eax   /* PG | WP | MP | PE */
-    movl %eax, %cr0
+"#,
+    enable_long_mode!(),
+    r#"
     lgdt boot_gdt_ptr
     ljmp $0x08, $long_mode_entry
 

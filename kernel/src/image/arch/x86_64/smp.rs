@@ -18,6 +18,7 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use super::cpu;
+use super::entry::enable_long_mode;
 use crate::time;
 
 /// Size of the helper's stack (`.bss`, not image size).
@@ -94,20 +95,11 @@ avm_helper_trampoline_start:
     movw %ax, %ds
     movw %ax, %es
     movw %ax, %ss
-    /* As the entry code does for the bootstrap CPU (entry.rs). */
-    movl %cr4, %eax
-    orl $0x620, %eax        /* PAE | OSFXSR | OSXMMEXCPT */
-    movl %eax, %cr4
     movl AVM_HELPER_CR3, %eax
     movl %eax, %cr3
-    movl $0xC0000080, %ecx  /* EFER */
-    rdmsr
-    orl $0x100, %eax        /* LME */
-    wrmsr
-    movl %cr0, %eax
-    andl $0xFFFFFFF3, %eax  /* clear EM, TS */
-    orl $0x80010003, %eax   /* PG | WP | MP | PE */
-    movl %eax, %cr0
+"#,
+    enable_long_mode!(),
+    r#"
     ljmp $0x08, $avm_helper_long_mode
 
     .balign 8
