@@ -405,6 +405,14 @@ pub struct Node {
     exit: Option<(GuestExit, Instant)>,
 }
 
+/// The A-VM's vCPUs for `requested`: at least one, and no more than the
+/// host CPUs its QEMU may use (one in a split placement, where a second
+/// vCPU would only compete with the first).
+fn avm_vcpus(requested: u32, split: Option<&CpuSplit>) -> u32 {
+    let host = split.map_or(u32::MAX, |s| u32::try_from(s.avm.len()).unwrap_or(u32::MAX));
+    requested.clamp(1, host.max(1))
+}
+
 /// Pins the A-VM's QEMU and swtpm to the split's A-VM CPUs, the Mon-VM's
 /// QEMU to the others (every thread each has now).
 fn pin_node(
@@ -593,13 +601,9 @@ impl Node {
         if let Some(monvm) = &monvm {
             monvm.attach_to_avm(&mut qemu);
             // A helper CPU for the start-up check of the Mon-VM kernel's
-            // text, which the A-VM splits between its CPUs; no more than
-            // the host CPUs its QEMU may use (one in a split placement,
-            // where a second vCPU would only compete with the first).
-            let requested = config.monvm.as_ref().map_or(1, |m| m.avm_cpus.max(1));
-            let cpus = split.as_ref().map_or(requested, |s| {
-                requested.min(u32::try_from(s.avm.len()).unwrap_or(u32::MAX))
-            });
+            // text, which the A-VM splits between its CPUs.
+            let requested = config.monvm.as_ref().map_or(1, |m| m.avm_cpus);
+            let cpus = avm_vcpus(requested, split.as_ref());
             if cpus > 1 {
                 qemu.args(["-smp", &cpus.to_string()]);
                 record.avm_cpus = Some(cpus);
@@ -1041,6 +1045,23 @@ pub fn down(state_dir: &Path) -> Result<NodeStatus, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_avm_gets_no_more_vcpus_than_host_cpus() {
+        // Shared placement: as requested, at least one.
+        assert_eq!(avm_vcpus(2, None), 2);
+        assert_eq!(avm_vcpus(1, None), 1);
+        assert_eq!(avm_vcpus(0, None), 1);
+        // Split: the A-VM has one host CPU, so one vCPU.
+        let split = CpuSplit::of(&[0, 1]).expect("a split of two CPUs");
+        assert_eq!(avm_vcpus(2, Some(&split)), 1);
+        assert_eq!(avm_vcpus(1, Some(&split)), 1);
+        let wider = CpuSplit {
+            avm: vec![2, 3],
+            monvm: vec![0, 1],
+        };
+        assert_eq!(avm_vcpus(2, Some(&wider)), 2);
+    }
 
     #[test]
     fn kernel_cmdline_words() {
