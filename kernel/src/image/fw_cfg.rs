@@ -19,6 +19,8 @@ const DMA: u16 = 0x514;
 const SIGNATURE: u16 = 0x00;
 const ID: u16 = 0x01;
 const FILE_DIR: u16 = 0x19;
+/// The number of CPUs the machine booted with (16-bit, little-endian).
+const NB_CPUS: u16 = 0x05;
 /// `ID` bit: the DMA interface exists.
 const ID_DMA: u32 = 1 << 1;
 const DMA_ERROR: u32 = 1 << 0;
@@ -72,12 +74,29 @@ fn read_be32() -> u32 {
     u32::from_be_bytes(b)
 }
 
-/// Reads the fw_cfg file `name` (at most `max` bytes).
-pub fn read_file(name: &str, max: usize) -> Result<Vec<u8>, FwCfgError> {
+/// Whether the fw_cfg device is there (its "QEMU" signature).
+fn present() -> bool {
     select(SIGNATURE);
     let mut signature = [0u8; 4];
     read_bytes(&mut signature);
-    if &signature != b"QEMU" {
+    &signature == b"QEMU"
+}
+
+/// The number of CPUs QEMU gave the machine (`-smp`); `None` without
+/// fw_cfg.
+pub fn cpu_count() -> Option<u16> {
+    if !present() {
+        return None;
+    }
+    select(NB_CPUS);
+    let mut count = [0u8; 2];
+    read_bytes(&mut count);
+    Some(u16::from_le_bytes(count))
+}
+
+/// Reads the fw_cfg file `name` (at most `max` bytes).
+pub fn read_file(name: &str, max: usize) -> Result<Vec<u8>, FwCfgError> {
+    if !present() {
         return Err(FwCfgError::Absent);
     }
     select(ID);

@@ -206,8 +206,15 @@ fn occupied_ranges(info: &StartInfo, tpm2: Option<&Tpm2Table>) -> heapless::Vec<
 /// Gives the helper CPU's real-mode trampoline a page of low RAM that
 /// nothing uses (the heap lies above the image, at 1 MiB and up).
 fn setup_helper_cpu(info: &StartInfo, occupied: &[(u64, u64)]) {
+    let cpus = fw_cfg::cpu_count().unwrap_or(1);
+    if cpus < 2 {
+        return;
+    }
     match choose_heap_region(&info.memory, occupied, 0x8000, 0x9_f000) {
-        Some((page, _)) => smp::init(page),
+        Some((page, _)) => {
+            smp::init(cpus, page);
+            info!("smp: {} CPUs, a helper at {:#x}", cpus, page);
+        }
         None => warn!("smp: no free page below 640 KiB: one CPU only"),
     }
 }

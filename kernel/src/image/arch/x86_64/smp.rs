@@ -10,9 +10,10 @@
 //! halts with interrupts off until the next INIT. A halted vCPU costs the
 //! host nothing, so the helper adds no load between jobs.
 //!
-//! Without a second CPU, or if it does not arrive within
-//! [`ARRIVAL_TIMEOUT_US`], both closures run on the bootstrap CPU, one
-//! after the other: the result is the same, only slower.
+//! Without a second CPU (QEMU's fw_cfg says how many there are), or if it
+//! does not arrive within [`ARRIVAL_TIMEOUT_US`] (it is then not used
+//! again), both closures run on the bootstrap CPU, one after the other:
+//! the result is the same, only slower.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -25,8 +26,10 @@ use crate::time;
 const HELPER_STACK_SIZE: usize = 128 * 1024;
 /// The helper's local APIC ID (QEMU numbers CPUs from 0).
 const HELPER_APIC_ID: u32 = 1;
-/// How long the bootstrap CPU waits for the helper to start a job.
-const ARRIVAL_TIMEOUT_US: u64 = 50_000;
+/// How long the bootstrap CPU waits for the helper to start a job: long,
+/// because the helper is known to exist ([`init`]) and a host under load
+/// may not run its vCPU thread for a while; only a broken helper costs it.
+const ARRIVAL_TIMEOUT_US: u64 = 2_000_000;
 /// Before the second START-UP IPI (the first can land while the helper
 /// is still handling INIT).
 const SECOND_SIPI_AFTER_US: u64 = 5_000;
@@ -144,12 +147,14 @@ avm_helper_stack_top:
     options(att_syntax)
 );
 
-/// Gives the trampoline its page: 4 KiB of free RAM below 640 KiB,
-/// identity-mapped, that nothing else uses from now on. Without it (or if
-/// the trampoline does not fit) there is no helper.
-pub fn init(page: u64) {
+/// Sets up the helper if the machine has a second CPU (`cpus`, as QEMU
+/// says; the helper is CPU 1): gives the trampoline its page, 4 KiB of
+/// free RAM below 640 KiB, identity-mapped, that nothing else uses from
+/// now on. Without a second CPU or the page (or if the trampoline does not
+/// fit) there is no helper, and [`join`] sends no IPIs.
+pub fn init(cpus: u16, page: u64) {
     let len = trampoline_len();
-    if len <= 4096 && page.is_multiple_of(4096) && page < 0xa_0000 {
+    if cpus >= 2 && len <= 4096 && page.is_multiple_of(4096) && page < 0xa_0000 {
         TRAMPOLINE_PAGE.store(page, Ordering::Relaxed);
     }
 }
