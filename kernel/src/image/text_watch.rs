@@ -778,7 +778,6 @@ impl TextWatch {
     }
 }
 
-/// Word-wise comparison (a byte loop is slow under TCG).
 /// One CPU's part of the start-up check: `steps` (area, index and length
 /// of each), each read into its place in `copy` (empty without a copy). A
 /// site that calls into the module area is refused here; the caller
@@ -813,6 +812,7 @@ fn check_steps<M: GuestMemory + ?Sized>(
     outcomes
 }
 
+/// Keeps `texts` as step `step`'s findings (none: forgets the step).
 fn set(map: &mut BTreeMap<usize, Vec<String>>, step: usize, texts: Vec<String>) {
     if texts.is_empty() {
         map.remove(&step);

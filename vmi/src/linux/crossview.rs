@@ -331,16 +331,10 @@ impl CredTracker {
         // As many as there is room for, fewest rounds missing first (ties
         // in address order): one pass per count, no sort (`missing` is
         // 1..=CRED_FORGET_AFTER here).
-        let mut room = MAX_CRED_TRACKED.saturating_sub(tracked.len());
-        for rounds in 1..=CRED_FORGET_AFTER {
-            for &(key, t) in missing.iter().filter(|(_, t)| t.missing == rounds) {
-                if room == 0 {
-                    break;
-                }
-                tracked.insert(key, t);
-                room -= 1;
-            }
-        }
+        let room = MAX_CRED_TRACKED.saturating_sub(tracked.len());
+        let by_rounds = (1..=CRED_FORGET_AFTER)
+            .flat_map(|rounds| missing.iter().filter(move |(_, t)| t.missing == rounds));
+        tracked.extend(by_rounds.copied().take(room));
         self.tracked = tracked;
         out
     }

@@ -35,6 +35,24 @@ macro_rules! enable_long_mode {
 }
 pub(super) use enable_long_mode;
 
+/// 64-bit code, right after the far jump into it: the data segment
+/// registers get the GDT's data selector (0x10), FS and GS the null one,
+/// as on both CPUs. Clobbers `%ax`.
+macro_rules! load_data_segments {
+    () => {
+        r#"
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    xorw %ax, %ax
+    movw %ax, %fs
+    movw %ax, %gs
+"#
+    };
+}
+pub(super) use load_data_segments;
+
 global_asm!(
     r#"
     .section .note.Xen, "a", @note
@@ -93,13 +111,9 @@ pvh_start32:
 
     .code64
 long_mode_entry:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    xorw %ax, %ax
-    movw %ax, %fs
-    movw %ax, %gs
+"#,
+    load_data_segments!(),
+    r#"
     movq $boot_stack_top, %rsp
     xorl %ebp, %ebp
     movl %ebx, %edi         /* zero-extends into %rdi */

@@ -19,7 +19,7 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use super::cpu;
-use super::entry::enable_long_mode;
+use super::entry::{enable_long_mode, load_data_segments};
 use crate::time;
 
 /// Size of the helper's stack (`.bss`, not image size).
@@ -122,13 +122,9 @@ avm_helper_trampoline_end:
 
     .code64
 avm_helper_long_mode:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    xorw %ax, %ax
-    movw %ax, %fs
-    movw %ax, %gs
+"#,
+    load_data_segments!(),
+    r#"
     movq $avm_helper_stack_top, %rsp
     xorl %ebp, %ebp
     call {helper_main}
