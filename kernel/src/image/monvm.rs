@@ -1892,7 +1892,7 @@ fn measure_text(
     }
     let [text_v, sites_v, rodata_v, _] = watch.found();
     println!(
-        "AVM-MONVM-TEXT chunks={} copied={} cpus={} modified_text={} sites={} modified_rodata={} boot_patches={} check_us={} us={}",
+        "AVM-MONVM-TEXT chunks={} copied={} cpus={} modified_text={} sites={} modified_rodata={} boot_patches={} check_us={} parts_us={} us={}",
         startup.chunks,
         startup.copied,
         startup.cpus,
@@ -1901,6 +1901,7 @@ fn measure_text(
         rodata_v.len(),
         avm_attest::hex::Hex(&startup.boot_patches),
         startup.check_us,
+        List(&startup.parts_us),
         took
     );
     Some(watch)

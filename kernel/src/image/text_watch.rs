@@ -101,6 +101,11 @@ pub struct Startup {
     pub copied: bool,
     /// The CPUs that checked (2 when the helper CPU took its part).
     pub cpus: u8,
+    /// Microseconds from the start of the check to the end of this CPU's
+    /// part and of the helper's (its wake-up included; 0 without it), and
+    /// of the work after both (findings judged, chunks with trampolines
+    /// checked again, ro_after_init): where the time of a check goes.
+    pub parts_us: [u64; 3],
 }
 
 /// Sweep state.
@@ -217,18 +222,22 @@ impl TextWatch {
         let (near_steps, far_steps) = (steps_of(0..mid), steps_of(mid..chunks));
         let near_len = (mid * CHUNK).min(copy.len());
         let (near_copy, far_copy) = copy.split_at_mut(near_len);
-        let (near, far, helped) = smp::join(
+        let ((near, near_us), (far, far_us), helped) = smp::join(
             || {
-                check_steps(
+                let near = check_steps(
                     memory,
                     reference,
                     location,
                     &ro_link,
                     &near_steps,
                     near_copy,
-                )
+                );
+                (near, crate::time::now_us())
             },
-            || check_steps(memory, reference, location, &ro_link, &far_steps, far_copy),
+            || {
+                let far = check_steps(memory, reference, location, &ro_link, &far_steps, far_copy);
+                (far, crate::time::now_us())
+            },
         );
         let (mut near, mut far) = (near.into_iter(), far.into_iter());
         for step in 0..chunks {
@@ -272,6 +281,15 @@ impl TextWatch {
             check_us: checked_us.saturating_sub(now_us),
             copied: !watch.copy.is_empty(),
             cpus: if helped { 2 } else { 1 },
+            parts_us: [
+                near_us.saturating_sub(now_us),
+                if helped {
+                    far_us.saturating_sub(now_us)
+                } else {
+                    0
+                },
+                checked_us.saturating_sub(near_us.max(far_us)),
+            ],
         };
         Some((watch, startup))
     }
