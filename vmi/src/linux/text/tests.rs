@@ -414,6 +414,42 @@ proptest! {
         }
     }
 
+    /// The digests hash the sites' bytes without their offsets and lengths
+    /// (the reference fixes those): any change to any byte of a
+    /// boot-patched site still changes its chunk's boot and frozen digests,
+    /// and of a run-time constant the frozen digest alone.
+    #[test]
+    fn every_frozen_byte_is_covered(
+        pick in any::<prop::sample::Index>(),
+        byte in any::<prop::sample::Index>(),
+        flip in 1u8..,
+        slide in (0u64..0x4000).prop_map(|s| s << 16),
+    ) {
+        let k = TextKernel::new();
+        let sites = &k.reference.sites;
+        let all: Vec<(u32, u8, bool)> = [(&sites.boot, true), (&sites.boot_constants, false)]
+            .into_iter()
+            .flat_map(|(list, boot)| {
+                list.offsets.as_slice().iter().zip(&list.lens).map(move |(&o, &n)| (o, n, boot))
+            })
+            .collect();
+        prop_assume!(!all.is_empty());
+        let (offset, len, boot) = all[pick.index(all.len())];
+        let at = u64::from(offset) + byte.index(usize::from(len)) as u64;
+        let clean = k.ram(PHYS, slide);
+        let mut ram = clean.clone();
+        let i = (PHYS + at) as usize;
+        ram[i] ^= flip;
+        let chunk = (u64::from(offset) / CHUNK) as usize;
+        let (before, after) = (&sweep(&k, &clean, slide)[chunk], &sweep(&k, &ram, slide)[chunk]);
+        prop_assert_ne!(before.frozen, after.frozen);
+        if boot {
+            prop_assert_ne!(before.boot, after.boot);
+        } else {
+            prop_assert_eq!(before.boot, after.boot);
+        }
+    }
+
     /// Arbitrary guest memory: the checker answers or errs, never panics.
     #[test]
     fn arbitrary_memory_never_panics(
