@@ -405,7 +405,8 @@ pub struct TextChecker<'r> {
     /// `__start_ro_after_init..__end_ro_after_init` as offsets from `_text`.
     ro_after_init: Range<u64>,
     buf: Vec<u8>,
-    /// Scratch room for the bytes of a chunk's boot-patched sites.
+    /// Scratch room for the bytes of a chunk's boot-patched and
+    /// boot-constant sites ([`frozen_digests`]).
     sites: Vec<u8>,
 }
 
