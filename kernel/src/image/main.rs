@@ -208,13 +208,17 @@ fn occupied_ranges(info: &StartInfo, tpm2: Option<&Tpm2Table>) -> heapless::Vec<
 fn setup_helper_cpu(info: &StartInfo, occupied: &[(u64, u64)]) {
     let cpus = fw_cfg::cpu_count().unwrap_or(1);
     if cpus < 2 {
+        // One CPU: no page to set aside.
         return;
     }
     match choose_heap_region(&info.memory, occupied, 0x8000, 0x9_f000) {
-        Some((page, _)) => {
-            smp::init(cpus, page);
+        Some((page, _)) if smp::init(cpus, page) => {
             info!("smp: {} CPUs, a helper at {:#x}", cpus, page);
         }
+        Some((page, _)) => warn!(
+            "smp: the helper cannot start from {:#x}: one CPU only",
+            page
+        ),
         None => warn!("smp: no free page below 640 KiB: one CPU only"),
     }
 }

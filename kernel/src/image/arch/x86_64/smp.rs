@@ -147,12 +147,15 @@ avm_helper_stack_top:
 /// says; the helper is CPU 1): gives the trampoline its page, 4 KiB of
 /// free RAM below 640 KiB, identity-mapped, that nothing else uses from
 /// now on. Without a second CPU or the page (or if the trampoline does not
-/// fit) there is no helper, and [`join`] sends no IPIs.
-pub fn init(cpus: u16, page: u64) {
+/// fit) there is no helper, and [`join`] sends no IPIs. Returns whether
+/// there is a helper.
+pub fn init(cpus: u16, page: u64) -> bool {
     let len = trampoline_len();
-    if cpus >= 2 && len <= 4096 && page.is_multiple_of(4096) && page < 0xa_0000 {
+    let usable = cpus >= 2 && len <= 4096 && page.is_multiple_of(4096) && page < 0xa_0000;
+    if usable {
         TRAMPOLINE_PAGE.store(page, Ordering::Relaxed);
     }
+    usable
 }
 
 /// The trampoline's length in bytes (only the symbols' addresses are
