@@ -31,16 +31,16 @@
 # named by IMA_ROWS (if set). Exit 2 only if our own part cannot be
 # measured.
 # Environment: AVM_BENCH (default target/release/avm-bench), AVM_VERIFIER
-# (target/release/avm-verifier), IMA_ENTRIES
-# (100000), IMA_RUNS (5), PEER_IMA (../shared/peers/ima-baseline),
-# IMA_DATA (/tmp/peer-ima/data), IMA_ROWS.
+# (target/release/avm-verifier), IMA_ENTRIES (100000), IMA_RUNS (11: a
+# p50 of 5 moved by a quarter between minutes on this host), PEER_IMA
+# (../shared/peers/ima-baseline), IMA_DATA (/tmp/peer-ima/data), IMA_ROWS.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bench_bin=${AVM_BENCH:-$root/target/release/avm-bench}
 verifier_bin=${AVM_VERIFIER:-$root/target/release/avm-verifier}
 entries=${IMA_ENTRIES:-100000}
-runs=${IMA_RUNS:-5}
+runs=${IMA_RUNS:-11}
 peer=${PEER_IMA:-$root/../shared/peers/ima-baseline}
 data=${IMA_DATA:-/tmp/peer-ima/data}/N$entries
 rows=${IMA_ROWS:-/dev/null}
