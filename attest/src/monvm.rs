@@ -100,6 +100,10 @@ pub enum MonVmKind {
     BootPatchesMissing,
     /// A start-up record of a known kind that does not parse.
     RecordMalformed,
+    /// The A-VM watches a Mon-VM (a profile in PCR 8) but its proven log
+    /// has no start-up measurement of the Mon-VM's current boot (no
+    /// `monvm:kernel:` record, or none since the last reboot event).
+    StartupMissing,
     /// The A-VM watches a Mon-VM but measured no monitor policy.
     MonitorPolicyMissing,
     /// The measured monitor policy is invalid: its file did not parse,
@@ -114,7 +118,7 @@ pub enum MonVmKind {
 
 impl MonVmKind {
     /// All kinds (for documentation checks).
-    pub const ALL: [MonVmKind; 31] = [
+    pub const ALL: [MonVmKind; 32] = [
         Self::Violation,
         Self::SyscallTableModified,
         Self::IdtModified,
@@ -142,6 +146,7 @@ impl MonVmKind {
         Self::BootPatchesUnknown,
         Self::BootPatchesMissing,
         Self::RecordMalformed,
+        Self::StartupMissing,
         Self::MonitorPolicyMissing,
         Self::MonitorPolicyInvalid,
         Self::MonitorTooSlow,
@@ -178,6 +183,7 @@ impl MonVmKind {
             Self::BootPatchesUnknown => "monvm-boot-patches-unknown",
             Self::BootPatchesMissing => "monvm-boot-patches-missing",
             Self::RecordMalformed => "monvm-record-malformed",
+            Self::StartupMissing => "monvm-startup-missing",
             Self::MonitorPolicyMissing => "monvm-monitor-policy-missing",
             Self::MonitorPolicyInvalid => "monvm-monitor-policy-invalid",
             Self::MonitorTooSlow => "monvm-monitor-too-slow",
@@ -233,6 +239,9 @@ impl MonVmKind {
                 "the A-VM did not (yet) measure the Mon-VM kernel's boot-time patches"
             }
             Self::RecordMalformed => "a start-up record of the A-VM is malformed",
+            Self::StartupMissing => {
+                "the A-VM watches a Mon-VM but has not measured its current boot (yet)"
+            }
             Self::MonitorPolicyMissing => {
                 "the A-VM watches the Mon-VM without a measured monitor policy"
             }
@@ -255,7 +264,8 @@ impl MonVmKind {
             | Self::ProcessUnmeasured
             | Self::BootPatchesUnknown
             | Self::BootPatchesMissing
-            | Self::RecordMalformed => 11,
+            | Self::RecordMalformed
+            | Self::StartupMissing => 11,
             Self::MonitorPolicyMissing
             | Self::MonitorPolicyInvalid
             | Self::MonitorTooSlow
@@ -841,6 +851,11 @@ pub fn appraise_records_with(
     out.allowlist_applied = allowlist.is_some();
     out.monvm = check.config_digest.is_some();
     let mut boot_patches_seen = false;
+    // The last `monvm:kernel:` start-up record and the last reboot event:
+    // the Mon-VM's current boot is measured only if the first follows the
+    // second.
+    let mut kernel_measured: Option<usize> = None;
+    let mut last_reboot: Option<usize> = None;
     let closed = Closed::of(
         proven,
         policy.map(|p| p.monvm_violations).unwrap_or_default(),
@@ -890,6 +905,7 @@ pub fn appraise_records_with(
                         index,
                         fields.name,
                     )),
+                    Ok(StartupRecord::Kernel { .. }) => kernel_measured = Some(index),
                     Ok(StartupRecord::BootPatches { digest }) => {
                         boot_patches_seen = true;
                         let sink = closed.sink(index, &mut out, &mut past);
@@ -914,7 +930,8 @@ pub fn appraise_records_with(
                     .ok()
                     .map(|f| (f.name, parse_event(f.name)));
                 match event {
-                    Some((_, Some(Event::Clean { .. } | Event::Reboot { .. }))) => {}
+                    Some((_, Some(Event::Clean { .. }))) => {}
+                    Some((_, Some(Event::Reboot { .. }))) => last_reboot = Some(index),
                     Some((_, Some(Event::Violation { area, .. }))) if closed.event(index, area) => {
                     }
                     Some((_, Some(Event::Violation { area, detail, .. }))) => {
@@ -941,6 +958,16 @@ pub fn appraise_records_with(
     }
     if out.monvm {
         appraise_monitor_policy(proven, check, policy, &mut out);
+        // Watching a Mon-VM is not measuring it: until the A-VM found the
+        // kernel and measured it (again, after a reboot), nothing in the
+        // log speaks for what the Mon-VM runs.
+        if kernel_measured.is_none_or(|k| last_reboot.is_some_and(|r| k < r)) {
+            out.push(MonVmFinding::new(
+                MonVmKind::StartupMissing,
+                check.proven,
+                b"monvm:kernel:",
+            ));
+        }
     }
     // Learned boot patches must be measured: a missing record is refused.
     if !boot_patches_seen
@@ -1312,7 +1339,8 @@ pub struct LearnedMonVm {
     /// Whether `monvm_monitor_max` was widened to the node's periods.
     pub monitor_policy: bool,
     /// IMA entries that could not be learned (no `ima-ng`/`ima-sig`
-    /// SHA-256 digest, or a path that is not UTF-8): a later attestation
+    /// SHA-256 digest, a path that is not UTF-8, or an IMA violation
+    /// record, whose path and digest nothing proves): a later attestation
     /// names them.
     pub skipped: usize,
 }
@@ -1351,6 +1379,9 @@ pub fn learn(
     }
     for record in proven {
         match record.pcr {
+            // A violation record's path and digest are not proven (it
+            // extends 0xff.. whatever its data says): never learned.
+            IMA_PCR if record.is_violation() => learned.skipped += 1,
             IMA_PCR => match ima_entry(record) {
                 Ok((path, digest)) => match allow_file(policy, path, digest) {
                     Some(new) => learned.files += new,
@@ -1398,4 +1429,153 @@ pub fn learn(
         }
     }
     learned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ima::{ng_record, ng_template_data, replay_sha256};
+    use crate::policy::ProfileRef;
+    use crate::verify::check_measurement_log;
+    use crate::wire::PcrValue;
+
+    /// The PCRs 8-15 a quote of all of `log` would hold.
+    fn quoted(log: &[u8]) -> Vec<PcrValue> {
+        let records = ima::parse_list(log, MAX_MEASUREMENT_RECORDS).expect("parses");
+        let pcrs = replay_sha256(&records, &[[0; 32]; 24]);
+        (8u8..16)
+            .map(|index| PcrValue {
+                index,
+                digest: pcrs[usize::from(index)],
+            })
+            .collect()
+    }
+
+    /// The A-VM's configuration records: the kernel profile and the
+    /// default monitor policy.
+    fn config(profile: &[u8; 32]) -> Vec<u8> {
+        let text = alloc::string::ToString::to_string(&MonitorPolicy::default());
+        let mut name = String::from(monitor_policy::RECORD_PREFIX);
+        name.push_str(&text);
+        let mut log = ng_record(CONFIG_PCR, profile, b"avm-config:kernel-profile");
+        log.extend(ng_record(
+            CONFIG_PCR,
+            &Sha256::digest(text.as_bytes()).into(),
+            name.as_bytes(),
+        ));
+        log
+    }
+
+    /// Review finding: an A-VM that watches a Mon-VM (its profile is in
+    /// PCR 8) but has not measured it (no start-up records: it has not
+    /// found the kernel, or not yet, or not again since the Mon-VM
+    /// rebooted) proves nothing of what the Mon-VM runs; that must not
+    /// pass as a Mon-VM with nothing to object to.
+    #[test]
+    fn a_watched_mon_vm_that_was_never_measured_is_not_trusted() {
+        let profile = [0x11; 32];
+        let mut policy = ReferenceValues::default();
+        policy.monvm_profiles.push(ProfileRef {
+            sha256: profile,
+            release: "6.1".into(),
+        });
+        policy.monvm_files.allow("/sbin/init", [0x22; 32]);
+        let missing = |log: &[u8], policy: &ReferenceValues| {
+            let check = check_measurement_log(Some(log), &quoted(log)).expect("proven");
+            assert_eq!(check.appraise_config(Some(policy)), None);
+            let appraisal = appraise(log, &check, Some(policy), &|_| false);
+            appraisal
+                .findings
+                .iter()
+                .filter(|f| f.kind == MonVmKind::StartupMissing)
+                .count()
+        };
+
+        // Never measured.
+        let log = config(&profile);
+        assert_eq!(missing(&log, &policy), 1);
+
+        // Measured: nothing missing.
+        let mut measured = config(&profile);
+        measured.extend(ng_record(10, &[0x22; 32], b"/sbin/init"));
+        measured.extend(ng_record(
+            STARTUP_PCR,
+            &Sha256::digest(b"monvm:kernel:6.1").into(),
+            b"monvm:kernel:6.1",
+        ));
+        measured.extend(ng_record(
+            STARTUP_PCR,
+            &[0x22; 32],
+            b"monvm:process:1:init:/sbin/init",
+        ));
+        assert_eq!(missing(&measured, &policy), 0);
+
+        // The Mon-VM rebooted and its new boot is not measured (yet):
+        // what was measured of the boot before says nothing of it, under
+        // either memory of violations.
+        let mut rebooted = measured.clone();
+        rebooted.extend(ng_record(
+            EVENT_PCR,
+            &Sha256::digest(b"monvm:event:1:reboot:slide").into(),
+            b"monvm:event:1:reboot:slide",
+        ));
+        for memory in [ViolationMemory::Sticky, ViolationMemory::Current] {
+            policy.monvm_violations = memory;
+            assert_eq!(missing(&rebooted, &policy), 1, "{memory:?}");
+            let mut again = rebooted.clone();
+            again.extend(ng_record(
+                STARTUP_PCR,
+                &Sha256::digest(b"monvm:kernel:6.1").into(),
+                b"monvm:kernel:6.1",
+            ));
+            assert_eq!(missing(&again, &policy), 0, "{memory:?}");
+        }
+    }
+
+    /// Review finding: an IMA violation record (all-zero template hash)
+    /// extends the constant 0xff.., so the quote proves nothing of the
+    /// path and digest in its data: a rootkit in the Mon-VM (or a relay)
+    /// writes there what it likes. `policy learn` must not take them into
+    /// the allowlist, or the file named there is allowed from then on.
+    #[test]
+    fn learn_never_takes_the_unproven_path_of_an_ima_violation_record() {
+        let profile = [0x11; 32];
+        let evil = [0x66; 32];
+        let mut log = ng_record(8, &profile, b"avm-config:kernel-profile");
+        log.extend(ng_record(10, &[0x22; 32], b"/usr/bin/good"));
+        let data = ng_template_data("sha256", &evil, b"/usr/bin/evil", None);
+        ImaRecord {
+            pcr: 10,
+            template_hash: [0; 20],
+            template_name: "ima-ng",
+            template_data: &data,
+        }
+        .emit(&mut log);
+        let check = check_measurement_log(Some(&log), &quoted(&log)).expect("proven");
+        assert_eq!(check.proven, 3);
+
+        let mut policy = ReferenceValues::default();
+        policy.monvm_profiles.push(ProfileRef {
+            sha256: profile,
+            release: "6.1".into(),
+        });
+        let learned = learn(&mut policy, &log, &check);
+        assert!(policy.monvm_files.digests_of(b"/usr/bin/good").is_some());
+        assert_eq!(policy.monvm_files.digests_of(b"/usr/bin/evil"), None);
+        assert_eq!((learned.files, learned.skipped), (1, 1));
+
+        // What it would let through: the file, measured for real later.
+        let mut later = ng_record(8, &profile, b"avm-config:kernel-profile");
+        later.extend(ng_record(10, &evil, b"/usr/bin/evil"));
+        let check = check_measurement_log(Some(&later), &quoted(&later)).expect("proven");
+        let appraisal = appraise(&later, &check, Some(&policy), &|_| false);
+        assert!(
+            appraisal
+                .findings
+                .iter()
+                .any(|f| f.kind == MonVmKind::FileNotAllowed && f.index == 1),
+            "{:?}",
+            appraisal.findings
+        );
+    }
 }

@@ -257,7 +257,8 @@ fn a_module_listed_only_by_its_file_is_allowed() {
     policy.monvm_modules.clear();
     assert_eq!(codes(&good(), &policy), Vec::<String>::new());
     let mut other = good();
-    other[6] = startup("monvm:module:tcp_bic", DUMMY_KO);
+    // The module record (6 is the kernel's).
+    other[7] = startup("monvm:module:tcp_bic", DUMMY_KO);
     assert_eq!(codes(&other, &policy), ["monvm-module-not-allowed"]);
 }
 
@@ -385,7 +386,9 @@ fn current_violations_end_with_a_clean_area_or_a_reboot_sticky_ones_never() {
     assert_eq!(codes(&log, &current), ["monvm-idt-modified"]);
 
     // A reboot ends the old boot's violations, files, modules and
-    // processes; the new boot is appraised afresh.
+    // processes; the new boot is appraised afresh, once the A-VM measured
+    // it (until then nothing speaks for it: `monvm-startup-missing`).
+    let kernel = || startup("monvm:kernel:6.1.0-57-cloud-amd64", sha("k"));
     let mut log = good();
     log.push(event("monvm:event:1:violation:text:0xffffffff81000000"));
     log.push(Rec(10, [0xee; 32], "/tmp/evil".into()));
@@ -397,12 +400,19 @@ fn current_violations_end_with_a_clean_area_or_a_reboot_sticky_ones_never() {
         [
             "monvm-text-modified",
             "monvm-file-not-allowed",
-            "monvm-module-not-allowed"
+            "monvm-module-not-allowed",
+            "monvm-startup-missing"
         ]
     );
     let (reasons, appraisal) = appraise_with(&log, &current, &|_| false);
-    assert_eq!(reasons, []);
+    assert_eq!(
+        reasons.iter().map(Reason::code).collect::<Vec<_>>(),
+        ["monvm-startup-missing"]
+    );
     assert_eq!(appraisal.modules_appraised, 2, "counted, not listed");
+    log.push(kernel());
+    let (reasons, _) = appraise_with(&log, &current, &|_| false);
+    assert_eq!(reasons, []);
     // What the new boot shows counts, as does a malformed record of the old.
     let mut after = log.clone();
     after.push(startup("monvm:module:rootkit", [0xee; 32]));
@@ -411,13 +421,17 @@ fn current_violations_end_with_a_clean_area_or_a_reboot_sticky_ones_never() {
     log.push(event("monvm:event:x:violation:idt"));
     log.push(startup("monvm:process:x:sh:/bin/sh", [1; 32]));
     log.push(event("monvm:event:2:reboot"));
+    log.push(kernel());
     assert_eq!(
         codes(&log, &current),
         ["monvm-event-malformed", "monvm-record-malformed"]
     );
-    // A reboot is never a finding on its own, also under sticky.
+    // A reboot is never a finding on its own, also under sticky; the new
+    // boot not measured (yet) is.
     let mut log = good();
     log.push(event("monvm:event:1:reboot:slide"));
+    assert_eq!(codes(&log, &sticky), ["monvm-startup-missing"]);
+    log.push(kernel());
     assert_eq!(codes(&log, &sticky), Vec::<String>::new());
 }
 

@@ -12,8 +12,8 @@ use avm_attest::monvm::{self, MonVmAppraisal};
 use avm_attest::monvm::{FileIndex, ImaOutcome};
 use avm_attest::policy::ReferenceValues;
 use avm_attest::verify::{
-    ATTEST_PCRS, EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason, RecordDigest,
-    Replay, Verdict, check_measurement_records, verify_evidence, verify_quote,
+    ATTEST_PCRS, AVM_LOG_PCRS, EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason,
+    RecordDigest, Replay, Verdict, check_measurement_records, verify_evidence, verify_quote,
 };
 use avm_attest::wire::Evidence;
 use avm_attest::wire::PcrValue;
@@ -134,13 +134,17 @@ pub fn appraise_with<'p, E>(
     let policy = prepared.map(PreparedPolicy::appraised_values);
     let mut verdict = verify_evidence(&input.evidence, policy, verifier);
     // The measurement log's check counts only if the PCR values it was
-    // replayed against are authenticated (signature valid, values the
-    // quoted ones); otherwise it is dropped unseen.
+    // replayed against are authenticated (signature valid, a quote, values
+    // the quoted ones) and cover every PCR of the log (a PCR left out
+    // would let any record in it "replay"); otherwise it is dropped unseen.
     let authenticated = verdict.quote.as_ref().is_some_and(|q| q.signature_valid)
-        && !verdict
-            .reasons
-            .iter()
-            .any(|r| matches!(r, Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch));
+        && !verdict.reasons.iter().any(|r| match r {
+            Reason::PcrSelectionMismatch | Reason::PcrDigestMismatch | Reason::NotAQuote { .. } => {
+                true
+            }
+            Reason::PcrNotQuoted { pcr } => AVM_LOG_PCRS.contains(*pcr),
+            _ => false,
+        });
     let checked = authenticated.then_some(checked);
     let (log, monvm) = match checked {
         Some((log, monvm)) => (Some(log), monvm),
@@ -780,6 +784,117 @@ mod tests {
             assert_eq!(check, Err(want));
             assert!(appraisal.is_none());
         }
+    }
+
+    /// A quote over `pcrs` (ascending; their indices its selection)
+    /// carrying `nonce`, signed by a fresh software P-256 key, and that key.
+    fn signed_quote(nonce: &[u8], pcrs: &[PcrValue]) -> (Evidence, PublicKey) {
+        use avm_attest::pcr::PcrMask;
+        use avm_attest::tpm::{self, Attest, ClockInfo, PcrSelection, QuoteInfo, Signature};
+        use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+        let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("group");
+        let key = EcKey::generate(&group).expect("key");
+        let mut ctx = openssl::bn::BigNumContext::new().expect("context");
+        let point = key
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .expect("point");
+        let (mut x, mut y) = ([0; 32], [0; 32]);
+        x.copy_from_slice(&point[1..33]);
+        y.copy_from_slice(&point[33..65]);
+        let mask = pcrs
+            .iter()
+            .try_fold(PcrMask::EMPTY, |m, p| m.with(p.index))
+            .expect("mask");
+        let digest = tpm::pcr_digest(pcrs.iter().map(|p| &p.digest));
+        let attest = Attest {
+            magic: tpm::TPM_GENERATED_VALUE,
+            attest_type: tpm::TPM_ST_ATTEST_QUOTE,
+            qualified_signer: &[],
+            extra_data: nonce,
+            clock_info: ClockInfo {
+                clock: 1,
+                reset_count: 1,
+                restart_count: 1,
+                safe: true,
+            },
+            firmware_version: 0,
+            attested: &[],
+            quote: Some(QuoteInfo {
+                pcr_select: PcrSelection::sha256(mask),
+                pcr_digest: &digest,
+            }),
+        }
+        .emit();
+        let sig =
+            openssl::ecdsa::EcdsaSig::sign(&openssl::sha::sha256(&attest), &key).expect("sig");
+        let (r, s) = (sig.r().to_vec(), sig.s().to_vec());
+        let signature = Signature::Ecdsa {
+            hash: tpm::alg::SHA256,
+            r: &r,
+            s: &s,
+        }
+        .emit();
+        let evidence = Evidence {
+            attest,
+            signature,
+            pcrs: pcrs.to_vec(),
+            event_log: Vec::new(),
+        };
+        (evidence, PublicKey::EccP256 { x, y })
+    }
+
+    /// Review finding: a genuine quote narrowed to the firmware PCRs (a
+    /// relay rewrote the challenge's mask) covers none of the log's PCRs,
+    /// so every record of any log "replays" to it. The verdict is
+    /// untrusted (`pcr-not-quoted`), but the log must not come out of it
+    /// as proven: `attest` keeps a proven prefix in its state for the
+    /// next attestation, and reports it.
+    #[test]
+    fn a_log_whose_pcrs_the_quote_does_not_cover_is_not_proven() {
+        let mut log = ng_record(8, &[7; 32], b"avm-config:kernel-profile");
+        log.extend(ng_record(10, &[1; 32], b"/forged"));
+        let firmware: Vec<PcrValue> = (0..8u8)
+            .map(|index| PcrValue {
+                index,
+                digest: [index; 32],
+            })
+            .collect();
+        let verifier = OpenSslVerifier::new().expect("verifier");
+        let (evidence, ak) = signed_quote(b"nonce", &firmware);
+        let mut input = AppraisalInput::from_node(&evidence, b"nonce", &ak, b"");
+        input.measurement_log = Some(&log);
+        let appraisal = appraise(&input, None, &verifier, None, Vec::new());
+        assert!(
+            appraisal
+                .verdict
+                .quote
+                .as_ref()
+                .expect("parsed")
+                .signature_valid
+        );
+        assert!(
+            appraisal
+                .verdict
+                .reasons
+                .contains(&Reason::PcrNotQuoted { pcr: 8 })
+        );
+        assert!(appraisal.log.is_none(), "{:?}", appraisal.log);
+        assert!(appraisal.report.measurement_log.is_none());
+
+        // The same log under a quote of every PCR it extends is proven.
+        let records = parse_list(&log, 2).expect("parses");
+        let replayed = replay_sha256(&records, &[[0; 32]; 24]);
+        let mut all = firmware.clone();
+        all.extend((8..16u8).map(|index| PcrValue {
+            index,
+            digest: replayed[usize::from(index)],
+        }));
+        let (evidence, ak) = signed_quote(b"nonce", &all);
+        let mut input = AppraisalInput::from_node(&evidence, b"nonce", &ak, b"");
+        input.measurement_log = Some(&log);
+        let appraisal = appraise(&input, None, &verifier, None, Vec::new());
+        assert!(matches!(appraisal.log, Some(Ok(ref c)) if c.proven == 2));
     }
 
     /// A policy loaded from its snapshot holds a large allowlist in its

@@ -520,7 +520,7 @@ fn attest_with_policy(
             let why = match &appraisal.log {
                 Some(Ok(_)) => "the quote proves fewer records than were stored",
                 Some(Err(_)) => "the stored records and the new ones do not replay to the quote",
-                None => "the quote is not authenticated",
+                None => "the quote is not authenticated or does not cover the log's PCRs",
             };
             fetch = FetchPlan::whole(&mut client, why)?;
             appraisal = appraise_log(&fetch.log)?;
@@ -969,7 +969,7 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
                 }
                 if monvm.skipped > 0 {
                     eprintln!(
-                        "{addr}: {} Mon-VM IMA entries could not be learned (no SHA-256 ima-ng/ima-sig digest, or a path that is not UTF-8); attest will name them",
+                        "{addr}: {} Mon-VM IMA entries could not be learned (no SHA-256 ima-ng/ima-sig digest, a path that is not UTF-8, or an IMA violation record); attest will name them",
                         monvm.skipped
                     );
                 }

@@ -230,6 +230,33 @@ mod tests {
         assert!(from_file.is_some_and(|p| allows(&p, "/bin/f")));
     }
 
+    /// Review finding: a policy row deleted past the verifier and stored
+    /// again starts over at revision 1, the revision of the policy held:
+    /// the held one must not be taken for it.
+    #[test]
+    fn a_policy_deleted_and_stored_again_is_prepared_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(dir.path()).expect("store");
+        let cache = PolicyCache::default();
+        let first = store.set_policy(&policy(&["/bin/evil"])).expect("stored");
+        let held = cache
+            .load(Some(&store), None)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&held, "/bin/evil"));
+        let other = rusqlite::Connection::open(store.path()).expect("second client");
+        other
+            .execute("DELETE FROM policy", [])
+            .expect("deleted by hand");
+        let again = store.set_policy(&policy(&["/bin/a"])).expect("stored");
+        assert_ne!(again, first, "a new policy row must not reuse a revision");
+        let loaded = cache
+            .load(Some(&store), None)
+            .expect("loads")
+            .expect("a policy");
+        assert!(allows(&loaded, "/bin/a") && !allows(&loaded, "/bin/evil"));
+    }
+
     /// The stored policy comes from its snapshot while the snapshot is of
     /// its revision, and from its text as soon as the text changed, also
     /// by hand; a snapshot that does not decode is replaced, never used.

@@ -12,7 +12,8 @@
 //! (`policy learn`) can tell that somebody changed it in between, and a
 //! verifier that holds the policy parsed can tell whether it is still the
 //! stored one without reading it (a trigger bumps the revision of any
-//! change of the text, also one made with another SQLite client).
+//! change of the text, also one made with another SQLite client, and no
+//! revision is ever used for a second text, also across a deleted row).
 //! `policy_snapshot` holds the policy compiled (`policy_snapshot`) for the
 //! revision it was taken of; triggers delete it whenever the policy row
 //! changes, so it is never older than the text.
@@ -34,7 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Version of the schema below.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 /// File name of the database inside the state directory.
 pub const DATABASE_FILE: &str = "verifier.sqlite3";
 
@@ -300,6 +301,40 @@ BEGIN
     UPDATE policy SET revision = OLD.revision + 1 WHERE id = NEW.id;
 END;";
 
+/// A revision is never used twice (schema version 8): a verifier holding
+/// the policy prepared at revision N (`crate::policy_cache`) takes the
+/// stored one for it while the revision is N, so a policy row deleted and
+/// inserted again (it would start over at 1), or a revision set back by
+/// hand, must not give a text another's revision. The highest revision
+/// ever stored is kept in `policy_revisions_seen`; an insert continues
+/// after it, and an update that does not move the revision forward (text
+/// or revision set by hand) moves it on by one. This replaces
+/// [`POLICY_REVISION_TRIGGER`], which saw only a text changed in place.
+const POLICY_REVISION_NEVER_REUSED: &str = "
+DROP TRIGGER IF EXISTS policy_revision_follows_text;
+CREATE TRIGGER policy_revision_follows_text AFTER UPDATE OF toml, revision ON policy
+WHEN NEW.revision <= OLD.revision
+BEGIN
+    UPDATE policy SET revision = OLD.revision + 1 WHERE id = NEW.id;
+END;
+CREATE TABLE policy_revisions_seen (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    revision INTEGER NOT NULL        -- the highest policy revision ever stored
+);
+INSERT INTO policy_revisions_seen (id, revision)
+VALUES (1, coalesce((SELECT revision FROM policy WHERE id = 1), 0));
+CREATE TRIGGER policy_revision_seen_on_update AFTER UPDATE OF revision ON policy
+BEGIN
+    UPDATE policy_revisions_seen SET revision = max(revision, NEW.revision) WHERE id = 1;
+END;
+CREATE TRIGGER policy_revision_never_reused_on_insert AFTER INSERT ON policy
+BEGIN
+    UPDATE policy SET revision = (SELECT revision FROM policy_revisions_seen WHERE id = 1) + 1
+    WHERE id = NEW.id
+      AND NEW.revision <= (SELECT revision FROM policy_revisions_seen WHERE id = 1);
+    UPDATE policy_revisions_seen SET revision = max(revision, NEW.revision) WHERE id = 1;
+END;";
+
 /// The policy's compiled snapshot (`crate::policy_snapshot`), and the
 /// triggers that delete it whenever the policy row is written or deleted,
 /// by the verifier or by hand: it is written again after the change.
@@ -380,22 +415,28 @@ impl Store {
                 migrate_v3(&tx)?;
             }
             3 => migrate_v3(&tx)?,
-            4..=6 => {}
+            4..=7 => {}
             SCHEMA_VERSION => {}
             other => return Err(StoreError::SchemaVersion(other)),
         }
         if version != SCHEMA_VERSION {
             // Every version before 5 lacks the revision trigger, every one
-            // before 6 the snapshot, every one before 7 the revision index
-            // (a new state too: they are not part of SCHEMA, whose
-            // statements the migrations split at semicolons).
+            // before 6 the snapshot, every one before 7 the revision index,
+            // every one before 8 the revisions never reused (a new state
+            // too: they are not part of SCHEMA, whose statements the
+            // migrations split at semicolons).
             if version < 5 {
                 tx.execute_batch(POLICY_REVISION_TRIGGER)?;
             }
             if version < 6 {
                 tx.execute_batch(POLICY_SNAPSHOT)?;
             }
-            tx.execute_batch(POLICY_REVISION_INDEX)?;
+            if version < 7 {
+                tx.execute_batch(POLICY_REVISION_INDEX)?;
+            }
+            if version < 8 {
+                tx.execute_batch(POLICY_REVISION_NEVER_REUSED)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         tx.commit()?;
@@ -1315,6 +1356,81 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.policy_snapshot(1).unwrap(), Some((5, b"x".to_vec())));
+    }
+
+    /// Review finding: a revision is never given to a second text, so a
+    /// policy held by its revision (`policy_cache`) is never taken for
+    /// another: not after the row was deleted and inserted again (by the
+    /// verifier or by hand, also with `INSERT OR REPLACE`), nor after its
+    /// revision was set back by hand.
+    #[test]
+    fn a_policy_revision_is_never_used_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.set_policy("a").unwrap(), 1);
+        assert_eq!(store.set_policy("b").unwrap(), 2);
+        let other = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        other.execute("DELETE FROM policy", []).unwrap();
+        assert_eq!(store.policy_revision().unwrap(), None);
+        assert_eq!(store.set_policy("c").unwrap(), 3);
+        other
+            .execute_batch("DELETE FROM policy; INSERT INTO policy VALUES (1, 'd', 0, 1)")
+            .unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(4));
+        other
+            .execute("INSERT OR REPLACE INTO policy VALUES (1, 'e', 0, 2)", [])
+            .unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(5));
+        // Set back by hand, with or without the text: moved on instead.
+        other
+            .execute(
+                "UPDATE policy SET toml = 'f', revision = 3 WHERE id = 1",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(6));
+        other
+            .execute("UPDATE policy SET revision = 1 WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(7));
+        // Moved forward by hand: kept, and remembered.
+        other
+            .execute("UPDATE policy SET revision = 40 WHERE id = 1", [])
+            .unwrap();
+        other.execute("DELETE FROM policy", []).unwrap();
+        assert_eq!(store.set_policy("g").unwrap(), 41);
+        assert_eq!(
+            store.set_policy_if(41, "h").unwrap(),
+            PolicyWrite::Written(42)
+        );
+    }
+
+    #[test]
+    fn version_7_state_gains_revisions_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(POLICY_REVISION_TRIGGER).unwrap();
+            conn.execute_batch(POLICY_SNAPSHOT).unwrap();
+            conn.execute_batch(POLICY_REVISION_INDEX).unwrap();
+            conn.execute_batch(
+                "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
+                 INSERT INTO policy_snapshot VALUES (1, 5, 1, x'78');
+                 PRAGMA user_version = 7;",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(5));
+        assert_eq!(store.policy_snapshot(1).unwrap(), Some((5, b"x".to_vec())));
+        let other = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        other.execute("DELETE FROM policy", []).unwrap();
+        assert_eq!(store.set_policy("a").unwrap(), 6);
+        drop(store);
+        // Opened again: nothing is created twice.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.policy_revision().unwrap(), Some(6));
     }
 
     /// The revision is read from the index, never from the row, whose text

@@ -76,6 +76,8 @@ const MAX_EVENT_LINES: usize = 4096;
 /// A round with this many changes to report holds them (see
 /// [`MonVm::hold`]): a reboot in progress, not a rootkit.
 const MASS_CHANGE: usize = 32;
+/// Findings of one area kept per round (the rest are counted in one).
+const MAX_AREA_FINDINGS: usize = 64;
 /// How long changes are held at most.
 const HOLD_US: u64 = 15_000_000;
 /// Size of the IDT (256 gates of 16 bytes).
@@ -1135,6 +1137,18 @@ impl MonVm {
                     cost.us_each(),
                     cost.us_per_second(started)
                 );
+            }
+        }
+        // At most MAX_AREA_FINDINGS per area, the rest counted in one: a
+        // rootkit that forges thousands (tasks, say) must not make the
+        // comparison below (each with the last round's) nor the events
+        // recorded grow with them.
+        for texts in found.iter_mut() {
+            if let Some(more) = texts.len().checked_sub(MAX_AREA_FINDINGS - 1)
+                && more > 1
+            {
+                texts.truncate(MAX_AREA_FINDINGS - 1);
+                texts.push(text(format_args!("and {} more", more)));
             }
         }
         let mut events: Vec<(usize, String)> = Vec::new();

@@ -122,15 +122,17 @@ impl core::fmt::Display for CrossViewError {
 
 /// The modules that have a kobject under `/sys/module` (their `struct
 /// module` addresses; built-in "modules" without one are skipped).
-/// `module_kset` is the runtime address of the symbol.
+/// `module_kset` is the runtime address of the symbol. The kernel sets it
+/// at boot (`param_sysfs_init`), long before user space: NULL is an error,
+/// not an empty view.
 pub fn kset_modules<V: VirtualMemory + ?Sized>(
     mem: &V,
     module_kset: GuestVirtAddr,
     r: &CrossViewReference,
 ) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
-    let Some(kset) = read_pointer(mem, module_kset, 0)? else {
-        return Ok(Vec::new());
-    };
+    let kset = read_pointer(mem, module_kset, 0)?.ok_or(StructError::Null {
+        what: "module_kset",
+    })?;
     let head = field(kset, r.kset_list)?;
     let mut out = Vec::new();
     for node in walk_list(mem, head, ListOptions::new(MAX_KOBJECTS)) {
@@ -165,6 +167,10 @@ pub fn hidden_modules(in_sysfs: &[GuestVirtAddr], listed: &[GuestVirtAddr]) -> V
 
 /// Every task of the process tree below `init_task` (breadth first over
 /// `children`/`sibling`, each task once; `init_task` itself not included).
+/// At most [`MAX_TASKS`] links are followed over all the children lists
+/// together: each task is on one parent's list, so a tree never needs
+/// more, while lists that lead through one another could otherwise make
+/// every task found walk them all again.
 pub fn process_tree<V: VirtualMemory + ?Sized>(
     mem: &V,
     init_task: GuestVirtAddr,
@@ -174,11 +180,16 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
     let mut queue = alloc::vec![init_task];
     let mut out = Vec::new();
     let mut at = 0;
+    let mut links_left = MAX_TASKS;
     while let Some(&parent) = queue.get(at) {
         at += 1;
         let head = field(parent, r.task_children)?;
-        for node in walk_list(mem, head, ListOptions::new(MAX_TASKS)) {
-            let node = node.map_err(|_| CrossViewError::List)?;
+        for node in walk_list(mem, head, ListOptions::new(links_left)) {
+            let node = node.map_err(|e| match e {
+                crate::list::ListError::TooLong { .. } => CrossViewError::TooMany,
+                _ => CrossViewError::List,
+            })?;
+            links_left = links_left.saturating_sub(1);
             let task = container_of(node, r.task_sibling)?;
             if task == init_task || !seen.insert(task.value()) {
                 continue;
@@ -350,12 +361,17 @@ pub fn cred_findings(
     init_cred: u64,
     set_uid_program: impl Fn(&Task) -> bool,
 ) -> Vec<CredFinding> {
+    // Each task's euid by its address, sorted once: a search of the list
+    // for every task's parent would make N root tasks cost N² steps.
+    let mut euids: Vec<(u64, u32)> = tasks
+        .iter()
+        .filter_map(|t| Some((t.address.value(), t.creds?.euid)))
+        .collect();
+    heapsort(&mut euids);
     let euid_of = |address: Option<GuestVirtAddr>| {
-        let address = address?;
-        tasks
-            .iter()
-            .find(|t| t.address == address)
-            .and_then(|t| t.creds.map(|c| c.euid))
+        let address = address?.value();
+        let at = euids.binary_search_by_key(&address, |&(a, _)| a).ok()?;
+        euids.get(at).map(|&(_, euid)| euid)
     };
     let mut out = Vec::new();
     for t in tasks.iter().filter(|t| !t.is_kernel_thread()) {
@@ -377,6 +393,37 @@ pub fn cred_findings(
         }
     }
     out
+}
+
+/// Sorts `v` ascending in O(n log n), in place (for lookups by a key
+/// with `partition_point`). A heapsort of its own: the slice sorts of
+/// `core` would add 3 KiB of code to the A-VM image, whose size is
+/// capped, for this one type.
+pub fn heapsort(v: &mut [(u64, u32)]) {
+    // Moves v[root] down into the heap v[..end].
+    fn sift_down(v: &mut [(u64, u32)], mut root: usize, end: usize) {
+        loop {
+            let mut child = 2 * root + 1;
+            if child >= end {
+                return;
+            }
+            if child + 1 < end && v[child] < v[child + 1] {
+                child += 1;
+            }
+            if v[root] >= v[child] {
+                return;
+            }
+            v.swap(root, child);
+            root = child;
+        }
+    }
+    for root in (0..v.len() / 2).rev() {
+        sift_down(v, root, v.len());
+    }
+    for end in (1..v.len()).rev() {
+        v.swap(0, end);
+        sift_down(v, 0, end);
+    }
 }
 
 /// `MMF_DUMPABLE_MASK`: the dumpable mode in `mm_struct.flags`.

@@ -65,7 +65,7 @@ impl ImaOffsets {
     };
 }
 
-/// Bounds on what one entry may claim.
+/// Bounds on what one entry may claim, and one walk of the list read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImaLimits {
     /// Fields per template (`IMA_TEMPLATE_NUM_FIELDS_MAX` is 15).
@@ -74,6 +74,15 @@ pub struct ImaLimits {
     pub max_field_len: u32,
     /// Template name length (e.g. `ima-sig`).
     pub max_name_len: usize,
+    /// Template data of one entry (`template_data_len`: every field with
+    /// its length word). A verifier parses at most 32 KiB; without this
+    /// bound the fields could claim `max_fields * max_field_len`, all read
+    /// from the same guest bytes.
+    pub max_data_len: u32,
+    /// Template data one walk of the list reads in all: the entries could
+    /// all be one entry, read again and again. Twice what the A-VM's
+    /// measurement log holds.
+    pub max_list_data: u64,
 }
 
 impl Default for ImaLimits {
@@ -82,6 +91,8 @@ impl Default for ImaLimits {
             max_fields: 15,
             max_field_len: 64 << 10,
             max_name_len: 32,
+            max_data_len: 64 << 10,
+            max_list_data: 32 << 20,
         }
     }
 }
@@ -142,16 +153,24 @@ pub fn read_entry<V: VirtualMemory + ?Sized>(
         });
     }
     let data_len = read_u32(mem, entry, o.entry_template_data_len)?;
+    if data_len > limits.max_data_len {
+        return Err(StructError::TooLarge {
+            what: "ima template data length",
+            value: u64::from(data_len),
+            max: u64::from(limits.max_data_len),
+        });
+    }
     let mut fields = Vec::with_capacity(num_fields as usize);
     let mut total = 0u64;
     for i in 0..u64::from(num_fields) {
         let f = field(field(entry, o.entry_template_data)?, i * o.field_data_size)?;
         let len = read_u32(mem, f, o.field_len)?;
-        if len > limits.max_field_len {
+        // Nothing is read beyond what template_data_len claims.
+        if len > limits.max_field_len || total + 4 + u64::from(len) > u64::from(data_len) {
             return Err(StructError::TooLarge {
                 what: "ima field length",
                 value: u64::from(len),
-                max: u64::from(limits.max_field_len),
+                max: u64::from(limits.max_field_len.min(data_len)),
             });
         }
         let mut bytes = alloc::vec![0u8; len as usize];
@@ -188,11 +207,14 @@ pub struct ImaEntries<'a, V: ?Sized> {
     offsets: ImaOffsets,
     limits: ImaLimits,
     list: ListWalk<'a, V>,
+    /// Template data read so far.
+    data: u64,
     done: bool,
 }
 
 /// Walks at most `max` entries of the list headed at `ima_measurements`
-/// (checking `prev` links). Ends after the first error, which it yields.
+/// (checking `prev` links), reading at most `limits.max_list_data` of
+/// template data. Ends after the first error, which it yields.
 pub fn measurements<'a, V: VirtualMemory + ?Sized>(
     mem: &'a V,
     ima_measurements: GuestVirtAddr,
@@ -209,6 +231,7 @@ pub fn measurements<'a, V: VirtualMemory + ?Sized>(
             ima_measurements,
             ListOptions::new(max).with_prev_check(),
         ),
+        data: 0,
         done: false,
     }
 }
@@ -225,7 +248,17 @@ impl<V: VirtualMemory + ?Sized> Iterator for ImaEntries<'_, V> {
             Ok(node) => container_of(node, o.queue_later).and_then(|queue| {
                 let entry = read_pointer(self.mem, queue, o.queue_entry)?
                     .ok_or(StructError::Null { what: "ima entry" })?;
-                read_entry(self.mem, entry, o, &self.limits)
+                let entry = read_entry(self.mem, entry, o, &self.limits)?;
+                let len = entry.fields.iter().map(|f| 4 + f.len() as u64).sum::<u64>();
+                self.data = self.data.saturating_add(len);
+                if self.data > self.limits.max_list_data {
+                    return Err(StructError::TooLarge {
+                        what: "ima list template data",
+                        value: self.data,
+                        max: self.limits.max_list_data,
+                    });
+                }
+                Ok(entry)
             }),
             Err(e) => Err(e.into()),
         };

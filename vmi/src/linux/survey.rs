@@ -26,6 +26,10 @@ pub struct SurveyLimits {
     pub max_tasks: usize,
     pub max_modules: usize,
     pub max_ima_entries: usize,
+    /// Heap the kept IMA entries may take (their bytes and an estimate of
+    /// their bookkeeping): the entries are kept, so their count times the
+    /// size one entry may have would be no bound.
+    pub max_ima_bytes: usize,
 }
 
 impl Default for SurveyLimits {
@@ -36,6 +40,8 @@ impl Default for SurveyLimits {
             max_tasks: 32_768,
             max_modules: 4_096,
             max_ima_entries: 1 << 20,
+            // What the A-VM's measurement log holds at most.
+            max_ima_bytes: 16 << 20,
         }
     }
 }
@@ -146,13 +152,34 @@ pub fn survey<M: GuestMemory + ?Sized>(
         limits.max_modules,
     ));
     let ima_head = runtime(&view.location, symbols.ima_measurements)?;
-    let ima = Walked::collect(measurements(
-        &view.space,
-        ima_head,
-        &offsets.ima,
-        &ImaLimits::default(),
-        limits.max_ima_entries,
-    ));
+    let mut ima_bytes = 0usize;
+    let ima = Walked::collect(
+        measurements(
+            &view.space,
+            ima_head,
+            &offsets.ima,
+            &ImaLimits::default(),
+            limits.max_ima_entries,
+        )
+        .map(|entry| {
+            let entry = entry?;
+            let vec = core::mem::size_of::<Vec<u8>>();
+            ima_bytes = entry.fields.iter().fold(
+                ima_bytes
+                    .saturating_add(core::mem::size_of::<ImaEntry>())
+                    .saturating_add(entry.template_name.len()),
+                |n, f| n.saturating_add(vec + f.len()),
+            );
+            if ima_bytes > limits.max_ima_bytes {
+                return Err(StructError::TooLarge {
+                    what: "ima entries kept (bytes)",
+                    value: ima_bytes as u64,
+                    max: limits.max_ima_bytes as u64,
+                });
+            }
+            Ok(entry)
+        }),
+    );
     Ok(Survey {
         location: view.location,
         paging: view.paging,

@@ -351,3 +351,184 @@ fn strings_stop_at_unmapped_pages_only_when_needed() {
         );
     });
 }
+
+/// One entry whose template claims 15 fields of 64 KiB, all pointing at
+/// the same 64 KiB of RAM (its `template_data_len` agreeing): reading it
+/// would take 960 KiB of heap for 64 KiB of guest memory, per entry of the
+/// list. No entry is read beyond [`ImaLimits::max_data_len`].
+#[test]
+fn an_ima_entry_is_not_read_beyond_its_data_limit() {
+    let o = ImaOffsets::LINUX_6;
+    let (mut b, head, entries) = ima_image();
+    let limits = ImaLimits::default();
+    let fields = limits.max_fields;
+    let len = limits.max_field_len;
+    b.write(0x7000 + o.desc_num_fields, &fields.to_le_bytes());
+    b.write(0x2_0000, &[0x41; 0x1_0000]);
+    let e = entries[0];
+    for i in 0..u64::from(fields) {
+        let fd = e + o.entry_template_data + i * o.field_data_size;
+        b.write_u64(fd + o.field_data, DIRECT + 0x2_0000);
+        b.write(fd + o.field_len, &len.to_le_bytes());
+    }
+    let total = fields * (4 + len);
+    b.write(e + o.entry_template_data_len, &total.to_le_bytes());
+    let first = with_space(&b, |space| {
+        measurements(space, va(head), &o, &limits, 100)
+            .next()
+            .map(|e| e.map(|e| e.template_data().len()))
+    });
+    assert!(
+        matches!(first, Some(Err(StructError::TooLarge { .. }))),
+        "{first:?}"
+    );
+}
+
+/// A forged IMA list of many entries sharing one template entry of 60 KiB
+/// (a few hundred KiB of guest memory in all): the survey keeps at most
+/// [`SurveyLimits::max_ima_bytes`] of it (the A-VM's log could hold no
+/// more), and says the list did not walk whole.
+#[test]
+fn a_survey_keeps_a_bounded_part_of_a_forged_ima_list() {
+    let profile = crate::craft::sample_profile(4);
+    let s = &profile.symbols;
+    let text = s.text;
+    // _text at 16 MiB, no slide: phys_base is 0.
+    let p = 0x100_0000u64;
+    let phys = |link: u64| p + (link - text);
+    let mut b = PageTableBuilder::new(phys(s.init_top_pgt), PagingMode::FourLevel);
+    for off in (0..0x200_0000u64).step_by(0x20_0000) {
+        b.map_2m(text + off, p + off, true, false);
+    }
+    b.write(phys(s.linux_banner), profile.kernel.banner.as_bytes());
+    b.write_u64(phys(s.kallsyms_relative_base), text);
+    b.write_u64(phys(s.phys_base), 0);
+    if let Some(shift) = s.pgdir_shift {
+        b.write(phys(shift), &39u32.to_le_bytes());
+    }
+    // init_task alone, no module.
+    let tasks = s.init_task + profile.offsets.task.tasks;
+    b.write_u64(phys(tasks), tasks);
+    b.write_u64(phys(tasks) + 8, tasks);
+    b.write_u64(phys(s.modules), s.modules);
+    b.write_u64(phys(s.modules) + 8, s.modules);
+    // The shared entry: ima-ng with one 60 KiB field.
+    let o = ImaOffsets::LINUX_6;
+    let area = text + 0x1c0_0000;
+    let (entry, digests, desc, name, data) = (
+        area,
+        area + 0x100,
+        area + 0x200,
+        area + 0x300,
+        area + 0x1_0000,
+    );
+    let len = 60u32 << 10;
+    b.write(phys(entry) + o.entry_pcr, &10u32.to_le_bytes());
+    b.write_u64(phys(entry) + o.entry_digests, digests);
+    b.write_u64(phys(entry) + o.entry_template_desc, desc);
+    b.write(
+        phys(entry) + o.entry_template_data_len,
+        &(4 + len).to_le_bytes(),
+    );
+    b.write_u64(phys(entry) + o.entry_template_data + o.field_data, data);
+    b.write(
+        phys(entry) + o.entry_template_data + o.field_len,
+        &len.to_le_bytes(),
+    );
+    b.write_u64(phys(desc) + o.desc_name, name);
+    b.write(phys(name), b"ima-ng\0");
+    b.write(phys(desc) + o.desc_num_fields, &1u32.to_le_bytes());
+    b.write(phys(data), &alloc::vec![0x41; len as usize]);
+    // 400 queue entries (24 MB of field data as read) at 0x40 apart.
+    const N: u64 = 400;
+    let head = s.ima_measurements;
+    let node = |i: u64| {
+        if i == 0 || i > N {
+            head
+        } else {
+            area + 0x2_0000 + 0x40 * i + o.queue_later
+        }
+    };
+    for i in 0..=N {
+        b.write_u64(phys(node(i)), node(i + 1));
+        b.write_u64(phys(node(i)) + 8, node(if i == 0 { N } else { i - 1 }));
+        if i > 0 {
+            b.write_u64(phys(node(i) - o.queue_later + o.queue_entry), entry);
+        }
+    }
+    let image = b.finish();
+    let mem = SliceMemory::flat(&image);
+    let limits = SurveyLimits::default();
+    let found = survey(&mem, mem.layout().regions(), &profile, &limits).expect("located");
+    assert_eq!(found.tasks.items.len(), 1);
+    assert!(found.tasks.error.is_none() && found.modules.error.is_none());
+    let kept: usize = found
+        .ima
+        .items
+        .iter()
+        .flat_map(|e| e.fields.iter().map(Vec::len))
+        .sum();
+    assert!(!found.ima.items.is_empty());
+    assert!(
+        kept <= (16 << 20) && found.ima.error.is_some(),
+        "{} entries, {kept} bytes kept, {:?}",
+        found.ima.items.len(),
+        found.ima.error
+    );
+}
+
+/// A forged IMA list of many entries sharing one template entry of 60 KiB
+/// (about 100 KiB of guest memory): one walk (the A-VM walks the list every
+/// round) reads at most [`ImaLimits::max_list_data`] of template data, not
+/// the entry count times what one entry may hold.
+#[test]
+fn one_walk_of_a_forged_ima_list_reads_a_bounded_amount() {
+    let o = ImaOffsets::LINUX_6;
+    let mut b = builder();
+    let (entry, desc, data) = (0x4000u64, 0x7000u64, 0x2_0000u64);
+    let len = 60u32 << 10;
+    b.write_u64(desc + o.desc_name, DIRECT + desc + 0x100);
+    b.write(desc + 0x100, b"ima-ng\0");
+    b.write(desc + o.desc_num_fields, &1u32.to_le_bytes());
+    b.write_u64(entry + o.entry_digests, DIRECT + entry + 0x100);
+    b.write_u64(entry + o.entry_template_desc, DIRECT + desc);
+    b.write(entry + o.entry_template_data_len, &(4 + len).to_le_bytes());
+    b.write_u64(entry + o.entry_template_data + o.field_data, DIRECT + data);
+    b.write(
+        entry + o.entry_template_data + o.field_len,
+        &len.to_le_bytes(),
+    );
+    b.write(data, &alloc::vec![0x41; len as usize]);
+    // 600 queue entries: 36 MB of template data as read.
+    const N: u64 = 600;
+    let head = 0x200u64;
+    let node = |i: u64| {
+        if i == 0 || i > N {
+            head
+        } else {
+            0x3_0000 + 0x40 * i + o.queue_later
+        }
+    };
+    for i in 0..=N {
+        b.write_u64(node(i), DIRECT + node(i + 1));
+        b.write_u64(node(i) + 8, DIRECT + node(if i == 0 { N } else { i - 1 }));
+        if i > 0 {
+            b.write_u64(node(i) - o.queue_later + o.queue_entry, DIRECT + entry);
+        }
+    }
+    let (read, last) = with_space(&b, |space| {
+        let mut read = 0usize;
+        let mut last = None;
+        for e in measurements(space, va(head), &o, &ImaLimits::default(), 1 << 20) {
+            match e {
+                Ok(e) => read += e.template_data().len(),
+                Err(e) => last = Some(e),
+            }
+        }
+        (read, last)
+    });
+    assert!(
+        read <= 32 << 20 && matches!(last, Some(StructError::TooLarge { .. })),
+        "{read} bytes read, {last:?}"
+    );
+}

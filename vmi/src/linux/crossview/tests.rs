@@ -85,12 +85,19 @@ fn a_module_in_sysfs_but_not_on_the_list_is_hidden() {
     assert_eq!(found, [va(0x3000), va(0x3400)]);
     assert_eq!(hidden_modules(&found, &[va(0x3000)]), [va(0x3400)]);
     assert_eq!(hidden_modules(&found, &[va(0x3400), va(0x3000)]), []);
-    // No kset yet (early boot): nothing.
-    let b = builder();
-    assert_eq!(
-        with_space(&b, |s| kset_modules(s, va(0x100), &R)),
-        Ok(Vec::new())
-    );
+}
+
+/// `module_kset` is set long before user space runs (the cross-views start
+/// only then): NULL there is a rootkit emptying the second view, so it is
+/// an error (the view is unwalkable), never an empty sysfs that hides
+/// nothing.
+#[test]
+fn a_null_module_kset_is_an_error_not_an_empty_sysfs() {
+    let mut b = builder();
+    kset(&mut b, &[0x3000]);
+    b.write_u64(0x100, 0);
+    let found = with_space(&b, |s| kset_modules(s, va(0x100), &R));
+    assert!(found.is_err(), "{found:?}");
 }
 
 #[test]
@@ -188,6 +195,43 @@ fn a_process_tree_with_a_cycle_ends() {
     );
 }
 
+/// A ring of children heads, each one's task's own children head being the
+/// next in the ring (`task_children` is 0x10 below `task_sibling`): every
+/// task found walks the whole ring again. The walks together follow at
+/// most as many links as a tree of `MAX_TASKS` has, not K squared.
+#[test]
+fn a_ring_of_children_heads_costs_no_more_than_a_tree_of_its_size() {
+    use crate::memory::CountingMemory;
+    const K: u64 = 512;
+    let mut b = builder();
+    // Node j at 0x4000 + R.task_children - 0x10 * j: node 0 is
+    // init_task's children head; the task of node j has node j + 1 as its
+    // children head; node K is an empty list.
+    let node = |j: u64| 0x4000 + R.task_children - 0x10 * j;
+    for j in 0..K {
+        b.write_u64(node(j), DIRECT + node((j + 1) % K));
+        b.write_u64(node(j) + 8, DIRECT + node((j + K - 1) % K));
+    }
+    b.write_u64(node(K), DIRECT + node(K));
+    b.write_u64(node(K) + 8, DIRECT + node(K));
+    let image = b.finish();
+    let mem = CountingMemory::new(SliceMemory::flat(&image));
+    let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+    // K walks of K links each: more links than any tree of MAX_TASKS.
+    assert_eq!(
+        process_tree(&space, va(0x4000), &R),
+        Err(CrossViewError::TooMany)
+    );
+    // At most MAX_TASKS links and as many walks, each read through 4-level
+    // tables (5 reads); K * K links would be 1.3 million reads.
+    assert!(K * K >= 8 * MAX_TASKS as u64);
+    assert!(
+        mem.reads() <= 2 * 5 * MAX_TASKS,
+        "{} reads for {K} list heads",
+        mem.reads()
+    );
+}
+
 fn task(pid: i32, at: u64, parent: Option<u64>, euid: u32, cred: u64, user: bool) -> Task {
     Task {
         address: va(at),
@@ -249,6 +293,45 @@ fn credential_findings() {
             },
         ]
     );
+}
+
+/// A list as long as a walk allows, every task root under one user
+/// parent (the parent last): each is reported, and finding their parent
+/// does not search the list once per task (32,768² steps took 6 s in a
+/// debug build; the bound below is far above the sorted lookup's cost).
+#[test]
+fn credential_findings_over_a_full_list_take_no_quadratic_time() {
+    let n = MAX_TASKS as u64;
+    let parent = 0x10 * n;
+    let mut tasks: Vec<Task> = (0..n - 1)
+        .map(|i| {
+            task(
+                1000 + i as i32,
+                0x10 * i,
+                Some(parent),
+                0,
+                0x4000_0000 + i,
+                true,
+            )
+        })
+        .collect();
+    tasks.push(task(1, parent, None, 1000, 0x3fff_0000, true));
+    let started = std::time::Instant::now();
+    let findings = cred_findings(&tasks, DIRECT + 0x7fff_0000, |_| false);
+    let took = started.elapsed();
+    assert_eq!(findings.len(), tasks.len() - 1);
+    assert!(
+        findings.iter().all(|f| matches!(
+            f,
+            CredFinding::RootUnderUser {
+                parent_euid: 1000,
+                ..
+            }
+        )),
+        "{:?}",
+        &findings[..3]
+    );
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
 
 #[test]
@@ -439,4 +522,16 @@ fn the_credential_tracker_is_bounded() {
         tracker.update(&[]);
     }
     assert!(tracker.tracked.is_empty());
+}
+
+proptest::proptest! {
+    /// The credential check's own heapsort sorts as the slice sort does
+    /// (duplicates, runs and single elements included).
+    #[test]
+    fn heapsort_sorts(mut v in proptest::collection::vec((0u64..64, 0u32..4), 0..200)) {
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        heapsort(&mut v);
+        proptest::prop_assert_eq!(v, sorted);
+    }
 }
