@@ -10,7 +10,7 @@
 use avm_attest::ima::{self, ImaRecord};
 use avm_attest::monvm::{self, MonVmAppraisal};
 use avm_attest::monvm::{FileIndex, ImaOutcome};
-use avm_attest::policy::ReferenceValues;
+use avm_attest::policy::{ReferenceValues, ViolationMemory};
 use avm_attest::verify::{
     ATTEST_PCRS, AVM_LOG_PCRS, EvidenceInput, MAX_MEASUREMENT_RECORDS, MeasurementLogCheck, Reason,
     RecordDigest, Replay, Verdict, check_measurement_records, verify_evidence, verify_quote,
@@ -113,6 +113,36 @@ pub fn appraise(
         Ok(appraisal) => appraisal,
         Err(never) => match never {},
     }
+}
+
+/// [`appraise`] as `policy learn` judges evidence: every violation the
+/// Mon-VM ever showed counts, whatever the policy's `monvm_violations`. A
+/// later clean event or reboot, which `current` forgives when attesting,
+/// does not make what was measured meanwhile (files, modules, processes)
+/// good to learn.
+pub fn appraise_for_learning(
+    input: &AppraisalInput<'_>,
+    policy: &ReferenceValues,
+    verifier: &OpenSslVerifier,
+    node: Option<String>,
+) -> Appraisal {
+    let judged;
+    let policy = if policy.monvm_violations == ViolationMemory::Sticky {
+        policy
+    } else {
+        judged = ReferenceValues {
+            monvm_violations: ViolationMemory::Sticky,
+            ..policy.clone()
+        };
+        &judged
+    };
+    appraise(
+        input,
+        Some(&PreparedPolicy::borrowed(policy)),
+        verifier,
+        node,
+        Vec::new(),
+    )
 }
 
 /// [`appraise`] with a policy that is still loading: `policy` is called
@@ -895,6 +925,53 @@ mod tests {
         input.measurement_log = Some(&log);
         let appraisal = appraise(&input, None, &verifier, None, Vec::new());
         assert!(matches!(appraisal.log, Some(Ok(ref c)) if c.proven == 2));
+    }
+
+    /// A log whose violation a clean event closed passes under `current`
+    /// when attesting, but is never learned from: the files measured
+    /// meanwhile may be the attacker's.
+    #[test]
+    fn learning_counts_every_violation_even_a_closed_one() {
+        use avm_attest::monvm::MonVmKind;
+        let event =
+            |name: &str| ng_record(12, &openssl::sha::sha256(name.as_bytes()), name.as_bytes());
+        let mut log = ng_record(8, &[7; 32], b"avm-config:kernel-profile");
+        log.extend(event("monvm:event:1:violation:idt:gate 0x80"));
+        log.extend(ng_record(10, &[1; 32], b"/tmp/dropped-meanwhile"));
+        log.extend(event("monvm:event:2:clean:idt"));
+        let records = parse_list(&log, 8).expect("parses");
+        let replayed = replay_sha256(&records, &[[0; 32]; 24]);
+        let pcrs: Vec<PcrValue> = (0..16u8)
+            .map(|index| PcrValue {
+                index,
+                digest: replayed[usize::from(index)],
+            })
+            .collect();
+        let (evidence, ak) = signed_quote(b"nonce", &pcrs);
+        let mut input = AppraisalInput::from_node(&evidence, b"nonce", &ak, b"");
+        input.measurement_log = Some(&log);
+        let verifier = OpenSslVerifier::new().expect("verifier");
+        let policy = ReferenceValues {
+            monvm_violations: ViolationMemory::Current,
+            ..ReferenceValues::default()
+        };
+        let idt = |appraisal: &Appraisal| {
+            appraisal
+                .verdict
+                .reasons
+                .iter()
+                .any(|r| matches!(r, Reason::MonVm(f) if f.kind == MonVmKind::IdtModified))
+        };
+        let attested = appraise(
+            &input,
+            Some(&PreparedPolicy::borrowed(&policy)),
+            &verifier,
+            None,
+            Vec::new(),
+        );
+        assert!(!idt(&attested), "{:?}", attested.verdict.reasons);
+        let learning = appraise_for_learning(&input, &policy, &verifier, None);
+        assert!(idt(&learning), "{:?}", learning.verdict.reasons);
     }
 
     /// A policy loaded from its snapshot holds a large allowlist in its

@@ -15,7 +15,8 @@ use openssl::sha::sha256;
 
 use crate::allowlist::{self, Excludes};
 use crate::appraise::{
-    Appraisal, AppraisalInput, PreparedPolicy, appraise, appraise_quote_only, appraise_with,
+    Appraisal, AppraisalInput, PreparedPolicy, appraise, appraise_for_learning,
+    appraise_quote_only, appraise_with,
 };
 use crate::client::{MAX_LOG_BYTES, NodeClient};
 use crate::credential::make_credential;
@@ -789,6 +790,7 @@ pub fn verify(ctx: &Context, dir: &Path, opts: &VerifyOptions) -> Result<u8, Com
         appraise(&input, policy.as_deref(), &verifier, who, chosen.reasons)
     };
     report.ak_binding = Some(chosen.binding);
+    report.freshness_unproven = opts.nonce.is_none();
     Ok(print_verdict(&report, opts.json))
 }
 
@@ -899,13 +901,7 @@ pub fn policy_learn(ctx: &Context, addr: &str) -> Result<u8, CommandError> {
             report,
             log: appraisal_log,
             monvm: appraisal_monvm,
-        } = appraise(
-            &input,
-            Some(&PreparedPolicy::borrowed(&policy)),
-            &verifier,
-            Some(addr.into()),
-            Vec::new(),
-        );
+        } = appraise_for_learning(&input, &policy, &verifier, Some(addr.into()));
         let appraisal_monvm = appraisal_monvm.is_some_and(|m| m.monvm)
             && appraisal_log.as_ref().is_some_and(|l| {
                 l.as_ref().is_ok_and(|c| {

@@ -89,7 +89,8 @@ enum Command {
     /// the directory lacks (eventlog.bin) makes it untrusted.
     Verify {
         dir: PathBuf,
-        /// The nonce the quote must carry, hex (default: DIR/nonce.hex).
+        /// The nonce the quote must carry, hex. Default: DIR/nonce.hex, the
+        /// evidence's own, which proves no freshness (the report says so).
         #[arg(long, value_name = "HEX")]
         nonce: Option<String>,
         #[arg(long)]

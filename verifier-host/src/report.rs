@@ -163,6 +163,11 @@ pub struct Report {
     /// do not count, and the verdict is then at most `quote-valid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_checked: Vec<String>,
+    /// The nonce was taken from the evidence itself (`verify` without
+    /// `--nonce`: the directory's `nonce.hex`), so nothing shows the quote
+    /// is fresh: a copy of an old export verifies the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freshness_unproven: bool,
     /// How the AK is bound to a TPM, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ak_binding: Option<AkBinding>,
@@ -293,6 +298,7 @@ impl Report {
             node,
             reasons,
             not_checked: Vec::new(),
+            freshness_unproven: false,
             ak_binding: None,
             measurement_log: None,
             nonce: to_hex(nonce),
@@ -348,6 +354,11 @@ impl Report {
         }
         for check in &self.not_checked {
             out.push_str(&format!("  (not checked, as asked: {check})\n"));
+        }
+        if self.freshness_unproven {
+            out.push_str(
+                "  (freshness not proven: the nonce is the evidence's own; pass --nonce with the one you issued)\n",
+            );
         }
         if let Some(binding) = &self.ak_binding {
             out.push_str(&format!("  AK: {}\n", escape_control(&binding.describe())));

@@ -66,6 +66,45 @@ fn verify_checks_a_tpm2_quote_directory_with_a_named_key_and_rejects_another_non
     // No nonce anywhere: a usage error, not a verdict.
     let out = verifier(state.path(), &["verify", dir, "--ak", ak]);
     assert_eq!(out.status.code(), Some(2));
+
+    // The directory's own nonce: the quote checks, but the report says
+    // that nothing shows it is fresh (a copy of an old export is the same).
+    let copy = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+    }
+    std::fs::write(copy.path().join("nonce.hex"), NONCE).expect("nonce.hex");
+    let copy_arg = copy.path().to_str().expect("utf-8 path");
+    let out = verifier(
+        state.path(),
+        &["verify", copy_arg, "--ak", ak, "--quote-only", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out)["freshness_unproven"], true);
+    let out = verifier(
+        state.path(),
+        &["verify", copy_arg, "--ak", ak, "--quote-only"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("freshness not proven"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = verifier(
+        state.path(),
+        &[
+            "verify",
+            copy_arg,
+            "--ak",
+            ak,
+            "--quote-only",
+            "--nonce",
+            NONCE,
+            "--json",
+        ],
+    );
+    assert_eq!(json(&out)["freshness_unproven"], serde_json::Value::Null);
 }
 
 #[test]
