@@ -44,6 +44,8 @@ pub struct Session {
     output: Vec<u8>,
     /// How much of `output` the socket has taken.
     sent: usize,
+    /// Where the answer at the front of `output` ends (push frames follow).
+    answer_end: usize,
     requests_handled: u32,
     /// Set once the client subscribed to pushed events.
     subscription: Option<Subscribed>,
@@ -80,6 +82,7 @@ impl Session {
             assembler: FrameAssembler::new(MAX_REQUEST_LEN),
             output: Vec::new(),
             sent: 0,
+            answer_end: 0,
             requests_handled: 0,
             subscription: None,
             push: PushContext::default(),
@@ -133,7 +136,14 @@ impl Session {
         let Ok(frame) = wire::encode_frame(response) else {
             return false;
         };
-        if self.pending_output().len().saturating_add(frame.len()) > max_backlog {
+        // Only push frames count: the rest of an answer is being read.
+        // What the socket took is dropped, so a subscriber that never
+        // quite catches up does not keep everything ever pushed.
+        self.output.drain(..self.sent);
+        self.answer_end = self.answer_end.saturating_sub(self.sent);
+        self.sent = 0;
+        let behind = self.output.len() - self.answer_end;
+        if behind.saturating_add(frame.len()) > max_backlog {
             return false;
         }
         self.output.extend_from_slice(&frame);
@@ -204,6 +214,7 @@ impl Session {
             // Release the (possibly large) evidence frame once it is out.
             self.output = Vec::new();
             self.sent = 0;
+            self.answer_end = 0;
         }
     }
 
@@ -333,6 +344,7 @@ impl Session {
     }
 
     fn queue(&mut self, response: &Response) {
+        // Answers are queued only with nothing else pending.
         match wire::encode_frame(response) {
             Ok(frame) => self.output.extend_from_slice(&frame),
             Err(_) => {
@@ -347,6 +359,7 @@ impl Session {
                 }
             }
         }
+        self.answer_end = self.output.len();
     }
 }
 
@@ -484,6 +497,108 @@ mod tests {
         session.consume_output(1);
         assert!(!session.time_out());
         assert!(session.is_closing());
+    }
+
+    /// A session subscribed after Hello, its answers taken.
+    fn subscribed_session(backend: &mut impl AttestationBackend) -> Session {
+        let mut session = Session::new();
+        session.set_push_context(0, true);
+        for request in [
+            Request::Hello { version: 1 },
+            Request::Subscribe {
+                version: PUSH_VERSION,
+                keepalive_ms: 1000,
+            },
+        ] {
+            session.receive(&frame(&request), backend);
+            session.consume_output(session.pending_output().len());
+        }
+        assert!(session.is_subscribed());
+        session
+    }
+
+    #[test]
+    fn a_subscriber_that_never_catches_up_fully_does_not_grow_the_output() {
+        // A subscriber that reads every pushed event but the last byte is
+        // never more than a byte behind: what it read must be released,
+        // not kept until it has read everything.
+        let mut backend = DeterministicBackend::new(0);
+        let mut session = subscribed_session(&mut backend);
+        let backlog = 64 * 1024;
+        for index in 0..20_000 {
+            let event = PushedEvent {
+                index,
+                pcr: 12,
+                name: String::from("monvm:event:1:violation:sys_call_table:slot 0"),
+                uptime_ms: 0,
+            };
+            assert!(session.push_event(&event, 0, backlog));
+            let pending = session.pending_output().len();
+            session.consume_output(pending - 1);
+        }
+        assert!(
+            session.output.len() <= backlog,
+            "{} bytes kept for 1 unsent",
+            session.output.len()
+        );
+    }
+
+    #[test]
+    fn a_large_answer_being_read_does_not_count_as_a_push_backlog() {
+        // Push frames may come between the answers on a subscribed
+        // connection (docs/protocol.md): a subscriber reading a whole
+        // measurement-log chunk is not one that stopped reading.
+        struct BigLog(DeterministicBackend);
+        impl AttestationBackend for BigLog {
+            fn hello(&mut self) -> Result<wire::HelloInfo, BackendError> {
+                self.0.hello()
+            }
+            fn quote(
+                &mut self,
+                nonce: &[u8],
+                mask: PcrMask,
+            ) -> Result<wire::Evidence, BackendError> {
+                self.0.quote(nonce, mask)
+            }
+            fn activate_credential(
+                &mut self,
+                blob: &[u8],
+                secret: &[u8],
+            ) -> Result<Vec<u8>, BackendError> {
+                self.0.activate_credential(blob, secret)
+            }
+            fn measurement_log(
+                &mut self,
+                from: u32,
+                max_bytes: usize,
+            ) -> Result<wire::LogChunk, BackendError> {
+                Ok(wire::LogChunk {
+                    first: from,
+                    total: from + 1,
+                    records: alloc::vec![0x5a; max_bytes],
+                })
+            }
+        }
+        let mut backend = BigLog(DeterministicBackend::new(0));
+        let mut session = subscribed_session(&mut backend);
+        session.receive(&frame(&Request::MeasurementLog { from: 0 }), &mut backend);
+        // The client has read a first part of the answer.
+        session.consume_output(16 * 1024);
+        let event = PushedEvent {
+            index: 1,
+            pcr: 12,
+            name: String::from("monvm:event:1:clean:idt"),
+            uptime_ms: 0,
+        };
+        assert!(session.push_event(&event, 0, 64 * 1024));
+        // Pushes it does not read still count: it is dropped once they
+        // pass the backlog.
+        let pushed = (0..10_000)
+            .take_while(|_| session.push_event(&event, 0, 64 * 1024))
+            .count();
+        assert!(pushed < 10_000);
+        let answer_left = wire::MAX_LOG_CHUNK + 64 - 16 * 1024;
+        assert!(session.pending_output().len() <= answer_left + 64 * 1024);
     }
 
     proptest! {

@@ -30,6 +30,9 @@ const MAX_QUEUED_EVENTS: usize = 64;
 /// the copy of the Mon-VM's kernel text.
 pub const MAX_LOG_RECORDS: usize = 200_000;
 pub const MAX_LOG_BYTES: usize = 16 << 20;
+/// Bytes always kept free for [`LOG_FULL_RECORD`]'s record, so that ending
+/// a full log needs no allocation.
+const FULL_ROOM: usize = 1024;
 /// Name of the record that ends a full log (in PCR 12, as an event): the
 /// A-VM records nothing after it, and a verifier that sees it treats the
 /// node as untrusted until it is attested from scratch (rebooted).
@@ -165,14 +168,16 @@ impl MeasurementLog {
             return Err(LogError::Full);
         }
         let before = self.bytes.len();
-        record.emit(&mut self.bytes);
-        let fits =
-            self.bytes.len() <= MAX_LOG_BYTES - 1024 && self.starts.len() + 1 < self.max_records;
+        let fits = before
+            .checked_add(record.encoded_len())
+            .is_some_and(|end| end <= MAX_LOG_BYTES - FULL_ROOM)
+            && self.starts.len() + 1 < self.max_records
+            && self.room_for(record.encoded_len() + FULL_ROOM);
         if !fits {
-            self.bytes.truncate(before);
             self.end_full(tpm);
             return Err(LogError::Full);
         }
+        record.emit(&mut self.bytes);
         let pcr = u8::try_from(record.pcr).unwrap_or(u8::MAX);
         if let Err(e) = tpm.pcr_extend(pcr, &record.sha256_extend_value()) {
             self.bytes.truncate(before);
@@ -180,6 +185,25 @@ impl MeasurementLog {
         }
         self.starts.push(before);
         Ok(())
+    }
+
+    /// Makes room for `extra` more bytes without the buffer ever holding
+    /// more than [`MAX_LOG_BYTES`] (a doubling `Vec` would take up to twice
+    /// that, and the heap also holds the copy of the Mon-VM's text); false
+    /// if the heap has no room: the log then ends as full.
+    fn room_for(&mut self, extra: usize) -> bool {
+        let need = self.bytes.len().saturating_add(extra);
+        if need <= self.bytes.capacity() {
+            return true;
+        }
+        let target = self
+            .bytes
+            .capacity()
+            .saturating_mul(2)
+            .clamp(need, MAX_LOG_BYTES.max(need));
+        self.bytes
+            .try_reserve_exact(target - self.bytes.len())
+            .is_ok()
     }
 
     /// Appends the record that ends a full log.
