@@ -76,6 +76,13 @@ pub enum MonVmKind {
     /// A PCR 12 record that is not a well-formed event (counted as a
     /// violation: the A-VM writes nothing else there).
     EventMalformed,
+    /// A reboot event `, in place`: a new kernel where the watched one was
+    /// (its tick count gone back). A real reboot draws the same KASLR
+    /// placement about once in 10^4-10^5 boots; a rootkit that writes the
+    /// tick count back makes the A-VM drop its per-boot baselines (the
+    /// start-up copies of ro_after_init, `tcp_prot`, the page tables)
+    /// and take them again with its hooks in place.
+    RebootInPlace,
     /// An IMA entry whose path the allowlist does not list.
     FileNotAllowed,
     /// An IMA entry whose path is listed, but not with this digest.
@@ -118,7 +125,7 @@ pub enum MonVmKind {
 
 impl MonVmKind {
     /// All kinds (for documentation checks).
-    pub const ALL: [MonVmKind; 32] = [
+    pub const ALL: [MonVmKind; 33] = [
         Self::Violation,
         Self::SyscallTableModified,
         Self::IdtModified,
@@ -135,6 +142,7 @@ impl MonVmKind {
         Self::PageTablesModified,
         Self::KernelDecoy,
         Self::EventMalformed,
+        Self::RebootInPlace,
         Self::FileNotAllowed,
         Self::FileDigestUnknown,
         Self::FileUnappraisable,
@@ -172,6 +180,7 @@ impl MonVmKind {
             Self::PageTablesModified => "monvm-page-tables-modified",
             Self::KernelDecoy => "monvm-kernel-decoy",
             Self::EventMalformed => "monvm-event-malformed",
+            Self::RebootInPlace => "monvm-reboot-in-place",
             Self::FileNotAllowed => "monvm-file-not-allowed",
             Self::FileDigestUnknown => "monvm-file-digest-unknown",
             Self::FileUnappraisable => "monvm-file-unappraisable",
@@ -220,6 +229,9 @@ impl MonVmKind {
                 "the Mon-VM kernel the A-VM watches does not run, or the one before a reboot still does"
             }
             Self::EventMalformed => "a monitoring event of the A-VM is malformed",
+            Self::RebootInPlace => {
+                "a new Mon-VM kernel where the watched one was (tick count gone back): a rare same-place reboot, or a rootkit resetting the A-VM's start-up baselines"
+            }
             Self::FileNotAllowed => "the Mon-VM measured a file the allowlist does not list",
             Self::FileDigestUnknown => {
                 "the Mon-VM measured a file with a digest the allowlist does not allow"
@@ -588,6 +600,10 @@ impl Event<'_> {
     }
 }
 
+/// What a reboot event's detail says of a new kernel where the watched
+/// one was ([`MonVmKind::RebootInPlace`]).
+const IN_PLACE: &[u8] = b", in place";
+
 /// Parses an event's name; `None` if it is not a well-formed event.
 pub fn parse_event(name: &[u8]) -> Option<Event<'_>> {
     let rest = name.strip_prefix(b"monvm:event:")?;
@@ -931,7 +947,14 @@ pub fn appraise_records_with(
                     .map(|f| (f.name, parse_event(f.name)));
                 match event {
                     Some((_, Some(Event::Clean { .. }))) => {}
-                    Some((_, Some(Event::Reboot { .. }))) => last_reboot = Some(index),
+                    Some((_, Some(Event::Reboot { detail, .. }))) => {
+                        last_reboot = Some(index);
+                        if detail.windows(IN_PLACE.len()).any(|w| w == IN_PLACE)
+                            && !closed.by_reboot(index)
+                        {
+                            out.push(MonVmFinding::new(MonVmKind::RebootInPlace, index, detail));
+                        }
+                    }
                     Some((_, Some(Event::Violation { area, .. }))) if closed.event(index, area) => {
                     }
                     Some((_, Some(Event::Violation { area, detail, .. }))) => {
@@ -1530,6 +1553,64 @@ mod tests {
             ));
             assert_eq!(missing(&again, &policy), 0, "{memory:?}");
         }
+    }
+
+    /// A reboot event `, in place` (the tick count written back, as a
+    /// rootkit resetting the A-VM's start-up baselines would) is a
+    /// violation; one to a new place is not. Under `current` a later
+    /// reboot closes it.
+    #[test]
+    fn an_in_place_reboot_is_a_finding() {
+        let profile = [0x11; 32];
+        let mut policy = ReferenceValues::default();
+        policy.monvm_profiles.push(ProfileRef {
+            sha256: profile,
+            release: "6.1".into(),
+        });
+        let kernel = || {
+            ng_record(
+                STARTUP_PCR,
+                &Sha256::digest(b"monvm:kernel:6.1").into(),
+                b"monvm:kernel:6.1",
+            )
+        };
+        let event = |name: &str| {
+            ng_record(
+                EVENT_PCR,
+                &Sha256::digest(name.as_bytes()).into(),
+                name.as_bytes(),
+            )
+        };
+        let in_place = |log: &[u8], policy: &ReferenceValues| {
+            let check = check_measurement_log(Some(log), &quoted(log)).expect("proven");
+            appraise(log, &check, Some(policy), &|_| false)
+                .findings
+                .iter()
+                .filter(|f| f.kind == MonVmKind::RebootInPlace)
+                .count()
+        };
+        let mut log = config(&profile);
+        log.extend(kernel());
+        let mut moved = log.clone();
+        moved.extend(event(
+            "monvm:event:1:reboot:slide 0x1000000->0x2000000, 40 changes held",
+        ));
+        moved.extend(kernel());
+        assert_eq!(in_place(&moved, &policy), 0);
+        log.extend(event(
+            "monvm:event:1:reboot:slide 0x1000000->0x1000000, in place",
+        ));
+        log.extend(kernel());
+        for memory in [ViolationMemory::Sticky, ViolationMemory::Current] {
+            policy.monvm_violations = memory;
+            assert_eq!(in_place(&log, &policy), 1, "{memory:?}");
+        }
+        log.extend(event("monvm:event:2:reboot:slide 0x1000000->0x3000000"));
+        log.extend(kernel());
+        policy.monvm_violations = ViolationMemory::Current;
+        assert_eq!(in_place(&log, &policy), 0);
+        policy.monvm_violations = ViolationMemory::Sticky;
+        assert_eq!(in_place(&log, &policy), 1);
     }
 
     /// Review finding: an IMA violation record (all-zero template hash)

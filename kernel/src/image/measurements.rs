@@ -208,7 +208,6 @@ impl MeasurementLog {
 
     /// Appends the record that ends a full log.
     fn end_full(&mut self, tpm: &mut KernelTpm) {
-        self.full = true;
         let digest: [u8; 32] = sha2::Sha256::digest(LOG_FULL_RECORD).into();
         let data = ima::ng_template_data("sha256", &digest, LOG_FULL_RECORD, None);
         let record = ima::ImaRecord {
@@ -219,12 +218,15 @@ impl MeasurementLog {
         };
         match tpm.pcr_extend(EVENT_PCR, &record.sha256_extend_value()) {
             Ok(()) => {
+                self.full = true;
                 self.starts.push(self.bytes.len());
                 record.emit(&mut self.bytes);
                 self.queue_event(EVENT_PCR, LOG_FULL_RECORD);
                 warn!("measurement log full: nothing more is recorded until the A-VM restarts");
                 println!("AVM-LOG-FULL records={}", self.starts.len());
             }
+            // Not full until the quote can prove it: the next record
+            // that does not fit tries again.
             Err(e) => warn!("measurement log full; its last record not extended: {}", e),
         }
     }

@@ -494,6 +494,10 @@ pub struct MonVm {
     /// Since when changes are held back ([`MonVm::hold`]), and how many.
     hold_since: Option<u64>,
     held: usize,
+    /// The events of the round that started the hold: reported when it
+    /// ends even if the changes were undone meanwhile (a rootkit must not
+    /// make a change disappear by undoing it within the hold).
+    held_events: Vec<(usize, String)>,
     /// Cost of the system-call table and IDT rounds, and the full checks
     /// among them (logged at debug level).
     fast_cost: Cost,
@@ -603,6 +607,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         reboots: 0,
         hold_since: None,
         held: 0,
+        held_events: Vec::new(),
         fast_cost: Cost::default(),
         full_rounds: 0,
         sweep_cost: Cost::default(),
@@ -853,6 +858,7 @@ impl MonVm {
         self.startup_measured = false;
         self.hold_since = None;
         self.held = 0;
+        self.held_events.clear();
         self.due = Due::default();
         true
     }
@@ -962,7 +968,10 @@ impl MonVm {
         let digest: [u8; 32] = Sha256::digest(name.as_bytes()).into();
         let started = crate::time::now_us();
         match log.measure(tpm, EVENT_PCR, &digest, name.as_bytes()) {
-            Ok(()) | Err(LogError::Full) => {}
+            Ok(()) => {}
+            // Recorded as far as it can be: the log ends with the record
+            // that says it is full.
+            Err(LogError::Full) if log.is_full() => {}
             Err(e) => {
                 warn!("monvm: event not recorded: {}", e);
                 // Its number is taken again by the next event.
@@ -1175,9 +1184,30 @@ impl MonVm {
         if !events.is_empty() {
             let booted_again = self.booted_again(kernel, now_us);
             if self.hold(kernel, now_us, events.len(), booted_again, tpm, log) {
+                if self.held_events.is_empty() && self.hold_since.is_some() {
+                    self.held_events = events;
+                }
                 return true;
             }
+        } else if self.hold_since.take().is_some() {
+            // Every held change was undone: no reboot, and nothing to wait for.
+            self.held = 0;
+            self.jiffies = Jiffies::default();
         }
+        // What the hold started on and is gone now is reported all the
+        // same, its area then clean again if it is.
+        let mut held = core::mem::take(&mut self.held_events);
+        held.retain(|e| !events.contains(e));
+        for area in 0..AREA_COUNT {
+            if held.iter().any(|(a, _)| *a == area)
+                && found[area].is_empty()
+                && self.current[area].is_empty()
+            {
+                held.push((area, text(format_args!("clean:{}", AREAS[area]))));
+            }
+        }
+        held.extend(events);
+        let events = held;
         let mut next = found;
         for (area, event) in events {
             if log.is_full() {
@@ -1395,7 +1425,7 @@ fn watch_ima(
                 match record.map(|r| log.anchor(tpm, &r)) {
                     Some(Ok(())) => new_entries += 1,
                     // Nothing is recorded after a full log (that is in it).
-                    Some(Err(LogError::Full)) => {}
+                    Some(Err(LogError::Full)) if log.is_full() => {}
                     Some(Err(e)) => {
                         // Not seen yet: this entry and those after it are
                         // anchored, in order, by a later round.
@@ -1512,7 +1542,7 @@ fn anchor_ima(
         match log.anchor(tpm, &record) {
             Ok(()) => {}
             // Nothing is recorded after a full log (that is in it).
-            Err(LogError::Full) => return seen,
+            Err(LogError::Full) if log.is_full() => return seen,
             Err(e) => {
                 // Seen only up to here: the first watch round anchors the
                 // rest, in order.
