@@ -1194,10 +1194,11 @@ impl MonVm {
             self.held = 0;
             self.jiffies = Jiffies::default();
         }
-        // What the hold started on and is gone now is reported all the
-        // same, its area then clean again if it is.
+        // The violations the hold started on that are gone now are
+        // reported all the same, their area then clean again if it is (a
+        // held `clean:` is not: its area may be in violation again).
         let mut held = core::mem::take(&mut self.held_events);
-        held.retain(|e| !events.contains(e));
+        held.retain(|e| e.1.starts_with("violation:") && !events.contains(e));
         for area in 0..AREA_COUNT {
             if held.iter().any(|(a, _)| *a == area)
                 && found[area].is_empty()
