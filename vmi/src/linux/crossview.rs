@@ -139,7 +139,20 @@ pub fn kset_modules<V: VirtualMemory + ?Sized>(
         let node = node.map_err(|_| CrossViewError::List)?;
         let kobj = container_of(node, r.kobject_entry)?;
         let mk = container_of(kobj, r.module_kobject_kobj)?;
-        if let Some(module) = read_pointer(mem, mk, r.module_kobject_mod)? {
+        let named = read_pointer(mem, mk, r.module_kobject_mod)?;
+        // A loadable module's kobject is its own `struct module`'s, in the
+        // module area, and `mod` points just before it; one that does not
+        // was rewritten (NULL, as a built-in module's, or a listed module)
+        // to hide the module: it counts by its kobject, which no listed
+        // module is.
+        let module = if super::text::ftrace::MODULE_AREA.contains(&mk.value())
+            && named.is_none_or(|m| mk.value().wrapping_sub(m.value()) >= 4096)
+        {
+            Some(mk)
+        } else {
+            named
+        };
+        if let Some(module) = module {
             if out.len() >= MAX_KOBJECTS {
                 return Err(CrossViewError::TooMany);
             }

@@ -87,6 +87,38 @@ fn a_module_in_sysfs_but_not_on_the_list_is_hidden() {
     assert_eq!(hidden_modules(&found, &[va(0x3400), va(0x3000)]), []);
 }
 
+/// A loadable module's kobject lies in its own `struct module` (module
+/// area) and names it: one whose `mod` was rewritten (NULL, as a built-in
+/// module's, or another, listed module) to hide it is counted by its
+/// kobject, which no listed module is.
+#[test]
+fn a_module_kobject_that_names_another_module_is_hidden() {
+    const MOD: u64 = 0xffff_ffff_c000_0000;
+    for (named, hidden) in [(MOD + 0x3000, false), (0, true), (MOD + 0x5000, true)] {
+        let mut b = builder();
+        b.map_range(MOD, 0, RAM);
+        b.write_u64(0x100, DIRECT + 0x200);
+        let head = 0x200 + R.kset_list;
+        // The module at 0x3000, its kobject at 0x3080.
+        let (mk, node) = (0x3080, 0x3080 + R.kobject_entry);
+        b.write_u64(head, MOD + node);
+        b.write_u64(head + 8, MOD + node);
+        b.write_u64(node, DIRECT + head);
+        b.write_u64(node + 8, DIRECT + head);
+        b.write_u64(mk + R.module_kobject_mod, named);
+        let found = with_space(&b, |s| kset_modules(s, va(0x100), &R)).expect("walks");
+        let listed = [
+            GuestVirtAddr::new(MOD + 0x3000).unwrap(),
+            GuestVirtAddr::new(MOD + 0x5000).unwrap(),
+        ];
+        assert_eq!(
+            hidden_modules(&found, &listed).len(),
+            usize::from(hidden),
+            "mod {named:#x}: {found:?}"
+        );
+    }
+}
+
 /// `module_kset` is set long before user space runs (the cross-views start
 /// only then): NULL there is a rootkit emptying the second view, so it is
 /// an error (the view is unwalkable), never an empty sysfs that hides
