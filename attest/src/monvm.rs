@@ -1489,6 +1489,38 @@ mod tests {
         log
     }
 
+    /// A policy that allows the Mon-VM kernel profile `profile`.
+    fn watching(profile: [u8; 32]) -> ReferenceValues {
+        let mut policy = ReferenceValues::default();
+        policy.monvm_profiles.push(ProfileRef {
+            sha256: profile,
+            release: "6.1".into(),
+        });
+        policy
+    }
+
+    /// A record whose digest is SHA-256 of its name (an event, the
+    /// start-up kernel record).
+    fn named(pcr: u32, name: &str) -> Vec<u8> {
+        ng_record(
+            pcr,
+            &Sha256::digest(name.as_bytes()).into(),
+            name.as_bytes(),
+        )
+    }
+
+    /// The findings of `kind` in the appraisal of all of `log`, whose
+    /// configuration `policy` allows.
+    fn count(log: &[u8], policy: &ReferenceValues, kind: MonVmKind) -> usize {
+        let check = check_measurement_log(Some(log), &quoted(log)).expect("proven");
+        assert_eq!(check.appraise_config(Some(policy)), None);
+        appraise(log, &check, Some(policy), &|_| false)
+            .findings
+            .iter()
+            .filter(|f| f.kind == kind)
+            .count()
+    }
+
     /// Review finding: an A-VM that watches a Mon-VM (its profile is in
     /// PCR 8) but has not measured it (no start-up records: it has not
     /// found the kernel, or not yet, or not again since the Mon-VM
@@ -1497,22 +1529,10 @@ mod tests {
     #[test]
     fn a_watched_mon_vm_that_was_never_measured_is_not_trusted() {
         let profile = [0x11; 32];
-        let mut policy = ReferenceValues::default();
-        policy.monvm_profiles.push(ProfileRef {
-            sha256: profile,
-            release: "6.1".into(),
-        });
+        let mut policy = watching(profile);
         policy.monvm_files.allow("/sbin/init", [0x22; 32]);
-        let missing = |log: &[u8], policy: &ReferenceValues| {
-            let check = check_measurement_log(Some(log), &quoted(log)).expect("proven");
-            assert_eq!(check.appraise_config(Some(policy)), None);
-            let appraisal = appraise(log, &check, Some(policy), &|_| false);
-            appraisal
-                .findings
-                .iter()
-                .filter(|f| f.kind == MonVmKind::StartupMissing)
-                .count()
-        };
+        let missing =
+            |log: &[u8], policy: &ReferenceValues| count(log, policy, MonVmKind::StartupMissing);
 
         // Never measured.
         let log = config(&profile);
@@ -1521,11 +1541,7 @@ mod tests {
         // Measured: nothing missing.
         let mut measured = config(&profile);
         measured.extend(ng_record(10, &[0x22; 32], b"/sbin/init"));
-        measured.extend(ng_record(
-            STARTUP_PCR,
-            &Sha256::digest(b"monvm:kernel:6.1").into(),
-            b"monvm:kernel:6.1",
-        ));
+        measured.extend(named(STARTUP_PCR, "monvm:kernel:6.1"));
         measured.extend(ng_record(
             STARTUP_PCR,
             &[0x22; 32],
@@ -1537,20 +1553,12 @@ mod tests {
         // what was measured of the boot before says nothing of it, under
         // either memory of violations.
         let mut rebooted = measured.clone();
-        rebooted.extend(ng_record(
-            EVENT_PCR,
-            &Sha256::digest(b"monvm:event:1:reboot:slide").into(),
-            b"monvm:event:1:reboot:slide",
-        ));
+        rebooted.extend(named(EVENT_PCR, "monvm:event:1:reboot:slide"));
         for memory in [ViolationMemory::Sticky, ViolationMemory::Current] {
             policy.monvm_violations = memory;
             assert_eq!(missing(&rebooted, &policy), 1, "{memory:?}");
             let mut again = rebooted.clone();
-            again.extend(ng_record(
-                STARTUP_PCR,
-                &Sha256::digest(b"monvm:kernel:6.1").into(),
-                b"monvm:kernel:6.1",
-            ));
+            again.extend(named(STARTUP_PCR, "monvm:kernel:6.1"));
             assert_eq!(missing(&again, &policy), 0, "{memory:?}");
         }
     }
@@ -1562,33 +1570,11 @@ mod tests {
     #[test]
     fn an_in_place_reboot_is_a_finding() {
         let profile = [0x11; 32];
-        let mut policy = ReferenceValues::default();
-        policy.monvm_profiles.push(ProfileRef {
-            sha256: profile,
-            release: "6.1".into(),
-        });
-        let kernel = || {
-            ng_record(
-                STARTUP_PCR,
-                &Sha256::digest(b"monvm:kernel:6.1").into(),
-                b"monvm:kernel:6.1",
-            )
-        };
-        let event = |name: &str| {
-            ng_record(
-                EVENT_PCR,
-                &Sha256::digest(name.as_bytes()).into(),
-                name.as_bytes(),
-            )
-        };
-        let in_place = |log: &[u8], policy: &ReferenceValues| {
-            let check = check_measurement_log(Some(log), &quoted(log)).expect("proven");
-            appraise(log, &check, Some(policy), &|_| false)
-                .findings
-                .iter()
-                .filter(|f| f.kind == MonVmKind::RebootInPlace)
-                .count()
-        };
+        let mut policy = watching(profile);
+        let kernel = || named(STARTUP_PCR, "monvm:kernel:6.1");
+        let event = |name: &str| named(EVENT_PCR, name);
+        let in_place =
+            |log: &[u8], policy: &ReferenceValues| count(log, policy, MonVmKind::RebootInPlace);
         let mut log = config(&profile);
         log.extend(kernel());
         let mut moved = log.clone();

@@ -1218,18 +1218,32 @@ mod tests {
         );
     }
 
+    /// A state database of schema `version` (4 to 7: the current schema
+    /// without what later versions added) in `dir`, holding `rows` (SQL).
+    fn state_of_version(dir: &Path, version: i64, rows: &str) {
+        let conn = Connection::open(dir.join(DATABASE_FILE)).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        for (since, part) in [
+            (5, POLICY_REVISION_TRIGGER),
+            (6, POLICY_SNAPSHOT),
+            (7, POLICY_REVISION_INDEX),
+        ] {
+            if version >= since {
+                conn.execute_batch(part).unwrap();
+            }
+        }
+        conn.execute_batch(rows).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+    }
+
     #[test]
     fn version_4_state_gains_the_policy_revision_trigger() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.execute_batch(
-                "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
-                 PRAGMA user_version = 4;",
-            )
-            .unwrap();
-        }
+        state_of_version(
+            dir.path(),
+            4,
+            "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);",
+        );
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.policy_revision().unwrap(), Some(5));
         let other = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
@@ -1311,16 +1325,11 @@ mod tests {
     #[test]
     fn version_5_state_gains_the_snapshot_table() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.execute_batch(POLICY_REVISION_TRIGGER).unwrap();
-            conn.execute_batch(
-                "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
-                 PRAGMA user_version = 5;",
-            )
-            .unwrap();
-        }
+        state_of_version(
+            dir.path(),
+            5,
+            "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);",
+        );
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.policy_revision().unwrap(), Some(5));
         assert!(
@@ -1338,18 +1347,12 @@ mod tests {
     #[test]
     fn version_6_state_gains_the_revision_index_and_keeps_its_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.execute_batch(POLICY_REVISION_TRIGGER).unwrap();
-            conn.execute_batch(POLICY_SNAPSHOT).unwrap();
-            conn.execute_batch(
-                "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
-                 INSERT INTO policy_snapshot VALUES (1, 5, 1, x'78');
-                 PRAGMA user_version = 6;",
-            )
-            .unwrap();
-        }
+        state_of_version(
+            dir.path(),
+            6,
+            "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
+             INSERT INTO policy_snapshot VALUES (1, 5, 1, x'78');",
+        );
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.policy_revision().unwrap(), Some(5));
         assert_eq!(store.policy_snapshot(1).unwrap(), Some((5, b"x".to_vec())));
@@ -1408,19 +1411,12 @@ mod tests {
     #[test]
     fn version_7_state_gains_revisions_never_reused() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.execute_batch(POLICY_REVISION_TRIGGER).unwrap();
-            conn.execute_batch(POLICY_SNAPSHOT).unwrap();
-            conn.execute_batch(POLICY_REVISION_INDEX).unwrap();
-            conn.execute_batch(
-                "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
-                 INSERT INTO policy_snapshot VALUES (1, 5, 1, x'78');
-                 PRAGMA user_version = 7;",
-            )
-            .unwrap();
-        }
+        state_of_version(
+            dir.path(),
+            7,
+            "INSERT INTO policy VALUES (1, 'version = 1', 3, 5);
+             INSERT INTO policy_snapshot VALUES (1, 5, 1, x'78');",
+        );
         let mut store = Store::open(dir.path()).unwrap();
         assert_eq!(store.policy_revision().unwrap(), Some(5));
         assert_eq!(store.policy_snapshot(1).unwrap(), Some((5, b"x".to_vec())));
