@@ -168,22 +168,10 @@ impl CrossWatch {
             out[2] = alloc::vec![t];
         }
         if let (Some(tasks), Some(init_cred)) = (tasks, init_cred) {
-            // The first task of each pid, found by a sorted index: a
-            // search of the list per finding would cost N² for a list of
-            // N forged root tasks.
-            let mut by_pid: Vec<(u64, u32)> = tasks
-                .iter()
-                .zip(0u32..)
-                .map(|(t, i)| (u64::from(t.pid as u32), i))
-                .collect();
-            crossview::heapsort(&mut by_pid);
+            let by_pid = crossview::TaskIndex::new(tasks, |t| u64::from(t.pid as u32));
             let comm_of = |pid: i32| {
-                let key = u64::from(pid as u32);
-                let at = by_pid.partition_point(|&(p, _)| p < key);
                 by_pid
-                    .get(at)
-                    .filter(|&&(p, _)| p == key)
-                    .and_then(|&(_, i)| tasks.get(i as usize))
+                    .first(tasks, u64::from(pid as u32))
                     .map(|t| comm(t.comm.as_bytes()))
                     .unwrap_or_default()
             };

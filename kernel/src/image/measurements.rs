@@ -167,12 +167,12 @@ impl MeasurementLog {
         if self.full {
             return Err(LogError::Full);
         }
-        let before = self.bytes.len();
+        let (before, len) = (self.bytes.len(), record.encoded_len());
         let fits = before
-            .checked_add(record.encoded_len())
+            .checked_add(len)
             .is_some_and(|end| end <= MAX_LOG_BYTES - FULL_ROOM)
             && self.starts.len() + 1 < self.max_records
-            && self.room_for(record.encoded_len() + FULL_ROOM);
+            && self.room_for(len + FULL_ROOM);
         if !fits {
             self.end_full(tpm);
             return Err(LogError::Full);

@@ -374,17 +374,12 @@ pub fn cred_findings(
     init_cred: u64,
     set_uid_program: impl Fn(&Task) -> bool,
 ) -> Vec<CredFinding> {
-    // Each task's euid by its address, sorted once: a search of the list
-    // for every task's parent would make N root tasks cost N² steps.
-    let mut euids: Vec<(u64, u32)> = tasks
-        .iter()
-        .filter_map(|t| Some((t.address.value(), t.creds?.euid)))
-        .collect();
-    heapsort(&mut euids);
+    let by_address = TaskIndex::new(tasks, |t| t.address.value());
     let euid_of = |address: Option<GuestVirtAddr>| {
-        let address = address?.value();
-        let at = euids.binary_search_by_key(&address, |&(a, _)| a).ok()?;
-        euids.get(at).map(|&(_, euid)| euid)
+        by_address
+            .first(tasks, address?.value())?
+            .creds
+            .map(|c| c.euid)
     };
     let mut out = Vec::new();
     for t in tasks.iter().filter(|t| !t.is_kernel_thread()) {
@@ -408,11 +403,34 @@ pub fn cred_findings(
     out
 }
 
-/// Sorts `v` ascending in O(n log n), in place (for lookups by a key
-/// with `partition_point`). A heapsort of its own: the slice sorts of
-/// `core` would add 3 KiB of code to the A-VM image, whose size is
-/// capped, for this one type.
-pub fn heapsort(v: &mut [(u64, u32)]) {
+/// A task list indexed by a key of each task (its address, its pid),
+/// sorted once: a search of the list per lookup would make N forged tasks
+/// cost N² steps.
+pub struct TaskIndex(Vec<(u64, u32)>);
+
+impl TaskIndex {
+    /// The index of `tasks` by `key`.
+    pub fn new(tasks: &[Task], key: impl Fn(&Task) -> u64) -> Self {
+        let mut pairs: Vec<(u64, u32)> =
+            tasks.iter().zip(0u32..).map(|(t, i)| (key(t), i)).collect();
+        heapsort(&mut pairs);
+        Self(pairs)
+    }
+
+    /// The first task of `tasks` (the list indexed) with `key`.
+    pub fn first<'t>(&self, tasks: &'t [Task], key: u64) -> Option<&'t Task> {
+        let at = self.0.partition_point(|&(k, _)| k < key);
+        self.0
+            .get(at)
+            .filter(|&&(k, _)| k == key)
+            .and_then(|&(_, i)| tasks.get(i as usize))
+    }
+}
+
+/// Sorts `v` ascending in O(n log n), in place. A heapsort of its own:
+/// the slice sorts of `core` would add 3 KiB of code to the A-VM image,
+/// whose size is capped, for this one type.
+fn heapsort(v: &mut [(u64, u32)]) {
     // Moves v[root] down into the heap v[..end].
     fn sift_down(v: &mut [(u64, u32)], mut root: usize, end: usize) {
         loop {
