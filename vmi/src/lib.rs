@@ -36,6 +36,7 @@ pub mod list;
 pub mod memory;
 pub mod paging;
 pub mod profile;
+pub mod sort;
 
 pub use addr::{GuestPhysAddr, GuestVirtAddr, NonCanonical, PAGE_SIZE};
 pub use list::{ListError, ListOptions, ListWalk, list_len, walk_list};

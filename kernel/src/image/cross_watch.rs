@@ -106,10 +106,7 @@ impl CrossWatch {
             out[0] = alloc::vec![t];
         }
         if let (Some(listed), Some(in_sysfs)) = (listed_modules, in_sysfs) {
-            let now: BTreeSet<u64> = hidden_modules(&in_sysfs, &listed)
-                .iter()
-                .map(|m| m.value())
-                .collect();
+            let now = set_of(hidden_modules(&in_sysfs, &listed));
             out[0] = now
                 .intersection(&self.modules_before)
                 .map(|&m| {
@@ -132,10 +129,7 @@ impl CrossWatch {
             out[1] = alloc::vec![t];
         }
         if let (Some(tasks), Some(tree)) = (tasks, tree) {
-            let now: BTreeSet<u64> = hidden_tasks(&tree, tasks)
-                .iter()
-                .map(|t| t.value())
-                .collect();
+            let now = set_of(hidden_tasks(&tree, tasks));
             out[1] = now
                 .intersection(&self.tasks_before)
                 .map(|&t| {
@@ -353,4 +347,14 @@ fn read_module_name<M: GuestMemory + ?Sized>(
             ))
         })
         .unwrap_or_else(|| String::from("?"))
+}
+
+/// The addresses as a set, built by inserts: collecting into a set sorts
+/// first, and that sort's code would cost the image a few KiB.
+fn set_of(addresses: Vec<vmi::GuestVirtAddr>) -> BTreeSet<u64> {
+    let mut set = BTreeSet::new();
+    for a in addresses {
+        set.insert(a.value());
+    }
+    set
 }

@@ -201,7 +201,7 @@ impl<'p> Classifier<'p> {
                         .map(|(_, e)| (e.address, e.name.as_str())),
                 )
                 .collect();
-            index.sort_unstable();
+            crate::sort::heapsort(&mut index);
             index.dedup_by_key(|(a, _)| *a);
             index
         });

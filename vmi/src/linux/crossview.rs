@@ -413,7 +413,7 @@ impl TaskIndex {
     pub fn new(tasks: &[Task], key: impl Fn(&Task) -> u64) -> Self {
         let mut pairs: Vec<(u64, u32)> =
             tasks.iter().zip(0u32..).map(|(t, i)| (key(t), i)).collect();
-        heapsort(&mut pairs);
+        crate::sort::heapsort(&mut pairs);
         Self(pairs)
     }
 
@@ -424,36 +424,6 @@ impl TaskIndex {
             .get(at)
             .filter(|&&(k, _)| k == key)
             .and_then(|&(_, i)| tasks.get(i as usize))
-    }
-}
-
-/// Sorts `v` ascending in O(n log n), in place. A heapsort of its own:
-/// the slice sorts of `core` would add 3 KiB of code to the A-VM image,
-/// whose size is capped, for this one type.
-fn heapsort(v: &mut [(u64, u32)]) {
-    // Moves v[root] down into the heap v[..end].
-    fn sift_down(v: &mut [(u64, u32)], mut root: usize, end: usize) {
-        loop {
-            let mut child = 2 * root + 1;
-            if child >= end {
-                return;
-            }
-            if child + 1 < end && v[child] < v[child + 1] {
-                child += 1;
-            }
-            if v[root] >= v[child] {
-                return;
-            }
-            v.swap(root, child);
-            root = child;
-        }
-    }
-    for root in (0..v.len() / 2).rev() {
-        sift_down(v, root, v.len());
-    }
-    for end in (1..v.len()).rev() {
-        v.swap(0, end);
-        sift_down(v, 0, end);
     }
 }
 

@@ -90,7 +90,7 @@ pub struct Offsets(Vec<u32>);
 impl Offsets {
     /// Sorts and deduplicates.
     pub fn new(mut offsets: Vec<u32>) -> Self {
-        offsets.sort_unstable();
+        crate::sort::heapsort(&mut offsets);
         offsets.dedup();
         Self(offsets)
     }

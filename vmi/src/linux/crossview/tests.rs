@@ -555,15 +555,3 @@ fn the_credential_tracker_is_bounded() {
     }
     assert!(tracker.tracked.is_empty());
 }
-
-proptest::proptest! {
-    /// The credential check's own heapsort sorts as the slice sort does
-    /// (duplicates, runs and single elements included).
-    #[test]
-    fn heapsort_sorts(mut v in proptest::collection::vec((0u64..64, 0u32..4), 0..200)) {
-        let mut sorted = v.clone();
-        sorted.sort_unstable();
-        heapsort(&mut v);
-        proptest::prop_assert_eq!(v, sorted);
-    }
-}
