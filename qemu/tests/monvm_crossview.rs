@@ -269,6 +269,21 @@ fn check(series: &str) {
     );
     drop(hook);
     wait_for_avm_serial(&record, ":clean:pointer_table");
+    // A pointer into the kernel image mapping past `_end`: nothing of the
+    // kernel's own is there (a page a rootkit mapped, say).
+    let before = avm_events(&record).len();
+    let past_end = live.runtime(live.profile.symbols.end) + 0x20_0000;
+    let hook = write_u64(&record, base + 8 * slot, past_end);
+    wait_for_avm_serial(
+        &record,
+        &format!(":violation:pointer_table:net_families[{slot}]:{past_end:#x}"),
+    );
+    drop(hook);
+    let events = wait_for_events(&record, before + 2);
+    assert!(
+        events[before + 1].contains(":clean:pointer_table"),
+        "{series}: {events:#?}"
+    );
 
     // The sleeper's top-level table with a kernel slot of its own: one
     // from the direct map's slot up (the ones every table shares) that is
@@ -296,9 +311,9 @@ fn check(series: &str) {
         ),
     );
     drop(own_slot);
-    let events = wait_for_events(&record, 20);
+    let events = wait_for_events(&record, 22);
     assert!(
-        events[19].contains(":clean:page_tables"),
+        events[21].contains(":clean:page_tables"),
         "{series}: {events:#?}"
     );
 
@@ -307,7 +322,7 @@ fn check(series: &str) {
         .expect("cleaned up");
     assert_eq!(
         avm_events(&record).len(),
-        20,
+        22,
         "{series}: {:#?}",
         avm_events(&record)
     );

@@ -263,6 +263,68 @@ fn attack_from_inside(series: &str) {
     wait_event(&record, from, ":clean:creds");
     console_sh(&mut console, &format!("kill {pid}"));
 
+    // A user's child made root, its real_parent pointed at init first:
+    // the process tree still holds it under its user parent.
+    console_sh(
+        &mut console,
+        "su -s /bin/sh nobody -c 'sleep 1000 & wait' >/dev/null 2>&1 &",
+    );
+    // The sleep whose parent runs as nobody: "CHILD PARENT".
+    let find = "for d in /proc/[0-9]*; do [ \"$(cat $d/comm 2>/dev/null)\" = sleep ] || continue; \
+        pp=$(awk '/^PPid:/ { print $2 }' $d/status); \
+        awk '/^Uid:/ { print $2 }' /proc/$pp/status 2>/dev/null | grep -qx 65534 && echo ${d#/proc/} $pp; done; true";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (child, parent): (u32, u32) = loop {
+        let found = console_sh(&mut console, find);
+        let pids: Vec<u32> = found
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if let [child, parent] = pids[..] {
+            break (child, parent);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series}: no sleep under a nobody shell: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::ReparentPid(child), true)
+        .expect("on");
+    rootkit
+        .set(&mut console, Attack::RootPid(child), true)
+        .expect("on");
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:creds:process:{child}:sleep:euid 0 under pid {parent} euid 65534"),
+    );
+    rootkit
+        .set(&mut console, Attack::RootPid(child), false)
+        .expect("off");
+    rootkit
+        .set(&mut console, Attack::ReparentPid(child), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:creds");
+    // Taken off its parent's children list, left on the task list.
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::UntreePid(child), true)
+        .expect("on");
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:hidden_process:process:{child}:sleep:off the process tree"),
+    );
+    rootkit
+        .set(&mut console, Attack::UntreePid(child), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:hidden_process");
+    console_sh(&mut console, &format!("kill {child} {parent}"));
+
     // Out again; the Mon-VM runs on.
     console_sh(&mut console, "rmmod avm_rootkit");
     assert!(!console_sh(&mut console, "cat /proc/modules").contains("avm_rootkit"));

@@ -511,6 +511,7 @@ pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
             end_rodata: 0xffff_ffff_8282_7000,
             start_ro_after_init: 0xffff_ffff_8239_8470,
             end_ro_after_init: 0xffff_ffff_823d_ad78,
+            end: 0xffff_ffff_8383_0000,
             sys_call_table: 0xffff_ffff_8200_0360,
             x64_sys_call: 0xffff_ffff_8100_3320,
             ia32_sys_call: Some(0xffff_ffff_8100_5600),

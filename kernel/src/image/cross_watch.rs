@@ -119,17 +119,21 @@ impl CrossWatch {
 
         // Processes: the process tree against the task list; credentials.
         let tasks = lists.map(|(tasks, _)| tasks);
-        let tree = location
-            .runtime_of(profile.symbols.init_task)
-            .and_then(|init| process_tree(space, init, r).ok());
+        let init_task = location.runtime_of(profile.symbols.init_task);
+        let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
         if let Some(t) = self.unwalked[1].round(
             tasks.is_some() && tree.is_some(),
             "task-list-or-process-tree",
         ) {
             out[1] = alloc::vec![t];
         }
-        if let (Some(tasks), Some(tree)) = (tasks, tree) {
-            let now = set_of(hidden_tasks(&tree, tasks));
+        if let (Some(tasks), Some(tree), Some(init)) = (tasks, &tree, init_task) {
+            // Hidden from the list, or taken off the tree: two rounds in a
+            // row (the kernel moves tasks between lists under a lock the
+            // A-VM does not take).
+            let mut now = set_of(hidden_tasks(tree, tasks));
+            let off_tree = set_of(crossview::tasks_off_the_tree(tree, tasks, init));
+            now.extend(off_tree.iter().copied());
             out[1] = now
                 .intersection(&self.tasks_before)
                 .map(|&t| {
@@ -144,11 +148,17 @@ impl CrossWatch {
                         )
                         .ok()
                     });
+                    let off = if off_tree.contains(&t) {
+                        ":off the process tree"
+                    } else {
+                        ""
+                    };
                     match task {
                         Some(task) => text(format_args!(
-                            "process:{}:{}",
+                            "process:{}:{}{}",
                             task.pid,
-                            comm(task.comm.as_bytes())
+                            comm(task.comm.as_bytes()),
+                            off
                         )),
                         None => text(format_args!("process:?:?@{:#x}", t)),
                     }
@@ -177,7 +187,12 @@ impl CrossWatch {
                         policy.allows_setuid(path)
                     })
             };
-            let mut findings = crossview::cred_findings(tasks, init_cred.value(), set_uid_program);
+            let mut findings = crossview::cred_findings(
+                tasks,
+                tree.as_deref().unwrap_or(&[]),
+                init_cred.value(),
+                set_uid_program,
+            );
             findings.extend(self.creds.update(tasks));
             out[2] = findings
                 .into_iter()
@@ -206,8 +221,17 @@ impl CrossWatch {
                 .collect();
         }
 
-        // Function-pointer tables: every entry NULL or in the kernel image.
-        let image = vmi::kallsyms::KERNEL_TEXT_PREFIX..vmi::linux::kaslr::KERNEL_IMAGE_END;
+        // Function-pointer tables: every entry NULL or in the kernel image,
+        // `_text` to `_end` (none if the profile's image does not map:
+        // every entry then counts as a hook unless it was there at
+        // start-up).
+        let image = match (
+            location.runtime_of(profile.symbols.text),
+            location.runtime_of(profile.symbols.end),
+        ) {
+            (Some(text), Some(end)) => text.value()..end.value(),
+            _ => 0..0,
+        };
         let mut hooks = Vec::new();
         self.baselines.resize(r.pointer_tables.len(), None);
         for (table, baseline) in r.pointer_tables.iter().zip(self.baselines.iter_mut()) {

@@ -40,8 +40,9 @@
 //! instruction fetch faults. So a present gate is reported as
 //! [`IdtFindingKind::LeftoverEarlyHandler`] (not a violation) exactly when
 //! its vector is an exception vector (< 32) the profile has no expected
-//! entry for, its target lies in the kernel image mapping past the end of
-//! rodata (where the image's init sections are; never text or rodata) and
+//! entry for, its target lies in the kernel image past the end of rodata
+//! and before `_end` (where the image's init sections are; never text or
+//! rodata) and
 //! the kernel's own page tables (`init_top_pgt`, whose kernel half every
 //! process shares) map the target non-executable or not at all. A target
 //! there that is mapped executable, or whose translation fails in any
@@ -492,10 +493,14 @@ pub fn idt<M: GuestMemory + ?Sized>(
     profile: &KernelProfile,
 ) -> Result<IdtReport, CheckError> {
     let mut classifier = Classifier::new(location, profile)?;
-    let end_rodata = location
-        .runtime_of(profile.symbols.end_rodata)
-        .ok_or(CheckError::BadProfile)?
-        .value();
+    let runtime = |link: u64| {
+        location
+            .runtime_of(link)
+            .map(|a| a.value())
+            .ok_or(CheckError::BadProfile)
+    };
+    // Where the image's init sections are (freed after boot).
+    let past_rodata = runtime(profile.symbols.end_rodata)?..runtime(profile.symbols.end)?;
     let table = location
         .runtime_of(profile.symbols.idt_table)
         .ok_or(CheckError::BadProfile)?;
@@ -556,14 +561,14 @@ pub fn idt<M: GuestMemory + ?Sized>(
             // The exemption is for vectors the kernel installs no handler
             // for: a vector the profile expects an entry for (always in the
             // text) is never left at its early handler.
-            let kind = if want.is_none() && leftover_early_handler(space, vector, found, end_rodata)
-            {
-                IdtFindingKind::LeftoverEarlyHandler
-            } else {
-                IdtFindingKind::OutsideText {
-                    target: classifier.classify(found),
-                }
-            };
+            let kind =
+                if want.is_none() && leftover_early_handler(space, vector, found, &past_rodata) {
+                    IdtFindingKind::LeftoverEarlyHandler
+                } else {
+                    IdtFindingKind::OutsideText {
+                        target: classifier.classify(found),
+                    }
+                };
             findings.push(IdtFinding {
                 vector,
                 found,
@@ -598,9 +603,9 @@ fn leftover_early_handler<M: GuestMemory + ?Sized>(
     space: &AddressSpace<'_, M>,
     vector: u8,
     target: u64,
-    end_rodata: u64,
+    past_rodata: &core::ops::Range<u64>,
 ) -> bool {
-    if vector >= EXCEPTION_VECTORS || !(end_rodata..KERNEL_IMAGE_END).contains(&target) {
+    if vector >= EXCEPTION_VECTORS || !past_rodata.contains(&target) {
         return false;
     }
     let Ok(va) = GuestVirtAddr::new(target) else {

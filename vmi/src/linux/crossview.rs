@@ -178,8 +178,19 @@ pub fn hidden_modules(in_sysfs: &[GuestVirtAddr], listed: &[GuestVirtAddr]) -> V
         .collect()
 }
 
+/// A task of the process tree and the task whose `children` list holds
+/// it: its real parent, as the kernel keeps them (`copy_process` adds a
+/// thread-group leader to `real_parent->children`; reparenting moves it
+/// with `real_parent`, under `tasklist_lock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeTask {
+    pub task: GuestVirtAddr,
+    pub parent: GuestVirtAddr,
+}
+
 /// Every task of the process tree below `init_task` (breadth first over
-/// `children`/`sibling`, each task once; `init_task` itself not included).
+/// `children`/`sibling`, each task once; `init_task` itself not included),
+/// with the task whose children list it was found on.
 /// At most [`MAX_TASKS`] links are followed over all the children lists
 /// together: each task is on one parent's list, so a tree never needs
 /// more, while lists that lead through one another could otherwise make
@@ -188,7 +199,7 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
     mem: &V,
     init_task: GuestVirtAddr,
     r: &CrossViewReference,
-) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
+) -> Result<Vec<TreeTask>, CrossViewError> {
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut queue = alloc::vec![init_task];
     let mut out = Vec::new();
@@ -210,7 +221,7 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
             if out.len() >= MAX_TASKS {
                 return Err(CrossViewError::TooMany);
             }
-            out.push(task);
+            out.push(TreeTask { task, parent });
             queue.push(task);
         }
     }
@@ -218,15 +229,36 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
 }
 
 /// Tasks in the process tree that are not on the task list.
-pub fn hidden_tasks(in_tree: &[GuestVirtAddr], listed: &[Task]) -> Vec<GuestVirtAddr> {
+pub fn hidden_tasks(in_tree: &[TreeTask], listed: &[Task]) -> Vec<GuestVirtAddr> {
     let mut set = BTreeSet::new();
     for t in listed {
         set.insert(t.address.value());
     }
     in_tree
         .iter()
+        .map(|t| t.task)
         .filter(|t| !set.contains(&t.value()))
-        .copied()
+        .collect()
+}
+
+/// Tasks on the task list (but `init_task`, the tree's root) that are not
+/// in the process tree: the kernel adds and removes a thread-group leader
+/// on both together (`copy_process`, `__unhash_process`), so one taken out
+/// of its parent's `children` (to hide it from a tree view, or so that the
+/// credential check cannot find its real parent there) stays listed.
+pub fn tasks_off_the_tree(
+    in_tree: &[TreeTask],
+    listed: &[Task],
+    init_task: GuestVirtAddr,
+) -> Vec<GuestVirtAddr> {
+    let mut set = BTreeSet::new();
+    for t in in_tree {
+        set.insert(t.task.value());
+    }
+    listed
+        .iter()
+        .map(|t| t.address)
+        .filter(|&t| t != init_task && !set.contains(&t.value()))
         .collect()
 }
 
@@ -369,8 +401,17 @@ impl CredTracker {
 /// parent whose euid is not 0 is a set-uid program the policy allows
 /// ([`setuid_exec`]): such a task is not reported as
 /// [`CredFinding::RootUnderUser`] (the other rules still apply to it).
+///
+/// A task's parent is its `real_parent`, and also the task whose
+/// `children` list holds it in the process tree (`tree`; empty if the
+/// tree was not walked): the two are the same in a kernel nobody wrote
+/// to, and a rootkit that points `real_parent` at a root task (or NULL,
+/// or anywhere off the list) to pass this check leaves the task on its
+/// user parent's list, unless it also moves it there, which takes it off
+/// the tree ([`tasks_off_the_tree`]) or into another parent's list.
 pub fn cred_findings(
     tasks: &[Task],
+    tree: &[TreeTask],
     init_cred: u64,
     set_uid_program: impl Fn(&Task) -> bool,
 ) -> Vec<CredFinding> {
@@ -396,6 +437,35 @@ pub fn cred_findings(
             out.push(CredFinding::RootUnderUser {
                 pid: t.pid,
                 parent_pid: t.parent_pid.unwrap_or(-1),
+                parent_euid,
+            });
+        }
+    }
+    // The parent in the tree, where it is not the real parent (a task once
+    // in the tree; one not listed is reported as hidden, not here).
+    for node in tree {
+        let Some(t) = by_address.first(tasks, node.task.value()) else {
+            continue;
+        };
+        let Some(creds) = t.creds else { continue };
+        if t.is_kernel_thread()
+            || creds.euid != 0
+            || t.parent == Some(node.parent)
+            || creds.address.value() == init_cred
+            || t.real_cred.is_some_and(|c| c.value() == init_cred)
+            || euid_of(t.parent).is_some_and(|e| e != 0)
+        {
+            // Not root, nothing new, or reported above.
+            continue;
+        }
+        if let Some(parent_euid) = euid_of(Some(node.parent)).filter(|&e| e != 0)
+            && !set_uid_program(t)
+        {
+            out.push(CredFinding::RootUnderUser {
+                pid: t.pid,
+                parent_pid: by_address
+                    .first(tasks, node.parent.value())
+                    .map_or(-1, |p| p.pid),
                 parent_euid,
             });
         }

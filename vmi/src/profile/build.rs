@@ -229,6 +229,7 @@ fn kernel_symbols(elf: &Vmlinux<'_>, k: &Kallsyms) -> Result<KernelSymbols, Buil
         end_rodata: required(s, "__end_rodata")?,
         start_ro_after_init: required(s, "__start_ro_after_init")?,
         end_ro_after_init: required(s, "__end_ro_after_init")?,
+        end: required(s, "_end")?,
         sys_call_table: required(s, "sys_call_table")?,
         x64_sys_call: required(s, "x64_sys_call")?,
         ia32_sys_call: optional(s, "ia32_sys_call")?,

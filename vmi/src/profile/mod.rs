@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 10;
+pub const FORMAT_VERSION: u16 = 11;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -85,6 +85,9 @@ pub struct KernelSymbols {
     /// at boot, then read-only (baselined per boot, not from the image).
     pub start_ro_after_init: u64,
     pub end_ro_after_init: u64,
+    /// `_end`: the end of the kernel image (after its bss and brk area);
+    /// nothing of the kernel's own lies in its mapping from here up.
+    pub end: u64,
     pub sys_call_table: u64,
     /// The 64-bit dispatcher (a tree of direct jumps to the handlers).
     pub x64_sys_call: u64,
@@ -119,7 +122,7 @@ pub struct KernelSymbols {
 impl KernelSymbols {
     /// Every symbol by its kernel name (for listings and for comparing with
     /// a running kernel's `/proc/kallsyms`).
-    pub fn named(&self) -> [(&'static str, Option<u64>); 22] {
+    pub fn named(&self) -> [(&'static str, Option<u64>); 23] {
         [
             ("_text", Some(self.text)),
             ("_etext", Some(self.etext)),
@@ -127,6 +130,7 @@ impl KernelSymbols {
             ("__end_rodata", Some(self.end_rodata)),
             ("__start_ro_after_init", Some(self.start_ro_after_init)),
             ("__end_ro_after_init", Some(self.end_ro_after_init)),
+            ("_end", Some(self.end)),
             ("sys_call_table", Some(self.sys_call_table)),
             ("x64_sys_call", Some(self.x64_sys_call)),
             ("ia32_sys_call", self.ia32_sys_call),
@@ -495,6 +499,10 @@ impl KernelProfile {
         check(
             s.start_ro_after_init <= s.end_ro_after_init,
             "ro_after_init range reversed",
+        )?;
+        check(
+            s.end_rodata < s.end && s.end <= KERNEL_IMAGE_END,
+            "_end not after the rodata, in the kernel image mapping",
         )?;
         check(
             text.contains(&s.x64_sys_call),

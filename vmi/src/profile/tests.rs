@@ -21,7 +21,7 @@ fn round_trip_and_digest() {
     assert_eq!(image.link_text, p.symbols.text);
     assert_eq!(image.banner, p.kernel.banner.as_bytes());
     assert_eq!(p.syscall_count(), 451);
-    assert_eq!(p.symbols.named().len(), 22);
+    assert_eq!(p.symbols.named().len(), 23);
 }
 
 #[test]
@@ -96,6 +96,12 @@ fn invalid_contents_are_refused() {
         ("symbol in user space", |p| p.symbols.init_task = 0x1000),
         ("unaligned _text", |p| p.symbols.text += 0x1000),
         ("etext before text", |p| p.symbols.etext = p.symbols.text),
+        ("_end in the rodata", |p| {
+            p.symbols.end = p.symbols.end_rodata
+        }),
+        ("_end past the image mapping", |p| {
+            p.symbols.end = 0xffff_ffff_c000_1000
+        }),
         ("table outside rodata", |p| {
             p.symbols.sys_call_table = p.symbols.end_rodata;
             p.syscalls.address = p.symbols.end_rodata;

@@ -203,12 +203,37 @@ fn a_task_in_the_process_tree_but_not_on_the_task_list_is_hidden() {
     let tasks = tree(&mut b, &[None, None, Some(0), Some(2)]);
     let found = with_space(&b, |s| process_tree(s, va(0x4000), &R)).expect("walks");
     assert_eq!(found.len(), 4);
-    let all: Vec<GuestVirtAddr> = tasks.iter().map(|&t| va(t)).collect();
-    for t in &all {
-        assert!(found.contains(t));
+    // Each task with the task whose children list holds it.
+    let parents = [va(0x4000), va(0x4000), va(tasks[0]), va(tasks[2])];
+    for (t, parent) in tasks.iter().zip(parents) {
+        assert!(found.contains(&TreeTask {
+            task: va(*t),
+            parent
+        }));
     }
     assert_eq!(hidden_tasks(&found, &listed(&tasks)), []);
     assert_eq!(hidden_tasks(&found, &listed(&tasks[..3])), [va(tasks[3])]);
+}
+
+#[test]
+fn a_listed_task_taken_out_of_the_process_tree_is_off_the_tree() {
+    let mut b = builder();
+    let tasks = tree(&mut b, &[None, None, Some(0), Some(2)]);
+    // init_task is listed too, and is the tree's root, not off it.
+    let with_init = [&[0x4000], tasks.as_slice()].concat();
+    let found = with_space(&b, |s| process_tree(s, va(0x4000), &R)).expect("walks");
+    assert_eq!(
+        tasks_off_the_tree(&found, &listed(&with_init), va(0x4000)),
+        []
+    );
+    // Task 3 unlinked from task 2's children: still listed.
+    link(&mut b, &[tasks[2] + R.task_children]);
+    let found = with_space(&b, |s| process_tree(s, va(0x4000), &R)).expect("walks");
+    assert_eq!(
+        tasks_off_the_tree(&found, &listed(&with_init), va(0x4000)),
+        [va(tasks[3])]
+    );
+    assert_eq!(hidden_tasks(&found, &listed(&with_init)), []);
 }
 
 #[test]
@@ -298,7 +323,7 @@ fn credential_findings() {
         task(2, 0x900, None, 0, 0x7000, false),
     ];
     assert_eq!(
-        cred_findings(&tasks, init_cred, |_| false),
+        cred_findings(&tasks, &[], init_cred, |_| false),
         [
             CredFinding::RootUnderUser {
                 pid: 101,
@@ -315,7 +340,7 @@ fn credential_findings() {
     let with_twin = [tasks.as_slice(), &[twin]].concat();
     let allowed = |t: &Task| t.address.value() == DIRECT + 0x500 || t.pid == 102;
     assert_eq!(
-        cred_findings(&with_twin, init_cred, allowed),
+        cred_findings(&with_twin, &[], init_cred, allowed),
         [
             CredFinding::InitCred { pid: 102 },
             CredFinding::RootUnderUser {
@@ -325,6 +350,60 @@ fn credential_findings() {
             },
         ]
     );
+}
+
+/// A rootkit that makes a user's process root and points its
+/// `real_parent` at a root task (init), NULL, or an address off the task
+/// list, leaving it on its user parent's `children`: the tree's parent
+/// still shows the rise. A consistent tree adds nothing, and a rise found
+/// by the real parent is reported once.
+#[test]
+fn a_rewritten_real_parent_does_not_hide_a_root_task_under_a_user() {
+    let init_cred = DIRECT + 0x7000;
+    let node = |t: u64, parent: u64| TreeTask {
+        task: va(t),
+        parent: va(parent),
+    };
+    let tasks_with = |real_parent: Option<u64>| {
+        [
+            task(1, 0x100, None, 0, 0x200, true),
+            task(100, 0x300, Some(0x100), 1000, 0x400, true),
+            task(101, 0x500, real_parent, 0, 0x600, true),
+        ]
+    };
+    let tree = [node(0x100, 0x4000), node(0x300, 0x100), node(0x500, 0x300)];
+    let rise = CredFinding::RootUnderUser {
+        pid: 101,
+        parent_pid: 100,
+        parent_euid: 1000,
+    };
+    for real_parent in [Some(0x100), None, Some(0x9_0000)] {
+        let tasks = tasks_with(real_parent);
+        // Without the tree, the rewrite hides it.
+        assert_eq!(cred_findings(&tasks, &[], init_cred, |_| false), []);
+        assert_eq!(
+            cred_findings(&tasks, &tree, init_cred, |_| false),
+            [rise],
+            "real_parent {real_parent:x?}"
+        );
+        // A set-uid program the policy allows is let off here too.
+        assert_eq!(cred_findings(&tasks, &tree, init_cred, |_| true), []);
+    }
+    // Real parent and tree agree: reported once, from the real parent.
+    let tasks = tasks_with(Some(0x300));
+    assert_eq!(
+        cred_findings(&tasks, &tree, init_cred, |_| false),
+        [CredFinding::RootUnderUser {
+            pid: 101,
+            parent_pid: 0x300,
+            parent_euid: 1000
+        }]
+    );
+    // Moved to init's children as well: consistent, nothing from here
+    // (the tracker sees a rise without exec; off-tree sees an unlink).
+    let tasks = tasks_with(Some(0x100));
+    let moved = [node(0x100, 0x4000), node(0x300, 0x100), node(0x500, 0x100)];
+    assert_eq!(cred_findings(&tasks, &moved, init_cred, |_| false), []);
 }
 
 /// A list as long as a walk allows, every task root under one user
@@ -349,7 +428,7 @@ fn credential_findings_over_a_full_list_take_no_quadratic_time() {
         .collect();
     tasks.push(task(1, parent, None, 1000, 0x3fff_0000, true));
     let started = std::time::Instant::now();
-    let findings = cred_findings(&tasks, DIRECT + 0x7fff_0000, |_| false);
+    let findings = cred_findings(&tasks, &[], DIRECT + 0x7fff_0000, |_| false);
     let took = started.elapsed();
     assert_eq!(findings.len(), tasks.len() - 1);
     assert!(
@@ -454,7 +533,7 @@ fn a_process_missing_from_a_round_is_still_compared_when_it_is_back() {
     back.parent = Some(va(0x100));
     back.parent_pid = Some(1);
     let round = [init, shell, back];
-    assert_eq!(cred_findings(&round, DIRECT + 0x7000, |_| false), []);
+    assert_eq!(cred_findings(&round, &[], DIRECT + 0x7000, |_| false), []);
     let risen = [CredFinding::RootWithoutExec {
         pid: 100,
         was: 1000,
