@@ -1103,8 +1103,9 @@ impl MonVm {
         if ima_due || cross_due {
             let started = time::now_us();
             let running = Running::read(&view, &self.profile, ima_due);
+            let mut ima_caught_up = true;
             if ima_due {
-                found[2] = watch_ima(
+                (found[2], ima_caught_up) = watch_ima(
                     &view,
                     &self.profile,
                     &mut self.ima_seen,
@@ -1112,6 +1113,13 @@ impl MonVm {
                     tpm,
                     log,
                 );
+                if !ima_caught_up {
+                    self.due.ima = now_us;
+                }
+            }
+            // Whether a process or module went unmeasured is judged on
+            // the whole list only (the last verdict stands meanwhile).
+            if ima_due && ima_caught_up {
                 if let Some(running) = &running {
                     found[EVADED] = running.evaded(&view, &self.profile, &self.ima_files);
                 }
@@ -1368,10 +1376,20 @@ fn same_bytes(
     same
 }
 
+/// Most new IMA entries taken in one round. Each is a TPM extend (about
+/// 0.4 ms here), and a rootkit can link tens of thousands of entries into
+/// the list at once: without a bound that one round would hold up the loop
+/// (every other check, every challenge) for as many seconds. The rest are
+/// taken by the next rounds, which come at once until the list is caught
+/// up.
+const MAX_NEW_IMA_PER_ROUND: usize = 256;
+
 /// Walks the Mon-VM's IMA list: entries seen before (`seen`) must be
 /// unchanged (same template hash, still SHA-1 of their data) and still
-/// there; new consistent entries are anchored into PCR 10 as they appear.
-/// Returns the violations found.
+/// there; new consistent entries are anchored into PCR 10 as they appear,
+/// at most [`MAX_NEW_IMA_PER_ROUND`] of them. Returns the violations found
+/// and whether every entry in the list was taken (else a round is due at
+/// once, and the files of the entries not taken yet are not known).
 fn watch_ima(
     view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
     profile: &KernelProfile,
@@ -1379,10 +1397,10 @@ fn watch_ima(
     files: &mut ImaFiles,
     tpm: &mut KernelTpm,
     log: &mut MeasurementLog,
-) -> Vec<String> {
+) -> (Vec<String>, bool) {
     let mut violations = Vec::new();
     let Some(head) = view.location.runtime_of(profile.symbols.ima_measurements) else {
-        return violations;
+        return (violations, true);
     };
     let limits = vmi::linux::ImaLimits::default();
     let walk = vmi::linux::measurements(
@@ -1394,14 +1412,20 @@ fn watch_ima(
     );
     let mut index = 0usize;
     let mut new_entries = 0usize;
+    let seen_before = seen.len();
+    let mut caught_up = true;
     for entry in walk {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
                 violations.push(text(format_args!("list broken after entry {index}: {e}")));
-                return violations;
+                return (violations, true);
             }
         };
+        if index >= seen.len() && index - seen_before >= MAX_NEW_IMA_PER_ROUND {
+            caught_up = false;
+            break;
+        }
         let data = entry.template_data();
         let record = made_by_ima(&entry, &data);
         // Larger than any verifier parses (and than a log chunk): never
@@ -1453,7 +1477,7 @@ fn watch_ima(
             seen.len()
         );
     }
-    violations
+    (violations, caught_up)
 }
 
 fn to_text(value: &impl core::fmt::Display) -> String {
