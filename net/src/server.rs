@@ -57,6 +57,13 @@ pub struct ServerLimits {
     pub tx_buffer_len: usize,
     /// Requests one connection may get answered per poll (fairness).
     pub requests_per_poll: usize,
+    /// Requests all connections together may get answered per poll: each
+    /// can cost a TPM command (a quote takes milliseconds), and the poll
+    /// runs in the A-VM's one loop, between its checks of the Mon-VM. A
+    /// flood of challenges on many connections thus delays a check by at
+    /// most this many requests; the connections not served wait for the
+    /// next polls, which start with the first of them.
+    pub requests_per_round: usize,
     /// Connections that may be subscribed to pushed events at once; a
     /// further `Subscribe` is refused with `Error{Busy}`.
     pub max_subscribers: usize,
@@ -86,6 +93,7 @@ impl Default for ServerLimits {
             // are written out over several polls.
             tx_buffer_len: 16 * 1024,
             requests_per_poll: 4,
+            requests_per_round: 16,
             max_subscribers: 16,
             max_push_backlog: 64 * 1024,
         }
@@ -177,6 +185,11 @@ pub struct AttestationServer {
     /// The pool, on the heap (`limits.connections` of them once created).
     slots: Vec<Slot>,
     stats: ServerStats,
+    /// The slot the next poll serves first: the first one the last poll
+    /// left a request unread on (its round's budget was spent).
+    next_slot: usize,
+    /// The last poll left requests unread: the next one is due at once.
+    deferred: bool,
 }
 
 impl AttestationServer {
@@ -187,11 +200,14 @@ impl AttestationServer {
         limits.connections = limits.connections.clamp(2, MAX_CONNECTIONS);
         limits.min_listening = limits.min_listening.clamp(1, limits.connections - 1);
         limits.requests_per_poll = limits.requests_per_poll.max(1);
+        limits.requests_per_round = limits.requests_per_round.max(1);
         Self {
             port,
             limits,
             slots: Vec::with_capacity(limits.connections),
             stats: ServerStats::default(),
+            next_slot: 0,
+            deferred: false,
         }
     }
 
@@ -241,11 +257,27 @@ impl AttestationServer {
             backend,
             now_ms,
             subscribers,
+            requests_left: self.limits.requests_per_round,
+            deferred: false,
         };
-        for slot in self.slots.iter_mut() {
+        let count = self.slots.len();
+        let start = if self.next_slot < count {
+            self.next_slot
+        } else {
+            0
+        };
+        let mut first_deferred = None;
+        let (before, from_start) = self.slots.split_at_mut(start);
+        let in_turn = (start..count).zip(from_start).chain((0..start).zip(before));
+        for (index, slot) in in_turn {
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             progress |= context.serve(slot, socket);
+            if context.deferred && first_deferred.is_none() {
+                first_deferred = Some(index);
+            }
         }
+        self.deferred = first_deferred.is_some();
+        self.next_slot = first_deferred.unwrap_or(0);
         progress |= self.keep_listening(sockets, now_ms);
         progress
     }
@@ -259,6 +291,7 @@ impl AttestationServer {
     /// [`crate::stack::MAX_QUIET_MS`].
     pub fn needs_poll<D: EthernetDevice>(&self, stack: &NetStack<D>, now_ms: u64) -> bool {
         stack.needs_poll(now_ms)
+            || self.deferred
             || self.slots.iter().any(|slot| {
                 slot.session
                     .as_ref()
@@ -433,6 +466,10 @@ struct PollContext<'a, B> {
     now_ms: u64,
     /// Subscribed connections, counted as they subscribe.
     subscribers: usize,
+    /// Requests this poll may still answer ([`ServerLimits::requests_per_round`]).
+    requests_left: usize,
+    /// A connection was left with input unread because none were left.
+    deferred: bool,
 }
 
 /// What the idle check decided for a connection.
@@ -554,15 +591,21 @@ impl<B: AttestationBackend> PollContext<'_, B> {
         Session::new()
     }
 
-    /// Takes at most `requests_per_poll` requests, each answered at once.
+    /// Takes at most `requests_per_poll` requests, each answered at once,
+    /// and no more than the poll has left.
     fn receive(
         &mut self,
         session: &mut Session,
         slot: &mut Slot,
         socket: &mut tcp::Socket,
     ) -> bool {
+        let allowed = self.limits.requests_per_poll.min(self.requests_left);
+        if allowed == 0 {
+            self.deferred |= session.wants_input() && socket.can_recv();
+            return false;
+        }
         let handled_before = session.requests_handled();
-        for _ in 0..self.limits.requests_per_poll.saturating_mul(2) {
+        for _ in 0..allowed.saturating_mul(2) {
             if !session.wants_input() || !socket.can_recv() {
                 break;
             }
@@ -572,14 +615,14 @@ impl<B: AttestationBackend> PollContext<'_, B> {
                     (used, used)
                 })
                 .unwrap_or(0);
-            if used == 0
-                || session.requests_handled() - handled_before
-                    >= self.limits.requests_per_poll as u32
-            {
+            if used == 0 || session.requests_handled() - handled_before >= allowed as u32 {
                 break;
             }
         }
         let handled = session.requests_handled() - handled_before;
+        self.requests_left = self
+            .requests_left
+            .saturating_sub(usize::try_from(handled).unwrap_or(usize::MAX));
         if handled == 0 {
             return false;
         }

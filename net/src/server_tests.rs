@@ -922,3 +922,80 @@ fn subscriber_slots_are_bounded() {
         }
     }
 }
+
+/// A flood of challenges on many connections at once: one poll of the
+/// server answers at most `requests_per_round` of them (each may be a TPM
+/// quote, in the A-VM's one loop between its checks), and the next poll
+/// starts with the first connection it could not serve, so a verifier
+/// behind the flooders is answered within one turn of the pool.
+#[test]
+fn a_flood_of_challenges_is_answered_a_round_at_a_time_in_turn() {
+    const FLOODERS: usize = 39;
+    const PIPELINED: usize = 8;
+    let mut net = testbed();
+    let limits = net.server.limits();
+    let per_round = limits.requests_per_round;
+    let mut clients: Vec<Client> = (0..=FLOODERS).map(|_| net.connect()).collect();
+    for client in &clients {
+        net.send_request(client, &hello());
+    }
+    for client in &mut clients {
+        assert!(matches!(net.response(client), Response::Hello(_)));
+    }
+    // Every challenge is on its way before the server polls again: the
+    // flooders' PIPELINED each, then the verifier's one, on the connection
+    // opened last.
+    for (i, client) in clients.iter().enumerate() {
+        let count = if i < FLOODERS { PIPELINED } else { 1 };
+        for k in 0..count {
+            let frame = wire::encode_frame(&challenge(&[i as u8, k as u8], 0xff)).unwrap();
+            assert_eq!(net.socket(client).send_slice(&frame), Ok(frame.len()));
+        }
+    }
+    let total = (FLOODERS * PIPELINED + 1) as u64;
+    let start = net.server.stats().requests;
+    let (mut polls, mut most, mut verifier_answered) = (0usize, 0u64, None);
+    for _ in 0..MAX_STEPS {
+        net.client_stack.poll(net.now);
+        if net.server.needs_poll(&net.server_stack, net.now) {
+            net.server_stack.poll(net.now);
+            let before = net.server.stats().requests;
+            net.server
+                .poll(&mut net.server_stack, &mut net.backend, net.now);
+            let handled = net.server.stats().requests - before;
+            if handled > 0 {
+                polls += 1;
+            }
+            most = most.max(handled);
+            net.server_stack.poll(net.now);
+        }
+        net.now += 1;
+        let verifier = clients.last_mut().expect("a verifier");
+        net.drain(verifier);
+        if verifier_answered.is_none() && !verifier.responses.is_empty() {
+            verifier_answered = Some(polls);
+        }
+        if net.server.stats().requests - start == total {
+            break;
+        }
+    }
+    assert_eq!(net.server.stats().requests - start, total, "all answered");
+    assert_eq!(most, per_round as u64, "no poll answered more than a round");
+    // One turn of the pool: each poll serves at least
+    // per_round / requests_per_poll connections.
+    let turn = (FLOODERS + 1).div_ceil(per_round / limits.requests_per_poll);
+    let verifier_answered = verifier_answered.expect("the verifier was answered");
+    assert!(
+        verifier_answered <= turn + 1,
+        "the verifier waited {verifier_answered} polls (a turn is {turn})"
+    );
+    let verifier = clients.last_mut().expect("a verifier");
+    assert_eq!(
+        verifier.responses.remove(0),
+        Response::Evidence(DeterministicBackend::evidence(
+            &[FLOODERS as u8, 0],
+            PcrMask::FIRMWARE,
+            512
+        ))
+    );
+}
