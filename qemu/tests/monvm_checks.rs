@@ -224,6 +224,37 @@ fn check_live(series: &str) {
             violations[0]
         );
     }
+    // The #VC gate made callable from user space (DPL 3), its target
+    // unchanged: only the attribute word the image's idt_data gives the
+    // vector says so. The A-VM reports it too.
+    let user_callable = Gate {
+        type_attr: unused.type_attr | 0x60,
+        ..unused
+    };
+    {
+        let _tamper = MonVmPatch::kernel(
+            &record,
+            |p| p.symbols.idt_table + 16 * u64::from(UNUSED_VECTOR),
+            |_, _| user_callable.encode().to_vec(),
+            16,
+        );
+        let (_, report) = checks(&view, &profile);
+        let violations: Vec<_> = report.violations().collect();
+        assert_eq!(violations.len(), 1, "{series}: {violations:#?}");
+        assert!(
+            matches!(
+                violations[0].kind,
+                IdtFindingKind::Attributes { expected, found }
+                    if expected >> 13 & 3 == 0 && found >> 13 & 3 == 3
+            ),
+            "{series}: {:?}",
+            violations[0]
+        );
+        avm_qemu::testing::wait_for_avm_serial(
+            &record,
+            &format!(":violation:idt:IDT vector {UNUSED_VECTOR:#04x} has DPL 3"),
+        );
+    }
     let (_, report) = checks(&view, &profile);
     assert!(report.is_clean(), "{series} after restoring");
     assert_eq!(report.digest, clean_idt.digest);

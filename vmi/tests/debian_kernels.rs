@@ -387,6 +387,40 @@ fn check_profile(
     assert_eq!(name_of(0x0e), Some("asm_exc_page_fault"));
     assert_eq!(name_of(0xec), Some("asm_sysvec_apic_timer_interrupt"));
     assert!(name_of(0x21).is_some_and(|n| n.starts_with("irq_entries_start")));
+    assert_eq!(name_of(0x03), Some("asm_exc_int3"));
+    // Each gate's attribute word (struct idt_bits): DPL 3 only where user
+    // space may raise the vector (#BP, #OF, int 0x80), an IST stack for
+    // #DF, NMI, #DB (IST_INDEX_* + 1), interrupt gates throughout.
+    assert_eq!(idt.attributes.len(), idt.gates.len());
+    let bits_of = |v: u8| {
+        idt.gates
+            .iter()
+            .zip(&idt.attributes)
+            .find(|((vector, _), _)| *vector == v)
+            .map(|(_, bits)| *bits)
+    };
+    for (vector, bits) in [
+        (0x00, 0x8e00),
+        (0x01, 0x8e03),
+        (0x02, 0x8e02),
+        (0x03, 0xee00),
+        (0x04, 0xee00),
+        (0x08, 0x8e01),
+        (0x0e, 0x8e00),
+        (0x21, 0x8e00),
+        (0x80, 0xee00),
+        (0xec, 0x8e00),
+    ] {
+        assert_eq!(bits_of(vector), Some(bits), "vector {vector:#x}");
+    }
+    let user_callable: Vec<u8> = idt
+        .gates
+        .iter()
+        .zip(&idt.attributes)
+        .filter(|(_, bits)| *bits >> 13 & 3 == 3)
+        .map(|((vector, _), _)| *vector)
+        .collect();
+    assert_eq!(user_callable, [0x03, 0x04, 0x80]);
 }
 
 /// The kernel loaded where it was linked (P = 16 MiB, no slide): located by

@@ -28,7 +28,11 @@
 //! - the profile lists the vector's entry symbol ([`IdtReference`], from
 //!   the image's `idt_data` tables and irq stubs) and the gate is absent or
 //!   points elsewhere in the text ([`IdtFindingKind::NotExpected`]; a gate
-//!   of such a vector outside the text is [`IdtFindingKind::OutsideText`]).
+//!   of such a vector outside the text is [`IdtFindingKind::OutsideText`]);
+//! - the profile gives the vector's attribute word and the gate's differs
+//!   ([`IdtFindingKind::Attributes`]): DPL 3 on a vector only the CPU
+//!   should raise lets user space call the handler with `int N`, another
+//!   IST entry runs it on another stack.
 //!
 //! **Leftover early handlers (a note, not a violation).** At boot the
 //! kernel points all 32 exception vectors at `early_idt_handler_array` in
@@ -389,6 +393,10 @@ pub enum IdtFindingKind {
     /// Violation: neither an interrupt nor a trap gate, or not the
     /// kernel's code segment.
     BadGate { gate_type: u8, selector: u16 },
+    /// Violation: the gate's attribute word (IST, type, DPL, present: its
+    /// bytes 4 and 5) is not the one the image's tables give its vector: a
+    /// gate user space may call (DPL 3), or one switched to another stack.
+    Attributes { expected: u16, found: u16 },
     /// Violation: the profile names this vector's entry symbol and the gate
     /// is absent (`found` = None) or points elsewhere.
     NotExpected {
@@ -435,6 +443,15 @@ impl fmt::Display for IdtFinding {
                 f,
                 "IDT vector {v:#04x} is a gate of type {gate_type:#x} with selector {selector:#x}"
             ),
+            IdtFindingKind::Attributes { expected, found } => {
+                let fields = |bits: u16| (bits >> 13 & 3, bits & 7, bits >> 8 & 0x1f);
+                let (dpl, ist, kind) = fields(*found);
+                let (want_dpl, want_ist, want_kind) = fields(*expected);
+                write!(
+                    f,
+                    "IDT vector {v:#04x} has DPL {dpl}, IST {ist}, type {kind:#x} ({found:#06x}) instead of DPL {want_dpl}, IST {want_ist}, type {want_kind:#x} ({expected:#06x})"
+                )
+            }
             IdtFindingKind::NotExpected {
                 expected_name,
                 expected,
@@ -511,22 +528,30 @@ pub fn idt<M: GuestMemory + ?Sized>(
     // The profile's expected entries, by vector.
     // On the heap: the A-VM's stacks are small.
     let mut expected: Vec<Option<(&str, u64)>> = alloc::vec![None; IDT_GATES];
+    let mut attributes: Vec<Option<u16>> = alloc::vec![None; IDT_GATES];
     if let Some(reference) = &profile.idt {
-        for (vector, entry) in &reference.gates {
+        for (index, (vector, entry)) in reference.gates.iter().enumerate() {
             let at = location
                 .runtime_of(entry.address)
                 .ok_or(CheckError::BadProfile)?;
             if let Some(slot) = expected.get_mut(usize::from(*vector)) {
                 *slot = Some((entry.name.as_str(), at.value()));
             }
+            if let (Some(slot), Some(bits)) = (
+                attributes.get_mut(usize::from(*vector)),
+                reference.attributes.get(index),
+            ) {
+                *slot = Some(*bits);
+            }
         }
     }
 
     let mut gates = Vec::new();
     let mut findings = Vec::new();
-    for ((vector, raw), want) in (0..=u8::MAX)
+    for (((vector, raw), want), want_bits) in (0..=u8::MAX)
         .zip(bytes.chunks_exact(GATE_SIZE))
         .zip(expected.iter())
+        .zip(attributes.iter())
     {
         let mut gate_bytes = [0u8; GATE_SIZE];
         gate_bytes.copy_from_slice(raw);
@@ -554,6 +579,19 @@ pub fn idt<M: GuestMemory + ?Sized>(
                 kind: IdtFindingKind::BadGate {
                     gate_type: gate.gate_type(),
                     selector: gate.selector,
+                },
+            });
+        }
+        let bits = u16::from_le_bytes([gate.ist_byte, gate.type_attr]);
+        if let Some(want_bits) = *want_bits
+            && bits != want_bits
+        {
+            findings.push(IdtFinding {
+                vector,
+                found,
+                kind: IdtFindingKind::Attributes {
+                    expected: want_bits,
+                    found: bits,
                 },
             });
         }

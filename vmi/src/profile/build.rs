@@ -471,9 +471,10 @@ const LIST_HEAD: u64 = 16;
 /// The first vector of external interrupts (`FIRST_EXTERNAL_VECTOR`).
 const FIRST_EXTERNAL_VECTOR: u64 = 0x20;
 
-/// The entry each IDT vector gets at boot, from the image's own tables:
-/// the `struct idt_data` arrays `early_pf_idts` (the page fault, kept),
-/// `def_idts` (exceptions, the int 0x80
+/// The entry each IDT vector gets at boot, and its attribute word (IST,
+/// type, DPL, present), from the image's own tables: the `struct idt_data`
+/// arrays `early_idts` (#DB, replaced, and #BP, kept), `early_pf_idts`
+/// (the page fault, kept), `def_idts` (exceptions, the int 0x80
 /// gate), `ia32_idt` (6.12) and `apic_idts` (system vectors), applied in
 /// that order as `idt_setup_traps` and `idt_setup_apic_and_irq_gates` do;
 /// every other external vector gets its stub in `irq_entries_start`, and
@@ -490,11 +491,23 @@ fn idt_reference(
     let size = btf.size("idt_data")?;
     let vector_at = btf.field("idt_data", "vector", 4)?;
     let addr_at = btf.field("idt_data", "addr", PTR)?;
+    let bits_at = btf.field("idt_data", "bits", 2)?;
+    // The attribute word is copied into the gate whole (`idt_init_desc`),
+    // where the CPU reads it as bytes 4 and 5.
+    if btf.field("gate_struct", "bits", 2)? != 4 {
+        return Err(bad("gate_struct.bits is not at byte 4".into()));
+    }
     if size == 0 || size > 64 {
         return Err(bad(format!("struct idt_data of {size} bytes")));
     }
-    let mut gates: BTreeMap<u8, u64> = BTreeMap::new();
-    for table in ["early_pf_idts", "def_idts", "ia32_idt", "apic_idts"] {
+    let mut gates: BTreeMap<u8, (u64, u16)> = BTreeMap::new();
+    for table in [
+        "early_idts",
+        "early_pf_idts",
+        "def_idts",
+        "ia32_idt",
+        "apic_idts",
+    ] {
         let Some(start) = optional(symbols, table)? else {
             continue;
         };
@@ -510,12 +523,16 @@ fn idt_reference(
             let addr = elf
                 .read_u64(at + addr_at)
                 .ok_or_else(|| bad(format!("{table} is not in the file")))?;
+            let bits = elf
+                .read(at + bits_at, 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .ok_or_else(|| bad(format!("{table} is not in the file")))?;
             // The array ends where its entries stop making sense
             // (alignment padding before the next symbol).
-            if vector > 0xff || !(s.text..s.etext).contains(&addr) {
+            if vector > 0xff || !(s.text..s.etext).contains(&addr) || bits & 0x8000 == 0 {
                 break;
             }
-            gates.insert(vector as u8, addr);
+            gates.insert(vector as u8, (addr, bits));
             at += size;
         }
     }
@@ -541,12 +558,13 @@ fn idt_reference(
         } else {
             (spurious, "spurious_entries_start", vector - first_system)
         };
-        gates.insert(v, base + stride * index);
+        gates.insert(v, (base + stride * index, super::IDT_INTERRUPT_GATE_BITS));
         stubs.insert(v, format!("{name}+{:#x}", stride * index));
     }
+    let attributes = gates.values().map(|&(_, bits)| bits).collect();
     let named = gates
         .into_iter()
-        .map(|(vector, address)| {
+        .map(|(vector, (address, _))| {
             if let Some(name) = stubs.remove(&vector) {
                 return (vector, NamedAddress { name, address });
             }
@@ -563,7 +581,10 @@ fn idt_reference(
             (vector, NamedAddress { name, address })
         })
         .collect();
-    Ok(super::IdtReference { gates: named })
+    Ok(super::IdtReference {
+        gates: named,
+        attributes,
+    })
 }
 
 /// Function-pointer tables in writable data that rootkits hook, with

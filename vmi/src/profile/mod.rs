@@ -201,7 +201,18 @@ pub struct StructOffsets {
 pub struct IdtReference {
     /// `(vector, entry symbol)`, vectors strictly increasing.
     pub gates: Vec<(u8, NamedAddress)>,
+    /// The attribute word of each gate of `gates`, in the same order:
+    /// `struct idt_bits` (IST index in bits 0..2, gate type in 8..12, DPL
+    /// in 13..14, present in 15), which is the gate's bytes 4 and 5. From
+    /// the image's `idt_data` tables, and what `set_intr_gate` writes for
+    /// the irq stubs. Empty only in hand-made test profiles (not checked).
+    pub attributes: Vec<u16>,
 }
+
+/// `struct idt_bits` of an interrupt gate, DPL 0, no IST, present: what
+/// the kernel writes for every vector it gives an irq stub
+/// (`idt_setup_apic_and_irq_gates` -> `set_intr_gate`).
+pub const IDT_INTERRUPT_GATE_BITS: u16 = 0x8e00;
 
 /// Everything the A-VM knows about one kernel build.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +310,14 @@ impl KernelProfile {
         self.validate_offsets()?;
         if let Some(idt) = &self.idt {
             check(idt.gates.len() <= 256, "more than 256 IDT gates")?;
+            check(
+                idt.attributes.is_empty() || idt.attributes.len() == idt.gates.len(),
+                "IDT attributes not one per gate",
+            )?;
+            check(
+                idt.attributes.iter().all(|bits| bits & 0x8000 != 0),
+                "IDT attributes of a gate that is not present",
+            )?;
             let mut last: Option<u8> = None;
             for (vector, entry) in &idt.gates {
                 check(

@@ -186,6 +186,27 @@ fn invalid_contents_are_refused() {
             };
             p.idt = Some(IdtReference {
                 gates: vec![(3, entry.clone()), (3, entry)],
+                attributes: Vec::new(),
+            });
+        }),
+        ("idt attributes not one per gate", |p| {
+            let entry = NamedAddress {
+                name: "asm_exc_divide_error".into(),
+                address: p.symbols.text + 0x100,
+            };
+            p.idt = Some(IdtReference {
+                gates: vec![(0, entry)],
+                attributes: vec![0x8e00, 0x8e00],
+            });
+        }),
+        ("idt attributes of an absent gate", |p| {
+            let entry = NamedAddress {
+                name: "asm_exc_divide_error".into(),
+                address: p.symbols.text + 0x100,
+            };
+            p.idt = Some(IdtReference {
+                gates: vec![(0, entry)],
+                attributes: vec![0x0e00],
             });
         }),
     ];
@@ -227,6 +248,7 @@ fn invalid_contents_are_refused() {
                 address: p.symbols.text + 0x100,
             },
         )],
+        attributes: vec![0x8e00],
     });
     assert_eq!(p.validate(), Ok(()));
 }

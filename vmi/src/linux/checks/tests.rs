@@ -333,6 +333,7 @@ fn idt_reference_when_the_profile_has_one() {
             (0x01, entry("asm_exc_debug", 0x90_0000)),
             (0x0f, entry("asm_exc_spurious_interrupt_bug", 0x80_00f0)),
         ],
+        attributes: Vec::new(),
     });
     let report = idt_of(&k).expect("readable");
     let violations: Vec<&IdtFinding> = report.violations().collect();
@@ -362,6 +363,72 @@ fn idt_reference_when_the_profile_has_one() {
     assert_eq!(report.violations().count(), 1);
 }
 
+/// The attribute word of each gate the profile lists (IST, type, DPL,
+/// present, from the image's `idt_data`): a gate user space may call with
+/// `int N` (DPL 3), or one moved to another interrupt stack, is a
+/// violation; its entry address alone says nothing of either.
+#[test]
+fn idt_attributes_from_the_profile() {
+    let mut k = kernel();
+    let text = k.profile.symbols.text;
+    // The crafted kernel's entries: text + 0x80_0000 + 0x10 * vector.
+    let entry = |v: u8| NamedAddress {
+        name: alloc::format!("entry_{v:#x}"),
+        address: text + 0x80_0000 + 0x10 * u64::from(v),
+    };
+    k.profile.idt = Some(IdtReference {
+        gates: alloc::vec![(0x03, entry(0x03)), (0x0e, entry(0x0e))],
+        // #BP callable from user space (DPL 3), #PF not.
+        attributes: alloc::vec![0xee00, 0x8e00],
+    });
+    let at = |v: u8| rt(text + 0x80_0000 + 0x10 * u64::from(v));
+    // As crafted, #BP is DPL 0: not what the image says.
+    let report = idt_of(&k).expect("readable");
+    let violations: Vec<&IdtFinding> = report.violations().collect();
+    assert_eq!(violations.len(), 1, "{violations:#?}");
+    assert_eq!(violations[0].vector, 0x03);
+    assert_eq!(
+        violations[0].kind,
+        IdtFindingKind::Attributes {
+            expected: 0xee00,
+            found: 0x8e00
+        }
+    );
+    assert!(
+        violations[0]
+            .to_string()
+            .contains("DPL 0, IST 0, type 0xe (0x8e00) instead of DPL 3"),
+        "{}",
+        violations[0]
+    );
+    let mut bp = gate(0x03, at(0x03));
+    bp.type_attr = 0xee;
+    set_gate(&mut k, bp);
+    assert!(idt_of(&k).expect("readable").is_clean());
+    // #PF made callable from user space, or put on an IST stack.
+    for (ist_byte, type_attr) in [(0, 0xee), (2, 0x8e), (0, 0x8f)] {
+        let mut pf = gate(0x0e, at(0x0e));
+        (pf.ist_byte, pf.type_attr) = (ist_byte, type_attr);
+        let mut k = kernel();
+        k.profile.idt = Some(IdtReference {
+            gates: alloc::vec![(0x03, entry(0x03)), (0x0e, entry(0x0e))],
+            attributes: alloc::vec![0xee00, 0x8e00],
+        });
+        set_gate(&mut k, bp);
+        set_gate(&mut k, pf);
+        let report = idt_of(&k).expect("readable");
+        let violations: Vec<&IdtFinding> = report.violations().collect();
+        assert_eq!(violations.len(), 1, "{violations:#?}");
+        assert_eq!(
+            violations[0].kind,
+            IdtFindingKind::Attributes {
+                expected: 0x8e00,
+                found: u16::from_le_bytes([ist_byte, type_attr])
+            }
+        );
+    }
+}
+
 #[test]
 fn a_referenced_vector_at_an_early_handler_is_a_violation() {
     // The exemption of leftover early handlers is for the vectors the
@@ -376,6 +443,7 @@ fn a_referenced_vector_at_an_early_handler_is_a_violation() {
         };
         k.profile.idt = Some(IdtReference {
             gates: alloc::vec![(0x0e, pf)],
+            attributes: Vec::new(),
         });
         k
     };
