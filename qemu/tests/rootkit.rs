@@ -250,6 +250,12 @@ fn attack_from_inside(series: &str) {
         from,
         &format!(":violation:creds:process:{pid}:sleep:euid 0 without exec (was 65534)"),
     );
+    // Its ids written in place: the cred is still charged to nobody.
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:creds:process:{pid}:sleep:uid 0 in a cred of uid 65534's account"),
+    );
     let root_ids = ids(&mut console, pid);
     assert_eq!(
         root_ids.split_whitespace().collect::<Vec<_>>(),

@@ -472,6 +472,8 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         file_f_inode: 0x8,
         inode_i_mode: 0x2,
         inode_i_uid: 0x8,
+        cred_user: 0x88,
+        user_struct_uid: 0x4,
         pgd_user_copy: false,
     };
 

@@ -192,6 +192,7 @@ impl CrossWatch {
                 tree.as_deref().unwrap_or(&[]),
                 init_cred.value(),
                 set_uid_program,
+                |t| crossview::account_uid(space, t, r),
             );
             findings.extend(self.creds.update(tasks));
             out[2] = findings
@@ -210,6 +211,13 @@ impl CrossWatch {
                         comm_of(pid),
                         parent_pid,
                         parent_euid
+                    )),
+                    CredFinding::NotItsAccount { pid, uid, account } => text(format_args!(
+                        "process:{}:{}:uid {} in a cred of uid {}'s account",
+                        pid,
+                        comm_of(pid),
+                        uid,
+                        account
                     )),
                     CredFinding::RootWithoutExec { pid, was } => text(format_args!(
                         "process:{}:{}:euid 0 without exec (was {})",

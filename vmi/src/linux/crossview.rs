@@ -90,6 +90,10 @@ pub struct CrossViewReference {
     pub file_f_inode: u64,
     pub inode_i_mode: u64,
     pub inode_i_uid: u64,
+    /// `cred.user` (a `struct user_struct *`), `user_struct.uid` (u32):
+    /// the account a cred's real uid is charged to ([`account_uid`]).
+    pub cred_user: u64,
+    pub user_struct_uid: u64,
     /// Whether top-level tables are 8 KiB, the second half the user copy
     /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
     pub pgd_user_copy: bool,
@@ -277,6 +281,12 @@ pub enum CredFinding {
     /// was `was`): what a rootkit writing its cred does; Linux only grants
     /// root on exec of a set-uid program.
     RootWithoutExec { pid: i32, was: u32 },
+    /// A cred whose real uid is not the uid of the account (`user`) it is
+    /// charged to: the kernel changes both together (`set_user` on every
+    /// change of the real uid, before the cred is committed), a rootkit
+    /// that writes the ids in place leaves the account as it was. Seen in
+    /// any round, whoever the parent, however young the process.
+    NotItsAccount { pid: i32, uid: u32, account: u32 },
 }
 
 /// Rounds a task missing from the task list (or read without an address
@@ -401,6 +411,8 @@ impl CredTracker {
 /// parent whose euid is not 0 is a set-uid program the policy allows
 /// ([`setuid_exec`]): such a task is not reported as
 /// [`CredFinding::RootUnderUser`] (the other rules still apply to it).
+/// `account_uid` gives the uid of the account a task's cred is charged to
+/// ([`account_uid`]; `None` if it does not read: no finding).
 ///
 /// A task's parent is its `real_parent`, and also the task whose
 /// `children` list holds it in the process tree (`tree`; empty if the
@@ -414,6 +426,7 @@ pub fn cred_findings(
     tree: &[TreeTask],
     init_cred: u64,
     set_uid_program: impl Fn(&Task) -> bool,
+    account_uid: impl Fn(&Task) -> Option<u32>,
 ) -> Vec<CredFinding> {
     let by_address = TaskIndex::new(tasks, |t| t.address.value());
     let euid_of = |address: Option<GuestVirtAddr>| {
@@ -429,6 +442,13 @@ pub fn cred_findings(
         {
             out.push(CredFinding::InitCred { pid: t.pid });
             continue;
+        }
+        if let Some(account) = account_uid(t).filter(|&a| a != creds.uid) {
+            out.push(CredFinding::NotItsAccount {
+                pid: t.pid,
+                uid: creds.uid,
+                account,
+            });
         }
         if creds.euid == 0
             && let Some(parent_euid) = euid_of(t.parent).filter(|&e| e != 0)
@@ -554,6 +574,19 @@ pub fn setuid_exec<V: VirtualMemory + ?Sized>(
     };
     set_uid_root().unwrap_or(false)
         && super::path::file_path(mem, file, paths).is_ok_and(|exe| allowed(exe.as_bytes()))
+}
+
+/// The uid of the account `task`'s cred is charged to (`cred->user->uid`),
+/// for [`CredFinding::NotItsAccount`]; `None` if the task has no cred or
+/// any of it does not read.
+pub fn account_uid<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    task: &Task,
+    r: &CrossViewReference,
+) -> Option<u32> {
+    let creds = task.creds?;
+    let user = read_pointer(mem, creds.address, r.cred_user).ok()??;
+    super::structs::read_u32(mem, user, r.user_struct_uid).ok()
 }
 
 /// The entries of a pointer table at runtime address `at`.

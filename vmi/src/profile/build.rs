@@ -648,6 +648,8 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         inode_i_mode: btf.field("inode", "i_mode", 2)?,
         // `kuid_t`: a struct of one u32.
         inode_i_uid: btf.field("inode", "i_uid", 4)?,
+        cred_user: btf.field("cred", "user", PTR)?,
+        user_struct_uid: btf.field("user_struct", "uid", 4)?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
 }

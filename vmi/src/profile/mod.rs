@@ -347,6 +347,8 @@ impl KernelProfile {
                 c.task_sibling,
                 c.inode_i_mode,
                 c.inode_i_uid,
+                c.cred_user,
+                c.user_struct_uid,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }

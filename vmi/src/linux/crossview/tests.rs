@@ -28,6 +28,8 @@ const R: CrossViewReference = CrossViewReference {
     file_f_inode: 0x20,
     inode_i_mode: 0x0,
     inode_i_uid: 0x4,
+    cred_user: 0x30,
+    user_struct_uid: 0x4,
     pgd_user_copy: true,
 };
 
@@ -323,7 +325,7 @@ fn credential_findings() {
         task(2, 0x900, None, 0, 0x7000, false),
     ];
     assert_eq!(
-        cred_findings(&tasks, &[], init_cred, |_| false),
+        cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
         [
             CredFinding::RootUnderUser {
                 pid: 101,
@@ -340,7 +342,7 @@ fn credential_findings() {
     let with_twin = [tasks.as_slice(), &[twin]].concat();
     let allowed = |t: &Task| t.address.value() == DIRECT + 0x500 || t.pid == 102;
     assert_eq!(
-        cred_findings(&with_twin, &[], init_cred, allowed),
+        cred_findings(&with_twin, &[], init_cred, allowed, |_| None),
         [
             CredFinding::InitCred { pid: 102 },
             CredFinding::RootUnderUser {
@@ -350,6 +352,66 @@ fn credential_findings() {
             },
         ]
     );
+}
+
+/// A cred whose ids a rootkit wrote in place (uid 0) still names the
+/// account of the user it was made for (`cred->user`): reported whatever
+/// the parent and however young the process; a kernel-made cred (ids and
+/// account changed together) is not.
+#[test]
+fn a_cred_written_in_place_is_not_its_accounts() {
+    let init_cred = DIRECT + 0x7000;
+    // The account uid of each task's cred, by cred address.
+    let accounts = |t: &Task| match t.creds?.address.value() - DIRECT {
+        0x200 | 0x400 => Some(0),
+        0x600 => Some(65534),
+        _ => None,
+    };
+    let tasks = [
+        // init, and a root shell under it: accounts agree.
+        task(1, 0x100, None, 0, 0x200, true),
+        task(100, 0x300, Some(0x100), 0, 0x400, true),
+        // A nobody process made root in place, under the root shell.
+        task(101, 0x500, Some(0x300), 0, 0x600, true),
+        // A cred that does not read: no finding from it.
+        task(102, 0x700, Some(0x300), 0, 0x800, true),
+    ];
+    assert_eq!(
+        cred_findings(&tasks, &[], init_cred, |_| false, accounts),
+        [CredFinding::NotItsAccount {
+            pid: 101,
+            uid: 0,
+            account: 65534
+        }]
+    );
+    // Nothing without the accounts (the rule the rootkit test beats).
+    assert_eq!(
+        cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
+        []
+    );
+}
+
+/// `account_uid` reads `cred->user->uid`; a NULL or unreadable account is
+/// no answer.
+#[test]
+fn account_uid_follows_the_cred_to_its_user() {
+    let mut b = builder();
+    // cred at 0x2000 -> user_struct at 0x3000, uid 65534.
+    b.write_u64(0x2000 + R.cred_user, DIRECT + 0x3000);
+    b.write(0x3000 + R.user_struct_uid, &65534u32.to_le_bytes());
+    // cred at 0x2400: NULL user; cred at 0x2800: user outside RAM.
+    b.write_u64(0x2800 + R.cred_user, DIRECT + 0x10_0000);
+    let with_cred = |cred: u64| task(7, 0x100, None, 0, cred, true);
+    with_space(&b, |space| {
+        assert_eq!(account_uid(space, &with_cred(0x2000), &R), Some(65534));
+        assert_eq!(account_uid(space, &with_cred(0x2400), &R), None);
+        assert_eq!(account_uid(space, &with_cred(0x2800), &R), None);
+        let no_cred = Task {
+            creds: None,
+            ..with_cred(0x2000)
+        };
+        assert_eq!(account_uid(space, &no_cred, &R), None);
+    });
 }
 
 /// A rootkit that makes a user's process root and points its
@@ -380,19 +442,25 @@ fn a_rewritten_real_parent_does_not_hide_a_root_task_under_a_user() {
     for real_parent in [Some(0x100), None, Some(0x9_0000)] {
         let tasks = tasks_with(real_parent);
         // Without the tree, the rewrite hides it.
-        assert_eq!(cred_findings(&tasks, &[], init_cred, |_| false), []);
         assert_eq!(
-            cred_findings(&tasks, &tree, init_cred, |_| false),
+            cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
+            []
+        );
+        assert_eq!(
+            cred_findings(&tasks, &tree, init_cred, |_| false, |_| None),
             [rise],
             "real_parent {real_parent:x?}"
         );
         // A set-uid program the policy allows is let off here too.
-        assert_eq!(cred_findings(&tasks, &tree, init_cred, |_| true), []);
+        assert_eq!(
+            cred_findings(&tasks, &tree, init_cred, |_| true, |_| None),
+            []
+        );
     }
     // Real parent and tree agree: reported once, from the real parent.
     let tasks = tasks_with(Some(0x300));
     assert_eq!(
-        cred_findings(&tasks, &tree, init_cred, |_| false),
+        cred_findings(&tasks, &tree, init_cred, |_| false, |_| None),
         [CredFinding::RootUnderUser {
             pid: 101,
             parent_pid: 0x300,
@@ -403,7 +471,10 @@ fn a_rewritten_real_parent_does_not_hide_a_root_task_under_a_user() {
     // (the tracker sees a rise without exec; off-tree sees an unlink).
     let tasks = tasks_with(Some(0x100));
     let moved = [node(0x100, 0x4000), node(0x300, 0x100), node(0x500, 0x100)];
-    assert_eq!(cred_findings(&tasks, &moved, init_cred, |_| false), []);
+    assert_eq!(
+        cred_findings(&tasks, &moved, init_cred, |_| false, |_| None),
+        []
+    );
 }
 
 /// A list as long as a walk allows, every task root under one user
@@ -428,7 +499,7 @@ fn credential_findings_over_a_full_list_take_no_quadratic_time() {
         .collect();
     tasks.push(task(1, parent, None, 1000, 0x3fff_0000, true));
     let started = std::time::Instant::now();
-    let findings = cred_findings(&tasks, &[], DIRECT + 0x7fff_0000, |_| false);
+    let findings = cred_findings(&tasks, &[], DIRECT + 0x7fff_0000, |_| false, |_| None);
     let took = started.elapsed();
     assert_eq!(findings.len(), tasks.len() - 1);
     assert!(
@@ -533,7 +604,10 @@ fn a_process_missing_from_a_round_is_still_compared_when_it_is_back() {
     back.parent = Some(va(0x100));
     back.parent_pid = Some(1);
     let round = [init, shell, back];
-    assert_eq!(cred_findings(&round, &[], DIRECT + 0x7000, |_| false), []);
+    assert_eq!(
+        cred_findings(&round, &[], DIRECT + 0x7000, |_| false, |_| None),
+        []
+    );
     let risen = [CredFinding::RootWithoutExec {
         pid: 100,
         was: 1000,
