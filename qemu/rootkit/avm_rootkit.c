@@ -42,6 +42,7 @@
 #include <linux/sched/task.h>
 #include <linux/cred.h>
 #include <linux/pid.h>
+#include <linux/err.h>
 #include <linux/btf.h>
 #include <linux/irqflags.h>
 #include <net/sock.h>
@@ -343,6 +344,20 @@ static struct task_struct *get_task(pid_t nr)
 	return t;
 }
 
+/* The thread-group leader of PID nr (not init), referenced; else ERR_PTR. */
+static struct task_struct *get_leader(pid_t nr)
+{
+	struct task_struct *t = get_task(nr);
+
+	if (!t)
+		return ERR_PTR(-ESRCH);
+	if (!thread_group_leader(t) || t->pid <= 1) {
+		put_task_struct(t);
+		return ERR_PTR(-EINVAL);
+	}
+	return t;
+}
+
 static void unhide_task(void)
 {
 	struct task_struct *t = hidden_task, *p;
@@ -372,13 +387,9 @@ static int hide_task(pid_t nr)
 	unhide_task();
 	if (nr <= 0)
 		return 0;
-	t = get_task(nr);
-	if (!t)
-		return -ESRCH;
-	if (!thread_group_leader(t) || t->pid <= 1) {
-		put_task_struct(t);
-		return -EINVAL;
-	}
+	t = get_leader(nr);
+	if (IS_ERR(t))
+		return PTR_ERR(t);
 	/*
 	 * Unlink its neighbours from it (its own pointers stay valid for RCU
 	 * readers standing on it); once no reader can be on it any more, point
@@ -489,15 +500,13 @@ static int reparent_task(pid_t nr)
 	restore_parent();
 	if (nr <= 0)
 		return 0;
-	t = get_task(nr);
-	if (!t)
-		return -ESRCH;
+	t = get_leader(nr);
+	if (IS_ERR(t))
+		return PTR_ERR(t);
 	init = get_task(1);
-	if (!init || !thread_group_leader(t) || t->pid <= 1) {
-		if (init)
-			put_task_struct(init);
+	if (!init) {
 		put_task_struct(t);
-		return -EINVAL;
+		return -ESRCH;
 	}
 	write_lock_irq(tasklist_lock_p);
 	if (!pid_alive(t)) {
@@ -545,13 +554,9 @@ static int untree_task(pid_t nr)
 	retree_task();
 	if (nr <= 0)
 		return 0;
-	t = get_task(nr);
-	if (!t)
-		return -ESRCH;
-	if (!thread_group_leader(t) || t->pid <= 1) {
-		put_task_struct(t);
-		return -EINVAL;
-	}
+	t = get_leader(nr);
+	if (IS_ERR(t))
+		return PTR_ERR(t);
 	/* the children lists are only walked under tasklist_lock */
 	write_lock_irq(tasklist_lock_p);
 	if (pid_alive(t))

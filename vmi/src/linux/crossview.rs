@@ -169,17 +169,21 @@ pub fn kset_modules<V: VirtualMemory + ?Sized>(
 /// Modules in sysfs that are not on the module list (`listed`: their
 /// `struct module` addresses).
 pub fn hidden_modules(in_sysfs: &[GuestVirtAddr], listed: &[GuestVirtAddr]) -> Vec<GuestVirtAddr> {
+    missing_from(in_sysfs.iter().copied(), listed.iter().copied())
+}
+
+/// The addresses of `candidates` (in their order) that are not in `seen`.
+fn missing_from(
+    candidates: impl Iterator<Item = GuestVirtAddr>,
+    seen: impl Iterator<Item = GuestVirtAddr>,
+) -> Vec<GuestVirtAddr> {
     // Built by inserts: collecting into a set would add a sort to the
     // A-VM image for this alone.
     let mut set = BTreeSet::new();
-    for a in listed {
+    for a in seen {
         set.insert(a.value());
     }
-    in_sysfs
-        .iter()
-        .filter(|m| !set.contains(&m.value()))
-        .copied()
-        .collect()
+    candidates.filter(|a| !set.contains(&a.value())).collect()
 }
 
 /// A task of the process tree and the task whose `children` list holds
@@ -234,15 +238,10 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
 
 /// Tasks in the process tree that are not on the task list.
 pub fn hidden_tasks(in_tree: &[TreeTask], listed: &[Task]) -> Vec<GuestVirtAddr> {
-    let mut set = BTreeSet::new();
-    for t in listed {
-        set.insert(t.address.value());
-    }
-    in_tree
-        .iter()
-        .map(|t| t.task)
-        .filter(|t| !set.contains(&t.value()))
-        .collect()
+    missing_from(
+        in_tree.iter().map(|t| t.task),
+        listed.iter().map(|t| t.address),
+    )
 }
 
 /// Tasks on the task list (but `init_task`, the tree's root) that are not
@@ -255,15 +254,10 @@ pub fn tasks_off_the_tree(
     listed: &[Task],
     init_task: GuestVirtAddr,
 ) -> Vec<GuestVirtAddr> {
-    let mut set = BTreeSet::new();
-    for t in in_tree {
-        set.insert(t.task.value());
-    }
-    listed
-        .iter()
-        .map(|t| t.address)
-        .filter(|&t| t != init_task && !set.contains(&t.value()))
-        .collect()
+    missing_from(
+        listed.iter().map(|t| t.address).filter(|&t| t != init_task),
+        in_tree.iter().map(|t| t.task),
+    )
 }
 
 /// A credential finding.
