@@ -157,7 +157,9 @@ pub fn build_wait_program(dir: &Path) -> PathBuf {
 /// Runs `body` in the background under a shell of `nobody` that waits for
 /// it (so the shell, not the console's root shell, is its parent; the
 /// user is added to `/etc/passwd` first if missing); returns (the shell's
-/// PID, the PID of its child).
+/// PID, the PID of its child). The child is the one running as nobody:
+/// the root subshell that adds the user is a child of the same PID for a
+/// moment.
 pub fn under_nobody(console: &mut crate::monvm::console::MonVmConsole, body: &str) -> (u32, u32) {
     let shell: u32 = console_sh(
         console,
@@ -174,7 +176,8 @@ pub fn under_nobody(console: &mut crate::monvm::console::MonVmConsole, body: &st
         let found = console_sh(
             console,
             &format!(
-                "grep -l '^PPid:[[:space:]]*{shell}$' /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3; true"
+                "for f in $(grep -l '^PPid:[[:space:]]*{shell}$' /proc/[0-9]*/status 2>/dev/null); do \
+                 grep -q '^Uid:[[:space:]]*65534[[:space:]]' $f && echo $f | cut -d/ -f3; done; true"
             ),
         );
         if let Some(child) = found.lines().find_map(|l| l.trim().parse().ok()) {

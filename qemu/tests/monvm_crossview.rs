@@ -124,6 +124,15 @@ fn write_u64(record: &avm_qemu::NodeRecord, va: u64, value: u64) -> MonVmPatch {
 
 /// Unlinks the list node at `node` (`prev->next = next`, `next->prev =
 /// prev`); dropping the patches links it back.
+fn write_u32(record: &avm_qemu::NodeRecord, va: u64, value: u32) -> MonVmPatch {
+    MonVmPatch::at(
+        record,
+        |_, _, _| vmi::GuestVirtAddr::new(va).expect("canonical"),
+        |_, _| value.to_le_bytes().to_vec(),
+        4,
+    )
+}
+
 fn unlink(record: &avm_qemu::NodeRecord, live: &Live, node: u64) -> [MonVmPatch; 2] {
     let next = live.u64_at(node);
     let prev = live.u64_at(node + 8);
@@ -317,12 +326,48 @@ fn check(series: &str) {
         "{series}: {events:#?}"
     );
 
+    // The sleeper made to pass for a kernel thread (PF_KTHREAD), then
+    // left without an address space: kthreadd is not its parent, and a
+    // user task has one until it exits.
+    let kthread = write_u32(
+        &record,
+        sleeper.address.value() + offsets.task.flags,
+        sleeper.flags | vmi::linux::tasks::PF_KTHREAD,
+    );
+    wait_for_avm_serial(
+        &record,
+        &format!(
+            ":violation:hidden_process:process:{}:sleep:kernel thread not started by kthreadd",
+            sleeper.pid
+        ),
+    );
+    drop(kthread);
+    let events = wait_for_events(&record, 24);
+    assert!(
+        events[23].contains(":clean:hidden_process"),
+        "{series}: {events:#?}"
+    );
+    let no_mm = write_u64(&record, sleeper.address.value() + offsets.task.mm, 0);
+    wait_for_avm_serial(
+        &record,
+        &format!(
+            ":violation:hidden_process:process:{}:sleep:user task without an address space",
+            sleeper.pid
+        ),
+    );
+    drop(no_mm);
+    let events = wait_for_events(&record, 26);
+    assert!(
+        events[25].contains(":clean:hidden_process"),
+        "{series}: {events:#?}"
+    );
+
     console
         .run_ok("killall sleep; rmmod dummy")
         .expect("cleaned up");
     assert_eq!(
         avm_events(&record).len(),
-        22,
+        26,
         "{series}: {:#?}",
         avm_events(&record)
     );

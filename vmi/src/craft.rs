@@ -545,6 +545,7 @@ pub fn sample_profile(syscalls: usize) -> crate::profile::KernelProfile {
                 cred: 0xb90,
                 real_cred: 0xb88,
                 mm: 0x8e0,
+                flags: 0x2c,
             },
             cred: CredOffsets {
                 uid: 8,

@@ -359,6 +359,8 @@ fn check_profile(
     assert!(o.task.tasks + 16 <= o.sizes.task_struct);
     assert!(o.sizes.task_struct > 4096 && o.sizes.task_struct < 32 << 10);
     assert_eq!(o.task.tgid, o.task.pid + 4);
+    // After thread_info (24 bytes), __state (+ saved_state), stack, usage.
+    assert_eq!(o.task.flags, 0x2c);
     assert_eq!(
         (o.cred.uid, o.cred.gid, o.cred.euid, o.cred.egid),
         (8, 12, 24, 28)

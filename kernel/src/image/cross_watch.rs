@@ -13,7 +13,8 @@ use alloc::vec::Vec;
 use avm_attest::monitor_policy::MonitorPolicy;
 use vmi::linux::KernelView;
 use vmi::linux::crossview::{
-    self, CredFinding, hidden_modules, hidden_tasks, hooked_entries, kset_modules, process_tree,
+    self, CredFinding, TaskPose, hidden_modules, hidden_tasks, hooked_entries, kset_modules,
+    process_tree,
 };
 use vmi::linux::top_tables::{KernelHalf, SharedEntries, TableOffsets, check_task_table};
 use vmi::memory::GuestMemory;
@@ -134,6 +135,8 @@ impl CrossWatch {
             let mut now = set_of(hidden_tasks(tree, tasks));
             let off_tree = set_of(crossview::tasks_off_the_tree(tree, tasks, init));
             now.extend(off_tree.iter().copied());
+            let posing = crossview::posing_tasks(tasks);
+            now.extend(posing.iter().map(|(t, _)| t.value()));
             out[1] = now
                 .intersection(&self.tasks_before)
                 .map(|&t| {
@@ -148,10 +151,15 @@ impl CrossWatch {
                         )
                         .ok()
                     });
-                    let off = if off_tree.contains(&t) {
-                        ":off the process tree"
-                    } else {
-                        ""
+                    let off = match posing.iter().find(|(p, _)| p.value() == t) {
+                        Some((_, TaskPose::KernelThreadOutsideKthreadd)) => {
+                            ":kernel thread not started by kthreadd"
+                        }
+                        Some((_, TaskPose::UserTaskWithoutMemory)) => {
+                            ":user task without an address space"
+                        }
+                        None if off_tree.contains(&t) => ":off the process tree",
+                        None => "",
                     };
                     match task {
                         Some(task) => text(format_args!(

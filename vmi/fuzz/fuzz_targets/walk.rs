@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
             real_parent: 0x38,
             cred: 0x40,
             real_cred: 0x50,
+            flags: 0x5c,
             mm: 0x48,
         };
         let cred = vmi::linux::CredOffsets {
@@ -124,6 +125,7 @@ fuzz_target!(|data: &[u8]| {
             creds: None,
             real_cred: None,
             mm: Some(head),
+            flags: 0,
         };
         let reference = vmi::craft::SETUID_REFERENCE;
         let _ = vmi::linux::crossview::setuid_exec(&space, &task, &path, &reference, |p| {

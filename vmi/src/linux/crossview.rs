@@ -260,6 +260,43 @@ pub fn tasks_off_the_tree(
     )
 }
 
+/// A listed task that is not what it poses as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskPose {
+    /// A kernel thread (`PF_KTHREAD`) not started by `kthreadd` (PID 2):
+    /// every kernel thread but PID 1 and 2 is (`kthread_create`); a task
+    /// a rootkit links in, or marks, as a kernel thread is passed over by
+    /// every check of user processes.
+    KernelThreadOutsideKthreadd,
+    /// A user task (no `PF_KTHREAD`) without an address space that is not
+    /// exiting: what clearing `mm` does to hide a process from the checks
+    /// of executables and credentials. (A helper the kernel starts for a
+    /// user program has none until its exec, a moment.)
+    UserTaskWithoutMemory,
+}
+
+/// The tasks of `listed` that pose as what they are not ([`TaskPose`]).
+/// PIDs 0-2 are the kernel's own (init is a kernel-started user task
+/// before its exec).
+pub fn posing_tasks(listed: &[Task]) -> Vec<(GuestVirtAddr, TaskPose)> {
+    use super::tasks::{PF_EXITING, PF_KTHREAD};
+    let kthreadd = listed.iter().find(|t| t.pid == 2).map(|t| t.address);
+    listed
+        .iter()
+        .filter(|t| t.pid > 2)
+        .filter_map(|t| {
+            let pose = if t.flags & PF_KTHREAD != 0 {
+                (kthreadd.is_none() || t.parent != kthreadd)
+                    .then_some(TaskPose::KernelThreadOutsideKthreadd)
+            } else {
+                (t.mm.is_none() && t.flags & PF_EXITING == 0)
+                    .then_some(TaskPose::UserTaskWithoutMemory)
+            };
+            pose.map(|p| (t.address, p))
+        })
+        .collect()
+}
+
 /// A credential finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CredFinding {

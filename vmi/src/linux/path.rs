@@ -428,6 +428,7 @@ mod tests {
             creds: None,
             real_cred: None,
             mm: mm.map(va),
+            flags: 0,
         };
         let allowed = |path: &[u8]| path == b"/bin/busybox";
         let none = |_: &[u8]| false;

@@ -30,7 +30,15 @@ pub struct TaskOffsets {
     pub real_cred: u64,
     /// `mm` (pointer; NULL for kernel threads).
     pub mm: u64,
+    /// `flags` (u32: `PF_*`).
+    pub flags: u64,
 }
+
+/// `task_struct.flags`: the task is exiting (set before its address space
+/// goes, kept while it is a zombie).
+pub const PF_EXITING: u32 = 0x0000_0004;
+/// `task_struct.flags`: a kernel thread (cleared by an exec).
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Member offsets of `struct cred` (from BTF).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +73,8 @@ pub struct Task {
     /// `real_cred`.
     pub real_cred: Option<GuestVirtAddr>,
     pub mm: Option<GuestVirtAddr>,
+    /// `flags` (`PF_*`).
+    pub flags: u32,
 }
 
 impl Task {
@@ -100,6 +110,7 @@ pub fn read_task<V: VirtualMemory + ?Sized>(
     };
     let real_cred = read_pointer(mem, task, offsets.real_cred)?;
     let mm = read_pointer(mem, task, offsets.mm)?;
+    let flags = read_u32(mem, task, offsets.flags)?;
     Ok(Task {
         address: task,
         pid,
@@ -110,6 +121,7 @@ pub fn read_task<V: VirtualMemory + ?Sized>(
         creds,
         real_cred,
         mm,
+        flags,
     })
 }
 

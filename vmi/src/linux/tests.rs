@@ -43,6 +43,7 @@ const T: TaskOffsets = TaskOffsets {
     cred: 0x210,
     real_cred: 0x220,
     mm: 0x218,
+    flags: 0x22c,
 };
 const C: CredOffsets = CredOffsets {
     uid: 4,

@@ -687,6 +687,7 @@ fn struct_offsets(btf: &Btf) -> Result<StructOffsets, BuildError> {
         cred: btf.field("task_struct", "cred", PTR)?,
         real_cred: btf.field("task_struct", "real_cred", PTR)?,
         mm: btf.field("task_struct", "mm", PTR)?,
+        flags: btf.field("task_struct", "flags", 4)?,
     };
     let cred = CredOffsets {
         uid: btf.field("cred", "uid", 4)?,

@@ -610,6 +610,7 @@ impl KernelProfile {
             (t.cred, 8, z.task_struct),
             (t.real_cred, 8, z.task_struct),
             (t.mm, 8, z.task_struct),
+            (t.flags, 4, z.task_struct),
             (c.uid, 4, z.cred),
             (c.gid, 4, z.cred),
             (c.euid, 4, z.cred),

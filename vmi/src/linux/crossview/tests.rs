@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::*;
 use crate::craft::PageTableBuilder;
-use crate::linux::tasks::Creds;
+use crate::linux::tasks::{Creds, PF_KTHREAD};
 use crate::memory::SliceMemory;
 use crate::paging::{AddressSpace, PagingMode};
 
@@ -195,6 +195,7 @@ fn listed(addresses: &[u64]) -> Vec<Task> {
             creds: None,
             real_cred: None,
             mm: None,
+            flags: 0,
         })
         .collect()
 }
@@ -308,6 +309,7 @@ fn task(pid: i32, at: u64, parent: Option<u64>, euid: u32, cred: u64, user: bool
         }),
         real_cred: Some(va(cred)),
         mm: user.then(|| va(0x9000)),
+        flags: if user { 0 } else { PF_KTHREAD },
     }
 }
 
@@ -351,6 +353,58 @@ fn credential_findings() {
                 parent_euid: 1000
             },
         ]
+    );
+}
+
+/// Kernel threads are kthreadd's children, user tasks have an address
+/// space unless they are exiting: a task linked in or marked to pass for a
+/// kernel thread, or a user process whose `mm` was cleared, poses.
+#[test]
+fn tasks_posing_as_kernel_threads_or_without_memory() {
+    use crate::linux::tasks::PF_EXITING;
+    let swapper_child = |pid, at| task(pid, at, Some(0x10), 0, 0x7000, false);
+    let init = Task {
+        mm: None,
+        flags: 0,
+        ..swapper_child(1, 0x100)
+    };
+    let kthreadd = swapper_child(2, 0x200);
+    let kworker = task(3, 0x300, Some(0x200), 0, 0x7000, false);
+    let shell = task(100, 0x400, Some(0x100), 0, 0x800, true);
+    let zombie = Task {
+        mm: None,
+        flags: PF_EXITING,
+        ..task(101, 0x500, Some(0x400), 0, 0x800, true)
+    };
+    let clean = [init, kthreadd, kworker, shell, zombie];
+    // init before its exec (no mm, no PF_KTHREAD) and both PID 0 children
+    // are the kernel's own; a zombie has no mm.
+    assert_eq!(posing_tasks(&clean), []);
+    // A kernel thread under the shell, one under init, a user process
+    // whose mm was cleared.
+    let forged = Task {
+        flags: PF_KTHREAD,
+        mm: None,
+        ..task(102, 0x600, Some(0x400), 0, 0x800, true)
+    };
+    let under_init = task(103, 0x700, Some(0x100), 0, 0x7000, false);
+    let cleared = Task {
+        mm: None,
+        ..task(104, 0x900, Some(0x400), 0, 0x800, true)
+    };
+    let all = [&clean[..], &[forged, under_init, cleared]].concat();
+    assert_eq!(
+        posing_tasks(&all),
+        [
+            (va(0x600), TaskPose::KernelThreadOutsideKthreadd),
+            (va(0x700), TaskPose::KernelThreadOutsideKthreadd),
+            (va(0x900), TaskPose::UserTaskWithoutMemory),
+        ]
+    );
+    // Without kthreadd on the list, no kernel thread can show its parent.
+    assert_eq!(
+        posing_tasks(&[kworker]),
+        [(va(0x300), TaskPose::KernelThreadOutsideKthreadd)]
     );
 }
 
