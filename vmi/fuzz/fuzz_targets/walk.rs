@@ -4,7 +4,9 @@
 //! count, the page walk by the paging depth, the executable-path walk from
 //! the same head taken as an `mm_struct` by its component and mount bounds;
 //! the same head as a task's top-level table against the root's kernel half
-//! by its finding bound.
+//! by its finding bound; the cross-views (process tree, sysfs module set)
+//! by their link bounds, and the task and credential rules over what the
+//! task walk read.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -131,5 +133,29 @@ fuzz_target!(|data: &[u8]| {
         let _ = vmi::linux::crossview::setuid_exec(&space, &task, &path, &reference, |p| {
             p.first() == Some(&b'/')
         });
+
+        // The cross-views on the same head: the process tree (children and
+        // sibling at offset 0: the list itself), the sysfs module set, and
+        // the task rules over what the task walk read (accounts read
+        // through each cred).
+        use vmi::linux::crossview;
+        if let Ok(tree) = crossview::process_tree(&space, head, &reference) {
+            assert!(tree.len() <= crossview::MAX_TASKS);
+        }
+        if let Ok(modules) = crossview::kset_modules(&space, head, &reference) {
+            assert!(modules.len() <= crossview::MAX_KOBJECTS);
+        }
+        let listed: Vec<vmi::linux::Task> = vmi::linux::tasks(&space, head, &tasks, &cred, 64)
+            .map(|walk| walk.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        assert!(crossview::posing_tasks(&listed).len() <= listed.len());
+        let findings = crossview::cred_findings(
+            &listed,
+            &[],
+            0,
+            |_| false,
+            |t| crossview::account_uid(&space, t, &reference),
+        );
+        assert!(findings.len() <= 2 * listed.len());
     }
 });
