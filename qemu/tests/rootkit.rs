@@ -271,30 +271,8 @@ fn attack_from_inside(series: &str) {
 
     // A user's child made root, its real_parent pointed at init first:
     // the process tree still holds it under its user parent.
-    console_sh(
-        &mut console,
-        "su -s /bin/sh nobody -c 'sleep 1000 & wait' >/dev/null 2>&1 &",
-    );
-    // The sleep whose parent runs as nobody: "CHILD PARENT".
-    let find = "for d in /proc/[0-9]*; do [ \"$(cat $d/comm 2>/dev/null)\" = sleep ] || continue; \
-        pp=$(awk '/^PPid:/ { print $2 }' $d/status); \
-        awk '/^Uid:/ { print $2 }' /proc/$pp/status 2>/dev/null | grep -qx 65534 && echo ${d#/proc/} $pp; done; true";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (child, parent): (u32, u32) = loop {
-        let found = console_sh(&mut console, find);
-        let pids: Vec<u32> = found
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        if let [child, parent] = pids[..] {
-            break (child, parent);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series}: no sleep under a nobody shell: {found:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (parent, child) = avm_qemu::testing::under_nobody(&mut console, "sleep 1000");
+    avm_qemu::testing::wait_comm(&mut console, child, "sleep");
     std::thread::sleep(Duration::from_secs(1));
     let from = avm_events(&record).len();
     rootkit

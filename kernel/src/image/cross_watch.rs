@@ -107,7 +107,7 @@ impl CrossWatch {
             out[0] = alloc::vec![t];
         }
         if let (Some(listed), Some(in_sysfs)) = (listed_modules, in_sysfs) {
-            let now = set_of(hidden_modules(&in_sysfs, &listed));
+            let now = crossview::address_set(hidden_modules(&in_sysfs, &listed));
             out[0] = now
                 .intersection(&self.modules_before)
                 .map(|&m| {
@@ -132,11 +132,18 @@ impl CrossWatch {
             // Hidden from the list, or taken off the tree: two rounds in a
             // row (the kernel moves tasks between lists under a lock the
             // A-VM does not take).
-            let mut now = set_of(hidden_tasks(tree, tasks));
-            let off_tree = set_of(crossview::tasks_off_the_tree(tree, tasks, init));
-            now.extend(off_tree.iter().copied());
+            let mut now = crossview::address_set(hidden_tasks(tree, tasks));
+            let off_tree = crossview::address_set(crossview::tasks_off_the_tree(tree, tasks, init));
             let posing = crossview::posing_tasks(tasks);
-            now.extend(posing.iter().map(|(t, _)| t.value()));
+            // By address, for the texts (a rootkit can forge thousands).
+            let pose_set = |pose: TaskPose| {
+                crossview::address_set(posing.iter().filter(|(_, p)| *p == pose).map(|(t, _)| *t))
+            };
+            let kthreads = pose_set(TaskPose::KernelThreadOutsideKthreadd);
+            let memoryless = pose_set(TaskPose::UserTaskWithoutMemory);
+            for set in [&off_tree, &kthreads, &memoryless] {
+                now.extend(set.iter().copied());
+            }
             out[1] = now
                 .intersection(&self.tasks_before)
                 .map(|&t| {
@@ -151,15 +158,14 @@ impl CrossWatch {
                         )
                         .ok()
                     });
-                    let off = match posing.iter().find(|(p, _)| p.value() == t) {
-                        Some((_, TaskPose::KernelThreadOutsideKthreadd)) => {
-                            ":kernel thread not started by kthreadd"
-                        }
-                        Some((_, TaskPose::UserTaskWithoutMemory)) => {
-                            ":user task without an address space"
-                        }
-                        None if off_tree.contains(&t) => ":off the process tree",
-                        None => "",
+                    let off = if kthreads.contains(&t) {
+                        ":kernel thread not started by kthreadd"
+                    } else if memoryless.contains(&t) {
+                        ":user task without an address space"
+                    } else if off_tree.contains(&t) {
+                        ":off the process tree"
+                    } else {
+                        ""
                     };
                     match task {
                         Some(task) => text(format_args!(
@@ -387,14 +393,4 @@ fn read_module_name<M: GuestMemory + ?Sized>(
             ))
         })
         .unwrap_or_else(|| String::from("?"))
-}
-
-/// The addresses as a set, built by inserts: collecting into a set sorts
-/// first, and that sort's code would cost the image a few KiB.
-fn set_of(addresses: Vec<vmi::GuestVirtAddr>) -> BTreeSet<u64> {
-    let mut set = BTreeSet::new();
-    for a in addresses {
-        set.insert(a.value());
-    }
-    set
 }

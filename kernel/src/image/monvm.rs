@@ -1388,8 +1388,9 @@ const MAX_NEW_IMA_PER_ROUND: usize = 256;
 /// unchanged (same template hash, still SHA-1 of their data) and still
 /// there; new consistent entries are anchored into PCR 10 as they appear,
 /// at most [`MAX_NEW_IMA_PER_ROUND`] of them. Returns the violations found
-/// and whether every entry in the list was taken (else a round is due at
-/// once, and the files of the entries not taken yet are not known).
+/// and whether the walk went to the list's end (or to where it broke)
+/// rather than stopping at that bound (then a round is due at once, and
+/// the files of the entries not taken yet are not known).
 fn watch_ima(
     view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
     profile: &KernelProfile,
@@ -1422,7 +1423,8 @@ fn watch_ima(
                 return (violations, true);
             }
         };
-        if index >= seen.len() && index - seen_before >= MAX_NEW_IMA_PER_ROUND {
+        // (Entries from `seen_before` on are new this round.)
+        if index >= seen_before + MAX_NEW_IMA_PER_ROUND {
             caught_up = false;
             break;
         }

@@ -527,37 +527,33 @@ pub fn idt<M: GuestMemory + ?Sized>(
 
     // The profile's expected entries, by vector.
     // On the heap: the A-VM's stacks are small.
-    let mut expected: Vec<Option<(&str, u64)>> = alloc::vec![None; IDT_GATES];
-    let mut attributes: Vec<Option<u16>> = alloc::vec![None; IDT_GATES];
+    // (entry name, runtime address, attribute word if the profile has
+    // them), by vector.
+    type Expected<'n> = Option<(&'n str, u64, Option<u16>)>;
+    let mut expected: Vec<Expected<'_>> = alloc::vec![None; IDT_GATES];
     if let Some(reference) = &profile.idt {
         for (index, (vector, entry)) in reference.gates.iter().enumerate() {
             let at = location
                 .runtime_of(entry.address)
                 .ok_or(CheckError::BadProfile)?;
             if let Some(slot) = expected.get_mut(usize::from(*vector)) {
-                *slot = Some((entry.name.as_str(), at.value()));
-            }
-            if let (Some(slot), Some(bits)) = (
-                attributes.get_mut(usize::from(*vector)),
-                reference.attributes.get(index),
-            ) {
-                *slot = Some(*bits);
+                let bits = reference.attributes.get(index).copied();
+                *slot = Some((entry.name.as_str(), at.value(), bits));
             }
         }
     }
 
     let mut gates = Vec::new();
     let mut findings = Vec::new();
-    for (((vector, raw), want), want_bits) in (0..=u8::MAX)
+    for ((vector, raw), want) in (0..=u8::MAX)
         .zip(bytes.chunks_exact(GATE_SIZE))
         .zip(expected.iter())
-        .zip(attributes.iter())
     {
         let mut gate_bytes = [0u8; GATE_SIZE];
         gate_bytes.copy_from_slice(raw);
         let gate = Gate::decode(vector, &gate_bytes);
         if !gate.present() {
-            if let Some((name, at)) = want {
+            if let Some((name, at, _)) = want {
                 findings.push(IdtFinding {
                     vector,
                     found: 0,
@@ -583,7 +579,7 @@ pub fn idt<M: GuestMemory + ?Sized>(
             });
         }
         let bits = u16::from_le_bytes([gate.ist_byte, gate.type_attr]);
-        if let Some(want_bits) = *want_bits
+        if let Some((_, _, Some(want_bits))) = *want
             && bits != want_bits
         {
             findings.push(IdtFinding {
@@ -612,7 +608,7 @@ pub fn idt<M: GuestMemory + ?Sized>(
                 found,
                 kind,
             });
-        } else if let Some((name, at)) = want
+        } else if let Some((name, at, _)) = want
             && found != *at
         {
             findings.push(IdtFinding {

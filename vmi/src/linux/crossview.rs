@@ -177,13 +177,18 @@ fn missing_from(
     candidates: impl Iterator<Item = GuestVirtAddr>,
     seen: impl Iterator<Item = GuestVirtAddr>,
 ) -> Vec<GuestVirtAddr> {
-    // Built by inserts: collecting into a set would add a sort to the
-    // A-VM image for this alone.
+    let set = address_set(seen);
+    candidates.filter(|a| !set.contains(&a.value())).collect()
+}
+
+/// The addresses as a set, built by inserts: collecting into a set sorts
+/// first, and that sort's code would cost the A-VM image a few KiB.
+pub fn address_set(addresses: impl IntoIterator<Item = GuestVirtAddr>) -> BTreeSet<u64> {
     let mut set = BTreeSet::new();
-    for a in seen {
+    for a in addresses {
         set.insert(a.value());
     }
-    candidates.filter(|a| !set.contains(&a.value())).collect()
+    set
 }
 
 /// A task of the process tree and the task whose `children` list holds
@@ -466,8 +471,23 @@ pub fn cred_findings(
             .creds
             .map(|c| c.euid)
     };
+    // Each task's parent in the tree (by the first listed task of its
+    // address, as every lookup here).
+    let mut tree_parents: Vec<Option<GuestVirtAddr>> = alloc::vec![None; tasks.len()];
+    for node in tree {
+        if let Some(slot) = by_address
+            .position(node.task.value())
+            .and_then(|i| tree_parents.get_mut(i))
+        {
+            *slot = Some(node.parent);
+        }
+    }
     let mut out = Vec::new();
-    for t in tasks.iter().filter(|t| !t.is_kernel_thread()) {
+    for (t, tree_parent) in tasks
+        .iter()
+        .zip(&tree_parents)
+        .filter(|(t, _)| !t.is_kernel_thread())
+    {
         let Some(creds) = t.creds else { continue };
         if creds.address.value() == init_cred || t.real_cred.is_some_and(|c| c.value() == init_cred)
         {
@@ -481,42 +501,26 @@ pub fn cred_findings(
                 account,
             });
         }
-        if creds.euid == 0
-            && let Some(parent_euid) = euid_of(t.parent).filter(|&e| e != 0)
+        if creds.euid != 0 {
+            continue;
+        }
+        // The real parent first, then the tree's where it is another.
+        let real = t.parent.map(|p| (p, t.parent_pid.unwrap_or(-1)));
+        let in_tree = tree_parent.filter(|&p| Some(p) != t.parent).map(|p| {
+            let pid = by_address.first(tasks, p.value()).map_or(-1, |q| q.pid);
+            (p, pid)
+        });
+        let rise = [real, in_tree].into_iter().flatten().find_map(|(p, pid)| {
+            euid_of(Some(p))
+                .filter(|&e| e != 0)
+                .map(|parent_euid| (pid, parent_euid))
+        });
+        if let Some((parent_pid, parent_euid)) = rise
             && !set_uid_program(t)
         {
             out.push(CredFinding::RootUnderUser {
                 pid: t.pid,
-                parent_pid: t.parent_pid.unwrap_or(-1),
-                parent_euid,
-            });
-        }
-    }
-    // The parent in the tree, where it is not the real parent (a task once
-    // in the tree; one not listed is reported as hidden, not here).
-    for node in tree {
-        let Some(t) = by_address.first(tasks, node.task.value()) else {
-            continue;
-        };
-        let Some(creds) = t.creds else { continue };
-        if t.is_kernel_thread()
-            || creds.euid != 0
-            || t.parent == Some(node.parent)
-            || creds.address.value() == init_cred
-            || t.real_cred.is_some_and(|c| c.value() == init_cred)
-            || euid_of(t.parent).is_some_and(|e| e != 0)
-        {
-            // Not root, nothing new, or reported above.
-            continue;
-        }
-        if let Some(parent_euid) = euid_of(Some(node.parent)).filter(|&e| e != 0)
-            && !set_uid_program(t)
-        {
-            out.push(CredFinding::RootUnderUser {
-                pid: t.pid,
-                parent_pid: by_address
-                    .first(tasks, node.parent.value())
-                    .map_or(-1, |p| p.pid),
+                parent_pid,
                 parent_euid,
             });
         }
@@ -540,11 +544,16 @@ impl TaskIndex {
 
     /// The first task of `tasks` (the list indexed) with `key`.
     pub fn first<'t>(&self, tasks: &'t [Task], key: u64) -> Option<&'t Task> {
+        tasks.get(self.position(key)?)
+    }
+
+    /// The position in the list indexed of its first task with `key`.
+    pub fn position(&self, key: u64) -> Option<usize> {
         let at = self.0.partition_point(|&(k, _)| k < key);
         self.0
             .get(at)
             .filter(|&&(k, _)| k == key)
-            .and_then(|&(_, i)| tasks.get(i as usize))
+            .map(|&(_, i)| i as usize)
     }
 }
 

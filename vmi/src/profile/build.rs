@@ -529,7 +529,10 @@ fn idt_reference(
                 .ok_or_else(|| bad(format!("{table} is not in the file")))?;
             // The array ends where its entries stop making sense
             // (alignment padding before the next symbol).
-            if vector > 0xff || !(s.text..s.etext).contains(&addr) || bits & 0x8000 == 0 {
+            if vector > 0xff
+                || !(s.text..s.etext).contains(&addr)
+                || bits & super::IDT_GATE_PRESENT == 0
+            {
                 break;
             }
             gates.insert(vector as u8, (addr, bits));

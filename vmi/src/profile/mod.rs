@@ -209,6 +209,9 @@ pub struct IdtReference {
     pub attributes: Vec<u16>,
 }
 
+/// The present bit of `struct idt_bits`.
+pub const IDT_GATE_PRESENT: u16 = 0x8000;
+
 /// `struct idt_bits` of an interrupt gate, DPL 0, no IST, present: what
 /// the kernel writes for every vector it gives an irq stub
 /// (`idt_setup_apic_and_irq_gates` -> `set_intr_gate`).
@@ -315,7 +318,9 @@ impl KernelProfile {
                 "IDT attributes not one per gate",
             )?;
             check(
-                idt.attributes.iter().all(|bits| bits & 0x8000 != 0),
+                idt.attributes
+                    .iter()
+                    .all(|bits| bits & IDT_GATE_PRESENT != 0),
                 "IDT attributes of a gate that is not present",
             )?;
             let mut last: Option<u8> = None;
