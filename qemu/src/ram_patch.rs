@@ -233,7 +233,7 @@ pub fn ima_template_hash_va(
         head,
         &profile.offsets.ima,
         &vmi::linux::ImaLimits::default(),
-        64,
+        index.saturating_add(1),
     )
     .nth(index)
     .ok_or_else(|| format!("the Mon-VM has no IMA entry {index}"))?

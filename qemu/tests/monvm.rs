@@ -414,6 +414,38 @@ fn check_node(record: &NodeRecord, series: &str) -> RamLayout {
         rounds.iter().any(|&(anchored, _)| anchored == 256),
         "{series}: the 600 entries never filled a round: {rounds:?}"
     );
+    // A round reads 128 known entries again, in turn: one far down the
+    // list, rewritten, is found within a few rounds, stays reported while
+    // it is rewritten (no "clean" in the rounds that do not read it) and
+    // is clean once it reads as it was.
+    let index = total_before + 500;
+    let rewritten = avm_qemu::testing::MonVmPatch::ima_template_hash(record, index);
+    let found = format!(":violation:ima:entry {index} rewritten");
+    avm_qemu::testing::wait_for_avm_serial(record, &found);
+    std::thread::sleep(Duration::from_secs(3));
+    let serial = std::fs::read_to_string(&record.avm_serial).expect("the A-VM serial log");
+    let after = &serial[serial.find(&found).expect("the violation")..];
+    assert!(
+        !after.contains(":clean:ima"),
+        "{series}: the rewritten entry was reported clean while rewritten:\n{after}"
+    );
+    let seen_before = serial.len();
+    rewritten.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let serial = std::fs::read_to_string(&record.avm_serial).expect("the A-VM serial log");
+        if serial
+            .get(seen_before..)
+            .is_some_and(|s| s.contains(":clean:ima"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series}: entry {index} was never clean again after its restore"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Every symbol the A-VM uses, and every system-call handler, is where
     // the profile says (plus the slide) in the running guest's kallsyms.
     let profile = vmi::profile::KernelProfile::decode(

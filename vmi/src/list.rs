@@ -87,11 +87,25 @@ pub fn walk_list<V: VirtualMemory + ?Sized>(
     head: GuestVirtAddr,
     options: ListOptions,
 ) -> ListWalk<'_, V> {
+    walk_list_from(memory, head, head, options)
+}
+
+/// As [`walk_list`], from the node at `from` on (not yielded; the head
+/// itself starts a whole walk): the nodes after it up to the head. A
+/// watcher that took the list up to `from` reads only what was added
+/// since (a list the kernel only appends to). `options.max` counts the
+/// nodes yielded.
+pub fn walk_list_from<V: VirtualMemory + ?Sized>(
+    memory: &V,
+    head: GuestVirtAddr,
+    from: GuestVirtAddr,
+    options: ListOptions,
+) -> ListWalk<'_, V> {
     ListWalk {
         memory,
         head,
         options,
-        current: head,
+        current: from,
         count: 0,
         tortoise: None,
         power: 1,

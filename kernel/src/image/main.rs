@@ -14,6 +14,7 @@ mod cross_watch;
 mod fatal;
 mod fw_cfg;
 mod heap;
+mod ima_watch;
 mod measurements;
 mod monvm;
 mod net;
@@ -297,6 +298,10 @@ fn main_loop(
     let mut next_heartbeat = time::now_us() + HEARTBEAT_US;
     let mut last_busy_us = 0;
     let mut timer_hz = TIMER_HZ;
+    // Time spent outside `hlt` since the last heartbeat (debug level): what
+    // the A-VM itself costs the host, beside QEMU's own wake-ups.
+    let mut awake_us = 0u64;
+    let mut woke_us = time::now_us();
     loop {
         let mut busy = match network.as_mut() {
             Some(network) => network.poll(&mut backend),
@@ -336,14 +341,21 @@ fn main_loop(
             pit::start_periodic(timer_hz);
         }
         if now >= next_heartbeat {
-            debug!("idle: {} timer ticks", idt::timer_ticks());
-            if let Some(network) = &network {
+            debug!(
+                "idle: {} timer ticks, awake {} us per second",
+                idt::timer_ticks(),
+                awake_us / (HEARTBEAT_US / 1_000_000)
+            );
+            awake_us = 0;
+            if let Some(network) = network.as_mut() {
                 network.log_stats();
             }
             next_heartbeat = now + HEARTBEAT_US;
         }
         if !busy {
+            awake_us += time::now_us().saturating_sub(woke_us);
             cpu::idle_until_interrupt();
+            woke_us = time::now_us();
         }
     }
 }

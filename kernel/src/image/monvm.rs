@@ -33,6 +33,7 @@ use vmi::profile::{self, KernelProfile};
 
 use crate::arch::x86_64::{paging, smp};
 use crate::cross_watch::{self, CrossWatch, Unwalked};
+use crate::ima_watch::ImaWatch;
 use crate::measurements::{CONFIG_PCR, LogError, MeasurementLog};
 use crate::pci::PortConfigAccess;
 use crate::text_watch::{self, TextWatch};
@@ -507,6 +508,8 @@ pub struct MonVm {
     /// Cost of the rounds that walk the IMA list or the cross-views, and
     /// with them the task and module lists (logged at debug level).
     list_cost: Cost,
+    /// What the searches for a rebooted kernel cost (debug level).
+    relocate_cost: Cost,
     /// The watched kernel's `jiffies_64` (see [`MonVm::booted_again`]).
     jiffies: Jiffies,
     /// Whether it moves, and whether it stood still for [`STALL_US`].
@@ -527,8 +530,12 @@ pub struct MonVm {
     cross: CrossWatch,
     /// Rounds in a row the task or module list did not walk (IMA round).
     evaded_unwalked: Unwalked,
-    /// Template hash of every IMA list entry seen so far, in list order.
-    ima_seen: Vec<[u8; 20]>,
+    /// The IMA list entries taken so far (see [`ImaWatch`]).
+    ima: ImaWatch,
+    /// The last IMA round stopped at its bound of new entries: the next
+    /// one runs at once (outside the schedule, which stays in step with the
+    /// cross-views', so that the two keep sharing one task-list read).
+    ima_behind: bool,
     /// The file digests of the consistent IMA entries seen so far.
     ima_files: ImaFiles,
     events: u32,
@@ -612,6 +619,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         full_rounds: 0,
         sweep_cost: Cost::default(),
         list_cost: Cost::default(),
+        relocate_cost: Cost::default(),
         jiffies: Jiffies::default(),
         ticking: Ticking::default(),
         stalled: false,
@@ -621,7 +629,8 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         bench: avm_kernel::cmdline::KernelOptions::parse(info.cmdline(), |_| {}).monvm_bench,
         cross: CrossWatch::default(),
         evaded_unwalked: Unwalked::default(),
-        ima_seen: Vec::new(),
+        ima: ImaWatch::default(),
+        ima_behind: false,
         ima_files: ImaFiles::default(),
         events: 0,
         event_lines: Vec::new(),
@@ -638,10 +647,19 @@ impl MonVm {
             self.check_left_behind(now_us);
         }
         if let Some(kernel) = self.kernel {
-            if take_due(&mut self.due.relocate, now_us, RELOCATE_US)
-                && self.relocate(&kernel, now_us, tpm, log)
-            {
-                return true;
+            if take_due(&mut self.due.relocate, now_us, RELOCATE_US) {
+                let started = time::now_us();
+                let moved = self.relocate(&kernel, now_us, tpm, log);
+                if let Some(cost) = self.relocate_cost.add(started, 20) {
+                    debug!(
+                        "monvm: searches for a rebooted kernel, last {}: {} us each",
+                        cost.runs,
+                        cost.us_each()
+                    );
+                }
+                if moved {
+                    return true;
+                }
             }
             let clock = self.text_clock(now_us);
             let swept = match self.text.as_mut() {
@@ -698,7 +716,7 @@ impl MonVm {
                 report(&found, &self.profile, time::now_us() - started);
                 self.text_epoch_us = time::now_us();
                 self.text = measure_text(&self.memory, &self.profile, &found, tpm, log, self.bench);
-                self.ima_seen = anchor_ima(&found, &mut self.ima_files, tpm, log);
+                self.ima = ImaWatch::start(&found.ima.items, &mut self.ima_files, tpm, log);
                 measure_startup(
                     &self.memory,
                     &found,
@@ -851,7 +869,8 @@ impl MonVm {
         self.text = None;
         self.cross = CrossWatch::default();
         self.evaded_unwalked = Unwalked::default();
-        self.ima_seen.clear();
+        self.ima = ImaWatch::default();
+        self.ima_behind = false;
         self.ima_files = ImaFiles::default();
         self.raw_syscalls.clear();
         self.raw_idt.clear();
@@ -1019,7 +1038,8 @@ impl MonVm {
         let [syscall_idt_ms, _, ima_ms, cross_ms] = self.policy.periods_ms();
         let ms = |period: u32| u64::from(period) * 1000;
         let fast = take_due(&mut self.due.syscall_idt, now_us, ms(syscall_idt_ms));
-        let ima_due = take_due(&mut self.due.ima, now_us, ms(ima_ms));
+        let ima_due =
+            take_due(&mut self.due.ima, now_us, ms(ima_ms)) | core::mem::take(&mut self.ima_behind);
         let cross_due = take_due(&mut self.due.cross, now_us, ms(cross_ms));
         let text_changed = swept
             && self
@@ -1105,17 +1125,10 @@ impl MonVm {
             let running = Running::read(&view, &self.profile, ima_due);
             let mut ima_caught_up = true;
             if ima_due {
-                (found[2], ima_caught_up) = watch_ima(
-                    &view,
-                    &self.profile,
-                    &mut self.ima_seen,
-                    &mut self.ima_files,
-                    tpm,
-                    log,
-                );
-                if !ima_caught_up {
-                    self.due.ima = now_us;
-                }
+                (found[2], ima_caught_up) =
+                    self.ima
+                        .round(&view, &self.profile, &mut self.ima_files, tpm, log);
+                self.ima_behind = !ima_caught_up;
             }
             // Whether a process or module went unmeasured is judged on
             // the whole list only (the last verdict stands meanwhile).
@@ -1376,112 +1389,6 @@ fn same_bytes(
     same
 }
 
-/// Most new IMA entries taken in one round. Each is a TPM extend (about
-/// 0.4 ms here), and a rootkit can link tens of thousands of entries into
-/// the list at once: without a bound that one round would hold up the loop
-/// (every other check, every challenge) for as many seconds. The rest are
-/// taken by the next rounds, which come at once until the list is caught
-/// up.
-const MAX_NEW_IMA_PER_ROUND: usize = 256;
-
-/// Walks the Mon-VM's IMA list: entries seen before (`seen`) must be
-/// unchanged (same template hash, still SHA-1 of their data) and still
-/// there; new consistent entries are anchored into PCR 10 as they appear,
-/// at most [`MAX_NEW_IMA_PER_ROUND`] of them. Returns the violations found
-/// and whether the walk went to the list's end (or to where it broke)
-/// rather than stopping at that bound (then a round is due at once, and
-/// the files of the entries not taken yet are not known).
-fn watch_ima(
-    view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
-    profile: &KernelProfile,
-    seen: &mut Vec<[u8; 20]>,
-    files: &mut ImaFiles,
-    tpm: &mut KernelTpm,
-    log: &mut MeasurementLog,
-) -> (Vec<String>, bool) {
-    let mut violations = Vec::new();
-    let Some(head) = view.location.runtime_of(profile.symbols.ima_measurements) else {
-        return (violations, true);
-    };
-    let limits = vmi::linux::ImaLimits::default();
-    let walk = vmi::linux::measurements(
-        &view.space,
-        head,
-        &profile.offsets.ima,
-        &limits,
-        SurveyLimits::default().max_ima_entries,
-    );
-    let mut index = 0usize;
-    let mut new_entries = 0usize;
-    let seen_before = seen.len();
-    let mut caught_up = true;
-    for entry in walk {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                violations.push(text(format_args!("list broken after entry {index}: {e}")));
-                return (violations, true);
-            }
-        };
-        // (Entries from `seen_before` on are new this round.)
-        if index >= seen_before + MAX_NEW_IMA_PER_ROUND {
-            caught_up = false;
-            break;
-        }
-        let data = entry.template_data();
-        let record = made_by_ima(&entry, &data);
-        // Larger than any verifier parses (and than a log chunk): never
-        // anchored, so the A-VM's log stays fetchable; reported every
-        // round it is in the list.
-        let oversized = data.len() > ima::MAX_TEMPLATE_DATA_LEN;
-        let too_large = || {
-            text(format_args!(
-                "entry {index} oversized ({} bytes)",
-                data.len()
-            ))
-        };
-        match seen.get(index) {
-            Some(seen) if *seen == entry.template_hash && oversized => violations.push(too_large()),
-            None if oversized => {
-                seen.push(entry.template_hash);
-                violations.push(too_large());
-            }
-            Some(seen) if *seen == entry.template_hash && record.is_some() => {}
-            Some(_) => violations.push(text(format_args!("entry {index} rewritten"))),
-            None => {
-                match record.map(|r| log.anchor(tpm, &r)) {
-                    Some(Ok(())) => new_entries += 1,
-                    // Nothing is recorded after a full log (that is in it).
-                    Some(Err(LogError::Full)) if log.is_full() => {}
-                    Some(Err(e)) => {
-                        // Not seen yet: this entry and those after it are
-                        // anchored, in order, by a later round.
-                        warn!("monvm: anchoring IMA entry failed: {}", e);
-                        break;
-                    }
-                    None => violations.push(text(format_args!("entry {index} inconsistent"))),
-                }
-                seen.push(entry.template_hash);
-                if record.is_some() {
-                    files.add(&entry);
-                }
-            }
-        }
-        index += 1;
-    }
-    if index < seen.len() {
-        violations.push(text(format_args!("{} entries removed", seen.len() - index)));
-    }
-    if new_entries > 0 {
-        println!(
-            "AVM-MONVM-IMA-NEW anchored={} total_seen={}",
-            new_entries,
-            seen.len()
-        );
-    }
-    (violations, caught_up)
-}
-
 fn to_text(value: &impl core::fmt::Display) -> String {
     text(format_args!("{value}"))
 }
@@ -1523,7 +1430,10 @@ fn link_relative_digest(
 /// A Mon-VM IMA entry as a record of the binary list, if IMA made it: a
 /// printable template name, and a template hash that is SHA-1 of its
 /// template data (or a violation record's zeros).
-fn made_by_ima<'a>(entry: &'a vmi::linux::ImaEntry, data: &'a [u8]) -> Option<ima::ImaRecord<'a>> {
+pub(crate) fn made_by_ima<'a>(
+    entry: &'a vmi::linux::ImaEntry,
+    data: &'a [u8],
+) -> Option<ima::ImaRecord<'a>> {
     let name = core::str::from_utf8(&entry.template_name)
         .ok()
         .filter(|n| !n.is_empty())?;
@@ -1534,65 +1444,6 @@ fn made_by_ima<'a>(entry: &'a vmi::linux::ImaEntry, data: &'a [u8]) -> Option<im
         template_data: data,
     };
     record.template_hash_matches().then_some(record)
-}
-
-/// Anchors the Mon-VM's IMA entries in the A-VM's TPM, as IMA would
-/// (PCR 10, each extended with SHA-256 of its template data, appended to
-/// the A-VM's log as it is). The Mon-VM has no TPM: its kernel keeps the
-/// list in memory, where a rootkit could rewrite it; once anchored, an
-/// entry cannot be changed unnoticed. An entry whose template hash is not
-/// SHA-1 of its template data is not anchored (it was not made by IMA).
-fn anchor_ima(
-    found: &Survey,
-    files: &mut ImaFiles,
-    tpm: &mut KernelTpm,
-    log: &mut MeasurementLog,
-) -> Vec<[u8; 20]> {
-    let (mut anchored, mut inconsistent) = (0usize, 0usize);
-    let mut seen: Vec<[u8; 20]> = found.ima.items.iter().map(|e| e.template_hash).collect();
-    for (index, entry) in found.ima.items.iter().enumerate() {
-        let data = entry.template_data();
-        if data.len() > ima::MAX_TEMPLATE_DATA_LEN {
-            // The first watch round reports it (and anchors what follows).
-            warn!("monvm: IMA entry {} is oversized", index);
-            seen.truncate(index);
-            break;
-        }
-        let Some(record) = made_by_ima(entry, &data) else {
-            inconsistent += 1;
-            warn!(
-                "monvm: IMA entry {} is inconsistent (template hash)",
-                anchored + inconsistent
-            );
-            continue;
-        };
-        match log.anchor(tpm, &record) {
-            Ok(()) => {}
-            // Nothing is recorded after a full log (that is in it).
-            Err(LogError::Full) if log.is_full() => return seen,
-            Err(e) => {
-                // Seen only up to here: the first watch round anchors the
-                // rest, in order.
-                warn!("monvm: anchoring IMA entry failed: {}", e);
-                seen.truncate(index);
-                return seen;
-            }
-        }
-        files.add(entry);
-        anchored += 1;
-    }
-    let pcr10 = tpm
-        .pcr_read(tpm_crb::PcrSelection::new(&[10]).unwrap_or(tpm_crb::PcrSelection::EMPTY))
-        .ok()
-        .and_then(|values| values.get(10).copied());
-    println!(
-        "AVM-MONVM-IMA anchored={} inconsistent={} log_records={} pcr10={}",
-        anchored,
-        inconsistent,
-        log.records(),
-        avm_attest::hex::Hex(&pcr10.unwrap_or([0; 32]))
-    );
-    seen
 }
 
 /// The start-up state of the Mon-VM in PCR 11: its kernel (the profile's
@@ -1678,7 +1529,7 @@ fn module_name(module: &Module) -> String {
 /// name for files named like modules. A path measured again (its file
 /// changed) takes the later digest.
 #[derive(Debug, Default)]
-struct ImaFiles {
+pub(crate) struct ImaFiles {
     by_path: BTreeMap<Vec<u8>, [u8; 32]>,
     /// Module file stems, `-` written `_`.
     by_module: BTreeMap<Vec<u8>, [u8; 32]>,
@@ -1696,7 +1547,7 @@ fn module_key(name: &[u8]) -> Vec<u8> {
 
 impl ImaFiles {
     /// Adds an entry that IMA made (its template hash checked).
-    fn add(&mut self, entry: &ImaEntry) {
+    pub(crate) fn add(&mut self, entry: &ImaEntry) {
         let Some((path, digest)) = ima_file(entry) else {
             return;
         };

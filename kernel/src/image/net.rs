@@ -42,6 +42,9 @@ pub struct Network {
     stack: NetStack<Device>,
     server: AttestationServer,
     announced: bool,
+    /// Full polls since the last heartbeat and their time (debug level).
+    full_polls: u64,
+    full_poll_us: u64,
 }
 
 /// Why the network is not running, for the `AVM-NET-DOWN` line.
@@ -107,6 +110,8 @@ pub fn start(cmdline: &str, attest_port: u16, backend: &mut TpmBackend) -> Optio
         stack,
         server,
         announced: false,
+        full_polls: 0,
+        full_poll_us: 0,
     })
 }
 
@@ -125,10 +130,13 @@ impl Network {
         if !self.server.needs_poll(&self.stack, now) {
             return false;
         }
+        let started = crate::time::now_us();
         let mut busy = self.stack.poll(now);
         busy |= self.server.poll(&mut self.stack, backend, now);
         // Send what the server just queued without waiting for a tick.
         busy |= self.stack.poll(now);
+        self.full_polls += 1;
+        self.full_poll_us += crate::time::now_us().saturating_sub(started);
         if !self.announced
             && let Some(ip) = self.stack.ipv4()
         {
@@ -157,11 +165,15 @@ impl Network {
     }
 
     /// Counters for the debug heartbeat.
-    pub fn log_stats(&self) {
+    pub fn log_stats(&mut self) {
         debug!(
-            "net: {:?}, {} active connections",
+            "net: {:?}, {} active connections, {} full polls ({} us)",
             self.server.stats(),
-            self.server.active_connections()
+            self.server.active_connections(),
+            self.full_polls,
+            self.full_poll_us
         );
+        self.full_polls = 0;
+        self.full_poll_us = 0;
     }
 }

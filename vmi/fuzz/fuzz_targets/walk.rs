@@ -6,7 +6,7 @@
 //! the same head as a task's top-level table against the root's kernel half
 //! by its finding bound; the cross-views (process tree, sysfs module set)
 //! by their link bounds, and the task and credential rules over what the
-//! task walk read.
+//! task walk read; a watcher's incremental IMA reads from the read address.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -87,6 +87,14 @@ fuzz_target!(|data: &[u8]| {
         let ima =
             vmi::linux::measurements(&space, head, &vmi::linux::ImaOffsets::LINUX_6, &limits, 64);
         assert!(ima.count() <= 65);
+        // A watcher's incremental reads: the entries after a node it took,
+        // and a known node read again against the one before it.
+        if let Ok(node) = GuestVirtAddr::new(input.read_at) {
+            let o = vmi::linux::ImaOffsets::LINUX_6;
+            let after = vmi::linux::ima::entries_after(&space, head, node, &o, &limits, 64);
+            assert!(after.count() <= 65);
+            let _ = vmi::linux::ima::reread_linked(&space, head, node, &o, &limits);
+        }
 
         // The same head as a task and its `mm_struct`: its top-level table
         // against the root's kernel half (the direct map where 4-level

@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::GuestVirtAddr;
-use crate::list::{ListOptions, ListWalk, walk_list};
+use crate::list::{LIST_PREV_OFFSET, ListOptions, ListWalk, walk_list_from};
 use crate::paging::VirtualMemory;
 
 use super::structs::{
@@ -100,6 +100,8 @@ impl Default for ImaLimits {
 /// One measurement as it is in the Mon-VM's memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImaEntry {
+    /// Where it is linked: the `later` list node of its `ima_queue_entry`.
+    pub node: GuestVirtAddr,
     /// The `ima_template_entry`.
     pub address: GuestVirtAddr,
     pub pcr: u32,
@@ -124,9 +126,87 @@ impl ImaEntry {
     }
 }
 
-/// Reads the `ima_template_entry` at `entry`.
-pub fn read_entry<V: VirtualMemory + ?Sized>(
+/// Reads the entry linked at `node` (the `later` list node of an
+/// `ima_queue_entry`).
+pub fn read_queued<V: VirtualMemory + ?Sized>(
     mem: &V,
+    node: GuestVirtAddr,
+    o: &ImaOffsets,
+    limits: &ImaLimits,
+) -> Result<ImaEntry, StructError> {
+    let queue = container_of(node, o.queue_later)?;
+    let entry =
+        read_pointer(mem, queue, o.queue_entry)?.ok_or(StructError::Null { what: "ima entry" })?;
+    read_entry(mem, node, entry, o, limits)
+}
+
+/// An entry a watcher took before: where it was linked and its template
+/// hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownEntry {
+    pub node: GuestVirtAddr,
+    pub template_hash: [u8; 20],
+}
+
+/// Why a known entry did not read again as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RereadError {
+    /// It is no longer linked right after the entry known before it (or the
+    /// head, for the first): an entry was removed or inserted there, or the
+    /// entry itself was taken out of the list.
+    Relinked,
+    /// Its links or its structures do not read.
+    Struct(StructError),
+}
+
+impl core::fmt::Display for RereadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RereadError::Relinked => f.write_str("relinked"),
+            RereadError::Struct(e) => write!(f, "unreadable: {e}"),
+        }
+    }
+}
+
+impl From<StructError> for RereadError {
+    fn from(e: StructError) -> Self {
+        RereadError::Struct(e)
+    }
+}
+
+/// Reads the known entry at `node` again, checking first that the list
+/// still joins it to `prev` (the node of the entry known before it, or the
+/// list head for the first) both ways. A watcher that re-reads every known
+/// entry this way, each against its predecessor, has checked every link
+/// from the head to the last one: an entry removed between two known ones
+/// breaks the pair after it, wherever its own stale links point.
+pub fn reread_linked<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    prev: GuestVirtAddr,
+    node: GuestVirtAddr,
+    o: &ImaOffsets,
+    limits: &ImaLimits,
+) -> Result<ImaEntry, RereadError> {
+    let forward = read_u64_at(mem, prev, 0)?;
+    let back = read_u64_at(mem, node, LIST_PREV_OFFSET)?;
+    if forward != node.value() || back != prev.value() {
+        return Err(RereadError::Relinked);
+    }
+    Ok(read_queued(mem, node, o, limits)?)
+}
+
+fn read_u64_at<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    base: GuestVirtAddr,
+    offset: u64,
+) -> Result<u64, StructError> {
+    Ok(mem.read_virt_u64(field(base, offset)?)?)
+}
+
+/// Reads the `ima_template_entry` at `entry`, linked at `node`.
+fn read_entry<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    node: GuestVirtAddr,
     entry: GuestVirtAddr,
     o: &ImaOffsets,
     limits: &ImaLimits,
@@ -192,6 +272,7 @@ pub fn read_entry<V: VirtualMemory + ?Sized>(
         });
     }
     Ok(ImaEntry {
+        node,
         address: entry,
         pcr,
         template_hash,
@@ -222,13 +303,37 @@ pub fn measurements<'a, V: VirtualMemory + ?Sized>(
     limits: &ImaLimits,
     max: usize,
 ) -> ImaEntries<'a, V> {
+    entries_after(
+        mem,
+        ima_measurements,
+        ima_measurements,
+        offsets,
+        limits,
+        max,
+    )
+}
+
+/// As [`measurements`], the entries after the one linked at `after` (the
+/// list head: all of them): what was appended since a watcher took the
+/// list up to there. The walk checks `after`'s link to the next node both
+/// ways, so an `after` taken out of the list ends it with an error (its
+/// stale `next` is not followed unnoticed).
+pub fn entries_after<'a, V: VirtualMemory + ?Sized>(
+    mem: &'a V,
+    ima_measurements: GuestVirtAddr,
+    after: GuestVirtAddr,
+    offsets: &ImaOffsets,
+    limits: &ImaLimits,
+    max: usize,
+) -> ImaEntries<'a, V> {
     ImaEntries {
         mem,
         offsets: *offsets,
         limits: *limits,
-        list: walk_list(
+        list: walk_list_from(
             mem,
             ima_measurements,
+            after,
             ListOptions::new(max).with_prev_check(),
         ),
         data: 0,
@@ -245,10 +350,7 @@ impl<V: VirtualMemory + ?Sized> Iterator for ImaEntries<'_, V> {
         }
         let o = &self.offsets;
         let result = match self.list.next()? {
-            Ok(node) => container_of(node, o.queue_later).and_then(|queue| {
-                let entry = read_pointer(self.mem, queue, o.queue_entry)?
-                    .ok_or(StructError::Null { what: "ima entry" })?;
-                let entry = read_entry(self.mem, entry, o, &self.limits)?;
+            Ok(node) => read_queued(self.mem, node, o, &self.limits).and_then(|entry| {
                 let len = entry.fields.iter().map(|f| 4 + f.len() as u64).sum::<u64>();
                 self.data = self.data.saturating_add(len);
                 if self.data > self.limits.max_list_data {

@@ -280,6 +280,114 @@ fn ima_list_reads_back() {
     });
 }
 
+/// A third entry appended to [`ima_image`]'s list, as the kernel does
+/// (`list_add_tail`): queue entry at 0x3200, entry at 0x6000.
+fn append_third_ima_entry(b: &mut PageTableBuilder, head: u64) -> u64 {
+    let o = ImaOffsets::LINUX_6;
+    let node = |q: u64| DIRECT + q + o.queue_later;
+    let third = 0x3200u64;
+    write_ima_entry(b, third, 0x6000, "/usr/sbin/sshd", [3; 20]);
+    b.write_u64(0x3100 + o.queue_later, node(third));
+    b.write_u64(third + o.queue_later, DIRECT + head);
+    b.write_u64(third + o.queue_later + 8, node(0x3100));
+    b.write_u64(head + 8, node(third));
+    node(third)
+}
+
+#[test]
+fn a_watcher_reads_only_the_entries_appended_after_the_last_it_took() {
+    let o = ImaOffsets::LINUX_6;
+    let limits = ImaLimits::default();
+    let (mut b, head, _) = ima_image();
+    let taken: Vec<ImaEntry> = with_space(&b, |space| {
+        measurements(space, va(head), &o, &limits, 100)
+            .collect::<Result<_, _>>()
+            .expect("entries")
+    });
+    let last = taken[1].node;
+    // Nothing new: the walk from the last entry ends at the head.
+    with_space(&b, |space| {
+        assert_eq!(
+            ima::entries_after(space, va(head), last, &o, &limits, 100).count(),
+            0
+        );
+    });
+    let third = append_third_ima_entry(&mut b, head);
+    with_space(&b, |space| {
+        let new: Vec<ImaEntry> = ima::entries_after(space, va(head), last, &o, &limits, 100)
+            .collect::<Result<_, _>>()
+            .expect("the new entry");
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].node.value(), third);
+        assert_eq!(new[0].template_hash, [3; 20]);
+        // The bound counts new entries only.
+        assert!(matches!(
+            ima::entries_after(space, va(head), last, &o, &limits, 0).next(),
+            Some(Err(StructError::List(ListError::TooLong { max: 0 })))
+        ));
+    });
+    // The last entry taken out of the list (`__list_del`, its own links
+    // left as they were): the walk from it does not pass unnoticed.
+    b.write_u64(0x3000 + o.queue_later, third);
+    b.write_u64(0x3200 + o.queue_later + 8, DIRECT + 0x3000 + o.queue_later);
+    with_space(&b, |space| {
+        assert!(matches!(
+            ima::entries_after(space, va(head), last, &o, &limits, 100).next(),
+            Some(Err(StructError::List(ListError::BrokenBackLink { .. })))
+        ));
+    });
+}
+
+#[test]
+fn a_known_entry_reads_again_only_where_it_was_linked() {
+    let o = ImaOffsets::LINUX_6;
+    let limits = ImaLimits::default();
+    let (mut b, head, _) = ima_image();
+    let third = append_third_ima_entry(&mut b, head);
+    let nodes: Vec<GuestVirtAddr> = with_space(&b, |space| {
+        measurements(space, va(head), &o, &limits, 100)
+            .map(|e| e.expect("entry").node)
+            .collect()
+    });
+    assert_eq!(nodes.len(), 3);
+    let reread = |b: &PageTableBuilder, prev: GuestVirtAddr, node: GuestVirtAddr| {
+        with_space(b, |space| {
+            ima::reread_linked(space, prev, node, &o, &limits)
+        })
+    };
+    let hash = |r: Result<ImaEntry, ima::RereadError>| r.map(|e| e.template_hash);
+    assert_eq!(hash(reread(&b, va(head), nodes[0])), Ok([1; 20]));
+    assert_eq!(hash(reread(&b, nodes[0], nodes[1])), Ok([2; 20]));
+    assert_eq!(hash(reread(&b, nodes[1], nodes[2])), Ok([3; 20]));
+    // The middle entry taken out (`__list_del`: its own links stay): it
+    // still reads from where it was, but the pair after it is broken.
+    b.write_u64(nodes[0].value() - DIRECT, third);
+    b.write_u64(third - DIRECT + 8, nodes[0].value());
+    assert_eq!(
+        hash(reread(&b, nodes[1], nodes[2])),
+        Err(ima::RereadError::Relinked)
+    );
+    assert_eq!(
+        hash(reread(&b, nodes[0], nodes[1])),
+        Err(ima::RereadError::Relinked)
+    );
+    // A link that does not read is an error, not a pass.
+    let (mut b, head, _) = ima_image();
+    b.write_u64(head, 0x7fff_0000_0000);
+    assert!(matches!(
+        reread(&b, va(head), nodes[0]),
+        Err(ima::RereadError::Relinked)
+    ));
+    assert!(matches!(
+        reread(
+            &b,
+            GuestVirtAddr::new(0xffff_8000_dead_0000).expect("canonical"),
+            nodes[0]
+        ),
+        Err(ima::RereadError::Struct(_))
+    ));
+}
+
 #[test]
 fn absurd_ima_entries_are_errors() {
     let o = ImaOffsets::LINUX_6;
