@@ -4,6 +4,7 @@
 //! any earlier table) cannot make it loop, and a table outside guest RAM is an
 //! error naming the level.
 
+use core::cell::Cell;
 use core::fmt;
 
 use crate::addr::{GuestPhysAddr, GuestVirtAddr, NonCanonical};
@@ -181,20 +182,48 @@ impl<V: VirtualMemory + ?Sized> VirtualMemory for &V {
 /// One guest address space: guest memory plus the physical address of its
 /// top-level table (what CR3 would hold; for the Linux kernel's own mappings
 /// `init_top_pgt` serves without any CPU register).
+///
+/// Reads (`read_virt`, `equals_virt`) keep the last few translations they
+/// walked, for as long as the value lives: the checks read many small
+/// fields of structures that share pages (the kernel's direct map is large
+/// pages), and each walk is up to five reads of guest memory. A check
+/// builds its address space per round, so a page-table change is seen from
+/// the next round on, as a walk per read would see it from its next read
+/// (the guest can change its tables between any two reads either way).
+/// [`AddressSpace::walk`] always walks.
 #[derive(Debug)]
 pub struct AddressSpace<'m, M: ?Sized> {
     memory: &'m M,
     root: GuestPhysAddr,
     mode: PagingMode,
+    recent: [Cell<Recent>; RECENT_TRANSLATIONS],
+    next_recent: Cell<usize>,
+}
+
+/// Translations an [`AddressSpace`] keeps for its reads.
+const RECENT_TRANSLATIONS: usize = 4;
+
+/// One kept translation: the page at `page` (virtual, `size` bytes) is at
+/// `phys`. `size` 0: none.
+#[derive(Clone, Copy, Debug, Default)]
+struct Recent {
+    page: u64,
+    size: u64,
+    phys: u64,
 }
 
 impl<M: ?Sized> Clone for AddressSpace<'_, M> {
+    /// The same address space, without the kept translations.
     fn clone(&self) -> Self {
-        *self
+        AddressSpace {
+            memory: self.memory,
+            root: self.root,
+            mode: self.mode,
+            recent: Default::default(),
+            next_recent: Cell::new(0),
+        }
     }
 }
-
-impl<M: ?Sized> Copy for AddressSpace<'_, M> {}
 
 impl<'m, M: GuestMemory + ?Sized> AddressSpace<'m, M> {
     /// `root` is a CR3-style value: flag bits (PCID, PWT, PCD) are ignored.
@@ -203,6 +232,8 @@ impl<'m, M: GuestMemory + ?Sized> AddressSpace<'m, M> {
             memory,
             root: GuestPhysAddr(root.0 & ADDR_MASK),
             mode,
+            recent: Default::default(),
+            next_recent: Cell::new(0),
         }
     }
 
@@ -219,6 +250,31 @@ impl<'m, M: GuestMemory + ?Sized> AddressSpace<'m, M> {
     }
 
     /// The guest-physical address `va` maps to.
+    /// The physical address of `va` and the bytes from it to its page's
+    /// end, from a kept translation if one covers it, else walked (and
+    /// kept).
+    fn translate_for_read(&self, va: GuestVirtAddr) -> Result<(GuestPhysAddr, u64), WalkError> {
+        let v = va.value();
+        for slot in &self.recent {
+            let r = slot.get();
+            let offset = v.wrapping_sub(r.page);
+            if offset < r.size {
+                return Ok((GuestPhysAddr(r.phys + offset), r.size - offset));
+            }
+        }
+        let t = self.walk(va)?;
+        let size = t.page_size.bytes();
+        let offset = v & (size - 1);
+        let index = self.next_recent.get() % RECENT_TRANSLATIONS;
+        self.recent[index].set(Recent {
+            page: v - offset,
+            size,
+            phys: t.phys.0 - offset,
+        });
+        self.next_recent.set(index + 1);
+        Ok((t.phys, size - offset))
+    }
+
     pub fn translate(&self, va: GuestVirtAddr) -> Result<GuestPhysAddr, WalkError> {
         self.walk(va).map(|t| t.phys)
     }
@@ -364,9 +420,9 @@ fn for_each_page<M: GuestMemory + ?Sized>(
     while done < len {
         // Every address in [va, last] is canonical, and va + done <= last.
         let here = GuestVirtAddr::new(va.value() + done as u64)?;
-        let t = space.walk(here)?;
-        let step = t.bytes_to_page_end().min((len - done) as u64) as usize;
-        if !visit(here, t.phys, done..done + step)? {
+        let (phys, to_page_end) = space.translate_for_read(here)?;
+        let step = to_page_end.min((len - done) as u64) as usize;
+        if !visit(here, phys, done..done + step)? {
             return Ok(());
         }
         done += step;
@@ -382,6 +438,66 @@ mod tests {
 
     fn va(v: u64) -> GuestVirtAddr {
         GuestVirtAddr::new(v).expect("canonical test address")
+    }
+
+    #[test]
+    fn reads_through_kept_translations_read_what_walks_read() {
+        let mut b = PageTableBuilder::new(0x40_0000, PagingMode::FourLevel);
+        // Five adjacent 4 KiB pages in scattered frames (more than the
+        // translations kept), a 2 MiB page and a 1 GiB page.
+        let frames = [0x9000u64, 0x5000, 0x7000, 0x6000, 0x8000];
+        for (i, &frame) in frames.iter().enumerate() {
+            b.map_4k(
+                0xffff_8880_0000_0000 + 0x1000 * i as u64,
+                frame,
+                true,
+                false,
+            );
+            b.write(frame, &[i as u8 + 1; 0x1000]);
+        }
+        b.map_2m(0xffff_ffff_8100_0000, 0x20_0000, false, true);
+        b.write(0x20_0ff8, &[0xaa; 16]);
+        b.map_1g(0xffff_8881_0000_0000, 0, true, false);
+        let image = b.finish();
+        let mem = SliceMemory::flat(&image);
+        let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+        let byte_by_walk = |v: u64| {
+            let phys = space.walk(va(v)).expect("mapped").phys;
+            image[phys.0 as usize]
+        };
+        // Every page in turn, twice, then backwards, across page ends.
+        let order: Vec<u64> = (0..5).chain(0..5).chain((0..5).rev()).collect();
+        for &page in &order {
+            let at = 0xffff_8880_0000_0000 + 0x1000 * page + 0xffc;
+            let mut buf = [0u8; 8];
+            let fits = page < 4;
+            assert_eq!(space.read_virt(va(at), &mut buf).is_ok(), fits);
+            if fits {
+                let want: Vec<u8> = (0..8).map(|d| byte_by_walk(at + d)).collect();
+                assert_eq!(buf.to_vec(), want, "page {page}");
+                assert_eq!(space.equals_virt(va(at), &want), Ok(true));
+            }
+        }
+        let mut buf = [0u8; 16];
+        space
+            .read_virt(va(0xffff_ffff_8100_0ff8), &mut buf)
+            .expect("2m");
+        assert_eq!(buf, [0xaa; 16]);
+        space
+            .read_virt(va(0xffff_8881_0000_5000), &mut buf)
+            .expect("1g");
+        assert_eq!(buf, [2; 16]);
+        space
+            .read_virt(va(0xffff_8880_0000_1000), &mut buf)
+            .expect("4k again");
+        assert_eq!(buf, [2; 16]);
+        // A clone starts without the kept translations and reads the same.
+        let again = space.clone();
+        let mut other = [0u8; 16];
+        again
+            .read_virt(va(0xffff_8880_0000_1000), &mut other)
+            .expect("clone");
+        assert_eq!(other, buf);
     }
 
     #[test]
