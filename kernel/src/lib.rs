@@ -18,3 +18,4 @@ pub mod memory;
 pub mod pci;
 pub mod phys;
 pub mod report;
+pub mod sweep_pace;

@@ -57,6 +57,7 @@ use vmi::profile::KernelProfile;
 
 use crate::arch::x86_64::smp;
 use crate::monvm::text;
+use avm_kernel::sweep_pace::SweepPace;
 
 /// A whole sweep of text and rodata takes this long (default).
 pub const SWEEP_PERIOD_US: u64 = 1_000_000;
@@ -122,7 +123,8 @@ pub struct TextWatch {
     frozen: Vec<[u8; 32]>,
     /// The next step: text chunks, rodata chunks, then ro_after_init.
     cursor: usize,
-    last_us: u64,
+    /// Steps due (a stall of the loop is caught up, one sweep at most).
+    pace: SweepPace,
     /// Violation texts per area, keyed by step.
     found: [BTreeMap<usize, Vec<String>>; 4],
     /// The raw bytes each step held when last judged, [`CHUNK`] apart, then
@@ -184,7 +186,7 @@ impl TextWatch {
             ro: ro_link.start.wrapping_sub(link)..ro_link.end.wrapping_sub(link),
             frozen: Vec::new(),
             cursor: 0,
-            last_us: now_us,
+            pace: SweepPace::starting(now_us),
             found: Default::default(),
             copy: Vec::new(),
             ro_after_init: None,
@@ -295,7 +297,9 @@ impl TextWatch {
     }
 
     /// Checks the steps due since the last call (a whole sweep per
-    /// [`SWEEP_PERIOD_US`], at most [`MAX_STEPS_PER_CALL`] at once).
+    /// [`SWEEP_PERIOD_US`], at most [`MAX_STEPS_PER_CALL`] at once; what a
+    /// stalled loop could not take is owed to the next calls, see
+    /// [`SweepPace`]).
     /// Returns whether it checked any.
     pub fn sweep<M: GuestMemory + ?Sized>(
         &mut self,
@@ -310,12 +314,12 @@ impl TextWatch {
             return false;
         };
         let steps = self.steps();
-        let elapsed = now_us.saturating_sub(self.last_us);
-        let due = (elapsed.saturating_mul(steps as u64) / SWEEP_PERIOD_US) as usize;
+        let due = self
+            .pace
+            .take(now_us, steps, SWEEP_PERIOD_US, MAX_STEPS_PER_CALL);
         if due == 0 {
             return false;
         }
-        self.last_us = now_us;
         // The kernel's own page tables, walked once per slice: the checks
         // read the image by physical address, the CPU runs it through
         // these.
@@ -325,7 +329,7 @@ impl TextWatch {
                 .ok()
         });
         let mut known_good = 0..0;
-        for _ in 0..due.min(MAX_STEPS_PER_CALL) {
+        for _ in 0..due {
             let step = self.cursor;
             if step == 0 {
                 self.recheck_trampolines(memory, profile);
