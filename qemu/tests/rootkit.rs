@@ -269,6 +269,32 @@ fn attack_from_inside(series: &str) {
     wait_event(&record, from, ":clean:creds");
     console_sh(&mut console, &format!("kill {pid}"));
 
+    // A user's process under root (the console's shell) given euid 0
+    // alone, at once after its exec: no parent to rise from, no cred
+    // tracked as a user's yet, its account still its real uid; only a
+    // set-uid program makes euid 0 under a user's uid.
+    let pid = start_sleep(&mut console, Some("nobody"));
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::EuidPid(pid), true)
+        .expect("on");
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:creds:process:{pid}:sleep:euid 0 under uid 65534"),
+    );
+    let raised = ids(&mut console, pid);
+    assert_eq!(
+        raised.split_whitespace().take(5).collect::<Vec<_>>(),
+        ["Uid:", "65534", "0", "65534", "0"],
+        "{series}"
+    );
+    rootkit
+        .set(&mut console, Attack::EuidPid(pid), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:creds");
+    console_sh(&mut console, &format!("kill {pid}"));
+
     // A user's child made root, its real_parent pointed at init first:
     // the process tree still holds it under its user parent.
     let (parent, child) = avm_qemu::testing::under_nobody(&mut console, "sleep 1000");

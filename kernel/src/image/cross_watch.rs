@@ -233,6 +233,12 @@ impl CrossWatch {
                         uid,
                         account
                     )),
+                    CredFinding::RootUnderUserUid { pid, uid } => text(format_args!(
+                        "process:{}:{}:euid 0 under uid {}",
+                        pid,
+                        comm_of(pid),
+                        uid
+                    )),
                     CredFinding::RootWithoutExec { pid, was } => text(format_args!(
                         "process:{}:{}:euid 0 without exec (was {})",
                         pid,

@@ -323,6 +323,13 @@ pub enum CredFinding {
     /// that writes the ids in place leaves the account as it was. Seen in
     /// any round, whoever the parent, however young the process.
     NotItsAccount { pid: i32, uid: u32, account: u32 },
+    /// euid 0 under a real uid that is not 0, not a set-uid program the
+    /// policy allows, whoever the parent: only the exec of a set-uid
+    /// program gives a user's process euid 0 and leaves its real uid (a
+    /// rootkit that writes euid alone, and moves the process under a root
+    /// parent so that [`CredFinding::RootUnderUser`] does not see the rise,
+    /// leaves this). Not reported where `RootUnderUser` is.
+    RootUnderUserUid { pid: i32, uid: u32 },
 }
 
 /// Rounds a task missing from the task list (or read without an address
@@ -444,9 +451,10 @@ impl CredTracker {
 
 /// Credential findings over the task list. `init_cred` is its runtime
 /// address. `set_uid_program` says whether a task with euid 0 under a
-/// parent whose euid is not 0 is a set-uid program the policy allows
-/// ([`setuid_exec`]): such a task is not reported as
-/// [`CredFinding::RootUnderUser`] (the other rules still apply to it).
+/// parent whose euid is not 0, or under a real uid that is not 0, is a
+/// set-uid program the policy allows ([`setuid_exec`]): such a task is not
+/// reported as [`CredFinding::RootUnderUser`] nor
+/// [`CredFinding::RootUnderUserUid`] (the other rules still apply to it).
 /// `account_uid` gives the uid of the account a task's cred is charged to
 /// ([`account_uid`]; `None` if it does not read: no finding).
 ///
@@ -515,13 +523,19 @@ pub fn cred_findings(
                 .filter(|&e| e != 0)
                 .map(|parent_euid| (pid, parent_euid))
         });
-        if let Some((parent_pid, parent_euid)) = rise
-            && !set_uid_program(t)
-        {
+        if (rise.is_some() || creds.uid != 0) && set_uid_program(t) {
+            continue;
+        }
+        if let Some((parent_pid, parent_euid)) = rise {
             out.push(CredFinding::RootUnderUser {
                 pid: t.pid,
                 parent_pid,
                 parent_euid,
+            });
+        } else if creds.uid != 0 {
+            out.push(CredFinding::RootUnderUserUid {
+                pid: t.pid,
+                uid: creds.uid,
             });
         }
     }

@@ -356,6 +356,47 @@ fn credential_findings() {
     );
 }
 
+#[test]
+fn euid_0_under_a_user_uid_is_a_set_uid_program_or_a_finding_whatever_the_parent() {
+    let init_cred = DIRECT + 0x7000;
+    // uid 1000, euid 0: what the exec of a set-uid root program makes,
+    // and what a rootkit writing euid alone makes.
+    let mut raised = task(101, 0x500, Some(0x100), 0, 0x600, true);
+    if let Some(c) = raised.creds.as_mut() {
+        c.uid = 1000;
+    }
+    let tasks = [
+        task(1, 0x100, None, 0, 0x200, true),
+        task(100, 0x300, Some(0x100), 1000, 0x400, true),
+        raised,
+    ];
+    // Under root (init): no rise from the parent, the uid tells.
+    assert_eq!(
+        cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
+        [CredFinding::RootUnderUserUid {
+            pid: 101,
+            uid: 1000
+        }]
+    );
+    // A set-uid program the policy allows.
+    assert_eq!(
+        cred_findings(&tasks, &[], init_cred, |t| t.pid == 101, |_| None),
+        []
+    );
+    // Under its user's shell: the rise, reported once.
+    let mut under_user = tasks;
+    under_user[2].parent = Some(va(0x300));
+    under_user[2].parent_pid = Some(100);
+    assert_eq!(
+        cred_findings(&under_user, &[], init_cred, |_| false, |_| None),
+        [CredFinding::RootUnderUser {
+            pid: 101,
+            parent_pid: 100,
+            parent_euid: 1000
+        }]
+    );
+}
+
 /// Kernel threads are kthreadd's children, user tasks have an address
 /// space unless they are exiting: a task linked in or marked to pass for a
 /// kernel thread, or a user process whose `mm` was cleared, poses.
