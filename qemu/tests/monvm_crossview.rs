@@ -293,6 +293,25 @@ fn check(series: &str) {
         events[before + 1].contains(":clean:pointer_table"),
         "{series}: {events:#?}"
     );
+    // A pointer into the image's own writable data (a structure forged in
+    // .bss, just below `_end`): a hook too; into read-only data (where
+    // the kernel's own const structures are), none.
+    let before = avm_events(&record).len();
+    let forged = live.runtime(live.profile.symbols.end) - 0x1000;
+    let hook = write_u64(&record, base + 8 * slot, forged);
+    wait_for_avm_serial(
+        &record,
+        &format!(":violation:pointer_table:net_families[{slot}]:{forged:#x}"),
+    );
+    let rodata = live.runtime(live.profile.symbols.start_rodata) + 0x40;
+    drop(hook);
+    let hook = write_u64(&record, base + 8 * slot, rodata);
+    let events = wait_for_events(&record, before + 2);
+    assert!(
+        events[before + 1].contains(":clean:pointer_table"),
+        "{series}: {events:#?}"
+    );
+    drop(hook);
 
     // The sleeper's top-level table with a kernel slot of its own: one
     // from the direct map's slot up (the ones every table shares) that is
@@ -320,9 +339,9 @@ fn check(series: &str) {
         ),
     );
     drop(own_slot);
-    let events = wait_for_events(&record, 22);
+    let events = wait_for_events(&record, 24);
     assert!(
-        events[21].contains(":clean:page_tables"),
+        events[23].contains(":clean:page_tables"),
         "{series}: {events:#?}"
     );
 
@@ -342,9 +361,9 @@ fn check(series: &str) {
         ),
     );
     drop(kthread);
-    let events = wait_for_events(&record, 24);
+    let events = wait_for_events(&record, 26);
     assert!(
-        events[23].contains(":clean:hidden_process"),
+        events[25].contains(":clean:hidden_process"),
         "{series}: {events:#?}"
     );
     let no_mm = write_u64(&record, sleeper.address.value() + offsets.task.mm, 0);
@@ -356,9 +375,9 @@ fn check(series: &str) {
         ),
     );
     drop(no_mm);
-    let events = wait_for_events(&record, 26);
+    let events = wait_for_events(&record, 28);
     assert!(
-        events[25].contains(":clean:hidden_process"),
+        events[27].contains(":clean:hidden_process"),
         "{series}: {events:#?}"
     );
 
@@ -367,7 +386,7 @@ fn check(series: &str) {
         .expect("cleaned up");
     assert_eq!(
         avm_events(&record).len(),
-        26,
+        28,
         "{series}: {:#?}",
         avm_events(&record)
     );

@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 use avm_attest::monitor_policy::MonitorPolicy;
 use vmi::linux::KernelView;
 use vmi::linux::crossview::{
-    self, CredFinding, TaskPose, hidden_modules, hidden_tasks, hooked_entries, kset_modules,
-    process_tree,
+    self, CredFinding, ImageRanges, TaskPose, hidden_modules, hidden_tasks, hooked_entries,
+    kset_modules, process_tree,
 };
 use vmi::linux::top_tables::{KernelHalf, SharedEntries, TableOffsets, check_task_table};
 use vmi::memory::GuestMemory;
@@ -68,7 +68,8 @@ pub struct CrossWatch {
     last: [Vec<String>; 5],
     /// Each user process's euid across rounds.
     creds: crossview::CredTracker,
-    /// Each structure table's entries at start-up.
+    /// Each table's entries at start-up: a structure's fields may keep
+    /// any of them, an array's entries those into the kernel image.
     baselines: Vec<Option<Vec<u64>>>,
     /// Rounds the module view, the process view, the task list and the
     /// top-level tables failed.
@@ -249,16 +250,24 @@ impl CrossWatch {
                 .collect();
         }
 
-        // Function-pointer tables: every entry NULL or in the kernel image,
-        // `_text` to `_end` (none if the profile's image does not map:
-        // every entry then counts as a hook unless it was there at
-        // start-up).
-        let image = match (
-            location.runtime_of(profile.symbols.text),
-            location.runtime_of(profile.symbols.end),
-        ) {
-            (Some(text), Some(end)) => text.value()..end.value(),
-            _ => 0..0,
+        // Function-pointer tables: every entry NULL, into the image's text
+        // or read-only data, or as it was at start-up (see
+        // `hooked_entries`; without the profile's image in this mapping no
+        // range holds, so every entry counts as a hook unless it was there
+        // at start-up).
+        let runtime =
+            |from: u64, to: u64| match (location.runtime_of(from), location.runtime_of(to)) {
+                (Some(from), Some(to)) => from.value()..to.value(),
+                _ => 0..0,
+            };
+        let s = &profile.symbols;
+        let ranges = ImageRanges {
+            read_only: [
+                runtime(s.text, s.etext),
+                runtime(s.start_rodata, s.end_rodata),
+                runtime(s.start_ro_after_init, s.end_ro_after_init),
+            ],
+            whole: runtime(s.text, s.end),
         };
         let mut hooks = Vec::new();
         self.baselines.resize(r.pointer_tables.len(), None);
@@ -268,13 +277,13 @@ impl CrossWatch {
             };
             match crossview::read_table(space, at, table.entries) {
                 Ok(entries) => {
-                    // A structure's fields may hold what they held at
-                    // start-up (sizes, flags); an array's may not.
-                    if table.structure && baseline.is_none() {
+                    if baseline.is_none() {
                         *baseline = Some(entries.clone());
                     }
                     let allowed = baseline.as_deref().unwrap_or(&[]);
-                    for (index, value) in hooked_entries(&entries, allowed, image.clone()) {
+                    for (index, value) in
+                        hooked_entries(&entries, allowed, &ranges, table.structure)
+                    {
                         hooks.push(text(format_args!("{}[{}]:{:#x}", table.name, index, value)));
                     }
                 }

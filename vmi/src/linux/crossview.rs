@@ -666,17 +666,42 @@ pub fn read_table<V: VirtualMemory + ?Sized>(
         .collect())
 }
 
-/// The entries of a table that are hooks: not NULL, not inside the kernel
-/// image (`image`: runtime range), and not what they were at start-up
-/// (`baseline`, same length). Returns `(index, value)`.
+/// Where the kernel image's pointers may lead (runtime ranges): its text
+/// and read-only data (`_text.._etext`, `__start_rodata..__end_rodata`,
+/// ro_after_init), which a rootkit cannot write without the text and rodata
+/// sweep seeing it, and the whole image (`_text.._end`), whose writable
+/// data it can.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageRanges {
+    pub read_only: [core::ops::Range<u64>; 3],
+    pub whole: core::ops::Range<u64>,
+}
+
+impl ImageRanges {
+    fn read_only(&self, value: u64) -> bool {
+        self.read_only.iter().any(|r| r.contains(&value))
+    }
+}
+
+/// The entries of a table that are hooks. An entry passes if it is NULL,
+/// points into the image's text or read-only data, or holds what it held
+/// at start-up (`baseline`, same length) where that may stand: any value
+/// for a structure's field (sizes and flags too), a pointer into the image
+/// for an array's entry. A structure forged in the image's own writable
+/// data (`.data`, `.bss`) and put in a table is thus a hook, as is any
+/// pointer out of the image. Returns `(index, value)`.
 pub fn hooked_entries(
     now: &[u64],
     baseline: &[u64],
-    image: core::ops::Range<u64>,
+    ranges: &ImageRanges,
+    structure: bool,
 ) -> Vec<(usize, u64)> {
     now.iter()
         .enumerate()
-        .filter(|&(i, &v)| v != 0 && !image.contains(&v) && baseline.get(i) != Some(&v))
+        .filter(|&(i, &v)| {
+            let kept = baseline.get(i) == Some(&v) && (structure || ranges.whole.contains(&v));
+            v != 0 && !ranges.read_only(v) && !kept
+        })
         .map(|(i, &v)| (i, v))
         .collect()
 }

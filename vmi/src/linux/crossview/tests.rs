@@ -613,23 +613,49 @@ fn credential_findings_over_a_full_list_take_no_quadratic_time() {
 
 #[test]
 fn pointer_table_hooks() {
-    let image = 0xffff_ffff_a000_0000..0xffff_ffff_a300_0000;
-    let baseline = [0, 0xffff_ffff_a100_0000, 0xffff_ffff_c000_1000];
-    // Unchanged, NULL, into the image: fine.
-    assert_eq!(hooked_entries(&baseline, &baseline, image.clone()), []);
-    assert_eq!(
-        hooked_entries(&[0, 0xffff_ffff_a200_0000, 0], &baseline, image.clone()),
-        []
-    );
-    // A new entry into module space or the heap: a hook.
-    assert_eq!(
-        hooked_entries(
-            &[0xffff_ffff_c000_2000, 0, 0xffff_8880_0000_1000],
-            &baseline,
-            image
-        ),
-        [(0, 0xffff_ffff_c000_2000), (2, 0xffff_8880_0000_1000)]
-    );
+    const TEXT: u64 = 0xffff_ffff_a000_0000;
+    const RODATA: u64 = 0xffff_ffff_a100_0000;
+    const DATA: u64 = 0xffff_ffff_a200_0000;
+    const MODULE: u64 = 0xffff_ffff_c000_1000;
+    let ranges = ImageRanges {
+        read_only: [TEXT..RODATA - 0x10_0000, RODATA..DATA - 0x10_0000, 0..0],
+        whole: TEXT..0xffff_ffff_a300_0000,
+    };
+    let baseline = [0, RODATA + 8, DATA + 0x40, MODULE];
+    for structure in [false, true] {
+        // Unchanged: fine, except an array entry out of the image.
+        let unchanged = hooked_entries(&baseline, &baseline, &ranges, structure);
+        if structure {
+            assert_eq!(unchanged, []);
+        } else {
+            assert_eq!(unchanged, [(3, MODULE)]);
+        }
+        // Changed to NULL, text or read-only data: fine.
+        assert_eq!(
+            hooked_entries(
+                &[TEXT + 0x30, 0, RODATA + 0x80, 0],
+                &baseline,
+                &ranges,
+                structure
+            ),
+            []
+        );
+        // Changed to the image's writable data (a structure forged in
+        // .data or .bss), module space or the heap: a hook.
+        assert_eq!(
+            hooked_entries(
+                &[DATA + 0x100, MODULE + 0x1000, 0xffff_8880_0000_1000, 0],
+                &baseline,
+                &ranges,
+                structure
+            ),
+            [
+                (0, DATA + 0x100),
+                (1, MODULE + 0x1000),
+                (2, 0xffff_8880_0000_1000)
+            ]
+        );
+    }
     // Reading a table: bounded.
     let mut b = builder();
     b.write_u64(0x2000, 7);
