@@ -224,6 +224,41 @@ fn check_live(series: &str) {
             violations[0]
         );
     }
+    // Vector 0x1f, which no idt_data table names (it keeps its early boot
+    // handler on both kernels), pointed at the divide-error handler in
+    // the text, a clean interrupt gate otherwise: the image says where its
+    // early handler is, so this is a violation (before, any target in the
+    // text passed until the A-VM's per-boot digest).
+    let unnamed = Gate {
+        vector: 0x1f,
+        target: other,
+        selector: unused.selector,
+        ist_byte: 0,
+        type_attr: 0x8e,
+        reserved: 0,
+    };
+    {
+        let _tamper = MonVmPatch::kernel(
+            &record,
+            |p| p.symbols.idt_table + 16 * 0x1f,
+            |_, _| unnamed.encode().to_vec(),
+            16,
+        );
+        let (_, report) = checks(&view, &profile);
+        let violations: Vec<_> = report.violations().collect();
+        assert_eq!(violations.len(), 1, "{series}: {violations:#?}");
+        eprintln!("{series}: {}", violations[0]);
+        assert!(
+            matches!(
+                &violations[0].kind,
+                IdtFindingKind::NotExpected { expected_name, found: Some(_), .. }
+                    if expected_name == "early_idt_handler_array[31]"
+            ),
+            "{series}: {:?}",
+            violations[0]
+        );
+        avm_qemu::testing::wait_for_avm_serial(&record, ":violation:idt:IDT vector 0x1f points to");
+    }
     // The #VC gate made callable from user space (DPL 3), its target
     // unchanged: only the attribute word the image's idt_data gives the
     // vector says so. The A-VM reports it too.

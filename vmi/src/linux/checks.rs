@@ -44,9 +44,11 @@
 //! instruction fetch faults. So a present gate is reported as
 //! [`IdtFindingKind::LeftoverEarlyHandler`] (not a violation) exactly when
 //! its vector is an exception vector (< 32) the profile has no expected
-//! entry for, its target lies in the kernel image past the end of rodata
-//! and before `_end` (where the image's init sections are; never text or
-//! rodata) and
+//! entry for, its target is that vector's early handler (the profile's
+//! `early_handlers`, from the image; without them, anywhere in the kernel
+//! image past the end of rodata and before `_end`, where the image's init
+//! sections are, never text or rodata), its attribute word is what
+//! `idt_setup_early_handler` wrote (an interrupt gate, DPL 0, no IST), and
 //! the kernel's own page tables (`init_top_pgt`, whose kernel half every
 //! process shares) map the target non-executable or not at all. A target
 //! there that is mapped executable, or whose translation fails in any
@@ -54,6 +56,10 @@
 //! kernel installs the handler of every vector its `idt_data` tables list,
 //! so such a gate was redirected (to a leftover handler's address or
 //! anywhere else past rodata), whatever the page tables say of the target.
+//!
+//! Such a vector's gate anywhere else (another vector's early handler, a
+//! place in the text) is a violation: [`IdtFindingKind::NotExpected`] in
+//! the text, [`IdtFindingKind::OutsideText`] out of it.
 //!
 //! The report also carries the SHA-256 of the whole table (4 KiB, present
 //! and non-present gates alike): the IDT is written at run time, so its
@@ -543,6 +549,15 @@ pub fn idt<M: GuestMemory + ?Sized>(
         }
     }
 
+    // Each exception vector's early handler (runtime), if the profile has
+    // them: what a vector the tables do not name must still hold.
+    let mut early: Vec<Option<u64>> = alloc::vec![None; usize::from(EXCEPTION_VECTORS)];
+    if let Some(reference) = &profile.idt {
+        for (slot, &link) in early.iter_mut().zip(&reference.early_handlers) {
+            *slot = Some(runtime(link)?);
+        }
+    }
+
     let mut gates = Vec::new();
     let mut findings = Vec::new();
     for ((vector, raw), want) in (0..=u8::MAX)
@@ -578,8 +593,18 @@ pub fn idt<M: GuestMemory + ?Sized>(
                 },
             });
         }
+        // An exception vector the tables do not name keeps its early
+        // handler, as `idt_setup_early_handler` set it.
+        let early = want
+            .is_none()
+            .then(|| early.get(usize::from(vector)).copied().flatten())
+            .flatten();
+        let want_bits = match want {
+            Some((_, _, bits)) => *bits,
+            None => early.map(|_| crate::profile::IDT_INTERRUPT_GATE_BITS),
+        };
         let bits = u16::from_le_bytes([gate.ist_byte, gate.type_attr]);
-        if let Some((_, _, Some(want_bits))) = *want
+        if let Some(want_bits) = want_bits
             && bits != want_bits
         {
             findings.push(IdtFinding {
@@ -595,28 +620,32 @@ pub fn idt<M: GuestMemory + ?Sized>(
             // The exemption is for vectors the kernel installs no handler
             // for: a vector the profile expects an entry for (always in the
             // text) is never left at its early handler.
-            let kind =
-                if want.is_none() && leftover_early_handler(space, vector, found, &past_rodata) {
-                    IdtFindingKind::LeftoverEarlyHandler
-                } else {
-                    IdtFindingKind::OutsideText {
-                        target: classifier.classify(found),
-                    }
-                };
+            let kind = if want.is_none()
+                && early.is_none_or(|at| at == found)
+                && leftover_early_handler(space, vector, found, &past_rodata)
+            {
+                IdtFindingKind::LeftoverEarlyHandler
+            } else {
+                IdtFindingKind::OutsideText {
+                    target: classifier.classify(found),
+                }
+            };
             findings.push(IdtFinding {
                 vector,
                 found,
                 kind,
             });
-        } else if let Some((name, at, _)) = want
-            && found != *at
+        } else if let Some((name, at)) = want
+            .map(|(name, at, _)| (name.to_string(), at))
+            .or_else(|| early.map(|at| (early_name(vector), at)))
+            && found != at
         {
             findings.push(IdtFinding {
                 vector,
                 found,
                 kind: IdtFindingKind::NotExpected {
-                    expected_name: (*name).to_string(),
-                    expected: *at,
+                    expected_name: name,
+                    expected: at,
                     found: Some(classifier.classify(found)),
                 },
             });
@@ -628,6 +657,13 @@ pub fn idt<M: GuestMemory + ?Sized>(
         gates,
         findings,
     })
+}
+
+/// How a vector's early handler is named in findings.
+fn early_name(vector: u8) -> String {
+    let mut name = String::from("early_idt_handler_array[");
+    let _ = fmt::Write::write_fmt(&mut name, format_args!("{vector}]"));
+    name
 }
 
 /// The documented rule for a gate left at its early boot handler: an

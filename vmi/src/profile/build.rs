@@ -587,7 +587,43 @@ fn idt_reference(
     Ok(super::IdtReference {
         gates: named,
         attributes,
+        early_handlers: early_idt_handlers(elf, symbols)?,
     })
+}
+
+/// `ENDBR64`, which starts every entry of a kernel built with IBT.
+const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+
+/// The 32 entries of `early_idt_handler_array` (empty without it): each
+/// `EARLY_IDT_HANDLER_SIZE` bytes, 9, or 13 with IBT (`ENDBR64` first),
+/// pushing a dummy error code where the CPU pushes none and then the
+/// vector (`6a 00 6a VV` or `6a VV`). Every entry is checked for its
+/// vector's push, so a wrong size is an error, not a wrong reference.
+fn early_idt_handlers(elf: &Vmlinux<'_>, symbols: &SymbolTable) -> Result<Vec<u64>, BuildError> {
+    let bad = |why: String| BuildError::Inconsistent(format!("early_idt_handler_array: {why}"));
+    let Some(array) = optional(symbols, "early_idt_handler_array")? else {
+        return Ok(Vec::new());
+    };
+    let first = elf
+        .read(array, 4)
+        .ok_or_else(|| bad("not in the file".into()))?;
+    let (size, skip) = if first == ENDBR64 { (13, 4) } else { (9, 0) };
+    let mut handlers = Vec::with_capacity(32);
+    for vector in 0..32u8 {
+        let at = array + size * u64::from(vector);
+        let code = elf
+            .read(at + skip, 4)
+            .ok_or_else(|| bad("not in the file".into()))?;
+        let pushes = code[0] == 0x6a
+            && (code[1] == vector || (code[1] == 0 && code[2] == 0x6a && code[3] == vector));
+        if !pushes {
+            return Err(bad(format!(
+                "entry {vector} does not push its vector ({code:02x?})"
+            )));
+        }
+        handlers.push(at);
+    }
+    Ok(handlers)
 }
 
 /// Function-pointer tables in writable data that rootkits hook, with

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 11;
+pub const FORMAT_VERSION: u16 = 12;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -207,6 +207,13 @@ pub struct IdtReference {
     /// the image's `idt_data` tables, and what `set_intr_gate` writes for
     /// the irq stubs. Empty only in hand-made test profiles (not checked).
     pub attributes: Vec<u16>,
+    /// The early boot handler of each exception vector,
+    /// `early_idt_handler_array[v]` (link addresses, 32 of them; empty if
+    /// the image has none). The kernel points all 32 there at boot
+    /// (`idt_setup_early_handler`, an interrupt gate, DPL 0, no IST) before
+    /// it installs the handlers of `gates`: a vector `gates` does not name
+    /// keeps its early handler ([`crate::linux::checks`]).
+    pub early_handlers: Vec<u64>,
 }
 
 /// The present bit of `struct idt_bits`.
@@ -322,6 +329,10 @@ impl KernelProfile {
                     .iter()
                     .all(|bits| bits & IDT_GATE_PRESENT != 0),
                 "IDT attributes of a gate that is not present",
+            )?;
+            check(
+                idt.early_handlers.is_empty() || idt.early_handlers.len() == 32,
+                "IDT early handlers not one per exception vector",
             )?;
             let mut last: Option<u8> = None;
             for (vector, entry) in &idt.gates {

@@ -187,6 +187,7 @@ fn invalid_contents_are_refused() {
             p.idt = Some(IdtReference {
                 gates: vec![(3, entry.clone()), (3, entry)],
                 attributes: Vec::new(),
+                early_handlers: Vec::new(),
             });
         }),
         ("idt attributes not one per gate", |p| {
@@ -197,6 +198,7 @@ fn invalid_contents_are_refused() {
             p.idt = Some(IdtReference {
                 gates: vec![(0, entry)],
                 attributes: vec![0x8e00, 0x8e00],
+                early_handlers: Vec::new(),
             });
         }),
         ("idt attributes of an absent gate", |p| {
@@ -207,6 +209,7 @@ fn invalid_contents_are_refused() {
             p.idt = Some(IdtReference {
                 gates: vec![(0, entry)],
                 attributes: vec![0x0e00],
+                early_handlers: Vec::new(),
             });
         }),
     ];
@@ -249,7 +252,17 @@ fn invalid_contents_are_refused() {
             },
         )],
         attributes: vec![0x8e00],
+        early_handlers: Vec::new(),
     });
+    assert_eq!(p.validate(), Ok(()));
+    // Early handlers: none, or one per exception vector.
+    if let Some(idt) = p.idt.as_mut() {
+        idt.early_handlers = vec![p.symbols.end_rodata + 0x1000; 31];
+    }
+    assert!(p.validate().is_err());
+    if let Some(idt) = p.idt.as_mut() {
+        idt.early_handlers.push(p.symbols.end_rodata + 0x2000);
+    }
     assert_eq!(p.validate(), Ok(()));
 }
 

@@ -334,6 +334,7 @@ fn idt_reference_when_the_profile_has_one() {
             (0x0f, entry("asm_exc_spurious_interrupt_bug", 0x80_00f0)),
         ],
         attributes: Vec::new(),
+        early_handlers: Vec::new(),
     });
     let report = idt_of(&k).expect("readable");
     let violations: Vec<&IdtFinding> = report.violations().collect();
@@ -380,6 +381,7 @@ fn idt_attributes_from_the_profile() {
         gates: alloc::vec![(0x03, entry(0x03)), (0x0e, entry(0x0e))],
         // #BP callable from user space (DPL 3), #PF not.
         attributes: alloc::vec![0xee00, 0x8e00],
+        early_handlers: Vec::new(),
     });
     let at = |v: u8| rt(text + 0x80_0000 + 0x10 * u64::from(v));
     // As crafted, #BP is DPL 0: not what the image says.
@@ -413,6 +415,7 @@ fn idt_attributes_from_the_profile() {
         k.profile.idt = Some(IdtReference {
             gates: alloc::vec![(0x03, entry(0x03)), (0x0e, entry(0x0e))],
             attributes: alloc::vec![0xee00, 0x8e00],
+            early_handlers: Vec::new(),
         });
         set_gate(&mut k, bp);
         set_gate(&mut k, pf);
@@ -444,6 +447,7 @@ fn a_referenced_vector_at_an_early_handler_is_a_violation() {
         k.profile.idt = Some(IdtReference {
             gates: alloc::vec![(0x0e, pf)],
             attributes: Vec::new(),
+            early_handlers: Vec::new(),
         });
         k
     };
@@ -562,4 +566,91 @@ fn garbage_never_panics() {
             assert!(r.findings.len() <= 2 * IDT_GATES);
         }
     }
+}
+
+#[test]
+fn unnamed_exception_vectors_keep_their_early_handlers() {
+    let mut k = kernel();
+    let text = k.profile.symbols.text;
+    let named: Vec<u8> = (0..=8)
+        .chain(0xa..=0xe)
+        .chain([0x10, 0x11, 0x13, 0x1d])
+        .collect();
+    k.profile.idt = Some(IdtReference {
+        gates: named
+            .iter()
+            .map(|&v| {
+                (
+                    v,
+                    NamedAddress {
+                        name: "handler".to_string(),
+                        address: text + 0x80_0000 + 0x10 * u64::from(v),
+                    },
+                )
+            })
+            .collect(),
+        attributes: Vec::new(),
+        early_handlers: (0..32).map(|v| INIT_NX_LINK + 9 * v).collect(),
+    });
+    // 0x14 at its own early handler (not executable), as 0x12: clean.
+    set_gate(&mut k, gate(0x14, rt(INIT_NX_LINK) + 9 * 0x14));
+    let report = idt_of(&k).expect("readable");
+    assert!(report.is_clean(), "{:#?}", report.findings);
+    let notes = report.findings.iter().filter(|f| !f.is_violation()).count();
+    assert_eq!(notes, 2);
+    let violation = |k: &Kernel| {
+        let report = idt_of(k).expect("readable");
+        let v: Vec<IdtFinding> = report.violations().cloned().collect();
+        assert_eq!(v.len(), 1, "{v:#?}");
+        v[0].clone()
+    };
+    // An unnamed vector pointed into the text (before the A-VM's start-up,
+    // say): not its early handler.
+    let mut redirected = kernel();
+    redirected.profile = k.profile.clone();
+    set_gate(&mut redirected, gate(0x14, rt(INIT_NX_LINK) + 9 * 0x14));
+    set_gate(&mut redirected, gate(0x1f, rt(text) + 0x80_0000));
+    let found = violation(&redirected);
+    assert_eq!(found.vector, 0x1f);
+    assert!(
+        matches!(&found.kind, IdtFindingKind::NotExpected { expected_name, expected, .. }
+            if expected_name == "early_idt_handler_array[31]" && *expected == rt(INIT_NX_LINK) + 9 * 31),
+        "{found:?}"
+    );
+    // Without the early handlers in the profile, that gate passed.
+    let mut without = redirected;
+    if let Some(idt) = without.profile.idt.as_mut() {
+        idt.early_handlers.clear();
+    }
+    assert!(idt_of(&without).expect("readable").is_clean());
+    // Another vector's early handler: a violation.
+    let mut k2 = kernel();
+    k2.profile = k.profile.clone();
+    set_gate(&mut k2, gate(0x14, rt(INIT_NX_LINK) + 9 * 0x14));
+    set_gate(&mut k2, gate(0x12, rt(INIT_NX_LINK) + 9 * 0x13));
+    let found = violation(&k2);
+    assert_eq!(found.vector, 0x12);
+    assert!(
+        matches!(found.kind, IdtFindingKind::OutsideText { .. }),
+        "{found:?}"
+    );
+    // Its own early handler, callable from user space: a violation.
+    let mut k3 = kernel();
+    k3.profile = k.profile.clone();
+    set_gate(&mut k3, gate(0x14, rt(INIT_NX_LINK) + 9 * 0x14));
+    let mut user = gate(0x12, rt(INIT_NX_LINK) + 9 * 0x12);
+    user.type_attr = 0xee;
+    set_gate(&mut k3, user);
+    let found = violation(&k3);
+    assert_eq!(found.vector, 0x12);
+    assert!(
+        matches!(
+            found.kind,
+            IdtFindingKind::Attributes {
+                expected: 0x8e00,
+                found: 0xee00
+            }
+        ),
+        "{found:?}"
+    );
 }
