@@ -48,6 +48,40 @@ fn checks<M: vmi::GuestMemory>(
     (sc, idt)
 }
 
+/// Writes `gate` over its vector's gate in the live Mon-VM and checks that
+/// the host check reports exactly one violation: the vector does not
+/// point at `expected_name`, its target being in the kernel text. The
+/// gate stays written until the returned patch is dropped.
+fn redirect_gate<M: vmi::GuestMemory>(
+    record: &avm_qemu::NodeRecord,
+    view: &KernelView<'_, M>,
+    profile: &KernelProfile,
+    series: &str,
+    gate: Gate,
+    expected_name: &str,
+) -> MonVmPatch {
+    let tamper = MonVmPatch::kernel(
+        record,
+        |p| p.symbols.idt_table + 16 * u64::from(gate.vector),
+        |_, _| gate.encode().to_vec(),
+        16,
+    );
+    let (_, report) = checks(view, profile);
+    let violations: Vec<_> = report.violations().collect();
+    assert_eq!(violations.len(), 1, "{series}: {violations:#?}");
+    eprintln!("{series}: {}", violations[0]);
+    assert!(
+        matches!(
+            &violations[0].kind,
+            IdtFindingKind::NotExpected { expected_name: name, found: Some(_), .. }
+                if name == expected_name
+        ),
+        "{series}: {:?}",
+        violations[0]
+    );
+    tamper
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -203,27 +237,14 @@ fn check_live(series: &str) {
         target: other,
         ..unused
     };
-    {
-        let _tamper = MonVmPatch::kernel(
-            &record,
-            |p| p.symbols.idt_table + 16 * u64::from(UNUSED_VECTOR),
-            |_, _| redirected.encode().to_vec(),
-            16,
-        );
-        let (_, report) = checks(&view, &profile);
-        let violations: Vec<_> = report.violations().collect();
-        assert_eq!(violations.len(), 1, "{series}: {violations:#?}");
-        eprintln!("{series}: {}", violations[0]);
-        assert!(
-            matches!(
-                &violations[0].kind,
-                IdtFindingKind::NotExpected { expected_name, found: Some(_), .. }
-                    if expected_name == "asm_exc_vmm_communication"
-            ),
-            "{series}: {:?}",
-            violations[0]
-        );
-    }
+    drop(redirect_gate(
+        &record,
+        &view,
+        &profile,
+        series,
+        redirected,
+        "asm_exc_vmm_communication",
+    ));
     // Vector 0x1f, which no idt_data table names (it keeps its early boot
     // handler on both kernels), pointed at the divide-error handler in
     // the text, a clean interrupt gate otherwise: the image says where its
@@ -238,24 +259,13 @@ fn check_live(series: &str) {
         reserved: 0,
     };
     {
-        let _tamper = MonVmPatch::kernel(
+        let _tamper = redirect_gate(
             &record,
-            |p| p.symbols.idt_table + 16 * 0x1f,
-            |_, _| unnamed.encode().to_vec(),
-            16,
-        );
-        let (_, report) = checks(&view, &profile);
-        let violations: Vec<_> = report.violations().collect();
-        assert_eq!(violations.len(), 1, "{series}: {violations:#?}");
-        eprintln!("{series}: {}", violations[0]);
-        assert!(
-            matches!(
-                &violations[0].kind,
-                IdtFindingKind::NotExpected { expected_name, found: Some(_), .. }
-                    if expected_name == "early_idt_handler_array[31]"
-            ),
-            "{series}: {:?}",
-            violations[0]
+            &view,
+            &profile,
+            series,
+            unnamed,
+            "early_idt_handler_array[31]",
         );
         avm_qemu::testing::wait_for_avm_serial(&record, ":violation:idt:IDT vector 0x1f points to");
     }

@@ -56,6 +56,20 @@ enum Taken {
     Oversized,
 }
 
+impl Taken {
+    /// What entry `index`, taken this way, shows for as long as it reads
+    /// as it was taken (its template data `data_len` bytes).
+    fn finding(self, index: usize, data_len: usize) -> Option<String> {
+        match self {
+            Taken::Anchored => None,
+            Taken::Inconsistent => Some(text(format_args!("entry {index} inconsistent"))),
+            Taken::Oversized => Some(text(format_args!(
+                "entry {index} oversized ({data_len} bytes)"
+            ))),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Known {
     node: GuestVirtAddr,
@@ -96,7 +110,7 @@ impl ImaWatch {
             let Some(record) = made_by_ima(entry, &data) else {
                 inconsistent += 1;
                 warn!("monvm: IMA entry {} is inconsistent (template hash)", index);
-                watch.take(entry, Taken::Inconsistent);
+                watch.take(entry, data.len(), Taken::Inconsistent);
                 continue;
             };
             match log.anchor(tpm, &record) {
@@ -110,7 +124,7 @@ impl ImaWatch {
                     break;
                 }
             }
-            watch.take(entry, Taken::Anchored);
+            watch.take(entry, data.len(), Taken::Anchored);
             files.add(entry);
             anchored += 1;
         }
@@ -128,22 +142,17 @@ impl ImaWatch {
         watch
     }
 
-    fn take(&mut self, entry: &ImaEntry, taken: Taken) {
+    /// Appends `entry` (template data `data_len` bytes) as taken.
+    fn take(&mut self, entry: &ImaEntry, data_len: usize, taken: Taken) {
         let index = self.known.len();
         self.known.push(Known {
             node: entry.node,
             template_hash: entry.template_hash,
             taken,
         });
-        let finding = match taken {
-            Taken::Anchored => return,
-            Taken::Inconsistent => text(format_args!("entry {index} inconsistent")),
-            Taken::Oversized => text(format_args!(
-                "entry {index} oversized ({} bytes)",
-                entry.template_data().len()
-            )),
-        };
-        self.set_finding(index, Some(finding));
+        if let Some(finding) = taken.finding(index, data_len) {
+            self.set_finding(index, Some(finding));
+        }
     }
 
     /// Keeps (or with `None` drops) what entry `index` showed.
@@ -231,7 +240,7 @@ impl ImaWatch {
                     None => Taken::Inconsistent,
                 }
             };
-            self.take(&entry, outcome);
+            self.take(&entry, data.len(), outcome);
             if outcome == Taken::Anchored {
                 files.add(&entry);
             }
@@ -287,13 +296,7 @@ impl ImaWatch {
                         Taken::Anchored if made_by_ima(&entry, &data).is_some() => None,
                         // Same hash over other data.
                         Taken::Anchored => Some(text(format_args!("entry {index} rewritten"))),
-                        Taken::Inconsistent => {
-                            Some(text(format_args!("entry {index} inconsistent")))
-                        }
-                        Taken::Oversized => Some(text(format_args!(
-                            "entry {index} oversized ({} bytes)",
-                            data.len()
-                        ))),
+                        taken => taken.finding(index, data.len()),
                     }
                 }
             };

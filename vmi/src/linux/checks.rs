@@ -635,16 +635,16 @@ pub fn idt<M: GuestMemory + ?Sized>(
                 found,
                 kind,
             });
-        } else if let Some((name, at)) = want
-            .map(|(name, at, _)| (name.to_string(), at))
-            .or_else(|| early.map(|at| (early_name(vector), at)))
+        } else if let Some((at, name)) = want
+            .map(|(name, at, _)| (at, Some(name)))
+            .or_else(|| early.map(|at| (at, None)))
             && found != at
         {
             findings.push(IdtFinding {
                 vector,
                 found,
                 kind: IdtFindingKind::NotExpected {
-                    expected_name: name,
+                    expected_name: name.map_or_else(|| early_name(vector), str::to_string),
                     expected: at,
                     found: Some(classifier.classify(found)),
                 },

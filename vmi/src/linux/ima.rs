@@ -140,14 +140,6 @@ pub fn read_queued<V: VirtualMemory + ?Sized>(
     read_entry(mem, node, entry, o, limits)
 }
 
-/// An entry a watcher took before: where it was linked and its template
-/// hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KnownEntry {
-    pub node: GuestVirtAddr,
-    pub template_hash: [u8; 20],
-}
-
 /// Why a known entry did not read again as it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RereadError {
