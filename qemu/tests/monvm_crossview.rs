@@ -8,7 +8,9 @@
 //!   `hidden_module`;
 //! - a process given the kernel's own credentials (`cred` and `real_cred`
 //!   pointed at `init_cred`): `creds`;
-//! - an unused `net_families` slot pointed into the heap: `pointer_table`;
+//! - an unused `net_families` slot pointed into the heap, and a NULL
+//!   field of `n_tty_ops` (the tty line discipline `tty_ldiscs[0]` points
+//!   at, in writable data) set: `pointer_table`;
 //! - an unused kernel slot of a process's top-level page table filled (a
 //!   not-present entry): `page_tables`;
 //! - a back link of the task list broken (one the kernel does not follow
@@ -21,7 +23,7 @@
 //! touches them; the credentials are restored before the process exits
 //! (its exit would drop a reference to `init_cred`); the `net_families`
 //! slot is for a family number nobody asks for (socket(2) with it never
-//! runs); the page-table entry is not present, in a slot of the kernel
+//! runs), and `n_tty_ops.compat_ioctl` is called only by 32-bit programs; the page-table entry is not present, in a slot of the kernel
 //! half no address the kernel uses falls in.
 
 use std::sync::{Mutex, PoisonError};
@@ -313,6 +315,57 @@ fn check(series: &str) {
     );
     drop(hook);
 
+    // The structures the tables point at from start-up in the image's
+    // writable data (not `const`, so not swept) are checked field by
+    // field: `tty_ldiscs[N_TTY]`'s, `n_tty_ops`, on both kernels (the null
+    // line discipline too, and 6.12's TCP and UDP protocols).
+    // Its NULL words are `num`'s padding (N_TTY is 0), `compat_ioctl`
+    // (8), `hangup` (11), `dcd_change` (14) and `owner` (17) on both
+    // kernels; `compat_ioctl` is called only by 32-bit programs, which
+    // this Mon-VM has none of.
+    let s = &live.profile.symbols;
+    let writable = |v: u64| {
+        (live.runtime(s.text)..live.runtime(s.end)).contains(&v)
+            && ![
+                live.runtime(s.text)..live.runtime(s.etext),
+                live.runtime(s.start_rodata)..live.runtime(s.end_rodata),
+                live.runtime(s.start_ro_after_init)..live.runtime(s.end_ro_after_init),
+            ]
+            .iter()
+            .any(|r| r.contains(&v))
+    };
+    for table in cross.pointer_tables.iter().filter(|t| !t.structure) {
+        let at = live.runtime(table.address);
+        let found: Vec<(u64, u64)> = (0..u64::from(table.entries))
+            .map(|i| (i, live.u64_at(at + 8 * i)))
+            .filter(|&(_, v)| writable(v))
+            .collect();
+        eprintln!("{series}: {} in writable data: {found:x?}", table.name);
+    }
+    let ldiscs = cross
+        .pointer_tables
+        .iter()
+        .find(|t| t.name == "tty_ldiscs")
+        .expect("tty_ldiscs");
+    let ops_at = live.u64_at(live.runtime(ldiscs.address));
+    assert!(writable(ops_at), "{series}: n_tty_ops at {ops_at:#x}");
+    let empty: Vec<u64> = (0..u64::from(ldiscs.pointee_entries))
+        .filter(|&i| live.u64_at(ops_at + 8 * i) == 0)
+        .collect();
+    assert_eq!(empty, [1, 8, 11, 14, 17], "{series}: n_tty_ops layout");
+    let before = avm_events(&record).len();
+    let hook = write_u64(&record, ops_at + 8 * 8, 0xffff_8880_0000_1000);
+    wait_for_avm_serial(
+        &record,
+        ":violation:pointer_table:tty_ldiscs[0]->[8]:0xffff888000001000",
+    );
+    drop(hook);
+    let events = wait_for_events(&record, before + 2);
+    assert!(
+        events[before + 1].contains(":clean:pointer_table"),
+        "{series}: {events:#?}"
+    );
+
     // The sleeper's top-level table with a kernel slot of its own: one
     // from the direct map's slot up (the ones every table shares) that is
     // empty in the kernel's table, given a not-present entry.
@@ -339,9 +392,9 @@ fn check(series: &str) {
         ),
     );
     drop(own_slot);
-    let events = wait_for_events(&record, 24);
+    let events = wait_for_events(&record, 26);
     assert!(
-        events[23].contains(":clean:page_tables"),
+        events[25].contains(":clean:page_tables"),
         "{series}: {events:#?}"
     );
 
@@ -361,9 +414,9 @@ fn check(series: &str) {
         ),
     );
     drop(kthread);
-    let events = wait_for_events(&record, 26);
+    let events = wait_for_events(&record, 28);
     assert!(
-        events[25].contains(":clean:hidden_process"),
+        events[27].contains(":clean:hidden_process"),
         "{series}: {events:#?}"
     );
     let no_mm = write_u64(&record, sleeper.address.value() + offsets.task.mm, 0);
@@ -375,9 +428,9 @@ fn check(series: &str) {
         ),
     );
     drop(no_mm);
-    let events = wait_for_events(&record, 28);
+    let events = wait_for_events(&record, 30);
     assert!(
-        events[27].contains(":clean:hidden_process"),
+        events[29].contains(":clean:hidden_process"),
         "{series}: {events:#?}"
     );
 
@@ -386,7 +439,7 @@ fn check(series: &str) {
         .expect("cleaned up");
     assert_eq!(
         avm_events(&record).len(),
-        28,
+        30,
         "{series}: {:#?}",
         avm_events(&record)
     );

@@ -8,7 +8,9 @@
 //! - the A-VM takes it for a reboot (a `reboot` event: whatever a guest
 //!   makes it reset is on record);
 //! - the kernel left behind keeps ticking: `decoy` violation
-//!   `left-behind-kernel-running@PHYS`;
+//!   `left-behind-kernel-running@PHYS`, although the rootkit also changed
+//!   a byte of its banner (so that it no longer reads as a kernel image):
+//!   it counts on along the clock it counted by while watched;
 //! - the copy's page tables still map the image onto the real one: `text`
 //!   violation `remapped@...`;
 //! - nobody runs the copy, so its tick count stands still: `decoy`
@@ -56,6 +58,11 @@ fn a_decoy_copy_of_the_6_1_kernel_is_reported() {
     )
     .expect("console");
     assert_eq!(avm_events(&record), Vec::<String>::new(), "clean node");
+    // Long enough for the A-VM to learn the kernel's tick rate
+    // (vmi::linux::liveness::RATE_SPAN_US), as on any node up for a while.
+    std::thread::sleep(Duration::from_micros(
+        vmi::linux::liveness::RATE_SPAN_US + 1_000_000,
+    ));
 
     // The running image, _text.._end (text, data, bss), as it is now.
     let text = kallsyms(&mut console, "_text");
@@ -93,6 +100,15 @@ fn a_decoy_copy_of_the_6_1_kernel_is_reported() {
         .expect("RAM file writable");
     file.seek(SeekFrom::Start(offset)).expect("seek");
     file.write_all(&image).expect("decoy written");
+    // The real kernel's banner no longer its own ("linux version"): to a
+    // search of RAM it is not a kernel image any more.
+    let banner = phys_text + (profile.symbols.linux_banner - profile.symbols.text);
+    let (banner_offset, _) = layout
+        .locate(vmi::GuestPhysAddr(banner))
+        .expect("the banner is in RAM");
+    assert_eq!(image[(banner - phys_text) as usize], b'L');
+    file.seek(SeekFrom::Start(banner_offset)).expect("seek");
+    file.write_all(b"l").expect("banner changed");
     file.flush().expect("flushed");
 
     wait_for_avm_serial(&record, ":reboot:slide ");

@@ -146,6 +146,12 @@ fn check_reboot(series: &str) {
         link_text.wrapping_add(old_slide)
     );
     let events_before = avm_events(&record).len();
+    // Watched long enough for the A-VM to learn the kernel's tick rate,
+    // so that the kernel left behind is also held to that clock (which a
+    // real reboot's must never match: it stopped).
+    std::thread::sleep(Duration::from_micros(
+        vmi::linux::liveness::RATE_SPAN_US + 1_000_000,
+    ));
 
     // Reboot from the console: the shell never answers.
     let _ = console.run_timeout("reboot -f", Duration::from_secs(2));
@@ -175,6 +181,11 @@ fn check_reboot(series: &str) {
     let reboot_old = hex(&field(&record, "AVM-MONVM-REBOOT", 0, "old_slide"));
     let reboot_new = hex(&field(&record, "AVM-MONVM-REBOOT", 0, "new_slide"));
     assert_eq!((reboot_old, reboot_new), (old_slide, new_slide));
+    // Debian's 250 Hz, learnt within a tenth.
+    let rate: u64 = field(&record, "AVM-MONVM-REBOOT", 0, "tick_rate")
+        .parse()
+        .expect("a rate");
+    assert!((225..=275).contains(&rate), "{series}: tick rate {rate}");
     let old_phys = hex(&field(&record, "AVM-MONVM ", 0, "phys_text"));
     let new_phys = hex(&field(&record, "AVM-MONVM ", 1, "phys_text"));
     assert!(
@@ -182,6 +193,9 @@ fn check_reboot(series: &str) {
         "the same placement after the reboot"
     );
 
+    // Reads of the kernel left behind every 500 ms: one on its old clock
+    // three times in a row would be on record by now.
+    std::thread::sleep(Duration::from_secs(3));
     // No reboot event before this one.
     assert!(
         !avm_events(&record)[..events_before]

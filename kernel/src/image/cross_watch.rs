@@ -58,6 +58,11 @@ impl Unwalked {
     }
 }
 
+/// A structure an array's start-up entry points at in the image's
+/// writable data: the entry's index, the structure's address, its name in
+/// findings (`tty_ldiscs[0]->`) and its words when first read.
+type Pointee = (usize, u64, String, Option<Vec<u64>>);
+
 /// State kept between rounds.
 #[derive(Default)]
 pub struct CrossWatch {
@@ -71,6 +76,8 @@ pub struct CrossWatch {
     /// Each table's entries at start-up: a structure's fields may keep
     /// any of them, an array's entries those into the kernel image.
     baselines: Vec<Option<Vec<u64>>>,
+    /// Each array's start-up entries into the image's writable data.
+    pointees: Vec<Vec<Pointee>>,
     /// Rounds the module view, the process view, the task list and the
     /// top-level tables failed.
     unwalked: [Unwalked; 4],
@@ -269,28 +276,41 @@ impl CrossWatch {
             ],
             whole: runtime(s.text, s.end),
         };
-        let mut hooks = Vec::new();
+        let mut hooks = TableHooks {
+            space,
+            ranges: &ranges,
+            found: Vec::new(),
+        };
         self.baselines.resize(r.pointer_tables.len(), None);
-        for (table, baseline) in r.pointer_tables.iter().zip(self.baselines.iter_mut()) {
+        self.pointees.resize(r.pointer_tables.len(), Vec::new());
+        let tables = r.pointer_tables.iter().zip(&mut self.baselines);
+        for ((table, baseline), pointees) in tables.zip(&mut self.pointees) {
             let Some(at) = location.runtime_of(table.address) else {
                 continue;
             };
-            match crossview::read_table(space, at, table.entries) {
-                Ok(entries) => {
-                    if baseline.is_none() {
-                        *baseline = Some(entries.clone());
-                    }
-                    let allowed = baseline.as_deref().unwrap_or(&[]);
-                    for (index, value) in
-                        hooked_entries(&entries, allowed, &ranges, table.structure)
-                    {
-                        hooks.push(text(format_args!("{}[{}]:{:#x}", table.name, index, value)));
-                    }
+            let first = baseline.is_none();
+            let (name, n) = (&table.name, table.entries);
+            let Some(entries) = hooks.table(name, at, n, baseline, table.structure) else {
+                continue;
+            };
+            if first {
+                *pointees = crossview::writable_pointees(&entries, &ranges)
+                    .into_iter()
+                    .map(|(i, v)| (i, v, text(format_args!("{name}[{i}]->")), None))
+                    .collect();
+            }
+            // The structures in writable data the entries still point at,
+            // field by field (a changed entry is judged above).
+            for (index, address, label, words) in pointees.iter_mut() {
+                let at = vmi::GuestVirtAddr::new(*address);
+                if let (Some(&now), Ok(at)) = (entries.get(*index), at)
+                    && now == *address
+                {
+                    hooks.table(label, at, table.pointee_entries, words, true);
                 }
-                Err(e) => hooks.push(text(format_args!("{}:unreadable:{}", table.name, e))),
             }
         }
-        out[3] = hooks;
+        out[3] = hooks.found;
 
         // Top-level page tables: every process's shares the kernel's slots.
         if self.top_tables.is_none() {
@@ -408,4 +428,41 @@ fn read_module_name<M: GuestMemory + ?Sized>(
             ))
         })
         .unwrap_or_else(|| String::from("?"))
+}
+
+/// The hooked entries of pointer tables read in one address space.
+struct TableHooks<'a, V: ?Sized> {
+    space: &'a V,
+    ranges: &'a ImageRanges,
+    /// `name[index]:value` of each, or `name:unreadable:why`.
+    found: Vec<String>,
+}
+
+impl<V: vmi::paging::VirtualMemory + ?Sized> TableHooks<'_, V> {
+    /// Reads the `n` words of the table `name` at `at` and notes its
+    /// hooked entries (`hooked_entries`); the first read is its baseline.
+    /// The words read, if they could be.
+    #[inline(never)]
+    fn table(
+        &mut self,
+        name: &str,
+        at: vmi::GuestVirtAddr,
+        n: u32,
+        baseline: &mut Option<Vec<u64>>,
+        structure: bool,
+    ) -> Option<Vec<u64>> {
+        let entries = match crossview::read_table(self.space, at, n) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.found.push(text(format_args!("{name}:unreadable:{e}")));
+                return None;
+            }
+        };
+        let allowed = baseline.get_or_insert_with(|| entries.clone());
+        for (index, value) in hooked_entries(&entries, allowed, self.ranges, structure) {
+            self.found
+                .push(text(format_args!("{name}[{index}]:{value:#x}")));
+        }
+        Some(entries)
+    }
 }

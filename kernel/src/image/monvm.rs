@@ -837,11 +837,12 @@ impl MonVm {
         // records still follow, and the old boot's findings keep counting.
         let _ = self.record_event(&text(format_args!("reboot:{detail}")), now_us, tpm, log);
         println!(
-            "AVM-MONVM-REBOOT count={} old_slide={:#x} new_slide={:#x} at_us={}",
+            "AVM-MONVM-REBOOT count={} old_slide={:#x} new_slide={:#x} at_us={} tick_rate={}",
             self.reboots,
             old.slide(),
             new.slide(),
-            now_us
+            now_us,
+            self.ticking.rate().unwrap_or(0)
         );
         // The old image stays in RAM until overwritten: it is not a new
         // kernel the next time it is seen (unless the new one took its
@@ -853,10 +854,11 @@ impl MonVm {
             self.stale.push(old);
         }
         // The kernel left behind must not tick on: a decoy copy of the
-        // running kernel leaves the real one running there.
+        // running kernel leaves the real one running there, counting at
+        // the rate it was seen counting at.
         self.left_behind = (!in_place).then(|| {
             let jiffies = self.jiffies_at(&old);
-            (old, LeftBehind::new(jiffies, now_us))
+            (old, LeftBehind::new(jiffies, now_us, self.ticking.rate()))
         });
         self.ticking = Ticking::default();
         self.stalled = false;

@@ -46,7 +46,7 @@ pub const MAX_TASKS: usize = 32_768;
 pub const MAX_TABLE_ENTRIES: usize = 1024;
 
 /// A table of function-pointer structures in writable kernel data that
-/// rootkits replace entries of (docs/kernel-text.md lists the choice).
+/// rootkits replace entries of (docs/monitoring.md lists the choice).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointerTable {
     pub name: String,
@@ -59,6 +59,11 @@ pub struct PointerTable {
     /// start-up. An array's entries are NULL or in the kernel image from
     /// the start.
     pub structure: bool,
+    /// An array's: the words of the structure each entry points at
+    /// (`struct tty_ldisc_ops` for `tty_ldiscs`), checked field by field
+    /// where an entry points into the image's writable data
+    /// ([`writable_pointees`]); 0 for a structure.
+    pub pointee_entries: u32,
 }
 
 /// Link-time symbols and member offsets the cross-views read (profile
@@ -702,6 +707,21 @@ pub fn hooked_entries(
             let kept = baseline.get(i) == Some(&v) && (structure || ranges.whole.contains(&v));
             v != 0 && !ranges.read_only(v) && !kept
         })
+        .map(|(i, &v)| (i, v))
+        .collect()
+}
+
+/// The entries of an array at start-up (`baseline`) that point into the
+/// image's writable data, `(index, value)`: structures the kernel did not
+/// make `const` (`n_tty_ops`, 6.12's `tcp_protocol`), which the text and
+/// rodata sweep does not cover, so a rootkit can replace their functions
+/// without the entry changing. Each is checked field by field as a
+/// structure table is ([`hooked_entries`] with its own start-up words).
+pub fn writable_pointees(baseline: &[u64], ranges: &ImageRanges) -> Vec<(usize, u64)> {
+    baseline
+        .iter()
+        .enumerate()
+        .filter(|&(_, &v)| ranges.whole.contains(&v) && !ranges.read_only(v))
         .map(|(i, &v)| (i, v))
         .collect()
 }

@@ -11,7 +11,10 @@
 //!   nobody runs never does ([`Ticking`]);
 //! - the kernel left behind at a reboot must not tick: QEMU's reset stops
 //!   it for good, while the real kernel behind a decoy goes on counting
-//!   ([`LeftBehind`]).
+//!   ([`LeftBehind`]), at the rate it counted at while it was watched and
+//!   from where it was at the switch, whatever a rootkit did to the rest
+//!   of its image (one changed byte of its banner makes it no longer a
+//!   kernel image to a search).
 //!
 //! Both are pure state machines fed with reads, so the A-VM's use of them
 //! is tested here on made-up sequences.
@@ -20,6 +23,17 @@
 pub const MAX_HZ: u64 = 1000;
 /// Rises of a left-behind kernel's tick count that show it runs.
 pub const LEFT_BEHIND_RISES: u32 = 3;
+/// Shortest time between two moves of the watched kernel's count that its
+/// rate is taken from ([`Ticking::rate`]): a move is seen up to one read
+/// late (half a second), so the rate is within a tenth from here on.
+pub const RATE_SPAN_US: u64 = 10_000_000;
+/// How long after a reboot a left-behind count is compared with the clock
+/// ([`LeftBehind::read`]): a kernel that runs on is seen in its first
+/// seconds; the band around the clock widens with the time since.
+pub const CLOCK_WINDOW_US: u64 = 30_000_000;
+/// How far an idle kernel's count may lag its clock: NO_HZ catches it up
+/// at the next wake-up (at least every 0.52 s on an idle Debian Mon-VM).
+pub const IDLE_LAG_US: u64 = 1_000_000;
 
 /// The watched kernel's tick count, which must move.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,6 +42,9 @@ pub struct Ticking {
     last: Option<u64>,
     moved_at_us: u64,
     started: bool,
+    /// The first change seen and the last one (value, when): its rate.
+    first_move: Option<(u64, u64)>,
+    last_move: Option<(u64, u64)>,
 }
 
 impl Ticking {
@@ -41,11 +58,33 @@ impl Ticking {
             self.moved_at_us = now_us;
             return false;
         }
-        if value.is_some() && value != self.last {
+        if let Some(v) = value
+            && value != self.last
+        {
+            // A count gone back is a new kernel: its rate starts anew.
+            if self.last_move.is_some_and(|(last, _)| v < last) {
+                self.first_move = None;
+            }
+            if self.last.is_some() {
+                self.first_move.get_or_insert((v, now_us));
+                self.last_move = Some((v, now_us));
+            }
             self.last = value;
             self.moved_at_us = now_us;
         }
         now_us.saturating_sub(self.moved_at_us) > stall_us
+    }
+
+    /// Ticks a second the kernel counted, from the first change seen to
+    /// the last if they are [`RATE_SPAN_US`] apart (each is the first read
+    /// of a new value: the count had just moved), rounded; `None` before
+    /// that, or at a rate no Linux counts at.
+    pub fn rate(&self) -> Option<u64> {
+        let ((v0, t0), (v1, t1)) = (self.first_move?, self.last_move?);
+        let span = t1.checked_sub(t0).filter(|&s| s >= RATE_SPAN_US)?;
+        let ticks = v1.checked_sub(v0)?;
+        let rate = ticks.checked_mul(1_000_000)?.checked_add(span / 2)? / span;
+        Some(rate).filter(|&r| r > 0 && r <= MAX_HZ + MAX_HZ / 10)
     }
 }
 
@@ -55,28 +94,66 @@ pub struct LeftBehind {
     last: Option<u64>,
     at_us: u64,
     rises: u32,
+    /// The count at the reboot and when, and the rate it had counted at.
+    start: Option<u64>,
+    start_us: u64,
+    rate: Option<u64>,
+    /// Rises in a row along that rate's clock from the start.
+    clock_rises: u32,
     running: bool,
 }
 
 impl LeftBehind {
-    /// Starts watching with the tick count as read at the reboot.
-    pub fn new(value: Option<u64>, now_us: u64) -> Self {
+    /// Starts watching with the tick count as read at the reboot and the
+    /// rate it counted at while watched ([`Ticking::rate`]; `None`: not
+    /// watched long enough to know it).
+    pub fn new(value: Option<u64>, now_us: u64, rate: Option<u64>) -> Self {
         LeftBehind {
             last: value,
             at_us: now_us,
             rises: 0,
+            start: value,
+            start_us: now_us,
+            rate,
+            clock_rises: 0,
             running: false,
         }
     }
 
+    /// Whether `value` at `now_us` is where the count would be had it gone
+    /// on at its rate since the reboot: above the start, within an idle
+    /// lag plus a fifth of the time since (the rate is known within a
+    /// tenth) of the clock, in the first [`CLOCK_WINDOW_US`]. The new
+    /// kernel's own counts and time stamps written into reused memory are
+    /// below it by at least the old kernel's uptime, which its rate took
+    /// [`RATE_SPAN_US`] to learn.
+    fn on_clock(&self, value: u64, now_us: u64) -> bool {
+        let (Some(start), Some(rate)) = (self.start, self.rate) else {
+            return false;
+        };
+        let since = now_us.saturating_sub(self.start_us);
+        if since > CLOCK_WINDOW_US || value <= start {
+            return false;
+        }
+        // At most 1100 Hz (`Ticking::rate`) for at most 37 s: no overflow.
+        let ticks = |us: u64| rate.min(MAX_HZ + MAX_HZ / 10) * us / 1_000_000;
+        let expected = start.saturating_add(ticks(since));
+        value.abs_diff(expected) <= ticks(IDLE_LAG_US + since / 5)
+    }
+
     /// Feeds one read of the left-behind kernel's `jiffies_64` at `now_us`;
     /// `intact` says its image is still where it was. Returns whether it
-    /// was seen running since the reboot (for good, once seen):
-    /// [`LEFT_BEHIND_RISES`] rises of its count while intact, each by at
-    /// most what [`MAX_HZ`] ticks in the time since the read before. A
-    /// value that falls, jumps further, or cannot be read, or an image no
-    /// longer intact, starts the count again: the new kernel reusing the
-    /// old one's memory writes anything there, but not a clock.
+    /// was seen running since the reboot (for good, once seen), by either
+    /// of two rules:
+    /// - [`LEFT_BEHIND_RISES`] rises of its count while intact, each by at
+    ///   most what [`MAX_HZ`] ticks in the time since the read before. A
+    ///   value that falls, jumps further, or cannot be read, or an image no
+    ///   longer intact, starts the count again: the new kernel reusing the
+    ///   old one's memory writes anything there, but not a clock;
+    /// - as many rises in a row each on the clock it counted by before the
+    ///   reboot ([`LeftBehind::new`]'s rate, from where it was then), intact
+    ///   or not: a rootkit cannot make the real kernel's image look gone
+    ///   (one byte of its banner) and keep it running unseen.
     pub fn read(&mut self, value: Option<u64>, intact: bool, now_us: u64) -> bool {
         if self.running {
             return true;
@@ -91,9 +168,17 @@ impl LeftBehind {
             (Some(last), Some(now)) if intact && now == last => {}
             _ => self.rises = 0,
         }
+        match (self.last, value) {
+            (Some(last), Some(now)) if now > last && self.on_clock(now, now_us) => {
+                self.clock_rises += 1;
+            }
+            // An idle read between two ticks.
+            (Some(last), Some(now)) if now == last => {}
+            _ => self.clock_rises = 0,
+        }
         self.last = value;
         self.at_us = now_us;
-        self.running = self.rises >= LEFT_BEHIND_RISES;
+        self.running = self.rises >= LEFT_BEHIND_RISES || self.clock_rises >= LEFT_BEHIND_RISES;
         self.running
     }
 

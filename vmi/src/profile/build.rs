@@ -627,24 +627,31 @@ fn early_idt_handlers(elf: &Vmlinux<'_>, symbols: &SymbolTable) -> Result<Vec<u6
 }
 
 /// Function-pointer tables in writable data that rootkits hook, with
-/// their lengths in these kernels (docs/kernel-text.md says why these).
-const POINTER_TABLES: &[(&str, u32)] = &[
+/// their lengths in these kernels and the structure each entry points at
+/// (docs/monitoring.md says why these).
+const POINTER_TABLES: &[(&str, u32, &str)] = &[
     // `struct net_proto_family *net_families[NPROTO]`: socket(2) by family.
-    ("net_families", 46),
+    ("net_families", 46, "net_proto_family"),
     // `struct net_protocol *inet_protos[MAX_INET_PROTOS]`: IPv4 receive.
-    ("inet_protos", 256),
+    ("inet_protos", 256, "net_protocol"),
     // `struct tty_ldisc_ops *tty_ldiscs[NR_LDISCS]`: tty line disciplines.
-    ("tty_ldiscs", 31),
+    ("tty_ldiscs", 31, "tty_ldisc_ops"),
 ];
 /// Structures of function pointers in writable data (their length from
 /// BTF): `struct proto tcp_prot` / `udp_prot`, the TCP and UDP socket
 /// operations rootkits hook to hide or intercept connections.
 const POINTER_STRUCTS: &[(&str, &str)] = &[("tcp_prot", "proto"), ("udp_prot", "proto")];
 
+/// Words of `struct ty` (its size from BTF, whole words).
+fn struct_words(btf: &Btf, ty: &str) -> Result<u32, BuildError> {
+    u32::try_from(btf.size(ty)? / 8)
+        .map_err(|_| BuildError::Layout(format!("struct {ty} too large")))
+}
+
 /// The cross-views' symbols (kallsyms) and offsets (BTF).
 fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, BuildError> {
     let mut pointer_tables = Vec::new();
-    for &(name, entries) in POINTER_TABLES {
+    for &(name, entries, pointee) in POINTER_TABLES {
         let address = required(symbols, name)?;
         // The array must fit before the next symbol.
         let next = symbols.next_address_after(address).unwrap_or(u64::MAX);
@@ -658,16 +665,16 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
             address,
             entries,
             structure: false,
+            pointee_entries: struct_words(btf, pointee)?,
         });
     }
     for &(name, ty) in POINTER_STRUCTS {
-        let entries = u32::try_from(btf.size(ty)? / 8)
-            .map_err(|_| BuildError::Layout(format!("struct {ty} too large")))?;
         pointer_tables.push(PointerTable {
             name: name.to_string(),
             address: required(symbols, name)?,
-            entries,
+            entries: struct_words(btf, ty)?,
             structure: true,
+            pointee_entries: 0,
         });
     }
     Ok(CrossViewReference {

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 12;
+pub const FORMAT_VERSION: u16 = 13;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -392,7 +392,9 @@ impl KernelProfile {
                     in_image(t.address)
                         && t.address.is_multiple_of(8)
                         && t.entries > 0
-                        && t.entries as usize <= MAX_TABLE_ENTRIES,
+                        && t.entries as usize <= MAX_TABLE_ENTRIES
+                        && t.pointee_entries as usize <= MAX_TABLE_ENTRIES
+                        && !(t.structure && t.pointee_entries > 0),
                     "pointer table",
                 )?;
             }

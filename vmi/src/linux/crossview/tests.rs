@@ -829,3 +829,39 @@ fn the_credential_tracker_is_bounded() {
     }
     assert!(tracker.tracked.is_empty());
 }
+
+/// An array's start-up entries into the image's writable data are the
+/// structures to check field by field: not NULL, not text or read-only
+/// data, not outside the image.
+#[test]
+fn writable_pointees_are_the_entries_into_writable_image_data() {
+    let ranges = ImageRanges {
+        read_only: [0x1000..0x2000, 0x3000..0x4000, 0x4000..0x4800],
+        whole: 0x1000..0x6000,
+    };
+    let baseline = [
+        0,
+        0x1800,
+        0x3008,
+        0x4100,
+        0x5000,
+        0x5ff8,
+        0x6000,
+        0xffff_8880_0000_0000,
+    ];
+    assert_eq!(
+        writable_pointees(&baseline, &ranges),
+        [(4, 0x5000), (5, 0x5ff8)]
+    );
+    // Checked with their own start-up words: a field moved out of the
+    // image is a hook, one into text is not.
+    let words = [0x1100, 0, 7];
+    assert_eq!(
+        hooked_entries(&[0x1100, 0x1200, 7], &words, &ranges, true),
+        []
+    );
+    assert_eq!(
+        hooked_entries(&[0x1100, 0xffff_8880_0000_1000, 7], &words, &ranges, true),
+        [(1, 0xffff_8880_0000_1000)]
+    );
+}

@@ -33,7 +33,7 @@ fn a_watched_kernel_that_stops_counting_stalls_after_the_limit() {
 #[test]
 fn a_left_behind_kernel_that_counts_on_is_running() {
     // Debian's 250 Hz, read every half second.
-    let mut l = LeftBehind::new(Some(1_000), 0);
+    let mut l = LeftBehind::new(Some(1_000), 0, None);
     for (n, value) in [1_125u64, 1_250, 1_375].into_iter().enumerate() {
         let running = l.read(Some(value), true, (n as u64 + 1) * HALF_S);
         assert_eq!(running, n == 2, "read {n}");
@@ -42,7 +42,7 @@ fn a_left_behind_kernel_that_counts_on_is_running() {
     assert!(l.read(None, false, 4 * HALF_S));
     assert!(l.running());
     // Idle reads in between do not break the count.
-    let mut l = LeftBehind::new(Some(1_000), 0);
+    let mut l = LeftBehind::new(Some(1_000), 0, None);
     let reads = [1_000, 1_001, 1_001, 1_001, 1_002, 1_002, 1_003];
     let seen: Vec<bool> = reads
         .iter()
@@ -55,12 +55,12 @@ fn a_left_behind_kernel_that_counts_on_is_running() {
 #[test]
 fn a_dead_kernel_or_its_reused_memory_is_not_running() {
     // Frozen.
-    let mut l = LeftBehind::new(Some(1_000), 0);
+    let mut l = LeftBehind::new(Some(1_000), 0, None);
     for n in 1..100 {
         assert!(!l.read(Some(1_000), true, n * HALF_S));
     }
     // Rewritten with anything: jumps, falls, unreadable, image gone.
-    let mut l = LeftBehind::new(Some(1_000), 0);
+    let mut l = LeftBehind::new(Some(1_000), 0, None);
     let reads: [(Option<u64>, bool); 9] = [
         (Some(1_100), true),
         (Some(1_200), true),
@@ -87,7 +87,7 @@ proptest! {
         steps in proptest::collection::vec((0u64..2_000, any::<bool>(), 1u64..2_000_000), 0..40),
         start in 0u64..1_000_000,
     ) {
-        let mut l = LeftBehind::new(Some(start), 0);
+        let mut l = LeftBehind::new(Some(start), 0, None);
         let mut value = start;
         let mut now = 0u64;
         let mut rises = 0u32;
@@ -105,9 +105,114 @@ proptest! {
             value = next;
             prop_assert_eq!(l.read(Some(next), intact, now), running);
         }
-        let mut frozen = LeftBehind::new(Some(start), 0);
+        let mut frozen = LeftBehind::new(Some(start), 0, None);
         for n in 1..20 {
             prop_assert!(!frozen.read(Some(start), true, n * HALF_S));
+        }
+    }
+}
+
+/// Debian's 250 Hz, with the idle lag of NO_HZ: a move is seen up to a
+/// read late and the count lags its clock by up to half a second.
+#[test]
+fn the_watched_kernels_rate_is_learnt_from_its_moves() {
+    let mut t = Ticking::default();
+    t.read(Some(5_000), 0, STALL_US);
+    assert_eq!(t.rate(), None);
+    // Moves seen every half second, some reads idle in between.
+    let mut now = 0;
+    for n in 1..=24u64 {
+        now = n * HALF_S;
+        let value = if n % 3 == 0 {
+            5_000 + 125 * (n - 1)
+        } else {
+            5_000 + 125 * n
+        };
+        t.read(Some(value), now, STALL_US);
+        if now < RATE_SPAN_US {
+            assert_eq!(t.rate(), None, "at {now}");
+        }
+    }
+    let rate = t.rate().expect("a rate after 10 s");
+    assert!((240..=260).contains(&rate), "{rate}");
+    // A count gone back is a new kernel: its rate is learnt again.
+    t.read(Some(10), now + HALF_S, STALL_US);
+    t.read(Some(135), now + 2 * HALF_S, STALL_US);
+    assert_eq!(t.rate(), None);
+    // A count that jumps faster than any Linux counts gives none.
+    let mut t = Ticking::default();
+    t.read(Some(0), 0, STALL_US);
+    t.read(Some(1), HALF_S, STALL_US);
+    t.read(Some(50_000), HALF_S + RATE_SPAN_US, STALL_US);
+    assert_eq!(t.rate(), None);
+}
+
+/// The real kernel behind a decoy with one byte of its banner changed:
+/// never intact, but counting on from where it was at 250 Hz (idle reads
+/// between) is seen running in three rises.
+#[test]
+fn a_left_behind_kernel_counting_on_its_clock_runs_whatever_its_image() {
+    let j0 = 4_295_000_000u64;
+    let mut l = LeftBehind::new(Some(j0), 0, Some(250));
+    let reads = [j0 + 125, j0 + 125, j0 + 240, j0 + 370];
+    let seen: Vec<bool> = reads
+        .iter()
+        .enumerate()
+        .map(|(n, &v)| l.read(Some(v), false, (n as u64 + 1) * HALF_S))
+        .collect();
+    assert_eq!(seen, [false, false, false, true]);
+    // Without a rate (watched too short), only an intact image counts.
+    let mut l = LeftBehind::new(Some(j0), 0, None);
+    for (n, v) in reads.into_iter().enumerate() {
+        assert!(!l.read(Some(v), false, (n as u64 + 1) * HALF_S));
+    }
+}
+
+/// What a new kernel writes into the old one's memory is not the old
+/// clock: its own count or a time stamp from it (below the old count by
+/// the old kernel's uptime), a count rising at another rate, or one that
+/// starts rising only after the clock window.
+#[test]
+fn counts_off_the_left_behind_clock_do_not_run() {
+    let j0 = 4_295_000_000u64;
+    let feed = |start: u64, step: u64, from_us: u64| {
+        let mut l = LeftBehind::new(Some(j0), 0, Some(250));
+        (1..=40u64).any(|n| l.read(Some(start + step * n), false, from_us + n * HALF_S))
+    };
+    // The new kernel's own count, 250 Hz but 20 s behind (the old
+    // kernel's uptime was 20 s more than the new one's).
+    assert!(!feed(j0 - 20 * 250 + 500, 125, 0));
+    // Another rate: 1000 Hz from the old count.
+    assert!(!feed(j0, 500, 0));
+    // The old clock, but met only after the window.
+    let late = CLOCK_WINDOW_US + HALF_S;
+    let mut l = LeftBehind::new(Some(j0), 0, Some(250));
+    for n in 0..4u64 {
+        let at = late + n * HALF_S;
+        assert!(
+            !l.read(Some(j0 + 250 * at / 1_000_000), false, at),
+            "read {n}"
+        );
+    }
+}
+
+proptest! {
+    /// The clock rule never fires on fewer than LEFT_BEHIND_RISES reads,
+    /// nor on values at or below the count at the reboot.
+    #[test]
+    fn the_clock_rule_needs_rises_above_the_start(
+        values in proptest::collection::vec(0u64..10_000, 0..40),
+        rate in 1u64..1_100,
+    ) {
+        let j0 = 1_000_000u64;
+        let mut l = LeftBehind::new(Some(j0), 0, Some(rate));
+        for (n, v) in values.iter().enumerate() {
+            let value = j0 - 5_000 + v;
+            let running = l.read(Some(value), false, (n as u64 + 1) * HALF_S);
+            prop_assert!(!running || n + 1 >= LEFT_BEHIND_RISES as usize);
+            if values[..=n].iter().all(|&v| v <= 5_000) {
+                prop_assert!(!running);
+            }
         }
     }
 }
