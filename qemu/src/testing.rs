@@ -216,6 +216,9 @@ pub enum Attack {
     Rodata,
     /// `tcp_prot.init` (a function-pointer table in writable data) hooked.
     FopsTable,
+    /// `n_tty_ops.receive_buf2` (the structure `tty_ldiscs[N_TTY]` points
+    /// at, in writable data) hooked: every byte typed at a terminal.
+    Keylog,
     /// The module unlinked from the kernel's module list.
     HideModule,
     /// The task of this PID unlinked from the task list.
@@ -242,6 +245,7 @@ impl Attack {
             Attack::Text => ("text", u32::from(on)),
             Attack::Rodata => ("rodata", u32::from(on)),
             Attack::FopsTable => ("fops", u32::from(on)),
+            Attack::Keylog => ("keylog", u32::from(on)),
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),

@@ -8,7 +8,9 @@
 //! - the other attacks take effect and are undone, as the guest itself
 //!   shows, and the A-VM reports each in its area and clears it:
 //!   `tcp_prot.init` hooked (a socket created runs the module's wrapper;
-//!   `pointer_table`), the module gone from `/proc/modules` but still in
+//!   `pointer_table`), `n_tty_ops.receive_buf2` hooked (what the console
+//!   types runs the module's wrapper; `pointer_table`, the structure
+//!   behind `tty_ldiscs[0]`), the module gone from `/proc/modules` but still in
 //!   `/sys/module` (`hidden_module`), a process gone from the task list
 //!   (the scheduler's `sysrq-t` dump, which walks it) while its PID still
 //!   answers (`hidden_process`), a user's process made root
@@ -183,6 +185,41 @@ fn attack_from_inside(series: &str) {
         "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
     );
     assert_eq!(calls(&mut console), after, "{series}: still hooked");
+
+    // A keylogger: the terminal line discipline's receive_buf2 (word 15
+    // of n_tty_ops on both kernels) wrapped; the table entry pointing at
+    // n_tty_ops stays as it was.
+    let seen = |console: &mut MonVmConsole| -> u64 {
+        rootkit.status(console).expect("status")["tty_bytes_seen"]
+            .parse()
+            .expect("a count")
+    };
+    let from = avm_events(&record).len();
+    rootkit.set(&mut console, Attack::Keylog, true).expect("on");
+    assert_eq!(
+        rootkit.status(&mut console).expect("status")["n_tty_receive_buf2"],
+        "module"
+    );
+    wait_event(
+        &record,
+        from,
+        ":violation:pointer_table:tty_ldiscs[0]->[15]:",
+    );
+    // What the console types now goes through the module.
+    let before = seen(&mut console);
+    console_sh(&mut console, "echo typed");
+    assert!(seen(&mut console) > before, "{series}: the hook never ran");
+    rootkit
+        .set(&mut console, Attack::Keylog, false)
+        .expect("off");
+    assert_eq!(
+        rootkit.status(&mut console).expect("status")["n_tty_receive_buf2"],
+        "kernel"
+    );
+    wait_event(&record, from, ":clean:pointer_table");
+    let after = seen(&mut console);
+    console_sh(&mut console, "echo typed");
+    assert_eq!(seen(&mut console), after, "{series}: still hooked");
 
     // The module hides from the module list, not from sysfs.
     let modules = console_sh(&mut console, "cut -d' ' -f1 /proc/modules");
