@@ -42,9 +42,12 @@ pub struct Ticking {
     last: Option<u64>,
     moved_at_us: u64,
     started: bool,
-    /// The first change seen and the last one (value, when): its rate.
+    /// The first change seen since the count last jumped, and the last
+    /// one (value, when): its rate.
     first_move: Option<(u64, u64)>,
     last_move: Option<(u64, u64)>,
+    /// The rate learnt before the count last jumped or went back.
+    learnt: Option<u64>,
 }
 
 impl Ticking {
@@ -61,8 +64,16 @@ impl Ticking {
         if let Some(v) = value
             && value != self.last
         {
-            // A count gone back is a new kernel: its rate starts anew.
-            if self.last_move.is_some_and(|(last, _)| v < last) {
+            // A count gone back (a new kernel) or jumping further than any
+            // Linux counts (written by hand) starts the span anew; the
+            // rate learnt before stands meanwhile, so a rootkit cannot
+            // unlearn it with one write before a decoy switch.
+            let jumped = self.last_move.is_some_and(|(last, at)| {
+                let most = now_us.saturating_sub(at).saturating_mul(MAX_HZ) / 1_000_000 + 1;
+                v < last || v - last > most
+            });
+            if jumped {
+                self.learnt = self.rate().or(self.learnt);
                 self.first_move = None;
             }
             if self.last.is_some() {
@@ -77,14 +88,18 @@ impl Ticking {
 
     /// Ticks a second the kernel counted, from the first change seen to
     /// the last if they are [`RATE_SPAN_US`] apart (each is the first read
-    /// of a new value: the count had just moved), rounded; `None` before
-    /// that, or at a rate no Linux counts at.
+    /// of a new value: the count had just moved), rounded; else the rate
+    /// learnt before the count last jumped; `None` before either, or at a
+    /// rate no Linux counts at.
     pub fn rate(&self) -> Option<u64> {
-        let ((v0, t0), (v1, t1)) = (self.first_move?, self.last_move?);
-        let span = t1.checked_sub(t0).filter(|&s| s >= RATE_SPAN_US)?;
-        let ticks = v1.checked_sub(v0)?;
-        let rate = ticks.checked_mul(1_000_000)?.checked_add(span / 2)? / span;
-        Some(rate).filter(|&r| r > 0 && r <= MAX_HZ + MAX_HZ / 10)
+        let span_rate = || {
+            let ((v0, t0), (v1, t1)) = (self.first_move?, self.last_move?);
+            let span = t1.checked_sub(t0).filter(|&s| s >= RATE_SPAN_US)?;
+            let ticks = v1.checked_sub(v0)?;
+            let rate = ticks.checked_mul(1_000_000)?.checked_add(span / 2)? / span;
+            Some(rate).filter(|&r| r > 0 && r <= MAX_HZ + MAX_HZ / 10)
+        };
+        span_rate().or(self.learnt)
     }
 }
 

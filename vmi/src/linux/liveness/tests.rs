@@ -135,11 +135,26 @@ fn the_watched_kernels_rate_is_learnt_from_its_moves() {
     }
     let rate = t.rate().expect("a rate after 10 s");
     assert!((240..=260).contains(&rate), "{rate}");
-    // A count gone back is a new kernel: its rate is learnt again.
+    // A count gone back is a new kernel: its span starts anew, the rate
+    // learnt stands until a new one is (the same kernel build).
     t.read(Some(10), now + HALF_S, STALL_US);
     t.read(Some(135), now + 2 * HALF_S, STALL_US);
-    assert_eq!(t.rate(), None);
-    // A count that jumps faster than any Linux counts gives none.
+    assert_eq!(t.rate(), Some(rate));
+    // A count written forward by hand (further than 1000 Hz allows) does
+    // not unlearn the rate either, nor teach a new one.
+    let mut t = Ticking::default();
+    t.read(Some(0), 0, STALL_US);
+    for n in 1..=22u64 {
+        t.read(Some(125 * n), n * HALF_S, STALL_US);
+    }
+    assert_eq!(t.rate(), Some(250));
+    t.read(Some(10_000_000), 23 * HALF_S, STALL_US);
+    assert_eq!(t.rate(), Some(250));
+    for n in 24..=30u64 {
+        t.read(Some(10_000_000 + 125 * (n - 23)), n * HALF_S, STALL_US);
+    }
+    assert_eq!(t.rate(), Some(250));
+    // Before any rate was learnt, a jump leaves none.
     let mut t = Ticking::default();
     t.read(Some(0), 0, STALL_US);
     t.read(Some(1), HALF_S, STALL_US);
