@@ -323,24 +323,17 @@ fn check(series: &str) {
     // (8), `hangup` (11), `dcd_change` (14) and `owner` (17) on both
     // kernels; `compat_ioctl` is called only by 32-bit programs, which
     // this Mon-VM has none of.
-    let s = &live.profile.symbols;
-    let writable = |v: u64| {
-        (live.runtime(s.text)..live.runtime(s.end)).contains(&v)
-            && ![
-                live.runtime(s.text)..live.runtime(s.etext),
-                live.runtime(s.start_rodata)..live.runtime(s.end_rodata),
-                live.runtime(s.start_ro_after_init)..live.runtime(s.end_ro_after_init),
-            ]
-            .iter()
-            .any(|r| r.contains(&v))
-    };
+    let ranges =
+        vmi::linux::crossview::ImageRanges::of(&live.view().location, &live.profile.symbols);
+    let mut writable = Vec::new();
     for table in cross.pointer_tables.iter().filter(|t| !t.structure) {
         let at = live.runtime(table.address);
-        let found: Vec<(u64, u64)> = (0..u64::from(table.entries))
-            .map(|i| (i, live.u64_at(at + 8 * i)))
-            .filter(|&(_, v)| writable(v))
+        let entries: Vec<u64> = (0..u64::from(table.entries))
+            .map(|i| live.u64_at(at + 8 * i))
             .collect();
+        let found = vmi::linux::crossview::writable_pointees(&entries, &ranges);
         eprintln!("{series}: {} in writable data: {found:x?}", table.name);
+        writable.extend(found.into_iter().map(|(_, v)| v));
     }
     let ldiscs = cross
         .pointer_tables
@@ -348,7 +341,10 @@ fn check(series: &str) {
         .find(|t| t.name == "tty_ldiscs")
         .expect("tty_ldiscs");
     let ops_at = live.u64_at(live.runtime(ldiscs.address));
-    assert!(writable(ops_at), "{series}: n_tty_ops at {ops_at:#x}");
+    assert!(
+        writable.contains(&ops_at),
+        "{series}: n_tty_ops at {ops_at:#x}"
+    );
     let empty: Vec<u64> = (0..u64::from(ldiscs.pointee_entries))
         .filter(|&i| live.u64_at(ops_at + 8 * i) == 0)
         .collect();

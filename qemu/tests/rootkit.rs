@@ -148,78 +148,39 @@ fn attack_from_inside(series: &str) {
         assert!(verdicts.contains_key(area), "{series}: {area}: {all:#?}");
     }
 
-    // tcp_prot.init: a socket created runs the module's wrapper.
-    let calls = |console: &mut MonVmConsole| -> u64 {
-        rootkit.status(console).expect("status")["tcp_init_hook_calls"]
-            .parse()
-            .expect("a count")
-    };
-    let from = avm_events(&record).len();
-    rootkit
-        .set(&mut console, Attack::FopsTable, true)
-        .expect("on");
-    assert_eq!(
-        rootkit.status(&mut console).expect("status")["tcp_prot_init"],
-        "module"
-    );
-    // The A-VM sees the hooked pointer (tcp_prot's fields may only keep
-    // their start-up values or point into the kernel image).
-    wait_event(&record, from, ":violation:pointer_table:tcp_prot[");
-    let before = calls(&mut console);
-    console_sh(
+    // tcp_prot.init: a socket created runs the module's wrapper. The A-VM
+    // sees the hooked pointer (tcp_prot's fields may only keep their
+    // start-up values or point into the kernel image).
+    hook_runs_and_is_reported(
         &mut console,
-        "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
+        &rootkit,
+        &record,
+        series,
+        HookedPointer {
+            attack: Attack::FopsTable,
+            pointer: "tcp_prot_init",
+            calls: "tcp_init_hook_calls",
+            trigger: "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
+            violation: ":violation:pointer_table:tcp_prot[",
+        },
     );
-    assert!(calls(&mut console) > before, "{series}: the hook never ran");
-    rootkit
-        .set(&mut console, Attack::FopsTable, false)
-        .expect("off");
-    assert_eq!(
-        rootkit.status(&mut console).expect("status")["tcp_prot_init"],
-        "kernel"
-    );
-    wait_event(&record, from, ":clean:pointer_table");
-    let after = calls(&mut console);
-    console_sh(
-        &mut console,
-        "nc 127.0.0.1 1 </dev/null >/dev/null 2>&1; true",
-    );
-    assert_eq!(calls(&mut console), after, "{series}: still hooked");
-
     // A keylogger: the terminal line discipline's receive_buf2 (word 15
     // of n_tty_ops on both kernels) wrapped; the table entry pointing at
-    // n_tty_ops stays as it was.
-    let seen = |console: &mut MonVmConsole| -> u64 {
-        rootkit.status(console).expect("status")["tty_bytes_seen"]
-            .parse()
-            .expect("a count")
-    };
-    let from = avm_events(&record).len();
-    rootkit.set(&mut console, Attack::Keylog, true).expect("on");
-    assert_eq!(
-        rootkit.status(&mut console).expect("status")["n_tty_receive_buf2"],
-        "module"
-    );
-    wait_event(
+    // n_tty_ops stays as it was. What the console types then goes through
+    // the module.
+    hook_runs_and_is_reported(
+        &mut console,
+        &rootkit,
         &record,
-        from,
-        ":violation:pointer_table:tty_ldiscs[0]->[15]:",
+        series,
+        HookedPointer {
+            attack: Attack::Keylog,
+            pointer: "n_tty_receive_buf2",
+            calls: "tty_bytes_seen",
+            trigger: "echo typed",
+            violation: ":violation:pointer_table:tty_ldiscs[0]->[15]:",
+        },
     );
-    // What the console types now goes through the module.
-    let before = seen(&mut console);
-    console_sh(&mut console, "echo typed");
-    assert!(seen(&mut console) > before, "{series}: the hook never ran");
-    rootkit
-        .set(&mut console, Attack::Keylog, false)
-        .expect("off");
-    assert_eq!(
-        rootkit.status(&mut console).expect("status")["n_tty_receive_buf2"],
-        "kernel"
-    );
-    wait_event(&record, from, ":clean:pointer_table");
-    let after = seen(&mut console);
-    console_sh(&mut console, "echo typed");
-    assert_eq!(seen(&mut console), after, "{series}: still hooked");
 
     // The module hides from the module list, not from sysfs.
     let modules = console_sh(&mut console, "cut -d' ' -f1 /proc/modules");
@@ -386,4 +347,49 @@ fn rootkit_attacks_from_inside_a_6_1_mon_vm() {
 #[test]
 fn rootkit_attacks_from_inside_a_6_12_mon_vm() {
     attack_from_inside("6.12");
+}
+
+/// A function pointer the rootkit hooks with a wrapper that counts its
+/// calls: the attack, the status line saying whose function the pointer
+/// holds (`module` or `kernel`), the status line counting the wrapper's
+/// calls, a console command that makes the kernel call it, and the
+/// A-VM's finding.
+struct HookedPointer {
+    attack: Attack,
+    pointer: &'static str,
+    calls: &'static str,
+    trigger: &'static str,
+    violation: &'static str,
+}
+
+/// Switches `hook` on: the pointer is the module's, the A-VM reports it,
+/// and the trigger runs the wrapper; then off: the pointer is the
+/// kernel's again, the A-VM reports `pointer_table` clean, and the
+/// trigger no longer runs the wrapper.
+fn hook_runs_and_is_reported(
+    console: &mut MonVmConsole,
+    rootkit: &Rootkit,
+    record: &avm_qemu::NodeRecord,
+    series: &str,
+    hook: HookedPointer,
+) {
+    let status = |console: &mut MonVmConsole, key: &str| -> String {
+        rootkit.status(console).expect("status")[key].clone()
+    };
+    let calls = |console: &mut MonVmConsole| -> u64 {
+        status(console, hook.calls).parse().expect("a count")
+    };
+    let from = avm_events(record).len();
+    rootkit.set(console, hook.attack, true).expect("on");
+    assert_eq!(status(console, hook.pointer), "module");
+    wait_event(record, from, hook.violation);
+    let before = calls(console);
+    console_sh(console, hook.trigger);
+    assert!(calls(console) > before, "{series}: the hook never ran");
+    rootkit.set(console, hook.attack, false).expect("off");
+    assert_eq!(status(console, hook.pointer), "kernel");
+    wait_event(record, from, ":clean:pointer_table");
+    let after = calls(console);
+    console_sh(console, hook.trigger);
+    assert_eq!(calls(console), after, "{series}: still hooked");
 }

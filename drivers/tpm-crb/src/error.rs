@@ -41,8 +41,8 @@ impl ResponseCode {
 }
 
 /// With `std` (host tools and tests), the code's name and value; in the
-/// A-VM the value only (`tpm2_rc_decode` names it): the names are 1.6 KB
-/// of strings in an image held to 512 KiB.
+/// A-VM the value only (`tpm2_rc_decode` names it): the names and their
+/// formatting were 5 KB of an image held to 512 KiB.
 impl fmt::Display for ResponseCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         #[cfg(feature = "std")]

@@ -262,20 +262,7 @@ impl CrossWatch {
         // `hooked_entries`; without the profile's image in this mapping no
         // range holds, so every entry counts as a hook unless it was there
         // at start-up).
-        let runtime =
-            |from: u64, to: u64| match (location.runtime_of(from), location.runtime_of(to)) {
-                (Some(from), Some(to)) => from.value()..to.value(),
-                _ => 0..0,
-            };
-        let s = &profile.symbols;
-        let ranges = ImageRanges {
-            read_only: [
-                runtime(s.text, s.etext),
-                runtime(s.start_rodata, s.end_rodata),
-                runtime(s.start_ro_after_init, s.end_ro_after_init),
-            ],
-            whole: runtime(s.text, s.end),
-        };
+        let ranges = ImageRanges::of(location, &profile.symbols);
         let mut hooks = TableHooks {
             space,
             ranges: &ranges,

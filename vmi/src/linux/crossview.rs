@@ -683,6 +683,24 @@ pub struct ImageRanges {
 }
 
 impl ImageRanges {
+    /// The ranges of the kernel at `location` whose link-time symbols are
+    /// `s` (an end outside the image mapping gives an empty range).
+    pub fn of(location: &super::kaslr::KernelLocation, s: &crate::profile::KernelSymbols) -> Self {
+        let runtime =
+            |from: u64, to: u64| match (location.runtime_of(from), location.runtime_of(to)) {
+                (Some(from), Some(to)) => from.value()..to.value(),
+                _ => 0..0,
+            };
+        ImageRanges {
+            read_only: [
+                runtime(s.text, s.etext),
+                runtime(s.start_rodata, s.end_rodata),
+                runtime(s.start_ro_after_init, s.end_ro_after_init),
+            ],
+            whole: runtime(s.text, s.end),
+        }
+    }
+
     fn read_only(&self, value: u64) -> bool {
         self.read_only.iter().any(|r| r.contains(&value))
     }
