@@ -19,7 +19,10 @@
  * (tcp_prot.init -> a module wrapper that counts and calls the original),
  * keylog (n_tty_ops.receive_buf2, the line discipline every terminal's input
  * goes through, -> a module wrapper that counts the bytes and calls the
- * original; tty_ldiscs[N_TTY] itself stays as it was),
+ * original; tty_ldiscs[N_TTY] itself stays as it was), nf_hook (a netfilter
+ * hook on IPv4 PRE_ROUTING in init_net, registered with
+ * nf_register_net_hook, counting packets; seen by the A-VM once the module
+ * also hides: a hook into a listed module's text is that module's),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
  * task unlinked from the task list), root_pid (a task's cred ids set to 0),
  * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
@@ -56,6 +59,9 @@
 #include <linux/tty_ldisc.h>
 #include <net/sock.h>
 #include <net/tcp.h>
+#include <net/net_namespace.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter_ipv4.h>
 #include <asm/desc.h>
 #include <asm/unistd.h>
 #include <asm/special_insns.h>
@@ -341,6 +347,43 @@ static int set_keylog(bool on)
 		WRITE_ONCE(n_tty_ops_p->receive_buf2, orig_receive_buf2);
 	}
 	keylog_on = on;
+	return 0;
+}
+
+/* ---- (e'') nf_hook: a netfilter hook on IPv4 PRE_ROUTING in init_net,
+ * registered through the kernel's own API (where a "magic packet" backdoor
+ * sits); it counts packets and accepts them all ---- */
+
+static atomic_t nf_packets_seen = ATOMIC_INIT(0);
+static bool nf_hook_on;
+
+static unsigned int hook_nf(void *priv, struct sk_buff *skb, const struct nf_hook_state *state)
+{
+	atomic_inc(&nf_packets_seen);
+	return NF_ACCEPT;
+}
+
+static struct nf_hook_ops rk_nf_ops = {
+	.hook = hook_nf,
+	.pf = NFPROTO_IPV4,
+	.hooknum = NF_INET_PRE_ROUTING,
+	.priority = NF_IP_PRI_FIRST,
+};
+
+static int set_nf_hook(bool on)
+{
+	int err;
+
+	if (on == nf_hook_on)
+		return 0;
+	if (on) {
+		err = nf_register_net_hook(&init_net, &rk_nf_ops);
+		if (err)
+			return err;
+	} else {
+		nf_unregister_net_hook(&init_net, &rk_nf_ops);
+	}
+	nf_hook_on = on;
 	return 0;
 }
 
@@ -638,18 +681,20 @@ static int untree_task(pid_t nr)
 static int rk_show(char *buf, size_t size)
 {
 	return scnprintf(buf, size,
-			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nhide_module %d\n"
+			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\nhide_module %d\n"
 			 "hide_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
+			 "nf_packets_seen %d\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
-			 syscall_on, idt_on, text_on, rodata_on, fops_on, keylog_on, module_hidden,
+			 syscall_on, idt_on, text_on, rodata_on, fops_on, keylog_on, nf_hook_on,
+			 module_hidden,
 			 hidden_task ? hidden_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
 			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
-			 atomic_read(&tty_bytes_seen),
+			 atomic_read(&tty_bytes_seen), atomic_read(&nf_packets_seen),
 			 READ_ONCE(tcp_prot.init) == hook_tcp_init ? "module" : "kernel",
 			 n_tty_ops_p && READ_ONCE(n_tty_ops_p->receive_buf2) == hook_receive_buf2 ?
 				 "module" : "kernel",
@@ -659,7 +704,7 @@ static int rk_show(char *buf, size_t size)
 
 static ssize_t rk_read(struct file *f, char __user *ubuf, size_t count, loff_t *ppos)
 {
-	char buf[768];
+	char buf[1024];
 	int len;
 
 	mutex_lock(&rk_lock);
@@ -694,6 +739,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = set_fops(val);
 	else if (!strcmp(name, "keylog"))
 		err = set_keylog(val);
+	else if (!strcmp(name, "nf_hook"))
+		err = set_nf_hook(val);
 	else if (!strcmp(name, "hide_module"))
 		err = set_hide_module(val);
 	else if (!strcmp(name, "hide_pid"))
@@ -776,6 +823,7 @@ static void __exit rk_exit(void)
 	set_rodata(false);
 	set_fops(false);
 	set_keylog(false);
+	set_nf_hook(false);
 	set_hide_module(false);
 	hide_task(0);
 	root_task(0, false);

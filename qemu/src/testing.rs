@@ -219,6 +219,9 @@ pub enum Attack {
     /// `n_tty_ops.receive_buf2` (the structure `tty_ldiscs[N_TTY]` points
     /// at, in writable data) hooked: every byte typed at a terminal.
     Keylog,
+    /// A netfilter hook on IPv4 PRE_ROUTING in `init_net`, registered
+    /// with `nf_register_net_hook` (the module's own function).
+    NetfilterHook,
     /// The module unlinked from the kernel's module list.
     HideModule,
     /// The task of this PID unlinked from the task list.
@@ -246,6 +249,7 @@ impl Attack {
             Attack::Rodata => ("rodata", u32::from(on)),
             Attack::FopsTable => ("fops", u32::from(on)),
             Attack::Keylog => ("keylog", u32::from(on)),
+            Attack::NetfilterHook => ("nf_hook", u32::from(on)),
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),

@@ -362,6 +362,31 @@ fn check(series: &str) {
         "{series}: {events:#?}"
     );
 
+    // The function-pointer words (from BTF) hold functions of the running
+    // kernel's text, which the A-VM requires of them from its first read
+    // on: in `tcp_prot`, `udp_prot` and `n_tty_ops` every one is NULL or
+    // in the text, and most are set.
+    let text = live.runtime(live.profile.symbols.text)..live.runtime(live.profile.symbols.etext);
+    let mut structures: Vec<(&str, u64, &[u32])> = cross
+        .pointer_tables
+        .iter()
+        .filter(|t| t.structure)
+        .map(|t| (t.name.as_str(), live.runtime(t.address), &t.functions[..]))
+        .collect();
+    structures.push(("n_tty_ops", ops_at, &ldiscs.functions[..]));
+    for (name, at, functions) in structures {
+        let values: Vec<u64> = functions
+            .iter()
+            .map(|&w| live.u64_at(at + 8 * u64::from(w)))
+            .collect();
+        assert!(
+            values.iter().all(|v| *v == 0 || text.contains(v)),
+            "{series}: {name}: {values:x?}"
+        );
+        let set = values.iter().filter(|v| **v != 0).count();
+        assert!(set * 2 > values.len(), "{series}: {name}: {values:x?}");
+    }
+
     // The sleeper's top-level table with a kernel slot of its own: one
     // from the direct map's slot up (the ones every table shares) that is
     // empty in the kernel's table, given a not-present entry.

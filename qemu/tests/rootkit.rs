@@ -182,6 +182,59 @@ fn attack_from_inside(series: &str) {
         },
     );
 
+    // A netfilter hook (IPv4 PRE_ROUTING), registered through the kernel's
+    // API: loopback packets run it. While the module is listed its hook is
+    // in that module's text (the module is the verifier's to judge); once
+    // the module hides, the hook runs code no listed module has.
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::NetfilterHook, true)
+        .expect("on");
+    console_sh(
+        &mut console,
+        "ip link set lo up; ping -c 2 -W 1 127.0.0.1 >/dev/null 2>&1; true",
+    );
+    let status = rootkit.status(&mut console).expect("status");
+    assert!(
+        status
+            .get("nf_packets_seen")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0),
+        "{series}: the netfilter hook did not run: {status:?}"
+    );
+    std::thread::sleep(SETTLE);
+    let listed: Vec<String> = avm_events(&record)[from..]
+        .iter()
+        .filter(|e| e.contains("pointer_table"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        listed,
+        Vec::<String>::new(),
+        "{series}: a listed module's hook"
+    );
+    rootkit
+        .set(&mut console, Attack::HideModule, true)
+        .expect("on");
+    wait_event(
+        &record,
+        from,
+        ":violation:pointer_table:nf_hooks_ipv4[0][0]:0xffffffffc",
+    );
+    wait_event(
+        &record,
+        from,
+        ":violation:hidden_module:module:avm_rootkit@",
+    );
+    rootkit
+        .set(&mut console, Attack::HideModule, false)
+        .expect("off");
+    wait_event(&record, from, ":clean:pointer_table");
+    wait_event(&record, from, ":clean:hidden_module");
+    rootkit
+        .set(&mut console, Attack::NetfilterHook, false)
+        .expect("off");
+
     // The module hides from the module list, not from sysfs.
     let modules = console_sh(&mut console, "cut -d' ' -f1 /proc/modules");
     let from = avm_events(&record).len();

@@ -467,6 +467,8 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         task_sibling: 0,
         init_cred: 0,
         pointer_tables: Vec::new(),
+        nf_entries_hooks: 8,
+        nf_entry_size: 16,
         mm_pgd: 0,
         mm_flags: 0x58,
         file_f_inode: 0x8,

@@ -423,6 +423,92 @@ fn check_profile(
         .map(|((vector, _), _)| *vector)
         .collect();
     assert_eq!(user_callable, [0x03, 0x04, 0x80]);
+    check_function_words(p, elf, syms);
+}
+
+/// The pointer tables' function-pointer words (from BTF) are where the
+/// image keeps functions: in `tcp_prot` and `udp_prot` as linked, each is
+/// NULL or a function of the text, and every word of them that holds the
+/// address of a text symbol is one of them (none missed); `struct
+/// tty_ldisc_ops` has its name and number first and its owner last.
+fn check_function_words(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsyms::SymbolTable) {
+    let cross = p.cross_view.as_ref().expect("a cross-view reference");
+    let table = |name: &str| {
+        cross
+            .pointer_tables
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    let text = p.symbols.text..p.symbols.etext;
+    for name in ["tcp_prot", "udp_prot"] {
+        let t = table(name);
+        assert!(t.structure);
+        assert!(t.functions.len() > 30, "{name}: {:?}", t.functions);
+        let mut functions_set = 0;
+        for word in 0..t.entries {
+            let value = elf.read_u64(t.address + 8 * u64::from(word)).unwrap();
+            let function = t.functions.contains(&word);
+            if function {
+                assert!(
+                    value == 0 || text.contains(&value),
+                    "{name}[{word}] = {value:#x}"
+                );
+                if value != 0 {
+                    assert!(
+                        syms.symbols_at(value).next().is_some(),
+                        "{name}[{word}] = {value:#x}: no symbol starts there"
+                    );
+                    functions_set += 1;
+                }
+            } else {
+                assert!(
+                    !text.contains(&value),
+                    "{name}[{word}] = {value:#x}: not a function word"
+                );
+            }
+        }
+        assert!(functions_set >= 15, "{name}: {functions_set} functions set");
+    }
+    let ldiscs = table("tty_ldiscs");
+    assert!(!ldiscs.structure);
+    assert_eq!(ldiscs.pointee_entries, 18);
+    assert_eq!(ldiscs.functions, (2..=16).collect::<Vec<u32>>());
+    // Netfilter: init_net's hook points (5 per IP family, 3 for ARP), each
+    // NULL in the image as linked (hooks register at boot), and the
+    // entries' layout of both generations.
+    let init_net = syms.address_of("init_net").expect("init_net");
+    let families: Vec<(&str, u32)> = cross
+        .pointer_tables
+        .iter()
+        .filter(|t| t.hook_points)
+        .map(|t| (t.name.as_str(), t.entries))
+        .collect();
+    assert_eq!(
+        families,
+        [
+            ("nf_hooks_ipv4", 5),
+            ("nf_hooks_ipv6", 5),
+            ("nf_hooks_arp", 3)
+        ]
+    );
+    for t in cross.pointer_tables.iter().filter(|t| t.hook_points) {
+        assert!(
+            t.address > init_net && t.address - init_net < 8192,
+            "{}",
+            t.name
+        );
+        assert!(!t.structure && t.functions.is_empty());
+        // NULL as linked: hooks register at boot.
+        for i in 0..u64::from(t.entries) {
+            assert_eq!(elf.read_u64(t.address + 8 * i), Some(0), "{}[{i}]", t.name);
+        }
+    }
+    assert_eq!((cross.nf_entries_hooks, cross.nf_entry_size), (8, 16));
+    for name in ["net_families", "inet_protos"] {
+        let t = table(name);
+        assert!(!t.functions.is_empty() && t.functions.iter().all(|&w| w < t.pointee_entries));
+    }
 }
 
 /// The kernel loaded where it was linked (P = 16 MiB, no slide): located by

@@ -172,3 +172,43 @@ fn absurd_counts_are_refused() {
     p.syscalls.slots = vec![slot; MAX_SYSCALLS + 1];
     assert!(matches!(p.encode(), Err(ProfileError::Invalid(_))));
 }
+
+/// A pointer table's function words are ascending, none twice, each a word
+/// of the structure they describe (the table's own for a structure, its
+/// pointee's for an array): anything else is refused.
+#[test]
+fn pointer_table_function_words_are_checked() {
+    use vmi::linux::crossview::PointerTable;
+    let with = |structure: bool, functions: Vec<u32>| {
+        let mut p = sample_profile(8);
+        let address = p.symbols.text + 0x1000;
+        let mut cross = vmi::craft::SETUID_REFERENCE;
+        (cross.module_kset, cross.init_cred) = (address + 0x100, address + 0x200);
+        cross.pointer_tables = vec![PointerTable {
+            name: "tty_ldiscs".into(),
+            address,
+            entries: if structure { 4 } else { 31 },
+            structure,
+            pointee_entries: if structure { 0 } else { 4 },
+            functions,
+            hook_points: false,
+        }];
+        p.cross_view = Some(cross);
+        p.encode()
+    };
+    for structure in [false, true] {
+        let bytes = with(structure, vec![0, 2, 3]).expect("valid function words");
+        assert_eq!(
+            KernelProfile::decode(&bytes)
+                .map(|p| p.cross_view.unwrap().pointer_tables[0].functions.clone()),
+            Ok(vec![0, 2, 3])
+        );
+        assert!(with(structure, vec![]).is_ok());
+        for bad in [vec![2, 0], vec![1, 1], vec![4], vec![0, u32::MAX]] {
+            assert!(
+                matches!(with(structure, bad.clone()), Err(ProfileError::Invalid(_))),
+                "{structure} {bad:?}"
+            );
+        }
+    }
+}

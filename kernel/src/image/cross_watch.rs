@@ -78,6 +78,12 @@ pub struct CrossWatch {
     baselines: Vec<Option<Vec<u64>>>,
     /// Each array's start-up entries into the image's writable data.
     pointees: Vec<Vec<Pointee>>,
+    /// The listed modules' core text (start, length), as last walked.
+    module_texts: Vec<(u64, u64)>,
+    /// Netfilter findings of the last round: one is reported once seen
+    /// two rounds running (a hook point's entries are replaced under RCU
+    /// as hooks come and go, and a read can meet the old, freed ones).
+    netfilter_before: Vec<String>,
     /// Rounds the module view, the process view, the task list and the
     /// top-level tables failed.
     unwalked: [Unwalked; 4],
@@ -258,7 +264,8 @@ impl CrossWatch {
         }
 
         // Function-pointer tables: every entry NULL, into the image's text
-        // or read-only data, or as it was at start-up (see
+        // or read-only data, or as it was at start-up, a structure's
+        // function pointers into its text from the start (see
         // `hooked_entries`; without the profile's image in this mapping no
         // range holds, so every entry counts as a hook unless it was there
         // at start-up).
@@ -268,6 +275,15 @@ impl CrossWatch {
             ranges: &ranges,
             found: Vec::new(),
         };
+        // Netfilter hook points: every function a listed module's or the
+        // kernel's (the modules as walked this round, else as last walked).
+        if let Some((_, modules)) = lists {
+            self.module_texts = modules
+                .iter()
+                .map(|m| (m.text_base, u64::from(m.text_size)))
+                .collect();
+        }
+        let mut netfilter_now = Vec::new();
         self.baselines.resize(r.pointer_tables.len(), None);
         self.pointees.resize(r.pointer_tables.len(), Vec::new());
         let tables = r.pointer_tables.iter().zip(&mut self.baselines);
@@ -275,9 +291,20 @@ impl CrossWatch {
             let Some(at) = location.runtime_of(table.address) else {
                 continue;
             };
+            if table.hook_points {
+                let found = &mut netfilter_now;
+                netfilter_findings(space, at, table, r, &ranges, &self.module_texts, found);
+                continue;
+            }
             let first = baseline.is_none();
             let (name, n) = (&table.name, table.entries);
-            let Some(entries) = hooks.table(name, at, n, baseline, table.structure) else {
+            let functions = if table.structure {
+                &table.functions[..]
+            } else {
+                &[]
+            };
+            let Some(entries) = hooks.table(name, at, n, baseline, table.structure, functions)
+            else {
                 continue;
             };
             if first {
@@ -293,10 +320,18 @@ impl CrossWatch {
                 if let (Some(&now), Ok(at)) = (entries.get(*index), at)
                     && now == *address
                 {
-                    hooks.table(label, at, table.pointee_entries, words, true);
+                    let n = table.pointee_entries;
+                    hooks.table(label, at, n, words, true, &table.functions);
                 }
             }
         }
+        let before = core::mem::replace(&mut self.netfilter_before, netfilter_now);
+        hooks.found.extend(
+            self.netfilter_before
+                .iter()
+                .filter(|f| before.contains(f))
+                .cloned(),
+        );
         out[3] = hooks.found;
 
         // Top-level page tables: every process's shares the kernel's slots.
@@ -315,6 +350,35 @@ impl CrossWatch {
         }
         self.last = out.clone();
         out
+    }
+}
+
+/// The netfilter hook points of `table` (at `at`) whose functions are
+/// neither in the kernel's text nor in a listed module's core text
+/// (`modules`), as `nf_hooks_ipv4[POINT][INDEX]:FUNCTION`, and those that
+/// do not read, into `found`.
+#[inline(never)]
+fn netfilter_findings<V: vmi::paging::VirtualMemory + ?Sized>(
+    space: &V,
+    at: vmi::GuestVirtAddr,
+    table: &crossview::PointerTable,
+    r: &crossview::CrossViewReference,
+    ranges: &ImageRanges,
+    modules: &[(u64, u64)],
+    found: &mut Vec<String>,
+) {
+    let points = crossview::read_table(space, at, table.entries).unwrap_or_default();
+    for point in 0..table.entries as usize {
+        // A point that does not read shows as one hook at address 0.
+        let functions = points
+            .get(point)
+            .map_or(Err(crossview::CrossViewError::List), |&e| {
+                crossview::nf_hook_functions(space, e, r)
+            })
+            .unwrap_or_else(|_| alloc::vec![0]);
+        for (i, f) in crossview::foreign_functions(&functions, ranges, modules) {
+            found.push(text(format_args!("{}[{point}][{i}]:{f:#x}", table.name)));
+        }
     }
 }
 
@@ -427,7 +491,8 @@ struct TableHooks<'a, V: ?Sized> {
 
 impl<V: vmi::paging::VirtualMemory + ?Sized> TableHooks<'_, V> {
     /// Reads the `n` words of the table `name` at `at` and notes its
-    /// hooked entries (`hooked_entries`); the first read is its baseline.
+    /// hooked entries (`hooked_entries`; `functions`: a structure's
+    /// function-pointer words); the first read is its baseline.
     /// The words read, if they could be.
     #[inline(never)]
     fn table(
@@ -437,6 +502,7 @@ impl<V: vmi::paging::VirtualMemory + ?Sized> TableHooks<'_, V> {
         n: u32,
         baseline: &mut Option<Vec<u64>>,
         structure: bool,
+        functions: &[u32],
     ) -> Option<Vec<u64>> {
         let entries = match crossview::read_table(self.space, at, n) {
             Ok(entries) => entries,
@@ -446,7 +512,7 @@ impl<V: vmi::paging::VirtualMemory + ?Sized> TableHooks<'_, V> {
             }
         };
         let allowed = baseline.get_or_insert_with(|| entries.clone());
-        for (index, value) in hooked_entries(&entries, allowed, self.ranges, structure) {
+        for (index, value) in hooked_entries(&entries, allowed, self.ranges, structure, functions) {
             self.found
                 .push(text(format_args!("{name}[{index}]:{value:#x}")));
         }

@@ -22,7 +22,9 @@
 //!   for a few rounds in between.
 //! - **Function-pointer tables in writable data** ([`PointerTable`]): every
 //!   entry is NULL, points into the kernel image, or is what it was at
-//!   start-up; a new entry pointing elsewhere (module area, heap) is a hook.
+//!   start-up; a new entry pointing elsewhere (module area, heap) is a hook,
+//!   and a function pointer of a structure built into the image points into
+//!   its text from the start.
 //!
 //! Every walk is bounded and cycle-safe (the list walker); garbage yields
 //! an error, never a panic.
@@ -64,7 +66,23 @@ pub struct PointerTable {
     /// where an entry points into the image's writable data
     /// ([`writable_pointees`]); 0 for a structure.
     pub pointee_entries: u32,
+    /// The words that hold function pointers (from BTF, ascending): a
+    /// structure's own, an array's those of the structure its entries
+    /// point at. Such a word of a structure in the kernel image is NULL or
+    /// points into its text, from the first read on: a hook set before
+    /// the A-VM first read the structure is no start-up value to keep.
+    pub functions: Vec<u32>,
+    /// Netfilter hook points (`init_net.nf.hooks_ipv4`, ...): an array of
+    /// one `struct nf_hook_entries *` per hook point, heap memory that no
+    /// sweep covers, each a count (u16) and the `{ hook, priv }` entries
+    /// every packet through that point runs (a "magic packet" backdoor's
+    /// place). Its entries are not judged as pointers; the functions each
+    /// holds are ([`nf_hook_functions`], [`foreign_functions`]).
+    pub hook_points: bool,
 }
+
+/// Most hooks at one netfilter hook point (the kernel allows 1024).
+pub const MAX_NF_HOOKS: usize = 1024;
 
 /// Link-time symbols and member offsets the cross-views read (profile
 /// section, from kallsyms and BTF).
@@ -84,6 +102,12 @@ pub struct CrossViewReference {
     /// `init_cred`'s link address.
     pub init_cred: u64,
     pub pointer_tables: Vec<PointerTable>,
+    /// `nf_hook_entries.hooks` (where the first `struct nf_hook_entry`
+    /// starts) and `sizeof(struct nf_hook_entry)`, whose `hook` is its
+    /// first word: how the functions of a netfilter hook point are read
+    /// ([`PointerTable::hook_points`]).
+    pub nf_entries_hooks: u64,
+    pub nf_entry_size: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -704,6 +728,11 @@ impl ImageRanges {
     fn read_only(&self, value: u64) -> bool {
         self.read_only.iter().any(|r| r.contains(&value))
     }
+
+    /// Whether `value` is in the kernel's text (`_text.._etext`).
+    fn text(&self, value: u64) -> bool {
+        self.read_only[0].contains(&value)
+    }
 }
 
 /// The entries of a table that are hooks. An entry passes if it is NULL,
@@ -712,20 +741,80 @@ impl ImageRanges {
 /// for a structure's field (sizes and flags too), a pointer into the image
 /// for an array's entry. A structure forged in the image's own writable
 /// data (`.data`, `.bss`) and put in a table is thus a hook, as is any
-/// pointer out of the image. Returns `(index, value)`.
+/// pointer out of the image. A structure's words listed in `functions`
+/// (function pointers of a structure built into the image) pass only if
+/// NULL or into the image's text, whatever they held at start-up.
+/// Returns `(index, value)`.
 pub fn hooked_entries(
     now: &[u64],
     baseline: &[u64],
     ranges: &ImageRanges,
     structure: bool,
+    functions: &[u32],
 ) -> Vec<(usize, u64)> {
     now.iter()
         .enumerate()
         .filter(|&(i, &v)| {
+            if structure && u32::try_from(i).is_ok_and(|i| functions.binary_search(&i).is_ok()) {
+                return v != 0 && !ranges.text(v);
+            }
             let kept = baseline.get(i) == Some(&v) && (structure || ranges.whole.contains(&v));
             v != 0 && !ranges.read_only(v) && !kept
         })
         .map(|(i, &v)| (i, v))
+        .collect()
+}
+
+/// The functions hooked at one netfilter hook point: `entries` is the
+/// `struct nf_hook_entries *` the family's array holds there (NULL: none).
+/// The count is bounded by [`MAX_NF_HOOKS`]; a pointer that does not read
+/// is an error.
+pub fn nf_hook_functions<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    entries: u64,
+    r: &CrossViewReference,
+) -> Result<Vec<u64>, CrossViewError> {
+    if entries == 0 {
+        return Ok(Vec::new());
+    }
+    let at = GuestVirtAddr::new(entries)
+        .map_err(|e| CrossViewError::Struct(StructError::Walk(e.into())))?;
+    let mut count = [0u8; 2];
+    super::structs::read_bytes(mem, at, 0, &mut count)?;
+    let count = usize::from(u16::from_le_bytes(count));
+    if count > MAX_NF_HOOKS {
+        return Err(CrossViewError::TooMany);
+    }
+    let mut hooks = Vec::with_capacity(count);
+    for i in 0..count as u64 {
+        let offset = i
+            .checked_mul(r.nf_entry_size)
+            .and_then(|o| o.checked_add(r.nf_entries_hooks))
+            .ok_or(CrossViewError::TooMany)?;
+        hooks.push(super::structs::read_u64(mem, at, offset)?);
+    }
+    Ok(hooks)
+}
+
+/// The hook functions (`(index, address)`) that are neither in the kernel's
+/// text nor in the core text of a module on the module list (`modules`:
+/// each module's text start and length): a module that hid itself, freed
+/// memory, the heap, data.
+pub fn foreign_functions(
+    functions: &[u64],
+    ranges: &ImageRanges,
+    modules: &[(u64, u64)],
+) -> Vec<(usize, u64)> {
+    functions
+        .iter()
+        .enumerate()
+        .filter(|&(_, &f)| {
+            !ranges.text(f)
+                && !modules
+                    .iter()
+                    .any(|&(base, len)| f >= base && f - base < len)
+        })
+        .map(|(i, &f)| (i, f))
         .collect()
 }
 

@@ -443,6 +443,78 @@ impl Btf {
         Ok(offset)
     }
 
+    /// The words of `struct ty` that hold function pointers, ascending:
+    /// its members (and those of the structs nested in it) whose type is a
+    /// pointer to a function, through typedefs and qualifiers, at a whole
+    /// word. A union's words are left out: another of its members may put
+    /// data there.
+    fn function_words(&self, ty: &str) -> Result<Vec<u32>, BuildError> {
+        let mut words = Vec::new();
+        self.collect_function_words(self.struct_id(ty)?, 0, 0, &mut words)
+            .map_err(|e| BuildError::Layout(format!("struct {ty}: {e}")))?;
+        words.sort_unstable();
+        words.dedup();
+        Ok(words)
+    }
+
+    fn collect_function_words(
+        &self,
+        id: u32,
+        base: u32,
+        depth: u32,
+        out: &mut Vec<u32>,
+    ) -> Result<(), String> {
+        // Linux nests structs a few levels deep; BTF cannot loop here (a
+        // struct contains itself only through a pointer), but be sure.
+        if depth > 16 {
+            return Err("structs nested too deep".into());
+        }
+        let Some(TypeVariant::Struct(s)) = self.types.get().get(&id) else {
+            return Ok(());
+        };
+        for member in s.member_list() {
+            let Offset::ByteOffset(offset) = member.offset() else {
+                continue;
+            };
+            let at = base.checked_add(offset).ok_or("offset overflows")?;
+            let ty = self.unqualified(member.tid());
+            match self.types.get().get(&ty) {
+                Some(TypeVariant::Ptr(p)) => {
+                    let target = self.unqualified(*p.tid());
+                    if at % 8 == 0
+                        && matches!(
+                            self.types.get().get(&target),
+                            Some(TypeVariant::FuncProto(_))
+                        )
+                    {
+                        out.push(at / 8);
+                    }
+                }
+                Some(TypeVariant::Struct(_)) => {
+                    self.collect_function_words(ty, at, depth + 1, out)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `id` without its typedefs, `const`, `volatile`, `restrict` and type
+    /// tags (a bounded number of them).
+    fn unqualified(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            id = match self.types.get().get(&id) {
+                Some(TypeVariant::Typedef(t)) => *t.tid(),
+                Some(TypeVariant::Const(t)) => *t.tid(),
+                Some(TypeVariant::Volatile(t)) => *t.tid(),
+                Some(TypeVariant::Restrict(t)) => *t.tid(),
+                Some(TypeVariant::TypeTag(t)) => *t.tid(),
+                _ => return id,
+            };
+        }
+        id
+    }
+
     /// The value of enumerator `name` of `enum ty`.
     fn enumerator(&self, ty: &str, name: &str) -> Result<u64, BuildError> {
         for t in self.types.get().values() {
@@ -648,6 +720,54 @@ fn struct_words(btf: &Btf, ty: &str) -> Result<u32, BuildError> {
         .map_err(|_| BuildError::Layout(format!("struct {ty} too large")))
 }
 
+/// Netfilter's hook points in `init_net` (BTF `struct net.nf`), for IPv4,
+/// IPv6 and ARP as the kernel has them (none for a kernel without
+/// netfilter: no `struct netns_nf`), and the layout of their entries
+/// (`nf_hook_entries.hooks`, `sizeof(struct nf_hook_entry)`).
+fn netfilter(
+    btf: &Btf,
+    symbols: &SymbolTable,
+) -> Result<(Vec<PointerTable>, u64, u64), BuildError> {
+    if btf.struct_id("netns_nf").is_err() {
+        return Ok((Vec::new(), 0, 16));
+    }
+    let init_net = required(symbols, "init_net")?;
+    let mut tables = Vec::new();
+    for (member, name) in [
+        ("hooks_ipv4", "nf_hooks_ipv4"),
+        ("hooks_ipv6", "nf_hooks_ipv6"),
+        ("hooks_arp", "nf_hooks_arp"),
+    ] {
+        let Ok((offset, size)) = btf.member("net", &format!("nf.{member}")) else {
+            // IPv4's are always there; the others only as configured.
+            if member == "hooks_ipv4" {
+                return Err(BuildError::Layout("struct net has no nf.hooks_ipv4".into()));
+            }
+            continue;
+        };
+        tables.push(PointerTable {
+            name: name.to_string(),
+            address: init_net + offset,
+            entries: u32::try_from(size / 8)
+                .map_err(|_| BuildError::Layout(format!("net.nf.{member} too large")))?,
+            structure: false,
+            pointee_entries: 0,
+            functions: Vec::new(),
+            hook_points: true,
+        });
+    }
+    if btf.field("nf_hook_entry", "hook", PTR)? != 0 {
+        return Err(BuildError::Layout(
+            "nf_hook_entry.hook is not its first word".into(),
+        ));
+    }
+    Ok((
+        tables,
+        btf.member("nf_hook_entries", "hooks")?.0,
+        btf.size("nf_hook_entry")?,
+    ))
+}
+
 /// The cross-views' symbols (kallsyms) and offsets (BTF).
 fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, BuildError> {
     let mut pointer_tables = Vec::new();
@@ -666,6 +786,8 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
             entries,
             structure: false,
             pointee_entries: struct_words(btf, pointee)?,
+            functions: btf.function_words(pointee)?,
+            hook_points: false,
         });
     }
     for &(name, ty) in POINTER_STRUCTS {
@@ -675,9 +797,15 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
             entries: struct_words(btf, ty)?,
             structure: true,
             pointee_entries: 0,
+            functions: btf.function_words(ty)?,
+            hook_points: false,
         });
     }
+    let (hook_points, nf_entries_hooks, nf_entry_size) = netfilter(btf, symbols)?;
+    pointer_tables.extend(hook_points);
     Ok(CrossViewReference {
+        nf_entries_hooks,
+        nf_entry_size,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 13;
+pub const FORMAT_VERSION: u16 = 14;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -385,6 +385,12 @@ impl KernelProfile {
                 word_in(c.file_f_inode, sizes.file),
                 "file.f_inode outside file",
             )?;
+            check(
+                c.nf_entries_hooks <= 64
+                    && (8..=64).contains(&c.nf_entry_size)
+                    && c.nf_entry_size.is_multiple_of(8),
+                "netfilter hook entry layout",
+            )?;
             check(c.pointer_tables.len() <= 16, "too many pointer tables")?;
             for t in &c.pointer_tables {
                 check(valid_name(&t.name), "pointer table name")?;
@@ -396,6 +402,24 @@ impl KernelProfile {
                         && t.pointee_entries as usize <= MAX_TABLE_ENTRIES
                         && !(t.structure && t.pointee_entries > 0),
                     "pointer table",
+                )?;
+                let words = if t.structure {
+                    t.entries
+                } else {
+                    t.pointee_entries
+                };
+                check(
+                    t.functions.windows(2).all(|w| w[0] < w[1])
+                        && t.functions.last().is_none_or(|&w| w < words),
+                    "pointer table function words",
+                )?;
+                check(
+                    !t.hook_points
+                        || (!t.structure
+                            && t.pointee_entries == 0
+                            && t.functions.is_empty()
+                            && t.entries <= 16),
+                    "netfilter hook points",
                 )?;
             }
         }

@@ -23,6 +23,8 @@ const R: CrossViewReference = CrossViewReference {
     task_sibling: 0x110,
     init_cred: 0,
     pointer_tables: Vec::new(),
+    nf_entries_hooks: 8,
+    nf_entry_size: 16,
     mm_pgd: 0x48,
     mm_flags: 0x50,
     file_f_inode: 0x20,
@@ -624,7 +626,7 @@ fn pointer_table_hooks() {
     let baseline = [0, RODATA + 8, DATA + 0x40, MODULE];
     for structure in [false, true] {
         // Unchanged: fine, except an array entry out of the image.
-        let unchanged = hooked_entries(&baseline, &baseline, &ranges, structure);
+        let unchanged = hooked_entries(&baseline, &baseline, &ranges, structure, &[]);
         if structure {
             assert_eq!(unchanged, []);
         } else {
@@ -636,7 +638,8 @@ fn pointer_table_hooks() {
                 &[TEXT + 0x30, 0, RODATA + 0x80, 0],
                 &baseline,
                 &ranges,
-                structure
+                structure,
+                &[]
             ),
             []
         );
@@ -647,7 +650,8 @@ fn pointer_table_hooks() {
                 &[DATA + 0x100, MODULE + 0x1000, 0xffff_8880_0000_1000, 0],
                 &baseline,
                 &ranges,
-                structure
+                structure,
+                &[]
             ),
             [
                 (0, DATA + 0x100),
@@ -857,11 +861,149 @@ fn writable_pointees_are_the_entries_into_writable_image_data() {
     // image is a hook, one into text is not.
     let words = [0x1100, 0, 7];
     assert_eq!(
-        hooked_entries(&[0x1100, 0x1200, 7], &words, &ranges, true),
+        hooked_entries(&[0x1100, 0x1200, 7], &words, &ranges, true, &[0, 1]),
         []
     );
     assert_eq!(
-        hooked_entries(&[0x1100, 0xffff_8880_0000_1000, 7], &words, &ranges, true),
+        hooked_entries(
+            &[0x1100, 0xffff_8880_0000_1000, 7],
+            &words,
+            &ranges,
+            true,
+            &[0, 1]
+        ),
         [(1, 0xffff_8880_0000_1000)]
+    );
+}
+
+/// A structure's function pointers point into text from the start: a
+/// hook set before the A-VM first read the structure (a module's
+/// function, a forged one in writable data, even read-only data) is not a
+/// start-up value to keep; its other words (sizes, flags, data pointers)
+/// may keep theirs. An array's entries are no functions.
+#[test]
+fn function_pointers_point_into_text_from_the_start() {
+    const TEXT: u64 = 0xffff_ffff_a000_0000;
+    const RODATA: u64 = 0xffff_ffff_a100_0000;
+    const DATA: u64 = 0xffff_ffff_a200_0000;
+    const MODULE: u64 = 0xffff_ffff_c000_1000;
+    let ranges = ImageRanges {
+        read_only: [TEXT..RODATA - 0x10_0000, RODATA..DATA - 0x10_0000, 0..0],
+        whole: TEXT..0xffff_ffff_a300_0000,
+    };
+    // Words 1, 2 and 4 are function pointers; 0 a name in rodata, 3 a
+    // data pointer to the heap, 5 a size.
+    let functions = [1, 2, 4];
+    let clean = [
+        RODATA + 0x20,
+        TEXT + 0x100,
+        0,
+        0xffff_8880_0000_2000,
+        TEXT + 0x80,
+        48,
+    ];
+    assert_eq!(
+        hooked_entries(&clean, &clean, &ranges, true, &functions),
+        []
+    );
+    // Hooked before the first read: the start-up words are the hooks.
+    for hook in [MODULE, DATA + 0x40, RODATA + 0x40, 0xffff_8880_0000_1000, 1] {
+        let mut hooked = clean;
+        hooked[4] = hook;
+        assert_eq!(
+            hooked_entries(&hooked, &hooked, &ranges, true, &functions),
+            [(4, hook)],
+            "{hook:#x}"
+        );
+    }
+    // A word not a function keeps its start-up value, whatever it is.
+    let mut other = clean;
+    other[3] = MODULE;
+    assert_eq!(
+        hooked_entries(&other, &other, &ranges, true, &functions),
+        []
+    );
+    // Function words past the structure, or given for an array, change
+    // nothing.
+    assert_eq!(
+        hooked_entries(&clean, &clean, &ranges, true, &[1, 2, 4, 99]),
+        []
+    );
+    let array = [TEXT + 0x10, MODULE];
+    assert_eq!(
+        hooked_entries(&array, &array, &ranges, false, &[0, 1]),
+        [(1, MODULE)]
+    );
+}
+
+/// Netfilter: the functions at a hook point are read from its
+/// `nf_hook_entries` (count bounded, a pointer that does not read an
+/// error); those in neither the kernel's text nor a listed module's core
+/// text are foreign.
+#[test]
+fn netfilter_hooks_are_read_and_judged() {
+    const TEXT: u64 = 0xffff_ffff_a000_0000;
+    const MODULE: u64 = 0xffff_ffff_c000_1000;
+    let nf = R;
+    let mut b = builder();
+    // Three hooks: kernel text, a listed module, a hidden one's.
+    b.write(0x3000, &3u16.to_le_bytes());
+    for (i, (hook, private)) in [(TEXT + 0x40, 1), (MODULE + 0x80, 2), (MODULE + 0x9000, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        b.write_u64(0x3008 + 16 * i as u64, hook);
+        b.write_u64(0x3010 + 16 * i as u64, private);
+    }
+    // A count past the bound; a count whose entries run off guest RAM.
+    b.write(0x3400, &u16::MAX.to_le_bytes());
+    b.write(RAM - 0x18, &4u16.to_le_bytes());
+    let hooks = with_space(&b, |s| nf_hook_functions(s, va(0x3000).value(), &nf));
+    assert_eq!(
+        hooks,
+        Ok(alloc::vec![TEXT + 0x40, MODULE + 0x80, MODULE + 0x9000])
+    );
+    assert_eq!(
+        with_space(&b, |s| nf_hook_functions(s, 0, &nf)),
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        with_space(&b, |s| nf_hook_functions(s, va(0x3400).value(), &nf)),
+        Err(CrossViewError::TooMany)
+    );
+    assert!(with_space(&b, |s| nf_hook_functions(s, va(RAM - 0x18).value(), &nf)).is_err());
+    assert!(with_space(&b, |s| nf_hook_functions(s, DIRECT + RAM + 0x1000, &nf)).is_err());
+    assert!(with_space(&b, |s| nf_hook_functions(s, 0x0000_8000_0000_0000, &nf)).is_err());
+
+    let ranges = ImageRanges {
+        read_only: [
+            TEXT..TEXT + 0x10_0000,
+            TEXT + 0x20_0000..TEXT + 0x30_0000,
+            0..0,
+        ],
+        whole: TEXT..TEXT + 0x40_0000,
+    };
+    let hooks = hooks.unwrap();
+    let listed = [(MODULE, 0x1000)];
+    assert_eq!(
+        foreign_functions(&hooks, &ranges, &listed),
+        [(2, MODULE + 0x9000)]
+    );
+    // With no module listed, both module hooks are foreign; read-only
+    // data, writable image data and the heap are no place for a function.
+    assert_eq!(
+        foreign_functions(&hooks, &ranges, &[]),
+        [(1, MODULE + 0x80), (2, MODULE + 0x9000)]
+    );
+    let elsewhere = [
+        TEXT + 0x20_0040,
+        TEXT + 0x38_0000,
+        DIRECT + 0x1000,
+        0,
+        MODULE + 0x1000,
+    ];
+    assert_eq!(
+        foreign_functions(&elsewhere, &ranges, &listed).len(),
+        elsewhere.len()
     );
 }
