@@ -167,6 +167,11 @@ proptest! {
         let Ok(head) = GuestVirtAddr::new(head) else { return Ok(()) };
         let n = walk_list(&space, head, ListOptions::new(1000).with_prev_check()).count();
         prop_assert!(n <= 1001);
+        // The same head as a netfilter hook point's entries: bounded.
+        let reference = vmi::craft::SETUID_REFERENCE;
+        if let Ok(hooks) = vmi::linux::crossview::nf_hook_functions(&space, head.value(), &reference) {
+            prop_assert!(hooks.len() <= vmi::linux::crossview::MAX_NF_HOOKS);
+        }
     }
 }
 

@@ -165,5 +165,16 @@ fuzz_target!(|data: &[u8]| {
             |t| crossview::account_uid(&space, t, &reference),
         );
         assert!(findings.len() <= 2 * listed.len());
+
+        // The same head as a netfilter hook point's `nf_hook_entries`: a
+        // count bounded by MAX_NF_HOOKS, every function judged.
+        if let Ok(hooks) = crossview::nf_hook_functions(&space, head.value(), &reference) {
+            assert!(hooks.len() <= crossview::MAX_NF_HOOKS);
+            let ranges = crossview::ImageRanges::default();
+            assert_eq!(
+                crossview::foreign_functions(&hooks, &ranges, &[]).len(),
+                hooks.len()
+            );
+        }
     }
 });
