@@ -613,16 +613,23 @@ fn credential_findings_over_a_full_list_take_no_quadratic_time() {
     assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
 
-#[test]
-fn pointer_table_hooks() {
-    const TEXT: u64 = 0xffff_ffff_a000_0000;
-    const RODATA: u64 = 0xffff_ffff_a100_0000;
-    const DATA: u64 = 0xffff_ffff_a200_0000;
-    const MODULE: u64 = 0xffff_ffff_c000_1000;
-    let ranges = ImageRanges {
+/// A kernel image's text, read-only data and writable data (up to the
+/// image's end), and a module's text, for the pointer-table rules.
+const TEXT: u64 = 0xffff_ffff_a000_0000;
+const RODATA: u64 = 0xffff_ffff_a100_0000;
+const DATA: u64 = 0xffff_ffff_a200_0000;
+const MODULE: u64 = 0xffff_ffff_c000_1000;
+
+fn image_ranges() -> ImageRanges {
+    ImageRanges {
         read_only: [TEXT..RODATA - 0x10_0000, RODATA..DATA - 0x10_0000, 0..0],
         whole: TEXT..0xffff_ffff_a300_0000,
-    };
+    }
+}
+
+#[test]
+fn pointer_table_hooks() {
+    let ranges = image_ranges();
     let baseline = [0, RODATA + 8, DATA + 0x40, MODULE];
     for structure in [false, true] {
         // Unchanged: fine, except an array entry out of the image.
@@ -883,14 +890,7 @@ fn writable_pointees_are_the_entries_into_writable_image_data() {
 /// may keep theirs. An array's entries are no functions.
 #[test]
 fn function_pointers_point_into_text_from_the_start() {
-    const TEXT: u64 = 0xffff_ffff_a000_0000;
-    const RODATA: u64 = 0xffff_ffff_a100_0000;
-    const DATA: u64 = 0xffff_ffff_a200_0000;
-    const MODULE: u64 = 0xffff_ffff_c000_1000;
-    let ranges = ImageRanges {
-        read_only: [TEXT..RODATA - 0x10_0000, RODATA..DATA - 0x10_0000, 0..0],
-        whole: TEXT..0xffff_ffff_a300_0000,
-    };
+    let ranges = image_ranges();
     // Words 1, 2 and 4 are function pointers; 0 a name in rodata, 3 a
     // data pointer to the heap, 5 a size.
     let functions = [1, 2, 4];
@@ -942,8 +942,6 @@ fn function_pointers_point_into_text_from_the_start() {
 /// text are foreign.
 #[test]
 fn netfilter_hooks_are_read_and_judged() {
-    const TEXT: u64 = 0xffff_ffff_a000_0000;
-    const MODULE: u64 = 0xffff_ffff_c000_1000;
     let nf = R;
     let mut b = builder();
     // Three hooks: kernel text, a listed module, a hidden one's.
@@ -975,14 +973,7 @@ fn netfilter_hooks_are_read_and_judged() {
     assert!(with_space(&b, |s| nf_hook_functions(s, DIRECT + RAM + 0x1000, &nf)).is_err());
     assert!(with_space(&b, |s| nf_hook_functions(s, 0x0000_8000_0000_0000, &nf)).is_err());
 
-    let ranges = ImageRanges {
-        read_only: [
-            TEXT..TEXT + 0x10_0000,
-            TEXT + 0x20_0000..TEXT + 0x30_0000,
-            0..0,
-        ],
-        whole: TEXT..TEXT + 0x40_0000,
-    };
+    let ranges = image_ranges();
     let hooks = hooks.unwrap();
     let listed = [(MODULE, 0x1000)];
     assert_eq!(
@@ -996,8 +987,8 @@ fn netfilter_hooks_are_read_and_judged() {
         [(1, MODULE + 0x80), (2, MODULE + 0x9000)]
     );
     let elsewhere = [
-        TEXT + 0x20_0040,
-        TEXT + 0x38_0000,
+        RODATA + 0x40,
+        DATA + 0x100,
         DIRECT + 0x1000,
         0,
         MODULE + 0x1000,
