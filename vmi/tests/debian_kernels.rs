@@ -423,15 +423,17 @@ fn check_profile(
         .map(|((vector, _), _)| *vector)
         .collect();
     assert_eq!(user_callable, [0x03, 0x04, 0x80]);
-    check_function_words(p, elf, syms);
+    check_pointer_tables(p, elf, syms);
 }
 
-/// The pointer tables' function-pointer words (from BTF) are where the
-/// image keeps functions: in `tcp_prot` and `udp_prot` as linked, each is
-/// NULL or a function of the text, and every word of them that holds the
-/// address of a text symbol is one of them (none missed); `struct
-/// tty_ldisc_ops` has its name and number first and its owner last.
-fn check_function_words(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsyms::SymbolTable) {
+/// The pointer tables as the profile describes them. Their
+/// function-pointer words (from BTF) are where the image keeps functions:
+/// in `tcp_prot` and `udp_prot` as linked, each is NULL or a function of
+/// the text, and every word of them that holds the address of a text
+/// symbol is one of them (none missed); `struct tty_ldisc_ops` has its
+/// name and number first and its owner last. The netfilter hook points
+/// are `init_net`'s, NULL as linked.
+fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsyms::SymbolTable) {
     let cross = p.cross_view.as_ref().expect("a cross-view reference");
     let table = |name: &str| {
         cross

@@ -63,6 +63,11 @@ impl Unwalked {
 /// findings (`tty_ldiscs[0]->`) and its words when first read.
 type Pointee = (usize, u64, String, Option<Vec<u64>>);
 
+/// A netfilter hook whose function is foreign: the pointer table's index,
+/// the hook point, the hook's index there and its function. A round finds
+/// them in ascending order.
+type ForeignHook = (usize, usize, usize, u64);
+
 /// State kept between rounds.
 #[derive(Default)]
 pub struct CrossWatch {
@@ -80,10 +85,11 @@ pub struct CrossWatch {
     pointees: Vec<Vec<Pointee>>,
     /// The listed modules' core text (start, length), as last walked.
     module_texts: Vec<(u64, u64)>,
-    /// Netfilter findings of the last round: one is reported once seen
-    /// two rounds running (a hook point's entries are replaced under RCU
-    /// as hooks come and go, and a read can meet the old, freed ones).
-    netfilter_before: Vec<String>,
+    /// Netfilter hooks found foreign in the last round: one is reported
+    /// once seen two rounds running (a hook point's entries are replaced
+    /// under RCU as hooks come and go, and a read can meet the old, freed
+    /// ones).
+    netfilter_before: Vec<ForeignHook>,
     /// Rounds the module view, the process view, the task list and the
     /// top-level tables failed.
     unwalked: [Unwalked; 4],
@@ -287,22 +293,18 @@ impl CrossWatch {
         self.baselines.resize(r.pointer_tables.len(), None);
         self.pointees.resize(r.pointer_tables.len(), Vec::new());
         let tables = r.pointer_tables.iter().zip(&mut self.baselines);
-        for ((table, baseline), pointees) in tables.zip(&mut self.pointees) {
+        for (t, ((table, baseline), pointees)) in tables.zip(&mut self.pointees).enumerate() {
             let Some(at) = location.runtime_of(table.address) else {
                 continue;
             };
             if table.hook_points {
-                let found = &mut netfilter_now;
-                netfilter_findings(space, at, table, r, &ranges, &self.module_texts, found);
+                let modules = &self.module_texts;
+                let found = foreign_hooks(space, at, table.entries, r, &ranges, modules);
+                netfilter_now.extend(found.into_iter().map(|(point, i, f)| (t, point, i, f)));
                 continue;
             }
             let first = baseline.is_none();
-            let (name, n) = (&table.name, table.entries);
-            let functions = if table.structure {
-                &table.functions[..]
-            } else {
-                &[]
-            };
+            let (name, n, functions) = (&table.name, table.entries, &table.functions);
             let Some(entries) = hooks.table(name, at, n, baseline, table.structure, functions)
             else {
                 continue;
@@ -325,13 +327,20 @@ impl CrossWatch {
                 }
             }
         }
+        // Both rounds' hooks in ascending order: those in both, in one pass
+        // (a rootkit can register thousands).
         let before = core::mem::replace(&mut self.netfilter_before, netfilter_now);
-        hooks.found.extend(
-            self.netfilter_before
-                .iter()
-                .filter(|f| before.contains(f))
-                .cloned(),
-        );
+        let mut earlier = before.iter().peekable();
+        for hook in &self.netfilter_before {
+            while earlier.next_if(|b| *b < hook).is_some() {}
+            if earlier.peek() == Some(&hook) {
+                let (t, point, i, f) = *hook;
+                let name = r.pointer_tables.get(t).map_or("", |t| t.name.as_str());
+                hooks
+                    .found
+                    .push(text(format_args!("{name}[{point}][{i}]:{f:#x}")));
+            }
+        }
         out[3] = hooks.found;
 
         // Top-level page tables: every process's shares the kernel's slots.
@@ -353,33 +362,33 @@ impl CrossWatch {
     }
 }
 
-/// The netfilter hook points of `table` (at `at`) whose functions are
-/// neither in the kernel's text nor in a listed module's core text
-/// (`modules`), as `nf_hooks_ipv4[POINT][INDEX]:FUNCTION`, and those that
-/// do not read, into `found`.
+/// The hooks at the `points` netfilter hook points at `at` whose
+/// functions are neither in the kernel's text nor in a listed module's core
+/// text (`modules`), as `(point, index, function)`, in that order.
 #[inline(never)]
-fn netfilter_findings<V: vmi::paging::VirtualMemory + ?Sized>(
+fn foreign_hooks<V: vmi::paging::VirtualMemory + ?Sized>(
     space: &V,
     at: vmi::GuestVirtAddr,
-    table: &crossview::PointerTable,
+    points: u32,
     r: &crossview::CrossViewReference,
     ranges: &ImageRanges,
     modules: &[(u64, u64)],
-    found: &mut Vec<String>,
-) {
-    let points = crossview::read_table(space, at, table.entries).unwrap_or_default();
-    for point in 0..table.entries as usize {
+) -> Vec<(usize, usize, u64)> {
+    let entries = crossview::read_table(space, at, points).unwrap_or_default();
+    let mut found = Vec::new();
+    for point in 0..points as usize {
         // A point that does not read shows as one hook at address 0.
-        let functions = points
+        let functions = entries
             .get(point)
             .map_or(Err(crossview::CrossViewError::List), |&e| {
                 crossview::nf_hook_functions(space, e, r)
             })
             .unwrap_or_else(|_| alloc::vec![0]);
         for (i, f) in crossview::foreign_functions(&functions, ranges, modules) {
-            found.push(text(format_args!("{}[{point}][{i}]:{f:#x}", table.name)));
+            found.push((point, i, f));
         }
     }
+    found
 }
 
 /// `init_top_pgt`'s shared slots, read once the kernel is up (`None` if
