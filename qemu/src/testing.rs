@@ -222,6 +222,9 @@ pub enum Attack {
     /// A netfilter hook on IPv4 PRE_ROUTING in `init_net`, registered
     /// with `nf_register_net_hook` (the module's own function).
     NetfilterHook,
+    /// The same in a network namespace of its own (`unshare -n`: a
+    /// container's), which the module keeps alive while it is on.
+    NetfilterHookNetns,
     /// The module unlinked from the kernel's module list.
     HideModule,
     /// The task of this PID unlinked from the task list.
@@ -250,6 +253,7 @@ impl Attack {
             Attack::FopsTable => ("fops", u32::from(on)),
             Attack::Keylog => ("keylog", u32::from(on)),
             Attack::NetfilterHook => ("nf_hook", u32::from(on)),
+            Attack::NetfilterHookNetns => ("nf_hook_netns", u32::from(on)),
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
@@ -285,10 +289,13 @@ impl Rootkit {
         attack: Attack,
         on: bool,
     ) -> Result<(), String> {
-        console
-            .run_ok(&format!("echo {} > /proc/avm_rootkit", attack.command(on)))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let write = format!("echo {} > /proc/avm_rootkit", attack.command(on));
+        // The module hooks the namespace of the process that writes.
+        let line = match (attack, on) {
+            (Attack::NetfilterHookNetns, true) => format!("unshare -n sh -c '{write}'"),
+            _ => write,
+        };
+        console.run_ok(&line).map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// `/proc/avm_rootkit` as name -> value.

@@ -455,6 +455,39 @@ fn check(series: &str) {
         "{series}: {events:#?}"
     );
 
+    // A network namespace of its own (a container's): on the kernel's
+    // list of them with the inode number `/proc/PID/ns/net` shows, after
+    // `init_net`; the A-VM reads its netfilter hook points too (the test
+    // rootkit hooks one), and a new namespace is no finding.
+    let netns = console
+        .run_ok(
+            "(unshare -n sh -c 'readlink /proc/self/ns/net > /tmp/netns; exec sleep 601' &); \
+             sleep 1; cat /tmp/netns",
+        )
+        .expect("a network namespace");
+    let inum: u32 = netns
+        .trim()
+        .strip_prefix("net:[")
+        .and_then(|n| n.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{series}: {netns:?}"));
+    let view = live.view();
+    let head = view
+        .location
+        .runtime_of(cross.net_namespace_list)
+        .expect("net_namespace_list");
+    let (namespaces, walked) = vmi::linux::crossview::net_namespaces(&view.space, head, &cross);
+    assert_eq!(walked, Ok(()), "{series}: {namespaces:x?}");
+    assert_eq!(
+        namespaces.first().map(|n| n.0),
+        Some(live.runtime(cross.init_net)),
+        "{series}: init_net first"
+    );
+    assert!(
+        namespaces[1..].iter().any(|n| n.1 == inum),
+        "{series}: net:[{inum}] in {namespaces:x?}"
+    );
+
     console
         .run_ok("killall sleep; rmmod dummy")
         .expect("cleaned up");

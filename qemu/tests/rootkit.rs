@@ -185,10 +185,14 @@ fn attack_from_inside(series: &str) {
     // A netfilter hook (IPv4 PRE_ROUTING), registered through the kernel's
     // API: loopback packets run it. While the module is listed its hook is
     // in that module's text (the module is the verifier's to judge); once
-    // the module hides, the hook runs code no listed module has.
+    // the module hides, the hook runs code no listed module has. The same
+    // hook in a network namespace of its own (a container's).
     let from = avm_events(&record).len();
     rootkit
         .set(&mut console, Attack::NetfilterHook, true)
+        .expect("on");
+    rootkit
+        .set(&mut console, Attack::NetfilterHookNetns, true)
         .expect("on");
     console_sh(
         &mut console,
@@ -202,6 +206,11 @@ fn attack_from_inside(series: &str) {
             .is_some_and(|n| n > 0),
         "{series}: the netfilter hook did not run: {status:?}"
     );
+    let netns = status
+        .get("nf_hook_netns")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| panic!("{series}: no namespace hooked: {status:?}"));
     std::thread::sleep(SETTLE);
     let listed: Vec<String> = avm_events(&record)[from..]
         .iter()
@@ -234,6 +243,11 @@ fn attack_from_inside(series: &str) {
         from,
         ":violation:pointer_table:nf_hooks_ipv4[0][0]:0xffffffffc",
     );
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:pointer_table:nf_hooks_ipv4@netns:{netns}[0][0]:0xffffffffc"),
+    );
     rootkit
         .set(&mut console, Attack::HideModule, false)
         .expect("off");
@@ -241,6 +255,9 @@ fn attack_from_inside(series: &str) {
     wait_event(&record, from, ":clean:pointer_table");
     rootkit
         .set(&mut console, Attack::NetfilterHook, false)
+        .expect("off");
+    rootkit
+        .set(&mut console, Attack::NetfilterHookNetns, false)
         .expect("off");
     assert_eq!(
         console_sh(&mut console, "cut -d' ' -f1 /proc/modules"),

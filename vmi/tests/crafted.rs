@@ -172,6 +172,9 @@ proptest! {
         if let Ok(hooks) = vmi::linux::crossview::nf_hook_functions(&space, head.value(), &reference) {
             prop_assert!(hooks.len() <= vmi::linux::crossview::MAX_NF_HOOKS);
         }
+        // And as the list of network namespaces: bounded.
+        let (namespaces, _) = vmi::linux::crossview::net_namespaces(&space, head, &reference);
+        prop_assert!(namespaces.len() <= vmi::linux::crossview::MAX_NET_NAMESPACES);
     }
 }
 

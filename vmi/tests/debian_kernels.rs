@@ -507,6 +507,17 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
         }
     }
     assert_eq!((cross.nf_entries_hooks, cross.nf_entry_size), (8, 16));
+    // Every network namespace's hook points: the list of them is empty
+    // as linked (its head points at itself), `init_net` is the symbol.
+    let list = cross.net_namespace_list;
+    assert_eq!(syms.address_of("net_namespace_list"), Some(list));
+    assert_eq!(
+        (elf.read_u64(list), elf.read_u64(list + 8)),
+        (Some(list), Some(list))
+    );
+    assert_eq!(cross.init_net, init_net);
+    assert!(cross.net_list.is_multiple_of(8) && cross.net_list < 8192);
+    assert!(cross.net_inum.is_multiple_of(4) && cross.net_inum < 8192);
     for name in ["net_families", "inet_protos"] {
         let t = table(name);
         assert!(!t.functions.is_empty() && t.functions.iter().all(|&w| w < t.pointee_entries));

@@ -212,3 +212,56 @@ fn pointer_table_function_words_are_checked() {
         }
     }
 }
+
+/// A profile with netfilter hook points says where every network
+/// namespace is: the list and `init_net` in the image, the members within
+/// a structure, each table of hook points within `init_net`'s.
+#[test]
+fn netfilter_namespaces_are_checked() {
+    use vmi::linux::crossview::{CrossViewReference, PointerTable};
+    let with = |edit: &dyn Fn(&mut CrossViewReference)| {
+        let mut p = sample_profile(8);
+        let base = p.symbols.text + 0x1000;
+        let mut cross = vmi::craft::SETUID_REFERENCE;
+        (cross.module_kset, cross.init_cred) = (base + 0x100, base + 0x200);
+        (cross.net_namespace_list, cross.init_net) = (base + 0x300, base + 0x400);
+        (cross.net_list, cross.net_inum) = (0x90, 0xa8);
+        cross.pointer_tables = vec![PointerTable {
+            name: "nf_hooks_ipv4".into(),
+            address: base + 0x400 + 0x788,
+            entries: 5,
+            structure: false,
+            pointee_entries: 0,
+            functions: Vec::new(),
+            hook_points: true,
+        }];
+        edit(&mut cross);
+        p.cross_view = Some(cross);
+        p.encode()
+    };
+    let bytes = with(&|_| {}).expect("a valid profile");
+    let cross = KernelProfile::decode(&bytes).unwrap().cross_view.unwrap();
+    assert_eq!((cross.net_list, cross.net_inum), (0x90, 0xa8));
+    let bad: [&dyn Fn(&mut CrossViewReference); 6] = [
+        &|c| c.net_namespace_list = 0,
+        &|c| c.init_net = 0x1000,
+        &|c| c.net_list = 0x91,
+        &|c| c.net_inum = 1 << 20,
+        &|c| c.pointer_tables[0].address = c.init_net - 8,
+        &|c| c.pointer_tables[0].address = c.init_net + (1 << 20),
+    ];
+    for (i, edit) in bad.iter().enumerate() {
+        assert!(
+            matches!(with(edit), Err(ProfileError::Invalid(_))),
+            "edit {i}"
+        );
+    }
+    // Without hook points nothing is read from them.
+    assert!(
+        with(&|c| {
+            c.pointer_tables.clear();
+            c.net_namespace_list = 0;
+        })
+        .is_ok()
+    );
+}

@@ -63,10 +63,11 @@ impl Unwalked {
 /// findings (`tty_ldiscs[0]->`) and its words when first read.
 type Pointee = (usize, u64, String, Option<Vec<u64>>);
 
-/// A netfilter hook whose function is foreign: the pointer table's index,
-/// the hook point, the hook's index there and its function. A round finds
-/// them in ascending order.
-type ForeignHook = (usize, usize, usize, u64);
+/// A netfilter hook whose function is foreign: its network namespace
+/// (`struct net`, 0 for `init_net`) and that namespace's inode number, the
+/// pointer table's index, the hook point, the hook's index there and its
+/// function. A round finds them in ascending order.
+type ForeignHook = (u64, u32, usize, usize, usize, u64);
 
 /// State kept between rounds.
 #[derive(Default)]
@@ -90,9 +91,11 @@ pub struct CrossWatch {
     /// under RCU as hooks come and go, and a read can meet the old, freed
     /// ones).
     netfilter_before: Vec<ForeignHook>,
-    /// Rounds the module view, the process view, the task list and the
-    /// top-level tables failed.
-    unwalked: [Unwalked; 4],
+    /// Whether this round's walk of the network namespaces reached its end.
+    namespaces_walked: bool,
+    /// Rounds the module view, the process view, the task list, the
+    /// top-level tables and the network namespaces failed.
+    unwalked: [Unwalked; 5],
     /// `init_top_pgt`'s shared slots at start-up, and where the tables are.
     top_tables: Option<(SharedEntries, TableOffsets)>,
 }
@@ -289,18 +292,15 @@ impl CrossWatch {
                 .map(|m| (m.text_base, u64::from(m.text_size)))
                 .collect();
         }
-        let mut netfilter_now = Vec::new();
+        let netfilter_now = self.foreign_hooks(space, location, r, &ranges);
         self.baselines.resize(r.pointer_tables.len(), None);
         self.pointees.resize(r.pointer_tables.len(), Vec::new());
         let tables = r.pointer_tables.iter().zip(&mut self.baselines);
-        for (t, ((table, baseline), pointees)) in tables.zip(&mut self.pointees).enumerate() {
+        for ((table, baseline), pointees) in tables.zip(&mut self.pointees) {
             let Some(at) = location.runtime_of(table.address) else {
                 continue;
             };
             if table.hook_points {
-                let modules = &self.module_texts;
-                let found = foreign_hooks(space, at, table.entries, r, &ranges, modules);
-                netfilter_now.extend(found.into_iter().map(|(point, i, f)| (t, point, i, f)));
                 continue;
             }
             let first = baseline.is_none();
@@ -334,13 +334,18 @@ impl CrossWatch {
         for hook in &self.netfilter_before {
             while earlier.next_if(|b| *b < hook).is_some() {}
             if earlier.peek() == Some(&hook) {
-                let (t, point, i, f) = *hook;
+                let (net, inum, t, point, i, f) = *hook;
                 let name = r.pointer_tables.get(t).map_or("", |t| t.name.as_str());
-                hooks
-                    .found
-                    .push(text(format_args!("{name}[{point}][{i}]:{f:#x}")));
+                hooks.found.push(match net {
+                    0 => text(format_args!("{name}[{point}][{i}]:{f:#x}")),
+                    _ => text(format_args!("{name}@netns:{inum}[{point}][{i}]:{f:#x}")),
+                });
             }
         }
+        let walked = self.namespaces_walked;
+        hooks
+            .found
+            .extend(self.unwalked[4].round(walked, "net_namespace_list"));
         out[3] = hooks.found;
 
         // Top-level page tables: every process's shares the kernel's slots.
@@ -362,11 +367,62 @@ impl CrossWatch {
     }
 }
 
+impl CrossWatch {
+    /// The netfilter hooks of every network namespace whose functions are
+    /// neither the kernel's nor a listed module's, in ascending order:
+    /// `init_net`'s at the profile's addresses, then the others' (a
+    /// container's, an `unshare -n`'s) at the same offsets in their own
+    /// `struct net`, in the order of their addresses.
+    #[inline(never)]
+    fn foreign_hooks<V: vmi::paging::VirtualMemory + ?Sized>(
+        &mut self,
+        space: &V,
+        location: &vmi::linux::KernelLocation,
+        r: &crossview::CrossViewReference,
+        ranges: &ImageRanges,
+    ) -> Vec<ForeignHook> {
+        let points = || {
+            r.pointer_tables
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.hook_points)
+        };
+        let (mut namespaces, walked) = match location.runtime_of(r.net_namespace_list) {
+            Some(head) if points().next().is_some() => crossview::net_namespaces(space, head, r),
+            _ => (Vec::new(), Ok(())),
+        };
+        self.namespaces_walked = walked.is_ok();
+        // Sorted, once each (a looping list can yield one twice before
+        // the walk sees the loop).
+        vmi::sort::heapsort(&mut namespaces);
+        namespaces.dedup();
+        let init_net = location.runtime_of(r.init_net).map(|a| a.value());
+        namespaces.retain(|&(net, _)| Some(net) != init_net);
+        let mut found = Vec::new();
+        for (net, inum) in core::iter::once((0, 0)).chain(namespaces) {
+            for (t, table) in points() {
+                // Validated: a table of hook points lies in `struct net`.
+                let at = match net {
+                    0 => location.runtime_of(table.address),
+                    _ => net
+                        .checked_add(table.address.wrapping_sub(r.init_net))
+                        .and_then(|a| vmi::GuestVirtAddr::new(a).ok()),
+                };
+                let Some(at) = at else { continue };
+                let modules = &self.module_texts;
+                let hooks = hook_point_hooks(space, at, table.entries, r, ranges, modules);
+                found.extend(hooks.into_iter().map(|(p, i, f)| (net, inum, t, p, i, f)));
+            }
+        }
+        found
+    }
+}
+
 /// The hooks at the `points` netfilter hook points at `at` whose
 /// functions are neither in the kernel's text nor in a listed module's core
 /// text (`modules`), as `(point, index, function)`, in that order.
 #[inline(never)]
-fn foreign_hooks<V: vmi::paging::VirtualMemory + ?Sized>(
+fn hook_point_hooks<V: vmi::paging::VirtualMemory + ?Sized>(
     space: &V,
     at: vmi::GuestVirtAddr,
     points: u32,

@@ -176,5 +176,9 @@ fuzz_target!(|data: &[u8]| {
                 hooks.len()
             );
         }
+        // And as `net_namespace_list`: the namespaces bounded by
+        // MAX_NET_NAMESPACES, the walk ending with or without an error.
+        let (namespaces, _) = crossview::net_namespaces(&space, head, &reference);
+        assert!(namespaces.len() <= crossview::MAX_NET_NAMESPACES);
     }
 });

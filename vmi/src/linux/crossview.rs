@@ -108,6 +108,15 @@ pub struct CrossViewReference {
     /// ([`PointerTable::hook_points`]).
     pub nf_entries_hooks: u64,
     pub nf_entry_size: u64,
+    /// Network namespaces, each with hook points of its own (a
+    /// container's, an `unshare -n`'s): `net_namespace_list` and
+    /// `init_net` (link addresses; a hook-point table's offset in `struct
+    /// net` is its address less `init_net`'s), `net.list` and `net.ns.inum`
+    /// (u32: the number `/proc/PID/ns/net` shows). 0 without hook points.
+    pub net_namespace_list: u64,
+    pub init_net: u64,
+    pub net_list: u64,
+    pub net_inum: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -794,6 +803,40 @@ pub fn nf_hook_functions<V: VirtualMemory + ?Sized>(
         hooks.push(super::structs::read_u64(mem, at, offset)?);
     }
     Ok(hooks)
+}
+
+/// Most network namespaces [`net_namespaces`] walks: one per container on
+/// a node, with room; more is an error, not a cut.
+pub const MAX_NET_NAMESPACES: usize = 1024;
+
+/// The network namespaces on `net_namespace_list` (`head`, its runtime
+/// address), `init_net` first as the kernel keeps it: each `struct net`'s
+/// address and its `ns.inum`. Those read before the list breaks or runs past
+/// [`MAX_NET_NAMESPACES`] come with the error: the kernel adds and removes
+/// namespaces under RCU, so one read can meet a freed node.
+#[inline(never)]
+pub fn net_namespaces<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    head: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> (Vec<(u64, u32)>, Result<(), CrossViewError>) {
+    let mut out = Vec::new();
+    for node in walk_list(mem, head, ListOptions::new(MAX_NET_NAMESPACES)) {
+        let read = node
+            .map_err(|e| match e {
+                crate::list::ListError::TooLong { .. } => CrossViewError::TooMany,
+                _ => CrossViewError::List,
+            })
+            .and_then(|node| {
+                let net = container_of(node, r.net_list)?;
+                Ok((net.value(), super::structs::read_u32(mem, net, r.net_inum)?))
+            });
+        match read {
+            Ok(net) => out.push(net),
+            Err(e) => return (out, Err(e)),
+        }
+    }
+    (out, Ok(()))
 }
 
 /// The hook functions (`(index, address)`) that are neither in the kernel's

@@ -802,10 +802,26 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         });
     }
     let (hook_points, nf_entries_hooks, nf_entry_size) = netfilter(btf, symbols)?;
+    // Every namespace's hook points, found from the list of them.
+    let namespaces = if hook_points.is_empty() {
+        [0; 4]
+    } else {
+        [
+            required(symbols, "net_namespace_list")?,
+            required(symbols, "init_net")?,
+            btf.field("net", "list", LIST_HEAD)?,
+            btf.field("net", "ns.inum", 4)?,
+        ]
+    };
+    let [net_namespace_list, init_net, net_list, net_inum] = namespaces;
     pointer_tables.extend(hook_points);
     Ok(CrossViewReference {
         nf_entries_hooks,
         nf_entry_size,
+        net_namespace_list,
+        init_net,
+        net_list,
+        net_inum,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,

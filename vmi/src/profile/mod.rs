@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 14;
+pub const FORMAT_VERSION: u16 = 15;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -393,6 +393,17 @@ impl KernelProfile {
                     && c.nf_entry_size.is_multiple_of(8),
                 "netfilter hook entry layout",
             )?;
+            let hook_points = c.pointer_tables.iter().any(|t| t.hook_points);
+            check(
+                !hook_points
+                    || (in_image(c.net_namespace_list)
+                        && in_image(c.init_net)
+                        && c.net_list <= MAX_STRUCT_SIZE
+                        && c.net_list.is_multiple_of(8)
+                        && c.net_inum <= MAX_STRUCT_SIZE
+                        && c.net_inum.is_multiple_of(4)),
+                "network namespaces",
+            )?;
             check(c.pointer_tables.len() <= 16, "too many pointer tables")?;
             for t in &c.pointer_tables {
                 check(valid_name(&t.name), "pointer table name")?;
@@ -420,7 +431,10 @@ impl KernelProfile {
                         || (!t.structure
                             && t.pointee_entries == 0
                             && t.functions.is_empty()
-                            && t.entries <= 16),
+                            && t.entries <= 16
+                            && t.address
+                                .checked_sub(c.init_net)
+                                .is_some_and(|o| o <= MAX_STRUCT_SIZE)),
                     "netfilter hook points",
                 )?;
             }

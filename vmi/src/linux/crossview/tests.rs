@@ -25,6 +25,10 @@ const R: CrossViewReference = CrossViewReference {
     pointer_tables: Vec::new(),
     nf_entries_hooks: 8,
     nf_entry_size: 16,
+    net_namespace_list: 0,
+    init_net: 0,
+    net_list: 0,
+    net_inum: 0,
     mm_pgd: 0x48,
     mm_flags: 0x50,
     file_f_inode: 0x20,
@@ -996,5 +1000,57 @@ fn netfilter_hooks_are_read_and_judged() {
     assert_eq!(
         foreign_functions(&elsewhere, &ranges, &listed).len(),
         elsewhere.len()
+    );
+}
+
+#[test]
+fn network_namespaces_are_walked() {
+    let nf = CrossViewReference {
+        net_list: 0x10,
+        net_inum: 0x20,
+        ..R
+    };
+    let head = 0x100;
+    let nets = [0x1000, 0x2000, 0x3000];
+    let mut b = builder();
+    link(&mut b, &[head, 0x1010, 0x2010, 0x3010]);
+    for (i, net) in nets.into_iter().enumerate() {
+        b.write(net + 0x20, &(0xf000_0000u32 + i as u32).to_le_bytes());
+    }
+    let walk = |b: &PageTableBuilder| with_space(b, |s| net_namespaces(s, va(head), &nf));
+    let found = alloc::vec![
+        (va(0x1000).value(), 0xf000_0000),
+        (va(0x2000).value(), 0xf000_0001),
+        (va(0x3000).value(), 0xf000_0002),
+    ];
+    assert_eq!(walk(&b), (found.clone(), Ok(())));
+
+    // A list that loops back to a namespace, not its head (the walk may
+    // yield a node twice before it sees the loop); one that runs off guest
+    // RAM: those read so far, and the error.
+    b.write_u64(0x3010, DIRECT + 0x2010);
+    let (read, walked) = walk(&b);
+    assert!(read.starts_with(&found) && read.len() <= 6, "{read:x?}");
+    assert_eq!(walked, Err(CrossViewError::List));
+    b.write_u64(0x2010, DIRECT + RAM + 0x10);
+    let (read, walked) = walk(&b);
+    assert!(read == found[..2] && walked.is_err());
+    // A namespace whose inode number does not read (its list_head at the
+    // end of RAM, back to the head).
+    b.write_u64(0x2010, DIRECT + RAM - 0x10);
+    b.write_u64(RAM - 0x10, DIRECT + head);
+    let (read, walked) = walk(&b);
+    assert!(read == found[..2] && walked.is_err());
+
+    // More namespaces than the bound.
+    let mut b = builder();
+    let nodes: Vec<u64> = (0..=MAX_NET_NAMESPACES as u64)
+        .map(|i| 0x1000 + 0x30 * i + 0x10)
+        .collect();
+    link(&mut b, &[&[head][..], &nodes].concat());
+    let (read, walked) = walk(&b);
+    assert_eq!(
+        (read.len(), walked),
+        (MAX_NET_NAMESPACES, Err(CrossViewError::TooMany))
     );
 }
