@@ -312,9 +312,7 @@ fn valid_name(s: &str) -> bool {
 
 impl KernelProfile {
     /// Checks every bound and the consistency of the addresses: what
-    /// [`decode`](Self::decode) and [`encode`](Self::encode) require
-    /// (inline as `decode` is).
-    #[inline]
+    /// [`decode`](Self::decode) and [`encode`](Self::encode) require.
     pub fn validate(&self) -> Result<(), ProfileError> {
         self.validate_identity()?;
         self.validate_symbols()?;
@@ -739,12 +737,7 @@ impl KernelProfile {
     }
 
     /// Decodes and validates an encoded profile (bounded: see the module
-    /// documentation). Inline, so that its (de)serialiser is built in the
-    /// caller's crate at the caller's optimisation level: the A-VM decodes
-    /// once at boot, and vmi's speed level (kept for the text checks) cost
-    /// its image 2.9 KB more here; decoding a 6.1 profile under TCG takes
-    /// 65-72 ms instead of 50-57.
-    #[inline]
+    /// documentation).
     pub fn decode(bytes: &[u8]) -> Result<Self, ProfileError> {
         if bytes.len() > MAX_PROFILE_LEN {
             return Err(ProfileError::TooLarge {
