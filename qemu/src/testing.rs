@@ -225,6 +225,8 @@ pub enum Attack {
     /// The same in a network namespace of its own (`unshare -n`: a
     /// container's), which the module keeps alive while it is on.
     NetfilterHookNetns,
+    /// The same among the ingress hooks of `init_net`'s loopback device.
+    NetfilterHookIngress,
     /// The module unlinked from the kernel's module list.
     HideModule,
     /// The task of this PID unlinked from the task list.
@@ -254,6 +256,7 @@ impl Attack {
             Attack::Keylog => ("keylog", u32::from(on)),
             Attack::NetfilterHook => ("nf_hook", u32::from(on)),
             Attack::NetfilterHookNetns => ("nf_hook_netns", u32::from(on)),
+            Attack::NetfilterHookIngress => ("nf_hook_ingress", u32::from(on)),
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),

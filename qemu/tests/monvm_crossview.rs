@@ -483,9 +483,34 @@ fn check(series: &str) {
         Some(live.runtime(cross.init_net)),
         "{series}: init_net first"
     );
+    let own = namespaces[1..]
+        .iter()
+        .find(|n| n.1 == inum)
+        .unwrap_or_else(|| panic!("{series}: net:[{inum}] in {namespaces:x?}"));
+    // Their devices, whose ingress and egress hooks the A-VM reads: the
+    // new namespace has its own loopback device, and nothing hooked.
+    let devices = |net: u64| {
+        let net = vmi::GuestVirtAddr::new(net).expect("canonical");
+        let (devices, walked) = vmi::linux::crossview::net_devices(&view.space, net, &cross, 64);
+        assert_eq!(walked, Ok(()), "{series}");
+        devices
+            .iter()
+            .map(|(dev, name)| {
+                let hooks = [cross.netdev_nf_hooks_ingress, cross.netdev_nf_hooks_egress]
+                    .map(|o| live.u64_at(dev.value() + o));
+                (String::from_utf8_lossy(name.as_bytes()).into_owned(), hooks)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        devices(own.0),
+        [("lo".to_string(), [0, 0])],
+        "{series}: net:[{inum}]"
+    );
+    let init_devices = devices(namespaces[0].0);
     assert!(
-        namespaces[1..].iter().any(|n| n.1 == inum),
-        "{series}: net:[{inum}] in {namespaces:x?}"
+        init_devices.iter().any(|(name, _)| name == "lo"),
+        "{series}: {init_devices:?}"
     );
 
     console

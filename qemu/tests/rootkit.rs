@@ -186,13 +186,17 @@ fn attack_from_inside(series: &str) {
     // API: loopback packets run it. While the module is listed its hook is
     // in that module's text (the module is the verifier's to judge); once
     // the module hides, the hook runs code no listed module has. The same
-    // hook in a network namespace of its own (a container's).
+    // hook in a network namespace of its own (a container's), and among
+    // the ingress hooks of the loopback device.
     let from = avm_events(&record).len();
     rootkit
         .set(&mut console, Attack::NetfilterHook, true)
         .expect("on");
     rootkit
         .set(&mut console, Attack::NetfilterHookNetns, true)
+        .expect("on");
+    rootkit
+        .set(&mut console, Attack::NetfilterHookIngress, true)
         .expect("on");
     console_sh(
         &mut console,
@@ -248,6 +252,11 @@ fn attack_from_inside(series: &str) {
         from,
         &format!(":violation:pointer_table:nf_hooks_ipv4@netns:{netns}[0][0]:0xffffffffc"),
     );
+    wait_event(
+        &record,
+        from,
+        ":violation:pointer_table:nf_hooks_ingress[lo][0]:0xffffffffc",
+    );
     rootkit
         .set(&mut console, Attack::HideModule, false)
         .expect("off");
@@ -258,6 +267,9 @@ fn attack_from_inside(series: &str) {
         .expect("off");
     rootkit
         .set(&mut console, Attack::NetfilterHookNetns, false)
+        .expect("off");
+    rootkit
+        .set(&mut console, Attack::NetfilterHookIngress, false)
         .expect("off");
     assert_eq!(
         console_sh(&mut console, "cut -d' ' -f1 /proc/modules"),

@@ -169,12 +169,14 @@ proptest! {
         prop_assert!(n <= 1001);
         // The same head as a netfilter hook point's entries: bounded.
         let reference = vmi::craft::SETUID_REFERENCE;
-        if let Ok(hooks) = vmi::linux::crossview::nf_hook_functions(&space, head.value(), &reference) {
+        if let Ok(hooks) = vmi::linux::crossview::nf_hook_functions(&space, head.value(), &reference, 1 << 20) {
             prop_assert!(hooks.len() <= vmi::linux::crossview::MAX_NF_HOOKS);
         }
         // And as the list of network namespaces: bounded.
         let (namespaces, _) = vmi::linux::crossview::net_namespaces(&space, head, &reference);
         prop_assert!(namespaces.len() <= vmi::linux::crossview::MAX_NET_NAMESPACES);
+        let (devices, _) = vmi::linux::crossview::net_devices(&space, head, &reference, 100);
+        prop_assert!(devices.len() <= 100);
     }
 }
 

@@ -518,6 +518,9 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
     assert_eq!(cross.init_net, init_net);
     assert!(cross.net_list.is_multiple_of(8) && cross.net_list < 8192);
     assert!(cross.net_inum.is_multiple_of(4) && cross.net_inum < 8192);
+    // Each device's ingress and egress hooks: both kernels build both in.
+    assert!(cross.netdev_nf_hooks_ingress > 0 && cross.netdev_nf_hooks_egress > 0);
+    assert!(cross.net_dev_base_head > 0 && cross.netdev_dev_list > 0);
     for name in ["net_families", "inet_protos"] {
         let t = table(name);
         assert!(!t.functions.is_empty() && t.functions.iter().all(|&w| w < t.pointee_entries));

@@ -226,6 +226,8 @@ fn netfilter_namespaces_are_checked() {
         (cross.module_kset, cross.init_cred) = (base + 0x100, base + 0x200);
         (cross.net_namespace_list, cross.init_net) = (base + 0x300, base + 0x400);
         (cross.net_list, cross.net_inum) = (0x90, 0xa8);
+        (cross.net_dev_base_head, cross.netdev_dev_list) = (0xb0, 0x50);
+        (cross.netdev_nf_hooks_ingress, cross.netdev_nf_hooks_egress) = (0x900, 0x380);
         cross.pointer_tables = vec![PointerTable {
             name: "nf_hooks_ipv4".into(),
             address: base + 0x400 + 0x788,
@@ -242,7 +244,9 @@ fn netfilter_namespaces_are_checked() {
     let bytes = with(&|_| {}).expect("a valid profile");
     let cross = KernelProfile::decode(&bytes).unwrap().cross_view.unwrap();
     assert_eq!((cross.net_list, cross.net_inum), (0x90, 0xa8));
-    let bad: [&dyn Fn(&mut CrossViewReference); 6] = [
+    let bad: [&dyn Fn(&mut CrossViewReference); 8] = [
+        &|c| c.netdev_nf_hooks_ingress = 0x901,
+        &|c| c.net_dev_base_head = 1 << 20,
         &|c| c.net_namespace_list = 0,
         &|c| c.init_net = 0x1000,
         &|c| c.net_list = 0x91,

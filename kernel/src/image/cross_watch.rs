@@ -16,6 +16,7 @@ use vmi::linux::crossview::{
     self, CredFinding, ImageRanges, TaskPose, hidden_modules, hidden_tasks, hooked_entries,
     kset_modules, process_tree,
 };
+use vmi::linux::structs::heapless_str::FixedStr;
 use vmi::linux::top_tables::{KernelHalf, SharedEntries, TableOffsets, check_task_table};
 use vmi::memory::GuestMemory;
 use vmi::profile::KernelProfile;
@@ -64,10 +65,23 @@ impl Unwalked {
 type Pointee = (usize, u64, String, Option<Vec<u64>>);
 
 /// A netfilter hook whose function is foreign: its network namespace
-/// (`struct net`, 0 for `init_net`) and that namespace's inode number, the
-/// pointer table's index, the hook point, the hook's index there and its
-/// function. A round finds them in ascending order.
-type ForeignHook = (u64, u32, usize, usize, usize, u64);
+/// (`struct net`, 0 for `init_net`) and that namespace's inode number,
+/// where it is registered, the hook's index there and its function.
+type ForeignHook = (u64, u32, HookPlace, usize, u64);
+
+/// Where a netfilter hook is registered: at a hook point of a family's
+/// array (the pointer table's index, the point), or among a device's
+/// ingress or egress hooks (the `struct net_device`, its name, egress).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum HookPlace {
+    Point(usize, usize),
+    Device(u64, FixedStr<16>, bool),
+}
+
+/// Most netfilter hooks one round reads, over every namespace and device
+/// (forged ones could otherwise hold a thousand at each of thousands of
+/// points); a point past it shows as unreadable.
+const MAX_ROUND_HOOKS: usize = 65_536;
 
 /// State kept between rounds.
 #[derive(Default)]
@@ -334,18 +348,33 @@ impl CrossWatch {
         for hook in &self.netfilter_before {
             while earlier.next_if(|b| *b < hook).is_some() {}
             if earlier.peek() == Some(&hook) {
-                let (net, inum, t, point, i, f) = *hook;
-                let name = r.pointer_tables.get(t).map_or("", |t| t.name.as_str());
-                hooks.found.push(match net {
-                    0 => text(format_args!("{name}[{point}][{i}]:{f:#x}")),
-                    _ => text(format_args!("{name}@netns:{inum}[{point}][{i}]:{f:#x}")),
-                });
+                let (net, inum, place, i, f) = *hook;
+                let (name, at) = match place {
+                    HookPlace::Point(t, point) => (
+                        r.pointer_tables.get(t).map_or("", |t| t.name.as_str()),
+                        text(format_args!("{point}")),
+                    ),
+                    HookPlace::Device(_, dev, egress) => (
+                        if egress {
+                            "nf_hooks_egress"
+                        } else {
+                            "nf_hooks_ingress"
+                        },
+                        comm(dev.as_bytes()),
+                    ),
+                };
+                let netns = match net {
+                    0 => String::new(),
+                    _ => text(format_args!("@netns:{inum}")),
+                };
+                hooks
+                    .found
+                    .push(text(format_args!("{name}{netns}[{at}][{i}]:{f:#x}")));
             }
         }
         let walked = self.namespaces_walked;
-        hooks
-            .found
-            .extend(self.unwalked[4].round(walked, "net_namespace_list"));
+        let what = "net_namespace_list-or-dev_base_head";
+        hooks.found.extend(self.unwalked[4].round(walked, what));
         out[3] = hooks.found;
 
         // Top-level page tables: every process's shares the kernel's slots.
@@ -372,7 +401,8 @@ impl CrossWatch {
     /// neither the kernel's nor a listed module's, in ascending order:
     /// `init_net`'s at the profile's addresses, then the others' (a
     /// container's, an `unshare -n`'s) at the same offsets in their own
-    /// `struct net`, in the order of their addresses.
+    /// `struct net`; and in each namespace, those of every device
+    /// (ingress, egress). Notes whether every list walked to its end.
     #[inline(never)]
     fn foreign_hooks<V: vmi::paging::VirtualMemory + ?Sized>(
         &mut self,
@@ -387,19 +417,30 @@ impl CrossWatch {
                 .enumerate()
                 .filter(|(_, t)| t.hook_points)
         };
-        let (mut namespaces, walked) = match location.runtime_of(r.net_namespace_list) {
+        let (namespaces, listed) = match location.runtime_of(r.net_namespace_list) {
             Some(head) if points().next().is_some() => crossview::net_namespaces(space, head, r),
             _ => (Vec::new(), Ok(())),
         };
-        self.namespaces_walked = walked.is_ok();
-        // Sorted, once each (a looping list can yield one twice before
-        // the walk sees the loop).
-        vmi::sort::heapsort(&mut namespaces);
-        namespaces.dedup();
+        let mut walked = listed.is_ok();
         let init_net = location.runtime_of(r.init_net).map(|a| a.value());
-        namespaces.retain(|&(net, _)| Some(net) != init_net);
+        let others = namespaces
+            .into_iter()
+            .filter(|&(net, _)| Some(net) != init_net);
+        let (mut hooks_left, mut devices_left) = (MAX_ROUND_HOOKS, crossview::MAX_NET_DEVICES);
+        let modules = &self.module_texts;
         let mut found = Vec::new();
-        for (net, inum) in core::iter::once((0, 0)).chain(namespaces) {
+        for (net, inum) in core::iter::once((0, 0)).chain(others) {
+            // A place whose entries do not read shows as one hook at 0.
+            let mut judge = |place: HookPlace, entries: Option<u64>| {
+                let functions = entries
+                    .ok_or(crossview::CrossViewError::List)
+                    .and_then(|e| crossview::nf_hook_functions(space, e, r, hooks_left))
+                    .unwrap_or_else(|_| alloc::vec![0]);
+                hooks_left = hooks_left.saturating_sub(functions.len());
+                for (i, f) in crossview::foreign_functions(&functions, ranges, modules) {
+                    found.push((net, inum, place, i, f));
+                }
+            };
             for (t, table) in points() {
                 // Validated: a table of hook points lies in `struct net`.
                 let at = match net {
@@ -408,43 +449,38 @@ impl CrossWatch {
                         .checked_add(table.address.wrapping_sub(r.init_net))
                         .and_then(|a| vmi::GuestVirtAddr::new(a).ok()),
                 };
-                let Some(at) = at else { continue };
-                let modules = &self.module_texts;
-                let hooks = hook_point_hooks(space, at, table.entries, r, ranges, modules);
-                found.extend(hooks.into_iter().map(|(p, i, f)| (net, inum, t, p, i, f)));
+                let entries =
+                    at.and_then(|at| crossview::read_table(space, at, table.entries).ok());
+                for point in 0..table.entries as usize {
+                    let entry = entries.as_ref().and_then(|e| e.get(point).copied());
+                    judge(HookPlace::Point(t, point), entry);
+                }
+            }
+            let base = if net == 0 { init_net } else { Some(net) };
+            let Some(base) = base.and_then(|b| vmi::GuestVirtAddr::new(b).ok()) else {
+                continue;
+            };
+            let (devices, listed) = crossview::net_devices(space, base, r, devices_left);
+            walked &= listed.is_ok();
+            devices_left = devices_left.saturating_sub(devices.len());
+            let hooks = [
+                (false, r.netdev_nf_hooks_ingress),
+                (true, r.netdev_nf_hooks_egress),
+            ];
+            for (dev, name) in devices {
+                for (egress, offset) in hooks.into_iter().filter(|h| h.1 != 0) {
+                    let entries = vmi::linux::structs::read_u64(space, dev, offset).ok();
+                    judge(HookPlace::Device(dev.value(), name, egress), entries);
+                }
             }
         }
+        self.namespaces_walked = walked;
+        // Once each, sorted (a looping list can yield a namespace twice
+        // before the walk sees the loop).
+        vmi::sort::heapsort(&mut found);
+        found.dedup();
         found
     }
-}
-
-/// The hooks at the `points` netfilter hook points at `at` whose
-/// functions are neither in the kernel's text nor in a listed module's core
-/// text (`modules`), as `(point, index, function)`, in that order.
-#[inline(never)]
-fn hook_point_hooks<V: vmi::paging::VirtualMemory + ?Sized>(
-    space: &V,
-    at: vmi::GuestVirtAddr,
-    points: u32,
-    r: &crossview::CrossViewReference,
-    ranges: &ImageRanges,
-    modules: &[(u64, u64)],
-) -> Vec<(usize, usize, u64)> {
-    let entries = crossview::read_table(space, at, points).unwrap_or_default();
-    let mut found = Vec::new();
-    for point in 0..points as usize {
-        // A point that does not read shows as one hook at address 0.
-        let functions = entries
-            .get(point)
-            .map_or(Err(crossview::CrossViewError::List), |&e| {
-                crossview::nf_hook_functions(space, e, r)
-            })
-            .unwrap_or_else(|_| alloc::vec![0]);
-        for (i, f) in crossview::foreign_functions(&functions, ranges, modules) {
-            found.push((point, i, f));
-        }
-    }
-    found
 }
 
 /// `init_top_pgt`'s shared slots, read once the kernel is up (`None` if

@@ -168,7 +168,7 @@ fuzz_target!(|data: &[u8]| {
 
         // The same head as a netfilter hook point's `nf_hook_entries`: a
         // count bounded by MAX_NF_HOOKS, every function judged.
-        if let Ok(hooks) = crossview::nf_hook_functions(&space, head.value(), &reference) {
+        if let Ok(hooks) = crossview::nf_hook_functions(&space, head.value(), &reference, crossview::MAX_NF_HOOKS) {
             assert!(hooks.len() <= crossview::MAX_NF_HOOKS);
             let ranges = crossview::ImageRanges::default();
             assert_eq!(
@@ -180,5 +180,8 @@ fuzz_target!(|data: &[u8]| {
         // MAX_NET_NAMESPACES, the walk ending with or without an error.
         let (namespaces, _) = crossview::net_namespaces(&space, head, &reference);
         assert!(namespaces.len() <= crossview::MAX_NET_NAMESPACES);
+        // And as a namespace's devices, within the caller's bound.
+        let (devices, _) = crossview::net_devices(&space, head, &reference, 100);
+        assert!(devices.len() <= 100);
     }
 });

@@ -39,6 +39,7 @@ use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, walk_list};
 use crate::paging::VirtualMemory;
 
+use super::structs::heapless_str::FixedStr;
 use super::structs::{StructError, container_of, field, read_pointer};
 use super::tasks::Task;
 
@@ -117,6 +118,15 @@ pub struct CrossViewReference {
     pub init_net: u64,
     pub net_list: u64,
     pub net_inum: u64,
+    /// Each namespace's devices and their own hooks: `net.dev_base_head`,
+    /// `net_device.dev_list`, `net_device.name` (`char[16]`), and
+    /// `net_device.nf_hooks_ingress` / `nf_hooks_egress` (each a `struct
+    /// nf_hook_entries *`; 0: not built in). 0 without hook points.
+    pub net_dev_base_head: u64,
+    pub netdev_dev_list: u64,
+    pub netdev_name: u64,
+    pub netdev_nf_hooks_ingress: u64,
+    pub netdev_nf_hooks_egress: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -776,12 +786,14 @@ pub fn hooked_entries(
 
 /// The functions hooked at one netfilter hook point: `entries` is the
 /// `struct nf_hook_entries *` the family's array holds there (NULL: none).
-/// The count is bounded by [`MAX_NF_HOOKS`]; a pointer that does not read
-/// is an error.
+/// The count is bounded by [`MAX_NF_HOOKS`] and by `max` (what a caller's
+/// round has left: forged namespaces and devices could make every point
+/// hold a thousand); a pointer that does not read is an error.
 pub fn nf_hook_functions<V: VirtualMemory + ?Sized>(
     mem: &V,
     entries: u64,
     r: &CrossViewReference,
+    max: usize,
 ) -> Result<Vec<u64>, CrossViewError> {
     if entries == 0 {
         return Ok(Vec::new());
@@ -791,7 +803,7 @@ pub fn nf_hook_functions<V: VirtualMemory + ?Sized>(
     let mut count = [0u8; 2];
     super::structs::read_bytes(mem, at, 0, &mut count)?;
     let count = usize::from(u16::from_le_bytes(count));
-    if count > MAX_NF_HOOKS {
+    if count > MAX_NF_HOOKS.min(max) {
         return Err(CrossViewError::TooMany);
     }
     let mut hooks = Vec::with_capacity(count);
@@ -833,6 +845,49 @@ pub fn net_namespaces<V: VirtualMemory + ?Sized>(
             });
         match read {
             Ok(net) => out.push(net),
+            Err(e) => return (out, Err(e)),
+        }
+    }
+    (out, Ok(()))
+}
+
+/// Most network devices [`net_devices`] walks in one call (a caller
+/// walking several namespaces passes what its round has left).
+pub const MAX_NET_DEVICES: usize = 4096;
+
+/// A network namespace's devices (`net.dev_base_head`; `net` is the
+/// `struct net`): each `struct net_device`'s address and name, at most
+/// `max` (and [`MAX_NET_DEVICES`]). Those read before the list breaks or
+/// runs past the bound come with the error.
+pub fn net_devices<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    net: GuestVirtAddr,
+    r: &CrossViewReference,
+    max: usize,
+) -> (
+    Vec<(GuestVirtAddr, FixedStr<16>)>,
+    Result<(), CrossViewError>,
+) {
+    let mut out = Vec::new();
+    let head = match field(net, r.net_dev_base_head) {
+        Ok(head) => head,
+        Err(e) => return (out, Err(e.into())),
+    };
+    for node in walk_list(mem, head, ListOptions::new(max.min(MAX_NET_DEVICES))) {
+        let read = node
+            .map_err(|e| match e {
+                crate::list::ListError::TooLong { .. } => CrossViewError::TooMany,
+                _ => CrossViewError::List,
+            })
+            .and_then(|node| {
+                let dev = container_of(node, r.netdev_dev_list)?;
+                Ok((
+                    dev,
+                    super::structs::read_char_array(mem, dev, r.netdev_name)?,
+                ))
+            });
+        match read {
+            Ok(dev) => out.push(dev),
             Err(e) => return (out, Err(e)),
         }
     }

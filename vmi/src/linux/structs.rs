@@ -165,7 +165,7 @@ pub fn read_char_array<V: VirtualMemory + ?Sized, const N: usize>(
 /// A tiny fixed-capacity byte string (a kernel `char[N]`).
 pub mod heapless_str {
     /// Up to `N` bytes, cut at the first NUL.
-    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
     pub struct FixedStr<const N: usize> {
         bytes: [u8; N],
         len: usize,

@@ -803,17 +803,42 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
     }
     let (hook_points, nf_entries_hooks, nf_entry_size) = netfilter(btf, symbols)?;
     // Every namespace's hook points, found from the list of them.
+    // And each device's (ingress, egress: 0 where not built in).
+    let optional = |path: &str| {
+        btf.field("net_device", path, PTR)
+            .or_else(|_| match btf.member("net_device", path) {
+                Err(_) => Ok(0),
+                Ok(_) => Err(BuildError::Layout(format!(
+                    "net_device.{path} is no pointer"
+                ))),
+            })
+    };
     let namespaces = if hook_points.is_empty() {
-        [0; 4]
+        [0; 9]
     } else {
         [
             required(symbols, "net_namespace_list")?,
             required(symbols, "init_net")?,
             btf.field("net", "list", LIST_HEAD)?,
             btf.field("net", "ns.inum", 4)?,
+            btf.field("net", "dev_base_head", LIST_HEAD)?,
+            btf.field("net_device", "dev_list", LIST_HEAD)?,
+            btf.field("net_device", "name", 16)?,
+            optional("nf_hooks_ingress")?,
+            optional("nf_hooks_egress")?,
         ]
     };
-    let [net_namespace_list, init_net, net_list, net_inum] = namespaces;
+    let [
+        net_namespace_list,
+        init_net,
+        net_list,
+        net_inum,
+        net_dev_base_head,
+        netdev_dev_list,
+        netdev_name,
+        netdev_nf_hooks_ingress,
+        netdev_nf_hooks_egress,
+    ] = namespaces;
     pointer_tables.extend(hook_points);
     Ok(CrossViewReference {
         nf_entries_hooks,
@@ -822,6 +847,11 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         init_net,
         net_list,
         net_inum,
+        net_dev_base_head,
+        netdev_dev_list,
+        netdev_name,
+        netdev_nf_hooks_ingress,
+        netdev_nf_hooks_egress,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,

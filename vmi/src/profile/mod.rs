@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 15;
+pub const FORMAT_VERSION: u16 = 16;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -399,7 +399,17 @@ impl KernelProfile {
                         && c.net_list <= MAX_STRUCT_SIZE
                         && c.net_list.is_multiple_of(8)
                         && c.net_inum <= MAX_STRUCT_SIZE
-                        && c.net_inum.is_multiple_of(4)),
+                        && c.net_inum.is_multiple_of(4)
+                        && c.net_dev_base_head <= MAX_STRUCT_SIZE
+                        && c.netdev_name <= MAX_STRUCT_SIZE
+                        && [
+                            c.net_dev_base_head,
+                            c.netdev_dev_list,
+                            c.netdev_nf_hooks_ingress,
+                            c.netdev_nf_hooks_egress,
+                        ]
+                        .iter()
+                        .all(|&o| o <= MAX_STRUCT_SIZE && o.is_multiple_of(8))),
                 "network namespaces",
             )?;
             check(c.pointer_tables.len() <= 16, "too many pointer tables")?;

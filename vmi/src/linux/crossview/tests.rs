@@ -29,6 +29,11 @@ const R: CrossViewReference = CrossViewReference {
     init_net: 0,
     net_list: 0,
     net_inum: 0,
+    net_dev_base_head: 0,
+    netdev_dev_list: 0,
+    netdev_name: 0,
+    netdev_nf_hooks_ingress: 0,
+    netdev_nf_hooks_egress: 0,
     mm_pgd: 0x48,
     mm_flags: 0x50,
     file_f_inode: 0x20,
@@ -960,22 +965,58 @@ fn netfilter_hooks_are_read_and_judged() {
     // A count past the bound; a count whose entries run off guest RAM.
     b.write(0x3400, &u16::MAX.to_le_bytes());
     b.write(RAM - 0x18, &4u16.to_le_bytes());
-    let hooks = with_space(&b, |s| nf_hook_functions(s, va(0x3000).value(), &nf));
+    let hooks = with_space(&b, |s| {
+        nf_hook_functions(s, va(0x3000).value(), &nf, MAX_NF_HOOKS)
+    });
     assert_eq!(
         hooks,
         Ok(alloc::vec![TEXT + 0x40, MODULE + 0x80, MODULE + 0x9000])
     );
     assert_eq!(
-        with_space(&b, |s| nf_hook_functions(s, 0, &nf)),
+        with_space(&b, |s| nf_hook_functions(s, 0, &nf, MAX_NF_HOOKS)),
         Ok(Vec::new())
     );
     assert_eq!(
-        with_space(&b, |s| nf_hook_functions(s, va(0x3400).value(), &nf)),
+        with_space(&b, |s| nf_hook_functions(
+            s,
+            va(0x3400).value(),
+            &nf,
+            MAX_NF_HOOKS
+        )),
         Err(CrossViewError::TooMany)
     );
-    assert!(with_space(&b, |s| nf_hook_functions(s, va(RAM - 0x18).value(), &nf)).is_err());
-    assert!(with_space(&b, |s| nf_hook_functions(s, DIRECT + RAM + 0x1000, &nf)).is_err());
-    assert!(with_space(&b, |s| nf_hook_functions(s, 0x0000_8000_0000_0000, &nf)).is_err());
+    // A round's budget bounds the count as well.
+    assert_eq!(
+        with_space(&b, |s| nf_hook_functions(s, va(0x3000).value(), &nf, 2)),
+        Err(CrossViewError::TooMany)
+    );
+    assert!(
+        with_space(&b, |s| nf_hook_functions(
+            s,
+            va(RAM - 0x18).value(),
+            &nf,
+            MAX_NF_HOOKS
+        ))
+        .is_err()
+    );
+    assert!(
+        with_space(&b, |s| nf_hook_functions(
+            s,
+            DIRECT + RAM + 0x1000,
+            &nf,
+            MAX_NF_HOOKS
+        ))
+        .is_err()
+    );
+    assert!(
+        with_space(&b, |s| nf_hook_functions(
+            s,
+            0x0000_8000_0000_0000,
+            &nf,
+            MAX_NF_HOOKS
+        ))
+        .is_err()
+    );
 
     let ranges = image_ranges();
     let hooks = hooks.unwrap();
@@ -1053,4 +1094,44 @@ fn network_namespaces_are_walked() {
         (read.len(), walked),
         (MAX_NET_NAMESPACES, Err(CrossViewError::TooMany))
     );
+}
+
+#[test]
+fn network_devices_are_walked() {
+    let nf = CrossViewReference {
+        net_dev_base_head: 0x40,
+        netdev_dev_list: 0x50,
+        netdev_name: 0x0,
+        ..R
+    };
+    let net = 0x100;
+    let devices = [0x1000, 0x2000];
+    let mut b = builder();
+    link(&mut b, &[net + 0x40, 0x1050, 0x2050]);
+    b.write(0x1000, b"lo\0");
+    b.write(0x2000, b"eth0_with_a_long");
+    let walk = |b: &PageTableBuilder, max| with_space(b, |s| net_devices(s, va(net), &nf, max));
+    let (found, walked) = walk(&b, MAX_NET_DEVICES);
+    assert_eq!(walked, Ok(()));
+    let found: Vec<(u64, Vec<u8>)> = found
+        .iter()
+        .map(|(d, n)| (d.value(), n.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (va(devices[0]).value(), b"lo".to_vec()),
+            (va(devices[1]).value(), b"eth0_with_a_long".to_vec())
+        ]
+    );
+    // The caller's bound; a list that runs off RAM; a namespace address
+    // that wraps.
+    let (found, walked) = walk(&b, 1);
+    assert_eq!((found.len(), walked), (1, Err(CrossViewError::TooMany)));
+    b.write_u64(0x1050, DIRECT + RAM + 0x50);
+    let (found, walked) = walk(&b, MAX_NET_DEVICES);
+    assert!(found.len() == 1 && walked.is_err());
+    let far = GuestVirtAddr::new(u64::MAX - 0x10).unwrap();
+    let (found, walked) = with_space(&b, |s| net_devices(s, far, &nf, MAX_NET_DEVICES));
+    assert!(found.is_empty() && walked.is_err());
 }
