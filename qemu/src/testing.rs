@@ -203,6 +203,10 @@ pub fn wait_comm(console: &mut crate::monvm::console::MonVmConsole, pid: u32, co
     }
 }
 
+/// How long the process left in the namespace [`Attack::HideNetns`] hides
+/// sleeps (`pkill -f "sleep 602"` ends it).
+pub const HIDDEN_NETNS_SLEEP: u32 = 602;
+
 /// One attack of the test rootkit (docs/rootkit.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attack {
@@ -227,6 +231,9 @@ pub enum Attack {
     NetfilterHookNetns,
     /// The same among the ingress hooks of `init_net`'s loopback device.
     NetfilterHookIngress,
+    /// A new network namespace, a process left in it, unlinked from the
+    /// kernel's list of namespaces.
+    HideNetns,
     /// The module unlinked from the kernel's module list.
     HideModule,
     /// The task of this PID unlinked from the task list.
@@ -257,6 +264,7 @@ impl Attack {
             Attack::NetfilterHook => ("nf_hook", u32::from(on)),
             Attack::NetfilterHookNetns => ("nf_hook_netns", u32::from(on)),
             Attack::NetfilterHookIngress => ("nf_hook_ingress", u32::from(on)),
+            Attack::HideNetns => ("hide_netns", u32::from(on)),
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
@@ -296,6 +304,10 @@ impl Rootkit {
         // The module hooks the namespace of the process that writes.
         let line = match (attack, on) {
             (Attack::NetfilterHookNetns, true) => format!("unshare -n sh -c '{write}'"),
+            // A process stays in the namespace (`HIDDEN_NETNS_SLEEP`).
+            (Attack::HideNetns, true) => {
+                format!("(unshare -n sh -c '{write}; exec sleep {HIDDEN_NETNS_SLEEP}' &); sleep 1")
+            }
             _ => write,
         };
         console.run_ok(&line).map(|_| ()).map_err(|e| e.to_string())

@@ -277,6 +277,36 @@ fn attack_from_inside(series: &str) {
         "{series}: the module list is not as before"
     );
 
+    // A network namespace unlinked from the kernel's list of them, a
+    // process left in it: its hooks would not be walked. The namespaces
+    // the tasks are in are the cross-view.
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::HideNetns, true)
+        .expect("on");
+    let status = rootkit.status(&mut console).expect("status");
+    let hidden = status
+        .get("hide_netns")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| panic!("{series}: no namespace hidden: {status:?}"));
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:pointer_table:netns:{hidden}@0xffff"),
+    );
+    rootkit
+        .set(&mut console, Attack::HideNetns, false)
+        .expect("off");
+    wait_event(&record, from, ":clean:pointer_table");
+    console_sh(
+        &mut console,
+        &format!(
+            "pkill -f 'sleep {}'; true",
+            avm_qemu::testing::HIDDEN_NETNS_SLEEP
+        ),
+    );
+
     // A process gone from the task list; its PID still answers.
     let pid = start_sleep(&mut console, None);
     assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: before");

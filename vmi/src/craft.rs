@@ -478,6 +478,8 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         netdev_name: 0,
         netdev_nf_hooks_ingress: 0,
         netdev_nf_hooks_egress: 0,
+        task_nsproxy: 0,
+        nsproxy_net_ns: 0,
         mm_pgd: 0,
         mm_flags: 0x58,
         file_f_inode: 0x8,

@@ -72,8 +72,11 @@ type ForeignHook = (u64, u32, HookPlace, usize, u64);
 /// Where a netfilter hook is registered: at a hook point of a family's
 /// array (the pointer table's index, the point), or among a device's
 /// ingress or egress hooks (the `struct net_device`, its name, egress).
+/// `Unlisted` is no hook: its namespace, which a task is in, is not on
+/// `net_namespace_list` (a rootkit unlinked it to hide its hooks).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum HookPlace {
+    Unlisted,
     Point(usize, usize),
     Device(u64, FixedStr<16>, bool),
 }
@@ -306,7 +309,7 @@ impl CrossWatch {
                 .map(|m| (m.text_base, u64::from(m.text_size)))
                 .collect();
         }
-        let netfilter_now = self.foreign_hooks(space, location, r, &ranges);
+        let netfilter_now = self.foreign_hooks(space, location, r, &ranges, tasks);
         self.baselines.resize(r.pointer_tables.len(), None);
         self.pointees.resize(r.pointer_tables.len(), Vec::new());
         let tables = r.pointer_tables.iter().zip(&mut self.baselines);
@@ -350,6 +353,13 @@ impl CrossWatch {
             if earlier.peek() == Some(&hook) {
                 let (net, inum, place, i, f) = *hook;
                 let (name, at) = match place {
+                    HookPlace::Unlisted => {
+                        let finding = "not on net_namespace_list";
+                        hooks
+                            .found
+                            .push(text(format_args!("netns:{inum}@{net:#x}:{finding}")));
+                        continue;
+                    }
                     HookPlace::Point(t, point) => (
                         r.pointer_tables.get(t).map_or("", |t| t.name.as_str()),
                         text(format_args!("{point}")),
@@ -402,7 +412,9 @@ impl CrossWatch {
     /// `init_net`'s at the profile's addresses, then the others' (a
     /// container's, an `unshare -n`'s) at the same offsets in their own
     /// `struct net`; and in each namespace, those of every device
-    /// (ingress, egress). Notes whether every list walked to its end.
+    /// (ingress, egress). The namespaces `tasks` are in must be on the
+    /// list: one that is not is reported and walked too. Notes whether
+    /// every list walked to its end.
     #[inline(never)]
     fn foreign_hooks<V: vmi::paging::VirtualMemory + ?Sized>(
         &mut self,
@@ -410,6 +422,7 @@ impl CrossWatch {
         location: &vmi::linux::KernelLocation,
         r: &crossview::CrossViewReference,
         ranges: &ImageRanges,
+        tasks: Option<&[vmi::linux::Task]>,
     ) -> Vec<ForeignHook> {
         let points = || {
             r.pointer_tables
@@ -417,18 +430,43 @@ impl CrossWatch {
                 .enumerate()
                 .filter(|(_, t)| t.hook_points)
         };
-        let (namespaces, listed) = match location.runtime_of(r.net_namespace_list) {
+        let (mut namespaces, listed) = match location.runtime_of(r.net_namespace_list) {
             Some(head) if points().next().is_some() => crossview::net_namespaces(space, head, r),
             _ => (Vec::new(), Ok(())),
         };
         let mut walked = listed.is_ok();
         let init_net = location.runtime_of(r.init_net).map(|a| a.value());
+        // The tasks' namespaces missing from a list that walked (at most
+        // as many as a list holds).
+        let mut found = Vec::new();
+        vmi::sort::heapsort(&mut namespaces);
+        let in_tasks = match tasks {
+            Some(tasks) if walked && points().next().is_some() => {
+                crossview::task_net_namespaces(space, tasks, r)
+            }
+            _ => Vec::new(),
+        };
+        let unlisted = in_tasks
+            .into_iter()
+            .filter(|&net| {
+                Some(net) != init_net && namespaces.binary_search_by_key(&net, |n| n.0).is_err()
+            })
+            .take(crossview::MAX_NET_NAMESPACES)
+            .map(|net| {
+                let inum = vmi::GuestVirtAddr::new(net)
+                    .ok()
+                    .and_then(|at| vmi::linux::structs::read_u32(space, at, r.net_inum).ok())
+                    .unwrap_or(0);
+                found.push((net, inum, HookPlace::Unlisted, 0, 0));
+                (net, inum)
+            })
+            .collect::<Vec<_>>();
         let others = namespaces
             .into_iter()
+            .chain(unlisted)
             .filter(|&(net, _)| Some(net) != init_net);
         let (mut hooks_left, mut devices_left) = (MAX_ROUND_HOOKS, crossview::MAX_NET_DEVICES);
         let modules = &self.module_texts;
-        let mut found = Vec::new();
         for (net, inum) in core::iter::once((0, 0)).chain(others) {
             // A place whose entries do not read shows as one hook at 0.
             let mut judge = |place: HookPlace, entries: Option<u64>| {

@@ -165,10 +165,14 @@ fuzz_target!(|data: &[u8]| {
             |t| crossview::account_uid(&space, t, &reference),
         );
         assert!(findings.len() <= 2 * listed.len());
+        // Their network namespaces: at most one each.
+        assert!(crossview::task_net_namespaces(&space, &listed, &reference).len() <= listed.len());
 
         // The same head as a netfilter hook point's `nf_hook_entries`: a
         // count bounded by MAX_NF_HOOKS, every function judged.
-        if let Ok(hooks) = crossview::nf_hook_functions(&space, head.value(), &reference, crossview::MAX_NF_HOOKS) {
+        if let Ok(hooks) =
+            crossview::nf_hook_functions(&space, head.value(), &reference, crossview::MAX_NF_HOOKS)
+        {
             assert!(hooks.len() <= crossview::MAX_NF_HOOKS);
             let ranges = crossview::ImageRanges::default();
             assert_eq!(

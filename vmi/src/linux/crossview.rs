@@ -127,6 +127,10 @@ pub struct CrossViewReference {
     pub netdev_name: u64,
     pub netdev_nf_hooks_ingress: u64,
     pub netdev_nf_hooks_egress: u64,
+    /// `task_struct.nsproxy`, `nsproxy.net_ns`: the namespace each task is
+    /// in, which must be on `net_namespace_list` ([`task_net_namespaces`]).
+    pub task_nsproxy: u64,
+    pub nsproxy_net_ns: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -849,6 +853,29 @@ pub fn net_namespaces<V: VirtualMemory + ?Sized>(
         }
     }
     (out, Ok(()))
+}
+
+/// The network namespaces `tasks` are in (`task_struct.nsproxy->net_ns`),
+/// ascending, each once: every one must be on `net_namespace_list`, from
+/// which a namespace is unlinked only once no task is in it (a task's
+/// `nsproxy` holds a reference). A task without an `nsproxy` (exiting) or
+/// whose pointers do not read is left out.
+pub fn task_net_namespaces<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    tasks: &[Task],
+    r: &CrossViewReference,
+) -> Vec<u64> {
+    let mut out: Vec<u64> = tasks
+        .iter()
+        .filter_map(|t| {
+            let nsproxy = read_pointer(mem, t.address, r.task_nsproxy).ok()??;
+            read_pointer(mem, nsproxy, r.nsproxy_net_ns).ok()?
+        })
+        .map(GuestVirtAddr::value)
+        .collect();
+    crate::sort::heapsort(&mut out);
+    out.dedup();
+    out
 }
 
 /// Most network devices [`net_devices`] walks in one call (a caller

@@ -852,6 +852,8 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         netdev_name,
         netdev_nf_hooks_ingress,
         netdev_nf_hooks_egress,
+        task_nsproxy: btf.field("task_struct", "nsproxy", PTR)?,
+        nsproxy_net_ns: btf.field("nsproxy", "net_ns", PTR)?,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,

@@ -34,6 +34,8 @@ const R: CrossViewReference = CrossViewReference {
     netdev_name: 0,
     netdev_nf_hooks_ingress: 0,
     netdev_nf_hooks_egress: 0,
+    task_nsproxy: 0,
+    nsproxy_net_ns: 0,
     mm_pgd: 0x48,
     mm_flags: 0x50,
     file_f_inode: 0x20,
@@ -1134,4 +1136,30 @@ fn network_devices_are_walked() {
     let far = GuestVirtAddr::new(u64::MAX - 0x10).unwrap();
     let (found, walked) = with_space(&b, |s| net_devices(s, far, &nf, MAX_NET_DEVICES));
     assert!(found.is_empty() && walked.is_err());
+}
+
+#[test]
+fn the_namespaces_tasks_are_in_are_read() {
+    let nf = CrossViewReference {
+        task_nsproxy: 0x80,
+        nsproxy_net_ns: 0x28,
+        ..R
+    };
+    let mut b = builder();
+    // Four tasks: two share an nsproxy, one has its own in another
+    // namespace, one is exiting (no nsproxy); one more's nsproxy is wild.
+    let (shared, own) = (0x2000, 0x2100);
+    for (task, nsproxy) in [(0x1000, shared), (0x1400, shared), (0x1800, own)] {
+        b.write_u64(task + 0x80, DIRECT + nsproxy);
+    }
+    b.write_u64(0x1c00 + 0x80, 0);
+    b.write_u64(0x3000 + 0x80, DIRECT + RAM + 0x1000);
+    b.write_u64(shared + 0x28, DIRECT + 0x9000);
+    b.write_u64(own + 0x28, DIRECT + 0x8000);
+    let tasks = listed(&[0x1000, 0x1400, 0x1800, 0x1c00, 0x3000]);
+    assert_eq!(
+        with_space(&b, |s| task_net_namespaces(s, &tasks, &nf)),
+        [va(0x8000).value(), va(0x9000).value()]
+    );
+    assert!(with_space(&b, |s| task_net_namespaces(s, &[], &nf)).is_empty());
 }
