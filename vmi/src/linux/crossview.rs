@@ -166,6 +166,15 @@ impl From<StructError> for CrossViewError {
     }
 }
 
+impl From<crate::list::ListError> for CrossViewError {
+    fn from(e: crate::list::ListError) -> Self {
+        match e {
+            crate::list::ListError::TooLong { .. } => CrossViewError::TooMany,
+            _ => CrossViewError::List,
+        }
+    }
+}
+
 impl core::fmt::Display for CrossViewError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -274,10 +283,7 @@ pub fn process_tree<V: VirtualMemory + ?Sized>(
         at += 1;
         let head = field(parent, r.task_children)?;
         for node in walk_list(mem, head, ListOptions::new(links_left)) {
-            let node = node.map_err(|e| match e {
-                crate::list::ListError::TooLong { .. } => CrossViewError::TooMany,
-                _ => CrossViewError::List,
-            })?;
+            let node = node?;
             links_left = links_left.saturating_sub(1);
             let task = container_of(node, r.task_sibling)?;
             if task == init_task || !seen.insert(task.value()) {
@@ -838,15 +844,10 @@ pub fn net_namespaces<V: VirtualMemory + ?Sized>(
 ) -> (Vec<(u64, u32)>, Result<(), CrossViewError>) {
     let mut out = Vec::new();
     for node in walk_list(mem, head, ListOptions::new(MAX_NET_NAMESPACES)) {
-        let read = node
-            .map_err(|e| match e {
-                crate::list::ListError::TooLong { .. } => CrossViewError::TooMany,
-                _ => CrossViewError::List,
-            })
-            .and_then(|node| {
-                let net = container_of(node, r.net_list)?;
-                Ok((net.value(), super::structs::read_u32(mem, net, r.net_inum)?))
-            });
+        let read = node.map_err(CrossViewError::from).and_then(|node| {
+            let net = container_of(node, r.net_list)?;
+            Ok((net.value(), super::structs::read_u32(mem, net, r.net_inum)?))
+        });
         match read {
             Ok(net) => out.push(net),
             Err(e) => return (out, Err(e)),
@@ -901,18 +902,13 @@ pub fn net_devices<V: VirtualMemory + ?Sized>(
         Err(e) => return (out, Err(e.into())),
     };
     for node in walk_list(mem, head, ListOptions::new(max.min(MAX_NET_DEVICES))) {
-        let read = node
-            .map_err(|e| match e {
-                crate::list::ListError::TooLong { .. } => CrossViewError::TooMany,
-                _ => CrossViewError::List,
-            })
-            .and_then(|node| {
-                let dev = container_of(node, r.netdev_dev_list)?;
-                Ok((
-                    dev,
-                    super::structs::read_char_array(mem, dev, r.netdev_name)?,
-                ))
-            });
+        let read = node.map_err(CrossViewError::from).and_then(|node| {
+            let dev = container_of(node, r.netdev_dev_list)?;
+            Ok((
+                dev,
+                super::structs::read_char_array(mem, dev, r.netdev_name)?,
+            ))
+        });
         match read {
             Ok(dev) => out.push(dev),
             Err(e) => return (out, Err(e)),

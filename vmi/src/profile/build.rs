@@ -802,8 +802,11 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         });
     }
     let (hook_points, nf_entries_hooks, nf_entry_size) = netfilter(btf, symbols)?;
-    // Every namespace's hook points, found from the list of them.
-    // And each device's (ingress, egress: 0 where not built in).
+    // Every namespace's hook points, found from the list of them, and
+    // each device's (ingress, egress: 0 where not built in); none of it
+    // without hook points.
+    let none = hook_points.is_empty();
+    let net = |read: &dyn Fn() -> Result<u64, BuildError>| if none { Ok(0) } else { read() };
     let optional = |path: &str| {
         btf.field("net_device", path, PTR)
             .or_else(|_| match btf.member("net_device", path) {
@@ -813,45 +816,19 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
                 ))),
             })
     };
-    let namespaces = if hook_points.is_empty() {
-        [0; 9]
-    } else {
-        [
-            required(symbols, "net_namespace_list")?,
-            required(symbols, "init_net")?,
-            btf.field("net", "list", LIST_HEAD)?,
-            btf.field("net", "ns.inum", 4)?,
-            btf.field("net", "dev_base_head", LIST_HEAD)?,
-            btf.field("net_device", "dev_list", LIST_HEAD)?,
-            btf.field("net_device", "name", 16)?,
-            optional("nf_hooks_ingress")?,
-            optional("nf_hooks_egress")?,
-        ]
-    };
-    let [
-        net_namespace_list,
-        init_net,
-        net_list,
-        net_inum,
-        net_dev_base_head,
-        netdev_dev_list,
-        netdev_name,
-        netdev_nf_hooks_ingress,
-        netdev_nf_hooks_egress,
-    ] = namespaces;
     pointer_tables.extend(hook_points);
     Ok(CrossViewReference {
         nf_entries_hooks,
         nf_entry_size,
-        net_namespace_list,
-        init_net,
-        net_list,
-        net_inum,
-        net_dev_base_head,
-        netdev_dev_list,
-        netdev_name,
-        netdev_nf_hooks_ingress,
-        netdev_nf_hooks_egress,
+        net_namespace_list: net(&|| required(symbols, "net_namespace_list"))?,
+        init_net: net(&|| required(symbols, "init_net"))?,
+        net_list: net(&|| btf.field("net", "list", LIST_HEAD))?,
+        net_inum: net(&|| btf.field("net", "ns.inum", 4))?,
+        net_dev_base_head: net(&|| btf.field("net", "dev_base_head", LIST_HEAD))?,
+        netdev_dev_list: net(&|| btf.field("net_device", "dev_list", LIST_HEAD))?,
+        netdev_name: net(&|| btf.field("net_device", "name", 16))?,
+        netdev_nf_hooks_ingress: net(&|| optional("nf_hooks_ingress"))?,
+        netdev_nf_hooks_egress: net(&|| optional("nf_hooks_egress"))?,
         task_nsproxy: btf.field("task_struct", "nsproxy", PTR)?,
         nsproxy_net_ns: btf.field("nsproxy", "net_ns", PTR)?,
         module_kset: required(symbols, "module_kset")?,

@@ -25,6 +25,15 @@ const R: CrossViewReference = CrossViewReference {
     pointer_tables: Vec::new(),
     nf_entries_hooks: 8,
     nf_entry_size: 16,
+    mm_pgd: 0x48,
+    mm_flags: 0x50,
+    file_f_inode: 0x20,
+    inode_i_mode: 0x0,
+    inode_i_uid: 0x4,
+    cred_user: 0x30,
+    user_struct_uid: 0x4,
+    pgd_user_copy: true,
+    // Network namespaces: set by the tests that read them.
     net_namespace_list: 0,
     init_net: 0,
     net_list: 0,
@@ -36,14 +45,6 @@ const R: CrossViewReference = CrossViewReference {
     netdev_nf_hooks_egress: 0,
     task_nsproxy: 0,
     nsproxy_net_ns: 0,
-    mm_pgd: 0x48,
-    mm_flags: 0x50,
-    file_f_inode: 0x20,
-    inode_i_mode: 0x0,
-    inode_i_uid: 0x4,
-    cred_user: 0x30,
-    user_struct_uid: 0x4,
-    pgd_user_copy: true,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
