@@ -29,11 +29,14 @@ fn run(console: &mut MonVmConsole, command: &str) -> String {
 }
 
 /// What the Mon-VM does in round `round`: every kind of legitimate
-/// change the monitor must not mistake for an attack.
+/// change the monitor must not mistake for an attack (network namespaces
+/// come and go too: a container's, one living across rounds).
 fn activity(round: usize, module: &str) -> String {
     let programs = "ls -l / > /dev/null && cat /proc/version > /dev/null && \
                     sh -c 'i=0; while [ $i -lt 200 ]; do i=$((i+1)); done' && \
-                    (sleep 2 &) && ps > /dev/null";
+                    (sleep 2 &) && ps > /dev/null && \
+                    unshare -n sh -c 'ip link set lo up; ping -c 1 -W 1 127.0.0.1' > /dev/null && \
+                    (unshare -n sleep 3 &)";
     match round % 4 {
         0 => format!("{programs} && insmod {module} && sleep 1 && rmmod dummy"),
         1 => format!("{programs} && echo 1 > {TRACING}/events/sched/sched_switch/enable"),

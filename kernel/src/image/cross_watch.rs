@@ -444,6 +444,12 @@ impl CrossWatch {
             Some(tasks) if walked && points().next().is_some() => {
                 crossview::task_net_namespaces(space, tasks, r)
             }
+            // Without this round's task list, those found unlisted last
+            // round stand (if still unlisted), as the other views' do.
+            None if walked => (self.netfilter_before.iter())
+                .filter(|h| h.2 == HookPlace::Unlisted)
+                .map(|h| h.0)
+                .collect(),
             _ => Vec::new(),
         };
         let unlisted = in_tasks
