@@ -129,12 +129,14 @@ pub fn monvm_node_with_rootkit_and(
         .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
 }
 
-/// `qemu/testprogs/avm_wait.c` (a program that waits for a signal)
-/// built into `dir` for the Mon-VM: static, without libc, with the host's
-/// C compiler (`make deps` installs it). Panics if it does not build.
-pub fn build_wait_program(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testprogs/avm_wait.c");
-    let out = dir.join("avm_wait");
+/// `qemu/testprogs/NAME.c` (`avm_wait`: a program that waits for a
+/// signal; `avm_threads`: one whose second thread has a cred and a network
+/// namespace of its own) built into `dir` for the Mon-VM: static, without
+/// libc, with the host's C compiler (`make deps` installs it). Panics if it
+/// does not build.
+pub fn build_test_program(dir: &Path, name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testprogs/{name}.c"));
+    let out = dir.join(name);
     let status = std::process::Command::new("cc")
         .args([
             "-static",

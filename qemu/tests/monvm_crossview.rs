@@ -236,7 +236,7 @@ fn check(series: &str) {
         "measurement_evaded:unwalkable:task-or-module-list",
         "hidden_module:unwalkable:module-list-or-kset",
         "hidden_process:unwalkable:task-list-or-process-tree",
-        "creds:unwalkable:task-list",
+        "creds:unwalkable:task-list-or-thread-lists",
         "page_tables:unwalkable:task-list-or-init_top_pgt",
     ] {
         wait_for_avm_serial(&record, &format!(":violation:{area}"));

@@ -66,7 +66,7 @@ fn uids(console: &mut MonVmConsole, pid: u32) -> Vec<String> {
 fn setuid_allowance(series: &str) {
     let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("tempdir");
-    let program = avm_qemu::testing::build_wait_program(dir.path());
+    let program = avm_qemu::testing::build_test_program(dir.path(), "avm_wait");
     let policy = MonitorPolicy::parse(
         format!("syscall_idt=5,text=1000,ima=500,cross=500,setuid={ALLOWED}:{PLAIN}").as_bytes(),
     )

@@ -14,7 +14,9 @@
 //!   `/sys/module` (`hidden_module`), a process gone from the task list
 //!   (the scheduler's `sysrq-t` dump, which walks it) while its PID still
 //!   answers (`hidden_process`), a user's process made root
-//!   (`/proc/PID/status`; `creds`: root without an exec);
+//!   (`/proc/PID/status`; `creds`: root without an exec), a thread's own
+//!   cred made root and a thread's own namespace hidden (the task list
+//!   holds only thread-group leaders: `qemu/testprogs/avm_threads.c`);
 //! - `rmmod` afterwards leaves the Mon-VM running.
 
 use std::sync::{Mutex, PoisonError};
@@ -75,22 +77,60 @@ fn in_task_dump(console: &mut MonVmConsole, pid: u32) -> usize {
         .unwrap_or_else(|| panic!("count: {out}"))
 }
 
+/// Where the Mon-VM holds `qemu/testprogs/avm_threads.c`, built.
+const THREADS_GUEST_PATH: &str = "/usr/bin/avm_threads";
+
 /// Starts `sleep` (as `user` through `su`, or as root) in the background
 /// and returns its PID once it runs `sleep`.
 fn start_sleep(console: &mut MonVmConsole, user: Option<&str>) -> u32 {
-    let command = match user {
+    start_program(console, user, "sleep 1000")
+}
+
+/// Starts `command` (as `user` through `su`, or as root) in the background
+/// and returns its PID once it runs the command's program.
+fn start_program(console: &mut MonVmConsole, user: Option<&str>, command: &str) -> u32 {
+    let line = match user {
         Some(user) => {
-            format!("su -s /bin/sh {user} -c 'exec sleep 1000' >/dev/null 2>&1 & echo $!")
+            format!("su -s /bin/sh {user} -c 'exec {command}' >/dev/null 2>&1 & echo $!")
         }
-        None => "sleep 1000 >/dev/null 2>&1 & echo $!".to_string(),
+        None => format!("{command} >/dev/null 2>&1 & echo $!"),
     };
-    let pid: u32 = console_sh(console, &command).trim().parse().expect("a PID");
+    let program = command.split_whitespace().next().unwrap_or_default();
+    let comm = program.rsplit('/').next().unwrap_or_default();
+    let pid: u32 = console_sh(console, &line).trim().parse().expect("a PID");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while console_sh(console, &format!("cat /proc/{pid}/comm; true")).trim() != "sleep" {
-        assert!(Instant::now() < deadline, "{pid} never became sleep");
+    while console_sh(console, &format!("cat /proc/{pid}/comm; true")).trim() != comm {
+        assert!(Instant::now() < deadline, "{pid} never became {comm}");
         std::thread::sleep(Duration::from_millis(100));
     }
     pid
+}
+
+/// The thread of `leader` (an `avm_threads`) other than itself, once it
+/// has its own cred: its `/proc/TID/status` then shows the ids of the
+/// cred it committed (the same ids; only the cred is new).
+fn second_thread(console: &mut MonVmConsole, leader: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tids = console_sh(console, &format!("ls /proc/{leader}/task; true"));
+        if let Some(tid) = tids
+            .split_whitespace()
+            .filter_map(|t| t.parse::<u32>().ok())
+            .find(|&t| t != leader)
+        {
+            // Settled once the thread waits (state S), past its prctl and
+            // unshare.
+            let state = console_sh(
+                console,
+                &format!("grep '^State:' /proc/{leader}/task/{tid}/status; true"),
+            );
+            if state.contains("S (sleeping)") {
+                return tid;
+            }
+        }
+        assert!(Instant::now() < deadline, "{leader} has no second thread");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn ids(console: &mut MonVmConsole, pid: u32) -> String {
@@ -103,7 +143,15 @@ fn ids(console: &mut MonVmConsole, pid: u32) -> String {
 fn attack_from_inside(series: &str) {
     let _boot = BOOTS.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = avm_qemu::testing::monvm_node_with_rootkit(dir.path(), series, 256);
+    let threads = avm_qemu::testing::build_test_program(dir.path(), "avm_threads");
+    let node = avm_qemu::testing::monvm_node_with_rootkit_and(dir.path(), series, 256, |config| {
+        let monvm = config.monvm.as_mut().expect("a Mon-VM");
+        monvm.extra_files.push(avm_qemu::monvm::rootfs::ExtraFile {
+            host_path: threads,
+            guest_path: THREADS_GUEST_PATH.into(),
+            mode: 0o755,
+        });
+    });
     let record = node.record().clone();
     wait_for_avm_serial(&record, "AVM-MONVM-TEXT ");
     let mut console = MonVmConsole::connect(
@@ -307,6 +355,33 @@ fn attack_from_inside(series: &str) {
         ),
     );
 
+    // A thread in a namespace of its own, that namespace unlinked: the
+    // task list holds only the thread's leader, which stays in the first
+    // namespace; the walk of each group's threads finds it.
+    let leader = start_program(&mut console, None, THREADS_GUEST_PATH);
+    let tid = second_thread(&mut console, leader);
+    let from = avm_events(&record).len();
+    console_sh(
+        &mut console,
+        &format!("nsenter -t {tid} -n sh -c 'echo hide_netns 1 > /proc/avm_rootkit'"),
+    );
+    let status = rootkit.status(&mut console).expect("status");
+    let hidden = status
+        .get("hide_netns")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| panic!("{series}: no namespace hidden: {status:?}"));
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:pointer_table:netns:{hidden}@0xffff"),
+    );
+    rootkit
+        .set(&mut console, Attack::HideNetns, false)
+        .expect("off");
+    wait_event(&record, from, ":clean:pointer_table");
+    console_sh(&mut console, &format!("kill {leader}"));
+
     // A process gone from the task list; its PID still answers.
     let pid = start_sleep(&mut console, None);
     assert_eq!(in_task_dump(&mut console, pid), 1, "{series}: before");
@@ -393,6 +468,32 @@ fn attack_from_inside(series: &str) {
         .expect("off");
     wait_event(&record, from, ":clean:creds");
     console_sh(&mut console, &format!("kill {pid}"));
+
+    // A user's thread made root (its own cred): its leader, the one the
+    // task list holds, stays the user's.
+    let leader = start_program(&mut console, Some("nobody"), THREADS_GUEST_PATH);
+    let tid = second_thread(&mut console, leader);
+    std::thread::sleep(Duration::from_secs(1));
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::RootPid(tid), true)
+        .expect("on");
+    wait_event(
+        &record,
+        from,
+        &format!(
+            ":violation:creds:process:{tid}:avm_threads:uid 0 in a cred of uid 65534's account"
+        ),
+    );
+    assert!(
+        ids(&mut console, leader).contains("65534"),
+        "{series}: the leader's ids changed too: the thread shares its cred"
+    );
+    rootkit
+        .set(&mut console, Attack::RootPid(tid), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:creds");
+    console_sh(&mut console, &format!("kill {leader}"));
 
     // A user's child made root, its real_parent pointed at init first:
     // the process tree still holds it under its user parent.

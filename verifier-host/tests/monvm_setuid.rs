@@ -27,7 +27,7 @@ const OTHER: &str = "/usr/sbin/avm-setuid-other";
 #[test]
 fn a_named_set_uid_program_is_accepted_only_once_the_policy_names_it() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let program = avm_qemu::testing::build_wait_program(tmp.path());
+    let program = avm_qemu::testing::build_test_program(tmp.path(), "avm_wait");
     let policy = MonitorPolicy::parse(
         format!("syscall_idt=5,text=1000,ima=500,cross=500,setuid={ALLOWED}").as_bytes(),
     )

@@ -443,6 +443,27 @@ pub const SAMPLE_PATH_OFFSETS: crate::linux::PathOffsets = crate::linux::PathOff
     vfsmount_mnt_root: 0,
 };
 
+/// Task offsets for walks of random memory (fuzz target, property tests).
+pub const WALK_TASK_OFFSETS: crate::linux::TaskOffsets = crate::linux::TaskOffsets {
+    tasks: 0x10,
+    pid: 0x20,
+    tgid: 0x24,
+    comm: 0x28,
+    real_parent: 0x38,
+    cred: 0x40,
+    real_cred: 0x50,
+    flags: 0x5c,
+    mm: 0x48,
+};
+
+/// Cred offsets for walks of random memory, with [`WALK_TASK_OFFSETS`].
+pub const WALK_CRED_OFFSETS: crate::linux::CredOffsets = crate::linux::CredOffsets {
+    uid: 4,
+    gid: 8,
+    euid: 20,
+    egid: 24,
+};
+
 /// The path offsets the `walk` fuzz target reads its list head with as an
 /// `mm_struct` (the `exe-path` seeds are laid out for them): the sample
 /// ones with `exe_file` early, so small images reach it.
@@ -480,6 +501,9 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         netdev_nf_hooks_egress: 0,
         task_nsproxy: 0,
         nsproxy_net_ns: 0,
+        task_signal: 0,
+        signal_thread_head: 0,
+        task_thread_node: 0,
         mm_pgd: 0,
         mm_flags: 0x58,
         file_f_inode: 0x8,

@@ -177,6 +177,12 @@ proptest! {
         prop_assert!(namespaces.len() <= vmi::linux::crossview::MAX_NET_NAMESPACES);
         let (devices, _) = vmi::linux::crossview::net_devices(&space, head, &reference, 100);
         prop_assert!(devices.len() <= 100);
+        // And as a thread group's leader: its threads, bounded.
+        let leader = vmi::linux::tasks::read_task(&space, head, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
+        if let Ok(leader) = leader {
+            let (threads, _) = vmi::linux::crossview::threads(&space, &[leader], &reference, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
+            prop_assert!(threads.len() <= vmi::linux::crossview::MAX_THREADS);
+        }
     }
 }
 

@@ -521,6 +521,24 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
     // Each device's ingress and egress hooks: both kernels build both in.
     assert!(cross.netdev_nf_hooks_ingress > 0 && cross.netdev_nf_hooks_egress > 0);
     assert!(cross.net_dev_base_head > 0 && cross.netdev_dev_list > 0);
+    // A thread group's threads: `init_task`'s signal struct is
+    // `init_signals`, whose thread list holds `init_task` alone as linked.
+    let init_task = syms.address_of("init_task").expect("init_task");
+    let init_signals = syms.address_of("init_signals").expect("init_signals");
+    let head = init_signals + cross.signal_thread_head;
+    let node = init_task + cross.task_thread_node;
+    assert_eq!(
+        elf.read_u64(init_task + cross.task_signal),
+        Some(init_signals)
+    );
+    assert_eq!(
+        (elf.read_u64(head), elf.read_u64(head + 8)),
+        (Some(node), Some(node))
+    );
+    assert_eq!(
+        (elf.read_u64(node), elf.read_u64(node + 8)),
+        (Some(head), Some(head))
+    );
     for name in ["net_families", "inet_protos"] {
         let t = table(name);
         assert!(!t.functions.is_empty() && t.functions.iter().all(|&w| w < t.pointee_entries));

@@ -160,6 +160,17 @@ impl CrossWatch {
 
         // Processes: the process tree against the task list; credentials.
         let tasks = lists.map(|(tasks, _)| tasks);
+        // Credentials and namespaces are each thread's own: the leaders and
+        // every other thread of their groups (`None`, as a task list that
+        // did not walk, if a thread list did not).
+        let everyone: Option<Vec<vmi::linux::Task>> = tasks.and_then(|tasks| {
+            let offsets = &profile.offsets;
+            let (threads, walked) =
+                crossview::threads(space, tasks, r, &offsets.task, &offsets.cred);
+            walked.ok()?;
+            Some([tasks, &threads].concat())
+        });
+        let everyone = everyone.as_deref();
         let init_task = location.runtime_of(profile.symbols.init_task);
         let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
         if let Some(t) = self.unwalked[1].round(
@@ -221,11 +232,13 @@ impl CrossWatch {
             self.tasks_before = now;
         }
         let init_cred = location.runtime_of(r.init_cred);
-        if let Some(t) = self.unwalked[2].round(tasks.is_some() && init_cred.is_some(), "task-list")
-        {
+        if let Some(t) = self.unwalked[2].round(
+            everyone.is_some() && init_cred.is_some(),
+            "task-list-or-thread-lists",
+        ) {
             out[2] = alloc::vec![t];
         }
-        if let (Some(tasks), Some(init_cred)) = (tasks, init_cred) {
+        if let (Some(tasks), Some(init_cred)) = (everyone, init_cred) {
             let by_pid = crossview::TaskIndex::new(tasks, |t| u64::from(t.pid as u32));
             let comm_of = |pid: i32| {
                 by_pid
@@ -309,7 +322,7 @@ impl CrossWatch {
                 .map(|m| (m.text_base, u64::from(m.text_size)))
                 .collect();
         }
-        let netfilter_now = self.foreign_hooks(space, location, r, &ranges, tasks);
+        let netfilter_now = self.foreign_hooks(space, location, r, &ranges, everyone);
         self.baselines.resize(r.pointer_tables.len(), None);
         self.pointees.resize(r.pointer_tables.len(), Vec::new());
         let tables = r.pointer_tables.iter().zip(&mut self.baselines);

@@ -54,23 +54,8 @@ fuzz_target!(|data: &[u8]| {
 
         // The Linux lists on the same head, with fixed offsets: each walk
         // ends after at most its bound plus one error.
-        let tasks = vmi::linux::TaskOffsets {
-            tasks: 0x10,
-            pid: 0x20,
-            tgid: 0x24,
-            comm: 0x28,
-            real_parent: 0x38,
-            cred: 0x40,
-            real_cred: 0x50,
-            flags: 0x5c,
-            mm: 0x48,
-        };
-        let cred = vmi::linux::CredOffsets {
-            uid: 4,
-            gid: 8,
-            euid: 20,
-            egid: 24,
-        };
+        let tasks = vmi::craft::WALK_TASK_OFFSETS;
+        let cred = vmi::craft::WALK_CRED_OFFSETS;
         if let Ok(walk) = vmi::linux::tasks(&space, head, &tasks, &cred, 64) {
             assert!(walk.count() <= 66);
         }
@@ -165,6 +150,9 @@ fuzz_target!(|data: &[u8]| {
             |t| crossview::account_uid(&space, t, &reference),
         );
         assert!(findings.len() <= 2 * listed.len());
+        // Their threads, bounded over all groups.
+        let (threads, _) = crossview::threads(&space, &listed, &reference, &tasks, &cred);
+        assert!(threads.len() <= crossview::MAX_THREADS);
         // Their network namespaces: at most one each.
         assert!(crossview::task_net_namespaces(&space, &listed, &reference).len() <= listed.len());
 

@@ -131,6 +131,13 @@ pub struct CrossViewReference {
     /// in, which must be on `net_namespace_list` ([`task_net_namespaces`]).
     pub task_nsproxy: u64,
     pub nsproxy_net_ns: u64,
+    /// `task_struct.signal`, `signal_struct.thread_head`,
+    /// `task_struct.thread_node`: a thread group's threads, which the task
+    /// list holds only the leader of ([`threads`]); credentials and
+    /// namespaces are each thread's own.
+    pub task_signal: u64,
+    pub signal_thread_head: u64,
+    pub task_thread_node: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -877,6 +884,59 @@ pub fn task_net_namespaces<V: VirtualMemory + ?Sized>(
     crate::sort::heapsort(&mut out);
     out.dedup();
     out
+}
+
+/// Most threads [`threads`] reads besides the group leaders.
+pub const MAX_THREADS: usize = MAX_TASKS;
+
+/// Every thread of the thread groups `leaders` lead, other than the
+/// leaders themselves (the task list holds only leaders): each leader's
+/// `signal->thread_head`, linked through `task_struct.thread_node`, walked
+/// cycle-safe, at most [`MAX_THREADS`] threads over all groups (more is an
+/// error, not a cut). A thread keeps credentials and namespaces of its own,
+/// so a rootkit that gives a thread root, or moves one into a namespace it
+/// hides, is judged there. Those read before a list breaks come with the
+/// error: the kernel unlinks an exiting thread under RCU, so one read can
+/// meet a freed node.
+pub fn threads<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    leaders: &[Task],
+    r: &CrossViewReference,
+    task: &super::tasks::TaskOffsets,
+    cred: &super::tasks::CredOffsets,
+) -> (Vec<Task>, Result<(), CrossViewError>) {
+    let mut out = Vec::new();
+    for leader in leaders {
+        let head = read_pointer(mem, leader.address, r.task_signal).and_then(|signal| {
+            field(
+                signal.ok_or(StructError::Null {
+                    what: "task_struct.signal",
+                })?,
+                r.signal_thread_head,
+            )
+        });
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => return (out, Err(e.into())),
+        };
+        // The leader's own node is on the list too.
+        let room = MAX_THREADS - out.len() + 1;
+        for node in walk_list(mem, head, ListOptions::new(room)) {
+            let read = node.map_err(CrossViewError::from).and_then(|node| {
+                let at = container_of(node, r.task_thread_node)?;
+                if at == leader.address {
+                    return Ok(None);
+                }
+                Ok(Some(super::tasks::read_task(mem, at, task, cred)?))
+            });
+            match read {
+                Ok(Some(thread)) => out.push(thread),
+                Ok(None) => {}
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+    (out, Ok(()))
 }
 
 /// Most network devices [`net_devices`] walks in one call (a caller

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 17;
+pub const FORMAT_VERSION: u16 = 18;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -367,6 +367,9 @@ impl KernelProfile {
                 c.user_struct_uid,
                 c.task_nsproxy,
                 c.nsproxy_net_ns,
+                c.task_signal,
+                c.signal_thread_head,
+                c.task_thread_node,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }

@@ -45,6 +45,9 @@ const R: CrossViewReference = CrossViewReference {
     netdev_nf_hooks_egress: 0,
     task_nsproxy: 0,
     nsproxy_net_ns: 0,
+    task_signal: 0,
+    signal_thread_head: 0,
+    task_thread_node: 0,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
@@ -1163,4 +1166,89 @@ fn the_namespaces_tasks_are_in_are_read() {
         [va(0x8000).value(), va(0x9000).value()]
     );
     assert!(with_space(&b, |s| task_net_namespaces(s, &[], &nf)).is_empty());
+}
+
+#[test]
+fn threads_of_each_group_are_read() {
+    use crate::linux::tasks::{CredOffsets, TaskOffsets};
+    let task = TaskOffsets {
+        tasks: 0x58,
+        pid: 0x10,
+        tgid: 0x14,
+        comm: 0x20,
+        real_parent: 0x30,
+        cred: 0x38,
+        real_cred: 0x40,
+        mm: 0x48,
+        flags: 0x50,
+    };
+    let cred = CredOffsets {
+        uid: 4,
+        gid: 8,
+        euid: 12,
+        egid: 16,
+    };
+    let r = CrossViewReference {
+        task_signal: 0x60,
+        signal_thread_head: 0x10,
+        task_thread_node: 0x70,
+        ..R
+    };
+    let mut b = builder();
+    // Leader 0x1000 (pid 10) with threads 0x1400 (11) and 0x1800 (12);
+    // leader 0x2000 (20) alone. Thread 12 runs as root.
+    let groups = [
+        (0x1000, 0x5000, &[0x1400, 0x1800][..]),
+        (0x2000, 0x5100, &[][..]),
+    ];
+    for (pid, (leader, signal, threads)) in (10..).step_by(10).zip(groups) {
+        let mut nodes = alloc::vec![signal + 0x10];
+        for (i, &t) in [leader].iter().chain(threads).enumerate() {
+            b.write_u64(t + 0x60, DIRECT + signal);
+            b.write(t + 0x10, &(pid + i as u32).to_le_bytes());
+            b.write(t + 0x14, &pid.to_le_bytes());
+            b.write(t + 0x20, b"worker\0");
+            nodes.push(t + 0x70);
+        }
+        link(&mut b, &nodes);
+    }
+    b.write_u64(0x1800 + 0x38, DIRECT + 0x6000);
+    let leaders = listed(&[0x1000, 0x2000]);
+    let read = |b: &PageTableBuilder, leaders: &[Task]| {
+        with_space(b, |s| {
+            let (found, walked) = threads(s, leaders, &r, &task, &cred);
+            let found: Vec<(u64, i32, i32, Option<u32>)> = found
+                .iter()
+                .map(|t| (t.address.value(), t.pid, t.tgid, t.creds.map(|c| c.euid)))
+                .collect();
+            (found, walked)
+        })
+    };
+    let (found, walked) = read(&b, &leaders);
+    assert_eq!(walked, Ok(()));
+    assert_eq!(
+        found,
+        [
+            (va(0x1400).value(), 11, 10, None),
+            (va(0x1800).value(), 12, 10, Some(0)),
+        ]
+    );
+    assert_eq!(read(&b, &[]), (Vec::new(), Ok(())));
+    // A thread list that loops back into itself, one that runs off RAM, a
+    // leader without a signal struct: what was read comes with the error.
+    let mut looped = b.clone();
+    looped.write_u64(0x1800 + 0x70, DIRECT + 0x1400 + 0x70);
+    let (found, walked) = read(&looped, &leaders);
+    assert!(
+        found.len() <= 3 && walked == Err(CrossViewError::List),
+        "{found:?} {walked:?}"
+    );
+    let mut off = b.clone();
+    off.write_u64(0x1400 + 0x70, DIRECT + RAM + 0x70);
+    let (found, walked) = read(&off, &leaders);
+    assert!(found.len() == 1 && walked.is_err());
+    let mut no_signal = b.clone();
+    no_signal.write_u64(0x2000 + 0x60, 0);
+    let (found, walked) = read(&no_signal, &leaders);
+    assert!(found.len() == 2 && walked.is_err());
 }
