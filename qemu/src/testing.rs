@@ -240,6 +240,9 @@ pub enum Attack {
     HideModule,
     /// The task of this PID unlinked from the task list.
     HidePid(u32),
+    /// The thread of this TID unlinked from its group's thread list
+    /// (`signal->nr_threads` left as it was).
+    HideTid(u32),
     /// The cred ids of this PID's task set to 0 (root).
     RootPid(u32),
     /// The euid (and fsuid) alone of this PID's task set to 0, its real uid
@@ -269,6 +272,7 @@ impl Attack {
             Attack::HideNetns => ("hide_netns", u32::from(on)),
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
+            Attack::HideTid(tid) => ("hide_tid", if on { tid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
             Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),

@@ -380,6 +380,24 @@ fn attack_from_inside(series: &str) {
         .set(&mut console, Attack::HideNetns, false)
         .expect("off");
     wait_event(&record, from, ":clean:pointer_table");
+    // The same thread unlinked from its group's thread list (which hides
+    // its cred and namespace from the walk): the kernel's count of the
+    // group's threads still has it.
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::HideTid(tid), true)
+        .expect("on");
+    wait_event(
+        &record,
+        from,
+        &format!(
+            ":violation:hidden_process:process:{leader}:avm_threads:thread list and count differ"
+        ),
+    );
+    rootkit
+        .set(&mut console, Attack::HideTid(tid), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:hidden_process");
     console_sh(&mut console, &format!("kill {leader}"));
 
     // A process gone from the task list; its PID still answers.

@@ -504,6 +504,7 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         task_signal: 0,
         signal_thread_head: 0,
         task_thread_node: 0,
+        signal_nr_threads: 0,
         mm_pgd: 0,
         mm_flags: 0x58,
         file_f_inode: 0x8,

@@ -181,7 +181,8 @@ proptest! {
         let leader = vmi::linux::tasks::read_task(&space, head, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
         if let Ok(leader) = leader {
             let (threads, _) = vmi::linux::crossview::threads(&space, &[leader], &reference, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
-            prop_assert!(threads.len() <= vmi::linux::crossview::MAX_THREADS);
+            prop_assert!(threads.threads.len() <= vmi::linux::crossview::MAX_THREADS);
+            prop_assert!(threads.miscounted.len() <= 1);
         }
     }
 }

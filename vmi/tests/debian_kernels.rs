@@ -539,6 +539,12 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
         (elf.read_u64(node), elf.read_u64(node + 8)),
         (Some(head), Some(head))
     );
+    let nr_threads = elf.read_u64(init_signals + cross.signal_nr_threads);
+    assert_eq!(
+        nr_threads.map(|w| w as u32),
+        Some(1),
+        "init_signals.nr_threads"
+    );
     for name in ["net_families", "inet_protos"] {
         let t = table(name);
         assert!(!t.functions.is_empty() && t.functions.iter().all(|&w| w < t.pointee_entries));

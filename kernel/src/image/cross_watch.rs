@@ -163,14 +163,18 @@ impl CrossWatch {
         // Credentials and namespaces are each thread's own: the leaders and
         // every other thread of their groups (`None`, as a task list that
         // did not walk, if a thread list did not).
-        let everyone: Option<Vec<vmi::linux::Task>> = tasks.and_then(|tasks| {
+        let groups = tasks.and_then(|tasks| {
             let offsets = &profile.offsets;
-            let (threads, walked) =
+            let (groups, walked) =
                 crossview::threads(space, tasks, r, &offsets.task, &offsets.cred);
-            walked.ok()?;
-            Some([tasks, &threads].concat())
+            walked.ok().map(|()| groups)
         });
+        let everyone: Option<Vec<vmi::linux::Task>> = tasks
+            .zip(groups.as_ref())
+            .map(|(tasks, groups)| [tasks, &groups.threads].concat());
         let everyone = everyone.as_deref();
+        // Groups whose thread list is short of the kernel's count.
+        let miscounted = groups.as_ref().map_or(&[][..], |g| &g.miscounted[..]);
         let init_task = location.runtime_of(profile.symbols.init_task);
         let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
         if let Some(t) = self.unwalked[1].round(
@@ -195,6 +199,7 @@ impl CrossWatch {
             for set in [&off_tree, &kthreads, &memoryless] {
                 now.extend(set.iter().copied());
             }
+            now.extend(miscounted.iter().map(|m| m.0.value()));
             out[1] = now
                 .intersection(&self.tasks_before)
                 .map(|&t| {
@@ -209,7 +214,9 @@ impl CrossWatch {
                         )
                         .ok()
                     });
-                    let off = if kthreads.contains(&t) {
+                    let off = if miscounted.iter().any(|m| m.0.value() == t) {
+                        ":thread list and count differ"
+                    } else if kthreads.contains(&t) {
                         ":kernel thread not started by kthreadd"
                     } else if memoryless.contains(&t) {
                         ":user task without an address space"

@@ -152,7 +152,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(findings.len() <= 2 * listed.len());
         // Their threads, bounded over all groups.
         let (threads, _) = crossview::threads(&space, &listed, &reference, &tasks, &cred);
-        assert!(threads.len() <= crossview::MAX_THREADS);
+        assert!(threads.threads.len() <= crossview::MAX_THREADS);
+        assert!(threads.miscounted.len() <= listed.len());
         // Their network namespaces: at most one each.
         assert!(crossview::task_net_namespaces(&space, &listed, &reference).len() <= listed.len());
 

@@ -138,6 +138,9 @@ pub struct CrossViewReference {
     pub task_signal: u64,
     pub signal_thread_head: u64,
     pub task_thread_node: u64,
+    /// `signal_struct.nr_threads` (int): the kernel's count of the
+    /// group's threads, which its list must hold.
+    pub signal_nr_threads: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -889,38 +892,55 @@ pub fn task_net_namespaces<V: VirtualMemory + ?Sized>(
 /// Most threads [`threads`] reads besides the group leaders.
 pub const MAX_THREADS: usize = MAX_TASKS;
 
+/// What [`threads`] read of the thread groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupThreads {
+    /// Every thread but the leaders.
+    pub threads: Vec<Task>,
+    /// Each group whose thread list holds another number of threads (its
+    /// leader included) than the kernel's count, `signal->nr_threads`:
+    /// (leader, on the list, counted). A thread unlinked from the list to
+    /// hide its cred and namespace leaves the count as it was.
+    pub miscounted: Vec<(GuestVirtAddr, u32, u32)>,
+}
+
 /// Every thread of the thread groups `leaders` lead, other than the
 /// leaders themselves (the task list holds only leaders): each leader's
 /// `signal->thread_head`, linked through `task_struct.thread_node`, walked
 /// cycle-safe, at most [`MAX_THREADS`] threads over all groups (more is an
-/// error, not a cut). A thread keeps credentials and namespaces of its own,
-/// so a rootkit that gives a thread root, or moves one into a namespace it
-/// hides, is judged there. Those read before a list breaks come with the
-/// error: the kernel unlinks an exiting thread under RCU, so one read can
-/// meet a freed node.
+/// error, not a cut), and each list's length against `signal->nr_threads`.
+/// A thread keeps credentials and namespaces of its own, so a rootkit that
+/// gives a thread root, or moves one into a namespace it hides, is judged
+/// there. Those read before a list breaks come with the error: the kernel
+/// unlinks an exiting thread under RCU, so one read can meet a freed node
+/// (and a count and a list read apart can differ for a moment).
 pub fn threads<V: VirtualMemory + ?Sized>(
     mem: &V,
     leaders: &[Task],
     r: &CrossViewReference,
     task: &super::tasks::TaskOffsets,
     cred: &super::tasks::CredOffsets,
-) -> (Vec<Task>, Result<(), CrossViewError>) {
-    let mut out = Vec::new();
+) -> (GroupThreads, Result<(), CrossViewError>) {
+    let mut out = GroupThreads::default();
     for leader in leaders {
-        let head = read_pointer(mem, leader.address, r.task_signal).and_then(|signal| {
-            field(
-                signal.ok_or(StructError::Null {
-                    what: "task_struct.signal",
-                })?,
-                r.signal_thread_head,
-            )
+        let signal = read_pointer(mem, leader.address, r.task_signal).and_then(|signal| {
+            signal.ok_or(StructError::Null {
+                what: "task_struct.signal",
+            })
         });
-        let head = match head {
-            Ok(head) => head,
+        let group = signal.and_then(|signal| {
+            Ok((
+                field(signal, r.signal_thread_head)?,
+                super::structs::read_u32(mem, signal, r.signal_nr_threads)?,
+            ))
+        });
+        let (head, counted) = match group {
+            Ok(group) => group,
             Err(e) => return (out, Err(e.into())),
         };
         // The leader's own node is on the list too.
-        let room = MAX_THREADS - out.len() + 1;
+        let room = MAX_THREADS - out.threads.len() + 1;
+        let mut listed = 0u32;
         for node in walk_list(mem, head, ListOptions::new(room)) {
             let read = node.map_err(CrossViewError::from).and_then(|node| {
                 let at = container_of(node, r.task_thread_node)?;
@@ -930,10 +950,14 @@ pub fn threads<V: VirtualMemory + ?Sized>(
                 Ok(Some(super::tasks::read_task(mem, at, task, cred)?))
             });
             match read {
-                Ok(Some(thread)) => out.push(thread),
+                Ok(Some(thread)) => out.threads.push(thread),
                 Ok(None) => {}
                 Err(e) => return (out, Err(e)),
             }
+            listed += 1;
+        }
+        if listed != counted {
+            out.miscounted.push((leader.address, listed, counted));
         }
     }
     (out, Ok(()))

@@ -834,6 +834,7 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         task_signal: btf.field("task_struct", "signal", PTR)?,
         signal_thread_head: btf.field("signal_struct", "thread_head", LIST_HEAD)?,
         task_thread_node: btf.field("task_struct", "thread_node", LIST_HEAD)?,
+        signal_nr_threads: btf.field("signal_struct", "nr_threads", 4)?,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 18;
+pub const FORMAT_VERSION: u16 = 19;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -370,6 +370,7 @@ impl KernelProfile {
                 c.task_signal,
                 c.signal_thread_head,
                 c.task_thread_node,
+                c.signal_nr_threads,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }

@@ -48,6 +48,7 @@ const R: CrossViewReference = CrossViewReference {
     task_signal: 0,
     signal_thread_head: 0,
     task_thread_node: 0,
+    signal_nr_threads: 0,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
@@ -1192,6 +1193,7 @@ fn threads_of_each_group_are_read() {
         task_signal: 0x60,
         signal_thread_head: 0x10,
         task_thread_node: 0x70,
+        signal_nr_threads: 0x20,
         ..R
     };
     let mut b = builder();
@@ -1203,6 +1205,7 @@ fn threads_of_each_group_are_read() {
     ];
     for (pid, (leader, signal, threads)) in (10..).step_by(10).zip(groups) {
         let mut nodes = alloc::vec![signal + 0x10];
+        b.write(signal + 0x20, &(1 + threads.len() as u32).to_le_bytes());
         for (i, &t) in [leader].iter().chain(threads).enumerate() {
             b.write_u64(t + 0x60, DIRECT + signal);
             b.write(t + 0x10, &(pid + i as u32).to_le_bytes());
@@ -1218,6 +1221,7 @@ fn threads_of_each_group_are_read() {
         with_space(b, |s| {
             let (found, walked) = threads(s, leaders, &r, &task, &cred);
             let found: Vec<(u64, i32, i32, Option<u32>)> = found
+                .threads
                 .iter()
                 .map(|t| (t.address.value(), t.pid, t.tgid, t.creds.map(|c| c.euid)))
                 .collect();
@@ -1234,6 +1238,16 @@ fn threads_of_each_group_are_read() {
         ]
     );
     assert_eq!(read(&b, &[]), (Vec::new(), Ok(())));
+    let counts = |b: &PageTableBuilder| {
+        with_space(b, |s| threads(s, &leaders, &r, &task, &cred).0.miscounted)
+    };
+    assert_eq!(counts(&b), []);
+    // A thread unlinked from its group's list (as `list_del` would): the
+    // list walks, the count says one more.
+    let mut hidden = b.clone();
+    link(&mut hidden, &[0x5000 + 0x10, 0x1000 + 0x70, 0x1400 + 0x70]);
+    assert_eq!(read(&hidden, &leaders).0.len(), 1);
+    assert_eq!(counts(&hidden), [(va(0x1000), 2, 3)]);
     // A thread list that loops back into itself, one that runs off RAM, a
     // leader without a signal struct: what was read comes with the error.
     let mut looped = b.clone();
