@@ -15,6 +15,13 @@ use vmi::profile::{
 /// validates and is exactly these bytes.
 fn decode_holds(bytes: &[u8]) -> Result<KernelProfile, ProfileError> {
     let result = KernelProfile::decode(bytes);
+    // The A-VM's decoder accepts at least as much, and the same content.
+    let measured = KernelProfile::decode_measured(bytes);
+    match (&result, &measured) {
+        (Ok(p), m) => assert_eq!(m.as_ref(), Ok(p)),
+        (Err(ProfileError::NotCanonical), m) => assert!(m.is_ok()),
+        (Err(e), m) => assert_eq!(m.as_ref(), Err(e)),
+    }
     if let Ok(p) = &result {
         assert_eq!(p.validate(), Ok(()));
         assert_eq!(p.encode().as_deref(), Ok(bytes));

@@ -577,7 +577,8 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         avm_attest::hex::Hex(&digest),
         CONFIG_PCR
     );
-    let profile = match KernelProfile::decode(&bytes) {
+    // Its exact bytes are measured above: what it says is theirs.
+    let profile = match KernelProfile::decode_measured(&bytes) {
         Ok(profile) => profile,
         Err(e) => {
             warn!("monvm: profile refused: {:?}", e);

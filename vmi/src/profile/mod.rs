@@ -753,8 +753,28 @@ impl KernelProfile {
     }
 
     /// Decodes and validates an encoded profile (bounded: see the module
-    /// documentation).
+    /// documentation), refusing any but its canonical encoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProfileError> {
+        let (profile, body) = Self::decode_body(bytes)?;
+        let again = postcard::to_allocvec(&profile).map_err(|_| ProfileError::Malformed)?;
+        if again != body {
+            return Err(ProfileError::NotCanonical);
+        }
+        Ok(profile)
+    }
+
+    /// [`decode`](Self::decode) for a profile whose exact bytes were
+    /// measured first (their [`digest`] extended into a PCR, as the A-VM
+    /// does): bounded and validated alike, without the re-encoding that
+    /// refuses another encoding of the same content. What the profile
+    /// says is a function of those bytes, which their digest names; a
+    /// non-canonical encoding has a digest no verifier built, so it is
+    /// refused there. (The A-VM leaves the encoder out of its image.)
+    pub fn decode_measured(bytes: &[u8]) -> Result<Self, ProfileError> {
+        Self::decode_body(bytes).map(|(profile, _)| profile)
+    }
+
+    fn decode_body(bytes: &[u8]) -> Result<(Self, &[u8]), ProfileError> {
         if bytes.len() > MAX_PROFILE_LEN {
             return Err(ProfileError::TooLarge {
                 len: bytes.len(),
@@ -778,11 +798,7 @@ impl KernelProfile {
             return Err(ProfileError::TrailingBytes(rest.len()));
         }
         profile.validate()?;
-        let again = postcard::to_allocvec(&profile).map_err(|_| ProfileError::Malformed)?;
-        if again != body {
-            return Err(ProfileError::NotCanonical);
-        }
-        Ok(profile)
+        Ok((profile, body))
     }
 
     /// The digest of the canonical encoding.

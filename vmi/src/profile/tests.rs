@@ -76,6 +76,10 @@ fn overlong_varints_are_not_canonical() {
         KernelProfile::decode(&overlong),
         Err(ProfileError::NotCanonical)
     );
+    // Measured bytes decode as what they say (their digest differs).
+    let profile = KernelProfile::decode(&good).expect("decodes");
+    assert_eq!(KernelProfile::decode_measured(&overlong), Ok(profile));
+    assert_ne!(digest(&overlong), digest(&good));
 }
 
 #[test]
