@@ -79,8 +79,20 @@ pub fn monvm_config(series: &str, ram_mib: u64) -> MonVmConfig {
 /// userland is ready. Dropping the node stops both VMs and swtpm and
 /// removes the Mon-VM's RAM file.
 pub fn monvm_node(dir: &Path, series: &str, ram_mib: u64) -> Node {
+    monvm_node_and(dir, series, ram_mib, |_| {})
+}
+
+/// [`monvm_node`] whose configuration `configure` changed first (more
+/// files in the Mon-VM's root, a monitor policy).
+pub fn monvm_node_and(
+    dir: &Path,
+    series: &str,
+    ram_mib: u64,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> Node {
     let mut config = tcg_config(dir);
     config.monvm = Some(monvm_config(series, ram_mib));
+    configure(&mut config);
     Node::up_on_free_port(&config, BOOT_TIMEOUT)
         .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
 }
@@ -116,17 +128,17 @@ pub fn monvm_node_with_rootkit_and(
     ram_mib: u64,
     configure: impl FnOnce(&mut NodeConfig),
 ) -> Node {
-    let mut config = tcg_config(dir);
-    let mut monvm = monvm_config(series, ram_mib);
-    monvm.extra_files.push(crate::monvm::rootfs::ExtraFile {
-        host_path: rootkit_ko(series),
-        guest_path: ROOTKIT_GUEST_PATH.into(),
-        mode: 0o600,
-    });
-    config.monvm = Some(monvm);
-    configure(&mut config);
-    Node::up_on_free_port(&config, BOOT_TIMEOUT)
-        .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"))
+    let rootkit = rootkit_ko(series);
+    monvm_node_and(dir, series, ram_mib, |config| {
+        if let Some(monvm) = config.monvm.as_mut() {
+            monvm.extra_files.push(crate::monvm::rootfs::ExtraFile {
+                host_path: rootkit,
+                guest_path: ROOTKIT_GUEST_PATH.into(),
+                mode: 0o600,
+            });
+        }
+        configure(config);
+    })
 }
 
 /// `qemu/testprogs/NAME.c` (`avm_wait`: a program that waits for a

@@ -77,6 +77,30 @@ fn in_task_dump(console: &mut MonVmConsole, pid: u32) -> usize {
         .unwrap_or_else(|| panic!("count: {out}"))
 }
 
+/// The namespace `hide_netns` unlinked (its inode number from the
+/// rootkit's status) is reported after event `from`; then relinked, clean.
+fn hidden_netns_reported(
+    console: &mut MonVmConsole,
+    rootkit: &Rootkit,
+    record: &avm_qemu::NodeRecord,
+    from: usize,
+    series: &str,
+) {
+    let status = rootkit.status(console).expect("status");
+    let hidden = status
+        .get("hide_netns")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| panic!("{series}: no namespace hidden: {status:?}"));
+    wait_event(
+        record,
+        from,
+        &format!(":violation:pointer_table:netns:{hidden}@0xffff"),
+    );
+    rootkit.set(console, Attack::HideNetns, false).expect("off");
+    wait_event(record, from, ":clean:pointer_table");
+}
+
 /// Where the Mon-VM holds `qemu/testprogs/avm_threads.c`, built.
 const THREADS_GUEST_PATH: &str = "/usr/bin/avm_threads";
 
@@ -332,21 +356,7 @@ fn attack_from_inside(series: &str) {
     rootkit
         .set(&mut console, Attack::HideNetns, true)
         .expect("on");
-    let status = rootkit.status(&mut console).expect("status");
-    let hidden = status
-        .get("hide_netns")
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| panic!("{series}: no namespace hidden: {status:?}"));
-    wait_event(
-        &record,
-        from,
-        &format!(":violation:pointer_table:netns:{hidden}@0xffff"),
-    );
-    rootkit
-        .set(&mut console, Attack::HideNetns, false)
-        .expect("off");
-    wait_event(&record, from, ":clean:pointer_table");
+    hidden_netns_reported(&mut console, &rootkit, &record, from, series);
     console_sh(
         &mut console,
         &format!(
@@ -365,21 +375,7 @@ fn attack_from_inside(series: &str) {
         &mut console,
         &format!("nsenter -t {tid} -n sh -c 'echo hide_netns 1 > /proc/avm_rootkit'"),
     );
-    let status = rootkit.status(&mut console).expect("status");
-    let hidden = status
-        .get("hide_netns")
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| panic!("{series}: no namespace hidden: {status:?}"));
-    wait_event(
-        &record,
-        from,
-        &format!(":violation:pointer_table:netns:{hidden}@0xffff"),
-    );
-    rootkit
-        .set(&mut console, Attack::HideNetns, false)
-        .expect("off");
-    wait_event(&record, from, ":clean:pointer_table");
+    hidden_netns_reported(&mut console, &rootkit, &record, from, series);
     // The same thread unlinked from its group's thread list (which hides
     // its cred and namespace from the walk): the kernel's count of the
     // group's threads still has it.

@@ -28,15 +28,23 @@ fn run(console: &mut MonVmConsole, command: &str) -> String {
         .unwrap_or_else(|e| panic!("{command}: {e:?}"))
 }
 
+/// Where the soak's Mon-VM holds `qemu/testprogs/avm_threads.c`.
+const THREADS: &str = "/usr/bin/avm_threads";
+
 /// What the Mon-VM does in round `round`: every kind of legitimate
 /// change the monitor must not mistake for an attack (network namespaces
-/// come and go too: a container's, one living across rounds).
+/// come and go too: a container's, one living across rounds; so do
+/// processes of two threads, whose second thread has its own cred and
+/// namespace, one living across rounds).
 fn activity(round: usize, module: &str) -> String {
-    let programs = "ls -l / > /dev/null && cat /proc/version > /dev/null && \
-                    sh -c 'i=0; while [ $i -lt 200 ]; do i=$((i+1)); done' && \
-                    (sleep 2 &) && ps > /dev/null && \
-                    unshare -n sh -c 'ip link set lo up; ping -c 1 -W 1 127.0.0.1' > /dev/null && \
-                    (unshare -n sleep 3 &)";
+    let programs = format!(
+        "ls -l / > /dev/null && cat /proc/version > /dev/null && \
+         sh -c 'i=0; while [ $i -lt 200 ]; do i=$((i+1)); done' && \
+         (sleep 2 &) && ps > /dev/null && \
+         unshare -n sh -c 'ip link set lo up; ping -c 1 -W 1 127.0.0.1' > /dev/null && \
+         (unshare -n sleep 3 &) && \
+         ({THREADS} & a=$!; {THREADS} & b=$!; sleep 1; kill $a; (sleep 3; kill $b) &)"
+    );
     match round % 4 {
         0 => format!("{programs} && insmod {module} && sleep 1 && rmmod dummy"),
         1 => format!("{programs} && echo 1 > {TRACING}/events/sched/sched_switch/enable"),
@@ -58,7 +66,15 @@ fn a_mon_vm_node_raises_no_alarm_through_ten_minutes_of_activity() {
     let series = std::env::var("AVM_SOAK_KERNEL").unwrap_or_else(|_| "6.1".into());
     let image = avm_image();
     let tmp = tempfile::tempdir().expect("temp dir");
-    let node = avm_qemu::testing::monvm_node(&tmp.path().join("node"), &series, 256);
+    let threads = avm_qemu::testing::build_test_program(tmp.path(), "avm_threads");
+    let node = avm_qemu::testing::monvm_node_and(&tmp.path().join("node"), &series, 256, |c| {
+        let monvm = c.monvm.as_mut().expect("a Mon-VM");
+        monvm.extra_files.push(avm_qemu::monvm::rootfs::ExtraFile {
+            host_path: threads,
+            guest_path: THREADS.into(),
+            mode: 0o755,
+        });
+    });
     let record = node.record().clone();
     let addr = node.attest_addr().expect("a network").to_string();
     wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
