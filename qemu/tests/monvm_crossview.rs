@@ -185,6 +185,43 @@ fn check(series: &str) {
     let live = Live::open(&record);
     let offsets = live.profile.offsets.clone();
 
+    // The PID table (the third view of the tasks) holds exactly the tasks
+    // of the task list and the thread lists, but for `init_task` (PID 0,
+    // the idle task, which has no entry).
+    let view = live.view();
+    let cross = live
+        .profile
+        .cross_view
+        .as_ref()
+        .expect("cross-view reference");
+    let init = view
+        .location
+        .runtime_of(live.profile.symbols.init_task)
+        .expect("init_task");
+    let leaders: Vec<vmi::linux::Task> =
+        vmi::linux::tasks(&view.space, init, &offsets.task, &offsets.cred, 4096)
+            .expect("task list")
+            .collect::<Result<_, _>>()
+            .expect("tasks read");
+    let (groups, walked) =
+        vmi::linux::crossview::threads(&view.space, &leaders, cross, &offsets.task, &offsets.cred);
+    assert_eq!(walked, Ok(()), "{series}: thread lists");
+    let mut listed: Vec<u64> = leaders
+        .iter()
+        .chain(&groups.threads)
+        .filter(|t| t.pid != 0)
+        .map(|t| t.address.value())
+        .collect();
+    listed.sort_unstable();
+    let head = vmi::GuestVirtAddr::new(live.runtime(cross.init_pid_ns) + cross.pid_ns_xa_head)
+        .expect("canonical");
+    let (in_table, walked) = vmi::linux::crossview::pid_table_tasks(&view.space, head, cross);
+    assert_eq!(walked, Ok(()), "{series}: PID table");
+    let mut in_table: Vec<u64> = in_table.iter().map(|t| t.value()).collect();
+    in_table.sort_unstable();
+    assert!(listed.len() > 20, "{series}: {} tasks", listed.len());
+    assert_eq!(in_table, listed, "{series}: PID table against the lists");
+
     // A hidden process.
     let sleeper = live.task("sleep");
     let patches = unlink(&record, &live, sleeper.address.value() + offsets.task.tasks);

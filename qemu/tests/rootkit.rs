@@ -394,6 +394,22 @@ fn attack_from_inside(series: &str) {
         .set(&mut console, Attack::HideTid(tid), false)
         .expect("off");
     wait_event(&record, from, ":clean:hidden_process");
+    // Unlinked and taken off the count as well: the thread lists agree
+    // with the count, but the PID table still holds the thread (or it has
+    // no PID to run under).
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::HideTidCount(tid), true)
+        .expect("on");
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:hidden_process:process:{tid}:avm_threads:only in the PID table"),
+    );
+    rootkit
+        .set(&mut console, Attack::HideTidCount(tid), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:hidden_process");
     console_sh(&mut console, &format!("kill {leader}"));
 
     // A process gone from the task list; its PID still answers.

@@ -177,6 +177,9 @@ proptest! {
         prop_assert!(namespaces.len() <= vmi::linux::crossview::MAX_NET_NAMESPACES);
         let (devices, _) = vmi::linux::crossview::net_devices(&space, head, &reference, 100);
         prop_assert!(devices.len() <= 100);
+        // And as the PID table's root pointer: bounded.
+        let (in_table, _) = vmi::linux::crossview::pid_table_tasks(&space, head, &reference);
+        prop_assert!(in_table.len() <= vmi::linux::crossview::MAX_PID_TASKS);
         // And as a thread group's leader: its threads, bounded.
         let leader = vmi::linux::tasks::read_task(&space, head, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
         if let Ok(leader) = leader {

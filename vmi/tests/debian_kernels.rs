@@ -539,6 +539,21 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
         (elf.read_u64(node), elf.read_u64(node + 8)),
         (Some(head), Some(head))
     );
+    // The PID table: `init_pid_ns`'s IDR, empty as linked (`alloc_pid`
+    // fills it at run time: monvm_crossview reads it live), of 64-slot
+    // XArray nodes laid out as x86-64 builds them.
+    assert_eq!(
+        Some(cross.init_pid_ns),
+        syms.address_of("init_pid_ns"),
+        "init_pid_ns"
+    );
+    assert_eq!(
+        elf.read_u64(cross.init_pid_ns + cross.pid_ns_xa_head),
+        Some(0)
+    );
+    assert_eq!((cross.xa_node_shift, cross.xa_node_slots), (0, 40));
+    assert!(cross.pid_tasks > 0 && cross.pid_tasks.is_multiple_of(8));
+    assert!(cross.task_pid_links > 0 && cross.task_pid_links.is_multiple_of(8));
     let nr_threads = elf.read_u64(init_signals + cross.signal_nr_threads);
     assert_eq!(
         nr_threads.map(|w| w as u32),

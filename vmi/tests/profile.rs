@@ -191,6 +191,7 @@ fn pointer_table_function_words_are_checked() {
         let address = p.symbols.text + 0x1000;
         let mut cross = vmi::craft::SETUID_REFERENCE;
         (cross.module_kset, cross.init_cred) = (address + 0x100, address + 0x200);
+        cross.init_pid_ns = address + 0x500;
         cross.pointer_tables = vec![PointerTable {
             name: "tty_ldiscs".into(),
             address,
@@ -231,6 +232,7 @@ fn netfilter_namespaces_are_checked() {
         let base = p.symbols.text + 0x1000;
         let mut cross = vmi::craft::SETUID_REFERENCE;
         (cross.module_kset, cross.init_cred) = (base + 0x100, base + 0x200);
+        cross.init_pid_ns = base + 0x500;
         (cross.net_namespace_list, cross.init_net) = (base + 0x300, base + 0x400);
         (cross.net_list, cross.net_inum) = (0x90, 0xa8);
         (cross.net_dev_base_head, cross.netdev_dev_list) = (0xb0, 0x50);
@@ -251,7 +253,12 @@ fn netfilter_namespaces_are_checked() {
     let bytes = with(&|_| {}).expect("a valid profile");
     let cross = KernelProfile::decode(&bytes).unwrap().cross_view.unwrap();
     assert_eq!((cross.net_list, cross.net_inum), (0x90, 0xa8));
-    let bad: [&dyn Fn(&mut CrossViewReference); 8] = [
+    // (With the PID table's root and node layout among them.)
+    let bad: [&dyn Fn(&mut CrossViewReference); 12] = [
+        &|c| c.init_pid_ns = 0,
+        &|c| c.xa_node_slots = 0x29,
+        &|c| c.pid_tasks = 1 << 20,
+        &|c| c.task_pid_links = 1 << 20,
         &|c| c.netdev_nf_hooks_ingress = 0x901,
         &|c| c.net_dev_base_head = 1 << 20,
         &|c| c.net_namespace_list = 0,

@@ -110,9 +110,12 @@ pub struct CrossWatch {
     netfilter_before: Vec<ForeignHook>,
     /// Whether this round's walk of the network namespaces reached its end.
     namespaces_walked: bool,
+    /// Tasks in the PID table but on no task or thread list, as last
+    /// found (kept for a round whose PID table does not walk), ascending.
+    pid_only: Vec<u64>,
     /// Rounds the module view, the process view, the task list, the
-    /// top-level tables and the network namespaces failed.
-    unwalked: [Unwalked; 5],
+    /// top-level tables, the network namespaces and the PID table failed.
+    unwalked: [Unwalked; 6],
     /// `init_top_pgt`'s shared slots at start-up, and where the tables are.
     top_tables: Option<(SharedEntries, TableOffsets)>,
 }
@@ -175,6 +178,25 @@ impl CrossWatch {
         let everyone = everyone.as_deref();
         // Groups whose thread list is short of the kernel's count.
         let miscounted = groups.as_ref().map_or(&[][..], |g| &g.miscounted[..]);
+        // Tasks with a PID that no task or thread list holds: a thread
+        // unlinked from its group's list and taken off its count. A round
+        // whose PID table does not walk keeps those of the last that are
+        // still off the lists.
+        let pid_table = location
+            .runtime_of(r.init_pid_ns)
+            .and_then(|ns| ns.checked_add(r.pid_ns_xa_head))
+            .map(|head| crossview::pid_table_tasks(space, head, r));
+        let pid_walked = matches!(pid_table, Some((_, Ok(()))));
+        let pid_unwalked = self.unwalked[5].round(pid_walked, "pid-table");
+        if let Some(everyone) = everyone {
+            let listed = crossview::address_set(everyone.iter().map(|t| t.address));
+            if let Some((in_table, Ok(()))) = pid_table {
+                self.pid_only = in_table.iter().map(|t| t.value()).collect();
+                vmi::sort::heapsort(&mut self.pid_only);
+                self.pid_only.dedup();
+            }
+            self.pid_only.retain(|t| !listed.contains(t));
+        }
         let init_task = location.runtime_of(profile.symbols.init_task);
         let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
         if let Some(t) = self.unwalked[1].round(
@@ -187,7 +209,7 @@ impl CrossWatch {
             // Hidden from the list, or taken off the tree: two rounds in a
             // row (the kernel moves tasks between lists under a lock the
             // A-VM does not take).
-            let mut now = crossview::address_set(hidden_tasks(tree, tasks));
+            let hidden = crossview::address_set(hidden_tasks(tree, tasks));
             let off_tree = crossview::address_set(crossview::tasks_off_the_tree(tree, tasks, init));
             let posing = crossview::posing_tasks(tasks);
             // By address, for the texts (a rootkit can forge thousands).
@@ -196,9 +218,11 @@ impl CrossWatch {
             };
             let kthreads = pose_set(TaskPose::KernelThreadOutsideKthreadd);
             let memoryless = pose_set(TaskPose::UserTaskWithoutMemory);
-            for set in [&off_tree, &kthreads, &memoryless] {
+            let mut now = BTreeSet::new();
+            for set in [&hidden, &off_tree, &kthreads, &memoryless] {
                 now.extend(set.iter().copied());
             }
+            now.extend(self.pid_only.iter().copied());
             now.extend(miscounted.iter().map(|m| m.0.value()));
             out[1] = now
                 .intersection(&self.tasks_before)
@@ -222,8 +246,10 @@ impl CrossWatch {
                         ":user task without an address space"
                     } else if off_tree.contains(&t) {
                         ":off the process tree"
-                    } else {
+                    } else if hidden.contains(&t) {
                         ""
+                    } else {
+                        ":only in the PID table"
                     };
                     match task {
                         Some(task) => text(format_args!(
@@ -238,6 +264,8 @@ impl CrossWatch {
                 .collect();
             self.tasks_before = now;
         }
+        out[1].retain(|f| f != "unwalkable:pid-table");
+        out[1].extend(pid_unwalked);
         let init_cred = location.runtime_of(r.init_cred);
         if let Some(t) = self.unwalked[2].round(
             everyone.is_some() && init_cred.is_some(),

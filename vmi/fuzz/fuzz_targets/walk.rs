@@ -154,6 +154,10 @@ fuzz_target!(|data: &[u8]| {
         let (threads, _) = crossview::threads(&space, &listed, &reference, &tasks, &cred);
         assert!(threads.threads.len() <= crossview::MAX_THREADS);
         assert!(threads.miscounted.len() <= listed.len());
+        // The same head as the PID table's root pointer: nodes and tasks
+        // bounded, the walk ending with or without an error.
+        let (in_table, _) = crossview::pid_table_tasks(&space, head, &reference);
+        assert!(in_table.len() <= crossview::MAX_PID_TASKS);
         // Their network namespaces: at most one each.
         assert!(crossview::task_net_namespaces(&space, &listed, &reference).len() <= listed.len());
 

@@ -141,6 +141,17 @@ pub struct CrossViewReference {
     /// `signal_struct.nr_threads` (int): the kernel's count of the
     /// group's threads, which its list must hold.
     pub signal_nr_threads: u64,
+    /// The PID table, a third view of the tasks ([`pid_table_tasks`]):
+    /// `init_pid_ns` (link address), where the root of its IDR is in it
+    /// (`pid_namespace.idr.idr_rt.xa_head`), an XArray node's `shift` (u8)
+    /// and `slots` (64 pointers), `pid.tasks` (its `PIDTYPE_PID` list head
+    /// first) and `task_struct.pid_links` (its `PIDTYPE_PID` node first).
+    pub init_pid_ns: u64,
+    pub pid_ns_xa_head: u64,
+    pub xa_node_shift: u64,
+    pub xa_node_slots: u64,
+    pub pid_tasks: u64,
+    pub task_pid_links: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -961,6 +972,120 @@ pub fn threads<V: VirtualMemory + ?Sized>(
         }
     }
     (out, Ok(()))
+}
+
+/// Slots of an XArray node (`XA_CHUNK_SIZE`: the profile builder checks
+/// the kernel's is this).
+pub const XA_SLOTS: usize = 64;
+/// Bits of the index each level of an XArray takes.
+const XA_CHUNK_SHIFT: u8 = 6;
+/// Highest `shift` of an XArray root node [`pid_table_tasks`] accepts: 30
+/// bits of index below it, where `pid_max` is at most 2^22.
+const MAX_XA_ROOT_SHIFT: u8 = 24;
+/// Most XArray nodes [`pid_table_tasks`] reads (PIDs scattered one to a
+/// node would fill 8192 with as many tasks; a live Mon-VM uses a handful).
+pub const MAX_PID_NODES: usize = 8192;
+/// Most tasks [`pid_table_tasks`] returns: the task list's and the thread
+/// lists' bounds together.
+pub const MAX_PID_TASKS: usize = MAX_TASKS + MAX_THREADS;
+
+/// What an XArray slot holds (`include/linux/xarray.h`): a pointer to a
+/// node is an internal entry (low bits `10`) above 4096; other internal
+/// entries (sibling, retry, zero) and value entries (low bit set) are no
+/// `struct pid`.
+enum XaSlot {
+    Empty,
+    Node(u64),
+    Entry(u64),
+    Other,
+}
+
+fn xa_slot(raw: u64) -> XaSlot {
+    match raw {
+        0 => XaSlot::Empty,
+        _ if raw & 3 == 2 && raw > 4096 => XaSlot::Node(raw - 2),
+        _ if raw & 3 != 0 => XaSlot::Other,
+        _ => XaSlot::Entry(raw),
+    }
+}
+
+/// Every task that holds a PID in the kernel's PID table: the IDR of
+/// `init_pid_ns` (`xa_head` is the runtime address of its root pointer),
+/// which `alloc_pid` fills for every thread of every namespace (a task in
+/// a child PID namespace has a number here too) and `find_vpid`, `kill`
+/// and `/proc` look up, each `struct pid`'s `PIDTYPE_PID` task (a PID
+/// still held as a group or session id after its task ended has none).
+/// A thread unlinked from its group's list and taken off the group's count
+/// is still here, or it has no PID. The tree is read depth-first in index
+/// order, each node's `shift` exactly its parent's less 6 (so no node is
+/// its own ancestor), at most [`MAX_PID_NODES`] nodes and
+/// [`MAX_PID_TASKS`] tasks; more is an error, not a cut. Those read before
+/// an error come with it: the kernel frees nodes and PIDs under RCU, so
+/// one read can meet a freed one.
+pub fn pid_table_tasks<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    xa_head: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> (Vec<GuestVirtAddr>, Result<(), CrossViewError>) {
+    let mut out = Vec::new();
+    let walked = pid_table_walk(mem, xa_head, r, &mut out);
+    (out, walked)
+}
+
+fn pid_table_walk<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    xa_head: GuestVirtAddr,
+    r: &CrossViewReference,
+    out: &mut Vec<GuestVirtAddr>,
+) -> Result<(), CrossViewError> {
+    let root = super::structs::read_u64(mem, xa_head, 0)?;
+    // Slots still to read, each with its parent node's shift (`None`: the
+    // root). A node adds at most 64, and the depth is at most 5.
+    let mut pending: Vec<(u64, Option<u8>)> = alloc::vec![(root, None)];
+    let mut nodes = 0usize;
+    let mut slots = [0u8; 8 * XA_SLOTS];
+    while let Some((raw, parent)) = pending.pop() {
+        match xa_slot(raw) {
+            XaSlot::Empty | XaSlot::Other => {}
+            XaSlot::Node(at) => {
+                nodes += 1;
+                if nodes > MAX_PID_NODES {
+                    return Err(CrossViewError::TooMany);
+                }
+                let node = GuestVirtAddr::new(at)
+                    .map_err(|e| StructError::from(crate::paging::WalkError::from(e)))?;
+                let shift = mem
+                    .read_virt_u8(field(node, r.xa_node_shift)?)
+                    .map_err(StructError::from)?;
+                let expected = match parent {
+                    None => shift.is_multiple_of(XA_CHUNK_SHIFT) && shift <= MAX_XA_ROOT_SHIFT,
+                    Some(p) => p.checked_sub(XA_CHUNK_SHIFT) == Some(shift),
+                };
+                if !expected {
+                    return Err(CrossViewError::List);
+                }
+                super::structs::read_bytes(mem, node, r.xa_node_slots, &mut slots)?;
+                // Pushed last slot first: popped in index order.
+                for word in slots.as_chunks::<8>().0.iter().rev() {
+                    pending.push((u64::from_le_bytes(*word), Some(shift)));
+                }
+            }
+            XaSlot::Entry(pid) => {
+                let pid = GuestVirtAddr::new(pid)
+                    .map_err(|e| StructError::from(crate::paging::WalkError::from(e)))?;
+                // The first task on the PID's PIDTYPE_PID list (there is
+                // at most one).
+                let Some(link) = read_pointer(mem, pid, r.pid_tasks)? else {
+                    continue;
+                };
+                if out.len() == MAX_PID_TASKS {
+                    return Err(CrossViewError::TooMany);
+                }
+                out.push(container_of(link, r.task_pid_links)?);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Most network devices [`net_devices`] walks in one call (a caller

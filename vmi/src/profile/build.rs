@@ -23,7 +23,7 @@ use super::{
 };
 use crate::kallsyms::{Kallsyms, KallsymsError, Layout, Limits, SymbolTable};
 use crate::kernel_image::{BzImage, Compression, ImageError, MAX_VMLINUX_SIZE, Vmlinux};
-use crate::linux::crossview::{CrossViewReference, PointerTable};
+use crate::linux::crossview::{CrossViewReference, PointerTable, XA_SLOTS};
 use crate::linux::kaslr::MAX_BANNER;
 use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
 
@@ -835,6 +835,12 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         signal_thread_head: btf.field("signal_struct", "thread_head", LIST_HEAD)?,
         task_thread_node: btf.field("task_struct", "thread_node", LIST_HEAD)?,
         signal_nr_threads: btf.field("signal_struct", "nr_threads", 4)?,
+        init_pid_ns: required(symbols, "init_pid_ns")?,
+        pid_ns_xa_head: btf.field("pid_namespace", "idr.idr_rt.xa_head", PTR)?,
+        xa_node_shift: btf.field("xa_node", "shift", 1)?,
+        xa_node_slots: btf.field("xa_node", "slots", PTR * XA_SLOTS as u64)?,
+        pid_tasks: list_heads(btf, "pid", "tasks", PTR)?,
+        task_pid_links: list_heads(btf, "task_struct", "pid_links", 2 * PTR)?,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,
@@ -855,6 +861,23 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         user_struct_uid: btf.field("user_struct", "uid", 4)?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
+}
+
+/// Offset of `ty.path`, an array of hlist heads or nodes (`each` bytes;
+/// the first, `PIDTYPE_PID`'s, is what the A-VM reads), whose first
+/// word must be the link it follows (`hlist_head.first`, `hlist_node.next`).
+fn list_heads(btf: &Btf, ty: &str, path: &str, each: u64) -> Result<u64, BuildError> {
+    let (offset, size) = btf.member(ty, path)?;
+    let first = match each {
+        PTR => btf.field("hlist_head", "first", PTR)?,
+        _ => btf.field("hlist_node", "next", PTR)?,
+    };
+    if size < each || !size.is_multiple_of(each) || first != 0 {
+        return Err(BuildError::Layout(format!(
+            "{ty}.{path} is no array of hlist links ({size} bytes)"
+        )));
+    }
+    Ok(offset)
 }
 
 /// Whether the kernel's top-level tables carry a PTI user copy: with

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 19;
+pub const FORMAT_VERSION: u16 = 20;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -371,6 +371,10 @@ impl KernelProfile {
                 c.signal_thread_head,
                 c.task_thread_node,
                 c.signal_nr_threads,
+                c.pid_ns_xa_head,
+                c.xa_node_shift,
+                c.pid_tasks,
+                c.task_pid_links,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }
@@ -390,6 +394,11 @@ impl KernelProfile {
             check(
                 word_in(c.file_f_inode, sizes.file),
                 "file.f_inode outside file",
+            )?;
+            check(in_image(c.init_pid_ns), "init_pid_ns outside the image")?;
+            check(
+                c.xa_node_slots.is_multiple_of(8) && c.xa_node_slots <= MAX_STRUCT_SIZE,
+                "xa_node.slots",
             )?;
             check(
                 c.nf_entries_hooks <= 64

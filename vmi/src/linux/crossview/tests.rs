@@ -49,6 +49,12 @@ const R: CrossViewReference = CrossViewReference {
     signal_thread_head: 0,
     task_thread_node: 0,
     signal_nr_threads: 0,
+    init_pid_ns: 0,
+    pid_ns_xa_head: 0,
+    xa_node_shift: 0,
+    xa_node_slots: 0,
+    pid_tasks: 0,
+    task_pid_links: 0,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
@@ -1265,4 +1271,102 @@ fn threads_of_each_group_are_read() {
     no_signal.write_u64(0x2000 + 0x60, 0);
     let (found, walked) = read(&no_signal, &leaders);
     assert!(found.len() == 2 && walked.is_err());
+}
+
+/// The PID table of crafted memory: its root pointer at 0x100, nodes with
+/// `shift` at 0 and slots at 0x28, `struct pid`s whose `PIDTYPE_PID` list
+/// head is at 0x10, tasks whose `pid_links` are at 0x80.
+#[test]
+fn the_pid_table_holds_each_task_with_a_pid() {
+    let r = CrossViewReference {
+        xa_node_shift: 0,
+        xa_node_slots: 0x28,
+        pid_tasks: 0x10,
+        task_pid_links: 0x80,
+        ..R
+    };
+    let node = |b: &mut PageTableBuilder, at: u64, shift: u8, slots: &[(usize, u64)]| {
+        b.write(at, &[shift]);
+        for &(i, raw) in slots {
+            b.write_u64(at + 0x28 + 8 * i as u64, raw);
+        }
+    };
+    let as_node = |at: u64| DIRECT + at + 2;
+    // A pid at `at` whose task is `task` (0: none, its PID held as a group
+    // or session id only).
+    let pid = |b: &mut PageTableBuilder, at: u64, task: u64| {
+        b.write_u64(at + 0x10, if task == 0 { 0 } else { DIRECT + task + 0x80 });
+        DIRECT + at
+    };
+    let mut b = builder();
+    let (p1, p2, p3) = (
+        pid(&mut b, 0x1_0000, 0x1000),
+        pid(&mut b, 0x1_0100, 0),
+        pid(&mut b, 0x1_0200, 0x2000),
+    );
+    b.write_u64(0x100, as_node(0x8000));
+    node(
+        &mut b,
+        0x8000,
+        6,
+        &[(0, as_node(0x9000)), (2, as_node(0xa000))],
+    );
+    // A sibling entry (internal, below 256) and a value entry are no pid.
+    node(
+        &mut b,
+        0x9000,
+        0,
+        &[(1, p1), (5, p2), (7, (7 << 2) | 2), (9, 0x41)],
+    );
+    node(&mut b, 0xa000, 0, &[(3, p3)]);
+    let read = |b: &PageTableBuilder| {
+        with_space(b, |s| {
+            let (tasks, walked) = pid_table_tasks(s, va(0x100), &r);
+            (tasks.iter().map(|t| t.value()).collect::<Vec<_>>(), walked)
+        })
+    };
+    let both = [va(0x1000).value(), va(0x2000).value()];
+    assert_eq!(read(&b), (both.to_vec(), Ok(())));
+    // No PID at all, and one PID in the root pointer itself (index 0).
+    let mut empty = b.clone();
+    empty.write_u64(0x100, 0);
+    assert_eq!(read(&empty), (Vec::new(), Ok(())));
+    let mut single = b.clone();
+    single.write_u64(0x100, p3);
+    assert_eq!(read(&single), (alloc::vec![both[1]], Ok(())));
+    // A node as its own descendant, a root of a shift no XArray has, a
+    // node off RAM: errors, with what was read before.
+    let mut looped = b.clone();
+    node(&mut looped, 0xa000, 0, &[(0, as_node(0x8000))]);
+    assert_eq!(
+        read(&looped),
+        (alloc::vec![both[0]], Err(CrossViewError::List))
+    );
+    let mut odd = b.clone();
+    node(&mut odd, 0x8000, 7, &[]);
+    assert_eq!(read(&odd), (Vec::new(), Err(CrossViewError::List)));
+    let mut off = b.clone();
+    node(&mut off, 0x8000, 6, &[(2, as_node(RAM + 0x1000))]);
+    let (tasks, walked) = read(&off);
+    assert!(
+        tasks == [both[0]] && matches!(walked, Err(CrossViewError::Struct(_))),
+        "{tasks:x?} {walked:?}"
+    );
+    // Every slot of every level naming the one node below it: 64^3 leaf
+    // visits, stopped at the node bound.
+    let mut wide = builder();
+    let p = pid(&mut wide, 0x1_0000, 0x1000);
+    wide.write_u64(0x100, as_node(0x8000));
+    let all = |below: u64| {
+        (0..XA_SLOTS)
+            .map(|i| (i, as_node(below)))
+            .collect::<Vec<_>>()
+    };
+    node(&mut wide, 0x8000, 18, &all(0x9000));
+    node(&mut wide, 0x9000, 12, &all(0xa000));
+    node(&mut wide, 0xa000, 6, &all(0xb000));
+    node(&mut wide, 0xb000, 0, &[(0, p)]);
+    let (tasks, walked) = read(&wide);
+    assert_eq!(walked, Err(CrossViewError::TooMany));
+    assert!(tasks.len() < MAX_PID_NODES, "{}", tasks.len());
 }
