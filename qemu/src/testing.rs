@@ -258,6 +258,9 @@ pub enum Attack {
     /// The same, and `signal->nr_threads` lowered by one: only the PID
     /// table still has the thread.
     HideTidCount(u32),
+    /// The process of this PID taken off every list: the task list, its
+    /// parent's children and the PID table.
+    VanishPid(u32),
     /// The cred ids of this PID's task set to 0 (root).
     RootPid(u32),
     /// The euid (and fsuid) alone of this PID's task set to 0, its real uid
@@ -289,6 +292,7 @@ impl Attack {
             Attack::HidePid(pid) => ("hide_pid", if on { pid } else { 0 }),
             Attack::HideTid(tid) => ("hide_tid", if on { tid } else { 0 }),
             Attack::HideTidCount(tid) => ("hide_tid_count", if on { tid } else { 0 }),
+            Attack::VanishPid(pid) => ("vanish_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
             Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),

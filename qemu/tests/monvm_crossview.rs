@@ -187,7 +187,15 @@ fn check(series: &str) {
 
     // The PID table (the third view of the tasks) holds exactly the tasks
     // of the task list and the thread lists, but for `init_task` (PID 0,
-    // the idle task, which has no entry).
+    // the idle task, which has no entry). A busy shell runs meanwhile, for
+    // the run queues (the fourth view) to show it.
+    let busy: u32 = console
+        .run_ok("(while :; do :; done) >/dev/null 2>&1 & echo $!")
+        .expect("a busy shell")
+        .trim()
+        .parse()
+        .expect("its PID");
+    std::thread::sleep(Duration::from_secs(1));
     let view = live.view();
     let cross = live
         .profile
@@ -221,6 +229,30 @@ fn check(series: &str) {
     in_table.sort_unstable();
     assert!(listed.len() > 20, "{series}: {} tasks", listed.len());
     assert_eq!(in_table, listed, "{series}: PID table against the lists");
+    // Each CPU's current task (but its idle one) is a listed task; the
+    // busy shell is among them.
+    let running = vmi::linux::crossview::running_tasks(
+        &view.space,
+        vmi::GuestVirtAddr::new(live.runtime(cross.per_cpu_offset)).expect("canonical"),
+        vmi::GuestVirtAddr::new(live.runtime(cross.nr_cpu_ids)).expect("canonical"),
+        cross,
+    )
+    .expect("run queues");
+    assert!(
+        running
+            .iter()
+            .all(|t| listed.binary_search(&t.value()).is_ok()),
+        "{series}: {running:x?}"
+    );
+    assert!(
+        leaders
+            .iter()
+            .any(|t| t.pid == busy as i32 && running.contains(&t.address)),
+        "{series}: the busy shell {busy} on no CPU: {running:x?}"
+    );
+    console
+        .run_ok(&format!("kill {busy}"))
+        .expect("busy shell ended");
 
     // A hidden process.
     let sleeper = live.task("sleep");

@@ -437,6 +437,31 @@ fn attack_from_inside(series: &str) {
     wait_event(&record, from, ":clean:hidden_process");
     console_sh(&mut console, &format!("kill {pid}"));
 
+    // A busy process taken off every list the A-VM walks (the task list,
+    // its parent's children, the PID table, where `kill` finds it): it is
+    // met on a CPU.
+    let busy = start_program(&mut console, None, "sh -c 'while :; do :; done'");
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::VanishPid(busy), true)
+        .expect("on");
+    assert_eq!(
+        in_task_dump(&mut console, busy),
+        0,
+        "{series}: still listed"
+    );
+    console_sh(&mut console, &format!("! kill -0 {busy} 2>/dev/null"));
+    wait_event(
+        &record,
+        from,
+        &format!(":violation:hidden_process:process:{busy}:sh:running on a CPU, on no list"),
+    );
+    rootkit
+        .set(&mut console, Attack::VanishPid(busy), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:hidden_process");
+    console_sh(&mut console, &format!("kill {busy}"));
+
     // A user's process made root, then the user again.
     console_sh(&mut console, avm_qemu::monvm::ADD_USER_NOBODY);
     let pid = start_sleep(&mut console, Some("nobody"));

@@ -180,6 +180,10 @@ proptest! {
         // And as the PID table's root pointer: bounded.
         let (in_table, _) = vmi::linux::crossview::pid_table_tasks(&space, head, &reference);
         prop_assert!(in_table.len() <= vmi::linux::crossview::MAX_PID_TASKS);
+        // And as the CPUs' areas and their count: one task per CPU at most.
+        if let Ok(running) = vmi::linux::crossview::running_tasks(&space, head, head, &reference) {
+            prop_assert!(running.len() <= vmi::linux::crossview::MAX_CPUS as usize);
+        }
         // And as a thread group's leader: its threads, bounded.
         let leader = vmi::linux::tasks::read_task(&space, head, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
         if let Ok(leader) = leader {

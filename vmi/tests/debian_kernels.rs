@@ -554,6 +554,16 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
     assert_eq!((cross.xa_node_shift, cross.xa_node_slots), (0, 40));
     assert!(cross.pid_tasks > 0 && cross.pid_tasks.is_multiple_of(8));
     assert!(cross.task_pid_links > 0 && cross.task_pid_links.is_multiple_of(8));
+    // The run queues: `runqueues` in the per-CPU section (linked at 0),
+    // `__per_cpu_offset` and `nr_cpu_ids` (NR_CPUS until boot sets it) in
+    // the image's data.
+    assert!(cross.runqueues > 0 && Some(cross.runqueues) < syms.address_of("__per_cpu_end"));
+    assert_eq!(
+        elf.read_u64(cross.nr_cpu_ids).map(|w| w as u32),
+        Some(8192),
+        "nr_cpu_ids as linked"
+    );
+    assert!(cross.rq_curr > 0 && cross.rq_idle > cross.rq_curr);
     let nr_threads = elf.read_u64(init_signals + cross.signal_nr_threads);
     assert_eq!(
         nr_threads.map(|w| w as u32),

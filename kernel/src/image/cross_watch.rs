@@ -86,6 +86,16 @@ enum HookPlace {
 /// points); a point past it shows as unreadable.
 const MAX_ROUND_HOOKS: usize = 65_536;
 
+/// Most tasks [`CrossWatch`] remembers seeing on a CPU off every list (the
+/// one seen longest ago makes room).
+const MAX_RUNNING_SIGHTINGS: usize = 64;
+
+/// Rounds a task seen running off every list is remembered and, seen in
+/// two rounds, reported after it was last seen (8 s at the default 500 ms):
+/// a hidden task that sleeps most of the time is still met twice, and a
+/// task that ended is forgotten.
+const RUNNING_ROUNDS: u32 = 16;
+
 /// State kept between rounds.
 #[derive(Default)]
 pub struct CrossWatch {
@@ -113,9 +123,15 @@ pub struct CrossWatch {
     /// Tasks in the PID table but on no task or thread list, as last
     /// found (kept for a round whose PID table does not walk), ascending.
     pid_only: Vec<u64>,
+    /// Tasks seen running on a CPU while on no list and not in the PID
+    /// table: (task, the round last seen, seen in two rounds or more).
+    running: Vec<(u64, u32, bool)>,
+    /// Rounds taken with the lists (the clock of `running`).
+    rounds: u32,
     /// Rounds the module view, the process view, the task list, the
-    /// top-level tables, the network namespaces and the PID table failed.
-    unwalked: [Unwalked; 6],
+    /// top-level tables, the network namespaces, the PID table and the
+    /// run queues failed.
+    unwalked: [Unwalked; 7],
     /// `init_top_pgt`'s shared slots at start-up, and where the tables are.
     top_tables: Option<(SharedEntries, TableOffsets)>,
 }
@@ -182,6 +198,13 @@ impl CrossWatch {
         // unlinked from its group's list and taken off its count. A round
         // whose PID table does not walk keeps those of the last that are
         // still off the lists.
+        // Each CPU's current task, read before the PID table: a task
+        // forked after the lists were read is in the table by then.
+        let running = location
+            .runtime_of(r.per_cpu_offset)
+            .zip(location.runtime_of(r.nr_cpu_ids))
+            .and_then(|(offsets, cpus)| crossview::running_tasks(space, offsets, cpus, r).ok());
+        let running_unwalked = self.unwalked[6].round(running.is_some(), "run-queues");
         let pid_table = location
             .runtime_of(r.init_pid_ns)
             .and_then(|ns| ns.checked_add(r.pid_ns_xa_head))
@@ -196,6 +219,36 @@ impl CrossWatch {
                 self.pid_only.dedup();
             }
             self.pid_only.retain(|t| !listed.contains(t));
+            // A CPU's current task on no list and not in the PID table
+            // either, seen in two rounds, is reported. Seen once, it may
+            // be a thread running its last instructions after its exit
+            // unlinked it, gone by a later round.
+            self.rounds = self.rounds.wrapping_add(1);
+            let round = self.rounds;
+            let off_lists =
+                |t: &u64| !listed.contains(t) && self.pid_only.binary_search(t).is_err();
+            let seen: Vec<u64> = running
+                .iter()
+                .flatten()
+                .map(|t| t.value())
+                .filter(off_lists)
+                .collect();
+            for t in seen {
+                match self.running.iter_mut().find(|s| s.0 == t) {
+                    Some(s) => *s = (t, round, s.2 || s.1 != round),
+                    None => {
+                        if self.running.len() == MAX_RUNNING_SIGHTINGS
+                            && let Some(oldest) = (0..self.running.len())
+                                .max_by_key(|&i| round.wrapping_sub(self.running[i].1))
+                        {
+                            self.running.swap_remove(oldest);
+                        }
+                        self.running.push((t, round, false));
+                    }
+                }
+            }
+            self.running
+                .retain(|s| !listed.contains(&s.0) && round.wrapping_sub(s.1) <= RUNNING_ROUNDS);
         }
         let init_task = location.runtime_of(profile.symbols.init_task);
         let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
@@ -212,6 +265,11 @@ impl CrossWatch {
             let hidden = crossview::address_set(hidden_tasks(tree, tasks));
             let off_tree = crossview::address_set(crossview::tasks_off_the_tree(tree, tasks, init));
             let posing = crossview::posing_tasks(tasks);
+            let read_task = |t: u64| {
+                let addr = vmi::GuestVirtAddr::new(t).ok()?;
+                let offsets = &profile.offsets;
+                vmi::linux::tasks::read_task(space, addr, &offsets.task, &offsets.cred).ok()
+            };
             // By address, for the texts (a rootkit can forge thousands).
             let pose_set = |pose: TaskPose| {
                 crossview::address_set(posing.iter().filter(|(_, p)| *p == pose).map(|(t, _)| *t))
@@ -229,15 +287,7 @@ impl CrossWatch {
                 .map(|&t| {
                     // A hidden task that does not read is reported all
                     // the same, by its address.
-                    let task = vmi::GuestVirtAddr::new(t).ok().and_then(|addr| {
-                        vmi::linux::tasks::read_task(
-                            space,
-                            addr,
-                            &profile.offsets.task,
-                            &profile.offsets.cred,
-                        )
-                        .ok()
-                    });
+                    let task = read_task(t);
                     let off = if miscounted.iter().any(|m| m.0.value() == t) {
                         ":thread list and count differ"
                     } else if kthreads.contains(&t) {
@@ -263,9 +313,22 @@ impl CrossWatch {
                 })
                 .collect();
             self.tasks_before = now;
+            for &(t, _, twice) in &self.running {
+                if twice {
+                    out[1].push(match read_task(t) {
+                        Some(task) => text(format_args!(
+                            "process:{}:{}:running on a CPU, on no list",
+                            task.pid,
+                            comm(task.comm.as_bytes())
+                        )),
+                        None => text(format_args!("process:?:?@{:#x}:running on a CPU", t)),
+                    });
+                }
+            }
         }
-        out[1].retain(|f| f != "unwalkable:pid-table");
+        out[1].retain(|f| f != "unwalkable:pid-table" && f != "unwalkable:run-queues");
         out[1].extend(pid_unwalked);
+        out[1].extend(running_unwalked);
         let init_cred = location.runtime_of(r.init_cred);
         if let Some(t) = self.unwalked[2].round(
             everyone.is_some() && init_cred.is_some(),

@@ -158,6 +158,11 @@ fuzz_target!(|data: &[u8]| {
         // bounded, the walk ending with or without an error.
         let (in_table, _) = crossview::pid_table_tasks(&space, head, &reference);
         assert!(in_table.len() <= crossview::MAX_PID_TASKS);
+        // And as `__per_cpu_offset` (`nr_cpu_ids` the same word): one
+        // task per CPU at most, the CPUs bounded.
+        if let Ok(running) = crossview::running_tasks(&space, head, head, &reference) {
+            assert!(running.len() <= crossview::MAX_CPUS as usize);
+        }
         // Their network namespaces: at most one each.
         assert!(crossview::task_net_namespaces(&space, &listed, &reference).len() <= listed.len());
 

@@ -152,6 +152,14 @@ pub struct CrossViewReference {
     pub xa_node_slots: u64,
     pub pid_tasks: u64,
     pub task_pid_links: u64,
+    /// The run queues, a fourth view ([`running_tasks`]): `runqueues` (a
+    /// per-CPU variable: its offset in each CPU's area), `__per_cpu_offset`
+    /// and `nr_cpu_ids` (link addresses), `rq.curr` and `rq.idle`.
+    pub runqueues: u64,
+    pub per_cpu_offset: u64,
+    pub nr_cpu_ids: u64,
+    pub rq_curr: u64,
+    pub rq_idle: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -1086,6 +1094,39 @@ fn pid_table_walk<V: VirtualMemory + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Most CPUs [`running_tasks`] reads (`nr_cpu_ids` above it is an error).
+pub const MAX_CPUS: u32 = 1024;
+
+/// The task each CPU runs now (`rq->curr` of every possible CPU's run
+/// queue, `per_cpu(runqueues, cpu)`), but for its idle task (PID 0, on no
+/// list) and a CPU not brought up (no task): ascending CPU order, one
+/// entry per CPU at most. A task that runs is on a CPU whatever lists a
+/// rootkit took it off, so one seen there that no list holds is hidden.
+/// `per_cpu_offset` and `nr_cpu_ids` are the runtime addresses of
+/// `__per_cpu_offset` and `nr_cpu_ids`.
+pub fn running_tasks<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    per_cpu_offset: GuestVirtAddr,
+    nr_cpu_ids: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
+    let cpus = mem.read_virt_u32(nr_cpu_ids).map_err(StructError::from)?;
+    if cpus == 0 || cpus > MAX_CPUS {
+        return Err(CrossViewError::TooMany);
+    }
+    let mut out = Vec::new();
+    for cpu in 0..u64::from(cpus) {
+        let offset = super::structs::read_u64(mem, per_cpu_offset, 8 * cpu)?;
+        let rq = GuestVirtAddr::new(r.runqueues.wrapping_add(offset))
+            .map_err(|e| StructError::from(crate::paging::WalkError::from(e)))?;
+        let curr = read_pointer(mem, rq, r.rq_curr)?;
+        if curr.is_some() && curr != read_pointer(mem, rq, r.rq_idle)? {
+            out.extend(curr);
+        }
+    }
+    Ok(out)
 }
 
 /// Most network devices [`net_devices`] walks in one call (a caller

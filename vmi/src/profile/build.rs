@@ -841,6 +841,11 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         xa_node_slots: btf.field("xa_node", "slots", PTR * XA_SLOTS as u64)?,
         pid_tasks: list_heads(btf, "pid", "tasks", PTR)?,
         task_pid_links: list_heads(btf, "task_struct", "pid_links", 2 * PTR)?,
+        runqueues: per_cpu(symbols, "runqueues")?,
+        per_cpu_offset: required(symbols, "__per_cpu_offset")?,
+        nr_cpu_ids: required(symbols, "nr_cpu_ids")?,
+        rq_curr: btf.field("rq", "curr", PTR)?,
+        rq_idle: btf.field("rq", "idle", PTR)?,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,
@@ -861,6 +866,19 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         user_struct_uid: btf.field("user_struct", "uid", 4)?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
+}
+
+/// A per-CPU variable's offset in each CPU's area: x86-64 links the
+/// per-CPU section at 0 (`__per_cpu_start`), so the symbol is that offset.
+fn per_cpu(symbols: &SymbolTable, name: &'static str) -> Result<u64, BuildError> {
+    let at = required(symbols, name)?;
+    let end = required(symbols, "__per_cpu_end")?;
+    if symbols.address_of("__per_cpu_start") != Some(0) || at >= end {
+        return Err(BuildError::Layout(format!(
+            "{name} ({at:#x}) is not in a per-CPU section linked at 0"
+        )));
+    }
+    Ok(at)
 }
 
 /// Offset of `ty.path`, an array of hlist heads or nodes (`each` bytes;

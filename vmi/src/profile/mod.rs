@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 20;
+pub const FORMAT_VERSION: u16 = 21;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -55,6 +55,9 @@ pub const MAX_RELEASE_LEN: usize = 64;
 pub const MAX_VERSION_LEN: usize = 256;
 /// Largest struct accepted (`task_struct` is about 10 KiB).
 pub const MAX_STRUCT_SIZE: u64 = 64 << 10;
+/// Largest offset of a per-CPU variable in a CPU's area (both kernels'
+/// areas are about 230 KB).
+pub const MAX_PER_CPU_OFFSET: u64 = 16 << 20;
 
 const HEADER_LEN: usize = MAGIC.len() + 2;
 
@@ -375,6 +378,8 @@ impl KernelProfile {
                 c.xa_node_shift,
                 c.pid_tasks,
                 c.task_pid_links,
+                c.rq_curr,
+                c.rq_idle,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }
@@ -396,6 +401,14 @@ impl KernelProfile {
                 "file.f_inode outside file",
             )?;
             check(in_image(c.init_pid_ns), "init_pid_ns outside the image")?;
+            check(
+                in_image(c.per_cpu_offset) && in_image(c.nr_cpu_ids),
+                "__per_cpu_offset or nr_cpu_ids outside the image",
+            )?;
+            check(
+                c.runqueues < MAX_PER_CPU_OFFSET,
+                "runqueues past the per-CPU area",
+            )?;
             check(
                 c.xa_node_slots.is_multiple_of(8) && c.xa_node_slots <= MAX_STRUCT_SIZE,
                 "xa_node.slots",

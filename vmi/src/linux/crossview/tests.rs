@@ -55,6 +55,11 @@ const R: CrossViewReference = CrossViewReference {
     xa_node_slots: 0,
     pid_tasks: 0,
     task_pid_links: 0,
+    runqueues: 0,
+    per_cpu_offset: 0,
+    nr_cpu_ids: 0,
+    rq_curr: 0,
+    rq_idle: 0,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
@@ -1369,4 +1374,44 @@ fn the_pid_table_holds_each_task_with_a_pid() {
     let (tasks, walked) = read(&wide);
     assert_eq!(walked, Err(CrossViewError::TooMany));
     assert!(tasks.len() < MAX_PID_NODES, "{}", tasks.len());
+}
+
+/// Each CPU's run queue in crafted memory: `nr_cpu_ids` at 0x200,
+/// `__per_cpu_offset` at 0x300, the CPUs' areas at 0x4000 and 0x5000 with
+/// `runqueues` 0x100 into them, `rq.curr` at 8 and `rq.idle` at 0x10.
+#[test]
+fn each_cpu_runs_its_current_task_unless_idle() {
+    let r = CrossViewReference {
+        runqueues: 0x100,
+        rq_curr: 0x8,
+        rq_idle: 0x10,
+        ..R
+    };
+    let mut b = builder();
+    b.write(0x200, &2u32.to_le_bytes());
+    for (cpu, (curr, idle)) in [(0x1000, 0x7000), (0x7400, 0x7400)].into_iter().enumerate() {
+        let area = 0x4000 + 0x1000 * cpu as u64;
+        b.write_u64(0x300 + 8 * cpu as u64, DIRECT + area);
+        b.write_u64(area + 0x100 + 0x8, DIRECT + curr);
+        b.write_u64(area + 0x100 + 0x10, DIRECT + idle);
+    }
+    let read = |b: &PageTableBuilder| with_space(b, |s| running_tasks(s, va(0x300), va(0x200), &r));
+    // CPU 0 runs a task, CPU 1 its idle task.
+    assert_eq!(read(&b), Ok(alloc::vec![va(0x1000)]));
+    let mut both = b.clone();
+    both.write_u64(0x5000 + 0x108, DIRECT + 0x2000);
+    assert_eq!(read(&both), Ok(alloc::vec![va(0x1000), va(0x2000)]));
+    // A CPU not brought up has no task.
+    let mut none = b.clone();
+    none.write_u64(0x4000 + 0x108, 0);
+    assert_eq!(read(&none), Ok(Vec::new()));
+    // No CPU, absurdly many, an area off the canonical range: errors.
+    for cpus in [0u32, MAX_CPUS + 1, u32::MAX] {
+        let mut bad = b.clone();
+        bad.write(0x200, &cpus.to_le_bytes());
+        assert_eq!(read(&bad), Err(CrossViewError::TooMany), "{cpus}");
+    }
+    let mut odd = b.clone();
+    odd.write_u64(0x308, 0x0000_8000_0000_0000);
+    assert!(matches!(read(&odd), Err(CrossViewError::Struct(_))));
 }
