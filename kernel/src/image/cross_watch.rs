@@ -86,16 +86,6 @@ enum HookPlace {
 /// points); a point past it shows as unreadable.
 const MAX_ROUND_HOOKS: usize = 65_536;
 
-/// Most tasks [`CrossWatch`] remembers seeing on a CPU off every list (the
-/// one seen longest ago makes room).
-const MAX_RUNNING_SIGHTINGS: usize = 64;
-
-/// Rounds a task seen running off every list is remembered and, seen in
-/// two rounds, reported after it was last seen (8 s at the default 500 ms):
-/// a hidden task that sleeps most of the time is still met twice, and a
-/// task that ended is forgotten.
-const RUNNING_ROUNDS: u32 = 16;
-
 /// State kept between rounds.
 #[derive(Default)]
 pub struct CrossWatch {
@@ -124,10 +114,9 @@ pub struct CrossWatch {
     /// found (kept for a round whose PID table does not walk), ascending.
     pid_only: Vec<u64>,
     /// Tasks seen running on a CPU while on no list and not in the PID
-    /// table: (task, the round last seen, seen in two rounds or more).
-    running: Vec<(u64, u32, bool)>,
-    /// Rounds taken with the lists (the clock of `running`).
-    rounds: u32,
+    /// table, and those of them seen in two rounds (reported).
+    running: crossview::RunningSightings,
+    running_hidden: Vec<u64>,
     /// Rounds the module view, the process view, the task list, the
     /// top-level tables, the network namespaces, the PID table and the
     /// run queues failed.
@@ -219,12 +208,8 @@ impl CrossWatch {
                 self.pid_only.dedup();
             }
             self.pid_only.retain(|t| !listed.contains(t));
-            // A CPU's current task on no list and not in the PID table
-            // either, seen in two rounds, is reported. Seen once, it may
-            // be a thread running its last instructions after its exit
-            // unlinked it, gone by a later round.
-            self.rounds = self.rounds.wrapping_add(1);
-            let round = self.rounds;
+            // Each CPU's current task that no list holds and the PID table
+            // does not either (see `RunningSightings`).
             let off_lists =
                 |t: &u64| !listed.contains(t) && self.pid_only.binary_search(t).is_err();
             let seen: Vec<u64> = running
@@ -233,22 +218,7 @@ impl CrossWatch {
                 .map(|t| t.value())
                 .filter(off_lists)
                 .collect();
-            for t in seen {
-                match self.running.iter_mut().find(|s| s.0 == t) {
-                    Some(s) => *s = (t, round, s.2 || s.1 != round),
-                    None => {
-                        if self.running.len() == MAX_RUNNING_SIGHTINGS
-                            && let Some(oldest) = (0..self.running.len())
-                                .max_by_key(|&i| round.wrapping_sub(self.running[i].1))
-                        {
-                            self.running.swap_remove(oldest);
-                        }
-                        self.running.push((t, round, false));
-                    }
-                }
-            }
-            self.running
-                .retain(|s| !listed.contains(&s.0) && round.wrapping_sub(s.1) <= RUNNING_ROUNDS);
+            self.running_hidden = self.running.round(&seen, |t| listed.contains(&t));
         }
         let init_task = location.runtime_of(profile.symbols.init_task);
         let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
@@ -313,17 +283,15 @@ impl CrossWatch {
                 })
                 .collect();
             self.tasks_before = now;
-            for &(t, _, twice) in &self.running {
-                if twice {
-                    out[1].push(match read_task(t) {
-                        Some(task) => text(format_args!(
-                            "process:{}:{}:running on a CPU, on no list",
-                            task.pid,
-                            comm(task.comm.as_bytes())
-                        )),
-                        None => text(format_args!("process:?:?@{:#x}:running on a CPU", t)),
-                    });
-                }
+            for &t in &self.running_hidden {
+                out[1].push(match read_task(t) {
+                    Some(task) => text(format_args!(
+                        "process:{}:{}:running on a CPU, on no list",
+                        task.pid,
+                        comm(task.comm.as_bytes())
+                    )),
+                    None => text(format_args!("process:?:?@{:#x}:running on a CPU", t)),
+                });
             }
         }
         out[1].retain(|f| f != "unwalkable:pid-table" && f != "unwalkable:run-queues");

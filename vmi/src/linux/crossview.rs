@@ -11,7 +11,11 @@
 //!   `children` list, from `init_task` down: how the kernel reparents and
 //!   reaps) must be on the task list (`init_task.tasks`: what `for_each_process`
 //!   walks). Both hold exactly the thread-group leaders; unlinking a task
-//!   from `tasks` to hide it leaves it in its parent's children.
+//!   from `tasks` to hide it leaves it in its parent's children. Every
+//!   task with a PID (`init_pid_ns`'s IDR, [`pid_table_tasks`]) must be on
+//!   the task list or its group's thread list ([`threads`]), and every
+//!   CPU's current task ([`running_tasks`]) on a list or in the PID table
+//!   ([`RunningSightings`]).
 //! - **Credentials**: a user process running with `init_cred` (the kernel's
 //!   own credentials, what `commit_creds(&init_cred)`-style rootkits hand
 //!   out), or with euid 0 under a parent whose euid is not 0 (a privilege
@@ -1127,6 +1131,57 @@ pub fn running_tasks<V: VirtualMemory + ?Sized>(
         }
     }
     Ok(out)
+}
+
+/// Most tasks [`RunningSightings`] remembers (the one seen longest ago
+/// makes room).
+pub const MAX_RUNNING_SIGHTINGS: usize = 64;
+
+/// Rounds a task seen running off every list is remembered and, once seen
+/// in two rounds, reported after it was last seen (8 s at the default
+/// 500 ms): a hidden task that sleeps most of the time is still met twice,
+/// and one that ended is forgotten.
+pub const RUNNING_ROUNDS: u32 = 16;
+
+/// Tasks seen as a CPU's current task ([`running_tasks`]) while on no list
+/// and not in the PID table, across rounds ([`Self::round`]). Seen once,
+/// such a task may be a thread running its last instructions after its
+/// exit unlinked it (gone by the next round); a task seen in two rounds
+/// within [`RUNNING_ROUNDS`] of each other runs hidden. A task that a list
+/// holds again is forgotten (its memory may be a new task's).
+#[derive(Clone, Debug, Default)]
+pub struct RunningSightings {
+    /// (task, the round last seen, seen in two rounds or more).
+    seen: Vec<(u64, u32, bool)>,
+    round: u32,
+}
+
+impl RunningSightings {
+    /// One round: `off_lists` are this round's current tasks that no list
+    /// and not the PID table hold; `listed` says whether a list holds a
+    /// task now. Returns the tasks seen hidden in two rounds, ascending.
+    pub fn round(&mut self, off_lists: &[u64], listed: impl Fn(u64) -> bool) -> Vec<u64> {
+        self.round = self.round.wrapping_add(1);
+        let round = self.round;
+        for &t in off_lists {
+            if let Some(s) = self.seen.iter_mut().find(|s| s.0 == t) {
+                *s = (t, round, s.2 || s.1 != round);
+                continue;
+            }
+            if self.seen.len() == MAX_RUNNING_SIGHTINGS
+                && let Some(oldest) =
+                    (0..self.seen.len()).max_by_key(|&i| round.wrapping_sub(self.seen[i].1))
+            {
+                self.seen.swap_remove(oldest);
+            }
+            self.seen.push((t, round, false));
+        }
+        self.seen
+            .retain(|s| !listed(s.0) && round.wrapping_sub(s.1) <= RUNNING_ROUNDS);
+        let mut hidden: Vec<u64> = self.seen.iter().filter(|s| s.2).map(|s| s.0).collect();
+        crate::sort::heapsort(&mut hidden);
+        hidden
+    }
 }
 
 /// Most network devices [`net_devices`] walks in one call (a caller
