@@ -79,6 +79,29 @@ fn in_task_dump(console: &mut MonVmConsole, pid: u32) -> usize {
 
 /// The namespace `hide_netns` unlinked (its inode number from the
 /// rootkit's status) is reported after event `from`; then relinked, clean.
+/// Switches `attack` on, waits for the event holding `violation`
+/// (`:violation:AREA:...`), runs `meanwhile` (what the guest shows while
+/// the attack is on), switches it off and waits for AREA's clean event.
+fn attack_seen(
+    console: &mut MonVmConsole,
+    rootkit: &Rootkit,
+    record: &avm_qemu::NodeRecord,
+    attack: Attack,
+    violation: &str,
+    meanwhile: impl FnOnce(&mut MonVmConsole),
+) {
+    let area = violation
+        .strip_prefix(":violation:")
+        .and_then(|v| v.split(':').next())
+        .expect("a :violation:AREA: text");
+    let from = avm_events(record).len();
+    rootkit.set(console, attack, true).expect("on");
+    wait_event(record, from, violation);
+    meanwhile(console);
+    rootkit.set(console, attack, false).expect("off");
+    wait_event(record, from, &format!(":clean:{area}"));
+}
+
 fn hidden_netns_reported(
     console: &mut MonVmConsole,
     rootkit: &Rootkit,
@@ -379,37 +402,27 @@ fn attack_from_inside(series: &str) {
     // The same thread unlinked from its group's thread list (which hides
     // its cred and namespace from the walk): the kernel's count of the
     // group's threads still has it.
-    let from = avm_events(&record).len();
-    rootkit
-        .set(&mut console, Attack::HideTid(tid), true)
-        .expect("on");
-    wait_event(
+    attack_seen(
+        &mut console,
+        &rootkit,
         &record,
-        from,
+        Attack::HideTid(tid),
         &format!(
             ":violation:hidden_process:process:{leader}:avm_threads:thread list and count differ"
         ),
+        |_| {},
     );
-    rootkit
-        .set(&mut console, Attack::HideTid(tid), false)
-        .expect("off");
-    wait_event(&record, from, ":clean:hidden_process");
     // Unlinked and taken off the count as well: the thread lists agree
     // with the count, but the PID table still holds the thread (or it has
     // no PID to run under).
-    let from = avm_events(&record).len();
-    rootkit
-        .set(&mut console, Attack::HideTidCount(tid), true)
-        .expect("on");
-    wait_event(
+    attack_seen(
+        &mut console,
+        &rootkit,
         &record,
-        from,
+        Attack::HideTidCount(tid),
         &format!(":violation:hidden_process:process:{tid}:avm_threads:only in the PID table"),
+        |_| {},
     );
-    rootkit
-        .set(&mut console, Attack::HideTidCount(tid), false)
-        .expect("off");
-    wait_event(&record, from, ":clean:hidden_process");
     console_sh(&mut console, &format!("kill {leader}"));
 
     // A process gone from the task list; its PID still answers.
@@ -441,25 +454,17 @@ fn attack_from_inside(series: &str) {
     // its parent's children, the PID table, where `kill` finds it): it is
     // met on a CPU.
     let busy = start_program(&mut console, None, "sh -c 'while :; do :; done'");
-    let from = avm_events(&record).len();
-    rootkit
-        .set(&mut console, Attack::VanishPid(busy), true)
-        .expect("on");
-    assert_eq!(
-        in_task_dump(&mut console, busy),
-        0,
-        "{series}: still listed"
-    );
-    console_sh(&mut console, &format!("! kill -0 {busy} 2>/dev/null"));
-    wait_event(
+    attack_seen(
+        &mut console,
+        &rootkit,
         &record,
-        from,
+        Attack::VanishPid(busy),
         &format!(":violation:hidden_process:process:{busy}:sh:running on a CPU, on no list"),
+        |console| {
+            assert_eq!(in_task_dump(console, busy), 0, "{series}: still listed");
+            console_sh(console, &format!("! kill -0 {busy} 2>/dev/null"));
+        },
     );
-    rootkit
-        .set(&mut console, Attack::VanishPid(busy), false)
-        .expect("off");
-    wait_event(&record, from, ":clean:hidden_process");
     console_sh(&mut console, &format!("kill {busy}"));
 
     // A user's process made root, then the user again.
@@ -503,25 +508,21 @@ fn attack_from_inside(series: &str) {
     // tracked as a user's yet, its account still its real uid; only a
     // set-uid program makes euid 0 under a user's uid.
     let pid = start_sleep(&mut console, Some("nobody"));
-    let from = avm_events(&record).len();
-    rootkit
-        .set(&mut console, Attack::EuidPid(pid), true)
-        .expect("on");
-    wait_event(
+    attack_seen(
+        &mut console,
+        &rootkit,
         &record,
-        from,
+        Attack::EuidPid(pid),
         &format!(":violation:creds:process:{pid}:sleep:euid 0 under uid 65534"),
+        |console| {
+            let raised = ids(console, pid);
+            assert_eq!(
+                raised.split_whitespace().take(5).collect::<Vec<_>>(),
+                ["Uid:", "65534", "0", "65534", "0"],
+                "{series}"
+            );
+        },
     );
-    let raised = ids(&mut console, pid);
-    assert_eq!(
-        raised.split_whitespace().take(5).collect::<Vec<_>>(),
-        ["Uid:", "65534", "0", "65534", "0"],
-        "{series}"
-    );
-    rootkit
-        .set(&mut console, Attack::EuidPid(pid), false)
-        .expect("off");
-    wait_event(&record, from, ":clean:creds");
     console_sh(&mut console, &format!("kill {pid}"));
 
     // A user's thread made root (its own cred): its leader, the one the
@@ -529,25 +530,21 @@ fn attack_from_inside(series: &str) {
     let leader = start_program(&mut console, Some("nobody"), THREADS_GUEST_PATH);
     let tid = second_thread(&mut console, leader);
     std::thread::sleep(Duration::from_secs(1));
-    let from = avm_events(&record).len();
-    rootkit
-        .set(&mut console, Attack::RootPid(tid), true)
-        .expect("on");
-    wait_event(
+    attack_seen(
+        &mut console,
+        &rootkit,
         &record,
-        from,
+        Attack::RootPid(tid),
         &format!(
             ":violation:creds:process:{tid}:avm_threads:uid 0 in a cred of uid 65534's account"
         ),
+        |console| {
+            assert!(
+                ids(console, leader).contains("65534"),
+                "{series}: the leader's ids changed too: the thread shares its cred"
+            );
+        },
     );
-    assert!(
-        ids(&mut console, leader).contains("65534"),
-        "{series}: the leader's ids changed too: the thread shares its cred"
-    );
-    rootkit
-        .set(&mut console, Attack::RootPid(tid), false)
-        .expect("off");
-    wait_event(&record, from, ":clean:creds");
     console_sh(&mut console, &format!("kill {leader}"));
 
     // A user's child made root, its real_parent pointed at init first:
