@@ -114,9 +114,8 @@ pub struct CrossWatch {
     /// found (kept for a round whose PID table does not walk), ascending.
     pid_only: Vec<u64>,
     /// Tasks seen running on a CPU while on no list and not in the PID
-    /// table, and those of them seen in two rounds (reported).
+    /// table.
     running: crossview::RunningSightings,
-    running_hidden: Vec<u64>,
     /// Rounds the module view, the process view, the task list, the
     /// top-level tables, the network namespaces, the PID table and the
     /// run queues failed.
@@ -183,10 +182,6 @@ impl CrossWatch {
         let everyone = everyone.as_deref();
         // Groups whose thread list is short of the kernel's count.
         let miscounted = groups.as_ref().map_or(&[][..], |g| &g.miscounted[..]);
-        // Tasks with a PID that no task or thread list holds: a thread
-        // unlinked from its group's list and taken off its count. A round
-        // whose PID table does not walk keeps those of the last that are
-        // still off the lists.
         // Each CPU's current task, read before the PID table: a task
         // forked after the lists were read is in the table by then.
         let running = location
@@ -194,6 +189,10 @@ impl CrossWatch {
             .zip(location.runtime_of(r.nr_cpu_ids))
             .and_then(|(offsets, cpus)| crossview::running_tasks(space, offsets, cpus, r).ok());
         let running_unwalked = self.unwalked[6].round(running.is_some(), "run-queues");
+        // Tasks with a PID that no task or thread list holds: a thread
+        // unlinked from its group's list and taken off its count. A round
+        // whose PID table does not walk keeps those of the last that are
+        // still off the lists.
         let pid_table = location
             .runtime_of(r.init_pid_ns)
             .and_then(|ns| ns.checked_add(r.pid_ns_xa_head))
@@ -218,7 +217,7 @@ impl CrossWatch {
                 .map(|t| t.value())
                 .filter(off_lists)
                 .collect();
-            self.running_hidden = self.running.round(&seen, |t| listed.contains(&t));
+            self.running.round(&seen, |t| listed.contains(&t));
         }
         let init_task = location.runtime_of(profile.symbols.init_task);
         let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
@@ -283,7 +282,7 @@ impl CrossWatch {
                 })
                 .collect();
             self.tasks_before = now;
-            for &t in &self.running_hidden {
+            for t in self.running.hidden() {
                 out[1].push(match read_task(t) {
                     Some(task) => text(format_args!(
                         "process:{}:{}:running on a CPU, on no list",

@@ -1064,11 +1064,8 @@ fn pid_table_walk<V: VirtualMemory + ?Sized>(
                 if nodes > MAX_PID_NODES {
                     return Err(CrossViewError::TooMany);
                 }
-                let node = GuestVirtAddr::new(at)
-                    .map_err(|e| StructError::from(crate::paging::WalkError::from(e)))?;
-                let shift = mem
-                    .read_virt_u8(field(node, r.xa_node_shift)?)
-                    .map_err(StructError::from)?;
+                let node = super::structs::pointer(at)?;
+                let shift = super::structs::read_u8(mem, node, r.xa_node_shift)?;
                 let expected = match parent {
                     None => shift.is_multiple_of(XA_CHUNK_SHIFT) && shift <= MAX_XA_ROOT_SHIFT,
                     Some(p) => p.checked_sub(XA_CHUNK_SHIFT) == Some(shift),
@@ -1083,8 +1080,7 @@ fn pid_table_walk<V: VirtualMemory + ?Sized>(
                 }
             }
             XaSlot::Entry(pid) => {
-                let pid = GuestVirtAddr::new(pid)
-                    .map_err(|e| StructError::from(crate::paging::WalkError::from(e)))?;
+                let pid = super::structs::pointer(pid)?;
                 // The first task on the PID's PIDTYPE_PID list (there is
                 // at most one).
                 let Some(link) = read_pointer(mem, pid, r.pid_tasks)? else {
@@ -1116,15 +1112,14 @@ pub fn running_tasks<V: VirtualMemory + ?Sized>(
     nr_cpu_ids: GuestVirtAddr,
     r: &CrossViewReference,
 ) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
-    let cpus = mem.read_virt_u32(nr_cpu_ids).map_err(StructError::from)?;
+    let cpus = super::structs::read_u32(mem, nr_cpu_ids, 0)?;
     if cpus == 0 || cpus > MAX_CPUS {
         return Err(CrossViewError::TooMany);
     }
     let mut out = Vec::new();
     for cpu in 0..u64::from(cpus) {
         let offset = super::structs::read_u64(mem, per_cpu_offset, 8 * cpu)?;
-        let rq = GuestVirtAddr::new(r.runqueues.wrapping_add(offset))
-            .map_err(|e| StructError::from(crate::paging::WalkError::from(e)))?;
+        let rq = super::structs::pointer(r.runqueues.wrapping_add(offset))?;
         let curr = read_pointer(mem, rq, r.rq_curr)?;
         if curr.is_some() && curr != read_pointer(mem, rq, r.rq_idle)? {
             out.extend(curr);
@@ -1159,8 +1154,8 @@ pub struct RunningSightings {
 impl RunningSightings {
     /// One round: `off_lists` are this round's current tasks that no list
     /// and not the PID table hold; `listed` says whether a list holds a
-    /// task now. Returns the tasks seen hidden in two rounds, ascending.
-    pub fn round(&mut self, off_lists: &[u64], listed: impl Fn(u64) -> bool) -> Vec<u64> {
+    /// task now.
+    pub fn round(&mut self, off_lists: &[u64], listed: impl Fn(u64) -> bool) {
         self.round = self.round.wrapping_add(1);
         let round = self.round;
         for &t in off_lists {
@@ -1178,6 +1173,11 @@ impl RunningSightings {
         }
         self.seen
             .retain(|s| !listed(s.0) && round.wrapping_sub(s.1) <= RUNNING_ROUNDS);
+    }
+
+    /// The tasks seen hidden in two rounds (as of the last round),
+    /// ascending.
+    pub fn hidden(&self) -> Vec<u64> {
         let mut hidden: Vec<u64> = self.seen.iter().filter(|s| s.2).map(|s| s.0).collect();
         crate::sort::heapsort(&mut hidden);
         hidden

@@ -81,6 +81,14 @@ pub fn container_of(member: GuestVirtAddr, offset: u64) -> Result<GuestVirtAddr,
     })
 }
 
+pub fn read_u8<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    base: GuestVirtAddr,
+    offset: u64,
+) -> Result<u8, StructError> {
+    Ok(mem.read_virt_u8(field(base, offset)?)?)
+}
+
 pub fn read_u32<V: VirtualMemory + ?Sized>(
     mem: &V,
     base: GuestVirtAddr,
@@ -117,7 +125,13 @@ pub fn read_pointer<V: VirtualMemory + ?Sized>(
     if raw == 0 {
         return Ok(None);
     }
-    Ok(Some(GuestVirtAddr::new(raw).map_err(WalkError::from)?))
+    Ok(Some(pointer(raw)?))
+}
+
+/// A pointer value read from the guest as an address; an error if it is
+/// not canonical.
+pub fn pointer(raw: u64) -> Result<GuestVirtAddr, StructError> {
+    Ok(GuestVirtAddr::new(raw).map_err(WalkError::from)?)
 }
 
 /// A NUL-terminated string at `at` of at most `max` bytes (NUL excluded),
