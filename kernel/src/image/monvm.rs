@@ -21,7 +21,7 @@ use avm_kernel::boot_info::StartInfo;
 use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
-use vmi::linux::liveness::{LeftBehind, Ticking};
+use vmi::linux::liveness::{LeftBehind, Ticking, leaves_old_kernel_behind};
 use vmi::linux::structs::heapless_str::FixedStr;
 use vmi::linux::{
     ImaEntry, KernelLocation, KernelView, Module, PathError, Survey, SurveyLimits, Task, checks,
@@ -856,8 +856,9 @@ impl MonVm {
         }
         // The kernel left behind must not tick on: a decoy copy of the
         // running kernel leaves the real one running there, counting at
-        // the rate it was seen counting at.
-        self.left_behind = (!in_place).then(|| {
+        // the rate it was seen counting at. A new kernel in the old one's
+        // place (in place, or put there again) leaves none behind.
+        self.left_behind = leaves_old_kernel_behind(&old, &new).then(|| {
             let jiffies = self.jiffies_at(&old);
             (old, LeftBehind::new(jiffies, now_us, self.ticking.rate()))
         });

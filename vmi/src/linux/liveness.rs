@@ -19,6 +19,8 @@
 //! Both are pure state machines fed with reads, so the A-VM's use of them
 //! is tested here on made-up sequences.
 
+use super::kaslr::KernelLocation;
+
 /// Most ticks a second any Linux configuration counts (`CONFIG_HZ=1000`).
 pub const MAX_HZ: u64 = 1000;
 /// Rises of a left-behind kernel's tick count that show it runs.
@@ -101,6 +103,16 @@ impl Ticking {
         };
         span_rate().or(self.learnt)
     }
+}
+
+/// Whether a reboot from the kernel at `old` to the one at `new` leaves
+/// the old kernel behind to watch ([`LeftBehind`]): not when the new one
+/// was put where the old one was. Its tick count is then where the old
+/// one's was and counts on at the old rate from a low start, so watching
+/// it would see the old kernel running. Nor can a decoy be there: a copy
+/// of the running kernel cannot lie on top of it.
+pub fn leaves_old_kernel_behind(old: &KernelLocation, new: &KernelLocation) -> bool {
+    old.phys_text != new.phys_text
 }
 
 /// The kernel left behind at a reboot, whose tick count must stay still.
