@@ -21,7 +21,7 @@ use avm_kernel::boot_info::StartInfo;
 use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
-use vmi::linux::liveness::{LeftBehind, Ticking, leaves_old_kernel_behind};
+use vmi::linux::liveness::{LeftBehind, OldKernels, Ticking, leaves_old_kernel_behind};
 use vmi::linux::structs::heapless_str::FixedStr;
 use vmi::linux::{
     ImaEntry, KernelLocation, KernelView, Module, PathError, Survey, SurveyLimits, Task, checks,
@@ -83,9 +83,6 @@ const MAX_AREA_FINDINGS: usize = 64;
 const HOLD_US: u64 = 15_000_000;
 /// Size of the IDT (256 gates of 16 bytes).
 const IDT_BYTES: usize = 256 * 16;
-/// Old kernels' images remembered (a rebooted Mon-VM's RAM still holds
-/// the image of the kernel before; it is not a new kernel).
-const MAX_STALE: usize = 8;
 /// Most 2 MiB candidates searched for a kernel (64 GiB of RAM).
 const MAX_CANDIDATES: u64 = 1 << 15;
 /// Longest monitor policy file read (longer ones are refused unread).
@@ -478,7 +475,7 @@ pub struct MonVm {
     /// from a reboot until the new kernel's user space runs.
     kernel: Option<Watched>,
     /// Images of kernels from before a reboot (never taken for a new one).
-    stale: Vec<KernelLocation>,
+    old_kernels: OldKernels,
     /// Whether the last search of RAM missed the watched kernel (logged
     /// once).
     lost: bool,
@@ -605,7 +602,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         policy,
         next_try_us: 0,
         kernel: None,
-        stale: Vec::new(),
+        old_kernels: OldKernels::default(),
         lost: false,
         due: Due::default(),
         raw_syscalls: Vec::new(),
@@ -690,7 +687,7 @@ impl MonVm {
         let fresh: Vec<KernelLocation> =
             find_kernels(&self.memory, self.memory.layout().regions(), &self.profile)
                 .into_iter()
-                .filter(|l| !self.stale.contains(l))
+                .filter(|l| !self.old_kernels.contains(l))
                 .collect();
         let [location] = fresh.as_slice() else {
             debug!("monvm: {} new kernel images in RAM", fresh.len());
@@ -793,7 +790,7 @@ impl MonVm {
         let found = find_kernels(&self.memory, self.memory.layout().regions(), &self.profile);
         let fresh: Vec<&KernelLocation> = found
             .iter()
-            .filter(|l| **l != old && !self.stale.contains(l))
+            .filter(|l| **l != old && !self.old_kernels.contains(l))
             .collect();
         let lost = !found.contains(&old);
         if lost != self.lost {
@@ -848,12 +845,7 @@ impl MonVm {
         // The old image stays in RAM until overwritten: it is not a new
         // kernel the next time it is seen (unless the new one took its
         // place).
-        if !in_place {
-            if self.stale.len() >= MAX_STALE {
-                self.stale.remove(0);
-            }
-            self.stale.push(old);
-        }
+        self.old_kernels.rebooted(old, new);
         // The kernel left behind must not tick on: a decoy copy of the
         // running kernel leaves the real one running there, counting at
         // the rate it was seen counting at. A new kernel in the old one's
@@ -864,7 +856,6 @@ impl MonVm {
         });
         self.ticking = Ticking::default();
         self.stalled = false;
-        self.stale.retain(|l| *l != new);
         self.jiffies = Jiffies::default();
         self.kernel = None;
         self.lost = false;

@@ -19,6 +19,8 @@
 //! Both are pure state machines fed with reads, so the A-VM's use of them
 //! is tested here on made-up sequences.
 
+use alloc::vec::Vec;
+
 use super::kaslr::KernelLocation;
 
 /// Most ticks a second any Linux configuration counts (`CONFIG_HZ=1000`).
@@ -113,6 +115,40 @@ impl Ticking {
 /// of the running kernel cannot lie on top of it.
 pub fn leaves_old_kernel_behind(old: &KernelLocation, new: &KernelLocation) -> bool {
     old.phys_text != new.phys_text
+}
+
+/// Old kernels' images remembered ([`OldKernels`]).
+pub const MAX_OLD_KERNELS: usize = 8;
+
+/// Images of the kernels that ran before a reboot and still lie in RAM (a
+/// rebooted Mon-VM's memory keeps the image of the kernel before until
+/// something overwrites it): a search that finds one of them has not found
+/// a new kernel. At most [`MAX_OLD_KERNELS`], the oldest forgotten first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OldKernels {
+    images: Vec<KernelLocation>,
+}
+
+impl OldKernels {
+    /// Whether the image at `location` is an old kernel's.
+    pub fn contains(&self, location: &KernelLocation) -> bool {
+        self.images.contains(location)
+    }
+
+    /// The Mon-VM rebooted from the kernel at `old` to the one at `new`.
+    /// The new image overwrote whatever lay where it is now, so no old one
+    /// is remembered there (a later kernel put there again, with any
+    /// slide, is new); the old image stays in RAM unless the new one took
+    /// its place ([`leaves_old_kernel_behind`]).
+    pub fn rebooted(&mut self, old: KernelLocation, new: KernelLocation) {
+        self.images.retain(|l| l.phys_text != new.phys_text);
+        if leaves_old_kernel_behind(&old, &new) && !self.images.contains(&old) {
+            if self.images.len() >= MAX_OLD_KERNELS {
+                self.images.remove(0);
+            }
+            self.images.push(old);
+        }
+    }
 }
 
 /// The kernel left behind at a reboot, whose tick count must stay still.

@@ -262,3 +262,46 @@ fn a_new_kernel_in_the_old_ones_place_leaves_nothing_behind() {
     assert!(leaves_old_kernel_behind(&old, &at(0x2a0_0000, 0x23e0_0000)));
     assert!(leaves_old_kernel_behind(&old, &at(0xbc0_0000, 0x2fa0_0000)));
 }
+
+/// Old images are remembered where they still lie: a kernel put where an
+/// old one was overwrote it, so a later kernel there (even with the old
+/// slide: the same slot twice, then the first slide again) is new, not an
+/// old image, and the watch is not stuck searching for a reboot it refuses.
+#[test]
+fn old_kernels_are_remembered_where_their_images_still_lie() {
+    use crate::addr::GuestPhysAddr;
+    let link = 0xffff_ffff_8100_0000u64;
+    let at = |phys: u64, slide: u64| KernelLocation {
+        phys_text: GuestPhysAddr(phys),
+        link_text: link,
+        runtime_text: link + slide,
+    };
+    let (a, b) = (at(0x9c0_0000, 0x2fa0_0000), at(0x2a0_0000, 0x1000_0000));
+    let mut old = OldKernels::default();
+    // To another place: the first image stays behind.
+    old.rebooted(a, b);
+    assert!(old.contains(&a) && !old.contains(&b));
+    // Back to the first slot with another slide: its old image is gone,
+    // the one just left is behind.
+    let a2 = at(0x9c0_0000, 0x23e0_0000);
+    old.rebooted(b, a2);
+    assert!(!old.contains(&a) && old.contains(&b) && !old.contains(&a2));
+    // The same slot again, with the first slide: a new kernel.
+    old.rebooted(a2, a);
+    assert!(!old.contains(&a) && !old.contains(&a2) && old.contains(&b));
+    // In place (same slot, same slide): nothing behind.
+    old.rebooted(a, a);
+    assert!(!old.contains(&a) && old.contains(&b));
+    // At most MAX_OLD_KERNELS, the oldest forgotten first.
+    let mut old = OldKernels::default();
+    let kernels: Vec<KernelLocation> = (0..=MAX_OLD_KERNELS as u64)
+        .map(|n| at(0x100_0000 + n * 0x20_0000, 0x1000_0000))
+        .collect();
+    for pair in kernels.windows(2) {
+        old.rebooted(pair[0], pair[1]);
+    }
+    assert!(!old.contains(&kernels[MAX_OLD_KERNELS]));
+    assert!(kernels[..MAX_OLD_KERNELS].iter().all(|k| old.contains(k)));
+    old.rebooted(kernels[MAX_OLD_KERNELS], at(0x8000_0000, 0));
+    assert!(!old.contains(&kernels[0]) && old.contains(&kernels[MAX_OLD_KERNELS]));
+}
