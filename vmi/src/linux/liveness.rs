@@ -31,10 +31,14 @@ pub const LEFT_BEHIND_RISES: u32 = 3;
 /// rate is taken from ([`Ticking::rate`]): a move is seen up to one read
 /// late (half a second), so the rate is within a tenth from here on.
 pub const RATE_SPAN_US: u64 = 10_000_000;
-/// How long after a reboot a left-behind count is compared with the clock
-/// ([`LeftBehind::read`]): a kernel that runs on is seen in its first
-/// seconds; the band around the clock widens with the time since.
-pub const CLOCK_WINDOW_US: u64 = 30_000_000;
+/// How long after a reboot the kernel left behind is watched
+/// ([`LeftBehind::read`], both rules): a kernel that runs on is seen in
+/// its first seconds (it ticks at least every 0.52 s when idle), and the
+/// band around the clock widens with the time since. Later, the new
+/// kernel has had time to reuse the old one's memory for anything,
+/// counters and time stamps of its own included, which must not read as
+/// the old kernel running.
+pub const LEFT_BEHIND_WINDOW_US: u64 = 30_000_000;
 /// How far an idle kernel's count may lag its clock: NO_HZ catches it up
 /// at the next wake-up (at least every 0.52 s on an idle Debian Mon-VM).
 pub const IDLE_LAG_US: u64 = 1_000_000;
@@ -186,7 +190,7 @@ impl LeftBehind {
     /// Whether `value` at `now_us` is where the count would be had it gone
     /// on at its rate since the reboot: above the start, within an idle
     /// lag plus a fifth of the time since (the rate is known within a
-    /// tenth) of the clock, in the first [`CLOCK_WINDOW_US`]. The new
+    /// tenth) of the clock, in the first [`LEFT_BEHIND_WINDOW_US`]. The new
     /// kernel's own counts and time stamps written into reused memory are
     /// below it by at least the old kernel's uptime, which its rate took
     /// [`RATE_SPAN_US`] to learn.
@@ -195,7 +199,7 @@ impl LeftBehind {
             return false;
         };
         let since = now_us.saturating_sub(self.start_us);
-        if since > CLOCK_WINDOW_US || value <= start {
+        if since > LEFT_BEHIND_WINDOW_US || value <= start {
             return false;
         }
         // At most 1100 Hz (`Ticking::rate`) for at most 37 s: no overflow.
@@ -207,12 +211,13 @@ impl LeftBehind {
     /// Feeds one read of the left-behind kernel's `jiffies_64` at `now_us`;
     /// `intact` says its image is still where it was. Returns whether it
     /// was seen running since the reboot (for good, once seen), by either
-    /// of two rules:
+    /// of two rules, in the first [`LEFT_BEHIND_WINDOW_US`] only:
     /// - [`LEFT_BEHIND_RISES`] rises of its count while intact, each by at
     ///   most what [`MAX_HZ`] ticks in the time since the read before. A
     ///   value that falls, jumps further, or cannot be read, or an image no
     ///   longer intact, starts the count again: the new kernel reusing the
-    ///   old one's memory writes anything there, but not a clock;
+    ///   old one's memory in its first seconds writes anything there, but
+    ///   not a clock (later, time stamps of its own may rise there);
     /// - as many rises in a row each on the clock it counted by before the
     ///   reboot ([`LeftBehind::new`]'s rate, from where it was then), intact
     ///   or not: a rootkit cannot make the real kernel's image look gone
@@ -220,6 +225,9 @@ impl LeftBehind {
     pub fn read(&mut self, value: Option<u64>, intact: bool, now_us: u64) -> bool {
         if self.running {
             return true;
+        }
+        if now_us.saturating_sub(self.start_us) > LEFT_BEHIND_WINDOW_US {
+            return false;
         }
         let elapsed_us = now_us.saturating_sub(self.at_us);
         // At most MAX_HZ ticks a second, one more for a tick between.
