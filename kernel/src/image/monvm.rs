@@ -684,11 +684,12 @@ impl MonVm {
         let started = time::now_us();
         // The one kernel image in RAM that is not an old kernel's (a
         // rebooted Mon-VM's RAM still holds the one before).
-        let fresh: Vec<KernelLocation> =
-            find_kernels(&self.memory, self.memory.layout().regions(), &self.profile)
-                .into_iter()
-                .filter(|l| !self.old_kernels.contains(l))
-                .collect();
+        let found = find_kernels(&self.memory, self.memory.layout().regions(), &self.profile);
+        self.old_kernels.keep_found(&found);
+        let fresh: Vec<KernelLocation> = found
+            .into_iter()
+            .filter(|l| !self.old_kernels.contains(l))
+            .collect();
         let [location] = fresh.as_slice() else {
             debug!("monvm: {} new kernel images in RAM", fresh.len());
             return true;
@@ -788,6 +789,7 @@ impl MonVm {
     ) -> bool {
         let old = kernel.location;
         let found = find_kernels(&self.memory, self.memory.layout().regions(), &self.profile);
+        self.old_kernels.keep_found(&found);
         let fresh: Vec<&KernelLocation> = found
             .iter()
             .filter(|l| **l != old && !self.old_kernels.contains(l))

@@ -121,13 +121,18 @@ pub fn leaves_old_kernel_behind(old: &KernelLocation, new: &KernelLocation) -> b
     old.phys_text != new.phys_text
 }
 
-/// Old kernels' images remembered ([`OldKernels`]).
-pub const MAX_OLD_KERNELS: usize = 8;
+/// Old kernels' images remembered ([`OldKernels`]): as many as RAM keeps
+/// at once, about 40 MiB each.
+pub const MAX_OLD_KERNELS: usize = 64;
 
 /// Images of the kernels that ran before a reboot and still lie in RAM (a
 /// rebooted Mon-VM's memory keeps the image of the kernel before until
 /// something overwrites it): a search that finds one of them has not found
-/// a new kernel. At most [`MAX_OLD_KERNELS`], the oldest forgotten first.
+/// a new kernel. Only images a search still finds are kept
+/// ([`OldKernels::keep_found`]), at most [`MAX_OLD_KERNELS`], the oldest
+/// forgotten first. Forgetting one still in RAM would make it a second
+/// new kernel at the next reboot, which the A-VM cannot tell from the
+/// real one: it would go on watching the kernel before, a dead image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OldKernels {
     images: Vec<KernelLocation>,
@@ -137,6 +142,14 @@ impl OldKernels {
     /// Whether the image at `location` is an old kernel's.
     pub fn contains(&self, location: &KernelLocation) -> bool {
         self.images.contains(location)
+    }
+
+    /// Forgets the images a search of RAM no longer finds (`found`: every
+    /// kernel image it found): overwritten by the kernel that runs now, an
+    /// image does not come back, and one written there again is as new as
+    /// any other image.
+    pub fn keep_found(&mut self, found: &[KernelLocation]) {
+        self.images.retain(|l| found.contains(l));
     }
 
     /// The Mon-VM rebooted from the kernel at `old` to the one at `new`.

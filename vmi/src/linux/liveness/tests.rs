@@ -325,4 +325,25 @@ fn old_kernels_are_remembered_where_their_images_still_lie() {
     assert!(kernels[..MAX_OLD_KERNELS].iter().all(|k| old.contains(k)));
     old.rebooted(kernels[MAX_OLD_KERNELS], at(0x8000_0000, 0));
     assert!(!old.contains(&kernels[0]) && old.contains(&kernels[MAX_OLD_KERNELS]));
+    // A search that no longer finds an image forgets it: overwritten, and
+    // if written again, a new image.
+    old.keep_found(&kernels[2..5]);
+    assert!(kernels[2..5].iter().all(|k| old.contains(k)));
+    assert!(!old.contains(&kernels[1]) && !old.contains(&kernels[5]));
+    // So old images never crowd out each other while fewer than the bound
+    // lie in RAM at once: many reboots, each new kernel elsewhere, each
+    // search finding the last few images only.
+    let mut old = OldKernels::default();
+    let many: Vec<KernelLocation> = (0..1000u64)
+        .map(|n| at(0x100_0000 + (n % 100) * 0x20_0000, n << 21))
+        .collect();
+    for (n, pair) in many.windows(2).enumerate() {
+        old.rebooted(pair[0], pair[1]);
+        old.keep_found(&many[n.saturating_sub(3)..=n + 1]);
+        assert!(
+            many[n.saturating_sub(3)..=n]
+                .iter()
+                .all(|k| old.contains(k))
+        );
+    }
 }
