@@ -253,6 +253,16 @@ proptest! {
     }
 }
 
+/// A kernel image at `phys` with KASLR slide `slide`.
+fn at(phys: u64, slide: u64) -> KernelLocation {
+    let link = 0xffff_ffff_8100_0000u64;
+    KernelLocation {
+        phys_text: crate::addr::GuestPhysAddr(phys),
+        link_text: link,
+        runtime_text: link + slide,
+    }
+}
+
 /// A reboot whose new kernel lands where the old one was (physical KASLR
 /// can pick the same 2 MiB slot; the slide changes): the old kernel's tick
 /// count is the new one's, read first at the reboot and counting on at
@@ -260,13 +270,6 @@ proptest! {
 /// CI). Such a reboot leaves nothing behind to watch; one elsewhere does.
 #[test]
 fn a_new_kernel_in_the_old_ones_place_leaves_nothing_behind() {
-    use crate::addr::GuestPhysAddr;
-    let link = 0xffff_ffff_8100_0000u64;
-    let at = |phys: u64, slide: u64| KernelLocation {
-        phys_text: GuestPhysAddr(phys),
-        link_text: link,
-        runtime_text: link + slide,
-    };
     let old = at(0x9c0_0000, 0x2fa0_0000);
     let same_place = at(0x9c0_0000, 0x23e0_0000);
     // Watched, the new kernel's own count (250 Hz from its boot) is on
@@ -290,13 +293,6 @@ fn a_new_kernel_in_the_old_ones_place_leaves_nothing_behind() {
 /// old image, and the watch is not stuck searching for a reboot it refuses.
 #[test]
 fn old_kernels_are_remembered_where_their_images_still_lie() {
-    use crate::addr::GuestPhysAddr;
-    let link = 0xffff_ffff_8100_0000u64;
-    let at = |phys: u64, slide: u64| KernelLocation {
-        phys_text: GuestPhysAddr(phys),
-        link_text: link,
-        runtime_text: link + slide,
-    };
     let (a, b) = (at(0x9c0_0000, 0x2fa0_0000), at(0x2a0_0000, 0x1000_0000));
     let mut old = OldKernels::default();
     // To another place: the first image stays behind.
