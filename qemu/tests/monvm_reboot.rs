@@ -40,6 +40,12 @@ fn serial(record: &avm_qemu::NodeRecord) -> String {
     std::fs::read_to_string(&record.avm_serial).unwrap_or_default()
 }
 
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Waits until `count` lines of the A-VM's serial log start with `prefix`.
 fn wait_for_lines(record: &avm_qemu::NodeRecord, prefix: &str, count: usize) {
     let deadline = Instant::now() + REBOOT_TIMEOUT;
@@ -50,7 +56,16 @@ fn wait_for_lines(record: &avm_qemu::NodeRecord, prefix: &str, count: usize) {
         }
         assert!(
             Instant::now() < deadline,
-            "the A-VM printed fewer than {count} {prefix:?} lines:\n{text}"
+            "the A-VM printed fewer than {count} {prefix:?} lines; its serial log ends:\n{}\nthe Mon-VM's console ends:\n{}",
+            tail(&text, 200),
+            tail(
+                &record
+                    .monvm_console_log
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default(),
+                60
+            )
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -122,6 +137,9 @@ fn check_reboot(series: &str) {
     let mut config = avm_qemu::testing::tcg_config(dir.path());
     config.monvm = Some(avm_qemu::testing::monvm_config(series, 256));
     config.monitor_policy = Some(MonitorPolicy::parse(POLICY.as_bytes()).expect("policy"));
+    // Why a new kernel is not measured (a search's count of new images, a
+    // survey's error, no user space yet) is logged at debug level only.
+    config.extra_cmdline.push("log=debug".into());
     let node = avm_qemu::node::Node::up_on_free_port(&config, avm_qemu::testing::BOOT_TIMEOUT)
         .unwrap_or_else(|err| panic!("node with a {series} Mon-VM did not come up: {err}"));
     let record = node.record().clone();

@@ -684,12 +684,11 @@ impl MonVm {
         let started = time::now_us();
         // The one kernel image in RAM that is not an old kernel's (a
         // rebooted Mon-VM's RAM still holds the one before).
-        let found = find_kernels(&self.memory, self.memory.layout().regions(), &self.profile);
-        self.old_kernels.keep_found(&found);
-        let fresh: Vec<KernelLocation> = found
-            .into_iter()
-            .filter(|l| !self.old_kernels.contains(l))
-            .collect();
+        let fresh: Vec<KernelLocation> =
+            find_kernels(&self.memory, self.memory.layout().regions(), &self.profile)
+                .into_iter()
+                .filter(|l| !self.old_kernels.contains(l))
+                .collect();
         let [location] = fresh.as_slice() else {
             debug!("monvm: {} new kernel images in RAM", fresh.len());
             return true;
@@ -789,7 +788,6 @@ impl MonVm {
     ) -> bool {
         let old = kernel.location;
         let found = find_kernels(&self.memory, self.memory.layout().regions(), &self.profile);
-        self.old_kernels.keep_found(&found);
         let fresh: Vec<&KernelLocation> = found
             .iter()
             .filter(|l| **l != old && !self.old_kernels.contains(l))
@@ -847,7 +845,7 @@ impl MonVm {
         // The old image stays in RAM until overwritten: it is not a new
         // kernel the next time it is seen (unless the new one took its
         // place).
-        self.old_kernels.rebooted(old, new);
+        self.old_kernels.rebooted(old, new, &found);
         // The kernel left behind must not tick on: a decoy copy of the
         // running kernel leaves the real one running there, counting at
         // the rate it was seen counting at. A new kernel in the old one's

@@ -121,18 +121,18 @@ pub fn leaves_old_kernel_behind(old: &KernelLocation, new: &KernelLocation) -> b
     old.phys_text != new.phys_text
 }
 
-/// Old kernels' images remembered ([`OldKernels`]): as many as RAM keeps
-/// at once, about 40 MiB each.
+/// Old kernels' images remembered ([`OldKernels`]): more than RAM keeps
+/// at once in all but the largest Mon-VMs (about 40 MiB each).
 pub const MAX_OLD_KERNELS: usize = 64;
 
-/// Images of the kernels that ran before a reboot and still lie in RAM (a
-/// rebooted Mon-VM's memory keeps the image of the kernel before until
+/// Images of the kernels that ran before a reboot and may still lie in RAM
+/// (a rebooted Mon-VM's memory keeps the image of the kernel before until
 /// something overwrites it): a search that finds one of them has not found
-/// a new kernel. Only images a search still finds are kept
-/// ([`OldKernels::keep_found`]), at most [`MAX_OLD_KERNELS`], the oldest
-/// forgotten first. Forgetting one still in RAM would make it a second
-/// new kernel at the next reboot, which the A-VM cannot tell from the
-/// real one: it would go on watching the kernel before, a dead image.
+/// a new kernel. At most [`MAX_OLD_KERNELS`]. An image one search misses
+/// is not forgotten: around a reboot the old image comes and goes while
+/// the new kernel boots over it (seen under TCG), and one forgotten, then
+/// found again, would be a second new kernel, which the A-VM cannot tell
+/// from the real one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OldKernels {
     images: Vec<KernelLocation>,
@@ -144,24 +144,23 @@ impl OldKernels {
         self.images.contains(location)
     }
 
-    /// Forgets the images a search of RAM no longer finds (`found`: every
-    /// kernel image it found): overwritten by the kernel that runs now, an
-    /// image does not come back, and one written there again is as new as
-    /// any other image.
-    pub fn keep_found(&mut self, found: &[KernelLocation]) {
-        self.images.retain(|l| found.contains(l));
-    }
-
-    /// The Mon-VM rebooted from the kernel at `old` to the one at `new`.
-    /// The new image overwrote whatever lay where it is now, so no old one
-    /// is remembered there (a later kernel put there again, with any
-    /// slide, is new); the old image stays in RAM unless the new one took
-    /// its place ([`leaves_old_kernel_behind`]).
-    pub fn rebooted(&mut self, old: KernelLocation, new: KernelLocation) {
+    /// The Mon-VM rebooted from the kernel at `old` to the one at `new`
+    /// (`found`: every kernel image the search that saw it found). The
+    /// new image overwrote whatever lay where it is now, so no old one is
+    /// remembered there (a later kernel put there again, with any slide,
+    /// is new); the old image stays in RAM unless the new one took its
+    /// place ([`leaves_old_kernel_behind`]). With no room left, an image
+    /// the search did not find makes room first, else the oldest.
+    pub fn rebooted(&mut self, old: KernelLocation, new: KernelLocation, found: &[KernelLocation]) {
         self.images.retain(|l| l.phys_text != new.phys_text);
         if leaves_old_kernel_behind(&old, &new) && !self.images.contains(&old) {
             if self.images.len() >= MAX_OLD_KERNELS {
-                self.images.remove(0);
+                let gone = self
+                    .images
+                    .iter()
+                    .position(|l| !found.contains(l))
+                    .unwrap_or(0);
+                self.images.remove(gone);
             }
             self.images.push(old);
         }
