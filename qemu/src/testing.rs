@@ -272,6 +272,10 @@ pub enum Attack {
     /// This PID's task taken off its parent's children list (still on the
     /// task list).
     UntreePid(u32),
+    /// This many valid entries linked into the IMA measurement list at
+    /// once, each a copy of the newest genuine one (no "off": entries are
+    /// never removed).
+    ImaFlood(u32),
 }
 
 impl Attack {
@@ -297,6 +301,7 @@ impl Attack {
             Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),
             Attack::UntreePid(pid) => ("untree_pid", if on { pid } else { 0 }),
+            Attack::ImaFlood(n) => ("ima_flood", if on { n } else { 0 }),
         };
         format!("{name} {value}")
     }

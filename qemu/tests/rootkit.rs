@@ -17,6 +17,10 @@
 //!   (`/proc/PID/status`; `creds`: root without an exec), a thread's own
 //!   cred made root and a thread's own namespace hidden (the task list
 //!   holds only thread-group leaders: `qemu/testprogs/avm_threads.c`);
+//! - a flood of valid IMA entries linked in at once keeps the A-VM behind
+//!   the list for longer than its limit: the verdict on unmeasured
+//!   processes is reported unjudged (`measurement_evaded`), and clean
+//!   again once the A-VM has caught up;
 //! - `rmmod` afterwards leaves the Mon-VM running.
 
 use std::sync::{Mutex, PoisonError};
@@ -31,10 +35,25 @@ const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Several whole text sweeps (one per second).
 const SETTLE: Duration = Duration::from_secs(3);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// IMA entries the flood links in at once: at some 4,000 anchored a
+/// second here (a TPM extend each; 60,000 took 15 s on 6.1), the A-VM
+/// stays behind for twice its 10 s limit; well within the A-VM's log
+/// (200,000 records, 16 MiB: some 130 bytes each).
+const IMA_FLOOD: u32 = 90_000;
 
 /// Waits for an event after the first `from` that contains `needle`.
 fn wait_event(record: &avm_qemu::NodeRecord, from: usize, needle: &str) -> String {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
+    wait_event_within(record, from, needle, EVENT_TIMEOUT)
+}
+
+/// [`wait_event`] with a timeout of its own.
+fn wait_event_within(
+    record: &avm_qemu::NodeRecord,
+    from: usize,
+    needle: &str,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
     loop {
         let all = avm_events(record);
         if let Some(hit) = all.iter().skip(from).find(|e| e.contains(needle)) {
@@ -586,6 +605,44 @@ fn attack_from_inside(series: &str) {
         .expect("off");
     wait_event(&record, from, ":clean:hidden_process");
     console_sh(&mut console, &format!("kill {child} {parent}"));
+
+    // A flood of valid IMA entries (each a copy of the newest): the A-VM
+    // anchors every one (a TPM extend each, 256 a round) and judges
+    // unmeasured processes on the whole list only. Left behind for
+    // longer than its limit (10 s), it reports the verdict unjudged
+    // rather than letting the last one stand, and judges again once
+    // caught up. The flood is several times what it anchors in 10 s.
+    let from = avm_events(&record).len();
+    let flooded = Instant::now();
+    rootkit
+        .set(&mut console, Attack::ImaFlood(IMA_FLOOD), true)
+        .expect("flood");
+    assert_eq!(
+        rootkit.status(&mut console).expect("status")["ima_flooded"],
+        IMA_FLOOD.to_string(),
+        "{series}"
+    );
+    wait_event_within(
+        &record,
+        from,
+        ":violation:measurement_evaded:unjudged:ima-list-behind",
+        Duration::from_secs(90),
+    );
+    let reported = flooded.elapsed();
+    assert!(
+        reported >= Duration::from_secs(10),
+        "{series}: reported behind after {reported:?}, before the limit"
+    );
+    wait_event_within(
+        &record,
+        from,
+        ":clean:measurement_evaded",
+        Duration::from_secs(180),
+    );
+    eprintln!(
+        "{series}: {IMA_FLOOD} IMA entries flooded: reported unjudged after {reported:?}, caught up after {:?}",
+        flooded.elapsed()
+    );
 
     // Out again; the Mon-VM runs on.
     console_sh(&mut console, "rmmod avm_rootkit");

@@ -18,6 +18,7 @@ use alloc::vec::Vec;
 use avm_attest::ima;
 use avm_attest::monitor_policy::{self, MonitorPolicy};
 use avm_kernel::boot_info::StartInfo;
+use avm_kernel::ima_backlog::{IMA_LIST_BEHIND, ImaBacklog};
 use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
@@ -533,6 +534,8 @@ pub struct MonVm {
     /// one runs at once (outside the schedule, which stays in step with the
     /// cross-views', so that the two keep sharing one task-list read).
     ima_behind: bool,
+    /// Since when the rounds have been behind the IMA list.
+    ima_backlog: ImaBacklog,
     /// The file digests of the consistent IMA entries seen so far.
     ima_files: ImaFiles,
     events: u32,
@@ -629,6 +632,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         evaded_unwalked: Unwalked::default(),
         ima: ImaWatch::default(),
         ima_behind: false,
+        ima_backlog: ImaBacklog::default(),
         ima_files: ImaFiles::default(),
         events: 0,
         event_lines: Vec::new(),
@@ -866,6 +870,7 @@ impl MonVm {
         self.evaded_unwalked = Unwalked::default();
         self.ima = ImaWatch::default();
         self.ima_behind = false;
+        self.ima_backlog = ImaBacklog::default();
         self.ima_files = ImaFiles::default();
         self.raw_syscalls.clear();
         self.raw_idt.clear();
@@ -1124,6 +1129,12 @@ impl MonVm {
                     self.ima
                         .round(&view, &self.profile, &mut self.ima_files, tpm, log);
                 self.ima_behind = !ima_caught_up;
+                // A list left behind too long is said to be: the verdict
+                // below waits for the whole list (ima_backlog).
+                found[EVADED].retain(|f| f != IMA_LIST_BEHIND);
+                if let Some(f) = self.ima_backlog.round(ima_caught_up, now_us) {
+                    found[EVADED].push(String::from(f));
+                }
             }
             // Whether a process or module went unmeasured is judged on
             // the whole list only (the last verdict stands meanwhile).
