@@ -23,7 +23,7 @@ help:
 	@echo "make demo       attack the Mon-VM class by class and show each detection by avm-verifier monitor (avm-demo)"
 	@echo "make test       install deps, build, lint, unit + QEMU integration tests, fuzz smoke"
 	@echo "make bench      image size, boot time, attestation latency; writes docs/benchmarks.md"
-	@echo "make soak       ten minutes of Mon-VM activity under monitoring: no false alarm"
+	@echo "make soak       ten minutes of Mon-VM activity, then 20 reboots, under monitoring: no false alarm"
 	@echo "make deps       install missing system packages and cargo-fuzz (idempotent)"
 	@echo "make build      A-VM image at $(AVM_IMAGE), host tools in target/release"
 	@echo "make fuzz       run every fuzz target for 120 s (FUZZ_SECONDS), keeping its corpus"
@@ -89,9 +89,11 @@ bench: build
 	bash scripts/bench.sh
 
 # Ten minutes of Mon-VM activity under `avm-verifier monitor` without a
-# false alarm (verifier-host/tests/soak.rs; AVM_SOAK_SECONDS, AVM_SOAK_KERNEL).
+# false alarm, then 20 Mon-VM reboots in a row on one node without one
+# (verifier-host/tests/soak.rs; AVM_SOAK_SECONDS, AVM_SOAK_REBOOTS,
+# AVM_SOAK_KERNEL). One node at a time.
 soak: build
-	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test -p avm-verifier --test soak -- --ignored --nocapture
+	AVM_IMAGE=$(CURDIR)/$(AVM_IMAGE) $(CARGO) test -p avm-verifier --test soak -- --ignored --nocapture --test-threads 1
 
 clean:
 	rm -rf build target

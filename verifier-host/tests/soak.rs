@@ -140,3 +140,170 @@ fn a_mon_vm_node_raises_no_alarm_through_ten_minutes_of_activity() {
     );
     assert!(rounds >= 4, "{rounds} rounds");
 }
+
+/// `AVM-MONVM...` lines of the A-VM's serial log that start with `prefix`.
+fn serial_lines(record: &avm_qemu::NodeRecord, prefix: &str) -> Vec<String> {
+    std::fs::read_to_string(&record.avm_serial)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (up to five minutes: a Mon-VM boot under TCG on a loaded host)
+/// until the A-VM's serial log holds `count` lines starting with `prefix`.
+fn wait_lines(record: &avm_qemu::NodeRecord, prefix: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while serial_lines(record, prefix).len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} {prefix:?} lines; the A-VM's log ends:\n{}",
+            serial_lines(record, "")
+                .iter()
+                .rev()
+                .take(80)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `make soak`, part two: a Mon-VM rebooted from its console
+/// `AVM_SOAK_REBOOTS` (20) times in a row on one node under `monitor`.
+/// Each boot lands on a new KASLR slide and physical slot (now and then
+/// the slot of an earlier boot, whose image the new kernel overwrites);
+/// the old images pile up in RAM. The A-VM must notice every reboot,
+/// measure every new kernel, and never take a reboot for a decoy (a
+/// kernel left behind counting on, the new one stalled) or anything else:
+/// the only events are the reboots, the only untrusted verdicts those
+/// of a Mon-VM booting (`monvm-startup-missing`), and each new kernel,
+/// once measured, is trusted.
+#[test]
+#[ignore = "minutes of Mon-VM reboots: run by `make soak`"]
+fn a_mon_vm_rebooted_again_and_again_raises_no_alarm() {
+    let reboots: usize = std::env::var("AVM_SOAK_REBOOTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let series = std::env::var("AVM_SOAK_KERNEL").unwrap_or_else(|_| "6.1".into());
+    let image = avm_image();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let node = avm_qemu::testing::monvm_node_and(&tmp.path().join("node"), &series, 256, |_| {});
+    let record = node.record().clone();
+    let addr = node.attest_addr().expect("a network").to_string();
+    wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
+    let state = tmp.path().join("verifier");
+    let state = state.as_path();
+    common::enrol_monvm_node(state, &record, &addr, &image);
+    verifier_exit(state, &["policy", "learn", &addr], 0);
+    let mut monitor = Monitor::start(state, &["monitor", "--json", "--interval", "10", &addr]);
+    monitor.wait("a first trusted verdict", Duration::from_secs(120), |l| {
+        l["type"] == "verdict" && l["verdict"] == "trusted"
+    });
+    // Every line the monitor prints: the only events are reboots, and
+    // while the Mon-VM boots its new kernel is not measured yet, which
+    // is untrusted for that reason alone (fail closed).
+    let judge = |line: &serde_json::Value, after: usize| {
+        if line["type"] == "event" {
+            assert!(
+                line["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(":reboot:")),
+                "after reboot {after}: an event that is no reboot: {line}"
+            );
+        }
+        assert!(
+            line["type"] != "attest-failed",
+            "after reboot {after}: {line}"
+        );
+        if line["type"] == "verdict" && line["verdict"] != "trusted" {
+            assert_eq!(
+                line["reasons"],
+                serde_json::json!(["monvm-startup-missing"]),
+                "after reboot {after}: {line}"
+            );
+        }
+    };
+    let mut verdict = String::from("trusted");
+    let mut reboot_events = 0;
+    // Until the monitor has seen reboot `n`'s event and says trusted.
+    let mut trusted_after = |monitor: &mut Monitor, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            for line in monitor.drain() {
+                judge(&line, n);
+                if line["type"] == "event" {
+                    reboot_events += 1;
+                }
+                if line["type"] == "verdict" {
+                    verdict = line["verdict"].as_str().unwrap_or_default().to_string();
+                }
+            }
+            if reboot_events >= n && verdict == "trusted" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "reboot {n}: {reboot_events} reboot events, verdict {verdict}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let started = Instant::now();
+    let mut places = std::collections::BTreeSet::new();
+    for n in 1..=reboots {
+        let mut console = MonVmConsole::connect(
+            record.monvm_console.as_ref().expect("a console"),
+            CONSOLE_TIMEOUT,
+        )
+        .expect("console");
+        // Up long enough for the A-VM to learn its tick rate (a kernel
+        // left behind is then held to that clock, which a real reboot's
+        // never matches: it stopped).
+        std::thread::sleep(Duration::from_micros(
+            vmi::linux::liveness::RATE_SPAN_US + 1_000_000,
+        ));
+        let _ = console.run_timeout("reboot -f", Duration::from_secs(2));
+        drop(console);
+        wait_lines(&record, "AVM-MONVM-REBOOT", n);
+        wait_lines(&record, "AVM-MONVM-STARTUP", n + 1);
+        wait_lines(&record, "AVM-MONVM-IMA ", n + 1);
+        let placed = serial_lines(&record, "AVM-MONVM ");
+        if let Some(line) = placed.last() {
+            places.insert(
+                line.split(' ')
+                    .find(|w| w.starts_with("phys_text="))
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        trusted_after(&mut monitor, n);
+    }
+    // The last kernel left behind is watched for 30 s after its reboot.
+    std::thread::sleep(Duration::from_micros(
+        vmi::linux::liveness::LEFT_BEHIND_WINDOW_US + 2_000_000,
+    ));
+    verifier_exit(state, &["attest", &addr], 0);
+    trusted_after(&mut monitor, reboots);
+    monitor.interrupt();
+    let serial = std::fs::read_to_string(&record.avm_serial).expect("serial log");
+    let alarms: Vec<_> = serial
+        .lines()
+        .filter(|l| l.contains("AVM-MONVM-EVENT") && !l.contains(":reboot:"))
+        .collect();
+    assert!(alarms.is_empty(), "false alarms: {alarms:#?}");
+    assert_eq!(
+        serial_lines(&record, "AVM-MONVM-REBOOT").len(),
+        reboots,
+        "every reboot noticed once"
+    );
+    eprintln!(
+        "soak: {series}, {reboots} reboots in {} s, {} physical slots, trusted throughout, no event but the reboots",
+        started.elapsed().as_secs(),
+        places.len()
+    );
+}
