@@ -589,6 +589,14 @@ pub enum Event<'a> {
         number: u32,
         detail: &'a [u8],
     },
+    /// The A-VM measured the Mon-VM's kernel again after a reboot (its
+    /// start-up records are before it). News for a subscriber, which
+    /// attests at once; it clears nothing: whether the current boot is
+    /// measured is read from the start-up records themselves.
+    Remeasured {
+        number: u32,
+        detail: &'a [u8],
+    },
 }
 
 impl Event<'_> {
@@ -597,7 +605,8 @@ impl Event<'_> {
         match self {
             Self::Violation { number, .. }
             | Self::Clean { number, .. }
-            | Self::Reboot { number, .. } => *number,
+            | Self::Reboot { number, .. }
+            | Self::Remeasured { number, .. } => *number,
         }
     }
 }
@@ -631,6 +640,9 @@ pub fn parse_event(name: &[u8]) -> Option<Event<'_>> {
     }
     if let Some(detail) = rest.strip_prefix(b"reboot:") {
         return Some(Event::Reboot { number, detail });
+    }
+    if let Some(detail) = rest.strip_prefix(b"remeasured:") {
+        return Some(Event::Remeasured { number, detail });
     }
     let area = rest.strip_prefix(b"clean:")?;
     (!area.is_empty() && !area.contains(&b':')).then_some(Event::Clean { number, area })
@@ -948,7 +960,7 @@ pub fn appraise_records_with(
                     .ok()
                     .map(|f| (f.name, parse_event(f.name)));
                 match event {
-                    Some((_, Some(Event::Clean { .. }))) => {}
+                    Some((_, Some(Event::Clean { .. } | Event::Remeasured { .. }))) => {}
                     Some((_, Some(Event::Reboot { detail, .. }))) => {
                         last_reboot = Some(index);
                         if detail.windows(IN_PLACE.len()).any(|w| w == IN_PLACE)

@@ -431,8 +431,21 @@ fn current_violations_end_with_a_clean_area_or_a_reboot_sticky_ones_never() {
     let mut log = good();
     log.push(event("monvm:event:1:reboot:slide"));
     assert_eq!(codes(&log, &sticky), ["monvm-startup-missing"]);
+    // The remeasured event is news, not evidence: without the kernel's
+    // start-up record the new boot is still not measured.
+    let mut early = log.clone();
+    early.push(event(
+        "monvm:event:2:remeasured:slide 0x3000000, phys 0x5e00000",
+    ));
+    assert_eq!(codes(&early, &sticky), ["monvm-startup-missing"]);
+    assert_eq!(codes(&early, &current), ["monvm-startup-missing"]);
     log.push(kernel());
     assert_eq!(codes(&log, &sticky), Vec::<String>::new());
+    log.push(event(
+        "monvm:event:2:remeasured:slide 0x3000000, phys 0x5e00000",
+    ));
+    assert_eq!(codes(&log, &sticky), Vec::<String>::new());
+    assert_eq!(codes(&log, &current), Vec::<String>::new());
 }
 
 /// Only the proven part of the log closes anything: a clean event after
@@ -696,6 +709,14 @@ fn record_names_parse() {
         })
     );
     assert_eq!(parse_event(b"monvm:event:9:rebooted"), None);
+    assert_eq!(
+        parse_event(b"monvm:event:10:remeasured:slide 0x3000000, phys 0x5e00000"),
+        Some(Event::Remeasured {
+            number: 10,
+            detail: b"slide 0x3000000, phys 0x5e00000"
+        })
+    );
+    assert_eq!(parse_event(b"monvm:event:10:remeasured"), None);
 }
 
 proptest! {
@@ -736,7 +757,7 @@ proptest! {
             11 => !name.starts_with("monvm:module:") && !name.starts_with("monvm:process:")
                 && name != "monvm:boot_patches",
             _ => parse_event(name.as_bytes())
-                .is_some_and(|e| matches!(e, Event::Clean { .. } | Event::Reboot { .. })),
+                .is_some_and(|e| matches!(e, Event::Clean { .. } | Event::Reboot { .. } | Event::Remeasured { .. })),
         };
         if !allowed {
             prop_assert!(!reasons.is_empty(), "{pcr} {name}");

@@ -124,6 +124,16 @@ impl MonVmRam {
             .space
             .translate(va)
             .map_err(|e| error(format!("{:#x} does not translate: {e:?}", va.value())))?;
+        self.patch_phys(phys, |original| bytes(original, &view.location), len)
+    }
+
+    /// Writes `bytes(original)` (`len` bytes) at guest-physical `phys`.
+    pub fn patch_phys(
+        &self,
+        phys: vmi::GuestPhysAddr,
+        bytes: impl FnOnce(&[u8]) -> Vec<u8>,
+        len: usize,
+    ) -> Result<RamPatch, PatchError> {
         let (offset, run) = self
             .layout
             .locate(phys)
@@ -139,7 +149,7 @@ impl MonVmRam {
         let mut original = vec![0u8; len];
         file.read_exact_at(&mut original, offset)
             .map_err(|e| error(format!("reading the RAM file: {e}")))?;
-        let new = bytes(&original, &view.location);
+        let new = bytes(&original);
         if new.len() != len {
             return Err(error("patch of the wrong length"));
         }

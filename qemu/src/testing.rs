@@ -397,6 +397,21 @@ impl MonVmPatch {
         )
     }
 
+    /// Writes `bytes` (a function of the bytes there now) at
+    /// guest-physical `phys`, outside any kernel: the firmware's data.
+    pub fn phys(
+        record: &crate::NodeRecord,
+        phys: vmi::GuestPhysAddr,
+        bytes: impl FnOnce(&[u8]) -> Vec<u8>,
+        len: usize,
+    ) -> Self {
+        Self(
+            open_ram(record)
+                .patch_phys(phys, bytes, len)
+                .unwrap_or_else(|e| panic!("patching the Mon-VM's RAM: {e}")),
+        )
+    }
+
     /// Writes `bytes` at the kernel virtual address `locate` finds (it
     /// gets the located kernel, the profile and the RAM to read from).
     pub fn at(

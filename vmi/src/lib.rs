@@ -28,6 +28,7 @@ pub mod addr;
 pub mod craft;
 #[cfg(any(feature = "std", test))]
 pub mod file;
+pub mod firmware;
 pub mod kallsyms;
 #[cfg(feature = "builder")]
 pub mod kernel_image;

@@ -22,6 +22,7 @@ use avm_kernel::ima_backlog::{IMA_LIST_BEHIND, ImaBacklog};
 use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
+use vmi::firmware::{FirmwareTicks, bios_timer_ticks};
 use vmi::linux::liveness::{LeftBehind, OldKernels, Ticking, leaves_old_kernel_behind};
 use vmi::linux::structs::heapless_str::FixedStr;
 use vmi::linux::{
@@ -490,6 +491,9 @@ pub struct MonVm {
     text_epoch_us: u64,
     /// Reboots of the Mon-VM seen.
     reboots: u32,
+    /// The firmware's tick count while the watched kernel runs: another
+    /// one means the machine was reset ([`MonVm::hold`]).
+    firmware: FirmwareTicks,
     /// Since when changes are held back ([`MonVm::hold`]), and how many.
     hold_since: Option<u64>,
     held: usize,
@@ -613,6 +617,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         raw_scratch: Vec::new(),
         text_epoch_us: 0,
         reboots: 0,
+        firmware: FirmwareTicks::default(),
         hold_since: None,
         held: 0,
         held_events: Vec::new(),
@@ -715,6 +720,7 @@ impl MonVm {
                 };
                 self.kernel = Some(kernel);
                 self.lost = false;
+                self.firmware = FirmwareTicks::at(bios_timer_ticks(&self.memory).ok());
                 report(&found, &self.profile, time::now_us() - started);
                 self.text_epoch_us = time::now_us();
                 self.text = measure_text(&self.memory, &self.profile, &found, tpm, log, self.bench);
@@ -735,6 +741,23 @@ impl MonVm {
                     ..Due::default()
                 };
                 self.watch(&kernel, now, true, tpm, log);
+                // After a reboot, the new boot measured is an event too:
+                // pushed, it tells a verifier that the start-up records
+                // before it are there to prove (the reboot event left the
+                // node without a measured Mon-VM). Lost if the TPM refuses
+                // it: the records stand, the next attestation finds them.
+                if self.reboots > 0 {
+                    let _ = self.record_event(
+                        &text(format_args!(
+                            "remeasured:slide {:#x}, phys {:#x}",
+                            found.location.slide(),
+                            found.location.phys_text.0
+                        )),
+                        now,
+                        tpm,
+                        log,
+                    );
+                }
                 // Everything of the start-up is in the log now.
                 println!("AVM-MONVM-STARTUP records={}", log.records());
             }
@@ -871,6 +894,7 @@ impl MonVm {
         self.ima = ImaWatch::default();
         self.ima_behind = false;
         self.ima_backlog = ImaBacklog::default();
+        self.firmware = FirmwareTicks::default();
         self.ima_files = ImaFiles::default();
         self.raw_syscalls.clear();
         self.raw_idt.clear();
@@ -1210,7 +1234,15 @@ impl MonVm {
         }
         if !events.is_empty() {
             let booted_again = self.booted_again(kernel, now_us);
-            if self.hold(kernel, now_us, events.len(), booted_again, tpm, log) {
+            let reset = self.firmware.ran(bios_timer_ticks(&self.memory).ok());
+            if self.hold(
+                kernel,
+                now_us,
+                events.len(),
+                (booted_again, reset),
+                tpm,
+                log,
+            ) {
                 if self.held_events.is_empty() && self.hold_since.is_some() {
                     self.held_events = events;
                 }
@@ -1258,8 +1290,11 @@ impl MonVm {
     /// watched (a RAM search, at most every [`FORCED_RELOCATE_US`]), and
     /// whether to hold the `changes` back. A reboot overwrites the old
     /// kernel while the new one decompresses, before the search can find
-    /// the new one: a round with at least [`MASS_CHANGE`] changes, or
-    /// with the kernel's `jiffies_64` gone back (`booted_again`), holds
+    /// the new one: a round with at least [`MASS_CHANGE`] changes, with
+    /// the kernel's `jiffies_64` gone back (`booted_again`), or with the
+    /// firmware's tick count changed since the kernel was found (`reset`:
+    /// the machine was reset, and the new kernel may overwrite the old
+    /// one's tables a few gates at a time, never 32 at once), holds
     /// every report for up to [`HOLD_US`], searching meanwhile. If a new
     /// kernel turns up, the reboot event says how many changes were held
     /// back; if not, they are all reported when the hold ends (at most
@@ -1270,16 +1305,18 @@ impl MonVm {
         kernel: &Watched,
         now_us: u64,
         changes: usize,
-        booted_again: bool,
+        (booted_again, reset): (bool, bool),
         tpm: &mut KernelTpm,
         log: &mut MeasurementLog,
     ) -> bool {
-        if (changes >= MASS_CHANGE || booted_again) && self.hold_since.is_none() {
+        if (changes >= MASS_CHANGE || booted_again || reset) && self.hold_since.is_none() {
             warn!(
                 "monvm: {} changes{}: held while RAM is searched for a new kernel",
                 changes,
                 if booted_again {
                     " with jiffies_64 gone back"
+                } else if reset {
+                    " after a firmware reset"
                 } else {
                     " at once"
                 }
@@ -1307,9 +1344,11 @@ impl MonVm {
         );
         self.hold_since = None;
         self.held = 0;
-        // A tick count gone back that no reboot followed holds nothing
-        // again until it goes back again: counted afresh from here.
+        // A tick count gone back, or a firmware count changed, that no
+        // reboot followed holds nothing again until it changes again:
+        // counted afresh from here.
         self.jiffies = Jiffies::default();
+        self.firmware = FirmwareTicks::at(bios_timer_ticks(&self.memory).ok());
         false
     }
 }
