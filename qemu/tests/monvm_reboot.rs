@@ -354,8 +354,8 @@ fn check_reboot(series: &str) {
     );
 }
 
-/// The first reboot event after the first `events_before` events: numbered
-/// on from them, `reboot:DETAIL` (`, N changes held` may follow when the
+/// The first event after the first `events_before` events: a reboot event
+/// (nothing before it), numbered on from them, `reboot:DETAIL` (`, N changes held` may follow when the
 /// new kernel overwrote the old one before the A-VM found it,
 /// docs/monitoring.md), followed by one event only: the new boot measured
 /// (`remeasured:slide S, phys P`, S and P as `AVM-MONVM ` line `boot`
@@ -372,6 +372,13 @@ fn assert_reboot_event(
         .position(|e| e.contains(":reboot:"))
         .map(|i| i + events_before)
         .expect("a reboot event");
+    // Nothing before it: what the new kernel overwrote of the old one
+    // while it booted is no attack (held back until the reboot is found).
+    assert_eq!(
+        &events[events_before..reboot],
+        &[] as &[String],
+        "events before the reboot"
+    );
     let name = events[reboot].split(" at_us=").next().expect("name");
     let expected = format!("monvm:event:{}:reboot:{detail}", reboot + 1);
     assert!(

@@ -28,6 +28,32 @@ fn run(console: &mut MonVmConsole, command: &str) -> String {
         .unwrap_or_else(|e| panic!("{command}: {e:?}"))
 }
 
+/// The environment variable `name` parsed, else `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The node at `addr` enrolled in a verifier state at `state`, its policy
+/// learned from its own boot, and `monitor` watching it (re-attesting
+/// every 10 s and on every pushed event), its first verdict trusted.
+fn monitored(
+    state: &std::path::Path,
+    record: &avm_qemu::NodeRecord,
+    addr: &str,
+    image: &std::path::Path,
+) -> Monitor {
+    common::enrol_monvm_node(state, record, addr, image);
+    verifier_exit(state, &["policy", "learn", addr], 0);
+    let mut monitor = Monitor::start(state, &["monitor", "--json", "--interval", "10", addr]);
+    monitor.wait("a first trusted verdict", Duration::from_secs(120), |l| {
+        l["type"] == "verdict" && l["verdict"] == "trusted"
+    });
+    monitor
+}
+
 /// Where the soak's Mon-VM holds `qemu/testprogs/avm_threads.c`.
 const THREADS: &str = "/usr/bin/avm_threads";
 
@@ -59,11 +85,8 @@ fn activity(round: usize, module: &str) -> String {
 #[test]
 #[ignore = "ten minutes: run by `make soak`"]
 fn a_mon_vm_node_raises_no_alarm_through_ten_minutes_of_activity() {
-    let seconds: u64 = std::env::var("AVM_SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    let series = std::env::var("AVM_SOAK_KERNEL").unwrap_or_else(|_| "6.1".into());
+    let seconds: u64 = env_or("AVM_SOAK_SECONDS", 600);
+    let series = env_or("AVM_SOAK_KERNEL", String::from("6.1"));
     let image = avm_image();
     let tmp = tempfile::tempdir().expect("temp dir");
     let threads = avm_qemu::testing::build_test_program(tmp.path(), "avm_threads");
@@ -96,13 +119,7 @@ fn a_mon_vm_node_raises_no_alarm_through_ten_minutes_of_activity() {
     std::thread::sleep(Duration::from_secs(2));
     let state = tmp.path().join("verifier");
     let state = state.as_path();
-    common::enrol_monvm_node(state, &record, &addr, &image);
-    verifier_exit(state, &["policy", "learn", &addr], 0);
-
-    let mut monitor = Monitor::start(state, &["monitor", "--json", "--interval", "10", &addr]);
-    monitor.wait("a first trusted verdict", Duration::from_secs(120), |l| {
-        l["type"] == "verdict" && l["verdict"] == "trusted"
-    });
+    let mut monitor = monitored(state, &record, &addr, &image);
     let started = Instant::now();
     let mut rounds = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
@@ -186,11 +203,8 @@ fn wait_lines(record: &avm_qemu::NodeRecord, prefix: &str, count: usize) {
 #[test]
 #[ignore = "minutes of Mon-VM reboots: run by `make soak`"]
 fn a_mon_vm_rebooted_again_and_again_raises_no_alarm() {
-    let reboots: usize = std::env::var("AVM_SOAK_REBOOTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let series = std::env::var("AVM_SOAK_KERNEL").unwrap_or_else(|_| "6.1".into());
+    let reboots: usize = env_or("AVM_SOAK_REBOOTS", 20);
+    let series = env_or("AVM_SOAK_KERNEL", String::from("6.1"));
     let image = avm_image();
     let tmp = tempfile::tempdir().expect("temp dir");
     let node = avm_qemu::testing::monvm_node_and(&tmp.path().join("node"), &series, 256, |_| {});
@@ -199,12 +213,7 @@ fn a_mon_vm_rebooted_again_and_again_raises_no_alarm() {
     wait_for_avm_serial(&record, "AVM-MONVM-IMA ");
     let state = tmp.path().join("verifier");
     let state = state.as_path();
-    common::enrol_monvm_node(state, &record, &addr, &image);
-    verifier_exit(state, &["policy", "learn", &addr], 0);
-    let mut monitor = Monitor::start(state, &["monitor", "--json", "--interval", "10", &addr]);
-    monitor.wait("a first trusted verdict", Duration::from_secs(120), |l| {
-        l["type"] == "verdict" && l["verdict"] == "trusted"
-    });
+    let mut monitor = monitored(state, &record, &addr, &image);
     // Every line the monitor prints: the only events are reboots and the
     // new kernels measured, and while the Mon-VM boots its new kernel is
     // not measured yet, which is untrusted for that reason alone (fail

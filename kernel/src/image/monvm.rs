@@ -1124,6 +1124,16 @@ impl MonVm {
             return true;
         };
         let mut found: [Vec<String>; AREA_COUNT] = self.current.clone();
+        // The areas judged again this round; the others keep their last
+        // verdict (a periodic check that was not due).
+        let mut rechecked = [true; AREA_COUNT];
+        rechecked[0] = full;
+        rechecked[1] = full;
+        rechecked[2] = ima_due;
+        rechecked[EVADED] = false;
+        for area in &mut rechecked[CROSS..DECOY] {
+            *area = cross_due;
+        }
         found[DECOY] = liveness;
         if let Some(t) = &self.text {
             for (slot, texts) in found[3..EVADED].iter_mut().zip(t.found()) {
@@ -1163,6 +1173,7 @@ impl MonVm {
             // Whether a process or module went unmeasured is judged on
             // the whole list only (the last verdict stands meanwhile).
             if ima_due && ima_caught_up {
+                rechecked[EVADED] = true;
                 if let Some(running) = &running {
                     found[EVADED] = running.evaded(&view, &self.profile, &self.ima_files);
                 }
@@ -1248,8 +1259,18 @@ impl MonVm {
                 }
                 return true;
             }
-        } else if self.hold_since.take().is_some() {
-            // Every held change was undone: no reboot, and nothing to wait for.
+        } else if let Some(since) = self.hold_since {
+            // A held change of an area not judged this round (the IMA list
+            // and the cross-views run every few hundred ms) is not undone:
+            // the hold goes on until that check runs again (within its
+            // bound). Otherwise every held change was undone: no reboot,
+            // and nothing to wait for.
+            if now_us.saturating_sub(since) < HOLD_US
+                && self.held_events.iter().any(|(area, _)| !rechecked[*area])
+            {
+                return true;
+            }
+            self.hold_since = None;
             self.held = 0;
             self.jiffies = Jiffies::default();
         }
