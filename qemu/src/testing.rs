@@ -487,6 +487,54 @@ pub fn avm_events(record: &crate::NodeRecord) -> Vec<String> {
         .collect()
 }
 
+/// The lines of the A-VM's serial log that start with `prefix`.
+pub fn avm_serial_lines(record: &crate::NodeRecord, prefix: &str) -> Vec<String> {
+    std::fs::read_to_string(&record.avm_serial)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Waits until `count` lines of the A-VM's serial log start with
+/// `prefix`; after `timeout` panics with the tails of the A-VM's serial
+/// log and of the Mon-VM's console (why a new kernel was not measured).
+pub fn wait_for_avm_lines(
+    record: &crate::NodeRecord,
+    prefix: &str,
+    count: usize,
+    timeout: Duration,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(&record.avm_serial).unwrap_or_default();
+        if text.lines().filter(|l| l.starts_with(prefix)).count() >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the A-VM printed fewer than {count} {prefix:?} lines; its serial log ends:\n{}\nthe Mon-VM's console ends:\n{}",
+            tail(&text, 200),
+            tail(
+                &record
+                    .monvm_console_log
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default(),
+                60
+            )
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Runs `command` on the Mon-VM's console; panics (naming it) if it fails.
 pub fn console_sh(console: &mut crate::monvm::console::MonVmConsole, command: &str) -> String {
     console

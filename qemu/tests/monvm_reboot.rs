@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use avm_attest::monitor_policy::MonitorPolicy;
 use avm_qemu::monvm::console::MonVmConsole;
 use avm_qemu::testing::{
-    MonVmPatch, avm_events, console_sh, unused_text_offset, wait_for_avm_serial,
+    MonVmPatch, avm_events, console_sh, unused_text_offset, wait_for_avm_lines, wait_for_avm_serial,
 };
 
 /// One node at a time: two Mon-VMs booting at once on 2 cores make the
@@ -41,35 +41,9 @@ fn serial(record: &avm_qemu::NodeRecord) -> String {
     std::fs::read_to_string(&record.avm_serial).unwrap_or_default()
 }
 
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// Waits until `count` lines of the A-VM's serial log start with `prefix`.
 fn wait_for_lines(record: &avm_qemu::NodeRecord, prefix: &str, count: usize) {
-    let deadline = Instant::now() + REBOOT_TIMEOUT;
-    loop {
-        let text = serial(record);
-        if text.lines().filter(|l| l.starts_with(prefix)).count() >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the A-VM printed fewer than {count} {prefix:?} lines; its serial log ends:\n{}\nthe Mon-VM's console ends:\n{}",
-            tail(&text, 200),
-            tail(
-                &record
-                    .monvm_console_log
-                    .as_ref()
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .unwrap_or_default(),
-                60
-            )
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_avm_lines(record, prefix, count, REBOOT_TIMEOUT);
 }
 
 /// `KEY=VALUE` of the `n`th line starting with `prefix`.

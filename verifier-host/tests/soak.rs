@@ -15,7 +15,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use avm_qemu::monvm::console::MonVmConsole;
-use avm_qemu::testing::{avm_image, wait_for_avm_serial};
+use avm_qemu::testing::{avm_image, avm_serial_lines, wait_for_avm_lines, wait_for_avm_serial};
 use common::monitor::Monitor;
 use common::verifier_exit;
 
@@ -158,35 +158,10 @@ fn a_mon_vm_node_raises_no_alarm_through_ten_minutes_of_activity() {
     assert!(rounds >= 4, "{rounds} rounds");
 }
 
-/// `AVM-MONVM...` lines of the A-VM's serial log that start with `prefix`.
-fn serial_lines(record: &avm_qemu::NodeRecord, prefix: &str) -> Vec<String> {
-    std::fs::read_to_string(&record.avm_serial)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Waits (up to five minutes: a Mon-VM boot under TCG on a loaded host)
 /// until the A-VM's serial log holds `count` lines starting with `prefix`.
 fn wait_lines(record: &avm_qemu::NodeRecord, prefix: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while serial_lines(record, prefix).len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {count} {prefix:?} lines; the A-VM's log ends:\n{}",
-            serial_lines(record, "")
-                .iter()
-                .rev()
-                .take(80)
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_avm_lines(record, prefix, count, Duration::from_secs(300));
 }
 
 /// `make soak`, part two: a Mon-VM rebooted from its console
@@ -287,7 +262,7 @@ fn a_mon_vm_rebooted_again_and_again_raises_no_alarm() {
         wait_lines(&record, "AVM-MONVM-REBOOT", n);
         wait_lines(&record, "AVM-MONVM-STARTUP", n + 1);
         wait_lines(&record, "AVM-MONVM-IMA ", n + 1);
-        let placed = serial_lines(&record, "AVM-MONVM ");
+        let placed = avm_serial_lines(&record, "AVM-MONVM ");
         if let Some(line) = placed.last() {
             places.insert(
                 line.split(' ')
@@ -314,7 +289,7 @@ fn a_mon_vm_rebooted_again_and_again_raises_no_alarm() {
         .collect();
     assert!(alarms.is_empty(), "false alarms: {alarms:#?}");
     assert_eq!(
-        serial_lines(&record, "AVM-MONVM-REBOOT").len(),
+        avm_serial_lines(&record, "AVM-MONVM-REBOOT").len(),
         reboots,
         "every reboot noticed once"
     );

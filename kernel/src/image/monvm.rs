@@ -1270,9 +1270,7 @@ impl MonVm {
             {
                 return true;
             }
-            self.hold_since = None;
-            self.held = 0;
-            self.jiffies = Jiffies::default();
+            self.end_hold();
         }
         // The violations the hold started on that are gone now are
         // reported all the same, their area then clean again if it is (a
@@ -1363,14 +1361,19 @@ impl MonVm {
             HOLD_US / 1000,
             changes
         );
+        self.end_hold();
+        false
+    }
+
+    /// Ends a hold that no reboot followed (its changes undone, or its
+    /// time up). A tick count gone back, or a firmware count changed,
+    /// holds nothing again until it changes again: both are taken afresh
+    /// from here.
+    fn end_hold(&mut self) {
         self.hold_since = None;
         self.held = 0;
-        // A tick count gone back, or a firmware count changed, that no
-        // reboot followed holds nothing again until it changes again:
-        // counted afresh from here.
         self.jiffies = Jiffies::default();
         self.firmware = FirmwareTicks::at(bios_timer_ticks(&self.memory).ok());
-        false
     }
 }
 
