@@ -229,6 +229,13 @@ fn check(series: &str) {
     in_table.sort_unstable();
     assert!(listed.len() > 20, "{series}: {} tasks", listed.len());
     assert_eq!(in_table, listed, "{series}: PID table against the lists");
+    // The cgroups' task lists hold the same tasks.
+    let table = vmi::GuestVirtAddr::new(live.runtime(cross.css_set_table)).expect("canonical");
+    let (in_cgroups, walked) = vmi::linux::crossview::cgroup_tasks(&view.space, table, cross);
+    assert_eq!(walked, Ok(()), "{series}: cgroups");
+    let mut in_cgroups: Vec<u64> = in_cgroups.iter().map(|t| t.value()).collect();
+    in_cgroups.sort_unstable();
+    assert_eq!(in_cgroups, listed, "{series}: cgroups against the lists");
     // Each CPU's current task (but its idle one) is a listed task; the
     // busy shell is among them.
     let running = vmi::linux::crossview::running_tasks(

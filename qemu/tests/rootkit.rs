@@ -485,6 +485,18 @@ fn attack_from_inside(series: &str) {
         },
     );
     console_sh(&mut console, &format!("kill {busy}"));
+    // A sleeping one taken off the same lists is on no CPU either: its
+    // cgroup still lists it.
+    let pid = start_sleep(&mut console, None);
+    attack_seen(
+        &mut console,
+        &rootkit,
+        &record,
+        Attack::VanishPid(pid),
+        &format!(":violation:hidden_process:process:{pid}:sleep:only in a cgroup"),
+        |console| assert_eq!(in_task_dump(console, pid), 0, "{series}: still listed"),
+    );
+    console_sh(&mut console, &format!("kill {pid}"));
 
     // A user's process made root, then the user again.
     console_sh(&mut console, avm_qemu::monvm::ADD_USER_NOBODY);

@@ -180,6 +180,9 @@ proptest! {
         // And as the PID table's root pointer: bounded.
         let (in_table, _) = vmi::linux::crossview::pid_table_tasks(&space, head, &reference);
         prop_assert!(in_table.len() <= vmi::linux::crossview::MAX_PID_TASKS);
+        // And as the cgroups' hash table: bounded.
+        let (in_cgroups, _) = vmi::linux::crossview::cgroup_tasks(&space, head, &reference);
+        prop_assert!(in_cgroups.len() <= vmi::linux::crossview::MAX_PID_TASKS);
         // And as the CPUs' areas and their count: one task per CPU at most.
         if let Ok(running) = vmi::linux::crossview::running_tasks(&space, head, head, &reference) {
             prop_assert!(running.len() <= vmi::linux::crossview::MAX_CPUS as usize);

@@ -564,6 +564,32 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
         "nr_cpu_ids as linked"
     );
     assert!(cross.rq_curr > 0 && cross.rq_idle > cross.rq_curr);
+    // The cgroups' task sets: `css_set_table` filled at boot, and
+    // `init_css_set`'s task lists empty as linked (heads pointing at
+    // themselves), laid out as `struct css_set` declares them.
+    assert_eq!(
+        Some(cross.css_set_table),
+        syms.address_of("css_set_table"),
+        "css_set_table"
+    );
+    let init_css_set = syms.address_of("init_css_set").expect("init_css_set");
+    for list in [
+        cross.css_set_tasks,
+        cross.css_set_mg_tasks,
+        cross.css_set_dying_tasks,
+    ] {
+        let head = init_css_set + list;
+        assert_eq!(
+            elf.read_u64(head),
+            Some(head),
+            "init_css_set list at {list:#x}"
+        );
+    }
+    assert!(
+        cross.css_set_tasks < cross.css_set_mg_tasks
+            && cross.css_set_mg_tasks < cross.css_set_dying_tasks
+    );
+    assert!(cross.task_cg_list > 0 && cross.task_cg_list.is_multiple_of(8));
     let nr_threads = elf.read_u64(init_signals + cross.signal_nr_threads);
     assert_eq!(
         nr_threads.map(|w| w as u32),

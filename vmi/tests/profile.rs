@@ -193,6 +193,7 @@ fn pointer_table_function_words_are_checked() {
         (cross.module_kset, cross.init_cred) = (address + 0x100, address + 0x200);
         cross.init_pid_ns = address + 0x500;
         (cross.per_cpu_offset, cross.nr_cpu_ids) = (address + 0x600, address + 0x700);
+        cross.css_set_table = address + 0x800;
         cross.pointer_tables = vec![PointerTable {
             name: "tty_ldiscs".into(),
             address,
@@ -235,6 +236,7 @@ fn netfilter_namespaces_are_checked() {
         (cross.module_kset, cross.init_cred) = (base + 0x100, base + 0x200);
         cross.init_pid_ns = base + 0x500;
         (cross.per_cpu_offset, cross.nr_cpu_ids) = (base + 0x600, base + 0x700);
+        cross.css_set_table = base + 0x800;
         (cross.net_namespace_list, cross.init_net) = (base + 0x300, base + 0x400);
         (cross.net_list, cross.net_inum) = (0x90, 0xa8);
         (cross.net_dev_base_head, cross.netdev_dev_list) = (0xb0, 0x50);
@@ -256,8 +258,10 @@ fn netfilter_namespaces_are_checked() {
     let cross = KernelProfile::decode(&bytes).unwrap().cross_view.unwrap();
     assert_eq!((cross.net_list, cross.net_inum), (0x90, 0xa8));
     // (With the PID table's root and node layout among them.)
-    let bad: [&dyn Fn(&mut CrossViewReference); 15] = [
+    let bad: [&dyn Fn(&mut CrossViewReference); 17] = [
         &|c| c.init_pid_ns = 0,
+        &|c| c.css_set_table = 0,
+        &|c| c.task_cg_list = 1 << 20,
         &|c| c.per_cpu_offset = 0,
         &|c| c.nr_cpu_ids = 0,
         &|c| c.runqueues = 1 << 30,

@@ -113,15 +113,37 @@ pub struct CrossWatch {
     /// Tasks in the PID table but on no task or thread list, as last
     /// found (kept for a round whose PID table does not walk), ascending.
     pid_only: Vec<u64>,
+    /// Tasks on a cgroup's task lists but on no task or thread list, as
+    /// `pid_only`.
+    cgroup_only: Vec<u64>,
     /// Tasks seen running on a CPU while on no list and not in the PID
     /// table.
     running: crossview::RunningSightings,
     /// Rounds the module view, the process view, the task list, the
-    /// top-level tables, the network namespaces, the PID table and the
-    /// run queues failed.
-    unwalked: [Unwalked; 7],
+    /// top-level tables, the network namespaces, the PID table, the run
+    /// queues and the cgroups failed.
+    unwalked: [Unwalked; 8],
     /// `init_top_pgt`'s shared slots at start-up, and where the tables are.
     top_tables: Option<(SharedEntries, TableOffsets)>,
+}
+
+/// Keeps in `kept` (ascending) the tasks of a view (a walk of the PID
+/// table or the cgroups) that no list in `listed` holds: this round's, if
+/// the view walked to its end, else the last round's still off the lists.
+fn unlisted(
+    view: Option<(
+        Vec<vmi::GuestVirtAddr>,
+        Result<(), crossview::CrossViewError>,
+    )>,
+    kept: &mut Vec<u64>,
+    listed: &BTreeSet<u64>,
+) {
+    if let Some((found, Ok(()))) = view {
+        *kept = found.iter().map(|t| t.value()).collect();
+        vmi::sort::heapsort(kept);
+        kept.dedup();
+    }
+    kept.retain(|t| !listed.contains(t));
 }
 
 impl CrossWatch {
@@ -199,14 +221,17 @@ impl CrossWatch {
             .map(|head| crossview::pid_table_tasks(space, head, r));
         let pid_walked = matches!(pid_table, Some((_, Ok(()))));
         let pid_unwalked = self.unwalked[5].round(pid_walked, "pid-table");
+        // Tasks on a cgroup's lists that no list holds: a process taken off
+        // every list but its cgroup's, asleep where no run queue shows it.
+        let cgroups = location
+            .runtime_of(r.css_set_table)
+            .map(|table| crossview::cgroup_tasks(space, table, r));
+        let cgroups_walked = matches!(cgroups, Some((_, Ok(()))));
+        let cgroups_unwalked = self.unwalked[7].round(cgroups_walked, "cgroups");
         if let Some(everyone) = everyone {
             let listed = crossview::address_set(everyone.iter().map(|t| t.address));
-            if let Some((in_table, Ok(()))) = pid_table {
-                self.pid_only = in_table.iter().map(|t| t.value()).collect();
-                vmi::sort::heapsort(&mut self.pid_only);
-                self.pid_only.dedup();
-            }
-            self.pid_only.retain(|t| !listed.contains(t));
+            unlisted(pid_table, &mut self.pid_only, &listed);
+            unlisted(cgroups, &mut self.cgroup_only, &listed);
             // Each CPU's current task that no list holds and the PID table
             // does not either (see `RunningSightings`).
             let off_lists =
@@ -250,6 +275,7 @@ impl CrossWatch {
                 now.extend(set.iter().copied());
             }
             now.extend(self.pid_only.iter().copied());
+            now.extend(self.cgroup_only.iter().copied());
             now.extend(miscounted.iter().map(|m| m.0.value()));
             out[1] = now
                 .intersection(&self.tasks_before)
@@ -267,8 +293,10 @@ impl CrossWatch {
                         ":off the process tree"
                     } else if hidden.contains(&t) {
                         ""
-                    } else {
+                    } else if self.pid_only.binary_search(&t).is_ok() {
                         ":only in the PID table"
+                    } else {
+                        ":only in a cgroup"
                     };
                     match task {
                         Some(task) => text(format_args!(
@@ -293,9 +321,15 @@ impl CrossWatch {
                 });
             }
         }
-        out[1].retain(|f| f != "unwalkable:pid-table" && f != "unwalkable:run-queues");
+        out[1].retain(|f| {
+            !matches!(
+                f.as_str(),
+                "unwalkable:pid-table" | "unwalkable:run-queues" | "unwalkable:cgroups"
+            )
+        });
         out[1].extend(pid_unwalked);
         out[1].extend(running_unwalked);
+        out[1].extend(cgroups_unwalked);
         let init_cred = location.runtime_of(r.init_cred);
         if let Some(t) = self.unwalked[2].round(
             everyone.is_some() && init_cred.is_some(),

@@ -158,6 +158,9 @@ fuzz_target!(|data: &[u8]| {
         // bounded, the walk ending with or without an error.
         let (in_table, _) = crossview::pid_table_tasks(&space, head, &reference);
         assert!(in_table.len() <= crossview::MAX_PID_TASKS);
+        // And as the cgroups' hash table: bounded.
+        let (in_cgroups, _) = crossview::cgroup_tasks(&space, head, &reference);
+        assert!(in_cgroups.len() <= crossview::MAX_PID_TASKS);
         // And as `__per_cpu_offset` (`nr_cpu_ids` the same word): one
         // task per CPU at most, the CPUs bounded.
         if let Ok(running) = crossview::running_tasks(&space, head, head, &reference) {

@@ -164,6 +164,17 @@ pub struct CrossViewReference {
     pub nr_cpu_ids: u64,
     pub rq_curr: u64,
     pub rq_idle: u64,
+    /// The cgroups' task sets, a fifth view ([`cgroup_tasks`]):
+    /// `css_set_table` (link address; [`CSS_SET_BUCKETS`] hlist heads),
+    /// `css_set.hlist` (its node in that table), the three lists of its
+    /// tasks `css_set.tasks`, `mg_tasks` and `dying_tasks`, and
+    /// `task_struct.cg_list` (a task's node on one of them).
+    pub css_set_table: u64,
+    pub css_set_hlist: u64,
+    pub css_set_tasks: u64,
+    pub css_set_mg_tasks: u64,
+    pub css_set_dying_tasks: u64,
+    pub task_cg_list: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -1126,6 +1137,66 @@ pub fn running_tasks<V: VirtualMemory + ?Sized>(
         }
     }
     Ok(out)
+}
+
+/// Buckets of the kernel's `css_set_table` (`CSS_SET_HASH_BITS` 7: the
+/// profile builder checks the table's size).
+pub const CSS_SET_BUCKETS: u64 = 128;
+/// Most css_sets [`cgroup_tasks`] reads (one per combination of cgroups
+/// tasks are in: a handful without containers, one or a few per container
+/// with them).
+pub const MAX_CSS_SETS: usize = 4096;
+
+/// Every task on a css_set's task lists: the hash table `css_set_table`
+/// (`table`, its runtime address) holds every css_set, and each css_set
+/// lists its tasks through `task_struct.cg_list` on `tasks`, `mg_tasks`
+/// (being moved to another cgroup) or `dying_tasks` (exited, not yet
+/// released). `cgroup_post_fork` adds a task after it is on the task list
+/// and `cgroup_release` takes it off before it leaves the task list, so a
+/// task found here that no list holds was taken off the lists, not
+/// caught in between (or, read apart, forked or released meanwhile: a
+/// caller asks for two rounds). A process a rootkit took off the task
+/// list, its parent's children and the PID table is still here while it
+/// sleeps, where the run queues do not see it. Each bucket's chain ends
+/// at NULL; at most [`MAX_CSS_SETS`] css_sets and [`MAX_PID_TASKS`] tasks
+/// (so a cycle ends too), more is an error, not a cut. Those read before
+/// an error come with it: css_sets are freed under RCU.
+pub fn cgroup_tasks<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    table: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> (Vec<GuestVirtAddr>, Result<(), CrossViewError>) {
+    let mut out = Vec::new();
+    let walked = cgroup_walk(mem, table, r, &mut out);
+    (out, walked)
+}
+
+fn cgroup_walk<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    table: GuestVirtAddr,
+    r: &CrossViewReference,
+    out: &mut Vec<GuestVirtAddr>,
+) -> Result<(), CrossViewError> {
+    let mut sets = 0usize;
+    for bucket in 0..CSS_SET_BUCKETS {
+        // `hlist_head.first`, then each `hlist_node.next` (both at 0).
+        let mut node = read_pointer(mem, table, 8 * bucket)?;
+        while let Some(at) = node {
+            sets += 1;
+            if sets > MAX_CSS_SETS {
+                return Err(CrossViewError::TooMany);
+            }
+            let set = container_of(at, r.css_set_hlist)?;
+            for list in [r.css_set_tasks, r.css_set_mg_tasks, r.css_set_dying_tasks] {
+                let room = MAX_PID_TASKS - out.len();
+                for link in walk_list(mem, field(set, list)?, ListOptions::new(room)) {
+                    out.push(container_of(link?, r.task_cg_list)?);
+                }
+            }
+            node = read_pointer(mem, at, 0)?;
+        }
+    }
+    Ok(())
 }
 
 /// Most tasks [`RunningSightings`] remembers (the one seen longest ago

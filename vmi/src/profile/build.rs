@@ -23,7 +23,7 @@ use super::{
 };
 use crate::kallsyms::{Kallsyms, KallsymsError, Layout, Limits, SymbolTable};
 use crate::kernel_image::{BzImage, Compression, ImageError, MAX_VMLINUX_SIZE, Vmlinux};
-use crate::linux::crossview::{CrossViewReference, PointerTable, XA_SLOTS};
+use crate::linux::crossview::{CSS_SET_BUCKETS, CrossViewReference, PointerTable, XA_SLOTS};
 use crate::linux::kaslr::MAX_BANNER;
 use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
 
@@ -846,6 +846,12 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         nr_cpu_ids: required(symbols, "nr_cpu_ids")?,
         rq_curr: btf.field("rq", "curr", PTR)?,
         rq_idle: btf.field("rq", "idle", PTR)?,
+        css_set_table: css_set_table(symbols)?,
+        css_set_hlist: btf.field("css_set", "hlist", 2 * PTR)?,
+        css_set_tasks: btf.field("css_set", "tasks", LIST_HEAD)?,
+        css_set_mg_tasks: btf.field("css_set", "mg_tasks", LIST_HEAD)?,
+        css_set_dying_tasks: btf.field("css_set", "dying_tasks", LIST_HEAD)?,
+        task_cg_list: btf.field("task_struct", "cg_list", LIST_HEAD)?,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,
@@ -866,6 +872,22 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         user_struct_uid: btf.field("user_struct", "uid", 4)?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
+}
+
+/// `css_set_table`, a static array of [`CSS_SET_BUCKETS`] hlist heads:
+/// the next symbol must leave room for them all, and no more than a page
+/// past them (another size of the table would be read wrong).
+fn css_set_table(symbols: &SymbolTable) -> Result<u64, BuildError> {
+    let at = required(symbols, "css_set_table")?;
+    let size = CSS_SET_BUCKETS * PTR;
+    let next = symbols.next_address_after(at).unwrap_or(u64::MAX);
+    if next - at < size || next - at >= 2 * size.max(4096) {
+        return Err(BuildError::Layout(format!(
+            "css_set_table has {} bytes before the next symbol, not {size}",
+            next - at
+        )));
+    }
+    Ok(at)
 }
 
 /// A per-CPU variable's offset in each CPU's area: x86-64 links the

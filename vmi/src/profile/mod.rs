@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 21;
+pub const FORMAT_VERSION: u16 = 22;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -380,6 +380,11 @@ impl KernelProfile {
                 c.task_pid_links,
                 c.rq_curr,
                 c.rq_idle,
+                c.css_set_hlist,
+                c.css_set_tasks,
+                c.css_set_mg_tasks,
+                c.css_set_dying_tasks,
+                c.task_cg_list,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }
@@ -405,6 +410,7 @@ impl KernelProfile {
                 in_image(c.per_cpu_offset) && in_image(c.nr_cpu_ids),
                 "__per_cpu_offset or nr_cpu_ids outside the image",
             )?;
+            check(in_image(c.css_set_table), "css_set_table outside the image")?;
             check(
                 c.runqueues < MAX_PER_CPU_OFFSET,
                 "runqueues past the per-CPU area",

@@ -60,6 +60,12 @@ const R: CrossViewReference = CrossViewReference {
     nr_cpu_ids: 0,
     rq_curr: 0,
     rq_idle: 0,
+    css_set_table: 0,
+    css_set_hlist: 0,
+    css_set_tasks: 0,
+    css_set_mg_tasks: 0,
+    css_set_dying_tasks: 0,
+    task_cg_list: 0,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
@@ -1374,6 +1380,74 @@ fn the_pid_table_holds_each_task_with_a_pid() {
     let (tasks, walked) = read(&wide);
     assert_eq!(walked, Err(CrossViewError::TooMany));
     assert!(tasks.len() < MAX_PID_NODES, "{}", tasks.len());
+}
+
+/// The cgroups' task sets in crafted memory: `css_set_table` at 0x800
+/// (128 buckets), css_sets whose `hlist` is at 0x8 and whose `tasks`,
+/// `mg_tasks` and `dying_tasks` are at 0x20, 0x30 and 0x40, tasks whose
+/// `cg_list` is at 0x90.
+#[test]
+fn the_cgroups_hold_each_task() {
+    let r = CrossViewReference {
+        css_set_hlist: 0x8,
+        css_set_tasks: 0x20,
+        css_set_mg_tasks: 0x30,
+        css_set_dying_tasks: 0x40,
+        task_cg_list: 0x90,
+        ..R
+    };
+    // A css_set at `at` with these tasks on its three lists.
+    let set = |b: &mut PageTableBuilder, at: u64, lists: [&[u64]; 3]| {
+        for (list, tasks) in [0x20, 0x30, 0x40].into_iter().zip(lists) {
+            let mut nodes = alloc::vec![at + list];
+            nodes.extend(tasks.iter().map(|t| t + 0x90));
+            link(b, &nodes);
+        }
+    };
+    let mut b = builder();
+    set(&mut b, 0x1_0000, [&[0x2000, 0x3000], &[], &[0x4000]]);
+    set(&mut b, 0x1_1000, [&[], &[0x5000], &[]]);
+    set(&mut b, 0x1_2000, [&[0x6000], &[], &[]]);
+    // Bucket 3: two css_sets chained; bucket 127: one.
+    b.write_u64(0x800 + 8 * 3, DIRECT + 0x1_0008);
+    b.write_u64(0x1_0008, DIRECT + 0x1_1008);
+    b.write_u64(0x800 + 8 * 127, DIRECT + 0x1_2008);
+    let read = |b: &PageTableBuilder| {
+        with_space(b, |s| {
+            let (tasks, walked) = cgroup_tasks(s, va(0x800), &r);
+            (tasks.iter().map(|t| t.value()).collect::<Vec<_>>(), walked)
+        })
+    };
+    let all: Vec<u64> = [0x2000, 0x3000, 0x4000, 0x5000, 0x6000]
+        .iter()
+        .map(|&t| va(t).value())
+        .collect();
+    assert_eq!(read(&b), (all.clone(), Ok(())));
+    // An empty table.
+    assert_eq!(read(&builder()), (Vec::new(), Ok(())));
+    // A chain that loops: bounded by the css_set limit, with what was read.
+    let mut looped = b.clone();
+    looped.write_u64(0x1_1008, DIRECT + 0x1_0008);
+    let (tasks, walked) = read(&looped);
+    assert_eq!(walked, Err(CrossViewError::TooMany));
+    assert!(tasks.len() <= MAX_PID_TASKS && tasks.starts_with(&all[..4]));
+    // A task list that runs off RAM: an error, with what was read (the
+    // node that did not read among it).
+    let mut broken = b.clone();
+    broken.write_u64(0x3000 + 0x90, DIRECT + RAM + 0x1000);
+    let (tasks, walked) = read(&broken);
+    assert!(
+        tasks.starts_with(&all[..2]) && tasks.len() == 3 && walked.is_err(),
+        "{tasks:x?} {walked:?}"
+    );
+    // A chain pointing off RAM.
+    let mut off = b.clone();
+    off.write_u64(0x1_1008, DIRECT + RAM + 0x2000);
+    let (tasks, walked) = read(&off);
+    assert!(
+        tasks == all[..4] && walked.is_err(),
+        "{tasks:x?} {walked:?}"
+    );
 }
 
 /// Each CPU's run queue in crafted memory: `nr_cpu_ids` at 0x200,
