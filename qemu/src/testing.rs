@@ -520,7 +520,11 @@ pub fn wait_for_avm_lines(
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the A-VM printed fewer than {count} {prefix:?} lines; its serial log ends:\n{}\nthe Mon-VM's console ends:\n{}",
+            "the A-VM printed fewer than {count} {prefix:?} lines; its warnings and reboots:\n{}\nits serial log ends:\n{}\nthe Mon-VM's console ends:\n{}",
+            text.lines()
+                .filter(|l| l.contains("] warn: ") || l.starts_with("AVM-MONVM-REBOOT"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             tail(&text, 200),
             tail(
                 &record

@@ -96,9 +96,18 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
 
     info!("avm-kernel {} starting", env!("CARGO_PKG_VERSION"));
     info!("tsc: {:?}", calibration);
-    info!("cmdline: {:?}", info.cmdline());
+    // Quoted with Display: `{:?}` on a str brings in Unicode escaping
+    // tables (some 2.5 KB of the image).
+    info!("cmdline: \"{}\"", info.cmdline());
     for p in &problems {
-        warn!("cmdline: ignored {:?}", p);
+        match p {
+            OptionProblem::UnknownKey(key) => warn!("cmdline: ignored unknown option \"{}\"", key),
+            OptionProblem::BadValue(arg) => warn!(
+                "cmdline: ignored \"{}\": bad or missing value \"{}\"",
+                arg.key,
+                arg.value.unwrap_or("")
+            ),
+        }
     }
     for r in &info.memory {
         debug!("memmap: {:#012x}-{:#012x} {:?}", r.start, r.end(), r.kind);

@@ -23,7 +23,7 @@ use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
 use vmi::firmware::{FirmwareTicks, bios_timer_ticks};
-use vmi::linux::liveness::{LeftBehind, OldKernels, Ticking, leaves_old_kernel_behind};
+use vmi::linux::liveness::{LeftBehind, OldKernels, Revived, Ticking, leaves_old_kernel_behind};
 use vmi::linux::structs::heapless_str::FixedStr;
 use vmi::linux::{
     ImaEntry, KernelLocation, KernelView, Module, PathError, Survey, SurveyLimits, Task, checks,
@@ -517,6 +517,8 @@ pub struct MonVm {
     /// Whether it moves, and whether it stood still for [`STALL_US`].
     ticking: Ticking,
     stalled: bool,
+    /// Old images' tick counts while the kernel is gone (see `relocate`).
+    revived: Revived,
     /// The kernel left where it was at the last reboot to a new place,
     /// whose tick count must stand still.
     left_behind: Option<(KernelLocation, LeftBehind)>,
@@ -585,7 +587,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
     let profile = match KernelProfile::decode_measured(&bytes) {
         Ok(profile) => profile,
         Err(e) => {
-            warn!("monvm: profile refused: {:?}", e);
+            warn!("monvm: profile refused: {}", e);
             return None;
         }
     };
@@ -629,6 +631,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
         jiffies: Jiffies::default(),
         ticking: Ticking::default(),
         stalled: false,
+        revived: Revived::default(),
         left_behind: None,
         current: Default::default(),
         text: None,
@@ -833,9 +836,25 @@ impl MonVm {
         // Read on every search while the kernel is in place, so that the
         // last value is at most one search old.
         let went_back = !lost && self.booted_again(kernel, now_us);
-        let (new, in_place) = match fresh.as_slice() {
-            [new] => (**new, false),
-            [] if went_back => (old, true),
+        // No new image while the kernel is gone (lost, changes held, or
+        // the firmware ran: a reset): a new kernel may lie exactly where an
+        // old one did, with its slide; it ticks (`Revived`). Not for a
+        // watched kernel that merely stalled: the real kernel behind a
+        // decoy ticks where it was left, and is reported (`decoy`).
+        let gone = lost || self.held > 0 || self.firmware.ran(bios_timer_ticks(&self.memory).ok());
+        let mut revived = None;
+        if fresh.is_empty() && gone {
+            for l in found.iter().filter(|l| **l != old) {
+                let jiffies = self.jiffies_at(l);
+                if self.revived.read(*l, jiffies, now_us) {
+                    revived = Some(*l);
+                }
+            }
+        }
+        let (new, in_place) = match (fresh.as_slice(), revived) {
+            ([new], _) => (**new, false),
+            ([], Some(new)) => (new, false),
+            ([], None) if went_back => (old, true),
             _ => {
                 if fresh.len() > 1 {
                     warn!("monvm: {} new kernel images in RAM", fresh.len());
@@ -895,6 +914,7 @@ impl MonVm {
         self.ima_behind = false;
         self.ima_backlog = ImaBacklog::default();
         self.firmware = FirmwareTicks::default();
+        self.revived = Revived::default();
         self.ima_files = ImaFiles::default();
         self.raw_syscalls.clear();
         self.raw_idt.clear();

@@ -167,6 +167,48 @@ impl OldKernels {
     }
 }
 
+/// Rises in a row of an old image's tick count that show a kernel was
+/// booted again where it lay ([`Revived`]).
+pub const REVIVED_RISES: u32 = 2;
+
+/// The tick counts of old kernels' images ([`OldKernels`]) read at each
+/// search while the watched kernel is gone: a new kernel that physical
+/// and virtual KASLR happened to put exactly where an old one lay, with
+/// its slide, is that old image to a search (the same place, the same
+/// image), but it ticks. An image's count must rise, by no more than a
+/// kernel counts, [`REVIVED_RISES`] reads of it in a row; a read that
+/// fails or does not rise so starts over. At most [`MAX_OLD_KERNELS`]
+/// images (one per old kernel).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revived {
+    counts: Vec<(KernelLocation, Option<u64>, u64, u32)>,
+}
+
+impl Revived {
+    /// Feeds one read of the count of the old image at `location`
+    /// (`None`: unreadable) at `now_us`. Returns whether it has risen
+    /// [`REVIVED_RISES`] times in a row: a kernel runs there.
+    pub fn read(&mut self, location: KernelLocation, value: Option<u64>, now_us: u64) -> bool {
+        let i = match self.counts.iter().position(|c| c.0 == location) {
+            Some(i) => i,
+            None if self.counts.len() < MAX_OLD_KERNELS => {
+                self.counts.push((location, None, now_us, 0));
+                self.counts.len() - 1
+            }
+            None => return false,
+        };
+        let (_, last, at_us, rises) = &mut self.counts[i];
+        let most = now_us.saturating_sub(*at_us).saturating_mul(MAX_HZ) / 1_000_000 + 1;
+        *rises = match (*last, value) {
+            (Some(l), Some(v)) if v > l && v - l <= most => *rises + 1,
+            _ => 0,
+        };
+        *last = value;
+        *at_us = now_us;
+        *rises >= REVIVED_RISES
+    }
+}
+
 /// The kernel left behind at a reboot, whose tick count must stay still.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeftBehind {

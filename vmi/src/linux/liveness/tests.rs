@@ -339,3 +339,68 @@ fn old_kernels_make_room_with_images_no_longer_found() {
     old.rebooted(next, at(0x8000_0000, 0), &kernels);
     assert!(!old.contains(&kernels[0]) && old.contains(&kernels[1]) && old.contains(&next));
 }
+
+#[test]
+fn an_old_image_whose_count_rises_twice_in_a_row_was_booted_again() {
+    let (a, b) = (at(0x500_0000, 0x1c00_0000), at(0x800_0000, 0x2000_0000));
+    let mut revived = Revived::default();
+    // Both images still; then `b` counts at 250 Hz, read every 100 ms.
+    let mut search = |t: u64, va: u64, vb: u64| {
+        let ra = revived.read(a, Some(va), t);
+        let rb = revived.read(b, Some(vb), t);
+        (ra, rb)
+    };
+    assert_eq!(search(0, 7, 100), (false, false));
+    assert_eq!(search(100_000, 7, 100), (false, false));
+    assert_eq!(search(200_000, 7, 125), (false, false));
+    assert_eq!(search(300_000, 7, 150), (false, true));
+}
+
+#[test]
+fn an_old_image_count_that_jumps_goes_back_or_is_unreadable_starts_over() {
+    let a = at(0x500_0000, 0x1c00_0000);
+    let mut revived = Revived::default();
+    let mut t = 0;
+    let mut read = |value: Option<u64>| {
+        t += 100_000;
+        revived.read(a, value, t)
+    };
+    assert!(!read(Some(1000)));
+    assert!(!read(Some(1010)));
+    // Further than 1000 Hz counts in 100 ms: written, not counted.
+    assert!(!read(Some(5000)));
+    assert!(!read(Some(5010)));
+    // Back: starts over.
+    assert!(!read(Some(4000)));
+    assert!(!read(Some(4010)));
+    // Unreadable once: starts over.
+    assert!(!read(None));
+    assert!(!read(Some(4020)));
+    assert!(!read(Some(4030)));
+    assert!(read(Some(4040)));
+    // At most one entry per old kernel: a further image is not tracked.
+    let mut revived = Revived::default();
+    for i in 0..MAX_OLD_KERNELS as u64 {
+        assert!(!revived.read(at(0x100_0000 * (i + 1), 0), Some(1), 0));
+    }
+    let extra = at(0x200_0000_0000, 0);
+    assert!(!revived.read(extra, Some(1), 0));
+    assert!(!revived.read(extra, Some(2), 100_000));
+    assert!(!revived.read(extra, Some(3), 200_000));
+}
+
+proptest! {
+    /// A count that never rises (still, or any mix of still and falling
+    /// values) never makes an image revived.
+    #[test]
+    fn a_count_that_never_rises_is_never_revived(values in proptest::collection::vec(0u64..1000, 1..64)) {
+        let a = at(0x500_0000, 0x1c00_0000);
+        let mut revived = Revived::default();
+        let mut last = u64::MAX;
+        for (i, v) in values.into_iter().enumerate() {
+            let v = v.min(last);
+            last = v;
+            prop_assert!(!revived.read(a, Some(v), i as u64 * 100_000));
+        }
+    }
+}
