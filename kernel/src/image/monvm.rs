@@ -841,9 +841,10 @@ impl MonVm {
         // old one did, with its slide; it ticks (`Revived`). Not for a
         // watched kernel that merely stalled: the real kernel behind a
         // decoy ticks where it was left, and is reported (`decoy`).
-        let gone = lost || self.held > 0 || self.firmware.ran(bios_timer_ticks(&self.memory).ok());
         let mut revived = None;
-        if fresh.is_empty() && gone {
+        if fresh.is_empty()
+            && (lost || self.held > 0 || self.firmware.ran(bios_timer_ticks(&self.memory).ok()))
+        {
             for l in found.iter().filter(|l| **l != old) {
                 let jiffies = self.jiffies_at(l);
                 if self.revived.read(*l, jiffies, now_us) {

@@ -25,6 +25,12 @@ use super::kaslr::KernelLocation;
 
 /// Most ticks a second any Linux configuration counts (`CONFIG_HZ=1000`).
 pub const MAX_HZ: u64 = 1000;
+/// The most a kernel's tick count can rise in `elapsed_us` (at
+/// [`MAX_HZ`], one more for a tick read at its edge).
+fn most_ticks(elapsed_us: u64) -> u64 {
+    elapsed_us.saturating_mul(MAX_HZ) / 1_000_000 + 1
+}
+
 /// Rises of a left-behind kernel's tick count that show it runs.
 pub const LEFT_BEHIND_RISES: u32 = 3;
 /// Shortest time between two moves of the watched kernel's count that its
@@ -77,7 +83,7 @@ impl Ticking {
             // rate learnt before stands meanwhile, so a rootkit cannot
             // unlearn it with one write before a decoy switch.
             let jumped = self.last_move.is_some_and(|(last, at)| {
-                let most = now_us.saturating_sub(at).saturating_mul(MAX_HZ) / 1_000_000 + 1;
+                let most = most_ticks(now_us.saturating_sub(at));
                 v < last || v - last > most
             });
             if jumped {
@@ -198,7 +204,7 @@ impl Revived {
             None => return false,
         };
         let (_, last, at_us, rises) = &mut self.counts[i];
-        let most = now_us.saturating_sub(*at_us).saturating_mul(MAX_HZ) / 1_000_000 + 1;
+        let most = most_ticks(now_us.saturating_sub(*at_us));
         *rises = match (*last, value) {
             (Some(l), Some(v)) if v > l && v - l <= most => *rises + 1,
             _ => 0,
@@ -285,7 +291,7 @@ impl LeftBehind {
         }
         let elapsed_us = now_us.saturating_sub(self.at_us);
         // At most MAX_HZ ticks a second, one more for a tick between.
-        let most = elapsed_us.saturating_mul(MAX_HZ) / 1_000_000 + 1;
+        let most = most_ticks(elapsed_us);
         match (self.last, value) {
             (Some(last), Some(now)) if intact && now > last && now - last <= most => {
                 self.rises += 1;
