@@ -3,6 +3,8 @@
 //! area). Every table's length is bounded and its checksum verified before
 //! any field in it is trusted.
 
+use core::fmt;
+
 use crate::phys::{PhysRead, PhysReadError, le_u16, le_u32, le_u64};
 
 /// Size of the common table header (`DESCRIPTION_HEADER`).
@@ -43,6 +45,41 @@ pub enum AcpiError {
     },
     /// A table had another signature than the one expected.
     WrongSignature([u8; 4]),
+}
+
+/// A signature as text (`?` for a byte that is not printable ASCII).
+struct Signature(pub [u8; 4]);
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            let c = if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            };
+            fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
+    }
+}
+
+// Display, not Debug, in the image's logs: derived Debug brings in the
+// formatter's struct builders and Unicode escaping (some 12 KB).
+impl fmt::Display for AcpiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreadable(e) => write!(f, "{e}"),
+            Self::NoRsdp => f.write_str("no RSDP"),
+            Self::BadChecksum { signature, paddr } => {
+                write!(f, "{} at {paddr:#x}: bad checksum", Signature(*signature))
+            }
+            Self::BadLength { signature, length } => {
+                write!(f, "{}: bad length {length}", Signature(*signature))
+            }
+            Self::WrongSignature(s) => write!(f, "unexpected signature {}", Signature(*s)),
+        }
+    }
 }
 
 impl From<PhysReadError> for AcpiError {
@@ -315,6 +352,21 @@ impl Tpm2Table {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn errors_read_as_text_with_unprintable_signature_bytes_masked() {
+        let e = AcpiError::BadChecksum {
+            signature: *b"TP\x00\xff",
+            paddr: 0xe0000,
+        };
+        assert_eq!(e.to_string(), "TP?? at 0xe0000: bad checksum");
+        let e = AcpiError::Unreadable(PhysReadError { addr: 0x10, len: 4 });
+        assert_eq!(e.to_string(), "0x10+0x4 unreadable");
+        assert_eq!(
+            AcpiError::WrongSignature(*b"RSDT").to_string(),
+            "unexpected signature RSDT"
+        );
+    }
+
     use super::*;
     use crate::phys::BufferMemory;
     use proptest::prelude::*;

@@ -40,6 +40,19 @@ pub enum BootInfoError {
     CmdlineNotUtf8,
 }
 
+impl core::fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unreadable(e) => write!(f, "{e}"),
+            Self::BadMagic(m) => write!(f, "bad magic {m:#x}"),
+            Self::TooManyMemoryRegions(n) => write!(f, "{n} memory-map entries"),
+            Self::TooManyModules(n) => write!(f, "{n} modules"),
+            Self::CmdlineTooLong => f.write_str("command line too long"),
+            Self::CmdlineNotUtf8 => f.write_str("command line not UTF-8"),
+        }
+    }
+}
+
 impl From<PhysReadError> for BootInfoError {
     fn from(e: PhysReadError) -> Self {
         Self::Unreadable(e)
@@ -61,6 +74,19 @@ pub enum MemoryKind {
     Unusable,
     /// Any other type number.
     Other(u32),
+}
+
+impl core::fmt::Display for MemoryKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Ram => f.write_str("RAM"),
+            Self::Reserved => f.write_str("reserved"),
+            Self::AcpiReclaimable => f.write_str("ACPI reclaimable"),
+            Self::AcpiNvs => f.write_str("ACPI NVS"),
+            Self::Unusable => f.write_str("unusable"),
+            Self::Other(ty) => write!(f, "type {ty}"),
+        }
+    }
 }
 
 impl MemoryKind {
@@ -268,6 +294,16 @@ fn read_c_string(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn errors_and_kinds_read_as_text() {
+        assert_eq!(
+            BootInfoError::BadMagic(0x1234).to_string(),
+            "bad magic 0x1234"
+        );
+        assert_eq!(MemoryKind::from_e820(1).to_string(), "RAM");
+        assert_eq!(MemoryKind::from_e820(12).to_string(), "type 12");
+    }
+
     use super::*;
     use crate::phys::BufferMemory;
     use proptest::prelude::*;

@@ -94,6 +94,15 @@ pub enum CrashKind {
     PageFault,
 }
 
+impl core::fmt::Display for CrashKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Panic => "panic",
+            Self::PageFault => "page-fault",
+        })
+    }
+}
+
 impl CrashKind {
     /// Parses `panic` or `page-fault`.
     pub fn parse(s: &str) -> Option<Self> {
@@ -208,6 +217,13 @@ impl KernelOptions {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_crash_kind_reads_as_its_option_value() {
+        for kind in [CrashKind::Panic, CrashKind::PageFault] {
+            assert_eq!(CrashKind::parse(&kind.to_string()), Some(kind));
+        }
+    }
 
     #[test]
     fn parses_known_options() {

@@ -75,6 +75,24 @@ pub enum Bar {
     },
 }
 
+impl fmt::Display for Bar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory {
+                addr,
+                prefetchable,
+                is_64bit,
+            } => write!(
+                f,
+                "memory {addr:#x}{}{}",
+                if *is_64bit { " 64-bit" } else { "" },
+                if *prefetchable { " prefetchable" } else { "" }
+            ),
+            Self::Io { port } => write!(f, "I/O {port:#x}"),
+        }
+    }
+}
+
 /// Reads the function's identity, or `None` if nothing answers there.
 pub fn read_function(cfg: &impl PciConfigAccess, addr: PciAddress) -> Option<PciFunction> {
     let id = cfg.read_u32(addr, 0x00);
@@ -198,6 +216,17 @@ pub fn enumerate(cfg: &impl PciConfigAccess, mut visit: impl FnMut(&PciFunction)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bars_read_as_text() {
+        let bar = Bar::Memory {
+            addr: 0xfe00_0000,
+            prefetchable: true,
+            is_64bit: true,
+        };
+        assert_eq!(bar.to_string(), "memory 0xfe000000 64-bit prefetchable");
+        assert_eq!(Bar::Io { port: 0xc000 }.to_string(), "I/O 0xc000");
+    }
+
     use super::*;
     use std::collections::BTreeMap;
 

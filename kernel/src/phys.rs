@@ -14,6 +14,12 @@ pub struct PhysReadError {
     pub len: usize,
 }
 
+impl core::fmt::Display for PhysReadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#x}+{:#x} unreadable", self.addr, self.len)
+    }
+}
+
 /// Read access to physical memory.
 pub trait PhysRead {
     /// Fills `buf` with the bytes at `addr..addr + buf.len()`, or fails without

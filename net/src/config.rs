@@ -17,6 +17,22 @@ pub enum Addressing {
     Static(StaticIpv4),
 }
 
+/// `DHCP`, or `ADDRESS/PREFIX` and its gateway if any, for logs.
+impl core::fmt::Display for Addressing {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Dhcp => f.write_str("DHCP"),
+            Self::Static(s) => {
+                write!(f, "{}/{}", s.address, s.prefix_len)?;
+                match s.gateway {
+                    Some(gateway) => write!(f, " gateway {gateway}"),
+                    None => f.write_str(" no gateway"),
+                }
+            }
+        }
+    }
+}
+
 /// A static IPv4 configuration, already checked for consistency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaticIpv4 {
@@ -176,6 +192,29 @@ fn is_unicast_host(address: Ipv4Addr, prefix_len: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn addressing_reads_as_text() {
+        use alloc::string::ToString;
+        assert_eq!(Addressing::Dhcp.to_string(), "DHCP");
+        let fixed = StaticIpv4 {
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+        };
+        assert_eq!(
+            Addressing::Static(fixed).to_string(),
+            "10.0.2.15/24 gateway 10.0.2.2"
+        );
+        let alone = StaticIpv4 {
+            gateway: None,
+            ..fixed
+        };
+        assert_eq!(
+            Addressing::Static(alone).to_string(),
+            "10.0.2.15/24 no gateway"
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
     use std::format;

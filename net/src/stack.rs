@@ -44,6 +44,18 @@ pub enum StackError {
     MacNotUnicast([u8; 6]),
 }
 
+impl core::fmt::Display for StackError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::MacNotUnicast(m) => write!(
+                f,
+                "MAC address {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} is not unicast",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            ),
+        }
+    }
+}
+
 /// The interface's current IPv4 configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Status {

@@ -46,6 +46,18 @@ pub enum FwCfgError {
     Transfer,
 }
 
+impl core::fmt::Display for FwCfgError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Absent => f.write_str("no fw_cfg device"),
+            Self::NoDma => f.write_str("fw_cfg without DMA"),
+            Self::NotFound => f.write_str("no such file"),
+            Self::TooLarge { len, max } => write!(f, "{len} bytes, more than {max}"),
+            Self::Transfer => f.write_str("transfer failed"),
+        }
+    }
+}
+
 /// The DMA request, as the device reads it (big-endian fields).
 #[repr(C, align(16))]
 struct DmaAccess {

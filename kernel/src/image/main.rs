@@ -80,7 +80,7 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
         Ok(info) => info,
         Err(e) => fatal::fail(
             ErrorKind::Panic,
-            format_args!("bad PVH start info at {start_info_paddr:#x}: {e:?}"),
+            format_args!("bad PVH start info at {start_info_paddr:#x}: {e}"),
         ),
     };
     let mut problems: heapless::Vec<OptionProblem<'_>, 8> = heapless::Vec::new();
@@ -95,9 +95,9 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     pit::start_periodic(TIMER_HZ);
 
     info!("avm-kernel {} starting", env!("CARGO_PKG_VERSION"));
-    info!("tsc: {:?}", calibration);
-    // Quoted with Display: `{:?}` on a str brings in Unicode escaping
-    // tables (some 2.5 KB of the image).
+    info!("tsc: {}", calibration);
+    // Nothing in the image is formatted with Debug: it brings in the
+    // formatter's builders and Unicode escaping (some 12 KB).
     info!("cmdline: \"{}\"", info.cmdline());
     for p in &problems {
         match p {
@@ -110,7 +110,7 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
         }
     }
     for r in &info.memory {
-        debug!("memmap: {:#012x}-{:#012x} {:?}", r.start, r.end(), r.kind);
+        debug!("memmap: {:#012x}-{:#012x} {}", r.start, r.end(), r.kind);
     }
     for m in &info.modules {
         info!("module: {:#x}-{:#x}", m.start, m.end());
@@ -147,7 +147,7 @@ pub extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
 /// Fails on purpose (`crash=` on the command line), so tests can check the
 /// panic and exception paths of the real image.
 fn crash(kind: CrashKind) -> ! {
-    warn!("crashing on request: {:?}", kind);
+    warn!("crashing on request: {}", kind);
     match kind {
         CrashKind::Panic => panic!("crash requested on the command line"),
         CrashKind::PageFault => {
@@ -166,7 +166,7 @@ fn find_tpm2_table(mem: &IdentityMemory<'_>, rsdp_hint: u64) -> Option<Tpm2Table
     let rsdp = match Rsdp::find(mem, rsdp_hint) {
         Ok(r) => r,
         Err(e) => {
-            warn!("acpi: no RSDP: {:?}", e);
+            warn!("acpi: no RSDP: {}", e);
             return None;
         }
     };
@@ -180,9 +180,12 @@ fn find_tpm2_table(mem: &IdentityMemory<'_>, rsdp_hint: u64) -> Option<Tpm2Table
     match Tpm2Table::find(mem, &rsdp) {
         Ok(Some(t)) => {
             info!(
-                "acpi: TPM2 rev {} control area {:#x} start method {} log area {:x?}",
-                t.revision, t.control_area, t.start_method, t.log_area
+                "acpi: TPM2 rev {} control area {:#x} start method {}",
+                t.revision, t.control_area, t.start_method
             );
+            if let Some(area) = t.log_area {
+                info!("acpi: TPM2 log area {:#x}+{:#x}", area.start, area.min_len);
+            }
             Some(t)
         }
         Ok(None) => {
@@ -190,7 +193,7 @@ fn find_tpm2_table(mem: &IdentityMemory<'_>, rsdp_hint: u64) -> Option<Tpm2Table
             None
         }
         Err(e) => {
-            warn!("acpi: TPM2 lookup failed: {:?}", e);
+            warn!("acpi: TPM2 lookup failed: {}", e);
             None
         }
     }
@@ -269,7 +272,7 @@ fn list_pci_devices() {
         while index < 6 {
             let bar = read_bar(&cfg, f.addr, index);
             if let Some(bar) = bar {
-                debug!("pci: {} bar{} {:x?}", f.addr, index, bar);
+                debug!("pci: {} bar{} {}", f.addr, index, bar);
             }
             if let Some(Bar::Memory { addr, is_64bit, .. }) = bar {
                 if addr >= 4 << 30 {
@@ -277,7 +280,7 @@ fn list_pci_devices() {
                     // the rest once they know the BAR's size.
                     if let Err(e) = paging::map_mmio(addr, 1) {
                         warn!(
-                            "pci: {} bar{} at {:#x} not mapped: {:?}",
+                            "pci: {} bar{} at {:#x} not mapped: {}",
                             f.addr, index, addr, e
                         );
                     }

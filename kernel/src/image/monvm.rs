@@ -265,7 +265,7 @@ fn find_ram() -> Option<IvshmemRam> {
     };
     if let Err(e) = paging::map_mmio(base, len) {
         warn!(
-            "monvm: ivshmem BAR at {:#x} ({} MiB) not mapped: {:?}",
+            "monvm: ivshmem BAR at {:#x} ({} MiB) not mapped: {}",
             base,
             len >> 20,
             e
@@ -291,7 +291,7 @@ fn profile_file() -> Option<Vec<u8>> {
         Ok(bytes) => Some(bytes),
         Err(crate::fw_cfg::FwCfgError::NotFound) => None,
         Err(e) => {
-            warn!("monvm: profile not read from fw_cfg: {:?}", e);
+            warn!("monvm: profile not read from fw_cfg: {}", e);
             None
         }
     }
@@ -321,7 +321,7 @@ fn monitor_policy(tpm: &mut KernelTpm, log: &mut MeasurementLog) -> Option<Monit
                 }
             },
             Err(e) => {
-                warn!("monvm: monitor policy not read from fw_cfg: {:?}", e);
+                warn!("monvm: monitor policy not read from fw_cfg: {}", e);
                 (None, [0u8; 32], String::new())
             }
         };
@@ -561,7 +561,7 @@ pub fn start(info: &StartInfo, tpm: &mut KernelTpm, log: &mut MeasurementLog) ->
     let layout = match RamLayout::from_kernel_cmdline(info.cmdline())? {
         Ok(layout) => layout,
         Err(e) => {
-            warn!("monvm: bad monvm.ram= option: {:?}", e);
+            warn!("monvm: bad monvm.ram= option: {}", e);
             return None;
         }
     };
@@ -2037,12 +2037,12 @@ impl core::fmt::Display for List<'_> {
 fn report(found: &Survey, profile: &KernelProfile, took_us: u64) {
     let location = &found.location;
     info!(
-        "monvm: {} at phys {:#x}, _text {:#x} (slide {:#x}), {:?} paging",
+        "monvm: {} at phys {:#x}, _text {:#x} (slide {:#x}), {}-level paging",
         profile.kernel.release.as_str(),
         location.phys_text.0,
         location.runtime_text,
         location.slide(),
-        found.paging
+        found.paging.levels()
     );
     for (what, error) in [
         ("task list", &found.tasks.error),

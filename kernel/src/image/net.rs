@@ -90,12 +90,12 @@ pub fn start(cmdline: &str, attest_port: u16, backend: &mut TpmBackend) -> Optio
     let stack = match NetStack::new(device, config, now_ms()) {
         Ok(stack) => stack,
         Err(e) => {
-            announce_down("device", format_args!("interface: {:?}", e));
+            announce_down("device", format_args!("interface: {}", e));
             return None;
         }
     };
     info!(
-        "net: virtio-net {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {:?}, attestation port {}",
+        "net: virtio-net {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {}, attestation port {}",
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], config.addressing, attest_port
     );
     let server = AttestationServer::new(attest_port, ServerLimits::default());
@@ -141,10 +141,10 @@ impl Network {
             && let Some(ip) = self.stack.ipv4()
         {
             self.announced = true;
-            info!(
-                "net: {}/{} gateway {:?}",
-                ip.address, ip.prefix_len, ip.gateway
-            );
+            match ip.gateway {
+                Some(gateway) => info!("net: {}/{} gateway {}", ip.address, ip.prefix_len, gateway),
+                None => info!("net: {}/{} no gateway", ip.address, ip.prefix_len),
+            }
             println!("AVM-NET-UP ip={} port={}", ip.address, self.server.port());
         }
         busy
@@ -166,9 +166,16 @@ impl Network {
 
     /// Counters for the debug heartbeat.
     pub fn log_stats(&mut self) {
+        let s = self.server.stats();
         debug!(
-            "net: {:?}, {} active connections, {} full polls ({} us)",
-            self.server.stats(),
+            "net: {} accepted, {} requests, {} timeouts, {} evictions, {} aborted closing, {} pushed, {} subscribers dropped, {} active connections, {} full polls ({} us)",
+            s.accepted,
+            s.requests,
+            s.timeouts,
+            s.evictions,
+            s.aborted_closing,
+            s.pushed,
+            s.dropped_subscribers,
             self.server.active_connections(),
             self.full_polls,
             self.full_poll_us

@@ -82,6 +82,17 @@ fn measure_once() -> Option<u64> {
     result.filter(|&hz| hz >= MIN_PLAUSIBLE_TSC_HZ)
 }
 
+impl core::fmt::Display for Calibration {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Pit { hz, attempts } => {
+                write!(f, "{hz} Hz, measured against the PIT (attempt {attempts})")
+            }
+            Self::Fallback { hz } => write!(f, "{hz} Hz, a guess (the PIT did not answer)"),
+        }
+    }
+}
+
 /// Measures the TSC frequency (takes about 5 ms).
 pub fn calibrate() -> Calibration {
     let result = (1..=ATTEMPTS)

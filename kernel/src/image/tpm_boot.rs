@@ -143,7 +143,7 @@ fn read_event_log(mem: &IdentityMemory<'_>, area: LogArea) -> (Vec<u8>, usize) {
     let mut bytes = vec![0u8; len];
     if let Err(e) = mem.read(area.start, &mut bytes) {
         warn!(
-            "tpm: event-log area {:#x}+{:#x} unreadable: {:?}",
+            "tpm: event-log area {:#x}+{:#x} unreadable: {}",
             area.start, len, e
         );
         return (Vec::new(), 0);

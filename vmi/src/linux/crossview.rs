@@ -222,7 +222,7 @@ impl From<crate::list::ListError> for CrossViewError {
 impl core::fmt::Display for CrossViewError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            CrossViewError::Struct(e) => write!(f, "{e:?}"),
+            CrossViewError::Struct(e) => write!(f, "{e}"),
             CrossViewError::List => write!(f, "list broken"),
             CrossViewError::TooMany => write!(f, "too many entries"),
         }

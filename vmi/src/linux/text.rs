@@ -392,7 +392,7 @@ impl fmt::Display for TextError {
                 write!(f, "no {} chunk {}", area.name(), index)
             }
             TextError::BadReference(what) => write!(f, "bad text reference: {what}"),
-            TextError::Memory(e) => write!(f, "{e:?}"),
+            TextError::Memory(e) => write!(f, "{e}"),
         }
     }
 }

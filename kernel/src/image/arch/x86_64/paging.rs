@@ -47,6 +47,15 @@ pub enum MapError {
     NoTables,
 }
 
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::OutOfRange => "out of the mappable range",
+            Self::NoTables => "no page tables left",
+        })
+    }
+}
+
 /// Applies cache attributes to the boot identity map of the first 4 GiB from
 /// the firmware memory map: RAM write-back, everything else uncached.
 pub fn init(memory: &[MemoryRegion]) {
