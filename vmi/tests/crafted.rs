@@ -187,6 +187,23 @@ proptest! {
         if let Ok(running) = vmi::linux::crossview::running_tasks(&space, head, head, &reference) {
             prop_assert!(running.len() <= vmi::linux::crossview::MAX_CPUS as usize);
         }
+        // And as the busy vmalloc areas' list (6.1) or the array of 6.12's
+        // nodes (their count the same word): bounded; the CPUs' stacks and
+        // those of no known task among the areas read.
+        let global = vmi::linux::crossview::CrossViewReference { vmap_area_list: 1, ..reference.clone() };
+        let (areas, _) = vmi::linux::crossview::busy_vmap_areas(&space, |_| Some(head), &global);
+        prop_assert!(areas.len() <= vmi::linux::crossview::MAX_VMAP_AREAS);
+        let nodes = vmi::linux::crossview::CrossViewReference { vmap_nodes: 1, nr_vmap_nodes: 1, vmap_node_size: 0x40, ..reference.clone() };
+        let (in_nodes, _) = vmi::linux::crossview::busy_vmap_areas(&space, |_| Some(head), &nodes);
+        prop_assert!(in_nodes.len() <= vmi::linux::crossview::MAX_VMAP_AREAS);
+        let mut known = Vec::new();
+        if let Ok(cpus) = vmi::linux::crossview::cpu_stacks(&space, head, head, &reference) {
+            prop_assert!(cpus.len() <= 3 * vmi::linux::crossview::MAX_CPUS as usize);
+            known.extend(cpus);
+        }
+        known.sort_unstable();
+        let orphans = vmi::linux::crossview::orphan_stacks(&space, &areas, &known);
+        prop_assert!(orphans.len() <= areas.len());
         // And as a thread group's leader: its threads, bounded.
         let leader = vmi::linux::tasks::read_task(&space, head, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
         if let Ok(leader) = leader {

@@ -590,6 +590,41 @@ fn check_pointer_tables(p: &KernelProfile, elf: &Vmlinux<'_>, syms: &vmi::kallsy
             && cross.css_set_mg_tasks < cross.css_set_dying_tasks
     );
     assert!(cross.task_cg_list > 0 && cross.task_cg_list.is_multiple_of(8));
+    // The kernel stacks: the busy vmalloc areas on 6.1's global list
+    // (empty as linked: a head pointing at itself) or on 6.12's nodes
+    // (one as linked); `init_task` on `init_stack`; the per-CPU cache.
+    if cross.vmap_area_list != 0 {
+        assert_eq!(cross.vmap_nodes, 0);
+        assert_eq!(
+            elf.read_u64(cross.vmap_area_list),
+            Some(cross.vmap_area_list),
+            "vmap_area_list as linked"
+        );
+    } else {
+        assert!(cross.vmap_nodes > 0 && cross.vmap_node_size > cross.vmap_node_busy_head);
+        assert_eq!(
+            elf.read_u64(cross.nr_vmap_nodes).map(|w| w as u32),
+            Some(1),
+            "nr_vmap_nodes as linked"
+        );
+    }
+    assert_eq!(
+        (
+            cross.vmap_area_va_start,
+            cross.vmap_area_va_end,
+            cross.vmap_area_list_node
+        ),
+        (0, 8, 40)
+    );
+    assert_eq!(cross.vm_struct_addr, 8);
+    assert_eq!(
+        elf.read_u64(init_task + cross.task_stack),
+        syms.address_of("init_stack"),
+        "init_task.stack"
+    );
+    assert!(
+        cross.cached_stacks > 0 && Some(cross.cached_stacks) < syms.address_of("__per_cpu_end")
+    );
     let nr_threads = elf.read_u64(init_signals + cross.signal_nr_threads);
     assert_eq!(
         nr_threads.map(|w| w as u32),

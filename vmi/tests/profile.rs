@@ -194,6 +194,7 @@ fn pointer_table_function_words_are_checked() {
         cross.init_pid_ns = address + 0x500;
         (cross.per_cpu_offset, cross.nr_cpu_ids) = (address + 0x600, address + 0x700);
         cross.css_set_table = address + 0x800;
+        cross.vmap_area_list = address + 0x900;
         cross.pointer_tables = vec![PointerTable {
             name: "tty_ldiscs".into(),
             address,
@@ -237,6 +238,7 @@ fn netfilter_namespaces_are_checked() {
         cross.init_pid_ns = base + 0x500;
         (cross.per_cpu_offset, cross.nr_cpu_ids) = (base + 0x600, base + 0x700);
         cross.css_set_table = base + 0x800;
+        cross.vmap_area_list = base + 0x900;
         (cross.net_namespace_list, cross.init_net) = (base + 0x300, base + 0x400);
         (cross.net_list, cross.net_inum) = (0x90, 0xa8);
         (cross.net_dev_base_head, cross.netdev_dev_list) = (0xb0, 0x50);
@@ -258,8 +260,16 @@ fn netfilter_namespaces_are_checked() {
     let cross = KernelProfile::decode(&bytes).unwrap().cross_view.unwrap();
     assert_eq!((cross.net_list, cross.net_inum), (0x90, 0xa8));
     // (With the PID table's root and node layout among them.)
-    let bad: [&dyn Fn(&mut CrossViewReference); 17] = [
+    let bad: [&dyn Fn(&mut CrossViewReference); 22] = [
         &|c| c.init_pid_ns = 0,
+        &|c| c.vmap_area_list = 0,
+        &|c| c.vmap_nodes = c.vmap_area_list,
+        &|c| c.cached_stacks = 1 << 30,
+        &|c| c.task_stack = 1 << 20,
+        &|c| {
+            (c.vmap_nodes, c.vmap_area_list) = (c.vmap_area_list, 0);
+            c.nr_vmap_nodes = 0;
+        },
         &|c| c.css_set_table = 0,
         &|c| c.task_cg_list = 1 << 20,
         &|c| c.per_cpu_offset = 0,

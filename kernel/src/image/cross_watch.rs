@@ -119,10 +119,16 @@ pub struct CrossWatch {
     /// Tasks seen running on a CPU while on no list and not in the PID
     /// table.
     running: crossview::RunningSightings,
+    /// Live kernel stacks of no task any view found, as last found (one
+    /// is reported once seen two rounds running: a task being forked has
+    /// its stack before it is listed), and those reported (kept for a
+    /// round whose stacks do not walk).
+    stacks_before: Vec<u64>,
+    stacks_reported: Vec<u64>,
     /// Rounds the module view, the process view, the task list, the
     /// top-level tables, the network namespaces, the PID table, the run
-    /// queues and the cgroups failed.
-    unwalked: [Unwalked; 8],
+    /// queues, the cgroups and the kernel stacks failed.
+    unwalked: [Unwalked; 9],
     /// `init_top_pgt`'s shared slots at start-up, and where the tables are.
     top_tables: Option<(SharedEntries, TableOffsets)>,
 }
@@ -244,6 +250,28 @@ impl CrossWatch {
                 .collect();
             self.running.round(&seen, |t| listed.contains(&t));
         }
+        // Live kernel stacks that no task any view found holds: a task off
+        // every list, cgroup included, that sleeps.
+        let orphans = everyone.and_then(|everyone| {
+            let mut tasks: Vec<u64> = everyone.iter().map(|t| t.address.value()).collect();
+            tasks.extend_from_slice(&self.pid_only);
+            tasks.extend_from_slice(&self.cgroup_only);
+            tasks.extend(running.iter().flatten().map(|t| t.value()));
+            let mut known = crossview::task_stacks(space, &tasks, r);
+            let cpus = location
+                .runtime_of(r.per_cpu_offset)
+                .zip(location.runtime_of(r.nr_cpu_ids))
+                .and_then(|(offsets, cpus)| crossview::cpu_stacks(space, offsets, cpus, r).ok())?;
+            known.extend(cpus);
+            vmi::sort::heapsort(&mut known);
+            let (areas, walked) =
+                crossview::busy_vmap_areas(space, |link| location.runtime_of(link), r);
+            walked.ok()?;
+            Some(crossview::orphan_stacks(space, &areas, &known))
+        });
+        // (Without the task list, that is what is reported.)
+        let stacks_unwalked =
+            everyone.and_then(|_| self.unwalked[8].round(orphans.is_some(), "kernel-stacks"));
         let init_task = location.runtime_of(profile.symbols.init_task);
         let tree = init_task.and_then(|init| process_tree(space, init, r).ok());
         if let Some(t) = self.unwalked[1].round(
@@ -310,6 +338,20 @@ impl CrossWatch {
                 })
                 .collect();
             self.tasks_before = now;
+            if let Some(now) = orphans {
+                self.stacks_reported = now
+                    .iter()
+                    .copied()
+                    .filter(|s| self.stacks_before.binary_search(s).is_ok())
+                    .collect();
+                self.stacks_before = now;
+            }
+            for s in &self.stacks_reported {
+                out[1].push(text(format_args!(
+                    "process:?:?:kernel stack {:#x}, of no task",
+                    s
+                )));
+            }
             for t in self.running.hidden() {
                 out[1].push(match read_task(t) {
                     Some(task) => text(format_args!(
@@ -324,12 +366,16 @@ impl CrossWatch {
         out[1].retain(|f| {
             !matches!(
                 f.as_str(),
-                "unwalkable:pid-table" | "unwalkable:run-queues" | "unwalkable:cgroups"
+                "unwalkable:pid-table"
+                    | "unwalkable:run-queues"
+                    | "unwalkable:cgroups"
+                    | "unwalkable:kernel-stacks"
             )
         });
         out[1].extend(pid_unwalked);
         out[1].extend(running_unwalked);
         out[1].extend(cgroups_unwalked);
+        out[1].extend(stacks_unwalked);
         let init_cred = location.runtime_of(r.init_cred);
         if let Some(t) = self.unwalked[2].round(
             everyone.is_some() && init_cred.is_some(),

@@ -166,6 +166,32 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(running) = crossview::running_tasks(&space, head, head, &reference) {
             assert!(running.len() <= crossview::MAX_CPUS as usize);
         }
+        // And as the busy vmalloc areas' list (6.1's) and as the array of
+        // 6.12's nodes (the count the same word): bounded; the stacks the
+        // CPUs hold, and those of no known task among what was read.
+        let global = crossview::CrossViewReference {
+            vmap_area_list: 1,
+            ..reference.clone()
+        };
+        let (areas, _) = crossview::busy_vmap_areas(&space, |_| Some(head), &global);
+        assert!(areas.len() <= crossview::MAX_VMAP_AREAS);
+        let nodes = crossview::CrossViewReference {
+            vmap_area_list: 0,
+            vmap_nodes: 1,
+            nr_vmap_nodes: 1,
+            vmap_node_size: 0x40,
+            ..reference.clone()
+        };
+        let (in_nodes, _) = crossview::busy_vmap_areas(&space, |_| Some(head), &nodes);
+        assert!(in_nodes.len() <= crossview::MAX_VMAP_AREAS);
+        let addresses: Vec<u64> = listed.iter().map(|t| t.address.value()).collect();
+        let mut known = crossview::task_stacks(&space, &addresses, &reference);
+        if let Ok(cpus) = crossview::cpu_stacks(&space, head, head, &reference) {
+            assert!(cpus.len() <= 3 * crossview::MAX_CPUS as usize);
+            known.extend(cpus);
+        }
+        known.sort_unstable();
+        assert!(crossview::orphan_stacks(&space, &areas, &known).len() <= areas.len());
         // Their network namespaces: at most one each.
         assert!(crossview::task_net_namespaces(&space, &listed, &reference).len() <= listed.len());
 

@@ -15,7 +15,8 @@
 //!   task with a PID (`init_pid_ns`'s IDR, [`pid_table_tasks`]) must be on
 //!   the task list or its group's thread list ([`threads`]), and every
 //!   CPU's current task ([`running_tasks`]) on a list or in the PID table
-//!   ([`RunningSightings`]).
+//!   ([`RunningSightings`]); a sleeping task off every list still has
+//!   its kernel stack ([`orphan_stacks`]).
 //! - **Credentials**: a user process running with `init_cred` (the kernel's
 //!   own credentials, what `commit_creds(&init_cred)`-style rootkits hand
 //!   out), or with euid 0 under a parent whose euid is not 0 (a privilege
@@ -175,6 +176,24 @@ pub struct CrossViewReference {
     pub css_set_mg_tasks: u64,
     pub css_set_dying_tasks: u64,
     pub task_cg_list: u64,
+    /// The kernel stacks, a sixth view ([`stacks`]): the busy vmalloc
+    /// areas, on `vmap_area_list` (6.1; link address, else 0) or on each
+    /// node's busy list (6.12: `vmap_nodes`, a pointer to the array of
+    /// `nr_vmap_nodes` (u32) `struct vmap_node`s of `vmap_node_size`
+    /// bytes, `vmap_node.busy.head`; 0 on 6.1), `vmap_area.list`,
+    /// `va_start` and `va_end`; `task_struct.stack`; `cached_stacks` (a
+    /// per-CPU array of `struct vm_struct *`) and `vm_struct.addr`.
+    pub vmap_area_list: u64,
+    pub vmap_nodes: u64,
+    pub nr_vmap_nodes: u64,
+    pub vmap_node_size: u64,
+    pub vmap_node_busy_head: u64,
+    pub vmap_area_list_node: u64,
+    pub vmap_area_va_start: u64,
+    pub vmap_area_va_end: u64,
+    pub task_stack: u64,
+    pub cached_stacks: u64,
+    pub vm_struct_addr: u64,
     /// `mm_struct.pgd`: a process's top-level page table
     /// ([`super::top_tables`]).
     pub mm_pgd: u64,
@@ -1329,6 +1348,12 @@ pub fn writable_pointees(baseline: &[u64], ranges: &ImageRanges) -> Vec<(usize, 
         .map(|(i, &v)| (i, v))
         .collect()
 }
+
+mod stacks;
+pub use stacks::{
+    CACHED_STACKS, MAX_VMAP_AREAS, MAX_VMAP_NODES, STACK_END_MAGIC, VmapArea, busy_vmap_areas,
+    cpu_stacks, orphan_stacks, task_stacks,
+};
 
 #[cfg(test)]
 mod tests;

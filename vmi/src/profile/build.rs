@@ -23,7 +23,9 @@ use super::{
 };
 use crate::kallsyms::{Kallsyms, KallsymsError, Layout, Limits, SymbolTable};
 use crate::kernel_image::{BzImage, Compression, ImageError, MAX_VMLINUX_SIZE, Vmlinux};
-use crate::linux::crossview::{CSS_SET_BUCKETS, CrossViewReference, PointerTable, XA_SLOTS};
+use crate::linux::crossview::{
+    CACHED_STACKS, CSS_SET_BUCKETS, CrossViewReference, PointerTable, XA_SLOTS,
+};
 use crate::linux::kaslr::MAX_BANNER;
 use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
 
@@ -817,6 +819,7 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
             })
     };
     pointer_tables.extend(hook_points);
+    let vmap = vmap_lists(btf, symbols)?;
     Ok(CrossViewReference {
         nf_entries_hooks,
         nf_entry_size,
@@ -852,6 +855,17 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         css_set_mg_tasks: btf.field("css_set", "mg_tasks", LIST_HEAD)?,
         css_set_dying_tasks: btf.field("css_set", "dying_tasks", LIST_HEAD)?,
         task_cg_list: btf.field("task_struct", "cg_list", LIST_HEAD)?,
+        vmap_area_list: vmap.list,
+        vmap_nodes: vmap.nodes,
+        nr_vmap_nodes: vmap.count,
+        vmap_node_size: vmap.node_size,
+        vmap_node_busy_head: vmap.busy_head,
+        vmap_area_list_node: btf.field("vmap_area", "list", LIST_HEAD)?,
+        vmap_area_va_start: btf.field("vmap_area", "va_start", 8)?,
+        vmap_area_va_end: btf.field("vmap_area", "va_end", 8)?,
+        task_stack: btf.field("task_struct", "stack", PTR)?,
+        cached_stacks: cached_stacks(symbols)?,
+        vm_struct_addr: btf.field("vm_struct", "addr", PTR)?,
         module_kset: required(symbols, "module_kset")?,
         kset_list: btf.field("kset", "list", LIST_HEAD)?,
         kobject_entry: btf.field("kobject", "entry", LIST_HEAD)?,
@@ -884,6 +898,52 @@ fn css_set_table(symbols: &SymbolTable) -> Result<u64, BuildError> {
     if next - at < size || next - at >= 2 * size.max(4096) {
         return Err(BuildError::Layout(format!(
             "css_set_table has {} bytes before the next symbol, not {size}",
+            next - at
+        )));
+    }
+    Ok(at)
+}
+
+/// Where the busy vmalloc areas are listed ([`CrossViewReference`]'s
+/// `vmap_*` fields; the unused ones 0).
+struct VmapLists {
+    list: u64,
+    nodes: u64,
+    count: u64,
+    node_size: u64,
+    busy_head: u64,
+}
+
+/// 6.1 lists every busy area on `vmap_area_list`; 6.9 and later on the
+/// busy list of each `struct vmap_node` (`vmap_nodes`, `nr_vmap_nodes`).
+fn vmap_lists(btf: &Btf, symbols: &SymbolTable) -> Result<VmapLists, BuildError> {
+    if let Some(list) = optional(symbols, "vmap_area_list")? {
+        return Ok(VmapLists {
+            list,
+            nodes: 0,
+            count: 0,
+            node_size: 0,
+            busy_head: 0,
+        });
+    }
+    Ok(VmapLists {
+        list: 0,
+        nodes: required(symbols, "vmap_nodes")?,
+        count: required(symbols, "nr_vmap_nodes")?,
+        node_size: btf.size("vmap_node")?,
+        busy_head: btf.field("vmap_node", "busy.head", LIST_HEAD)?,
+    })
+}
+
+/// `cached_stacks`, a per-CPU array of [`CACHED_STACKS`] pointers: the
+/// next per-CPU symbol must leave room for them.
+fn cached_stacks(symbols: &SymbolTable) -> Result<u64, BuildError> {
+    let at = per_cpu(symbols, "cached_stacks")?;
+    let size = CACHED_STACKS * PTR;
+    let next = symbols.next_address_after(at).unwrap_or(u64::MAX);
+    if next - at < size {
+        return Err(BuildError::Layout(format!(
+            "cached_stacks has {} bytes before the next symbol, not {size}",
             next - at
         )));
     }

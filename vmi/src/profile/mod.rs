@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 22;
+pub const FORMAT_VERSION: u16 = 23;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -385,6 +385,13 @@ impl KernelProfile {
                 c.css_set_mg_tasks,
                 c.css_set_dying_tasks,
                 c.task_cg_list,
+                c.vmap_node_size,
+                c.vmap_node_busy_head,
+                c.vmap_area_list_node,
+                c.vmap_area_va_start,
+                c.vmap_area_va_end,
+                c.task_stack,
+                c.vm_struct_addr,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }
@@ -411,6 +418,19 @@ impl KernelProfile {
                 "__per_cpu_offset or nr_cpu_ids outside the image",
             )?;
             check(in_image(c.css_set_table), "css_set_table outside the image")?;
+            // The busy vmalloc areas: one global list (6.1) or nodes (6.12).
+            check(
+                match (c.vmap_area_list, c.vmap_nodes) {
+                    (list, 0) => in_image(list),
+                    (0, nodes) => in_image(nodes) && in_image(c.nr_vmap_nodes),
+                    _ => false,
+                },
+                "vmap_area_list or vmap_nodes",
+            )?;
+            check(
+                c.cached_stacks < MAX_PER_CPU_OFFSET,
+                "cached_stacks past the per-CPU area",
+            )?;
             check(
                 c.runqueues < MAX_PER_CPU_OFFSET,
                 "runqueues past the per-CPU area",

@@ -66,6 +66,17 @@ const R: CrossViewReference = CrossViewReference {
     css_set_mg_tasks: 0,
     css_set_dying_tasks: 0,
     task_cg_list: 0,
+    vmap_area_list: 0,
+    vmap_nodes: 0,
+    nr_vmap_nodes: 0,
+    vmap_node_size: 0,
+    vmap_node_busy_head: 0,
+    vmap_area_list_node: 0,
+    vmap_area_va_start: 0,
+    vmap_area_va_end: 0,
+    task_stack: 0,
+    cached_stacks: 0,
+    vm_struct_addr: 0,
 };
 
 fn va(phys: u64) -> GuestVirtAddr {
@@ -1533,4 +1544,175 @@ fn a_task_running_off_every_list_is_reported_once_seen_in_two_rounds() {
     let mut evicted = s.clone();
     assert_eq!(step(&mut s, &many[1..], none), many[1..]);
     assert_eq!(step(&mut evicted, &many[..1], none), []);
+}
+
+/// Busy vmalloc areas in crafted memory: `vmap_area_list` at 0x800, areas
+/// whose `va_start`, `va_end` and `list` are at 0, 8 and 0x28; for the
+/// nodes form, `vmap_nodes` at 0x900 pointing at two nodes at 0x3000 of
+/// 0x100 bytes each, busy heads 0x40 into them, `nr_vmap_nodes` at 0x980.
+fn vmap() -> CrossViewReference {
+    CrossViewReference {
+        vmap_area_list: 0x800,
+        vmap_area_list_node: 0x28,
+        vmap_area_va_start: 0,
+        vmap_area_va_end: 0x8,
+        task_stack: 0x20,
+        vm_struct_addr: 0x8,
+        runqueues: 0x100,
+        rq_idle: 0x10,
+        cached_stacks: 0x200,
+        ..R
+    }
+}
+
+/// An area struct at `at` for `[start, start + len)` (direct-map
+/// addresses stand in for the vmalloc space).
+fn area(b: &mut PageTableBuilder, at: u64, start: u64, len: u64) {
+    b.write_u64(at, DIRECT + start);
+    b.write_u64(at + 8, DIRECT + start + len);
+}
+
+fn areas_of(
+    b: &PageTableBuilder,
+    r: &CrossViewReference,
+) -> (Vec<VmapArea>, Result<(), CrossViewError>) {
+    with_space(b, |s| busy_vmap_areas(s, |link| Some(va(link)), r))
+}
+
+fn span(start: u64, len: u64) -> VmapArea {
+    VmapArea {
+        start: DIRECT + start,
+        end: DIRECT + start + len,
+    }
+}
+
+#[test]
+fn the_busy_vmalloc_areas_are_read_from_the_list_or_the_nodes() {
+    let mut b = builder();
+    area(&mut b, 0x1_0000, 0x2_0000, 0x5000);
+    area(&mut b, 0x1_0100, 0x2_8000, 0x2000);
+    link(&mut b, &[0x800, 0x1_0028, 0x1_0128]);
+    let both = alloc::vec![span(0x2_0000, 0x5000), span(0x2_8000, 0x2000)];
+    assert_eq!(areas_of(&b, &vmap()), (both.clone(), Ok(())));
+    // 6.12's nodes: the first area on node 0, the second on node 1.
+    let nodes = CrossViewReference {
+        vmap_area_list: 0,
+        vmap_nodes: 0x900,
+        nr_vmap_nodes: 0x980,
+        vmap_node_size: 0x100,
+        vmap_node_busy_head: 0x40,
+        ..vmap()
+    };
+    let mut n = builder();
+    area(&mut n, 0x1_0000, 0x2_0000, 0x5000);
+    area(&mut n, 0x1_0100, 0x2_8000, 0x2000);
+    n.write_u64(0x900, DIRECT + 0x3000);
+    n.write(0x980, &2u32.to_le_bytes());
+    link(&mut n, &[0x3040, 0x1_0028]);
+    link(&mut n, &[0x3140, 0x1_0128]);
+    assert_eq!(areas_of(&n, &nodes), (both.clone(), Ok(())));
+    // No node, too many, or a profile with neither list: errors.
+    for count in [0u32, MAX_VMAP_NODES + 1] {
+        let mut bad = n.clone();
+        bad.write(0x980, &count.to_le_bytes());
+        assert_eq!(
+            areas_of(&bad, &nodes),
+            (Vec::new(), Err(CrossViewError::TooMany))
+        );
+    }
+    let neither = CrossViewReference {
+        vmap_nodes: 0,
+        ..nodes
+    };
+    assert_eq!(
+        areas_of(&n, &neither),
+        (Vec::new(), Err(CrossViewError::List))
+    );
+    // A list that loops back into itself: bounded, with what was read.
+    let mut looped = b.clone();
+    looped.write_u64(0x1_0128, DIRECT + 0x1_0028);
+    let (read, walked) = areas_of(&looped, &vmap());
+    assert!(walked.is_err() && read.len() <= MAX_VMAP_AREAS && read.starts_with(&both));
+    // An area off RAM: an error, with the areas before it.
+    let mut off = b.clone();
+    off.write_u64(0x1_0028, DIRECT + RAM + 0x28);
+    let (read, walked) = areas_of(&off, &vmap());
+    assert!(walked.is_err() && read == both[..1], "{read:x?}");
+}
+
+#[test]
+fn a_live_stack_of_no_known_task_is_an_orphan() {
+    const LEN: u64 = 0x5000;
+    let mut b = builder();
+    let starts = [0x2_0000u64, 0x2_6000, 0x2_c000, 0x3_2000];
+    for (i, &start) in starts.iter().enumerate() {
+        area(&mut b, 0x1_0000 + 0x100 * i as u64, start, LEN);
+    }
+    // Of another length (not a stack), with the word all the same.
+    area(&mut b, 0x1_0400, 0x3_8000, 0x2000);
+    let mut nodes = alloc::vec![0x800];
+    nodes.extend((0..5).map(|i| 0x1_0028 + 0x100 * i));
+    link(&mut b, &nodes);
+    // Known: the first. Live, unknown: the second and the odd-sized one.
+    // Freed (an rcu_head over the word): the third. Unknown with the word:
+    // the fourth.
+    for start in [0x2_0000, 0x2_6000, 0x3_2000, 0x3_8000] {
+        b.write_u64(start, STACK_END_MAGIC);
+    }
+    let known = [DIRECT + 0x2_0000];
+    let orphans = |b: &PageTableBuilder, known: &[u64]| {
+        let (areas, walked) = areas_of(b, &vmap());
+        assert_eq!(walked, Ok(()));
+        with_space(b, |s| orphan_stacks(s, &areas, known))
+    };
+    assert_eq!(orphans(&b, &known), [DIRECT + 0x2_6000, DIRECT + 0x3_2000]);
+    // Known, they are not; with no known stack there is no stack length.
+    let all: Vec<u64> = starts.iter().map(|s| DIRECT + s).collect();
+    assert!(orphans(&b, &all).is_empty());
+    assert!(orphans(&b, &[]).is_empty());
+    // A stack whose bottom does not read is not counted.
+    let mut gone = b.clone();
+    area(&mut gone, 0x1_0100, RAM + 0x6000, LEN);
+    assert_eq!(orphans(&gone, &known), [DIRECT + 0x3_2000]);
+}
+
+/// Two CPUs: areas at 0x4000 and 0x5000 (`__per_cpu_offset` at 0x300,
+/// `nr_cpu_ids` at 0x200), each with a run queue 0x100 in (`idle` at 0x10)
+/// and `cached_stacks` 0x200 in.
+#[test]
+fn each_cpu_holds_its_idle_task_stack_and_its_cached_ones() {
+    let mut b = builder();
+    b.write(0x200, &2u32.to_le_bytes());
+    for cpu in 0..2u64 {
+        let area = 0x4000 + 0x1000 * cpu;
+        b.write_u64(0x300 + 8 * cpu, DIRECT + area);
+        // Idle task at 0x6000 + 0x100 * cpu, its stack 0x2_0000 + ...
+        let idle = 0x6000 + 0x100 * cpu;
+        b.write_u64(area + 0x100 + 0x10, DIRECT + idle);
+        b.write_u64(idle + 0x20, DIRECT + 0x2_0000 + 0x1000 * cpu);
+    }
+    // CPU 1 keeps one stack, in its second slot: a vm_struct at 0x7000.
+    b.write_u64(0x5000 + 0x200 + 8, DIRECT + 0x7000);
+    b.write_u64(0x7000 + 8, DIRECT + 0x2_8000);
+    let read =
+        |b: &PageTableBuilder| with_space(b, |s| cpu_stacks(s, va(0x300), va(0x200), &vmap()));
+    assert_eq!(
+        read(&b),
+        Ok(alloc::vec![
+            DIRECT + 0x2_0000,
+            DIRECT + 0x2_1000,
+            DIRECT + 0x2_8000
+        ])
+    );
+    let mut absurd = b.clone();
+    absurd.write(0x200, &(MAX_CPUS + 1).to_le_bytes());
+    assert_eq!(read(&absurd), Err(CrossViewError::TooMany));
+    // A cached slot pointing off RAM: an error, not a stack less.
+    let mut off = b.clone();
+    off.write_u64(0x5000 + 0x200, DIRECT + RAM + 0x10);
+    assert!(read(&off).is_err());
+    // Tasks' stacks: a task that does not read has none.
+    let tasks = [DIRECT + 0x6000, DIRECT + RAM + 0x100, DIRECT + 0x6100];
+    let stacks = with_space(&b, |s| task_stacks(s, &tasks, &vmap()));
+    assert_eq!(stacks, [DIRECT + 0x2_0000, DIRECT + 0x2_1000]);
 }

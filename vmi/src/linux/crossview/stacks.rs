@@ -1,0 +1,218 @@
+//! The kernel stacks, a sixth view of the tasks.
+//!
+//! Every task but `init_task` runs on a kernel stack of its own, a vmalloc
+//! area (`CONFIG_VMAP_STACK`, Debian's kernels) that the kernel keeps on
+//! its list of busy areas for as long as the task lives, and whose lowest
+//! word is `STACK_END_MAGIC`, which the scheduler checks every time the
+//! task is switched out (`CONFIG_SCHED_STACK_END_CHECK`: a changed word
+//! panics the kernel). A rootkit can take a task off the task list, the
+//! process tree, the PID table and its cgroup's list, and a task that
+//! sleeps is on no CPU; its stack stays where the kernel put it, with the
+//! magic word at its bottom, or the task dies on its next switch.
+//!
+//! So a busy area of a task stack's size (as the known tasks' stacks are)
+//! whose lowest word is the magic, and that is no known task's stack (the
+//! listed tasks', every CPU's idle task's) nor one a CPU keeps for reuse
+//! (`cached_stacks`: a freed stack keeps its word until it is reused), is
+//! the stack of a task no list holds. A stack freed otherwise waits for
+//! an RCU grace period still busy, but with an `rcu_head` written over its
+//! lowest words; a task being forked has its stack before it is listed
+//! (a caller asks for two rounds).
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::addr::GuestVirtAddr;
+use crate::list::{ListOptions, walk_list};
+use crate::paging::VirtualMemory;
+
+use super::super::structs::{
+    container_of, field, pointer, read_bytes, read_pointer, read_u32, read_u64,
+};
+use super::{CrossViewError, CrossViewReference, MAX_CPUS};
+
+/// The word at the lowest address of a live task's kernel stack
+/// (`set_task_stack_end_magic`).
+pub const STACK_END_MAGIC: u64 = 0x57AC_6E9D;
+
+/// Most busy vmalloc areas read (a task's stack is one; module memory,
+/// BPF programs and mappings of devices are others).
+pub const MAX_VMAP_AREAS: usize = 65_536;
+
+/// Most vmap nodes read (6.12 makes one per possible CPU, at most 128).
+pub const MAX_VMAP_NODES: u32 = 1024;
+
+/// Stacks each CPU keeps for reuse (`NR_CACHED_STACKS`).
+pub const CACHED_STACKS: u64 = 2;
+
+/// A busy vmalloc area: `[start, end)`, its guard page included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmapArea {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl VmapArea {
+    fn len(&self) -> u64 {
+        self.end.wrapping_sub(self.start)
+    }
+}
+
+/// Every busy vmalloc area, in list order: 6.1 keeps them all on
+/// `vmap_area_list`; 6.12 on the busy list of each of its
+/// `nr_vmap_nodes` nodes (`vmap_nodes`, an array). `runtime` turns a link
+/// address into its runtime address. At most [`MAX_VMAP_AREAS`] (so a
+/// cycle ends), more is an error, not a cut; those read before an error
+/// come with it. A profile with neither list is an error.
+pub fn busy_vmap_areas<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    runtime: impl Fn(u64) -> Option<GuestVirtAddr>,
+    r: &CrossViewReference,
+) -> (Vec<VmapArea>, Result<(), CrossViewError>) {
+    let mut out = Vec::new();
+    let walked = vmap_heads(mem, &runtime, r).and_then(|heads| {
+        for head in heads {
+            let room = MAX_VMAP_AREAS - out.len();
+            for link in walk_list(mem, head, ListOptions::new(room)) {
+                let area = container_of(link?, r.vmap_area_list_node)?;
+                out.push(read_area(mem, area, r)?);
+            }
+        }
+        Ok(())
+    });
+    (out, walked)
+}
+
+/// An area's `va_start` and `va_end`, in one read where they are
+/// neighbours (both kernels).
+fn read_area<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    area: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> Result<VmapArea, CrossViewError> {
+    if r.vmap_area_va_end == r.vmap_area_va_start.wrapping_add(8) {
+        let mut both = [0u8; 16];
+        read_bytes(mem, area, r.vmap_area_va_start, &mut both)?;
+        if let ([start, end], []) = both.as_chunks::<8>() {
+            return Ok(VmapArea {
+                start: u64::from_le_bytes(*start),
+                end: u64::from_le_bytes(*end),
+            });
+        }
+    }
+    Ok(VmapArea {
+        start: read_u64(mem, area, r.vmap_area_va_start)?,
+        end: read_u64(mem, area, r.vmap_area_va_end)?,
+    })
+}
+
+/// The heads of the busy lists.
+fn vmap_heads<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    runtime: &impl Fn(u64) -> Option<GuestVirtAddr>,
+    r: &CrossViewReference,
+) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
+    let at = |link: u64| {
+        (link != 0)
+            .then(|| runtime(link))
+            .flatten()
+            .ok_or(CrossViewError::List)
+    };
+    if r.vmap_area_list != 0 {
+        return Ok(vec![at(r.vmap_area_list)?]);
+    }
+    let nodes = read_pointer(mem, at(r.vmap_nodes)?, 0)?.ok_or(CrossViewError::List)?;
+    let count = read_u32(mem, at(r.nr_vmap_nodes)?, 0)?;
+    if count == 0 || count > MAX_VMAP_NODES {
+        return Err(CrossViewError::TooMany);
+    }
+    (0..u64::from(count))
+        .map(|node| {
+            let offset = node
+                .checked_mul(r.vmap_node_size)
+                .and_then(|o| o.checked_add(r.vmap_node_busy_head))
+                .ok_or(CrossViewError::TooMany)?;
+            Ok(field(nodes, offset)?)
+        })
+        .collect()
+}
+
+/// The stacks each CPU holds: its idle task's (`rq->idle->stack`; CPU 0's
+/// is `init_task`'s, in the image) and those it keeps for reuse
+/// (`cached_stacks`, each a `struct vm_struct *` whose `addr` is the
+/// stack). `per_cpu_offset` and `nr_cpu_ids` are the runtime addresses of
+/// `__per_cpu_offset` and `nr_cpu_ids`.
+pub fn cpu_stacks<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    per_cpu_offset: GuestVirtAddr,
+    nr_cpu_ids: GuestVirtAddr,
+    r: &CrossViewReference,
+) -> Result<Vec<u64>, CrossViewError> {
+    let cpus = read_u32(mem, nr_cpu_ids, 0)?;
+    if cpus == 0 || cpus > MAX_CPUS {
+        return Err(CrossViewError::TooMany);
+    }
+    let mut out = Vec::new();
+    for cpu in 0..u64::from(cpus) {
+        let offset = read_u64(mem, per_cpu_offset, 8 * cpu)?;
+        let rq = pointer(r.runqueues.wrapping_add(offset))?;
+        if let Some(idle) = read_pointer(mem, rq, r.rq_idle)?
+            && let Some(stack) = read_pointer(mem, idle, r.task_stack)?
+        {
+            out.push(stack.value());
+        }
+        let cached = pointer(r.cached_stacks.wrapping_add(offset))?;
+        for slot in 0..CACHED_STACKS {
+            if let Some(vm) = read_pointer(mem, cached, 8 * slot)?
+                && let Some(stack) = read_pointer(mem, vm, r.vm_struct_addr)?
+            {
+                out.push(stack.value());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The stacks of `tasks` (`task_struct.stack`; a task whose field does not
+/// read, or is NULL as an exited task's, has none).
+pub fn task_stacks<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    tasks: &[u64],
+    r: &CrossViewReference,
+) -> Vec<u64> {
+    tasks
+        .iter()
+        .filter_map(|&t| {
+            let task = GuestVirtAddr::new(t).ok()?;
+            read_pointer(mem, task, r.task_stack).ok().flatten()
+        })
+        .map(|s| s.value())
+        .collect()
+}
+
+/// The live kernel stacks among `areas` that are not in `known`
+/// (ascending): an area of the length of a known stack's area, not itself
+/// known, whose lowest word reads as [`STACK_END_MAGIC`]. Ascending.
+pub fn orphan_stacks<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    areas: &[VmapArea],
+    known: &[u64],
+) -> Vec<u64> {
+    let is_known = |a: &&VmapArea| known.binary_search(&a.start).is_ok();
+    let mut lengths: Vec<u64> = areas.iter().filter(is_known).map(VmapArea::len).collect();
+    crate::sort::heapsort(&mut lengths);
+    let mut out: Vec<u64> = areas
+        .iter()
+        .filter(|a| !is_known(a) && lengths.binary_search(&a.len()).is_ok())
+        .filter(|a| {
+            GuestVirtAddr::new(a.start)
+                .ok()
+                .and_then(|at| read_u64(mem, at, 0).ok())
+                == Some(STACK_END_MAGIC)
+        })
+        .map(|a| a.start)
+        .collect();
+    crate::sort::heapsort(&mut out);
+    out.dedup();
+    out
+}
