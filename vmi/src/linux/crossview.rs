@@ -1142,20 +1142,30 @@ pub fn running_tasks<V: VirtualMemory + ?Sized>(
     nr_cpu_ids: GuestVirtAddr,
     r: &CrossViewReference,
 ) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
-    let cpus = super::structs::read_u32(mem, nr_cpu_ids, 0)?;
-    if cpus == 0 || cpus > MAX_CPUS {
-        return Err(CrossViewError::TooMany);
-    }
     let mut out = Vec::new();
-    for cpu in 0..u64::from(cpus) {
-        let offset = super::structs::read_u64(mem, per_cpu_offset, 8 * cpu)?;
-        let rq = super::structs::pointer(r.runqueues.wrapping_add(offset))?;
+    for offset in per_cpu_offsets(mem, per_cpu_offset, nr_cpu_ids)? {
+        let rq = super::structs::pointer(r.runqueues.wrapping_add(offset?))?;
         let curr = read_pointer(mem, rq, r.rq_curr)?;
         if curr.is_some() && curr != read_pointer(mem, rq, r.rq_idle)? {
             out.extend(curr);
         }
     }
     Ok(out)
+}
+
+/// Each CPU's offset to its per-CPU area (`__per_cpu_offset[cpu]` for
+/// every CPU below `nr_cpu_ids`, the runtime addresses of both): at most
+/// [`MAX_CPUS`], none or more is an error.
+fn per_cpu_offsets<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    per_cpu_offset: GuestVirtAddr,
+    nr_cpu_ids: GuestVirtAddr,
+) -> Result<impl Iterator<Item = Result<u64, StructError>> + '_, CrossViewError> {
+    let cpus = super::structs::read_u32(mem, nr_cpu_ids, 0)?;
+    if cpus == 0 || cpus > MAX_CPUS {
+        return Err(CrossViewError::TooMany);
+    }
+    Ok((0..u64::from(cpus)).map(move |cpu| super::structs::read_u64(mem, per_cpu_offset, 8 * cpu)))
 }
 
 /// Buckets of the kernel's `css_set_table` (`CSS_SET_HASH_BITS` 7: the

@@ -29,7 +29,7 @@ use crate::paging::VirtualMemory;
 use super::super::structs::{
     container_of, field, pointer, read_bytes, read_pointer, read_u32, read_u64,
 };
-use super::{CrossViewError, CrossViewReference, MAX_CPUS};
+use super::{CrossViewError, CrossViewReference, per_cpu_offsets};
 
 /// The word at the lowest address of a live task's kernel stack
 /// (`set_task_stack_end_magic`).
@@ -148,13 +148,9 @@ pub fn cpu_stacks<V: VirtualMemory + ?Sized>(
     nr_cpu_ids: GuestVirtAddr,
     r: &CrossViewReference,
 ) -> Result<Vec<u64>, CrossViewError> {
-    let cpus = read_u32(mem, nr_cpu_ids, 0)?;
-    if cpus == 0 || cpus > MAX_CPUS {
-        return Err(CrossViewError::TooMany);
-    }
     let mut out = Vec::new();
-    for cpu in 0..u64::from(cpus) {
-        let offset = read_u64(mem, per_cpu_offset, 8 * cpu)?;
+    for offset in per_cpu_offsets(mem, per_cpu_offset, nr_cpu_ids)? {
+        let offset = offset?;
         let rq = pointer(r.runqueues.wrapping_add(offset))?;
         if let Some(idle) = read_pointer(mem, rq, r.rq_idle)?
             && let Some(stack) = read_pointer(mem, idle, r.task_stack)?
@@ -192,7 +188,8 @@ pub fn task_stacks<V: VirtualMemory + ?Sized>(
 
 /// The live kernel stacks among `areas` that are not in `known`
 /// (ascending): an area of the length of a known stack's area, not itself
-/// known, whose lowest word reads as [`STACK_END_MAGIC`]. Ascending.
+/// known, whose lowest word reads as [`STACK_END_MAGIC`]. Ascending (6.12's
+/// nodes each list their own areas in order, not all of them).
 pub fn orphan_stacks<V: VirtualMemory + ?Sized>(
     mem: &V,
     areas: &[VmapArea],
