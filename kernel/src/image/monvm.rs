@@ -33,7 +33,7 @@ use vmi::memory::{Backing, BackingError, GuestMemory, LayoutMemory, RamLayout, R
 use vmi::paging::PagingMode;
 use vmi::profile::{self, KernelProfile};
 
-use crate::arch::x86_64::{paging, smp};
+use crate::arch::x86_64::{cpu, paging, smp};
 use crate::cross_watch::{self, CrossWatch, Unwalked};
 use crate::ima_watch::ImaWatch;
 use crate::measurements::{CONFIG_PCR, LogError, MeasurementLog};
@@ -71,6 +71,12 @@ const DUE_SLACK_DIVISOR: u64 = 4;
 /// due since its last slice; a faster timer would only make the slices
 /// smaller and each one costs a set-up).
 const TEXT_SLICE_US: u64 = 10_000;
+/// Sweep passes at whose start the A-VM's TLB is flushed (see
+/// [`grow_soft_tlb`]): QEMU's TCG doubles a vCPU's software TLB at a
+/// flush that finds most of it used, starting from 256 entries, so eight
+/// flushes grow it to 65,536, more than the 14,000 pages a pass touches on
+/// the 6.12 kernel (the BAR and the copy, 28 MB each).
+const TLB_GROWTH_PASSES: u64 = 8;
 /// Most `AVM-MONVM-EVENT` lines kept between two main-loop rounds (the
 /// events themselves are all in the log; only their console lines beyond
 /// this are skipped).
@@ -239,6 +245,22 @@ impl Backing for IvshmemRam {
             }
         }
         Ok(true)
+    }
+}
+
+/// Flushes the TLB when the sweep began one of its first
+/// [`TLB_GROWTH_PASSES`] passes (`before` and `after` a slice).
+///
+/// Under TCG, QEMU sizes each vCPU's software TLB only when the guest
+/// flushes it, and the A-VM never does once it runs: the TLB stays at its
+/// initial 256 entries and every page of every pass misses it (a page
+/// walk in QEMU for each of the BAR's and the copy's pages, every
+/// second). Measured on 6.12, two nodes side by side: the sweep's time
+/// fell from 35 to 29 ms a second, the A-VM's CPU use from 8.5% to 7.0%.
+/// Under KVM a flush costs a few microseconds and changes nothing.
+fn grow_soft_tlb(before: u64, after: u64) {
+    if before != after && after <= TLB_GROWTH_PASSES {
+        cpu::flush_tlb();
     }
 }
 
@@ -675,7 +697,9 @@ impl MonVm {
             let swept = match self.text.as_mut() {
                 Some(t) if take_due(&mut self.due.text, now_us, TEXT_SLICE_US) => {
                     let started = time::now_us();
+                    let passes = t.passes();
                     let swept = t.sweep(&self.memory, &self.profile, clock);
+                    grow_soft_tlb(passes, t.passes());
                     if let Some(cost) = self.sweep_cost.add(started, 1000) {
                         debug!(
                             "monvm: text sweep, last {} slices: {} us of sweep per second",

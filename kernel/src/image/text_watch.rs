@@ -123,6 +123,8 @@ pub struct TextWatch {
     frozen: Vec<[u8; 32]>,
     /// The next step: text chunks, rodata chunks, then ro_after_init.
     cursor: usize,
+    /// Whole passes begun after the start-up check.
+    passes: u64,
     /// Steps due (a stall of the loop is caught up, one sweep at most).
     pace: SweepPace,
     /// Violation texts per area, keyed by step.
@@ -186,6 +188,7 @@ impl TextWatch {
             ro: ro_link.start.wrapping_sub(link)..ro_link.end.wrapping_sub(link),
             frozen: Vec::new(),
             cursor: 0,
+            passes: 0,
             pace: SweepPace::starting(now_us),
             found: Default::default(),
             copy: Vec::new(),
@@ -332,6 +335,7 @@ impl TextWatch {
         for _ in 0..due {
             let step = self.cursor;
             if step == 0 {
+                self.passes += 1;
                 self.recheck_trampolines(memory, profile);
             }
             self.cursor = (self.cursor + 1) % steps;
@@ -396,6 +400,11 @@ impl TextWatch {
             self.judge(step, outcome, reference);
         }
         true
+    }
+
+    /// Whole passes begun since the start-up check.
+    pub fn passes(&self) -> u64 {
+        self.passes
     }
 
     /// Checks that the kernel's page tables map `range` (offsets from
