@@ -288,6 +288,24 @@ fn check(series: &str) {
         orphans.is_empty(),
         "{series}: stacks of no task: {orphans:x?}"
     );
+    // A stack names its task: the word on it that points back at it is
+    // the task's own address (what names a hidden task's stack).
+    let named = listed
+        .iter()
+        .filter(|&&t| {
+            vmi::linux::crossview::task_stacks(&view.space, &[t], cross)
+                .first()
+                .and_then(|&s| vmi::linux::crossview::stack_owner(&view.space, s, cross))
+                .is_some_and(|owner| owner.value() == t)
+        })
+        .count();
+    // (All of them when measured, on both kernels; two spared for a task
+    // forked or ending under the walk.)
+    assert!(
+        named + 2 >= listed.len(),
+        "{series}: {named} of {} tasks named by their stacks",
+        listed.len()
+    );
     console
         .run_ok(&format!("kill {busy}"))
         .expect("busy shell ended");

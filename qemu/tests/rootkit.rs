@@ -505,7 +505,7 @@ fn attack_from_inside(series: &str) {
         &rootkit,
         &record,
         Attack::VanishCgPid(pid),
-        ":violation:hidden_process:process:?:?:kernel stack 0xffff",
+        &format!(":violation:hidden_process:process:{pid}:sleep:kernel stack 0xffff"),
         |console| assert_eq!(in_task_dump(console, pid), 0, "{series}: still listed"),
     );
     console_sh(&mut console, &format!("kill {pid}"));

@@ -204,6 +204,11 @@ proptest! {
         known.sort_unstable();
         let orphans = vmi::linux::crossview::orphan_stacks(&space, &areas, &known);
         prop_assert!(orphans.len() <= areas.len());
+        // The head as a stack: a task found on it points back at it.
+        if let Some(task) = vmi::linux::crossview::stack_owner(&space, head.value(), &reference) {
+            let stacks = vmi::linux::crossview::task_stacks(&space, &[task.value()], &reference);
+            prop_assert_eq!(stacks, vec![head.value()]);
+        }
         // And as a thread group's leader: its threads, bounded.
         let leader = vmi::linux::tasks::read_task(&space, head, &vmi::craft::WALK_TASK_OFFSETS, &vmi::craft::WALK_CRED_OFFSETS);
         if let Ok(leader) = leader {

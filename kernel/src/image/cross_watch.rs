@@ -42,6 +42,10 @@ const MAX_TABLE_FINDINGS: usize = 64;
 /// back link, a child list) to freeze the verdict; at the default 500 ms
 /// this reports it within about 4 s.
 pub const UNWALKED_ROUNDS: u32 = 8;
+/// Stacks of no task whose task is searched for, for its PID and name, in
+/// a round (see [`crossview::stack_owner`]); the others are reported by
+/// address alone.
+const NAMED_STACKS: usize = 16;
 
 /// Counts the rounds in a row a view failed; `Some(text)` once it failed
 /// [`UNWALKED_ROUNDS`] in a row (the area then reports `unwalkable:WHAT`).
@@ -346,11 +350,25 @@ impl CrossWatch {
                     .collect();
                 self.stacks_before = now;
             }
-            for s in &self.stacks_reported {
-                out[1].push(text(format_args!(
-                    "process:?:?:kernel stack {:#x}, of no task",
-                    s
-                )));
+            // Named by the task found on the stack, for the first few (a
+            // rootkit could make thousands: each costs a search).
+            for (i, &s) in self.stacks_reported.iter().enumerate() {
+                let task = (i < NAMED_STACKS)
+                    .then(|| crossview::stack_owner(space, s, r))
+                    .flatten()
+                    .and_then(|t| read_task(t.value()));
+                out[1].push(match task {
+                    Some(task) => text(format_args!(
+                        "process:{}:{}:kernel stack {:#x}, of no task",
+                        task.pid,
+                        comm(task.comm.as_bytes()),
+                        s
+                    )),
+                    None => text(format_args!(
+                        "process:?:?:kernel stack {:#x}, of no task",
+                        s
+                    )),
+                });
             }
             for t in self.running.hidden() {
                 out[1].push(match read_task(t) {

@@ -192,6 +192,13 @@ fuzz_target!(|data: &[u8]| {
         }
         known.sort_unstable();
         assert!(crossview::orphan_stacks(&space, &areas, &known).len() <= areas.len());
+        // The head as a stack: a task found on it points back at it.
+        if let Some(task) = crossview::stack_owner(&space, head.value(), &reference) {
+            assert_eq!(
+                crossview::task_stacks(&space, &[task.value()], &reference),
+                [head.value()]
+            );
+        }
         // Their network namespaces: at most one each.
         assert!(crossview::task_net_namespaces(&space, &listed, &reference).len() <= listed.len());
 

@@ -45,6 +45,19 @@ pub const MAX_VMAP_NODES: u32 = 1024;
 /// Stacks each CPU keeps for reuse (`NR_CACHED_STACKS`).
 pub const CACHED_STACKS: u64 = 2;
 
+/// Most pages of a stack searched for its task (16 KiB stacks and a guard
+/// page on Debian's kernels; the search stops at the first page that does
+/// not read).
+pub const MAX_STACK_PAGES: u64 = 8;
+
+/// Most distinct words of a stack tried as its task (a rootkit can fill
+/// the stack of a task it hides with them).
+pub const MAX_OWNER_CANDIDATES: usize = 256;
+
+/// `task_struct`'s alignment: its slab cache aligns it to the cache line
+/// (`L1_CACHE_BYTES`, 64 on x86-64).
+const TASK_ALIGN: u64 = 64;
+
 /// A busy vmalloc area: `[start, end)`, its guard page included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmapArea {
@@ -185,6 +198,59 @@ pub fn task_stacks<V: VirtualMemory + ?Sized>(
         .map(|s| s.value())
         .collect()
 }
+
+/// The task whose kernel stack starts at `stack`, found on the stack itself
+/// (nothing else points back at a task no list holds): the words, from the
+/// top of the stack down, that could be a `task_struct` (kernel half,
+/// aligned, outside the stack) are tried until one's `stack` field is
+/// `stack`. A sleeping task's frames hold its own address (the scheduler
+/// keeps `current` at hand). At most [`MAX_STACK_PAGES`] pages read and
+/// [`MAX_OWNER_CANDIDATES`] words tried; `None` if none is the task, which
+/// says nothing of the stack (its finding stands without a name).
+pub fn stack_owner<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    stack: u64,
+    r: &CrossViewReference,
+) -> Option<GuestVirtAddr> {
+    const PAGE: u64 = 4096;
+    let mut words: Vec<u64> = Vec::new();
+    let mut page = vec![0u8; PAGE as usize];
+    for i in 0..MAX_STACK_PAGES {
+        let at = GuestVirtAddr::new(stack.checked_add(i * PAGE)?).ok()?;
+        if mem.read_virt(at, &mut page).is_err() {
+            break;
+        }
+        let (chunks, _) = page.as_chunks::<8>();
+        words.extend(chunks.iter().map(|w| u64::from_le_bytes(*w)));
+    }
+    let end = stack.saturating_add(8 * words.len() as u64);
+    let mut tried: Vec<u64> = Vec::new();
+    for &word in words.iter().rev() {
+        if word < KERNEL_HALF || word % TASK_ALIGN != 0 || (stack..end).contains(&word) {
+            continue;
+        }
+        if let Err(at) = tried.binary_search(&word) {
+            if tried.len() == MAX_OWNER_CANDIDATES {
+                return None;
+            }
+            tried.insert(at, word);
+            let Ok(task) = GuestVirtAddr::new(word) else {
+                continue;
+            };
+            let points_back = read_pointer(mem, task, r.task_stack)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.value() == stack);
+            if points_back {
+                return Some(task);
+            }
+        }
+    }
+    None
+}
+
+/// The lowest address of the kernel's half of the address space.
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 
 /// The live kernel stacks among `areas` that are not in `known`
 /// (ascending): an area of the length of a known stack's area, not itself

@@ -1676,6 +1676,48 @@ fn a_live_stack_of_no_known_task_is_an_orphan() {
     assert_eq!(orphans(&gone, &known), [DIRECT + 0x3_2000]);
 }
 
+#[test]
+fn a_stack_names_its_task_by_a_word_that_points_back_at_it() {
+    // A stack at 0x2_6000 (four pages); its task at 0x6000 (`stack` at
+    // 0x20 in), the task's address among its top frames.
+    const STACK: u64 = 0x2_6000;
+    let mut b = builder();
+    b.write_u64(STACK, STACK_END_MAGIC);
+    b.write_u64(0x6000 + 0x20, DIRECT + STACK);
+    b.write_u64(STACK + 0x3f00, DIRECT + 0x6000);
+    // Above it (tried first): pointers into the stack itself, to a task
+    // of another stack, off RAM, unaligned, and user addresses.
+    b.write_u64(0x7000 + 0x20, DIRECT + 0x2_0000);
+    for (i, word) in [
+        DIRECT + STACK + 0x3f80,
+        DIRECT + 0x7000,
+        DIRECT + RAM + 0x1000,
+        DIRECT + 0x6008,
+        0x6000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        b.write_u64(STACK + 0x3f40 + 8 * i as u64, word);
+    }
+    let owner = |b: &PageTableBuilder| with_space(b, |s| stack_owner(s, DIRECT + STACK, &vmap()));
+    assert_eq!(owner(&b), Some(va(0x6000)));
+    // Nothing on it points back: no task, not a wrong one.
+    let mut none = b.clone();
+    none.write_u64(STACK + 0x3f00, 0);
+    assert_eq!(owner(&none), None);
+    // A stack filled with distinct candidates above the task's address:
+    // given up on after MAX_OWNER_CANDIDATES of them.
+    let mut filled = b.clone();
+    for i in 0..=MAX_OWNER_CANDIDATES as u64 {
+        filled.write_u64(STACK + 0x3f08 + 8 * i, DIRECT + 0x8000 + 0x40 * i);
+    }
+    assert_eq!(owner(&filled), None);
+    // A stack that does not read.
+    let gone = with_space(&b, |s| stack_owner(s, DIRECT + RAM + 0x1000, &vmap()));
+    assert_eq!(gone, None);
+}
+
 /// Two CPUs: areas at 0x4000 and 0x5000 (`__per_cpu_offset` at 0x300,
 /// `nr_cpu_ids` at 0x200), each with a run queue 0x100 in (`idle` at 0x10)
 /// and `cached_stacks` 0x200 in.
