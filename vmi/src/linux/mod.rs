@@ -34,5 +34,9 @@ pub use structs::StructError;
 pub use survey::{KernelView, Survey, SurveyLimits, Walked, survey, view};
 pub use tasks::{CredOffsets, Task, TaskOffsets, tasks};
 
+/// Lowest address of the kernel's half of the address space: where every
+/// pointer to kernel data lies.
+pub(crate) const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+
 #[cfg(test)]
 mod tests;

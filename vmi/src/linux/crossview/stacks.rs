@@ -30,6 +30,7 @@ use super::super::structs::{
     container_of, field, pointer, read_bytes, read_pointer, read_u32, read_u64,
 };
 use super::{CrossViewError, CrossViewReference, per_cpu_offsets};
+use crate::linux::KERNEL_HALF;
 
 /// The word at the lowest address of a live task's kernel stack
 /// (`set_task_stack_end_magic`).
@@ -226,7 +227,7 @@ pub fn stack_owner<V: VirtualMemory + ?Sized>(
     let end = stack.saturating_add(8 * words.len() as u64);
     let mut tried: Vec<u64> = Vec::new();
     for &word in words.iter().rev() {
-        if word < KERNEL_HALF || word % TASK_ALIGN != 0 || (stack..end).contains(&word) {
+        if word < KERNEL_HALF || !word.is_multiple_of(TASK_ALIGN) || (stack..end).contains(&word) {
             continue;
         }
         if let Err(at) = tried.binary_search(&word) {
@@ -248,9 +249,6 @@ pub fn stack_owner<V: VirtualMemory + ?Sized>(
     }
     None
 }
-
-/// The lowest address of the kernel's half of the address space.
-const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 
 /// The live kernel stacks among `areas` that are not in `known`
 /// (ascending): an area of the length of a known stack's area, not itself

@@ -46,6 +46,7 @@ use core::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{GuestPhysAddr, GuestVirtAddr};
+use crate::linux::KERNEL_HALF;
 use crate::linux::kaslr::KernelLocation;
 use crate::memory::GuestMemory;
 use crate::paging::{AddressSpace, VirtualMemory};
@@ -72,8 +73,6 @@ pub const OP_REF: [u8; 3] = [0x48, 0x8b, 0x15];
 /// and what a trampoline holds there.
 pub const JNZ8: u8 = 0x75;
 pub const NOP2: [u8; 2] = [0x66, 0x90];
-/// Lowest kernel-half address (an ops pointer is kernel data).
-const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 
 /// One template: the image's `ftrace_caller..ftrace_caller_end` (or the
 /// regs variant) and where a trampoline may differ from it.
