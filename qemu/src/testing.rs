@@ -264,6 +264,9 @@ pub enum Attack {
     /// The same, and the task off its cgroup's task list too: on no list
     /// the kernel keeps of its tasks.
     VanishCgPid(u32),
+    /// The same, and the stack's vmalloc area off the kernel's list of busy
+    /// areas: the stack is left only in the page tables.
+    VanishVaPid(u32),
     /// The cred ids of this PID's task set to 0 (root).
     RootPid(u32),
     /// The euid (and fsuid) alone of this PID's task set to 0, its real uid
@@ -301,6 +304,7 @@ impl Attack {
             Attack::HideTidCount(tid) => ("hide_tid_count", if on { tid } else { 0 }),
             Attack::VanishPid(pid) => ("vanish_pid", if on { pid } else { 0 }),
             Attack::VanishCgPid(pid) => ("vanish_cg_pid", if on { pid } else { 0 }),
+            Attack::VanishVaPid(pid) => ("vanish_va_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
             Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),

@@ -288,6 +288,25 @@ fn check(series: &str) {
         orphans.is_empty(),
         "{series}: stacks of no task: {orphans:x?}"
     );
+    // The page tables map the same stacks, whatever the busy lists say:
+    // the listed tasks' (two spared for a task ending under the walk),
+    // none of no task.
+    let mapped =
+        vmi::linux::crossview::mapped_stacks(&view.space, &known).expect("the page tables walk");
+    let unknown: Vec<&u64> = mapped
+        .iter()
+        .filter(|s| known.binary_search(s).is_err())
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{series}: stacks the page tables map of no task: {unknown:x?}"
+    );
+    let unmapped = stacks.iter().filter(|s| !mapped.contains(s)).count();
+    assert!(
+        unmapped <= 2,
+        "{series}: {unmapped} of {} listed stacks not found in the page tables",
+        stacks.len()
+    );
     // A stack names its task: the word on it that points back at it is
     // the task's own address (what names a hidden task's stack).
     let named = listed

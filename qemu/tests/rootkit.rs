@@ -509,6 +509,28 @@ fn attack_from_inside(series: &str) {
         |console| assert_eq!(in_task_dump(console, pid), 0, "{series}: still listed"),
     );
     console_sh(&mut console, &format!("kill {pid}"));
+    // And its stack's area off the kernel's busy list: the stack is left
+    // in the page tables alone, where the task needs it to run again.
+    let pid = start_sleep(&mut console, None);
+    let from = avm_events(&record).len();
+    rootkit
+        .set(&mut console, Attack::VanishVaPid(pid), true)
+        .expect("on");
+    let event = wait_event(
+        &record,
+        from,
+        &format!(":violation:hidden_process:process:{pid}:sleep:kernel stack 0xffff"),
+    );
+    assert!(
+        event.contains(", of no task or busy area"),
+        "{series}: the page tables' view did not find it: {event}"
+    );
+    assert_eq!(in_task_dump(&mut console, pid), 0, "{series}: still listed");
+    rootkit
+        .set(&mut console, Attack::VanishVaPid(pid), false)
+        .expect("off");
+    wait_event(&record, from, ":clean:hidden_process");
+    console_sh(&mut console, &format!("kill {pid}"));
 
     // A user's process made root, then the user again.
     console_sh(&mut console, avm_qemu::monvm::ADD_USER_NOBODY);

@@ -338,6 +338,61 @@ impl<'m, M: GuestMemory + ?Sized> AddressSpace<'m, M> {
     }
 }
 
+impl<M: GuestMemory + ?Sized> AddressSpace<'_, M> {
+    /// Calls `visit` with the address and frame of every present 4 KiB
+    /// page that the top-level slots `slots` (of 512) map, in address
+    /// order. Large pages are passed over, as are tables that do not read
+    /// (the CPU could not use them either). At most `max_tables` tables
+    /// are read (a table linked twice counts twice; the walk only goes
+    /// down, so a loop of tables ends); `None` if there are more.
+    pub fn for_each_small_page(
+        &self,
+        slots: core::ops::Range<usize>,
+        max_tables: usize,
+        mut visit: impl FnMut(u64, GuestPhysAddr),
+    ) -> Option<()> {
+        let mut budget = max_tables;
+        let top = self.mode.levels();
+        self.visit_small_pages(self.root, top, 0, slots, &mut budget, &mut visit)
+    }
+
+    fn visit_small_pages(
+        &self,
+        table: GuestPhysAddr,
+        level: u8,
+        base: u64,
+        slots: core::ops::Range<usize>,
+        budget: &mut usize,
+        visit: &mut impl FnMut(u64, GuestPhysAddr),
+    ) -> Option<()> {
+        *budget = budget.checked_sub(1)?;
+        let mut entries = alloc::vec![0u8; 4096];
+        if self.memory.read(table, &mut entries).is_err() {
+            return Some(());
+        }
+        let shift = 12 + 9 * (u32::from(level) - 1);
+        let bits = 64 - self.mode.va_bits();
+        let (entries, _) = entries.as_chunks::<8>();
+        let end = slots.end.min(entries.len());
+        let entries = entries.get(slots.start.min(end)..end).unwrap_or_default();
+        for (i, entry) in (slots.start..).zip(entries) {
+            let entry = u64::from_le_bytes(*entry);
+            if entry & PRESENT == 0 {
+                continue;
+            }
+            // Sign-extended from the top bit the paging mode translates.
+            let va = ((((base | (i as u64) << shift) << bits) as i64) >> bits) as u64;
+            let next = GuestPhysAddr(entry & ADDR_MASK);
+            if level == 1 {
+                visit(va, next);
+            } else if entry & PAGE_SIZE_BIT == 0 {
+                self.visit_small_pages(next, level - 1, va, 0..512, budget, visit)?;
+            }
+        }
+        Some(())
+    }
+}
+
 impl<M: GuestMemory + ?Sized> VirtualMemory for AddressSpace<'_, M> {
     /// Translates each page the range touches (one walk per page, a large
     /// page counting as one) and reads it.
@@ -603,6 +658,42 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn small_pages_visited_are_what_walks_translate(
+            pages in proptest::collection::vec((0u64..0x800, 0u64..0x40, proptest::bool::ANY), 0..24),
+        ) {
+            // 4 KiB pages (or 2 MiB ones) at page numbers from the vmalloc
+            // start, each on a frame of its own.
+            let base = 0xffff_c900_0000_0000u64;
+            let mut b = PageTableBuilder::new(0x1_0000, PagingMode::FourLevel);
+            for &(page, frame, large) in &pages {
+                if large {
+                    b.map_2m(base + (page << 21), frame << 21, true, false);
+                } else {
+                    b.map_4k(base + (page << 12), frame << 12, true, false);
+                }
+            }
+            let image = b.finish();
+            let visited = small_pages(&image, b.root(), PagingMode::FourLevel, 256..512, 4096)
+                .expect("few tables");
+            let mem = SliceMemory::flat(&image);
+            let space = AddressSpace::new(&mem, b.root(), PagingMode::FourLevel);
+            // Ascending, each a 4 KiB page whose walk agrees.
+            proptest::prop_assert!(visited.windows(2).all(|w| w[0].0 < w[1].0));
+            for &(at, frame) in &visited {
+                let t = space.walk(va(at)).expect("visited pages translate");
+                proptest::prop_assert_eq!(t.page_size, PageSize::Size4K);
+                proptest::prop_assert_eq!(t.phys.0, frame);
+            }
+            // And every 4 KiB page a walk finds is visited.
+            for &(page, _, _) in &pages {
+                let at = base + (page << 12);
+                if let Ok(t) = space.walk(va(at)) && t.page_size == PageSize::Size4K {
+                    proptest::prop_assert!(visited.iter().any(|v| v.0 == at));
+                }
+            }
+        }
+
+        #[test]
         fn equals_virt_agrees_with_read_virt(
             offset in 0u64..0x2000,
             len in 0usize..0x1800,
@@ -636,6 +727,125 @@ mod tests {
                 proptest::prop_assert_ne!(equal, Ok(true));
             }
         }
+    }
+
+    /// Every small page `for_each_small_page` visits through `slots`.
+    fn small_pages(
+        image: &[u8],
+        root: GuestPhysAddr,
+        mode: PagingMode,
+        slots: core::ops::Range<usize>,
+        max_tables: usize,
+    ) -> Option<Vec<(u64, u64)>> {
+        let mem = SliceMemory::flat(image);
+        let space = AddressSpace::new(&mem, root, mode);
+        let mut seen = Vec::new();
+        space
+            .for_each_small_page(slots, max_tables, |va, frame| seen.push((va, frame.0)))
+            .map(|()| seen)
+    }
+
+    #[test]
+    fn small_pages_are_visited_in_address_order_through_the_slots_asked() {
+        let mut b = PageTableBuilder::new(0x40_0000, PagingMode::FourLevel);
+        // Mapped out of order, on scattered frames; a user page, a 2 MiB
+        // and a 1 GiB page (passed over).
+        b.map_4k(0xffff_c900_0000_2000, 0x5000, true, false);
+        b.map_4k(0xffff_c900_0000_0000, 0x9000, true, false);
+        b.map_4k(0xffff_ffff_a000_0000, 0x3000, false, true);
+        b.map_4k(0xffff_c900_0020_0000, 0x7000, true, false);
+        b.map_4k(0x0000_7fff_0000_0000, 0x8000, true, false);
+        b.map_2m(0xffff_c900_0040_0000, 0x20_0000, true, false);
+        b.map_1g(0xffff_8880_0000_0000, 0, true, false);
+        let image = b.finish();
+        let kernel = [
+            (0xffff_c900_0000_0000, 0x9000),
+            (0xffff_c900_0000_2000, 0x5000),
+            (0xffff_c900_0020_0000, 0x7000),
+            (0xffff_ffff_a000_0000, 0x3000),
+        ];
+        let four = PagingMode::FourLevel;
+        assert_eq!(
+            small_pages(&image, b.root(), four, 256..512, 64),
+            Some(kernel.to_vec())
+        );
+        // From the vmalloc slot on; the user half alone.
+        assert_eq!(
+            small_pages(&image, b.root(), four, 0x1ff..512, 64),
+            Some(kernel[3..].to_vec())
+        );
+        assert_eq!(
+            small_pages(&image, b.root(), four, 0..256, 64),
+            Some(vec![(0x0000_7fff_0000_0000, 0x8000)])
+        );
+        // Slots past the table's end: nothing, no panic.
+        assert_eq!(
+            small_pages(&image, b.root(), four, 500..9000, 64),
+            Some(kernel[3..].to_vec())
+        );
+        // Tables: the PML4; for the vmalloc pages a PDPT, a PD and two PTs;
+        // for the image's a PDPT, a PD and a PT; the 1 GiB page's PDPT.
+        // Fewer allowed: none.
+        assert!(small_pages(&image, b.root(), four, 256..512, 9).is_some());
+        assert_eq!(small_pages(&image, b.root(), four, 256..512, 8), None);
+        // 5-level: the kernel half of the PML5, sign-extended from bit 56.
+        let mut five = PageTableBuilder::new(0x40_0000, PagingMode::FiveLevel);
+        five.map_4k(0xff29_0000_0000_0000, 0x6000, true, false);
+        five.map_4k(0xffff_ffff_8100_0000, 0x7000, false, true);
+        let image = five.finish();
+        assert_eq!(
+            small_pages(&image, five.root(), PagingMode::FiveLevel, 256..512, 64),
+            Some(vec![
+                (0xff29_0000_0000_0000, 0x6000),
+                (0xffff_ffff_8100_0000, 0x7000)
+            ])
+        );
+    }
+
+    #[test]
+    fn small_page_walks_end_on_loops_and_pass_over_tables_off_ram() {
+        // PML4[256] points back at the PML4: each level re-reads it, down
+        // to level 1, where its entries count as pages.
+        let mut image = vec![0u8; 0x2000];
+        let root = 0x1000u64;
+        let entry = (root | PRESENT | WRITABLE).to_le_bytes();
+        image[0x1800..0x1808].copy_from_slice(&entry);
+        let pages = small_pages(
+            &image,
+            GuestPhysAddr(root),
+            PagingMode::FourLevel,
+            256..512,
+            64,
+        )
+        .expect("four tables");
+        assert_eq!(pages, [(0xffff_8040_2010_0000, root)]);
+        // Every entry of the table pointing back: 1 + 512 + ... tables,
+        // more than allowed, and said so.
+        let mut full = vec![0u8; 0x2000];
+        for slot in full[0x1000..0x2000].chunks_mut(8) {
+            slot.copy_from_slice(&entry);
+        }
+        let all = small_pages(
+            &full,
+            GuestPhysAddr(root),
+            PagingMode::FourLevel,
+            256..512,
+            4096,
+        );
+        assert_eq!(all, None);
+        // A table off RAM maps nothing.
+        let mut off = vec![0u8; 0x2000];
+        off[0x1800..0x1808].copy_from_slice(&(0x10_0000 | PRESENT).to_le_bytes());
+        assert_eq!(
+            small_pages(
+                &off,
+                GuestPhysAddr(root),
+                PagingMode::FourLevel,
+                256..512,
+                64
+            ),
+            Some(vec![])
+        );
     }
 
     #[test]

@@ -129,6 +129,8 @@ pub struct CrossWatch {
     /// round whose stacks do not walk).
     stacks_before: Vec<u64>,
     stacks_reported: Vec<u64>,
+    /// Of the last found, those the page tables map without a busy area.
+    stacks_off_busy: Vec<u64>,
     /// Rounds the module view, the process view, the task list, the
     /// top-level tables, the network namespaces, the PID table, the run
     /// queues, the cgroups and the kernel stacks failed.
@@ -271,7 +273,18 @@ impl CrossWatch {
             let (areas, walked) =
                 crossview::busy_vmap_areas(space, |link| location.runtime_of(link), r);
             walked.ok()?;
-            Some(crossview::orphan_stacks(space, &areas, &known))
+            let mut orphans = crossview::orphan_stacks(space, &areas, &known);
+            // Stacks the page tables map that no busy area holds: a
+            // rootkit took the area off the busy lists.
+            let mapped = crossview::mapped_stacks(space, &known).ok()?;
+            let off_busy: Vec<u64> = mapped
+                .into_iter()
+                .filter(|s| known.binary_search(s).is_err() && !areas.iter().any(|a| a.start == *s))
+                .collect();
+            orphans.extend_from_slice(&off_busy);
+            vmi::sort::heapsort(&mut orphans);
+            orphans.dedup();
+            Some((orphans, off_busy))
         });
         // (Without the task list, that is what is reported.)
         let stacks_unwalked =
@@ -342,7 +355,8 @@ impl CrossWatch {
                 })
                 .collect();
             self.tasks_before = now;
-            if let Some(now) = orphans {
+            if let Some((now, off_busy)) = orphans {
+                self.stacks_off_busy = off_busy;
                 self.stacks_reported = now
                     .iter()
                     .copied()
@@ -357,16 +371,22 @@ impl CrossWatch {
                     .then(|| crossview::stack_owner(space, s, r))
                     .flatten()
                     .and_then(|t| read_task(t.value()));
+                let area = if self.stacks_off_busy.binary_search(&s).is_ok() {
+                    " or busy area"
+                } else {
+                    ""
+                };
                 out[1].push(match task {
                     Some(task) => text(format_args!(
-                        "process:{}:{}:kernel stack {:#x}, of no task",
+                        "process:{}:{}:kernel stack {:#x}, of no task{}",
                         task.pid,
                         comm(task.comm.as_bytes()),
-                        s
+                        s,
+                        area
                     )),
                     None => text(format_args!(
-                        "process:?:?:kernel stack {:#x}, of no task",
-                        s
+                        "process:?:?:kernel stack {:#x}, of no task{}",
+                        s, area
                     )),
                 });
             }

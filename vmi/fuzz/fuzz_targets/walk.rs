@@ -192,6 +192,17 @@ fuzz_target!(|data: &[u8]| {
         }
         known.sort_unstable();
         assert!(crossview::orphan_stacks(&space, &areas, &known).len() <= areas.len());
+        // The stacks the random tables map, from the head's slot on:
+        // bounded, ascending, each aligned and reading the magic word.
+        if let Ok(mapped) = crossview::mapped_stacks(&space, &[head.value()]) {
+            assert!(mapped.len() <= crossview::MAX_VMAP_AREAS);
+            assert!(mapped.windows(2).all(|w| w[0] < w[1]));
+            for stack in mapped {
+                assert!(stack.is_multiple_of(crossview::STACK_SIZE));
+                let at = vmi::GuestVirtAddr::new(stack).expect("canonical");
+                assert_eq!(space.read_virt_u64(at), Ok(crossview::STACK_END_MAGIC));
+            }
+        }
         // The head as a stack: a task found on it points back at it.
         if let Some(task) = crossview::stack_owner(&space, head.value(), &reference) {
             assert_eq!(

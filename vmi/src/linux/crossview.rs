@@ -1361,9 +1361,9 @@ pub fn writable_pointees(baseline: &[u64], ranges: &ImageRanges) -> Vec<(usize, 
 
 mod stacks;
 pub use stacks::{
-    CACHED_STACKS, MAX_OWNER_CANDIDATES, MAX_STACK_PAGES, MAX_VMAP_AREAS, MAX_VMAP_NODES,
-    STACK_END_MAGIC, VmapArea, busy_vmap_areas, cpu_stacks, orphan_stacks, stack_owner,
-    task_stacks,
+    CACHED_STACKS, MAX_OWNER_CANDIDATES, MAX_STACK_PAGES, MAX_STACK_TABLES, MAX_VMAP_AREAS,
+    MAX_VMAP_NODES, STACK_END_MAGIC, STACK_SIZE, VmapArea, busy_vmap_areas, cpu_stacks,
+    mapped_stacks, orphan_stacks, stack_owner, task_stacks,
 };
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use alloc::vec::Vec;
 
 use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, walk_list};
-use crate::paging::VirtualMemory;
+use crate::memory::GuestMemory;
+use crate::paging::{AddressSpace, VirtualMemory};
 
 use super::super::structs::{
     container_of, field, pointer, read_bytes, read_pointer, read_u32, read_u64,
@@ -54,6 +55,29 @@ pub const MAX_STACK_PAGES: u64 = 8;
 /// Most distinct words of a stack tried as its task (a rootkit can fill
 /// the stack of a task it hides with them).
 pub const MAX_OWNER_CANDIDATES: usize = 256;
+
+/// Most page tables read for the stacks the kernel's page tables map
+/// ([`mapped_stacks`]: a node's vmalloc range, fixed mappings and modules
+/// take some tens).
+pub const MAX_STACK_TABLES: usize = 4096;
+
+const PAGE: u64 = 4096;
+
+/// Top-level slots walked for [`mapped_stacks`]: the lowest known stack's
+/// and the next, so that a vmalloc range that crosses into the next slot
+/// is walked whole (the range a node uses is well under a slot's 512 GiB).
+const VMALLOC_SLOTS: usize = 2;
+
+/// The last top-level slot (the kernel image, modules and fixed mappings),
+/// where the kernel puts no task stack; never walked for stacks (its
+/// modules alone map more pages than the vmalloc range).
+const IMAGE_SLOT: usize = 511;
+
+/// A task stack's size on x86-64 (`THREAD_SIZE`, 16 KiB since Linux 3.15;
+/// KASAN, which Debian's kernels do not enable, doubles it), to which
+/// stacks are aligned. A larger stack is found all the same: its lowest
+/// 16 KiB are such a stack.
+pub const STACK_SIZE: u64 = 16 * 1024;
 
 /// `task_struct`'s alignment: its slab cache aligns it to the cache line
 /// (`L1_CACHE_BYTES`, 64 on x86-64).
@@ -213,7 +237,6 @@ pub fn stack_owner<V: VirtualMemory + ?Sized>(
     stack: u64,
     r: &CrossViewReference,
 ) -> Option<GuestVirtAddr> {
-    const PAGE: u64 = 4096;
     let mut words: Vec<u64> = Vec::new();
     let mut page = vec![0u8; PAGE as usize];
     for i in 0..MAX_STACK_PAGES {
@@ -276,4 +299,56 @@ pub fn orphan_stacks<V: VirtualMemory + ?Sized>(
     crate::sort::heapsort(&mut out);
     out.dedup();
     out
+}
+
+/// The live kernel stacks the kernel's page tables map, whatever the
+/// lists of busy areas say (a rootkit can take a stack's area off them;
+/// the stack of a task that is to run again stays mapped): the start of
+/// every [`STACK_SIZE`] bytes of present 4 KiB pages, aligned to their
+/// size, whose lowest word reads as [`STACK_END_MAGIC`], ascending. Walked
+/// where the kernel allocates stacks, the vmalloc range: [`VMALLOC_SLOTS`]
+/// top-level slots from that of the lowest of the `known` stacks in the
+/// kernel half (the direct map below it maps every stack's pages a second
+/// time; a stack a rootkit moves elsewhere is not found). An error past
+/// [`MAX_STACK_TABLES`] tables or [`MAX_VMAP_AREAS`] stacks, or without a
+/// known stack in the kernel half.
+pub fn mapped_stacks<M: GuestMemory + ?Sized>(
+    space: &AddressSpace<'_, M>,
+    known: &[u64],
+) -> Result<Vec<u64>, CrossViewError> {
+    let size = STACK_SIZE;
+    let lowest = known.iter().filter(|&&s| s >= KERNEL_HALF).min();
+    let lowest = *lowest.ok_or(CrossViewError::List)?;
+    let shift = 12 + 9 * (u32::from(space.mode().levels()) - 1);
+    let memory = space.memory();
+    let mut out = Vec::new();
+    let mut run_end = 0;
+    let mut candidate = None;
+    let mut too_many = false;
+    let first = ((lowest >> shift) & 511) as usize;
+    let slots = first..(first + VMALLOC_SLOTS).min(IMAGE_SLOT);
+    space
+        .for_each_small_page(slots, MAX_STACK_TABLES, |va, frame| {
+            if va != run_end {
+                candidate = None;
+            }
+            if va.is_multiple_of(size) {
+                candidate = (memory.read_u64(frame).ok() == Some(STACK_END_MAGIC)).then_some(va);
+            }
+            run_end = va.saturating_add(PAGE);
+            if let Some(start) = candidate
+                && start.checked_add(size) == Some(run_end)
+            {
+                candidate = None;
+                too_many |= out.len() == MAX_VMAP_AREAS;
+                if !too_many {
+                    out.push(start);
+                }
+            }
+        })
+        .ok_or(CrossViewError::TooMany)?;
+    if too_many {
+        return Err(CrossViewError::TooMany);
+    }
+    Ok(out)
 }

@@ -1677,6 +1677,133 @@ fn a_live_stack_of_no_known_task_is_an_orphan() {
 }
 
 #[test]
+fn the_page_tables_map_every_live_stack_whatever_the_busy_lists_say() {
+    const VMALLOC: u64 = 0xffff_c900_0000_0000;
+    let mut b = builder();
+    // Pages at `at` on `frames`, the magic word on the first frame.
+    let map = |b: &mut PageTableBuilder, at: u64, frames: &[u64], magic: bool| {
+        for (i, &frame) in frames.iter().enumerate() {
+            b.map_4k(at + 0x1000 * i as u64, frame, true, false);
+        }
+        if magic {
+            b.write_u64(frames[0], STACK_END_MAGIC);
+        }
+    };
+    // A known stack; a hidden one on scattered frames; one with its
+    // guard page (and the page before it) mapped.
+    map(
+        &mut b,
+        VMALLOC,
+        &[0x2_0000, 0x2_1000, 0x2_2000, 0x2_3000],
+        true,
+    );
+    let hidden = [0x2_8000, 0x3_1000, 0x2_6000, 0x3_3000];
+    map(&mut b, VMALLOC + 0x8000, &hidden, true);
+    let guarded = [0x3_4000, 0x2_9000, 0x3_5000, 0x3_6000, 0x3_7000, 0x3_8000];
+    map(&mut b, VMALLOC + 0x2_7000, &guarded, false);
+    b.write_u64(0x2_9000, STACK_END_MAGIC);
+    // Not stacks: three pages; four without the word; four with it at a
+    // page that is not the stack's alignment.
+    map(
+        &mut b,
+        VMALLOC + 0x1_0000,
+        &[0x2_a000, 0x3_9000, 0x3_a000],
+        true,
+    );
+    map(
+        &mut b,
+        VMALLOC + 0x1_8000,
+        &[0x2_b000, 0x3_b000, 0x3_c000, 0x3_d000],
+        false,
+    );
+    map(
+        &mut b,
+        VMALLOC + 0x2_1000,
+        &[0x2_c000, 0x3_b000, 0x3_c000, 0x3_d000],
+        true,
+    );
+    let mapped = |b: &PageTableBuilder, known: &[u64]| with_space(b, |s| mapped_stacks(s, known));
+    let found = [VMALLOC, VMALLOC + 0x8000, VMALLOC + 0x2_8000];
+    assert_eq!(mapped(&b, &[VMALLOC]), Ok(found.to_vec()));
+    assert_eq!(mapped(&b, &[0x1000, VMALLOC + 0x8000]), Ok(found.to_vec()));
+    // Walked from the lowest known stack's slot, and the next: one in the
+    // direct map moves the walk there, where each aligned frame with the
+    // word is a stack too (why it starts in the vmalloc range).
+    let direct = [DIRECT + 0x2_0000, DIRECT + 0x2_8000, DIRECT + 0x2_c000];
+    assert_eq!(
+        mapped(&b, &[DIRECT + 0x2_0000, VMALLOC]),
+        Ok(direct.to_vec())
+    );
+    // A stack in the next slot is found; two slots on, or in the image's
+    // slot (modules, fixed mappings), not.
+    let mut far = b.clone();
+    let slot = 1u64 << 39;
+    map(
+        &mut far,
+        VMALLOC + slot,
+        &[0x2_d000, 0x3_1000, 0x3_2000, 0x3_3000],
+        true,
+    );
+    map(
+        &mut far,
+        VMALLOC + 2 * slot,
+        &[0x2_e000, 0x3_1000, 0x3_2000, 0x3_3000],
+        true,
+    );
+    map(
+        &mut far,
+        0xffff_ffff_a000_0000,
+        &[0x2_f000, 0x3_1000, 0x3_2000, 0x3_3000],
+        true,
+    );
+    let next = [found.as_slice(), &[VMALLOC + slot]].concat();
+    assert_eq!(mapped(&far, &[VMALLOC]), Ok(next));
+    assert_eq!(mapped(&far, &[0xffff_ffff_a000_0000]), Ok(Vec::new()));
+    // No known stack in the kernel half: nothing to start from.
+    assert_eq!(mapped(&b, &[]), Err(CrossViewError::List));
+    assert_eq!(mapped(&b, &[0x2_0000]), Err(CrossViewError::List));
+    // Tables linked over and over: more than MAX_STACK_TABLES, an error.
+    let mut many = builder();
+    let (pdpt, pd, pt) = (0x3_c000u64, 0x3_d000u64, 0x3_e000u64);
+    for i in 0..512 {
+        many.write_u64(pdpt + 8 * i, pd | 3);
+        many.write_u64(pd + 8 * i, pt | 3);
+    }
+    many.write_u64(many.root().0 + 8 * ((VMALLOC >> 39) & 511), pdpt | 3);
+    assert_eq!(mapped(&many, &[VMALLOC]), Err(CrossViewError::TooMany));
+}
+
+proptest::proptest! {
+    /// Against a model: the stacks found are exactly the aligned places
+    /// whose four pages are mapped and whose first frame holds the word.
+    #[test]
+    fn mapped_stacks_are_the_aligned_mapped_runs_with_the_word(
+        pages in proptest::collection::btree_map(0u64..48, (0u64..32, proptest::bool::ANY), 0..40),
+    ) {
+        const VMALLOC: u64 = 0xffff_c900_0000_0000;
+        let mut b = builder();
+        // Frames 0x2_0000 + 0x1000 * n, the word on some (a frame shared
+        // by pages holds it for all of them).
+        for (&page, &(frame, magic)) in &pages {
+            let frame = 0x2_0000 + 0x1000 * frame;
+            b.map_4k(VMALLOC + 0x1000 * page, frame, true, false);
+            if magic {
+                b.write_u64(frame, STACK_END_MAGIC);
+            }
+        }
+        let has_word = |frame: u64| pages.values().any(|&(f, m)| m && f == frame);
+        let want: Vec<u64> = (0..48)
+            .step_by(4)
+            .filter(|&p| (p..p + 4).all(|q| pages.contains_key(&q)))
+            .filter(|p| has_word(pages[p].0))
+            .map(|p| VMALLOC + 0x1000 * p)
+            .collect();
+        let got = with_space(&b, |s| mapped_stacks(s, &[VMALLOC]));
+        proptest::prop_assert_eq!(got, Ok(want));
+    }
+}
+
+#[test]
 fn a_stack_names_its_task_by_a_word_that_points_back_at_it() {
     // A stack at 0x2_6000 (four pages); its task at 0x6000 (`stack` at
     // 0x20 in), the task's address among its top frames.
