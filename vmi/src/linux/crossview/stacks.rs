@@ -1,4 +1,4 @@
-//! The kernel stacks, a sixth view of the tasks.
+//! The kernel stacks, a sixth and a seventh view of the tasks.
 //!
 //! Every task but `init_task` runs on a kernel stack of its own, a vmalloc
 //! area (`CONFIG_VMAP_STACK`, Debian's kernels) that the kernel keeps on
@@ -18,6 +18,12 @@
 //! an RCU grace period still busy, but with an `rcu_head` written over its
 //! lowest words; a task being forked has its stack before it is listed
 //! (a caller asks for two rounds).
+//!
+//! A rootkit can also take the stack's area off the busy list (the
+//! kernel's tree of areas keeps it, so it is still freed), but not out of
+//! the page tables: the task's next run needs its stack mapped where its
+//! saved stack pointer points. So the same stacks are also found in the
+//! kernel's page tables over the vmalloc range ([`mapped_stacks`]).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -57,8 +63,8 @@ pub const MAX_STACK_PAGES: u64 = 8;
 pub const MAX_OWNER_CANDIDATES: usize = 256;
 
 /// Most page tables read for the stacks the kernel's page tables map
-/// ([`mapped_stacks`]: a node's vmalloc range, fixed mappings and modules
-/// take some tens).
+/// ([`mapped_stacks`]: a node's vmalloc range takes a handful; 6.12's maps
+/// some 1,300 small pages on an idle Mon-VM).
 pub const MAX_STACK_TABLES: usize = 4096;
 
 const PAGE: u64 = 4096;
