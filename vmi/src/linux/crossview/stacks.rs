@@ -312,7 +312,7 @@ pub fn orphan_stacks<V: VirtualMemory + ?Sized>(
 /// the stack of a task that is to run again stays mapped): the start of
 /// every [`STACK_SIZE`] bytes of present 4 KiB pages, aligned to their
 /// size, whose lowest word reads as [`STACK_END_MAGIC`], ascending. Walked
-/// where the kernel allocates stacks, the vmalloc range: [`VMALLOC_SLOTS`]
+/// where the kernel allocates stacks, the vmalloc range: `VMALLOC_SLOTS`
 /// top-level slots from that of the lowest of the `known` stacks in the
 /// kernel half (the direct map below it maps every stack's pages a second
 /// time; a stack a rootkit moves elsewhere is not found). An error past
