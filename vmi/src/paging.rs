@@ -41,6 +41,12 @@ impl PagingMode {
             PagingMode::FiveLevel => 57,
         }
     }
+
+    /// The slot (of 512) of the top-level table that maps `va`: its PML4
+    /// index under 4-level paging, its PML5 index under 5-level.
+    pub const fn top_slot(self, va: u64) -> usize {
+        ((va >> (self.va_bits() - 9)) & 0x1ff) as usize
+    }
 }
 
 /// Size of the page that maps an address.

@@ -281,9 +281,9 @@ impl CrossWatch {
                 .into_iter()
                 .filter(|s| known.binary_search(s).is_err() && !areas.iter().any(|a| a.start == *s))
                 .collect();
+            // (Disjoint from the busy areas' orphans.)
             orphans.extend_from_slice(&off_busy);
             vmi::sort::heapsort(&mut orphans);
-            orphans.dedup();
             Some((orphans, off_busy))
         });
         // (Without the task list, that is what is reported.)

@@ -55,15 +55,15 @@ impl KernelHalf {
     /// `page_offset_base` (read from the guest; KASLR moves it). `None`
     /// when that is no kernel-half address for `mode`.
     pub fn new(page_offset_base: u64, mode: PagingMode) -> Option<Self> {
-        let (shift, ldt) = match mode {
-            PagingMode::FourLevel => (39, LDT_SLOT_L4),
-            PagingMode::FiveLevel => (48, LDT_SLOT_L5),
+        let ldt = match mode {
+            PagingMode::FourLevel => LDT_SLOT_L4,
+            PagingMode::FiveLevel => LDT_SLOT_L5,
         };
         let va = GuestVirtAddr::new(page_offset_base).ok()?;
         if !va.is_canonical_for(mode.va_bits()) || page_offset_base >> 63 == 0 {
             return None;
         }
-        let first = ((page_offset_base >> shift) as usize) % SLOTS;
+        let first = mode.top_slot(page_offset_base);
         Some(KernelHalf { first, ldt })
     }
 

@@ -322,28 +322,26 @@ pub fn mapped_stacks<M: GuestMemory + ?Sized>(
     space: &AddressSpace<'_, M>,
     known: &[u64],
 ) -> Result<Vec<u64>, CrossViewError> {
-    let size = STACK_SIZE;
     let lowest = known.iter().filter(|&&s| s >= KERNEL_HALF).min();
     let lowest = *lowest.ok_or(CrossViewError::List)?;
-    let shift = 12 + 9 * (u32::from(space.mode().levels()) - 1);
     let memory = space.memory();
     let mut out = Vec::new();
     let mut run_end = 0;
     let mut candidate = None;
     let mut too_many = false;
-    let first = ((lowest >> shift) & 511) as usize;
+    let first = space.mode().top_slot(lowest);
     let slots = first..(first + VMALLOC_SLOTS).min(IMAGE_SLOT);
     space
         .for_each_small_page(slots, MAX_STACK_TABLES, |va, frame| {
             if va != run_end {
                 candidate = None;
             }
-            if va.is_multiple_of(size) {
+            if va.is_multiple_of(STACK_SIZE) {
                 candidate = (memory.read_u64(frame).ok() == Some(STACK_END_MAGIC)).then_some(va);
             }
             run_end = va.saturating_add(PAGE);
             if let Some(start) = candidate
-                && start.checked_add(size) == Some(run_end)
+                && start.checked_add(STACK_SIZE) == Some(run_end)
             {
                 candidate = None;
                 too_many |= out.len() == MAX_VMAP_AREAS;
