@@ -12,6 +12,12 @@ fn main() {
         "-Wl,--build-id=none",
         "-Wl,-n",
         "-Wl,--gc-sections",
+        // Identical code folding (rust-lld, the toolchain's default linker
+        // here): monomorphised copies that compiled to the same bytes are
+        // kept once, 1.8 KB of the 512 KiB the image may take. Sound for
+        // Rust, whose functions are `unnamed_addr` (no code compares their
+        // addresses).
+        "-Wl,--icf=all",
     ] {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
