@@ -9,13 +9,17 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod acpi;
 pub mod boot_info;
 pub mod calibration;
 pub mod cmdline;
 pub mod exit;
+pub mod findings;
 pub mod ima_backlog;
 pub mod memory;
+pub mod path_budget;
 pub mod pci;
 pub mod phys;
 pub mod report;

@@ -24,12 +24,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::ima;
 use vmi::GuestVirtAddr;
-use vmi::linux::survey::SurveyLimits;
 use vmi::linux::{ImaEntry, ImaLimits, KernelView};
 use vmi::memory::LayoutMemory;
 use vmi::profile::KernelProfile;
 
-use crate::measurements::{LogError, MeasurementLog};
+use crate::measurements::{LogError, MAX_LOG_RECORDS, MeasurementLog};
 use crate::monvm::{ImaFiles, IvshmemRam, made_by_ima, text};
 use crate::tpm_boot::KernelTpm;
 
@@ -191,9 +190,11 @@ impl ImaWatch {
         self.recheck(view, head, profile, &limits);
         let mut violations: Vec<String> = self.findings.iter().map(|(_, f)| f.clone()).collect();
         let after = self.known.last().map_or(head, |k| k.node);
-        let max = SurveyLimits::default()
-            .max_ima_entries
-            .saturating_sub(self.known.len());
+        // At most as many entries kept as the log has records: an entry
+        // past that could not be anchored (the log is full, and says so),
+        // and a million of them would take 32 MiB of the heap. The walk
+        // past it is an error, reported as the list's.
+        let max = MAX_LOG_RECORDS.saturating_sub(self.known.len());
         let walk = vmi::linux::ima::entries_after(
             &view.space,
             head,

@@ -51,9 +51,13 @@ const UNMAPPED_ADDRESS: usize = 1 << 40;
 /// How often the idle loop logs that it is alive (debug level).
 const HEARTBEAT_US: u64 = 10_000_000;
 /// The heap is capped: firmware keeps its own data (ACPI tables, the TPM
-/// event log) at the top of RAM. Most of it is the copy of the Mon-VM
-/// kernel's text and rodata the sweep compares against (about 28 MiB).
-const HEAP_MAX: u64 = 80 << 20;
+/// event log) at the top of RAM (128 MiB by default). What the Mon-VM can
+/// make it hold is bounded part by part (docs/monitoring.md, "Memory"):
+/// the copy of the kernel's text and rodata the sweep compares against
+/// (about 28 MiB), the measurement log (16 MiB), the IMA entries taken
+/// (8 MiB) and their files (24 MiB), a round's executables (4 MiB), and
+/// the lists a round walks, each bounded by its walk's limit.
+const HEAP_MAX: u64 = 112 << 20;
 /// Where the start info may be before the memory map is known: anything
 /// below the device region under 4 GiB.
 const BOOT_DATA_REGION: MemoryRegion = MemoryRegion {

@@ -11,14 +11,16 @@
 //! searches RAM for a kernel elsewhere (the Mon-VM rebooted: a new KASLR
 //! slide), after which everything is measured again as at first start-up.
 
-use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use avm_attest::ima;
 use avm_attest::monitor_policy::{self, MonitorPolicy};
 use avm_kernel::boot_info::StartInfo;
+use avm_kernel::findings::{MAX_AREA_FINDINGS, cap_findings};
 use avm_kernel::ima_backlog::{IMA_LIST_BEHIND, ImaBacklog};
+use avm_kernel::path_budget::{PathInterner, PathMap};
 use avm_kernel::pci::{self as kpci, Bar};
 use sha2::{Digest, Sha256};
 use vmi::GuestVirtAddr;
@@ -85,8 +87,6 @@ const MAX_EVENT_LINES: usize = 4096;
 /// A round with this many changes to report holds them (see
 /// [`MonVm::hold`]): a reboot in progress, not a rootkit.
 const MASS_CHANGE: usize = 32;
-/// Findings of one area kept per round (the rest are counted in one).
-const MAX_AREA_FINDINGS: usize = 64;
 /// How long changes are held at most.
 const HOLD_US: u64 = 15_000_000;
 /// Size of the IDT (256 gates of 16 bytes).
@@ -475,9 +475,10 @@ impl Cost {
 
     /// The share of the A-VM's time it took up to `now_us`, in
     /// microseconds per second.
-    fn us_per_second(&self, now_us: u64) -> u128 {
+    fn us_per_second(&self, now_us: u64) -> u64 {
         let wall_us = now_us.saturating_sub(self.since_us).max(1);
-        u128::from(self.us) * 1_000_000 / u128::from(wall_us)
+        // As a u64: formatting a u128 takes 1.2 KB of the image.
+        u64::try_from(u128::from(self.us) * 1_000_000 / u128::from(wall_us)).unwrap_or(u64::MAX)
     }
 }
 
@@ -1260,12 +1261,7 @@ impl MonVm {
         // comparison below (each with the last round's) nor the events
         // recorded grow with them.
         for texts in found.iter_mut() {
-            if let Some(more) = texts.len().checked_sub(MAX_AREA_FINDINGS - 1)
-                && more > 1
-            {
-                texts.truncate(MAX_AREA_FINDINGS - 1);
-                texts.push(text(format_args!("and {} more", more)));
-            }
+            cap_findings(texts, 0);
         }
         let mut events: Vec<(usize, String)> = Vec::new();
         for (area, (now, before)) in found.iter().zip(self.current.iter()).enumerate() {
@@ -1576,8 +1572,7 @@ fn measure_startup(
 ) {
     let release = profile.kernel.release.as_str();
     let kernel = text(format_args!("monvm:kernel:{release}"));
-    let mut records: Vec<(String, [u8; 32])> = Vec::new();
-    records.push((kernel.clone(), Sha256::digest(kernel.as_bytes()).into()));
+    let kernel_digest: [u8; 32] = Sha256::digest(kernel.as_bytes()).into();
     // The survey's kernel (a search of all RAM could find an old kernel's
     // image too, after a reboot).
     let view = kernel_view(
@@ -1589,12 +1584,13 @@ fn measure_startup(
         },
     )
     .ok_or("no address space");
+    let mut paths = PathInterner::new(EXE_PATHS_BYTES);
     let processes: Vec<Process> = match &view {
         Ok(view) => found
             .tasks
             .items
             .iter()
-            .filter_map(|t| Process::read(view, profile, t))
+            .filter_map(|t| Process::read(view, profile, t, &mut paths))
             .collect(),
         Err(e) => {
             warn!("monvm: no view for the executables: {}", e);
@@ -1613,16 +1609,23 @@ fn measure_startup(
     if let (true, Ok(view)) = (missing, &view) {
         files.refresh(view, profile);
     }
-    for module in &found.modules.items {
-        records.push((module_name(module), files.module(module).unwrap_or([0; 32])));
-    }
-    for process in &processes {
-        records.push((
-            text(format_args!("monvm:process:{}", process.text())),
-            process.digest(files).unwrap_or([0; 32]),
-        ));
-    }
-    for (name, digest) in records {
+    // Each record is written as it is measured: thousands of processes
+    // running one file with a 4 KiB path share that path, not their texts.
+    let modules = found
+        .modules
+        .items
+        .iter()
+        .map(|m| (module_name(m), files.module(m).unwrap_or([0; 32])));
+    let processes = processes.iter().map(|p| {
+        (
+            text(format_args!("monvm:process:{}", p.text())),
+            p.digest(files).unwrap_or([0; 32]),
+        )
+    });
+    for (name, digest) in core::iter::once((kernel, kernel_digest))
+        .chain(modules)
+        .chain(processes)
+    {
         if let Err(e) = log.measure(tpm, MONVM_PCR, &digest, name.as_bytes()) {
             warn!("monvm: measuring {} failed: {}", name.as_str(), e);
             return;
@@ -1641,12 +1644,31 @@ fn module_name(module: &Module) -> String {
 /// The SHA-256 file digests of the Mon-VM's consistent IMA entries
 /// (`ima-ng` / `ima-sig` with a `sha256` digest), by path, and by module
 /// name for files named like modules. A path measured again (its file
-/// changed) takes the later digest.
-#[derive(Debug, Default)]
+/// changed) takes the later digest. Each map is held to a byte budget
+/// ([`IMA_FILES_BYTES`], [`IMA_MODULES_BYTES`]): a path past it is not
+/// learned, so a process running that file, or a module loaded from it,
+/// counts as unmeasured (fail closed).
+#[derive(Debug)]
 pub(crate) struct ImaFiles {
-    by_path: BTreeMap<Vec<u8>, [u8; 32]>,
+    by_path: PathMap<[u8; 32]>,
     /// Module file stems, `-` written `_`.
-    by_module: BTreeMap<Vec<u8>, [u8; 32]>,
+    by_module: PathMap<[u8; 32]>,
+}
+
+/// Heap the measured files' paths may take: more than the paths of every
+/// record the A-VM's log can hold (16 MiB) with their bookkeeping, so a
+/// node whose log is not full never meets it.
+const IMA_FILES_BYTES: usize = 24 << 20;
+/// Heap the module names may take (a name is at most 55 bytes).
+const IMA_MODULES_BYTES: usize = 1 << 20;
+
+impl Default for ImaFiles {
+    fn default() -> Self {
+        ImaFiles {
+            by_path: PathMap::new(IMA_FILES_BYTES),
+            by_module: PathMap::new(IMA_MODULES_BYTES),
+        }
+    }
 }
 
 /// Suffixes of module files.
@@ -1666,10 +1688,13 @@ impl ImaFiles {
             return;
         };
         let file = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let refused = self.by_path.refused();
         if let Some(stem) = MODULE_SUFFIXES.iter().find_map(|s| file.strip_suffix(*s)) {
-            self.by_module.insert(module_key(stem), digest);
+            self.by_module.insert(&module_key(stem), digest);
         }
-        self.by_path.insert(path.to_vec(), digest);
+        if !self.by_path.insert(path, digest) && refused == 0 {
+            warn!("monvm: IMA file budget spent");
+        }
     }
 
     fn file(&self, path: &[u8]) -> Option<[u8; 32]> {
@@ -1734,7 +1759,49 @@ struct Process {
     mm: GuestVirtAddr,
     pid: i32,
     comm: FixedStr<16>,
-    exe: Result<Vec<u8>, PathError>,
+    exe: Exe,
+}
+
+/// A process's executable as the A-VM keeps it.
+#[derive(Debug, PartialEq, Eq)]
+enum Exe {
+    /// Its path, kept once for every process running it.
+    Path(Rc<[u8]>),
+    /// Its address space has no executable file.
+    NoExeFile,
+    /// The path did not resolve (a broken or over-long dentry chain).
+    Unresolved,
+    /// Resolved, but past the round's budget for paths
+    /// ([`EXE_PATHS_BYTES`]): unjudged, so unmeasured (fail closed).
+    OverBudget,
+}
+
+/// Heap a round's executable paths may take. Processes running one file
+/// share its path, so a real Mon-VM's (a few hundred files) takes tens of
+/// KiB; 32,768 forged tasks, each with its own 4 KiB path, would take
+/// 128 MiB without it.
+const EXE_PATHS_BYTES: usize = 4 << 20;
+
+impl Exe {
+    fn keep(read: Result<Vec<u8>, PathError>, paths: &mut PathInterner) -> Self {
+        match read {
+            Ok(path) => paths.intern(&path).map_or(Exe::OverBudget, Exe::Path),
+            Err(PathError::NoExeFile) => Exe::NoExeFile,
+            Err(_) => Exe::Unresolved,
+        }
+    }
+
+    /// Whether a second reading gives what was kept (a path over the
+    /// budget was read whole: only its task's `mm` must have held).
+    fn same_as(&self, read: &Result<Vec<u8>, PathError>) -> bool {
+        match (self, read) {
+            (Exe::Path(kept), Ok(path)) => kept[..] == path[..],
+            (Exe::NoExeFile, Err(PathError::NoExeFile)) => true,
+            (Exe::Unresolved, Err(e)) => !matches!(e, PathError::NoExeFile),
+            (Exe::OverBudget, Ok(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 impl Process {
@@ -1745,9 +1812,10 @@ impl Process {
         view: &vmi::linux::KernelView<'_, LayoutMemory<IvshmemRam>>,
         profile: &KernelProfile,
         task: &Task,
+        paths: &mut PathInterner,
     ) -> Option<Self> {
         let mm = task.mm?;
-        let exe = exe_of(view, profile, task.address, mm)?;
+        let exe = Exe::keep(exe_of(view, profile, task.address, mm)?, paths);
         Some(Process {
             task: task.address,
             mm,
@@ -1759,7 +1827,10 @@ impl Process {
 
     /// The file digest of its executable's IMA entry.
     fn digest(&self, files: &ImaFiles) -> Option<[u8; 32]> {
-        self.exe.as_ref().ok().and_then(|path| files.file(path))
+        match &self.exe {
+            Exe::Path(path) => files.file(path),
+            _ => None,
+        }
     }
 
     /// `PID:COMM:EXE`: COMM with every byte that is not printable ASCII
@@ -1781,14 +1852,16 @@ impl Process {
             })
             .collect();
         match &self.exe {
-            Ok(path) => text(format_args!(
+            Exe::Path(path) => text(format_args!(
                 "{}:{}:{}",
                 self.pid,
                 comm,
                 avm_attest::monvm::EscapedPath(path)
             )),
-            Err(PathError::NoExeFile) => text(format_args!("{}:{}:{}", self.pid, comm, EXE_NONE)),
-            Err(_) => text(format_args!("{}:{}:{}", self.pid, comm, EXE_UNRESOLVED)),
+            Exe::NoExeFile => text(format_args!("{}:{}:{}", self.pid, comm, EXE_NONE)),
+            Exe::Unresolved | Exe::OverBudget => {
+                text(format_args!("{}:{}:{}", self.pid, comm, EXE_UNRESOLVED))
+            }
         }
     }
 }
@@ -1837,9 +1910,10 @@ impl Running {
         .collect::<Result<Vec<Task>, _>>()
         .ok()?;
         let processes = if with_processes {
+            let mut paths = PathInterner::new(EXE_PATHS_BYTES);
             tasks
                 .iter()
-                .filter_map(|task| Process::read(view, profile, task))
+                .filter_map(|task| Process::read(view, profile, task, &mut paths))
                 .collect()
         } else {
             Vec::new()
@@ -1865,15 +1939,23 @@ impl Running {
         profile: &KernelProfile,
         files: &ImaFiles,
     ) -> Vec<String> {
+        // A process's text is built for the first MAX_AREA_FINDINGS only
+        // (each can hold a 4 KiB path, and a rootkit can forge 32,768
+        // tasks), the rest counted (`and N more`, as `cap_findings` writes
+        // it). Modules are fewer and their names short.
         let mut out = Vec::new();
+        let mut more = 0usize;
         for p in &self.processes {
-            if p.digest(files).is_some() {
+            if p.digest(files).is_some()
+                || !exe_of(view, profile, p.task, p.mm).is_some_and(|now| p.exe.same_as(&now))
+            {
                 continue;
             }
-            if exe_of(view, profile, p.task, p.mm).as_ref() != Some(&p.exe) {
-                continue;
+            if out.len() < MAX_AREA_FINDINGS {
+                out.push(text(format_args!("process:{}", p.text())));
+            } else {
+                more += 1;
             }
-            out.push(text(format_args!("process:{}", p.text())));
         }
         for m in &self.modules {
             if files.module(m).is_none() {
@@ -1883,6 +1965,7 @@ impl Running {
                 )));
             }
         }
+        cap_findings(&mut out, more);
         out
     }
 }
