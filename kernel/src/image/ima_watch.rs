@@ -23,6 +23,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::ima;
+use avm_kernel::findings::{MAX_AREA_FINDINGS, cap_findings};
 use vmi::GuestVirtAddr;
 use vmi::linux::{ImaEntry, ImaLimits, KernelView};
 use vmi::memory::LayoutMemory;
@@ -188,7 +189,6 @@ impl ImaWatch {
         };
         let limits = ImaLimits::default();
         self.recheck(view, head, profile, &limits);
-        let mut violations: Vec<String> = self.findings.iter().map(|(_, f)| f.clone()).collect();
         let after = self.known.last().map_or(head, |k| k.node);
         // At most as many entries kept as the log has records: an entry
         // past that could not be anchored (the log is full, and says so),
@@ -209,18 +209,17 @@ impl ImaWatch {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
-                    violations.push(text(format_args!(
+                    let broken = text(format_args!(
                         "list broken after entry {}: {e}",
                         self.known.len()
-                    )));
-                    return (violations, true);
+                    ));
+                    return (self.violations(Some(broken)), true);
                 }
             };
             if taken >= MAX_NEW_PER_ROUND {
                 caught_up = false;
                 break;
             }
-            let index = self.known.len();
             let data = entry.template_data();
             let outcome = if data.len() > ima::MAX_TEMPLATE_DATA_LEN {
                 // Never anchored, so the A-VM's log stays fetchable.
@@ -245,9 +244,6 @@ impl ImaWatch {
             if outcome == Taken::Anchored {
                 files.add(&entry);
             }
-            if let Some((_, f)) = self.findings.last().filter(|(i, _)| *i == index) {
-                violations.push(f.clone());
-            }
         }
         if new_entries > 0 {
             println!(
@@ -256,7 +252,30 @@ impl ImaWatch {
                 self.known.len()
             );
         }
-        (violations, caught_up)
+        (self.violations(None), caught_up)
+    }
+
+    /// What the known entries show, in list order, then `last`: the first
+    /// [`MAX_AREA_FINDINGS`] as texts, the rest counted (a rootkit that
+    /// rewrites 200,000 anchored entries must not have each text copied
+    /// every round).
+    fn violations(&self, last: Option<String>) -> Vec<String> {
+        let mut texts: Vec<String> = self
+            .findings
+            .iter()
+            .take(MAX_AREA_FINDINGS)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let mut more = self.findings.len() - texts.len();
+        if let Some(last) = last {
+            if texts.len() < MAX_AREA_FINDINGS {
+                texts.push(last);
+            } else {
+                more += 1;
+            }
+        }
+        cap_findings(&mut texts, more);
+        texts
     }
 
     /// Reads [`RECHECKS_PER_ROUND`] known entries again, from the cursor
