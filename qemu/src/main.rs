@@ -105,7 +105,8 @@ struct NodeArgs {
     /// Boot without a network card: no attestation server (boot checks only).
     #[arg(long)]
     no_network: bool,
-    /// A-VM guest RAM in MiB.
+    /// A-VM guest RAM in MiB (at least 128 with a Mon-VM: the A-VM's heap
+    /// holds what the Mon-VM can make it hold, docs/monitoring.md "Memory").
     #[arg(long, default_value_t = DEFAULT_MEMORY_MIB)]
     memory: u32,
     /// Boot without a TPM (the A-VM then reports `no-tpm` and exits).

@@ -31,6 +31,10 @@ use avm_attest::monitor_policy::MonitorPolicy;
 
 /// Default guest RAM of the A-VM.
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
+/// The A-VM's RAM with a Mon-VM to watch: its heap (112 MiB) holds what
+/// the Mon-VM can make it hold, each part bounded (docs/monitoring.md,
+/// "Memory"); with less, a Mon-VM could exhaust it and end the A-VM.
+pub const MONVM_MIN_MEMORY_MIB: u32 = 128;
 /// Default bound on the wait for the boot report (TCG on a loaded 2-core
 /// host boots in about a second; this leaves room for contention).
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -318,6 +322,10 @@ pub enum NodeError {
     CorruptRecord { path: PathBuf, reason: String },
     #[error("state dir path too long for a unix socket ({}); use a shorter --state", .0.display())]
     SocketPathTooLong(PathBuf),
+    #[error(
+        "--memory {0}: an A-VM that watches a Mon-VM needs at least {MONVM_MIN_MEMORY_MIB} MiB (docs/monitoring.md, \"Memory\"); give more, or --no-monvm"
+    )]
+    TooLittleMemory(u32),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -492,6 +500,9 @@ impl Node {
         }
         if !config.image.is_file() {
             return Err(NodeError::ImageMissing(config.image.clone()));
+        }
+        if config.monvm.is_some() && config.memory_mib < MONVM_MIN_MEMORY_MIB {
+            return Err(NodeError::TooLittleMemory(config.memory_mib));
         }
         // A Mon-VM that outlived the rest of an earlier node would keep
         // running unseen: stop it (only if its command line names this
@@ -1136,6 +1147,21 @@ mod tests {
         let port = free_loopback_port().unwrap();
         assert_ne!(port, 0);
         std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn a_mon_vm_is_not_watched_with_less_memory_than_its_bounds_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("avm.elf");
+        std::fs::write(&image, b"not started").unwrap();
+        let mut config = NodeConfig::new(dir.path().join("node"), &image);
+        config.monvm = Some(MonVmConfig::default());
+        config.memory_mib = MONVM_MIN_MEMORY_MIB - 1;
+        let err = Node::launch(&config).err().expect("refused");
+        assert!(matches!(err, NodeError::TooLittleMemory(127)), "{err}");
+        assert!(err.to_string().contains("at least 128 MiB"), "{err}");
+        // Nothing was started or written for the node.
+        assert!(!dir.path().join("node").join("node.json").exists());
     }
 
     #[test]
