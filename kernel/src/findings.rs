@@ -27,6 +27,37 @@ pub fn cap_findings(texts: &mut Vec<String>, uncounted: usize) {
     }
 }
 
+/// An area's findings as they are found: texts built for the first
+/// [`MAX_AREA_FINDINGS`] only (one can hold a 4 KiB path, and a rootkit
+/// can forge tens of thousands), the rest counted; [`Self::finish`] gives
+/// what [`cap_findings`] makes of them all.
+#[derive(Debug, Default)]
+pub struct CappedFindings {
+    texts: Vec<String>,
+    more: usize,
+}
+
+impl CappedFindings {
+    /// One finding; its text is built only if it is kept.
+    pub fn push_with(&mut self, finding: impl FnOnce() -> String) {
+        if self.texts.len() < MAX_AREA_FINDINGS {
+            self.texts.push(finding());
+        } else {
+            self.more = self.more.saturating_add(1);
+        }
+    }
+
+    /// `n` findings past the kept ones, counted without their texts.
+    pub fn count(&mut self, n: usize) {
+        self.more = self.more.saturating_add(n);
+    }
+
+    pub fn finish(mut self) -> Vec<String> {
+        cap_findings(&mut self.texts, self.more);
+        self.texts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +95,39 @@ mod tests {
         // Capping again changes nothing.
         cap_findings(&mut counted, 0);
         assert_eq!(counted, written);
+    }
+
+    #[test]
+    fn findings_collected_as_found_are_capped_alike() {
+        for n in [
+            0,
+            1,
+            MAX_AREA_FINDINGS - 1,
+            MAX_AREA_FINDINGS,
+            MAX_AREA_FINDINGS + 1,
+            1000,
+        ] {
+            let mut built = 0;
+            let mut collected = CappedFindings::default();
+            for text in findings(n) {
+                collected.push_with(|| {
+                    built += 1;
+                    text
+                });
+            }
+            let mut written = findings(n);
+            cap_findings(&mut written, 0);
+            assert_eq!(collected.finish(), written, "{n} findings");
+            assert_eq!(built, n.min(MAX_AREA_FINDINGS), "texts built of {n}");
+        }
+        // Counted ones stand for findings past the kept texts.
+        let mut collected = CappedFindings::default();
+        for text in findings(MAX_AREA_FINDINGS) {
+            collected.push_with(|| text);
+        }
+        collected.count(936);
+        let mut written = findings(1000);
+        cap_findings(&mut written, 0);
+        assert_eq!(collected.finish(), written);
     }
 }

@@ -23,7 +23,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use avm_attest::ima;
-use avm_kernel::findings::{MAX_AREA_FINDINGS, cap_findings};
+use avm_kernel::findings::{CappedFindings, MAX_AREA_FINDINGS};
 use vmi::GuestVirtAddr;
 use vmi::linux::{ImaEntry, ImaLimits, KernelView};
 use vmi::memory::LayoutMemory;
@@ -260,22 +260,15 @@ impl ImaWatch {
     /// rewrites 200,000 anchored entries must not have each text copied
     /// every round).
     fn violations(&self, last: Option<String>) -> Vec<String> {
-        let mut texts: Vec<String> = self
-            .findings
-            .iter()
-            .take(MAX_AREA_FINDINGS)
-            .map(|(_, f)| f.clone())
-            .collect();
-        let mut more = self.findings.len() - texts.len();
-        if let Some(last) = last {
-            if texts.len() < MAX_AREA_FINDINGS {
-                texts.push(last);
-            } else {
-                more += 1;
-            }
+        let mut out = CappedFindings::default();
+        for (_, f) in self.findings.iter().take(MAX_AREA_FINDINGS) {
+            out.push_with(|| f.clone());
         }
-        cap_findings(&mut texts, more);
-        texts
+        out.count(self.findings.len().saturating_sub(MAX_AREA_FINDINGS));
+        if let Some(last) = last {
+            out.push_with(|| last);
+        }
+        out.finish()
     }
 
     /// Reads [`RECHECKS_PER_ROUND`] known entries again, from the cursor

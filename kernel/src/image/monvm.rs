@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use avm_attest::ima;
 use avm_attest::monitor_policy::{self, MonitorPolicy};
 use avm_kernel::boot_info::StartInfo;
-use avm_kernel::findings::{MAX_AREA_FINDINGS, cap_findings};
+use avm_kernel::findings::{CappedFindings, cap_findings};
 use avm_kernel::ima_backlog::{IMA_LIST_BEHIND, ImaBacklog};
 use avm_kernel::path_budget::{PathInterner, PathMap};
 use avm_kernel::pci::{self as kpci, Bar};
@@ -1939,34 +1939,27 @@ impl Running {
         profile: &KernelProfile,
         files: &ImaFiles,
     ) -> Vec<String> {
-        // A process's text is built for the first MAX_AREA_FINDINGS only
-        // (each can hold a 4 KiB path, and a rootkit can forge 32,768
-        // tasks), the rest counted (`and N more`, as `cap_findings` writes
-        // it). Modules are fewer and their names short.
-        let mut out = Vec::new();
-        let mut more = 0usize;
+        // Texts for the first MAX_AREA_FINDINGS only (CappedFindings).
+        let mut out = CappedFindings::default();
         for p in &self.processes {
             if p.digest(files).is_some()
                 || !exe_of(view, profile, p.task, p.mm).is_some_and(|now| p.exe.same_as(&now))
             {
                 continue;
             }
-            if out.len() < MAX_AREA_FINDINGS {
-                out.push(text(format_args!("process:{}", p.text())));
-            } else {
-                more += 1;
-            }
+            out.push_with(|| text(format_args!("process:{}", p.text())));
         }
         for m in &self.modules {
             if files.module(m).is_none() {
-                out.push(text(format_args!(
-                    "module:{}",
-                    avm_attest::monvm::EscapedPath(m.name.as_bytes())
-                )));
+                out.push_with(|| {
+                    text(format_args!(
+                        "module:{}",
+                        avm_attest::monvm::EscapedPath(m.name.as_bytes())
+                    ))
+                });
             }
         }
-        cap_findings(&mut out, more);
-        out
+        out.finish()
     }
 }
 
