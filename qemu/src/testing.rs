@@ -272,6 +272,9 @@ pub enum Attack {
     /// The euid (and fsuid) alone of this PID's task set to 0, its real uid
     /// left: what the exec of a set-uid root program makes.
     EuidPid(u32),
+    /// This PID's task given a whole new root cred, a copy of init's (ids
+    /// 0, charged to root's account), its old one kept to put back.
+    AdoptPid(u32),
     /// This PID's `real_parent` pointed at init (PID 1), the task left on
     /// its parent's children list.
     ReparentPid(u32),
@@ -307,6 +310,7 @@ impl Attack {
             Attack::VanishVaPid(pid) => ("vanish_va_pid", if on { pid } else { 0 }),
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
             Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
+            Attack::AdoptPid(pid) => ("adopt_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),
             Attack::UntreePid(pid) => ("untree_pid", if on { pid } else { 0 }),
             Attack::ImaFlood(n) => ("ima_flood", if on { n } else { 0 }),

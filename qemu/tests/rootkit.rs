@@ -590,6 +590,32 @@ fn attack_from_inside(series: &str) {
     );
     console_sh(&mut console, &format!("kill {pid}"));
 
+    // A user's process under root given a whole new root cred at once
+    // after its exec (ids 0, charged to root's account, not init_cred):
+    // no parent rose, no uid or account tells, no round need have seen it
+    // as a user; its executable was opened by the user's exec.
+    let pid = start_sleep(&mut console, Some("nobody"));
+    attack_seen(
+        &mut console,
+        &rootkit,
+        &record,
+        Attack::AdoptPid(pid),
+        &format!(":violation:creds:process:{pid}:sleep:euid 0 after an exec by euid 65534"),
+        |console| {
+            let adopted = ids(console, pid);
+            assert_eq!(
+                adopted.split_whitespace().collect::<Vec<_>>(),
+                ["Uid:", "0", "0", "0", "0", "Gid:", "0", "0", "0", "0"],
+                "{series}"
+            );
+        },
+    );
+    assert!(
+        ids(&mut console, pid).contains("65534"),
+        "{series}: not restored"
+    );
+    console_sh(&mut console, &format!("kill {pid}"));
+
     // A user's thread made root (its own cred): its leader, the one the
     // task list holds, stays the user's.
     let leader = start_program(&mut console, Some("nobody"), THREADS_GUEST_PATH);

@@ -473,8 +473,9 @@ pub const WALK_PATH_OFFSETS: crate::linux::PathOffsets = crate::linux::PathOffse
 };
 
 /// A cross-view reference holding only what the set-uid check reads
-/// (`linux::crossview::setuid_exec`): `mm_struct.flags` at 0x58,
-/// `file.f_inode` at 0x8, `inode.i_mode` at 0x2 and `inode.i_uid` at 0x8,
+/// (`linux::crossview::setuid_exec`) and the exec's credentials
+/// (`exec_ids`): `mm_struct.flags` at 0x58, `file.f_inode` at 0x8,
+/// `file.f_cred` at 0x20, `inode.i_mode` at 0x2 and `inode.i_uid` at 0x8,
 /// clear of the sample path offsets; for its tests and the `walk` fuzz
 /// target.
 pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
@@ -540,6 +541,7 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         inode_i_uid: 0x8,
         cred_user: 0x88,
         user_struct_uid: 0x4,
+        file_f_cred: 0x20,
         pgd_user_copy: false,
     };
 

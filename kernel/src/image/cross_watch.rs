@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 use avm_attest::monitor_policy::MonitorPolicy;
 use vmi::linux::KernelView;
 use vmi::linux::crossview::{
-    self, CredFinding, ImageRanges, TaskPose, hidden_modules, hidden_tasks, hooked_entries,
-    kset_modules, process_tree,
+    self, ImageRanges, TaskPose, hidden_modules, hidden_tasks, hooked_entries, kset_modules,
+    process_tree,
 };
 use vmi::linux::structs::heapless_str::FixedStr;
 use vmi::linux::top_tables::{KernelHalf, SharedEntries, TableOffsets, check_task_table};
@@ -443,44 +443,14 @@ impl CrossWatch {
                 init_cred.value(),
                 set_uid_program,
                 |t| crossview::account_uid(space, t, r),
+                |t| crossview::exec_ids(space, t, &profile.offsets.path, r, &profile.offsets.cred),
             );
             findings.extend(self.creds.update(tasks));
             out[2] = findings
                 .into_iter()
-                .map(|f| match f {
-                    CredFinding::InitCred { pid } => {
-                        text(format_args!("process:{}:{}:init_cred", pid, comm_of(pid)))
-                    }
-                    CredFinding::RootUnderUser {
-                        pid,
-                        parent_pid,
-                        parent_euid,
-                    } => text(format_args!(
-                        "process:{}:{}:euid 0 under pid {} euid {}",
-                        pid,
-                        comm_of(pid),
-                        parent_pid,
-                        parent_euid
-                    )),
-                    CredFinding::NotItsAccount { pid, uid, account } => text(format_args!(
-                        "process:{}:{}:uid {} in a cred of uid {}'s account",
-                        pid,
-                        comm_of(pid),
-                        uid,
-                        account
-                    )),
-                    CredFinding::RootUnderUserUid { pid, uid } => text(format_args!(
-                        "process:{}:{}:euid 0 under uid {}",
-                        pid,
-                        comm_of(pid),
-                        uid
-                    )),
-                    CredFinding::RootWithoutExec { pid, was } => text(format_args!(
-                        "process:{}:{}:euid 0 without exec (was {})",
-                        pid,
-                        comm_of(pid),
-                        was
-                    )),
+                .map(|f| {
+                    let pid = f.pid();
+                    text(format_args!("process:{}:{}:{}", pid, comm_of(pid), f))
                 })
                 .collect();
         }

@@ -148,6 +148,7 @@ fuzz_target!(|data: &[u8]| {
             0,
             |_| false,
             |t| crossview::account_uid(&space, t, &reference),
+            |t| crossview::exec_ids(&space, t, &path, &reference, &cred),
         );
         assert!(findings.len() <= 2 * listed.len());
         // Their threads, bounded over all groups.

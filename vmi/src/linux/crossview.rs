@@ -209,6 +209,10 @@ pub struct CrossViewReference {
     /// the account a cred's real uid is charged to ([`account_uid`]).
     pub cred_user: u64,
     pub user_struct_uid: u64,
+    /// `file.f_cred` (a `const struct cred *`): the credentials a file
+    /// was opened with; an executable's are those of the task that
+    /// exec'd it ([`exec_ids`]).
+    pub file_f_cred: u64,
     /// Whether top-level tables are 8 KiB, the second half the user copy
     /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
     pub pgd_user_copy: bool,
@@ -451,6 +455,54 @@ pub enum CredFinding {
     /// parent so that [`CredFinding::RootUnderUser`] does not see the rise,
     /// leaves this). Not reported where `RootUnderUser` is.
     RootUnderUserUid { pid: i32, uid: u32 },
+    /// euid 0 (with real uid 0), its executable opened by a task with
+    /// neither uid 0 nor euid 0 (`mm->exe_file->f_cred`, the credentials
+    /// of the exec's caller), not a set-uid program the policy allows:
+    /// after such an exec the process holds no root id to go back to, so
+    /// only a set-uid exec makes it root. A rootkit that gives a user's
+    /// process a whole new root cred (ids and account) at once after its
+    /// exec, under a root parent, leaves this, however young the process.
+    /// Not reported where `RootUnderUser` or `RootUnderUserUid` is.
+    RootAfterUserExec { pid: i32, euid: u32 },
+}
+
+impl CredFinding {
+    /// The process it is about.
+    pub fn pid(&self) -> i32 {
+        match *self {
+            CredFinding::InitCred { pid }
+            | CredFinding::RootUnderUser { pid, .. }
+            | CredFinding::RootWithoutExec { pid, .. }
+            | CredFinding::NotItsAccount { pid, .. }
+            | CredFinding::RootUnderUserUid { pid, .. }
+            | CredFinding::RootAfterUserExec { pid, .. } => pid,
+        }
+    }
+}
+
+/// What is wrong with the process's credentials, as the A-VM's finding
+/// text says it after `process:PID:COMM:`.
+impl core::fmt::Display for CredFinding {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            CredFinding::InitCred { .. } => f.write_str("init_cred"),
+            CredFinding::RootUnderUser {
+                parent_pid,
+                parent_euid,
+                ..
+            } => write!(f, "euid 0 under pid {parent_pid} euid {parent_euid}"),
+            CredFinding::RootWithoutExec { was, .. } => {
+                write!(f, "euid 0 without exec (was {was})")
+            }
+            CredFinding::NotItsAccount { uid, account, .. } => {
+                write!(f, "uid {uid} in a cred of uid {account}'s account")
+            }
+            CredFinding::RootUnderUserUid { uid, .. } => write!(f, "euid 0 under uid {uid}"),
+            CredFinding::RootAfterUserExec { euid, .. } => {
+                write!(f, "euid 0 after an exec by euid {euid}")
+            }
+        }
+    }
 }
 
 /// Rounds a task missing from the task list (or read without an address
@@ -577,7 +629,9 @@ impl CredTracker {
 /// reported as [`CredFinding::RootUnderUser`] nor
 /// [`CredFinding::RootUnderUserUid`] (the other rules still apply to it).
 /// `account_uid` gives the uid of the account a task's cred is charged to
-/// ([`account_uid`]; `None` if it does not read: no finding).
+/// ([`account_uid`]; `None` if it does not read: no finding), `exec_ids`
+/// the uid and euid its executable was opened with ([`exec_ids`]; `None`
+/// likewise).
 ///
 /// A task's parent is its `real_parent`, and also the task whose
 /// `children` list holds it in the process tree (`tree`; empty if the
@@ -592,6 +646,7 @@ pub fn cred_findings(
     init_cred: u64,
     set_uid_program: impl Fn(&Task) -> bool,
     account_uid: impl Fn(&Task) -> Option<u32>,
+    exec_ids: impl Fn(&Task) -> Option<(u32, u32)>,
 ) -> Vec<CredFinding> {
     let by_address = TaskIndex::new(tasks, |t| t.address.value());
     let euid_of = |address: Option<GuestVirtAddr>| {
@@ -644,7 +699,12 @@ pub fn cred_findings(
                 .filter(|&e| e != 0)
                 .map(|parent_euid| (pid, parent_euid))
         });
-        if (rise.is_some() || creds.uid != 0) && set_uid_program(t) {
+        let exec_euid = (rise.is_none() && creds.uid == 0)
+            .then(|| exec_ids(t))
+            .flatten()
+            .filter(|&(uid, euid)| uid != 0 && euid != 0)
+            .map(|(_, euid)| euid);
+        if (rise.is_some() || creds.uid != 0 || exec_euid.is_some()) && set_uid_program(t) {
             continue;
         }
         if let Some((parent_pid, parent_euid)) = rise {
@@ -658,6 +718,8 @@ pub fn cred_findings(
                 pid: t.pid,
                 uid: creds.uid,
             });
+        } else if let Some(euid) = exec_euid {
+            out.push(CredFinding::RootAfterUserExec { pid: t.pid, euid });
         }
     }
     out
@@ -762,6 +824,27 @@ pub fn account_uid<V: VirtualMemory + ?Sized>(
     let creds = task.creds?;
     let user = read_pointer(mem, creds.address, r.cred_user).ok()??;
     super::structs::read_u32(mem, user, r.user_struct_uid).ok()
+}
+
+/// The uid and euid of the credentials `task`'s executable was opened
+/// with (`mm->exe_file->f_cred`: the exec's caller's, before a set-uid
+/// exec raised them), for [`CredFinding::RootAfterUserExec`]; `None` if
+/// the task has no executable or any of it does not read.
+#[inline(never)]
+pub fn exec_ids<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    task: &Task,
+    paths: &super::path::PathOffsets,
+    r: &CrossViewReference,
+    cred: &super::CredOffsets,
+) -> Option<(u32, u32)> {
+    use super::structs::read_u32;
+    let file = read_pointer(mem, task.mm?, paths.mm_exe_file).ok()??;
+    let opened_by = read_pointer(mem, file, r.file_f_cred).ok()??;
+    Some((
+        read_u32(mem, opened_by, cred.uid).ok()?,
+        read_u32(mem, opened_by, cred.euid).ok()?,
+    ))
 }
 
 /// The entries of a pointer table at runtime address `at`.

@@ -412,13 +412,9 @@ mod tests {
     const R: crate::linux::crossview::CrossViewReference = crate::craft::SETUID_REFERENCE;
     const INODE: u64 = 0x9000;
 
-    /// A set-uid program is let off only with its path allowed, its file
-    /// set-uid root, and its address space marked by a credential change;
-    /// whatever cannot be read keeps the finding.
-    #[test]
-    fn a_set_uid_exec_is_let_off_only_by_path_file_and_dumpable_mode() {
-        use crate::linux::crossview::setuid_exec;
-        let task = |mm: Option<u64>| Task {
+    /// A user task (pid 7) with address space `mm`, if any.
+    fn task(mm: Option<u64>) -> Task {
+        Task {
             address: va(0x8000),
             pid: 7,
             tgid: 7,
@@ -429,7 +425,15 @@ mod tests {
             real_cred: None,
             mm: mm.map(va),
             flags: 0,
-        };
+        }
+    }
+
+    /// A set-uid program is let off only with its path allowed, its file
+    /// set-uid root, and its address space marked by a credential change;
+    /// whatever cannot be read keeps the finding.
+    #[test]
+    fn a_set_uid_exec_is_let_off_only_by_path_file_and_dumpable_mode() {
+        use crate::linux::crossview::setuid_exec;
         let allowed = |path: &[u8]| path == b"/bin/busybox";
         let none = |_: &[u8]| false;
         let (mut fs, ..) = tree();
@@ -478,6 +482,38 @@ mod tests {
         assert!(!decide(&fs, &task(Some(RAM + 0x1000)), &allowed));
         fs.b.write_u64(MM + O.mm_exe_file, 0);
         assert!(!decide(&fs, &task(Some(MM)), &allowed));
+    }
+
+    /// The exec's credentials are read through the executable's file;
+    /// whatever cannot be read gives none.
+    #[test]
+    fn exec_ids_are_those_the_executable_was_opened_with() {
+        use crate::linux::crossview::exec_ids;
+        const CRED: u64 = 0xa000;
+        let cred = crate::craft::WALK_CRED_OFFSETS;
+        let (mut fs, ..) = tree();
+        fs.b.write_u64(FILE + R.file_f_cred, DIRECT + CRED);
+        fs.b.write(CRED + cred.uid, &65534u32.to_le_bytes());
+        fs.b.write(CRED + cred.euid, &1000u32.to_le_bytes());
+        let read = |fs: &Fs, t: &Task| {
+            let image = fs.b.finish();
+            let mem = SliceMemory::flat(&image);
+            let space = AddressSpace::new(&mem, fs.b.root(), PagingMode::FourLevel);
+            exec_ids(&space, t, &O, &R, &cred)
+        };
+        assert_eq!(read(&fs, &task(Some(MM))), Some((65534, 1000)));
+        // No address space; an mm outside RAM.
+        assert_eq!(read(&fs, &task(None)), None);
+        assert_eq!(read(&fs, &task(Some(RAM + 0x1000))), None);
+        // A cred outside RAM; none.
+        fs.b.write_u64(FILE + R.file_f_cred, DIRECT + RAM + 0x1000);
+        assert_eq!(read(&fs, &task(Some(MM))), None);
+        fs.b.write_u64(FILE + R.file_f_cred, 0);
+        assert_eq!(read(&fs, &task(Some(MM))), None);
+        // No executable.
+        fs.b.write_u64(FILE + R.file_f_cred, DIRECT + CRED);
+        fs.b.write_u64(MM + O.mm_exe_file, 0);
+        assert_eq!(read(&fs, &task(Some(MM))), None);
     }
 
     #[test]

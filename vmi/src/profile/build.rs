@@ -884,6 +884,7 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         inode_i_uid: btf.field("inode", "i_uid", 4)?,
         cred_user: btf.field("cred", "user", PTR)?,
         user_struct_uid: btf.field("user_struct", "uid", 4)?,
+        file_f_cred: btf.field("file", "f_cred", PTR)?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
 }

@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 23;
+pub const FORMAT_VERSION: u16 = 24;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -411,6 +411,10 @@ impl KernelProfile {
             check(
                 word_in(c.file_f_inode, sizes.file),
                 "file.f_inode outside file",
+            )?;
+            check(
+                word_in(c.file_f_cred, sizes.file),
+                "file.f_cred outside file",
             )?;
             check(in_image(c.init_pid_ns), "init_pid_ns outside the image")?;
             check(

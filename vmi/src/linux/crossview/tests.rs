@@ -32,6 +32,7 @@ const R: CrossViewReference = CrossViewReference {
     inode_i_uid: 0x4,
     cred_user: 0x30,
     user_struct_uid: 0x4,
+    file_f_cred: 0x28,
     pgd_user_copy: true,
     // Network namespaces: set by the tests that read them.
     net_namespace_list: 0,
@@ -373,7 +374,7 @@ fn credential_findings() {
         task(2, 0x900, None, 0, 0x7000, false),
     ];
     assert_eq!(
-        cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
+        cred_findings(&tasks, &[], init_cred, |_| false, |_| None, |_| None),
         [
             CredFinding::RootUnderUser {
                 pid: 101,
@@ -390,7 +391,7 @@ fn credential_findings() {
     let with_twin = [tasks.as_slice(), &[twin]].concat();
     let allowed = |t: &Task| t.address.value() == DIRECT + 0x500 || t.pid == 102;
     assert_eq!(
-        cred_findings(&with_twin, &[], init_cred, allowed, |_| None),
+        cred_findings(&with_twin, &[], init_cred, allowed, |_| None, |_| None),
         [
             CredFinding::InitCred { pid: 102 },
             CredFinding::RootUnderUser {
@@ -418,7 +419,7 @@ fn euid_0_under_a_user_uid_is_a_set_uid_program_or_a_finding_whatever_the_parent
     ];
     // Under root (init): no rise from the parent, the uid tells.
     assert_eq!(
-        cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
+        cred_findings(&tasks, &[], init_cred, |_| false, |_| None, |_| None),
         [CredFinding::RootUnderUserUid {
             pid: 101,
             uid: 1000
@@ -426,7 +427,7 @@ fn euid_0_under_a_user_uid_is_a_set_uid_program_or_a_finding_whatever_the_parent
     );
     // A set-uid program the policy allows.
     assert_eq!(
-        cred_findings(&tasks, &[], init_cred, |t| t.pid == 101, |_| None),
+        cred_findings(&tasks, &[], init_cred, |t| t.pid == 101, |_| None, |_| None),
         []
     );
     // Under its user's shell: the rise, reported once.
@@ -434,13 +435,127 @@ fn euid_0_under_a_user_uid_is_a_set_uid_program_or_a_finding_whatever_the_parent
     under_user[2].parent = Some(va(0x300));
     under_user[2].parent_pid = Some(100);
     assert_eq!(
-        cred_findings(&under_user, &[], init_cred, |_| false, |_| None),
+        cred_findings(&under_user, &[], init_cred, |_| false, |_| None, |_| None),
         [CredFinding::RootUnderUser {
             pid: 101,
             parent_pid: 100,
             parent_euid: 1000
         }]
     );
+}
+
+/// A process under root with a whole new root cred (ids 0, charged to
+/// root's account) but an executable its user opened: no parent rose, no
+/// uid tells, the account agrees; only a set-uid exec makes that root.
+#[test]
+fn root_after_an_exec_by_a_user_is_a_set_uid_program_or_a_finding() {
+    let init_cred = DIRECT + 0x7000;
+    let tasks = [
+        task(1, 0x100, None, 0, 0x200, true),
+        task(100, 0x300, Some(0x100), 1000, 0x400, true),
+        task(101, 0x500, Some(0x100), 0, 0x600, true),
+        task(102, 0x700, Some(0x100), 0, 0x200, false),
+    ];
+    // Opened by (uid, euid) for pid 101 (and the kernel thread), root for
+    // the others.
+    let opened_by = |ids: Option<(u32, u32)>| {
+        move |t: &Task| {
+            if matches!(t.pid, 101 | 102) {
+                ids
+            } else {
+                Some((0, 0))
+            }
+        }
+    };
+    let findings = |tasks: &[Task], ids, setuid: bool| {
+        cred_findings(tasks, &[], init_cred, |_| setuid, |_| None, opened_by(ids))
+    };
+    assert_eq!(
+        findings(&tasks, Some((65534, 65534)), false),
+        [CredFinding::RootAfterUserExec {
+            pid: 101,
+            euid: 65534
+        }]
+    );
+    // A set-uid program the policy allows; an exec by a task that held a
+    // root id to go back to; nothing read.
+    assert_eq!(findings(&tasks, Some((65534, 65534)), true), []);
+    for ids in [Some((0, 65534)), Some((65534, 0)), Some((0, 0)), None] {
+        assert_eq!(findings(&tasks, ids, false), [], "{ids:?}");
+    }
+    // Not root now: nothing to say.
+    let mut user = tasks;
+    user[2] = task(101, 0x500, Some(0x100), 65534, 0x600, true);
+    assert_eq!(findings(&user, Some((65534, 65534)), false), []);
+    // Under its user's shell, or with a user's real uid: those findings,
+    // not this one too.
+    let mut under_user = tasks;
+    under_user[2].parent = Some(va(0x300));
+    under_user[2].parent_pid = Some(100);
+    assert_eq!(
+        findings(&under_user, Some((1000, 1000)), false),
+        [CredFinding::RootUnderUser {
+            pid: 101,
+            parent_pid: 100,
+            parent_euid: 1000
+        }]
+    );
+    let mut user_uid = tasks;
+    if let Some(c) = user_uid[2].creds.as_mut() {
+        c.uid = 1000;
+    }
+    assert_eq!(
+        findings(&user_uid, Some((1000, 1000)), false),
+        [CredFinding::RootUnderUserUid {
+            pid: 101,
+            uid: 1000
+        }]
+    );
+}
+
+/// The finding texts after `process:PID:COMM:` (the verifier and the
+/// tests match them).
+#[test]
+fn credential_finding_texts() {
+    use alloc::string::ToString;
+    let cases = [
+        (CredFinding::InitCred { pid: 5 }, "init_cred"),
+        (
+            CredFinding::RootUnderUser {
+                pid: 5,
+                parent_pid: 4,
+                parent_euid: 1000,
+            },
+            "euid 0 under pid 4 euid 1000",
+        ),
+        (
+            CredFinding::RootWithoutExec { pid: 5, was: 65534 },
+            "euid 0 without exec (was 65534)",
+        ),
+        (
+            CredFinding::NotItsAccount {
+                pid: 5,
+                uid: 0,
+                account: 65534,
+            },
+            "uid 0 in a cred of uid 65534's account",
+        ),
+        (
+            CredFinding::RootUnderUserUid { pid: 5, uid: 1000 },
+            "euid 0 under uid 1000",
+        ),
+        (
+            CredFinding::RootAfterUserExec {
+                pid: 5,
+                euid: 65534,
+            },
+            "euid 0 after an exec by euid 65534",
+        ),
+    ];
+    for (finding, text) in cases {
+        assert_eq!(finding.to_string(), text);
+        assert_eq!(finding.pid(), 5);
+    }
 }
 
 /// Kernel threads are kthreadd's children, user tasks have an address
@@ -518,7 +633,7 @@ fn a_cred_written_in_place_is_not_its_accounts() {
         task(102, 0x700, Some(0x300), 0, 0x800, true),
     ];
     assert_eq!(
-        cred_findings(&tasks, &[], init_cred, |_| false, accounts),
+        cred_findings(&tasks, &[], init_cred, |_| false, accounts, |_| None),
         [CredFinding::NotItsAccount {
             pid: 101,
             uid: 0,
@@ -527,7 +642,7 @@ fn a_cred_written_in_place_is_not_its_accounts() {
     );
     // Nothing without the accounts (the rule the rootkit test beats).
     assert_eq!(
-        cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
+        cred_findings(&tasks, &[], init_cred, |_| false, |_| None, |_| None),
         []
     );
 }
@@ -584,24 +699,24 @@ fn a_rewritten_real_parent_does_not_hide_a_root_task_under_a_user() {
         let tasks = tasks_with(real_parent);
         // Without the tree, the rewrite hides it.
         assert_eq!(
-            cred_findings(&tasks, &[], init_cred, |_| false, |_| None),
+            cred_findings(&tasks, &[], init_cred, |_| false, |_| None, |_| None),
             []
         );
         assert_eq!(
-            cred_findings(&tasks, &tree, init_cred, |_| false, |_| None),
+            cred_findings(&tasks, &tree, init_cred, |_| false, |_| None, |_| None),
             [rise],
             "real_parent {real_parent:x?}"
         );
         // A set-uid program the policy allows is let off here too.
         assert_eq!(
-            cred_findings(&tasks, &tree, init_cred, |_| true, |_| None),
+            cred_findings(&tasks, &tree, init_cred, |_| true, |_| None, |_| None),
             []
         );
     }
     // Real parent and tree agree: reported once, from the real parent.
     let tasks = tasks_with(Some(0x300));
     assert_eq!(
-        cred_findings(&tasks, &tree, init_cred, |_| false, |_| None),
+        cred_findings(&tasks, &tree, init_cred, |_| false, |_| None, |_| None),
         [CredFinding::RootUnderUser {
             pid: 101,
             parent_pid: 0x300,
@@ -613,7 +728,7 @@ fn a_rewritten_real_parent_does_not_hide_a_root_task_under_a_user() {
     let tasks = tasks_with(Some(0x100));
     let moved = [node(0x100, 0x4000), node(0x300, 0x100), node(0x500, 0x100)];
     assert_eq!(
-        cred_findings(&tasks, &moved, init_cred, |_| false, |_| None),
+        cred_findings(&tasks, &moved, init_cred, |_| false, |_| None, |_| None),
         []
     );
 }
@@ -640,7 +755,14 @@ fn credential_findings_over_a_full_list_take_no_quadratic_time() {
         .collect();
     tasks.push(task(1, parent, None, 1000, 0x3fff_0000, true));
     let started = std::time::Instant::now();
-    let findings = cred_findings(&tasks, &[], DIRECT + 0x7fff_0000, |_| false, |_| None);
+    let findings = cred_findings(
+        &tasks,
+        &[],
+        DIRECT + 0x7fff_0000,
+        |_| false,
+        |_| None,
+        |_| None,
+    );
     let took = started.elapsed();
     assert_eq!(findings.len(), tasks.len() - 1);
     assert!(
@@ -781,7 +903,7 @@ fn a_process_missing_from_a_round_is_still_compared_when_it_is_back() {
     back.parent_pid = Some(1);
     let round = [init, shell, back];
     assert_eq!(
-        cred_findings(&round, &[], DIRECT + 0x7000, |_| false, |_| None),
+        cred_findings(&round, &[], DIRECT + 0x7000, |_| false, |_| None, |_| None),
         []
     );
     let risen = [CredFinding::RootWithoutExec {
