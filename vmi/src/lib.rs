@@ -38,6 +38,7 @@ pub mod memory;
 pub mod paging;
 pub mod profile;
 pub mod sort;
+mod words;
 
 pub use addr::{GuestPhysAddr, GuestVirtAddr, NonCanonical, PAGE_SIZE};
 pub use list::{ListError, ListOptions, ListWalk, list_len, walk_list};

@@ -92,7 +92,7 @@ pub const MAX_NF_HOOKS: usize = 1024;
 
 /// Link-time symbols and member offsets the cross-views read (profile
 /// section, from kallsyms and BTF).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CrossViewReference {
     /// `module_kset` (a `struct kset *`).
     pub module_kset: u64,
@@ -216,6 +216,159 @@ pub struct CrossViewReference {
     /// Whether top-level tables are 8 KiB, the second half the user copy
     /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
     pub pgd_user_copy: bool,
+}
+
+/// Decoded as the derive would (postcard: the members in order), the runs
+/// of `u64` members with one loop each (`crate::words`): the member
+/// order here is the declaration order, which a round-trip test checks.
+impl<'de> serde::Deserialize<'de> for CrossViewReference {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = CrossViewReference;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("CrossViewReference")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CrossViewReference, A::Error> {
+                let [
+                    module_kset,
+                    kset_list,
+                    kobject_entry,
+                    module_kobject_kobj,
+                    module_kobject_mod,
+                    task_children,
+                    task_sibling,
+                    init_cred,
+                ] = crate::words::next_words(&mut seq)?;
+                let pointer_tables = crate::words::next(&mut seq)?;
+                let [
+                    nf_entries_hooks,
+                    nf_entry_size,
+                    net_namespace_list,
+                    init_net,
+                    net_list,
+                    net_inum,
+                    net_dev_base_head,
+                    netdev_dev_list,
+                    netdev_name,
+                    netdev_nf_hooks_ingress,
+                    netdev_nf_hooks_egress,
+                    task_nsproxy,
+                    nsproxy_net_ns,
+                    task_signal,
+                    signal_thread_head,
+                    task_thread_node,
+                    signal_nr_threads,
+                    init_pid_ns,
+                    pid_ns_xa_head,
+                    xa_node_shift,
+                    xa_node_slots,
+                    pid_tasks,
+                    task_pid_links,
+                    runqueues,
+                    per_cpu_offset,
+                    nr_cpu_ids,
+                    rq_curr,
+                    rq_idle,
+                    css_set_table,
+                    css_set_hlist,
+                    css_set_tasks,
+                    css_set_mg_tasks,
+                    css_set_dying_tasks,
+                    task_cg_list,
+                    vmap_area_list,
+                    vmap_nodes,
+                    nr_vmap_nodes,
+                    vmap_node_size,
+                    vmap_node_busy_head,
+                    vmap_area_list_node,
+                    vmap_area_va_start,
+                    vmap_area_va_end,
+                    task_stack,
+                    cached_stacks,
+                    vm_struct_addr,
+                    mm_pgd,
+                    mm_flags,
+                    file_f_inode,
+                    inode_i_mode,
+                    inode_i_uid,
+                    cred_user,
+                    user_struct_uid,
+                    file_f_cred,
+                ] = crate::words::next_words(&mut seq)?;
+                let pgd_user_copy = crate::words::next(&mut seq)?;
+                Ok(CrossViewReference {
+                    module_kset,
+                    kset_list,
+                    kobject_entry,
+                    module_kobject_kobj,
+                    module_kobject_mod,
+                    task_children,
+                    task_sibling,
+                    init_cred,
+                    pointer_tables,
+                    nf_entries_hooks,
+                    nf_entry_size,
+                    net_namespace_list,
+                    init_net,
+                    net_list,
+                    net_inum,
+                    net_dev_base_head,
+                    netdev_dev_list,
+                    netdev_name,
+                    netdev_nf_hooks_ingress,
+                    netdev_nf_hooks_egress,
+                    task_nsproxy,
+                    nsproxy_net_ns,
+                    task_signal,
+                    signal_thread_head,
+                    task_thread_node,
+                    signal_nr_threads,
+                    init_pid_ns,
+                    pid_ns_xa_head,
+                    xa_node_shift,
+                    xa_node_slots,
+                    pid_tasks,
+                    task_pid_links,
+                    runqueues,
+                    per_cpu_offset,
+                    nr_cpu_ids,
+                    rq_curr,
+                    rq_idle,
+                    css_set_table,
+                    css_set_hlist,
+                    css_set_tasks,
+                    css_set_mg_tasks,
+                    css_set_dying_tasks,
+                    task_cg_list,
+                    vmap_area_list,
+                    vmap_nodes,
+                    nr_vmap_nodes,
+                    vmap_node_size,
+                    vmap_node_busy_head,
+                    vmap_area_list_node,
+                    vmap_area_va_start,
+                    vmap_area_va_end,
+                    task_stack,
+                    cached_stacks,
+                    vm_struct_addr,
+                    mm_pgd,
+                    mm_flags,
+                    file_f_inode,
+                    inode_i_mode,
+                    inode_i_uid,
+                    cred_user,
+                    user_struct_uid,
+                    file_f_cred,
+                    pgd_user_copy,
+                })
+            }
+        }
+        deserializer.deserialize_tuple(63, Members)
+    }
 }
 
 /// Why a cross-view was not taken.

@@ -13,7 +13,7 @@
 
 use alloc::vec::Vec;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::addr::GuestVirtAddr;
 use crate::list::{LIST_PREV_OFFSET, ListOptions, ListWalk, walk_list_from};
@@ -24,7 +24,7 @@ use super::structs::{
 };
 
 /// Member offsets of the IMA structures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ImaOffsets {
     /// `later` in `ima_queue_entry`.
     pub queue_later: u64,
@@ -45,6 +45,22 @@ pub struct ImaOffsets {
     pub desc_name: u64,
     pub desc_num_fields: u64,
 }
+
+crate::words::deserialize_u64_fields!(ImaOffsets {
+    queue_later,
+    queue_entry,
+    entry_pcr,
+    entry_digests,
+    entry_template_desc,
+    entry_template_data_len,
+    entry_template_data,
+    field_data_size,
+    field_data,
+    field_len,
+    tpm_digest_digest,
+    desc_name,
+    desc_num_fields,
+});
 
 impl ImaOffsets {
     /// The layout of Linux 6.1 and 6.12 on x86-64.

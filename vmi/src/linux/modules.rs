@@ -1,6 +1,6 @@
 //! The loaded-module list from `modules`: name, core text range, taints.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, ListWalk, walk_list};
@@ -17,7 +17,7 @@ pub const MODULE_NAME_LEN: usize = 56;
 /// between kernels: `core_layout.base` / `core_layout.text_size` on 6.1,
 /// `mem[MOD_TEXT].base` / `mem[MOD_TEXT].size` on 6.4+; the profile names
 /// the right pair.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ModuleOffsets {
     pub state: u64,
     /// `list` (struct list_head).
@@ -31,6 +31,15 @@ pub struct ModuleOffsets {
     /// `taints` (unsigned long).
     pub taints: u64,
 }
+
+crate::words::deserialize_u64_fields!(ModuleOffsets {
+    state,
+    list,
+    name,
+    text_base,
+    text_size,
+    taints,
+});
 
 /// One module as read from guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::addr::GuestVirtAddr;
 use crate::paging::{VirtualMemory, WalkError};
@@ -24,7 +24,7 @@ use super::structs::{StructError, container_of, field, read_pointer, read_u32};
 use super::tasks::Task;
 
 /// Offsets of the members an executable-path walk reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct PathOffsets {
     /// `mm_struct.exe_file` (pointer to `struct file`).
     pub mm_exe_file: u64,
@@ -52,6 +52,21 @@ pub struct PathOffsets {
     /// `vfsmount.mnt_root` (pointer to the mount's root dentry).
     pub vfsmount_mnt_root: u64,
 }
+
+crate::words::deserialize_u64_fields!(PathOffsets {
+    mm_exe_file,
+    file_f_path,
+    path_mnt,
+    path_dentry,
+    dentry_d_name,
+    dentry_d_parent,
+    qstr_name,
+    qstr_len,
+    mount_mnt,
+    mount_mnt_parent,
+    mount_mnt_mountpoint,
+    vfsmount_mnt_root,
+});
 
 /// Longest path the walk builds (`PATH_MAX`, its NUL included).
 pub const MAX_PATH_LEN: usize = 4096;

@@ -1,7 +1,7 @@
 //! The task list from `init_task` (pid, parent, comm, credentials, whether
 //! it has a user address space), bounded and cycle-safe.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::addr::GuestVirtAddr;
 use crate::list::{ListOptions, ListWalk, walk_list};
@@ -13,7 +13,7 @@ use super::structs::{
 };
 
 /// Member offsets of `struct task_struct` (from BTF).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TaskOffsets {
     /// `tasks` (struct list_head).
     pub tasks: u64,
@@ -34,6 +34,18 @@ pub struct TaskOffsets {
     pub flags: u64,
 }
 
+crate::words::deserialize_u64_fields!(TaskOffsets {
+    tasks,
+    pid,
+    tgid,
+    comm,
+    real_parent,
+    cred,
+    real_cred,
+    mm,
+    flags,
+});
+
 /// `task_struct.flags`: the task is exiting (set before its address space
 /// goes, kept while it is a zombie).
 pub const PF_EXITING: u32 = 0x0000_0004;
@@ -41,13 +53,20 @@ pub const PF_EXITING: u32 = 0x0000_0004;
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Member offsets of `struct cred` (from BTF).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct CredOffsets {
     pub uid: u64,
     pub gid: u64,
     pub euid: u64,
     pub egid: u64,
 }
+
+crate::words::deserialize_u64_fields!(CredOffsets {
+    uid,
+    gid,
+    euid,
+    egid,
+});
 
 /// A task's credentials and where they are (tasks sharing one `cred` with
 /// a task of other identity is a classic rootkit trick).

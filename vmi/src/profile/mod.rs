@@ -75,7 +75,7 @@ pub struct KernelIdentity {
 
 /// Link-time addresses (kallsyms of the package's vmlinux) of the symbols
 /// the A-VM reads. KASLR moves them all by one slide.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KernelSymbols {
     /// `_text`: the start of the kernel image (2 MiB-aligned).
     pub text: u64,
@@ -120,6 +120,78 @@ pub struct KernelSymbols {
     /// kernel runs; lower than last read means the Mon-VM booted again
     /// (also when its new kernel landed where the old one was).
     pub jiffies_64: u64,
+}
+
+/// Decoded as the derive would (postcard: the members in order), the runs
+/// of `u64` members with one loop each (`crate::words`): the member
+/// order here is the declaration order, which a round-trip test checks.
+impl<'de> serde::Deserialize<'de> for KernelSymbols {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = KernelSymbols;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("KernelSymbols")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<KernelSymbols, A::Error> {
+                let [
+                    text,
+                    etext,
+                    start_rodata,
+                    end_rodata,
+                    start_ro_after_init,
+                    end_ro_after_init,
+                    end,
+                    sys_call_table,
+                    x64_sys_call,
+                ] = crate::words::next_words(&mut seq)?;
+                let ia32_sys_call = crate::words::next(&mut seq)?;
+                let [
+                    idt_table,
+                    init_task,
+                    init_top_pgt,
+                    init_cred,
+                    modules,
+                    ima_measurements,
+                    linux_banner,
+                    kallsyms_relative_base,
+                    phys_base,
+                    page_offset_base,
+                ] = crate::words::next_words(&mut seq)?;
+                let pgdir_shift = crate::words::next(&mut seq)?;
+                let [per_cpu_offset, jiffies_64] = crate::words::next_words(&mut seq)?;
+                Ok(KernelSymbols {
+                    text,
+                    etext,
+                    start_rodata,
+                    end_rodata,
+                    start_ro_after_init,
+                    end_ro_after_init,
+                    end,
+                    sys_call_table,
+                    x64_sys_call,
+                    ia32_sys_call,
+                    idt_table,
+                    init_task,
+                    init_top_pgt,
+                    init_cred,
+                    modules,
+                    ima_measurements,
+                    linux_banner,
+                    kallsyms_relative_base,
+                    phys_base,
+                    page_offset_base,
+                    pgdir_shift,
+                    per_cpu_offset,
+                    jiffies_64,
+                })
+            }
+        }
+        deserializer.deserialize_tuple(23, Members)
+    }
 }
 
 impl KernelSymbols {
@@ -173,7 +245,7 @@ pub struct SyscallTable {
 
 /// Sizes of the structures whose members the Linux layer reads (bounds for
 /// the offsets).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct StructSizes {
     pub task_struct: u64,
     pub cred: u64,
@@ -183,6 +255,16 @@ pub struct StructSizes {
     pub dentry: u64,
     pub mount: u64,
 }
+
+crate::words::deserialize_u64_fields!(StructSizes {
+    task_struct,
+    cred,
+    module,
+    mm_struct,
+    file,
+    dentry,
+    mount,
+});
 
 /// Struct member offsets (from the package's BTF), in the types the Linux
 /// layer takes.

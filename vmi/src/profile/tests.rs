@@ -313,3 +313,63 @@ fn sample_ftrace() -> crate::linux::text::ftrace::FtraceReference {
         tracers: vec![0x10, 0x20],
     }
 }
+
+/// The structures decoded with `crate::words` (not the derive) read each
+/// member from its place: members of distinct values, decoded and encoded
+/// again (by the derived encoder, in declaration order), give the same
+/// bytes; two members read in each other's place would swap them. Cut
+/// short, each is an error.
+#[test]
+fn structures_decoded_by_runs_of_words_keep_their_member_order() {
+    use crate::linux::crossview::CrossViewReference;
+    use crate::linux::{CredOffsets, ImaOffsets, ModuleOffsets, PathOffsets, TaskOffsets};
+    use serde::{Serialize, de::DeserializeOwned};
+
+    fn same<T: Serialize + DeserializeOwned + fmt::Debug>(bytes: &[u8]) {
+        let name = core::any::type_name::<T>();
+        let value: T = postcard::from_bytes(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let again = postcard::to_allocvec(&value).expect("encodes");
+        assert_eq!(again, bytes, "{name}: {value:?}");
+        for cut in 0..bytes.len() {
+            assert!(
+                postcard::from_bytes::<T>(&bytes[..cut]).is_err(),
+                "{name} {cut}"
+            );
+        }
+    }
+    // Distinct values below 128: one byte each.
+    let words = |from: u8, n: u8| (from..from + n).collect::<Vec<u8>>();
+    same::<TaskOffsets>(&words(1, 9));
+    same::<CredOffsets>(&words(1, 4));
+    same::<ModuleOffsets>(&words(1, 6));
+    same::<ImaOffsets>(&words(1, 13));
+    same::<PathOffsets>(&words(1, 12));
+    same::<StructSizes>(&words(1, 7));
+    // 9 words, `ia32_sys_call` Some(100), 10 words, `pgdir_shift`
+    // Some(101), 2 words.
+    let symbols = [
+        words(1, 9),
+        vec![1, 100],
+        words(10, 10),
+        vec![1, 101],
+        words(20, 2),
+    ]
+    .concat();
+    same::<KernelSymbols>(&symbols);
+    // 8 words, no pointer tables, 53 words, `pgd_user_copy` true.
+    let cross = [words(1, 8), vec![0], words(9, 53), vec![1]].concat();
+    same::<CrossViewReference>(&cross);
+    // One pointer table between the runs.
+    let table = postcard::to_allocvec(&alloc::vec![crate::linux::crossview::PointerTable {
+        name: "tty_ldiscs".into(),
+        address: 0xffff_ffff_8200_0000,
+        entries: 30,
+        structure: false,
+        pointee_entries: 12,
+        functions: alloc::vec![1, 3],
+        hook_points: false,
+    }])
+    .expect("encodes");
+    let cross = [words(1, 8), table, words(9, 53), vec![0]].concat();
+    same::<CrossViewReference>(&cross);
+}
