@@ -407,6 +407,16 @@ fn attack_from_inside(series: &str) {
         ),
     );
 
+    // The same with no process left in it (the module's reference keeps
+    // it): no task names it, its loopback does, on the device model's
+    // `net` class list, which holds every namespace's devices.
+    let from = avm_events(&record).len();
+    console_sh(
+        &mut console,
+        "unshare -n sh -c 'echo hide_netns 1 > /proc/avm_rootkit'",
+    );
+    hidden_netns_reported(&mut console, &rootkit, &record, from, series);
+
     // A thread in a namespace of its own, that namespace unlinked: the
     // task list holds only the thread's leader, which stays in the first
     // namespace; the walk of each group's threads finds it.

@@ -542,6 +542,16 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         cred_user: 0x88,
         user_struct_uid: 0x4,
         file_f_cred: 0x20,
+        net_class: 0,
+        class_subsys: 0,
+        class_kset: 0,
+        subsys_private_kobj: 0,
+        subsys_private_class: 0,
+        subsys_private_devices: 0,
+        device_private_knode_class: 0,
+        device_private_device: 0,
+        netdev_dev: 0,
+        netdev_nd_net: 0,
         pgd_user_copy: false,
     };
 

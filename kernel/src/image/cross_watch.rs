@@ -618,7 +618,22 @@ impl CrossWatch {
                 .collect(),
             _ => Vec::new(),
         };
-        let unlisted = in_tasks
+        // And those of the devices the `net` class lists (every
+        // namespace's loopback): one that no task is in is still there.
+        let mut in_devices = match location.runtime_of(r.net_class) {
+            Some(class) if walked && points().next().is_some() => {
+                let kset = location.runtime_of(r.class_kset);
+                crossview::class_net_namespaces(space, class, kset, r).unwrap_or_else(|_| {
+                    walked = false;
+                    Vec::new()
+                })
+            }
+            _ => Vec::new(),
+        };
+        in_devices.extend(in_tasks);
+        vmi::sort::heapsort(&mut in_devices);
+        in_devices.dedup();
+        let unlisted = in_devices
             .into_iter()
             .filter(|&net| {
                 Some(net) != init_net && namespaces.binary_search_by_key(&net, |n| n.0).is_err()

@@ -135,6 +135,13 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(tree) = crossview::process_tree(&space, head, &reference) {
             assert!(tree.len() <= crossview::MAX_TASKS);
         }
+        // The `net` class's devices, both ways to their list (6.1's
+        // `class.p`, 6.4's `class_kset`), on the same head.
+        for kset in [None, Some(head)] {
+            if let Ok(nets) = crossview::class_net_namespaces(&space, head, kset, &reference) {
+                assert!(nets.len() <= crossview::MAX_CLASS_DEVICES);
+            }
+        }
         if let Ok(modules) = crossview::kset_modules(&space, head, &reference) {
             assert!(modules.len() <= crossview::MAX_KOBJECTS);
         }

@@ -213,6 +213,26 @@ pub struct CrossViewReference {
     /// was opened with; an executable's are those of the task that
     /// exec'd it ([`exec_ids`]).
     pub file_f_cred: u64,
+    /// The device model's `net` class, which lists every network device
+    /// of every namespace ([`class_net_namespaces`]): `net_class` (link
+    /// address; 0: not read); where its `subsys_private` is: `class.p`
+    /// (6.1; else 0), or the one on `class_kset`'s list (link address of
+    /// the pointer; 6.4 and later, else 0) whose `class` member
+    /// (`subsys_private_class`) is `net_class`, the list linking
+    /// `subsys_private.subsys.kobj` (`subsys_private_kobj`) through
+    /// `kobject.entry`; `subsys_private.klist_devices.k_list`,
+    /// `device_private.knode_class.n_node`, `device_private.device`,
+    /// `net_device.dev` and `net_device.nd_net.net`.
+    pub net_class: u64,
+    pub class_subsys: u64,
+    pub class_kset: u64,
+    pub subsys_private_kobj: u64,
+    pub subsys_private_class: u64,
+    pub subsys_private_devices: u64,
+    pub device_private_knode_class: u64,
+    pub device_private_device: u64,
+    pub netdev_dev: u64,
+    pub netdev_nd_net: u64,
     /// Whether top-level tables are 8 KiB, the second half the user copy
     /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
     pub pgd_user_copy: bool,
@@ -298,6 +318,16 @@ impl<'de> serde::Deserialize<'de> for CrossViewReference {
                     cred_user,
                     user_struct_uid,
                     file_f_cred,
+                    net_class,
+                    class_subsys,
+                    class_kset,
+                    subsys_private_kobj,
+                    subsys_private_class,
+                    subsys_private_devices,
+                    device_private_knode_class,
+                    device_private_device,
+                    netdev_dev,
+                    netdev_nd_net,
                 ] = crate::words::next_words(&mut seq)?;
                 let pgd_user_copy = crate::words::next(&mut seq)?;
                 Ok(CrossViewReference {
@@ -363,11 +393,22 @@ impl<'de> serde::Deserialize<'de> for CrossViewReference {
                     cred_user,
                     user_struct_uid,
                     file_f_cred,
+                    net_class,
+                    class_subsys,
+                    class_kset,
+                    subsys_private_kobj,
+                    subsys_private_class,
+                    subsys_private_devices,
+                    device_private_knode_class,
+                    device_private_device,
+                    netdev_dev,
+                    netdev_nd_net,
+
                     pgd_user_copy,
                 })
             }
         }
-        deserializer.deserialize_tuple(63, Members)
+        deserializer.deserialize_tuple(73, Members)
     }
 }
 
@@ -1153,6 +1194,65 @@ pub fn net_namespaces<V: VirtualMemory + ?Sized>(
         }
     }
     (out, Ok(()))
+}
+
+/// Most devices [`class_net_namespaces`] reads.
+pub const MAX_CLASS_DEVICES: usize = 8192;
+
+/// The network namespaces of the devices the device model's `net` class
+/// lists (`class_dev_iter` over `klist_devices`: what `/sys/class/net`
+/// holds across namespaces), ascending, each once. Every namespace has a
+/// device there, its own loopback, registered when the namespace is made
+/// and unregistered only when it is torn down: a namespace unlinked from
+/// `net_namespace_list` that no task is in (held by a socket or a
+/// rootkit's reference) still has its loopback here. `net_class` and
+/// `class_kset` are runtime addresses (`class_kset` `None` on kernels
+/// whose class holds its `subsys_private`, `class.p`). A device without
+/// a namespace is left out; a list that breaks or runs past
+/// [`MAX_CLASS_DEVICES`] is an error.
+#[inline(never)]
+pub fn class_net_namespaces<V: VirtualMemory + ?Sized>(
+    mem: &V,
+    net_class: GuestVirtAddr,
+    class_kset: Option<GuestVirtAddr>,
+    r: &CrossViewReference,
+) -> Result<Vec<u64>, CrossViewError> {
+    let subsys = match class_kset {
+        None => read_pointer(mem, net_class, r.class_subsys)?,
+        Some(at) => {
+            let kset = read_pointer(mem, at, 0)?.ok_or(StructError::Null { what: "class_kset" })?;
+            let mut found = None;
+            for node in walk_list(
+                mem,
+                field(kset, r.kset_list)?,
+                ListOptions::new(MAX_KOBJECTS),
+            ) {
+                let kobj = container_of(node?, r.kobject_entry)?;
+                let subsys = container_of(kobj, r.subsys_private_kobj)?;
+                if read_pointer(mem, subsys, r.subsys_private_class)? == Some(net_class) {
+                    found = Some(subsys);
+                    break;
+                }
+            }
+            found
+        }
+    };
+    let subsys = subsys.ok_or(StructError::Null { what: "net class" })?;
+    let mut out = Vec::new();
+    let devices = field(subsys, r.subsys_private_devices)?;
+    for node in walk_list(mem, devices, ListOptions::new(MAX_CLASS_DEVICES)) {
+        let private = container_of(node?, r.device_private_knode_class)?;
+        let Some(device) = read_pointer(mem, private, r.device_private_device)? else {
+            continue;
+        };
+        let netdev = container_of(device, r.netdev_dev)?;
+        if let Some(net) = read_pointer(mem, netdev, r.netdev_nd_net)? {
+            out.push(net.value());
+        }
+    }
+    crate::sort::heapsort(&mut out);
+    out.dedup();
+    Ok(out)
 }
 
 /// The network namespaces `tasks` are in (`task_struct.nsproxy->net_ns`),

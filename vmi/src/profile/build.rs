@@ -820,6 +820,11 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
     };
     pointer_tables.extend(hook_points);
     let vmap = vmap_lists(btf, symbols)?;
+    let class = if none {
+        NetClass::default()
+    } else {
+        net_class(btf, symbols)?
+    };
     Ok(CrossViewReference {
         nf_entries_hooks,
         nf_entry_size,
@@ -885,6 +890,20 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         cred_user: btf.field("cred", "user", PTR)?,
         user_struct_uid: btf.field("user_struct", "uid", 4)?,
         file_f_cred: btf.field("file", "f_cred", PTR)?,
+        net_class: class.class,
+        class_subsys: class.subsys,
+        class_kset: class.kset,
+        subsys_private_kobj: net(&|| btf.member("subsys_private", "subsys.kobj").map(|m| m.0))?,
+        subsys_private_class: class.subsys_class,
+        subsys_private_devices: net(&|| {
+            btf.field("subsys_private", "klist_devices.k_list", LIST_HEAD)
+        })?,
+        device_private_knode_class: net(&|| {
+            btf.field("device_private", "knode_class.n_node", LIST_HEAD)
+        })?,
+        device_private_device: net(&|| btf.field("device_private", "device", PTR))?,
+        netdev_dev: net(&|| btf.member("net_device", "dev").map(|m| m.0))?,
+        netdev_nd_net: net(&|| btf.field("net_device", "nd_net.net", PTR))?,
         pgd_user_copy: pgd_user_copy(symbols)?,
     })
 }
@@ -913,6 +932,36 @@ struct VmapLists {
     count: u64,
     node_size: u64,
     busy_head: u64,
+}
+
+/// Where the device model's `net` class keeps its devices
+/// (`crate::linux::crossview::class_net_namespaces`).
+#[derive(Default)]
+struct NetClass {
+    class: u64,
+    subsys: u64,
+    kset: u64,
+    subsys_class: u64,
+}
+
+/// 6.1's `struct class` points at its `subsys_private` (`p`); 6.4 and
+/// later find it on `class_kset`'s list by its `class` member
+/// (`class_to_subsys`).
+fn net_class(btf: &Btf, symbols: &SymbolTable) -> Result<NetClass, BuildError> {
+    let class = required(symbols, "net_class")?;
+    if let Ok(subsys) = btf.field("class", "p", PTR) {
+        return Ok(NetClass {
+            class,
+            subsys,
+            ..NetClass::default()
+        });
+    }
+    Ok(NetClass {
+        class,
+        subsys: 0,
+        kset: required(symbols, "class_kset")?,
+        subsys_class: btf.field("subsys_private", "class", PTR)?,
+    })
 }
 
 /// 6.1 lists every busy area on `vmap_area_list`; 6.9 and later on the

@@ -474,6 +474,14 @@ impl KernelProfile {
                 c.vmap_area_va_end,
                 c.task_stack,
                 c.vm_struct_addr,
+                c.class_subsys,
+                c.subsys_private_kobj,
+                c.subsys_private_class,
+                c.subsys_private_devices,
+                c.device_private_knode_class,
+                c.device_private_device,
+                c.netdev_dev,
+                c.netdev_nd_net,
             ] {
                 check(o <= MAX_STRUCT_SIZE, "cross-view member offset")?;
             }
@@ -504,6 +512,19 @@ impl KernelProfile {
                 "__per_cpu_offset or nr_cpu_ids outside the image",
             )?;
             check(in_image(c.css_set_table), "css_set_table outside the image")?;
+            // The `net` class: off, or found one way (6.1: `class.p`; 6.4
+            // and later: `class_kset`).
+            if c.net_class != 0 {
+                check(in_image(c.net_class), "net_class outside the image")?;
+                check(
+                    (c.class_subsys != 0) != (c.class_kset != 0),
+                    "the net class's devices found neither or both ways",
+                )?;
+                check(
+                    c.class_kset == 0 || in_image(c.class_kset),
+                    "class_kset outside the image",
+                )?;
+            }
             // The busy vmalloc areas: one global list (6.1) or nodes (6.12).
             check(
                 match (c.vmap_area_list, c.vmap_nodes) {

@@ -33,6 +33,16 @@ const R: CrossViewReference = CrossViewReference {
     cred_user: 0x30,
     user_struct_uid: 0x4,
     file_f_cred: 0x28,
+    net_class: 0,
+    class_subsys: 0,
+    class_kset: 0,
+    subsys_private_kobj: 0,
+    subsys_private_class: 0,
+    subsys_private_devices: 0,
+    device_private_knode_class: 0,
+    device_private_device: 0,
+    netdev_dev: 0,
+    netdev_nd_net: 0,
     pgd_user_copy: true,
     // Network namespaces: set by the tests that read them.
     net_namespace_list: 0,
@@ -2006,4 +2016,117 @@ fn each_cpu_holds_its_idle_task_stack_and_its_cached_ones() {
     let tasks = [DIRECT + 0x6000, DIRECT + RAM + 0x100, DIRECT + 0x6100];
     let stacks = with_space(&b, |s| task_stacks(s, &tasks, &vmap()));
     assert_eq!(stacks, [DIRECT + 0x2_0000, DIRECT + 0x2_1000]);
+}
+
+/// The `net` class's offsets (those of Debian's 6.12 where they differ
+/// little) over [`R`].
+fn class_reference() -> CrossViewReference {
+    CrossViewReference {
+        net_class: 1,
+        class_subsys: 0x70,
+        subsys_private_kobj: 0x18,
+        subsys_private_class: 0x198,
+        subsys_private_devices: 0xa8,
+        device_private_knode_class: 0x90,
+        device_private_device: 0xc8,
+        netdev_dev: 0x300,
+        netdev_nd_net: 0x100,
+        ..R
+    }
+}
+
+/// A `subsys_private` at 0x1000 whose device list holds devices of the
+/// namespaces `nets` (0: a device without one; `None`: a device_private
+/// without a device), each a `net_device` of its own.
+fn class_devices(b: &mut PageTableBuilder, c: &CrossViewReference, nets: &[Option<u64>]) {
+    let mut nodes = alloc::vec![0x1000 + c.subsys_private_devices];
+    for (i, net) in nets.iter().enumerate() {
+        let private = 0x2000 + 0x400 * i as u64;
+        let netdev = 0x8000 + 0x1000 * i as u64;
+        nodes.push(private + c.device_private_knode_class);
+        match net {
+            Some(net) => {
+                b.write_u64(
+                    private + c.device_private_device,
+                    DIRECT + netdev + c.netdev_dev,
+                );
+                let nd_net = if *net == 0 { 0 } else { DIRECT + net };
+                b.write_u64(netdev + c.netdev_nd_net, nd_net);
+            }
+            None => b.write_u64(private + c.device_private_device, 0),
+        }
+    }
+    link(b, &nodes);
+}
+
+/// Every device's namespace, once each, ascending, whichever way the
+/// class finds its devices: 6.1's `class.p`, or the `subsys_private`
+/// on `class_kset`'s list whose `class` is `net_class`.
+#[test]
+fn the_net_class_lists_the_namespace_of_every_device() {
+    let c = class_reference();
+    let nets = [
+        Some(0x3_1000),
+        Some(0x3_0000),
+        None,
+        Some(0),
+        Some(0x3_1000),
+    ];
+    let want = [DIRECT + 0x3_0000, DIRECT + 0x3_1000];
+    // 6.1: net_class (0x100) points at its subsys_private.
+    let mut b = builder();
+    class_devices(&mut b, &c, &nets);
+    b.write_u64(0x100 + c.class_subsys, DIRECT + 0x1000);
+    let found = with_space(&b, |s| class_net_namespaces(s, va(0x100), None, &c));
+    assert_eq!(found, Ok(want.to_vec()));
+    b.write_u64(0x100 + c.class_subsys, 0);
+    assert!(with_space(&b, |s| class_net_namespaces(s, va(0x100), None, &c)).is_err());
+    // 6.4 and later: class_kset (0x180) -> a kset (0x1800) whose list holds
+    // another class's subsys_private (0x1c00), then the net class's.
+    let mut b = builder();
+    class_devices(&mut b, &c, &nets);
+    b.write_u64(0x180, DIRECT + 0x1800);
+    let kobj_entry = c.subsys_private_kobj + c.kobject_entry;
+    link(
+        &mut b,
+        &[
+            0x1800 + c.kset_list,
+            0x1c00 + kobj_entry,
+            0x1000 + kobj_entry,
+        ],
+    );
+    b.write_u64(0x1c00 + c.subsys_private_class, DIRECT + 0x140);
+    b.write_u64(0x1000 + c.subsys_private_class, DIRECT + 0x100);
+    let walk = |b: &PageTableBuilder| {
+        with_space(b, |s| {
+            class_net_namespaces(s, va(0x100), Some(va(0x180)), &c)
+        })
+    };
+    assert_eq!(walk(&b), Ok(want.to_vec()));
+    // The net class not on the list; no kset.
+    b.write_u64(0x1000 + c.subsys_private_class, DIRECT + 0x140);
+    assert!(walk(&b).is_err());
+    b.write_u64(0x1000 + c.subsys_private_class, DIRECT + 0x100);
+    b.write_u64(0x180, 0);
+    assert!(walk(&b).is_err());
+}
+
+/// A device list that loops or leaves RAM is an error, in bounded time.
+#[test]
+fn a_broken_net_class_device_list_is_an_error() {
+    let c = class_reference();
+    let mut b = builder();
+    class_devices(&mut b, &c, &[Some(0x3_0000), Some(0x3_1000)]);
+    b.write_u64(0x100 + c.class_subsys, DIRECT + 0x1000);
+    let walk =
+        |b: &PageTableBuilder| with_space(b, |s| class_net_namespaces(s, va(0x100), None, &c));
+    assert!(walk(&b).is_ok());
+    // The second device's next pointing back at the first (a loop that
+    // misses the head).
+    let first = 0x2000 + c.device_private_knode_class;
+    b.write_u64(0x2400 + c.device_private_knode_class, DIRECT + first);
+    assert!(walk(&b).is_err());
+    // Off RAM.
+    b.write_u64(0x2400 + c.device_private_knode_class, DIRECT + RAM + 0x1000);
+    assert!(walk(&b).is_err());
 }
