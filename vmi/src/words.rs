@@ -1,38 +1,20 @@
-//! Structures of `u64` members decoded with one loop.
+//! Structures whose `u64` members are decoded with one loop per run.
 //!
 //! The kernel profile holds about 130 member offsets and addresses, most
-//! in structures of `u64` members only. serde's derived decoder reads each
+//! in structures of `u64` members. serde's derived decoder reads each
 //! member with code of its own (a varint decode inlined per member: about
-//! a hundred bytes each in the A-VM image, which has a 512 KiB limit).
-//! [`deserialize_u64_fields!`] decodes such a structure as a tuple of that
-//! many `u64`s, which postcard encodes exactly as the derived encoder
-//! encodes the structure (its members in order, each a varint), so the
-//! bytes and the profile format are unchanged. The member list given to
-//! the macro must be in declaration order: each use has a round-trip
-//! test with distinct values ([`tests`] of the profile).
+//! 45 bytes each in the A-VM image, which has a 512 KiB limit).
+//! [`deserialize_members!`] decodes such a structure as a tuple, each run
+//! of `u64` members with one loop ([`next_words`]) and any other member
+//! on its own ([`next`]). Postcard encodes a structure exactly as such a
+//! tuple (its members in order), so the bytes and the profile format are
+//! those of the derive. The members given to the macro must be in
+//! declaration order: each use has a round-trip test with distinct values
+//! (`profile::tests`).
 
-use core::fmt;
-use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+use serde::de::{Error, SeqAccess};
 
-/// `N` consecutive `u64`s, as a tuple.
-pub fn deserialize_words<'de, D: Deserializer<'de>, const N: usize>(
-    deserializer: D,
-) -> Result<[u64; N], D::Error> {
-    struct Words<const N: usize>;
-    impl<'de, const N: usize> Visitor<'de> for Words<N> {
-        type Value = [u64; N];
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{N} integers")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u64; N], A::Error> {
-            next_words(&mut seq)
-        }
-    }
-    deserializer.deserialize_tuple(N, Words::<N>)
-}
-
-/// The next `N` members of a sequence, each a `u64`, with one loop (for
-/// a structure whose `u64` members are interleaved with others).
+/// The next `N` members of a sequence, each a `u64`, with one loop.
 pub fn next_words<'de, A: SeqAccess<'de>, const N: usize>(
     seq: &mut A,
 ) -> Result<[u64; N], A::Error> {
@@ -51,16 +33,39 @@ pub fn next<'de, A: SeqAccess<'de>, T: serde::Deserialize<'de>>(
         .ok_or_else(|| A::Error::custom("a structure cut short"))
 }
 
-/// `Deserialize` for a structure of `u64` members only, listed in
-/// declaration order: see the module's comment.
-macro_rules! deserialize_u64_fields {
-    ($ty:ident { $($field:ident),+ $(,)? }) => {
+/// `Deserialize` for a structure from its members in declaration order,
+/// in segments: `words [a, b, ...]` for a run of `u64` members (one
+/// loop), `one [c]` for a member of any other type.
+macro_rules! deserialize_members {
+    ($ty:ident { $($kind:ident [$($member:ident),+ $(,)?]),+ $(,)? }) => {
         impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let [$($field),+] = $crate::words::deserialize_words(deserializer)?;
-                Ok($ty { $($field),+ })
+            fn deserialize<D: serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
+                struct Members;
+                impl<'de> serde::de::Visitor<'de> for Members {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                        f.write_str(stringify!($ty))
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<$ty, A::Error> {
+                        $($crate::words::deserialize_members!(@read seq $kind [$($member),+]);)+
+                        Ok($ty { $($($member,)+)+ })
+                    }
+                }
+                let members = [$($(stringify!($member)),+),+].len();
+                deserializer.deserialize_tuple(members, Members)
             }
         }
     };
+    (@read $seq:ident words [$($member:ident),+]) => {
+        let [$($member),+] = $crate::words::next_words(&mut $seq)?;
+    };
+    (@read $seq:ident one [$member:ident]) => {
+        let $member = $crate::words::next(&mut $seq)?;
+    };
 }
-pub(crate) use deserialize_u64_fields;
+pub(crate) use deserialize_members;

@@ -46,20 +46,12 @@ pub struct ImaOffsets {
     pub desc_num_fields: u64,
 }
 
-crate::words::deserialize_u64_fields!(ImaOffsets {
-    queue_later,
-    queue_entry,
-    entry_pcr,
-    entry_digests,
-    entry_template_desc,
-    entry_template_data_len,
-    entry_template_data,
-    field_data_size,
-    field_data,
-    field_len,
-    tpm_digest_digest,
-    desc_name,
-    desc_num_fields,
+crate::words::deserialize_members!(ImaOffsets {
+    words [
+        queue_later, queue_entry, entry_pcr, entry_digests, entry_template_desc,
+        entry_template_data_len, entry_template_data, field_data_size, field_data, field_len,
+        tpm_digest_digest, desc_name, desc_num_fields
+    ],
 });
 
 impl ImaOffsets {

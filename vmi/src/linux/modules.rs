@@ -32,13 +32,10 @@ pub struct ModuleOffsets {
     pub taints: u64,
 }
 
-crate::words::deserialize_u64_fields!(ModuleOffsets {
-    state,
-    list,
-    name,
-    text_base,
-    text_size,
-    taints,
+crate::words::deserialize_members!(ModuleOffsets {
+    words [
+        state, list, name, text_base, text_size, taints
+    ],
 });
 
 /// One module as read from guest memory.

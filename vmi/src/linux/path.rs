@@ -53,19 +53,12 @@ pub struct PathOffsets {
     pub vfsmount_mnt_root: u64,
 }
 
-crate::words::deserialize_u64_fields!(PathOffsets {
-    mm_exe_file,
-    file_f_path,
-    path_mnt,
-    path_dentry,
-    dentry_d_name,
-    dentry_d_parent,
-    qstr_name,
-    qstr_len,
-    mount_mnt,
-    mount_mnt_parent,
-    mount_mnt_mountpoint,
-    vfsmount_mnt_root,
+crate::words::deserialize_members!(PathOffsets {
+    words [
+        mm_exe_file, file_f_path, path_mnt, path_dentry, dentry_d_name, dentry_d_parent,
+        qstr_name, qstr_len, mount_mnt, mount_mnt_parent, mount_mnt_mountpoint,
+        vfsmount_mnt_root
+    ],
 });
 
 /// Longest path the walk builds (`PATH_MAX`, its NUL included).

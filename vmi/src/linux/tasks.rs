@@ -34,16 +34,10 @@ pub struct TaskOffsets {
     pub flags: u64,
 }
 
-crate::words::deserialize_u64_fields!(TaskOffsets {
-    tasks,
-    pid,
-    tgid,
-    comm,
-    real_parent,
-    cred,
-    real_cred,
-    mm,
-    flags,
+crate::words::deserialize_members!(TaskOffsets {
+    words [
+        tasks, pid, tgid, comm, real_parent, cred, real_cred, mm, flags
+    ],
 });
 
 /// `task_struct.flags`: the task is exiting (set before its address space
@@ -61,11 +55,10 @@ pub struct CredOffsets {
     pub egid: u64,
 }
 
-crate::words::deserialize_u64_fields!(CredOffsets {
-    uid,
-    gid,
-    euid,
-    egid,
+crate::words::deserialize_members!(CredOffsets {
+    words [
+        uid, gid, euid, egid
+    ],
 });
 
 /// A task's credentials and where they are (tasks sharing one `cred` with

@@ -122,77 +122,21 @@ pub struct KernelSymbols {
     pub jiffies_64: u64,
 }
 
-/// Decoded as the derive would (postcard: the members in order), the runs
-/// of `u64` members with one loop each (`crate::words`): the member
-/// order here is the declaration order, which a round-trip test checks.
-impl<'de> serde::Deserialize<'de> for KernelSymbols {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> serde::de::Visitor<'de> for Members {
-            type Value = KernelSymbols;
-            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.write_str("KernelSymbols")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<KernelSymbols, A::Error> {
-                let [
-                    text,
-                    etext,
-                    start_rodata,
-                    end_rodata,
-                    start_ro_after_init,
-                    end_ro_after_init,
-                    end,
-                    sys_call_table,
-                    x64_sys_call,
-                ] = crate::words::next_words(&mut seq)?;
-                let ia32_sys_call = crate::words::next(&mut seq)?;
-                let [
-                    idt_table,
-                    init_task,
-                    init_top_pgt,
-                    init_cred,
-                    modules,
-                    ima_measurements,
-                    linux_banner,
-                    kallsyms_relative_base,
-                    phys_base,
-                    page_offset_base,
-                ] = crate::words::next_words(&mut seq)?;
-                let pgdir_shift = crate::words::next(&mut seq)?;
-                let [per_cpu_offset, jiffies_64] = crate::words::next_words(&mut seq)?;
-                Ok(KernelSymbols {
-                    text,
-                    etext,
-                    start_rodata,
-                    end_rodata,
-                    start_ro_after_init,
-                    end_ro_after_init,
-                    end,
-                    sys_call_table,
-                    x64_sys_call,
-                    ia32_sys_call,
-                    idt_table,
-                    init_task,
-                    init_top_pgt,
-                    init_cred,
-                    modules,
-                    ima_measurements,
-                    linux_banner,
-                    kallsyms_relative_base,
-                    phys_base,
-                    page_offset_base,
-                    pgdir_shift,
-                    per_cpu_offset,
-                    jiffies_64,
-                })
-            }
-        }
-        deserializer.deserialize_tuple(23, Members)
-    }
-}
+crate::words::deserialize_members!(KernelSymbols {
+    words [
+        text, etext, start_rodata, end_rodata, start_ro_after_init, end_ro_after_init, end,
+        sys_call_table, x64_sys_call
+    ],
+    one [ia32_sys_call],
+    words [
+        idt_table, init_task, init_top_pgt, init_cred, modules, ima_measurements, linux_banner,
+        kallsyms_relative_base, phys_base, page_offset_base
+    ],
+    one [pgdir_shift],
+    words [
+        per_cpu_offset, jiffies_64
+    ],
+});
 
 impl KernelSymbols {
     /// Every symbol by its kernel name (for listings and for comparing with
@@ -256,14 +200,10 @@ pub struct StructSizes {
     pub mount: u64,
 }
 
-crate::words::deserialize_u64_fields!(StructSizes {
-    task_struct,
-    cred,
-    module,
-    mm_struct,
-    file,
-    dentry,
-    mount,
+crate::words::deserialize_members!(StructSizes {
+    words [
+        task_struct, cred, module, mm_struct, file, dentry, mount
+    ],
 });
 
 /// Struct member offsets (from the package's BTF), in the types the Linux
