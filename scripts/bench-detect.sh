@@ -11,8 +11,10 @@
 #    the system-call table and IDT classes once more with `--cpus split`;
 #  - the Mon-VM's slowdown from monitoring: `avm-demo --slowdown N` runs a
 #    CPU-bound and a memory-bound busybox workload in the Mon-VM N times
-#    with the A-VM running and N times with its QEMU stopped (SIGSTOP),
-#    alternating on one node; medians and slowdown next to the 0.5% target;
+#    with the A-VM running and twice N times with its QEMU stopped
+#    (SIGSTOP; the second stopped run of each pair is an A/A control of
+#    what host noise alone gives), alternating on one node; medians and
+#    slowdown next to the 0.5% target, the control's interval beside it;
 #    once with the host's scheduler placing every process, once with the
 #    A-VM's QEMU and swtpm on a CPU of their own (`--cpus split`).
 # Writes markdown table rows to $DETECT_ROWS; exit status 2 if something

@@ -1502,6 +1502,10 @@ pub struct SlowdownReport {
     /// Workload name -> (runs with monitoring on, runs with it off), in
     /// milliseconds of guest time.
     pub runs: BTreeMap<String, (Vec<f64>, Vec<f64>)>,
+    /// Workload name -> the A/A control: a second run with the A-VM
+    /// stopped in each pair, compared with the first as the slowdown is
+    /// (what the host's noise alone makes of "no difference").
+    pub control: BTreeMap<String, Vec<f64>>,
     pub periods: Periods,
     pub clock: GuestClock,
     /// The host's 1-minute load average before and after (other work on
@@ -1657,24 +1661,20 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
     let mut avm_ticks = 0u64;
     let mut avm_wall = Duration::ZERO;
     let mut runs: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut control: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for pair in 0..pairs {
-        // Alternate which comes first, so drift hits both alike.
-        let order = if pair % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for on in order {
+        // Each order in turn, so drift hits every run of a pair alike.
+        for run in SlowdownRun::order(pair) {
+            let on = run == SlowdownRun::On;
             let stopped = if on { None } else { Some(Stopped::stop(pid)?) };
             let cpu_before = (process_ticks(pid), Instant::now());
             for (name, _, command) in WORKLOADS {
                 let (guest, host) = timed(&mut console, clock, command)?;
                 for (key, t) in [(name.to_string(), guest), (format!("{name}-host"), host)] {
-                    let entry = runs.entry(key).or_default();
-                    if on {
-                        entry.0.push(t);
-                    } else {
-                        entry.1.push(t);
+                    match run {
+                        SlowdownRun::On => runs.entry(key).or_default().0.push(t),
+                        SlowdownRun::Off => runs.entry(key).or_default().1.push(t),
+                        SlowdownRun::Control => control.entry(key).or_default().push(t),
                     }
                 }
             }
@@ -1695,9 +1695,13 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
                 pair + 1,
                 runs.iter()
                     .map(|(n, (on, off))| format!(
-                        "{n} on {:.0} ms off {:.0} ms",
+                        "{n} on {:.0} ms off {:.0} ms A/A {:.0} ms",
                         on.last().copied().unwrap_or_default(),
-                        off.last().copied().unwrap_or_default()
+                        off.last().copied().unwrap_or_default(),
+                        control
+                            .get(n)
+                            .and_then(|c| c.last().copied())
+                            .unwrap_or_default()
                     ))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -1713,6 +1717,7 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
         series: opts.series.clone(),
         pairs,
         runs,
+        control,
         periods,
         clock,
         load: (load_before, load_average()),
@@ -1721,6 +1726,33 @@ pub fn slowdown(opts: &DemoOptions, pairs: usize) -> Result<SlowdownReport, Demo
             100.0 * avm_ticks as f64 / hz / avm_wall.as_secs_f64()
         }),
     })
+}
+
+/// One run of a slowdown pair: the A-VM checking, or its QEMU stopped
+/// (the run compared with, and the A/A control: a second such run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowdownRun {
+    On,
+    Off,
+    Control,
+}
+
+impl SlowdownRun {
+    /// The order of pair `pair`'s runs: the six orders in turn, so each
+    /// run comes first, second and third alike and before each other run
+    /// as often as after it.
+    pub fn order(pair: usize) -> [Self; 3] {
+        use SlowdownRun::{Control, Off, On};
+        const ORDERS: [[SlowdownRun; 3]; 6] = [
+            [On, Off, Control],
+            [Off, Control, On],
+            [Control, On, Off],
+            [Off, On, Control],
+            [Control, Off, On],
+            [On, Control, Off],
+        ];
+        ORDERS[pair % ORDERS.len()]
+    }
 }
 
 /// The host's 1-minute load average (`/proc/loadavg`).
@@ -1756,6 +1788,29 @@ impl SlowdownReport {
         paired_shift(on, off)?.percent_of(percentile(off, 50.0)?)
     }
 
+    /// The A/A control of a workload: its second runs with the A-VM
+    /// stopped against the first, in percent of the median first run,
+    /// with its 95% interval. An interval wider than the target says the
+    /// host's noise alone hides a slowdown of the target's size.
+    pub fn control_shift(&self, name: &str) -> Option<Shift> {
+        let (_, off) = self.runs.get(name)?;
+        let control = self.control.get(name)?;
+        paired_shift(control, off)?.percent_of(percentile(off, 50.0)?)
+    }
+
+    /// What the A/A control says of the host: "resolves 0.5%" if its whole
+    /// interval lies within the target either side, else "does not
+    /// resolve 0.5%" (or "too few pairs").
+    pub fn control_verdict(&self, name: &str) -> &'static str {
+        match self.control_shift(name) {
+            Some(s) if s.low >= -SLOWDOWN_TARGET_PERCENT && s.high <= SLOWDOWN_TARGET_PERCENT => {
+                "resolves 0.5%"
+            }
+            Some(_) => "does not resolve 0.5%",
+            None => "too few pairs",
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let workloads: Vec<Value> = WORKLOADS
             .iter()
@@ -1784,6 +1839,10 @@ impl SlowdownReport {
                     "host_on_ms": host_on,
                     "host_off_ms": host_off,
                     "host_slowdown_percent": h.map(|h| h.2),
+                    "control_ms": self.control.get(*name).cloned().unwrap_or_default(),
+                    "control_shift_percent": self.control_shift(name).map(|s| s.estimate),
+                    "control_ci95_percent": self.control_shift(name).map(|s| [s.low, s.high]),
+                    "control_verdict": self.control_verdict(name),
                 })
             })
             .collect();
@@ -1806,14 +1865,17 @@ impl SlowdownReport {
             for key in [name.to_string(), format!("{name}-host")] {
                 if let Some((on, off, pct)) = self.medians(&key) {
                     let paired = self.slowdown(&key).map_or("-".into(), |s| s.describe());
+                    let control = self
+                        .control_shift(&key)
+                        .map_or("-".into(), |s| s.describe());
                     out.push_str(&format!(
-                        "{key:<12} {on:>12.1} {off:>14.1} {pct:>8.2}%  {paired}\n"
+                        "{key:<12} {on:>12.1} {off:>14.1} {pct:>8.2}%  {paired}  A/A {control}\n"
                     ));
                 }
             }
         }
         out.push_str(&format!(
-            "on: the A-VM checking (its QEMU used {} of a host core meanwhile); off: its QEMU stopped (SIGSTOP). {}; -host: host wall time around the console command; {}.\n",
+            "on: the A-VM checking (its QEMU used {} of a host core meanwhile); off: its QEMU stopped (SIGSTOP); A/A: a second run with it stopped against the first. {}; -host: host wall time around the console command; {}.\n",
             self.avm_cpu_percent
                 .map_or("?".to_string(), |c| format!("{c:.1}%")),
             self.clock.describe(),
@@ -1863,6 +1925,16 @@ impl SlowdownReport {
                     self.load.0,
                     self.load.1,
                     stats::verdict(paired.as_ref(), SLOWDOWN_TARGET_PERCENT),
+                ));
+                out.push_str(&format!(
+                    "| Mon-VM {} slowdown, A/A control, {name}: in each of the {} pairs above a third run, again with the A-VM's QEMU stopped, compared with the stopped run as the slowdown is (what host noise alone makes of no difference); {} | {} (control runs {} ms) | whole interval within -0.5..+0.5% (else noise alone hides a 0.5% slowdown) | {} |\n",
+                    self.series,
+                    self.pairs,
+                    self.placement(),
+                    self.control_shift(name)
+                        .map_or("too few pairs for an interval".into(), |s| s.describe()),
+                    self.control.get(name).map_or("-".into(), |r| spread(r)),
+                    self.control_verdict(name),
                 ));
             }
         }
@@ -1939,12 +2011,17 @@ mod tests {
     }
 
     fn slowdown_report(on: &[f64], off: &[f64]) -> SlowdownReport {
+        slowdown_with_control(on, off, off)
+    }
+
+    fn slowdown_with_control(on: &[f64], off: &[f64], control: &[f64]) -> SlowdownReport {
         let mut runs = BTreeMap::new();
         runs.insert("cpu".to_string(), (on.to_vec(), off.to_vec()));
         SlowdownReport {
             series: "6.1".into(),
             pairs: on.len(),
             runs,
+            control: BTreeMap::from([("cpu".to_string(), control.to_vec())]),
             periods: Periods::of_policy(MonitorPolicy::default(), true),
             clock: GuestClock::Uptime,
             load: ("0.1".into(), "0.2".into()),
@@ -1958,7 +2035,8 @@ mod tests {
         let report = slowdown_report(&stats::NOISY_WITH, &stats::NOISY_WITHOUT);
         let (_, _, pct) = report.medians("cpu").expect("medians");
         assert!(pct <= SLOWDOWN_TARGET_PERCENT);
-        let row = report.markdown_rows();
+        let rows = report.markdown_rows();
+        let row = rows.lines().next().expect("a slowdown row");
         assert!(
             row.trim_end().ends_with("| at most 0.5% | inconclusive |"),
             "{row}"
@@ -1973,15 +2051,65 @@ mod tests {
         ];
         let same: Vec<f64> = off.iter().map(|v| v + 0.02).collect();
         let slower: Vec<f64> = off.iter().map(|v| v * 1.03).collect();
-        let row = |on: &[f64]| slowdown_report(on, &off).markdown_rows();
-        assert!(row(&same).trim_end().ends_with("| met |"), "{}", row(&same));
-        assert!(
-            row(&slower).trim_end().ends_with("| not met |"),
-            "{}",
-            row(&slower)
-        );
+        let row = |on: &[f64]| {
+            let rows = slowdown_report(on, &off).markdown_rows();
+            rows.lines().next().expect("a slowdown row").to_string()
+        };
+        assert!(row(&same).ends_with("| met |"), "{}", row(&same));
+        assert!(row(&slower).ends_with("| not met |"), "{}", row(&slower));
         // Too few pairs for an interval: never met.
         let short = slowdown_report(&same[..4], &off[..4]).markdown_rows();
-        assert!(short.trim_end().ends_with("| inconclusive |"), "{short}");
+        let first = short.lines().next().expect("a slowdown row");
+        assert!(first.ends_with("| inconclusive |"), "{short}");
+    }
+
+    #[test]
+    fn the_control_says_whether_the_host_resolves_the_target() {
+        let off = [
+            100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1, 100.3, 99.9,
+        ];
+        let steady: Vec<f64> = off.iter().map(|v| v + 0.01).collect();
+        let report = slowdown_with_control(&off, &off, &steady);
+        assert_eq!(report.control_verdict("cpu"), "resolves 0.5%");
+        let rows = report.markdown_rows();
+        let control = rows.lines().nth(1).expect("a control row");
+        assert!(control.contains("A/A control"), "{rows}");
+        assert!(control.ends_with("| resolves 0.5% |"), "{rows}");
+        // Noise alone: the second stopped runs swing by 20%.
+        let noisy = slowdown_with_control(
+            &stats::NOISY_WITH,
+            &stats::NOISY_WITHOUT,
+            &stats::NOISY_WITH,
+        );
+        assert_eq!(noisy.control_verdict("cpu"), "does not resolve 0.5%");
+        // A control shifted by 1% does not resolve 0.5% either, though
+        // steady: its interval is not around zero.
+        let shifted: Vec<f64> = off.iter().map(|v| v * 1.01).collect();
+        let shifted = slowdown_with_control(&off, &off, &shifted);
+        assert_eq!(shifted.control_verdict("cpu"), "does not resolve 0.5%");
+        let short = slowdown_with_control(&off[..4], &off[..4], &off[..4]);
+        assert_eq!(short.control_verdict("cpu"), "too few pairs");
+        assert!(short.to_json()["workloads"][0]["control_verdict"] == "too few pairs");
+    }
+
+    #[test]
+    fn every_run_of_a_pair_comes_first_and_before_each_other_as_often() {
+        let orders: Vec<[SlowdownRun; 3]> = (0..6).map(SlowdownRun::order).collect();
+        for run in [SlowdownRun::On, SlowdownRun::Off, SlowdownRun::Control] {
+            for position in 0..3 {
+                let times = orders.iter().filter(|o| o[position] == run).count();
+                assert_eq!(times, 2, "{run:?} at {position}");
+            }
+            for other in [SlowdownRun::On, SlowdownRun::Off, SlowdownRun::Control] {
+                if other == run {
+                    continue;
+                }
+                let before = |o: &[SlowdownRun; 3]| {
+                    o.iter().position(|r| *r == run) < o.iter().position(|r| *r == other)
+                };
+                assert_eq!(orders.iter().filter(|o| before(o)).count(), 3);
+            }
+        }
+        assert_eq!(SlowdownRun::order(6), SlowdownRun::order(0));
     }
 }

@@ -68,9 +68,10 @@ struct Cli {
     #[arg(long)]
     keep_state: bool,
     /// Instead of the attacks: measure the Mon-VM's slowdown from
-    /// monitoring with N alternating pairs of runs (A-VM running, A-VM's
-    /// QEMU stopped with SIGSTOP) of a CPU-bound and a memory-bound
-    /// workload in the Mon-VM.
+    /// monitoring with N pairs of runs (A-VM running, A-VM's QEMU stopped
+    /// with SIGSTOP, and stopped again as an A/A control of what host
+    /// noise alone gives) of a CPU-bound and a memory-bound workload in
+    /// the Mon-VM.
     #[arg(long, value_name = "N")]
     slowdown: Option<usize>,
     /// How long a recorded violation keeps the node untrusted, as the
