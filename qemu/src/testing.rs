@@ -275,6 +275,9 @@ pub enum Attack {
     /// This PID's task given a whole new root cred, a copy of init's (ids
     /// 0, charged to root's account), its old one kept to put back.
     AdoptPid(u32),
+    /// [`Attack::AdoptPid`], and its executable's `struct file` made to
+    /// look opened with the new cred (`f_cred`).
+    AdoptExePid(u32),
     /// This PID's `real_parent` pointed at init (PID 1), the task left on
     /// its parent's children list.
     ReparentPid(u32),
@@ -311,6 +314,7 @@ impl Attack {
             Attack::RootPid(pid) => ("root_pid", if on { pid } else { 0 }),
             Attack::EuidPid(pid) => ("euid_pid", if on { pid } else { 0 }),
             Attack::AdoptPid(pid) => ("adopt_pid", if on { pid } else { 0 }),
+            Attack::AdoptExePid(pid) => ("adopt_exe_pid", if on { pid } else { 0 }),
             Attack::ReparentPid(pid) => ("reparent_pid", if on { pid } else { 0 }),
             Attack::UntreePid(pid) => ("untree_pid", if on { pid } else { 0 }),
             Attack::ImaFlood(n) => ("ima_flood", if on { n } else { 0 }),

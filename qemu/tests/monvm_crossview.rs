@@ -244,7 +244,8 @@ fn check(series: &str) {
         vmi::GuestVirtAddr::new(live.runtime(cross.nr_cpu_ids)).expect("canonical"),
         cross,
     )
-    .expect("run queues");
+    .expect("run queues")
+    .running;
     assert!(
         running
             .iter()

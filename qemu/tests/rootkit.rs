@@ -626,6 +626,36 @@ fn attack_from_inside(series: &str) {
     );
     console_sh(&mut console, &format!("kill {pid}"));
 
+    // The same, and its executable's file made to look opened by root
+    // (`f_cred`): the exec no longer tells. The kernel still counts the
+    // process as nobody's (the cred was swapped, not committed): root has
+    // one task more than the kernel counts for it.
+    let pid = start_sleep(&mut console, Some("nobody"));
+    let from = avm_events(&record).len();
+    attack_seen(
+        &mut console,
+        &rootkit,
+        &record,
+        Attack::AdoptExePid(pid),
+        ":violation:creds:account:uid 0: ",
+        |console| {
+            let adopted = ids(console, pid);
+            assert_eq!(
+                adopted.split_whitespace().take(3).collect::<Vec<_>>(),
+                ["Uid:", "0", "0"],
+                "{series}"
+            );
+        },
+    );
+    let exec = format!("process:{pid}:sleep:euid 0 after an exec");
+    assert!(
+        !avm_events(&record)[from..]
+            .iter()
+            .any(|e| e.contains(&exec)),
+        "{series}: the executable's f_cred was not rewritten"
+    );
+    console_sh(&mut console, &format!("kill {pid}"));
+
     // A user's thread made root (its own cred): its leader, the one the
     // task list holds, stays the user's.
     let leader = start_program(&mut console, Some("nobody"), THREADS_GUEST_PATH);

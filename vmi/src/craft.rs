@@ -476,7 +476,10 @@ pub const WALK_PATH_OFFSETS: crate::linux::PathOffsets = crate::linux::PathOffse
 /// (`linux::crossview::setuid_exec`) and the exec's credentials
 /// (`exec_ids`): `mm_struct.flags` at 0x58, `file.f_inode` at 0x8,
 /// `file.f_cred` at 0x20, `inode.i_mode` at 0x2 and `inode.i_uid` at 0x8,
-/// clear of the sample path offsets; for its tests and the `walk` fuzz
+/// clear of the sample path offsets, and the per-user task counts
+/// (`process_counts`: `cred.ucounts` at 0x90, `ucounts.ns` at 0x10,
+/// `ucounts.uid` at 0x18, `ucounts.rlimit` at 0x20,
+/// `user_namespace.ucounts` at 0x8); for its tests and the `walk` fuzz
 /// target.
 pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
     crate::linux::crossview::CrossViewReference {
@@ -552,6 +555,11 @@ pub const SETUID_REFERENCE: crate::linux::crossview::CrossViewReference =
         device_private_device: 0,
         netdev_dev: 0,
         netdev_nd_net: 0,
+        cred_ucounts: 0x90,
+        ucounts_ns: 0x10,
+        ucounts_uid: 0x18,
+        ucounts_rlimit: 0x20,
+        user_ns_ucounts: 0x8,
         pgd_user_copy: false,
     };
 

@@ -185,7 +185,8 @@ proptest! {
         prop_assert!(in_cgroups.len() <= vmi::linux::crossview::MAX_PID_TASKS);
         // And as the CPUs' areas and their count: one task per CPU at most.
         if let Ok(running) = vmi::linux::crossview::running_tasks(&space, head, head, &reference) {
-            prop_assert!(running.len() <= vmi::linux::crossview::MAX_CPUS as usize);
+            prop_assert!(running.running.len() <= vmi::linux::crossview::MAX_CPUS as usize);
+            prop_assert!(running.idle.len() <= vmi::linux::crossview::MAX_CPUS as usize);
         }
         // And as the busy vmalloc areas' list (6.1) or the array of 6.12's
         // nodes (their count the same word): bounded; the CPUs' stacks and

@@ -100,6 +100,8 @@ pub struct CrossWatch {
     last: [Vec<String>; 5],
     /// Each user process's euid across rounds.
     creds: crossview::CredTracker,
+    /// The kernel's per-user task counts that differ from the tasks found.
+    counts: crossview::ProcessCountTracker,
     /// Each table's entries at start-up: a structure's fields may keep
     /// any of them, an array's entries those into the kernel image.
     baselines: Vec<Option<Vec<u64>>>,
@@ -133,8 +135,9 @@ pub struct CrossWatch {
     stacks_off_busy: Vec<u64>,
     /// Rounds the module view, the process view, the task list, the
     /// top-level tables, the network namespaces, the PID table, the run
-    /// queues, the cgroups and the kernel stacks failed.
-    unwalked: [Unwalked; 9],
+    /// queues, the cgroups, the kernel stacks and the per-user task counts
+    /// failed.
+    unwalked: [Unwalked; 10],
     /// `init_top_pgt`'s shared slots at start-up, and where the tables are.
     top_tables: Option<(SharedEntries, TableOffsets)>,
 }
@@ -218,10 +221,11 @@ impl CrossWatch {
         let miscounted = groups.as_ref().map_or(&[][..], |g| &g.miscounted[..]);
         // Each CPU's current task, read before the PID table: a task
         // forked after the lists were read is in the table by then.
-        let running = location
+        let on_cpus = location
             .runtime_of(r.per_cpu_offset)
             .zip(location.runtime_of(r.nr_cpu_ids))
             .and_then(|(offsets, cpus)| crossview::running_tasks(space, offsets, cpus, r).ok());
+        let running = on_cpus.as_ref().map(|c| c.running.as_slice());
         let running_unwalked = self.unwalked[6].round(running.is_some(), "run-queues");
         // Tasks with a PID that no task or thread list holds: a thread
         // unlinked from its group's list and taken off its count. A round
@@ -249,7 +253,7 @@ impl CrossWatch {
             let off_lists =
                 |t: &u64| !listed.contains(t) && self.pid_only.binary_search(t).is_err();
             let seen: Vec<u64> = running
-                .iter()
+                .into_iter()
                 .flatten()
                 .map(|t| t.value())
                 .filter(off_lists)
@@ -262,7 +266,7 @@ impl CrossWatch {
             let mut tasks: Vec<u64> = everyone.iter().map(|t| t.address.value()).collect();
             tasks.extend_from_slice(&self.pid_only);
             tasks.extend_from_slice(&self.cgroup_only);
-            tasks.extend(running.iter().flatten().map(|t| t.value()));
+            tasks.extend(running.into_iter().flatten().map(|t| t.value()));
             let mut known = crossview::task_stacks(space, &tasks, r);
             let cpus = location
                 .runtime_of(r.per_cpu_offset)
@@ -453,6 +457,30 @@ impl CrossWatch {
                     text(format_args!("process:{}:{}:{}", pid, comm_of(pid), f))
                 })
                 .collect();
+            // The kernel's count of each user's tasks against the tasks
+            // found charged to each: every listed task and every CPU's idle
+            // task (`init_task`, counted at boot by
+            // `user_namespace_sysctl_init`, and its copies, forked at boot).
+            // A task a rootkit took off the lists is one more counted than
+            // found, besides its finding in `hidden_process`.
+            let counts = on_cpus.as_ref().and_then(|on_cpus| {
+                let init = init_task?;
+                let mut creds = Vec::new();
+                for t in tasks.iter().filter(|t| t.address != init) {
+                    creds.push(t.real_cred?);
+                }
+                // `init_task` is CPU 0's idle task; the others are copies of
+                // it (its ucounts).
+                let init_cred = tasks.iter().find(|t| t.address == init)?.real_cred?;
+                creds.extend(on_cpus.idle.iter().map(|_| init_cred));
+                crossview::process_counts(space, &creds, r).ok()
+            });
+            let counts_unwalked = self.unwalked[9].round(counts.is_some(), "task-counts");
+            if let Some(counts) = counts {
+                let differing = self.counts.update(&counts);
+                out[2].extend(differing.iter().map(|c| text(format_args!("account:{c}"))));
+            }
+            out[2].extend(counts_unwalked);
         }
 
         // Function-pointer tables: every entry NULL, into the image's text

@@ -171,8 +171,21 @@ fuzz_target!(|data: &[u8]| {
         assert!(in_cgroups.len() <= crossview::MAX_PID_TASKS);
         // And as `__per_cpu_offset` (`nr_cpu_ids` the same word): one
         // task per CPU at most, the CPUs bounded.
-        if let Ok(running) = crossview::running_tasks(&space, head, head, &reference) {
-            assert!(running.len() <= crossview::MAX_CPUS as usize);
+        if let Ok(on_cpus) = crossview::running_tasks(&space, head, head, &reference) {
+            assert!(on_cpus.running.len() <= crossview::MAX_CPUS as usize);
+            assert!(on_cpus.idle.len() <= crossview::MAX_CPUS as usize);
+        }
+        // The users' task counts through each listed task's real
+        // credentials (and the head as one): one entry per ucounts read,
+        // bounded, every task found counted.
+        let mut real_creds: Vec<_> = listed.iter().filter_map(|t| t.real_cred).collect();
+        real_creds.push(head);
+        if let Ok(counts) = crossview::process_counts(&space, &real_creds, &reference) {
+            assert!(counts.len() <= crossview::MAX_UCOUNTS);
+            let found: u64 = counts.iter().map(|c| c.found).sum();
+            assert!(found >= real_creds.len() as u64);
+            let mut tracker = crossview::ProcessCountTracker::default();
+            assert!(tracker.update(&counts).len() <= counts.len());
         }
         // And as the busy vmalloc areas' list (6.1's) and as the array of
         // 6.12's nodes (the count the same word): bounded; the stacks the

@@ -233,6 +233,17 @@ pub struct CrossViewReference {
     pub device_private_device: u64,
     pub netdev_dev: u64,
     pub netdev_nd_net: u64,
+    /// The kernel's count of each user's tasks ([`process_counts`]):
+    /// `cred.ucounts` (a `struct ucounts *`), `ucounts.ns` (its user
+    /// namespace), `ucounts.uid` (u32), `ucounts.rlimit` (its first entry
+    /// is `UCOUNT_RLIMIT_NPROC`'s, an `atomic_long_t`) and
+    /// `user_namespace.ucounts` (the ucounts of the namespace's creator in
+    /// the parent namespace; NULL for the initial one).
+    pub cred_ucounts: u64,
+    pub ucounts_ns: u64,
+    pub ucounts_uid: u64,
+    pub ucounts_rlimit: u64,
+    pub user_ns_ucounts: u64,
     /// Whether top-level tables are 8 KiB, the second half the user copy
     /// (a kernel built with page-table isolation: `init_top_pgt` is 8 KiB).
     pub pgd_user_copy: bool,
@@ -257,7 +268,7 @@ crate::words::deserialize_members!(CrossViewReference {
         file_f_inode, inode_i_mode, inode_i_uid, cred_user, user_struct_uid, file_f_cred,
         net_class, class_subsys, class_kset, subsys_private_kobj, subsys_private_class,
         subsys_private_devices, device_private_knode_class, device_private_device, netdev_dev,
-        netdev_nd_net
+        netdev_nd_net, cred_ucounts, ucounts_ns, ucounts_uid, ucounts_rlimit, user_ns_ucounts
     ],
     one [pgd_user_copy],
 });
@@ -1327,16 +1338,30 @@ pub fn running_tasks<V: VirtualMemory + ?Sized>(
     per_cpu_offset: GuestVirtAddr,
     nr_cpu_ids: GuestVirtAddr,
     r: &CrossViewReference,
-) -> Result<Vec<GuestVirtAddr>, CrossViewError> {
-    let mut out = Vec::new();
+) -> Result<CpuTasks, CrossViewError> {
+    let mut out = CpuTasks::default();
     for offset in per_cpu_offsets(mem, per_cpu_offset, nr_cpu_ids)? {
         let rq = super::structs::pointer(r.runqueues.wrapping_add(offset?))?;
         let curr = read_pointer(mem, rq, r.rq_curr)?;
-        if curr.is_some() && curr != read_pointer(mem, rq, r.rq_idle)? {
-            out.extend(curr);
+        let idle = read_pointer(mem, rq, r.rq_idle)?;
+        if curr != idle {
+            out.running.extend(curr);
         }
+        out.idle.extend(idle);
     }
     Ok(out)
+}
+
+/// The tasks on the CPUs ([`running_tasks`]), each list in ascending CPU
+/// order, a CPU without one left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuTasks {
+    /// Each CPU's current task, unless it is the CPU's idle task.
+    pub running: Vec<GuestVirtAddr>,
+    /// Each CPU's idle task (`rq.idle`): forked at boot for every CPU but
+    /// the first (whose idle task is `init_task`), on no list, but counted
+    /// for root like every task ([`process_counts`]).
+    pub idle: Vec<GuestVirtAddr>,
 }
 
 /// Each CPU's offset to its per-CPU area (`__per_cpu_offset[cpu]` for
@@ -1545,6 +1570,11 @@ pub fn writable_pointees(baseline: &[u64], ranges: &ImageRanges) -> Vec<(usize, 
         .collect()
 }
 
+mod accounting;
+pub use accounting::{
+    MAX_UCOUNTS, MAX_USER_NS_DEPTH, PROCESS_COUNT_ROUNDS, ProcessCount, ProcessCountTracker,
+    process_counts,
+};
 mod stacks;
 pub use stacks::{
     CACHED_STACKS, MAX_OWNER_CANDIDATES, MAX_STACK_PAGES, MAX_STACK_TABLES, MAX_VMAP_AREAS,

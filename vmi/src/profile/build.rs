@@ -890,6 +890,14 @@ fn cross_view(btf: &Btf, symbols: &SymbolTable) -> Result<CrossViewReference, Bu
         cred_user: btf.field("cred", "user", PTR)?,
         user_struct_uid: btf.field("user_struct", "uid", 4)?,
         file_f_cred: btf.field("file", "f_cred", PTR)?,
+        cred_ucounts: btf.field("cred", "ucounts", PTR)?,
+        ucounts_ns: btf.field("ucounts", "ns", PTR)?,
+        // `kuid_t`: a struct of one u32.
+        ucounts_uid: btf.field("ucounts", "uid", 4)?,
+        // `atomic_long_t rlimit[UCOUNT_RLIMIT_COUNTS]`, 4 on both kernels
+        // (6.1, 6.12), `UCOUNT_RLIMIT_NPROC` the first.
+        ucounts_rlimit: btf.field("ucounts", "rlimit", 32)?,
+        user_ns_ucounts: btf.field("user_namespace", "ucounts", PTR)?,
         net_class: class.class,
         class_subsys: class.subsys,
         class_kset: class.kset,

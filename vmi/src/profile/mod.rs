@@ -42,7 +42,7 @@ mod text_build;
 /// The first bytes of every encoded profile.
 pub const MAGIC: [u8; 8] = *b"AVMKPROF";
 /// The format this code writes and reads.
-pub const FORMAT_VERSION: u16 = 24;
+pub const FORMAT_VERSION: u16 = 25;
 /// Largest encoded profile accepted (a Debian kernel's is about 1.5 MiB,
 /// most of it the text reference).
 pub const MAX_PROFILE_LEN: usize = 8 << 20;
@@ -390,6 +390,11 @@ impl KernelProfile {
                 c.inode_i_uid,
                 c.cred_user,
                 c.user_struct_uid,
+                c.cred_ucounts,
+                c.ucounts_ns,
+                c.ucounts_uid,
+                c.ucounts_rlimit,
+                c.user_ns_ucounts,
                 c.task_nsproxy,
                 c.nsproxy_net_ns,
                 c.task_signal,

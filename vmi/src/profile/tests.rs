@@ -356,8 +356,8 @@ fn structures_decoded_by_runs_of_words_keep_their_member_order() {
     ]
     .concat();
     same::<KernelSymbols>(&symbols);
-    // 8 words, no pointer tables, 63 words, `pgd_user_copy` true.
-    let cross = [words(1, 8), vec![0], words(9, 63), vec![1]].concat();
+    // 8 words, no pointer tables, 68 words, `pgd_user_copy` true.
+    let cross = [words(1, 8), vec![0], words(9, 68), vec![1]].concat();
     same::<CrossViewReference>(&cross);
     // One pointer table between the runs.
     let table = postcard::to_allocvec(&alloc::vec![crate::linux::crossview::PointerTable {
@@ -370,6 +370,6 @@ fn structures_decoded_by_runs_of_words_keep_their_member_order() {
         hook_points: false,
     }])
     .expect("encodes");
-    let cross = [words(1, 8), table, words(9, 63), vec![0]].concat();
+    let cross = [words(1, 8), table, words(9, 68), vec![0]].concat();
     same::<CrossViewReference>(&cross);
 }

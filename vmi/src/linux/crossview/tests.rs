@@ -43,6 +43,11 @@ const R: CrossViewReference = CrossViewReference {
     device_private_device: 0,
     netdev_dev: 0,
     netdev_nd_net: 0,
+    cred_ucounts: 0,
+    ucounts_ns: 0,
+    ucounts_uid: 0,
+    ucounts_rlimit: 0,
+    user_ns_ucounts: 0,
     pgd_user_copy: true,
     // Network namespaces: set by the tests that read them.
     net_namespace_list: 0,
@@ -1612,9 +1617,13 @@ fn each_cpu_runs_its_current_task_unless_idle() {
         b.write_u64(area + 0x100 + 0x8, DIRECT + curr);
         b.write_u64(area + 0x100 + 0x10, DIRECT + idle);
     }
-    let read = |b: &PageTableBuilder| with_space(b, |s| running_tasks(s, va(0x300), va(0x200), &r));
+    let tasks =
+        |b: &PageTableBuilder| with_space(b, |s| running_tasks(s, va(0x300), va(0x200), &r));
+    let read = |b: &PageTableBuilder| tasks(b).map(|t| t.running);
+    let idle = |b: &PageTableBuilder| tasks(b).map(|t| t.idle);
     // CPU 0 runs a task, CPU 1 its idle task.
     assert_eq!(read(&b), Ok(alloc::vec![va(0x1000)]));
+    assert_eq!(idle(&b), Ok(alloc::vec![va(0x7000), va(0x7400)]));
     let mut both = b.clone();
     both.write_u64(0x5000 + 0x108, DIRECT + 0x2000);
     assert_eq!(read(&both), Ok(alloc::vec![va(0x1000), va(0x2000)]));
@@ -1622,11 +1631,14 @@ fn each_cpu_runs_its_current_task_unless_idle() {
     let mut none = b.clone();
     none.write_u64(0x4000 + 0x108, 0);
     assert_eq!(read(&none), Ok(Vec::new()));
+    none.write_u64(0x4000 + 0x110, 0);
+    assert_eq!(idle(&none), Ok(alloc::vec![va(0x7400)]));
     // No CPU, absurdly many, an area off the canonical range: errors.
     for cpus in [0u32, MAX_CPUS + 1, u32::MAX] {
         let mut bad = b.clone();
         bad.write(0x200, &cpus.to_le_bytes());
         assert_eq!(read(&bad), Err(CrossViewError::TooMany), "{cpus}");
+        assert_eq!(idle(&bad), Err(CrossViewError::TooMany), "{cpus}");
     }
     let mut odd = b.clone();
     odd.write_u64(0x308, 0x0000_8000_0000_0000);
@@ -2129,4 +2141,177 @@ fn a_broken_net_class_device_list_is_an_error() {
     // Off RAM.
     b.write_u64(0x2400 + c.device_private_knode_class, DIRECT + RAM + 0x1000);
     assert!(walk(&b).is_err());
+}
+
+/// The offsets of the per-user task counts, as `craft::SETUID_REFERENCE`
+/// has them.
+fn count_reference() -> CrossViewReference {
+    CrossViewReference {
+        cred_ucounts: 0x90,
+        ucounts_ns: 0x10,
+        ucounts_uid: 0x18,
+        ucounts_rlimit: 0x20,
+        user_ns_ucounts: 0x8,
+        ..R
+    }
+}
+
+/// A ucounts at `at` for `uid` in the user namespace at `ns`, counting
+/// `counted` tasks.
+fn ucounts(
+    b: &mut PageTableBuilder,
+    c: &CrossViewReference,
+    at: u64,
+    ns: u64,
+    uid: u32,
+    counted: u64,
+) {
+    b.write_u64(at + c.ucounts_ns, DIRECT + ns);
+    b.write(at + c.ucounts_uid, &uid.to_le_bytes());
+    b.write_u64(at + c.ucounts_rlimit, counted);
+}
+
+/// Two creds of root and one of nobody in the initial user namespace
+/// (0x8000, its creator's ucounts NULL), and one of uid 1000 in a
+/// namespace (0x8400) that root made: its tasks count for root too.
+fn count_memory(c: &CrossViewReference, root: u64, nobody: u64, inner: u64) -> PageTableBuilder {
+    let mut b = builder();
+    ucounts(&mut b, c, 0x9000, 0x8000, 0, root);
+    ucounts(&mut b, c, 0x9100, 0x8000, 65534, nobody);
+    ucounts(&mut b, c, 0x9200, 0x8400, 1000, inner);
+    b.write_u64(0x8400 + c.user_ns_ucounts, DIRECT + 0x9000);
+    for (cred, ucounts) in [
+        (0x2000, 0x9000),
+        (0x2100, 0x9000),
+        (0x2200, 0x9100),
+        (0x2300, 0x9200),
+    ] {
+        b.write_u64(cred + c.cred_ucounts, DIRECT + ucounts);
+    }
+    b
+}
+
+/// Each ucounts with the tasks charged to it, a namespace's tasks also to
+/// its creator's; a task whose cred a rootkit swapped for root's is one
+/// more for root and one fewer for its user than the kernel counts.
+#[test]
+fn each_users_task_count_is_the_tasks_charged_to_it() {
+    let c = count_reference();
+    let creds = |list: &[u64]| list.iter().map(|&a| va(a)).collect::<Vec<_>>();
+    // Root: three tasks on two creds, plus the inner task; nobody: one.
+    let tasks = creds(&[0x2000, 0x2100, 0x2000, 0x2200, 0x2300]);
+    let b = count_memory(&c, 4, 1, 1);
+    let counts = with_space(&b, |s| process_counts(s, &tasks, &c)).expect("reads");
+    let want = |ucounts, uid, counted, found| ProcessCount {
+        ucounts: DIRECT + ucounts,
+        uid,
+        counted,
+        found,
+    };
+    assert_eq!(
+        counts,
+        [
+            want(0x9000, 0, 4, 4),
+            want(0x9100, 65534, 1, 1),
+            want(0x9200, 1000, 1, 1)
+        ]
+    );
+    assert!(counts.iter().all(|c| !c.differs()));
+    // nobody's task given a root cred: counted for nobody, found as root's.
+    let swapped = creds(&[0x2000, 0x2100, 0x2000, 0x2000, 0x2300]);
+    let counts = with_space(&b, |s| process_counts(s, &swapped, &c)).expect("reads");
+    assert_eq!(counts, [want(0x9000, 0, 4, 5), want(0x9200, 1000, 1, 1)]);
+    assert_eq!(counts[0].to_string(), "uid 0: 4 tasks counted, 5 found");
+    // No tasks: nothing to compare.
+    assert_eq!(
+        with_space(&b, |s| process_counts(s, &[], &c)),
+        Ok(Vec::new())
+    );
+}
+
+/// A cred without ucounts, a ucounts without a namespace, unreadable
+/// memory and a cycle of namespaces are errors, in bounded time.
+#[test]
+fn a_broken_chain_of_task_counts_is_an_error() {
+    let c = count_reference();
+    let read =
+        |b: &PageTableBuilder, cred: u64| with_space(b, |s| process_counts(s, &[va(cred)], &c));
+    let mut b = count_memory(&c, 1, 1, 1);
+    assert!(read(&b, 0x2300).is_ok());
+    // NULL ucounts.
+    assert!(read(&b, 0x2400).is_err());
+    // The namespace's creator's ucounts pointing back at the inner one.
+    b.write_u64(0x8000 + c.user_ns_ucounts, DIRECT + 0x9200);
+    assert!(matches!(read(&b, 0x2300), Err(CrossViewError::TooMany)));
+    b.write_u64(0x8000 + c.user_ns_ucounts, 0);
+    // A ucounts without a namespace, one off RAM.
+    b.write_u64(0x9100 + c.ucounts_ns, 0);
+    assert!(read(&b, 0x2200).is_err());
+    b.write_u64(0x2200 + c.cred_ucounts, DIRECT + RAM + 0x1000);
+    assert!(read(&b, 0x2200).is_err());
+}
+
+/// More ucounts than a round reads is an error, not a cut.
+#[test]
+fn too_many_users_is_an_error() {
+    let c = count_reference();
+    let mut b = builder();
+    let n = MAX_UCOUNTS as u64 + 1;
+    let mut creds = Vec::new();
+    for i in 0..n {
+        // Packed: only a cred's `ucounts` and a ucounts' `ns`, `uid` and
+        // `rlimit` are read, which do not overlap at these strides.
+        let (cred, uc) = (0x1_0000 + 8 * i, 0x2_0000 + 0x18 * i);
+        b.write_u64(cred + c.cred_ucounts, DIRECT + uc);
+        b.write_u64(uc + c.ucounts_ns, DIRECT + 0x8000);
+        creds.push(va(cred));
+    }
+    let read = |creds: &[GuestVirtAddr]| with_space(&b, |s| process_counts(s, creds, &c));
+    assert_eq!(
+        read(&creds[..MAX_UCOUNTS]).map(|v| v.len()),
+        Ok(MAX_UCOUNTS)
+    );
+    assert!(matches!(read(&creds), Err(CrossViewError::TooMany)));
+}
+
+/// A difference is reported once it has stayed exactly the same for
+/// `PROCESS_COUNT_ROUNDS` rounds in a row: one that changes (forks and
+/// releases in flight) or goes away starts over.
+#[test]
+fn a_count_difference_is_reported_once_it_lasts() {
+    let count = |counted, found| ProcessCount {
+        ucounts: 0x9000,
+        uid: 0,
+        counted,
+        found,
+    };
+    let steady = ProcessCount {
+        ucounts: 0x9100,
+        uid: 7,
+        counted: 2,
+        found: 2,
+    };
+    let mut tracker = ProcessCountTracker::default();
+    for _ in 1..PROCESS_COUNT_ROUNDS {
+        assert_eq!(tracker.update(&[count(4, 5), steady]), []);
+    }
+    assert_eq!(tracker.update(&[count(4, 5), steady]), [count(4, 5)]);
+    assert_eq!(tracker.update(&[count(4, 5)]), [count(4, 5)]);
+    // Another difference starts over, as one that went away.
+    assert_eq!(tracker.update(&[count(5, 6)]), []);
+    assert_eq!(tracker.update(&[count(4, 4)]), []);
+    for _ in 1..PROCESS_COUNT_ROUNDS {
+        assert_eq!(tracker.update(&[count(4, 5)]), []);
+    }
+    assert_eq!(tracker.update(&[count(4, 5)]), [count(4, 5)]);
+    // A difference that flips every round is never reported.
+    let mut tracker = ProcessCountTracker::default();
+    for round in 0..4 * PROCESS_COUNT_ROUNDS {
+        let now = if round % 2 == 0 {
+            count(4, 5)
+        } else {
+            count(5, 5)
+        };
+        assert_eq!(tracker.update(&[now]), []);
+    }
 }
