@@ -1755,6 +1755,19 @@ impl SlowdownRun {
     }
 }
 
+/// What an A/A control's shift says of the host: "resolves 0.5%" if its
+/// whole interval lies within the target either side, else "does not
+/// resolve 0.5%" (`None`: "too few pairs").
+fn control_verdict(shift: Option<&Shift>) -> &'static str {
+    match shift {
+        Some(s) if s.low >= -SLOWDOWN_TARGET_PERCENT && s.high <= SLOWDOWN_TARGET_PERCENT => {
+            "resolves 0.5%"
+        }
+        Some(_) => "does not resolve 0.5%",
+        None => "too few pairs",
+    }
+}
+
 /// The host's 1-minute load average (`/proc/loadavg`).
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -1798,17 +1811,10 @@ impl SlowdownReport {
         paired_shift(control, off)?.percent_of(percentile(off, 50.0)?)
     }
 
-    /// What the A/A control says of the host: "resolves 0.5%" if its whole
-    /// interval lies within the target either side, else "does not
-    /// resolve 0.5%" (or "too few pairs").
+    /// What the A/A control of a workload says of the host
+    /// ([`control_verdict`]).
     pub fn control_verdict(&self, name: &str) -> &'static str {
-        match self.control_shift(name) {
-            Some(s) if s.low >= -SLOWDOWN_TARGET_PERCENT && s.high <= SLOWDOWN_TARGET_PERCENT => {
-                "resolves 0.5%"
-            }
-            Some(_) => "does not resolve 0.5%",
-            None => "too few pairs",
-        }
+        control_verdict(self.control_shift(name).as_ref())
     }
 
     pub fn to_json(&self) -> Value {
@@ -1824,6 +1830,7 @@ impl SlowdownReport {
                 let m = self.medians(name);
                 let h = self.medians(&format!("{name}-host"));
                 let paired = self.slowdown(name);
+                let control = self.control_shift(name);
                 json!({
                     "workload": name,
                     "what": what,
@@ -1840,9 +1847,9 @@ impl SlowdownReport {
                     "host_off_ms": host_off,
                     "host_slowdown_percent": h.map(|h| h.2),
                     "control_ms": self.control.get(*name).cloned().unwrap_or_default(),
-                    "control_shift_percent": self.control_shift(name).map(|s| s.estimate),
-                    "control_ci95_percent": self.control_shift(name).map(|s| [s.low, s.high]),
-                    "control_verdict": self.control_verdict(name),
+                    "control_shift_percent": control.map(|s| s.estimate),
+                    "control_ci95_percent": control.map(|s| [s.low, s.high]),
+                    "control_verdict": control_verdict(control.as_ref()),
                 })
             })
             .collect();
@@ -1926,15 +1933,15 @@ impl SlowdownReport {
                     self.load.1,
                     stats::verdict(paired.as_ref(), SLOWDOWN_TARGET_PERCENT),
                 ));
+                let control = self.control_shift(name);
                 out.push_str(&format!(
                     "| Mon-VM {} slowdown, A/A control, {name}: in each of the {} pairs above a third run, again with the A-VM's QEMU stopped, compared with the stopped run as the slowdown is (what host noise alone makes of no difference); {} | {} (control runs {} ms) | whole interval within -0.5..+0.5% (else noise alone hides a 0.5% slowdown) | {} |\n",
                     self.series,
                     self.pairs,
                     self.placement(),
-                    self.control_shift(name)
-                        .map_or("too few pairs for an interval".into(), |s| s.describe()),
+                    control.map_or("too few pairs for an interval".into(), |s| s.describe()),
                     self.control.get(name).map_or("-".into(), |r| spread(r)),
-                    self.control_verdict(name),
+                    control_verdict(control.as_ref()),
                 ));
             }
         }
@@ -2010,6 +2017,11 @@ mod tests {
         assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
     }
 
+    /// Ten runs with the A-VM stopped that differ by at most 1%.
+    const STEADY_OFF: [f64; 10] = [
+        100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1, 100.3, 99.9,
+    ];
+
     fn slowdown_report(on: &[f64], off: &[f64]) -> SlowdownReport {
         slowdown_with_control(on, off, off)
     }
@@ -2046,9 +2058,7 @@ mod tests {
 
     #[test]
     fn slowdown_verdicts_follow_the_interval() {
-        let off = [
-            100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1, 100.3, 99.9,
-        ];
+        let off = STEADY_OFF;
         let same: Vec<f64> = off.iter().map(|v| v + 0.02).collect();
         let slower: Vec<f64> = off.iter().map(|v| v * 1.03).collect();
         let row = |on: &[f64]| {
@@ -2065,9 +2075,7 @@ mod tests {
 
     #[test]
     fn the_control_says_whether_the_host_resolves_the_target() {
-        let off = [
-            100.0, 101.0, 99.0, 100.5, 99.5, 100.2, 99.8, 100.1, 100.3, 99.9,
-        ];
+        let off = STEADY_OFF;
         let steady: Vec<f64> = off.iter().map(|v| v + 0.01).collect();
         let report = slowdown_with_control(&off, &off, &steady);
         assert_eq!(report.control_verdict("cpu"), "resolves 0.5%");

@@ -1326,13 +1326,13 @@ fn pid_table_walk<V: VirtualMemory + ?Sized>(
 /// Most CPUs [`running_tasks`] reads (`nr_cpu_ids` above it is an error).
 pub const MAX_CPUS: u32 = 1024;
 
-/// The task each CPU runs now (`rq->curr` of every possible CPU's run
-/// queue, `per_cpu(runqueues, cpu)`), but for its idle task (PID 0, on no
-/// list) and a CPU not brought up (no task): ascending CPU order, one
-/// entry per CPU at most. A task that runs is on a CPU whatever lists a
-/// rootkit took it off, so one seen there that no list holds is hidden.
-/// `per_cpu_offset` and `nr_cpu_ids` are the runtime addresses of
-/// `__per_cpu_offset` and `nr_cpu_ids`.
+/// The tasks on the CPUs, from every possible CPU's run queue
+/// (`per_cpu(runqueues, cpu)`): the task each runs now (`rq->curr`), but
+/// for its idle task (PID 0, on no list) and a CPU not brought up (no
+/// task), and each one's idle task (`rq->idle`); see [`CpuTasks`]. A task
+/// that runs is on a CPU whatever lists a rootkit took it off, so one seen
+/// there that no list holds is hidden. `per_cpu_offset` and `nr_cpu_ids`
+/// are the runtime addresses of `__per_cpu_offset` and `nr_cpu_ids`.
 pub fn running_tasks<V: VirtualMemory + ?Sized>(
     mem: &V,
     per_cpu_offset: GuestVirtAddr,
